@@ -1,0 +1,780 @@
+//! The build pipeline: profile -> resolved inputs -> initramfs tree -> compressed
+//! initramfs -> UKI -> ESP -> GPT disk and PXE set -> manifest and SHA256SUMS.
+//! Each stage is a function from its inputs to one artifact; everything is written
+//! into a staging directory and published whole at the end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mkhost_image::{bzimage, disk, esp, uki};
+use mkhost_initramfs::{compress, cpio, elf, modules};
+use serde::Serialize;
+
+use crate::guest_binaries::{self, GuestBinaries, GuestBinaryError};
+use crate::hashing::{derived_uuid, derived_volume_id, sha256_file, sha256_hex};
+use crate::lock::{self, LockEntry, LockError, LockFile};
+use crate::output::{OutputError, Staging};
+use crate::profile::{self, FileContent, LoadPolicy, Profile, ProfileError};
+use crate::progress::{size, Progress};
+use crate::sources::{self, Cache, InputRecord, ResolvedKernel, SourceError};
+
+pub const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Profile name or path.
+    pub profile: String,
+    pub out_dir: PathBuf,
+    pub cache: Cache,
+    pub lockfile: PathBuf,
+    pub locked: bool,
+    pub bin_dir: Option<PathBuf>,
+    pub source_date_epoch: u64,
+    /// Firmware is taken from here when modules name it.
+    pub firmware_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    GuestBinary(#[from] GuestBinaryError),
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kernel {path}")]
+    Kernel {
+        path: PathBuf,
+        #[source]
+        source: bzimage::BzImageError,
+    },
+    #[error(
+        "kernel {path} reports release {image_release}, but its modules are for {modules_release}"
+    )]
+    ReleaseMismatch {
+        path: PathBuf,
+        image_release: String,
+        modules_release: String,
+    },
+    #[error("reading the modules of kernel {release} in {path}")]
+    ModuleIndex {
+        release: String,
+        path: PathBuf,
+        #[source]
+        source: modules::ModuleError,
+    },
+    #[error("{origin}: {source}")]
+    Module {
+        origin: String,
+        #[source]
+        source: modules::ModuleError,
+    },
+    #[error("{origin}: binary {path}")]
+    Binary {
+        origin: String,
+        path: PathBuf,
+        #[source]
+        source: elf::ElfError,
+    },
+    #[error("{origin}: cannot read {path}")]
+    ExtraFile {
+        origin: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("initramfs: {0}")]
+    Cpio(#[from] cpio::CpioError),
+    #[error("compressing the initramfs")]
+    Compress(#[from] compress::CompressError),
+    #[error("profile {profile}: the image needs {required_mib} MiB of RAM (kernel {kernel_mib} MiB + initramfs {compressed_mib} MiB compressed + {uncompressed_mib} MiB unpacked + headroom {headroom_mib} MiB), above min_ram_mib = {min_ram_mib}; raise min_ram_mib or drop modules/files")]
+    RamBudget {
+        profile: String,
+        required_mib: u64,
+        kernel_mib: u64,
+        compressed_mib: u64,
+        uncompressed_mib: u64,
+        headroom_mib: u64,
+        min_ram_mib: u64,
+    },
+    #[error("assembling the UKI")]
+    Uki(#[from] uki::UkiError),
+    #[error("building the EFI system partition")]
+    Esp(#[from] esp::EspError),
+    #[error("writing the GPT disk image")]
+    Disk(#[from] disk::DiskError),
+    #[error("serialising the manifest")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What a finished build reports.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub profile: String,
+    pub out_dir: PathBuf,
+    pub artifacts: Vec<(String, u64)>,
+    pub elapsed: Duration,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub mkhost_version: String,
+    pub profile: ProfileSummary,
+    pub source_date_epoch: u64,
+    pub kernel: KernelSummary,
+    pub inputs: BTreeMap<String, InputRecord>,
+    pub programs: BTreeMap<String, FileSummary>,
+    pub modules: ModuleSummary,
+    pub firmware: FirmwareSummary,
+    pub initramfs: InitramfsSummary,
+    pub ram: RamSummary,
+    pub artifacts: BTreeMap<String, FileSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfileSummary {
+    pub name: String,
+    pub description: String,
+    pub files: Vec<String>,
+    pub hostname: String,
+    pub cmdline: String,
+    pub min_ram_mib: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelSummary {
+    pub release: String,
+    pub version: String,
+    pub init_size: u64,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct FileSummary {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModuleSummary {
+    /// Loaded by init at boot, in load order (dependencies included).
+    pub boot: Vec<String>,
+    /// In the image, loaded on demand.
+    pub on_demand: Vec<String>,
+    /// Requested but built into the kernel.
+    pub builtin: Vec<String>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FirmwareSummary {
+    pub included: Vec<String>,
+    /// Named by a module but absent on the build host: `module: file`.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitramfsSummary {
+    pub entries: usize,
+    pub uncompressed_bytes: u64,
+    pub compressed_bytes: u64,
+    pub compression: String,
+    pub level: i32,
+    pub window_log: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RamSummary {
+    pub kernel_mib: u64,
+    pub initramfs_compressed_mib: u64,
+    pub initramfs_unpacked_mib: u64,
+    pub headroom_mib: u64,
+    pub required_mib: u64,
+    pub min_ram_mib: u64,
+}
+
+/// The boot configuration init reads from `/etc/mkhost/boot.json`.
+#[derive(Debug, Serialize)]
+struct BootConfig<'a> {
+    profile: &'a str,
+    kernel_release: &'a str,
+    hostname: &'a str,
+    debug_shell: bool,
+    modules: Vec<String>,
+}
+
+/// Runs the whole pipeline for one profile.
+pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    let profile = profile::load(&options.profile)?;
+    let lockfile = LockFile::read(&options.lockfile)?;
+    let pin = if options.locked {
+        Some(lockfile.entry(&options.lockfile, &profile.name)?.clone())
+    } else {
+        None
+    };
+
+    let stage = progress.stage("resolving kernel and stub");
+    let kernel = sources::resolve_kernel(
+        &profile.kernel,
+        &options.cache,
+        pin.as_ref().map(|p| &p.kernel),
+        progress,
+    )?;
+    let stub = sources::resolve_stub(
+        &profile.stub,
+        &options.cache,
+        pin.as_ref().map(|p| &p.stub),
+        progress,
+    )?;
+    if let Some(pin) = &pin {
+        lock::check(&options.lockfile, "kernel", &pin.kernel, &kernel.record)?;
+        lock::check(&options.lockfile, "stub", &pin.stub, &stub.record)?;
+    }
+    stage.finish(&format!(
+        "kernel {} ({}), stub {}",
+        kernel.release,
+        kernel
+            .record
+            .version
+            .as_deref()
+            .unwrap_or(&kernel.record.source),
+        stub.record
+            .version
+            .as_deref()
+            .unwrap_or(&stub.record.source)
+    ));
+
+    let kernel_bytes = read(&kernel.image)?;
+    let kernel_info =
+        bzimage::parse_bzimage(&kernel_bytes).map_err(|source| BuildError::Kernel {
+            path: kernel.image.clone(),
+            source,
+        })?;
+    if kernel_info.release != kernel.release {
+        return Err(BuildError::ReleaseMismatch {
+            path: kernel.image.clone(),
+            image_release: kernel_info.release.clone(),
+            modules_release: kernel.release.clone(),
+        });
+    }
+
+    let stage = progress.stage("building init and hostd");
+    let programs = guest_binaries::locate(options.bin_dir.as_deref())?;
+    stage.finish("static binaries ready");
+
+    let stage = progress.stage("resolving modules");
+    let module_plan = plan_modules(&profile, &kernel, &options.firmware_dir)?;
+    stage.finish(&format!(
+        "{} modules ({} at boot), {} firmware files, {} missing",
+        module_plan.all.len(),
+        module_plan.boot.len(),
+        module_plan.firmware.len(),
+        module_plan.missing_firmware.len()
+    ));
+
+    let stage = progress.stage("assembling initramfs");
+    let archive = assemble_initramfs(&profile, &kernel, &programs, &module_plan)?;
+    let mut cpio_bytes = Vec::new();
+    let mtime = u32::try_from(options.source_date_epoch).unwrap_or(u32::MAX);
+    archive.write_newc(&mut cpio_bytes, mtime)?;
+    stage.finish(&format!(
+        "{} entries, {}",
+        archive.len(),
+        size(cpio_bytes.len() as u64)
+    ));
+
+    let stage = progress.stage(&format!(
+        "compressing initramfs (zstd -{})",
+        profile.compression_level
+    ));
+    let initrd = compress_cached(&cpio_bytes, profile.compression_level, &options.cache)?;
+    stage.finish(&size(initrd.len() as u64));
+
+    let ram = ram_budget(
+        &profile,
+        &kernel_info,
+        cpio_bytes.len() as u64,
+        initrd.len() as u64,
+    )?;
+
+    let stage = progress.stage("assembling UKI");
+    let stub_bytes = read(&stub.path)?;
+    let osrel = os_release(&profile, &kernel.release);
+    let efi = uki::assemble_uki(
+        &stub_bytes,
+        &uki::UkiSections {
+            osrel: osrel.as_bytes(),
+            cmdline: profile.cmdline.as_bytes(),
+            uname: Some(kernel.release.as_bytes()),
+            linux: &kernel_bytes,
+            initrd: &initrd,
+        },
+    )?;
+    stage.finish(&size(efi.len() as u64));
+
+    let staging = Staging::create(&options.out_dir, &profile.name)?;
+    let img_name = format!("mkhost-{}.img", profile.name);
+    let efi_name = format!("mkhost-{}.efi", profile.name);
+    staging.write(&efi_name, &efi)?;
+
+    let stage = progress.stage("writing GPT disk image");
+    let seed = sha256_hex(&efi);
+    let esp_image = esp::build_esp(
+        &[esp::EspFile {
+            path: "EFI/BOOT/BOOTX64.EFI",
+            data: &efi,
+        }],
+        esp::esp_size_for(efi.len() as u64),
+        derived_volume_id(&seed),
+        "MKHOST",
+        options.source_date_epoch,
+    )?;
+    let disk_size = disk::write_gpt_disk(
+        &staging.path(&img_name),
+        &esp_image,
+        derived_uuid(&seed, "disk"),
+        derived_uuid(&seed, "esp"),
+    )?;
+    drop(esp_image);
+    stage.finish(&size(disk_size));
+
+    let stage = progress.stage("writing PXE set");
+    staging.write("pxe/vmlinuz", &kernel_bytes)?;
+    staging.write("pxe/initramfs.img", &initrd)?;
+    staging.write("pxe/boot.ipxe", boot_ipxe(&profile).as_bytes())?;
+    stage.finish("pxe/vmlinuz, pxe/initramfs.img, pxe/boot.ipxe");
+
+    let mut artifacts = BTreeMap::new();
+    for rel in [
+        img_name.as_str(),
+        efi_name.as_str(),
+        "pxe/vmlinuz",
+        "pxe/initramfs.img",
+        "pxe/boot.ipxe",
+    ] {
+        artifacts.insert(rel.to_string(), file_summary(&staging.path(rel))?);
+    }
+    let manifest = Manifest {
+        mkhost_version: env!("CARGO_PKG_VERSION").to_string(),
+        profile: ProfileSummary {
+            name: profile.name.clone(),
+            description: profile.description.clone(),
+            files: profile
+                .files_chain
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            hostname: profile.hostname.clone(),
+            cmdline: profile.cmdline.clone(),
+            min_ram_mib: profile.min_ram_mib,
+        },
+        source_date_epoch: options.source_date_epoch,
+        kernel: KernelSummary {
+            release: kernel.release.clone(),
+            version: kernel_info.version.clone(),
+            init_size: kernel_info.init_size,
+        },
+        inputs: BTreeMap::from([
+            ("kernel".to_string(), kernel.record.clone()),
+            ("stub".to_string(), stub.record.clone()),
+        ]),
+        programs: BTreeMap::from([
+            ("init".to_string(), file_summary(&programs.init)?),
+            ("hostd".to_string(), file_summary(&programs.hostd)?),
+        ]),
+        modules: ModuleSummary {
+            boot: module_plan.boot.iter().map(|m| m.name.clone()).collect(),
+            on_demand: module_plan
+                .all
+                .iter()
+                .filter(|m| !module_plan.boot.iter().any(|b| b.name == m.name))
+                .map(|m| m.name.clone())
+                .collect(),
+            builtin: module_plan.builtin.clone(),
+            bytes: module_plan.bytes,
+        },
+        firmware: FirmwareSummary {
+            included: module_plan
+                .firmware
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+            missing: module_plan.missing_firmware.clone(),
+        },
+        initramfs: InitramfsSummary {
+            entries: archive.len(),
+            uncompressed_bytes: cpio_bytes.len() as u64,
+            compressed_bytes: initrd.len() as u64,
+            compression: "zstd".into(),
+            level: profile.compression_level,
+            window_log: compress::WINDOW_LOG,
+        },
+        ram,
+        artifacts,
+    };
+    let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
+    manifest_json.push(b'\n');
+    staging.write("manifest.json", &manifest_json)?;
+    staging.write_sums()?;
+
+    let mut report_artifacts = Vec::new();
+    for rel in [
+        img_name.as_str(),
+        efi_name.as_str(),
+        "pxe/vmlinuz",
+        "pxe/initramfs.img",
+        "pxe/boot.ipxe",
+        "manifest.json",
+        "SHA256SUMS",
+    ] {
+        let len = std::fs::metadata(staging.path(rel)).map_or(0, |m| m.len());
+        report_artifacts.push((rel.to_string(), len));
+    }
+    let out_dir = staging.publish()?;
+
+    let mut lockfile = lockfile;
+    lockfile.profiles.insert(
+        profile.name.clone(),
+        LockEntry {
+            kernel: kernel.record.clone(),
+            stub: stub.record.clone(),
+        },
+    );
+    lockfile.write(&options.lockfile)?;
+
+    Ok(BuildReport {
+        profile: profile.name.clone(),
+        out_dir,
+        artifacts: report_artifacts,
+        elapsed: started.elapsed(),
+        manifest,
+    })
+}
+
+/// The modules that go into the image.
+struct ModulePlan {
+    /// Loaded at boot, in load order.
+    boot: Vec<modules::ModuleInfo>,
+    /// Every module in the image, in load order.
+    all: Vec<modules::ModuleInfo>,
+    builtin: Vec<String>,
+    /// (file name under /lib/firmware, path on the build host)
+    firmware: Vec<(String, PathBuf)>,
+    missing_firmware: Vec<String>,
+    bytes: u64,
+}
+
+fn plan_modules(
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    firmware_dir: &Path,
+) -> Result<ModulePlan, BuildError> {
+    let index = modules::ModuleIndex::load(&kernel.modules_dir).map_err(|source| {
+        BuildError::ModuleIndex {
+            release: kernel.release.clone(),
+            path: kernel.modules_dir.clone(),
+            source,
+        }
+    })?;
+    // Check each request on its own first, so an unknown name points at its line.
+    for request in &profile.modules {
+        if let Err(source) = index.closure(std::slice::from_ref(&request.name)) {
+            return Err(BuildError::Module {
+                origin: request.origin.to_string(),
+                source,
+            });
+        }
+    }
+    let names = |policy: Option<LoadPolicy>| -> Vec<String> {
+        profile
+            .modules
+            .iter()
+            .filter(|m| policy.is_none_or(|p| m.load == p))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let closure_err = |source| BuildError::Module {
+        origin: profile
+            .files_chain
+            .first()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
+    };
+    let boot = index
+        .closure(&names(Some(LoadPolicy::Boot)))
+        .map_err(closure_err)?;
+    let all = index.closure(&names(None)).map_err(closure_err)?;
+
+    let mut firmware = BTreeMap::new();
+    let mut missing = Vec::new();
+    let mut bytes = 0;
+    for module in &all.modules {
+        bytes +=
+            std::fs::metadata(kernel.modules_dir.join(&module.rel_path)).map_or(0, |m| m.len());
+        let names = index
+            .firmware(module)
+            .map_err(|source| BuildError::ModuleIndex {
+                release: kernel.release.clone(),
+                path: kernel.modules_dir.join(&module.rel_path),
+                source,
+            })?;
+        for name in names {
+            let path = firmware_dir.join(&name);
+            if name.split('/').any(|c| c == ".." || c.is_empty()) {
+                missing.push(format!("{}: {name} (unsafe name, skipped)", module.name));
+            } else if path.is_file() {
+                firmware.insert(name, path);
+            } else {
+                missing.push(format!("{}: {name}", module.name));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    Ok(ModulePlan {
+        boot: boot.modules,
+        all: all.modules,
+        builtin: all.builtin,
+        firmware: firmware.into_iter().collect(),
+        missing_firmware: missing,
+        bytes,
+    })
+}
+
+fn assemble_initramfs(
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    programs: &GuestBinaries,
+    plan: &ModulePlan,
+) -> Result<cpio::Archive, BuildError> {
+    let mut archive = cpio::Archive::new();
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "etc/mkhost",
+        "usr/bin",
+        "var/lib",
+    ] {
+        archive.add_dir(dir, 0o755)?;
+    }
+    archive.add_dir("tmp", 0o1777)?;
+    archive.add_char_dev("dev/console", 0o600, 5, 1)?;
+    archive.add_char_dev("dev/null", 0o666, 1, 3)?;
+    archive.add_file("init", 0o755, cpio::FileData::Path(programs.init.clone()))?;
+    archive.add_file(
+        "usr/bin/hostd",
+        0o755,
+        cpio::FileData::Path(programs.hostd.clone()),
+    )?;
+
+    let modules_root = format!("lib/modules/{}", kernel.release);
+    for module in &plan.all {
+        archive.add_file(
+            &format!("{modules_root}/{}", module.rel_path),
+            0o644,
+            cpio::FileData::Path(kernel.modules_dir.join(&module.rel_path)),
+        )?;
+    }
+    archive.add_file(
+        &format!("{modules_root}/modules.dep"),
+        0o644,
+        cpio::FileData::Bytes(modules::render_modules_dep(&plan.all).into_bytes()),
+    )?;
+    archive.add_file(
+        &format!("{modules_root}/modules.alias"),
+        0o644,
+        cpio::FileData::Bytes(modules::render_modules_alias(&plan.all).into_bytes()),
+    )?;
+    archive.add_file(
+        &format!("{modules_root}/modules.softdep"),
+        0o644,
+        cpio::FileData::Bytes(modules::render_modules_softdep(&plan.all).into_bytes()),
+    )?;
+    let builtin = kernel.modules_dir.join("modules.builtin");
+    if builtin.is_file() {
+        archive.add_file(
+            &format!("{modules_root}/modules.builtin"),
+            0o644,
+            cpio::FileData::Path(builtin),
+        )?;
+    }
+    for (name, path) in &plan.firmware {
+        archive.add_file(
+            &format!("lib/firmware/{name}"),
+            0o644,
+            cpio::FileData::Path(path.clone()),
+        )?;
+    }
+
+    let boot_config = BootConfig {
+        profile: &profile.name,
+        kernel_release: &kernel.release,
+        hostname: &profile.hostname,
+        debug_shell: profile.debug_shell,
+        modules: plan.boot.iter().map(|m| m.rel_path.clone()).collect(),
+    };
+    let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
+    boot_json.push(b'\n');
+    archive.add_file(
+        "etc/mkhost/boot.json",
+        0o644,
+        cpio::FileData::Bytes(boot_json),
+    )?;
+    archive.add_file(
+        "etc/os-release",
+        0o644,
+        cpio::FileData::Bytes(os_release(profile, &kernel.release).into_bytes()),
+    )?;
+    archive.add_file(
+        "etc/hostname",
+        0o644,
+        cpio::FileData::Bytes(format!("{}\n", profile.hostname).into_bytes()),
+    )?;
+
+    for binary in &profile.binaries {
+        let binary_err = |source| BuildError::Binary {
+            origin: binary.origin.to_string(),
+            path: binary.source.clone(),
+            source,
+        };
+        let closure = elf::library_closure(&binary.source).map_err(binary_err)?;
+        archive.add_file(
+            &binary.dest,
+            0o755,
+            cpio::FileData::Path(binary.source.clone()),
+        )?;
+        for lib in closure.interpreter.iter().chain(closure.libraries.iter()) {
+            let dest = lib.to_string_lossy().trim_start_matches('/').to_string();
+            archive.add_file(&dest, 0o755, cpio::FileData::Path(lib.clone()))?;
+        }
+    }
+    for file in &profile.files {
+        let data = match &file.content {
+            FileContent::Inline(text) => text.clone().into_bytes(),
+            FileContent::Source(path) => {
+                std::fs::read(path).map_err(|source| BuildError::ExtraFile {
+                    origin: file.origin.to_string(),
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        archive.add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))?;
+    }
+    Ok(archive)
+}
+
+/// zstd of the cpio, cached by content: a warm build with unchanged inputs skips
+/// the compression (the output is identical either way).
+fn compress_cached(cpio_bytes: &[u8], level: i32, cache: &Cache) -> Result<Vec<u8>, BuildError> {
+    let key = format!(
+        "{}-l{level}-w{}.zst",
+        sha256_hex(cpio_bytes),
+        compress::WINDOW_LOG
+    );
+    let path = cache.root.join("initramfs").join(&key);
+    if let Ok(cached) = std::fs::read(&path) {
+        let expected = cpio_bytes.len();
+        if compress::zstd_decompress(&cached, expected)
+            .map(|d| d.len() == expected)
+            .unwrap_or(false)
+        {
+            return Ok(cached);
+        }
+    }
+    let compressed = compress::zstd_compress(cpio_bytes, level)?;
+    if let Some(dir) = path.parent() {
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = crate::output::write_atomic(&path, &compressed);
+        }
+    }
+    Ok(compressed)
+}
+
+fn ram_budget(
+    profile: &Profile,
+    kernel: &bzimage::KernelInfo,
+    uncompressed: u64,
+    compressed: u64,
+) -> Result<RamSummary, BuildError> {
+    let mib = |bytes: u64| bytes.div_ceil(MIB);
+    let kernel_mib = mib(kernel.init_size);
+    let compressed_mib = mib(compressed);
+    let uncompressed_mib = mib(uncompressed);
+    let required_mib = kernel_mib + compressed_mib + uncompressed_mib + profile.ram_headroom_mib;
+    if required_mib > profile.min_ram_mib {
+        return Err(BuildError::RamBudget {
+            profile: profile.name.clone(),
+            required_mib,
+            kernel_mib,
+            compressed_mib,
+            uncompressed_mib,
+            headroom_mib: profile.ram_headroom_mib,
+            min_ram_mib: profile.min_ram_mib,
+        });
+    }
+    Ok(RamSummary {
+        kernel_mib,
+        initramfs_compressed_mib: compressed_mib,
+        initramfs_unpacked_mib: uncompressed_mib,
+        headroom_mib: profile.ram_headroom_mib,
+        required_mib,
+        min_ram_mib: profile.min_ram_mib,
+    })
+}
+
+fn os_release(profile: &Profile, release: &str) -> String {
+    format!(
+        "NAME=\"mkhost\"\nID=mkhost\nVERSION_ID={}\nPRETTY_NAME=\"mkhost {} ({release})\"\nVARIANT_ID={}\n",
+        env!("CARGO_PKG_VERSION"),
+        profile.name,
+        profile.name
+    )
+}
+
+/// The iPXE script of the PXE set; URLs are relative to the script's own URL.
+pub fn boot_ipxe(profile: &Profile) -> String {
+    format!(
+        "#!ipxe\n# mkhost {name}: boots the kernel and initramfs next to this script into RAM.\nkernel vmlinuz initrd=initramfs.img {cmdline}\ninitrd initramfs.img\nboot\n",
+        name = profile.name,
+        cmdline = profile.cmdline
+    )
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|source| BuildError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn file_summary(path: &Path) -> Result<FileSummary, BuildError> {
+    let read_err = |source| BuildError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    Ok(FileSummary {
+        bytes: std::fs::metadata(path).map_err(read_err)?.len(),
+        sha256: sha256_file(path).map_err(read_err)?,
+    })
+}

@@ -1,0 +1,27 @@
+//! mkhost turns a profile (TOML) into a host image that boots into RAM.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//!
+//! 1. [`profile`]: find, parse, merge (`extends`) and validate the profile.
+//! 2. [`sources`]: resolve the kernel, its modules and the systemd-stub from the
+//!    build host, explicit paths, or Debian packages fetched with [`apt`] and
+//!    unpacked by [`deb`] into the cache.
+//! 3. [`build`]: module closure and firmware, the initramfs tree (cpio newc, zstd),
+//!    the UKI, the FAT32 ESP and GPT disk image, the PXE set, the manifest and
+//!    `SHA256SUMS`, all staged and published whole by [`output`].
+//! 4. [`lock`] records the exact inputs so `--locked` can refuse drift.
+//!
+//! [`inspect`] reads any artifact back with the same parsers. The writers live in
+//! the `mkhost-initramfs` and `mkhost-image` crates; this crate wires them.
+
+pub mod apt;
+pub mod build;
+pub mod deb;
+pub mod guest_binaries;
+pub mod hashing;
+pub mod inspect;
+pub mod lock;
+pub mod output;
+pub mod profile;
+pub mod progress;
+pub mod sources;

@@ -1,0 +1,994 @@
+//! Profiles: the TOML files that say what goes into a host image.
+//!
+//! A profile is found by name (`rack` -> `profiles/rack.toml`) or by path, may
+//! `extends = "..."` another, and is resolved here into one validated [`Profile`].
+//! Every error names the file, line and column of the value at fault.
+//!
+//! Merge rules for `extends`: the child's scalars replace the parent's; the
+//! `[kernel]` and `[stub]` tables replace the parent's table whole (a source kind
+//! and its fields belong together); `[boot]` and `[initramfs]` merge field by
+//! field; the lists `modules.sets`, `modules.load`, `modules.include`, `[[files]]`
+//! and `[[binaries]]` append; `[module_sets.NAME]` replaces a set of the same name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where a value came from: `file:line:column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("profile {name:?} not found (looked in {searched}); available profiles: {available}")]
+    NotFound {
+        name: String,
+        searched: String,
+        available: String,
+    },
+    #[error("cannot read profile {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: Origin, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: Origin, message: String },
+    #[error("{path}: {message}")]
+    Incomplete { path: PathBuf, message: String },
+    #[error("{origin}: profile extends itself through {chain}")]
+    Cycle { origin: Origin, chain: String },
+}
+
+/// Where the kernel or the systemd-stub comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The build host's newest `/boot/vmlinuz-*` (and its `/lib/modules`), or its
+    /// installed systemd-stub.
+    Host,
+    /// Explicit files: a kernel image (plus its modules directory) or a stub.
+    Path {
+        path: PathBuf,
+        modules: Option<PathBuf>,
+    },
+    /// A Debian package, fetched with the system's `apt-get download`.
+    DebPackage { name: String },
+    /// A `.deb` file on disk.
+    DebFile { path: PathBuf },
+}
+
+/// When init loads a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadPolicy {
+    /// Loaded by init at every boot.
+    Boot,
+    /// Shipped in the image; loaded when hardware asks for it (coldplug) or by hand.
+    OnDemand,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRequest {
+    pub name: String,
+    pub load: LoadPolicy,
+    pub origin: Origin,
+}
+
+/// An extra file placed in the initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    pub dest: String,
+    pub content: FileContent,
+    pub mode: u32,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    Source(PathBuf),
+    Inline(String),
+}
+
+/// An extra executable; it brings its shared-library closure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraBinary {
+    pub source: PathBuf,
+    pub dest: String,
+    pub origin: Origin,
+}
+
+/// A fully resolved, validated profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    /// The profile file and every file it extends, leaf first.
+    pub files_chain: Vec<PathBuf>,
+    pub description: String,
+    pub hostname: String,
+    pub debug_shell: bool,
+    pub kernel: Source,
+    pub stub: Source,
+    /// Kernel command line exactly as it goes into the UKI and boot.ipxe.
+    pub cmdline: String,
+    pub min_ram_mib: u64,
+    pub ram_headroom_mib: u64,
+    pub modules: Vec<ModuleRequest>,
+    pub files: Vec<ExtraFile>,
+    pub binaries: Vec<ExtraBinary>,
+    pub compression_level: i32,
+}
+
+pub const DEFAULT_RAM_HEADROOM_MIB: u64 = 32;
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 9;
+
+// ---- raw TOML shapes (one file, before merging) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    extends: Option<Spanned<String>>,
+    description: Option<String>,
+    hostname: Option<Spanned<String>>,
+    debug_shell: Option<bool>,
+    kernel: Option<Spanned<RawSource>>,
+    stub: Option<Spanned<RawSource>>,
+    boot: Option<RawBoot>,
+    modules: Option<RawModules>,
+    #[serde(default)]
+    module_sets: BTreeMap<String, RawModuleSet>,
+    #[serde(default)]
+    files: Vec<Spanned<RawFile>>,
+    #[serde(default)]
+    binaries: Vec<Spanned<RawBinary>>,
+    initramfs: Option<RawInitramfs>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SourceKind {
+    Host,
+    Path,
+    Deb,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    source: SourceKind,
+    package: Option<String>,
+    path: Option<String>,
+    modules: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoot {
+    cmdline: Option<String>,
+    console: Option<Vec<Spanned<String>>>,
+    min_ram_mib: Option<Spanned<u64>>,
+    ram_headroom_mib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModules {
+    #[serde(default)]
+    sets: Vec<Spanned<String>>,
+    #[serde(default)]
+    load: Vec<Spanned<String>>,
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModuleSet {
+    /// Documentation for people reading the profile; not used by the build.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
+    load: Option<LoadPolicy>,
+    modules: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    dest: String,
+    source: Option<String>,
+    contents: Option<String>,
+    mode: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinary {
+    source: String,
+    dest: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInitramfs {
+    compression_level: Option<Spanned<i32>>,
+}
+
+/// One parsed file with what is needed to point at its lines.
+struct LoadedFile {
+    path: PathBuf,
+    text: String,
+    raw: RawProfile,
+}
+
+impl LoadedFile {
+    fn origin(&self, span: std::ops::Range<usize>) -> Origin {
+        origin_at(&self.path, &self.text, span.start)
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn origin_at(path: &Path, text: &str, offset: usize) -> Origin {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    Origin {
+        file: path.to_path_buf(),
+        line,
+        column,
+    }
+}
+
+/// Directories searched for profiles given by name, in order.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(extra) = std::env::var_os("MKHOST_PROFILES") {
+        dirs.extend(std::env::split_paths(&extra));
+    }
+    dirs.push(PathBuf::from("profiles"));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    if let Ok(shipped) = shipped.canonicalize() {
+        dirs.push(shipped);
+    }
+    dirs
+}
+
+/// Finds a profile file from a name (`rack`) or a path (`./my.toml`).
+pub fn locate(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBuf, ProfileError> {
+    let as_path = Path::new(name_or_path);
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        return if as_path.is_file() {
+            Ok(as_path.to_path_buf())
+        } else {
+            Err(ProfileError::NotFound {
+                name: name_or_path.to_string(),
+                searched: as_path.display().to_string(),
+                available: available_profiles(dirs).join(", "),
+            })
+        };
+    }
+    for dir in dirs {
+        let candidate = dir.join(format!("{name_or_path}.toml"));
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(ProfileError::NotFound {
+        name: name_or_path.to_string(),
+        searched: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        available: available_profiles(dirs).join(", "),
+    })
+}
+
+/// Profile names found in the search directories, sorted.
+pub fn available_profiles(dirs: &[PathBuf]) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                    names.insert(stem.to_string());
+                }
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Loads and resolves a profile by name or path.
+pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
+    let dirs = search_dirs();
+    let path = locate(name_or_path, &dirs)?;
+    load_path(&path, &dirs)
+}
+
+/// Loads and resolves the profile at `path`; `extends` names are searched next to
+/// the extending file first, then in `dirs`.
+pub fn load_path(path: &Path, dirs: &[PathBuf]) -> Result<Profile, ProfileError> {
+    let mut chain: Vec<LoadedFile> = Vec::new();
+    let mut next = Some(path.to_path_buf());
+    while let Some(path) = next.take() {
+        let file = read_file(&path)?;
+        if let Some(parent) = &file.raw.extends {
+            let mut search = vec![file.dir().to_path_buf()];
+            search.extend(dirs.iter().cloned());
+            let parent_path =
+                locate(parent.get_ref(), &search).map_err(|err| ProfileError::Invalid {
+                    origin: file.origin(parent.span()),
+                    message: format!("extends: {err}"),
+                })?;
+            let seen = |p: &Path| same_file(p, &parent_path);
+            if seen(&file.path) || chain.iter().any(|f| seen(&f.path)) {
+                let mut names: Vec<String> =
+                    chain.iter().map(|f| f.path.display().to_string()).collect();
+                names.push(file.path.display().to_string());
+                names.push(parent_path.display().to_string());
+                return Err(ProfileError::Cycle {
+                    origin: file.origin(parent.span()),
+                    chain: names.join(" -> "),
+                });
+            }
+            next = Some(parent_path);
+        }
+        chain.push(file);
+    }
+    resolve(path, chain)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn read_file(path: &Path) -> Result<LoadedFile, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw: RawProfile = toml::from_str(&text).map_err(|err| {
+        let offset = err.span().map_or(0, |s| s.start);
+        ProfileError::Parse {
+            origin: origin_at(path, &text, offset),
+            message: err.message().trim().to_string(),
+        }
+    })?;
+    Ok(LoadedFile {
+        path: path.to_path_buf(),
+        text,
+        raw,
+    })
+}
+
+/// Values accumulated over the chain, root ancestor first.
+#[derive(Default)]
+struct Merged {
+    description: Option<String>,
+    hostname: Option<(String, Origin)>,
+    debug_shell: Option<bool>,
+    kernel: Option<(Source, Origin)>,
+    stub: Option<(Source, Origin)>,
+    cmdline: Option<String>,
+    console: Option<Vec<String>>,
+    min_ram_mib: Option<(u64, Origin)>,
+    ram_headroom_mib: Option<u64>,
+    compression_level: Option<(i32, Origin)>,
+    set_refs: Vec<(String, Origin)>,
+    load: Vec<(String, Origin)>,
+    include: Vec<(String, Origin)>,
+    module_sets: BTreeMap<String, (LoadPolicy, Vec<(String, Origin)>)>,
+    files: Vec<ExtraFile>,
+    binaries: Vec<ExtraBinary>,
+}
+
+fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
+    let mut merged = Merged::default();
+    for file in chain.iter().rev() {
+        merge_file(&mut merged, file)?;
+    }
+    let name = top
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("profile")
+        .to_string();
+    let incomplete = |message: &str| ProfileError::Incomplete {
+        path: top.to_path_buf(),
+        message: message.to_string(),
+    };
+    let (kernel, _) = merged.kernel.ok_or_else(|| {
+        incomplete("no [kernel] table (e.g. source = \"deb\", package = \"linux-image-amd64\")")
+    })?;
+    let (stub, _) = merged.stub.ok_or_else(|| {
+        incomplete("no [stub] table (e.g. source = \"deb\", package = \"systemd-boot-efi\")")
+    })?;
+    let (min_ram_mib, _) = merged
+        .min_ram_mib
+        .ok_or_else(|| incomplete("[boot] min_ram_mib is not set (the RAM floor in MiB)"))?;
+
+    let hostname = match merged.hostname {
+        Some((hostname, origin)) => {
+            validate_hostname(&hostname)
+                .map_err(|message| ProfileError::Invalid { origin, message })?;
+            hostname
+        }
+        None => format!("mkhost-{name}"),
+    };
+    let compression_level = match merged.compression_level {
+        Some((level, origin)) if !(1..=22).contains(&level) => {
+            return Err(ProfileError::Invalid {
+                origin,
+                message: format!("compression_level {level} is out of range: use 1 to 22"),
+            })
+        }
+        Some((level, _)) => level,
+        None => DEFAULT_COMPRESSION_LEVEL,
+    };
+
+    let mut cmdline_parts: Vec<String> = merged
+        .console
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| format!("console={c}"))
+        .collect();
+    if let Some(extra) = merged.cmdline {
+        cmdline_parts.extend(extra.split_whitespace().map(str::to_string));
+    }
+
+    let modules = expand_modules(
+        &merged.set_refs,
+        &merged.load,
+        &merged.include,
+        &merged.module_sets,
+    )?;
+
+    Ok(Profile {
+        name,
+        files_chain: chain.iter().map(|f| f.path.clone()).collect(),
+        description: merged.description.unwrap_or_default(),
+        hostname,
+        debug_shell: merged.debug_shell.unwrap_or(false),
+        kernel,
+        stub,
+        cmdline: cmdline_parts.join(" "),
+        min_ram_mib,
+        ram_headroom_mib: merged.ram_headroom_mib.unwrap_or(DEFAULT_RAM_HEADROOM_MIB),
+        modules,
+        files: merged.files,
+        binaries: merged.binaries,
+        compression_level,
+    })
+}
+
+fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError> {
+    let raw = &file.raw;
+    let spanned_list = |list: &[Spanned<String>]| -> Vec<(String, Origin)> {
+        list.iter()
+            .map(|s| (s.get_ref().clone(), file.origin(s.span())))
+            .collect()
+    };
+    if let Some(d) = &raw.description {
+        merged.description = Some(d.clone());
+    }
+    if let Some(h) = &raw.hostname {
+        merged.hostname = Some((h.get_ref().clone(), file.origin(h.span())));
+    }
+    if let Some(d) = raw.debug_shell {
+        merged.debug_shell = Some(d);
+    }
+    if let Some(k) = &raw.kernel {
+        let origin = file.origin(k.span());
+        merged.kernel = Some((source_from_raw(k.get_ref(), file, &origin, true)?, origin));
+    }
+    if let Some(s) = &raw.stub {
+        let origin = file.origin(s.span());
+        merged.stub = Some((source_from_raw(s.get_ref(), file, &origin, false)?, origin));
+    }
+    if let Some(boot) = &raw.boot {
+        if let Some(c) = &boot.cmdline {
+            merged.cmdline = Some(c.clone());
+        }
+        if let Some(consoles) = &boot.console {
+            for c in consoles {
+                if c.get_ref().trim().is_empty() || c.get_ref().contains(char::is_whitespace) {
+                    return Err(ProfileError::Invalid {
+                        origin: file.origin(c.span()),
+                        message: format!(
+                            "console {:?} must be one device like \"ttyS0,115200\"",
+                            c.get_ref()
+                        ),
+                    });
+                }
+            }
+            merged.console = Some(consoles.iter().map(|c| c.get_ref().clone()).collect());
+        }
+        if let Some(m) = &boot.min_ram_mib {
+            merged.min_ram_mib = Some((*m.get_ref(), file.origin(m.span())));
+        }
+        if let Some(h) = boot.ram_headroom_mib {
+            merged.ram_headroom_mib = Some(h);
+        }
+    }
+    if let Some(modules) = &raw.modules {
+        merged.set_refs.extend(spanned_list(&modules.sets));
+        merged.load.extend(spanned_list(&modules.load));
+        merged.include.extend(spanned_list(&modules.include));
+    }
+    for (name, set) in &raw.module_sets {
+        merged.module_sets.insert(
+            name.clone(),
+            (
+                set.load.unwrap_or(LoadPolicy::Boot),
+                spanned_list(&set.modules),
+            ),
+        );
+    }
+    for f in &raw.files {
+        merged.files.push(file_from_raw(f, file)?);
+    }
+    for b in &raw.binaries {
+        let origin = file.origin(b.span());
+        let raw_bin = b.get_ref();
+        let source = file.dir().join(&raw_bin.source);
+        let dest = raw_bin
+            .dest
+            .clone()
+            .unwrap_or_else(|| raw_bin.source.clone());
+        let dest = validate_dest(&dest).map_err(|message| ProfileError::Invalid {
+            origin: origin.clone(),
+            message,
+        })?;
+        merged.binaries.push(ExtraBinary {
+            source,
+            dest,
+            origin,
+        });
+    }
+    if let Some(init) = &raw.initramfs {
+        if let Some(level) = &init.compression_level {
+            merged.compression_level = Some((*level.get_ref(), file.origin(level.span())));
+        }
+    }
+    Ok(())
+}
+
+fn source_from_raw(
+    raw: &RawSource,
+    file: &LoadedFile,
+    origin: &Origin,
+    is_kernel: bool,
+) -> Result<Source, ProfileError> {
+    let invalid = |message: String| ProfileError::Invalid {
+        origin: origin.clone(),
+        message,
+    };
+    let what = if is_kernel { "kernel" } else { "stub" };
+    let extra_field = |field: &str, kind: &str| {
+        invalid(format!(
+            "[{what}] field `{field}` does not go with source = \"{kind}\""
+        ))
+    };
+    match raw.source {
+        SourceKind::Host => {
+            if raw.package.is_some() {
+                return Err(extra_field("package", "host"));
+            }
+            if raw.path.is_some() {
+                return Err(extra_field("path", "host"));
+            }
+            if raw.modules.is_some() {
+                return Err(extra_field("modules", "host"));
+            }
+            Ok(Source::Host)
+        }
+        SourceKind::Path => {
+            if raw.package.is_some() {
+                return Err(extra_field("package", "path"));
+            }
+            let path = raw.path.as_ref().ok_or_else(|| {
+                invalid(format!(
+                    "[{what}] source = \"path\" needs `path = \"...\"` (the {})",
+                    if is_kernel {
+                        "kernel image, e.g. /boot/vmlinuz-6.1.0-26-amd64"
+                    } else {
+                        "stub, e.g. /usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+                    }
+                ))
+            })?;
+            let modules = match (&raw.modules, is_kernel) {
+                (Some(_), false) => return Err(extra_field("modules", "path")),
+                (Some(m), true) => Some(file.dir().join(m)),
+                (None, _) => None,
+            };
+            Ok(Source::Path {
+                path: file.dir().join(path),
+                modules,
+            })
+        }
+        SourceKind::Deb => {
+            if raw.path.is_some() {
+                return Err(extra_field("path", "deb"));
+            }
+            if raw.modules.is_some() {
+                return Err(extra_field("modules", "deb"));
+            }
+            let package = raw.package.as_ref().ok_or_else(|| {
+                invalid(format!(
+                    "[{what}] source = \"deb\" needs `package = \"...\"` (a package name such as {:?} or a .deb file)",
+                    if is_kernel { "linux-image-amd64" } else { "systemd-boot-efi" }
+                ))
+            })?;
+            if package.ends_with(".deb") || package.contains('/') {
+                Ok(Source::DebFile {
+                    path: file.dir().join(package),
+                })
+            } else if package.is_empty()
+                || !package
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            {
+                Err(invalid(format!(
+                    "package {package:?} is not a Debian package name or a .deb path"
+                )))
+            } else {
+                Ok(Source::DebPackage {
+                    name: package.clone(),
+                })
+            }
+        }
+    }
+}
+
+fn file_from_raw(f: &Spanned<RawFile>, file: &LoadedFile) -> Result<ExtraFile, ProfileError> {
+    let origin = file.origin(f.span());
+    let raw = f.get_ref();
+    let invalid = |message: String| ProfileError::Invalid {
+        origin: origin.clone(),
+        message,
+    };
+    let content = match (&raw.source, &raw.contents) {
+        (Some(source), None) => FileContent::Source(file.dir().join(source)),
+        (None, Some(contents)) => FileContent::Inline(contents.clone()),
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "file {:?}: give either `source` or `contents`, not both",
+                raw.dest
+            )))
+        }
+        (None, None) => {
+            return Err(invalid(format!(
+                "file {:?}: needs `source = \"path\"` or `contents = \"...\"`",
+                raw.dest
+            )))
+        }
+    };
+    let mode = raw.mode.unwrap_or(0o644);
+    if mode > 0o7777 {
+        return Err(invalid(format!(
+            "file {:?}: mode {mode:#o} is not a permission mode (write it like 0o644)",
+            raw.dest
+        )));
+    }
+    let dest = validate_dest(&raw.dest).map_err(invalid)?;
+    Ok(ExtraFile {
+        dest,
+        content,
+        mode,
+        origin,
+    })
+}
+
+/// An absolute path inside the image, without `..`: returned without the leading `/`.
+fn validate_dest(dest: &str) -> Result<String, String> {
+    let trimmed = dest.trim_start_matches('/');
+    if !dest.starts_with('/') || trimmed.is_empty() {
+        return Err(format!(
+            "destination {dest:?} must be an absolute path inside the image, like \"/etc/motd\""
+        ));
+    }
+    if trimmed
+        .split('/')
+        .any(|c| c == ".." || c == "." || c.is_empty())
+        || dest.contains('\0')
+    {
+        return Err(format!(
+            "destination {dest:?} must not contain `..`, `.` or empty components"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn validate_hostname(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "hostname {name:?} is not valid: use 1-63 characters a-z, 0-9 and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+type ModuleSets = BTreeMap<String, (LoadPolicy, Vec<(String, Origin)>)>;
+
+/// Expands module sets and the explicit lists into one request per module name.
+/// A module asked for at boot anywhere is loaded at boot.
+fn expand_modules(
+    set_refs: &[(String, Origin)],
+    load: &[(String, Origin)],
+    include: &[(String, Origin)],
+    sets: &ModuleSets,
+) -> Result<Vec<ModuleRequest>, ProfileError> {
+    let mut requests: BTreeMap<String, ModuleRequest> = BTreeMap::new();
+    let mut add = |name: &str, policy: LoadPolicy, origin: &Origin| {
+        let name = name.replace('-', "_");
+        let entry = requests.entry(name.clone()).or_insert(ModuleRequest {
+            name,
+            load: policy,
+            origin: origin.clone(),
+        });
+        if policy == LoadPolicy::Boot {
+            entry.load = LoadPolicy::Boot;
+        }
+    };
+    for (set_name, origin) in set_refs {
+        let (policy, modules) = sets.get(set_name).ok_or_else(|| ProfileError::Invalid {
+            origin: origin.clone(),
+            message: format!(
+                "unknown module set {set_name:?}; defined sets: {}",
+                sets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        for (module, module_origin) in modules {
+            add(module, *policy, module_origin);
+        }
+    }
+    for (module, origin) in load {
+        add(module, LoadPolicy::Boot, origin);
+    }
+    for (module, origin) in include {
+        add(module, LoadPolicy::OnDemand, origin);
+    }
+    Ok(requests.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const BASE: &str = r#"
+description = "base"
+[kernel]
+source = "deb"
+package = "linux-image-amd64"
+[stub]
+source = "deb"
+package = "systemd-boot-efi"
+[boot]
+console = ["ttyS0,115200"]
+cmdline = "quiet"
+min_ram_mib = 128
+[module_sets.virtio]
+modules = ["virtio_net", "virtio-blk"]
+[module_sets.nics]
+load = "on-demand"
+modules = ["e1000e"]
+[modules]
+sets = ["virtio"]
+"#;
+
+    #[test]
+    fn extends_merges_lists_and_replaces_scalars() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let child = write(
+            dir.path(),
+            "child.toml",
+            "extends = \"base\"\nhostname = \"edge-1\"\n[boot]\nmin_ram_mib = 512\n[modules]\nsets = [\"nics\"]\nload = [\"overlay\"]\n",
+        );
+        let p = load_path(&child, &[]).unwrap();
+        assert_eq!(p.name, "child");
+        assert_eq!(p.hostname, "edge-1");
+        assert_eq!(p.min_ram_mib, 512);
+        assert_eq!(p.cmdline, "console=ttyS0,115200 quiet");
+        let names: Vec<_> = p
+            .modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.load))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("e1000e", LoadPolicy::OnDemand),
+                ("overlay", LoadPolicy::Boot),
+                ("virtio_blk", LoadPolicy::Boot),
+                ("virtio_net", LoadPolicy::Boot),
+            ]
+        );
+        assert_eq!(
+            p.kernel,
+            Source::DebPackage {
+                name: "linux-image-amd64".into()
+            }
+        );
+        assert_eq!(p.files_chain.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "typo.toml",
+            "description = \"x\"\n[boot]\nmin_ram_mb = 128\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("typo.toml:3:1"), "{err}");
+        assert!(err.contains("min_ram_mb"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "wrong.toml", "[boot]\nmin_ram_mib = \"lots\"\n");
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("wrong.toml:2:15"), "{err}");
+        assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn unknown_source_kind_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "s.toml", "[kernel]\nsource = \"rpm\"\n");
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("s.toml:2:10"), "{err}");
+        assert!(err.contains("host") && err.contains("deb"), "{err}");
+    }
+
+    #[test]
+    fn unknown_module_set_points_at_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let path = write(
+            dir.path(),
+            "c.toml",
+            "extends = \"base\"\n[modules]\nsets = [\"virtoi\"]\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("c.toml:3:9"), "{err}");
+        assert!(err.contains("unknown module set \"virtoi\""), "{err}");
+    }
+
+    #[test]
+    fn extends_cycle_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", "extends = \"b\"\n");
+        write(dir.path(), "b.toml", "extends = \"a\"\n");
+        let err = load_path(&dir.path().join("a.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extends itself"), "{err}");
+    }
+
+    #[test]
+    fn missing_parent_and_missing_fields_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "orphan.toml", "extends = \"nope\"\n");
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("orphan.toml:1:11") && err.contains("\"nope\" not found"),
+            "{err}"
+        );
+        let path = write(dir.path(), "empty.toml", "description = \"e\"\n");
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("no [kernel] table"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let cases = [
+            ("hostname = \"Bad_Name\"\n", "hostname \"Bad_Name\""),
+            (
+                "[[files]]\ndest = \"/etc/../x\"\ncontents = \"a\"\n",
+                "must not contain `..`",
+            ),
+            ("[[files]]\ndest = \"/etc/x\"\n", "needs `source"),
+            (
+                "[[files]]\ndest = \"etc/x\"\ncontents = \"a\"\n",
+                "must be an absolute path",
+            ),
+            (
+                "[initramfs]\ncompression_level = 40\n",
+                "compression_level 40",
+            ),
+            (
+                "[kernel]\nsource = \"host\"\npackage = \"x\"\n",
+                "does not go with source = \"host\"",
+            ),
+            ("[kernel]\nsource = \"path\"\n", "needs `path"),
+            (
+                "[stub]\nsource = \"deb\"\npackage = \"bad name\"\n",
+                "not a Debian package name",
+            ),
+        ];
+        for (i, (body, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("case{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(want), "case {i}: {err}");
+            assert!(err.contains(&format!("case{i}.toml:")), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn paths_resolve_relative_to_the_profile_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let path = write(
+            dir.path(),
+            "files.toml",
+            "extends = \"base\"\n[[files]]\ndest = \"/etc/motd\"\nsource = \"motd.txt\"\n[[binaries]]\nsource = \"/bin/true\"\n",
+        );
+        let p = load_path(&path, &[]).unwrap();
+        assert_eq!(
+            p.files[0].content,
+            FileContent::Source(dir.path().join("motd.txt"))
+        );
+        assert_eq!(p.files[0].dest, "etc/motd");
+        assert_eq!(p.binaries[0].dest, "bin/true");
+    }
+
+    #[test]
+    fn locate_by_name_lists_available_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let dirs = vec![dir.path().to_path_buf()];
+        assert!(locate("base", &dirs).is_ok());
+        let err = locate("rck", &dirs).unwrap_err().to_string();
+        assert!(err.contains("available profiles: base"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! mkhost's integration tests, one module per area. They run the real `mkhost`
+//! binary on the shipped profiles with Debian's kernel and stub (fetched with apt
+//! into the cache), check artifacts with the standard tools, and boot them in QEMU.
+
+mod boot;
+mod build;
+mod hostile;
+mod inspect;
+mod support;
+mod tools;

@@ -1,0 +1,346 @@
+//! Thin, safe wrappers around the raw Linux system calls `init` and `hostd` need.
+//!
+//! This is the only module of the crate that contains `unsafe`. Every wrapper is a
+//! few lines: turn Rust values into C arguments, make one libc call, turn the C
+//! return code into an `io::Result`. Each `unsafe` block says in a `// SAFETY:`
+//! comment why the call cannot violate memory safety; the callers never see a raw
+//! pointer.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// `finit_module` flag: the file is compressed and the kernel should decompress it
+/// (Linux >= 6.4 with `CONFIG_MODULE_DECOMPRESS`; older kernels answer `EINVAL`).
+pub const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
+/// Turns a C return code of -1 into the thread's `errno` as an `io::Error`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Functions of the `pthread_*` family return the error number instead of -1.
+fn check_errno(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))
+}
+
+/// `mount(2)`: mounts `source` of type `fstype` on `target`.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = cstring(source.as_bytes())?;
+    let target = cstring(target.as_os_str().as_bytes())?;
+    let fstype = cstring(fstype.as_bytes())?;
+    let data = data.map(|d| cstring(d.as_bytes())).transpose()?;
+    let data_ptr = data
+        .as_ref()
+        .map_or(std::ptr::null(), |d| d.as_ptr().cast::<libc::c_void>());
+    // SAFETY: every pointer is either null (allowed for `data`) or points to a
+    // NUL-terminated string that lives until the end of this function; the kernel
+    // copies the strings and keeps no reference to them.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data_ptr,
+        )
+    })?;
+    Ok(())
+}
+
+/// `finit_module(2)`: loads the kernel module in the open file `module`.
+///
+/// Fails with `EEXIST` when a module of that name is already loaded.
+pub fn finit_module(module: BorrowedFd<'_>, params: &CStr, flags: u32) -> io::Result<()> {
+    let flags = libc::c_int::try_from(flags)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "module flags out of range"))?;
+    // SAFETY: `module` is an open descriptor borrowed for the duration of the call,
+    // `params` is a valid NUL-terminated string the kernel only reads, and the
+    // variadic arguments match the syscall's (int, const char *, int) signature.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            module.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// What [`reboot`] asks the kernel to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootAction {
+    /// Power the machine off.
+    PowerOff,
+    /// Restart the machine.
+    Restart,
+    /// Stop the CPUs but leave the power on.
+    Halt,
+}
+
+/// Syncs file systems, then `reboot(2)`. Returns only if the kernel refused.
+pub fn reboot(action: RebootAction) -> io::Error {
+    let cmd = match action {
+        RebootAction::PowerOff => libc::RB_POWER_OFF,
+        RebootAction::Restart => libc::RB_AUTOBOOT,
+        RebootAction::Halt => libc::RB_HALT_SYSTEM,
+    };
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    // SAFETY: reboot(2) takes a plain integer command and no pointers.
+    unsafe { libc::reboot(cmd) };
+    io::Error::last_os_error()
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe the bytes of `name`, which outlives the
+    // call; the kernel copies at most `len` bytes and needs no NUL terminator.
+    check(unsafe { libc::sethostname(name.as_ptr().cast::<libc::c_char>(), name.len()) })?;
+    Ok(())
+}
+
+/// Time since the kernel started, suspend included (`CLOCK_BOOTTIME`).
+///
+/// Returns zero if the clock cannot be read (it exists since Linux 2.6.39).
+pub fn boottime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the kernel to fill.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if ret != 0 {
+        return Duration::ZERO;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0);
+    Duration::new(secs, nanos)
+}
+
+/// Milliseconds since the kernel started (see [`boottime`]).
+pub fn boottime_ms() -> u64 {
+    u64::try_from(boottime().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The outcome of one [`reap_child`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// A child ended; `status` is the raw wait status (see `ExitStatus::from_raw`).
+    Child {
+        /// The child's process id.
+        pid: i32,
+        /// The raw wait status.
+        status: i32,
+    },
+    /// Children exist but none has ended yet.
+    NothingYet,
+    /// This process has no children at all.
+    NoChildren,
+}
+
+/// `waitpid(-1, WNOHANG)`: collects one ended child, if any, without blocking.
+pub fn reap_child() -> io::Result<Reaped> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid, writable int; waitpid touches nothing else.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    match pid {
+        -1 => {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ECHILD) {
+                Ok(Reaped::NoChildren)
+            } else {
+                Err(err)
+            }
+        }
+        0 => Ok(Reaped::NothingYet),
+        pid => Ok(Reaped::Child { pid, status }),
+    }
+}
+
+/// `dup2(2)`: makes `target` a copy of `fd` (used to put the console on 0, 1, 2).
+pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only changes the descriptor table. `fd` is open (borrowed);
+    // `target` is replaced atomically. The only callers pass 0, 1 and 2, which std
+    // treats as the process's stdio and which no Rust owner closes behind our back.
+    check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    Ok(())
+}
+
+/// `kill(2)`: sends `signal` to process `pid`.
+pub fn kill(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    check(unsafe { libc::kill(pid, signal) })?;
+    Ok(())
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER)`: orphaned descendants are re-parented to this
+/// process instead of PID 1 (used when `init` is tested as an ordinary process).
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; the unused arguments
+    // are zero as prctl(2) asks.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// A set of signals, for blocking them and waiting for them synchronously.
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// The set holding exactly `signals`.
+    pub fn new(signals: &[libc::c_int]) -> io::Result<Self> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the sigset_t it is pointed at.
+        check(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+        // SAFETY: sigemptyset succeeded, so the set is initialised.
+        let mut set = unsafe { set.assume_init() };
+        for &signal in signals {
+            // SAFETY: `set` is an initialised sigset_t we own.
+            check(unsafe { libc::sigaddset(&mut set, signal) })?;
+        }
+        Ok(Self(set))
+    }
+
+    /// Blocks the set's signals in the calling thread (threads spawned afterwards
+    /// inherit the mask; `std::process::Command` resets it in children).
+    pub fn block(&self) -> io::Result<()> {
+        // SAFETY: `self.0` is an initialised sigset_t; the old mask is not wanted,
+        // which pthread_sigmask allows by passing null.
+        check_errno(unsafe {
+            libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut())
+        })
+    }
+
+    /// Waits until one of the (blocked) signals is pending and takes it.
+    pub fn wait(&self) -> io::Result<libc::c_int> {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: `self.0` is an initialised sigset_t and `signal` a writable int.
+        check_errno(unsafe { libc::sigwait(&self.0, &mut signal) })?;
+        Ok(signal)
+    }
+
+    /// Like [`SignalSet::wait`] but gives up after `timeout`, returning `None`
+    /// (also when interrupted by another signal).
+    pub fn wait_timeout(&self, timeout: Duration) -> io::Result<Option<libc::c_int>> {
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+        };
+        // SAFETY: `self.0` and `ts` are initialised and outlive the call; the
+        // siginfo output is optional and passed as null.
+        let ret = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+                _ => Err(err),
+            }
+        } else {
+            Ok(Some(ret))
+        }
+    }
+}
+
+/// A close-on-exec, non-blocking pipe: `(read end, write end)`.
+pub fn pipe() -> io::Result<(File, File)> {
+    let mut fds: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2(2) requires.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody
+    // else; each File takes sole ownership of one of them.
+    let ends = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    Ok(ends)
+}
+
+/// `poll(2)` for readability: waits until one of `fds` is readable (or hung up)
+/// or `timeout` passes (`None` = forever). Returns one flag per descriptor; all
+/// false on timeout or when interrupted by a signal.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout_ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX)
+    });
+    let count = libc::nfds_t::try_from(pollfds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"))?;
+    // SAFETY: `pollfds` is a valid, writable array of `count` pollfd structs whose
+    // descriptors are borrowed open fds; the kernel only writes `revents`.
+    let ret = unsafe { libc::poll(pollfds.as_mut_ptr(), count, timeout_ms) };
+    if ret == -1 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pollfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boottime_is_monotonic_and_nonzero() {
+        let a = boottime();
+        let b = boottime();
+        assert!(a > Duration::ZERO);
+        assert!(b >= a);
+    }
+
+    #[test]
+    fn pipe_poll_sees_written_byte() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (r, mut w) = pipe().unwrap();
+        let ready = poll_readable(&[r.as_fd()], Some(Duration::ZERO)).unwrap();
+        assert_eq!(ready, vec![false]);
+        w.write_all(b"x").unwrap();
+        let ready = poll_readable(&[r.as_fd()], Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(ready, vec![true]);
+    }
+
+    #[test]
+    fn mount_rejects_nul_in_argument() {
+        let err = mount("a\0b", Path::new("/nonexistent"), "tmpfs", 0, None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
