@@ -114,7 +114,7 @@ impl Cache {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(".cache/mkhost");
         }
-        PathBuf::from(".mkhost-cache")
+        std::env::temp_dir().join("mkhost-cache")
     }
 
     fn debs(&self) -> PathBuf {

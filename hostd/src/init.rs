@@ -426,6 +426,16 @@ pub fn load_modules(root: &Path, config: &BootConfig) -> ModuleReport {
     report
 }
 
+/// The value of `key=value` on the kernel command line (the last one wins).
+pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .next_back()
+}
+
 /// `kernel/arch/x86/crypto/crc32c-intel.ko` -> `crc32c-intel`.
 fn module_name(rel: &str) -> String {
     let file = rel.rsplit('/').next().unwrap_or(rel);
@@ -530,8 +540,12 @@ fn boot(options: &Options) -> (ServiceSpec, ReadyInfo) {
     }
 
     let running = running_kernel(root);
+    let cmdline = fs::read_to_string(at(root, "/proc/cmdline")).unwrap_or_default();
     let config = match load_config(root) {
-        Ok(config) => {
+        Ok(mut config) => {
+            if let Some(hostname) = cmdline_value(&cmdline, "mkhost.hostname") {
+                config.hostname = hostname.to_string();
+            }
             timeline::phase(&format!(
                 "boot config loaded profile={} kernel={} modules={}",
                 config.profile,
@@ -699,6 +713,19 @@ pub fn run(options: &Options) -> ! {
             None => std::thread::sleep(wait),
         }
         reap_children(&mut service, &mut rt);
+    }
+}
+
+#[cfg(test)]
+mod cmdline_tests {
+    use super::cmdline_value;
+
+    #[test]
+    fn cmdline_values() {
+        let line = "console=ttyS0 mkhost.hostname=a quiet mkhost.hostname=lab-b\n";
+        assert_eq!(cmdline_value(line, "mkhost.hostname"), Some("lab-b"));
+        assert_eq!(cmdline_value(line, "console"), Some("ttyS0"));
+        assert_eq!(cmdline_value(line, "quiet"), None);
     }
 }
 
