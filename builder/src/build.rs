@@ -87,6 +87,13 @@ pub enum BuildError {
         #[source]
         source: elf::ElfError,
     },
+    #[error("{origin}: debug_shell needs busybox at {path} (install busybox-static, or set [debug] busybox = \"PATH\")")]
+    DebugShell {
+        origin: String,
+        path: PathBuf,
+        #[source]
+        source: elf::ElfError,
+    },
     #[error("{origin}: cannot read {path}")]
     ExtraFile {
         origin: String,
@@ -212,6 +219,8 @@ struct BootConfig<'a> {
     hostname: &'a str,
     debug_shell: bool,
     modules: Vec<String>,
+    sysctl: &'a BTreeMap<String, String>,
+    network: &'a profile::Network,
 }
 
 /// Runs the whole pipeline for one profile.
@@ -632,6 +641,8 @@ fn assemble_initramfs(
         hostname: &profile.hostname,
         debug_shell: profile.debug_shell,
         modules: plan.boot.iter().map(|m| m.rel_path.clone()).collect(),
+        sysctl: &profile.sysctl,
+        network: &profile.network,
     };
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');
@@ -651,6 +662,9 @@ fn assemble_initramfs(
         cpio::FileData::Bytes(format!("{}\n", profile.hostname).into_bytes()),
     )?;
 
+    if profile.debug_shell {
+        add_debug_shell(&mut archive, profile)?;
+    }
     for binary in &profile.binaries {
         let binary_err = |source| BuildError::Binary {
             origin: binary.origin.to_string(),
@@ -682,6 +696,54 @@ fn assemble_initramfs(
         archive.add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))?;
     }
     Ok(archive)
+}
+
+/// busybox at /bin/busybox with /bin/sh and its applets linked to it, for the
+/// operator's shell on the console.
+fn add_debug_shell(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
+    let busybox = &profile.busybox;
+    let origin = profile
+        .files_chain
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let closure = elf::library_closure(busybox).map_err(|source| BuildError::DebugShell {
+        origin: origin.clone(),
+        path: busybox.clone(),
+        source,
+    })?;
+    archive.add_file("bin/busybox", 0o755, cpio::FileData::Path(busybox.clone()))?;
+    for lib in closure.interpreter.iter().chain(closure.libraries.iter()) {
+        let dest = lib.to_string_lossy().trim_start_matches('/').to_string();
+        archive.add_file(&dest, 0o755, cpio::FileData::Path(lib.clone()))?;
+    }
+    // The applet list comes from the busybox binary itself (on the build host).
+    let applets = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let mut names: Vec<&str> = applets
+        .lines()
+        .map(str::trim)
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.[".contains(c))
+        })
+        .collect();
+    names.push("sh");
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let path = format!("bin/{name}");
+        if name != "busybox" && !archive.contains(&path) {
+            archive.add_symlink(&path, "busybox")?;
+        }
+    }
+    Ok(())
 }
 
 /// zstd of the cpio, cached by content: a warm build with unchanged inputs skips

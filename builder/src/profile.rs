@@ -131,14 +131,68 @@ pub struct Profile {
     pub files: Vec<ExtraFile>,
     pub binaries: Vec<ExtraBinary>,
     pub compression_level: i32,
+    /// Kernel tunables init writes under /proc/sys at boot.
+    pub sysctl: BTreeMap<String, String>,
+    pub network: Network,
+    /// Per-machine identities for netboot, keyed by MAC address.
+    pub machines: Vec<Machine>,
+    pub unknown_machines: UnknownMachines,
+    /// Where the debug shell's busybox comes from on the build host.
+    pub busybox: PathBuf,
 }
+
+/// Network settings init applies (overridable by host.toml and `mkhost.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Network {
+    /// Run DHCPv4 on wired links with carrier that have no static address.
+    pub dhcp: bool,
+    /// How long init waits for a first lease before declaring the host ready.
+    pub dhcp_timeout_ms: u64,
+    /// DNS servers written to /etc/resolv.conf (besides DHCP's).
+    pub dns: Vec<String>,
+    /// Static addresses per interface name.
+    pub interfaces: BTreeMap<String, StaticInterface>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticInterface {
+    /// `ADDRESS/PREFIX`, e.g. `10.0.0.5/24`.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+/// One machine of a netbooted rack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Lowercase, colon-separated: `52:54:00:12:34:56`.
+    pub mac: String,
+    pub hostname: Option<String>,
+    /// Extra kernel command-line arguments for this machine.
+    pub cmdline: String,
+    pub origin: Origin,
+}
+
+/// What `mkhost serve` does for a MAC address not in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownMachines {
+    /// Boot it with the profile's defaults.
+    #[default]
+    Default,
+    /// Answer 403: only listed machines boot.
+    Refuse,
+}
+
+pub const DEFAULT_DHCP_TIMEOUT_MS: u64 = 10_000;
 
 pub const DEFAULT_RAM_HEADROOM_MIB: u64 = 32;
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 9;
 
 // ---- raw TOML shapes (one file, before merging) ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     extends: Option<Spanned<String>>,
@@ -156,6 +210,61 @@ struct RawProfile {
     #[serde(default)]
     binaries: Vec<Spanned<RawBinary>>,
     initramfs: Option<RawInitramfs>,
+    #[serde(default)]
+    sysctl: BTreeMap<String, Spanned<SysctlValue>>,
+    network: Option<RawNetwork>,
+    #[serde(default)]
+    machines: BTreeMap<Spanned<String>, Spanned<RawMachine>>,
+    netboot: Option<RawNetboot>,
+    debug: Option<RawDebug>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SysctlValue {
+    Text(String),
+    Number(i64),
+    Flag(bool),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    dhcp: Option<bool>,
+    dhcp_timeout_ms: Option<u64>,
+    dns: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    interfaces: BTreeMap<String, Spanned<StaticInterface>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMachine {
+    hostname: Option<String>,
+    #[serde(default)]
+    cmdline: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetboot {
+    unknown_machines: Option<UnknownMachines>,
+    /// A TOML file of `[machines."MAC"]` tables, relative to the profile.
+    machines_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDebug {
+    busybox: Option<String>,
+}
+
+/// A separate machines file: only `[machines."MAC"]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMachinesFile {
+    #[serde(default)]
+    machines: BTreeMap<Spanned<String>, Spanned<RawMachine>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -401,6 +510,14 @@ struct Merged {
     min_ram_mib: Option<(u64, Origin)>,
     ram_headroom_mib: Option<u64>,
     compression_level: Option<(i32, Origin)>,
+    sysctl: BTreeMap<String, String>,
+    dhcp: Option<bool>,
+    dhcp_timeout_ms: Option<u64>,
+    dns: Option<Vec<String>>,
+    interfaces: BTreeMap<String, StaticInterface>,
+    machines: BTreeMap<String, Machine>,
+    unknown_machines: Option<UnknownMachines>,
+    busybox: Option<PathBuf>,
     set_refs: Vec<(String, Origin)>,
     load: Vec<(String, Origin)>,
     include: Vec<(String, Origin)>,
@@ -484,6 +601,18 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         files: merged.files,
         binaries: merged.binaries,
         compression_level,
+        sysctl: merged.sysctl,
+        network: Network {
+            dhcp: merged.dhcp.unwrap_or(true),
+            dhcp_timeout_ms: merged.dhcp_timeout_ms.unwrap_or(DEFAULT_DHCP_TIMEOUT_MS),
+            dns: merged.dns.unwrap_or_default(),
+            interfaces: merged.interfaces,
+        },
+        machines: merged.machines.into_values().collect(),
+        unknown_machines: merged.unknown_machines.unwrap_or_default(),
+        busybox: merged
+            .busybox
+            .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
     })
 }
 
@@ -571,10 +700,215 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
             origin,
         });
     }
+    merge_host_settings(merged, file)?;
     if let Some(init) = &raw.initramfs {
         if let Some(level) = &init.compression_level {
             merged.compression_level = Some((*level.get_ref(), file.origin(level.span())));
         }
+    }
+    Ok(())
+}
+
+/// `[sysctl]`, `[network]`, `[machines]`, `[netboot]` and `[debug]`.
+fn merge_host_settings(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError> {
+    let raw = &file.raw;
+    for (key, value) in &raw.sysctl {
+        let invalid = |message: String| ProfileError::Invalid {
+            origin: file.origin(value.span()),
+            message,
+        };
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            || key.contains("..")
+        {
+            return Err(invalid(format!(
+                "sysctl key {key:?} is not a name like \"net.ipv4.ip_forward\""
+            )));
+        }
+        let text = match value.get_ref() {
+            SysctlValue::Text(t) => t.clone(),
+            SysctlValue::Number(n) => n.to_string(),
+            SysctlValue::Flag(b) => u8::from(*b).to_string(),
+        };
+        merged.sysctl.insert(key.clone(), text);
+    }
+    if let Some(net) = &raw.network {
+        if let Some(dhcp) = net.dhcp {
+            merged.dhcp = Some(dhcp);
+        }
+        if let Some(timeout) = net.dhcp_timeout_ms {
+            merged.dhcp_timeout_ms = Some(timeout);
+        }
+        if let Some(dns) = &net.dns {
+            for server in dns {
+                if server.get_ref().parse::<std::net::IpAddr>().is_err() {
+                    return Err(ProfileError::Invalid {
+                        origin: file.origin(server.span()),
+                        message: format!("dns server {:?} is not an IP address", server.get_ref()),
+                    });
+                }
+            }
+            merged.dns = Some(dns.iter().map(|d| d.get_ref().clone()).collect());
+        }
+        for (name, iface) in &net.interfaces {
+            validate_static(iface.get_ref()).map_err(|message| ProfileError::Invalid {
+                origin: file.origin(iface.span()),
+                message: format!("interface {name}: {message}"),
+            })?;
+            merged
+                .interfaces
+                .insert(name.clone(), iface.get_ref().clone());
+        }
+    }
+    if let Some(netboot) = &raw.netboot {
+        if let Some(policy) = netboot.unknown_machines {
+            merged.unknown_machines = Some(policy);
+        }
+        if let Some(machines_file) = &netboot.machines_file {
+            let path = file.dir().join(machines_file.get_ref());
+            let extra = load_machines_file(&path).map_err(|err| match err {
+                ProfileError::Read { .. } => ProfileError::Invalid {
+                    origin: file.origin(machines_file.span()),
+                    message: format!("machines_file: {err}"),
+                },
+                other => other,
+            })?;
+            for machine in extra {
+                insert_machine(&mut merged.machines, machine)?;
+            }
+        }
+    }
+    for machine in machines_from_raw(&raw.machines, file)? {
+        insert_machine(&mut merged.machines, machine)?;
+    }
+    if let Some(debug) = &raw.debug {
+        if let Some(busybox) = &debug.busybox {
+            merged.busybox = Some(file.dir().join(busybox));
+        }
+    }
+    Ok(())
+}
+
+/// Adds a machine; a MAC listed twice in one file or in files of one chain level
+/// is an error, a child profile's entry replaces its parent's.
+fn insert_machine(
+    machines: &mut BTreeMap<String, Machine>,
+    machine: Machine,
+) -> Result<(), ProfileError> {
+    if let Some(previous) = machines.get(&machine.mac) {
+        if previous.origin.file == machine.origin.file {
+            return Err(ProfileError::Invalid {
+                origin: machine.origin.clone(),
+                message: format!(
+                    "MAC address {} is listed twice (first at {})",
+                    machine.mac, previous.origin
+                ),
+            });
+        }
+    }
+    machines.insert(machine.mac.clone(), machine);
+    Ok(())
+}
+
+fn machines_from_raw(
+    raw: &BTreeMap<Spanned<String>, Spanned<RawMachine>>,
+    file: &LoadedFile,
+) -> Result<Vec<Machine>, ProfileError> {
+    let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
+    let mut machines = Vec::new();
+    for (mac, entry) in raw {
+        let origin = file.origin(mac.span());
+        let normalized = normalize_mac(mac.get_ref()).ok_or_else(|| ProfileError::Invalid {
+            origin: origin.clone(),
+            message: format!(
+                "{:?} is not a MAC address (write it like \"52:54:00:12:34:56\")",
+                mac.get_ref()
+            ),
+        })?;
+        if let Some(first) = seen.get(&normalized) {
+            return Err(ProfileError::Invalid {
+                origin,
+                message: format!("MAC address {normalized} is listed twice (first at {first})"),
+            });
+        }
+        let raw_machine = entry.get_ref();
+        if let Some(hostname) = &raw_machine.hostname {
+            validate_hostname(hostname).map_err(|message| ProfileError::Invalid {
+                origin: file.origin(entry.span()),
+                message,
+            })?;
+        }
+        if raw_machine.cmdline.contains(['\n', '\r']) {
+            return Err(ProfileError::Invalid {
+                origin: file.origin(entry.span()),
+                message: "cmdline must be one line".into(),
+            });
+        }
+        seen.insert(normalized.clone(), origin.clone());
+        machines.push(Machine {
+            mac: normalized,
+            hostname: raw_machine.hostname.clone(),
+            cmdline: raw_machine
+                .cmdline
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            origin,
+        });
+    }
+    Ok(machines)
+}
+
+/// Reads a file of `[machines."MAC"]` tables (for `[netboot] machines_file` and
+/// `mkhost serve --machines`).
+pub fn load_machines_file(path: &Path) -> Result<Vec<Machine>, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw: RawMachinesFile = toml::from_str(&text).map_err(|err| ProfileError::Parse {
+        origin: origin_at(path, &text, err.span().map_or(0, |s| s.start)),
+        message: err.message().trim().to_string(),
+    })?;
+    let file = LoadedFile {
+        path: path.to_path_buf(),
+        text,
+        raw: RawProfile::default(),
+    };
+    machines_from_raw(&raw.machines, &file)
+}
+
+/// `52-54-00-AB-cd-EF` -> `52:54:00:ab:cd:ef`; None if it is not six hex pairs.
+pub fn normalize_mac(mac: &str) -> Option<String> {
+    let parts: Vec<&str> = mac.split([':', '-']).collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    ok.then(|| parts.join(":").to_ascii_lowercase())
+}
+
+fn validate_static(iface: &StaticInterface) -> Result<(), String> {
+    let (addr, prefix) = iface.address.split_once('/').ok_or_else(|| {
+        format!(
+            "address {:?} needs a prefix length, like 10.0.0.5/24",
+            iface.address
+        )
+    })?;
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("address {addr:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => {}
+        _ => return Err(format!("prefix length {prefix:?} must be 0 to {max}")),
+    }
+    if let Some(gateway) = &iface.gateway {
+        gateway
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| format!("gateway {gateway:?} is not an IP address"))?;
     }
     Ok(())
 }
@@ -990,5 +1324,101 @@ sets = ["virtio"]
         assert!(locate("base", &dirs).is_ok());
         let err = locate("rck", &dirs).unwrap_err().to_string();
         assert!(err.contains("available profiles: base"), "{err}");
+    }
+
+    #[test]
+    fn host_settings_sysctl_network_and_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(
+            dir.path(),
+            "rack-a.toml",
+            "[machines.\"52:54:00:00:00:0b\"]\nhostname = \"node-b\"\n",
+        );
+        let path = write(
+            dir.path(),
+            "lab.toml",
+            r#"extends = "base"
+[sysctl]
+"net.ipv4.ip_forward" = 1
+"kernel.pid_max" = "4194304"
+"net.ipv6.conf.all.disable_ipv6" = false
+[network]
+dhcp_timeout_ms = 3000
+dns = ["10.0.0.1"]
+[network.interfaces.eth1]
+address = "10.0.0.5/24"
+gateway = "10.0.0.1"
+[netboot]
+unknown_machines = "refuse"
+machines_file = "rack-a.toml"
+[machines."52-54-00-00-00-0A"]
+hostname = "node-a"
+cmdline = "mkhost.ip=eth0:10.0.0.10/24:10.0.0.1"
+"#,
+        );
+        let p = load_path(&path, &[]).unwrap();
+        assert_eq!(p.sysctl["net.ipv4.ip_forward"], "1");
+        assert_eq!(p.sysctl["kernel.pid_max"], "4194304");
+        assert_eq!(p.sysctl["net.ipv6.conf.all.disable_ipv6"], "0");
+        assert!(p.network.dhcp);
+        assert_eq!(p.network.dhcp_timeout_ms, 3000);
+        assert_eq!(p.network.interfaces["eth1"].address, "10.0.0.5/24");
+        assert_eq!(p.unknown_machines, UnknownMachines::Refuse);
+        let macs: Vec<_> = p.machines.iter().map(|m| m.mac.as_str()).collect();
+        assert_eq!(macs, vec!["52:54:00:00:00:0a", "52:54:00:00:00:0b"]);
+        assert_eq!(p.machines[0].hostname.as_deref(), Some("node-a"));
+        assert_eq!(p.machines[1].origin.file, dir.path().join("rack-a.toml"));
+    }
+
+    #[test]
+    fn bad_machine_tables_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let cases = [
+            ("[machines.\"52:54:00:00:00\"]\n", "is not a MAC address"),
+            (
+                "[machines.\"52:54:00:00:00:01\"]\n[machines.\"52-54-00-00-00-01\"]\n",
+                "listed twice",
+            ),
+            (
+                "[machines.\"52:54:00:00:00:01\"]\nhostname = \"Bad Host\"\n",
+                "not valid",
+            ),
+            (
+                "[machines.\"52:54:00:00:00:01\"]\nhost = \"x\"\n",
+                "unknown field `host`",
+            ),
+            (
+                "[network.interfaces.eth0]\naddress = \"10.0.0.5\"\n",
+                "needs a prefix",
+            ),
+            ("[network]\ndns = [\"resolver\"]\n", "not an IP address"),
+            (
+                "[netboot]\nmachines_file = \"nope.toml\"\n",
+                "machines_file",
+            ),
+            ("[sysctl]\n\"../../etc\" = 1\n", "sysctl key"),
+        ];
+        for (i, (body, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("m{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(want), "case {i}: {err}");
+            assert!(err.contains(&format!("m{i}.toml:")), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn mac_normalisation() {
+        assert_eq!(
+            normalize_mac("52-54-00-AB-cd-EF").as_deref(),
+            Some("52:54:00:ab:cd:ef")
+        );
+        assert_eq!(normalize_mac("5254.00ab.cdef"), None);
+        assert_eq!(normalize_mac("52:54:00:ab:cd:eg"), None);
     }
 }

@@ -60,6 +60,60 @@ pub struct BootConfig {
     pub debug_shell: bool,
     /// Module files relative to `/lib/modules/<kernel_release>`, in load order.
     pub modules: Vec<String>,
+    /// Kernel tunables to write under /proc/sys (`net.ipv4.ip_forward` -> `1`).
+    #[serde(default)]
+    pub sysctl: std::collections::BTreeMap<String, String>,
+    /// Network settings (overridable by host.toml and `mkhost.*` parameters).
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// Network settings of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Run DHCPv4 on wired links with carrier that have no static address.
+    #[serde(default = "default_true")]
+    pub dhcp: bool,
+    /// How long to wait for a first lease before declaring the host ready.
+    #[serde(default = "default_dhcp_timeout_ms")]
+    pub dhcp_timeout_ms: u64,
+    /// DNS servers for /etc/resolv.conf, besides those DHCP hands out.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Static addresses by interface name.
+    #[serde(default)]
+    pub interfaces: std::collections::BTreeMap<String, StaticInterface>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            dhcp: true,
+            dhcp_timeout_ms: default_dhcp_timeout_ms(),
+            dns: Vec::new(),
+            interfaces: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// A static address on one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticInterface {
+    /// `ADDRESS/PREFIX`, e.g. `10.0.0.5/24`.
+    pub address: String,
+    /// Default gateway reached through this interface.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_dhcp_timeout_ms() -> u64 {
+    10_000
 }
 
 impl BootConfig {

@@ -806,6 +806,8 @@ mod tests {
             hostname: "h".into(),
             debug_shell: false,
             modules: vec!["kernel/missing.ko".into(), "kernel/also-missing.ko".into()],
+            sysctl: Default::default(),
+            network: Default::default(),
         };
         let report = load_modules(dir.path(), &config);
         assert_eq!(report.total, 2);
