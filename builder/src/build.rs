@@ -21,6 +21,26 @@ use crate::sources::{self, Cache, InputRecord, ResolvedKernel, SourceError};
 
 pub const MIB: u64 = 1024 * 1024;
 
+/// Written to the ESP as `mkhost/host.toml.example`: an operator copies it to
+/// `mkhost/host.toml` on the stick to give that host its identity.
+const HOST_TOML_EXAMPLE: &str = "\
+# Copy this file to mkhost/host.toml on this stick to give the host booting
+# from it its own identity. Kernel command-line mkhost.* parameters win over
+# this file; this file wins over the image's profile. A broken file is
+# reported on the console and the host boots with the profile's settings.
+
+# hostname = \"rack1-node07\"
+
+# [network]
+# dhcp = true                 # DHCP on every wired link with carrier
+# dhcp_timeout_ms = 10000     # the host is ready without a lease after this
+# dns = [\"10.0.0.1\"]
+
+# [network.interfaces.eth0]   # a static address instead of DHCP on eth0
+# address = \"10.0.0.7/24\"
+# gateway = \"10.0.0.1\"
+";
+
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// Profile name or path.
@@ -341,10 +361,16 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
     let stage = progress.stage("writing GPT disk image");
     let seed = sha256_hex(&efi);
     let esp_image = esp::build_esp(
-        &[esp::EspFile {
-            path: "EFI/BOOT/BOOTX64.EFI",
-            data: &efi,
-        }],
+        &[
+            esp::EspFile {
+                path: "EFI/BOOT/BOOTX64.EFI",
+                data: &efi,
+            },
+            esp::EspFile {
+                path: "mkhost/host.toml.example",
+                data: HOST_TOML_EXAMPLE.as_bytes(),
+            },
+        ],
         esp::esp_size_for(efi.len() as u64),
         derived_volume_id(&seed),
         "MKHOST",

@@ -21,6 +21,7 @@ fn inspect_disk_image_shows_partitions_uki_and_initramfs() {
         "GPT disk image",
         "\"EFI System\"",
         "EFI/BOOT/BOOTX64.EFI",
+        "mkhost/host.toml.example",
         "unified kernel image",
         "section .linux",
         "cmdline: console=ttyS0,115200 quiet panic=-1",
