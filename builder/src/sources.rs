@@ -121,8 +121,10 @@ impl Cache {
         self.root.join("debs")
     }
 
+    /// Unpacked packages, by the .deb's sha256; the prefix names the layout
+    /// version so a newer mkhost never trusts an older, narrower unpack.
     fn unpacked(&self, sha256: &str) -> PathBuf {
-        self.root.join("unpacked").join(sha256)
+        self.root.join("unpacked").join(format!("v2-{sha256}"))
     }
 }
 
@@ -352,6 +354,7 @@ fn is_stub_path(path: &str) -> bool {
 
 fn is_kernel_path(path: &str) -> bool {
     path.starts_with("boot/vmlinuz-")
+        || path.starts_with("boot/config-")
         || path.starts_with("lib/modules/")
         || path.starts_with("usr/lib/modules/")
 }
