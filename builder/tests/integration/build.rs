@@ -215,3 +215,126 @@ fn rack_build_carries_server_drivers_and_fits_its_budget() {
     );
     assert!(dir.join("mkhost-rack.img").is_file());
 }
+
+/// Finds a file under the cache's unpacked packages.
+fn cached(suffix_dir: &str, prefix: &str) -> std::path::PathBuf {
+    let unpacked = mkhost::sources::Cache::default_root().join("unpacked");
+    for entry in std::fs::read_dir(&unpacked).unwrap().flatten() {
+        let dir = entry.path().join(suffix_dir);
+        if let Ok(files) = std::fs::read_dir(&dir) {
+            for f in files.flatten() {
+                if f.file_name().to_string_lossy().starts_with(prefix) {
+                    return f.path();
+                }
+            }
+        }
+    }
+    panic!("no {suffix_dir}/{prefix}* in {}", unpacked.display());
+}
+
+#[test]
+fn path_sources_extra_binaries_files_and_firmware() {
+    built("qemu"); // fills the cache with Debian's kernel and stub
+    let vmlinuz = cached("boot", "vmlinuz-");
+    let release = vmlinuz.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
+    let modules = vmlinuz
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("lib/modules")
+        .join(&release);
+    let stub = cached("usr/lib/systemd/boot/efi", "linuxx64.efi.stub");
+    let dir = scratch("path-sources");
+    std::fs::write(dir.join("motd.txt"), "hello from the profile\n").unwrap();
+    let firmware = dir.join("firmware");
+    std::fs::create_dir_all(firmware.join("rtl_nic")).unwrap();
+    std::fs::write(firmware.join("rtl_nic/rtl8168d-1.fw"), b"fake firmware").unwrap();
+    let profile = dir.join("custom.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"extends = "qemu"
+hostname = "custom-1"
+[kernel]
+source = "path"
+path = "{}"
+modules = "{}"
+[stub]
+source = "path"
+path = "{}"
+[modules]
+include = ["r8169"]
+[[files]]
+dest = "/etc/motd"
+source = "motd.txt"
+[[files]]
+dest = "/etc/mkhost/note"
+contents = "inline"
+mode = 0o600
+[[binaries]]
+source = "/bin/ls"
+"#,
+            vmlinuz.display(),
+            modules.display(),
+            stub.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let output = build(
+        profile.to_str().unwrap(),
+        &out,
+        &["--quiet", "--firmware-dir", firmware.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let m = manifest(&out.join("custom"));
+    assert_eq!(m["inputs"]["kernel"]["source"], "path");
+    assert_eq!(m["inputs"]["stub"]["source"], "path");
+    assert_eq!(m["profile"]["hostname"], "custom-1");
+    assert!(names(&m["modules"]["on_demand"]).contains(&"r8169".to_string()));
+    assert!(names(&m["firmware"]["included"]).contains(&"rtl_nic/rtl8168d-1.fw".to_string()));
+    assert!(names(&m["firmware"]["missing"])
+        .iter()
+        .any(|f| f.starts_with("r8169: rtl_nic/")));
+
+    let listing = crate::support::mkhost()
+        .args(["inspect", "--all"])
+        .arg(out.join("custom/pxe/initramfs.img"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    for want in [
+        "/bin/ls ",
+        "/lib64/ld-linux-x86-64.so.2",
+        "/libc.so.6",
+        "/etc/motd 23 B",
+        "600 /etc/mkhost/note",
+        "/lib/firmware/rtl_nic/rtl8168d-1.fw",
+        "r8169.ko",
+        "/bin/busybox",
+    ] {
+        assert!(listing.contains(want), "{want:?} missing:\n{listing}");
+    }
+}
+
+#[test]
+fn rack_manifest_accounts_for_ice_firmware() {
+    let m = manifest(built("rack"));
+    let missing = names(&m["firmware"]["missing"]);
+    let included = names(&m["firmware"]["included"]);
+    // ice names its DDP package; it is included when this host has it, listed
+    // as missing otherwise.
+    let on_host = std::path::Path::new("/lib/firmware/intel/ice/ddp/ice.pkg").exists();
+    if on_host {
+        assert!(
+            included.iter().any(|f| f.starts_with("intel/ice/ddp/")),
+            "{included:?}"
+        );
+    } else {
+        assert!(
+            missing.iter().any(|f| f.starts_with("ice: intel/ice/ddp/")),
+            "{missing:?}"
+        );
+    }
+}
