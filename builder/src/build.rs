@@ -391,14 +391,15 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
     staging.write("pxe/boot.ipxe", boot_ipxe(&profile).as_bytes())?;
     stage.finish("pxe/vmlinuz, pxe/initramfs.img, pxe/boot.ipxe");
 
-    let mut artifacts = BTreeMap::new();
-    for rel in [
+    let boot_artifacts = [
         img_name.as_str(),
         efi_name.as_str(),
         "pxe/vmlinuz",
         "pxe/initramfs.img",
         "pxe/boot.ipxe",
-    ] {
+    ];
+    let mut artifacts = BTreeMap::new();
+    for rel in boot_artifacts {
         artifacts.insert(rel.to_string(), file_summary(&staging.path(rel))?);
     }
     let manifest = Manifest {
@@ -469,15 +470,10 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
     staging.write_sums()?;
 
     let mut report_artifacts = Vec::new();
-    for rel in [
-        img_name.as_str(),
-        efi_name.as_str(),
-        "pxe/vmlinuz",
-        "pxe/initramfs.img",
-        "pxe/boot.ipxe",
-        "manifest.json",
-        "SHA256SUMS",
-    ] {
+    for rel in boot_artifacts
+        .into_iter()
+        .chain(["manifest.json", "SHA256SUMS"])
+    {
         let len = std::fs::metadata(staging.path(rel)).map_or(0, |m| m.len());
         report_artifacts.push((rel.to_string(), len));
     }

@@ -201,17 +201,15 @@ pub fn resolve_kernel(
             let deb = fetch_with_progress(&package, cache, progress)?;
             let tree = unpack_kernel(&deb, &package.sha256, cache, progress)?;
             let (image, modules_dir, release) = kernel_in_tree(&tree, &deb)?;
-            let file_sha256 = sha256(&image)?;
             Ok(ResolvedKernel {
-                record: InputRecord {
-                    source: "deb".into(),
-                    requested: (package.name != *name).then(|| name.clone()),
-                    package: Some(package.name),
-                    version: Some(package.version),
-                    sha256: package.sha256,
-                    file: file_name(&image),
-                    file_sha256,
-                },
+                record: deb_record(
+                    "deb",
+                    (package.name != *name).then(|| name.clone()),
+                    package.name,
+                    package.version,
+                    package.sha256,
+                    &image,
+                )?,
                 image,
                 modules_dir,
                 release,
@@ -230,15 +228,14 @@ pub fn resolve_kernel(
             let tree = unpack_kernel(path, &deb_sha, cache, progress)?;
             let (image, modules_dir, release) = kernel_in_tree(&tree, path)?;
             Ok(ResolvedKernel {
-                record: InputRecord {
-                    source: "deb-file".into(),
-                    requested: None,
-                    package: Some(control.package),
-                    version: Some(control.version),
-                    sha256: deb_sha,
-                    file: file_name(&image),
-                    file_sha256: sha256(&image)?,
-                },
+                record: deb_record(
+                    "deb-file",
+                    None,
+                    control.package,
+                    control.version,
+                    deb_sha,
+                    &image,
+                )?,
                 image,
                 modules_dir,
                 release,
@@ -299,15 +296,14 @@ pub fn resolve_stub(
             )?;
             let path = stub_in_tree(&tree, &deb)?;
             Ok(ResolvedStub {
-                record: InputRecord {
-                    source: "deb".into(),
-                    requested: None,
-                    package: Some(package.name),
-                    version: Some(package.version),
-                    sha256: package.sha256,
-                    file: file_name(&path),
-                    file_sha256: sha256(&path)?,
-                },
+                record: deb_record(
+                    "deb",
+                    None,
+                    package.name,
+                    package.version,
+                    package.sha256,
+                    &path,
+                )?,
                 path,
             })
         }
@@ -326,15 +322,14 @@ pub fn resolve_stub(
             })?;
             let path = stub_in_tree(&tree, deb_path)?;
             Ok(ResolvedStub {
-                record: InputRecord {
-                    source: "deb-file".into(),
-                    requested: None,
-                    package: Some(control.package),
-                    version: Some(control.version),
-                    sha256: deb_sha,
-                    file: file_name(&path),
-                    file_sha256: sha256(&path)?,
-                },
+                record: deb_record(
+                    "deb-file",
+                    None,
+                    control.package,
+                    control.version,
+                    deb_sha,
+                    &path,
+                )?,
                 path,
             })
         }
@@ -605,6 +600,26 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default()
+}
+
+/// The record of a file taken from a package.
+fn deb_record(
+    source: &str,
+    requested: Option<String>,
+    package: String,
+    version: String,
+    deb_sha256: String,
+    file: &Path,
+) -> Result<InputRecord, SourceError> {
+    Ok(InputRecord {
+        source: source.into(),
+        requested,
+        package: Some(package),
+        version: Some(version),
+        sha256: deb_sha256,
+        file: file_name(file),
+        file_sha256: sha256(file)?,
+    })
 }
 
 fn file_record(kind: &str, path: &Path) -> Result<InputRecord, SourceError> {

@@ -423,6 +423,7 @@ const CRC32_TABLE: [u32; 256] = {
 mod tests {
     use super::*;
     use crate::esp::{build_esp, esp_list, esp_size_for, EspFile};
+    use crate::test_tools::run;
     use std::os::unix::fs::FileExt;
     use std::process::Command;
 
@@ -443,18 +444,6 @@ mod tests {
             1_700_000_000,
         )
         .unwrap()
-    }
-
-    fn run(cmd: &mut Command) -> (bool, String) {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the tool installed?)"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
     }
 
     #[test]

@@ -889,6 +889,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tools::run;
     use std::process::Command;
 
     const EPOCH: u64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
@@ -928,18 +929,6 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), data).unwrap();
         f
-    }
-
-    fn run(cmd: &mut Command) -> (bool, String) {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the tool installed?)"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
     }
 
     #[test]

@@ -27,3 +27,22 @@ pub mod bzimage;
 pub mod disk;
 pub mod esp;
 pub mod uki;
+
+/// Helpers shared by the unit tests that check our output with standard tools.
+#[cfg(test)]
+mod test_tools {
+    use std::process::Command;
+
+    /// Runs a tool; returns whether it succeeded and its stdout + stderr.
+    pub fn run(cmd: &mut Command) -> (bool, String) {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the tool installed?)"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
