@@ -1,0 +1,595 @@
+//! cgroup v2 management behind the [`CgroupManager`] trait.
+//!
+//! [`Cgroupfs`] is the real backend: it creates `<root>/<path>`, enables the
+//! controllers in every ancestor's `cgroup.subtree_control`, writes the limits
+//! (`memory.max`, `cpu.max`, `cpu.weight`, `cpuset.cpus`, `pids.max`, ...) and
+//! hands back an fd of the directory for `clone3(CLONE_INTO_CGROUP)`, so the
+//! container's init is born inside its cgroup. [`Cgroupfs::detect`] checks that
+//! `/sys/fs/cgroup` really is a cgroup2 mount; on a v1 or hybrid host it
+//! reports the backend unavailable and the runtime runs containers without
+//! cgroups (and says so in its log). Tests point [`Cgroupfs::at`] at a
+//! temporary directory and check the files written.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::spec::Resources;
+
+/// Errors from the cgroup backend.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// A limit the kernel would refuse.
+    #[error("linux.resources.{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A cgroup directory could not be created.
+    #[error("cannot create cgroup {path}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The cgroup already holds processes.
+    #[error("cgroup {path} exists and is in use")]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A control file could not be written.
+    #[error("cannot write {value:?} to {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The value.
+        value: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A control file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The cgroup could not be removed.
+    #[error("cannot remove cgroup {path}")]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The backend is not usable on this host.
+    #[error("cgroups unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Usage numbers of one cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// `memory.current`.
+    pub memory_current: Option<u64>,
+    /// `pids.current`.
+    pub pids_current: Option<u64>,
+    /// `usage_usec` from `cpu.stat`.
+    pub cpu_usage_usec: Option<u64>,
+    /// `oom_kill` from `memory.events`.
+    pub oom_kills: Option<u64>,
+}
+
+/// A cgroup backend. Paths are relative to the backend's root.
+pub trait CgroupManager {
+    /// `Ok` when the backend can be used, else why not.
+    fn available(&self) -> Result<(), String>;
+    /// Creates the cgroup with its limits; returns an fd of its directory for
+    /// `CLONE_INTO_CGROUP`. Nothing is left behind on failure.
+    fn create(&self, path: &str, resources: &Resources) -> Result<OwnedFd, CgroupError>;
+    /// The `cgroup.procs` file, for joining by pid when `clone3` is missing.
+    fn procs_file(&self, path: &str) -> PathBuf;
+    /// Processes in the cgroup.
+    fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError>;
+    /// Removes the (empty) cgroup; a missing one is not an error.
+    fn delete(&self, path: &str) -> Result<(), CgroupError>;
+    /// Usage numbers.
+    fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError>;
+}
+
+/// The backend for hosts without cgroup v2.
+#[derive(Debug, Clone)]
+pub struct NoCgroups(pub String);
+
+impl CgroupManager for NoCgroups {
+    fn available(&self) -> Result<(), String> {
+        Err(self.0.clone())
+    }
+    fn create(&self, _: &str, _: &Resources) -> Result<OwnedFd, CgroupError> {
+        Err(CgroupError::Unavailable(self.0.clone()))
+    }
+    fn procs_file(&self, _: &str) -> PathBuf {
+        PathBuf::new()
+    }
+    fn pids(&self, _: &str) -> Result<Vec<i32>, CgroupError> {
+        Ok(Vec::new())
+    }
+    fn delete(&self, _: &str) -> Result<(), CgroupError> {
+        Ok(())
+    }
+    fn stats(&self, _: &str) -> Result<CgroupStats, CgroupError> {
+        Err(CgroupError::Unavailable(self.0.clone()))
+    }
+}
+
+/// The controllers hostd enables for containers.
+const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
+
+/// The cgroup2 file-system backend.
+#[derive(Debug, Clone)]
+pub struct Cgroupfs {
+    root: PathBuf,
+}
+
+/// Where cgroup2 is mounted.
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+
+/// A control file write: `(file name, value)`.
+pub type Setting = (&'static str, String);
+
+impl Cgroupfs {
+    /// A backend rooted at `root` without checking what is mounted there
+    /// (tests use a temporary directory).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Cgroupfs { root: root.into() }
+    }
+
+    /// The backend for this host: [`Cgroupfs`] at `/sys/fs/cgroup` when that is
+    /// a cgroup2 mount, else [`NoCgroups`] with the reason.
+    pub fn detect() -> Box<dyn CgroupManager> {
+        let root = Path::new(DEFAULT_ROOT);
+        let magic = std::ffi::CString::new(root.as_os_str().as_bytes())
+            .ok()
+            .and_then(|c| super::sys::statfs_type(&c).ok());
+        if magic != Some(libc::CGROUP2_SUPER_MAGIC) {
+            return Box::new(NoCgroups(format!(
+                "{DEFAULT_ROOT} is not a cgroup2 mount (cgroup v1 or hybrid host)"
+            )));
+        }
+        let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let missing: Vec<&str> = ["memory", "pids"]
+            .into_iter()
+            .filter(|c| !controllers.split_whitespace().any(|x| x == *c))
+            .collect();
+        if !missing.is_empty() {
+            return Box::new(NoCgroups(format!(
+                "{DEFAULT_ROOT}/cgroup.controllers lacks {}",
+                missing.join(", ")
+            )));
+        }
+        Box::new(Cgroupfs::at(root))
+    }
+
+    /// The directory of `path`.
+    pub fn dir(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    fn write(&self, dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+        let path = dir.join(file);
+        let result = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(value.as_bytes()));
+        result.map_err(|source| CgroupError::Write {
+            path,
+            value: value.to_string(),
+            source,
+        })
+    }
+
+    /// Enables [`CONTROLLERS`] (those the parent offers) in the
+    /// `cgroup.subtree_control` of `dir`.
+    fn enable_controllers(&self, dir: &Path) -> Result<(), CgroupError> {
+        let Ok(offered) = fs::read_to_string(dir.join("cgroup.controllers")) else {
+            return Ok(());
+        };
+        let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let wanted: Vec<String> = CONTROLLERS
+            .iter()
+            .filter(|c| offered.split_whitespace().any(|o| o == **c))
+            .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.write(dir, "cgroup.subtree_control", &wanted.join(" "))
+    }
+
+    fn create_inner(&self, leaf: &Path, settings: &[Setting]) -> Result<OwnedFd, CgroupError> {
+        for (file, value) in settings {
+            self.write(leaf, file, value)?;
+        }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(leaf)
+            .map_err(|source| CgroupError::Create {
+                path: leaf.to_path_buf(),
+                source,
+            })?;
+        Ok(OwnedFd::from(dir))
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Turns `linux.resources` into cgroup v2 control-file writes, checking the
+/// values first.
+pub fn settings(r: &Resources) -> Result<Vec<Setting>, CgroupError> {
+    let invalid = |field: &'static str, message: String| CgroupError::Invalid { field, message };
+    let mut out: Vec<Setting> = Vec::new();
+    if let Some(m) = &r.memory {
+        let limit = m.limit.filter(|l| *l != 0);
+        if let Some(l) = limit {
+            if l < -1 {
+                return Err(invalid("memory.limit", format!("{l} is negative")));
+            }
+            // The kernel needs room for at least a few pages.
+            if l != -1 && l < 256 * 1024 {
+                return Err(invalid(
+                    "memory.limit",
+                    format!("{l} bytes is below the minimum of 262144"),
+                ));
+            }
+            out.push(("memory.max", max_or(l)));
+        }
+        if let Some(res) = m.reservation.filter(|r| *r != 0) {
+            out.push(("memory.low", max_or(res)));
+        }
+        if let Some(swap) = m.swap.filter(|s| *s != 0) {
+            let value = match (swap, limit) {
+                (-1, _) => "max".to_string(),
+                (s, Some(l)) if l > 0 && s >= l => (s - l).to_string(),
+                (s, Some(l)) if l > 0 => {
+                    return Err(invalid(
+                        "memory.swap",
+                        format!("memory+swap {s} is below the memory limit {l}"),
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        "memory.swap",
+                        "needs memory.limit (it is memory+swap)".into(),
+                    ))
+                }
+            };
+            out.push(("memory.swap.max", value));
+        }
+    }
+    if let Some(c) = &r.cpu {
+        if let Some(shares) = c.shares.filter(|s| *s != 0) {
+            if !(2..=262_144).contains(&shares) {
+                return Err(invalid("cpu.shares", format!("{shares} is not 2..=262144")));
+            }
+            // runc's conversion from v1 shares to v2 weight (1..=10000).
+            let weight = 1 + ((shares - 2) * 9999) / 262_142;
+            out.push(("cpu.weight", weight.to_string()));
+        }
+        if c.quota.is_some() || c.period.is_some() {
+            let period = c.period.filter(|p| *p != 0).unwrap_or(100_000);
+            if !(1000..=1_000_000).contains(&period) {
+                return Err(invalid(
+                    "cpu.period",
+                    format!("{period} is not 1000..=1000000"),
+                ));
+            }
+            let quota = match c.quota {
+                Some(q) if q > 0 => {
+                    if q < 1000 {
+                        return Err(invalid("cpu.quota", format!("{q} is below 1000")));
+                    }
+                    q.to_string()
+                }
+                _ => "max".to_string(),
+            };
+            out.push(("cpu.max", format!("{quota} {period}")));
+        }
+        for (field, file, value) in [
+            ("cpu.cpus", "cpuset.cpus", &c.cpus),
+            ("cpu.mems", "cpuset.mems", &c.mems),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                let ok = v
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b',' || b == b'-');
+                if !ok {
+                    return Err(invalid(field, format!("{v:?} is not a CPU/node list")));
+                }
+                out.push((file, v.to_string()));
+            }
+        }
+    }
+    if let Some(p) = &r.pids {
+        out.push((
+            "pids.max",
+            if p.limit > 0 {
+                p.limit.to_string()
+            } else {
+                "max".into()
+            },
+        ));
+    }
+    Ok(out)
+}
+
+fn max_or(v: i64) -> String {
+    if v < 0 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
+}
+
+impl CgroupManager for Cgroupfs {
+    fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn create(&self, path: &str, resources: &Resources) -> Result<OwnedFd, CgroupError> {
+        let settings = settings(resources)?;
+        let leaf = self.dir(path);
+        // Ancestors: create and enable controllers top-down.
+        let mut dir = self.root.clone();
+        self.enable_controllers(&dir)?;
+        let rel = leaf.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let components: Vec<_> = rel.components().collect();
+        for (i, c) in components.iter().enumerate() {
+            dir.push(c);
+            let is_leaf = i + 1 == components.len();
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if is_leaf && !self.pids(path)?.is_empty() {
+                        return Err(CgroupError::InUse { path: dir });
+                    }
+                }
+                Err(source) => return Err(CgroupError::Create { path: dir, source }),
+            }
+            if !is_leaf {
+                self.enable_controllers(&dir)?;
+            }
+        }
+        self.create_inner(&leaf, &settings).inspect_err(|_| {
+            let _ = fs::remove_dir(&leaf);
+        })
+    }
+
+    fn procs_file(&self, path: &str) -> PathBuf {
+        self.dir(path).join("cgroup.procs")
+    }
+
+    fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
+        let file = self.procs_file(path);
+        match fs::read_to_string(&file) {
+            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(CgroupError::Read { path: file, source }),
+        }
+    }
+
+    fn delete(&self, path: &str) -> Result<(), CgroupError> {
+        let dir = self.dir(path);
+        // The kernel may still be tearing down the last task: retry briefly.
+        let mut last = None;
+        for _ in 0..50 {
+            match fs::remove_dir(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // A stand-in directory holds the files we wrote.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(&dir) => {
+                    return fs::remove_dir_all(&dir)
+                        .map_err(|source| CgroupError::Remove { path: dir, source })
+                }
+                Err(source) => return Err(CgroupError::Remove { path: dir, source }),
+            }
+        }
+        Err(CgroupError::Remove {
+            path: dir,
+            source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)),
+        })
+    }
+
+    fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError> {
+        let dir = self.dir(path);
+        if !dir.is_dir() {
+            return Err(CgroupError::Read {
+                path: dir,
+                source: io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        Ok(CgroupStats {
+            memory_current: read_u64(&dir.join("memory.current")),
+            pids_current: read_u64(&dir.join("pids.current")),
+            cpu_usage_usec: keyed(&dir.join("cpu.stat"), "usage_usec"),
+            oom_kills: keyed(&dir.join("memory.events"), "oom_kill"),
+        })
+    }
+}
+
+fn is_cgroupfs(dir: &Path) -> bool {
+    std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .ok()
+        .and_then(|c| super::sys::statfs_type(&c).ok())
+        == Some(libc::CGROUP2_SUPER_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::{Cpu, Memory, Pids};
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    #[test]
+    fn writes_limits_and_enables_controllers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
+        let cg = Cgroupfs::at(root);
+        let resources = Resources {
+            memory: Some(Memory {
+                limit: Some(64 << 20),
+                swap: Some(96 << 20),
+                reservation: None,
+            }),
+            cpu: Some(Cpu {
+                shares: Some(1024),
+                quota: Some(50_000),
+                period: None,
+                cpus: Some("0-1".into()),
+                mems: None,
+            }),
+            pids: Some(Pids { limit: 100 }),
+        };
+        let fd = cg.create("hostd/c1", &resources).unwrap();
+        drop(fd);
+        // Only controllers not yet enabled are added, in hostd's order.
+        assert_eq!(read(root, "cgroup.subtree_control"), "+cpu +cpuset +pids");
+        let leaf = root.join("hostd/c1");
+        assert_eq!(read(&leaf, "memory.max"), "67108864");
+        assert_eq!(read(&leaf, "memory.swap.max"), "33554432");
+        assert_eq!(read(&leaf, "cpu.weight"), "39");
+        assert_eq!(read(&leaf, "cpu.max"), "50000 100000");
+        assert_eq!(read(&leaf, "cpuset.cpus"), "0-1");
+        assert_eq!(read(&leaf, "pids.max"), "100");
+        assert!(!leaf.join("memory.low").exists());
+
+        fs::write(leaf.join("memory.current"), "4096\n").unwrap();
+        fs::write(leaf.join("cpu.stat"), "usage_usec 77\nuser_usec 1\n").unwrap();
+        fs::write(leaf.join("memory.events"), "low 0\noom 1\noom_kill 2\n").unwrap();
+        let stats = cg.stats("hostd/c1").unwrap();
+        assert_eq!(stats.memory_current, Some(4096));
+        assert_eq!(stats.cpu_usage_usec, Some(77));
+        assert_eq!(stats.oom_kills, Some(2));
+        assert_eq!(stats.pids_current, None);
+
+        // In use: a second create of the same path is refused.
+        fs::write(leaf.join("cgroup.procs"), "1234\n").unwrap();
+        assert!(matches!(
+            cg.create("hostd/c1", &Resources::default()),
+            Err(CgroupError::InUse { .. })
+        ));
+        assert_eq!(cg.pids("hostd/c1").unwrap(), vec![1234]);
+        fs::write(leaf.join("cgroup.procs"), "").unwrap();
+
+        cg.delete("hostd/c1").unwrap();
+        assert!(!leaf.exists());
+        cg.delete("hostd/c1").unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_limits_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = Cgroupfs::at(tmp.path());
+        let tiny = Resources {
+            memory: Some(Memory {
+                limit: Some(4096),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = cg.create("c2", &tiny).unwrap_err();
+        assert!(err.to_string().contains("memory.limit"), "{err}");
+        assert!(!tmp.path().join("c2").exists());
+        let shares = Resources {
+            cpu: Some(Cpu {
+                shares: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(cg.create("c2", &shares).is_err());
+        let cpus = Resources {
+            cpu: Some(Cpu {
+                cpus: Some("0;rm".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(cg.create("c2", &cpus).is_err());
+        assert!(!tmp.path().join("c2").exists());
+    }
+
+    #[test]
+    fn unlimited_values() {
+        let r = Resources {
+            memory: Some(Memory {
+                limit: Some(-1),
+                swap: Some(-1),
+                ..Default::default()
+            }),
+            cpu: Some(Cpu {
+                quota: Some(-1),
+                period: Some(20_000),
+                ..Default::default()
+            }),
+            pids: Some(Pids { limit: 0 }),
+        };
+        let s = settings(&r).unwrap();
+        assert_eq!(
+            s,
+            vec![
+                ("memory.max", "max".to_string()),
+                ("memory.swap.max", "max".to_string()),
+                ("cpu.max", "max 20000".to_string()),
+                ("pids.max", "max".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_cgroups_backend() {
+        let cg = NoCgroups("v1 host".into());
+        assert_eq!(cg.available(), Err("v1 host".into()));
+        assert!(cg.create("x", &Resources::default()).is_err());
+        assert!(cg.delete("x").is_ok());
+    }
+}

@@ -1,0 +1,1033 @@
+//! The container's init process, from `clone` to `execve`.
+//!
+//! Everything here runs in the child of `clone3`, a copy of a process that may
+//! have had other threads, so only async-signal-safe code is allowed: no
+//! allocation, no locks, no formatting. The [`Plan`] was prepared by the
+//! parent; the child walks it and makes system calls through [`ChildSys`]
+//! (the real implementation, [`RealSys`], forwards to [`super::sys`]; tests
+//! use a recording fake). On failure the child sends its [`Step`], an index
+//! and the `errno` over the sync socket and `_exit`s; the parent turns that
+//! into a typed error with the plan's context (which mount, which rlimit).
+//!
+//! The sync protocol, numbered as in [`super::process`]:
+//!
+//! ```text
+//! parent                                   child
+//!  (1) clone3 ------------------------------> starts, blocks reading
+//!  (2) writes uid/gid maps, joins the
+//!      cgroup when CLONE_INTO_CGROUP could
+//!      not be used, sends GO ---------------> (2) GO received
+//!                                           (3) namespaces joined, signals reset,
+//!                                               rootfs built, pivot_root,
+//!                                               hostname, sysctls, masked and
+//!                                               read-only paths, rlimits,
+//!                                               seccomp, user, capabilities,
+//!                                               executable found
+//!  (4) READY or ERROR(step, index, errno) <-- (4) sends READY
+//!      create returns; state is "created"   (5) blocks opening exec.fifo for
+//!                                               writing
+//!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, continues
+//!                                           (6) seccomp (with no_new_privs),
+//!                                               execve
+//!  EOF on the socket (CLOEXEC) <------------- (6) exec succeeded
+//!  or ERROR(Exec, 0, errno) <---------------- (6) exec failed, _exit(127)
+//! ```
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use super::mounts::Target;
+use super::plan::{MountKind, Plan};
+use super::sys::{self, CapSets, Errno, SysResult};
+
+/// A step of the init process, reported with failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+#[allow(missing_docs)]
+pub enum Step {
+    WaitGo = 1,
+    SetUserIds,
+    JoinNamespace,
+    Setsid,
+    Signals,
+    RootPropagation,
+    BindRoot,
+    OpenRoot,
+    MountTarget,
+    Mount,
+    MountRemount,
+    MountPropagation,
+    Device,
+    Symlink,
+    Cwd,
+    PivotRoot,
+    Loopback,
+    Hostname,
+    Domainname,
+    Sysctl,
+    ReadonlyPath,
+    MaskedPath,
+    ReadonlyRoot,
+    OomScoreAdj,
+    Rlimit,
+    Seccomp,
+    BoundingSet,
+    KeepCaps,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Capset,
+    Ambient,
+    NoNewPrivs,
+    Chdir,
+    FindExecutable,
+    Ready,
+    ExecFifo,
+    PreserveFds,
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 40] = [
+        Step::WaitGo,
+        Step::SetUserIds,
+        Step::JoinNamespace,
+        Step::Setsid,
+        Step::Signals,
+        Step::RootPropagation,
+        Step::BindRoot,
+        Step::OpenRoot,
+        Step::MountTarget,
+        Step::Mount,
+        Step::MountRemount,
+        Step::MountPropagation,
+        Step::Device,
+        Step::Symlink,
+        Step::Cwd,
+        Step::PivotRoot,
+        Step::Loopback,
+        Step::Hostname,
+        Step::Domainname,
+        Step::Sysctl,
+        Step::ReadonlyPath,
+        Step::MaskedPath,
+        Step::ReadonlyRoot,
+        Step::OomScoreAdj,
+        Step::Rlimit,
+        Step::Seccomp,
+        Step::BoundingSet,
+        Step::KeepCaps,
+        Step::Setgroups,
+        Step::Setgid,
+        Step::Setuid,
+        Step::Capset,
+        Step::Ambient,
+        Step::NoNewPrivs,
+        Step::Chdir,
+        Step::FindExecutable,
+        Step::Ready,
+        Step::ExecFifo,
+        Step::PreserveFds,
+        Step::Exec,
+    ];
+
+    /// The step with this wire number.
+    pub fn from_u32(n: u32) -> Option<Step> {
+        Step::ALL.iter().copied().find(|s| *s as u32 == n)
+    }
+
+    /// What the step does, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::WaitGo => "waiting for the parent",
+            Step::SetUserIds => "becoming root in the user namespace",
+            Step::JoinNamespace => "joining a namespace",
+            Step::Setsid => "setsid",
+            Step::Signals => "resetting signals",
+            Step::RootPropagation => "making mounts private",
+            Step::BindRoot => "binding the root file system onto itself",
+            Step::OpenRoot => "opening the root file system",
+            Step::MountTarget => "creating a mount point",
+            Step::Mount => "mounting",
+            Step::MountRemount => "remounting with the mount's flags",
+            Step::MountPropagation => "setting mount propagation",
+            Step::Device => "creating a device node",
+            Step::Symlink => "creating a /dev symlink",
+            Step::Cwd => "creating the working directory",
+            Step::PivotRoot => "pivot_root",
+            Step::Loopback => "bringing up lo",
+            Step::Hostname => "sethostname",
+            Step::Domainname => "setdomainname",
+            Step::Sysctl => "writing a sysctl",
+            Step::ReadonlyPath => "making a path read-only",
+            Step::MaskedPath => "masking a path",
+            Step::ReadonlyRoot => "remounting the root read-only",
+            Step::OomScoreAdj => "writing oom_score_adj",
+            Step::Rlimit => "setting an rlimit",
+            Step::Seccomp => "loading the seccomp filter",
+            Step::BoundingSet => "dropping the capability bounding set",
+            Step::KeepCaps => "PR_SET_KEEPCAPS",
+            Step::Setgroups => "setgroups",
+            Step::Setgid => "setgid",
+            Step::Setuid => "setuid",
+            Step::Capset => "capset",
+            Step::Ambient => "raising ambient capabilities",
+            Step::NoNewPrivs => "PR_SET_NO_NEW_PRIVS",
+            Step::Chdir => "chdir to the working directory",
+            Step::FindExecutable => "finding the executable",
+            Step::Ready => "reporting ready",
+            Step::ExecFifo => "waiting on exec.fifo",
+            Step::PreserveFds => "passing preserved fds",
+            Step::Exec => "execve",
+        }
+    }
+}
+
+/// A failed step: what, which entry of the plan's list, and the errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// The step.
+    pub step: Step,
+    /// Index into the plan's list for that step (mounts, rlimits, ...).
+    pub index: u32,
+    /// The error.
+    pub errno: Errno,
+}
+
+/// Sync message kinds.
+pub const MSG_GO: u32 = 1;
+/// The child is ready and waits on exec.fifo.
+pub const MSG_READY: u32 = 2;
+/// A step failed.
+pub const MSG_ERROR: u32 = 3;
+
+/// A sync message: 16 bytes, `kind, step, index, errno` in native order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    /// `MSG_*`.
+    pub kind: u32,
+    /// For `MSG_ERROR`.
+    pub step: u32,
+    /// For `MSG_ERROR`.
+    pub index: u32,
+    /// For `MSG_ERROR`.
+    pub errno: i32,
+}
+
+impl Message {
+    /// Size on the wire.
+    pub const SIZE: usize = 16;
+
+    /// A message without payload.
+    pub fn new(kind: u32) -> Self {
+        Message {
+            kind,
+            step: 0,
+            index: 0,
+            errno: 0,
+        }
+    }
+
+    /// Encodes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.kind.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.step.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.index.to_ne_bytes());
+        b[12..16].copy_from_slice(&self.errno.to_ne_bytes());
+        b
+    }
+
+    /// Decodes.
+    pub fn from_bytes(b: &[u8; 16]) -> Self {
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Message {
+            kind: u32::from_ne_bytes(word(0)),
+            step: u32::from_ne_bytes(word(4)),
+            index: u32::from_ne_bytes(word(8)),
+            errno: i32::from_ne_bytes(word(12)),
+        }
+    }
+}
+
+/// The system calls the init process makes. [`RealSys`] makes them; tests
+/// record them.
+#[allow(missing_docs)]
+pub trait ChildSys {
+    fn mount(
+        &self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> SysResult<()>;
+    fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()>;
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()>;
+    fn chdir(&self, path: &CStr) -> SysResult<()>;
+    fn fchdir(&self, fd: RawFd) -> SysResult<()>;
+    fn openat2(&self, dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd>;
+    fn openat(&self, dirfd: RawFd, path: &CStr, flags: i32, mode: libc::mode_t)
+        -> SysResult<RawFd>;
+    fn mkdirat(&self, dirfd: RawFd, path: &CStr, mode: libc::mode_t) -> SysResult<()>;
+    fn mknodat(
+        &self,
+        dirfd: RawFd,
+        path: &CStr,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    ) -> SysResult<()>;
+    fn fchownat(&self, dirfd: RawFd, path: &CStr, uid: u32, gid: u32) -> SysResult<()>;
+    fn symlinkat(&self, to: &CStr, dirfd: RawFd, path: &CStr) -> SysResult<()>;
+    fn close(&self, fd: RawFd);
+    fn read(&self, fd: RawFd, buf: &mut [u8]) -> SysResult<usize>;
+    fn write(&self, fd: RawFd, buf: &[u8]) -> SysResult<usize>;
+    fn sethostname(&self, name: &[u8]) -> SysResult<()>;
+    fn setdomainname(&self, name: &[u8]) -> SysResult<()>;
+    fn prctl(
+        &self,
+        option: libc::c_int,
+        a2: libc::c_ulong,
+        a3: libc::c_ulong,
+    ) -> SysResult<libc::c_int>;
+    fn capset(&self, sets: CapSets) -> SysResult<()>;
+    fn setgroups(&self, groups: &[libc::gid_t]) -> SysResult<()>;
+    fn setresgid(&self, gid: libc::gid_t) -> SysResult<()>;
+    fn setresuid(&self, uid: libc::uid_t) -> SysResult<()>;
+    fn setrlimit(&self, resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()>;
+    fn seccomp(&self, program: &[libc::sock_filter], flags: libc::c_ulong) -> SysResult<()>;
+    fn access(&self, path: &CStr, mode: libc::c_int) -> SysResult<()>;
+    fn execve(
+        &self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> Errno;
+    fn cloexec_from(&self, first: u32) -> SysResult<()>;
+    fn clear_cloexec(&self, fd: RawFd) -> SysResult<()>;
+    fn statfs_flags(&self, path: &CStr) -> SysResult<u64>;
+    fn loopback_up(&self) -> SysResult<()>;
+    fn reset_signals(&self) -> SysResult<()>;
+    fn setsid(&self) -> SysResult<()>;
+    fn umask(&self, mask: libc::mode_t);
+    fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()>;
+}
+
+/// The real system calls.
+pub struct RealSys;
+
+impl ChildSys for RealSys {
+    fn mount(
+        &self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> SysResult<()> {
+        sys::mount(source, target, fstype, flags, data)
+    }
+    fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()> {
+        sys::umount2(target, flags)
+    }
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+        sys::pivot_root(new_root, put_old)
+    }
+    fn chdir(&self, path: &CStr) -> SysResult<()> {
+        sys::chdir(path)
+    }
+    fn fchdir(&self, fd: RawFd) -> SysResult<()> {
+        sys::fchdir(fd)
+    }
+    fn openat2(&self, dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd> {
+        sys::openat2(dirfd, path, flags, resolve)
+    }
+    fn openat(
+        &self,
+        dirfd: RawFd,
+        path: &CStr,
+        flags: i32,
+        mode: libc::mode_t,
+    ) -> SysResult<RawFd> {
+        sys::openat(dirfd, path, flags, mode)
+    }
+    fn mkdirat(&self, dirfd: RawFd, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+        sys::mkdirat(dirfd, path, mode)
+    }
+    fn mknodat(
+        &self,
+        dirfd: RawFd,
+        path: &CStr,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    ) -> SysResult<()> {
+        sys::mknodat(dirfd, path, mode, dev)
+    }
+    fn fchownat(&self, dirfd: RawFd, path: &CStr, uid: u32, gid: u32) -> SysResult<()> {
+        sys::fchownat(dirfd, path, uid, gid)
+    }
+    fn symlinkat(&self, to: &CStr, dirfd: RawFd, path: &CStr) -> SysResult<()> {
+        sys::symlinkat(to, dirfd, path)
+    }
+    fn close(&self, fd: RawFd) {
+        sys::close(fd)
+    }
+    fn read(&self, fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+        sys::read(fd, buf)
+    }
+    fn write(&self, fd: RawFd, buf: &[u8]) -> SysResult<usize> {
+        sys::write(fd, buf)
+    }
+    fn sethostname(&self, name: &[u8]) -> SysResult<()> {
+        sys::sethostname(name)
+    }
+    fn setdomainname(&self, name: &[u8]) -> SysResult<()> {
+        sys::setdomainname(name)
+    }
+    fn prctl(
+        &self,
+        option: libc::c_int,
+        a2: libc::c_ulong,
+        a3: libc::c_ulong,
+    ) -> SysResult<libc::c_int> {
+        sys::prctl(option, a2, a3)
+    }
+    fn capset(&self, sets: CapSets) -> SysResult<()> {
+        sys::capset(sets)
+    }
+    fn setgroups(&self, groups: &[libc::gid_t]) -> SysResult<()> {
+        sys::setgroups(groups)
+    }
+    fn setresgid(&self, gid: libc::gid_t) -> SysResult<()> {
+        sys::setresgid(gid)
+    }
+    fn setresuid(&self, uid: libc::uid_t) -> SysResult<()> {
+        sys::setresuid(uid)
+    }
+    fn setrlimit(&self, resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
+        sys::setrlimit(resource, soft, hard)
+    }
+    fn seccomp(&self, program: &[libc::sock_filter], flags: libc::c_ulong) -> SysResult<()> {
+        sys::seccomp_set_filter(program, flags)
+    }
+    fn access(&self, path: &CStr, mode: libc::c_int) -> SysResult<()> {
+        sys::access(path, mode)
+    }
+    fn execve(
+        &self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> Errno {
+        sys::execve(path, argv, envp)
+    }
+    fn cloexec_from(&self, first: u32) -> SysResult<()> {
+        sys::cloexec_from(first)
+    }
+    fn clear_cloexec(&self, fd: RawFd) -> SysResult<()> {
+        sys::clear_cloexec(fd)
+    }
+    fn statfs_flags(&self, path: &CStr) -> SysResult<u64> {
+        sys::statfs_flags(path)
+    }
+    fn loopback_up(&self) -> SysResult<()> {
+        sys::loopback_up()
+    }
+    fn reset_signals(&self) -> SysResult<()> {
+        sys::reset_signals()
+    }
+    fn setsid(&self) -> SysResult<()> {
+        sys::setsid()
+    }
+    fn umask(&self, mask: libc::mode_t) {
+        sys::umask(mask)
+    }
+    fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
+        sys::setns(fd, nstype)
+    }
+}
+
+/// The descriptors the init process inherits from the parent.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildFds<'a> {
+    /// The child's end of the sync socket.
+    pub sync: RawFd,
+    /// `exec.fifo`, opened `O_PATH`.
+    pub fifo: RawFd,
+    /// The host's `/proc`, opened `O_PATH`, to reopen the fifo after
+    /// `pivot_root`.
+    pub proc: RawFd,
+    /// Namespaces to join: `(fd, CLONE_NEW*)`.
+    pub join: &'a [(RawFd, libc::c_int)],
+    /// Number of fds from 3 up to pass into the container.
+    pub preserve_fds: u32,
+}
+
+/// Formats `prefix` + decimal `n` + NUL into `buf` and returns it as a C
+/// string, without allocating.
+fn fd_path<'b>(buf: &'b mut [u8; 48], prefix: &[u8], n: RawFd) -> &'b CStr {
+    let mut digits = [0u8; 12];
+    let mut len = 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut at = 0;
+    for &b in prefix.iter().take(buf.len() - 13) {
+        buf[at] = b;
+        at += 1;
+    }
+    for i in (0..len).rev() {
+        buf[at] = digits[i];
+        at += 1;
+    }
+    buf[at] = 0;
+    CStr::from_bytes_until_nul(&buf[..=at]).unwrap_or(c"/")
+}
+
+const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+
+/// `statfs` flags that the kernel locks on a mount and that a bind remount
+/// must therefore repeat.
+fn locked_flags(st: u64) -> libc::c_ulong {
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    flags
+}
+
+struct Init<'a, S: ChildSys> {
+    sys: &'a S,
+    plan: &'a Plan,
+    fds: ChildFds<'a>,
+}
+
+type StepResult<T = ()> = Result<T, Failure>;
+
+fn at<T>(step: Step, index: usize, r: SysResult<T>) -> StepResult<T> {
+    r.map_err(|errno| fail(step, index, errno))
+}
+
+fn fail(step: Step, index: usize, errno: Errno) -> Failure {
+    Failure {
+        step,
+        index: index as u32,
+        errno,
+    }
+}
+
+impl<S: ChildSys> Init<'_, S> {
+    fn open_in_root(&self, root: RawFd, path: &CStr, flags: i32) -> SysResult<RawFd> {
+        self.sys
+            .openat2(root, path, flags | libc::O_CLOEXEC, RESOLVE)
+    }
+
+    /// `mkdir parent/name` with the parent resolved inside the root.
+    fn mkdir_in(&self, root: RawFd, parent: &CStr, name: &CStr) -> SysResult<()> {
+        let dir = self.open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY)?;
+        let r = self.sys.mkdirat(dir, name, 0o755);
+        self.sys.close(dir);
+        match r {
+            Err(Errno(libc::EEXIST)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Creates the target's missing ancestors, and the target itself as a
+    /// directory (`Some(true)`), a file (`Some(false)`) or not at all.
+    fn make_target(&self, root: RawFd, t: &Target, last: Option<bool>) -> SysResult<()> {
+        for (parent, name) in &t.ancestors {
+            self.mkdir_in(root, parent, name)?;
+        }
+        match last {
+            Some(true) => self.mkdir_in(root, &t.parent, &t.name),
+            Some(false) => {
+                let dir = self.open_in_root(root, &t.parent, libc::O_PATH | libc::O_DIRECTORY)?;
+                let r = self.sys.openat(
+                    dir,
+                    &t.name,
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    0o644,
+                );
+                self.sys.close(dir);
+                match r {
+                    Ok(fd) => {
+                        self.sys.close(fd);
+                        Ok(())
+                    }
+                    // A directory or a device already there is fine.
+                    Err(Errno(libc::EISDIR)) | Err(Errno(libc::ENXIO)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn mounts(&self, root: RawFd) -> StepResult {
+        let sys = self.sys;
+        for (i, m) in self.plan.mounts.iter().enumerate() {
+            let is_file = matches!(m.kind, MountKind::Bind { file: true, .. });
+            at(
+                Step::MountTarget,
+                i,
+                self.make_target(root, &m.target, Some(!is_file)),
+            )?;
+            let mut buf = [0u8; 48];
+            let fd = at(
+                Step::MountTarget,
+                i,
+                self.open_in_root(root, &m.target.path, libc::O_PATH),
+            )?;
+            let path = fd_path(&mut buf, b"/proc/self/fd/", fd);
+            let r = match &m.kind {
+                MountKind::Fs {
+                    source,
+                    fstype,
+                    flags,
+                    data,
+                } => sys.mount(Some(source), path, Some(fstype), *flags, data.as_deref()),
+                MountKind::Bind {
+                    source, recursive, ..
+                } => {
+                    let rec = if *recursive { libc::MS_REC } else { 0 };
+                    sys.mount(Some(source), path, None, libc::MS_BIND | rec, None)
+                }
+            };
+            sys.close(fd);
+            at(Step::Mount, i, r)?;
+            let remount = match m.kind {
+                MountKind::Bind {
+                    remount: Some(flags),
+                    ..
+                } => Some(flags),
+                _ => None,
+            };
+            if remount.is_none() && m.propagation == 0 {
+                continue;
+            }
+            // Reopen: the old fd points below the new mount.
+            let fd = at(
+                Step::MountRemount,
+                i,
+                self.open_in_root(root, &m.target.path, libc::O_PATH),
+            )?;
+            let path = fd_path(&mut buf, b"/proc/self/fd/", fd);
+            let mut r = Ok(());
+            if let Some(flags) = remount {
+                let base = libc::MS_BIND | libc::MS_REMOUNT | flags;
+                r = match sys.mount(None, path, None, base, None) {
+                    // The kernel locks some flags of mounts from a more
+                    // privileged namespace; repeat them.
+                    Err(Errno(libc::EPERM)) => sys
+                        .statfs_flags(path)
+                        .and_then(|st| sys.mount(None, path, None, base | locked_flags(st), None)),
+                    other => other,
+                }
+                .map_err(|e| (Step::MountRemount, e));
+            }
+            if r.is_ok() && m.propagation != 0 {
+                r = sys
+                    .mount(None, path, None, m.propagation, None)
+                    .map_err(|e| (Step::MountPropagation, e));
+            }
+            sys.close(fd);
+            r.map_err(|(step, errno)| Failure {
+                step,
+                index: i as u32,
+                errno,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn devices(&self, root: RawFd) -> StepResult {
+        let sys = self.sys;
+        let userns = self.plan.user_namespace();
+        for (i, d) in self.plan.devices.iter().enumerate() {
+            let r = (|| {
+                self.make_target(root, &d.target, None)?;
+                if userns {
+                    // mknod is not allowed in a user namespace: bind the
+                    // host's node onto an empty file.
+                    self.make_target(root, &d.target, Some(false))?;
+                    let fd = self.open_in_root(root, &d.target.path, libc::O_PATH)?;
+                    let mut buf = [0u8; 48];
+                    let path = fd_path(&mut buf, b"/proc/self/fd/", fd);
+                    let r = sys.mount(Some(&d.host), path, None, libc::MS_BIND, None);
+                    sys.close(fd);
+                    return r;
+                }
+                let dir =
+                    self.open_in_root(root, &d.target.parent, libc::O_PATH | libc::O_DIRECTORY)?;
+                let r = match sys.mknodat(dir, &d.target.name, d.kind | d.mode, d.dev) {
+                    Err(Errno(libc::EEXIST)) => Ok(()),
+                    Ok(()) if d.uid != 0 || d.gid != 0 => {
+                        sys.fchownat(dir, &d.target.name, d.uid, d.gid)
+                    }
+                    other => other,
+                };
+                sys.close(dir);
+                r
+            })();
+            at(Step::Device, i, r)?;
+        }
+        for (i, l) in self.plan.symlinks.iter().enumerate() {
+            let r = (|| {
+                self.make_target(root, &l.target, None)?;
+                let dir =
+                    self.open_in_root(root, &l.target.parent, libc::O_PATH | libc::O_DIRECTORY)?;
+                let r = sys.symlinkat(&l.to, dir, &l.target.name);
+                sys.close(dir);
+                match r {
+                    Err(Errno(libc::EEXIST)) => Ok(()),
+                    other => other,
+                }
+            })();
+            at(Step::Symlink, i, r)?;
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, path: &CStr, value: &[u8]) -> SysResult<()> {
+        let fd = self.sys.openat(
+            libc::AT_FDCWD,
+            path,
+            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_TRUNC,
+            0,
+        )?;
+        let r = self.sys.write(fd, value);
+        self.sys.close(fd);
+        match r {
+            Ok(n) if n == value.len() => Ok(()),
+            Ok(_) => Err(Errno(libc::EIO)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remount_readonly(&self, path: &CStr) -> SysResult<()> {
+        let flags = locked_flags(self.sys.statfs_flags(path)?);
+        self.sys.mount(
+            None,
+            path,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+            None,
+        )
+    }
+
+    /// Steps (2) to (6); returns only on failure.
+    fn run(&self) -> Failure {
+        match self.steps() {
+            Err(f) => f,
+            Ok(never) => match never {},
+        }
+    }
+
+    fn steps(&self) -> StepResult<std::convert::Infallible> {
+        let sys = self.sys;
+        let plan = self.plan;
+        let fds = self.fds;
+
+        // (2) Wait for GO: the parent has written our id maps and put us into
+        // our cgroup.
+        let mut msg = [0u8; Message::SIZE];
+        match sys.read(fds.sync, &mut msg) {
+            Ok(Message::SIZE) if Message::from_bytes(&msg).kind == MSG_GO => {}
+            Ok(_) => return Err(fail(Step::WaitGo, 0, Errno(libc::EPROTO))),
+            Err(e) => return Err(fail(Step::WaitGo, 0, e)),
+        }
+
+        // (3) Build the container.
+        if plan.user_namespace() {
+            at(Step::SetUserIds, 0, sys.setresgid(0))?;
+            at(Step::SetUserIds, 0, sys.setresuid(0))?;
+        }
+        for (i, (fd, nstype)) in fds.join.iter().enumerate() {
+            at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
+            sys.close(*fd);
+        }
+        at(Step::Setsid, 0, sys.setsid())?;
+        at(Step::Signals, 0, sys.reset_signals())?;
+        sys.umask(0);
+
+        // The root file system.
+        at(
+            Step::RootPropagation,
+            0,
+            sys.mount(None, c"/", None, plan.root_propagation, None),
+        )?;
+        at(
+            Step::BindRoot,
+            0,
+            sys.mount(
+                Some(&plan.rootfs_c),
+                &plan.rootfs_c,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            ),
+        )?;
+        let root = at(
+            Step::OpenRoot,
+            0,
+            sys.openat(
+                libc::AT_FDCWD,
+                &plan.rootfs_c,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            ),
+        )?;
+        self.mounts(root)?;
+        self.devices(root)?;
+        if let Some(cwd) = &plan.cwd_target {
+            at(Step::Cwd, 0, self.make_target(root, cwd, Some(true)))?;
+        }
+        at(Step::PivotRoot, 0, sys.fchdir(root))?;
+        at(Step::PivotRoot, 0, sys.pivot_root(c".", c"."))?;
+        // Keep the old root's unmount from propagating to the host.
+        at(
+            Step::PivotRoot,
+            1,
+            sys.mount(None, c".", None, libc::MS_SLAVE | libc::MS_REC, None),
+        )?;
+        at(Step::PivotRoot, 2, sys.umount2(c".", libc::MNT_DETACH))?;
+        at(Step::PivotRoot, 3, sys.chdir(c"/"))?;
+        sys.close(root);
+
+        // Network, names, sysctls.
+        if plan.loopback {
+            at(Step::Loopback, 0, sys.loopback_up())?;
+        }
+        if let Some(name) = &plan.hostname {
+            at(Step::Hostname, 0, sys.sethostname(name.to_bytes()))?;
+        }
+        if let Some(name) = &plan.domainname {
+            at(Step::Domainname, 0, sys.setdomainname(name.to_bytes()))?;
+        }
+        for (i, (path, value)) in plan.sysctls.iter().enumerate() {
+            at(Step::Sysctl, i, self.write_file(path, value.to_bytes()))?;
+        }
+
+        // Read-only and masked paths; missing ones are skipped.
+        for (i, p) in plan.readonly.iter().enumerate() {
+            match sys.mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
+                Err(Errno(libc::ENOENT)) => continue,
+                r => at(Step::ReadonlyPath, i, r)?,
+            }
+            at(Step::ReadonlyPath, i, self.remount_readonly(p))?;
+        }
+        for (i, p) in plan.masked.iter().enumerate() {
+            match sys.mount(Some(c"/dev/null"), p, None, libc::MS_BIND, None) {
+                Ok(()) | Err(Errno(libc::ENOENT)) => {}
+                Err(Errno(libc::ENOTDIR)) => at(
+                    Step::MaskedPath,
+                    i,
+                    sys.mount(Some(c"tmpfs"), p, Some(c"tmpfs"), libc::MS_RDONLY, None),
+                )?,
+                Err(e) => return Err(fail(Step::MaskedPath, i, e)),
+            }
+        }
+        if plan.root_readonly {
+            at(Step::ReadonlyRoot, 0, self.remount_readonly(c"/"))?;
+        }
+
+        // Process attributes.
+        if let Some(v) = &plan.oom_score_adj {
+            at(
+                Step::OomScoreAdj,
+                0,
+                self.write_file(c"/proc/self/oom_score_adj", v.to_bytes()),
+            )?;
+        }
+        for (i, l) in plan.rlimits.iter().enumerate() {
+            at(Step::Rlimit, i, sys.setrlimit(l.resource, l.soft, l.hard))?;
+        }
+        // Without no_new_privs the filter must be loaded while we still have
+        // CAP_SYS_ADMIN; with it, as late as possible (step 6).
+        if !plan.no_new_privs {
+            if let Some(p) = &plan.seccomp {
+                at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
+            }
+        }
+
+        // Capabilities and user.
+        let caps = plan.caps;
+        for cap in 0..=caps.last_cap {
+            if caps.bounding & (1u64 << cap) == 0 {
+                match sys.prctl(libc::PR_CAPBSET_DROP, cap.into(), 0) {
+                    Ok(_) | Err(Errno(libc::EINVAL)) => {}
+                    Err(e) => return Err(fail(Step::BoundingSet, cap as usize, e)),
+                }
+            }
+        }
+        at(Step::KeepCaps, 0, sys.prctl(libc::PR_SET_KEEPCAPS, 1, 0))?;
+        at(Step::Setgroups, 0, sys.setgroups(&plan.groups))?;
+        at(Step::Setgid, 0, sys.setresgid(plan.gid))?;
+        at(Step::Setuid, 0, sys.setresuid(plan.uid))?;
+        at(Step::KeepCaps, 1, sys.prctl(libc::PR_SET_KEEPCAPS, 0, 0))?;
+        at(
+            Step::Capset,
+            0,
+            sys.capset(CapSets {
+                effective: caps.effective,
+                permitted: caps.permitted,
+                inheritable: caps.inheritable,
+            }),
+        )?;
+        at(
+            Step::Ambient,
+            0,
+            sys.prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+            ),
+        )?;
+        // Ambient capabilities must also be permitted and inheritable; like
+        // runc, the others are silently left out.
+        let ambient = caps.ambient & caps.permitted & caps.inheritable;
+        for cap in 0..=caps.last_cap {
+            if ambient & (1u64 << cap) != 0 {
+                at(
+                    Step::Ambient,
+                    cap as usize,
+                    sys.prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap.into(),
+                    ),
+                )?;
+            }
+        }
+        if plan.no_new_privs {
+            at(
+                Step::NoNewPrivs,
+                0,
+                sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0),
+            )?;
+        }
+        at(Step::Chdir, 0, sys.chdir(&plan.cwd))?;
+
+        // Find the executable now, so that `create` fails for a missing one.
+        let mut chosen = None;
+        let mut last_err = Errno(libc::ENOENT);
+        for (i, candidate) in plan.exec_candidates.iter().enumerate() {
+            match sys.access(candidate, libc::X_OK) {
+                Ok(()) => {
+                    chosen = Some(i);
+                    break;
+                }
+                Err(Errno(libc::ENOENT)) | Err(Errno(libc::ENOTDIR)) => {}
+                Err(e) => last_err = e,
+            }
+        }
+        let Some(chosen) = chosen else {
+            return Err(fail(Step::FindExecutable, 0, last_err));
+        };
+        sys.umask(plan.umask);
+
+        // (4) Ready.
+        at(
+            Step::Ready,
+            0,
+            sys.write(fds.sync, &Message::new(MSG_READY).to_bytes()),
+        )?;
+
+        // (5) Block until `start` opens exec.fifo for reading.
+        let mut buf = [0u8; 48];
+        let fifo_path = fd_path(&mut buf, b"self/fd/", fds.fifo);
+        let fifo = at(
+            Step::ExecFifo,
+            0,
+            sys.openat(fds.proc, fifo_path, libc::O_WRONLY | libc::O_CLOEXEC, 0),
+        )?;
+        at(Step::ExecFifo, 1, sys.write(fifo, b"0"))?;
+        sys.close(fifo);
+        sys.close(fds.fifo);
+        sys.close(fds.proc);
+
+        // (6) Exec.
+        if plan.no_new_privs {
+            if let Some(p) = &plan.seccomp {
+                at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
+            }
+        }
+        at(Step::PreserveFds, 0, sys.cloexec_from(3))?;
+        for fd in 3..3 + fds.preserve_fds {
+            at(
+                Step::PreserveFds,
+                fd as usize,
+                sys.clear_cloexec(fd as RawFd),
+            )?;
+        }
+        let errno = sys.execve(
+            &plan.exec_candidates[chosen],
+            plan.args.pointers(),
+            plan.env.pointers(),
+        );
+        Err(fail(Step::Exec, chosen, errno))
+    }
+}
+
+/// The init process: runs the plan, reports a failure to the parent and
+/// `_exit`s. Never returns.
+pub fn init_main(plan: &Plan, fds: ChildFds<'_>) -> ! {
+    let sys = RealSys;
+    let failure = Init {
+        sys: &sys,
+        plan,
+        fds,
+    }
+    .run();
+    report_and_exit(&sys, fds.sync, failure)
+}
+
+fn report_and_exit<S: ChildSys>(sys: &S, sync: RawFd, f: Failure) -> ! {
+    let msg = Message {
+        kind: MSG_ERROR,
+        step: f.step as u32,
+        index: f.index,
+        errno: f.errno.0,
+    };
+    // The parent may be gone (after `create`); then tell stderr.
+    if sys.write(sync, &msg.to_bytes()).is_err() || f.step == Step::Exec {
+        let _ = sys.write(2, b"hostd oci: container init failed at step: ");
+        let _ = sys.write(2, f.step.describe().as_bytes());
+        let mut buf = [0u8; 48];
+        let _ = sys.write(2, fd_path(&mut buf, b" errno ", f.errno.0).to_bytes());
+        let _ = sys.write(2, b"\n");
+    }
+    let code = match (f.step, f.errno.0) {
+        (Step::Exec, libc::ENOENT) => 127,
+        (Step::Exec, _) => 126,
+        _ => 1,
+    };
+    sys::exit_now(code)
+}
+
+/// Runs the init steps against a fake [`ChildSys`] and returns the failure
+/// that ended them (a fake's `execve` returns).
+#[cfg(test)]
+pub(crate) fn run_with<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
+    Init { sys, plan, fds }.run()
+}
+
+#[cfg(test)]
+mod tests;

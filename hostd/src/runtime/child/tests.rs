@@ -1,0 +1,355 @@
+//! The init's system-call sequence, recorded by a fake instead of made.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use super::*;
+use crate::runtime::plan::tests::sample_spec;
+use crate::runtime::plan::Plan;
+
+/// Records calls as text; fds resolve back to the paths they were opened
+/// with, so `/proc/self/fd/N` targets read as in-root paths.
+#[derive(Default)]
+struct Fake {
+    calls: RefCell<Vec<String>>,
+    fds: RefCell<HashMap<RawFd, String>>,
+    next_fd: RefCell<RawFd>,
+    fail: Option<(&'static str, i32)>,
+}
+
+impl Fake {
+    fn record(&self, call: String) -> SysResult<()> {
+        let failing = self
+            .fail
+            .is_some_and(|(prefix, _)| call.starts_with(prefix));
+        self.calls.borrow_mut().push(call);
+        match self.fail {
+            Some((_, errno)) if failing => Err(Errno(errno)),
+            _ => Ok(()),
+        }
+    }
+    fn name(&self, p: &CStr) -> String {
+        let s = p.to_string_lossy().into_owned();
+        match s.strip_prefix("/proc/self/fd/") {
+            Some(n) => self.fds.borrow()[&n.parse::<RawFd>().unwrap()].clone(),
+            None => s,
+        }
+    }
+    fn open(&self, path: String) -> RawFd {
+        let mut n = self.next_fd.borrow_mut();
+        *n += 1;
+        let fd = 100 + *n;
+        self.fds.borrow_mut().insert(fd, path);
+        fd
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+}
+
+fn opt(s: Option<&CStr>) -> String {
+    s.map_or("-".into(), |s| s.to_string_lossy().into_owned())
+}
+
+impl ChildSys for Fake {
+    fn mount(
+        &self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> SysResult<()> {
+        self.record(format!(
+            "mount {} {} {} {flags:#x} {}",
+            opt(source),
+            self.name(target),
+            opt(fstype),
+            opt(data)
+        ))
+    }
+    fn umount2(&self, target: &CStr, _: libc::c_int) -> SysResult<()> {
+        self.record(format!("umount2 {}", self.name(target)))
+    }
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+        self.record(format!(
+            "pivot_root {} {}",
+            opt(Some(new_root)),
+            opt(Some(put_old))
+        ))
+    }
+    fn chdir(&self, path: &CStr) -> SysResult<()> {
+        self.record(format!("chdir {}", opt(Some(path))))
+    }
+    fn fchdir(&self, fd: RawFd) -> SysResult<()> {
+        let path = self.fds.borrow()[&fd].clone();
+        self.record(format!("fchdir {path}"))
+    }
+    fn openat2(&self, _: RawFd, path: &CStr, _: i32, resolve: u64) -> SysResult<RawFd> {
+        assert_ne!(resolve & libc::RESOLVE_IN_ROOT, 0);
+        Ok(self.open(opt(Some(path))))
+    }
+    fn openat(&self, _: RawFd, path: &CStr, _: i32, _: libc::mode_t) -> SysResult<RawFd> {
+        let name = opt(Some(path));
+        self.record(format!("open {name}"))?;
+        Ok(self.open(name))
+    }
+    fn mkdirat(&self, dirfd: RawFd, path: &CStr, _: libc::mode_t) -> SysResult<()> {
+        let dir = self.fds.borrow()[&dirfd].clone();
+        self.record(format!("mkdir {dir}/{}", opt(Some(path))))
+    }
+    fn mknodat(
+        &self,
+        dirfd: RawFd,
+        path: &CStr,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    ) -> SysResult<()> {
+        let dir = self.fds.borrow()[&dirfd].clone();
+        self.record(format!("mknod {dir}/{} {mode:o} {dev:#x}", opt(Some(path))))
+    }
+    fn fchownat(&self, _: RawFd, path: &CStr, uid: u32, gid: u32) -> SysResult<()> {
+        self.record(format!("chown {} {uid} {gid}", opt(Some(path))))
+    }
+    fn symlinkat(&self, to: &CStr, dirfd: RawFd, path: &CStr) -> SysResult<()> {
+        let dir = self.fds.borrow()[&dirfd].clone();
+        self.record(format!(
+            "symlink {dir}/{} -> {}",
+            opt(Some(path)),
+            opt(Some(to))
+        ))
+    }
+    fn close(&self, _: RawFd) {}
+    fn read(&self, _: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+        buf.copy_from_slice(&Message::new(MSG_GO).to_bytes());
+        Ok(buf.len())
+    }
+    fn write(&self, _: RawFd, buf: &[u8]) -> SysResult<usize> {
+        self.record(format!("write {}", buf.len()))?;
+        Ok(buf.len())
+    }
+    fn sethostname(&self, name: &[u8]) -> SysResult<()> {
+        self.record(format!("sethostname {}", String::from_utf8_lossy(name)))
+    }
+    fn setdomainname(&self, name: &[u8]) -> SysResult<()> {
+        self.record(format!("setdomainname {}", String::from_utf8_lossy(name)))
+    }
+    fn prctl(
+        &self,
+        option: libc::c_int,
+        a2: libc::c_ulong,
+        a3: libc::c_ulong,
+    ) -> SysResult<libc::c_int> {
+        self.record(format!("prctl {option} {a2} {a3}")).map(|()| 0)
+    }
+    fn capset(&self, sets: CapSets) -> SysResult<()> {
+        self.record(format!(
+            "capset e={:#x} p={:#x} i={:#x}",
+            sets.effective, sets.permitted, sets.inheritable
+        ))
+    }
+    fn setgroups(&self, groups: &[libc::gid_t]) -> SysResult<()> {
+        self.record(format!("setgroups {groups:?}"))
+    }
+    fn setresgid(&self, gid: libc::gid_t) -> SysResult<()> {
+        self.record(format!("setresgid {gid}"))
+    }
+    fn setresuid(&self, uid: libc::uid_t) -> SysResult<()> {
+        self.record(format!("setresuid {uid}"))
+    }
+    fn setrlimit(&self, resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
+        self.record(format!("setrlimit {resource} {soft} {hard}"))
+    }
+    fn seccomp(&self, program: &[libc::sock_filter], _: libc::c_ulong) -> SysResult<()> {
+        self.record(format!("seccomp {}", program.len()))
+    }
+    fn access(&self, path: &CStr, _: libc::c_int) -> SysResult<()> {
+        let p = opt(Some(path));
+        self.record(format!("access {p}"))?;
+        if p == "/bin/sh" {
+            Ok(())
+        } else {
+            Err(Errno(libc::ENOENT))
+        }
+    }
+    fn execve(
+        &self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        _: &[*const libc::c_char],
+    ) -> Errno {
+        let _ = self.record(format!(
+            "execve {} argc={}",
+            opt(Some(path)),
+            argv.len() - 1
+        ));
+        Errno(libc::ENOEXEC)
+    }
+    fn cloexec_from(&self, first: u32) -> SysResult<()> {
+        self.record(format!("cloexec_from {first}"))
+    }
+    fn clear_cloexec(&self, fd: RawFd) -> SysResult<()> {
+        self.record(format!("clear_cloexec {fd}"))
+    }
+    fn statfs_flags(&self, path: &CStr) -> SysResult<u64> {
+        self.record(format!("statfs {}", self.name(path)))
+            .map(|()| libc::ST_NOSUID)
+    }
+    fn loopback_up(&self) -> SysResult<()> {
+        self.record("loopback_up".into())
+    }
+    fn reset_signals(&self) -> SysResult<()> {
+        self.record("reset_signals".into())
+    }
+    fn setsid(&self) -> SysResult<()> {
+        self.record("setsid".into())
+    }
+    fn umask(&self, mask: libc::mode_t) {
+        let _ = self.record(format!("umask {mask:o}"));
+    }
+    fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
+        self.record(format!("setns {fd} {nstype:#x}"))
+    }
+}
+
+const FDS: ChildFds<'static> = ChildFds {
+    sync: 3,
+    fifo: 4,
+    proc: 5,
+    join: &[],
+    preserve_fds: 0,
+};
+
+fn plan() -> (tempfile::TempDir, Plan) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
+    (dir, plan)
+}
+
+fn position(calls: &[String], prefix: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no call {prefix:?} in {calls:#?}"))
+}
+
+#[test]
+fn builds_the_container_in_order() {
+    let (_dir, plan) = plan();
+    let fake = Fake::default();
+    let failure = run_with(&fake, &plan, FDS);
+    // The fake's execve "fails", which ends the run.
+    assert_eq!(failure.step, Step::Exec);
+    let calls = fake.calls();
+    let root = plan.rootfs.to_string_lossy().into_owned();
+    let order = [
+        "setsid".to_string(),
+        "reset_signals".into(),
+        "mount - / - 0x44000".into(),
+        format!("mount {root} {root} - 0x5000"),
+        "mkdir ./proc".into(),
+        "mount proc proc proc 0x0 -".into(),
+        "mkdir ./dev".into(),
+        "mount tmpfs dev tmpfs 0x2 mode=755".into(),
+        "mkdir dev/pts".into(),
+        "mount devpts dev/pts devpts 0x0 newinstance,ptmxmode=0666".into(),
+        "mount sysfs sys sysfs 0x3 -".into(),
+        "mknod dev/null 20666 0x103".into(),
+        "symlink dev/ptmx -> pts/ptmx".into(),
+        format!("fchdir {root}"),
+        "pivot_root . .".into(),
+        "mount - . - 0x84000".into(),
+        "umount2 .".into(),
+        "chdir /".into(),
+        "loopback_up".into(),
+        "sethostname box".into(),
+        "mount /proc/sys /proc/sys - 0x5000".into(),
+        "statfs /proc/sys".into(),
+        "mount - /proc/sys - 0x1023".into(),
+        "mount /dev/null /proc/kcore - 0x1000".into(),
+        "statfs /".into(),
+        "mount - / - 0x1023".into(),
+        format!("prctl {} 0 0", libc::PR_CAPBSET_DROP),
+        format!("prctl {} 1 0", libc::PR_SET_KEEPCAPS),
+        "setgroups []".into(),
+        "setresgid 0".into(),
+        "setresuid 0".into(),
+        "capset e=0x0 p=0x0 i=0x0".into(),
+        "chdir /".into(),
+        "access /bin/sh".into(),
+        "umask 22".into(),
+        "write 16".into(),
+        "open self/fd/4".into(),
+        "write 1".into(),
+        "cloexec_from 3".into(),
+        "execve /bin/sh argc=3".into(),
+    ];
+    let mut from = 0;
+    for want in order {
+        let at = calls[from..]
+            .iter()
+            .position(|c| c.starts_with(&want))
+            .unwrap_or_else(|| panic!("{want:?} not found after call {from} in {calls:#?}"));
+        from += at + 1;
+    }
+    // CAP_KILL (5) stays in the bounding set; the others are dropped.
+    let kill = format!("prctl {} 5 0", libc::PR_CAPBSET_DROP);
+    assert!(!calls.contains(&kill));
+    // Without no_new_privs, seccomp is loaded before the user switch.
+    assert!(position(&calls, "seccomp") < position(&calls, "setresuid"));
+    // No access() beyond the first hit.
+    assert!(!calls.iter().any(|c| c == "access /usr/bin/sh"));
+}
+
+#[test]
+fn reports_the_failing_mount() {
+    let (_dir, plan) = plan();
+    let fake = Fake {
+        fail: Some(("mount devpts", libc::EPERM)),
+        ..Fake::default()
+    };
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::Mount);
+    assert_eq!(failure.index, 2);
+    assert_eq!(failure.errno, Errno(libc::EPERM));
+    assert!(!fake.calls().iter().any(|c| c.starts_with("pivot_root")));
+}
+
+#[test]
+fn missing_executable_fails_before_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sample_spec();
+    spec.process.as_mut().unwrap().args[0] = "nosuch".into();
+    let mut plan = Plan::new("c1", dir.path(), &spec).unwrap();
+    plan.no_new_privs = true;
+    let fake = Fake::default();
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::FindExecutable);
+    assert_eq!(failure.errno, Errno(libc::ENOENT));
+    let calls = fake.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("write")));
+    // With no_new_privs the filter waits until just before execve.
+    assert!(!calls.iter().any(|c| c.starts_with("seccomp")));
+}
+
+#[test]
+fn messages_round_trip() {
+    let m = Message {
+        kind: MSG_ERROR,
+        step: Step::Rlimit as u32,
+        index: 3,
+        errno: libc::EPERM,
+    };
+    assert_eq!(Message::from_bytes(&m.to_bytes()), m);
+    for s in Step::ALL {
+        assert_eq!(Step::from_u32(s as u32), Some(s));
+    }
+    let mut buf = [0u8; 48];
+    assert_eq!(
+        fd_path(&mut buf, b"/proc/self/fd/", 1234).to_str(),
+        Ok("/proc/self/fd/1234")
+    );
+    assert_eq!(fd_path(&mut buf, b"x", 0).to_str(), Ok("x0"));
+}

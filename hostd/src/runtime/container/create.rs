@@ -1,0 +1,182 @@
+//! `create`: everything up to the init blocked on `exec.fifo`.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{check_id, state_err, Runtime, RuntimeError};
+use crate::runtime::plan::Plan;
+use crate::runtime::process::{self, SpawnOptions, Spawned};
+use crate::runtime::spec::Spec;
+use crate::runtime::state::{self, Record};
+use crate::runtime::sys;
+
+/// Options of `create` (runc's flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// The bundle directory (`--bundle`, default the current directory).
+    pub bundle: PathBuf,
+    /// Write the init's pid here (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
+    /// Pass fds 3..3+n into the container (`--preserve-fds`).
+    pub preserve_fds: u32,
+}
+
+/// A created container, as seen by the process that created it.
+#[derive(Debug)]
+pub struct Container {
+    /// Its id.
+    pub id: String,
+    /// The init process.
+    pub process: Spawned,
+    /// The validated plan.
+    pub plan: Plan,
+    /// The state directory.
+    pub dir: PathBuf,
+    /// The state record.
+    pub record: Record,
+}
+
+/// Undoes a half-made `create` when dropped before [`Cleanup::disarm`].
+struct Cleanup<'a> {
+    rt: &'a Runtime,
+    dir: Option<PathBuf>,
+    cgroup: Option<String>,
+}
+
+impl Cleanup<'_> {
+    fn disarm(mut self) {
+        self.dir = None;
+        self.cgroup = None;
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = self.rt.cgroups.delete(&cg) {
+                self.rt.log.warn(&format!("cleanup: {e}"));
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+impl Runtime {
+    /// Creates container `id` from the bundle: namespaces, root file system,
+    /// cgroup, and an init blocked before `execve` until [`Runtime::start`].
+    /// On failure nothing is left behind (no state directory, cgroup or
+    /// process; mounts only ever exist in the container's mount namespace).
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Container, RuntimeError> {
+        check_id(id)?;
+        // Everything that can be checked without side effects comes first.
+        let spec = Spec::load(&opts.bundle)?;
+        let plan = Plan::new(id, &opts.bundle, &spec)?;
+        for w in &plan.warnings {
+            self.log.warn(w);
+        }
+
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(state_err(&self.root))?;
+        let dir = self.dir(id);
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::Exists(id.to_string()))
+            }
+            Err(e) => return Err(state_err(&dir)(e)),
+        }
+        let mut cleanup = Cleanup {
+            rt: self,
+            dir: Some(dir.clone()),
+            cgroup: None,
+        };
+
+        // exec.fifo: the init opens it for writing and blocks until `start`.
+        let fifo_path = dir.join(state::FIFO);
+        let fifo = cpath(&fifo_path)
+            .and_then(|c| sys::mkfifo(&c, 0o622).map_err(io::Error::from))
+            .and_then(|()| fs::set_permissions(&fifo_path, fs::Permissions::from_mode(0o622)))
+            .and_then(|()| {
+                File::options()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                    .open(&fifo_path)
+            })
+            .map_err(state_err(&fifo_path))?;
+
+        // cgroup.
+        let mut cgroup_fd: Option<OwnedFd> = None;
+        match self.cgroups.available() {
+            Ok(()) => {
+                cgroup_fd = Some(self.cgroups.create(&plan.cgroup_path, &plan.resources)?);
+                cleanup.cgroup = Some(plan.cgroup_path.clone());
+            }
+            Err(reason) if plan.resources.is_empty() => self
+                .log
+                .info(&format!("{id}: running without a cgroup: {reason}")),
+            Err(reason) => self.log.warn(&format!(
+                "{id}: linux.resources not applied, running without a cgroup: {reason}"
+            )),
+        }
+
+        let spawned = process::spawn(
+            &plan,
+            &SpawnOptions {
+                fifo: fifo.as_fd(),
+                cgroup: cgroup_fd.as_ref().map(|f| f.as_fd()),
+                cgroup_procs: cleanup.cgroup.as_ref().map(|c| self.cgroups.procs_file(c)),
+                preserve_fds: opts.preserve_fds,
+                legacy_clone: self.legacy_clone,
+            },
+        )?;
+        if !spawned.clone3 {
+            self.log
+                .info(&format!("{id}: clone3 unavailable, used clone"));
+        }
+
+        let record = Record {
+            id: id.to_string(),
+            pid: spawned.pid,
+            start_time: state::proc_stat(spawned.pid).map_or(0, |(_, t)| t),
+            bundle: plan.bundle.clone(),
+            rootfs: plan.rootfs.clone(),
+            created: state::rfc3339_now(),
+            annotations: plan.annotations.clone(),
+            cgroup: cleanup.cgroup.clone(),
+        };
+        let saved = state::save(&dir, &record)
+            .map_err(state_err(&dir.join(state::STATE_FILE)))
+            .and_then(|()| match &opts.pid_file {
+                Some(p) => state::write_atomic(p, spawned.pid.to_string().as_bytes(), 0o644)
+                    .map_err(state_err(p)),
+                None => Ok(()),
+            });
+        if let Err(e) = saved {
+            spawned.kill();
+            return Err(e);
+        }
+        cleanup.disarm();
+        Ok(Container {
+            id: id.to_string(),
+            process: spawned,
+            plan,
+            dir,
+            record,
+        })
+    }
+}

@@ -1,0 +1,1116 @@
+//! The validated plan: everything the container's init needs, prepared in the
+//! parent before `clone`.
+//!
+//! [`Plan::new`] checks a [`Spec`] and turns it into ready-to-use values:
+//! `CString`s and pointer arrays for `execve`, mount steps with their flags
+//! and targets, capability masks, the seccomp BPF program, rlimit numbers.
+//! The init process (see [`super::child`]) then only walks these lists and
+//! makes system calls; it never parses, formats or allocates.
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::caps;
+use super::mounts::{self, MountOptions, Target, TargetError};
+use super::seccomp::{self, Program, SeccompError};
+use super::spec::{IdMapping, NamespaceKind, Resources, Spec};
+
+/// Why a spec cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// `process` is missing.
+    #[error("config.json has no `process`")]
+    NoProcess,
+    /// `root` is missing.
+    #[error("config.json has no `root`")]
+    NoRoot,
+    /// `process.terminal` is true.
+    #[error("process.terminal: pseudo-terminals are not supported, set it to false")]
+    Terminal,
+    /// `process.args` is empty.
+    #[error("process.args: must not be empty")]
+    NoArgs,
+    /// `process.cwd` is not absolute.
+    #[error("process.cwd: {0:?} is not an absolute path")]
+    Cwd(String),
+    /// An env entry lacks `=`.
+    #[error("process.env[{index}]: {entry:?} is not KEY=value")]
+    Env {
+        /// Position in the list.
+        index: usize,
+        /// The entry.
+        entry: String,
+    },
+    /// A string holds a NUL byte.
+    #[error("{field}: contains a NUL byte")]
+    Nul {
+        /// The field.
+        field: String,
+    },
+    /// The root file system is missing or not a directory.
+    #[error("root.path: {path}")]
+    Rootfs {
+        /// The resolved path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle directory is unusable.
+    #[error("bundle {path}")]
+    Bundle {
+        /// The bundle path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An unknown capability name.
+    #[error("process.capabilities.{set}: unknown capability {name}")]
+    Capability {
+        /// Which set.
+        set: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// An unknown rlimit type.
+    #[error("process.rlimits[{index}].type: unknown rlimit {kind}")]
+    Rlimit {
+        /// Position in the list.
+        index: usize,
+        /// The type.
+        kind: String,
+    },
+    /// A namespace problem.
+    #[error("linux.namespaces: {0}")]
+    Namespace(String),
+    /// A mount problem.
+    #[error("mounts[{index}] ({destination}): {message}")]
+    Mount {
+        /// Position in the list.
+        index: usize,
+        /// The destination as given.
+        destination: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A path list entry (masked, readonly, device) is unusable.
+    #[error("{field}: {path:?}: {message}")]
+    Path {
+        /// The field, e.g. `linux.maskedPaths[2]`.
+        field: String,
+        /// The path as given.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Host or domain name without a UTS namespace, or too long.
+    #[error("{field}: {message}")]
+    Uts {
+        /// `hostname` or `domainname`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A sysctl that is not namespaced or whose namespace is not private.
+    #[error("linux.sysctl: {key}: {message}")]
+    Sysctl {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A bad `linux.cgroupsPath`.
+    #[error("linux.cgroupsPath: {path:?}: {message}")]
+    CgroupsPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The seccomp policy does not compile.
+    #[error("linux.seccomp")]
+    Seccomp(#[from] SeccompError),
+}
+
+/// A NUL-terminated array of C strings for `execve`.
+#[derive(Debug)]
+pub struct CStringArray {
+    strings: Vec<CString>,
+    pointers: Vec<*const libc::c_char>,
+}
+
+impl CStringArray {
+    fn new(strings: Vec<CString>) -> Self {
+        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        CStringArray { strings, pointers }
+    }
+
+    /// The strings.
+    pub fn strings(&self) -> &[CString] {
+        &self.strings
+    }
+
+    /// The pointer array, ending with a null pointer. The pointers stay valid
+    /// as long as `self` lives: moving the array does not move the heap data
+    /// of the strings.
+    pub fn pointers(&self) -> &[*const libc::c_char] {
+        &self.pointers
+    }
+}
+
+/// What a mount step does.
+#[derive(Debug)]
+pub enum MountKind {
+    /// A new file-system instance: `mount(source, target, fstype, flags, data)`.
+    Fs {
+        /// Source (device or name).
+        source: CString,
+        /// File-system type.
+        fstype: CString,
+        /// `MS_*` flags.
+        flags: libc::c_ulong,
+        /// Data string.
+        data: Option<CString>,
+    },
+    /// A bind mount of a host path, then a remount for its flags.
+    Bind {
+        /// Absolute host path.
+        source: CString,
+        /// `rbind`.
+        recursive: bool,
+        /// Flags for `MS_BIND|MS_REMOUNT` when any per-mount flag was given.
+        remount: Option<libc::c_ulong>,
+        /// The source is not a directory: the target is created as a file.
+        file: bool,
+    },
+}
+
+/// One mount, in spec order.
+#[derive(Debug)]
+pub struct MountStep {
+    /// Where, inside the root.
+    pub target: Target,
+    /// What.
+    pub kind: MountKind,
+    /// Propagation flags to apply afterwards, or 0.
+    pub propagation: libc::c_ulong,
+}
+
+/// A device node to create under the root.
+#[derive(Debug)]
+pub struct DeviceNode {
+    /// Where.
+    pub target: Target,
+    /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`.
+    pub kind: libc::mode_t,
+    /// Permission bits.
+    pub mode: libc::mode_t,
+    /// Device number.
+    pub dev: libc::dev_t,
+    /// Owner.
+    pub uid: libc::uid_t,
+    /// Group.
+    pub gid: libc::gid_t,
+    /// The host node to bind instead of `mknod` (inside a user namespace).
+    pub host: CString,
+}
+
+/// A symlink to create under the root.
+#[derive(Debug)]
+pub struct Symlink {
+    /// The link.
+    pub target: Target,
+    /// What it points to.
+    pub to: CString,
+}
+
+/// One rlimit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    /// `RLIMIT_*` number.
+    pub resource: libc::c_int,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Capability masks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapMasks {
+    /// Bounding set.
+    pub bounding: u64,
+    /// Effective set.
+    pub effective: u64,
+    /// Permitted set.
+    pub permitted: u64,
+    /// Inheritable set.
+    pub inheritable: u64,
+    /// Ambient set.
+    pub ambient: u64,
+    /// Highest capability the kernel knows.
+    pub last_cap: u32,
+}
+
+/// A namespace to join by path.
+#[derive(Debug, Clone)]
+pub struct JoinNamespace {
+    /// Which.
+    pub kind: NamespaceKind,
+    /// The nsfs path.
+    pub path: PathBuf,
+}
+
+/// Everything needed to create the container.
+#[derive(Debug)]
+pub struct Plan {
+    /// Container id.
+    pub id: String,
+    /// Absolute bundle directory.
+    pub bundle: PathBuf,
+    /// Absolute root file system.
+    pub rootfs: PathBuf,
+    /// The same, for the init.
+    pub rootfs_c: CString,
+    /// `CLONE_NEW*` flags of the namespaces to create.
+    pub clone_flags: u64,
+    /// Namespaces to join (other than pid, which the parent joins).
+    pub join: Vec<JoinNamespace>,
+    /// The pid namespace to join, if any; the parent enters it before clone.
+    pub join_pid: Option<PathBuf>,
+    /// `/proc/PID/uid_map` contents, with a user namespace.
+    pub uid_map: Option<String>,
+    /// `/proc/PID/gid_map` contents.
+    pub gid_map: Option<String>,
+    /// Propagation of `/` inside the new mount namespace.
+    pub root_propagation: libc::c_ulong,
+    /// Remount the root read-only.
+    pub root_readonly: bool,
+    /// The mounts.
+    pub mounts: Vec<MountStep>,
+    /// Device nodes (empty when `/dev` is a bind mount).
+    pub devices: Vec<DeviceNode>,
+    /// Symlinks under `/dev`.
+    pub symlinks: Vec<Symlink>,
+    /// The working directory, created if missing.
+    pub cwd_target: Option<Target>,
+    /// The working directory.
+    pub cwd: CString,
+    /// Host name.
+    pub hostname: Option<CString>,
+    /// Domain name.
+    pub domainname: Option<CString>,
+    /// `(/proc/sys/... path, value)`.
+    pub sysctls: Vec<(CString, CString)>,
+    /// Masked paths.
+    pub masked: Vec<CString>,
+    /// Read-only paths.
+    pub readonly: Vec<CString>,
+    /// `oom_score_adj` value.
+    pub oom_score_adj: Option<CString>,
+    /// Rlimits.
+    pub rlimits: Vec<Limit>,
+    /// Their names, for messages.
+    pub rlimit_names: Vec<String>,
+    /// The umask.
+    pub umask: libc::mode_t,
+    /// User id.
+    pub uid: libc::uid_t,
+    /// Group id.
+    pub gid: libc::gid_t,
+    /// Supplementary groups.
+    pub groups: Vec<libc::gid_t>,
+    /// Capabilities.
+    pub caps: CapMasks,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// The seccomp program, or none.
+    pub seccomp: Option<Program>,
+    /// The seccomp policy came from hostd's default.
+    pub seccomp_is_default: bool,
+    /// `argv`.
+    pub args: CStringArray,
+    /// `envp`.
+    pub env: CStringArray,
+    /// Paths `execve` tries, in order (the `PATH` lookup of `args[0]`).
+    pub exec_candidates: Vec<CString>,
+    /// Bring `lo` up (new network namespace).
+    pub loopback: bool,
+    /// cgroup path relative to the cgroup root.
+    pub cgroup_path: String,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// Annotations for `state`.
+    pub annotations: BTreeMap<String, String>,
+    /// Things that are accepted but not applied (hooks), for the log.
+    pub warnings: Vec<String>,
+}
+
+fn cstring(field: &str, s: impl Into<Vec<u8>>) -> Result<CString, PlanError> {
+    CString::new(s).map_err(|_| PlanError::Nul {
+        field: field.to_string(),
+    })
+}
+
+fn path_error(field: String, path: &str, e: TargetError) -> PlanError {
+    let message = match e {
+        TargetError::Relative => "not an absolute path",
+        TargetError::Root => "refers to the root itself",
+        TargetError::Nul => "contains a NUL byte",
+    };
+    PlanError::Path {
+        field,
+        path: path.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn rlimit_number(name: &str) -> Option<libc::c_int> {
+    Some(match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    } as libc::c_int)
+}
+
+/// Which namespace a sysctl belongs to, or `None` when it is not namespaced.
+fn sysctl_namespace(key: &str) -> Option<NamespaceKind> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if key.starts_with("net.") {
+        Some(NamespaceKind::Network)
+    } else if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(NamespaceKind::Ipc)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(NamespaceKind::Uts)
+    } else {
+        None
+    }
+}
+
+fn id_map(maps: &[IdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+        .collect()
+}
+
+/// Default `PATH` when the process environment has none (runc's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// runc's default device nodes: `(name, major, minor)`, all `c` and 0666.
+const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("tty", 5, 0),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+];
+
+impl Plan {
+    /// Validates `spec` (from the bundle at `bundle`) for container `id`.
+    pub fn new(id: &str, bundle: &Path, spec: &Spec) -> Result<Plan, PlanError> {
+        let process = spec.process.as_ref().ok_or(PlanError::NoProcess)?;
+        let root = spec.root.as_ref().ok_or(PlanError::NoRoot)?;
+        if process.terminal {
+            return Err(PlanError::Terminal);
+        }
+        if process.args.is_empty() {
+            return Err(PlanError::NoArgs);
+        }
+        let bundle = std::fs::canonicalize(bundle).map_err(|source| PlanError::Bundle {
+            path: bundle.to_path_buf(),
+            source,
+        })?;
+        let rootfs_given = bundle.join(&root.path);
+        let rootfs = std::fs::canonicalize(&rootfs_given).map_err(|source| PlanError::Rootfs {
+            path: rootfs_given.clone(),
+            source,
+        })?;
+        if !rootfs.is_dir() {
+            return Err(PlanError::Rootfs {
+                path: rootfs,
+                source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
+            });
+        }
+        let default_linux = Default::default();
+        let linux = spec.linux.as_ref().unwrap_or(&default_linux);
+
+        // Namespaces.
+        let mut clone_flags = 0u64;
+        let mut join = Vec::new();
+        let mut join_pid = None;
+        let mut seen = Vec::new();
+        for ns in &linux.namespaces {
+            if seen.contains(&ns.kind) {
+                return Err(PlanError::Namespace(format!(
+                    "{} namespace listed twice",
+                    ns.kind.name()
+                )));
+            }
+            seen.push(ns.kind);
+            match (&ns.path, ns.kind) {
+                (None, kind) => clone_flags |= kind.clone_flag(),
+                (Some(_), NamespaceKind::Mount | NamespaceKind::User) => {
+                    return Err(PlanError::Namespace(format!(
+                        "joining an existing {} namespace is not supported",
+                        ns.kind.name()
+                    )))
+                }
+                (Some(path), NamespaceKind::Pid) => join_pid = Some(PathBuf::from(path)),
+                (Some(path), kind) => join.push(JoinNamespace {
+                    kind,
+                    path: PathBuf::from(path),
+                }),
+            }
+        }
+        let has = |kind: NamespaceKind| seen.contains(&kind);
+        let new = |kind: NamespaceKind| clone_flags & kind.clone_flag() != 0;
+        if !new(NamespaceKind::Mount) {
+            return Err(PlanError::Namespace(
+                "a new mount namespace is required".into(),
+            ));
+        }
+        let userns = new(NamespaceKind::User);
+        if userns && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty()) {
+            return Err(PlanError::Namespace(
+                "a user namespace needs uidMappings and gidMappings".into(),
+            ));
+        }
+        let has_mappings = !linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty();
+        if !userns && has_mappings {
+            return Err(PlanError::Namespace(
+                "uidMappings/gidMappings need a user namespace".into(),
+            ));
+        }
+
+        // Host and domain name.
+        let uts_name = |field: &'static str, value: &Option<String>| {
+            let Some(v) = value else { return Ok(None) };
+            if !new(NamespaceKind::Uts) {
+                return Err(PlanError::Uts {
+                    field,
+                    message: "setting it needs a new uts namespace".into(),
+                });
+            }
+            if v.len() > 64 {
+                return Err(PlanError::Uts {
+                    field,
+                    message: "longer than 64 bytes".into(),
+                });
+            }
+            cstring(field, v.as_str()).map(Some)
+        };
+        let hostname = uts_name("hostname", &spec.hostname)?;
+        let domainname = uts_name("domainname", &spec.domainname)?;
+
+        // Sysctls.
+        let mut sysctls = Vec::new();
+        for (key, value) in &linux.sysctl {
+            let ok_chars = key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok_chars || key.contains("..") || key.starts_with('.') {
+                return Err(PlanError::Sysctl {
+                    key: key.clone(),
+                    message: "not a sysctl name".into(),
+                });
+            }
+            match sysctl_namespace(key) {
+                None => {
+                    return Err(PlanError::Sysctl {
+                        key: key.clone(),
+                        message: "not a namespaced sysctl".into(),
+                    })
+                }
+                Some(kind) if !has(kind) => {
+                    return Err(PlanError::Sysctl {
+                        key: key.clone(),
+                        message: format!("needs a {} namespace", kind.name()),
+                    })
+                }
+                Some(_) => {}
+            }
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            sysctls.push((
+                cstring("linux.sysctl", path)?,
+                cstring("linux.sysctl", value.as_str())?,
+            ));
+        }
+
+        // Mounts.
+        let mut mounts = Vec::new();
+        let mut dev_is_bind = false;
+        let mut have_devpts = false;
+        for (index, m) in spec.mounts.iter().enumerate() {
+            let err = |message: String| PlanError::Mount {
+                index,
+                destination: m.destination.clone(),
+                message,
+            };
+            let target = Target::new(&m.destination).map_err(|e| match e {
+                TargetError::Relative => err("destination is not an absolute path".into()),
+                TargetError::Root => err("cannot mount over the root".into()),
+                TargetError::Nul => err("destination contains a NUL byte".into()),
+            })?;
+            let opts = mounts::parse_options(&m.options);
+            let kind = m.kind.as_deref().unwrap_or("");
+            let source = m.source.as_deref().unwrap_or("");
+            let is_bind = opts.bind || kind == "bind";
+            let step = if is_bind {
+                if target.display == "/dev" {
+                    dev_is_bind = true;
+                }
+                bind_step(&bundle, source, &opts, target).map_err(err)?
+            } else {
+                match kind {
+                    "sysfs" if !new(NamespaceKind::Network) => {
+                        // sysfs shows the mounting netns's devices: without a
+                        // private netns, bind the host's read-only instead.
+                        // Inside a user namespace a non-recursive bind of a
+                        // mount with submounts is refused (EINVAL).
+                        let opts = MountOptions {
+                            flags: opts.flags | libc::MS_RDONLY,
+                            recursive: userns,
+                            ..opts
+                        };
+                        bind_step(&bundle, "/sys", &opts, target).map_err(err)?
+                    }
+                    "cgroup" | "cgroup2" if !new(NamespaceKind::Cgroup) => {
+                        let opts = MountOptions {
+                            flags: opts.flags | libc::MS_RDONLY,
+                            recursive: userns,
+                            ..opts
+                        };
+                        bind_step(&bundle, "/sys/fs/cgroup", &opts, target).map_err(err)?
+                    }
+                    "" => return Err(err("no file system type".into())),
+                    _ => {
+                        let fstype = if kind == "cgroup" { "cgroup2" } else { kind };
+                        if fstype == "devpts" && target.display == "/dev/pts" {
+                            have_devpts = true;
+                        }
+                        let data = opts.data_string();
+                        MountStep {
+                            target,
+                            kind: MountKind::Fs {
+                                source: cstring("mounts.source", source)?,
+                                fstype: cstring("mounts.type", fstype)?,
+                                flags: opts.flags,
+                                data: data.map(|d| cstring("mounts.options", d)).transpose()?,
+                            },
+                            propagation: opts.propagation,
+                        }
+                    }
+                }
+            };
+            mounts.push(step);
+        }
+
+        // Devices and /dev symlinks, unless /dev comes from the host.
+        let mut devices = Vec::new();
+        let mut symlinks = Vec::new();
+        if !dev_is_bind {
+            let mut wanted: Vec<(String, libc::mode_t, libc::mode_t, u32, u32, u32, u32)> =
+                DEFAULT_DEVICES
+                    .iter()
+                    .map(|(name, major, minor)| {
+                        (
+                            format!("/dev/{name}"),
+                            libc::S_IFCHR,
+                            0o666,
+                            *major,
+                            *minor,
+                            0,
+                            0,
+                        )
+                    })
+                    .collect();
+            for (i, d) in linux.devices.iter().enumerate() {
+                let field = format!("linux.devices[{i}]");
+                let kind = match d.kind.as_str() {
+                    "c" | "u" => libc::S_IFCHR,
+                    "b" => libc::S_IFBLK,
+                    "p" => libc::S_IFIFO,
+                    other => {
+                        return Err(PlanError::Path {
+                            field,
+                            path: d.path.clone(),
+                            message: format!("unknown device type {other:?}"),
+                        })
+                    }
+                };
+                if !d.path.starts_with("/dev/") {
+                    return Err(PlanError::Path {
+                        field,
+                        path: d.path.clone(),
+                        message: "devices must be under /dev".into(),
+                    });
+                }
+                wanted.retain(|w| w.0 != d.path);
+                wanted.push((
+                    d.path.clone(),
+                    kind,
+                    d.file_mode.unwrap_or(0o666) & 0o7777,
+                    d.major,
+                    d.minor,
+                    d.uid.unwrap_or(0),
+                    d.gid.unwrap_or(0),
+                ));
+            }
+            for (path, kind, mode, major, minor, uid, gid) in wanted {
+                let target =
+                    Target::new(&path).map_err(|e| path_error("linux.devices".into(), &path, e))?;
+                devices.push(DeviceNode {
+                    target,
+                    kind,
+                    mode,
+                    dev: libc::makedev(major, minor),
+                    uid,
+                    gid,
+                    host: cstring("linux.devices", path.as_str())?,
+                });
+            }
+            let mut links = vec![
+                ("/dev/fd", "/proc/self/fd"),
+                ("/dev/stdin", "/proc/self/fd/0"),
+                ("/dev/stdout", "/proc/self/fd/1"),
+                ("/dev/stderr", "/proc/self/fd/2"),
+            ];
+            if Path::new("/proc/kcore").exists() {
+                links.push(("/dev/core", "/proc/kcore"));
+            }
+            if have_devpts {
+                links.push(("/dev/ptmx", "pts/ptmx"));
+            }
+            for (link, to) in links {
+                symlinks.push(Symlink {
+                    target: Target::new(link).map_err(|e| path_error("dev".into(), link, e))?,
+                    to: cstring("dev", to)?,
+                });
+            }
+        }
+
+        // Masked and read-only paths.
+        let path_list = |field: &str, list: &[String]| -> Result<Vec<CString>, PlanError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let field = format!("{field}[{i}]");
+                    let t = Target::new(p).map_err(|e| path_error(field.clone(), p, e))?;
+                    cstring(&field, t.display)
+                })
+                .collect()
+        };
+        let masked = path_list("linux.maskedPaths", &linux.masked_paths)?;
+        let readonly = path_list("linux.readonlyPaths", &linux.readonly_paths)?;
+
+        // Process: user, cwd, env, args.
+        if !process.cwd.starts_with('/') {
+            return Err(PlanError::Cwd(process.cwd.clone()));
+        }
+        let cwd_target = Target::new(&process.cwd).ok();
+        for (index, entry) in process.env.iter().enumerate() {
+            if !entry.contains('=') {
+                return Err(PlanError::Env {
+                    index,
+                    entry: entry.clone(),
+                });
+            }
+        }
+        let env: Vec<CString> = process
+            .env
+            .iter()
+            .map(|e| cstring("process.env", e.as_str()))
+            .collect::<Result<_, _>>()?;
+        let args: Vec<CString> = process
+            .args
+            .iter()
+            .map(|a| cstring("process.args", a.as_str()))
+            .collect::<Result<_, _>>()?;
+        let arg0 = &process.args[0];
+        let exec_candidates = if arg0.contains('/') {
+            vec![cstring("process.args", arg0.as_str())?]
+        } else {
+            let path = process
+                .env
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH="))
+                .unwrap_or(DEFAULT_PATH);
+            path.split(':')
+                .map(|dir| if dir.is_empty() { "." } else { dir })
+                .map(|dir| cstring("process.env PATH", format!("{dir}/{arg0}")))
+                .collect::<Result<_, _>>()?
+        };
+
+        // Capabilities.
+        let caps_spec = process.capabilities.clone().unwrap_or_default();
+        let mask = |set: &'static str, names: &[String]| {
+            caps::mask(names).map_err(|name| PlanError::Capability { set, name })
+        };
+        let caps = CapMasks {
+            bounding: mask("bounding", &caps_spec.bounding)?,
+            effective: mask("effective", &caps_spec.effective)?,
+            permitted: mask("permitted", &caps_spec.permitted)?,
+            inheritable: mask("inheritable", &caps_spec.inheritable)?,
+            ambient: mask("ambient", &caps_spec.ambient)?,
+            last_cap: caps::last_cap(),
+        };
+
+        // Rlimits.
+        let mut rlimits = Vec::new();
+        let mut rlimit_names = Vec::new();
+        for (index, r) in process.rlimits.iter().enumerate() {
+            let resource = rlimit_number(&r.kind).ok_or_else(|| PlanError::Rlimit {
+                index,
+                kind: r.kind.clone(),
+            })?;
+            rlimits.push(Limit {
+                resource,
+                soft: r.soft,
+                hard: r.hard,
+            });
+            rlimit_names.push(r.kind.clone());
+        }
+
+        // Seccomp.
+        let (profile, seccomp_is_default) = match &linux.seccomp {
+            Some(p) => (p.clone(), false),
+            None => (seccomp::default_profile(caps.bounding)?, true),
+        };
+        let seccomp = if seccomp::is_unconfined(&profile) {
+            None
+        } else {
+            Some(seccomp::compile(&profile)?)
+        };
+
+        // cgroup path.
+        let cgroup_path = match linux.cgroups_path.as_deref() {
+            None | Some("") => format!("hostd/{id}"),
+            Some(p) => {
+                let err = |message: &str| PlanError::CgroupsPath {
+                    path: p.to_string(),
+                    message: message.to_string(),
+                };
+                if p.contains(':') && !p.starts_with('/') {
+                    return Err(err("systemd cgroup paths are not supported"));
+                }
+                let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+                if parts.is_empty() {
+                    return Err(err("refers to the cgroup root"));
+                }
+                if parts.iter().any(|s| *s == "." || *s == "..") {
+                    return Err(err("must not contain . or .."));
+                }
+                parts.join("/")
+            }
+        };
+
+        let mut warnings = Vec::new();
+        if spec.hooks.as_ref().is_some_and(|h| !h.is_null()) {
+            warnings.push("hooks are not supported and were ignored".to_string());
+        }
+
+        let root_propagation = match linux.rootfs_propagation.as_deref() {
+            None | Some("") => libc::MS_REC | libc::MS_PRIVATE,
+            Some(word) => mounts::propagation(word).ok_or_else(|| {
+                PlanError::Namespace(format!("linux.rootfsPropagation: unknown value {word:?}"))
+            })?,
+        };
+
+        Ok(Plan {
+            id: id.to_string(),
+            rootfs_c: cstring("root.path", rootfs.as_os_str().as_bytes())?,
+            bundle,
+            rootfs,
+            clone_flags,
+            join,
+            join_pid,
+            uid_map: userns.then(|| id_map(&linux.uid_mappings)),
+            gid_map: userns.then(|| id_map(&linux.gid_mappings)),
+            root_propagation,
+            root_readonly: root.readonly,
+            mounts,
+            devices,
+            symlinks,
+            cwd_target,
+            cwd: cstring("process.cwd", process.cwd.as_str())?,
+            hostname,
+            domainname,
+            sysctls,
+            masked,
+            readonly,
+            oom_score_adj: process
+                .oom_score_adj
+                .map(|v| cstring("process.oomScoreAdj", v.to_string()))
+                .transpose()?,
+            rlimits,
+            rlimit_names,
+            umask: process.user.umask.unwrap_or(0o022) as libc::mode_t,
+            uid: process.user.uid,
+            gid: process.user.gid,
+            groups: process.user.additional_gids.clone(),
+            caps,
+            no_new_privs: process.no_new_privileges,
+            seccomp,
+            seccomp_is_default,
+            args: CStringArray::new(args),
+            env: CStringArray::new(env),
+            exec_candidates,
+            loopback: new(NamespaceKind::Network),
+            cgroup_path,
+            resources: linux.resources.clone().unwrap_or_default(),
+            annotations: spec.annotations.clone(),
+            warnings,
+        })
+    }
+
+    /// Whether the container gets a user namespace.
+    pub fn user_namespace(&self) -> bool {
+        self.uid_map.is_some()
+    }
+
+    /// The command, for messages.
+    pub fn command(&self) -> &CStr {
+        &self.args.strings()[0]
+    }
+}
+
+fn bind_step(
+    bundle: &Path,
+    source: &str,
+    opts: &MountOptions,
+    target: Target,
+) -> Result<MountStep, String> {
+    if source.is_empty() {
+        return Err("bind mount without a source".into());
+    }
+    let path = bundle.join(source);
+    let meta = std::fs::metadata(&path).map_err(|e| format!("source {}: {e}", path.display()))?;
+    // Flags that need a remount to take effect on a bind mount.
+    let per_mount = libc::MS_RDONLY
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | libc::MS_NOEXEC
+        | libc::MS_NOATIME
+        | libc::MS_NODIRATIME
+        | libc::MS_RELATIME
+        | libc::MS_STRICTATIME;
+    let remount = (opts.flags & per_mount != 0).then_some(opts.flags & per_mount);
+    Ok(MountStep {
+        target,
+        kind: MountKind::Bind {
+            source: CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| "source contains a NUL byte".to_string())?,
+            recursive: opts.recursive,
+            remount,
+            file: !meta.is_dir(),
+        },
+        propagation: opts.propagation,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::runtime::spec::{Capabilities, Linux, Mount, Namespace, Process, Root};
+
+    pub(crate) fn sample_spec() -> Spec {
+        let ns = |kind| Namespace { kind, path: None };
+        let mount = |dest: &str, kind: &str, opts: &[&str]| Mount {
+            destination: dest.into(),
+            kind: Some(kind.into()),
+            source: Some(kind.into()),
+            options: opts.iter().map(|s| s.to_string()).collect(),
+        };
+        Spec {
+            oci_version: "1.0.2".into(),
+            process: Some(Process {
+                args: vec!["sh".into(), "-c".into(), "true".into()],
+                env: vec!["PATH=/bin:/usr/bin".into()],
+                cwd: "/".into(),
+                capabilities: Some(Capabilities {
+                    bounding: vec!["CAP_KILL".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            root: Some(Root {
+                path: ".".into(),
+                readonly: true,
+            }),
+            hostname: Some("box".into()),
+            mounts: vec![
+                mount("/proc", "proc", &[]),
+                mount("/dev", "tmpfs", &["nosuid", "mode=755"]),
+                mount("/dev/pts", "devpts", &["newinstance", "ptmxmode=0666"]),
+                mount("/sys", "sysfs", &["ro", "nosuid"]),
+            ],
+            linux: Some(Linux {
+                namespaces: vec![
+                    ns(NamespaceKind::Pid),
+                    ns(NamespaceKind::Mount),
+                    ns(NamespaceKind::Uts),
+                    ns(NamespaceKind::Network),
+                ],
+                masked_paths: vec!["/proc/kcore".into()],
+                readonly_paths: vec!["/proc/sys".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plans_a_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
+        assert_eq!(
+            plan.clone_flags,
+            (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET)
+                as u64
+        );
+        assert_eq!(plan.exec_candidates.len(), 2);
+        assert_eq!(plan.exec_candidates[0].to_str().unwrap(), "/bin/sh");
+        assert_eq!(plan.args.pointers().len(), 4);
+        assert!(plan.args.pointers()[3].is_null());
+        assert_eq!(plan.devices.len(), 6);
+        assert!(plan
+            .symlinks
+            .iter()
+            .any(|s| s.target.display == "/dev/ptmx" && s.to.to_str() == Ok("pts/ptmx")));
+        assert!(plan.loopback);
+        assert!(plan.seccomp_is_default && plan.seccomp.is_some());
+        assert_eq!(plan.cgroup_path, "hostd/c1");
+        assert_eq!(plan.caps.bounding, 1 << 5);
+        match &plan.mounts[3].kind {
+            MountKind::Fs { fstype, flags, .. } => {
+                assert_eq!(fstype.to_str().unwrap(), "sysfs");
+                assert_eq!(*flags, libc::MS_RDONLY | libc::MS_NOSUID);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sysfs_without_netns_is_a_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec();
+        let linux = spec.linux.as_mut().unwrap();
+        linux
+            .namespaces
+            .retain(|n| n.kind != NamespaceKind::Network);
+        let plan = Plan::new("c1", dir.path(), &spec).unwrap();
+        match &plan.mounts[3].kind {
+            MountKind::Bind {
+                source, remount, ..
+            } => {
+                assert_eq!(source.to_str().unwrap(), "/sys");
+                assert_eq!(remount.unwrap() & libc::MS_RDONLY, libc::MS_RDONLY);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!plan.loopback);
+    }
+
+    fn plan_err(edit: impl FnOnce(&mut Spec)) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec();
+        edit(&mut spec);
+        Plan::new("c1", dir.path(), &spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let e = plan_err(|s| s.process.as_mut().unwrap().terminal = true);
+        assert!(e.contains("process.terminal"), "{e}");
+        let e = plan_err(|s| s.root.as_mut().unwrap().path = "missing".into());
+        assert!(e.contains("root.path") && e.contains("missing"), "{e}");
+        let e = plan_err(|s| {
+            s.process.as_mut().unwrap().capabilities = Some(Capabilities {
+                effective: vec!["CAP_FLY".into()],
+                ..Default::default()
+            })
+        });
+        assert!(
+            e.contains("process.capabilities.effective") && e.contains("CAP_FLY"),
+            "{e}"
+        );
+        let e = plan_err(|s| {
+            s.linux
+                .as_mut()
+                .unwrap()
+                .namespaces
+                .retain(|n| n.kind != NamespaceKind::Uts)
+        });
+        assert!(e.contains("hostname"), "{e}");
+        let e = plan_err(|s| {
+            s.linux
+                .as_mut()
+                .unwrap()
+                .namespaces
+                .retain(|n| n.kind != NamespaceKind::Mount)
+        });
+        assert!(e.contains("mount namespace"), "{e}");
+        let e = plan_err(|s| {
+            s.linux.as_mut().unwrap().namespaces.push(Namespace {
+                kind: NamespaceKind::Pid,
+                path: None,
+            })
+        });
+        assert!(e.contains("twice"), "{e}");
+        let e = plan_err(|s| {
+            s.linux
+                .as_mut()
+                .unwrap()
+                .sysctl
+                .insert("kernel.panic".into(), "1".into());
+        });
+        assert!(
+            e.contains("kernel.panic") && e.contains("not a namespaced"),
+            "{e}"
+        );
+        let e = plan_err(|s| {
+            s.linux
+                .as_mut()
+                .unwrap()
+                .sysctl
+                .insert("kernel.shmmax".into(), "1".into());
+        });
+        assert!(e.contains("ipc namespace"), "{e}");
+        let e = plan_err(|s| s.mounts[0].destination = "proc".into());
+        assert!(e.contains("mounts[0]") && e.contains("absolute"), "{e}");
+        let e = plan_err(|s| s.process.as_mut().unwrap().rlimits.push(Default::default()));
+        assert!(e.contains("process.rlimits[0].type"), "{e}");
+        let e = plan_err(|s| s.linux.as_mut().unwrap().cgroups_path = Some("a/../b".into()));
+        assert!(e.contains("cgroupsPath"), "{e}");
+        let e = plan_err(|s| s.process.as_mut().unwrap().env.push("NOEQUALS".into()));
+        assert!(e.contains("process.env[1]"), "{e}");
+    }
+}

@@ -1,0 +1,330 @@
+//! The parent side of creating a container's init process.
+//!
+//! [`spawn`] clones the init with `clone3` (new namespaces, a pidfd, and the
+//! target cgroup via `CLONE_INTO_CGROUP`), falling back to `clone` when the
+//! kernel or a seccomp filter refuses `clone3`. It then drives the numbered
+//! sync protocol described in [`super::child`]:
+//!
+//! 1. clone; the child blocks reading the sync socket;
+//! 2. write the uid/gid maps (user namespace), join the cgroup by pid when
+//!    `CLONE_INTO_CGROUP` was not used, send GO;
+//! 3. (child builds the container);
+//! 4. read READY, or ERROR with the failed step, or EOF if the child died.
+//!
+//! Steps 5 and 6 (exec.fifo, execve) happen later, in `start`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use super::child::{self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_READY};
+use super::plan::Plan;
+use super::sys::{self, Errno, Forked};
+
+/// Errors from creating the init process.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// A namespace to join could not be opened or entered.
+    #[error("cannot join {kind} namespace {path}")]
+    Namespace {
+        /// The namespace kind.
+        kind: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `--preserve-fds` names a closed descriptor.
+    #[error("--preserve-fds: fd {0} is not open")]
+    PreserveFds(RawFd),
+    /// A parent-side system call failed.
+    #[error("{what}")]
+    Sys {
+        /// Which call.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// Writing an id map or `cgroup.procs` failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The init reported a failed step.
+    #[error("container init failed {}{}: {errno}", step.describe(), context)]
+    Init {
+        /// The step.
+        step: Step,
+        /// What the step worked on (`/dev/pts`, `RLIMIT_NOFILE`), with a leading
+        /// space, or empty.
+        context: String,
+        /// The error.
+        errno: Errno,
+    },
+    /// The init died without reporting.
+    #[error("container init exited without reporting (status {0})")]
+    Died(i32),
+}
+
+/// Inputs to [`spawn`] besides the plan.
+#[derive(Debug)]
+pub struct SpawnOptions<'a> {
+    /// `exec.fifo`, opened `O_PATH`.
+    pub fifo: BorrowedFd<'a>,
+    /// The cgroup directory for `CLONE_INTO_CGROUP`.
+    pub cgroup: Option<BorrowedFd<'a>>,
+    /// The cgroup's `cgroup.procs`, for the `clone` fallback.
+    pub cgroup_procs: Option<PathBuf>,
+    /// fds 3..3+n to pass into the container.
+    pub preserve_fds: u32,
+    /// Skip `clone3` (tests of the fallback).
+    pub legacy_clone: bool,
+}
+
+/// A created init process, blocked before `execve`.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid.
+    pub pid: libc::pid_t,
+    /// Its pidfd, when the kernel gave one.
+    pub pidfd: Option<OwnedFd>,
+    /// The parent's end of the sync socket: EOF after a successful `execve`.
+    pub sync: OwnedFd,
+    /// Whether `clone3` was used.
+    pub clone3: bool,
+}
+
+impl Spawned {
+    /// Kills and reaps the init (cleanup after a failure).
+    pub fn kill(&self) {
+        match &self.pidfd {
+            Some(fd) => {
+                let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+                let _ = sys::waitid_pidfd(fd.as_fd(), true);
+            }
+            None => {
+                let _ = sys::kill(self.pid, libc::SIGKILL);
+                let _ = sys::waitid_pid(self.pid, true);
+            }
+        }
+    }
+
+    /// Waits for the init to exit (it must be our child).
+    pub fn wait(&self) -> Result<sys::WaitStatus, Errno> {
+        let status = match &self.pidfd {
+            Some(fd) => sys::waitid_pidfd(fd.as_fd(), true)?,
+            None => sys::waitid_pid(self.pid, true)?,
+        };
+        status.ok_or(Errno(libc::ECHILD))
+    }
+}
+
+fn context(plan: &Plan, f: &Failure) -> String {
+    let i = f.index as usize;
+    let item = match f.step {
+        Step::MountTarget | Step::Mount | Step::MountRemount | Step::MountPropagation => {
+            plan.mounts.get(i).map(|m| m.target.display.clone())
+        }
+        Step::Device => plan.devices.get(i).map(|d| d.target.display.clone()),
+        Step::Symlink => plan.symlinks.get(i).map(|l| l.target.display.clone()),
+        Step::Sysctl => plan
+            .sysctls
+            .get(i)
+            .map(|(p, _)| p.to_string_lossy().into_owned()),
+        Step::ReadonlyPath => plan
+            .readonly
+            .get(i)
+            .map(|p| p.to_string_lossy().into_owned()),
+        Step::MaskedPath => plan.masked.get(i).map(|p| p.to_string_lossy().into_owned()),
+        Step::Rlimit => plan.rlimit_names.get(i).cloned(),
+        Step::BoundingSet | Step::Ambient if i > 0 => {
+            super::caps::NAMES.get(i).map(|s| s.to_string())
+        }
+        Step::FindExecutable | Step::Exec => Some(plan.command().to_string_lossy().into_owned()),
+        Step::Chdir | Step::Cwd => Some(plan.cwd.to_string_lossy().into_owned()),
+        _ => None,
+    };
+    item.map(|s| format!(" {s}")).unwrap_or_default()
+}
+
+fn fd_is_open(fd: RawFd) -> bool {
+    std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok()
+}
+
+/// Creates the init process and runs sync steps 1-4.
+pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError> {
+    let sys_err = |what: &'static str| move |source: Errno| SpawnError::Sys { what, source };
+    for fd in 3..3 + opts.preserve_fds as RawFd {
+        if !fd_is_open(fd) {
+            return Err(SpawnError::PreserveFds(fd));
+        }
+    }
+    // Descriptors the child inherits (all close-on-exec).
+    let proc_dir = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open("/proc")
+        .map_err(|source| SpawnError::Write {
+            path: "/proc".into(),
+            source,
+        })?;
+    let mut join_files = Vec::new();
+    for ns in &plan.join {
+        let file = File::open(&ns.path).map_err(|source| SpawnError::Namespace {
+            kind: ns.kind.name(),
+            path: ns.path.clone(),
+            source,
+        })?;
+        join_files.push((file, ns.kind.clone_flag() as libc::c_int));
+    }
+    if let Some(path) = &plan.join_pid {
+        // Enter the pid namespace for our children: the init is born in it.
+        File::open(path)
+            .and_then(|f| sys::setns(f.as_raw_fd(), libc::CLONE_NEWPID).map_err(io::Error::from))
+            .map_err(|source| SpawnError::Namespace {
+                kind: "pid",
+                path: path.clone(),
+                source,
+            })?;
+    }
+    let join: Vec<(RawFd, libc::c_int)> = join_files
+        .iter()
+        .map(|(f, t)| (f.as_raw_fd(), *t))
+        .collect();
+    let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
+    let fds = ChildFds {
+        sync: child_sock.as_raw_fd(),
+        fifo: opts.fifo.as_raw_fd(),
+        proc: proc_dir.as_raw_fd(),
+        join: &join,
+        preserve_fds: opts.preserve_fds,
+    };
+
+    // (1) clone.
+    let mut used_clone3 = !opts.legacy_clone;
+    let forked = if used_clone3 {
+        // SAFETY: the child branch below only calls `child::init_main`, which
+        // runs async-signal-safe code on the prepared plan and leaves with
+        // execve or _exit.
+        match unsafe { sys::clone3(plan.clone_flags, opts.cgroup) } {
+            Err(Errno(libc::ENOSYS)) => {
+                used_clone3 = false;
+                None
+            }
+            other => Some(other),
+        }
+    } else {
+        None
+    };
+    let forked = match forked {
+        Some(r) => r,
+        // SAFETY: as above.
+        None => unsafe { sys::clone_legacy(plan.clone_flags, true) },
+    }
+    .map_err(sys_err("clone"))?;
+    let (pid, pidfd) = match forked {
+        Forked::Child => {
+            sys::close(parent_sock.as_raw_fd());
+            child::init_main(plan, fds)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(child_sock);
+    let spawned = Spawned {
+        pid,
+        pidfd,
+        sync: parent_sock,
+        clone3: used_clone3,
+    };
+    match handshake(plan, opts, &spawned) {
+        Ok(()) => Ok(spawned),
+        Err(e) => {
+            spawned.kill();
+            Err(e)
+        }
+    }
+}
+
+fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<(), SpawnError> {
+    let pid = spawned.pid;
+    let write = |path: PathBuf, data: &str| {
+        std::fs::write(&path, data).map_err(|source| SpawnError::Write { path, source })
+    };
+    // (2) id maps, cgroup by pid, GO.
+    if let (Some(uid_map), Some(gid_map)) = (&plan.uid_map, &plan.gid_map) {
+        write(PathBuf::from(format!("/proc/{pid}/uid_map")), uid_map)?;
+        write(PathBuf::from(format!("/proc/{pid}/gid_map")), gid_map)?;
+    }
+    if !spawned.clone3 || opts.cgroup.is_none() {
+        if let Some(procs) = &opts.cgroup_procs {
+            write(procs.clone(), &pid.to_string())?;
+        }
+    }
+    sys::write_all(spawned.sync.as_fd(), &Message::new(MSG_GO).to_bytes()).map_err(|source| {
+        SpawnError::Sys {
+            what: "sending GO to the container init",
+            source,
+        }
+    })?;
+
+    // (4) READY or ERROR.
+    let mut buf = [0u8; Message::SIZE];
+    let n = sys::read(spawned.sync.as_raw_fd(), &mut buf).map_err(|source| SpawnError::Sys {
+        what: "reading from the container init",
+        source,
+    })?;
+    if n != Message::SIZE {
+        let status = spawned.wait().map(|s| s.code()).unwrap_or(-1);
+        return Err(SpawnError::Died(status));
+    }
+    let msg = Message::from_bytes(&buf);
+    match msg.kind {
+        MSG_READY => Ok(()),
+        MSG_ERROR => {
+            let failure = Failure {
+                step: Step::from_u32(msg.step).unwrap_or(Step::Ready),
+                index: msg.index,
+                errno: Errno(msg.errno),
+            };
+            Err(SpawnError::Init {
+                step: failure.step,
+                context: context(plan, &failure),
+                errno: failure.errno,
+            })
+        }
+        _ => Err(SpawnError::Sys {
+            what: "unexpected message from the container init",
+            source: Errno(libc::EPROTO),
+        }),
+    }
+}
+
+/// Reads a message the init sends after READY: `Ok(None)` on EOF, which
+/// means `execve` succeeded (the socket is close-on-exec).
+pub fn exec_result(spawned: &Spawned, plan: &Plan) -> Result<(), SpawnError> {
+    let mut buf = [0u8; Message::SIZE];
+    match sys::read(spawned.sync.as_raw_fd(), &mut buf) {
+        Ok(Message::SIZE) => {
+            let msg = Message::from_bytes(&buf);
+            let failure = Failure {
+                step: Step::from_u32(msg.step).unwrap_or(Step::Exec),
+                index: msg.index,
+                errno: Errno(msg.errno),
+            };
+            Err(SpawnError::Init {
+                step: failure.step,
+                context: context(plan, &failure),
+                errno: failure.errno,
+            })
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,275 @@
+//! On-disk container state under the runtime root (`/run/hostd/oci/<id>/`).
+//!
+//! Each container has a directory (mode 0711) holding `state.json` (0600,
+//! written to a temporary name and renamed, so readers never see half a file)
+//! and, between `create` and `start`, the `exec.fifo` its init blocks on.
+//! The status is derived, as runc does: `stopped` when the recorded pid is
+//! gone, a zombie, or a different process (start time differs), `created`
+//! while the fifo exists, `running` otherwise.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The OCI spec version hostd reports.
+pub const OCI_VERSION: &str = "1.0.2";
+/// The state file's name.
+pub const STATE_FILE: &str = "state.json";
+/// The fifo's name.
+pub const FIFO: &str = "exec.fifo";
+
+/// What hostd records about a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// Container id.
+    pub id: String,
+    /// Init pid in hostd's pid namespace.
+    pub pid: i32,
+    /// The init's start time (field 22 of `/proc/PID/stat`), to detect pid
+    /// reuse.
+    pub start_time: u64,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute root file-system path.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339 with nanoseconds, UTC.
+    pub created: String,
+    /// Annotations from the spec.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// The cgroup path, when the container has one.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+/// A container's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Set up, blocked before `execve`.
+    Created,
+    /// The user's process runs.
+    Running,
+    /// The process is gone.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// The JSON `state` prints, field for field as runc's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    /// Spec version.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Init pid, 0 when stopped.
+    pub pid: i32,
+    /// Status.
+    pub status: Status,
+    /// Bundle.
+    pub bundle: PathBuf,
+    /// Root file system.
+    pub rootfs: PathBuf,
+    /// Creation time.
+    pub created: String,
+    /// Owner (empty, as runc reports for root).
+    pub owner: String,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Record {
+    /// The public view for a status.
+    pub fn oci_state(&self, status: Status) -> OciState {
+        OciState {
+            oci_version: OCI_VERSION.into(),
+            id: self.id.clone(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            status,
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            owner: String::new(),
+            annotations: self.annotations.clone(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory with `mode`, then `rename`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Saves the record in `dir`.
+pub fn save(dir: &Path, record: &Record) -> io::Result<()> {
+    let json = serde_json::to_vec(record).map_err(io::Error::other)?;
+    write_atomic(&dir.join(STATE_FILE), &json, 0o600)
+}
+
+/// Loads the record from `dir`.
+pub fn load(dir: &Path) -> io::Result<Record> {
+    let bytes = fs::read(dir.join(STATE_FILE))?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Fields of `/proc/PID/stat` after the command name: `(state, starttime)`.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3, starttime field 22.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the recorded process still exists (and is not a zombie).
+pub fn alive(record: &Record) -> bool {
+    match proc_stat(record.pid) {
+        Some((state, start)) => start == record.start_time && state != 'Z' && state != 'X',
+        None => false,
+    }
+}
+
+/// The status of the container whose state directory is `dir`.
+pub fn status(dir: &Path, record: &Record) -> Status {
+    if !alive(record) {
+        Status::Stopped
+    } else if dir.join(FIFO).exists() {
+        Status::Created
+    } else {
+        Status::Running
+    }
+}
+
+/// Now as RFC 3339 UTC with nanoseconds, like Go's `time.RFC3339Nano`
+/// (trailing zeros of the fraction trimmed).
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_nanos())
+}
+
+/// Formats seconds and nanoseconds since the epoch.
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_time() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(
+            rfc3339(1_795_748_776, 210_213_149),
+            "2026-11-27T03:06:16.210213149Z"
+        );
+        assert_eq!(
+            rfc3339(4_102_444_799, 500_000_000),
+            "2099-12-31T23:59:59.5Z"
+        );
+    }
+
+    #[test]
+    fn saves_atomically_and_derives_status() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        let (_, start) = proc_stat(me).unwrap();
+        let record = Record {
+            id: "c".into(),
+            pid: me,
+            start_time: start,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: rfc3339_now(),
+            annotations: BTreeMap::new(),
+            cgroup: None,
+        };
+        save(tmp.path(), &record).unwrap();
+        let mode = fs::metadata(tmp.path().join(STATE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load(tmp.path()).unwrap(), record);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+        assert_eq!(status(tmp.path(), &record), Status::Running);
+        fs::write(tmp.path().join(FIFO), "").unwrap();
+        assert_eq!(status(tmp.path(), &record), Status::Created);
+        let reused = Record {
+            start_time: start + 1,
+            ..record.clone()
+        };
+        assert_eq!(status(tmp.path(), &reused), Status::Stopped);
+        let json = serde_json::to_value(reused.oci_state(Status::Stopped)).unwrap();
+        assert_eq!(json["pid"], 0);
+        assert_eq!(json["status"], "stopped");
+        assert_eq!(json["ociVersion"], OCI_VERSION);
+        assert!(json.get("annotations").is_none());
+    }
+}

@@ -1,0 +1,791 @@
+//! The container runtime's system-call wrappers: the only `unsafe` in
+//! [`crate::runtime`].
+//!
+//! Each wrapper turns Rust values into C arguments, makes one call and turns
+//! the return code into a `Result<_, Errno>`. [`Errno`] is a plain copyable
+//! number, so the wrappers neither allocate nor take locks: the container's
+//! init process calls them between `clone` and `execve`, where only
+//! async-signal-safe code may run (see [`super::child`]).
+
+use std::ffi::CStr;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// An `errno` value. Cheap to copy and to send over the sync socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The calling thread's current `errno`.
+    pub fn last() -> Self {
+        Errno(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        io::Error::from_raw_os_error(self.0).fmt(f)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for io::Error {
+    fn from(e: Errno) -> Self {
+        io::Error::from_raw_os_error(e.0)
+    }
+}
+
+/// Result of a wrapper.
+pub type SysResult<T> = Result<T, Errno>;
+
+fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_long(ret: libc::c_long) -> SysResult<libc::c_long> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn opt_ptr(s: Option<&CStr>) -> *const libc::c_char {
+    s.map_or(std::ptr::null(), CStr::as_ptr)
+}
+
+/// `AUDIT_ARCH_X86_64`: the architecture word seccomp filters see on x86_64.
+pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+/// The bit set in system call numbers of the x32 ABI.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// `clone3` flag: put the child into the cgroup given by `clone_args.cgroup`.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+// ---------------------------------------------------------------------------
+// Process creation and control (parent side)
+// ---------------------------------------------------------------------------
+
+/// What [`clone3`] and [`clone_legacy`] return on each side.
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent: the child's pid (in the parent's pid namespace) and its
+    /// pidfd when the kernel returned one.
+    Parent {
+        /// Child pid.
+        pid: libc::pid_t,
+        /// Child pidfd (`CLONE_PIDFD`).
+        pidfd: Option<OwnedFd>,
+    },
+    /// In the child.
+    Child,
+}
+
+/// `clone3(2)` without a new stack: a `fork` with namespace flags, a pidfd and
+/// optionally a target cgroup. `flags` are `CLONE_*` bits; `CLONE_PIDFD` is
+/// added here. The child gets `SIGCHLD` as exit signal.
+///
+/// # Safety
+///
+/// Like `fork`, the child is a copy of the calling process with only the
+/// calling thread. The caller must make sure the child runs only
+/// async-signal-safe code (no allocation, no locks another thread may have
+/// held) and leaves with `_exit` or `execve`, never by returning into code that
+/// assumes the parent's threads exist.
+pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> SysResult<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut flags = flags | libc::CLONE_PIDFD as u64;
+    let mut cgroup_fd = 0u64;
+    if let Some(fd) = cgroup {
+        flags |= CLONE_INTO_CGROUP;
+        cgroup_fd = u64::try_from(fd.as_raw_fd()).map_err(|_| Errno(libc::EBADF))?;
+    }
+    // SAFETY: clone_args is plain data; all-zero is a valid value.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = flags;
+    args.pidfd = std::ptr::addr_of_mut!(pidfd) as u64;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = cgroup_fd;
+    // SAFETY: `args` is a valid clone_args of the size passed; `pidfd` outlives
+    // the call (the kernel writes it before returning in the parent). With a
+    // zero stack the child continues on a copy of this stack like after fork;
+    // the caller's contract covers what the child may do.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    forked(check_long(ret)?, pidfd)
+}
+
+/// The `clone(2)` fallback for kernels without `clone3` (before 5.3) or where
+/// a seccomp filter refuses it. `CLONE_PIDFD` is requested (Linux >= 5.2);
+/// cgroups must be joined by writing the pid to `cgroup.procs`.
+///
+/// # Safety
+///
+/// Same contract as [`clone3`].
+pub unsafe fn clone_legacy(flags: u64, want_pidfd: bool) -> SysResult<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut flags = flags | libc::SIGCHLD as u64;
+    if want_pidfd {
+        flags |= libc::CLONE_PIDFD as u64;
+    }
+    // SAFETY: x86_64 argument order is (flags, stack, parent_tid, child_tid,
+    // tls). A null stack makes it fork-like; with CLONE_PIDFD the kernel
+    // stores the pidfd at `parent_tid`, which points to a live c_int. The
+    // caller's contract covers what the child may do.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0usize,
+            std::ptr::addr_of_mut!(pidfd),
+            0usize,
+            0usize,
+        )
+    };
+    forked(check_long(ret)?, pidfd)
+}
+
+fn forked(ret: libc::c_long, pidfd: libc::c_int) -> SysResult<Forked> {
+    if ret == 0 {
+        return Ok(Forked::Child);
+    }
+    let pid = libc::pid_t::try_from(ret).map_err(|_| Errno(libc::EOVERFLOW))?;
+    let pidfd = (pidfd >= 0).then(|| {
+        // SAFETY: the kernel just created this descriptor for us; nobody else
+        // owns it.
+        unsafe { OwnedFd::from_raw_fd(pidfd) }
+    });
+    Ok(Forked::Parent { pid, pidfd })
+}
+
+/// `pidfd_open(2)`.
+pub fn pidfd_open(pid: libc::pid_t) -> SysResult<OwnedFd> {
+    // SAFETY: plain integer arguments.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    let fd = RawFd::try_from(fd).map_err(|_| Errno(libc::EBADF))?;
+    // SAFETY: a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_send_signal(2)`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> SysResult<()> {
+    // SAFETY: a valid fd, a signal number, a null siginfo and zero flags.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// `kill(2)`.
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::kill(pid, signal) })?;
+    Ok(())
+}
+
+/// How a child ended, from `waitid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl WaitStatus {
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            WaitStatus::Exited(c) => c,
+            WaitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED)`: waits for (and reaps) our child.
+/// `WNOHANG` is added when `block` is false; then `Ok(None)` means "still
+/// running".
+pub fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> SysResult<Option<WaitStatus>> {
+    waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, block)
+}
+
+/// `waitid(P_PID, pid, WEXITED)`, for when the kernel gave us no pidfd.
+pub fn waitid_pid(pid: libc::pid_t, block: bool) -> SysResult<Option<WaitStatus>> {
+    waitid(libc::P_PID, pid as libc::id_t, block)
+}
+
+fn waitid(idtype: libc::idtype_t, id: libc::id_t, block: bool) -> SysResult<Option<WaitStatus>> {
+    // SAFETY: siginfo_t is plain data; zeroed is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        let ret = unsafe { libc::waitid(idtype, id, &mut info, flags) };
+        match check(ret) {
+            Err(Errno(libc::EINTR)) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => break,
+        }
+    }
+    // SAFETY: after a successful waitid the kernel filled si_pid/si_status;
+    // a zero pid means WNOHANG found nothing.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => WaitStatus::Exited(status),
+        _ => WaitStatus::Signaled(status),
+    }))
+}
+
+/// `poll(2)` for readability on several fds; returns which are readable (or
+/// hung up). `timeout_ms` < 0 waits forever. Retries on `EINTR`.
+pub fn poll_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout_ms: i32,
+) -> SysResult<[bool; N]> {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    loop {
+        // SAFETY: `pfds` is a valid array of N pollfd structures.
+        let ret = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+        match check(ret) {
+            Err(Errno(libc::EINTR)) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => break,
+        }
+    }
+    Ok(pfds.map(|p| p.revents != 0))
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: the parent/child sync
+/// channel. Sequenced packets keep each message whole.
+pub fn seqpacket_pair() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: two new descriptors, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `mkfifo(3)`.
+pub fn mkfifo(path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+    // SAFETY: a NUL-terminated path.
+    check(unsafe { libc::mkfifo(path.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// `setns(2)`.
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
+    // SAFETY: plain integer arguments; a bad fd is reported as EBADF.
+    check(unsafe { libc::setns(fd, nstype) })?;
+    Ok(())
+}
+
+/// A set of signals blocked for the calling thread, readable as a signalfd.
+pub struct SignalFd {
+    fd: OwnedFd,
+}
+
+impl SignalFd {
+    /// Blocks `signals` and opens a signalfd for them.
+    pub fn block(signals: &[libc::c_int]) -> SysResult<Self> {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &s in signals {
+            // SAFETY: `set` is valid; an invalid signal number returns EINVAL.
+            check(unsafe { libc::sigaddset(&mut set, s) })?;
+        }
+        // SAFETY: valid set pointer, null old-set pointer.
+        check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+        // SAFETY: -1 asks for a new fd; `set` is valid.
+        let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })?;
+        // SAFETY: a new descriptor, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SignalFd { fd })
+    }
+
+    /// The fd to poll.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Reads one pending signal number.
+    pub fn read(&self) -> SysResult<libc::c_int> {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: the buffer is exactly one signalfd_siginfo.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                std::ptr::addr_of_mut!(info).cast(),
+                size,
+            )
+        };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        Ok(info.ssi_signo as libc::c_int)
+    }
+}
+
+/// `statfs(2)`: the file system's magic number.
+pub fn statfs_type(path: &CStr) -> SysResult<i64> {
+    // SAFETY: statfs is plain data.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: NUL-terminated path, valid out-pointer.
+    check(unsafe { libc::statfs(path.as_ptr(), &mut buf) })?;
+    Ok(buf.f_type)
+}
+
+/// `write(2)` of a whole small buffer (retrying on `EINTR`); used for the
+/// one-shot control files (uid_map, cgroup.procs) where a short write is an
+/// error.
+pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<()> {
+    let n = write(fd.as_raw_fd(), buf)?;
+    if n != buf.len() {
+        return Err(Errno(libc::EIO));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Calls made by the container's init between clone and execve. None of them
+// allocates.
+// ---------------------------------------------------------------------------
+
+/// `_exit(2)`: leaves without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// `read(2)`, retrying on `EINTR`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// `write(2)`, retrying on `EINTR`.
+pub fn write(fd: RawFd, buf: &[u8]) -> SysResult<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// `close(2)`. Errors are ignored: the descriptor is gone either way.
+pub fn close(fd: RawFd) {
+    // SAFETY: closing an fd the caller owns; a stale fd only gives EBADF.
+    unsafe { libc::close(fd) };
+}
+
+/// `mount(2)`.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> SysResult<()> {
+    // SAFETY: each pointer is null (allowed for source, fstype and data) or a
+    // NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(
+            opt_ptr(source),
+            target.as_ptr(),
+            opt_ptr(fstype),
+            flags,
+            opt_ptr(data).cast(),
+        )
+    })?;
+    Ok(())
+}
+
+/// `umount2(2)`.
+pub fn umount2(target: &CStr, flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::umount2(target.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// `pivot_root(2)`.
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+    // SAFETY: two NUL-terminated paths.
+    check_long(unsafe {
+        libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr())
+    })?;
+    Ok(())
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &CStr) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::chdir(path.as_ptr()) })?;
+    Ok(())
+}
+
+/// `fchdir(2)`.
+pub fn fchdir(fd: RawFd) -> SysResult<()> {
+    // SAFETY: plain integer; a bad fd gives EBADF.
+    check(unsafe { libc::fchdir(fd) })?;
+    Ok(())
+}
+
+/// `openat2(2)` with `how.resolve = resolve`. Returns a raw fd the caller
+/// must [`close`].
+pub fn openat2(dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd> {
+    // SAFETY: open_how is plain data; all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = resolve;
+    // SAFETY: NUL-terminated path, a valid open_how of the size passed.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    })?;
+    Ok(fd as RawFd)
+}
+
+/// `openat(2)`. Returns a raw fd the caller must [`close`].
+pub fn openat(dirfd: RawFd, path: &CStr, flags: i32, mode: libc::mode_t) -> SysResult<RawFd> {
+    // SAFETY: NUL-terminated path; mode is passed as the variadic argument.
+    check(unsafe { libc::openat(dirfd, path.as_ptr(), flags, mode as libc::c_uint) })
+}
+
+/// `mkdirat(2)`.
+pub fn mkdirat(dirfd: RawFd, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::mkdirat(dirfd, path.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// `mknodat(2)`.
+pub fn mknodat(dirfd: RawFd, path: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::mknodat(dirfd, path.as_ptr(), mode, dev) })?;
+    Ok(())
+}
+
+/// `fchownat(2)` with `AT_SYMLINK_NOFOLLOW`.
+pub fn fchownat(dirfd: RawFd, path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::fchownat(dirfd, path.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(())
+}
+
+/// `fchmodat(2)`.
+pub fn fchmodat(dirfd: RawFd, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::fchmodat(dirfd, path.as_ptr(), mode, 0) })?;
+    Ok(())
+}
+
+/// `symlinkat(2)`.
+pub fn symlinkat(target: &CStr, dirfd: RawFd, linkpath: &CStr) -> SysResult<()> {
+    // SAFETY: two NUL-terminated paths.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dirfd, linkpath.as_ptr()) })?;
+    Ok(())
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &[u8]) -> SysResult<()> {
+    // SAFETY: pointer and length describe `name`.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+/// `setdomainname(2)`.
+pub fn setdomainname(name: &[u8]) -> SysResult<()> {
+    // SAFETY: pointer and length describe `name`.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+/// `prctl(2)` with integer arguments.
+pub fn prctl(option: libc::c_int, a2: libc::c_ulong, a3: libc::c_ulong) -> SysResult<libc::c_int> {
+    // SAFETY: every option used by the runtime takes integer arguments only.
+    check(unsafe { libc::prctl(option, a2, a3, 0 as libc::c_ulong, 0 as libc::c_ulong) })
+}
+
+/// The three 64-bit capability sets `capset(2)` takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    /// Effective set.
+    pub effective: u64,
+    /// Permitted set.
+    pub permitted: u64,
+    /// Inheritable set.
+    pub inheritable: u64,
+}
+
+/// `capset(2)` for the calling thread, version 3 (64-bit sets).
+pub fn capset(sets: CapSets) -> SysResult<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let (e0, e1) = split(sets.effective);
+    let (p0, p1) = split(sets.permitted);
+    let (i0, i1) = split(sets.inheritable);
+    let data = [
+        Data {
+            effective: e0,
+            permitted: p0,
+            inheritable: i0,
+        },
+        Data {
+            effective: e1,
+            permitted: p1,
+            inheritable: i1,
+        },
+    ];
+    // SAFETY: header and the two data words have the kernel's layout for
+    // _LINUX_CAPABILITY_VERSION_3 and live through the call.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            std::ptr::addr_of_mut!(header),
+            data.as_ptr(),
+        )
+    })?;
+    Ok(())
+}
+
+/// `setgroups(2)`.
+pub fn setgroups(groups: &[libc::gid_t]) -> SysResult<()> {
+    // SAFETY: pointer and length describe `groups`. The raw system call is
+    // used because glibc's wrapper would broadcast to other threads.
+    check_long(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
+    Ok(())
+}
+
+/// `setresgid(2)` (raw system call: this thread only, which is all there is).
+pub fn setresgid(gid: libc::gid_t) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    check_long(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+    Ok(())
+}
+
+/// `setresuid(2)` (raw system call, see [`setresgid`]).
+pub fn setresuid(uid: libc::uid_t) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    check_long(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
+    Ok(())
+}
+
+/// `prlimit(2)` on the calling process.
+pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
+    let limit = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: a valid rlimit64 in, a null old-limit pointer.
+    check(unsafe {
+        libc::prlimit64(
+            0,
+            resource as libc::__rlimit_resource_t,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    })?;
+    Ok(())
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER)` with the given classic-BPF program.
+pub fn seccomp_set_filter(program: &[libc::sock_filter], flags: libc::c_ulong) -> SysResult<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| Errno(libc::EINVAL))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points to `program`, which lives through the call; the
+    // kernel copies the filter.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    })?;
+    Ok(())
+}
+
+/// `faccessat(2)`.
+pub fn access(path: &CStr, mode: libc::c_int) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, 0) })?;
+    Ok(())
+}
+
+/// `execve(2)`; returns only on failure. `argv` and `envp` are
+/// null-terminated arrays of pointers to NUL-terminated strings.
+pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    if argv.last().is_some_and(|p| !p.is_null()) || envp.last().is_some_and(|p| !p.is_null()) {
+        return Errno(libc::EINVAL);
+    }
+    // SAFETY: both arrays end with a null pointer (checked above) and their
+    // entries point to strings the caller keeps alive.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Errno::last()
+}
+
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`: marks every fd from `first`
+/// close-on-exec.
+pub fn cloexec_from(first: u32) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) })?;
+    Ok(())
+}
+
+/// Clears `FD_CLOEXEC` on `fd`.
+pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
+    Ok(())
+}
+
+/// `statfs(2)` mount flags (`ST_*`) of the file system holding `path`.
+pub fn statfs_flags(path: &CStr) -> SysResult<u64> {
+    /// The kernel's `struct statfs` on x86_64 (libc hides `f_flags`).
+    #[repr(C)]
+    struct KernelStatfs {
+        f_type: i64,
+        f_bsize: i64,
+        f_blocks: u64,
+        f_bfree: u64,
+        f_bavail: u64,
+        f_files: u64,
+        f_ffree: u64,
+        f_fsid: [i32; 2],
+        f_namelen: i64,
+        f_frsize: i64,
+        f_flags: i64,
+        f_spare: [i64; 4],
+    }
+    // SAFETY: plain data; all-zero is valid.
+    let mut buf: KernelStatfs = unsafe { std::mem::zeroed() };
+    // SAFETY: NUL-terminated path; `buf` has the kernel's layout and size.
+    check_long(unsafe { libc::syscall(libc::SYS_statfs, path.as_ptr(), &mut buf) })?;
+    Ok(buf.f_flags as u64)
+}
+
+/// Sets `IFF_UP` on the loopback interface of the current network namespace.
+pub fn loopback_up() -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    let sock =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills its flags.
+    let result = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) }).and_then(|_| {
+        // SAFETY: reading and writing the flags member of the union that
+        // SIOCGIFFLAGS just filled.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: `req` is a valid ifreq with the new flags.
+        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) })
+    });
+    close(sock);
+    result.map(|_| ())
+}
+
+/// Resets the signal state a container must not inherit: an empty signal
+/// mask and default dispositions for signals the runtime ignored (Rust's
+/// runtime ignores `SIGPIPE`).
+pub fn reset_signals() -> SysResult<()> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: valid set pointer, null old-set pointer.
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
+    for sig in [libc::SIGPIPE, libc::SIGXFSZ] {
+        // SAFETY: installing SIG_DFL involves no handler code.
+        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// `umask(2)`.
+pub fn umask(mask: libc::mode_t) {
+    // SAFETY: plain integer argument; umask cannot fail.
+    unsafe { libc::umask(mask) };
+}
+
+/// `setsid(2)`: a new session and process group, without a terminal.
+pub fn setsid() -> SysResult<()> {
+    // SAFETY: no arguments.
+    check(unsafe { libc::setsid() })?;
+    Ok(())
+}
