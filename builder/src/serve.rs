@@ -1,0 +1,1081 @@
+//! `mkhost serve`: the HTTP server that netboots a lab or a rack.
+//!
+//! It serves a fixed set of verified artifacts (see [`crate::artifacts`]) and an
+//! iPXE script rendered per request (see [`crate::ipxe`]):
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `/boot.ipxe`, `/pxe/boot.ipxe` | without `?mac=`: a script that asks again with the MAC; with it: that machine's boot script (403 when refused) |
+//! | `/vmlinuz`, `/pxe/vmlinuz` | the kernel |
+//! | `/initramfs.img`, `/pxe/initramfs.img` | the initramfs |
+//! | `/mkhost-<profile>.efi` | the UKI, for UEFI HTTP boot |
+//! | `/manifest.json` | what was built (inputs, modules, artifact hashes) |
+//!
+//! A decoded request path is only ever looked up in that table; it is never
+//! joined onto a directory, so `..`, absolute paths, percent-encoded tricks and
+//! symlinks planted in the output directory all end in 404. Files are read from
+//! the descriptors that were hashed at start.
+//!
+//! HTTP/1.1 with keep-alive, GET and HEAD, one byte range per request (206, or
+//! 416 with `Content-Range: bytes */LEN`), one thread per connection up to a
+//! limit (503 beyond it), idle connections closed after a timeout. Every request
+//! is logged as one `key=value` line. [`ShutdownHandle::shutdown`] stops the
+//! accept loop, closes open connections and lets [`Server::run`] return.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::artifacts::{self, Artifacts, VerifiedFile};
+use crate::http::{self, HttpError, Range, Request};
+use crate::ipxe::{self, Answer, Defaults, MachineTable};
+use crate::profile::normalize_mac;
+
+/// Bytes read from a file and written to the socket at a time.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// The URL clients reach the server at (checked with
+    /// [`ipxe::check_public_url`]); default: from each request's Host header.
+    pub public_url: Option<String>,
+    /// Idle keep-alive connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more get 503.
+    pub max_connections: usize,
+}
+
+impl ServeOptions {
+    pub fn new(listen: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            listen,
+            public_url: None,
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 512,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("address {addr} is already in use (another mkhost serve or web server?); choose a free one with --listen ADDR:PORT")]
+    AddrInUse {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} (ports below 1024 need root; choose another with --listen ADDR:PORT)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    PublicUrl(String),
+}
+
+/// What one served request is: a rendered script or a verified file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Script,
+    File(String),
+}
+
+/// The fixed table of paths the server answers.
+fn routes(artifacts: &Artifacts) -> BTreeMap<String, Route> {
+    let mut routes = BTreeMap::new();
+    for prefix in ["", "/pxe"] {
+        routes.insert(format!("{prefix}/boot.ipxe"), Route::Script);
+        routes.insert(
+            format!("{prefix}/vmlinuz"),
+            Route::File(artifacts::KERNEL.into()),
+        );
+        routes.insert(
+            format!("{prefix}/initramfs.img"),
+            Route::File(artifacts::INITRD.into()),
+        );
+    }
+    for rel in [artifacts.uki_name(), artifacts::MANIFEST.to_string()] {
+        routes.insert(format!("/{rel}"), Route::File(rel));
+    }
+    routes
+}
+
+fn content_type(rel: &str) -> &'static str {
+    if rel.ends_with(".efi") {
+        // What UEFI HTTP boot expects for an EFI application.
+        "application/efi"
+    } else if rel.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// Counters reported when the server stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeSummary {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+struct Shared {
+    artifacts: Artifacts,
+    routes: BTreeMap<String, Route>,
+    table: MachineTable,
+    defaults: Defaults,
+    public_url: Option<String>,
+    idle_timeout: Duration,
+    log: Mutex<Box<dyn Write + Send>>,
+    stop: Arc<AtomicBool>,
+    /// Open connections, so a shutdown can close them.
+    open: Mutex<BTreeMap<u64, TcpStream>>,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Locks a mutex; a thread that panicked while holding it does not stop the rest.
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn log_line(&self, line: &str) {
+        let mut log = lock(&self.log);
+        let _ = log.write_all(format!("{line}\n").as_bytes());
+        let _ = log.flush();
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    max_connections: usize,
+}
+
+/// Stops a running [`Server`] from another thread (or a signal handler thread).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    stop: Arc<AtomicBool>,
+    wake: SocketAddr,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop; [`Server::run`] returns soon after.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
+    }
+}
+
+impl Server {
+    /// Binds the listening socket. `log` receives one line per request.
+    pub fn bind(
+        options: &ServeOptions,
+        artifacts: Artifacts,
+        table: MachineTable,
+        log: Box<dyn Write + Send>,
+    ) -> Result<Server, ServeError> {
+        let public_url = match &options.public_url {
+            Some(url) => Some(ipxe::check_public_url(url).map_err(ServeError::PublicUrl)?),
+            None => None,
+        };
+        let listener = TcpListener::bind(options.listen).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                ServeError::AddrInUse {
+                    addr: options.listen,
+                    source,
+                }
+            } else {
+                ServeError::Bind {
+                    addr: options.listen,
+                    source,
+                }
+            }
+        })?;
+        let local = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        let defaults = Defaults {
+            profile: artifacts.profile.clone(),
+            hostname: artifacts.hostname.clone(),
+            cmdline: artifacts.cmdline.clone(),
+        };
+        Ok(Server {
+            listener,
+            local,
+            max_connections: options.max_connections.max(1),
+            shared: Arc::new(Shared {
+                routes: routes(&artifacts),
+                artifacts,
+                table,
+                defaults,
+                public_url,
+                idle_timeout: options.idle_timeout,
+                log: Mutex::new(log),
+                stop: Arc::new(AtomicBool::new(false)),
+                open: Mutex::new(BTreeMap::new()),
+                requests: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        let ip = match self.local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        ShutdownHandle {
+            stop: Arc::clone(&self.shared.stop),
+            wake: SocketAddr::new(ip, self.local.port()),
+        }
+    }
+
+    /// The paths served, for the startup message.
+    pub fn paths(&self) -> Vec<String> {
+        self.shared.routes.keys().cloned().collect()
+    }
+
+    /// Serves until [`ShutdownHandle::shutdown`] is called.
+    pub fn run(self) -> ServeSummary {
+        let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        let mut next_id: u64 = 0;
+        for incoming in self.listener.incoming() {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match incoming {
+                Ok(stream) => stream,
+                Err(err) => {
+                    self.shared.log_line(&format!("accept failed: {err}"));
+                    // Out of file descriptors and the like: let connections finish.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            workers.retain(|w| !w.is_finished());
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+            if workers.len() >= self.max_connections {
+                self.refuse_busy(stream, &peer);
+                continue;
+            }
+            next_id += 1;
+            let id = next_id;
+            if let Ok(clone) = stream.try_clone() {
+                lock(&self.shared.open).insert(id, clone);
+            }
+            let shared = Arc::clone(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("mkhost-serve-{id}"))
+                .spawn(move || {
+                    serve_connection(&shared, stream, &peer);
+                    lock(&shared.open).remove(&id);
+                });
+            match spawned {
+                Ok(worker) => workers.push(worker),
+                Err(err) => {
+                    self.shared
+                        .log_line(&format!("cannot start a connection thread: {err}"));
+                    if let Some(stream) = lock(&self.shared.open).remove(&id) {
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+        }
+        for stream in lock(&self.shared.open).values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        for worker in workers {
+            let _ = worker.join();
+        }
+        ServeSummary {
+            requests: self.shared.requests.load(Ordering::SeqCst),
+            bytes: self.shared.bytes.load(Ordering::SeqCst),
+        }
+    }
+
+    fn refuse_busy(&self, mut stream: TcpStream, peer: &str) {
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let body = b"mkhost serve: too many connections, try again\n";
+        let _ = http::write_head(
+            &mut stream,
+            503,
+            &[
+                ("Content-Length", body.len().to_string()),
+                ("Retry-After", "1".into()),
+                ("Connection", "close".into()),
+            ],
+        );
+        let _ = stream.write_all(body);
+        self.shared.log_line(&format!(
+            "client={peer} mac=- request=- status=503 bytes=0 note=\"too many connections\""
+        ));
+    }
+}
+
+/// One connection: requests until the client closes, asks to close, errs or
+/// idles past the timeout, or the server stops.
+fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
+    let _ = stream.set_read_timeout(Some(shared.idle_timeout));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
+    let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut writer = stream;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let request = match http::read_request(&mut reader) {
+            Ok(Some(request)) => request,
+            Ok(None) | Err(HttpError::Io(_)) => break,
+            Err(err) => {
+                let status = match err {
+                    HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
+                    HttpError::Version(_) => 505,
+                    _ => 400,
+                };
+                let mut entry = LogEntry::new(peer, "-");
+                entry.note = Some(err.to_string());
+                let sent = send_text(&mut writer, status, &format!("{err}\n"), false, true);
+                entry.finish(shared, status, sent.unwrap_or(0));
+                break;
+            }
+        };
+        if !handle(shared, &request, &mut writer, peer, local) {
+            break;
+        }
+    }
+}
+
+/// One log line in the making.
+struct LogEntry {
+    started: Instant,
+    peer: String,
+    request: String,
+    mac: Option<String>,
+    hostname: Option<String>,
+    note: Option<String>,
+    aborted: bool,
+    /// Body bytes written before a transfer broke off.
+    partial: u64,
+}
+
+impl LogEntry {
+    fn new(peer: &str, request: &str) -> LogEntry {
+        LogEntry {
+            started: Instant::now(),
+            peer: peer.to_string(),
+            request: request.to_string(),
+            mac: None,
+            hostname: None,
+            note: None,
+            aborted: false,
+            partial: 0,
+        }
+    }
+
+    fn finish(self, shared: &Shared, status: u16, bytes: u64) {
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        shared.bytes.fetch_add(bytes, Ordering::SeqCst);
+        let mut line = format!(
+            "client={} mac={} request=\"{}\" status={status} bytes={bytes} ms={}",
+            self.peer,
+            self.mac.as_deref().unwrap_or("-"),
+            self.request,
+            self.started.elapsed().as_millis()
+        );
+        if let Some(hostname) = &self.hostname {
+            line.push_str(&format!(" hostname={hostname}"));
+        }
+        if self.aborted {
+            line.push_str(" aborted");
+        }
+        if let Some(note) = &self.note {
+            line.push_str(&format!(" note=\"{}\"", note.replace('"', "'")));
+        }
+        shared.log_line(&line);
+    }
+}
+
+/// Answers one request; returns whether the connection stays open.
+fn handle(
+    shared: &Shared,
+    request: &Request,
+    out: &mut TcpStream,
+    peer: &str,
+    local: SocketAddr,
+) -> bool {
+    let mut entry = LogEntry::new(
+        peer,
+        &format!("{} {}", request.method, http::loggable(&request.target)),
+    );
+    let head_only = request.method == "HEAD";
+    let mut keep = request.keep_alive() && !request.has_body();
+
+    let (status, sent) = 'answer: {
+        if request.method != "GET" && !head_only {
+            keep = false;
+            let sent = send(
+                out,
+                405,
+                "text/plain; charset=utf-8",
+                b"only GET and HEAD\n",
+                &[("Allow", "GET, HEAD".into())],
+                false,
+                true,
+            );
+            break 'answer (405, sent);
+        }
+        if request.has_body() {
+            let sent = send_text(out, 400, "GET and HEAD take no body\n", head_only, true);
+            break 'answer (400, sent);
+        }
+        let target = match http::parse_target(&request.target) {
+            Ok(target) => target,
+            Err(err) => {
+                entry.note = Some(err.to_string());
+                let sent = send_text(out, 400, "bad request target\n", head_only, !keep);
+                break 'answer (400, sent);
+            }
+        };
+        entry.mac = target
+            .query_value("mac")
+            .and_then(|m| normalize_mac(m.trim()));
+        match shared.routes.get(&target.path) {
+            None => {
+                let sent = send_text(out, 404, "not found\n", head_only, !keep);
+                (404, sent)
+            }
+            Some(Route::Script) => {
+                let base = match &shared.public_url {
+                    Some(url) => url.clone(),
+                    None => ipxe::base_url(request.header("host"), local),
+                };
+                match ipxe::answer(
+                    &shared.table,
+                    &shared.defaults,
+                    &base,
+                    target.query_value("mac"),
+                ) {
+                    Ok(Answer::Chain { script }) => {
+                        (200, send_script(out, &script, head_only, !keep))
+                    }
+                    Ok(Answer::Boot {
+                        script,
+                        hostname,
+                        listed,
+                        ..
+                    }) => {
+                        entry.hostname = Some(hostname);
+                        if !listed {
+                            entry.note = Some("not listed: profile defaults".into());
+                        }
+                        (200, send_script(out, &script, head_only, !keep))
+                    }
+                    Ok(Answer::Refused { mac }) => {
+                        entry.note = Some("not listed: refused".into());
+                        let body = format!(
+                            "mkhost serve: {mac} is not in the machine table, and profile {} boots only listed machines\n",
+                            shared.defaults.profile
+                        );
+                        (403, send_text(out, 403, &body, head_only, !keep))
+                    }
+                    Err(err) => {
+                        entry.note = Some(err.to_string());
+                        (
+                            400,
+                            send_text(out, 400, &format!("{err}\n"), head_only, !keep),
+                        )
+                    }
+                }
+            }
+            Some(Route::File(rel)) => match shared.artifacts.file(rel) {
+                Ok(file) => send_file(out, file, request, head_only, !keep, &mut entry),
+                Err(err) => {
+                    entry.note = Some(err.to_string());
+                    (404, send_text(out, 404, "not found\n", head_only, !keep))
+                }
+            },
+        }
+    };
+    let bytes = match sent {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            entry.aborted = true;
+            keep = false;
+            entry.partial
+        }
+    };
+    entry.finish(shared, status, bytes);
+    keep
+}
+
+fn connection_header(close: bool) -> (&'static str, String) {
+    (
+        "Connection",
+        if close { "close" } else { "keep-alive" }.into(),
+    )
+}
+
+/// Sends a complete small response; returns the body bytes sent.
+fn send(
+    out: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    extra: &[(&str, String)],
+    head_only: bool,
+    close: bool,
+) -> std::io::Result<u64> {
+    let mut headers = vec![
+        (
+            "Server",
+            concat!("mkhost/", env!("CARGO_PKG_VERSION")).to_string(),
+        ),
+        ("Content-Type", content_type.to_string()),
+        ("Content-Length", body.len().to_string()),
+        ("Cache-Control", "no-store".into()),
+        connection_header(close),
+    ];
+    headers.extend(extra.iter().cloned());
+    let mut response = Vec::with_capacity(256 + body.len());
+    http::write_head(&mut response, status, &headers)?;
+    if !head_only {
+        response.extend_from_slice(body);
+    }
+    out.write_all(&response)?;
+    Ok(if head_only { 0 } else { body.len() as u64 })
+}
+
+fn send_text(
+    out: &mut TcpStream,
+    status: u16,
+    text: &str,
+    head_only: bool,
+    close: bool,
+) -> std::io::Result<u64> {
+    send(
+        out,
+        status,
+        "text/plain; charset=utf-8",
+        text.as_bytes(),
+        &[],
+        head_only,
+        close,
+    )
+}
+
+fn send_script(
+    out: &mut TcpStream,
+    script: &str,
+    head_only: bool,
+    close: bool,
+) -> std::io::Result<u64> {
+    send(
+        out,
+        200,
+        "text/plain; charset=utf-8",
+        script.as_bytes(),
+        &[],
+        head_only,
+        close,
+    )
+}
+
+/// Sends a verified file, whole or one range of it.
+fn send_file(
+    out: &mut TcpStream,
+    file: &VerifiedFile,
+    request: &Request,
+    head_only: bool,
+    close: bool,
+    entry: &mut LogEntry,
+) -> (u16, std::io::Result<u64>) {
+    let etag = format!("\"{}\"", &file.sha256[..32]);
+    // If-Range with another validator: the client's copy is stale, send it all.
+    let range_header = match request.header("if-range") {
+        Some(validator) if validator.trim() != etag => None,
+        _ => request.header("range"),
+    };
+    let range = http::parse_range(range_header, file.len);
+    let server = (
+        "Server",
+        concat!("mkhost/", env!("CARGO_PKG_VERSION")).to_string(),
+    );
+    let (status, start, end) = match range {
+        Range::Full => (200, 0, file.len),
+        Range::Partial { start, end } => (206, start, end + 1),
+        Range::Unsatisfiable => {
+            entry.note = Some(format!(
+                "unsatisfiable range {:?}",
+                range_header.unwrap_or_default()
+            ));
+            let sent = send(
+                out,
+                416,
+                "text/plain; charset=utf-8",
+                b"range not satisfiable\n",
+                &[("Content-Range", format!("bytes */{}", file.len))],
+                head_only,
+                close,
+            );
+            return (416, sent);
+        }
+    };
+    let mut headers = vec![
+        server,
+        ("Content-Type", content_type(&file.rel).to_string()),
+        ("Content-Length", (end - start).to_string()),
+        ("Accept-Ranges", "bytes".into()),
+        ("ETag", etag),
+        connection_header(close),
+    ];
+    if status == 206 {
+        headers.push((
+            "Content-Range",
+            format!("bytes {start}-{}/{}", end - 1, file.len),
+        ));
+    }
+    let result = (|| {
+        let mut head = Vec::new();
+        http::write_head(&mut head, status, &headers)?;
+        out.write_all(&head)?;
+        if head_only {
+            return Ok(0);
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut offset = start;
+        while offset < end {
+            let want = usize::try_from(end - offset).map_or(CHUNK, |n| n.min(CHUNK));
+            let n = file.read_at(&mut buf[..want], offset)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} shrank while being served", file.path.display()),
+                ));
+            }
+            if let Err(err) = out.write_all(&buf[..n]) {
+                entry.partial = offset - start;
+                return Err(err);
+            }
+            offset += n as u64;
+        }
+        Ok(end - start)
+    })();
+    (status, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::tests::fake_output;
+    use crate::profile::{Machine, Origin, UnknownMachines};
+    use std::io::Read;
+
+    /// A log sink the test can read.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Log {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&lock(&self.0)).into_owned()
+        }
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        handle: ShutdownHandle,
+        thread: Option<JoinHandle<ServeSummary>>,
+        log: Log,
+        _tmp: tempfile::TempDir,
+    }
+
+    impl Running {
+        fn stop(mut self) -> ServeSummary {
+            self.handle.shutdown();
+            self.thread.take().unwrap().join().unwrap()
+        }
+    }
+
+    fn start(unknown: UnknownMachines) -> Running {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fake_output(tmp.path(), "lab");
+        let artifacts = Artifacts::open(&dir).unwrap();
+        let machines = [Machine {
+            mac: "52:54:00:00:00:0a".into(),
+            hostname: Some("node-a".into()),
+            cmdline: "x=1".into(),
+            origin: Origin {
+                file: "m.toml".into(),
+                line: 1,
+                column: 1,
+            },
+        }];
+        let (table, _) = MachineTable::new(&machines, &[], unknown);
+        let log = Log::default();
+        let server = Server::bind(
+            &ServeOptions::new("127.0.0.1:0".parse().unwrap()),
+            artifacts,
+            table,
+            Box::new(log.clone()),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        Running {
+            addr,
+            handle,
+            thread: Some(thread),
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    struct Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Response {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Sends raw request bytes (with `Connection: close`) and reads the response.
+    fn raw(addr: SocketAddr, request: &str) -> Response {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        parse_response(&all)
+    }
+
+    fn parse_response(all: &[u8]) -> Response {
+        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&all[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        Response {
+            status,
+            headers,
+            body: all[split + 4..].to_vec(),
+        }
+    }
+
+    fn get(addr: SocketAddr, target: &str, extra: &str) -> Response {
+        raw(
+            addr,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: 10.0.2.2:8080\r\n{extra}Connection: close\r\n\r\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn serves_files_ranges_and_head() {
+        let server = start(UnknownMachines::Default);
+        let kernel: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        for path in ["/vmlinuz", "/pxe/vmlinuz", "/pxe%2Fvmlinuz"] {
+            let r = get(server.addr, path, "");
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(r.body, kernel);
+            assert_eq!(r.header("content-length"), Some("50000"));
+            assert_eq!(r.header("accept-ranges"), Some("bytes"));
+        }
+        let r = get(server.addr, "/vmlinuz", "Range: bytes=1000-1999\r\n");
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &kernel[1000..2000]);
+        assert_eq!(r.header("content-range"), Some("bytes 1000-1999/50000"));
+        let r = get(server.addr, "/vmlinuz", "Range: bytes=-10\r\n");
+        assert_eq!((r.status, r.body.as_slice()), (206, &kernel[49_990..]));
+        let r = get(server.addr, "/vmlinuz", "Range: bytes=49999-\r\n");
+        assert_eq!((r.status, r.body.as_slice()), (206, &kernel[49_999..]));
+        for bad in ["bytes=50000-", "bytes=9-3", "bytes=x-"] {
+            let r = get(server.addr, "/vmlinuz", &format!("Range: {bad}\r\n"));
+            assert_eq!(r.status, 416, "{bad}");
+            assert_eq!(r.header("content-range"), Some("bytes */50000"));
+        }
+        // If-Range with a stale validator: the whole file.
+        let r = get(
+            server.addr,
+            "/vmlinuz",
+            "Range: bytes=0-0\r\nIf-Range: \"old\"\r\n",
+        );
+        assert_eq!((r.status, r.body.len()), (200, 50_000));
+        let etag = get(server.addr, "/vmlinuz", "")
+            .header("etag")
+            .unwrap()
+            .to_string();
+        let r = get(
+            server.addr,
+            "/vmlinuz",
+            &format!("Range: bytes=0-0\r\nIf-Range: {etag}\r\n"),
+        );
+        assert_eq!((r.status, r.body.len()), (206, 1));
+
+        let r = raw(
+            server.addr,
+            "HEAD /mkhost-lab.efi HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some("6"));
+        assert_eq!(r.header("content-type"), Some("application/efi"));
+        assert!(r.body.is_empty());
+        let r = raw(
+            server.addr,
+            "HEAD /vmlinuz HTTP/1.1\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!((r.status, r.header("content-length")), (206, Some("10")));
+        assert!(r.body.is_empty());
+        let summary = server.stop();
+        assert!(summary.requests >= 14, "{summary:?}");
+    }
+
+    #[test]
+    fn nothing_outside_the_set_is_served() {
+        let server = start(UnknownMachines::Default);
+        let dir = server._tmp.path().join("lab");
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("pxe/passwd")).unwrap();
+        for target in [
+            "/../etc/passwd",
+            "/pxe/../../etc/passwd",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/%2E%2E%2Fetc%2Fpasswd",
+            "//etc/passwd",
+            "/etc/passwd",
+            "http://x/etc/passwd",
+            "/passwd",
+            "/pxe/passwd",
+            "/pxe/boot.ipxe/..",
+            "/mkhost-lab.img",
+            "/",
+            "/pxe/",
+            "/vmlinuz/",
+            "/VMLINUZ",
+        ] {
+            let r = get(server.addr, target, "");
+            assert_eq!(r.status, 404, "{target}");
+            assert_eq!(r.body, b"not found\n", "{target}");
+        }
+        for target in ["etc/passwd", "/%zz", "/a%00"] {
+            assert_eq!(get(server.addr, target, "").status, 400, "{target}");
+        }
+        let r = raw(
+            server.addr,
+            "POST /vmlinuz HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+        let r = raw(server.addr, "GET / HTTP/3\r\n\r\n");
+        assert_eq!(r.status, 505);
+        let r = raw(server.addr, "nonsense\r\n\r\n");
+        assert_eq!(r.status, 400);
+        server.stop();
+    }
+
+    #[test]
+    fn boot_scripts_per_mac_and_the_log() {
+        let server = start(UnknownMachines::Default);
+        let r = get(server.addr, "/boot.ipxe", "");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "#!ipxe\n# mkhost lab: ask again with this machine's MAC address\nchain http://10.0.2.2:8080/boot.ipxe?mac=${netX/mac}\n"
+        );
+        let r = get(
+            server.addr,
+            "/boot.ipxe?mac=52%3A54%3A00%3A00%3A00%3A0A",
+            "",
+        );
+        let script = String::from_utf8(r.body).unwrap();
+        assert!(
+            script.contains("kernel --name vmlinuz http://10.0.2.2:8080/vmlinuz?mac=52:54:00:00:00:0a initrd=initramfs.img console=ttyS0,115200 quiet mkhost.hostname=node-a x=1\n"),
+            "{script}"
+        );
+        let r = get(server.addr, "/pxe/boot.ipxe?mac=52-54-00-ff-ff-ff", "");
+        let script = String::from_utf8(r.body).unwrap();
+        assert!(script.contains("mkhost.hostname=mkhost-lab\n"), "{script}");
+        assert_eq!(get(server.addr, "/boot.ipxe?mac=", "").status, 400);
+        assert_eq!(get(server.addr, "/boot.ipxe?mac=nope", "").status, 400);
+        // Without a Host header the base is the address the client reached.
+        let r = raw(server.addr, "GET /boot.ipxe HTTP/1.0\r\n\r\n");
+        let script = String::from_utf8(r.body).unwrap();
+        assert!(
+            script.contains(&format!("chain http://{}/boot.ipxe", server.addr)),
+            "{script}"
+        );
+        get(
+            server.addr,
+            "/vmlinuz?mac=52:54:00:00:00:0a",
+            "Range: bytes=0-99\r\n",
+        );
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 7, "{log}");
+        assert!(
+            lines[0].starts_with("client=127.0.0.1:")
+                && lines[0].contains(" mac=- request=\"GET /boot.ipxe\" status=200 bytes="),
+            "{log}"
+        );
+        assert!(
+            lines[1].contains("mac=52:54:00:00:00:0a") && lines[1].contains("hostname=node-a"),
+            "{log}"
+        );
+        assert!(
+            lines[2].contains("mac=52:54:00:ff:ff:ff")
+                && lines[2].contains("not listed: profile defaults"),
+            "{log}"
+        );
+        assert!(lines[3].contains("status=400"), "{log}");
+        assert!(lines[6].contains("mac=52:54:00:00:00:0a request=\"GET /vmlinuz?mac=52:54:00:00:00:0a\" status=206 bytes=100"), "{log}");
+    }
+
+    #[test]
+    fn refused_machines_get_403() {
+        let server = start(UnknownMachines::Refuse);
+        let r = get(server.addr, "/boot.ipxe?mac=52:54:00:ff:ff:ff", "");
+        assert_eq!(r.status, 403);
+        assert!(String::from_utf8_lossy(&r.body)
+            .contains("52:54:00:ff:ff:ff is not in the machine table"));
+        assert_eq!(
+            get(server.addr, "/boot.ipxe?mac=52:54:00:00:00:0a", "").status,
+            200
+        );
+        let log = server.log.clone();
+        server.stop();
+        assert!(log.text().contains("status=403 bytes="), "{}", log.text());
+    }
+
+    #[test]
+    fn keep_alive_serves_several_requests_on_one_connection() {
+        let server = start(UnknownMachines::Default);
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .write_all(b"GET /initramfs.img HTTP/1.1\r\nHost: a\r\n\r\nHEAD /vmlinuz HTTP/1.1\r\nHost: a\r\n\r\nGET /initramfs.img HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        let text = String::from_utf8_lossy(&all);
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+        assert_eq!(text.matches("initramfs bytes").count(), 2, "{text}");
+        // An idle keep-alive connection does not hold up the shutdown.
+        let idle = TcpStream::connect(server.addr).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        server.stop();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let mut rest = Vec::new();
+        let _ = (&idle).read_to_end(&mut rest);
+    }
+
+    #[test]
+    fn a_busy_port_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::open(&fake_output(tmp.path(), "lab")).unwrap();
+        let (table, _) = MachineTable::new(&[], &[], UnknownMachines::Default);
+        let err = Server::bind(
+            &ServeOptions::new(addr),
+            artifacts,
+            table,
+            Box::new(std::io::sink()),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains(&addr.to_string())
+                && err.contains("already in use")
+                && err.contains("--listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn public_url_is_used_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fake_output(tmp.path(), "lab");
+        let (table, _) = MachineTable::new(&[], &[], UnknownMachines::Default);
+        let mut options = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+        options.public_url = Some("http://boot.lab/x y".into());
+        assert!(Server::bind(
+            &options,
+            Artifacts::open(&dir).unwrap(),
+            table.clone(),
+            Box::new(std::io::sink())
+        )
+        .is_err());
+        options.public_url = Some("http://boot.lab:9000/".into());
+        let server = Server::bind(
+            &options,
+            Artifacts::open(&dir).unwrap(),
+            table,
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        let r = get(addr, "/boot.ipxe", "");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("chain http://boot.lab:9000/boot.ipxe?mac=")
+        );
+        handle.shutdown();
+        thread.join().unwrap();
+    }
+}
