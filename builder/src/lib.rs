@@ -13,15 +13,24 @@
 //!
 //! [`inspect`] reads any artifact back with the same parsers. The writers live in
 //! the `mkhost-initramfs` and `mkhost-image` crates; this crate wires them.
+//!
+//! After a build: [`artifacts`] verifies an output directory against its
+//! `SHA256SUMS`; [`serve`] netboots it over HTTP ([`http`] for the protocol,
+//! [`ipxe`] for the per-machine scripts); [`run`] boots it in QEMU.
 
 pub mod apt;
+pub mod artifacts;
 pub mod build;
 pub mod deb;
 pub mod guest_binaries;
 pub mod hashing;
+pub mod http;
 pub mod inspect;
+pub mod ipxe;
 pub mod lock;
 pub mod output;
 pub mod profile;
 pub mod progress;
+pub mod run;
+pub mod serve;
 pub mod sources;

@@ -1,16 +1,21 @@
 //! The `mkhost` command: parses arguments, calls the library, prints errors with
 //! their causes and picks the exit code.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use mkhost::artifacts::{self, Artifacts, Freshness};
 use mkhost::build::{self, BuildOptions};
 use mkhost::inspect::{self, InspectOptions};
-use mkhost::profile;
+use mkhost::ipxe::MachineTable;
+use mkhost::profile::{self, UnknownMachines};
 use mkhost::progress::{size, Progress};
+use mkhost::run::{self, Accel, AccelChoice, BootMode, Forward, RunOptions};
+use mkhost::serve::{ServeOptions, Server};
 use mkhost::sources::Cache;
 
 #[derive(Parser)]
@@ -31,27 +36,72 @@ enum Command {
         /// Profile name (profiles/NAME.toml) or path to a .toml file.
         #[arg(short, long, default_value = "rack")]
         profile: String,
-        /// Output directory.
-        #[arg(short, long, default_value = "out")]
-        out: PathBuf,
-        /// Download and unpack cache [default: $MKHOST_CACHE or ~/.cache/mkhost].
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Netboot a profile over HTTP: iPXE scripts per MAC address, kernel,
+    /// initramfs and UKI (builds first unless --no-build).
+    Serve {
+        /// Profile name (profiles/NAME.toml) or path to a .toml file.
+        #[arg(short, long, default_value = "lab")]
+        profile: String,
+        /// Address and port to listen on (port 0: any free port).
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// A TOML file of [machines."MAC"] tables (hostname, cmdline); its
+        /// entries replace the profile's for the same MAC.
         #[arg(long)]
-        cache_dir: Option<PathBuf>,
-        /// Refuse to build when inputs differ from the lock file.
+        machines: Option<PathBuf>,
+        /// Serve what is in OUT/<profile>/ as it is (still verified) instead of
+        /// building first.
         #[arg(long)]
-        locked: bool,
-        /// Lock file recording each profile's exact inputs.
-        #[arg(long, default_value = "mkhost.lock")]
-        lockfile: PathBuf,
-        /// Directory holding prebuilt static `init` and `hostd` binaries.
+        no_build: bool,
+        /// The URL machines reach this server at [default: from each request's
+        /// Host header].
         #[arg(long)]
-        bin_dir: Option<PathBuf>,
-        /// Where firmware named by modules is looked up.
-        #[arg(long, default_value = "/lib/firmware")]
-        firmware_dir: PathBuf,
-        /// Print only errors.
-        #[arg(short, long)]
-        quiet: bool,
+        public_url: Option<String>,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Boot a profile's artifacts in QEMU, serial console on this terminal
+    /// (builds first unless --no-build). Ctrl-A X quits.
+    Run {
+        /// Profile name (profiles/NAME.toml) or path to a .toml file.
+        #[arg(short, long, default_value = "qemu")]
+        profile: String,
+        /// Boot the GPT image as a USB stick under OVMF (the default).
+        #[arg(long, conflicts_with_all = ["pxe", "uki"])]
+        usb: bool,
+        /// Boot the PXE kernel and initramfs directly.
+        #[arg(long, conflicts_with = "uki")]
+        pxe: bool,
+        /// Boot the UKI alone under OVMF.
+        #[arg(long)]
+        uki: bool,
+        /// Guest memory in MiB [default: the profile's RAM floor; +32 MiB (at
+        /// least 160) under OVMF].
+        #[arg(long, value_name = "MIB")]
+        mem: Option<u64>,
+        /// Guest CPUs.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        cpus: u32,
+        /// Forward TCP 127.0.0.1:HOSTPORT to the guest's GUESTPORT (repeatable).
+        #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT")]
+        forwards: Vec<Forward>,
+        /// Accelerator: KVM when it can run the guest, else TCG.
+        #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+        accel: AccelArg,
+        /// UEFI firmware for --usb and --uki.
+        #[arg(long, default_value = run::OVMF)]
+        ovmf: PathBuf,
+        /// Boot what is in OUT/<profile>/ as it is (still verified).
+        #[arg(long)]
+        no_build: bool,
+        /// Print the QEMU command line instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        build: BuildArgs,
     },
     /// Show what is inside an image, UKI, kernel or initramfs.
     Inspect {
@@ -62,6 +112,39 @@ enum Command {
     },
     /// List the profiles found in the profile directories.
     Profiles,
+}
+
+/// How a build is made (shared by build, serve and run).
+#[derive(Args)]
+struct BuildArgs {
+    /// Output directory.
+    #[arg(short, long, default_value = "out")]
+    out: PathBuf,
+    /// Download and unpack cache [default: $MKHOST_CACHE or ~/.cache/mkhost].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Refuse to build when inputs differ from the lock file.
+    #[arg(long)]
+    locked: bool,
+    /// Lock file recording each profile's exact inputs.
+    #[arg(long, default_value = "mkhost.lock")]
+    lockfile: PathBuf,
+    /// Directory holding prebuilt static `init` and `hostd` binaries.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where firmware named by modules is looked up.
+    #[arg(long, default_value = "/lib/firmware")]
+    firmware_dir: PathBuf,
+    /// Print only errors while building.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 fn main() -> ExitCode {
@@ -92,27 +175,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build {
             profile,
-            out,
-            cache_dir,
-            locked,
-            lockfile,
-            bin_dir,
-            firmware_dir,
-            quiet,
+            build: args,
         } => {
-            let options = BuildOptions {
-                profile: profile.clone(),
-                out_dir: out,
-                cache: Cache {
-                    root: cache_dir.unwrap_or_else(Cache::default_root),
-                },
-                lockfile,
-                locked,
-                bin_dir,
-                source_date_epoch: source_date_epoch()?,
-                firmware_dir,
-            };
-            let progress = Progress::new(quiet);
+            let options = build_options(&profile, &args)?;
+            let progress = Progress::new(args.quiet);
             let report = build::build(&options, &progress)
                 .with_context(|| format!("building profile {profile:?}"))?;
             progress.line(&format!(
@@ -142,6 +208,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Serve {
+            profile,
+            listen,
+            machines,
+            no_build,
+            public_url,
+            build,
+        } => serve(
+            &profile,
+            listen,
+            machines.as_deref(),
+            no_build,
+            public_url,
+            &build,
+        ),
+        Command::Run {
+            profile,
+            usb: _,
+            pxe,
+            uki,
+            mem,
+            cpus,
+            forwards,
+            accel,
+            ovmf,
+            no_build,
+            dry_run,
+            build,
+        } => {
+            let mode = if pxe {
+                BootMode::Pxe
+            } else if uki {
+                BootMode::Uki
+            } else {
+                BootMode::Usb
+            };
+            let accel = match accel {
+                AccelArg::Auto => AccelChoice::Auto,
+                AccelArg::Kvm => AccelChoice::Kvm,
+                AccelArg::Tcg => AccelChoice::Tcg,
+            };
+            let options = RunOptions {
+                mode,
+                mem_mib: mem,
+                cpus,
+                forwards,
+                ovmf,
+            };
+            run_qemu(&profile, options, accel, no_build, dry_run, &build)
+        }
         Command::Inspect { path, all } => {
             let text = inspect::inspect(&path, InspectOptions { all_files: all })?;
             print!("{text}");
@@ -158,4 +274,168 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn build_options(profile: &str, args: &BuildArgs) -> anyhow::Result<BuildOptions> {
+    Ok(BuildOptions {
+        profile: profile.to_string(),
+        out_dir: args.out.clone(),
+        cache: Cache {
+            root: args.cache_dir.clone().unwrap_or_else(Cache::default_root),
+        },
+        lockfile: args.lockfile.clone(),
+        locked: args.locked,
+        bin_dir: args.bin_dir.clone(),
+        source_date_epoch: source_date_epoch()?,
+        firmware_dir: args.firmware_dir.clone(),
+    })
+}
+
+/// Builds (unless `no_build`), says what that did, and opens the verified output.
+fn prepare(
+    who: &str,
+    profile_name: &str,
+    profile: &profile::Profile,
+    no_build: bool,
+    args: &BuildArgs,
+) -> anyhow::Result<Artifacts> {
+    let dir = args.out.join(&profile.name);
+    if no_build {
+        eprintln!("{who}: --no-build: using {} as it is", dir.display());
+    } else {
+        let options = build_options(profile_name, args)?;
+        let progress = Progress::new(args.quiet);
+        let (report, freshness) = artifacts::ensure_built(&options, &progress)
+            .with_context(|| format!("building profile {:?}", profile.name))?;
+        let took = report.elapsed.as_secs_f64();
+        match freshness {
+            Freshness::Built => eprintln!(
+                "{who}: built {} in {took:.1} s (there was no complete build)",
+                dir.display()
+            ),
+            Freshness::Unchanged => eprintln!(
+                "{who}: {} is up to date (rebuilt in {took:.1} s, identical)",
+                dir.display()
+            ),
+            Freshness::Rebuilt { changed } => eprintln!(
+                "{who}: {} was stale; rebuilt in {took:.1} s, changed: {}",
+                dir.display(),
+                changed.join(", ")
+            ),
+        }
+    }
+    let artifacts = Artifacts::open(&dir)?;
+    if artifacts.profile != profile.name {
+        bail!(
+            "{} holds a build of profile {:?}, not {:?}",
+            dir.display(),
+            artifacts.profile,
+            profile.name
+        );
+    }
+    eprintln!(
+        "{who}: {} verified: {} files match SHA256SUMS",
+        dir.display(),
+        artifacts.files().count()
+    );
+    Ok(artifacts)
+}
+
+fn serve(
+    profile_name: &str,
+    listen: SocketAddr,
+    machines: Option<&Path>,
+    no_build: bool,
+    public_url: Option<String>,
+    args: &BuildArgs,
+) -> anyhow::Result<()> {
+    const WHO: &str = "mkhost serve";
+    // Profile and machine tables first: a bad MAC fails before any build.
+    let profile = profile::load(profile_name)?;
+    let extra = match machines {
+        Some(path) => profile::load_machines_file(path)?,
+        None => Vec::new(),
+    };
+    let (table, overrides) = MachineTable::new(&profile.machines, &extra, profile.unknown_machines);
+    for o in &overrides {
+        eprintln!(
+            "{WHO}: note: {} from {} replaces its entry at {}",
+            o.mac, o.by, o.replaced
+        );
+    }
+    let artifacts = prepare(WHO, profile_name, &profile, no_build, args)?;
+    let unknown = match table.unknown {
+        UnknownMachines::Default => format!(
+            "other machines boot with the defaults (hostname {})",
+            artifacts.hostname
+        ),
+        UnknownMachines::Refuse => "other machines are refused (403)".to_string(),
+    };
+    eprintln!("{WHO}: machine table: {} listed; {unknown}", table.len());
+    let uki = artifacts.uki_name();
+    let options = ServeOptions {
+        public_url,
+        ..ServeOptions::new(listen)
+    };
+    let server = Server::bind(&options, artifacts, table, Box::new(std::io::stderr()))?;
+    let local = server.local_addr();
+    let handle = server.shutdown_handle();
+    ctrlc::set_handler(move || handle.shutdown())
+        .context("cannot install the Ctrl-C/SIGTERM handler")?;
+    let base = match &options.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None if local.ip().is_unspecified() => {
+            format!("http://<this host>:{}", local.port())
+        }
+        None => format!("http://{local}"),
+    };
+    eprintln!("{WHO}: listening on http://{local}");
+    eprintln!("{WHO}:   iPXE (DHCP boot file): {base}/boot.ipxe");
+    eprintln!("{WHO}:   UEFI HTTP boot:        {base}/{uki}");
+    eprintln!("{WHO}: Ctrl-C stops");
+    let summary = server.run();
+    eprintln!(
+        "{WHO}: stopped after {} requests, {} sent",
+        summary.requests,
+        size(summary.bytes)
+    );
+    Ok(())
+}
+
+fn run_qemu(
+    profile_name: &str,
+    options: RunOptions,
+    accel: AccelChoice,
+    no_build: bool,
+    dry_run: bool,
+    args: &BuildArgs,
+) -> anyhow::Result<()> {
+    const WHO: &str = "mkhost run";
+    let profile = profile::load(profile_name)?;
+    let artifacts = prepare(WHO, profile_name, &profile, no_build, args)?;
+    let qemu = run::check_tools(options.mode, &options.ovmf)?;
+    let accel = Accel::decide(accel);
+    let esp = match options.mode {
+        BootMode::Uki => Some(run::prepare_esp_dir(&artifacts, &args.out)?),
+        _ => None,
+    };
+    let plan = run::plan(&artifacts, &options, &accel, esp.as_deref())?;
+    eprintln!("{WHO}: {}", plan.summary);
+    for warning in &plan.warnings {
+        eprintln!("{WHO}: warning: {warning}");
+    }
+    for forward in &options.forwards {
+        eprintln!(
+            "{WHO}: 127.0.0.1:{} on this host reaches port {} in the guest",
+            forward.host, forward.guest
+        );
+    }
+    let command = plan.command_line(&qemu);
+    if dry_run {
+        println!("{command}");
+        return Ok(());
+    }
+    eprintln!("{WHO}: {command}");
+    eprintln!("{WHO}: serial console follows; Ctrl-A X quits, Ctrl-A C switches to QEMU's monitor");
+    Err(run::exec(&qemu, &plan).into())
 }

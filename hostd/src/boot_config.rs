@@ -175,7 +175,8 @@ impl BootConfig {
     }
 }
 
-fn check_hostname(name: &str) -> Result<(), &'static str> {
+/// Checks a hostname: 1-64 letters, digits, `-` and `.`.
+pub fn check_hostname(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > HOSTNAME_MAX {
         return Err("must be 1 to 64 characters");
     }

@@ -1,39 +1,71 @@
-//! mkhost's PID 1: the boot steps and the supervision loop behind the `init`
-//! binary.
+//! mkhost's PID 1: the boot steps, the supervision loop and the shutdown
+//! behind the `init` binary.
 //!
-//! Boot, in order (each step a function here, each failure logged and survived):
+//! Boot, in order (each step logged on the timeline, each failure survived):
 //!
-//! 1. mount `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs, 0755)
-//! 2. reopen `/dev/console` onto fds 0, 1, 2
-//! 3. read `/etc/mkhost/boot.json` ([`crate::boot_config`])
-//! 4. set the hostname
-//! 5. load the listed kernel modules in order with `finit_module`
-//! 6. start `/usr/bin/hostd`, probe its socket until it answers, print the ready
-//!    line once, then reap zombies and restart hostd whenever it exits, forever
+//! 1. move the initramfs into a fresh tmpfs and re-exec from it ([`crate::rootfs`])
+//! 2. mount the API file systems and cgroup2, enable every cgroup controller
+//!    ([`crate::mounts`])
+//! 3. reopen the console; start the log pump (console + `/run/log/hostd.log`,
+//!    [`crate::logbuf`])
+//! 4. read `mkhost.*` from the kernel command line ([`crate::cmdline`]) and
+//!    `/etc/mkhost/boot.json` ([`crate::boot_config`])
+//! 5. load the boot modules, dependencies first, in parallel where possible;
+//!    mount efivarfs; coldplug drivers for the devices present
+//!    ([`crate::modules`], [`crate::coldplug`])
+//! 6. read `mkhost/host.toml` from the boot ESP ([`crate::bootdisk`]) and
+//!    resolve the settings (command line > host.toml > boot.json,
+//!    [`crate::host_config`]); set the hostname; write sysctls ([`crate::sysctl`])
+//! 7. bring up the network: static addresses, DHCP threads, resolv.conf
+//!    ([`crate::network`]); watch the power button ([`crate::power`])
+//! 8. start hostd and keep it running ([`crate::supervisor`]); once it answers
+//!    and the network has settled, print the ready line once; start the debug
+//!    shell when enabled ([`crate::shell`])
+//! 9. on SIGTERM, SIGINT (Ctrl-Alt-Del), SIGPWR (power button), SIGUSR1/2:
+//!    stop hostd, kill the rest, sync, unmount, power off (or reboot)
 //!
 //! PID 1 must never exit (the kernel panics), so [`run`] returns `!` and nothing
-//! after argument parsing is fatal. For testing, `--test-root DIR` runs the same
-//! steps against a directory (mount points, config, modules and hostd below DIR)
-//! without touching the console, and may run as an ordinary process; `--skip`
-//! leaves out steps that need namespaces or privileges.
+//! after argument parsing is fatal. For testing, `--test-root DIR` runs the
+//! steps that only touch DIR (mounts below it, config, modules, hostd, log)
+//! without the console, the root switch, drivers, network or power, and may run
+//! as an ordinary process; `--skip` leaves out more. In test mode SIGTERM stops
+//! hostd and exits.
 
-use std::ffi::CString;
-use std::fs::{self, OpenOptions};
+use std::collections::HashSet;
+use std::fs;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::boot_config::{BootConfig, BootConfigError, BOOT_CONFIG_PATH};
 use crate::control::{self, Request, Response};
+use crate::host_config::{self, Settings, Source};
+use crate::logbuf::{LogPump, RingLog, LOG_CAP, LOG_PATH};
+use crate::modules::{self, LoadPlan, ModuleDb, ModuleLoad, PlannedModule};
+use crate::mounts::{self, at};
+use crate::network::{self, Network};
+use crate::shell::{self, DebugShell};
 use crate::supervisor::{Event, Runtime, Service, ServiceSpec};
 use crate::sys::{self, Reaped, SignalSet};
 use crate::timeline::{self, ReadyInfo};
+use crate::{bootdisk, cmdline, coldplug, power, rootfs, sysctl};
 
 /// Where hostd lives in the image.
 pub const HOSTD_PATH: &str = "/usr/bin/hostd";
+
+/// How long shutdown waits for hostd after SIGTERM.
+pub const HOSTD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the other processes after SIGTERM.
+pub const OTHERS_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long boot waits for the boot stick's partition to appear.
+pub const ESP_WAIT: Duration = Duration::from_secs(5);
+/// The debug shell starts at the ready line, or this long after init started
+/// if the host is not ready by then.
+pub const SHELL_LATEST: Duration = Duration::from_secs(30);
 
 /// Usage text of the `init` binary.
 pub const USAGE: &str = "\
@@ -44,6 +76,9 @@ usage: init                     (as PID 1, started by the kernel)
 --test-root DIR  run the boot steps against DIR instead of / (console untouched);
                  allowed when not PID 1. Mounts go below DIR: use a mount namespace.
 --skip STEPS     comma-separated steps to leave out: mounts, console, hostname, modules";
+
+/// The argument the first stage passes to the re-executed init.
+pub const SWITCHED_ARG: &str = "--mkhost-switched-root";
 
 /// Errors of the boot steps. None of them stops `init`; they are logged.
 #[derive(Debug, thiserror::Error)]
@@ -59,26 +94,6 @@ pub enum InitError {
     NotPid1 {
         /// Our pid.
         pid: u32,
-    },
-    /// A mount point could not be created.
-    #[error("cannot create mount point {path}: {source}", path = path.display())]
-    MountPoint {
-        /// The mount point.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// mount(2) failed.
-    #[error("cannot mount {fstype} on {target}: {source}", target = target.display())]
-    Mount {
-        /// File system type.
-        fstype: String,
-        /// The mount point.
-        target: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
     },
     /// The console could not be opened or duplicated.
     #[error("cannot reopen console {path}: {source}", path = path.display())]
@@ -101,30 +116,12 @@ pub enum InitError {
         #[source]
         source: io::Error,
     },
-    /// A module file could not be opened.
-    #[error("cannot open module {path}: {source}", path = path.display())]
-    ModuleOpen {
-        /// The module file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// finit_module failed (other than "already loaded").
-    #[error("cannot load module {path}: {source}", path = path.display())]
-    ModuleLoad {
-        /// The module file.
-        path: PathBuf,
-        /// The I/O error (errno).
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// Steps `--skip` can leave out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Skip {
-    /// Do not mount /proc, /sys, /dev, /run.
+    /// Do not mount the API file systems.
     pub mounts: bool,
     /// Do not reopen /dev/console onto 0, 1, 2.
     pub console: bool,
@@ -132,6 +129,40 @@ pub struct Skip {
     pub hostname: bool,
     /// Do not load kernel modules.
     pub modules: bool,
+}
+
+/// What the first stage did before re-executing init from the new root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switched {
+    /// Boot time (ms) when the first stage started.
+    pub started_ms: u64,
+    /// Boot time (ms) when the root was switched.
+    pub switched_ms: u64,
+    /// Entries moved.
+    pub entries: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
+impl Switched {
+    /// `STARTED:SWITCHED:ENTRIES:BYTES`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.started_ms, self.switched_ms, self.entries, self.bytes
+        )
+    }
+
+    /// The inverse of [`Switched::encode`].
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut it = text.split(':').map(|p| p.parse::<u64>().ok());
+        Some(Self {
+            started_ms: it.next()??,
+            switched_ms: it.next()??,
+            entries: it.next()??,
+            bytes: it.next()??,
+        })
+    }
 }
 
 /// How `init` runs.
@@ -143,6 +174,8 @@ pub struct Options {
     pub test: bool,
     /// Steps to leave out.
     pub skip: Skip,
+    /// Set in the second stage, after the root switch.
+    pub switched: Option<Switched>,
     /// Command-line words ignored as PID 1 (leftovers of the kernel command line).
     pub ignored_args: Vec<String>,
 }
@@ -153,6 +186,7 @@ impl Default for Options {
             root: PathBuf::from("/"),
             test: false,
             skip: Skip::default(),
+            switched: None,
             ignored_args: Vec::new(),
         }
     }
@@ -192,6 +226,9 @@ pub fn parse_args(args: &[String], is_pid1: bool) -> Result<Invocation, InitErro
         match flag {
             "--version" | "-V" if !is_pid1 => return Ok(Invocation::Version),
             "--help" | "-h" if !is_pid1 => return Ok(Invocation::Help),
+            SWITCHED_ARG if is_pid1 => {
+                options.switched = inline.as_deref().and_then(Switched::decode);
+            }
             "--test-root" => {
                 let dir = PathBuf::from(value("--test-root")?);
                 options.root = if dir.is_absolute() {
@@ -234,82 +271,6 @@ pub fn parse_args(args: &[String], is_pid1: bool) -> Result<Invocation, InitErro
     Ok(Invocation::Boot(options))
 }
 
-/// `abs` (an absolute path in the image) below `root`.
-pub fn at(root: &Path, abs: &str) -> PathBuf {
-    root.join(abs.trim_start_matches('/'))
-}
-
-/// One file system `init` mounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MountSpec {
-    /// Source (device name shown in /proc/mounts).
-    pub source: &'static str,
-    /// Mount point in the image.
-    pub target: &'static str,
-    /// File system type.
-    pub fstype: &'static str,
-    /// MS_* flags.
-    pub flags: libc::c_ulong,
-    /// File-system specific options.
-    pub data: Option<&'static str>,
-}
-
-/// The API file systems, in mount order.
-pub const MOUNTS: &[MountSpec] = &[
-    MountSpec {
-        source: "proc",
-        target: "/proc",
-        fstype: "proc",
-        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: None,
-    },
-    MountSpec {
-        source: "sysfs",
-        target: "/sys",
-        fstype: "sysfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: None,
-    },
-    MountSpec {
-        source: "devtmpfs",
-        target: "/dev",
-        fstype: "devtmpfs",
-        flags: libc::MS_NOSUID,
-        data: Some("mode=0755"),
-    },
-    MountSpec {
-        source: "tmpfs",
-        target: "/run",
-        fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: Some("mode=0755"),
-    },
-];
-
-/// Creates the mount point and mounts `spec` below `root`.
-pub fn mount_one(root: &Path, spec: &MountSpec) -> Result<(), InitError> {
-    let target = at(root, spec.target);
-    fs::create_dir_all(&target).map_err(|source| InitError::MountPoint {
-        path: target.clone(),
-        source,
-    })?;
-    sys::mount(spec.source, &target, spec.fstype, spec.flags, spec.data).map_err(|source| {
-        InitError::Mount {
-            fstype: spec.fstype.to_string(),
-            target,
-            source,
-        }
-    })
-}
-
-/// Mounts all of [`MOUNTS`]; returns the failures (the rest is still mounted).
-pub fn mount_filesystems(root: &Path) -> Vec<InitError> {
-    MOUNTS
-        .iter()
-        .filter_map(|spec| mount_one(root, spec).err())
-        .collect()
-}
-
 /// Opens `/dev/console` (below `root`) and makes it fds 0, 1 and 2.
 pub fn reopen_console(root: &Path) -> Result<(), InitError> {
     let path = at(root, "/dev/console");
@@ -317,7 +278,7 @@ pub fn reopen_console(root: &Path) -> Result<(), InitError> {
         path: path.clone(),
         source,
     };
-    let console = OpenOptions::new()
+    let console = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY)
@@ -346,47 +307,14 @@ pub fn set_hostname(name: &str) -> Result<(), InitError> {
     })
 }
 
-/// The outcome of loading one module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModuleLoad {
-    /// The kernel loaded it now.
-    Loaded,
-    /// A module of that name was already loaded (`EEXIST`).
-    AlreadyLoaded,
-    /// The module refused with `ENODEV`: the hardware or CPU feature it drives
-    /// is absent on this machine (e.g. crc32c-intel without SSE4.2). Not an error.
-    NoDevice,
+/// `/etc/hosts` for a host called `hostname`.
+pub fn render_hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
 }
 
-/// Loads one module file with `finit_module`. Compressed files (`.ko.xz`,
-/// `.ko.zst`, `.ko.gz`) are handed to the kernel to decompress.
-pub fn load_module(path: &Path) -> Result<ModuleLoad, InitError> {
-    let file = fs::File::open(path).map_err(|source| InitError::ModuleOpen {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let name = path.to_string_lossy();
-    let compressed = [".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .any(|ext| name.ends_with(ext));
-    let flags = if compressed {
-        sys::MODULE_INIT_COMPRESSED_FILE
-    } else {
-        0
-    };
-    let params = CString::default();
-    match sys::finit_module(file.as_fd(), &params, flags) {
-        Ok(()) => Ok(ModuleLoad::Loaded),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(ModuleLoad::AlreadyLoaded),
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(ModuleLoad::NoDevice),
-        Err(source) => Err(InitError::ModuleLoad {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// What [`load_modules`] did.
+/// What loading the boot modules did.
 #[derive(Debug, Default)]
 pub struct ModuleReport {
     /// Modules listed.
@@ -397,8 +325,8 @@ pub struct ModuleReport {
     pub already: usize,
     /// Modules whose hardware or CPU feature is absent (`ENODEV`).
     pub no_device: Vec<String>,
-    /// The failures, in order.
-    pub failed: Vec<InitError>,
+    /// The failures.
+    pub failed: Vec<modules::ModuleError>,
 }
 
 impl ModuleReport {
@@ -408,18 +336,72 @@ impl ModuleReport {
     }
 }
 
-/// Loads the config's modules in order; a failure is recorded and the next
-/// module is tried (its dependants will fail too, and say so).
-pub fn load_modules(root: &Path, config: &BootConfig) -> ModuleReport {
+/// The boot modules as a plan: boot.json's order, with dependency edges from
+/// modules.dep/softdep (`db`) between modules of the list.
+pub fn boot_plan(config: &BootConfig, db: Option<&ModuleDb>) -> LoadPlan {
+    let names: Vec<String> = config
+        .modules
+        .iter()
+        .map(|m| modules::module_name(m))
+        .collect();
+    let (deps_plan, _) = match db {
+        Some(db) => db.plan(&names, &HashSet::new()),
+        None => (LoadPlan::default(), Vec::new()),
+    };
+    let mut plan = LoadPlan::default();
+    for (i, rel) in config.modules.iter().enumerate() {
+        let name = &names[i];
+        // The dependencies of `name` per the index, mapped to boot-list positions.
+        let wanted: HashSet<&str> = deps_plan
+            .modules
+            .iter()
+            .position(|m| &m.name == name)
+            .map(|p| {
+                deps_plan.modules[p]
+                    .after
+                    .iter()
+                    .map(|&d| deps_plan.modules[d].name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let after = if db.is_some() {
+            (0..i)
+                .filter(|&j| wanted.contains(names[j].as_str()))
+                .collect()
+        } else {
+            // No index: keep the list's order strictly.
+            i.checked_sub(1).into_iter().collect()
+        };
+        plan.modules.push(PlannedModule {
+            name: name.clone(),
+            rel_path: rel.clone(),
+            after,
+        });
+    }
+    plan
+}
+
+/// Loads the config's modules (see [`boot_plan`]); failures are recorded and
+/// the rest goes on (dependants of a failed module fail on their own).
+pub fn load_modules(
+    root: &Path,
+    config: &BootConfig,
+    db: Option<&ModuleDb>,
+    workers: usize,
+) -> ModuleReport {
     let mut report = ModuleReport {
         total: config.modules.len(),
         ..ModuleReport::default()
     };
-    for rel in &config.modules {
-        match load_module(&config.module_path(root, rel)) {
+    let plan = boot_plan(config, db);
+    let outcomes = modules::run_plan(&plan, workers, |m| {
+        modules::load_module(&config.module_path(root, &m.rel_path))
+    });
+    for o in outcomes {
+        match o.result {
             Ok(ModuleLoad::Loaded) => report.loaded += 1,
             Ok(ModuleLoad::AlreadyLoaded) => report.already += 1,
-            Ok(ModuleLoad::NoDevice) => report.no_device.push(module_name(rel)),
+            Ok(ModuleLoad::NoDevice) => report.no_device.push(o.name),
             Err(e) => report.failed.push(e),
         }
     }
@@ -436,12 +418,6 @@ pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
         .next_back()
 }
 
-/// `kernel/arch/x86/crypto/crc32c-intel.ko` -> `crc32c-intel`.
-fn module_name(rel: &str) -> String {
-    let file = rel.rsplit('/').next().unwrap_or(rel);
-    file.split(".ko").next().unwrap_or(file).to_string()
-}
-
 /// The running kernel's release, from /proc (below `root`).
 fn running_kernel(root: &Path) -> Option<String> {
     fs::read_to_string(at(root, "/proc/sys/kernel/osrelease"))
@@ -452,13 +428,21 @@ fn running_kernel(root: &Path) -> Option<String> {
 
 /// The real [`Runtime`]: processes, the control socket and the console.
 struct ConsoleRuntime {
-    ready: ReadyInfo,
+    /// Where children's stdout/stderr go (the log pipe), if any.
+    log: Option<fs::File>,
+    /// Set when hostd answered for the first time.
+    answered: bool,
 }
 
 impl Runtime for ConsoleRuntime {
     fn spawn(&mut self, spec: &ServiceSpec) -> io::Result<i32> {
         let mut command = Command::new(&spec.program);
         command.args(&spec.args).stdin(Stdio::null());
+        if let Some(log) = &self.log {
+            command
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log.try_clone()?));
+        }
         if std::env::var_os("PATH").is_none() {
             command.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         }
@@ -496,8 +480,7 @@ impl Runtime for ConsoleRuntime {
             Event::Ready { name, pid, first } => {
                 timeline::phase(&format!("{name} answering pid={pid}"));
                 if first {
-                    self.ready.boot_ms = sys::boottime_ms();
-                    timeline::emit(&timeline::format_ready(&self.ready));
+                    self.answered = true;
                 }
             }
             Event::ReadyTimeout { name, pid, waited } => timeline::error(&format!(
@@ -518,19 +501,94 @@ impl Runtime for ConsoleRuntime {
     }
 }
 
-/// Runs the boot steps (1-5) and returns what the supervisor needs.
-fn boot(options: &Options) -> (ServiceSpec, ReadyInfo) {
-    let root = options.root.as_path();
+/// Everything the boot hands to the supervision loop.
+struct Booted {
+    spec: ServiceSpec,
+    ready: ReadyInfo,
+    network: Network,
+    shell: Option<DebugShell>,
+    reboot: bool,
+    pump: Option<LogPump>,
+}
 
-    if !options.skip.mounts {
-        let failures = mount_filesystems(root);
-        for e in &failures {
-            timeline::error(&e.to_string());
+fn exit_status(raw: i32) -> std::process::ExitStatus {
+    <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(raw)
+}
+
+fn elapsed_ms(since: Instant) -> u128 {
+    since.elapsed().as_millis()
+}
+
+/// Stage 1: move the initramfs into a tmpfs and exec /init from it. Returns
+/// only if that failed (then the boot goes on from rootfs).
+fn switch_root_and_reexec(args: &[String]) {
+    let started_ms = sys::boottime_ms();
+    match rootfs::switch_to_tmpfs() {
+        Ok(stats) => {
+            let switched = Switched {
+                started_ms,
+                switched_ms: sys::boottime_ms(),
+                entries: stats.entries,
+                bytes: stats.bytes,
+            };
+            let err = Command::new("/init")
+                .arg(format!("{SWITCHED_ARG}={}", switched.encode()))
+                .args(args)
+                .exec();
+            timeline::error(&format!("cannot re-execute /init from the new root: {err}"));
         }
-        if failures.is_empty() {
-            timeline::phase("filesystems mounted");
+        Err(e) => timeline::error(&format!(
+            "{e}; staying in the initramfs (container runtimes cannot pivot_root)"
+        )),
+    }
+}
+
+/// Runs the boot steps and returns what the supervision loop needs.
+fn boot(options: &Options, t0: Instant) -> Booted {
+    let root = options.root.as_path();
+    let real = !options.test;
+
+    // Mounts. Their lines wait until the log runs (it needs /run), stamped
+    // with the time they happened.
+    let mut early: Vec<String> = Vec::new();
+    if !options.skip.mounts {
+        let t = Instant::now();
+        let failures = mounts::mount_filesystems(root);
+        for e in &failures {
+            early.push(timeline::format_error(&e.to_string()));
+        }
+        if real {
+            if let Err(e) = mounts::make_root_shared() {
+                early.push(timeline::format_warning(&format!(
+                    "cannot make / shared: {e}"
+                )));
+            }
+        }
+        let failed = if failures.is_empty() {
+            String::new()
         } else {
-            timeline::phase(&format!("filesystems mounted, {} failed", failures.len()));
+            format!(", {} failed", failures.len())
+        };
+        early.push(timeline::format_phase(
+            sys::boottime_ms(),
+            &format!("filesystems mounted{failed} ({} ms)", elapsed_ms(t)),
+        ));
+        if real {
+            let (enabled, failed) = mounts::enable_cgroup_controllers(&at(root, "/sys/fs/cgroup"));
+            for e in &failed {
+                early.push(timeline::format_warning(&e.to_string()));
+            }
+            early.push(timeline::format_phase(
+                sys::boottime_ms(),
+                &format!(
+                    "cgroup2 controllers enabled: {}",
+                    if enabled.is_empty() {
+                        "-".to_string()
+                    } else {
+                        enabled.join(" ")
+                    }
+                ),
+            ));
         }
     }
     if !options.skip.console {
@@ -539,13 +597,79 @@ fn boot(options: &Options) -> (ServiceSpec, ReadyInfo) {
         }
     }
 
-    let running = running_kernel(root);
-    let cmdline = fs::read_to_string(at(root, "/proc/cmdline")).unwrap_or_default();
-    let config = match load_config(root) {
-        Ok(mut config) => {
-            if let Some(hostname) = cmdline_value(&cmdline, "mkhost.hostname") {
-                config.hostname = hostname.to_string();
+    // The log pump: from here on, everything printed goes to the console and
+    // to /run/log/hostd.log.
+    let pump = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(console) => {
+            let ring = match RingLog::open(&at(root, LOG_PATH), LOG_CAP) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    timeline::warning(&format!("cannot open {LOG_PATH}: {e}; console only"));
+                    None
+                }
+            };
+            match LogPump::start(fs::File::from(console), ring) {
+                Ok(mut pump) => {
+                    if let Err(e) = pump.capture_stdio() {
+                        timeline::warning(&format!("cannot route output through the log: {e}"));
+                    }
+                    Some(pump)
+                }
+                Err(e) => {
+                    timeline::warning(&format!("cannot start the log: {e}"));
+                    None
+                }
             }
+        }
+        Err(e) => {
+            timeline::warning(&format!("cannot duplicate the console: {e}"));
+            None
+        }
+    };
+    match &options.switched {
+        Some(s) => {
+            timeline::emit(&timeline::format_phase(
+                s.started_ms,
+                &format!("init started version={}", crate::VERSION),
+            ));
+            timeline::emit(&timeline::format_phase(
+                s.switched_ms,
+                &format!(
+                    "root moved to tmpfs: {} entries, {} KiB in {} ms",
+                    s.entries,
+                    s.bytes / 1024,
+                    s.switched_ms.saturating_sub(s.started_ms)
+                ),
+            ));
+        }
+        None => timeline::phase(&format!("init started version={}", crate::VERSION)),
+    }
+    for line in early {
+        timeline::emit(&line);
+    }
+    if !options.ignored_args.is_empty() {
+        timeline::warning(&format!(
+            "ignoring arguments: {}",
+            options.ignored_args.join(" ")
+        ));
+    }
+
+    // Kernel command line.
+    let cmdline_text = fs::read_to_string(at(root, "/proc/cmdline")).unwrap_or_default();
+    let params = cmdline::parse(&cmdline_text);
+    for p in &params.problems {
+        timeline::warning(&format!("kernel command line: {p}"));
+    }
+    if real {
+        if let Err(e) = sys::set_ctrl_alt_del(false) {
+            timeline::warning(&format!("cannot route Ctrl-Alt-Del to init: {e}"));
+        }
+    }
+
+    // Boot config.
+    let running = running_kernel(root);
+    let config = match load_config(root) {
+        Ok(config) => {
             timeline::phase(&format!(
                 "boot config loaded profile={} kernel={} modules={}",
                 config.profile,
@@ -572,46 +696,147 @@ fn boot(options: &Options) -> (ServiceSpec, ReadyInfo) {
     let mut ready = ReadyInfo {
         hostname: String::new(),
         profile: "unknown".to_string(),
-        kernel: running.unwrap_or_default(),
+        kernel: running.clone().unwrap_or_default(),
         boot_ms: 0,
         modules_loaded: 0,
         modules_total: 0,
+        coldplug: 0,
+        addresses: Vec::new(),
     };
+
+    // Drivers.
+    let release = config
+        .as_ref()
+        .map(|c| c.kernel_release.clone())
+        .or(running)
+        .unwrap_or_default();
+    let module_dir = at(root, &format!("/lib/modules/{release}"));
+    let db = ModuleDb::load(&module_dir).ok();
+    let workers = modules::default_workers();
     if let Some(config) = &config {
         ready.profile = config.profile.clone();
         ready.kernel = config.kernel_release.clone();
-        if options.skip.hostname {
-            ready.hostname = config.hostname.clone();
-        } else {
-            match set_hostname(&config.hostname) {
-                Ok(()) => {
-                    ready.hostname = config.hostname.clone();
-                    timeline::phase(&format!("hostname set to {}", config.hostname));
-                }
-                Err(e) => timeline::error(&e.to_string()),
-            }
-        }
         ready.modules_total = config.modules.len();
         if !options.skip.modules {
-            let report = load_modules(root, config);
+            let t = Instant::now();
+            let report = load_modules(root, config, db.as_ref(), workers);
             for e in &report.failed {
                 timeline::warning(&e.to_string());
             }
             ready.modules_loaded = report.present();
             timeline::phase(&format!(
-                "modules loaded {}/{} ({} already loaded, {} not for this machine, {} failed)",
+                "modules loaded {}/{} ({} already loaded, {} not for this machine, {} failed) in {} ms",
                 report.present(),
                 report.total,
                 report.already,
                 report.no_device.len(),
-                report.failed.len()
+                report.failed.len(),
+                elapsed_ms(t)
             ));
             if !report.no_device.is_empty() {
                 timeline::info(&format!("no device for: {}", report.no_device.join(" ")));
             }
         }
-        if config.debug_shell {
-            timeline::warning("debug_shell is set but this init has no debug shell yet");
+    }
+    if real {
+        match mounts::mount_efivarfs(root) {
+            Ok(true) => timeline::phase("efivarfs mounted"),
+            Ok(false) => {}
+            Err(e) => timeline::warning(&e.to_string()),
+        }
+        match &db {
+            Some(db) => {
+                let t = Instant::now();
+                let report = coldplug::run(root, &module_dir, db, workers);
+                for e in &report.failed {
+                    timeline::warning(&e.to_string());
+                }
+                ready.coldplug = report.loaded.len();
+                timeline::phase(&format!(
+                    "coldplug: {} devices, loaded {} module(s){}{}, {} device(s) without driver{} in {} ms",
+                    report.devices,
+                    report.loaded.len(),
+                    if report.loaded.is_empty() { String::new() } else { format!(" ({})", report.loaded.join(" ")) },
+                    if report.failed.is_empty() { String::new() } else { format!(", {} failed", report.failed.len()) },
+                    report.unclaimed_count(),
+                    if report.unclaimed.is_empty() { String::new() } else { format!(" ({})", report.unclaimed_summary()) },
+                    elapsed_ms(t)
+                ));
+            }
+            None => timeline::warning(&format!(
+                "no module index in {}; skipping coldplug",
+                module_dir.display()
+            )),
+        }
+    }
+
+    // Host settings.
+    let host_toml = if real {
+        let t = Instant::now();
+        match bootdisk::find_host_toml(root, ESP_WAIT) {
+            Ok(Some(found)) => {
+                let origin = format!("{}:{}", found.device.display(), host_config::HOST_TOML);
+                match host_config::parse_host_toml(&found.text) {
+                    Ok(layer) => {
+                        timeline::phase(&format!(
+                            "host config {origin} read ({}) in {} ms",
+                            match found.found {
+                                bootdisk::Found::LoaderPartUuid => "boot partition",
+                                bootdisk::Found::EspType => "ESP by type",
+                            },
+                            elapsed_ms(t)
+                        ));
+                        Some(layer)
+                    }
+                    Err(problem) => {
+                        timeline::error(&format!(
+                            "{origin}: {problem}; ignoring the file, booting with the image's settings"
+                        ));
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                timeline::warning(&format!("host config: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let settings = match &config {
+        Some(config) => {
+            let (s, warnings) = Settings::resolve(config, host_toml.as_ref(), &params.overrides);
+            for w in warnings {
+                timeline::warning(&w);
+            }
+            Some(s)
+        }
+        None => None,
+    };
+
+    if let Some(settings) = &settings {
+        if options.skip.hostname {
+            ready.hostname = settings.hostname.clone();
+        } else {
+            match set_hostname(&settings.hostname) {
+                Ok(()) => {
+                    ready.hostname = settings.hostname.clone();
+                    let from = match settings.hostname_source {
+                        Source::Image => String::new(),
+                        other => format!(" (from {other})"),
+                    };
+                    timeline::phase(&format!("hostname set to {}{from}", settings.hostname));
+                }
+                Err(e) => timeline::error(&e.to_string()),
+            }
+        }
+        if real {
+            let hosts = render_hosts(&settings.hostname);
+            if let Err(e) = network::write_atomic(&at(root, "/etc/hosts"), hosts.as_bytes()) {
+                timeline::warning(&format!("cannot write /etc/hosts: {e}"));
+            }
         }
     }
     if ready.hostname.is_empty() {
@@ -619,6 +844,40 @@ fn boot(options: &Options) -> (ServiceSpec, ReadyInfo) {
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
     }
+    if real {
+        if let Some(config) = &config {
+            let (applied, failed) = sysctl::apply(&at(root, "/proc/sys"), &config.sysctl);
+            for f in &failed {
+                timeline::warning(&format!("sysctl {f}"));
+            }
+            timeline::phase(&format!(
+                "sysctl: {applied}/{} applied",
+                config.sysctl.len()
+            ));
+        }
+    }
+
+    // Network and power button.
+    let network = match (&settings, real) {
+        (Some(settings), true) => network::start(settings),
+        _ => Network::none(),
+    };
+    if real {
+        match power::watch(&power::power_buttons(root)) {
+            Ok(0) => {
+                timeline::warning("no power button found; use SIGTERM/Ctrl-Alt-Del to shut down")
+            }
+            Ok(_) => {}
+            Err(e) => timeline::warning(&format!("cannot watch the power button: {e}")),
+        }
+    }
+
+    let debug_shell = settings.as_ref().is_some_and(|s| s.debug_shell);
+    let shell = (real && debug_shell).then(|| {
+        let mut sh = DebugShell::new(shell::console_device(root, params.console.as_deref()));
+        sh.schedule(t0 + SHELL_LATEST);
+        sh
+    });
 
     let socket = at(root, control::SOCKET_PATH);
     let mut args = vec!["daemon".to_string()];
@@ -626,18 +885,33 @@ fn boot(options: &Options) -> (ServiceSpec, ReadyInfo) {
         args.push("--socket".to_string());
         args.push(socket.to_string_lossy().into_owned());
     }
-    (
-        ServiceSpec::hostd(at(root, HOSTD_PATH), args, socket),
+    Booted {
+        spec: ServiceSpec::hostd(at(root, HOSTD_PATH), args, socket),
         ready,
-    )
+        network,
+        shell,
+        reboot: params.reboot,
+        pump,
+    }
 }
 
-/// Collects every ended child; hands hostd's exit to the supervisor.
-fn reap_children(service: &mut Service, rt: &mut ConsoleRuntime) {
+/// Collects every ended child; hands hostd's and the shell's exits on.
+fn reap_children(service: &mut Service, shell: &mut Option<DebugShell>, rt: &mut ConsoleRuntime) {
     loop {
         match sys::reap_child() {
             Ok(Reaped::Child { pid, status }) => {
-                service.child_exited(pid, status, Instant::now(), rt);
+                let now = Instant::now();
+                if service.child_exited(pid, status, now, rt) {
+                    continue;
+                }
+                if let Some(sh) = shell.as_mut() {
+                    if sh.exited(pid, now) {
+                        timeline::info(&format!(
+                            "debug shell exited ({}); starting a new one",
+                            exit_status(status)
+                        ));
+                    }
+                }
             }
             Ok(Reaped::NothingYet) | Ok(Reaped::NoChildren) => return,
             Err(e) => {
@@ -661,58 +935,250 @@ pub fn install_pid1_panic_hook() {
     }));
 }
 
+/// The signals init handles synchronously.
+const SIGNALS: &[libc::c_int] = &[
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGPWR,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn signal_name(signal: libc::c_int) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT (Ctrl-Alt-Del)",
+        libc::SIGPWR => "power button",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => "signal",
+    }
+}
+
+/// Waits up to `timeout` for `pid` to exit (or, with `None`, for every child),
+/// reaping whatever ends. Returns hostd's raw status when it was waited for.
+fn wait_children(
+    signals: Option<&SignalSet>,
+    pid: Option<i32>,
+    timeout: Duration,
+) -> Option<Option<i32>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        loop {
+            match sys::reap_child() {
+                Ok(Reaped::Child { pid: p, status }) if Some(p) == pid => {
+                    return Some(Some(status))
+                }
+                Ok(Reaped::Child { .. }) => continue,
+                Ok(Reaped::NoChildren) => return Some(None),
+                Ok(Reaped::NothingYet) | Err(_) => break,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let step = left.min(Duration::from_millis(50));
+        match signals {
+            Some(set) => {
+                let _ = set.wait_timeout(step);
+            }
+            None => std::thread::sleep(step),
+        }
+    }
+}
+
+/// Stops everything and powers off (or reboots). In test mode, stops hostd
+/// and exits.
+fn shutdown(
+    reason: &str,
+    options: &Options,
+    service: &Service,
+    booted: &mut Booted,
+    signals: Option<&SignalSet>,
+) -> ! {
+    let real = !options.test;
+    timeline::phase(&format!("shutdown: {reason}"));
+    if let Some(sh) = booted.shell.as_mut() {
+        sh.disable();
+    }
+    if let Some(pid) = service.pid() {
+        timeline::phase(&format!("shutdown: stopping hostd pid={pid} (SIGTERM)"));
+        let t = Instant::now();
+        let _ = sys::kill(pid, libc::SIGTERM);
+        match wait_children(signals, Some(pid), HOSTD_STOP_TIMEOUT) {
+            Some(Some(status)) => timeline::phase(&format!(
+                "shutdown: hostd stopped ({}) after {} ms",
+                exit_status(status),
+                elapsed_ms(t)
+            )),
+            Some(None) => timeline::phase("shutdown: hostd is gone"),
+            None => {
+                timeline::warning(&format!(
+                    "shutdown: hostd did not stop within {} s; killing it",
+                    HOSTD_STOP_TIMEOUT.as_secs()
+                ));
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = wait_children(signals, Some(pid), Duration::from_secs(2));
+            }
+        }
+    }
+    if !real {
+        if let Some(pump) = booted.pump.take() {
+            pump.stop(Duration::from_secs(2));
+        }
+        std::process::exit(0);
+    }
+    if matches!(sys::kill_all(libc::SIGTERM), Ok(true)) {
+        // SIGHUP too: interactive shells ignore SIGTERM but leave on a hangup.
+        let _ = sys::kill_all(libc::SIGHUP);
+        timeline::phase("shutdown: sent SIGTERM and SIGHUP to all remaining processes");
+        if wait_children(signals, None, OTHERS_STOP_TIMEOUT).is_none() {
+            if matches!(sys::kill_all(libc::SIGKILL), Ok(true)) {
+                timeline::phase("shutdown: killed the remaining processes (SIGKILL)");
+            }
+            let _ = wait_children(signals, None, Duration::from_secs(1));
+        }
+    }
+    timeline::phase("shutdown: syncing file systems");
+    if let Some(pump) = booted.pump.take() {
+        pump.stop(Duration::from_secs(2));
+    }
+    let report = mounts::unmount_all();
+    timeline::phase(&format!(
+        "shutdown: unmounted {} file systems{}{}",
+        report.unmounted,
+        if report.lazy.is_empty() {
+            String::new()
+        } else {
+            format!(", detached busy: {}", report.lazy.join(" "))
+        },
+        if report.failed.is_empty() {
+            String::new()
+        } else {
+            format!(", failed: {}", report.failed.join("; "))
+        }
+    ));
+    let action = if booted.reboot {
+        timeline::phase("shutdown: rebooting");
+        sys::RebootAction::Restart
+    } else {
+        timeline::phase("shutdown: powering off");
+        sys::RebootAction::PowerOff
+    };
+    let err = sys::reboot(action);
+    timeline::error(&format!("reboot(2) failed: {err}; halting here"));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// Boots and supervises forever. Never returns, whatever fails.
 pub fn run(options: &Options) -> ! {
+    let t0 = Instant::now();
     let pid1 = std::process::id() == 1;
     if pid1 {
         install_pid1_panic_hook();
     }
-    timeline::phase(&format!("init started version={}", crate::VERSION));
-    if !options.ignored_args.is_empty() {
-        timeline::warning(&format!(
-            "ignoring arguments: {}",
-            options.ignored_args.join(" ")
-        ));
+    sys::limit_malloc_arenas();
+    if pid1 && !options.test && options.switched.is_none() {
+        switch_root_and_reexec(&options.ignored_args);
     }
     if !pid1 {
         if let Err(e) = sys::set_child_subreaper() {
             timeline::warning(&format!("cannot become child subreaper: {e}"));
         }
     }
-    // SIGCHLD is blocked so the loop can sleep in sigtimedwait and wake the moment
-    // a child exits. Children started with `Command` get an empty mask again.
-    let sigchld = match SignalSet::new(&[libc::SIGCHLD]).and_then(|set| set.block().map(|()| set)) {
+    // Signals are blocked before any thread starts (threads inherit the mask),
+    // so the loop can sleep in sigtimedwait and take them synchronously.
+    // Children started with `Command` get an empty mask again.
+    let signals = match SignalSet::new(SIGNALS).and_then(|set| set.block().map(|()| set)) {
         Ok(set) => Some(set),
         Err(e) => {
-            timeline::warning(&format!("cannot block SIGCHLD, polling instead: {e}"));
+            timeline::warning(&format!("cannot block signals, polling instead: {e}"));
             None
         }
     };
 
-    let (spec, ready) = boot(options);
-    let mut rt = ConsoleRuntime { ready };
-    let mut service = Service::new(spec, Instant::now());
-    let idle = if sigchld.is_some() {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_millis(100)
+    let mut booted = boot(options, t0);
+    // The module index, device lists and parsers are gone: give their heap back.
+    sys::trim_heap();
+    let mut rt = ConsoleRuntime {
+        log: booted
+            .pump
+            .as_ref()
+            .and_then(|p| p.writer().try_clone().ok()),
+        answered: false,
     };
+    let mut service = Service::new(booted.spec.clone(), Instant::now());
+    let mut ready_printed = false;
+    let mut said_waiting = false;
     loop {
-        service.tick(Instant::now(), &mut rt);
-        let wait = service
-            .next_deadline()
-            .map_or(idle, |d| d.saturating_duration_since(Instant::now()))
-            .min(idle);
-        match &sigchld {
-            Some(set) => {
-                if let Err(e) = set.wait_timeout(wait) {
+        let now = Instant::now();
+        service.tick(now, &mut rt);
+        if let Some(sh) = booted.shell.as_mut() {
+            if let Some(msg) = sh.tick(now) {
+                timeline::info(&msg);
+            }
+        }
+        if !ready_printed && rt.answered {
+            if booted.network.settled(now) {
+                ready_printed = true;
+                booted.ready.boot_ms = sys::boottime_ms();
+                booted.ready.addresses = booted.network.addresses();
+                timeline::emit(&timeline::format_ready(&booted.ready));
+                sys::trim_heap();
+                if let Some(sh) = booted.shell.as_mut() {
+                    sh.disable();
+                    sh.schedule(now);
+                    if let Some(msg) = sh.tick(now) {
+                        timeline::info(&msg);
+                    }
+                }
+            } else if !said_waiting {
+                said_waiting = true;
+                timeline::phase("hostd is up; waiting for the network");
+            }
+        }
+        let idle = if ready_printed && signals.is_some() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(20)
+        };
+        let wait = [
+            service.next_deadline(),
+            booted.shell.as_ref().and_then(|s| s.next_deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.saturating_duration_since(Instant::now()))
+        .fold(idle, Duration::min);
+        let signal = match &signals {
+            Some(set) => match set.wait_timeout(wait) {
+                Ok(s) => s,
+                Err(e) => {
                     timeline::error(&format!("sigtimedwait failed: {e}"));
                     std::thread::sleep(wait);
+                    None
                 }
+            },
+            None => {
+                std::thread::sleep(wait);
+                None
             }
-            None => std::thread::sleep(wait),
+        };
+        match signal {
+            Some(libc::SIGCHLD) | None => {}
+            Some(sig) => {
+                // Our copy of the log pipe goes, so the pump sees the end of
+                // the stream once hostd and the rest are gone.
+                rt.log = None;
+                let reason = format!("received {}", signal_name(sig));
+                shutdown(&reason, options, &service, &mut booted, signals.as_ref());
+            }
         }
-        reap_children(&mut service, &mut rt);
+        reap_children(&mut service, &mut booted.shell, &mut rt);
     }
 }
 
@@ -809,7 +1275,7 @@ mod tests {
             sysctl: Default::default(),
             network: Default::default(),
         };
-        let report = load_modules(dir.path(), &config);
+        let report = load_modules(dir.path(), &config, None, 1);
         assert_eq!(report.total, 2);
         assert_eq!(report.present(), 0);
         assert_eq!(report.failed.len(), 2);
@@ -818,5 +1284,62 @@ mod tests {
             msg.contains("lib/modules/0.0-test/kernel/missing.ko") && msg.contains("os error 2"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn switched_roundtrip_and_pid1_flag() {
+        let s = Switched {
+            started_ms: 1500,
+            switched_ms: 1540,
+            entries: 396,
+            bytes: 10_000_000,
+        };
+        assert_eq!(Switched::decode(&s.encode()), Some(s));
+        assert_eq!(Switched::decode("1:2:3"), None);
+        let inv = parse_args(
+            &args(&[&format!("{SWITCHED_ARG}={}", s.encode()), "splash"]),
+            true,
+        )
+        .unwrap();
+        let Invocation::Boot(options) = inv else {
+            panic!()
+        };
+        assert_eq!(options.switched, Some(s));
+        assert_eq!(options.ignored_args, ["splash"]);
+    }
+
+    #[test]
+    fn boot_plan_keeps_order_and_adds_edges() {
+        let config = BootConfig {
+            profile: "t".into(),
+            kernel_release: "r".into(),
+            hostname: "h".into(),
+            debug_shell: false,
+            modules: vec![
+                "kernel/a.ko".into(),
+                "kernel/b.ko".into(),
+                "kernel/c-x.ko".into(),
+            ],
+            sysctl: Default::default(),
+            network: Default::default(),
+        };
+        let db = ModuleDb::parse(
+            "kernel/a.ko:\nkernel/b.ko:\nkernel/c-x.ko: kernel/a.ko\n",
+            "",
+            "",
+            "",
+        );
+        let plan = boot_plan(&config, Some(&db));
+        let after: Vec<Vec<usize>> = plan.modules.iter().map(|m| m.after.clone()).collect();
+        assert_eq!(after, [vec![], vec![], vec![0]]);
+        assert_eq!(plan.modules[2].name, "c_x");
+        let plan = boot_plan(&config, None);
+        let after: Vec<Vec<usize>> = plan.modules.iter().map(|m| m.after.clone()).collect();
+        assert_eq!(after, [vec![], vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn hosts_file() {
+        assert!(render_hosts("edge-1").contains("127.0.1.1\tedge-1\n"));
     }
 }

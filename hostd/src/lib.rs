@@ -3,10 +3,17 @@
 //! An mkhost image boots a kernel with an initramfs that holds little more than
 //! two static binaries built from this crate:
 //!
-//! - `init` ([`init`]) is PID 1. It mounts the API file systems, reads the boot
-//!   configuration the builder wrote ([`boot_config`]), sets the hostname, loads
-//!   the kernel modules, starts `hostd` and keeps it running ([`supervisor`]),
-//!   reporting progress as console lines ([`timeline`]) that tests wait for.
+//! - `init` ([`init`]) is PID 1. It moves the root into a tmpfs ([`rootfs`]),
+//!   mounts the API file systems and cgroup2 ([`mounts`]), reads the boot
+//!   configuration the builder wrote ([`boot_config`]), the kernel command line
+//!   ([`cmdline`]) and the boot stick's host.toml ([`bootdisk`],
+//!   [`host_config`]), loads modules and coldplugs drivers ([`modules`],
+//!   [`coldplug`]), applies sysctls ([`sysctl`]), brings up the network over
+//!   netlink with its own DHCP client ([`network`], [`netlink`], [`dhcp`]),
+//!   starts `hostd` and keeps it running ([`supervisor`]), offers a debug shell
+//!   ([`shell`]), logs to the console and `/run/log` ([`logbuf`], [`timeline`])
+//!   and shuts down on the power button or a signal ([`power`]). See
+//!   docs/init.md.
 //! - `hostd` ([`daemon`]) is the host daemon. Today it answers status requests
 //!   on a root-only unix socket ([`control`]); it will grow into the container
 //!   runtime.
@@ -21,11 +28,27 @@
 //! kernel.
 
 pub mod boot_config;
+pub mod bootdisk;
+pub mod cmdline;
+pub mod coldplug;
 pub mod control;
 pub mod daemon;
+pub mod dhcp;
+pub mod host_config;
 pub mod init;
+pub mod logbuf;
+pub mod modules;
+pub mod mounts;
+pub mod netlink;
+pub mod network;
+pub mod power;
+pub mod rootfs;
+pub mod runtime;
+pub mod shell;
+pub mod store;
 pub mod supervisor;
 pub mod sys;
+pub mod sysctl;
 pub mod timeline;
 
 /// Version of `init` and `hostd` (the crate version).

@@ -10,7 +10,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -281,6 +281,17 @@ pub fn pipe() -> io::Result<(File, File)> {
     Ok(ends)
 }
 
+/// A close-on-exec pipe whose ends block: `(read end, write end)`.
+pub fn pipe_blocking() -> io::Result<(File, File)> {
+    let mut fds: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2(2) requires.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody
+    // else; each File takes sole ownership of one of them.
+    let ends = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    Ok(ends)
+}
+
 /// `poll(2)` for readability: waits until one of `fds` is readable (or hung up)
 /// or `timeout` passes (`None` = forever). Returns one flag per descriptor; all
 /// false on timeout or when interrupted by a signal.
@@ -312,6 +323,223 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
         .iter()
         .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
         .collect())
+}
+
+/// `mknod(2)`: creates a device node, FIFO or socket file at `path`.
+pub fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let path = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; mode and
+    // rdev are plain integers.
+    check(unsafe { libc::mknod(path.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) })?;
+    Ok(())
+}
+
+/// `umount2(2)` with `flags` (`MNT_DETACH`, ...).
+pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
+    let target = cstring(target.as_os_str().as_bytes())?;
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(target.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// The file system type magic of the file system holding `path` (`statfs(2)`'s
+/// `f_type`, e.g. `TMPFS_MAGIC`).
+pub fn statfs_type(path: &Path) -> io::Result<i64> {
+    let path = cstring(path.as_os_str().as_bytes())?;
+    let mut buf = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `buf` is a writable statfs struct the
+    // kernel fills on success.
+    check(unsafe { libc::statfs(path.as_ptr(), buf.as_mut_ptr()) })?;
+    // SAFETY: statfs succeeded, so the struct is initialised.
+    let buf = unsafe { buf.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    Ok(buf.f_type as i64)
+}
+
+/// Whether Ctrl-Alt-Del reboots at once (`true`) or sends SIGINT to PID 1
+/// (`false`, `LINUX_REBOOT_CMD_CAD_OFF`).
+pub fn set_ctrl_alt_del(immediate_reboot: bool) -> io::Result<()> {
+    let cmd = if immediate_reboot {
+        libc::RB_ENABLE_CAD
+    } else {
+        libc::RB_DISABLE_CAD
+    };
+    // SAFETY: reboot(2) with a CAD command takes a plain integer and only flips
+    // a kernel flag.
+    check(unsafe { libc::reboot(cmd) })?;
+    Ok(())
+}
+
+/// `kill(-1, signal)`: signals every process but PID 1 and kernel threads.
+/// Returns `false` when there was nobody to signal (`ESRCH`).
+pub fn kill_all(signal: libc::c_int) -> io::Result<bool> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    match check(unsafe { libc::kill(-1, signal) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes ownership of a descriptor a libc call just returned.
+fn owned_fd(fd: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = check(fd)?;
+    // SAFETY: `fd` was just returned by a successful socket(2) call, so it is an
+    // open descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A `NETLINK_ROUTE` socket bound to a kernel-assigned port, as a `File`:
+/// `write` sends one or more netlink messages to the kernel, `read` receives.
+pub fn netlink_route_socket() -> io::Result<File> {
+    // SAFETY: socket(2) takes integers only.
+    let fd = owned_fd(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: sockaddr_nl is plain data for which all-zero is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: `addr` is an initialised sockaddr_nl of `len` bytes that outlives
+    // the call; `fd` is an open socket.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    Ok(File::from(fd))
+}
+
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a live int of the stated size; `fd` is open.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(value).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// A UDP socket bound to `0.0.0.0:port` that only sends and receives on
+/// interface `ifname` (`SO_BINDTODEVICE`, set before `bind` so one socket per
+/// interface can share the port), with `SO_BROADCAST` on: what a DHCP client
+/// needs before its interface has an address.
+pub fn udp_socket_on_device(ifname: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    // SAFETY: socket(2) takes integers only.
+    let fd =
+        owned_fd(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let name = cstring(ifname.as_bytes())?;
+    let name_len = libc::socklen_t::try_from(name.as_bytes_with_nul().len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"))?;
+    // SAFETY: the option value is the NUL-terminated interface name of
+    // `name_len` bytes, alive for the call; `fd` is an open socket.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast::<libc::c_void>(),
+            name_len,
+        )
+    })?;
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is an initialised sockaddr_in that outlives the call.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// Makes the child of `command` a session leader whose controlling terminal is
+/// its stdin (`setsid` + `ioctl(0, TIOCSCTTY, 1)`), for a shell on a console.
+pub fn make_session_leader_with_tty(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: it calls setsid(2) and ioctl(2)
+    // only, allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // Failing to get a controlling tty is not fatal: the shell still runs,
+            // only without job control.
+            libc::ioctl(0, libc::TIOCSCTTY, 1);
+            Ok(())
+        });
+    }
+}
+
+/// Returns the free memory at the top of the heap to the kernel
+/// (`malloc_trim(0)`), e.g. after boot dropped its module index.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes an integer and only touches malloc's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Fills `buf` from the kernel's RNG without waiting for it to be seeded
+/// (`getrandom(GRND_INSECURE)`): early in boot, reading /dev/urandom makes
+/// the kernel gather jitter entropy first, which takes a second under
+/// emulation. Good for DHCP transaction ids, not for keys.
+pub fn random_bytes_insecure(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes.
+        let n = unsafe {
+            libc::getrandom(
+                rest.as_mut_ptr().cast::<libc::c_void>(),
+                rest.len(),
+                libc::GRND_INSECURE,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        filled += usize::try_from(n).unwrap_or(0);
+    }
+    Ok(())
+}
+
+/// Limits glibc's malloc to one arena, so helper threads do not each reserve
+/// and touch an arena of their own (keeps PID 1's resident memory small).
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt takes two integers; M_ARENA_MAX is a valid parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! mkhost: +<ms>ms <phase>
-//! mkhost: ready hostname=<h> profile=<p> kernel=<release> boot_ms=<ms> modules=<loaded>/<total>
+//! mkhost: ready hostname=<h> profile=<p> kernel=<release> boot_ms=<ms> modules=<loaded>/<total> coldplug=<n> addresses=<iface>:<addr>/<prefix>,...
 //! mkhost: error: <message>
 //! mkhost: warning: <message>
 //! ```
@@ -35,6 +35,10 @@ pub struct ReadyInfo {
     pub modules_loaded: usize,
     /// Modules the boot config lists.
     pub modules_total: usize,
+    /// Modules coldplug loaded for the devices found.
+    pub coldplug: usize,
+    /// Configured addresses, `eth0:10.0.2.15/24`.
+    pub addresses: Vec<String>,
 }
 
 /// `mkhost: +<ms>ms <phase>`.
@@ -42,16 +46,19 @@ pub fn format_phase(ms: u64, phase: &str) -> String {
     format!("{PREFIX} +{ms}ms {phase}")
 }
 
-/// `mkhost: ready hostname=.. profile=.. kernel=.. boot_ms=.. modules=../..`.
+/// `mkhost: ready hostname=.. profile=.. kernel=.. boot_ms=.. modules=../..
+/// coldplug=.. addresses=..` (`addresses=-` when there are none).
 pub fn format_ready(info: &ReadyInfo) -> String {
     format!(
-        "{PREFIX} ready hostname={} profile={} kernel={} boot_ms={} modules={}/{}",
+        "{PREFIX} ready hostname={} profile={} kernel={} boot_ms={} modules={}/{} coldplug={} addresses={}",
         field(&info.hostname),
         field(&info.profile),
         field(&info.kernel),
         info.boot_ms,
         info.modules_loaded,
-        info.modules_total
+        info.modules_total,
+        info.coldplug,
+        field(&info.addresses.join(","))
     )
 }
 
@@ -132,11 +139,13 @@ mod tests {
             boot_ms: 2870,
             modules_loaded: 11,
             modules_total: 12,
+            coldplug: 2,
+            addresses: vec!["eth0:10.0.2.15/24".into(), "eth1:10.1.0.2/16".into()],
         };
         assert_eq!(
             format_ready(&info),
             "mkhost: ready hostname=mkhost-qemu profile=qemu kernel=6.1.0-56-amd64 \
-             boot_ms=2870 modules=11/12"
+             boot_ms=2870 modules=11/12 coldplug=2 addresses=eth0:10.0.2.15/24,eth1:10.1.0.2/16"
         );
     }
 
@@ -149,10 +158,13 @@ mod tests {
             boot_ms: 1,
             modules_loaded: 0,
             modules_total: 0,
+            coldplug: 0,
+            addresses: vec![],
         };
         assert_eq!(
             format_ready(&info),
-            "mkhost: ready hostname=- profile=my_profile_ kernel=k boot_ms=1 modules=0/0"
+            "mkhost: ready hostname=- profile=my_profile_ kernel=k boot_ms=1 modules=0/0 \
+             coldplug=0 addresses=-"
         );
     }
 

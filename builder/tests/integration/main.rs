@@ -4,7 +4,9 @@
 
 mod boot;
 mod build;
+mod host;
 mod hostile;
 mod inspect;
+mod netboot;
 mod support;
 mod tools;

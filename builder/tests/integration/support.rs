@@ -92,11 +92,35 @@ pub struct Guest {
     child: Child,
     lines: mpsc::Receiver<String>,
     pub log: Vec<String>,
+    /// The console's input (interactive guests only).
+    stdin: Option<std::process::ChildStdin>,
+    /// The human monitor's unix socket (interactive guests only).
+    monitor: Option<PathBuf>,
+    /// Counter for the markers of [`Guest::run`].
+    commands: u32,
 }
 
 impl Guest {
     /// Starts `qemu-system-x86_64` (TCG) with the given extra arguments.
     pub fn start(args: &[String]) -> Guest {
+        Self::spawn(args, None)
+    }
+
+    /// Like [`Guest::start`], but the console takes input ([`Guest::send_line`],
+    /// [`Guest::run`]) and the QEMU monitor listens on a unix socket in
+    /// `scratch_dir` ([`Guest::monitor`]).
+    pub fn start_interactive(args: &[String], scratch_dir: &Path) -> Guest {
+        Self::spawn(args, Some(scratch_dir.join("monitor.sock")))
+    }
+
+    fn spawn(args: &[String], monitor: Option<PathBuf>) -> Guest {
+        let monitor_arg = match &monitor {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                format!("unix:{},server,nowait", path.display())
+            }
+            None => "none".to_string(),
+        };
         let mut child = Command::new("qemu-system-x86_64")
             .args([
                 "-accel",
@@ -108,16 +132,21 @@ impl Guest {
                 "-serial",
                 "stdio",
                 "-monitor",
-                "none",
+                &monitor_arg,
                 "-no-reboot",
                 "-nodefaults",
             ])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if monitor.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("qemu-system-x86_64 missing: run ci/install-deps");
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -134,6 +163,119 @@ impl Guest {
             child,
             lines,
             log: Vec::new(),
+            stdin,
+            monitor,
+            commands: 0,
+        }
+    }
+
+    /// Types `line` and Enter on the serial console.
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("send_line needs Guest::start_interactive");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to the QEMU console");
+    }
+
+    /// Runs `command` in the guest's shell and returns the lines it printed.
+    /// The output is framed by markers the shell computes (`$((n+0))`), so the
+    /// echo of the typed line never matches them.
+    pub fn run(&mut self, command: &str, timeout: Duration) -> Vec<String> {
+        self.commands += 1;
+        let n = self.commands;
+        let begin = format!("@B{n}@");
+        let end = format!("@E{n}@");
+        self.send_line(&format!(
+            "echo @B$(({n}+0))@; {command}; echo @E$(({n}+0))@"
+        ));
+        self.wait_for(&begin, timeout);
+        let mut out = Vec::new();
+        loop {
+            let line = self.next_line(timeout, &end);
+            if line.contains(&end) {
+                return out;
+            }
+            out.push(line);
+        }
+    }
+
+    /// Sends one command to the QEMU human monitor and returns its answer.
+    pub fn monitor(&mut self, command: &str) -> String {
+        use std::io::{Read, Write};
+        let path = self
+            .monitor
+            .clone()
+            .expect("monitor needs Guest::start_interactive");
+        let mut sock = std::os::unix::net::UnixStream::connect(&path)
+            .unwrap_or_else(|e| panic!("connect to the QEMU monitor {}: {e}", path.display()));
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut read_until_prompt = |sock: &mut std::os::unix::net::UnixStream,
+                                     answer: &mut Vec<u8>| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match sock.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        answer.extend_from_slice(&buf[..n]);
+                        if String::from_utf8_lossy(answer).contains("(qemu)") {
+                            break;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        };
+        read_until_prompt(&mut sock, &mut answer);
+        answer.clear();
+        sock.write_all(format!("{command}\n").as_bytes()).unwrap();
+        read_until_prompt(&mut sock, &mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Waits up to `timeout` for QEMU to exit on its own, collecting the
+    /// console meanwhile; panics with the log if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.log.push(line);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread ends at EOF; take what is left.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(line);
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "QEMU still running after {timeout:?}; console:\n{}",
+                    self.log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The next console line; panics (naming `what`) on timeout or exit.
+    fn next_line(&mut self, timeout: Duration, what: &str) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                self.log.push(line.clone());
+                line
+            }
+            Err(e) => panic!(
+                "no console line while waiting for {what:?} ({e}); console:\n{}",
+                self.log.join("\n")
+            ),
         }
     }
 

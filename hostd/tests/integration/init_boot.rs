@@ -53,12 +53,15 @@ fn init_boots_test_root_and_restarts_hostd() {
     let ready = init.wait_for(is_ready, BOOT_TIMEOUT);
     let expected = "mkhost: ready hostname=mkhost-test profile=test kernel=0.0-test boot_ms=";
     assert!(ready.starts_with(expected), "{ready}");
-    assert!(ready.ends_with(" modules=0/1"), "{ready}");
+    assert!(
+        ready.ends_with(" modules=0/1 coldplug=0 addresses=-"),
+        "{ready}"
+    );
     let seen = init.seen.join("\n");
     for phase in [
         "init started version=",
         "boot config loaded profile=test kernel=0.0-test modules=1",
-        "modules loaded 0/1 (0 already loaded, 0 not for this machine, 1 failed)",
+        "modules loaded 0/1 (0 already loaded, 0 not for this machine, 1 failed) in ",
         "hostd started pid=",
         "hostd answering pid=",
     ] {
@@ -106,9 +109,29 @@ fn init_boots_test_root_and_restarts_hostd() {
         init.seen.join("\n")
     );
 
-    init.child.kill().unwrap();
-    wait_exit(&mut init.child, Duration::from_secs(10));
-    hostd::sys::kill(i32::try_from(third.pid).unwrap(), libc::SIGTERM).unwrap();
+    // Everything init and hostd printed is in the log under /run, stamped.
+    let log = std::fs::read_to_string(root.join("run/log/hostd.log")).unwrap();
+    assert!(
+        log.contains("] mkhost: ready hostname=mkhost-test"),
+        "{log}"
+    );
+    assert!(log.contains("] hostd: listening on"), "{log}");
+    assert_eq!(log.matches("hostd exited").count(), 2, "{log}");
+
+    // SIGTERM: init stops hostd and (in test mode) exits.
+    hostd::sys::kill(i32::try_from(init.child.id()).unwrap(), libc::SIGTERM).unwrap();
+    let status = wait_exit(&mut init.child, Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    init.drain(Duration::from_millis(200));
+    let seen = init.seen.join("\n");
+    for step in [
+        "shutdown: received SIGTERM",
+        &format!("shutdown: stopping hostd pid={}", third.pid),
+        "shutdown: hostd stopped (exit status: 0)",
+    ] {
+        assert!(seen.contains(step), "missing {step:?} in:\n{seen}");
+    }
+    assert!(!socket.exists(), "hostd removed its socket");
 }
 
 fn unshare_works() -> bool {
@@ -144,11 +167,18 @@ fn init_as_pid1_in_namespaces_mounts_and_gets_ready() {
         "{ready}"
     );
     let seen = init.seen.join("\n");
-    assert!(seen.contains("ms filesystems mounted\n"), "{seen}");
+    assert!(seen.contains("ms filesystems mounted ("), "{seen}");
     assert!(seen.contains("ms hostname set to mkhost-test"), "{seen}");
     assert!(!seen.contains("mkhost: error:"), "{seen}");
-    // hostd runs as a child of PID 1 in the new namespace.
-    assert!(seen.contains("hostd started pid=2"), "{seen}");
+    // hostd runs as a child of PID 1 in the new namespace (init's helper
+    // threads take the first few ids).
+    let pid: u32 = seen
+        .split("hostd started pid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("hostd started line");
+    assert!(pid < 10, "{seen}");
 
     init.child.kill().unwrap();
     wait_exit(&mut init.child, Duration::from_secs(10));

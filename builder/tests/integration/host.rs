@@ -1,0 +1,353 @@
+//! init as a real PID 1 in QEMU (TCG): DHCP over user networking, the debug
+//! shell, the tmpfs root, cgroup2, hostd restarts, power-button shutdown, and
+//! host.toml on the boot stick's ESP (broken and valid) under OVMF.
+//!
+//! One boot per scenario; each boot checks everything it can. The checks
+//! from inside the guest go through the busybox debug shell of the qemu
+//! profile, typed on the serial console.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{build, built, ovmf, ready_fields, scratch, text, workspace, Guest};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// PXE boots and OVMF boots alike get 160 MiB (OVMF needs more than 128).
+const RAM_MIB: &str = "160";
+
+fn pxe_args(dir: &Path, extra_cmdline: &str) -> Vec<String> {
+    let ipxe = std::fs::read_to_string(dir.join("pxe/boot.ipxe")).unwrap();
+    let cmdline = ipxe
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel vmlinuz initrd=initramfs.img "))
+        .expect("kernel line in boot.ipxe");
+    vec![
+        "-m".into(),
+        RAM_MIB.into(),
+        "-kernel".into(),
+        dir.join("pxe/vmlinuz").display().to_string(),
+        "-initrd".into(),
+        dir.join("pxe/initramfs.img").display().to_string(),
+        "-append".into(),
+        format!("{cmdline} {extra_cmdline}"),
+    ]
+}
+
+fn user_net() -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        "user,id=n0".into(),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ]
+}
+
+fn joined(lines: &[String]) -> String {
+    lines.join("\n")
+}
+
+fn assert_log_has(guest: &Guest, needle: &str) {
+    assert!(
+        guest.log.iter().any(|l| l.contains(needle)),
+        "no {needle:?} on the console:\n{}",
+        guest.log.join("\n")
+    );
+}
+
+#[test]
+fn dhcp_shell_supervision_and_power_button() {
+    let dir = built("qemu");
+    let work = scratch("host-dhcp");
+    let mut args = pxe_args(dir, "");
+    args.extend(user_net());
+    let mut guest = Guest::start_interactive(&args, &work);
+
+    // The ready line carries the DHCP address.
+    let ready = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    let fields = ready_fields(&ready);
+    assert_eq!(fields["hostname"], "mkhost-qemu", "{ready}");
+    assert_eq!(fields["addresses"], "eth0:10.0.2.15/24", "{ready}");
+    let boot_ms: u64 = fields["boot_ms"].parse().unwrap();
+    assert!(boot_ms > 0, "{ready}");
+    assert_log_has(
+        &guest,
+        "eth0: DHCP lease 10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3",
+    );
+    assert_log_has(&guest, "root moved to tmpfs");
+    assert_log_has(&guest, "coldplug:");
+    assert_eq!(
+        guest
+            .log
+            .iter()
+            .filter(|l| l.contains("mkhost: ready"))
+            .count(),
+        1
+    );
+    guest.wait_for("debug shell on", BOOT_TIMEOUT);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Default route via 10.0.2.2 (little-endian hex in /proc/net/route).
+    let route = guest.run("cat /proc/net/route", COMMAND_TIMEOUT);
+    assert!(
+        route
+            .iter()
+            .any(|l| l.starts_with("eth0\t00000000\t0202000A")),
+        "{}",
+        joined(&route)
+    );
+    let resolv = guest.run("cat /etc/resolv.conf", COMMAND_TIMEOUT);
+    assert!(
+        resolv.iter().any(|l| l.trim() == "nameserver 10.0.2.3"),
+        "{}",
+        joined(&resolv)
+    );
+    // The root is a tmpfs (not rootfs), so runtimes can pivot_root.
+    let fstype = guest.run("stat -f -c %T /; grep ' / ' /proc/mounts", COMMAND_TIMEOUT);
+    assert!(
+        fstype.iter().any(|l| l.trim() == "tmpfs"),
+        "{}",
+        joined(&fstype)
+    );
+    assert!(
+        fstype.iter().any(|l| l.starts_with("tmpfs / tmpfs")),
+        "{}",
+        joined(&fstype)
+    );
+    assert!(
+        !fstype.iter().any(|l| l.contains("rootfs")),
+        "{}",
+        joined(&fstype)
+    );
+    // cgroup2 with the controllers delegated.
+    let cg = guest.run(
+        "grep cgroup2 /proc/mounts; cat /sys/fs/cgroup/cgroup.subtree_control",
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        cg.iter()
+            .any(|l| l.starts_with("cgroup2 /sys/fs/cgroup cgroup2")),
+        "{}",
+        joined(&cg)
+    );
+    let control = cg
+        .iter()
+        .find(|l| l.contains("memory"))
+        .unwrap_or_else(|| panic!("no subtree_control line: {}", joined(&cg)));
+    for controller in ["cpu", "memory", "pids"] {
+        assert!(
+            control.split_whitespace().any(|c| c == controller),
+            "{controller} not in {control}"
+        );
+    }
+    // The log file under /run has init's timeline and hostd's output.
+    let log = guest.run(
+        "grep -c . /run/log/hostd.log; grep -E 'mkhost: ready|hostd: listening' /run/log/hostd.log",
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        log.iter().any(|l| l.contains("mkhost: ready hostname=")),
+        "{}",
+        joined(&log)
+    );
+    assert!(
+        log.iter().any(|l| l.contains("hostd: listening on")),
+        "{}",
+        joined(&log)
+    );
+    let rss = guest.run("grep -E 'VmRSS|VmHWM' /proc/1/status", COMMAND_TIMEOUT);
+    eprintln!("init memory: {}", joined(&rss));
+
+    // SIGKILL hostd from the shell: init reports and restarts it.
+    guest.send_line("kill -9 $(pidof hostd)");
+    guest.wait_for(
+        "hostd exited (signal: 9 (SIGKILL)), restarting in",
+        COMMAND_TIMEOUT,
+    );
+    guest.wait_for("hostd answering pid=", COMMAND_TIMEOUT);
+    let status = guest.run("hostd status", COMMAND_TIMEOUT);
+    assert!(
+        status.iter().any(|l| l.contains("\"ok\":true")),
+        "{}",
+        joined(&status)
+    );
+
+    // A shell that exits is replaced.
+    guest.send_line("exit");
+    guest.wait_for("debug shell exited", COMMAND_TIMEOUT);
+    guest.wait_for("debug shell on", COMMAND_TIMEOUT);
+
+    // The ACPI power button: init shuts down step by step and QEMU exits.
+    let answer = guest.monitor("system_powerdown");
+    assert!(!answer.contains("Error"), "{answer}");
+    let exit = guest.wait_exit(Duration::from_secs(120));
+    assert!(exit.success(), "QEMU exited with {exit}");
+    for step in [
+        "shutdown: received power button",
+        "shutdown: stopping hostd pid=",
+        "shutdown: hostd stopped",
+        "shutdown: syncing file systems",
+        "shutdown: unmounted ",
+        "shutdown: powering off",
+    ] {
+        assert_log_has(&guest, step);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A copy of the qemu disk image with `host.toml` on its ESP.
+fn image_with_host_toml(name: &str, host_toml: &str) -> (PathBuf, PathBuf) {
+    let dir = built("qemu");
+    let work = scratch(name);
+    let img = work.join("stick.img");
+    std::fs::copy(dir.join("mkhost-qemu.img"), &img).unwrap();
+    let toml = work.join("host.toml");
+    std::fs::write(&toml, host_toml).unwrap();
+    let esp = format!("{}@@1M", img.display());
+    // The directory may already be there (the image ships a template).
+    let _ = Command::new("mmd").args(["-i", &esp, "::/mkhost"]).output();
+    let out = Command::new("mcopy")
+        .args(["-o", "-i", &esp])
+        .arg(&toml)
+        .arg("::/mkhost/host.toml")
+        .output()
+        .expect("mcopy missing: run ci/install-deps (mtools)");
+    assert!(out.status.success(), "{out:?}");
+    (work, img)
+}
+
+fn uefi_args(img: &Path) -> Vec<String> {
+    vec![
+        "-m".into(),
+        RAM_MIB.into(),
+        "-bios".into(),
+        ovmf().display().to_string(),
+        "-drive".into(),
+        format!(
+            "if=none,id=stick,format=raw,snapshot=on,file={}",
+            img.display()
+        ),
+        "-device".into(),
+        "virtio-blk-pci,drive=stick".into(),
+    ]
+}
+
+#[test]
+fn broken_host_toml_is_reported_and_the_host_boots() {
+    let (work, img) = image_with_host_toml(
+        "host-toml-broken",
+        "hostname = \"edge-7\"\n[network\ndhcp = false\n",
+    );
+    // A NIC with carrier but no DHCP server behind it (a hub port with
+    // nobody else on the hub): the boot waits dhcp_timeout_ms, then goes on.
+    let mut args = uefi_args(&img);
+    args.extend([
+        "-netdev".into(),
+        "hubport,id=n0,hubid=0".into(),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ]);
+    let mut guest = Guest::start(&args);
+    let ready = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    let fields = ready_fields(&ready);
+    assert_eq!(fields["hostname"], "mkhost-qemu", "{ready}");
+    assert_eq!(fields["addresses"], "-", "{ready}");
+    // The DHCP thread says so around the same moment as the ready line.
+    if !guest
+        .log
+        .iter()
+        .any(|l| l.contains("eth0: no DHCP lease after "))
+    {
+        guest.wait_for("eth0: no DHCP lease after ", COMMAND_TIMEOUT);
+    }
+    let error = guest
+        .log
+        .iter()
+        .find(|l| l.contains("mkhost/host.toml: line 2, column"))
+        .unwrap_or_else(|| panic!("no host.toml error:\n{}", guest.log.join("\n")));
+    assert!(error.starts_with("mkhost: error: /dev/vda1:"), "{error}");
+    assert!(
+        error.contains("booting with the image's settings"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn host_toml_on_the_esp_names_the_host() {
+    let (work, img) = image_with_host_toml(
+        "host-toml-good",
+        "# this stick's identity\nhostname = \"edge-7\"\n\n[network]\ndhcp = false\n",
+    );
+    let mut guest = Guest::start(&uefi_args(&img));
+    let ready = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    assert_eq!(ready_fields(&ready)["hostname"], "edge-7", "{ready}");
+    // Found through systemd-stub's LoaderDevicePartUUID, not by guessing.
+    assert_log_has(
+        &guest,
+        "host config /dev/vda1:mkhost/host.toml read (boot partition)",
+    );
+    assert_log_has(&guest, "hostname set to edge-7 (from host.toml)");
+    assert_log_has(&guest, "efivarfs mounted");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A profile whose NIC driver is shipped but not loaded at boot: coldplug has
+/// to find the virtio PCI device, load virtio_pci, then find the virtio-net
+/// device behind it and load virtio_net, before DHCP can work. Also the
+/// command line: hostname, an unknown key, and mkhost.reboot at shutdown.
+#[test]
+fn coldplug_loads_the_nic_driver_and_cmdline_settings_apply() {
+    let work = scratch("host-coldplug");
+    let profile = work.join("coldplug.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "description = \"NIC drivers on demand\"\nextends = \"{}\"\n\
+             [modules]\nsets = [\"host\"]\ninclude = [\"virtio_pci\", \"virtio_net\"]\n",
+            workspace().join("profiles/base.toml").display()
+        ),
+    )
+    .unwrap();
+    let out = work.join("out");
+    let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let dir = out.join("coldplug");
+    let mut args = pxe_args(
+        &dir,
+        "mkhost.hostname=cold-1 mkhost.colour=red mkhost.reboot",
+    );
+    args.extend(user_net());
+    let mut guest = Guest::start_interactive(&args, &work);
+    let ready = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    let fields = ready_fields(&ready);
+    assert_eq!(fields["hostname"], "cold-1", "{ready}");
+    assert_eq!(fields["addresses"], "eth0:10.0.2.15/24", "{ready}");
+    let coldplugged: usize = fields["coldplug"].parse().unwrap();
+    assert!(coldplugged >= 2, "{ready}");
+    let line = guest
+        .log
+        .iter()
+        .find(|l| l.contains("coldplug:"))
+        .cloned()
+        .unwrap_or_default();
+    for module in ["virtio_pci", "virtio_net"] {
+        assert!(
+            line.split(['(', ' ', ')']).any(|w| w == module),
+            "{module} not loaded by coldplug: {line}"
+        );
+    }
+    assert_log_has(&guest, "hostname set to cold-1 (from cmdline)");
+    assert_log_has(
+        &guest,
+        "warning: kernel command line: mkhost.colour: unknown parameter",
+    );
+
+    let answer = guest.monitor("system_powerdown");
+    assert!(!answer.contains("Error"), "{answer}");
+    let exit = guest.wait_exit(Duration::from_secs(120));
+    assert!(exit.success(), "QEMU exited with {exit}");
+    assert_log_has(&guest, "shutdown: rebooting");
+    let _ = std::fs::remove_dir_all(&work);
+}
