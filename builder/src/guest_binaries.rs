@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The cargo profile for the image's programs (see the workspace Cargo.toml).
+pub const GUEST_PROFILE: &str = "guest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestBinaryError {
@@ -14,7 +16,7 @@ pub enum GuestBinaryError {
     Cargo { workspace: PathBuf, stderr: String },
     #[error("could not run cargo to build init and hostd")]
     Spawn(#[source] std::io::Error),
-    #[error("{path} not found: build it with `cargo build --release -p hostd` or pass --bin-dir DIR holding `init` and `hostd`")]
+    #[error("{path} not found: build it with `cargo build --profile guest -p hostd` or pass --bin-dir DIR holding `init` and `hostd`")]
     Missing { path: PathBuf },
     #[error("{path} is dynamically linked ({interpreter}); init and hostd must be static (build with the workspace's .cargo/config.toml)")]
     NotStatic { path: PathBuf, interpreter: String },
@@ -69,7 +71,8 @@ fn build_in_workspace(workspace: &Path) -> Result<PathBuf, GuestBinaryError> {
     let output = Command::new(cargo)
         .args([
             "build",
-            "--release",
+            "--profile",
+            GUEST_PROFILE,
             "--quiet",
             "-p",
             "hostd",
@@ -94,7 +97,7 @@ fn build_in_workspace(workspace: &Path) -> Result<PathBuf, GuestBinaryError> {
     } else {
         target_dir
     };
-    Ok(target_dir.join(TARGET).join("release"))
+    Ok(target_dir.join(TARGET).join(GUEST_PROFILE))
 }
 
 fn check_static(path: &Path) -> Result<(), GuestBinaryError> {

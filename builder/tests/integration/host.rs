@@ -351,3 +351,46 @@ fn coldplug_loads_the_nic_driver_and_cmdline_settings_apply() {
     assert_log_has(&guest, "shutdown: rebooting");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The shipped rack profile on "server hardware" QEMU can emulate: an Intel
+/// e1000e NIC and an NVMe disk. Their drivers are on-demand in rack, so
+/// coldplug must load them; DHCP then works over the e1000e.
+#[test]
+fn rack_image_coldplugs_intel_nic_and_nvme() {
+    let dir = built("rack");
+    let work = scratch("rack-hw");
+    let disk = work.join("nvme.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let mut args = pxe_args(dir, "");
+    let mem = args.iter().position(|a| a == "-m").unwrap() + 1;
+    args[mem] = "512".into();
+    args.extend([
+        "-netdev".into(),
+        "user,id=n0".into(),
+        "-device".into(),
+        "e1000e,netdev=n0".into(),
+        "-drive".into(),
+        format!("if=none,id=nv,format=raw,file={}", disk.display()),
+        "-device".into(),
+        "nvme,serial=mkhost0,drive=nv".into(),
+    ]);
+    let mut guest = Guest::start(&args);
+    let ready = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    let fields = ready_fields(&ready);
+    assert_eq!(fields["hostname"], "mkhost-rack", "{ready}");
+    assert_eq!(fields["addresses"], "eth0:10.0.2.15/24", "{ready}");
+    let line = guest
+        .log
+        .iter()
+        .find(|l| l.contains("coldplug:"))
+        .cloned()
+        .unwrap_or_default();
+    for module in ["e1000e", "nvme"] {
+        assert!(
+            line.split(['(', ' ', ')', ',']).any(|w| w == module),
+            "{module} not loaded by coldplug: {line}\n{}",
+            joined(&guest.log)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
