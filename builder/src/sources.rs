@@ -656,21 +656,26 @@ mod tests {
         assert!(err.contains("source = \"deb\""), "{err}");
     }
 
-    #[test]
-    fn deb_file_without_kernel_is_explained() {
+    /// A .deb made of `control` and `files`, and an empty cache, in a tempdir.
+    fn deb_and_cache(
+        control: &str,
+        files: &[(&str, &[u8])],
+    ) -> (tempfile::TempDir, PathBuf, Cache) {
         let dir = tempfile::tempdir().unwrap();
-        let deb = dir.path().join("meta.deb");
-        std::fs::write(
-            &deb,
-            crate::deb::tests::make_deb(
-                "Package: linux-image-amd64\nVersion: 1\nArchitecture: amd64\n",
-                &[("./usr/share/doc/linux-image-amd64/copyright", b"c")],
-            ),
-        )
-        .unwrap();
+        let deb = dir.path().join("test.deb");
+        std::fs::write(&deb, crate::deb::tests::make_deb(control, files)).unwrap();
         let cache = Cache {
             root: dir.path().join("cache"),
         };
+        (dir, deb, cache)
+    }
+
+    #[test]
+    fn deb_file_without_kernel_is_explained() {
+        let (_dir, deb, cache) = deb_and_cache(
+            "Package: linux-image-amd64\nVersion: 1\nArchitecture: amd64\n",
+            &[("./usr/share/doc/linux-image-amd64/copyright", b"c")],
+        );
         let progress = Progress::new(true);
         let err = resolve_kernel(&Source::DebFile { path: deb }, &cache, None, &progress)
             .unwrap_err()
@@ -680,19 +685,10 @@ mod tests {
 
     #[test]
     fn stub_from_deb_file_is_unpacked_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let deb = dir.path().join("stub.deb");
-        std::fs::write(
-            &deb,
-            crate::deb::tests::make_deb(
-                "Package: systemd-boot-efi\nVersion: 252-1\nArchitecture: amd64\n",
-                &[("./usr/lib/systemd/boot/efi/linuxx64.efi.stub", b"MZstub")],
-            ),
-        )
-        .unwrap();
-        let cache = Cache {
-            root: dir.path().join("cache"),
-        };
+        let (_dir, deb, cache) = deb_and_cache(
+            "Package: systemd-boot-efi\nVersion: 252-1\nArchitecture: amd64\n",
+            &[("./usr/lib/systemd/boot/efi/linuxx64.efi.stub", b"MZstub")],
+        );
         let progress = Progress::new(true);
         let stub = resolve_stub(
             &Source::DebFile { path: deb.clone() },
