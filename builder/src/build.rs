@@ -612,6 +612,8 @@ fn assemble_initramfs(
     archive.add_char_dev("dev/console", 0o600, 5, 1)?;
     archive.add_char_dev("dev/null", 0o666, 1, 3)?;
     archive.add_file("init", 0o755, cpio::FileData::Path(programs.init.clone()))?;
+    // The kernel runs /sbin/modprobe to autoload drivers; init answers as modprobe.
+    archive.add_symlink("sbin/modprobe", "/init")?;
     archive.add_file(
         "usr/bin/hostd",
         0o755,

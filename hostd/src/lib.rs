@@ -37,6 +37,7 @@ pub mod dhcp;
 pub mod host_config;
 pub mod init;
 pub mod logbuf;
+pub mod modprobe;
 pub mod modules;
 pub mod mounts;
 pub mod netlink;

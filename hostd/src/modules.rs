@@ -368,7 +368,7 @@ impl ModuleDb {
     }
 
     /// A module name, or an alias resolved to shipped/built-in modules.
-    fn resolve_name(&self, name: &str) -> Vec<String> {
+    pub fn resolve_name(&self, name: &str) -> Vec<String> {
         let n = normalize(name);
         if self.paths.contains_key(&n) || self.builtin.contains(&n) {
             return vec![n];

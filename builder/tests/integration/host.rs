@@ -394,3 +394,50 @@ fn rack_image_coldplugs_intel_nic_and_nvme() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A driver that is shipped but not loaded is autoloaded when the kernel asks
+/// for it: mounting an iso9660 file system makes the kernel run
+/// `/sbin/modprobe -q -- fs-iso9660`, which is init answering as modprobe.
+#[test]
+fn kernel_autoloads_shipped_modules_through_init_as_modprobe() {
+    let work = scratch("host-modprobe");
+    let profile = work.join("autoload.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "description = \"isofs on demand\"\nextends = \"{}\"\n\
+             [modules]\ninclude = [\"isofs\"]\n",
+            workspace().join("profiles/qemu.toml").display()
+        ),
+    )
+    .unwrap();
+    let out = work.join("out");
+    let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let args = pxe_args(&out.join("autoload"), "mkhost.dhcp=0");
+    let mut guest = Guest::start_interactive(&args, &work);
+    guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    guest.wait_for("debug shell on", BOOT_TIMEOUT);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = guest.run("grep -c '^isofs ' /proc/modules", COMMAND_TIMEOUT);
+    assert!(
+        before.iter().any(|l| l.trim() == "0"),
+        "{}",
+        joined(&before)
+    );
+    let after = guest.run(
+        "cat /proc/sys/kernel/modprobe; mkdir -p /mnt/iso; mount -t iso9660 /dev/null /mnt/iso; grep -c '^isofs ' /proc/modules",
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        after.iter().any(|l| l.trim() == "/sbin/modprobe"),
+        "{}",
+        joined(&after)
+    );
+    assert!(
+        after.iter().any(|l| l.trim() == "1"),
+        "isofs not autoloaded:\n{}",
+        joined(&after)
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
