@@ -6,9 +6,20 @@
 //! ```text
 //! -> {"op":"status"}
 //! <- {"ok":true,"version":"0.1.0","pid":57,"uptime_ms":1200,"containers":0}
+//! -> {"op":"images"}
+//! <- {"ok":true,"images":[{"id":"sha256:…","names":["hello:latest"],"created":null,"layers":1,"size":160,"unpacked_size":6}]}
+//! -> {"op":"import","path":"/root/hello.tar"}
+//! <- {"ok":true,"imported":{"images":[…],"blobs_added":3,"layers_added":1,"skipped":[],"xattrs_dropped":0}}
 //! -> {"op":"nope"}
 //! <- {"ok":false,"error":"invalid request: unknown variant `nope`, expected `status` at line 1 column 12"}
 //! ```
+//!
+//! The image requests (`images`, `import`, `inspect_image`, `remove_image`, `gc`)
+//! answer with the image store's own serde output ([`crate::store::ImageSummary`]
+//! list, [`crate::store::ImportReport`], [`crate::store::ImageInfo`],
+//! [`crate::store::Removed`], [`crate::store::GcReport`]) under one key each;
+//! clients get it as JSON values. Store errors are `{"ok":false,"error":"..."}`
+//! with the store's message.
 //!
 //! This module owns both ends: [`ControlSocket`] (bind, [`serve`], cleanup) for the
 //! daemon and [`request`] for clients (`hostd status`, `init`'s readiness probe).
@@ -28,17 +39,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::sys;
 
 /// Where hostd listens on a booted host.
 pub const SOCKET_PATH: &str = "/run/hostd/hostd.sock";
 
-/// Longest request or response line accepted, in bytes (newline excluded).
+/// Longest request line the server accepts, in bytes (newline excluded).
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Longest response line a client accepts, in bytes (newline excluded): image
+/// lists and import reports grow with the store.
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
 /// How long the server waits for a client to send a line or take an answer.
+/// Only reads and writes of lines are bounded: a request that takes long
+/// (an import) runs in its connection's thread for as long as it needs.
 pub const SERVER_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client timeout for quick requests (status).
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client timeout for requests that read the store (images, inspect_image).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client timeout for requests that write the store (import, remove_image, gc):
+/// they unpack or delete whole images and may wait for another writer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Connections served at once; more are answered with an error and closed.
 const MAX_CONNECTIONS: usize = 64;
@@ -121,6 +149,9 @@ pub enum ControlError {
     /// accept(2) failed in a way that will not go away.
     #[error("cannot accept connections: {0}")]
     Accept(#[source] io::Error),
+    /// The request could not be encoded (a path that is not UTF-8).
+    #[error("cannot encode request: {0}")]
+    Encode(#[source] serde_json::Error),
     /// The client could not connect.
     #[error("cannot connect to {path}: {source}", path = path.display())]
     Connect {
@@ -171,6 +202,36 @@ pub enum ControlError {
 pub enum Request {
     /// Report the daemon's version, pid and uptime.
     Status,
+    /// List the images in the store.
+    Images,
+    /// Import every image of an OCI layout or `docker save` archive.
+    Import {
+        /// Absolute path of the file or directory, as the daemon sees it.
+        path: PathBuf,
+    },
+    /// Show one image: config and layers.
+    InspectImage {
+        /// A name, id or unique id prefix.
+        image: String,
+    },
+    /// Untag a name, or delete an image given by id.
+    RemoveImage {
+        /// A name, id or unique id prefix.
+        image: String,
+    },
+    /// Delete blobs and layers no image uses.
+    Gc,
+}
+
+impl Request {
+    /// How long a client should wait for the answer to this request.
+    pub fn client_timeout(&self) -> Duration {
+        match self {
+            Request::Status => SHORT_TIMEOUT,
+            Request::Images | Request::InspectImage { .. } => READ_TIMEOUT,
+            Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
+        }
+    }
 }
 
 /// The answer to [`Request::Status`].
@@ -187,11 +248,24 @@ pub struct Status {
 }
 
 /// A response: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+///
+/// The image answers carry the store's serde output as JSON values, under
+/// the key named on each variant; a client knows which one it asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "WireResponse", into = "WireResponse")]
 pub enum Response {
     /// A successful status answer.
     Status(Status),
+    /// `images`: an array of [`crate::store::ImageSummary`].
+    Images(Value),
+    /// `imported`: an [`crate::store::ImportReport`].
+    Imported(Value),
+    /// `image`: an [`crate::store::ImageInfo`].
+    Image(Value),
+    /// `removed`: a [`crate::store::Removed`].
+    Removed(Value),
+    /// `gc`: a [`crate::store::GcReport`].
+    Gc(Value),
     /// The request failed; the message says why.
     Error(String),
 }
@@ -209,27 +283,69 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     containers: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    images: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    removed: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gc: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+impl WireResponse {
+    fn ok() -> Self {
+        WireResponse {
+            ok: true,
+            version: None,
+            pid: None,
+            uptime_ms: None,
+            containers: None,
+            images: None,
+            imported: None,
+            image: None,
+            removed: None,
+            gc: None,
+            error: None,
+        }
+    }
 }
 
 impl From<Response> for WireResponse {
     fn from(response: Response) -> Self {
+        let ok = WireResponse::ok();
         match response {
             Response::Status(s) => WireResponse {
-                ok: true,
                 version: Some(s.version),
                 pid: Some(s.pid),
                 uptime_ms: Some(s.uptime_ms),
                 containers: Some(s.containers),
-                error: None,
+                ..ok
             },
+            Response::Images(v) => WireResponse {
+                images: Some(v),
+                ..ok
+            },
+            Response::Imported(v) => WireResponse {
+                imported: Some(v),
+                ..ok
+            },
+            Response::Image(v) => WireResponse {
+                image: Some(v),
+                ..ok
+            },
+            Response::Removed(v) => WireResponse {
+                removed: Some(v),
+                ..ok
+            },
+            Response::Gc(v) => WireResponse { gc: Some(v), ..ok },
             Response::Error(error) => WireResponse {
                 ok: false,
-                version: None,
-                pid: None,
-                uptime_ms: None,
-                containers: None,
                 error: Some(error),
+                ..ok
             },
         }
     }
@@ -248,6 +364,31 @@ impl TryFrom<WireResponse> for Response {
         fn need<T>(value: Option<T>, name: &str) -> Result<T, String> {
             value.ok_or_else(|| format!("missing field `{name}`"))
         }
+        fn object(value: Value, name: &str) -> Result<Value, String> {
+            if value.is_object() {
+                Ok(value)
+            } else {
+                Err(format!("field `{name}` is not an object"))
+            }
+        }
+        if let Some(images) = wire.images {
+            if !images.is_array() {
+                return Err("field `images` is not an array".to_string());
+            }
+            return Ok(Response::Images(images));
+        }
+        if let Some(v) = wire.imported {
+            return object(v, "imported").map(Response::Imported);
+        }
+        if let Some(v) = wire.image {
+            return object(v, "image").map(Response::Image);
+        }
+        if let Some(v) = wire.removed {
+            return object(v, "removed").map(Response::Removed);
+        }
+        if let Some(v) = wire.gc {
+            return object(v, "gc").map(Response::Gc);
+        }
         Ok(Response::Status(Status {
             version: need(wire.version, "version")?,
             pid: need(wire.pid, "pid")?,
@@ -258,9 +399,18 @@ impl TryFrom<WireResponse> for Response {
 }
 
 impl Response {
+    /// An answer carrying `value` (one of the store's serde types) in the
+    /// variant `wrap`; an error response if it cannot be encoded.
+    pub fn with<T: Serialize>(wrap: fn(Value) -> Response, value: &T) -> Response {
+        match serde_json::to_value(value) {
+            Ok(v) => wrap(v),
+            Err(e) => Response::Error(format!("cannot encode response: {e}")),
+        }
+    }
+
     /// The response as one JSON line, newline included.
     pub fn to_line(&self) -> String {
-        // Serialising plain strings and integers cannot fail.
+        // Serialising strings, integers and JSON values cannot fail.
         let mut line = serde_json::to_string(self)
             .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode response"}"#.to_string());
         line.push('\n');
@@ -557,17 +707,17 @@ pub fn request(
             }
         }
     };
+    // Only a path that is not UTF-8 cannot be encoded.
+    let mut line = serde_json::to_vec(request).map_err(ControlError::Encode)?;
+    line.push(b'\n');
     let stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
         path: path.to_path_buf(),
         source,
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    // Serialising a unit variant cannot fail.
-    let mut line = serde_json::to_vec(request).unwrap_or_default();
-    line.push(b'\n');
     (&stream).write_all(&line).map_err(io_err)?;
-    let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
+    let limit = u64::try_from(MAX_RESPONSE).unwrap_or(u64::MAX) + 1;
     let mut answer = Vec::new();
     BufReader::new(&stream)
         .take(limit)
@@ -646,6 +796,97 @@ mod tests {
     }
 
     #[test]
+    fn image_request_wire_formats() {
+        let cases = [
+            (Request::Images, r#"{"op":"images"}"#),
+            (
+                Request::Import {
+                    path: "/tmp/a b.tar".into(),
+                },
+                r#"{"op":"import","path":"/tmp/a b.tar"}"#,
+            ),
+            (
+                Request::InspectImage {
+                    image: "busybox".into(),
+                },
+                r#"{"op":"inspect_image","image":"busybox"}"#,
+            ),
+            (
+                Request::RemoveImage {
+                    image: "sha256:abcd".into(),
+                },
+                r#"{"op":"remove_image","image":"sha256:abcd"}"#,
+            ),
+            (Request::Gc, r#"{"op":"gc"}"#),
+        ];
+        for (request, wire) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), wire);
+            assert_eq!(parse_request(wire.as_bytes()), Ok(request));
+        }
+        assert!(parse_request(br#"{"op":"import"}"#)
+            .unwrap_err()
+            .contains("missing field `path`"));
+        assert!(parse_request(br#"{"op":"inspect_image","image":7}"#).is_err());
+        assert_eq!(Request::Status.client_timeout(), SHORT_TIMEOUT);
+        assert!(Request::Import { path: "/x".into() }.client_timeout() >= Duration::from_secs(600));
+    }
+
+    #[test]
+    fn image_response_wire_formats() {
+        let gc = crate::store::GcReport {
+            blobs_removed: 3,
+            layers_removed: 1,
+            bytes_freed: 42,
+        };
+        // Key order inside the store's object is not part of the format.
+        let line = Response::with(Response::Gc, &gc).to_line();
+        assert!(line.starts_with(r#"{"ok":true,"gc":{"#), "{line}");
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"ok":true,"gc":{"blobs_removed":3,"layers_removed":1,"bytes_freed":42}})
+        );
+        let cases = [
+            (
+                r#"{"ok":true,"images":[{"id":"sha256:ab","names":[]}]}"#,
+                Response::Images(serde_json::json!([{"id":"sha256:ab","names":[]}])),
+            ),
+            (
+                r#"{"ok":true,"imported":{"images":[],"blobs_added":0}}"#,
+                Response::Imported(serde_json::json!({"images":[],"blobs_added":0})),
+            ),
+            (
+                r#"{"ok":true,"image":{"id":"sha256:ab"}}"#,
+                Response::Image(serde_json::json!({"id":"sha256:ab"})),
+            ),
+            (
+                r#"{"ok":true,"removed":{"id":"sha256:ab","untagged":[],"deleted":true}}"#,
+                Response::Removed(
+                    serde_json::json!({"id":"sha256:ab","untagged":[],"deleted":true}),
+                ),
+            ),
+            (
+                r#"{"ok":true,"gc":{"blobs_removed":0}}"#,
+                Response::Gc(serde_json::json!({"blobs_removed":0})),
+            ),
+        ];
+        for (wire, response) in cases {
+            let back: Response = serde_json::from_str(wire).unwrap();
+            assert_eq!(back, response);
+            let line = response.to_line();
+            assert!(line.ends_with('\n'));
+            let again: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(again, serde_json::from_str::<Value>(wire).unwrap());
+        }
+        assert!(serde_json::from_str::<Response>(r#"{"ok":true,"images":{}}"#).is_err());
+        assert!(serde_json::from_str::<Response>(r#"{"ok":true,"gc":[]}"#).is_err());
+        // A store error is an ordinary error answer.
+        let back: Response =
+            serde_json::from_str(r#"{"ok":false,"error":"no image named \"x\""}"#).unwrap();
+        assert_eq!(back, Response::Error("no image named \"x\"".into()));
+    }
+
+    #[test]
     fn parse_request_errors_are_messages() {
         assert_eq!(parse_request(b"{\"op\":\"status\"}\n"), Ok(Request::Status));
         assert!(parse_request(b"{\"op\":\"nope\"}")
@@ -716,6 +957,27 @@ mod tests {
         let _idle = UnixStream::connect(&path).unwrap();
         assert!(request(&path, &Request::Status, Duration::from_secs(5)).is_ok());
 
+        shutdown.trigger();
+        thread.join().unwrap().remove().unwrap();
+    }
+
+    #[test]
+    fn slow_handler_outlives_the_server_io_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.sock");
+        let socket = ControlSocket::bind(&path).unwrap();
+        let shutdown = Shutdown::new().unwrap();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let slow = |_req: &Request| {
+                std::thread::sleep(SERVER_IO_TIMEOUT + Duration::from_secs(1));
+                Response::Status(status())
+            };
+            socket.serve(slow, &stop).unwrap();
+            socket
+        });
+        let answer = request(&path, &Request::Gc, Request::Gc.client_timeout()).unwrap();
+        assert_eq!(answer, Response::Status(status()));
         shutdown.trigger();
         thread.join().unwrap().remove().unwrap();
     }

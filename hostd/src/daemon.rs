@@ -5,13 +5,28 @@
 //! before any other thread exists (so every thread inherits the mask), and one
 //! dedicated thread `sigwait`s for them and triggers the server's [`Shutdown`].
 //! No code runs in signal-handler context.
+//!
+//! Image requests go to the image store ([`crate::store::Store`]) at
+//! [`DaemonOptions::store`], opened (and created) at start. A store that cannot
+//! be opened does not stop the daemon: it logs why, keeps answering `status`,
+//! answers image requests with the error and tries to open the store again on
+//! the next one. Store errors are answers, never exits. An import runs in its
+//! connection's thread; a daemon stopped in the middle of one leaves the store
+//! as it was (imports are all-or-nothing and staging is cleared at open).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use crate::control::{self, ControlError, ControlSocket, Request, Response, Shutdown, Status};
+use crate::store::{Store, StoreError};
 use crate::sys::SignalSet;
+
+/// Where hostd keeps its image store on a booted host.
+pub const STORE_PATH: &str = "/var/lib/hostd";
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +47,15 @@ pub enum DaemonError {
 pub struct DaemonOptions {
     /// Where to put the control socket.
     pub socket: PathBuf,
+    /// The image store's root directory.
+    pub store: PathBuf,
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
         Self {
             socket: PathBuf::from(control::SOCKET_PATH),
+            store: PathBuf::from(STORE_PATH),
         }
     }
 }
@@ -47,15 +65,92 @@ pub fn log(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "hostd: {message}");
 }
 
-/// Answers one control request for a daemon that started at `started`.
-pub fn handle(request: &Request, started: Instant) -> Response {
-    match request {
-        Request::Status => Response::Status(Status {
-            version: crate::VERSION.to_string(),
-            pid: std::process::id(),
-            uptime_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            containers: 0,
-        }),
+/// The daemon's request handler: start time and image store.
+pub struct Handler {
+    started: Instant,
+    store_root: PathBuf,
+    /// The open store; `None` until [`Store::open`] succeeds.
+    store: Mutex<Option<Store>>,
+}
+
+impl Handler {
+    /// A handler for a daemon that started at `started`, with its store at
+    /// `store_root`. Opens (creates) the store now; a failure is logged and
+    /// retried on the next image request.
+    pub fn new(started: Instant, store_root: &Path) -> Self {
+        let handler = Self {
+            started,
+            store_root: store_root.to_path_buf(),
+            store: Mutex::new(None),
+        };
+        match handler.store() {
+            Ok(store) => log(&format!("image store at {}", store.root().display())),
+            Err(e) => log(&format!("image store unavailable: {e}")),
+        }
+        handler
+    }
+
+    /// The open store, opening it first if an earlier attempt failed.
+    fn store(&self) -> Result<Store, StoreError> {
+        // A poisoned lock only means a thread panicked holding it; the slot
+        // itself is still a valid Option.
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = Store::open(&self.store_root)?;
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Answers one control request.
+    pub fn handle(&self, request: &Request) -> Response {
+        match request {
+            Request::Status => Response::Status(Status {
+                version: crate::VERSION.to_string(),
+                pid: std::process::id(),
+                uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                containers: 0,
+            }),
+            Request::Images => self.with_store(Response::Images, |s| s.list()),
+            Request::Import { path } => {
+                if !path.is_absolute() {
+                    return Response::Error(format!(
+                        "import path {} is not absolute; the daemon does not know the client's directory",
+                        path.display()
+                    ));
+                }
+                let response = self.with_store(Response::Imported, |s| s.import(path));
+                match &response {
+                    Response::Error(e) => log(&format!("import of {} failed: {e}", path.display())),
+                    _ => log(&format!("imported {}", path.display())),
+                }
+                response
+            }
+            Request::InspectImage { image } => {
+                self.with_store(Response::Image, |s| s.inspect(image))
+            }
+            Request::RemoveImage { image } => {
+                let response = self.with_store(Response::Removed, |s| s.remove(image));
+                if !matches!(response, Response::Error(_)) {
+                    log(&format!("removed image {image:?}"));
+                }
+                response
+            }
+            Request::Gc => self.with_store(Response::Gc, |s| s.gc()),
+        }
+    }
+
+    /// Runs `op` on the store and wraps its result, or its error's message.
+    fn with_store<T, F>(&self, wrap: fn(serde_json::Value) -> Response, op: F) -> Response
+    where
+        T: Serialize,
+        F: FnOnce(&Store) -> Result<T, StoreError>,
+    {
+        match self.store().and_then(|store| op(&store)) {
+            Ok(value) => Response::with(wrap, &value),
+            Err(e) => Response::Error(e.to_string()),
+        }
     }
 }
 
@@ -66,6 +161,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     signals.block().map_err(DaemonError::Signals)?;
 
     let socket = ControlSocket::bind(&options.socket)?;
+    let handler = Handler::new(started, &options.store);
     let shutdown = Shutdown::new()?;
     let stop = shutdown.clone();
     std::thread::Builder::new()
@@ -90,7 +186,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         std::process::id(),
         crate::VERSION
     ));
-    let served = socket.serve(move |request| handle(request, started), &shutdown);
+    let served = socket.serve(move |request| handler.handle(request), &shutdown);
     let removed = socket.remove();
     served?;
     removed?;
@@ -103,8 +199,9 @@ mod tests {
 
     #[test]
     fn status_reports_this_process() {
-        let started = Instant::now();
-        match handle(&Request::Status, started) {
+        let dir = tempfile::tempdir().unwrap();
+        let handler = Handler::new(Instant::now(), &dir.path().join("store"));
+        match handler.handle(&Request::Status) {
             Response::Status(s) => {
                 assert_eq!(s.pid, std::process::id());
                 assert_eq!(s.version, crate::VERSION);
@@ -112,5 +209,67 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn image_requests_go_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let handler = Handler::new(Instant::now(), &root);
+        assert!(
+            root.join("blobs/sha256").is_dir(),
+            "store not created at start"
+        );
+        assert_eq!(
+            handler.handle(&Request::Images),
+            Response::Images(serde_json::json!([]))
+        );
+        assert!(matches!(handler.handle(&Request::Gc), Response::Gc(_)));
+        let missing = handler.handle(&Request::InspectImage {
+            image: "nope".into(),
+        });
+        let Response::Error(message) = missing else {
+            panic!("{missing:?}");
+        };
+        assert!(message.contains("no image named"), "{message}");
+        let relative = handler.handle(&Request::Import {
+            path: "img.tar".into(),
+        });
+        assert!(
+            matches!(&relative, Response::Error(m) if m.contains("not absolute")),
+            "{relative:?}"
+        );
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"hello").unwrap();
+        let answer = handler.handle(&Request::Import { path: junk.clone() });
+        let expected = Store::open(dir.path().join("other"))
+            .unwrap()
+            .import(&junk)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(answer, Response::Error(expected));
+    }
+
+    #[test]
+    fn unusable_store_is_an_answer_and_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let root = blocker.join("store");
+        let handler = Handler::new(Instant::now(), &root);
+        assert!(matches!(
+            handler.handle(&Request::Images),
+            Response::Error(m) if m.contains("cannot set up image store")
+        ));
+        assert!(matches!(
+            handler.handle(&Request::Status),
+            Response::Status(_)
+        ));
+        std::fs::remove_file(&blocker).unwrap();
+        std::fs::create_dir(&blocker).unwrap();
+        assert_eq!(
+            handler.handle(&Request::Images),
+            Response::Images(serde_json::json!([]))
+        );
     }
 }

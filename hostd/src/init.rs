@@ -884,6 +884,8 @@ fn boot(options: &Options, t0: Instant) -> Booted {
     if options.test {
         args.push("--socket".to_string());
         args.push(socket.to_string_lossy().into_owned());
+        args.push("--store".to_string());
+        args.push(at(root, "/var/lib/hostd").to_string_lossy().into_owned());
     }
     Booted {
         spec: ServiceSpec::hostd(at(root, HOSTD_PATH), args, socket),

@@ -1,25 +1,41 @@
 //! `hostd`: mkhost's host daemon and its command-line client.
 //!
 //! ```text
-//! hostd [daemon] [--socket PATH]   run the daemon (default socket /run/hostd/hostd.sock)
+//! hostd [daemon] [--socket PATH] [--store DIR]   run the daemon
 //! hostd status [--socket PATH]     ask the daemon for its status, print the JSON answer
+//! hostd images [--json]            list the images in the daemon's store
+//! hostd import FILE                import an OCI layout (dir or tar) or `docker save` archive
+//! hostd inspect IMAGE              print an image's config and layers as JSON
+//! hostd rmi IMAGE                  untag a name, or remove an image given by id
+//! hostd gc                         free blobs and layers no image uses
 //! hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime (see `hostd oci --help`)
 //! hostd --version | --help
 //! ```
+//!
+//! The client commands take `--socket PATH` (default /run/hostd/hostd.sock) and
+//! exit 0 on success, 1 when the daemon or the store says no, 2 on a usage error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use hostd::control::{self, Request, Response};
 use hostd::daemon::{self, DaemonOptions};
 use hostd::runtime::{self, CreateOptions, RunOptions, Runtime};
 
 const USAGE: &str = "\
-usage: hostd [daemon] [--socket PATH]   run the daemon
+usage: hostd [daemon] [--socket PATH] [--store DIR]   run the daemon (store: /var/lib/hostd)
        hostd status [--socket PATH]     print the daemon's status as JSON
+       hostd images [--json]            list images
+       hostd import FILE                import an OCI layout or docker save archive
+       hostd inspect IMAGE              print an image's config and layers as JSON
+       hostd rmi IMAGE                  untag a name, or remove an image by id
+       hostd gc                         free unused blobs and layers
        hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime
-       hostd --version | --help";
+       hostd --version | --help
+Client commands take --socket PATH (default /run/hostd/hostd.sock).";
 
 const OCI_USAGE: &str = "\
 usage: hostd oci [--root DIR] [--log FILE] [--debug] COMMAND
@@ -37,15 +53,25 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, PartialEq, Eq)]
 enum Cli {
-    Daemon(PathBuf),
+    Daemon(DaemonOptions),
     Status(PathBuf),
+    Images { socket: PathBuf, json: bool },
+    Import { socket: PathBuf, path: PathBuf },
+    Inspect { socket: PathBuf, image: String },
+    Rmi { socket: PathBuf, image: String },
+    Gc(PathBuf),
     Version,
     Help,
 }
 
+/// Parses the command line without touching anything (relative import paths
+/// are made absolute later, in [`import`]).
 fn parse(args: &[String]) -> Result<Cli, String> {
     let mut command: Option<&str> = None;
     let mut socket = PathBuf::from(control::SOCKET_PATH);
+    let mut store: Option<PathBuf> = None;
+    let mut json = false;
+    let mut positional: Vec<&str> = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -58,23 +84,110 @@ fn parse(args: &[String]) -> Result<Cli, String> {
                     .ok_or("--socket needs a path")?;
             }
             s if s.starts_with("--socket=") => socket = PathBuf::from(&s["--socket=".len()..]),
-            "daemon" | "status" if command.is_none() => command = Some(arg),
+            "--store" => {
+                store = Some(
+                    iter.next()
+                        .map(PathBuf::from)
+                        .ok_or("--store needs a directory")?,
+                )
+            }
+            s if s.starts_with("--store=") => store = Some(PathBuf::from(&s["--store=".len()..])),
+            "--json" => json = true,
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}")),
+            "daemon" | "status" | "images" | "import" | "inspect" | "rmi" | "gc"
+                if command.is_none() =>
+            {
+                command = Some(arg)
+            }
+            other if command.is_some() => positional.push(other),
             other => return Err(format!("unexpected argument: {other}")),
         }
     }
+    let command = command.unwrap_or("daemon");
+    if store.is_some() && command != "daemon" {
+        return Err(format!("{command}: --store is a daemon option"));
+    }
+    if json && command != "images" {
+        return Err(format!("{command}: --json is only for images"));
+    }
+    let takes_one = matches!(command, "import" | "inspect" | "rmi");
+    let mut positional = positional.into_iter();
+    let argument = if takes_one {
+        let what = if command == "import" { "FILE" } else { "IMAGE" };
+        Some(
+            positional
+                .next()
+                .ok_or(format!("{command}: missing {what}"))?
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    if let Some(extra) = positional.next() {
+        return Err(format!("unexpected argument: {extra}"));
+    }
+    let argument = argument.unwrap_or_default();
     Ok(match command {
-        Some("status") => Cli::Status(socket),
-        _ => Cli::Daemon(socket),
+        "status" => Cli::Status(socket),
+        "images" => Cli::Images { socket, json },
+        "import" => Cli::Import {
+            socket,
+            path: PathBuf::from(argument),
+        },
+        "inspect" => Cli::Inspect {
+            socket,
+            image: argument,
+        },
+        "rmi" => Cli::Rmi {
+            socket,
+            image: argument,
+        },
+        "gc" => Cli::Gc(socket),
+        _ => Cli::Daemon(DaemonOptions {
+            socket,
+            store: store.unwrap_or_else(|| PathBuf::from(daemon::STORE_PATH)),
+        }),
     })
 }
 
-fn status(socket: &std::path::Path) -> ExitCode {
+/// Sends `request` and hands a successful answer to `show`. A daemon that is
+/// not running, a failed exchange and an error answer all exit 1.
+fn client(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+    show: impl FnOnce(Response) -> Result<(), String>,
+) -> ExitCode {
+    match control::request(socket, request, timeout) {
+        Ok(Response::Error(message)) => {
+            eprintln!("hostd: {message}");
+            ExitCode::FAILURE
+        }
+        Ok(response) => match show(response) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hostd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e @ control::ControlError::Connect { .. }) => {
+            eprintln!("hostd: daemon not running? {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("hostd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(socket: &Path) -> ExitCode {
     match control::request(socket, &Request::Status, STATUS_TIMEOUT) {
         Ok(response) => {
             print!("{}", response.to_line());
             match response {
                 Response::Status(_) => ExitCode::SUCCESS,
-                Response::Error(_) => ExitCode::FAILURE,
+                _ => ExitCode::FAILURE,
             }
         }
         Err(e @ control::ControlError::Connect { .. }) => {
@@ -86,6 +199,262 @@ fn status(socket: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The fields of the store's `ImageSummary` the table shows.
+#[derive(Deserialize)]
+struct ImageRow {
+    id: String,
+    #[serde(default)]
+    names: Vec<String>,
+    created: Option<String>,
+    #[serde(default)]
+    layers: usize,
+    #[serde(default)]
+    unpacked_size: u64,
+}
+
+/// The fields of the store's `ImportReport` that `import` prints.
+#[derive(Deserialize)]
+struct ImportShown {
+    images: Vec<ImportedShown>,
+    #[serde(default)]
+    blobs_added: usize,
+    #[serde(default)]
+    layers_added: usize,
+    #[serde(default)]
+    skipped: Vec<serde_json::Value>,
+    #[serde(default)]
+    xattrs_dropped: u64,
+}
+
+#[derive(Deserialize)]
+struct ImportedShown {
+    id: String,
+    #[serde(default)]
+    names: Vec<String>,
+    #[serde(default)]
+    new: bool,
+}
+
+/// The store's `Removed`.
+#[derive(Deserialize)]
+struct RemovedShown {
+    id: String,
+    #[serde(default)]
+    untagged: Vec<String>,
+    #[serde(default)]
+    deleted: bool,
+}
+
+/// The store's `GcReport`.
+#[derive(Deserialize)]
+struct GcShown {
+    blobs_removed: usize,
+    layers_removed: usize,
+    bytes_freed: u64,
+}
+
+/// The first 12 hex digits of an image id, as docker shows it.
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// Bytes in docker's units (powers of 1000).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+}
+
+fn unexpected(response: &Response) -> String {
+    format!(
+        "unexpected answer from the daemon: {}",
+        response.to_line().trim_end()
+    )
+}
+
+/// One table row per name (an image without names gets one `<none>` row).
+fn images_table(rows: &[ImageRow]) -> String {
+    let mut lines = vec![[
+        "NAME".to_string(),
+        "ID".to_string(),
+        "LAYERS".to_string(),
+        "SIZE".to_string(),
+        "CREATED".to_string(),
+    ]];
+    for row in rows {
+        let created = row
+            .created
+            .as_deref()
+            .map(|c| c.get(..19).unwrap_or(c).replace('T', " "))
+            .unwrap_or_else(|| "-".to_string());
+        let none = ["<none>".to_string()];
+        let names = if row.names.is_empty() {
+            &none[..]
+        } else {
+            &row.names[..]
+        };
+        for name in names {
+            lines.push([
+                name.clone(),
+                short_id(&row.id).to_string(),
+                row.layers.to_string(),
+                human_size(row.unpacked_size),
+                created.clone(),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 5];
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in &lines {
+        let mut text = String::new();
+        for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+            if i + 1 == line.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn images(socket: &Path, json: bool) -> ExitCode {
+    let request = Request::Images;
+    client(socket, &request, request.client_timeout(), |response| {
+        let Response::Images(list) = response else {
+            return Err(unexpected(&response));
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let rows: Vec<ImageRow> = decode(list)?;
+        print!("{}", images_table(&rows));
+        Ok(())
+    })
+}
+
+fn import(socket: &Path, path: &Path) -> ExitCode {
+    // The daemon does not know our directory: send the path absolute.
+    let path = match std::path::absolute(path) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("hostd: cannot make {} absolute: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if path.to_str().is_none() {
+        eprintln!("hostd: {} is not valid UTF-8; rename it", path.display());
+        return ExitCode::FAILURE;
+    }
+    let request = Request::Import { path };
+    client(socket, &request, request.client_timeout(), |response| {
+        let Response::Imported(report) = response else {
+            return Err(unexpected(&response));
+        };
+        let report: ImportShown = decode(report)?;
+        for image in &report.images {
+            let names = if image.names.is_empty() {
+                "<none>".to_string()
+            } else {
+                image.names.join(", ")
+            };
+            let already = if image.new { "" } else { " (already present)" };
+            println!("imported {names} {}{already}", short_id(&image.id));
+        }
+        println!(
+            "{} images, {} new blobs, {} new layers",
+            report.images.len(),
+            report.blobs_added,
+            report.layers_added
+        );
+        if !report.skipped.is_empty() || report.xattrs_dropped > 0 {
+            println!(
+                "skipped {} entries (device nodes, fifos), dropped {} extended attributes",
+                report.skipped.len(),
+                report.xattrs_dropped
+            );
+        }
+        Ok(())
+    })
+}
+
+fn inspect(socket: &Path, image: &str) -> ExitCode {
+    let request = Request::InspectImage {
+        image: image.to_string(),
+    };
+    client(socket, &request, request.client_timeout(), |response| {
+        let Response::Image(info) = response else {
+            return Err(unexpected(&response));
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).unwrap_or_default()
+        );
+        Ok(())
+    })
+}
+
+fn rmi(socket: &Path, image: &str) -> ExitCode {
+    let request = Request::RemoveImage {
+        image: image.to_string(),
+    };
+    client(socket, &request, request.client_timeout(), |response| {
+        let Response::Removed(removed) = response else {
+            return Err(unexpected(&response));
+        };
+        let removed: RemovedShown = decode(removed)?;
+        for name in &removed.untagged {
+            println!("untagged: {name}");
+        }
+        if removed.deleted {
+            println!("deleted: {} (run `hostd gc` to free its space)", removed.id);
+        }
+        Ok(())
+    })
+}
+
+fn gc(socket: &Path) -> ExitCode {
+    let request = Request::Gc;
+    client(socket, &request, request.client_timeout(), |response| {
+        let Response::Gc(report) = response else {
+            return Err(unexpected(&response));
+        };
+        let report: GcShown = decode(report)?;
+        println!(
+            "removed {} blobs and {} layers, freed {}",
+            report.blobs_removed,
+            report.layers_removed,
+            human_size(report.bytes_freed)
+        );
+        Ok(())
+    })
 }
 
 /// A parsed `hostd oci` command line.
@@ -305,7 +674,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Cli::Status(socket)) => status(&socket),
-        Ok(Cli::Daemon(socket)) => match daemon::run(&DaemonOptions { socket }) {
+        Ok(Cli::Images { socket, json }) => images(&socket, json),
+        Ok(Cli::Import { socket, path }) => import(&socket, &path),
+        Ok(Cli::Inspect { socket, image }) => inspect(&socket, &image),
+        Ok(Cli::Rmi { socket, image }) => rmi(&socket, &image),
+        Ok(Cli::Gc(socket)) => gc(&socket),
+        Ok(Cli::Daemon(options)) => match daemon::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 daemon::log(&e.to_string());
@@ -327,11 +701,20 @@ mod tests {
         parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
+    fn daemon_at(socket: &str, store: &str) -> Cli {
+        Cli::Daemon(DaemonOptions {
+            socket: socket.into(),
+            store: store.into(),
+        })
+    }
+
     #[test]
     fn parses_commands() {
         let default = PathBuf::from(control::SOCKET_PATH);
-        assert_eq!(parse_str(&[]), Ok(Cli::Daemon(default.clone())));
-        assert_eq!(parse_str(&["daemon"]), Ok(Cli::Daemon(default.clone())));
+        let sock = control::SOCKET_PATH;
+        let store = daemon::STORE_PATH;
+        assert_eq!(parse_str(&[]), Ok(daemon_at(sock, store)));
+        assert_eq!(parse_str(&["daemon"]), Ok(daemon_at(sock, store)));
         assert_eq!(parse_str(&["status"]), Ok(Cli::Status(default)));
         assert_eq!(
             parse_str(&["status", "--socket", "/tmp/s"]),
@@ -339,11 +722,98 @@ mod tests {
         );
         assert_eq!(
             parse_str(&["--socket=/tmp/s"]),
-            Ok(Cli::Daemon("/tmp/s".into()))
+            Ok(daemon_at("/tmp/s", store))
+        );
+        assert_eq!(
+            parse_str(&["daemon", "--store", "/tmp/st", "--socket", "/s"]),
+            Ok(daemon_at("/s", "/tmp/st"))
         );
         assert_eq!(parse_str(&["--version"]), Ok(Cli::Version));
         assert!(parse_str(&["status", "daemon"]).is_err());
         assert!(parse_str(&["--socket"]).is_err());
+        assert!(parse_str(&["--store"]).is_err());
+    }
+
+    #[test]
+    fn parses_image_commands() {
+        let s = || PathBuf::from("/s");
+        assert_eq!(
+            parse_str(&["images", "--socket", "/s"]),
+            Ok(Cli::Images {
+                socket: s(),
+                json: false
+            })
+        );
+        assert_eq!(
+            parse_str(&["images", "--json", "--socket=/s"]),
+            Ok(Cli::Images {
+                socket: s(),
+                json: true
+            })
+        );
+        assert_eq!(
+            parse_str(&["import", "img.tar", "--socket", "/s"]),
+            Ok(Cli::Import {
+                socket: s(),
+                path: "img.tar".into()
+            })
+        );
+        assert_eq!(
+            parse_str(&["--socket", "/s", "inspect", "busybox"]),
+            Ok(Cli::Inspect {
+                socket: s(),
+                image: "busybox".into()
+            })
+        );
+        assert_eq!(
+            parse_str(&["rmi", "sha256:ab", "--socket", "/s"]),
+            Ok(Cli::Rmi {
+                socket: s(),
+                image: "sha256:ab".into()
+            })
+        );
+        assert_eq!(parse_str(&["gc", "--socket", "/s"]), Ok(Cli::Gc(s())));
+        assert!(parse_str(&["import"]).is_err());
+        assert!(parse_str(&["inspect"]).is_err());
+        assert!(parse_str(&["rmi", "a", "b"]).is_err());
+        assert!(parse_str(&["gc", "x"]).is_err());
+        assert!(parse_str(&["status", "--json"]).is_err());
+        assert!(parse_str(&["images", "--store", "/x"]).is_err());
+        assert!(parse_str(&["images", "--frob"]).is_err());
+    }
+
+    #[test]
+    fn images_table_one_row_per_name() {
+        let rows = vec![
+            ImageRow {
+                id: format!("sha256:{}", "ab".repeat(32)),
+                names: vec!["hello:latest".into(), "hi".into()],
+                created: Some("2024-05-06T07:08:09.123Z".into()),
+                layers: 2,
+                unpacked_size: 1_234_567,
+            },
+            ImageRow {
+                id: format!("sha256:{}", "cd".repeat(32)),
+                names: vec![],
+                created: None,
+                layers: 0,
+                unpacked_size: 12,
+            },
+        ];
+        let table = images_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        assert!(lines[1].starts_with("hello:latest"), "{table}");
+        assert!(lines[1].contains("abababababab "), "{table}");
+        assert!(lines[1].contains("1.2MB"), "{table}");
+        assert!(lines[1].ends_with("2024-05-06 07:08:09"), "{table}");
+        assert!(lines[2].starts_with("hi "), "{table}");
+        assert!(lines[3].starts_with("<none>"), "{table}");
+        assert!(lines[3].contains("12B"), "{table}");
+        assert_eq!(short_id("sha256:abc"), "abc");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1.0kB");
     }
 
     fn oci(list: &[&str]) -> Result<OciCli, String> {

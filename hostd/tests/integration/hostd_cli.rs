@@ -12,6 +12,8 @@ fn daemon_answers_status_and_exits_cleanly_on_sigterm() {
     let mut daemon = Command::new(HOSTD)
         .args(["daemon", "--socket"])
         .arg(&socket)
+        .arg("--store")
+        .arg(dir.path().join("store"))
         .spawn()
         .unwrap();
     let status = wait_for_status(&socket, Duration::from_secs(10));
@@ -61,12 +63,16 @@ fn second_daemon_on_same_socket_refuses() {
     let mut first = Command::new(HOSTD)
         .arg("--socket")
         .arg(&socket)
+        .arg("--store")
+        .arg(dir.path().join("store"))
         .spawn()
         .unwrap();
     wait_for_status(&socket, Duration::from_secs(10));
     let out = Command::new(HOSTD)
         .arg("--socket")
         .arg(&socket)
+        .arg("--store")
+        .arg(dir.path().join("store"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

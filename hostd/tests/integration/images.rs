@@ -1,0 +1,169 @@
+//! `hostd images|import|inspect|rmi|gc` against a real daemon with its own
+//! store, on a small OCI image built with `umoci` (one layer, one file).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use hostd::store::Store;
+
+use crate::common::{wait_exit, wait_for_status, HOSTD};
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds `dir/img.tar`: an OCI layout tar with one image named `hello`, one
+/// layer holding `/hello.txt`, entrypoint `/hello` and one env variable.
+fn build_image(dir: &Path) {
+    let umoci = |args: &[&str]| run(Command::new("umoci").args(args).current_dir(dir));
+    umoci(&["init", "--layout", "L"]);
+    umoci(&["new", "--image", "L:hello"]);
+    umoci(&["unpack", "--image", "L:hello", "B"]);
+    fs::write(dir.join("B/rootfs/hello.txt"), b"hello from the layer\n").unwrap();
+    umoci(&["repack", "--image", "L:hello", "B"]);
+    umoci(&[
+        "config",
+        "--image",
+        "L:hello",
+        "--config.entrypoint",
+        "/hello",
+        "--config.env",
+        "GREETING=hi",
+    ]);
+    run(Command::new("tar")
+        .args(["-C", "L", "-cf", "img.tar", "."])
+        .current_dir(dir));
+}
+
+/// Runs `hostd ARGS --socket SOCKET` in `cwd`.
+fn hostd(cwd: &Path, socket: &Path, args: &[&str]) -> Output {
+    Command::new(HOSTD)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{out:?}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn entries(dir: &Path) -> usize {
+    fs::read_dir(dir).unwrap().count()
+}
+
+#[test]
+fn import_list_inspect_remove_gc_through_the_daemon() {
+    let have_umoci = Command::new("sh")
+        .args(["-c", "command -v umoci"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        have_umoci,
+        "this test needs umoci: run it after ci/install-deps"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let socket = work.join("run/hostd.sock");
+    let store = work.join("store");
+    let mut daemon = Command::new(HOSTD)
+        .args(["daemon", "--socket"])
+        .arg(&socket)
+        .arg("--store")
+        .arg(&store)
+        .spawn()
+        .unwrap();
+    wait_for_status(&socket, Duration::from_secs(10));
+    assert!(store.join("blobs/sha256").is_dir(), "store opened at start");
+
+    // Empty store: just the header.
+    let table = ok(&hostd(work, &socket, &["images"]));
+    assert_eq!(table.lines().count(), 1, "{table}");
+    assert!(table.starts_with("NAME"), "{table}");
+
+    // A relative path is sent absolute: the daemon (another cwd) refuses
+    // relative ones, so success means the client resolved it.
+    let out = ok(&hostd(work, &socket, &["import", "img.tar"]));
+    assert!(out.contains("imported hello "), "{out}");
+    assert!(out.contains("1 new layers"), "{out}");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&hostd(work, &socket, &["images", "--json"]))).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["names"], serde_json::json!(["hello"]));
+    assert_eq!(list[0]["layers"], 1);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let hex12 = id.strip_prefix("sha256:").unwrap().get(..12).unwrap();
+
+    let table = ok(&hostd(work, &socket, &["images"]));
+    let row = table.lines().nth(1).unwrap_or_default().to_string();
+    assert!(row.starts_with("hello "), "{table}");
+    assert!(row.contains(hex12), "{table}");
+
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&hostd(work, &socket, &["inspect", "hello"]))).unwrap();
+    assert_eq!(info["id"], id.as_str());
+    assert_eq!(info["config"]["entrypoint"], serde_json::json!(["/hello"]));
+    assert_eq!(info["config"]["env"], serde_json::json!(["GREETING=hi"]));
+    let layer = Path::new(info["layers"][0]["path"].as_str().unwrap()).join("hello.txt");
+    assert_eq!(fs::read(&layer).unwrap(), b"hello from the layer\n");
+
+    // A corrupt archive: the store's own message, exit 1, daemon still up.
+    let bytes = fs::read(work.join("img.tar")).unwrap();
+    let cut = work.join("cut.tar");
+    fs::write(&cut, &bytes[..bytes.len() / 4]).unwrap();
+    let expected = Store::open(work.join("scratch"))
+        .unwrap()
+        .import(&cut)
+        .unwrap_err()
+        .to_string();
+    let out = hostd(work, &socket, &["import", "cut.tar"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!("hostd: {expected}")
+    );
+    ok(&hostd(work, &socket, &["status"]));
+    let missing = hostd(work, &socket, &["inspect", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no image named"));
+
+    // rmi, then gc frees the blobs and the layer.
+    assert!(entries(&store.join("blobs/sha256")) > 0);
+    let out = ok(&hostd(work, &socket, &["rmi", "hello"]));
+    assert!(out.contains("untagged: hello"), "{out}");
+    assert!(out.contains(&format!("deleted: {id}")), "{out}");
+    let out = ok(&hostd(work, &socket, &["gc"]));
+    assert!(out.starts_with("removed 3 blobs and 1 layers"), "{out}");
+    assert_eq!(entries(&store.join("blobs/sha256")), 0);
+    assert_eq!(entries(&store.join("layers")), 0);
+    let table = ok(&hostd(work, &socket, &["images"]));
+    assert_eq!(table.lines().count(), 1, "{table}");
+
+    // Usage errors exit 2.
+    assert_eq!(hostd(work, &socket, &["rmi"]).status.code(), Some(2));
+
+    hostd::sys::kill(i32::try_from(daemon.id()).unwrap(), libc::SIGTERM).unwrap();
+    assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
+
+    // No daemon: the usual clear message.
+    let out = hostd(work, &socket, &["images"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daemon not running"));
+}
