@@ -216,15 +216,7 @@ pub fn resolve_kernel(
             })
         }
         Source::DebFile { path } => {
-            if !path.is_file() {
-                return Err(SourceError::Missing {
-                    what: "kernel package",
-                    path: path.clone(),
-                    hint: "fix [kernel] package in the profile".into(),
-                });
-            }
-            let control = deb::read_control(path)?;
-            let deb_sha = sha256(path)?;
+            let (control, deb_sha) = open_deb_file(path, "kernel")?;
             let tree = unpack_kernel(path, &deb_sha, cache, progress)?;
             let (image, modules_dir, release) = kernel_in_tree(&tree, path)?;
             Ok(ResolvedKernel {
@@ -308,15 +300,7 @@ pub fn resolve_stub(
             })
         }
         Source::DebFile { path: deb_path } => {
-            if !deb_path.is_file() {
-                return Err(SourceError::Missing {
-                    what: "stub package",
-                    path: deb_path.clone(),
-                    hint: "fix [stub] package in the profile".into(),
-                });
-            }
-            let control = deb::read_control(deb_path)?;
-            let deb_sha = sha256(deb_path)?;
+            let (control, deb_sha) = open_deb_file(deb_path, "stub")?;
             let tree = unpack_cached(deb_path, &deb_sha, cache, &is_stub_path, progress, &|_| {
                 Ok(())
             })?;
@@ -334,6 +318,22 @@ pub fn resolve_stub(
             })
         }
     }
+}
+
+/// A `.deb` named by the profile: its control fields and sha256.
+fn open_deb_file(path: &Path, table: &'static str) -> Result<(deb::Control, String), SourceError> {
+    if !path.is_file() {
+        return Err(SourceError::Missing {
+            what: if table == "kernel" {
+                "kernel package"
+            } else {
+                "stub package"
+            },
+            path: path.to_path_buf(),
+            hint: format!("fix [{table}] package in the profile"),
+        });
+    }
+    Ok((deb::read_control(path)?, sha256(path)?))
 }
 
 fn pinned_spec(pin: &InputRecord, requested: &str) -> String {

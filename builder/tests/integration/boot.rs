@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::support::{built, ovmf, ready_fields, Guest};
+use crate::support::{built, pxe_args, ready_fields, uefi_args, Guest};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// The qemu profile's RAM floor: enough for the kernel and initramfs.
@@ -36,19 +36,7 @@ fn check_ready(line: &str) {
 fn uefi_boot_of_the_disk_image_reaches_ready() {
     let dir = built("qemu");
     let img = dir.join("mkhost-qemu.img");
-    let mut guest = Guest::start(&[
-        "-m".into(),
-        UEFI_RAM_MIB.into(),
-        "-bios".into(),
-        ovmf().display().to_string(),
-        "-drive".into(),
-        format!(
-            "if=none,id=stick,format=raw,snapshot=on,file={}",
-            img.display()
-        ),
-        "-device".into(),
-        "virtio-blk-pci,drive=stick".into(),
-    ]);
+    let mut guest = Guest::start(&uefi_args(&img, UEFI_RAM_MIB));
     let line = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
     check_ready(&line);
     assert!(
@@ -64,22 +52,7 @@ fn uefi_boot_of_the_disk_image_reaches_ready() {
 #[test]
 fn pxe_kernel_and_initramfs_reach_ready() {
     let dir = built("qemu");
-    let ipxe = std::fs::read_to_string(dir.join("pxe/boot.ipxe")).unwrap();
-    let cmdline = ipxe
-        .lines()
-        .find_map(|l| l.strip_prefix("kernel vmlinuz initrd=initramfs.img "))
-        .expect("kernel line in boot.ipxe")
-        .to_string();
-    let mut guest = Guest::start(&[
-        "-m".into(),
-        RAM_FLOOR_MIB.into(),
-        "-kernel".into(),
-        dir.join("pxe/vmlinuz").display().to_string(),
-        "-initrd".into(),
-        dir.join("pxe/initramfs.img").display().to_string(),
-        "-append".into(),
-        cmdline,
-    ]);
+    let mut guest = Guest::start(&pxe_args(dir, RAM_FLOOR_MIB, ""));
     let line = guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
     check_ready(&line);
 }

@@ -5,6 +5,17 @@ use std::process::Command;
 
 use crate::support::{build, built, scratch, text};
 
+/// Every file a build of the qemu profile writes.
+const QEMU_ARTIFACTS: [&str; 7] = [
+    "mkhost-qemu.img",
+    "mkhost-qemu.efi",
+    "pxe/vmlinuz",
+    "pxe/initramfs.img",
+    "pxe/boot.ipxe",
+    "manifest.json",
+    "SHA256SUMS",
+];
+
 fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
@@ -21,15 +32,7 @@ fn names(value: &serde_json::Value) -> Vec<String> {
 #[test]
 fn qemu_build_writes_every_artifact_with_checksums() {
     let dir = built("qemu");
-    for rel in [
-        "mkhost-qemu.img",
-        "mkhost-qemu.efi",
-        "pxe/vmlinuz",
-        "pxe/initramfs.img",
-        "pxe/boot.ipxe",
-        "manifest.json",
-        "SHA256SUMS",
-    ] {
+    for rel in QEMU_ARTIFACTS {
         assert!(dir.join(rel).is_file(), "{rel} missing");
     }
     let check = Command::new("sha256sum")
@@ -118,15 +121,7 @@ fn locked_rebuild_is_bit_identical() {
     let output = build("qemu", &out, &["--quiet", "--locked"]);
     assert!(output.status.success(), "{}", text(&output));
     let second = out.join("qemu");
-    for rel in [
-        "mkhost-qemu.img",
-        "mkhost-qemu.efi",
-        "pxe/vmlinuz",
-        "pxe/initramfs.img",
-        "pxe/boot.ipxe",
-        "manifest.json",
-        "SHA256SUMS",
-    ] {
+    for rel in QEMU_ARTIFACTS {
         let a = std::fs::read(first.join(rel)).unwrap();
         let b = std::fs::read(second.join(rel)).unwrap();
         assert!(

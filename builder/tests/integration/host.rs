@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{build, built, ovmf, ready_fields, scratch, text, workspace, Guest};
+use crate::support::{self, build_custom, built, ready_fields, scratch, Guest};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -18,21 +18,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const RAM_MIB: &str = "160";
 
 fn pxe_args(dir: &Path, extra_cmdline: &str) -> Vec<String> {
-    let ipxe = std::fs::read_to_string(dir.join("pxe/boot.ipxe")).unwrap();
-    let cmdline = ipxe
-        .lines()
-        .find_map(|l| l.strip_prefix("kernel vmlinuz initrd=initramfs.img "))
-        .expect("kernel line in boot.ipxe");
-    vec![
-        "-m".into(),
-        RAM_MIB.into(),
-        "-kernel".into(),
-        dir.join("pxe/vmlinuz").display().to_string(),
-        "-initrd".into(),
-        dir.join("pxe/initramfs.img").display().to_string(),
-        "-append".into(),
-        format!("{cmdline} {extra_cmdline}"),
-    ]
+    support::pxe_args(dir, RAM_MIB, extra_cmdline)
 }
 
 fn user_net() -> Vec<String> {
@@ -218,19 +204,7 @@ fn image_with_host_toml(name: &str, host_toml: &str) -> (PathBuf, PathBuf) {
 }
 
 fn uefi_args(img: &Path) -> Vec<String> {
-    vec![
-        "-m".into(),
-        RAM_MIB.into(),
-        "-bios".into(),
-        ovmf().display().to_string(),
-        "-drive".into(),
-        format!(
-            "if=none,id=stick,format=raw,snapshot=on,file={}",
-            img.display()
-        ),
-        "-device".into(),
-        "virtio-blk-pci,drive=stick".into(),
-    ]
+    support::uefi_args(img, RAM_MIB)
 }
 
 #[test]
@@ -300,20 +274,13 @@ fn host_toml_on_the_esp_names_the_host() {
 #[test]
 fn coldplug_loads_the_nic_driver_and_cmdline_settings_apply() {
     let work = scratch("host-coldplug");
-    let profile = work.join("coldplug.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "description = \"NIC drivers on demand\"\nextends = \"{}\"\n\
-             [modules]\nsets = [\"host\"]\ninclude = [\"virtio_pci\", \"virtio_net\"]\n",
-            workspace().join("profiles/base.toml").display()
-        ),
-    )
-    .unwrap();
-    let out = work.join("out");
-    let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let dir = out.join("coldplug");
+    let dir = build_custom(
+        &work,
+        "coldplug",
+        "base.toml",
+        "description = \"NIC drivers on demand\"\n\
+         [modules]\nsets = [\"host\"]\ninclude = [\"virtio_pci\", \"virtio_net\"]\n",
+    );
     let mut args = pxe_args(
         &dir,
         "mkhost.hostname=cold-1 mkhost.colour=red mkhost.reboot",
@@ -401,20 +368,13 @@ fn rack_image_coldplugs_intel_nic_and_nvme() {
 #[test]
 fn kernel_autoloads_shipped_modules_through_init_as_modprobe() {
     let work = scratch("host-modprobe");
-    let profile = work.join("autoload.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "description = \"isofs on demand\"\nextends = \"{}\"\n\
-             [modules]\ninclude = [\"isofs\"]\n",
-            workspace().join("profiles/qemu.toml").display()
-        ),
-    )
-    .unwrap();
-    let out = work.join("out");
-    let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
-    assert!(output.status.success(), "{}", text(&output));
-    let args = pxe_args(&out.join("autoload"), "mkhost.dhcp=0");
+    let dir = build_custom(
+        &work,
+        "autoload",
+        "qemu.toml",
+        "description = \"isofs on demand\"\n[modules]\ninclude = [\"isofs\"]\n",
+    );
+    let args = pxe_args(&dir, "mkhost.dhcp=0");
     let mut guest = Guest::start_interactive(&args, &work);
     guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
     guest.wait_for("debug shell on", BOOT_TIMEOUT);

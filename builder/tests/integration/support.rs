@@ -328,3 +328,65 @@ pub fn ready_fields(line: &str) -> std::collections::BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// The kernel command line of a build's PXE set (from its boot.ipxe).
+pub fn pxe_cmdline(dir: &Path) -> String {
+    let ipxe = std::fs::read_to_string(dir.join("pxe/boot.ipxe")).unwrap();
+    ipxe.lines()
+        .find_map(|l| l.strip_prefix("kernel vmlinuz initrd=initramfs.img "))
+        .expect("kernel line in boot.ipxe")
+        .to_string()
+}
+
+/// QEMU arguments booting a build's PXE kernel and initramfs directly, with
+/// `extra_cmdline` appended to the profile's command line.
+pub fn pxe_args(dir: &Path, ram_mib: &str, extra_cmdline: &str) -> Vec<String> {
+    vec![
+        "-m".into(),
+        ram_mib.into(),
+        "-kernel".into(),
+        dir.join("pxe/vmlinuz").display().to_string(),
+        "-initrd".into(),
+        dir.join("pxe/initramfs.img").display().to_string(),
+        "-append".into(),
+        format!("{} {extra_cmdline}", pxe_cmdline(dir))
+            .trim_end()
+            .to_string(),
+    ]
+}
+
+/// QEMU arguments booting a GPT image under OVMF from a virtio disk (never
+/// written: snapshot=on).
+pub fn uefi_args(img: &Path, ram_mib: &str) -> Vec<String> {
+    vec![
+        "-m".into(),
+        ram_mib.into(),
+        "-bios".into(),
+        ovmf().display().to_string(),
+        "-drive".into(),
+        format!(
+            "if=none,id=stick,format=raw,snapshot=on,file={}",
+            img.display()
+        ),
+        "-device".into(),
+        "virtio-blk-pci,drive=stick".into(),
+    ]
+}
+
+/// Writes `NAME.toml` (extending `parent`, a shipped profile file name, plus
+/// `body`) into `work`, builds it into `work/out`, and returns `work/out/NAME`.
+pub fn build_custom(work: &Path, name: &str, parent: &str, body: &str) -> PathBuf {
+    let profile = work.join(format!("{name}.toml"));
+    std::fs::write(
+        &profile,
+        format!(
+            "extends = \"{}\"\n{body}",
+            workspace().join("profiles").join(parent).display()
+        ),
+    )
+    .unwrap();
+    let out = work.join("out");
+    let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
+    assert!(output.status.success(), "{}", text(&output));
+    out.join(name)
+}
