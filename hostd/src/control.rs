@@ -221,6 +221,31 @@ pub enum Request {
     },
     /// Delete blobs and layers no image uses.
     Gc,
+    /// Create and start a container from a store image; answers its id.
+    Run(crate::containers::RunRequest),
+    /// List containers.
+    Ps,
+    /// A container's log (timestamped lines).
+    Logs {
+        /// Name, id or unique id prefix.
+        name: String,
+    },
+    /// SIGTERM, then SIGKILL after `timeout_secs` (default 10).
+    Stop {
+        /// Name, id or unique id prefix.
+        name: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
+    },
+    /// Remove a container; a running one only with `force`.
+    Rm {
+        /// Name, id or unique id prefix.
+        name: String,
+        /// Kill it first if running.
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 impl Request {
@@ -230,6 +255,11 @@ impl Request {
             Request::Status => SHORT_TIMEOUT,
             Request::Images | Request::InspectImage { .. } => READ_TIMEOUT,
             Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
+            Request::Ps | Request::Logs { .. } => READ_TIMEOUT,
+            Request::Run(_) | Request::Rm { .. } => WRITE_TIMEOUT,
+            Request::Stop { timeout_secs, .. } => {
+                READ_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(10))
+            }
         }
     }
 }
@@ -266,6 +296,14 @@ pub enum Response {
     Removed(Value),
     /// `gc`: a [`crate::store::GcReport`].
     Gc(Value),
+    /// `id`: the id of a container `run` started.
+    Started(String),
+    /// `ps`: an array of [`crate::containers::Record`].
+    Ps(Value),
+    /// `logs`: a container's log text.
+    Logs(String),
+    /// `container`: the [`crate::containers::Record`] `stop` or `rm` acted on.
+    Container(Value),
     /// The request failed; the message says why.
     Error(String),
 }
@@ -293,6 +331,14 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gc: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ps: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -309,6 +355,10 @@ impl WireResponse {
             image: None,
             removed: None,
             gc: None,
+            id: None,
+            ps: None,
+            logs: None,
+            container: None,
             error: None,
         }
     }
@@ -342,6 +392,16 @@ impl From<Response> for WireResponse {
                 ..ok
             },
             Response::Gc(v) => WireResponse { gc: Some(v), ..ok },
+            Response::Started(id) => WireResponse { id: Some(id), ..ok },
+            Response::Ps(v) => WireResponse { ps: Some(v), ..ok },
+            Response::Logs(text) => WireResponse {
+                logs: Some(text),
+                ..ok
+            },
+            Response::Container(v) => WireResponse {
+                container: Some(v),
+                ..ok
+            },
             Response::Error(error) => WireResponse {
                 ok: false,
                 error: Some(error),
@@ -388,6 +448,21 @@ impl TryFrom<WireResponse> for Response {
         }
         if let Some(v) = wire.gc {
             return object(v, "gc").map(Response::Gc);
+        }
+        if let Some(id) = wire.id {
+            return Ok(Response::Started(id));
+        }
+        if let Some(ps) = wire.ps {
+            if !ps.is_array() {
+                return Err("field `ps` is not an array".to_string());
+            }
+            return Ok(Response::Ps(ps));
+        }
+        if let Some(text) = wire.logs {
+            return Ok(Response::Logs(text));
+        }
+        if let Some(v) = wire.container {
+            return object(v, "container").map(Response::Container);
         }
         Ok(Response::Status(Status {
             version: need(wire.version, "version")?,
@@ -884,6 +959,51 @@ mod tests {
         let back: Response =
             serde_json::from_str(r#"{"ok":false,"error":"no image named \"x\""}"#).unwrap();
         assert_eq!(back, Response::Error("no image named \"x\"".into()));
+    }
+
+    #[test]
+    fn container_wire_formats() {
+        let run = parse_request(
+            br#"{"op":"run","image":"busybox","name":"web","command":["sh"],"env":["A=1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            run,
+            Request::Run(crate::containers::RunRequest {
+                image: "busybox".into(),
+                name: Some("web".into()),
+                command: vec!["sh".into()],
+                env: vec!["A=1".into()],
+            })
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"rm","name":"web"}"#),
+            Ok(Request::Rm {
+                name: "web".into(),
+                force: false
+            })
+        );
+        assert_eq!(parse_request(br#"{"op":"ps"}"#), Ok(Request::Ps));
+        let cases = [
+            (
+                r#"{"ok":true,"id":"abcd"}"#,
+                Response::Started("abcd".into()),
+            ),
+            (
+                r#"{"ok":true,"ps":[]}"#,
+                Response::Ps(serde_json::json!([])),
+            ),
+            (r#"{"ok":true,"logs":"x\n"}"#, Response::Logs("x\n".into())),
+            (
+                r#"{"ok":true,"container":{"id":"ab"}}"#,
+                Response::Container(serde_json::json!({"id":"ab"})),
+            ),
+        ];
+        for (wire, response) in cases {
+            assert_eq!(serde_json::from_str::<Response>(wire).unwrap(), response);
+            let again: Value = serde_json::from_str(&response.to_line()).unwrap();
+            assert_eq!(again, serde_json::from_str::<Value>(wire).unwrap());
+        }
     }
 
     #[test]

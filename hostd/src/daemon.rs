@@ -13,6 +13,11 @@
 //! the next one. Store errors are answers, never exits. An import runs in its
 //! connection's thread; a daemon stopped in the middle of one leaves the store
 //! as it was (imports are all-or-nothing and staging is cleared at open).
+//!
+//! Containers ([`crate::containers`]) are created by a zygote that
+//! [`run`] forks first thing, while the process still has one thread; their
+//! state lives under [`DaemonOptions::state`]. Without a zygote (unit tests)
+//! container requests are answered with an error.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,12 +26,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::containers::{zygote::Zygote, Manager, STOP_TIMEOUT};
 use crate::control::{self, ControlError, ControlSocket, Request, Response, Shutdown, Status};
 use crate::store::{Store, StoreError};
 use crate::sys::SignalSet;
 
 /// Where hostd keeps its image store on a booted host.
 pub const STORE_PATH: &str = "/var/lib/hostd";
+
+/// Where hostd keeps container state on a booted host.
+pub const STATE_PATH: &str = "/run/hostd";
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +49,18 @@ pub enum DaemonError {
     /// The control socket failed.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The zygote could not be started.
+    #[error(transparent)]
+    Zygote(#[from] crate::containers::zygote::ZygoteError),
+    /// The state directory could not be created.
+    #[error("cannot create state directory {path}: {source}", path = path.display())]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How to run the daemon.
@@ -49,6 +70,8 @@ pub struct DaemonOptions {
     pub socket: PathBuf,
     /// The image store's root directory.
     pub store: PathBuf,
+    /// The state directory (containers, runtime state).
+    pub state: PathBuf,
 }
 
 impl Default for DaemonOptions {
@@ -56,6 +79,7 @@ impl Default for DaemonOptions {
         Self {
             socket: PathBuf::from(control::SOCKET_PATH),
             store: PathBuf::from(STORE_PATH),
+            state: PathBuf::from(STATE_PATH),
         }
     }
 }
@@ -71,6 +95,8 @@ pub struct Handler {
     store_root: PathBuf,
     /// The open store; `None` until [`Store::open`] succeeds.
     store: Mutex<Option<Store>>,
+    /// The containers; `None` without a zygote.
+    containers: Option<Manager>,
 }
 
 impl Handler {
@@ -82,12 +108,51 @@ impl Handler {
             started,
             store_root: store_root.to_path_buf(),
             store: Mutex::new(None),
+            containers: None,
         };
         match handler.store() {
             Ok(store) => log(&format!("image store at {}", store.root().display())),
             Err(e) => log(&format!("image store unavailable: {e}")),
         }
         handler
+    }
+
+    /// Adds container support.
+    pub fn with_containers(mut self, containers: Manager) -> Self {
+        self.containers = Some(containers);
+        self
+    }
+
+    fn containers(&self) -> Result<&Manager, Response> {
+        self.containers
+            .as_ref()
+            .ok_or_else(|| Response::Error("containers are not available".into()))
+    }
+
+    fn container_request(&self, request: &Request) -> Response {
+        let manager = match self.containers() {
+            Ok(m) => m,
+            Err(response) => return response,
+        };
+        let answer = match request {
+            Request::Run(run) => match self.store() {
+                Ok(store) => manager.run(&store, run).map(Response::Started),
+                Err(e) => Err(e.to_string()),
+            },
+            Request::Ps => Ok(Response::with(Response::Ps, &manager.ps())),
+            Request::Logs { name } => manager.logs(name).map(Response::Logs),
+            Request::Stop { name, timeout_secs } => {
+                let timeout = timeout_secs.map_or(STOP_TIMEOUT, std::time::Duration::from_secs);
+                manager
+                    .stop(name, timeout)
+                    .map(|r| Response::with(Response::Container, &r))
+            }
+            Request::Rm { name, force } => manager
+                .rm(name, *force)
+                .map(|r| Response::with(Response::Container, &r)),
+            _ => Err("not a container request".into()),
+        };
+        answer.unwrap_or_else(Response::Error)
     }
 
     /// The open store, opening it first if an earlier attempt failed.
@@ -110,8 +175,16 @@ impl Handler {
                 version: crate::VERSION.to_string(),
                 pid: std::process::id(),
                 uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                containers: 0,
+                containers: self
+                    .containers
+                    .as_ref()
+                    .map_or(0, |c| u64::try_from(c.running()).unwrap_or(u64::MAX)),
             }),
+            Request::Run(_)
+            | Request::Ps
+            | Request::Logs { .. }
+            | Request::Stop { .. }
+            | Request::Rm { .. } => self.container_request(request),
             Request::Images => self.with_store(Response::Images, |s| s.list()),
             Request::Import { path } => {
                 if !path.is_absolute() {
@@ -159,9 +232,23 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let started = Instant::now();
     let signals = SignalSet::new(&[libc::SIGTERM, libc::SIGINT]).map_err(DaemonError::Signals)?;
     signals.block().map_err(DaemonError::Signals)?;
+    // The zygote must be forked while this process has a single thread.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&options.state)
+        .map_err(|source| DaemonError::State {
+            path: options.state.clone(),
+            source,
+        })?;
+    let zygote = Zygote::start(&options.state)?;
+    log(&format!("zygote running as pid {}", zygote.pid()));
+    let containers = Manager::new(&options.state, zygote).map_err(|source| DaemonError::State {
+        path: options.state.join("containers"),
+        source,
+    })?;
 
     let socket = ControlSocket::bind(&options.socket)?;
-    let handler = Handler::new(started, &options.store);
+    let handler = Handler::new(started, &options.store).with_containers(containers);
     let shutdown = Shutdown::new()?;
     let stop = shutdown.clone();
     std::thread::Builder::new()
@@ -225,6 +312,10 @@ mod tests {
             Response::Images(serde_json::json!([]))
         );
         assert!(matches!(handler.handle(&Request::Gc), Response::Gc(_)));
+        assert_eq!(
+            handler.handle(&Request::Ps),
+            Response::Error("containers are not available".into())
+        );
         let missing = handler.handle(&Request::InspectImage {
             image: "nope".into(),
         });

@@ -31,6 +31,7 @@ pub mod boot_config;
 pub mod bootdisk;
 pub mod cmdline;
 pub mod coldplug;
+pub mod containers;
 pub mod control;
 pub mod daemon;
 pub mod dhcp;

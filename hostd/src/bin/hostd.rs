@@ -1,13 +1,18 @@
 //! `hostd`: mkhost's host daemon and its command-line client.
 //!
 //! ```text
-//! hostd [daemon] [--socket PATH] [--store DIR]   run the daemon
+//! hostd [daemon] [--socket PATH] [--store DIR] [--state DIR]   run the daemon
 //! hostd status [--socket PATH]     ask the daemon for its status, print the JSON answer
 //! hostd images [--json]            list the images in the daemon's store
 //! hostd import FILE                import an OCI layout (dir or tar) or `docker save` archive
 //! hostd inspect IMAGE              print an image's config and layers as JSON
 //! hostd rmi IMAGE                  untag a name, or remove an image given by id
 //! hostd gc                         free blobs and layers no image uses
+//! hostd run [--name N] [-e K=V]... IMAGE [CMD...]   start a container, print its id
+//! hostd ps                         list containers
+//! hostd logs NAME                  print a container's log
+//! hostd stop [-t SECS] NAME        SIGTERM, SIGKILL after SECS (10)
+//! hostd rm [-f] NAME               remove a container (-f: kill it if running)
 //! hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime (see `hostd oci --help`)
 //! hostd --version | --help
 //! ```
@@ -26,13 +31,19 @@ use hostd::daemon::{self, DaemonOptions};
 use hostd::runtime::{self, CreateOptions, RunOptions, Runtime};
 
 const USAGE: &str = "\
-usage: hostd [daemon] [--socket PATH] [--store DIR]   run the daemon (store: /var/lib/hostd)
+usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR]
+                                        run the daemon (store: /var/lib/hostd, state: /run/hostd)
        hostd status [--socket PATH]     print the daemon's status as JSON
        hostd images [--json]            list images
        hostd import FILE                import an OCI layout or docker save archive
        hostd inspect IMAGE              print an image's config and layers as JSON
        hostd rmi IMAGE                  untag a name, or remove an image by id
        hostd gc                         free unused blobs and layers
+       hostd run [--name N] [-e K=V]... IMAGE [CMD...]   start a container, print its id
+       hostd ps                         list containers
+       hostd logs NAME                  print a container's log
+       hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
+       hostd rm [-f] NAME               remove a container (-f: kill it if running)
        hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime
        hostd --version | --help
 Client commands take --socket PATH (default /run/hostd/hostd.sock).";
@@ -60,6 +71,7 @@ enum Cli {
     Inspect { socket: PathBuf, image: String },
     Rmi { socket: PathBuf, image: String },
     Gc(PathBuf),
+    Container { socket: PathBuf, request: Request },
     Version,
     Help,
 }
@@ -70,6 +82,7 @@ fn parse(args: &[String]) -> Result<Cli, String> {
     let mut command: Option<&str> = None;
     let mut socket = PathBuf::from(control::SOCKET_PATH);
     let mut store: Option<PathBuf> = None;
+    let mut state: Option<PathBuf> = None;
     let mut json = false;
     let mut positional: Vec<&str> = Vec::new();
     let mut iter = args.iter();
@@ -92,6 +105,14 @@ fn parse(args: &[String]) -> Result<Cli, String> {
                 )
             }
             s if s.starts_with("--store=") => store = Some(PathBuf::from(&s["--store=".len()..])),
+            "--state" => {
+                state = Some(
+                    iter.next()
+                        .map(PathBuf::from)
+                        .ok_or("--state needs a directory")?,
+                )
+            }
+            s if s.starts_with("--state=") => state = Some(PathBuf::from(&s["--state=".len()..])),
             "--json" => json = true,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}")),
             "daemon" | "status" | "images" | "import" | "inspect" | "rmi" | "gc"
@@ -104,8 +125,8 @@ fn parse(args: &[String]) -> Result<Cli, String> {
         }
     }
     let command = command.unwrap_or("daemon");
-    if store.is_some() && command != "daemon" {
-        return Err(format!("{command}: --store is a daemon option"));
+    if (store.is_some() || state.is_some()) && command != "daemon" {
+        return Err(format!("{command}: --store and --state are daemon options"));
     }
     if json && command != "images" {
         return Err(format!("{command}: --json is only for images"));
@@ -146,8 +167,123 @@ fn parse(args: &[String]) -> Result<Cli, String> {
         _ => Cli::Daemon(DaemonOptions {
             socket,
             store: store.unwrap_or_else(|| PathBuf::from(daemon::STORE_PATH)),
+            state: state.unwrap_or_else(|| PathBuf::from(daemon::STATE_PATH)),
         }),
     })
+}
+
+/// Parses `run|ps|logs|stop|rm ...` (the container commands): flags come
+/// before the image, everything after the image is the command, verbatim.
+fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
+    let mut socket = PathBuf::from(control::SOCKET_PATH);
+    let mut name: Option<String> = None;
+    let mut env: Vec<String> = Vec::new();
+    let mut force = false;
+    let mut timeout: Option<u64> = None;
+    let mut positional: Vec<String> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if !positional.is_empty() && command == "run" {
+            positional.push(arg.clone());
+            continue;
+        }
+        let mut value = |flag: &str| {
+            iter.next()
+                .cloned()
+                .ok_or_else(|| format!("{command}: {flag} needs a value"))
+        };
+        match arg.as_str() {
+            "--socket" => socket = PathBuf::from(value("--socket")?),
+            s if s.starts_with("--socket=") => socket = PathBuf::from(&s["--socket=".len()..]),
+            "--name" if command == "run" => name = Some(value("--name")?),
+            "-e" | "--env" if command == "run" => {
+                let entry = value("-e")?;
+                if !entry.contains('=') {
+                    return Err(format!("run: -e {entry}: expected NAME=value"));
+                }
+                env.push(entry);
+            }
+            "-f" | "--force" if command == "rm" => force = true,
+            "-t" | "--time" if command == "stop" => {
+                let text = value("-t")?;
+                timeout = Some(
+                    text.parse()
+                        .map_err(|_| format!("stop: -t {text}: not a number of seconds"))?,
+                );
+            }
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(format!("{command}: unknown flag {s}"))
+            }
+            other => positional.push(other.to_string()),
+        }
+    }
+    let mut positional = positional.into_iter();
+    let request = match command {
+        "ps" => Request::Ps,
+        _ => {
+            let what = if command == "run" { "IMAGE" } else { "NAME" };
+            let first = positional
+                .next()
+                .ok_or(format!("{command}: missing {what}"))?;
+            match command {
+                "run" => Request::Run(hostd::containers::RunRequest {
+                    image: first,
+                    name,
+                    command: positional.by_ref().collect(),
+                    env,
+                }),
+                "logs" => Request::Logs { name: first },
+                "stop" => Request::Stop {
+                    name: first,
+                    timeout_secs: timeout,
+                },
+                _ => Request::Rm { name: first, force },
+            }
+        }
+    };
+    if let Some(extra) = positional.next() {
+        return Err(format!("unexpected argument: {extra}"));
+    }
+    Ok(Cli::Container { socket, request })
+}
+
+/// Runs a container command and prints its answer.
+fn container(socket: &Path, request: &Request) -> ExitCode {
+    client(socket, request, request.client_timeout(), |response| {
+        match response {
+            Response::Started(id) => println!("{id}"),
+            Response::Logs(text) => print!("{text}"),
+            Response::Container(value) => {
+                let id = value["id"].as_str().unwrap_or_default();
+                println!("{id}");
+            }
+            Response::Ps(value) => {
+                let rows: Vec<hostd::containers::Record> = decode(value)?;
+                print!("{}", ps_table(&rows));
+            }
+            other => return Err(unexpected(&other)),
+        }
+        Ok(())
+    })
+}
+
+/// `ps`: one row per container.
+fn ps_table(rows: &[hostd::containers::Record]) -> String {
+    let mut out = format!(
+        "{:<20} {:<16} {:<20} {:<12} {:<8} {}\n",
+        "NAME", "ID", "IMAGE", "STATUS", "PID", "CREATED"
+    );
+    for r in rows {
+        let status = match r.exit_code {
+            Some(code) => format!("exited({code})"),
+            None => r.status.clone(),
+        };
+        out.push_str(&format!(
+            "{:<20} {:<16} {:<20} {:<12} {:<8} {}\n",
+            r.name, r.id, r.image, status, r.pid, r.created
+        ));
+    }
+    out
 }
 
 /// Sends `request` and hands a successful answer to `show`. A daemon that is
@@ -664,7 +800,12 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("oci") {
         return oci_main(&args[1..]);
     }
-    match parse(&args) {
+    let parsed = match args.first().map(String::as_str) {
+        Some(c @ ("run" | "ps" | "logs" | "stop" | "rm")) => parse_container(c, &args[1..]),
+        _ => parse(&args),
+    };
+    match parsed {
+        Ok(Cli::Container { socket, request }) => container(&socket, &request),
         Ok(Cli::Version) => {
             println!("hostd {}", hostd::VERSION);
             ExitCode::SUCCESS
@@ -705,7 +846,62 @@ mod tests {
         Cli::Daemon(DaemonOptions {
             socket: socket.into(),
             store: store.into(),
+            state: daemon::STATE_PATH.into(),
         })
+    }
+
+    #[test]
+    fn parses_container_commands() {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let run = parse_container(
+            "run",
+            &v(&[
+                "--socket", "/s", "--name", "web", "-e", "A=1", "bb", "sh", "-c", "echo hi",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            run,
+            Cli::Container {
+                socket: "/s".into(),
+                request: Request::Run(hostd::containers::RunRequest {
+                    image: "bb".into(),
+                    name: Some("web".into()),
+                    command: v(&["sh", "-c", "echo hi"]),
+                    env: v(&["A=1"]),
+                }),
+            }
+        );
+        assert!(matches!(
+            parse_container("rm", &v(&["-f", "web"])),
+            Ok(Cli::Container {
+                request: Request::Rm { force: true, .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_container("stop", &v(&["-t", "3", "web"])),
+            Ok(Cli::Container {
+                request: Request::Stop {
+                    timeout_secs: Some(3),
+                    ..
+                },
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_container("ps", &[]),
+            Ok(Cli::Container {
+                request: Request::Ps,
+                ..
+            })
+        ));
+        assert!(parse_container("run", &[]).is_err());
+        assert!(parse_container("run", &v(&["-e", "novalue", "bb"])).is_err());
+        assert!(parse_container("logs", &v(&["a", "b"])).is_err());
+        assert!(parse_container("rm", &v(&["-x", "a"])).is_err());
+        assert!(parse_str(&["daemon", "--state", "/st"]).is_ok());
+        assert!(parse_str(&["status", "--state", "/st"]).is_err());
     }
 
     #[test]
