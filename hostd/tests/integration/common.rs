@@ -11,6 +11,16 @@ use hostd::control::{self, Request, Response, Status};
 pub const HOSTD: &str = env!("CARGO_BIN_EXE_hostd");
 pub const INIT: &str = env!("CARGO_BIN_EXE_init");
 
+/// Runs a setup tool (umoci, tar...) and fails the test with its stderr.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Asks the daemon at `socket` for its status until it answers or `timeout` passes.
 pub fn wait_for_status(socket: &Path, timeout: Duration) -> Status {
     let deadline = Instant::now() + timeout;

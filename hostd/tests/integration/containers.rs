@@ -10,16 +10,7 @@ use std::time::{Duration, Instant};
 use hostd::containers::Record;
 use hostd::control::{self, Request, Response};
 
-use crate::common::{wait_exit, wait_for_status, HOSTD};
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::common::{run, wait_exit, wait_for_status, HOSTD};
 
 /// Builds `dir/bb.tar` with images `bb` (busybox, Cmd `sh`) and `baduser`
 /// (the same with `User` set to a name the image's passwd lacks).

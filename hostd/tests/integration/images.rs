@@ -8,16 +8,7 @@ use std::time::Duration;
 
 use hostd::store::Store;
 
-use crate::common::{wait_exit, wait_for_status, HOSTD};
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::common::{run, wait_exit, wait_for_status, HOSTD};
 
 /// Builds `dir/img.tar`: an OCI layout tar with one image named `hello`, one
 /// layer holding `/hello.txt`, entrypoint `/hello` and one env variable.
