@@ -974,6 +974,7 @@ mod tests {
                 name: Some("web".into()),
                 command: vec!["sh".into()],
                 env: vec!["A=1".into()],
+                ..Default::default()
             })
         );
         assert_eq!(

@@ -231,6 +231,7 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
                     name,
                     command: positional.by_ref().collect(),
                     env,
+                    ..Default::default()
                 }),
                 "logs" => Request::Logs { name: first },
                 "stop" => Request::Stop {
@@ -869,6 +870,7 @@ mod tests {
                     name: Some("web".into()),
                     command: v(&["sh", "-c", "echo hi"]),
                     env: v(&["A=1"]),
+                    ..Default::default()
                 }),
             }
         );

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::request::Limits;
 use crate::store::ImageConfig;
 
 /// `PATH` when neither the image nor the request sets one (Docker's).
@@ -35,17 +36,6 @@ pub struct CreateSpec {
     pub hostname: String,
     /// Limits (applied when the host has cgroup v2).
     pub limits: Limits,
-}
-
-/// Resource limits of a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// `memory.max` in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<i64>,
-    /// `pids.max`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pids: Option<i64>,
 }
 
 /// Why a request cannot be merged with its image.
@@ -205,6 +195,42 @@ pub fn read_from_layers(lowerdirs: &[PathBuf], file: &str) -> Option<String> {
     None
 }
 
+/// `linux.resources` for `limits`.
+pub fn oci_resources(limits: &Limits) -> serde_json::Value {
+    let mut resources = serde_json::Map::new();
+    if let Some(m) = limits.memory {
+        // No swap beyond the memory limit, as Docker's default.
+        resources.insert(
+            "memory".into(),
+            serde_json::json!({ "limit": m, "swap": m }),
+        );
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(quota) = limits.cpu_quota_us() {
+        cpu.insert("quota".into(), quota.into());
+        cpu.insert("period".into(), super::request::CPU_PERIOD_US.into());
+    }
+    if let Some(cpus) = &limits.cpuset_cpus {
+        cpu.insert("cpus".into(), cpus.clone().into());
+    }
+    if let Some(mems) = &limits.cpuset_mems {
+        cpu.insert("mems".into(), mems.clone().into());
+    }
+    if !cpu.is_empty() {
+        resources.insert("cpu".into(), cpu.into());
+    }
+    if let Some(p) = limits.pids {
+        resources.insert("pids".into(), serde_json::json!({ "limit": p }));
+    }
+    if let Some(w) = limits.cpu_weight {
+        resources.insert(
+            "unified".into(),
+            serde_json::json!({ "cpu.weight": w.to_string() }),
+        );
+    }
+    serde_json::Value::Object(resources)
+}
+
 /// Docker's default capability set.
 const CAPS: &[&str] = &[
     "CAP_CHOWN",
@@ -228,13 +254,7 @@ const CAPS: &[&str] = &[
 /// runc's default spec, Docker's default capabilities; the runtime adds its
 /// default seccomp filter.
 pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
-    let mut resources = serde_json::Map::new();
-    if let Some(m) = spec.limits.memory {
-        resources.insert("memory".into(), serde_json::json!({ "limit": m }));
-    }
-    if let Some(p) = spec.limits.pids {
-        resources.insert("pids".into(), serde_json::json!({ "limit": p }));
-    }
+    let resources = oci_resources(&spec.limits);
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {

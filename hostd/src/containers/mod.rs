@@ -21,6 +21,7 @@
 //! the directory.
 
 pub mod config;
+pub mod request;
 pub mod sys;
 pub mod zygote;
 
@@ -37,7 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::state::{rfc3339_now, write_atomic};
 use crate::store::Store;
-use config::{CreateSpec, Limits};
+use config::CreateSpec;
+use request::valid_name;
+pub use request::{Limits, RestartPolicy, RunRequest};
 use zygote::{Zygote, ZygoteReply, ZygoteRequest};
 
 /// The per-container state file.
@@ -69,22 +72,6 @@ pub struct Record {
     /// Exit code once exited (128 + signal when killed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-}
-
-/// A `run` request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRequest {
-    /// Image reference.
-    pub image: String,
-    /// Container name (default: the first 12 digits of the id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Replaces the image's `Cmd`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// `NAME=value` entries added to (or overriding) the image's `Env`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<String>,
 }
 
 struct Entry {
@@ -156,15 +143,6 @@ impl Drop for Cleanup {
             let _ = fs::remove_dir_all(dir);
         }
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 impl Manager {
@@ -280,7 +258,7 @@ impl Manager {
             uid: process.user.0,
             gid: process.user.1,
             hostname: id[..12].to_string(),
-            limits: Limits::default(),
+            limits: req.limits.clone(),
         };
         let (reply, fds) = lock(&self.zygote)
             .call(&ZygoteRequest::Create(spec))

@@ -148,7 +148,7 @@ pub struct Cgroupfs {
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
 /// A control file write: `(file name, value)`.
-pub type Setting = (&'static str, String);
+pub type Setting = (std::borrow::Cow<'static, str>, String);
 
 impl Cgroupfs {
     /// A backend rooted at `root` without checking what is mounted there
@@ -268,10 +268,10 @@ pub fn settings(r: &Resources) -> Result<Vec<Setting>, CgroupError> {
                     format!("{l} bytes is below the minimum of 262144"),
                 ));
             }
-            out.push(("memory.max", max_or(l)));
+            out.push(("memory.max".into(), max_or(l)));
         }
         if let Some(res) = m.reservation.filter(|r| *r != 0) {
-            out.push(("memory.low", max_or(res)));
+            out.push(("memory.low".into(), max_or(res)));
         }
         if let Some(swap) = m.swap.filter(|s| *s != 0) {
             let value = match (swap, limit) {
@@ -290,7 +290,7 @@ pub fn settings(r: &Resources) -> Result<Vec<Setting>, CgroupError> {
                     ))
                 }
             };
-            out.push(("memory.swap.max", value));
+            out.push(("memory.swap.max".into(), value));
         }
     }
     if let Some(c) = &r.cpu {
@@ -300,7 +300,7 @@ pub fn settings(r: &Resources) -> Result<Vec<Setting>, CgroupError> {
             }
             // runc's conversion from v1 shares to v2 weight (1..=10000).
             let weight = 1 + ((shares - 2) * 9999) / 262_142;
-            out.push(("cpu.weight", weight.to_string()));
+            out.push(("cpu.weight".into(), weight.to_string()));
         }
         if c.quota.is_some() || c.period.is_some() {
             let period = c.period.filter(|p| *p != 0).unwrap_or(100_000);
@@ -319,7 +319,7 @@ pub fn settings(r: &Resources) -> Result<Vec<Setting>, CgroupError> {
                 }
                 _ => "max".to_string(),
             };
-            out.push(("cpu.max", format!("{quota} {period}")));
+            out.push(("cpu.max".into(), format!("{quota} {period}")));
         }
         for (field, file, value) in [
             ("cpu.cpus", "cpuset.cpus", &c.cpus),
@@ -332,19 +332,42 @@ pub fn settings(r: &Resources) -> Result<Vec<Setting>, CgroupError> {
                 if !ok {
                     return Err(invalid(field, format!("{v:?} is not a CPU/node list")));
                 }
-                out.push((file, v.to_string()));
+                out.push((file.into(), v.to_string()));
             }
         }
     }
     if let Some(p) = &r.pids {
         out.push((
-            "pids.max",
+            "pids.max".into(),
             if p.limit > 0 {
                 p.limit.to_string()
             } else {
                 "max".into()
             },
         ));
+    }
+    for (file, value) in r.unified.iter().flatten() {
+        let controller = file.split_once('.').map(|(c, _)| c);
+        let known = controller.is_some_and(|c| CONTROLLERS.contains(&c));
+        let plain = file
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
+        if !known || !plain || file.ends_with('.') {
+            return Err(invalid(
+                "unified",
+                format!(
+                    "{file:?} is not a file of the {} controllers",
+                    CONTROLLERS.join(", ")
+                ),
+            ));
+        }
+        if value.contains('\n') {
+            return Err(invalid(
+                "unified",
+                format!("{file}: value {value:?} has a newline"),
+            ));
+        }
+        out.push((file.clone().into(), value.clone()));
     }
     Ok(out)
 }
@@ -488,6 +511,7 @@ mod tests {
                 mems: None,
             }),
             pids: Some(Pids { limit: 100 }),
+            unified: Some([("cpu.idle".to_string(), "1".to_string())].into()),
         };
         let fd = cg.create("hostd/c1", &resources).unwrap();
         drop(fd);
@@ -495,6 +519,7 @@ mod tests {
         assert_eq!(read(root, "cgroup.subtree_control"), "+cpu +cpuset +pids");
         let leaf = root.join("hostd/c1");
         assert_eq!(read(&leaf, "memory.max"), "67108864");
+        assert_eq!(read(&leaf, "cpu.idle"), "1");
         assert_eq!(read(&leaf, "memory.swap.max"), "33554432");
         assert_eq!(read(&leaf, "cpu.weight"), "39");
         assert_eq!(read(&leaf, "cpu.max"), "50000 100000");
@@ -572,17 +597,39 @@ mod tests {
                 ..Default::default()
             }),
             pids: Some(Pids { limit: 0 }),
+            unified: None,
         };
-        let s = settings(&r).unwrap();
+        let s: Vec<(String, String)> = settings(&r)
+            .unwrap()
+            .into_iter()
+            .map(|(f, v)| (f.into_owned(), v))
+            .collect();
         assert_eq!(
             s,
             vec![
-                ("memory.max", "max".to_string()),
-                ("memory.swap.max", "max".to_string()),
-                ("cpu.max", "max 20000".to_string()),
-                ("pids.max", "max".to_string()),
+                ("memory.max".to_string(), "max".to_string()),
+                ("memory.swap.max".to_string(), "max".to_string()),
+                ("cpu.max".to_string(), "max 20000".to_string()),
+                ("pids.max".to_string(), "max".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn unified_files_are_checked() {
+        for bad in ["../x", "io.max", "memory", "cpu.", "cpu.Max", "cpu/x.max"] {
+            let r = Resources {
+                unified: Some([(bad.to_string(), "1".to_string())].into()),
+                ..Default::default()
+            };
+            let e = settings(&r).unwrap_err().to_string();
+            assert!(e.contains("unified"), "{bad}: {e}");
+        }
+        let r = Resources {
+            unified: Some([("cpu.weight".to_string(), "1\n2".to_string())].into()),
+            ..Default::default()
+        };
+        assert!(settings(&r).unwrap_err().to_string().contains("newline"));
     }
 
     #[test]

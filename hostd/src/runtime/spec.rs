@@ -334,6 +334,10 @@ pub struct Resources {
     /// Process count limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<Pids>,
+    /// cgroup v2 files written as they are (`"cpu.weight": "50"`), after
+    /// the limits above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unified: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Resources {
@@ -350,7 +354,7 @@ impl Resources {
                 && c.cpus.is_none()
                 && c.mems.is_none()
         });
-        memory && cpu && self.pids.is_none()
+        memory && cpu && self.pids.is_none() && self.unified.as_ref().is_none_or(|u| u.is_empty())
     }
 }
 
