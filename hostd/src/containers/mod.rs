@@ -261,7 +261,7 @@ impl Manager {
             limits: req.limits.clone(),
         };
         let (reply, fds) = lock(&self.zygote)
-            .call(&ZygoteRequest::Create(spec))
+            .call(&ZygoteRequest::Create(Box::new(spec)))
             .map_err(|e| e.to_string())?;
         let pid = match reply {
             ZygoteReply::Created { pid } => pid,

@@ -34,7 +34,7 @@ const MAX_PACKET: usize = 256 * 1024;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ZygoteRequest {
     /// Create and start a container.
-    Create(CreateSpec),
+    Create(Box<CreateSpec>),
     /// Reap an exited container's init: its exit code, or `None` if running.
     Reap {
         /// Container id.
