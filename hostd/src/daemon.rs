@@ -15,13 +15,17 @@
 //! as it was (imports are all-or-nothing and staging is cleared at open).
 //!
 //! Containers ([`crate::containers`]) are created by a zygote that
-//! [`run`] forks first thing, while the process still has one thread; their
-//! state lives under [`DaemonOptions::state`]. Without a zygote (unit tests)
-//! container requests are answered with an error.
+//! [`run`] forks first thing, while the process still has one thread — or
+//! finds already running, left by the daemon before this one, and takes
+//! over (asking it to `exec` this binary when it runs another). Their state
+//! lives under [`DaemonOptions::state`]. Without a zygote (unit tests)
+//! container requests are answered with an error. Once serving, a thread
+//! imports and starts the boot-time containers of
+//! [`DaemonOptions::boot_manifest`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -72,6 +76,8 @@ pub struct DaemonOptions {
     pub store: PathBuf,
     /// The state directory (containers, runtime state).
     pub state: PathBuf,
+    /// The boot-time container manifest, if any.
+    pub boot_manifest: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -80,6 +86,7 @@ impl Default for DaemonOptions {
             socket: PathBuf::from(control::SOCKET_PATH),
             store: PathBuf::from(STORE_PATH),
             state: PathBuf::from(STATE_PATH),
+            boot_manifest: Some(PathBuf::from(crate::containers::request::BOOT_MANIFEST)),
         }
     }
 }
@@ -96,7 +103,7 @@ pub struct Handler {
     /// The open store; `None` until [`Store::open`] succeeds.
     store: Mutex<Option<Store>>,
     /// The containers; `None` without a zygote.
-    containers: Option<Manager>,
+    containers: Option<Arc<Manager>>,
 }
 
 impl Handler {
@@ -118,14 +125,14 @@ impl Handler {
     }
 
     /// Adds container support.
-    pub fn with_containers(mut self, containers: Manager) -> Self {
+    pub fn with_containers(mut self, containers: Arc<Manager>) -> Self {
         self.containers = Some(containers);
         self
     }
 
     fn containers(&self) -> Result<&Manager, Response> {
         self.containers
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| Response::Error("containers are not available".into()))
     }
 
@@ -204,6 +211,16 @@ impl Handler {
                 self.with_store(Response::Image, |s| s.inspect(image))
             }
             Request::RemoveImage { image } => {
+                if let (Some(manager), Ok(info)) = (
+                    self.containers.as_ref(),
+                    self.store().and_then(|s| s.inspect(image)),
+                ) {
+                    if let Some(user) = manager.uses_image(&info.id.to_string()) {
+                        return Response::Error(format!(
+                            "image {image:?} is used by container {user:?}: remove the container first"
+                        ));
+                    }
+                }
                 let response = self.with_store(Response::Removed, |s| s.remove(image));
                 if !matches!(response, Response::Error(_)) {
                     log(&format!("removed image {image:?}"));
@@ -227,12 +244,81 @@ impl Handler {
     }
 }
 
+/// The zygote a previous daemon left (upgraded to this binary if it runs
+/// another), or a new one. Must run while the process has a single thread.
+fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError> {
+    let mut zygote = match Zygote::connect(state)? {
+        None => {
+            let zygote = Zygote::start(state)?;
+            log(&format!("zygote running as pid {}", zygote.pid()));
+            return Ok(zygote);
+        }
+        Some(z) => z,
+    };
+    let hello = zygote.hello().clone();
+    log(&format!(
+        "took over zygote pid {} holding {} containers",
+        hello.pid, hello.containers
+    ));
+    let mine = crate::containers::zygote::exe_identity("self");
+    if hello.exe != mine || hello.protocol != crate::containers::zygote::PROTOCOL {
+        let exe = std::env::current_exe()
+            .map_err(|e| DaemonError::Zygote(crate::containers::zygote::ZygoteError::Start(e)))?;
+        zygote.upgrade(&exe)?;
+        log(&format!(
+            "zygote pid {} now runs {} (upgraded)",
+            hello.pid,
+            exe.display()
+        ));
+    }
+    Ok(zygote)
+}
+
+/// Imports and starts the boot-time containers in a thread of their own, so
+/// the daemon answers `status` meanwhile.
+fn start_boot_containers(path: &Path, containers: Arc<Manager>, handler: &Handler, state: &Path) {
+    let manifest = match crate::containers::boot::load(path) {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            log(&format!("boot-time containers not started: {e}"));
+            return;
+        }
+    };
+    let store = match handler.store() {
+        Ok(store) => store,
+        Err(e) => {
+            log(&format!("boot-time containers not started: {e}"));
+            return;
+        }
+    };
+    let state = state.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("hostd-boot".into())
+        .spawn(move || {
+            let report = crate::containers::boot::start(&manifest, &containers, &store, &state);
+            for e in &report.errors {
+                log(e);
+            }
+            log(&format!(
+                "boot-time containers: {} archives imported, started [{}], already there [{}], {} errors",
+                report.imported,
+                report.started.join(", "),
+                report.existing.join(", "),
+                report.errors.len()
+            ));
+        });
+    if let Err(e) = spawned {
+        log(&format!("cannot start the boot-container thread: {e}"));
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; returns after removing the socket.
+/// Containers keep running (in the zygote) for the next daemon.
 pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let started = Instant::now();
     let signals = SignalSet::new(&[libc::SIGTERM, libc::SIGINT]).map_err(DaemonError::Signals)?;
     signals.block().map_err(DaemonError::Signals)?;
-    // The zygote must be forked while this process has a single thread.
     std::fs::DirBuilder::new()
         .recursive(true)
         .create(&options.state)
@@ -240,15 +326,25 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             path: options.state.clone(),
             source,
         })?;
-    let zygote = Zygote::start(&options.state)?;
-    log(&format!("zygote running as pid {}", zygote.pid()));
+    // Another daemon on the socket owns the zygote too: stop before touching it.
+    if std::os::unix::net::UnixStream::connect(&options.socket).is_ok() {
+        return Err(ControlError::InUse {
+            path: options.socket.clone(),
+        }
+        .into());
+    }
+    let zygote = take_over_or_start_zygote(&options.state)?;
     let containers = Manager::new(&options.state, zygote).map_err(|source| DaemonError::State {
         path: options.state.join("containers"),
         source,
     })?;
+    let containers = Arc::new(containers);
 
     let socket = ControlSocket::bind(&options.socket)?;
-    let handler = Handler::new(started, &options.store).with_containers(containers);
+    let handler = Handler::new(started, &options.store).with_containers(Arc::clone(&containers));
+    if let Some(path) = options.boot_manifest.clone() {
+        start_boot_containers(&path, containers, &handler, &options.state);
+    }
     let shutdown = Shutdown::new()?;
     let stop = shutdown.clone();
     std::thread::Builder::new()

@@ -886,6 +886,14 @@ fn boot(options: &Options, t0: Instant) -> Booted {
         args.push(socket.to_string_lossy().into_owned());
         args.push("--store".to_string());
         args.push(at(root, "/var/lib/hostd").to_string_lossy().into_owned());
+        args.push("--state".to_string());
+        args.push(at(root, "/run/hostd").to_string_lossy().into_owned());
+        args.push("--boot-manifest".to_string());
+        args.push(
+            at(root, crate::containers::request::BOOT_MANIFEST)
+                .to_string_lossy()
+                .into_owned(),
+        );
     }
     Booted {
         spec: ServiceSpec::hostd(at(root, HOSTD_PATH), args, socket),

@@ -1,14 +1,16 @@
 //! `hostd`: mkhost's host daemon and its command-line client.
 //!
 //! ```text
-//! hostd [daemon] [--socket PATH] [--store DIR] [--state DIR]   run the daemon
+//! hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]   run the daemon
 //! hostd status [--socket PATH]     ask the daemon for its status, print the JSON answer
 //! hostd images [--json]            list the images in the daemon's store
 //! hostd import FILE                import an OCI layout (dir or tar) or `docker save` archive
 //! hostd inspect IMAGE              print an image's config and layers as JSON
 //! hostd rmi IMAGE                  untag a name, or remove an image given by id
 //! hostd gc                         free blobs and layers no image uses
-//! hostd run [--name N] [-e K=V]... IMAGE [CMD...]   start a container, print its id
+//! hostd run [--name N] [-e K=V]... [--restart P] [--memory SIZE] [--cpus N]
+//!           [--cpu-weight W] [--pids N] [--cpuset-cpus L] [--cpuset-mems L] IMAGE [CMD...]
+//!                                  start a container, print its id
 //! hostd ps                         list containers
 //! hostd logs NAME                  print a container's log
 //! hostd stop [-t SECS] NAME        SIGTERM, SIGKILL after SECS (10)
@@ -26,20 +28,25 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use hostd::containers::request::{parse_cpus, parse_size};
 use hostd::control::{self, Request, Response};
 use hostd::daemon::{self, DaemonOptions};
 use hostd::runtime::{self, CreateOptions, RunOptions, Runtime};
 
 const USAGE: &str = "\
-usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR]
-                                        run the daemon (store: /var/lib/hostd, state: /run/hostd)
+usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
+                                        run the daemon (store: /var/lib/hostd, state: /run/hostd,
+                                        boot manifest: /etc/hostd/containers.json)
        hostd status [--socket PATH]     print the daemon's status as JSON
        hostd images [--json]            list images
        hostd import FILE                import an OCI layout or docker save archive
        hostd inspect IMAGE              print an image's config and layers as JSON
        hostd rmi IMAGE                  untag a name, or remove an image by id
        hostd gc                         free unused blobs and layers
-       hostd run [--name N] [-e K=V]... IMAGE [CMD...]   start a container, print its id
+       hostd run [--name N] [-e K=V]... [--restart no|always|on-failure[:N]]
+                 [--memory SIZE] [--cpus N] [--cpu-weight 1-10000] [--pids N]
+                 [--cpuset-cpus LIST] [--cpuset-mems LIST] IMAGE [CMD...]
+                                        start a container, print its id
        hostd ps                         list containers
        hostd logs NAME                  print a container's log
        hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
@@ -83,6 +90,7 @@ fn parse(args: &[String]) -> Result<Cli, String> {
     let mut socket = PathBuf::from(control::SOCKET_PATH);
     let mut store: Option<PathBuf> = None;
     let mut state: Option<PathBuf> = None;
+    let mut boot_manifest: Option<PathBuf> = None;
     let mut json = false;
     let mut positional: Vec<&str> = Vec::new();
     let mut iter = args.iter();
@@ -113,6 +121,13 @@ fn parse(args: &[String]) -> Result<Cli, String> {
                 )
             }
             s if s.starts_with("--state=") => state = Some(PathBuf::from(&s["--state=".len()..])),
+            "--boot-manifest" => {
+                boot_manifest = Some(
+                    iter.next()
+                        .map(PathBuf::from)
+                        .ok_or("--boot-manifest needs a file")?,
+                )
+            }
             "--json" => json = true,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}")),
             "daemon" | "status" | "images" | "import" | "inspect" | "rmi" | "gc"
@@ -125,8 +140,10 @@ fn parse(args: &[String]) -> Result<Cli, String> {
         }
     }
     let command = command.unwrap_or("daemon");
-    if (store.is_some() || state.is_some()) && command != "daemon" {
-        return Err(format!("{command}: --store and --state are daemon options"));
+    if (store.is_some() || state.is_some() || boot_manifest.is_some()) && command != "daemon" {
+        return Err(format!(
+            "{command}: --store, --state and --boot-manifest are daemon options"
+        ));
     }
     if json && command != "images" {
         return Err(format!("{command}: --json is only for images"));
@@ -168,6 +185,10 @@ fn parse(args: &[String]) -> Result<Cli, String> {
             socket,
             store: store.unwrap_or_else(|| PathBuf::from(daemon::STORE_PATH)),
             state: state.unwrap_or_else(|| PathBuf::from(daemon::STATE_PATH)),
+            boot_manifest: Some(
+                boot_manifest
+                    .unwrap_or_else(|| PathBuf::from(hostd::containers::request::BOOT_MANIFEST)),
+            ),
         }),
     })
 }
@@ -180,6 +201,8 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
     let mut env: Vec<String> = Vec::new();
     let mut force = false;
     let mut timeout: Option<u64> = None;
+    let mut limits = hostd::containers::Limits::default();
+    let mut restart = hostd::containers::RestartPolicy::No;
     let mut positional: Vec<String> = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -202,6 +225,35 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
                     return Err(format!("run: -e {entry}: expected NAME=value"));
                 }
                 env.push(entry);
+            }
+            "--restart" if command == "run" => restart = value("--restart")?.parse()?,
+            "-m" | "--memory" if command == "run" => {
+                let v = value("--memory")?;
+                limits.memory = Some(parse_size(&v).map_err(|e| format!("run: --memory {e}"))?);
+            }
+            "--cpus" if command == "run" => {
+                let v = value("--cpus")?;
+                limits.nano_cpus = Some(parse_cpus(&v).map_err(|e| format!("run: --cpus {e}"))?);
+            }
+            "--cpu-weight" if command == "run" => {
+                let v = value("--cpu-weight")?;
+                limits.cpu_weight = Some(
+                    v.parse()
+                        .map_err(|_| format!("run: --cpu-weight {v:?}: not a number 1-10000"))?,
+                );
+            }
+            "--pids" | "--pids-limit" if command == "run" => {
+                let v = value("--pids")?;
+                limits.pids = Some(
+                    v.parse()
+                        .map_err(|_| format!("run: --pids {v:?}: not a number"))?,
+                );
+            }
+            "--cpuset-cpus" if command == "run" => {
+                limits.cpuset_cpus = Some(value("--cpuset-cpus")?)
+            }
+            "--cpuset-mems" if command == "run" => {
+                limits.cpuset_mems = Some(value("--cpuset-mems")?)
             }
             "-f" | "--force" if command == "rm" => force = true,
             "-t" | "--time" if command == "stop" => {
@@ -231,7 +283,8 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
                     name,
                     command: positional.by_ref().collect(),
                     env,
-                    ..Default::default()
+                    limits: limits.clone(),
+                    restart,
                 }),
                 "logs" => Request::Logs { name: first },
                 "stop" => Request::Stop {
@@ -244,6 +297,9 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
     };
     if let Some(extra) = positional.next() {
         return Err(format!("unexpected argument: {extra}"));
+    }
+    if let Request::Run(run) = &request {
+        run.validate().map_err(|e| format!("run: {e}"))?;
     }
     Ok(Cli::Container { socket, request })
 }
@@ -271,17 +327,19 @@ fn container(socket: &Path, request: &Request) -> ExitCode {
 /// `ps`: one row per container.
 fn ps_table(rows: &[hostd::containers::Record]) -> String {
     let mut out = format!(
-        "{:<20} {:<16} {:<20} {:<12} {:<8} {}\n",
-        "NAME", "ID", "IMAGE", "STATUS", "PID", "CREATED"
+        "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
+        "NAME", "ID", "IMAGE", "STATUS", "PID", "RESTARTS", "CREATED"
     );
     for r in rows {
-        let status = match r.exit_code {
-            Some(code) => format!("exited({code})"),
-            None => r.status.clone(),
+        let status = match (r.status.as_str(), r.exit_code) {
+            ("exited", Some(code)) if r.oom_killed => format!("exited({code},oom)"),
+            ("exited", Some(code)) => format!("exited({code})"),
+            ("exited", None) => "exited(?)".to_string(),
+            (other, _) => other.to_string(),
         };
         out.push_str(&format!(
-            "{:<20} {:<16} {:<20} {:<12} {:<8} {}\n",
-            r.name, r.id, r.image, status, r.pid, r.created
+            "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
+            r.name, r.id, r.image, status, r.pid, r.restart_count, r.created
         ));
     }
     out
@@ -796,10 +854,44 @@ fn oci_main(args: &[String]) -> ExitCode {
     }
 }
 
+/// `hostd zygote --state DIR --conn FD --listener FD`: internal; the new
+/// image of a zygote that a daemon asked to upgrade (see
+/// `hostd::containers::zygote`).
+fn zygote_main(args: &[String]) -> ExitCode {
+    let mut state = None;
+    let mut conn = None;
+    let mut listener = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let value = iter.next();
+        match (arg.as_str(), value) {
+            ("--state", Some(v)) => state = Some(PathBuf::from(v)),
+            ("--conn", Some(v)) => conn = v.parse().ok(),
+            ("--listener", Some(v)) => listener = v.parse().ok(),
+            _ => {
+                eprintln!("hostd zygote: internal command; started only by an upgrading zygote");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match (state, conn, listener) {
+        (Some(state), Some(conn), Some(listener)) => {
+            hostd::containers::zygote::resume(&state, conn, listener)
+        }
+        _ => {
+            eprintln!("hostd zygote: needs --state, --conn and --listener");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("oci") {
         return oci_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("zygote") {
+        return zygote_main(&args[1..]);
     }
     let parsed = match args.first().map(String::as_str) {
         Some(c @ ("run" | "ps" | "logs" | "stop" | "rm")) => parse_container(c, &args[1..]),
@@ -848,6 +940,7 @@ mod tests {
             socket: socket.into(),
             store: store.into(),
             state: daemon::STATE_PATH.into(),
+            boot_manifest: Some(hostd::containers::request::BOOT_MANIFEST.into()),
         })
     }
 
@@ -874,6 +967,49 @@ mod tests {
                 }),
             }
         );
+        let limited = parse_container(
+            "run",
+            &v(&[
+                "--memory",
+                "64M",
+                "--cpus",
+                "0.5",
+                "--cpu-weight",
+                "20",
+                "--pids",
+                "50",
+                "--cpuset-cpus",
+                "0",
+                "--restart",
+                "on-failure:3",
+                "bb",
+            ]),
+        )
+        .unwrap();
+        let Cli::Container {
+            request: Request::Run(run),
+            ..
+        } = limited
+        else {
+            panic!("{limited:?}")
+        };
+        assert_eq!(run.limits.memory, Some(64 << 20));
+        assert_eq!(run.limits.nano_cpus, Some(500_000_000));
+        assert_eq!(run.limits.cpu_weight, Some(20));
+        assert_eq!(run.limits.pids, Some(50));
+        assert_eq!(run.limits.cpuset_cpus.as_deref(), Some("0"));
+        assert_eq!(run.restart.to_string(), "on-failure:3");
+        for (args, wanted) in [
+            (&["--memory", "4k", "bb"][..], "6 MiB"),
+            (&["--memory", "lots", "bb"][..], "--memory"),
+            (&["--cpus", "0.001", "bb"][..], "cpus"),
+            (&["--restart", "sometimes", "bb"][..], "on-failure:N"),
+            (&["--cpu-weight", "0", "bb"][..], "1..=10000"),
+            (&["--name", "-bad", "bb"][..], "invalid container name"),
+        ] {
+            let e = parse_container("run", &v(args)).unwrap_err();
+            assert!(e.contains(wanted), "{args:?}: {e}");
+        }
         assert!(matches!(
             parse_container("rm", &v(&["-f", "web"])),
             Ok(Cli::Container {

@@ -195,6 +195,11 @@ pub fn read_from_layers(lowerdirs: &[PathBuf], file: &str) -> Option<String> {
     None
 }
 
+/// The cgroup of container `id`, relative to the cgroup2 root.
+pub fn cgroup_path(id: &str) -> String {
+    format!("hostd/{id}")
+}
+
 /// `linux.resources` for `limits`.
 pub fn oci_resources(limits: &Limits) -> serde_json::Value {
     let mut resources = serde_json::Map::new();
@@ -289,7 +294,7 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
                 { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
                 { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" }
             ],
-            "cgroupsPath": format!("hostd/{}", spec.id),
+            "cgroupsPath": cgroup_path(&spec.id),
             "resources": resources,
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",

@@ -2,32 +2,43 @@
 //!
 //! `run` goes through three stages, each undone if a later one fails:
 //!
-//! 1. **Pure** ([`config`]): the image's config (`Entrypoint`, `Cmd`, `Env`,
-//!    `WorkingDir`, `User`) merged with the request; a user name is looked up
-//!    in the image's `/etc/passwd`. A missing image or unknown user fails
-//!    here, before anything exists.
+//! 1. **Pure** ([`request`], [`config`]): the request is checked (name,
+//!    env, limits the kernel would refuse), then the image's config
+//!    (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`) is merged with it; a
+//!    user name is looked up in the image's `/etc/passwd`. A missing image or
+//!    unknown user fails here, before anything exists.
 //! 2. **Root file system**: `<state>/containers/<id>/` gets `upper/`, `work/`
 //!    and `rootfs/`, where the daemon mounts overlayfs with the image's layers
-//!    (top first) as `lowerdir`.
+//!    (top first) as `lowerdir`; `spec.json` keeps what a restart needs.
 //! 3. **Process** ([`zygote`]): the single-threaded zygote creates and starts
-//!    the container with the runtime and hands back a pidfd and the read end
-//!    of the container's stdout/stderr pipe.
+//!    the container with the runtime, in cgroup `hostd/<id>` with the
+//!    limits, and hands back a pidfd and the read ends of its stdout and
+//!    stderr pipes.
 //!
-//! One thread per container copies the pipe into `container.log`, each line
-//! prefixed with an RFC 3339 UTC timestamp, then waits for the pidfd and has
-//! the zygote reap the init; the exit code goes into `state.json` (written
-//! atomically). `stop` signals through the pidfd (SIGTERM, SIGKILL after a
-//! timeout); `rm` deletes the runtime state, unmounts the overlay and removes
-//! the directory.
+//! From then on the [`monitor`] thread writes its output to `container.log`
+//! and sees it exit; [`Shared::exited`] reaps it through the zygote, records
+//! the exit code and whether the OOM killer fired in `state.json` (written
+//! atomically), and applies the restart policy with a doubling back-off.
+//! `stop` signals through the pidfd (SIGTERM, SIGKILL after a timeout) and
+//! turns restarts off; `rm` deletes the runtime state and cgroup, unmounts
+//! the overlay and removes the directory.
+//!
+//! **Re-adoption.** Everything lives under the state directory
+//! (`/run/hostd`) and in the zygote, which outlives the daemon. A new daemon
+//! ([`Manager::new`]) reads every `state.json`, gets each running
+//! container's descriptors back from the zygote, and goes on; a container
+//! that exited meanwhile is reaped then, with its real exit code. See
+//! docs/containers.md.
 
+pub mod boot;
 pub mod config;
+pub mod monitor;
 pub mod request;
 pub mod sys;
 pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -39,16 +50,24 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::state::{rfc3339_now, write_atomic};
 use crate::store::Store;
 use config::CreateSpec;
-use request::valid_name;
+use monitor::{MonitorHandle, Running};
 pub use request::{Limits, RestartPolicy, RunRequest};
 use zygote::{Zygote, ZygoteReply, ZygoteRequest};
 
 /// The per-container state file.
 pub const STATE_FILE: &str = "state.json";
+/// What a restart needs, per container.
+pub const SPEC_FILE: &str = "spec.json";
 /// The per-container log file.
 pub const LOG_FILE: &str = "container.log";
 /// Default time between SIGTERM and SIGKILL in `stop`.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// First delay before a restart; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A container that ran this long restarts after [`FIRST_BACKOFF`] again.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
 /// A container's record, as in `state.json` and `ps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,22 +82,59 @@ pub struct Record {
     pub image_id: String,
     /// `argv`.
     pub command: Vec<String>,
-    /// The init's pid (in the daemon's pid namespace).
+    /// The init's pid (in the daemon's pid namespace); 0 when not running.
     pub pid: i32,
     /// Creation time, RFC 3339.
     pub created: String,
-    /// `running` or `exited`.
+    /// `running`, `restarting` (waiting to be started again) or `exited`.
     pub status: String,
-    /// Exit code once exited (128 + signal when killed).
+    /// Exit code of the last run (128 + signal when killed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The OOM killer ended the last run.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Restarts done by the restart policy.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The restart policy.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// The limits.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// Start of the current (or last) run, RFC 3339.
+    #[serde(default)]
+    pub started: String,
+    /// End of the last run, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Why the container is not running when that is not its own doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-struct Entry {
+/// What the daemon knows about a container beyond its record.
+struct EntryState {
+    record: Record,
+    /// The init's pidfd while it runs.
+    pidfd: Option<Arc<OwnedFd>>,
+    /// `stop` or `rm` asked: no more restarts.
+    stopping: bool,
+    /// When the current run started (for the back-off reset).
+    started: Instant,
+    /// The next restart's delay.
+    backoff: Duration,
+}
+
+/// One container.
+pub struct Entry {
+    id: String,
     dir: PathBuf,
-    record: Mutex<Record>,
-    exited: Condvar,
-    pidfd: OwnedFd,
+    spec: CreateSpec,
+    state: Mutex<EntryState>,
+    changed: Condvar,
+    log: Mutex<monitor::Log>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +142,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Entry {
+    fn new(dir: PathBuf, spec: CreateSpec, record: Record, pidfd: Option<Arc<OwnedFd>>) -> Entry {
+        Entry {
+            id: record.id.clone(),
+            log: Mutex::new(monitor::Log::new(&dir)),
+            dir,
+            spec,
+            state: Mutex::new(EntryState {
+                record,
+                pidfd,
+                stopping: false,
+                started: Instant::now(),
+                backoff: FIRST_BACKOFF,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
     fn save(&self, record: &Record) {
         let path = self.dir.join(STATE_FILE);
         let json = serde_json::to_vec(record).unwrap_or_default();
@@ -94,22 +167,27 @@ impl Entry {
         }
     }
 
-    fn running(&self) -> bool {
-        lock(&self.record).exit_code.is_none()
+    fn record(&self) -> Record {
+        lock(&self.state).record.clone()
     }
 
-    /// Waits until the container exited or `timeout` passed; true if exited.
+    fn status_is(&self, status: &str) -> bool {
+        lock(&self.state).record.status == status
+    }
+
+    /// Waits until the container is not running or `timeout` passed; true
+    /// if it is not running.
     fn wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut record = lock(&self.record);
-        while record.exit_code.is_none() {
+        let mut state = lock(&self.state);
+        while state.record.status == "running" {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            record = self
-                .exited
-                .wait_timeout(record, left)
+            state = self
+                .changed
+                .wait_timeout(state, left)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
@@ -117,15 +195,32 @@ impl Entry {
     }
 
     fn signal(&self, signal: libc::c_int) {
-        let _ = crate::runtime::sys::pidfd_send_signal(self.pidfd.as_fd(), signal);
+        if let Some(fd) = lock(&self.state).pidfd.as_ref() {
+            let _ = crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal);
+        }
     }
+
+    /// Appends lines of `stream` output to the log (the monitor calls this).
+    fn append_log(&self, stream: &str, lines: &[Vec<u8>]) {
+        lock(&self.log).append(stream, lines);
+    }
+
+    fn close_log(&self) {
+        lock(&self.log).close();
+    }
+}
+
+/// What the daemon's threads and the monitor share.
+pub struct Shared {
+    root: PathBuf,
+    zygote: Mutex<Zygote>,
+    containers: Mutex<BTreeMap<String, Arc<Entry>>>,
 }
 
 /// The daemon's containers.
 pub struct Manager {
-    root: PathBuf,
-    zygote: Arc<Mutex<Zygote>>,
-    containers: Mutex<BTreeMap<String, Arc<Entry>>>,
+    shared: Arc<Shared>,
+    monitor: MonitorHandle,
 }
 
 /// Undoes a half-made container.
@@ -145,44 +240,254 @@ impl Drop for Cleanup {
     }
 }
 
+/// Takes the pidfd and pipe read ends a `created` answer carries.
+fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
+    let mut fds = fds.into_iter();
+    match (fds.next(), fds.next(), fds.next()) {
+        (Some(pidfd), Some(stdout), Some(stderr)) => Ok(Running {
+            pidfd: Arc::new(pidfd),
+            stdout,
+            stderr,
+        }),
+        _ => Err("the zygote sent too few descriptors".into()),
+    }
+}
+
+impl Shared {
+    fn call(&self, request: &ZygoteRequest) -> Result<(ZygoteReply, Vec<OwnedFd>), String> {
+        lock(&self.zygote).call(request).map_err(|e| e.to_string())
+    }
+
+    /// Has the zygote create the process of `spec`.
+    fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), String> {
+        match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
+            (ZygoteReply::Created { pid }, fds) => Ok((pid, running_from(fds)?)),
+            (ZygoteReply::Error { message }, _) => Err(message),
+            (other, _) => Err(format!("unexpected zygote answer {other:?}")),
+        }
+    }
+
+    /// Reaps an exited init through the zygote: (exit code, OOM-killed).
+    fn reap(&self, id: &str) -> (i32, bool) {
+        for _ in 0..250 {
+            match self.call(&ZygoteRequest::Reap { id: id.to_string() }) {
+                Ok((
+                    ZygoteReply::Reaped {
+                        code: Some(code),
+                        oom_killed,
+                    },
+                    _,
+                )) => return (code, oom_killed),
+                Ok((ZygoteReply::Reaped { code: None, .. }, _)) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => {
+                    crate::daemon::log(&format!("{id}: cannot reap: {other:?}"));
+                    return (-1, false);
+                }
+            }
+        }
+        crate::daemon::log(&format!(
+            "{id}: its pidfd is readable but it cannot be reaped"
+        ));
+        (-1, false)
+    }
+
+    /// Records the exit of `entry`'s init; answers when to restart it, if
+    /// the policy says so.
+    fn exited(&self, entry: &Entry) -> Option<Instant> {
+        let (code, oom_killed) = self.reap(&entry.id);
+        let mut state = lock(&entry.state);
+        state.pidfd = None;
+        let record = &mut state.record;
+        record.exit_code = Some(code);
+        record.oom_killed = oom_killed;
+        record.finished = Some(rfc3339_now());
+        record.pid = 0;
+        let restart = !state.stopping
+            && state
+                .record
+                .restart
+                .restarts(code, state.record.restart_count);
+        let at = if restart {
+            if state.started.elapsed() >= BACKOFF_RESET {
+                state.backoff = FIRST_BACKOFF;
+            }
+            let delay = state.backoff;
+            state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+            state.record.status = "restarting".into();
+            Some(Instant::now() + delay)
+        } else {
+            state.record.status = "exited".into();
+            None
+        };
+        entry.save(&state.record);
+        let name = state.record.name.clone();
+        drop(state);
+        entry.changed.notify_all();
+        crate::daemon::log(&format!(
+            "container {} ({name}) exited with code {code}{}{}",
+            entry.id,
+            if oom_killed { " (OOM-killed)" } else { "" },
+            if at.is_some() { "; restarting" } else { "" }
+        ));
+        at
+    }
+
+    /// Starts `entry` again (a restart it is still due); answers its new
+    /// descriptors for the monitor.
+    fn restart(&self, entry: &Entry) -> Option<(Running, i32)> {
+        let mut state = lock(&entry.state);
+        if state.stopping || state.record.status != "restarting" {
+            return None;
+        }
+        let _ = self.call(&ZygoteRequest::Delete {
+            id: entry.id.clone(),
+        });
+        match self.spawn(&entry.spec) {
+            Ok((pid, running)) => {
+                state.record.pid = pid;
+                state.record.status = "running".into();
+                state.record.restart_count += 1;
+                state.record.started = rfc3339_now();
+                state.record.error = None;
+                state.started = Instant::now();
+                state.pidfd = Some(Arc::clone(&running.pidfd));
+                entry.save(&state.record);
+                crate::daemon::log(&format!(
+                    "restarted container {} ({}) pid {pid}, restart {}",
+                    entry.id, state.record.name, state.record.restart_count
+                ));
+                Some((running, pid))
+            }
+            Err(message) => {
+                state.record.status = "exited".into();
+                state.record.error = Some(format!("restart failed: {message}"));
+                entry.save(&state.record);
+                drop(state);
+                entry.changed.notify_all();
+                crate::daemon::log(&format!("{}: restart failed: {message}", entry.id));
+                None
+            }
+        }
+    }
+}
+
 impl Manager {
-    /// Containers under `state/containers`, created through `zygote`.
+    /// Containers under `state/containers`, created through `zygote`. Takes
+    /// over what an earlier daemon left there: containers the zygote still
+    /// holds are watched again, others are recorded as lost (and restarted
+    /// if their policy says so).
     pub fn new(state: &Path, zygote: Zygote) -> std::io::Result<Manager> {
         let root = state.join("containers");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&root)?;
-        Ok(Manager {
+        sys::raise_nofile(1 << 20);
+        let shared = Arc::new(Shared {
             root,
-            zygote: Arc::new(Mutex::new(zygote)),
+            zygote: Mutex::new(zygote),
             containers: Mutex::new(BTreeMap::new()),
-        })
+        });
+        let monitor = monitor::start(Arc::clone(&shared))?;
+        let manager = Manager { shared, monitor };
+        manager.adopt();
+        Ok(manager)
     }
 
-    /// Running containers.
+    /// Loads every container directory and re-attaches the running ones.
+    fn adopt(&self) {
+        let Ok(dirs) = fs::read_dir(&self.shared.root) else {
+            return;
+        };
+        let mut adopted = 0;
+        for dir in dirs.flatten().map(|d| d.path()) {
+            let load = |file: &str| -> Result<Vec<u8>, String> {
+                fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+            };
+            let loaded = load(STATE_FILE).and_then(|state| {
+                let record: Record = serde_json::from_slice(&state)
+                    .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))?;
+                let spec: CreateSpec = serde_json::from_slice(&load(SPEC_FILE)?)
+                    .map_err(|e| format!("{}: {e}", dir.join(SPEC_FILE).display()))?;
+                Ok((record, spec))
+            });
+            let (mut record, spec) = match loaded {
+                Ok(pair) => pair,
+                Err(e) => {
+                    crate::daemon::log(&format!(
+                        "skipping container directory {}: {e} (remove it by hand)",
+                        dir.display()
+                    ));
+                    continue;
+                }
+            };
+            let mut running = None;
+            if record.status != "exited" {
+                let attached = self.shared.call(&ZygoteRequest::Attach {
+                    id: record.id.clone(),
+                });
+                match attached {
+                    Ok((ZygoteReply::Created { pid }, fds)) => match running_from(fds) {
+                        Ok(r) => {
+                            record.pid = pid;
+                            running = Some(r);
+                        }
+                        Err(e) => record.error = Some(e),
+                    },
+                    Ok((ZygoteReply::Error { message }, _)) => {
+                        record.error = Some(format!("lost when hostd restarted: {message}"));
+                    }
+                    other => record.error = Some(format!("cannot attach: {other:?}")),
+                }
+            }
+            let restart_lost = running.is_none()
+                && record.status != "exited"
+                && record.restart != RestartPolicy::No;
+            if running.is_none() && record.status != "exited" {
+                record.status = if restart_lost { "restarting" } else { "exited" }.into();
+                record.pid = 0;
+            }
+            let entry = Arc::new(Entry::new(
+                dir.clone(),
+                spec,
+                record.clone(),
+                running.as_ref().map(|r| Arc::clone(&r.pidfd)),
+            ));
+            entry.save(&record);
+            lock(&self.shared.containers).insert(record.id.clone(), Arc::clone(&entry));
+            if let Some(r) = running {
+                adopted += 1;
+                self.monitor.watch(Arc::clone(&entry), r);
+            } else if restart_lost {
+                self.monitor.restart_at(entry, Instant::now());
+            }
+        }
+        if adopted > 0 {
+            crate::daemon::log(&format!("re-adopted {adopted} running containers"));
+        }
+    }
+
+    /// Containers running now.
     pub fn running(&self) -> usize {
-        lock(&self.containers)
+        lock(&self.shared.containers)
             .values()
-            .filter(|e| e.running())
+            .filter(|e| e.status_is("running"))
             .count()
     }
 
     fn find(&self, name: &str) -> Result<Arc<Entry>, String> {
-        let map = lock(&self.containers);
-        let mut found = map
-            .values()
-            .filter(|e| {
-                let r = lock(&e.record);
-                r.name == name || r.id == name
-            })
-            .cloned();
-        if let Some(entry) = found.next() {
-            return Ok(entry);
+        let map = lock(&self.shared.containers);
+        if let Some(entry) = map.get(name) {
+            return Ok(Arc::clone(entry));
+        }
+        if let Some(entry) = map.values().find(|e| lock(&e.state).record.name == name) {
+            return Ok(Arc::clone(entry));
         }
         let prefixed: Vec<_> = map
             .values()
-            .filter(|e| name.len() >= 4 && lock(&e.record).id.starts_with(name))
+            .filter(|e| name.len() >= 4 && e.id.starts_with(name))
             .cloned()
             .collect();
         match prefixed.len() {
@@ -195,15 +500,20 @@ impl Manager {
         }
     }
 
+    /// Whether a container (in any state) uses the image with id `image_id`.
+    pub fn uses_image(&self, image_id: &str) -> Option<String> {
+        lock(&self.shared.containers)
+            .values()
+            .map(|e| e.record())
+            .find(|r| r.image_id == image_id)
+            .map(|r| r.name)
+    }
+
     /// Creates and starts a container; answers its id.
     pub fn run(&self, store: &Store, req: &RunRequest) -> Result<String, String> {
         // (1) Pure checks.
+        req.validate().map_err(|e| e.to_string())?;
         if let Some(name) = &req.name {
-            if !valid_name(name) {
-                return Err(format!(
-                    "invalid container name {name:?} (letters, digits, '_', '.', '-')"
-                ));
-            }
             if self.find(name).is_ok() {
                 return Err(format!("a container named {name:?} already exists"));
             }
@@ -220,7 +530,7 @@ impl Manager {
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
 
         // (2) Root file system.
-        let dir = self.root.join(&id);
+        let dir = self.shared.root.join(&id);
         let mut cleanup = Cleanup {
             dir: Some(dir.clone()),
             mounted: false,
@@ -246,8 +556,6 @@ impl Manager {
         crate::sys::mount("overlay", &rootfs, "overlay", 0, Some(&options))
             .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
-
-        // (3) Process.
         let spec = CreateSpec {
             id: id.clone(),
             bundle: dir.clone(),
@@ -260,18 +568,17 @@ impl Manager {
             hostname: id[..12].to_string(),
             limits: req.limits.clone(),
         };
-        let (reply, fds) = lock(&self.zygote)
-            .call(&ZygoteRequest::Create(Box::new(spec)))
-            .map_err(|e| e.to_string())?;
-        let pid = match reply {
-            ZygoteReply::Created { pid } => pid,
-            ZygoteReply::Error { message } => return Err(message),
-            other => return Err(format!("unexpected zygote answer {other:?}")),
-        };
-        let mut fds = fds.into_iter();
-        let (Some(pidfd), Some(pipe)) = (fds.next(), fds.next()) else {
-            return Err("the zygote sent no pidfd".into());
-        };
+        let spec_path = dir.join(SPEC_FILE);
+        write_atomic(
+            &spec_path,
+            &serde_json::to_vec(&spec).unwrap_or_default(),
+            0o600,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
+
+        // (3) Process.
+        let (pid, running) = self.shared.spawn(&spec)?;
+        let now = rfc3339_now();
         let record = Record {
             id: id.clone(),
             name,
@@ -279,27 +586,27 @@ impl Manager {
             image_id: info.id.to_string(),
             command: process.args,
             pid,
-            created: rfc3339_now(),
+            created: now.clone(),
             status: "running".into(),
             exit_code: None,
+            oom_killed: false,
+            restart_count: 0,
+            restart: req.restart,
+            limits: req.limits.clone(),
+            started: now,
+            finished: None,
+            error: None,
         };
-        let entry = Arc::new(Entry {
+        let entry = Arc::new(Entry::new(
             dir,
-            record: Mutex::new(record.clone()),
-            exited: Condvar::new(),
-            pidfd,
-        });
+            spec,
+            record.clone(),
+            Some(Arc::clone(&running.pidfd)),
+        ));
         entry.save(&record);
         cleanup.dir = None;
-        lock(&self.containers).insert(id.clone(), Arc::clone(&entry));
-        let zygote = Arc::clone(&self.zygote);
-        let watcher = Arc::clone(&entry);
-        let spawned = std::thread::Builder::new()
-            .name("hostd-ctr".into())
-            .spawn(move || watch(&watcher, pipe, &zygote));
-        if let Err(e) = spawned {
-            crate::daemon::log(&format!("{id}: cannot start its log thread: {e}"));
-        }
+        lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
+        self.monitor.watch(entry, running);
         crate::daemon::log(&format!(
             "started container {id} ({}) pid {pid}",
             record.name
@@ -309,9 +616,9 @@ impl Manager {
 
     /// All containers, oldest first.
     pub fn ps(&self) -> Vec<Record> {
-        let mut list: Vec<Record> = lock(&self.containers)
+        let mut list: Vec<Record> = lock(&self.shared.containers)
             .values()
-            .map(|e| lock(&e.record).clone())
+            .map(|e| e.record())
             .collect();
         list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         list
@@ -320,51 +627,56 @@ impl Manager {
     /// The container's log.
     pub fn logs(&self, name: &str) -> Result<String, String> {
         let entry = self.find(name)?;
-        let path = entry.dir.join(LOG_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        monitor::Log::read(&entry.dir).map_err(|e| format!("cannot read the log of {name}: {e}"))
+    }
+
+    /// Turns restarts off and ends the container: SIGTERM, then SIGKILL
+    /// after `timeout`. Answers the final record.
+    fn halt(&self, entry: &Entry, timeout: Duration) -> Result<Record, String> {
+        {
+            let mut state = lock(&entry.state);
+            state.stopping = true;
+            if state.record.status == "restarting" {
+                state.record.status = "exited".into();
+                entry.save(&state.record);
+            }
         }
+        if !entry.status_is("running") {
+            return Ok(entry.record());
+        }
+        if !timeout.is_zero() {
+            entry.signal(libc::SIGTERM);
+            if entry.wait(timeout) {
+                return Ok(entry.record());
+            }
+        }
+        entry.signal(libc::SIGKILL);
+        if !entry.wait(Duration::from_secs(10)) {
+            return Err(format!("container {} did not die after SIGKILL", entry.id));
+        }
+        Ok(entry.record())
     }
 
     /// SIGTERM, then SIGKILL after `timeout`; answers the final record.
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<Record, String> {
         let entry = self.find(name)?;
-        if entry.running() {
-            entry.signal(libc::SIGTERM);
-            if !entry.wait(timeout) {
-                entry.signal(libc::SIGKILL);
-                if !entry.wait(Duration::from_secs(10)) {
-                    return Err(format!("container {name:?} did not die after SIGKILL"));
-                }
-            }
-        }
-        let record = lock(&entry.record).clone();
+        let record = self.halt(&entry, timeout)?;
+        // A later `start` would turn restarts on again; there is none yet.
         Ok(record)
     }
 
     /// Removes a container (a running one only with `force`, which kills it).
     pub fn rm(&self, name: &str, force: bool) -> Result<Record, String> {
         let entry = self.find(name)?;
-        if entry.running() {
-            if !force {
-                return Err(format!(
-                    "container {name:?} is running: stop it first or use force"
-                ));
-            }
-            entry.signal(libc::SIGKILL);
-            if !entry.wait(Duration::from_secs(10)) {
-                return Err(format!("container {name:?} did not die after SIGKILL"));
-            }
+        if entry.status_is("running") && !force {
+            return Err(format!(
+                "container {name:?} is running: stop it first or use force"
+            ));
         }
-        let record = lock(&entry.record).clone();
-        let (reply, _) = lock(&self.zygote)
-            .call(&ZygoteRequest::Delete {
-                id: record.id.clone(),
-            })
-            .map_err(|e| e.to_string())?;
-        if let ZygoteReply::Error { message } = reply {
+        let record = self.halt(&entry, Duration::ZERO)?;
+        if let (ZygoteReply::Error { message }, _) = self.shared.call(&ZygoteRequest::Delete {
+            id: record.id.clone(),
+        })? {
             return Err(message);
         }
         let rootfs = entry.dir.join("rootfs");
@@ -375,67 +687,11 @@ impl Manager {
         }
         fs::remove_dir_all(&entry.dir)
             .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))?;
-        lock(&self.containers).remove(&record.id);
+        lock(&self.shared.containers).remove(&record.id);
         crate::daemon::log(&format!(
             "removed container {} ({})",
             record.id, record.name
         ));
         Ok(record)
     }
-}
-
-/// Copies the container's output into its log, then waits for its exit and
-/// records the code.
-fn watch(entry: &Entry, pipe: OwnedFd, zygote: &Mutex<Zygote>) {
-    let path = entry.dir.join(LOG_FILE);
-    let mut log = match fs::File::options().create(true).append(true).open(&path) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            crate::daemon::log(&format!("cannot open {}: {e}", path.display()));
-            None
-        }
-    };
-    let mut reader = BufReader::new(fs::File::from(pipe));
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if !line.ends_with(b"\n") {
-            line.push(b'\n');
-        }
-        if let Some(f) = log.as_mut() {
-            let mut text = format!("{} ", rfc3339_now()).into_bytes();
-            text.extend_from_slice(&line);
-            let _ = f.write_all(&text);
-        }
-    }
-    let id = lock(&entry.record).id.clone();
-    let _ = crate::runtime::sys::poll_readable([entry.pidfd.as_fd()], -1);
-    let code = loop {
-        let answer = lock(zygote).call(&ZygoteRequest::Reap { id: id.clone() });
-        match answer {
-            Ok((ZygoteReply::Reaped { code: Some(code) }, _)) => break code,
-            Ok((ZygoteReply::Reaped { code: None }, _)) => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok((other, _)) => {
-                crate::daemon::log(&format!("{id}: cannot reap: {other:?}"));
-                break -1;
-            }
-            Err(e) => {
-                crate::daemon::log(&format!("{id}: cannot reap: {e}"));
-                break -1;
-            }
-        }
-    };
-    let mut record = lock(&entry.record);
-    record.status = "exited".into();
-    record.exit_code = Some(code);
-    entry.save(&record);
-    drop(record);
-    entry.exited.notify_all();
-    crate::daemon::log(&format!("container {id} exited with code {code}"));
 }

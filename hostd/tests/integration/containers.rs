@@ -23,7 +23,7 @@ fn build_image(dir: &Path) {
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     fs::create_dir_all(rootfs.join("etc")).unwrap();
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep"] {
+    for applet in ["sh", "echo", "sleep", "true", "head", "tr"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -109,23 +109,116 @@ fn overlay_mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Kills the daemon and its containers' mounts if the test fails half-way
-/// (a daemon left running would keep cargo's output pipes open).
-struct Guard<'a> {
-    daemon: std::process::Child,
+/// A daemon under test, with its output in `<work>/daemon-N.log` (not the
+/// test's pipes: the zygote outlives the daemon). On drop it kills the
+/// daemon, the zygote and the containers, and unmounts their roots, so a
+/// failing test leaves nothing behind.
+struct Daemon<'a> {
+    child: std::process::Child,
     work: &'a Path,
+    log: std::path::PathBuf,
 }
 
-impl Drop for Guard<'_> {
+static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl<'a> Daemon<'a> {
+    fn start(work: &'a Path, binary: &Path, extra: &[&str]) -> Daemon<'a> {
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = work.join(format!("daemon-{n}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(binary)
+            .args(["daemon", "--socket"])
+            .arg(work.join("run/hostd.sock"))
+            .arg("--store")
+            .arg(work.join("store"))
+            .arg("--state")
+            .arg(work.join("state"))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, work, log };
+        wait_for_status(&daemon.socket(), Duration::from_secs(10));
+        daemon
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.work.join("run/hostd.sock")
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+
+    fn terminate(mut self) {
+        hostd::sys::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM).unwrap();
+        assert!(wait_exit(&mut self.child, Duration::from_secs(10)).success());
+        std::mem::forget(self);
+    }
+}
+
+fn zygote_pid(work: &Path) -> Option<i32> {
+    fs::read_to_string(work.join("state/zygote.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    hostd::sys::kill(pid, 0).is_ok()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+impl Drop for Daemon<'_> {
     fn drop(&mut self) {
-        if let Ok(None) = self.daemon.try_wait() {
-            let _ = self.daemon.kill();
-            let _ = self.daemon.wait();
-        }
-        for line in overlay_mounts_under(self.work) {
-            if let Some(target) = line.split(' ').nth(4) {
-                let _ = hostd::sys::umount2(Path::new(target), libc::MNT_DETACH);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        cleanup(self.work);
+    }
+}
+
+/// Kills what a test left: the zygote, the containers it recorded, and any
+/// process still running this test's daemon command line (a container init
+/// cut off half-way through its creation), then unmounts the roots.
+fn cleanup(work: &Path) {
+    let mut pids: Vec<i32> = zygote_pid(work).into_iter().collect();
+    if let Ok(dirs) = fs::read_dir(work.join("state/containers")) {
+        for dir in dirs.flatten() {
+            if let Ok(bytes) = fs::read(dir.path().join("state.json")) {
+                if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
+                    pids.push(r.pid);
+                }
             }
+        }
+    }
+    let needle = work.to_string_lossy().into_owned();
+    for proc_dir in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    let me = i32::try_from(std::process::id()).unwrap();
+    for pid in pids.into_iter().filter(|p| *p > 1 && *p != me) {
+        let _ = hostd::sys::kill(pid, libc::SIGKILL);
+    }
+    for line in overlay_mounts_under(work) {
+        if let Some(target) = line.split(' ').nth(4) {
+            let _ = hostd::sys::umount2(Path::new(target), libc::MNT_DETACH);
         }
     }
 }
@@ -135,18 +228,9 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     build_image(work);
-    let socket = work.join("run/hostd.sock");
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = daemon.socket();
     let state = work.join("state");
-    let daemon = Command::new(HOSTD)
-        .args(["daemon", "--socket"])
-        .arg(&socket)
-        .arg("--store")
-        .arg(work.join("store"))
-        .arg("--state")
-        .arg(&state)
-        .spawn()
-        .unwrap();
-    let mut guard = Guard { daemon, work };
     let status = wait_for_status(&socket, Duration::from_secs(10));
     let import = work.join("bb.tar");
     ok(&hostd(&socket, &["import", import.to_str().unwrap()]));
@@ -180,7 +264,7 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
             "bb",
             "sh",
             "-c",
-            "echo hello from $WHO; exit 3",
+            "echo hello from $WHO; echo oops >&2; exit 3",
         ],
     ));
     let id = id.trim().to_string();
@@ -196,9 +280,14 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
         "{table}"
     );
     let logs = ok(&hostd(&socket, &["logs", "echo"]));
-    let line = logs.lines().next().unwrap_or_default();
-    let (stamp, text) = line.split_once(' ').unwrap_or_default();
-    assert_eq!(text, "hello from bb", "{logs}");
+    let mut lines: Vec<(&str, &str)> = logs
+        .lines()
+        .map(|l| l.split_once(' ').unwrap_or_default())
+        .collect();
+    let stamp = lines[0].0;
+    lines.sort_by_key(|(_, text)| *text);
+    let texts: Vec<&str> = lines.iter().map(|(_, t)| *t).collect();
+    assert_eq!(texts, ["stderr oops", "stdout hello from bb"], "{logs}");
     assert!(
         stamp.len() >= 20
             && stamp.as_bytes()[4] == b'-'
@@ -266,6 +355,324 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
     let out = hostd(&socket, &["logs", "forced"]);
     assert_eq!(out.status.code(), Some(1));
 
-    hostd::sys::kill(i32::try_from(guard.daemon.id()).unwrap(), libc::SIGTERM).unwrap();
-    assert!(wait_exit(&mut guard.daemon, Duration::from_secs(10)).success());
+    let zygote = zygote_pid(work).unwrap();
+    daemon.terminate();
+    // With no container left, the zygote leaves with the daemon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(zygote) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(zygote), "zygote {zygote} outlived an empty daemon");
+    assert!(!state.join("zygote.sock").exists());
+}
+
+/// Waits until `check` holds for container `name`'s record.
+fn wait_for(socket: &Path, name: &str, what: &str, check: impl Fn(&Record) -> bool) -> Record {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ps(socket).into_iter().find(|r| r.name == name);
+        if let Some(r) = r.as_ref().filter(|r| check(r)) {
+            return r.clone();
+        }
+        assert!(Instant::now() < deadline, "{name} never {what}: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn restart_policies_and_limits_without_cgroups() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = daemon.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+
+    // on-failure:2 restarts a failing container twice, then leaves it.
+    ok(&hostd_run(
+        &socket,
+        &[
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "bb",
+            "sh",
+            "-c",
+            "echo run; exit 3",
+        ],
+    ));
+    let r = wait_for(&socket, "flaky", "gave up", |r| r.status == "exited");
+    assert_eq!((r.exit_code, r.restart_count), (Some(3), 2), "{r:?}");
+    let logs = ok(&hostd(&socket, &["logs", "flaky"]));
+    assert_eq!(logs.matches("stdout run").count(), 3, "{logs}");
+    let table = ok(&hostd(&socket, &["ps"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("flaky ") && l.contains("exited(3)")),
+        "{table}"
+    );
+
+    // on-failure does not restart a clean exit.
+    ok(&hostd_run(
+        &socket,
+        &["--name", "clean", "--restart", "on-failure", "bb", "true"],
+    ));
+    let r = wait_for(&socket, "clean", "exited", |r| r.status == "exited");
+    assert_eq!((r.exit_code, r.restart_count), (Some(0), 0), "{r:?}");
+
+    // always restarts even after exit 0, with a growing back-off, until stop.
+    ok(&hostd_run(
+        &socket,
+        &["--name", "again", "--restart", "always", "bb", "true"],
+    ));
+    wait_for(&socket, "again", "restarted 3 times", |r| {
+        r.restart_count >= 3
+    });
+    let stopped = ok(&hostd(&socket, &["stop", "-t", "1", "again"]));
+    assert!(!stopped.is_empty());
+    let r = find(&socket, "again");
+    assert_eq!(r.status, "exited", "{r:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = find(&socket, "again");
+    assert_eq!(later.restart_count, r.restart_count, "restarted after stop");
+    assert_eq!(later.status, "exited");
+
+    // Limits need cgroup v2, which this machine lacks: refused, nothing left.
+    let before = fs::read_dir(work.join("state/containers")).unwrap().count();
+    let out = hostd_run(
+        &socket,
+        &["--name", "capped", "--memory", "64M", "bb", "true"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr_of(&out).contains("need cgroup v2"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        fs::read_dir(work.join("state/containers")).unwrap().count(),
+        before
+    );
+    assert!(ps(&socket).iter().all(|r| r.name != "capped"));
+    // A limit below the kernel's floor is refused by the client already.
+    let out = hostd_run(&socket, &["--memory", "4096", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr_of(&out).contains("below the minimum of 6 MiB"));
+    // And by the daemon, for clients that skip that check.
+    let raw = control::request(
+        &socket,
+        &Request::Run(hostd::containers::RunRequest {
+            image: "bb".into(),
+            limits: hostd::containers::Limits {
+                memory: Some(4096),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        matches!(&raw, Response::Error(m) if m.contains("memory 4096")),
+        "{raw:?}"
+    );
+
+    // An image in use cannot be removed.
+    let out = hostd(&socket, &["rmi", "bb"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("used by container"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    for name in ["flaky", "clean", "again"] {
+        ok(&hostd(&socket, &["rm", name]));
+    }
+    assert!(overlay_mounts_under(work).is_empty());
+    daemon.terminate();
+}
+
+/// Ticks `tick N` every 0.1 s.
+const TICKER: &str = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done";
+
+fn ticks(socket: &Path, name: &str) -> Vec<u64> {
+    ok(&hostd(socket, &["logs", name]))
+        .lines()
+        .filter_map(|l| {
+            l.split_once(" stdout tick ")
+                .map(|(_, n)| n.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn containers_survive_a_killed_and_an_upgraded_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let first = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = first.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    ok(&hostd_run(
+        &socket,
+        &["--name", "ticker", "bb", "sh", "-c", TICKER],
+    ));
+    ok(&hostd_run(
+        &socket,
+        &["--name", "quitter", "bb", "sh", "-c", "sleep 1; exit 7"],
+    ));
+    ok(&hostd_run(
+        &socket,
+        &[
+            "--name",
+            "phoenix",
+            "--restart",
+            "always",
+            "bb",
+            "sh",
+            "-c",
+            "sleep 1.5; exit 1",
+        ],
+    ));
+    let ticker = find(&socket, "ticker");
+    let zygote = zygote_pid(work).unwrap();
+
+    // kill -9: the containers do not notice.
+    first.kill9();
+    assert!(alive(ticker.pid), "ticker died with the daemon");
+    assert!(alive(zygote), "zygote died with the daemon");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(alive(ticker.pid));
+
+    // A new daemon takes them over: same pids, exit codes kept, logs whole.
+    let second = Daemon::start(work, Path::new(HOSTD), &[]);
+    assert!(
+        second.output().contains("took over zygote"),
+        "{}",
+        second.output()
+    );
+    let r = find(&socket, "ticker");
+    assert_eq!((r.status.as_str(), r.pid), ("running", ticker.pid), "{r:?}");
+    let q = wait_for(&socket, "quitter", "exited", |r| r.status == "exited");
+    assert_eq!(q.exit_code, Some(7), "{q:?}");
+    // phoenix exited while nobody watched; its policy still applies.
+    wait_for(&socket, "phoenix", "restarted", |r| r.restart_count >= 1);
+    let before = ticks(&socket, "ticker");
+    std::thread::sleep(Duration::from_millis(600));
+    let after = ticks(&socket, "ticker");
+    assert!(after.len() > before.len(), "log stopped growing");
+    let expected: Vec<u64> = (0..after.len() as u64).collect();
+    assert_eq!(after, expected, "ticks lost or repeated across the restart");
+
+    // An upgrade: the new daemon runs another binary, so the zygote execs it.
+    let copy = work.join("hostd-new");
+    fs::copy(HOSTD, &copy).unwrap();
+    second.kill9();
+    let third = Daemon::start(work, &copy, &[]);
+    assert!(third.output().contains("(upgraded)"), "{}", third.output());
+    assert_eq!(
+        zygote_pid(work),
+        Some(zygote),
+        "the zygote was replaced, not upgraded"
+    );
+    assert_eq!(fs::read_link(format!("/proc/{zygote}/exe")).unwrap(), copy);
+    let r = find(&socket, "ticker");
+    assert_eq!((r.status.as_str(), r.pid), ("running", ticker.pid), "{r:?}");
+    let n = ticks(&socket, "ticker").len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        ticks(&socket, "ticker").len() > n,
+        "log stopped after the upgrade"
+    );
+    // The upgraded zygote still reaps, stops and removes.
+    let stopped = ok(&hostd(&socket, &["stop", "-t", "1", "ticker"]));
+    assert!(!stopped.is_empty());
+    assert_eq!(find(&socket, "ticker").exit_code, Some(128 + libc::SIGKILL));
+    for name in ["ticker", "quitter"] {
+        ok(&hostd(&socket, &["rm", name]));
+    }
+    ok(&hostd(&socket, &["rm", "-f", "phoenix"]));
+    assert!(overlay_mounts_under(work).is_empty());
+    third.terminate();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(zygote) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(zygote), "zygote {zygote} outlived an empty daemon");
+}
+
+#[test]
+fn boot_manifest_imports_and_starts_containers_once() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let archive = work.join("bb.tar");
+    let sum: String = sha2::Sha256::digest(fs::read(&archive).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let manifest = work.join("containers.json");
+    let json = serde_json::json!({
+        "archives": [
+            { "path": archive, "sha256": sum },
+            { "path": work.join("missing.tar"), "sha256": "00" }
+        ],
+        "containers": [
+            { "image": "bb", "name": "greeter", "command": ["sh", "-c", "echo booted"] },
+            { "image": "bb", "name": "server", "command": ["sleep", "100"], "restart": "always" },
+            { "image": "nope", "name": "broken" }
+        ]
+    });
+    fs::write(&manifest, json.to_string()).unwrap();
+    let flag = ["--boot-manifest", manifest.to_str().unwrap()];
+    let daemon = Daemon::start(work, Path::new(HOSTD), &flag);
+    let socket = daemon.socket();
+    let g = wait_for(&socket, "greeter", "exited", |r| r.status == "exited");
+    assert_eq!(g.exit_code, Some(0));
+    assert!(ok(&hostd(&socket, &["logs", "greeter"])).contains("stdout booted"));
+    let server = wait_for(&socket, "server", "ran", |r| r.status == "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.output().contains("boot-time containers:") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = daemon.output();
+    assert!(out.contains("missing.tar"), "{out}");
+    assert!(
+        out.contains("boot container \"broken\" did not start: no image named"),
+        "{out}"
+    );
+    assert_eq!(ps(&socket).len(), 2);
+
+    // A restarted daemon re-adopts them and starts nothing twice.
+    daemon.kill9();
+    let again = Daemon::start(work, Path::new(HOSTD), &flag);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !again.output().contains("boot-time containers:") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        again.output().contains("0 archives imported"),
+        "{}",
+        again.output()
+    );
+    let list = ps(&socket);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(find(&socket, "server").pid, server.pid);
+    ok(&hostd(&socket, &["rm", "-f", "server"]));
+    ok(&hostd(&socket, &["rm", "greeter"]));
+    again.terminate();
 }

@@ -14,6 +14,8 @@ fn daemon_answers_status_and_exits_cleanly_on_sigterm() {
         .arg(&socket)
         .arg("--store")
         .arg(dir.path().join("store"))
+        .arg("--state")
+        .arg(dir.path().join("state"))
         .spawn()
         .unwrap();
     let status = wait_for_status(&socket, Duration::from_secs(10));

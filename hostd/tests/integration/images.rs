@@ -77,6 +77,8 @@ fn import_list_inspect_remove_gc_through_the_daemon() {
         .arg(&socket)
         .arg("--store")
         .arg(&store)
+        .arg("--state")
+        .arg(work.join("state"))
         .spawn()
         .unwrap();
     wait_for_status(&socket, Duration::from_secs(10));

@@ -1,0 +1,115 @@
+//! Boot-time containers: the manifest mkhost writes into an image from a
+//! profile's `[[container]]` tables ([`super::request::BootManifest`] at
+//! [`super::request::BOOT_MANIFEST`]). When the daemon starts it imports the
+//! embedded archives (each once per boot: a marker under the state
+//! directory remembers it) and starts every declared container that does
+//! not exist yet — so a restarted daemon, which re-adopted them, starts
+//! nothing twice. Problems are logged per archive and per container; one bad
+//! entry does not keep the others from starting.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::request::BootManifest;
+use super::Manager;
+use crate::store::Store;
+
+/// What [`start`] did, for the log and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BootReport {
+    /// Archives imported now.
+    pub imported: usize,
+    /// Containers started now.
+    pub started: Vec<String>,
+    /// Containers that already existed.
+    pub existing: Vec<String>,
+    /// Problems, one line each.
+    pub errors: Vec<String>,
+}
+
+/// Reads the manifest at `path`: `Ok(None)` if there is none.
+pub fn load(path: &Path) -> Result<Option<BootManifest>, String> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Imports the archives and starts the containers of `manifest`.
+pub fn start(
+    manifest: &BootManifest,
+    manager: &Manager,
+    store: &Store,
+    state: &Path,
+) -> BootReport {
+    let mut report = BootReport::default();
+    let markers = state.join("boot-imported");
+    let _ = fs::create_dir_all(&markers);
+    for archive in &manifest.archives {
+        let marker = markers.join(&archive.sha256);
+        if marker.exists() {
+            continue;
+        }
+        let path = Path::new(&archive.path);
+        let checked = sha256_file(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|sum| {
+                if sum == archive.sha256 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}: sha256 {sum} does not match the manifest's {}",
+                        path.display(),
+                        archive.sha256
+                    ))
+                }
+            })
+            .and_then(|()| store.import(path).map_err(|e| e.to_string()));
+        match checked {
+            Ok(_) => {
+                report.imported += 1;
+                let _ = fs::write(&marker, b"");
+            }
+            Err(e) => report.errors.push(format!("boot image import failed: {e}")),
+        }
+    }
+    let existing: Vec<String> = manager.ps().into_iter().map(|r| r.name).collect();
+    for request in &manifest.containers {
+        let name = request.name.clone().unwrap_or_default();
+        if existing.contains(&name) {
+            report.existing.push(name);
+            continue;
+        }
+        match manager.run(store, request) {
+            Ok(_) => report.started.push(name),
+            Err(e) => report
+                .errors
+                .push(format!("boot container {name:?} did not start: {e}")),
+        }
+    }
+    report
+}
