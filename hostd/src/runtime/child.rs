@@ -304,6 +304,7 @@ pub trait ChildSys {
         envp: &[*const libc::c_char],
     ) -> Errno;
     fn cloexec_from(&self, first: u32) -> SysResult<()>;
+    fn close_range(&self, first: u32, last: u32) -> SysResult<()>;
     fn clear_cloexec(&self, fd: RawFd) -> SysResult<()>;
     fn statfs_flags(&self, path: &CStr) -> SysResult<u64>;
     fn loopback_up(&self) -> SysResult<()>;
@@ -423,6 +424,9 @@ impl ChildSys for RealSys {
     }
     fn cloexec_from(&self, first: u32) -> SysResult<()> {
         sys::cloexec_from(first)
+    }
+    fn close_range(&self, first: u32, last: u32) -> SysResult<()> {
+        sys::close_range(first, last)
     }
     fn clear_cloexec(&self, fd: RawFd) -> SysResult<()> {
         sys::clear_cloexec(fd)
@@ -732,6 +736,35 @@ impl<S: ChildSys> Init<'_, S> {
         )
     }
 
+    /// Closes every descriptor from 3 up except the preserved ones and
+    /// those in [`ChildFds`]. No allocation: the kept set is small.
+    fn close_inherited(&self) -> StepResult<()> {
+        let fds = self.fds;
+        let mut keep = [RawFd::MAX; 32];
+        let mut count = 0;
+        for fd in [fds.sync, fds.fifo, fds.proc]
+            .into_iter()
+            .chain(fds.join.iter().map(|(fd, _)| *fd))
+        {
+            if count == keep.len() {
+                return Ok(()); // Too many to track: keep everything.
+            }
+            keep[count] = fd;
+            count += 1;
+        }
+        let keep = &mut keep[..count];
+        keep.sort_unstable();
+        let mut next = 3 + fds.preserve_fds;
+        for &fd in keep.iter() {
+            let Ok(fd) = u32::try_from(fd) else { continue };
+            if fd > next {
+                at(Step::PreserveFds, 0, self.sys.close_range(next, fd - 1))?;
+            }
+            next = next.max(fd.saturating_add(1));
+        }
+        at(Step::PreserveFds, 0, self.sys.close_range(next, u32::MAX))
+    }
+
     /// Steps (2) to (6); returns only on failure.
     fn run(&self) -> Failure {
         match self.steps() {
@@ -744,6 +777,11 @@ impl<S: ChildSys> Init<'_, S> {
         let sys = self.sys;
         let plan = self.plan;
         let fds = self.fds;
+
+        // (1b) Close what the parent had open and we do not need: a parent
+        // holding thousands of descriptors (the daemon's zygote) would
+        // otherwise leave none free below a container's RLIMIT_NOFILE.
+        self.close_inherited()?;
 
         // (2) Wait for GO: the parent has written our id maps and put us into
         // our cgroup.

@@ -704,6 +704,13 @@ pub fn cloexec_from(first: u32) -> SysResult<()> {
     Ok(())
 }
 
+/// Closes the descriptors `first..=last`.
+pub fn close_range(first: u32, last: u32) -> SysResult<()> {
+    // SAFETY: plain integer arguments; the caller owns those descriptors.
+    check(unsafe { libc::close_range(first, last, 0) })?;
+    Ok(())
+}
+
 /// Clears `FD_CLOEXEC` on `fd`.
 pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
     // SAFETY: plain integer arguments.

@@ -190,6 +190,9 @@ impl ChildSys for Fake {
     fn cloexec_from(&self, first: u32) -> SysResult<()> {
         self.record(format!("cloexec_from {first}"))
     }
+    fn close_range(&self, first: u32, last: u32) -> SysResult<()> {
+        self.record(format!("close_range {first} {last}"))
+    }
     fn clear_cloexec(&self, fd: RawFd) -> SysResult<()> {
         self.record(format!("clear_cloexec {fd}"))
     }
@@ -352,4 +355,34 @@ fn messages_round_trip() {
         Ok("/proc/self/fd/1234")
     );
     assert_eq!(fd_path(&mut buf, b"x", 0).to_str(), Ok("x0"));
+}
+
+#[test]
+fn inherited_descriptors_are_closed_around_the_kept_ones() {
+    let (_dir, plan) = plan();
+    let fake = Fake::default();
+    let join = [(40, libc::CLONE_NEWNET)];
+    let fds = ChildFds {
+        sync: 9,
+        fifo: 7,
+        proc: 8,
+        join: &join,
+        preserve_fds: 2,
+    };
+    run_with(&fake, &plan, fds);
+    let closes: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("close_range"))
+        .collect();
+    // Kept: 0-2, the preserved 3-4, 7-9 and 40.
+    let max = u32::MAX;
+    assert_eq!(
+        closes,
+        [
+            "close_range 5 6".to_string(),
+            "close_range 10 39".into(),
+            format!("close_range 41 {max}")
+        ]
+    );
 }
