@@ -1,5 +1,6 @@
 //! Boot-time containers on the builder side: `[[container]]` tables embed
-//! their image archives (made here with umoci and busybox-static) and the
+//! their image archives (made here with umoci and busybox-static, one
+//! converted to `docker save` form with skopeo) and the
 //! manifest hostd reads at boot; the initramfs is read back with zstd and
 //! cpio. Bad archives and values fail the build with the profile position and
 //! the fix. (Starting the containers at boot is hostd's side.)
@@ -64,7 +65,14 @@ fn containers_embed_their_archives_and_the_boot_manifest() {
     let work = scratch("boot-containers");
     let bb = image_archive(&work.join("images"), "bb", "bb", "sh");
     let tools = image_archive(&work.join("elsewhere"), "tools", "tools:1", "echo");
+    // The same busybox image as a `docker save` archive, converted by skopeo.
+    let saved = work.join("elsewhere/saved.tar");
+    run(Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q"])
+        .arg(format!("oci:{}:bb", work.join("images/bb").display()))
+        .arg(format!("docker-archive:{}:test/saved:2", saved.display())));
     let (bb_sha, tools_sha) = (sha256_file(&bb).unwrap(), sha256_file(&tools).unwrap());
+    let saved_sha = sha256_file(&saved).unwrap();
     let dir = build_custom(
         &work,
         "boxes",
@@ -94,6 +102,11 @@ restart = "on-failure:3"
 name = "shell"
 archive = "./elsewhere/../images/bb.tar"
 image = "docker.io/library/bb:latest"
+
+[[container]]
+name = "saved"
+archive = "elsewhere/saved.tar"
+image = "test/saved:2"
 "#,
             tools.display()
         ),
@@ -108,13 +121,21 @@ image = "docker.io/library/bb:latest"
             .map(|c| c[key].as_str().unwrap())
             .collect()
     };
-    assert_eq!(field("name"), ["web", "job", "shell"]);
+    assert_eq!(field("name"), ["web", "job", "shell", "saved"]);
     assert_eq!(
         field("image"),
-        ["bb", "tools:1", "docker.io/library/bb:latest"]
+        [
+            "bb",
+            "tools:1",
+            "docker.io/library/bb:latest",
+            "test/saved:2"
+        ]
     );
-    assert_eq!(field("restart"), ["always", "on-failure:3", "no"]);
-    assert_eq!(field("archive_sha256"), [&bb_sha, &tools_sha, &bb_sha]);
+    assert_eq!(field("restart"), ["always", "on-failure:3", "no", "no"]);
+    assert_eq!(
+        field("archive_sha256"),
+        [&bb_sha, &tools_sha, &bb_sha, &saved_sha]
+    );
     let ids = field("image_id");
     assert!(ids.iter().all(|id| id.starts_with("sha256:")), "{ids:?}");
     assert_eq!(ids[0], ids[2]);
@@ -145,10 +166,11 @@ image = "docker.io/library/bb:latest"
     let mut want = vec![
         format!("usr/share/hostd/images/{bb_sha}.tar"),
         format!("usr/share/hostd/images/{tools_sha}.tar"),
+        format!("usr/share/hostd/images/{saved_sha}.tar"),
     ];
     want.sort();
     assert_eq!(embedded, want, "{listing}");
-    for (source, sha) in [(&bb, &bb_sha), (&tools, &tools_sha)] {
+    for (source, sha) in [(&bb, &bb_sha), (&tools, &tools_sha), (&saved, &saved_sha)] {
         let inside = root.join(format!("usr/share/hostd/images/{sha}.tar"));
         assert_eq!(&sha256_file(&inside).unwrap(), sha);
         assert!(fs::read(&inside).unwrap() == fs::read(source).unwrap());
@@ -162,6 +184,7 @@ image = "docker.io/library/bb:latest"
         "archives": [
             {"path": format!("/usr/share/hostd/images/{bb_sha}.tar"), "sha256": bb_sha},
             {"path": format!("/usr/share/hostd/images/{tools_sha}.tar"), "sha256": tools_sha},
+            {"path": format!("/usr/share/hostd/images/{saved_sha}.tar"), "sha256": saved_sha},
         ],
         "containers": [
             {
@@ -180,6 +203,7 @@ image = "docker.io/library/bb:latest"
             },
             {"image": "tools:1", "name": "job", "restart": "on-failure:3"},
             {"image": "docker.io/library/bb:latest", "name": "shell"},
+            {"image": "test/saved:2", "name": "saved"},
         ]
     });
     assert_eq!(value, expected);
@@ -192,7 +216,7 @@ image = "docker.io/library/bb:latest"
     // inspect shows them.
     let shown = inspect(&dir.join("pxe/initramfs.img"));
     for want in [
-        "boot-time containers: 3 (2 image archives)",
+        "boot-time containers: 4 (3 image archives)",
         "container web: image bb, restart always, memory 64.0 MiB, cpus 0.5, pids 100",
         "container job: image tools:1, restart on-failure:3",
         "container shell: image docker.io/library/bb:latest, restart no",
