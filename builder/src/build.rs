@@ -11,6 +11,7 @@ use mkhost_image::{bzimage, disk, esp, uki};
 use mkhost_initramfs::{compress, cpio, elf, modules};
 use serde::Serialize;
 
+use crate::containers::{self, ContainerError, ContainerPlan};
 use crate::guest_binaries::{self, GuestBinaries, GuestBinaryError};
 use crate::hashing::{derived_uuid, derived_volume_id, sha256_file, sha256_hex};
 use crate::lock::{self, LockEntry, LockError, LockFile};
@@ -67,6 +68,8 @@ pub enum BuildError {
     Output(#[from] OutputError),
     #[error(transparent)]
     GuestBinary(#[from] GuestBinaryError),
+    #[error(transparent)]
+    Containers(#[from] Box<ContainerError>),
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -167,7 +170,23 @@ pub struct Manifest {
     pub firmware: FirmwareSummary,
     pub initramfs: InitramfsSummary,
     pub ram: RamSummary,
+    /// Boot-time containers, in profile order.
+    pub containers: Vec<ContainerSummary>,
     pub artifacts: BTreeMap<String, FileSummary>,
+}
+
+/// A boot-time container as the image carries it.
+#[derive(Debug, Serialize)]
+pub struct ContainerSummary {
+    pub name: String,
+    /// The reference hostd starts it from, as the profile gives it.
+    pub image: String,
+    /// What that reference resolved to at build time.
+    pub image_id: String,
+    pub restart: String,
+    /// The archive holding the image (`/usr/share/hostd/images/<sha256>.tar`).
+    pub archive_sha256: String,
+    pub archive_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -299,6 +318,22 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         });
     }
 
+    let container_plan = if profile.containers.is_empty() {
+        ContainerPlan::default()
+    } else {
+        let stage = progress.stage("checking container images");
+        let plan = containers::plan(&profile.containers, &options.cache.root, &|done, total| {
+            stage.set_position(done, total)
+        })?;
+        stage.finish(&format!(
+            "{} containers, {} archives, {}",
+            plan.containers.len(),
+            plan.archives.len(),
+            size(plan.bytes())
+        ));
+        plan
+    };
+
     let stage = progress.stage("building init and hostd");
     let programs = guest_binaries::locate(options.bin_dir.as_deref())?;
     stage.finish("static binaries ready");
@@ -313,8 +348,15 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         module_plan.missing_firmware.len()
     ));
 
-    let stage = progress.stage("assembling initramfs");
-    let archive = assemble_initramfs(&profile, &kernel, &programs, &module_plan)?;
+    let stage = progress.stage(&if container_plan.is_empty() {
+        "assembling initramfs".to_string()
+    } else {
+        format!(
+            "assembling initramfs (with {} of container images)",
+            size(container_plan.bytes())
+        )
+    });
+    let archive = assemble_initramfs(&profile, &kernel, &programs, &module_plan, &container_plan)?;
     let mut cpio_bytes = Vec::new();
     let mtime = u32::try_from(options.source_date_epoch).unwrap_or(u32::MAX);
     archive.write_newc(&mut cpio_bytes, mtime)?;
@@ -462,6 +504,21 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             window_log: compress::WINDOW_LOG,
         },
         ram,
+        containers: container_plan
+            .containers
+            .iter()
+            .map(|c| {
+                let archive = &container_plan.archives[c.archive];
+                ContainerSummary {
+                    name: c.request.name.clone().unwrap_or_default(),
+                    image: c.request.image.clone(),
+                    image_id: c.image_id.clone(),
+                    restart: c.request.restart.to_string(),
+                    archive_sha256: archive.sha256.clone(),
+                    archive_bytes: archive.bytes,
+                }
+            })
+            .collect(),
         artifacts,
     };
     let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
@@ -594,6 +651,7 @@ fn assemble_initramfs(
     kernel: &ResolvedKernel,
     programs: &GuestBinaries,
     plan: &ModulePlan,
+    container_plan: &ContainerPlan,
 ) -> Result<cpio::Archive, BuildError> {
     let mut archive = cpio::Archive::new();
     for dir in [
@@ -718,6 +776,21 @@ fn assemble_initramfs(
             }
         };
         archive.add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))?;
+    }
+    // After [[files]], so a profile cannot replace the manifest hostd reads.
+    if !container_plan.is_empty() {
+        for image_archive in &container_plan.archives {
+            archive.add_file(
+                &image_archive.dest(),
+                0o644,
+                cpio::FileData::Path(image_archive.source.clone()),
+            )?;
+        }
+        archive.add_file(
+            ContainerPlan::manifest_dest(),
+            0o644,
+            cpio::FileData::Bytes(container_plan.manifest_json()),
+        )?;
     }
     Ok(archive)
 }

@@ -1,6 +1,7 @@
 //! `mkhost inspect`: says what is inside a disk image, a UKI, a kernel or an
 //! initramfs (partitions, ESP files, PE sections, kernel version, command line,
-//! initramfs files with sizes, modules), reading each with our own parsers.
+//! initramfs files with sizes, modules, boot-time containers), reading each with
+//! our own parsers.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,10 @@ use std::path::{Path, PathBuf};
 use mkhost_image::{bzimage, disk, esp, uki};
 use mkhost_initramfs::{compress, cpio};
 
+use hostd::containers::request::{format_cpus, BootManifest, BOOT_MANIFEST};
+
+use crate::containers::ContainerPlan;
+use crate::hashing::sha256_hex;
 use crate::progress::size;
 
 #[derive(Debug, thiserror::Error)]
@@ -319,6 +324,12 @@ fn inspect_initramfs(
             if compact.len() > 300 { " ..." } else { "" }
         );
     }
+    if let Some(manifest) = entries
+        .iter()
+        .find(|e| e.path == ContainerPlan::manifest_dest())
+    {
+        describe_boot_containers(&manifest.data, &entries, out, indent);
+    }
     for entry in &entries {
         let is_module = entry.path.ends_with(".ko");
         if !options.all_files && is_module {
@@ -356,4 +367,63 @@ fn inspect_initramfs(
         );
     }
     Ok(())
+}
+
+/// The boot-time containers of an initramfs: each container with its image,
+/// restart policy and limits, each archive with its size and whether its
+/// bytes still match the manifest's sha256.
+fn describe_boot_containers(
+    manifest: &[u8],
+    entries: &[cpio::ReadEntry],
+    out: &mut String,
+    indent: &str,
+) {
+    let manifest: BootManifest = match serde_json::from_slice(manifest) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "{indent}boot-time containers: {BOOT_MANIFEST} is unreadable ({e})"
+            );
+            return;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{indent}boot-time containers: {} ({} image archives)",
+        manifest.containers.len(),
+        manifest.archives.len()
+    );
+    for c in &manifest.containers {
+        let mut detail = format!("image {}, restart {}", c.image, c.restart);
+        if let Some(m) = c.limits.memory {
+            let _ = write!(detail, ", memory {}", size(u64::try_from(m).unwrap_or(0)));
+        }
+        if let Some(n) = c.limits.nano_cpus {
+            let _ = write!(detail, ", cpus {}", format_cpus(n));
+        }
+        if let Some(p) = c.limits.pids {
+            let _ = write!(detail, ", pids {p}");
+        }
+        if !c.command.is_empty() {
+            let _ = write!(detail, ", command {:?}", c.command);
+        }
+        let _ = writeln!(
+            out,
+            "{indent}  container {}: {detail}",
+            c.name.as_deref().unwrap_or("(unnamed)")
+        );
+    }
+    for a in &manifest.archives {
+        let path = a.path.trim_start_matches('/');
+        let state = match entries.iter().find(|e| e.path == path && e.is_file()) {
+            None => "missing from the initramfs".to_string(),
+            Some(e) if sha256_hex(&e.data) == a.sha256 => size(e.data.len() as u64),
+            Some(e) => format!(
+                "{}, sha256 does NOT match the manifest",
+                size(e.data.len() as u64)
+            ),
+        };
+        let _ = writeln!(out, "{indent}  archive {}: {state}", a.path);
+    }
 }

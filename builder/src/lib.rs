@@ -6,10 +6,13 @@
 //! 2. [`sources`]: resolve the kernel, its modules and the systemd-stub from the
 //!    build host, explicit paths, or Debian packages fetched with [`apt`] and
 //!    unpacked by [`deb`] into the cache.
-//! 3. [`build`]: module closure and firmware, the initramfs tree (cpio newc, zstd),
+//! 3. [`containers`]: the profile's boot-time containers: their image archives
+//!    checked and read with hostd's own store code, each `image` resolved, the
+//!    manifest hostd reads at boot.
+//! 4. [`build`]: module closure and firmware, the initramfs tree (cpio newc, zstd),
 //!    the UKI, the FAT32 ESP and GPT disk image, the PXE set, the manifest and
 //!    `SHA256SUMS`, all staged and published whole by [`output`].
-//! 4. [`lock`] records the exact inputs so `--locked` can refuse drift.
+//! 5. [`lock`] records the exact inputs so `--locked` can refuse drift.
 //!
 //! [`inspect`] reads any artifact back with the same parsers. The writers live in
 //! the `mkhost-initramfs` and `mkhost-image` crates; this crate wires them.
@@ -21,6 +24,7 @@
 pub mod apt;
 pub mod artifacts;
 pub mod build;
+pub mod containers;
 pub mod deb;
 pub mod guest_binaries;
 pub mod hashing;

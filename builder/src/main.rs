@@ -200,6 +200,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 m.ram.required_mib,
                 m.ram.min_ram_mib
             ));
+            for c in &m.containers {
+                progress.line(&format!(
+                    "  boot-time container {}: {} ({}), restart {}",
+                    c.name,
+                    c.image,
+                    &c.image_id[..c.image_id.len().min(19)],
+                    c.restart
+                ));
+            }
             if !m.firmware.missing.is_empty() {
                 progress.line(&format!(
                     "  note: {} firmware files named by modules are not on this host (listed in manifest.json)",

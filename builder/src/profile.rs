@@ -9,11 +9,17 @@
 //! and its fields belong together); `[boot]` and `[initramfs]` merge field by
 //! field; the lists `modules.sets`, `modules.load`, `modules.include`, `[[files]]`
 //! and `[[binaries]]` append; `[module_sets.NAME]` replaces a set of the same name.
+//! `[[container]]` tables append too (child after parent); a container name may
+//! appear only once in the merged profile. Containers are checked here with
+//! hostd's own request rules ([`hostd::containers::request`]), so the build
+//! refuses what hostd would refuse at boot; their archives are read by the
+//! build ([`crate::containers`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hostd::containers::request::{self as hostd_request, Limits, RequestError, RunRequest};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -112,6 +118,30 @@ pub struct ExtraBinary {
     pub origin: Origin,
 }
 
+/// A container hostd starts at boot (a `[[container]]` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// What hostd is asked to run; `name` is always set. Checked with
+    /// [`RunRequest::validate`].
+    pub request: RunRequest,
+    /// The image archive on the build host (relative paths resolved against
+    /// the directory of the profile file that names it).
+    pub archive: PathBuf,
+    /// The `[[container]]` table.
+    pub origin: Origin,
+    /// The `archive` value.
+    pub archive_origin: Origin,
+    /// The `image` value.
+    pub image_origin: Origin,
+}
+
+impl ContainerSpec {
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        self.request.name.as_deref().unwrap_or_default()
+    }
+}
+
 /// A fully resolved, validated profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -139,6 +169,8 @@ pub struct Profile {
     pub unknown_machines: UnknownMachines,
     /// Where the debug shell's busybox comes from on the build host.
     pub busybox: PathBuf,
+    /// Containers hostd imports and starts at boot, in profile order.
+    pub containers: Vec<ContainerSpec>,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`).
@@ -217,6 +249,29 @@ struct RawProfile {
     machines: BTreeMap<Spanned<String>, Spanned<RawMachine>>,
     netboot: Option<RawNetboot>,
     debug: Option<RawDebug>,
+    #[serde(default)]
+    container: Vec<Spanned<RawContainer>>,
+}
+
+/// A `[[container]]` table. `memory` and `cpus` take several TOML types, so
+/// they are read as values and converted with hostd's parsers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    name: Spanned<String>,
+    archive: Spanned<String>,
+    image: Spanned<String>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    env: Vec<Spanned<String>>,
+    restart: Option<Spanned<String>>,
+    memory: Option<Spanned<toml::Value>>,
+    cpus: Option<Spanned<toml::Value>>,
+    cpu_weight: Option<Spanned<i64>>,
+    pids: Option<Spanned<i64>>,
+    cpuset_cpus: Option<Spanned<String>>,
+    cpuset_mems: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -524,12 +579,16 @@ struct Merged {
     module_sets: BTreeMap<String, (LoadPolicy, Vec<(String, Origin)>)>,
     files: Vec<ExtraFile>,
     binaries: Vec<ExtraBinary>,
+    containers: Vec<ContainerSpec>,
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
     let mut merged = Merged::default();
     for file in chain.iter().rev() {
         merge_file(&mut merged, file)?;
+    }
+    if !merged.containers.is_empty() {
+        check_reserved_paths(&merged)?;
     }
     let name = top
         .file_stem()
@@ -613,6 +672,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         busybox: merged
             .busybox
             .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
+        containers: merged.containers,
     })
 }
 
@@ -701,6 +761,25 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
         });
     }
     merge_host_settings(merged, file)?;
+    for c in &raw.container {
+        let spec = container_from_raw(c, file)?;
+        if let Some(first) = merged
+            .containers
+            .iter()
+            .find(|other| other.name() == spec.name())
+        {
+            let name_origin = file.origin(c.get_ref().name.span());
+            return Err(ProfileError::Invalid {
+                origin: name_origin,
+                message: format!(
+                    "container name {:?} is already used at {} (names must be unique across the profile and the profiles it extends)",
+                    spec.name(),
+                    first.origin
+                ),
+            });
+        }
+        merged.containers.push(spec);
+    }
     if let Some(init) = &raw.initramfs {
         if let Some(level) = &init.compression_level {
             merged.compression_level = Some((*level.get_ref(), file.origin(level.span())));
@@ -1037,6 +1116,176 @@ fn file_from_raw(f: &Spanned<RawFile>, file: &LoadedFile) -> Result<ExtraFile, P
         mode,
         origin,
     })
+}
+
+/// The boot-time container manifest and archives are the build's to write:
+/// an extra file or binary must not replace them.
+fn check_reserved_paths(merged: &Merged) -> Result<(), ProfileError> {
+    let manifest = hostd_request::BOOT_MANIFEST.trim_start_matches('/');
+    let images = format!("{}/", crate::containers::IMAGES_DIR);
+    let placed = merged
+        .files
+        .iter()
+        .map(|f| (&f.dest, &f.origin))
+        .chain(merged.binaries.iter().map(|b| (&b.dest, &b.origin)));
+    for (dest, origin) in placed {
+        if dest == manifest || dest.starts_with(&images) {
+            return Err(ProfileError::Invalid {
+                origin: origin.clone(),
+                message: format!(
+                    "/{dest} is written by the build from the [[container]] tables; place this file elsewhere"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `[[container]]` table with hostd's rules; each error points at the
+/// value at fault.
+fn container_from_raw(
+    c: &Spanned<RawContainer>,
+    file: &LoadedFile,
+) -> Result<ContainerSpec, ProfileError> {
+    let raw = c.get_ref();
+    let at = |span: std::ops::Range<usize>, message: String| ProfileError::Invalid {
+        origin: file.origin(span),
+        message,
+    };
+    let name = raw.name.get_ref();
+    if !hostd_request::valid_name(name) {
+        return Err(at(
+            raw.name.span(),
+            RequestError::Name(name.clone()).to_string(),
+        ));
+    }
+    let what = format!("container {name:?}");
+    if raw.image.get_ref().trim().is_empty() {
+        return Err(at(
+            raw.image.span(),
+            format!("{what}: image must name an image of the archive, like \"busybox:latest\""),
+        ));
+    }
+    if raw.archive.get_ref().is_empty() {
+        return Err(at(
+            raw.archive.span(),
+            format!("{what}: archive must be the path of an image archive (.tar)"),
+        ));
+    }
+    if let Some(bad) = raw.env.iter().find(|e| !e.get_ref().contains('=')) {
+        return Err(at(
+            bad.span(),
+            format!("{what}: {}", RequestError::Env(bad.get_ref().clone())),
+        ));
+    }
+    let restart = match &raw.restart {
+        Some(r) => r
+            .get_ref()
+            .parse()
+            .map_err(|e: String| at(r.span(), format!("{what}: {e}")))?,
+        None => hostd_request::RestartPolicy::No,
+    };
+    let memory = match &raw.memory {
+        Some(m) => Some(
+            memory_value(m.get_ref()).map_err(|e| at(m.span(), format!("{what}: memory {e}")))?,
+        ),
+        None => None,
+    };
+    let nano_cpus = match &raw.cpus {
+        Some(v) => {
+            Some(cpus_value(v.get_ref()).map_err(|e| at(v.span(), format!("{what}: cpus {e}")))?)
+        }
+        None => None,
+    };
+    let cpu_weight = match &raw.cpu_weight {
+        Some(w) => Some(u64::try_from(*w.get_ref()).map_err(|_| {
+            at(
+                w.span(),
+                format!("{what}: cpu_weight {}: must be 1..=10000", w.get_ref()),
+            )
+        })?),
+        None => None,
+    };
+    let limits = Limits {
+        memory,
+        nano_cpus,
+        cpu_weight,
+        pids: raw.pids.as_ref().map(|p| *p.get_ref()),
+        cpuset_cpus: raw.cpuset_cpus.as_ref().map(|v| v.get_ref().clone()),
+        cpuset_mems: raw.cpuset_mems.as_ref().map(|v| v.get_ref().clone()),
+    };
+    if let Err(err) = limits.validate() {
+        let span = match &err {
+            RequestError::Limit { field, .. } => match *field {
+                "memory" => raw.memory.as_ref().map(Spanned::span),
+                "cpus" => raw.cpus.as_ref().map(Spanned::span),
+                "cpu_weight" => raw.cpu_weight.as_ref().map(Spanned::span),
+                "pids" => raw.pids.as_ref().map(Spanned::span),
+                "cpuset_cpus" => raw.cpuset_cpus.as_ref().map(Spanned::span),
+                "cpuset_mems" => raw.cpuset_mems.as_ref().map(Spanned::span),
+                _ => None,
+            },
+            _ => None,
+        };
+        return Err(at(span.unwrap_or(c.span()), format!("{what}: {err}")));
+    }
+    let request = RunRequest {
+        image: raw.image.get_ref().clone(),
+        name: Some(name.clone()),
+        command: raw.command.clone(),
+        env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
+        limits,
+        restart,
+    };
+    // Everything above is what validate checks; this keeps the two in step.
+    request
+        .validate()
+        .map_err(|err| at(c.span(), format!("{what}: {err}")))?;
+    Ok(ContainerSpec {
+        request,
+        archive: file.dir().join(raw.archive.get_ref()),
+        origin: file.origin(c.span()),
+        archive_origin: file.origin(raw.archive.span()),
+        image_origin: file.origin(raw.image.span()),
+    })
+}
+
+/// `memory`: a size with a unit (`"64M"`) or a whole number of bytes.
+fn memory_value(value: &toml::Value) -> Result<i64, String> {
+    match value {
+        toml::Value::String(text) => hostd_request::parse_size(text),
+        toml::Value::Integer(bytes) => Ok(*bytes),
+        other => Err(format!(
+            "must be a size like \"64M\" or a whole number of bytes, not {}",
+            describe(other)
+        )),
+    }
+}
+
+/// `cpus`: a number (`0.5`, `2`) or the same as a string, in billionths of a CPU.
+fn cpus_value(value: &toml::Value) -> Result<i64, String> {
+    match value {
+        toml::Value::String(text) => hostd_request::parse_cpus(text),
+        toml::Value::Integer(n) => hostd_request::parse_cpus(&n.to_string()),
+        // Display never uses an exponent: 0.5 -> "0.5", 1e-3 -> "0.001".
+        toml::Value::Float(f) => hostd_request::parse_cpus(&f.to_string()),
+        other => Err(format!(
+            "must be a number of CPUs like 0.5 or 2, not {}",
+            describe(other)
+        )),
+    }
+}
+
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(_) => "a string".into(),
+        toml::Value::Integer(_) => "an integer".into(),
+        toml::Value::Float(_) => "a float".into(),
+        toml::Value::Boolean(b) => format!("a boolean ({b})"),
+        toml::Value::Datetime(_) => "a date".into(),
+        toml::Value::Array(_) => "an array".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
 }
 
 /// An absolute path inside the image, without `..`: returned without the leading `/`.
@@ -1409,6 +1658,204 @@ cmdline = "mkhost.ip=eth0:10.0.0.10/24:10.0.0.1"
             let err = load_path(&path, &[]).unwrap_err().to_string();
             assert!(err.contains(want), "case {i}: {err}");
             assert!(err.contains(&format!("m{i}.toml:")), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn containers_parse_with_hostd_rules_and_append_across_extends() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.toml",
+            &format!(
+                "{BASE}\n[[container]]\nname = \"db\"\narchive = \"/srv/images/db.tar\"\nimage = \"postgres:16\"\n"
+            ),
+        );
+        let path = write(
+            dir.path(),
+            "web.toml",
+            r#"extends = "base"
+[[container]]
+name = "web"
+archive = "images/busybox.tar"
+image = "busybox:latest"
+command = ["httpd", "-f"]
+env = ["A=b", "EMPTY="]
+restart = "on-failure:3"
+memory = "64M"
+cpus = 0.5
+cpu_weight = 50
+pids = 100
+cpuset_cpus = "0-1"
+cpuset_mems = "0"
+
+[[container]]
+name = "batch"
+archive = "images/busybox.tar"
+image = "busybox"
+memory = 67108864
+cpus = "0.25"
+
+[[container]]
+name = "two"
+archive = "two.tar"
+image = "x"
+cpus = 2
+"#,
+        );
+        let p = load_path(&path, &[]).unwrap();
+        let names: Vec<&str> = p.containers.iter().map(ContainerSpec::name).collect();
+        assert_eq!(names, ["db", "web", "batch", "two"], "parent first");
+        let db = &p.containers[0];
+        assert_eq!(db.archive, PathBuf::from("/srv/images/db.tar"));
+        assert_eq!(db.request.restart, hostd_request::RestartPolicy::No);
+        assert!(db.request.limits.is_empty());
+        let web = &p.containers[1];
+        assert_eq!(web.archive, dir.path().join("images/busybox.tar"));
+        assert_eq!(web.origin.file, path);
+        assert_eq!((web.origin.line, web.archive_origin.line), (2, 4));
+        assert_eq!((web.image_origin.line, web.image_origin.column), (5, 9));
+        assert_eq!(
+            web.request,
+            RunRequest {
+                image: "busybox:latest".into(),
+                name: Some("web".into()),
+                command: vec!["httpd".into(), "-f".into()],
+                env: vec!["A=b".into(), "EMPTY=".into()],
+                limits: Limits {
+                    memory: Some(64 << 20),
+                    nano_cpus: Some(500_000_000),
+                    cpu_weight: Some(50),
+                    pids: Some(100),
+                    cpuset_cpus: Some("0-1".into()),
+                    cpuset_mems: Some("0".into()),
+                },
+                restart: hostd_request::RestartPolicy::OnFailure { max: Some(3) },
+            }
+        );
+        assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));
+        assert_eq!(p.containers[2].request.limits.nano_cpus, Some(250_000_000));
+        assert_eq!(
+            p.containers[3].request.limits.nano_cpus,
+            Some(2_000_000_000)
+        );
+    }
+
+    #[test]
+    fn duplicate_container_names_name_both_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\n";
+        write(dir.path(), "base.toml", &format!("{BASE}{one}"));
+        let path = write(
+            dir.path(),
+            "child.toml",
+            &format!("extends = \"base\"\n{one}"),
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("child.toml:3:8"), "{err}");
+        assert!(
+            err.contains("container name \"web\" is already used at"),
+            "{err}"
+        );
+        assert!(err.contains("base.toml:20:1"), "{err}");
+        let path = write(dir.path(), "same.toml", &format!("{BASE}{one}\n{one}"));
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("same.toml:26:8") && err.contains("same.toml:20:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_container_values_point_at_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let head = "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\n";
+        // (extra line 6 of the file, position expected, text expected)
+        let cases = [
+            ("memroy = \"64M\"", "6:1", "unknown field `memroy`"),
+            (
+                "restart = \"sometimes\"",
+                "6:11",
+                "unknown restart policy \"sometimes\"",
+            ),
+            ("restart = 3", "6:11", "invalid type"),
+            (
+                "memory = \"4k\"",
+                "6:10",
+                "memory 4096: is below the minimum of 6 MiB",
+            ),
+            ("memory = 1024", "6:10", "is below the minimum"),
+            ("memory = \"99999999999T\"", "6:10", "too large"),
+            ("memory = \"64Q\"", "6:10", "unknown unit"),
+            ("memory = 1.5", "6:10", "must be a size like \"64M\""),
+            ("memory = -5", "6:10", "is below the minimum"),
+            ("cpus = true", "6:8", "must be a number of CPUs"),
+            ("cpus = -1", "6:8", "is not a number of CPUs"),
+            ("cpus = 0.001", "6:8", "cpus 0.001: must be at least 0.01"),
+            ("cpus = \"lots\"", "6:8", "is not a number of CPUs"),
+            ("cpu_weight = 0", "6:14", "cpu_weight 0: must be 1..=10000"),
+            (
+                "cpu_weight = -1",
+                "6:14",
+                "cpu_weight -1: must be 1..=10000",
+            ),
+            ("pids = 0", "6:8", "pids 0: must be at least 1"),
+            ("cpuset_cpus = \"a-b\"", "6:15", "is not a list like 0-3,5"),
+            ("cpuset_mems = \"0,\"", "6:15", "cpuset_mems"),
+            (
+                "env = [\"A=b\", \"JUSTNAME\"]",
+                "6:15",
+                "invalid environment entry \"JUSTNAME\"",
+            ),
+            ("command = \"httpd -f\"", "6:11", "invalid type"),
+        ];
+        for (i, (line, at, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("c{i}.toml"),
+                &format!("extends = \"base\"\n{head}{line}\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("c{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
+        let whole = [
+            (
+                "[[container]]\nname = \"-web\"\narchive = \"a.tar\"\nimage = \"a\"\n",
+                "3:8",
+                "invalid container name \"-web\"",
+            ),
+            (
+                "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"\"\n",
+                "5:9",
+                "image must name an image",
+            ),
+            (
+                "[[container]]\nname = \"web\"\narchive = \"a.tar\"\n",
+                "2:1",
+                "missing field `image`",
+            ),
+            (
+                "[[container]]\nname = \"web\"\nimage = \"a\"\narchive = 7\n",
+                "5:11",
+                "invalid type",
+            ),
+            (
+                "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\n[[files]]\ndest = \"/etc/hostd/containers.json\"\ncontents = \"{}\"\n",
+                "6:1",
+                "is written by the build from the [[container]] tables",
+            ),
+        ];
+        for (i, (body, at, want)) in whole.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("w{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("w{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
         }
     }
 

@@ -2,14 +2,22 @@
 //! never panics, and leaves no artifact under its final name.
 
 use std::path::Path;
+use std::time::Duration;
 
-use crate::support::{build, built, scratch, text};
+use crate::support::{build, build_within, built, scratch, text};
 
-fn failing_build(dir: &Path, profile_body: &str) -> String {
+/// Builds `dir/bad.toml` (with `profile_body`) and expects exit code 1, no
+/// panic and nothing published; returns the output.
+pub fn failing_build(dir: &Path, profile_body: &str) -> String {
     let profile = dir.join("bad.toml");
     std::fs::write(&profile, profile_body).unwrap();
     let out = dir.join("out");
-    let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
+    let output = build_within(
+        profile.to_str().unwrap(),
+        &out,
+        &["--quiet"],
+        Duration::from_secs(600),
+    );
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(!all.contains("panicked"), "{all}");

@@ -4,6 +4,7 @@
 
 mod boot;
 mod build;
+mod containers;
 mod host;
 mod hostile;
 mod inspect;

@@ -51,6 +51,34 @@ pub fn build(profile: &str, out: &Path, extra: &[&str]) -> Output {
     output
 }
 
+/// Like [`build`], but a build still running after `limit` is killed and
+/// the test fails (for inputs that could make a careless reader hang).
+pub fn build_within(profile: &str, out: &Path, extra: &[&str], limit: Duration) -> Output {
+    let mut child = mkhost()
+        .args(["build", "--profile", profile, "--out"])
+        .arg(out)
+        .arg("--lockfile")
+        .arg(out.join("mkhost.lock"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mkhost");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "mkhost build of {profile} still running after {limit:?}\n{}",
+                text(&output)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "status: {}\nstdout:\n{}\nstderr:\n{}",
@@ -389,4 +417,27 @@ pub fn build_custom(work: &Path, name: &str, parent: &str, body: &str) -> PathBu
     let output = build(profile.to_str().unwrap(), &out, &["--quiet"]);
     assert!(output.status.success(), "{}", text(&output));
     out.join(name)
+}
+
+/// Unpacks a build's zstd initramfs with the standard tools: `zstd -d` into
+/// `work/initramfs.cpio`, then `cpio -i` of `files` (all when empty) into
+/// `work/root`. Returns the cpio file and the root directory.
+pub fn unpack_initramfs(initrd: &Path, work: &Path, files: &[&str]) -> (PathBuf, PathBuf) {
+    let run = |cmd: &mut Command| {
+        let output = cmd.output().expect("tool missing: run ci/install-deps");
+        assert!(output.status.success(), "{:?}\n{}", cmd, text(&output));
+    };
+    let cpio_path = work.join("initramfs.cpio");
+    run(Command::new("zstd")
+        .args(["-q", "-d", "-f", "-o"])
+        .arg(&cpio_path)
+        .arg(initrd));
+    let root = work.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    run(Command::new("cpio")
+        .args(["-i", "-d", "--quiet", "--no-absolute-filenames", "-F"])
+        .arg(&cpio_path)
+        .args(files)
+        .current_dir(&root));
+    (cpio_path, root)
 }

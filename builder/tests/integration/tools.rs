@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{built, scratch, text};
+use crate::support::{built, scratch, text, unpack_initramfs};
 
 fn run(cmd: &mut Command) -> String {
     let output = cmd.output().expect("tool missing: run ci/install-deps");
@@ -77,11 +77,12 @@ fn objdump_lists_the_uki_sections_and_objcopy_extracts_them() {
 fn zstd_and_cpio_read_the_initramfs() {
     let dir = built("qemu");
     let scratch = scratch("cpio");
-    let cpio_path = scratch.join("initramfs.cpio");
-    run(Command::new("zstd")
-        .args(["-q", "-d", "-f", "-o"])
-        .arg(&cpio_path)
-        .arg(dir.join("pxe/initramfs.img")));
+    // Unpack with the real zstd and cpio and compare a file with the build's input.
+    let (cpio_path, root) = unpack_initramfs(
+        &dir.join("pxe/initramfs.img"),
+        &scratch,
+        &["etc/mkhost/boot.json"],
+    );
     let listing = run(Command::new("cpio")
         .args(["-t", "--quiet", "-F"])
         .arg(&cpio_path));
@@ -98,14 +99,6 @@ fn zstd_and_cpio_read_the_initramfs() {
     ] {
         assert!(listing.lines().any(|l| l == want), "{want} missing");
     }
-    // Unpack with the real cpio and compare a file with the build's input.
-    let root = scratch.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    run(Command::new("cpio")
-        .args(["-i", "-d", "--quiet", "--no-absolute-filenames", "-F"])
-        .arg(&cpio_path)
-        .args(["etc/mkhost/boot.json"])
-        .current_dir(&root));
     let boot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("etc/mkhost/boot.json")).unwrap()).unwrap();
     assert_eq!(boot["profile"], "qemu");

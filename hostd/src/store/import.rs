@@ -97,21 +97,7 @@ pub(crate) fn import(store: &Store, path: &Path) -> Result<ImportReport, StoreEr
     let _lock = store.lock()?;
     let staging = Staging::create(&store.tmp_dir(), "import")?;
     let source = Source::open(path, &staging)?;
-
-    let images = if source.exists("manifest.json") {
-        read_docker(&source, &staging)?
-    } else if source.exists("index.json") || source.exists("oci-layout") {
-        read_oci(&source, &staging)?
-    } else {
-        return Err(StoreError::UnknownFormat {
-            path: path.to_owned(),
-        });
-    };
-    if images.is_empty() {
-        return Err(StoreError::Empty {
-            path: path.to_owned(),
-        });
-    }
+    let images = source_images(&source, &staging, path)?;
 
     let mut index = IndexFile::load(&store.index_path())?;
     let mut pending = Pending::default();
@@ -152,6 +138,64 @@ pub(crate) fn import(store: &Store, path: &Path) -> Result<ImportReport, StoreEr
 
     commit(store, &staging, &mut index, pending, records, &mut report)?;
     Ok(report)
+}
+
+/// The images of an opened source, by its format; at least one.
+fn source_images(
+    source: &Source,
+    staging: &Staging,
+    path: &Path,
+) -> Result<Vec<SourceImage>, StoreError> {
+    let images = if source.exists("manifest.json") {
+        read_docker(source, staging)?
+    } else if source.exists("index.json") || source.exists("oci-layout") {
+        read_oci(source, staging)?
+    } else {
+        return Err(StoreError::UnknownFormat {
+            path: path.to_owned(),
+        });
+    };
+    if images.is_empty() {
+        return Err(StoreError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(images)
+}
+
+/// The images an archive (or OCI layout directory) holds, with their ids and
+/// names, read as [`Store::import`] reads them but without a store: the
+/// format, index, manifests, configs and names are checked, and every layer
+/// blob whose descriptor names a digest is verified against it; layers are
+/// not unpacked. `scratch` is an existing directory the source's files are
+/// staged in meanwhile. mkhost uses this to check a profile's boot-time
+/// containers at build time with the store's own rules.
+///
+/// `path` must not be a fifo or a device: like an import, this reads it to
+/// the end.
+pub fn archive_images(path: &Path, scratch: &Path) -> Result<Vec<ImportedImage>, StoreError> {
+    let staging = Staging::create(scratch, "list")?;
+    let source = Source::open(path, &staging)?;
+    let images = source_images(&source, &staging, path)?;
+    images
+        .into_iter()
+        .map(|image| {
+            if let Some(name) = image.names.iter().find(|n| !valid_name(n)) {
+                return Err(StoreError::InvalidName { name: name.clone() });
+            }
+            for layer in &image.layers {
+                if let Some(digest) = &layer.digest {
+                    let staged = source.stage(&layer.file, &staging)?;
+                    check_blob(&staged, digest, layer.size, &layer.file)?;
+                }
+            }
+            Ok(ImportedImage {
+                id: image.id,
+                names: image.names,
+                new: true,
+            })
+        })
+        .collect()
 }
 
 /// Verifies and stages the blobs and new layers of one image.
@@ -672,4 +716,87 @@ fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
         path: to.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends a regular file to a tar being built.
+    fn add(tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, path, data).unwrap();
+    }
+
+    /// An OCI layout tar with one image tagged `v1` (one layer holding
+    /// `hello.txt`); `layer_blob` replaces the layer's stored bytes.
+    fn layout_tar(layer_blob: Option<&[u8]>) -> (Vec<u8>, Digest) {
+        let mut layer = tar::Builder::new(Vec::new());
+        add(&mut layer, "hello.txt", b"hello\n");
+        let layer = layer.into_inner().unwrap();
+        let layer_digest = Digest::of(&layer);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+        );
+        let config_digest = Digest::of(config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{OCI_LAYER_TAR}","digest":"{layer_digest}","size":{}}}]}}"#,
+            config.len(),
+            layer.len(),
+            OCI_MANIFEST = spec::OCI_MANIFEST,
+            OCI_CONFIG = spec::OCI_CONFIG,
+            OCI_LAYER_TAR = spec::OCI_LAYER_TAR,
+        );
+        let manifest_digest = Digest::of(manifest.as_bytes());
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{manifest_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
+            spec::OCI_MANIFEST,
+            manifest.len()
+        );
+        let mut tar = tar::Builder::new(Vec::new());
+        add(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        add(&mut tar, "index.json", index.as_bytes());
+        for (digest, data) in [
+            (&manifest_digest, manifest.as_bytes()),
+            (&config_digest, config.as_bytes()),
+            (&layer_digest, layer_blob.unwrap_or(&layer)),
+        ] {
+            add(&mut tar, &blob_file(digest), data);
+        }
+        (tar.into_inner().unwrap(), config_digest)
+    }
+
+    #[test]
+    fn archive_images_lists_names_and_verifies_blobs_without_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        fs::create_dir(&scratch).unwrap();
+        let path = dir.path().join("img.tar");
+
+        let (good, id) = layout_tar(None);
+        fs::write(&path, &good).unwrap();
+        let images = archive_images(&path, &scratch).unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].id, id);
+        assert_eq!(images[0].names, ["v1"]);
+        assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "staging left");
+
+        let (bad_layer, _) = layout_tar(Some(b"not the layer"));
+        fs::write(&path, &bad_layer).unwrap();
+        let err = archive_images(&path, &scratch).unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+
+        fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let err = archive_images(&path, &scratch).unwrap_err();
+        assert!(matches!(err, StoreError::CorruptArchive { .. }), "{err}");
+
+        let mut other = tar::Builder::new(Vec::new());
+        add(&mut other, "hello.txt", b"hi");
+        fs::write(&path, other.into_inner().unwrap()).unwrap();
+        let err = archive_images(&path, &scratch).unwrap_err();
+        assert!(matches!(err, StoreError::UnknownFormat { .. }), "{err}");
+    }
 }

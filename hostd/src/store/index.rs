@@ -229,7 +229,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 /// Docker's reference normalisation, used only to compare names:
 /// `busybox` -> `docker.io/library/busybox:latest`,
 /// `example.com/a/b` -> `example.com/a/b:latest`.
-pub(crate) fn normalize_name(name: &str) -> String {
+pub fn normalize_name(name: &str) -> String {
     let (repo_and_tag, digest) = match name.split_once('@') {
         Some((r, d)) => (r, Some(d)),
         None => (name, None),
