@@ -22,9 +22,9 @@ fn run(cmd: &mut Command) {
 }
 
 /// `dir/NAME.tar`: an OCI layout tar made with umoci (its layout stays in
-/// `dir/NAME`) holding one image tagged `tag`: busybox as /bin/sh, with `cmd`
-/// as its command.
-fn image_archive(dir: &Path, name: &str, tag: &str, cmd: &str) -> PathBuf {
+/// `dir/NAME`) holding one image tagged `tag`: Debian's static busybox with
+/// a few applet links, with `cmd` as its command.
+pub fn image_archive(dir: &Path, name: &str, tag: &str, cmd: &str) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
     let layout = format!("{name}:{tag}");
     let bundle = format!("{name}-bundle");
@@ -36,7 +36,9 @@ fn image_archive(dir: &Path, name: &str, tag: &str, cmd: &str) -> PathBuf {
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     fs::create_dir_all(rootfs.join("etc")).unwrap();
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    for applet in ["sh", "echo", "sleep", "true", "head", "tr", "cat", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     umoci(&["repack", "--image", &layout, &bundle]);
     umoci(&["config", "--image", &layout, "--config.cmd", cmd]);

@@ -5,6 +5,7 @@
 mod boot;
 mod build;
 mod containers;
+mod containers_guest;
 mod host;
 mod hostile;
 mod inspect;
