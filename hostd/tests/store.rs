@@ -680,6 +680,26 @@ fn truncated_archive_is_refused() {
     fs::write(&junk, b"hello").unwrap();
     assert!(store.import(&junk).is_err());
     assert_eq!(snapshot(store.root()), before);
+    // Endless or blocking sources are refused at once, not read: a fifo
+    // with no writer, /dev/zero, and a symlink to it.
+    let fifo = tmp.path().join("fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    let zero_link = tmp.path().join("zero.tar");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).unwrap();
+    for source in [fifo.as_path(), Path::new("/dev/zero"), zero_link.as_path()] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = store.clone();
+        let source = source.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(store.import(&source).map(|_| ()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("import hung")
+            .unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+    assert_eq!(snapshot(store.root()), before);
 }
 
 #[test]

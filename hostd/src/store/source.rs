@@ -17,6 +17,7 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::digest::{Digest, HashingWriter};
@@ -166,7 +167,22 @@ impl Source {
                 fd: fd.into(),
             });
         }
-        let file = File::open(path).map_err(source_err)?;
+        // Opened non-blocking so a fifo cannot hang the import, then checked:
+        // only a regular file is an archive (a device like /dev/zero never ends).
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(source_err)?;
+        let kind = file.metadata().map_err(source_err)?.file_type();
+        if !kind.is_file() {
+            return Err(source_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or directory (a fifo, device or socket); \
+                 import an archive file or an image layout directory",
+            )));
+        }
+        crate::containers::sys::set_nonblocking(file.as_fd(), false).map_err(source_err)?;
         let corrupt = |e: io::Error| StoreError::CorruptArchive {
             path: path.to_owned(),
             detail: e.to_string(),
