@@ -113,3 +113,40 @@ pub fn start(
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_load_or_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("containers.json");
+        assert_eq!(load(&path), Ok(None));
+        std::fs::write(&path, br#"{"containers":[{"image":"bb","name":"a"}]}"#).unwrap();
+        let m = load(&path).unwrap().unwrap();
+        assert_eq!(m.containers[0].name.as_deref(), Some("a"));
+        assert!(m.archives.is_empty());
+        for bad in [
+            &b"{"[..],
+            br#"{"containers":[{"image":"bb","memroy":1}]}"#,
+            br#"{"containers":[{"image":"bb","restart":"sometimes"}]}"#,
+            br#"{"archives":[{"path":"/x"}]}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = load(&path).unwrap_err();
+            assert!(e.starts_with(&path.display().to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
