@@ -4,6 +4,7 @@
 
 mod boot;
 mod build;
+mod guest_runtime;
 mod host;
 mod hostile;
 mod inspect;
