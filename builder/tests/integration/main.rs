@@ -6,6 +6,7 @@ mod boot;
 mod build;
 mod containers;
 mod containers_guest;
+mod guest_runtime;
 mod host;
 mod hostile;
 mod inspect;

@@ -46,6 +46,19 @@ pub enum CgroupError {
         /// The directory.
         path: PathBuf,
     },
+    /// A controller could not be enabled for an ancestor's children.
+    #[error("cannot enable the {controller} controller in {path}{hint}")]
+    Delegate {
+        /// The `cgroup.subtree_control` file.
+        path: PathBuf,
+        /// The controller.
+        controller: &'static str,
+        /// Why, when known.
+        hint: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// A control file could not be written.
     #[error("cannot write {value:?} to {path}")]
     Write {
@@ -65,6 +78,14 @@ pub enum CgroupError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// Processes survived `kill_all`.
+    #[error("cgroup {path} still has processes {pids:?} after SIGKILL")]
+    Unkillable {
+        /// The directory.
+        path: PathBuf,
+        /// What is left.
+        pids: Vec<i32>,
     },
     /// The cgroup could not be removed.
     #[error("cannot remove cgroup {path}")]
@@ -104,6 +125,10 @@ pub trait CgroupManager {
     fn procs_file(&self, path: &str) -> PathBuf;
     /// Processes in the cgroup.
     fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError>;
+    /// Kills every process left in the cgroup and waits until it is empty
+    /// (processes outlive the container's init when it has no pid
+    /// namespace). A missing or empty cgroup is not an error.
+    fn kill_all(&self, path: &str) -> Result<(), CgroupError>;
     /// Removes the (empty) cgroup; a missing one is not an error.
     fn delete(&self, path: &str) -> Result<(), CgroupError>;
     /// Usage numbers.
@@ -127,6 +152,9 @@ impl CgroupManager for NoCgroups {
     fn pids(&self, _: &str) -> Result<Vec<i32>, CgroupError> {
         Ok(Vec::new())
     }
+    fn kill_all(&self, _: &str) -> Result<(), CgroupError> {
+        Ok(())
+    }
     fn delete(&self, _: &str) -> Result<(), CgroupError> {
         Ok(())
     }
@@ -134,6 +162,9 @@ impl CgroupManager for NoCgroups {
         Err(CgroupError::Unavailable(self.0.clone()))
     }
 }
+
+/// How many times [`Cgroupfs::kill_all`] looks again, 10 ms apart.
+const KILL_POLLS: u32 = 500;
 
 /// The controllers hostd enables for containers.
 const CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
@@ -203,23 +234,82 @@ impl Cgroupfs {
         })
     }
 
-    /// Enables [`CONTROLLERS`] (those the parent offers) in the
-    /// `cgroup.subtree_control` of `dir`.
-    fn enable_controllers(&self, dir: &Path) -> Result<(), CgroupError> {
+    /// Enables [`CONTROLLERS`] (those `dir` offers) in its
+    /// `cgroup.subtree_control`, one at a time. A controller the kernel
+    /// refuses is skipped unless the limits need it (`needed`).
+    fn enable_controllers(&self, dir: &Path, needed: &[&str]) -> Result<(), CgroupError> {
         let Ok(offered) = fs::read_to_string(dir.join("cgroup.controllers")) else {
             return Ok(());
         };
         let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-        let wanted: Vec<String> = CONTROLLERS
+        let wanted = CONTROLLERS
             .iter()
             .filter(|c| offered.split_whitespace().any(|o| o == **c))
-            .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
-            .map(|c| format!("+{c}"))
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
+            .filter(|c| !enabled.split_whitespace().any(|e| e == **c));
+        for controller in wanted {
+            let file = dir.join("cgroup.subtree_control");
+            // O_APPEND changes nothing for the kernel; a stand-in file in the
+            // tests keeps every request.
+            let result = fs::OpenOptions::new()
+                .append(true)
+                .open(&file)
+                .and_then(|mut f| f.write_all(format!("+{controller}").as_bytes()));
+            match result {
+                Err(source) if needed.contains(controller) => {
+                    // The "no internal processes" rule: a non-root cgroup
+                    // holding processes cannot give controllers to children
+                    // (the kernel says EBUSY or EOPNOTSUPP).
+                    let busy = fs::read_to_string(dir.join("cgroup.procs"))
+                        .is_ok_and(|p| !p.trim().is_empty());
+                    return Err(CgroupError::Delegate {
+                        path: file,
+                        controller,
+                        hint: if busy {
+                            " (it holds processes, and a cgroup with processes cannot delegate controllers: move them into a leaf cgroup or pick another linux.cgroupsPath)"
+                        } else {
+                            ""
+                        },
+                        source,
+                    });
+                }
+                _ => {}
+            }
         }
-        self.write(dir, "cgroup.subtree_control", &wanted.join(" "))
+        Ok(())
+    }
+
+    /// Creates the ancestors and the leaf of `path` top-down, enabling the
+    /// controllers on the way, then writes the limits; records every
+    /// directory it made in `created`.
+    fn create_path(
+        &self,
+        path: &str,
+        leaf: &Path,
+        needed: &[&str],
+        settings: &[Setting],
+        created: &mut Vec<PathBuf>,
+    ) -> Result<OwnedFd, CgroupError> {
+        let mut dir = self.root.clone();
+        self.enable_controllers(&dir, needed)?;
+        let rel = leaf.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let components: Vec<_> = rel.components().collect();
+        for (i, c) in components.iter().enumerate() {
+            dir.push(c);
+            let is_leaf = i + 1 == components.len();
+            match fs::create_dir(&dir) {
+                Ok(()) => created.push(dir.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if is_leaf && !self.pids(path)?.is_empty() {
+                        return Err(CgroupError::InUse { path: dir });
+                    }
+                }
+                Err(source) => return Err(CgroupError::Create { path: dir, source }),
+            }
+            if !is_leaf {
+                self.enable_controllers(&dir, needed)?;
+            }
+        }
+        self.create_inner(leaf, settings)
     }
 
     fn create_inner(&self, leaf: &Path, settings: &[Setting]) -> Result<OwnedFd, CgroupError> {
@@ -387,31 +477,25 @@ impl CgroupManager for Cgroupfs {
 
     fn create(&self, path: &str, resources: &Resources) -> Result<OwnedFd, CgroupError> {
         let settings = settings(resources)?;
+        let needed: Vec<&str> = CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| {
+                settings
+                    .iter()
+                    .any(|(file, _)| file.split_once('.').is_some_and(|(p, _)| p == *c))
+            })
+            .collect();
         let leaf = self.dir(path);
-        // Ancestors: create and enable controllers top-down.
-        let mut dir = self.root.clone();
-        self.enable_controllers(&dir)?;
-        let rel = leaf.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        let components: Vec<_> = rel.components().collect();
-        for (i, c) in components.iter().enumerate() {
-            dir.push(c);
-            let is_leaf = i + 1 == components.len();
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if is_leaf && !self.pids(path)?.is_empty() {
-                        return Err(CgroupError::InUse { path: dir });
-                    }
-                }
-                Err(source) => return Err(CgroupError::Create { path: dir, source }),
-            }
-            if !is_leaf {
-                self.enable_controllers(&dir)?;
+        // Directories made here, removed again (deepest first) on failure.
+        let mut created: Vec<PathBuf> = Vec::new();
+        let result = self.create_path(path, &leaf, &needed, &settings, &mut created);
+        if result.is_err() {
+            for dir in created.iter().rev() {
+                let _ = remove_cgroup_dir(dir);
             }
         }
-        self.create_inner(&leaf, &settings).inspect_err(|_| {
-            let _ = fs::remove_dir(&leaf);
-        })
+        result
     }
 
     fn procs_file(&self, path: &str) -> PathBuf {
@@ -427,30 +511,38 @@ impl CgroupManager for Cgroupfs {
         }
     }
 
-    fn delete(&self, path: &str) -> Result<(), CgroupError> {
-        let dir = self.dir(path);
-        // The kernel may still be tearing down the last task: retry briefly.
-        let mut last = None;
-        for _ in 0..50 {
-            match fs::remove_dir(&dir) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    last = Some(e);
-                    std::thread::sleep(Duration::from_millis(10));
+    fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
+        let mut pids = self.pids(path)?;
+        if pids.is_empty() {
+            return Ok(());
+        }
+        // cgroup.kill (Linux 5.14) kills the whole subtree at once, forks in
+        // flight included; before it, SIGKILL each pid until none is left.
+        let kill_file = self.dir(path).join("cgroup.kill");
+        let whole = is_cgroupfs(&self.dir(path))
+            && kill_file.exists()
+            && self.write(&self.dir(path), "cgroup.kill", "1").is_ok();
+        for _ in 0..KILL_POLLS {
+            if !whole {
+                for pid in &pids {
+                    let _ = super::sys::kill(*pid, libc::SIGKILL);
                 }
-                // A stand-in directory holds the files we wrote.
-                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(&dir) => {
-                    return fs::remove_dir_all(&dir)
-                        .map_err(|source| CgroupError::Remove { path: dir, source })
-                }
-                Err(source) => return Err(CgroupError::Remove { path: dir, source }),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            pids = self.pids(path)?;
+            if pids.is_empty() {
+                return Ok(());
             }
         }
-        Err(CgroupError::Remove {
-            path: dir,
-            source: last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)),
+        Err(CgroupError::Unkillable {
+            path: self.dir(path),
+            pids,
         })
+    }
+
+    fn delete(&self, path: &str) -> Result<(), CgroupError> {
+        let dir = self.dir(path);
+        remove_cgroup_dir(&dir).map_err(|source| CgroupError::Remove { path: dir, source })
     }
 
     fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError> {
@@ -468,6 +560,28 @@ impl CgroupManager for Cgroupfs {
             oom_kills: keyed(&dir.join("memory.events"), "oom_kill"),
         })
     }
+}
+
+/// Removes a cgroup directory; a missing one is not an error. The kernel may
+/// still be tearing down the last task (EBUSY): retry briefly.
+fn remove_cgroup_dir(dir: &Path) -> io::Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A stand-in directory holds the files we wrote.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(dir) => {
+                return fs::remove_dir_all(dir)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EBUSY)))
 }
 
 fn is_cgroupfs(dir: &Path) -> bool {
@@ -496,6 +610,14 @@ mod tests {
         )
         .unwrap();
         fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
+        // An existing ancestor that offers what the root delegates.
+        fs::create_dir(root.join("hostd")).unwrap();
+        fs::write(
+            root.join("hostd/cgroup.controllers"),
+            "cpuset cpu memory pids\n",
+        )
+        .unwrap();
+        fs::write(root.join("hostd/cgroup.subtree_control"), "").unwrap();
         let cg = Cgroupfs::at(root);
         let resources = Resources {
             memory: Some(Memory {
@@ -515,8 +637,16 @@ mod tests {
         };
         let fd = cg.create("hostd/c1", &resources).unwrap();
         drop(fd);
-        // Only controllers not yet enabled are added, in hostd's order.
-        assert_eq!(read(root, "cgroup.subtree_control"), "+cpu +cpuset +pids");
+        // Only controllers not yet enabled are added, one write each, in
+        // hostd's order.
+        assert_eq!(
+            read(root, "cgroup.subtree_control"),
+            "memory\n+cpu+cpuset+pids"
+        );
+        assert_eq!(
+            read(&root.join("hostd"), "cgroup.subtree_control"),
+            "+cpu+cpuset+memory+pids"
+        );
         let leaf = root.join("hostd/c1");
         assert_eq!(read(&leaf, "memory.max"), "67108864");
         assert_eq!(read(&leaf, "cpu.idle"), "1");
@@ -633,10 +763,86 @@ mod tests {
     }
 
     #[test]
+    fn controllers_the_limits_need_must_be_enabled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        fs::create_dir_all(root.join("busy/cgroup.subtree_control")).unwrap();
+        fs::write(root.join("busy/cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let cg = Cgroupfs::at(root);
+        let memory = Resources {
+            memory: Some(Memory {
+                limit: Some(64 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // busy/ refuses every controller (its subtree_control cannot be
+        // written): a memory limit cannot be had, and nothing is made.
+        let err = cg.create("busy/a/c1", &memory).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CgroupError::Delegate {
+                    controller: "memory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("holds processes"), "{err}");
+        assert!(!root.join("busy/a").exists());
+        // With processes in busy/, the message says why.
+        fs::write(root.join("busy/cgroup.procs"), "77\n").unwrap();
+        let err = cg.create("busy/a/c1", &memory).unwrap_err().to_string();
+        assert!(
+            err.contains("busy/cgroup.subtree_control (it holds processes"),
+            "{err}"
+        );
+        fs::write(root.join("busy/cgroup.procs"), "").unwrap();
+        assert!(root.join("busy").exists());
+        // Without limits nothing is needed: the refusals are skipped.
+        drop(cg.create("busy/a/c1", &Resources::default()).unwrap());
+        assert!(root.join("busy/a/c1").is_dir());
+    }
+
+    #[test]
+    fn kill_all_kills_what_is_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = Cgroupfs::at(tmp.path());
+        // Missing and empty cgroups: nothing to do.
+        cg.kill_all("gone").unwrap();
+        let leaf = tmp.path().join("c3");
+        fs::create_dir(&leaf).unwrap();
+        fs::write(leaf.join("cgroup.procs"), "").unwrap();
+        cg.kill_all("c3").unwrap();
+
+        // A stand-in has no cgroup.kill: each pid gets SIGKILL. The "kernel"
+        // (this thread) drops the pid from cgroup.procs once it is dead.
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        fs::write(leaf.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
+        let procs = leaf.join("cgroup.procs");
+        let reaper = std::thread::spawn(move || {
+            let status = child.wait().unwrap();
+            fs::write(procs, "").unwrap();
+            status
+        });
+        cg.kill_all("c3").unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(reaper.join().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(!leaf.join("cgroup.kill").exists());
+    }
+
+    #[test]
     fn no_cgroups_backend() {
         let cg = NoCgroups("v1 host".into());
         assert_eq!(cg.available(), Err("v1 host".into()));
         assert!(cg.create("x", &Resources::default()).is_err());
+        assert!(cg.kill_all("x").is_ok());
         assert!(cg.delete("x").is_ok());
     }
 }

@@ -17,7 +17,9 @@
 //!  (2) writes uid/gid maps, joins the
 //!      cgroup when CLONE_INTO_CGROUP could
 //!      not be used, sends GO ---------------> (2) GO received
-//!                                           (3) namespaces joined, signals reset,
+//!                                           (3) namespaces joined, the cgroup
+//!                                               namespace made (now that we
+//!                                               are in our cgroup), signals reset,
 //!                                               rootfs built, pivot_root,
 //!                                               hostname, sysctls, masked and
 //!                                               read-only paths, rlimits,
@@ -48,6 +50,7 @@ pub enum Step {
     WaitGo = 1,
     SetUserIds,
     JoinNamespace,
+    UnshareCgroup,
     Setsid,
     Signals,
     RootPropagation,
@@ -88,10 +91,11 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 40] = [
+    const ALL: [Step; 41] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
+        Step::UnshareCgroup,
         Step::Setsid,
         Step::Signals,
         Step::RootPropagation,
@@ -142,6 +146,7 @@ impl Step {
             Step::WaitGo => "waiting for the parent",
             Step::SetUserIds => "becoming root in the user namespace",
             Step::JoinNamespace => "joining a namespace",
+            Step::UnshareCgroup => "creating the cgroup namespace",
             Step::Setsid => "setsid",
             Step::Signals => "resetting signals",
             Step::RootPropagation => "making mounts private",
@@ -312,6 +317,7 @@ pub trait ChildSys {
     fn setsid(&self) -> SysResult<()>;
     fn umask(&self, mask: libc::mode_t);
     fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()>;
+    fn unshare(&self, flags: libc::c_int) -> SysResult<()>;
 }
 
 /// The real system calls.
@@ -448,6 +454,9 @@ impl ChildSys for RealSys {
     }
     fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
         sys::setns(fd, nstype)
+    }
+    fn unshare(&self, flags: libc::c_int) -> SysResult<()> {
+        sys::unshare(flags)
     }
 }
 
@@ -800,6 +809,15 @@ impl<S: ChildSys> Init<'_, S> {
         for (i, (fd, nstype)) in fds.join.iter().enumerate() {
             at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
             sys.close(*fd);
+        }
+        // The cgroup namespace is rooted at the cgroup of the process that
+        // creates it. With CLONE_INTO_CGROUP the kernel would root a cloned
+        // one in the target cgroup, but after the `clone` fallback (joined by
+        // pid) it would be the parent's cgroup, showing the container the
+        // whole host hierarchy. So it is always made here, after GO, when
+        // the parent has put us into our cgroup either way.
+        if plan.unshare_cgroup {
+            at(Step::UnshareCgroup, 0, sys.unshare(libc::CLONE_NEWCGROUP))?;
         }
         at(Step::Setsid, 0, sys.setsid())?;
         at(Step::Signals, 0, sys.reset_signals())?;

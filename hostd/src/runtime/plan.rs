@@ -276,8 +276,12 @@ pub struct Plan {
     pub rootfs: PathBuf,
     /// The same, for the init.
     pub rootfs_c: CString,
-    /// `CLONE_NEW*` flags of the namespaces to create.
+    /// `CLONE_NEW*` flags of the namespaces `clone` creates (all new ones
+    /// but the cgroup namespace).
     pub clone_flags: u64,
+    /// A new cgroup namespace, which the init makes itself once it is in
+    /// its cgroup (see [`super::child`]).
+    pub unshare_cgroup: bool,
     /// Namespaces to join (other than pid, which the parent joins).
     pub join: Vec<JoinNamespace>,
     /// The pid namespace to join, if any; the parent enters it before clone.
@@ -849,7 +853,8 @@ impl Plan {
             rootfs_c: cstring("root.path", rootfs.as_os_str().as_bytes())?,
             bundle,
             rootfs,
-            clone_flags,
+            clone_flags: clone_flags & !(libc::CLONE_NEWCGROUP as u64),
+            unshare_cgroup: new(NamespaceKind::Cgroup),
             join,
             join_pid,
             uid_map: userns.then(|| id_map(&linux.uid_mappings)),
@@ -988,6 +993,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cgroup_namespace_is_left_to_the_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec();
+        let linux = spec.linux.as_mut().unwrap();
+        linux.namespaces.push(Namespace {
+            kind: NamespaceKind::Cgroup,
+            path: None,
+        });
+        let plan = Plan::new("c1", dir.path(), &spec).unwrap();
+        assert_eq!(plan.clone_flags & libc::CLONE_NEWCGROUP as u64, 0);
+        assert!(plan.unshare_cgroup);
+    }
+
+    #[test]
     fn plans_a_sample() {
         let dir = tempfile::tempdir().unwrap();
         let plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
@@ -996,6 +1015,7 @@ pub(crate) mod tests {
             (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET)
                 as u64
         );
+        assert!(!plan.unshare_cgroup);
         assert_eq!(plan.exec_candidates.len(), 2);
         assert_eq!(plan.exec_candidates[0].to_str().unwrap(), "/bin/sh");
         assert_eq!(plan.args.pointers().len(), 4);

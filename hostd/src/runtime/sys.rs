@@ -309,6 +309,13 @@ pub fn setns(fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
     Ok(())
 }
 
+/// `unshare(2)`.
+pub fn unshare(flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: a plain integer argument.
+    check(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}
+
 /// A set of signals blocked for the calling thread, readable as a signalfd.
 pub struct SignalFd {
     fd: OwnedFd,

@@ -215,6 +215,9 @@ impl ChildSys for Fake {
     fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
         self.record(format!("setns {fd} {nstype:#x}"))
     }
+    fn unshare(&self, flags: libc::c_int) -> SysResult<()> {
+        self.record(format!("unshare {flags:#x}"))
+    }
 }
 
 const FDS: ChildFds<'static> = ChildFds {
@@ -304,6 +307,32 @@ fn builds_the_container_in_order() {
     assert!(position(&calls, "seccomp") < position(&calls, "setresuid"));
     // No access() beyond the first hit.
     assert!(!calls.iter().any(|c| c == "access /usr/bin/sh"));
+}
+
+#[test]
+fn cgroup_namespace_is_made_after_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
+    let fake = Fake::default();
+    run_with(&fake, &plan, FDS);
+    assert!(!fake.calls().iter().any(|c| c.starts_with("unshare")));
+
+    plan.unshare_cgroup = true;
+    let fake = Fake::default();
+    run_with(&fake, &plan, FDS);
+    let calls = fake.calls();
+    let unshare = format!("unshare {:#x}", libc::CLONE_NEWCGROUP);
+    // GO (the read) came first; the namespace exists before any mount.
+    assert!(position(&calls, &unshare) < position(&calls, "setsid"));
+    assert!(position(&calls, &unshare) < position(&calls, "mount"));
+
+    let fake = Fake {
+        fail: Some(("unshare", libc::EPERM)),
+        ..Default::default()
+    };
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::UnshareCgroup);
+    assert_eq!(failure.errno, Errno(libc::EPERM));
 }
 
 #[test]

@@ -207,10 +207,13 @@ impl Runtime {
         Ok((dir, record, status))
     }
 
-    /// Removes what a container leaves behind: its cgroup and its state
+    /// Removes what a container leaves behind: processes still in its
+    /// cgroup (its init is gone; without a pid namespace its children may
+    /// not be, as with runc they are killed), the cgroup, and its state
     /// directory.
     fn destroy(&self, dir: &Path, record: &Record) -> Result<(), RuntimeError> {
         if let Some(cg) = &record.cgroup {
+            self.cgroups.kill_all(cg)?;
             self.cgroups.delete(cg)?;
         }
         match std::fs::remove_dir_all(dir) {
