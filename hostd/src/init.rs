@@ -446,6 +446,7 @@ impl Runtime for ConsoleRuntime {
         if std::env::var_os("PATH").is_none() {
             command.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         }
+        sys::unblock_signals_on_exec(&mut command);
         let child = command.spawn()?;
         // The child is reaped by `reap_children` (waitpid(-1)), not through `Child`.
         i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))

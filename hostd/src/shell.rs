@@ -95,6 +95,7 @@ impl DebugShell {
             .env("PS1", "\\h:\\w# ")
             .current_dir("/");
         sys::make_session_leader_with_tty(&mut cmd);
+        sys::unblock_signals_on_exec(&mut cmd);
         let child = cmd.spawn()?;
         i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))
     }

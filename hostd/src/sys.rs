@@ -476,6 +476,27 @@ pub fn udp_socket_on_device(ifname: &str, port: u16) -> io::Result<std::net::Udp
     Ok(std::net::UdpSocket::from(fd))
 }
 
+/// Gives the child of `command` an empty signal mask. init blocks the
+/// signals it waits for (SIGTERM, SIGCHLD, SIGPWR, ...) and a blocked mask
+/// survives `execve`: without this, `kill PID` from the debug shell, or a
+/// SIGTERM to hostd's children, would do nothing.
+pub fn unblock_signals_on_exec(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: sigemptyset(3) and
+    // sigprocmask(2) only, on a local set; nothing allocates or locks.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes the child of `command` a session leader whose controlling terminal is
 /// its stdin (`setsid` + `ioctl(0, TIOCSCTTY, 1)`), for a shell on a console.
 pub fn make_session_leader_with_tty(command: &mut std::process::Command) {

@@ -145,6 +145,19 @@ fn dhcp_shell_supervision_and_power_button() {
     let rss = guest.run("grep -E 'VmRSS|VmHWM' /proc/1/status", COMMAND_TIMEOUT);
     eprintln!("init memory: {}", joined(&rss));
 
+    // The shell starts with no signal blocked, so `kill` works from it (once
+    // the child has exec'd: before that it ignores SIGTERM like the shell).
+    let blocked = guest.run(
+        "grep SigBlk /proc/$$/status; sleep 100 & P=$!; sleep 1; kill $P; wait $P; echo rc=$?",
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        blocked.iter().any(|l| l.ends_with("0000000000000000"))
+            && blocked.iter().any(|l| l.contains("rc=143")),
+        "{}",
+        joined(&blocked)
+    );
+
     // SIGKILL hostd from the shell: init reports and restarts it.
     guest.send_line("kill -9 $(pidof hostd)");
     guest.wait_for(

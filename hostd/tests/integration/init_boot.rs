@@ -82,6 +82,11 @@ fn init_boots_test_root_and_restarts_hostd() {
 
     // Kill hostd: init reports it and starts a new one.
     let first = wait_for_status(&socket, Duration::from_secs(5));
+    // hostd starts with init's blocked signals cleared: it blocks only the
+    // two it waits for itself (SIGINT, SIGTERM).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", first.pid)).unwrap();
+    let blocked = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+    assert_eq!(blocked.split_whitespace().nth(1), Some("0000000000004002"));
     hostd::sys::kill(i32::try_from(first.pid).unwrap(), libc::SIGKILL).unwrap();
     let exited = init.wait_for(|l| l.contains("hostd exited"), BOOT_TIMEOUT);
     assert_eq!(
