@@ -336,13 +336,7 @@ fn check_file(spec: &ContainerSpec) -> Result<u64, Box<ContainerError>> {
         .into());
     }
     if !kind.is_file() {
-        return Err(ContainerError::NotRegular {
-            origin: spec.archive_origin.clone(),
-            name: spec.name().to_owned(),
-            path: spec.archive.clone(),
-            kind: file_kind(&kind),
-        }
-        .into());
+        return Err(not_regular(spec, &kind).into());
     }
     if meta.len() > MAX_ARCHIVE {
         return Err(ContainerError::TooLarge {
@@ -367,6 +361,15 @@ fn file_kind(kind: &fs::FileType) -> &'static str {
         "a socket"
     } else {
         "not a regular file"
+    }
+}
+
+fn not_regular(spec: &ContainerSpec, kind: &fs::FileType) -> ContainerError {
+    ContainerError::NotRegular {
+        origin: spec.archive_origin.clone(),
+        name: spec.name().to_owned(),
+        path: spec.archive.clone(),
+        kind: file_kind(kind),
     }
 }
 
@@ -396,13 +399,7 @@ fn hash_file(
         .map_err(|source| read_err(spec, source))?
         .file_type();
     if !kind.is_file() {
-        return Err(ContainerError::NotRegular {
-            origin: spec.archive_origin.clone(),
-            name: spec.name().to_owned(),
-            path: spec.archive.clone(),
-            kind: file_kind(&kind),
-        }
-        .into());
+        return Err(not_regular(spec, &kind).into());
     }
     Ok(hash_reader(&mut file, advance).map_err(|source| read_err(spec, source))?)
 }
