@@ -56,6 +56,9 @@ pub enum DaemonError {
     /// The zygote could not be started.
     #[error(transparent)]
     Zygote(#[from] crate::containers::zygote::ZygoteError),
+    /// The zygote died; init restarts the daemon, which starts a new one.
+    #[error("the zygote died; exiting so that a new daemon takes the containers over")]
+    ZygoteLost,
     /// The state directory could not be created.
     #[error("cannot create state directory {path}: {source}", path = path.display())]
     State {
@@ -334,10 +337,20 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         .into());
     }
     let zygote = take_over_or_start_zygote(&options.state)?;
-    let containers = Manager::new(&options.state, zygote).map_err(|source| DaemonError::State {
-        path: options.state.join("containers"),
-        source,
-    })?;
+    let shutdown = Shutdown::new()?;
+    let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_lost = {
+        let (shutdown, lost) = (shutdown.clone(), Arc::clone(&zygote_lost));
+        Box::new(move || {
+            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            shutdown.trigger();
+        })
+    };
+    let containers =
+        Manager::new(&options.state, zygote, on_lost).map_err(|source| DaemonError::State {
+            path: options.state.join("containers"),
+            source,
+        })?;
     let containers = Arc::new(containers);
 
     let socket = ControlSocket::bind(&options.socket)?;
@@ -345,7 +358,6 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
     }
-    let shutdown = Shutdown::new()?;
     let stop = shutdown.clone();
     std::thread::Builder::new()
         .name("hostd-signals".into())
@@ -373,6 +385,9 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let removed = socket.remove();
     served?;
     removed?;
+    if zygote_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(DaemonError::ZygoteLost);
+    }
     Ok(())
 }
 

@@ -210,11 +210,15 @@ impl Entry {
     }
 }
 
+/// Called once if the zygote dies under the daemon.
+pub type OnZygoteLost = Box<dyn Fn() + Send + Sync>;
+
 /// What the daemon's threads and the monitor share.
 pub struct Shared {
     root: PathBuf,
     zygote: Mutex<Zygote>,
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
+    on_zygote_lost: OnZygoteLost,
 }
 
 /// The daemon's containers.
@@ -254,6 +258,15 @@ fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
 }
 
 impl Shared {
+    /// The zygote exited: nothing can be created, reaped or deleted any
+    /// more, and a daemon cannot fork a new one safely once it has threads.
+    /// The daemon's answer ([`OnZygoteLost`]) is to exit, so that init starts
+    /// a new one, which forks a fresh zygote and takes the containers over.
+    fn zygote_lost(&self) {
+        crate::daemon::log("the zygote died; containers cannot be managed until hostd restarts");
+        (self.on_zygote_lost)();
+    }
+
     fn call(&self, request: &ZygoteRequest) -> Result<(ZygoteReply, Vec<OwnedFd>), String> {
         lock(&self.zygote).call(request).map_err(|e| e.to_string())
     }
@@ -376,21 +389,30 @@ impl Shared {
 impl Manager {
     /// Containers under `state/containers`, created through `zygote`. Takes
     /// over what an earlier daemon left there: containers the zygote still
-    /// holds are watched again, others are recorded as lost (and restarted
-    /// if their policy says so).
-    pub fn new(state: &Path, zygote: Zygote) -> std::io::Result<Manager> {
+    /// holds are watched again; the others (their zygote died) are killed
+    /// if still alive, since nobody holds their output or exit status any
+    /// more, recorded as lost, and restarted if their policy says so.
+    /// `on_zygote_lost` runs if the zygote dies later.
+    pub fn new(
+        state: &Path,
+        zygote: Zygote,
+        on_zygote_lost: OnZygoteLost,
+    ) -> std::io::Result<Manager> {
         let root = state.join("containers");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&root)?;
         sys::raise_nofile(1 << 20);
+        let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
+            .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let shared = Arc::new(Shared {
             root,
             zygote: Mutex::new(zygote),
             containers: Mutex::new(BTreeMap::new()),
+            on_zygote_lost,
         });
-        let monitor = monitor::start(Arc::clone(&shared))?;
+        let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
         let manager = Manager { shared, monitor };
         manager.adopt();
         Ok(manager)
@@ -437,9 +459,17 @@ impl Manager {
                         Err(e) => record.error = Some(e),
                     },
                     Ok((ZygoteReply::Error { message }, _)) => {
-                        record.error = Some(format!("lost when hostd restarted: {message}"));
+                        record.error = Some(format!("lost with its zygote: {message}"));
                     }
                     other => record.error = Some(format!("cannot attach: {other:?}")),
+                }
+                if running.is_none() {
+                    // Still alive, it is an orphan nobody can read or reap:
+                    // the runtime kills it (checking it is the same process)
+                    // and drops its cgroup.
+                    let _ = self.shared.call(&ZygoteRequest::Delete {
+                        id: record.id.clone(),
+                    });
                 }
             }
             let restart_lost = running.is_none()

@@ -36,6 +36,8 @@ pub const LOG_ROTATE: u64 = 1024 * 1024;
 
 /// Token of the wake-up eventfd.
 const WAKE: u64 = 0;
+/// Token of the zygote's pidfd (container tokens start at 4).
+const ZYGOTE: u64 = 1;
 
 /// The descriptors of one running container.
 pub struct Running {
@@ -110,6 +112,8 @@ struct LogFile {
 }
 
 struct Monitor {
+    /// The zygote's pidfd until it exits.
+    zygote: Option<OwnedFd>,
     shared: Arc<Shared>,
     handle: MonitorHandle,
     rx: Receiver<Command>,
@@ -127,14 +131,17 @@ fn token(serial: u64, slot: u64) -> u64 {
     serial << 2 | slot
 }
 
-/// Starts the monitor thread.
-pub fn start(shared: Arc<Shared>) -> io::Result<MonitorHandle> {
+/// Starts the monitor thread; `zygote` is the zygote's pidfd: when it
+/// becomes readable the zygote is gone and [`Shared::zygote_lost`] is called.
+pub fn start(shared: Arc<Shared>, zygote: OwnedFd) -> io::Result<MonitorHandle> {
     let epoll = Epoll::new()?;
     let wake = Arc::new(EventFd::new()?);
     epoll.add(wake.fd(), WAKE)?;
+    epoll.add(zygote.as_fd(), ZYGOTE)?;
     let (tx, rx) = mpsc::channel();
     let handle = MonitorHandle { tx, wake };
     let mut monitor = Monitor {
+        zygote: Some(zygote),
         shared,
         handle: handle.clone(),
         rx,
@@ -170,6 +177,13 @@ impl Monitor {
                 if t == WAKE {
                     self.handle.wake.drain();
                     self.commands();
+                    continue;
+                }
+                if t == ZYGOTE {
+                    if let Some(fd) = self.zygote.take() {
+                        self.epoll.delete(fd.as_fd());
+                        self.shared.zygote_lost();
+                    }
                     continue;
                 }
                 let serial = t >> 2;

@@ -676,3 +676,81 @@ fn boot_manifest_imports_and_starts_containers_once() {
     ok(&hostd(&socket, &["rm", "greeter"]));
     again.terminate();
 }
+
+#[test]
+fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let mut first = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = first.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    ok(&hostd_run(
+        &socket,
+        &[
+            "--name",
+            "keeper",
+            "--restart",
+            "always",
+            "bb",
+            "sh",
+            "-c",
+            TICKER,
+        ],
+    ));
+    ok(&hostd_run(
+        &socket,
+        &["--name", "plain", "bb", "sleep", "100"],
+    ));
+    let keeper = find(&socket, "keeper");
+    let plain = find(&socket, "plain");
+    let zygote = zygote_pid(work).unwrap();
+
+    // The zygote dies: the daemon cannot manage anything and exits (1), so
+    // that init restarts it.
+    hostd::sys::kill(zygote, libc::SIGKILL).unwrap();
+    let status = wait_exit(&mut first.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", first.output());
+    assert!(
+        first.output().contains("the zygote died"),
+        "{}",
+        first.output()
+    );
+    std::mem::forget(first);
+
+    // The next daemon starts a new zygote; the orphans, whose output and
+    // exit nobody holds any more, are killed; `always` starts again.
+    let second = Daemon::start(work, Path::new(HOSTD), &[]);
+    assert_ne!(zygote_pid(work), Some(zygote));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (alive(keeper.pid) || alive(plain.pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(keeper.pid) && !alive(plain.pid),
+        "orphans left running"
+    );
+    let p = find(&socket, "plain");
+    assert_eq!(p.status, "exited", "{p:?}");
+    assert!(
+        p.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lost with its zygote"),
+        "{p:?}"
+    );
+    let k = wait_for(&socket, "keeper", "restarted", |r| {
+        r.status == "running" && r.restart_count == 1
+    });
+    assert_ne!(k.pid, keeper.pid);
+    let n = ticks(&socket, "keeper").len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ticks(&socket, "keeper").len() > n);
+    ok(&hostd(&socket, &["rm", "-f", "keeper"]));
+    ok(&hostd(&socket, &["rm", "plain"]));
+    assert!(overlay_mounts_under(work).is_empty());
+    second.terminate();
+}
