@@ -690,9 +690,7 @@ impl Manager {
     /// SIGTERM, then SIGKILL after `timeout`; answers the final record.
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<Record, String> {
         let entry = self.find(name)?;
-        let record = self.halt(&entry, timeout)?;
-        // A later `start` would turn restarts on again; there is none yet.
-        Ok(record)
+        self.halt(&entry, timeout)
     }
 
     /// Removes a container (a running one only with `force`, which kills it).
