@@ -14,9 +14,11 @@
 //!   ([`shell`]), logs to the console and `/run/log` ([`logbuf`], [`timeline`])
 //!   and shuts down on the power button or a signal ([`power`]). See
 //!   docs/init.md.
-//! - `hostd` ([`daemon`]) is the host daemon. Today it answers status requests
-//!   on a root-only unix socket ([`control`]); it will grow into the container
-//!   runtime.
+//! - `hostd` ([`daemon`]) is the host daemon. It answers on a root-only unix
+//!   socket ([`control`]), keeps OCI images ([`store`]), runs containers
+//!   ([`containers`]: a zygote, one epoll monitor, restart policies,
+//!   re-adoption after its own restart, boot-time containers) with its OCI
+//!   runtime ([`runtime`], also `hostd oci`, runc-compatible).
 //!
 //! The layers, from the bottom: [`sys`] is the only module with `unsafe` (small
 //! wrappers around libc calls); [`boot_config`], [`timeline`] and [`control`] are
