@@ -721,9 +721,21 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
     );
     std::mem::forget(first);
 
+    // A corrupt record is skipped with a message, not fatal.
+    let junk = work.join("state/containers/0123456789abcdef");
+    fs::create_dir_all(&junk).unwrap();
+    fs::write(junk.join("state.json"), b"{").unwrap();
+
     // The next daemon starts a new zygote; the orphans, whose output and
     // exit nobody holds any more, are killed; `always` starts again.
     let second = Daemon::start(work, Path::new(HOSTD), &[]);
+    assert!(
+        second.output().contains("skipping container directory")
+            && second.output().contains("0123456789abcdef/state.json"),
+        "{}",
+        second.output()
+    );
+    assert_eq!(ps(&socket).len(), 2);
     assert_ne!(zygote_pid(work), Some(zygote));
     let deadline = Instant::now() + Duration::from_secs(5);
     while (alive(keeper.pid) || alive(plain.pid)) && Instant::now() < deadline {
@@ -752,5 +764,6 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
     ok(&hostd(&socket, &["rm", "-f", "keeper"]));
     ok(&hostd(&socket, &["rm", "plain"]));
     assert!(overlay_mounts_under(work).is_empty());
+    fs::remove_dir_all(&junk).unwrap();
     second.terminate();
 }
