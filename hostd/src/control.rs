@@ -238,6 +238,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_secs: Option<u64>,
     },
+    /// Start an exited container again (same root, log and id).
+    Start {
+        /// Name, id or unique id prefix.
+        name: String,
+    },
     /// Remove a container; a running one only with `force`.
     Rm {
         /// Name, id or unique id prefix.
@@ -256,7 +261,7 @@ impl Request {
             Request::Images | Request::InspectImage { .. } => READ_TIMEOUT,
             Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
             Request::Ps | Request::Logs { .. } => READ_TIMEOUT,
-            Request::Run(_) | Request::Rm { .. } => WRITE_TIMEOUT,
+            Request::Run(_) | Request::Rm { .. } | Request::Start { .. } => WRITE_TIMEOUT,
             Request::Stop { timeout_secs, .. } => {
                 READ_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(10))
             }

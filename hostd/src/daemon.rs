@@ -157,6 +157,9 @@ impl Handler {
                     .stop(name, timeout)
                     .map(|r| Response::with(Response::Container, &r))
             }
+            Request::Start { name } => manager
+                .start(name)
+                .map(|r| Response::with(Response::Container, &r)),
             Request::Rm { name, force } => manager
                 .rm(name, *force)
                 .map(|r| Response::with(Response::Container, &r)),
@@ -194,6 +197,7 @@ impl Handler {
             | Request::Ps
             | Request::Logs { .. }
             | Request::Stop { .. }
+            | Request::Start { .. }
             | Request::Rm { .. } => self.container_request(request),
             Request::Images => self.with_store(Response::Images, |s| s.list()),
             Request::Import { path } => {

@@ -14,6 +14,7 @@
 //! hostd ps                         list containers
 //! hostd logs NAME                  print a container's log
 //! hostd stop [-t SECS] NAME        SIGTERM, SIGKILL after SECS (10)
+//! hostd start NAME                 start an exited container again
 //! hostd rm [-f] NAME               remove a container (-f: kill it if running)
 //! hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime (see `hostd oci --help`)
 //! hostd --version | --help
@@ -50,6 +51,7 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
        hostd ps                         list containers
        hostd logs NAME                  print a container's log
        hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
+       hostd start NAME                 start an exited container again
        hostd rm [-f] NAME               remove a container (-f: kill it if running)
        hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime
        hostd --version | --help
@@ -193,7 +195,7 @@ fn parse(args: &[String]) -> Result<Cli, String> {
     })
 }
 
-/// Parses `run|ps|logs|stop|rm ...` (the container commands): flags come
+/// Parses `run|ps|logs|stop|start|rm ...` (the container commands): flags come
 /// before the image, everything after the image is the command, verbatim.
 fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
     let mut socket = PathBuf::from(control::SOCKET_PATH);
@@ -287,6 +289,7 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
                     restart,
                 }),
                 "logs" => Request::Logs { name: first },
+                "start" => Request::Start { name: first },
                 "stop" => Request::Stop {
                     name: first,
                     timeout_secs: timeout,
@@ -894,7 +897,9 @@ fn main() -> ExitCode {
         return zygote_main(&args[1..]);
     }
     let parsed = match args.first().map(String::as_str) {
-        Some(c @ ("run" | "ps" | "logs" | "stop" | "rm")) => parse_container(c, &args[1..]),
+        Some(c @ ("run" | "ps" | "logs" | "stop" | "start" | "rm")) => {
+            parse_container(c, &args[1..])
+        }
         _ => parse(&args),
     };
     match parsed {

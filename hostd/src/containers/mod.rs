@@ -354,6 +354,18 @@ impl Shared {
         if state.stopping || state.record.status != "restarting" {
             return None;
         }
+        self.respawn(entry, &mut state, true).ok()
+    }
+
+    /// Creates `entry`'s process again (after deleting the last one's
+    /// runtime state and cgroup) and records it; a restart by the policy
+    /// counts in `restart_count`.
+    fn respawn(
+        &self,
+        entry: &Entry,
+        state: &mut MutexGuard<'_, EntryState>,
+        by_policy: bool,
+    ) -> Result<(Running, i32), String> {
         let _ = self.call(&ZygoteRequest::Delete {
             id: entry.id.clone(),
         });
@@ -361,7 +373,12 @@ impl Shared {
             Ok((pid, running)) => {
                 state.record.pid = pid;
                 state.record.status = "running".into();
-                state.record.restart_count += 1;
+                if by_policy {
+                    state.record.restart_count += 1;
+                }
+                state.record.exit_code = None;
+                state.record.oom_killed = false;
+                state.record.finished = None;
                 state.record.started = rfc3339_now();
                 state.record.error = None;
                 state.started = Instant::now();
@@ -371,16 +388,15 @@ impl Shared {
                     "restarted container {} ({}) pid {pid}, restart {}",
                     entry.id, state.record.name, state.record.restart_count
                 ));
-                Some((running, pid))
+                Ok((running, pid))
             }
             Err(message) => {
                 state.record.status = "exited".into();
                 state.record.error = Some(format!("restart failed: {message}"));
                 entry.save(&state.record);
-                drop(state);
                 entry.changed.notify_all();
                 crate::daemon::log(&format!("{}: restart failed: {message}", entry.id));
-                None
+                Err(message)
             }
         }
     }
@@ -691,6 +707,26 @@ impl Manager {
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<Record, String> {
         let entry = self.find(name)?;
         self.halt(&entry, timeout)
+    }
+
+    /// Starts an exited container again: same id, root (with what its last
+    /// run wrote), log and restart policy (turned back on).
+    pub fn start(&self, name: &str) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        let mut state = lock(&entry.state);
+        if state.record.status != "exited" {
+            return Err(format!(
+                "container {name:?} is {}: stop it first",
+                state.record.status
+            ));
+        }
+        state.stopping = false;
+        state.backoff = FIRST_BACKOFF;
+        let (running, _) = self.shared.respawn(&entry, &mut state, false)?;
+        let record = state.record.clone();
+        drop(state);
+        self.monitor.watch(Arc::clone(&entry), running);
+        Ok(record)
     }
 
     /// Removes a container (a running one only with `force`, which kills it).

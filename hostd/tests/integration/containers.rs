@@ -445,6 +445,31 @@ fn restart_policies_and_limits_without_cgroups() {
     let later = find(&socket, "again");
     assert_eq!(later.restart_count, r.restart_count, "restarted after stop");
     assert_eq!(later.status, "exited");
+    // start turns it and its policy back on; a running one cannot start.
+    ok(&hostd(&socket, &["start", "again"]));
+    wait_for(&socket, "again", "restarted by its policy again", |x| {
+        x.restart_count > later.restart_count
+    });
+    let out = hostd(&socket, &["start", "again"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("stop it first"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = hostd(&socket, &["start", "flaky"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let r = wait_for(&socket, "flaky", "ran a fourth time", |r| {
+        r.status == "exited"
+            && ok(&hostd(&socket, &["logs", "flaky"]))
+                .matches("stdout run")
+                .count()
+                == 4
+    });
+    assert_eq!(r.restart_count, 2, "a manual start is not a policy restart");
+    let out = hostd(&socket, &["start", "nonexistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    ok(&hostd(&socket, &["stop", "-t", "1", "again"]));
 
     // Limits need cgroup v2, which this machine lacks: refused, nothing left.
     let before = fs::read_dir(work.join("state/containers")).unwrap().count();
