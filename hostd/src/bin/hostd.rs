@@ -1015,6 +1015,14 @@ mod tests {
             let e = parse_container("run", &v(args)).unwrap_err();
             assert!(e.contains(wanted), "{args:?}: {e}");
         }
+        assert_eq!(
+            parse_container("start", &v(&["web"])),
+            Ok(Cli::Container {
+                socket: control::SOCKET_PATH.into(),
+                request: Request::Start { name: "web".into() },
+            })
+        );
+        assert!(parse_container("start", &v(&[])).is_err());
         assert!(matches!(
             parse_container("rm", &v(&["-f", "web"])),
             Ok(Cli::Container {
