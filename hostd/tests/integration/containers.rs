@@ -379,6 +379,17 @@ fn wait_for(socket: &Path, name: &str, what: &str, check: impl Fn(&Record) -> bo
     }
 }
 
+/// Builds the busybox image in `work`, starts a daemon there and imports it.
+fn daemon_with_image(work: &Path) -> Daemon<'_> {
+    build_image(work);
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    ok(&hostd(
+        &daemon.socket(),
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    daemon
+}
+
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -387,13 +398,8 @@ fn stderr_of(out: &Output) -> String {
 fn restart_policies_and_limits_without_cgroups() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
 
     // on-failure:2 restarts a failing container twice, then leaves it.
     ok(&hostd_run(
@@ -544,13 +550,8 @@ fn ticks(socket: &Path, name: &str) -> Vec<u64> {
 fn containers_survive_a_killed_and_an_upgraded_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let first = Daemon::start(work, Path::new(HOSTD), &[]);
+    let first = daemon_with_image(work);
     let socket = first.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
     ok(&hostd_run(
         &socket,
         &["--name", "ticker", "bb", "sh", "-c", TICKER],
@@ -706,13 +707,8 @@ fn boot_manifest_imports_and_starts_containers_once() {
 fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let mut first = Daemon::start(work, Path::new(HOSTD), &[]);
+    let mut first = daemon_with_image(work);
     let socket = first.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
     ok(&hostd_run(
         &socket,
         &[
