@@ -12,7 +12,7 @@
 //!           [--cpu-weight W] [--pids N] [--cpuset-cpus L] [--cpuset-mems L] IMAGE [CMD...]
 //!                                  start a container, print its id
 //! hostd ps                         list containers
-//! hostd logs NAME                  print a container's log
+//! hostd logs [-f] NAME             print a container's log (-f: and follow it)
 //! hostd stop [-t SECS] NAME        SIGTERM, SIGKILL after SECS (10)
 //! hostd start NAME                 start an exited container again
 //! hostd rm [-f] NAME               remove a container (-f: kill it if running)
@@ -49,7 +49,7 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
                  [--cpuset-cpus LIST] [--cpuset-mems LIST] IMAGE [CMD...]
                                         start a container, print its id
        hostd ps                         list containers
-       hostd logs NAME                  print a container's log
+       hostd logs [-f] NAME             print a container's log (-f: follow it)
        hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
        hostd start NAME                 start an exited container again
        hostd rm [-f] NAME               remove a container (-f: kill it if running)
@@ -75,12 +75,32 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 enum Cli {
     Daemon(DaemonOptions),
     Status(PathBuf),
-    Images { socket: PathBuf, json: bool },
-    Import { socket: PathBuf, path: PathBuf },
-    Inspect { socket: PathBuf, image: String },
-    Rmi { socket: PathBuf, image: String },
+    Images {
+        socket: PathBuf,
+        json: bool,
+    },
+    Import {
+        socket: PathBuf,
+        path: PathBuf,
+    },
+    Inspect {
+        socket: PathBuf,
+        image: String,
+    },
+    Rmi {
+        socket: PathBuf,
+        image: String,
+    },
     Gc(PathBuf),
-    Container { socket: PathBuf, request: Request },
+    Container {
+        socket: PathBuf,
+        request: Request,
+    },
+    /// `logs -f`: print the log, then what it gains, until the container stops.
+    Follow {
+        socket: PathBuf,
+        name: String,
+    },
     Version,
     Help,
 }
@@ -202,6 +222,7 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
     let mut name: Option<String> = None;
     let mut env: Vec<String> = Vec::new();
     let mut force = false;
+    let mut follow = false;
     let mut timeout: Option<u64> = None;
     let mut limits = hostd::containers::Limits::default();
     let mut restart = hostd::containers::RestartPolicy::No;
@@ -258,6 +279,7 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
                 limits.cpuset_mems = Some(value("--cpuset-mems")?)
             }
             "-f" | "--force" if command == "rm" => force = true,
+            "-f" | "--follow" if command == "logs" => follow = true,
             "-t" | "--time" if command == "stop" => {
                 let text = value("-t")?;
                 timeout = Some(
@@ -304,6 +326,12 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
     if let Request::Run(run) = &request {
         run.validate().map_err(|e| format!("run: {e}"))?;
     }
+    if let (true, Request::Logs { name }) = (follow, &request) {
+        return Ok(Cli::Follow {
+            socket,
+            name: name.clone(),
+        });
+    }
     Ok(Cli::Container { socket, request })
 }
 
@@ -325,6 +353,75 @@ fn container(socket: &Path, request: &Request) -> ExitCode {
         }
         Ok(())
     })
+}
+
+/// What `text` (the whole log) has after the line `last` (printed before):
+/// everything if `last` is gone (rotated away) or none was printed. Lines
+/// carry nanosecond timestamps, so a line is found again exactly.
+fn log_after<'t>(text: &'t str, last: Option<&str>) -> &'t str {
+    let Some(last) = last else { return text };
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        at += line.len();
+        if line.trim_end_matches('\n') == last {
+            return &text[at..];
+        }
+    }
+    text
+}
+
+/// `logs -f`: prints the log, then polls for more until the container is
+/// no longer running (or the daemon goes away).
+fn follow_logs(socket: &Path, name: &str) -> ExitCode {
+    use std::io::Write;
+    let mut last: Option<String> = None;
+    loop {
+        let logs = Request::Logs {
+            name: name.to_string(),
+        };
+        let text = match control::request(socket, &logs, logs.client_timeout()) {
+            Ok(Response::Logs(text)) => text,
+            Ok(Response::Error(message)) => {
+                eprintln!("hostd: {message}");
+                return ExitCode::FAILURE;
+            }
+            Ok(other) => {
+                eprintln!("hostd: {}", unexpected(&other));
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("hostd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let new = log_after(&text, last.as_deref());
+        // Only whole lines: a half-written last line comes with the next poll.
+        let whole = &new[..new.rfind('\n').map_or(0, |i| i + 1)];
+        if !whole.is_empty() {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(whole.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return ExitCode::SUCCESS; // the reader went away
+            }
+            last = whole.lines().last().map(str::to_string);
+        }
+        let running = match control::request(socket, &Request::Ps, Request::Ps.client_timeout()) {
+            Ok(Response::Ps(rows)) => decode::<Vec<hostd::containers::Record>>(rows)
+                .map(|rows| {
+                    rows.iter()
+                        .any(|r| (r.name == name || r.id.starts_with(name)) && r.status != "exited")
+                })
+                .unwrap_or(false),
+            _ => false,
+        };
+        if !running && whole.is_empty() {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `ps`: one row per container.
@@ -904,6 +1001,7 @@ fn main() -> ExitCode {
     };
     match parsed {
         Ok(Cli::Container { socket, request }) => container(&socket, &request),
+        Ok(Cli::Follow { socket, name }) => follow_logs(&socket, &name),
         Ok(Cli::Version) => {
             println!("hostd {}", hostd::VERSION);
             ExitCode::SUCCESS
@@ -947,6 +1045,28 @@ mod tests {
             state: daemon::STATE_PATH.into(),
             boot_manifest: Some(hostd::containers::request::BOOT_MANIFEST.into()),
         })
+    }
+
+    #[test]
+    fn follow_prints_what_comes_after_the_last_line() {
+        let text = "t1 stdout a\nt2 stdout b\nt3 stderr c\n";
+        assert_eq!(log_after(text, None), text);
+        assert_eq!(
+            log_after(text, Some("t1 stdout a")),
+            "t2 stdout b\nt3 stderr c\n"
+        );
+        assert_eq!(log_after(text, Some("t3 stderr c")), "");
+        // Rotated away: everything again.
+        assert_eq!(log_after(text, Some("t0 stdout z")), text);
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_container("logs", &v(&["-f", "web"])),
+            Ok(Cli::Follow {
+                socket: control::SOCKET_PATH.into(),
+                name: "web".into()
+            })
+        );
+        assert!(parse_container("ps", &v(&["-f"])).is_err());
     }
 
     #[test]

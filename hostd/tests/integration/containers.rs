@@ -300,6 +300,29 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
             .unwrap();
     assert_eq!(saved.exit_code, Some(3));
 
+    // logs -f of an exited container prints it and returns; of a running
+    // one, follows it to its end.
+    let followed = ok(&hostd(&socket, &["logs", "-f", "echo"]));
+    assert_eq!(followed, logs);
+    ok(&hostd_run(
+        &socket,
+        &[
+            "--name",
+            "slow",
+            "bb",
+            "sh",
+            "-c",
+            "echo one; sleep 1; echo two",
+        ],
+    ));
+    let followed = ok(&hostd(&socket, &["logs", "--follow", "slow"]));
+    let texts: Vec<&str> = followed
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|x| x.1))
+        .collect();
+    assert_eq!(texts, ["stdout one", "stdout two"], "{followed}");
+    ok(&hostd(&socket, &["rm", "slow"]));
+
     // A long-running one, in its own pid namespace.
     let sleeper = ok(&hostd_run(
         &socket,
