@@ -453,7 +453,7 @@ fn list_images(
         .prefix(".archive-")
         .tempdir_in(cache_root)
         .map_err(scratch_err)?;
-    let images = archive_images(&spec.archive, scratch.path())
+    let images = archive_images(&spec.archive, scratch.path(), u64::MAX)
         .map_err(|source| ContainerError::Unreadable {
             origin: spec.archive_origin.clone(),
             name: spec.name().to_owned(),
