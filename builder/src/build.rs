@@ -128,13 +128,18 @@ pub enum BuildError {
     Cpio(#[from] cpio::CpioError),
     #[error("compressing the initramfs")]
     Compress(#[from] compress::CompressError),
-    #[error("profile {profile}: the image needs {required_mib} MiB of RAM (kernel {kernel_mib} MiB + initramfs {compressed_mib} MiB compressed + {uncompressed_mib} MiB unpacked + headroom {headroom_mib} MiB), above min_ram_mib = {min_ram_mib}; raise min_ram_mib or drop modules/files")]
+    #[error("profile {profile}: the image needs {required_mib} MiB of RAM (kernel {kernel_mib} MiB + initramfs {compressed_mib} MiB compressed + {uncompressed_mib} MiB unpacked{images} + headroom {headroom_mib} MiB), above min_ram_mib = {min_ram_mib}; raise min_ram_mib or drop modules/files{fix}",
+        images = boot_images_term(*.boot_images_mib),
+        fix = if *.boot_images_mib > 0 { ", or use smaller boot-time images" } else { "" })]
     RamBudget {
         profile: String,
         required_mib: u64,
         kernel_mib: u64,
         compressed_mib: u64,
         uncompressed_mib: u64,
+        /// hostd's image store after the boot-time imports (0 without
+        /// containers).
+        boot_images_mib: u64,
         headroom_mib: u64,
         min_ram_mib: u64,
     },
@@ -245,6 +250,10 @@ pub struct RamSummary {
     pub kernel_mib: u64,
     pub initramfs_compressed_mib: u64,
     pub initramfs_unpacked_mib: u64,
+    /// hostd's image store once it has imported the boot-time container
+    /// archives: the blobs it keeps plus every distinct layer unpacked
+    /// ([`ContainerPlan::boot_store`]); 0 without containers.
+    pub boot_images_mib: u64,
     pub headroom_mib: u64,
     pub required_mib: u64,
     pub min_ram_mib: u64,
@@ -322,14 +331,21 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         ContainerPlan::default()
     } else {
         let stage = progress.stage("checking container images");
-        let plan = containers::plan(&profile.containers, &options.cache.root, &|done, total| {
-            stage.set_position(done, total)
-        })?;
+        let plan = containers::plan(
+            &profile.containers,
+            &options.cache.root,
+            profile.min_ram_mib,
+            &|done, total| stage.set_position(done, total),
+        )?;
+        let store = plan.boot_store();
         stage.finish(&format!(
-            "{} containers, {} archives, {}",
+            "{} containers, {} archives, {}; at boot the image store holds {} ({} blobs + {} unpacked layers)",
             plan.containers.len(),
             plan.archives.len(),
-            size(plan.bytes())
+            size(plan.bytes()),
+            size(store.bytes()),
+            size(store.blob_bytes),
+            size(store.unpacked_bytes)
         ));
         plan
     };
@@ -378,6 +394,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         &kernel_info,
         cpio_bytes.len() as u64,
         initrd.len() as u64,
+        container_plan.boot_store().bytes(),
     )?;
 
     let stage = progress.stage("assembling UKI");
@@ -870,17 +887,25 @@ fn compress_cached(cpio_bytes: &[u8], level: i32, cache: &Cache) -> Result<Vec<u
     Ok(compressed)
 }
 
+/// The RAM the booted image needs: the kernel's `init_size`, the compressed
+/// initramfs and its unpacked tree (the boot-time archives are in both), the
+/// image store hostd fills from those archives at boot (`boot_images`
+/// bytes: blobs + unpacked layers, on the same RAM-backed root) and the
+/// profile's headroom; each term rounded up to whole MiB.
 fn ram_budget(
     profile: &Profile,
     kernel: &bzimage::KernelInfo,
     uncompressed: u64,
     compressed: u64,
+    boot_images: u64,
 ) -> Result<RamSummary, BuildError> {
     let mib = |bytes: u64| bytes.div_ceil(MIB);
     let kernel_mib = mib(kernel.init_size);
     let compressed_mib = mib(compressed);
     let uncompressed_mib = mib(uncompressed);
-    let required_mib = kernel_mib + compressed_mib + uncompressed_mib + profile.ram_headroom_mib;
+    let boot_images_mib = mib(boot_images);
+    let required_mib =
+        kernel_mib + compressed_mib + uncompressed_mib + boot_images_mib + profile.ram_headroom_mib;
     if required_mib > profile.min_ram_mib {
         return Err(BuildError::RamBudget {
             profile: profile.name.clone(),
@@ -888,6 +913,7 @@ fn ram_budget(
             kernel_mib,
             compressed_mib,
             uncompressed_mib,
+            boot_images_mib,
             headroom_mib: profile.ram_headroom_mib,
             min_ram_mib: profile.min_ram_mib,
         });
@@ -896,10 +922,20 @@ fn ram_budget(
         kernel_mib,
         initramfs_compressed_mib: compressed_mib,
         initramfs_unpacked_mib: uncompressed_mib,
+        boot_images_mib,
         headroom_mib: profile.ram_headroom_mib,
         required_mib,
         min_ram_mib: profile.min_ram_mib,
     })
+}
+
+/// The boot-time images term of [`BuildError::RamBudget`]; empty without any.
+fn boot_images_term(mib: u64) -> String {
+    if mib == 0 {
+        String::new()
+    } else {
+        format!(" + boot-time images {mib} MiB (store blobs + unpacked layers)")
+    }
 }
 
 fn os_release(profile: &Profile, release: &str) -> String {

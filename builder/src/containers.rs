@@ -12,14 +12,19 @@
 //!    `/usr/share/hostd/images/<sha256>.tar`, and embedded once however many
 //!    containers (or paths) name the same bytes;
 //! 3. hostd's own store code lists its images ([`archive_images`]: format,
-//!    index, manifests, configs and layer digests checked); the result is
-//!    cached by sha256, so a warm build only hashes;
+//!    index, manifests, configs and layer digests checked, every layer
+//!    decompressed as a stream, checked against its diff_id and measured);
+//!    the result is cached by sha256, so a warm build only hashes;
 //! 4. each container's `image` is resolved among its archive's images with
 //!    the store's rules (exact name, id or id prefix, docker-normalised
 //!    name), and again among all archives in import order, as hostd's store
 //!    will hold them at boot, where an image name belongs to the last
 //!    archive that has it: a tag two archives share cannot silently start
 //!    the wrong image.
+//!
+//! The plan also sizes what hostd's store will hold in RAM once it has
+//! imported the archives at boot ([`ContainerPlan::boot_store`]), for the
+//! build's RAM budget.
 //!
 //! Everything is in profile order and nothing reads the clock, so the
 //! manifest is as reproducible as the rest of the image.
@@ -82,6 +87,13 @@ pub enum ContainerError {
         #[source]
         source: StoreError,
     },
+    #[error("{origin}: container {name:?}: the layers of archive {path} unpack to more than {limit_mib} MiB (min_ram_mib), so hostd's store could not hold them at boot; raise min_ram_mib or use a smaller image")]
+    UnpacksTooLarge {
+        origin: Origin,
+        name: String,
+        path: PathBuf,
+        limit_mib: u64,
+    },
     #[error("{origin}: container {name:?}: image {image:?} not in archive {path} (it has: {available}); set `image` to one of these")]
     NotInArchive {
         origin: Origin,
@@ -117,11 +129,46 @@ pub enum ContainerError {
     },
 }
 
-/// One image of an archive: its id (config digest) and names.
+/// One image of an archive: its id (config digest), names and what hostd's
+/// store keeps of it (as [`hostd::store::ArchiveImage`] reports it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveImage {
     pub id: String,
     pub names: Vec<String>,
+    /// Bytes of its config and manifest blobs.
+    pub meta_bytes: u64,
+    /// Its layers, bottom first.
+    pub layers: Vec<ArchiveLayer>,
+}
+
+/// One layer of an [`ArchiveImage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveLayer {
+    /// The blob's digest (`sha256:...`, maybe of compressed bytes).
+    pub digest: String,
+    pub blob_bytes: u64,
+    /// The digest of the uncompressed tar stream (`sha256:...`).
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar stream.
+    pub unpacked_bytes: u64,
+}
+
+/// What hostd's image store holds once it has imported every embedded
+/// archive at boot; it lives under /var/lib/hostd, in RAM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootStore {
+    /// Blobs the store keeps: each distinct layer blob (by digest) and each
+    /// distinct image's config and manifest.
+    pub blob_bytes: u64,
+    /// Unpacked layers: the uncompressed size of each distinct layer (by
+    /// diff_id).
+    pub unpacked_bytes: u64,
+}
+
+impl BootStore {
+    pub fn bytes(&self) -> u64 {
+        self.blob_bytes + self.unpacked_bytes
+    }
 }
 
 /// An archive as it goes into the image.
@@ -172,6 +219,28 @@ impl ContainerPlan {
         self.archives.iter().map(|a| a.bytes).sum()
     }
 
+    /// What hostd's store holds after importing the archives at boot. hostd
+    /// imports every image of an archive, not only those the containers
+    /// use, so every image of every embedded archive counts; what two
+    /// archives or images share (an image, a layer blob, a diff_id) is
+    /// stored, and counted, once.
+    pub fn boot_store(&self) -> BootStore {
+        let mut metas: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut blobs: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut unpacked: BTreeMap<&str, u64> = BTreeMap::new();
+        for image in self.archives.iter().flat_map(|a| &a.images) {
+            metas.insert(&image.id, image.meta_bytes);
+            for layer in &image.layers {
+                blobs.insert(&layer.digest, layer.blob_bytes);
+                unpacked.insert(&layer.diff_id, layer.unpacked_bytes);
+            }
+        }
+        BootStore {
+            blob_bytes: metas.values().chain(blobs.values()).sum(),
+            unpacked_bytes: unpacked.values().sum(),
+        }
+    }
+
     /// The manifest hostd reads at [`BOOT_MANIFEST`].
     pub fn manifest(&self) -> BootManifest {
         BootManifest {
@@ -204,10 +273,13 @@ impl ContainerPlan {
 /// Checks and hashes every archive the profile's containers name, lists their
 /// images and resolves each container's image (see the module docs).
 /// `cache_root` holds image listings by archive sha256 and the scratch space
-/// for reading archives; `progress` gets (bytes hashed, bytes to hash).
+/// for reading archives; an archive whose layers unpack to more than
+/// `min_ram_mib` is refused without reading further (a decompression bomb
+/// stops there); `progress` gets (bytes hashed, bytes to hash).
 pub fn plan(
     specs: &[ContainerSpec],
     cache_root: &Path,
+    min_ram_mib: u64,
     progress: &dyn Fn(u64, u64),
 ) -> Result<ContainerPlan, Box<ContainerError>> {
     // 1. Every path once: a regular file of a size a cpio entry can hold.
@@ -254,7 +326,7 @@ pub fn plan(
             .iter()
             .find(|s| by_path.get(s.archive.as_path()) == Some(&index))
             .expect("every archive comes from a container");
-        archive.images = list_images(spec, &archive.sha256, cache_root)?;
+        archive.images = list_images(spec, &archive.sha256, cache_root, min_ram_mib)?;
     }
 
     // 4. Each image in its own archive, then among all of them.
@@ -428,17 +500,24 @@ fn hash_reader(file: &mut File, advance: &mut dyn FnMut(u64)) -> io::Result<(Str
     Ok((hex(&hasher.finalize()), total))
 }
 
-/// The images of an archive, from the cache or read with hostd's store code.
+/// Version of the cached listing's format: part of its file name, so a
+/// listing written by an older format (without layer sizes) is never read.
+const LISTING_FORMAT: u32 = 2;
+
+/// The images of an archive, from the cache or read with hostd's store code
+/// (refused if its layers unpack to more than `limit_mib`).
 fn list_images(
     spec: &ContainerSpec,
     sha256: &str,
     cache_root: &Path,
+    limit_mib: u64,
 ) -> Result<Vec<ArchiveImage>, Box<ContainerError>> {
     // The listing depends only on the bytes and on the store code of this
-    // version.
-    let cached = cache_root
-        .join("images")
-        .join(format!("{sha256}-v{}.json", env!("CARGO_PKG_VERSION")));
+    // version; the limit only decides whether there is one.
+    let cached = cache_root.join("images").join(format!(
+        "{sha256}-v{}-{LISTING_FORMAT}.json",
+        env!("CARGO_PKG_VERSION")
+    ));
     if let Ok(text) = fs::read(&cached) {
         if let Ok(images) = serde_json::from_slice::<Vec<ArchiveImage>>(&text) {
             return Ok(images);
@@ -453,17 +532,37 @@ fn list_images(
         .prefix(".archive-")
         .tempdir_in(cache_root)
         .map_err(scratch_err)?;
-    let images = archive_images(&spec.archive, scratch.path())
-        .map_err(|source| ContainerError::Unreadable {
-            origin: spec.archive_origin.clone(),
-            name: spec.name().to_owned(),
-            path: spec.archive.clone(),
-            source,
+    let limit = limit_mib.saturating_mul(1 << 20);
+    let images = archive_images(&spec.archive, scratch.path(), limit)
+        .map_err(|source| match source {
+            StoreError::UnpackLimit { .. } => ContainerError::UnpacksTooLarge {
+                origin: spec.archive_origin.clone(),
+                name: spec.name().to_owned(),
+                path: spec.archive.clone(),
+                limit_mib,
+            },
+            source => ContainerError::Unreadable {
+                origin: spec.archive_origin.clone(),
+                name: spec.name().to_owned(),
+                path: spec.archive.clone(),
+                source,
+            },
         })?
         .into_iter()
         .map(|i| ArchiveImage {
             id: i.id.to_string(),
             names: i.names,
+            meta_bytes: i.meta_bytes,
+            layers: i
+                .layers
+                .into_iter()
+                .map(|l| ArchiveLayer {
+                    digest: l.digest.to_string(),
+                    blob_bytes: l.blob_bytes,
+                    diff_id: l.diff_id.to_string(),
+                    unpacked_bytes: l.unpacked_bytes,
+                })
+                .collect(),
         })
         .collect::<Vec<_>>();
     if let Some(dir) = cached.parent() {
@@ -596,6 +695,18 @@ mod tests {
         ArchiveImage {
             id: format!("sha256:{}", hex_digit.to_string().repeat(64)),
             names: names.iter().map(|s| (*s).to_owned()).collect(),
+            meta_bytes: 0,
+            layers: Vec::new(),
+        }
+    }
+
+    /// A layer whose blob is `blob` and diff_id `diff` (hex digits repeated).
+    fn layer(blob: char, blob_bytes: u64, diff: char, unpacked_bytes: u64) -> ArchiveLayer {
+        ArchiveLayer {
+            digest: format!("sha256:{}", blob.to_string().repeat(64)),
+            blob_bytes,
+            diff_id: format!("sha256:{}", diff.to_string().repeat(64)),
+            unpacked_bytes,
         }
     }
 
@@ -681,5 +792,32 @@ mod tests {
         );
         assert_eq!(back.containers[0].name.as_deref(), Some("web"));
         assert_eq!(ContainerPlan::manifest_dest(), "etc/hostd/containers.json");
+    }
+
+    #[test]
+    fn boot_store_counts_every_image_and_shared_parts_once() {
+        let mut plan = ContainerPlan::default();
+        assert_eq!(plan.boot_store(), BootStore::default());
+
+        // Archive 1: image a (base layer 1 + app layer 2) and image b (base
+        // layer 1 alone, an image no container uses: hostd imports it too).
+        let mut a = image('a', &["app"]);
+        a.meta_bytes = 1_000;
+        a.layers = vec![layer('1', 100, 'd', 10_000), layer('2', 200, 'e', 20_000)];
+        let mut b = image('b', &["base"]);
+        b.meta_bytes = 500;
+        b.layers = vec![layer('1', 100, 'd', 10_000)];
+        plan.archives.push(archive(vec![a.clone(), b]));
+        // Archive 2: image a again (same id), and image c whose layer is the
+        // base layer compressed differently (another blob, the same diff_id).
+        let mut c = image('c', &["other"]);
+        c.meta_bytes = 700;
+        c.layers = vec![layer('3', 150, 'd', 10_000)];
+        plan.archives.push(archive(vec![a, c]));
+
+        let store = plan.boot_store();
+        assert_eq!(store.blob_bytes, 1_000 + 500 + 700 + 100 + 200 + 150);
+        assert_eq!(store.unpacked_bytes, 10_000 + 20_000);
+        assert_eq!(store.bytes(), 2_650 + 30_000);
     }
 }

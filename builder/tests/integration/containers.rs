@@ -14,7 +14,9 @@ use hostd::containers::request::BootManifest;
 use mkhost::hashing::sha256_file;
 
 use crate::hostile::failing_build;
-use crate::support::{build, build_custom, built, mkhost, scratch, text, unpack_initramfs};
+use crate::support::{
+    build, build_custom, built, mkhost, scratch, text, unpack_initramfs, workspace,
+};
 
 fn run(cmd: &mut Command) {
     let output = cmd.output().expect("tool missing: run ci/install-deps");
@@ -25,6 +27,18 @@ fn run(cmd: &mut Command) {
 /// `dir/NAME`) holding one image tagged `tag`: Debian's static busybox with
 /// a few applet links, with `cmd` as its command.
 pub fn image_archive(dir: &Path, name: &str, tag: &str, cmd: &str) -> PathBuf {
+    image_archive_with(dir, name, tag, cmd, &|_| {})
+}
+
+/// [`image_archive`], with `extra` adding files to the root file system
+/// (given its path) before the layer is made.
+fn image_archive_with(
+    dir: &Path,
+    name: &str,
+    tag: &str,
+    cmd: &str,
+    extra: &dyn Fn(&Path),
+) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
     let layout = format!("{name}:{tag}");
     let bundle = format!("{name}-bundle");
@@ -40,6 +54,7 @@ pub fn image_archive(dir: &Path, name: &str, tag: &str, cmd: &str) -> PathBuf {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    extra(&rootfs);
     umoci(&["repack", "--image", &layout, &bundle]);
     umoci(&["config", "--image", &layout, "--config.cmd", cmd]);
     let tar = dir.join(format!("{name}.tar"));
@@ -145,6 +160,21 @@ image = "test/saved:2"
     assert_eq!(
         containers[0]["archive_bytes"].as_u64().unwrap(),
         fs::metadata(&bb).unwrap().len()
+    );
+    // The store hostd fills at boot is in the RAM budget: the layer blobs
+    // (bb and tools share theirs; saved stores it uncompressed) and
+    // busybox unpacked, at least once.
+    let ram = &m["ram"];
+    let term = |key: &str| ram[key].as_u64().unwrap();
+    assert!(term("boot_images_mib") >= 3, "{ram}");
+    assert_eq!(
+        term("required_mib"),
+        term("kernel_mib")
+            + term("initramfs_compressed_mib")
+            + term("initramfs_unpacked_mib")
+            + term("boot_images_mib")
+            + term("headroom_mib"),
+        "{ram}"
     );
 
     // Read back with zstd and cpio: the manifest and each archive once,
@@ -454,4 +484,67 @@ fn hostile_archives_and_values_fail_with_position_and_fix() {
         "{err}"
     );
     assert!(err.contains("parent.toml:2:1"), "{err}");
+}
+
+/// The `N` of "boot-time images N MiB" in a budget error.
+fn boot_images_mib(err: &str) -> u64 {
+    let (_, rest) = err
+        .split_once("boot-time images ")
+        .unwrap_or_else(|| panic!("no boot-time images term: {err}"));
+    rest.split_once(" MiB (store blobs + unpacked layers)")
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("malformed term: {err}"))
+}
+
+#[test]
+fn boot_time_images_count_unpacked_in_the_ram_budget() {
+    let work = scratch("boot-containers-ram");
+    // 64 MiB of zeros: the archive stays small (the layer is gzip), the
+    // store hostd makes of it at boot does not.
+    let big = image_archive_with(&work.join("images"), "big", "big", "sh", &|rootfs| {
+        fs::write(rootfs.join("zeros"), vec![0u8; 64 << 20]).unwrap();
+        // Unique bytes, so no cached listing from another run is used.
+        fs::write(rootfs.join("etc/test-run"), work.display().to_string()).unwrap();
+    });
+    let archive_bytes = fs::metadata(&big).unwrap().len();
+    assert!(archive_bytes < 4 << 20, "{archive_bytes}");
+    let profile = |min_ram_mib: u64| {
+        format!(
+            "extends = \"{}\"\n[boot]\nmin_ram_mib = {min_ram_mib}\n\n\
+             [[container]]\nname = \"big\"\narchive = \"images/big.tar\"\nimage = \"big\"\n",
+            workspace().join("profiles/qemu.toml").display()
+        )
+    };
+
+    // Layers that unpack to more than the whole RAM are refused while they
+    // are read (a decompression bomb stops there), before the budget.
+    let err = failing_build(&work, &profile(48));
+    assert!(
+        err.contains("container \"big\": the layers of archive")
+            && err.contains("unpack to more than 48 MiB (min_ram_mib)"),
+        "{err}"
+    );
+
+    // qemu's 128 MiB holds the kernel, the initramfs and the archive, but
+    // not the store hostd unpacks it into at boot.
+    let err = failing_build(&work, &profile(128));
+    assert!(
+        err.contains("the image needs") && err.contains("above min_ram_mib = 128"),
+        "{err}"
+    );
+    assert!(err.contains("or use smaller boot-time images"), "{err}");
+    let images = boot_images_mib(&err);
+    assert!((64..72).contains(&images), "{err}");
+
+    // With the RAM raised it builds, and the manifest carries the term.
+    let dir = build_custom(
+        &work,
+        "big",
+        "qemu.toml",
+        "[boot]\nmin_ram_mib = 256\n\n[[container]]\nname = \"big\"\narchive = \"images/big.tar\"\nimage = \"big\"\n",
+    );
+    let ram = &manifest(&dir)["ram"];
+    assert_eq!(ram["boot_images_mib"].as_u64().unwrap(), images, "{ram}");
+    assert!(ram["required_mib"].as_u64().unwrap() > 128, "{ram}");
+    assert_eq!(ram["min_ram_mib"].as_u64().unwrap(), 256, "{ram}");
 }

@@ -99,6 +99,24 @@ pids = 50
     }
     std::thread::sleep(Duration::from_millis(500));
 
+    // The image store the boot-time import made (blobs + unpacked layer,
+    // on the RAM-backed root) is what the build's RAM budget counted for
+    // it: within the budget's rounding up to a MiB, plus a few pages of
+    // tmpfs rounding, directories and the store's index.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let estimate_kib = manifest["ram"]["boot_images_mib"].as_u64().unwrap() * 1024;
+    let du = one_line(&mut guest, "du -sk /var/lib/hostd");
+    let used_kib: u64 = du
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("du said {du:?}"));
+    assert!(
+        used_kib + 1024 > estimate_kib && used_kib <= estimate_kib + 64,
+        "store uses {used_kib} KiB, the build counted {estimate_kib} KiB"
+    );
+
     // The boot-time container runs with its limits in its own cgroup.
     let row = wait_status(&mut guest, "ticker", |s| s == "running");
     let (id, pid) = (row[1].clone(), row[4].clone());

@@ -203,6 +203,17 @@ pub enum StoreError {
         /// What the reader found.
         detail: String,
     },
+    /// The layers of a source decompress to more than the caller allows
+    /// (only [`super::archive_images`] sets a limit).
+    #[error("the layers of {path} unpack to more than {limit} bytes (stopped in layer {layer}); the image is too large for this limit, or a decompression bomb")]
+    UnpackLimit {
+        /// The source.
+        path: PathBuf,
+        /// The layer being read (its diff_id) when the limit was passed.
+        layer: String,
+        /// The limit, in uncompressed bytes.
+        limit: u64,
+    },
     /// Creating an entry of a layer failed.
     #[error("cannot unpack entry {entry:?} of layer {layer}: {source}")]
     Unpack {

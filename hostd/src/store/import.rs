@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -163,39 +163,159 @@ fn source_images(
     Ok(images)
 }
 
-/// The images an archive (or OCI layout directory) holds, with their ids and
-/// names, read as [`Store::import`] reads them but without a store: the
-/// format, index, manifests, configs and names are checked, and every layer
-/// blob whose descriptor names a digest is verified against it; layers are
-/// not unpacked. `scratch` is an existing directory the source's files are
-/// staged in meanwhile. mkhost uses this to check a profile's boot-time
-/// containers at build time with the store's own rules.
+/// One image of an archive, as [`archive_images`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveImage {
+    /// The image id (config digest).
+    pub id: Digest,
+    /// The names the archive gives it (may be empty: use the id).
+    pub names: Vec<String>,
+    /// Bytes of the config and manifest blobs the store keeps for it (for a
+    /// `docker save` image, the config alone: the store writes a manifest of
+    /// a few hundred bytes).
+    pub meta_bytes: u64,
+    /// Its layers, bottom first.
+    pub layers: Vec<ArchiveLayer>,
+}
+
+/// One layer of an [`ArchiveImage`], verified and measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveLayer {
+    /// The layer blob's digest (as stored, maybe compressed).
+    pub digest: Digest,
+    /// Bytes of the layer blob, as the store keeps it.
+    pub blob_bytes: u64,
+    /// The digest of the uncompressed tar stream, verified.
+    pub diff_id: Digest,
+    /// Bytes of the uncompressed tar stream: what unpacking it writes, plus
+    /// tar headers and padding.
+    pub unpacked_bytes: u64,
+}
+
+/// The images an archive (or OCI layout directory) holds, with their ids,
+/// names and layer sizes, read as [`Store::import`] reads them but without a
+/// store: the format, index, manifests, configs and names are checked, every
+/// layer blob whose descriptor names a digest is verified against it, and
+/// every layer is decompressed as a stream (gzip, zstd or plain) and checked
+/// against its config's diff_id, counting the uncompressed bytes. Layers are
+/// not unpacked and nothing of them is kept in memory; each distinct layer
+/// blob is decompressed once.
+///
+/// `max_unpacked` bounds the uncompressed bytes read from all layers: past
+/// it the listing stops with [`StoreError::UnpackLimit`], so a decompression
+/// bomb costs at most that much reading. `scratch` is an existing directory
+/// the source's files are staged in meanwhile. mkhost uses this to check a
+/// profile's boot-time containers at build time with the store's own rules,
+/// and to size the store they make at boot.
 ///
 /// `path` must not be a fifo or a device: like an import, this reads it to
 /// the end.
-pub fn archive_images(path: &Path, scratch: &Path) -> Result<Vec<ImportedImage>, StoreError> {
+pub fn archive_images(
+    path: &Path,
+    scratch: &Path,
+    max_unpacked: u64,
+) -> Result<Vec<ArchiveImage>, StoreError> {
     let staging = Staging::create(scratch, "list")?;
     let source = Source::open(path, &staging)?;
     let images = source_images(&source, &staging, path)?;
-    images
-        .into_iter()
-        .map(|image| {
-            if let Some(name) = image.names.iter().find(|n| !valid_name(n)) {
-                return Err(StoreError::InvalidName { name: name.clone() });
+    // Layer blob digest -> its uncompressed digest and size.
+    let mut measured: BTreeMap<Digest, (Digest, u64)> = BTreeMap::new();
+    let mut unpacked_total = 0u64;
+    let mut listed = Vec::new();
+    for image in images {
+        if let Some(name) = image.names.iter().find(|n| !valid_name(n)) {
+            return Err(StoreError::InvalidName { name: name.clone() });
+        }
+        if image.layers.len() != image.diff_ids.len() {
+            return Err(StoreError::LayerCount {
+                image: image.id.to_string(),
+                layers: image.layers.len(),
+                diff_ids: image.diff_ids.len(),
+            });
+        }
+        let mut layers = Vec::new();
+        for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
+            let staged = source.stage(&layer.file, &staging)?;
+            if let Some(digest) = &layer.digest {
+                check_blob(&staged, digest, layer.size, &layer.file)?;
             }
-            for layer in &image.layers {
-                if let Some(digest) = &layer.digest {
-                    let staged = source.stage(&layer.file, &staging)?;
-                    check_blob(&staged, digest, layer.size, &layer.file)?;
+            let (actual, bytes) = match measured.get(&staged.digest) {
+                Some(known) => known.clone(),
+                None => {
+                    let limit = max_unpacked.saturating_sub(unpacked_total);
+                    let Some(m) = measure_layer(&staged, diff_id, limit)? else {
+                        return Err(StoreError::UnpackLimit {
+                            path: path.to_owned(),
+                            layer: diff_id.to_string(),
+                            limit: max_unpacked,
+                        });
+                    };
+                    unpacked_total += m.1;
+                    measured.insert(staged.digest.clone(), m.clone());
+                    m
                 }
+            };
+            if &actual != diff_id {
+                return Err(layer_mismatch(&staged, &layer.file, diff_id, &actual));
             }
-            Ok(ImportedImage {
-                id: image.id,
-                names: image.names,
-                new: true,
-            })
-        })
-        .collect()
+            layers.push(ArchiveLayer {
+                digest: staged.digest,
+                blob_bytes: staged.size,
+                diff_id: actual,
+                unpacked_bytes: bytes,
+            });
+        }
+        listed.push(ArchiveImage {
+            id: image.id,
+            names: image.names,
+            meta_bytes: image.config.size + image.manifest.as_ref().map_or(0, |m| m.size),
+            layers,
+        });
+    }
+    Ok(listed)
+}
+
+/// Decompresses the staged layer blob as a stream and returns the digest
+/// and length of its tar stream; `None` once it passes `limit` bytes (the
+/// rest is not read).
+fn measure_layer(
+    staged: &StagedFile,
+    diff_id: &Digest,
+    limit: u64,
+) -> Result<Option<(Digest, u64)>, StoreError> {
+    let corrupt = corrupt_layer(diff_id);
+    let file = File::open(&staged.path).map_err(|source| StoreError::Read {
+        path: staged.path.clone(),
+        source,
+    })?;
+    let (_, reader) = decompressed(BufReader::new(file)).map_err(&corrupt)?;
+    let (digest, bytes) = HashingReader::new(reader.take(limit.saturating_add(1)))
+        .finish()
+        .map_err(&corrupt)?;
+    Ok((bytes <= limit).then_some((digest, bytes)))
+}
+
+/// The error for a layer stream that cannot be decompressed or read.
+fn corrupt_layer(diff_id: &Digest) -> impl Fn(std::io::Error) -> StoreError {
+    let shown = diff_id.to_string();
+    move |e| StoreError::CorruptLayer {
+        layer: shown.clone(),
+        detail: e.to_string(),
+    }
+}
+
+/// The error for a layer whose uncompressed content is not its diff_id.
+fn layer_mismatch(
+    staged: &StagedFile,
+    file: &str,
+    diff_id: &Digest,
+    actual: &Digest,
+) -> StoreError {
+    StoreError::DigestMismatch {
+        what: format!("layer {} ({file}) uncompressed", staged.digest),
+        expected: diff_id.to_string(),
+        actual: actual.to_string(),
+    }
 }
 
 /// Verifies and stages the blobs and new layers of one image.
@@ -272,18 +392,15 @@ fn stage_layer(
     }
 
     let shown = diff_id.to_string();
-    let corrupt = |e: std::io::Error| StoreError::CorruptLayer {
-        layer: shown.clone(),
-        detail: e.to_string(),
-    };
+    let corrupt = corrupt_layer(diff_id);
     let file = File::open(&staged.path).map_err(|source| StoreError::Read {
         path: staged.path.clone(),
         source,
     })?;
-    let (compression, reader) = decompressed(BufReader::new(file)).map_err(corrupt)?;
+    let (compression, reader) = decompressed(BufReader::new(file)).map_err(&corrupt)?;
     let reader = HashingReader::new(reader);
     let (actual, new_dir) = if have_layer {
-        (reader.finish().map_err(corrupt)?.0, None)
+        (reader.finish().map_err(&corrupt)?.0, None)
     } else {
         let dir = staging.path("layer");
         fs::create_dir(&dir).map_err(|source| StoreError::Write {
@@ -296,14 +413,10 @@ fn stage_layer(
         let meta = LayerMeta {
             unpacked_size: stats.unpacked_size,
         };
-        (reader.finish().map_err(corrupt)?.0, Some((dir, meta)))
+        (reader.finish().map_err(&corrupt)?.0, Some((dir, meta)))
     };
     if &actual != diff_id {
-        return Err(StoreError::DigestMismatch {
-            what: format!("layer {} ({}) uncompressed", staged.digest, layer.file),
-            expected: diff_id.to_string(),
-            actual: actual.to_string(),
-        });
+        return Err(layer_mismatch(&staged, &layer.file, diff_id, &actual));
     }
     if let Some(new) = new_dir {
         pending.layers.insert(diff_id.clone(), new);
@@ -731,21 +844,34 @@ mod tests {
         tar.append_data(&mut header, path, data).unwrap();
     }
 
+    /// A layer tar holding one file.
+    fn layer_tar(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut layer = tar::Builder::new(Vec::new());
+        add(&mut layer, name, data);
+        layer.into_inner().unwrap()
+    }
+
     /// An OCI layout tar with one image tagged `v1` (one layer holding
     /// `hello.txt`); `layer_blob` replaces the layer's stored bytes.
     fn layout_tar(layer_blob: Option<&[u8]>) -> (Vec<u8>, Digest) {
-        let mut layer = tar::Builder::new(Vec::new());
-        add(&mut layer, "hello.txt", b"hello\n");
-        let layer = layer.into_inner().unwrap();
-        let layer_digest = Digest::of(&layer);
+        let layer = layer_tar("hello.txt", b"hello\n");
+        let diff_id = Digest::of(&layer);
+        let blob = layer_blob.unwrap_or(&layer);
+        layout_tar_with(blob, Digest::of(&layer), &diff_id)
+    }
+
+    /// An OCI layout tar with one image tagged `v1` whose one layer is
+    /// stored as `blob` under the descriptor digest `layer_digest`, with
+    /// `diff_id` in the config.
+    fn layout_tar_with(blob: &[u8], layer_digest: Digest, diff_id: &Digest) -> (Vec<u8>, Digest) {
         let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
         );
         let config_digest = Digest::of(config.as_bytes());
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{OCI_LAYER_TAR}","digest":"{layer_digest}","size":{}}}]}}"#,
             config.len(),
-            layer.len(),
+            blob.len(),
             OCI_MANIFEST = spec::OCI_MANIFEST,
             OCI_CONFIG = spec::OCI_CONFIG,
             OCI_LAYER_TAR = spec::OCI_LAYER_TAR,
@@ -762,7 +888,7 @@ mod tests {
         for (digest, data) in [
             (&manifest_digest, manifest.as_bytes()),
             (&config_digest, config.as_bytes()),
-            (&layer_digest, layer_blob.unwrap_or(&layer)),
+            (&layer_digest, blob),
         ] {
             add(&mut tar, &blob_file(digest), data);
         }
@@ -778,25 +904,101 @@ mod tests {
 
         let (good, id) = layout_tar(None);
         fs::write(&path, &good).unwrap();
-        let images = archive_images(&path, &scratch).unwrap();
+        let images = archive_images(&path, &scratch, u64::MAX).unwrap();
         assert_eq!(images.len(), 1);
         assert_eq!(images[0].id, id);
         assert_eq!(images[0].names, ["v1"]);
+        let layer = layer_tar("hello.txt", b"hello\n");
+        assert_eq!(
+            images[0].layers,
+            [ArchiveLayer {
+                digest: Digest::of(&layer),
+                blob_bytes: layer.len() as u64,
+                diff_id: Digest::of(&layer),
+                unpacked_bytes: layer.len() as u64,
+            }]
+        );
+        assert!(images[0].meta_bytes > 0);
         assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "staging left");
 
         let (bad_layer, _) = layout_tar(Some(b"not the layer"));
         fs::write(&path, &bad_layer).unwrap();
-        let err = archive_images(&path, &scratch).unwrap_err();
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
 
         fs::write(&path, &good[..good.len() / 2]).unwrap();
-        let err = archive_images(&path, &scratch).unwrap_err();
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
         assert!(matches!(err, StoreError::CorruptArchive { .. }), "{err}");
 
         let mut other = tar::Builder::new(Vec::new());
         add(&mut other, "hello.txt", b"hi");
         fs::write(&path, other.into_inner().unwrap()).unwrap();
-        let err = archive_images(&path, &scratch).unwrap_err();
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
         assert!(matches!(err, StoreError::UnknownFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn archive_images_measures_compressed_layers_and_checks_diff_ids() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        fs::create_dir(&scratch).unwrap();
+        let path = dir.path().join("img.tar");
+
+        // 4 MiB of zeros: a small blob that unpacks big.
+        let layer = layer_tar("zeros", &vec![0u8; 4 << 20]);
+        let diff_id = Digest::of(&layer);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&layer).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&layer[..], 3).unwrap();
+        for blob in [&gz, &zst] {
+            assert!(blob.len() < 64 << 10);
+            let (tar, _) = layout_tar_with(blob, Digest::of(blob), &diff_id);
+            fs::write(&path, &tar).unwrap();
+            let images = archive_images(&path, &scratch, u64::MAX).unwrap();
+            let l = &images[0].layers[0];
+            assert_eq!(l.digest, Digest::of(blob));
+            assert_eq!(l.blob_bytes, blob.len() as u64);
+            assert_eq!(l.diff_id, diff_id);
+            assert_eq!(l.unpacked_bytes, layer.len() as u64);
+
+            // The limit is on uncompressed bytes: a bomb stops there.
+            let err = archive_images(&path, &scratch, 1 << 20).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::UnpackLimit { limit, layer, .. }
+                    if *limit == 1 << 20 && *layer == diff_id.to_string()),
+                "{err}"
+            );
+            assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "staging left");
+        }
+
+        // A blob that matches its descriptor but not the config's diff_id.
+        let other = layer_tar("zeros", &vec![1u8; 4 << 20]);
+        let mut gz_other = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz_other.write_all(&other).unwrap();
+        let gz_other = gz_other.finish().unwrap();
+        let (tar, _) = layout_tar_with(&gz_other, Digest::of(&gz_other), &diff_id);
+        fs::write(&path, &tar).unwrap();
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
+        match &err {
+            StoreError::DigestMismatch {
+                what,
+                expected,
+                actual,
+            } => {
+                assert!(what.contains("uncompressed"), "{err}");
+                assert_eq!(*expected, diff_id.to_string());
+                assert_eq!(*actual, Digest::of(&other).to_string());
+            }
+            _ => panic!("{err}"),
+        }
+
+        // A gzip stream cut short is a corrupt layer, not a hang or a panic.
+        let cut = &gz[..gz.len() / 2];
+        let (tar, _) = layout_tar_with(cut, Digest::of(cut), &diff_id);
+        fs::write(&path, &tar).unwrap();
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
+        assert!(matches!(err, StoreError::CorruptLayer { .. }), "{err}");
     }
 }

@@ -56,7 +56,7 @@ use serde::Serialize;
 
 pub use digest::Digest;
 pub use error::StoreError;
-pub use import::{archive_images, ImportReport, ImportedImage};
+pub use import::{archive_images, ArchiveImage, ArchiveLayer, ImportReport, ImportedImage};
 pub use index::normalize_name;
 pub use spec::ImageConfig;
 pub use unpack::SkippedEntry;
