@@ -2,7 +2,8 @@
 //! profile's `[[container]]` tables ([`super::request::BootManifest`] at
 //! [`super::request::BOOT_MANIFEST`]). When the daemon starts it imports the
 //! embedded archives (each once per boot: a marker under the state
-//! directory remembers it) and starts every declared container that does
+//! directory remembers it), deletes each archive once imported (the root is
+//! in RAM), and starts every declared container that does
 //! not exist yet — so a restarted daemon, which re-adopted them, starts
 //! nothing twice. Problems are logged per archive and per container; one bad
 //! entry does not keep the others from starting.
@@ -93,6 +94,13 @@ pub fn start(
             Ok(_) => {
                 report.imported += 1;
                 let _ = fs::write(&marker, b"");
+                // The root is RAM too: the store has the image now, so the
+                // archive would only hold its size a second time.
+                if let Err(e) = fs::remove_file(path) {
+                    report
+                        .errors
+                        .push(format!("cannot free {} after import: {e}", path.display()));
+                }
             }
             Err(e) => report.errors.push(format!("boot image import failed: {e}")),
         }

@@ -700,6 +700,7 @@ fn boot_manifest_imports_and_starts_containers_once() {
     }
     let out = daemon.output();
     assert!(out.contains("missing.tar"), "{out}");
+    assert!(!archive.exists(), "the imported archive was not freed");
     assert!(
         out.contains("boot container \"broken\" did not start: no image named"),
         "{out}"
