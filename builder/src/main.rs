@@ -192,13 +192,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let m = &report.manifest;
             progress.line(&format!(
-                "  kernel {}, {} modules, initramfs {} -> {} (zstd), RAM floor {} of {} MiB",
+                "  kernel {}, {} modules, initramfs {} -> {} (zstd), RAM floor {} of {} MiB{}",
                 m.kernel.release,
                 m.modules.boot.len() + m.modules.on_demand.len(),
                 size(m.initramfs.uncompressed_bytes),
                 size(m.initramfs.compressed_bytes),
                 m.ram.required_mib,
-                m.ram.min_ram_mib
+                m.ram.min_ram_mib,
+                if m.ram.boot_images_mib > 0 {
+                    format!(" (boot-time images {} MiB)", m.ram.boot_images_mib)
+                } else {
+                    String::new()
+                }
             ));
             for c in &m.containers {
                 progress.line(&format!(
