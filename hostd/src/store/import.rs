@@ -226,13 +226,7 @@ pub fn archive_images(
         if let Some(name) = image.names.iter().find(|n| !valid_name(n)) {
             return Err(StoreError::InvalidName { name: name.clone() });
         }
-        if image.layers.len() != image.diff_ids.len() {
-            return Err(StoreError::LayerCount {
-                image: image.id.to_string(),
-                layers: image.layers.len(),
-                diff_ids: image.diff_ids.len(),
-            });
-        }
+        check_layer_count(&image)?;
         let mut layers = Vec::new();
         for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
             let staged = source.stage(&layer.file, &staging)?;
@@ -318,6 +312,18 @@ fn layer_mismatch(
     }
 }
 
+/// Every layer needs its diff_id in the config, and no more.
+fn check_layer_count(image: &SourceImage) -> Result<(), StoreError> {
+    if image.layers.len() != image.diff_ids.len() {
+        return Err(StoreError::LayerCount {
+            image: image.id.to_string(),
+            layers: image.layers.len(),
+            diff_ids: image.diff_ids.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Verifies and stages the blobs and new layers of one image.
 fn stage_image(
     store: &Store,
@@ -327,13 +333,7 @@ fn stage_image(
     pending: &mut Pending,
     report: &mut ImportReport,
 ) -> Result<ImageRecord, StoreError> {
-    if image.layers.len() != image.diff_ids.len() {
-        return Err(StoreError::LayerCount {
-            image: image.id.to_string(),
-            layers: image.layers.len(),
-            diff_ids: image.diff_ids.len(),
-        });
-    }
+    check_layer_count(&image)?;
     let mut layers = Vec::new();
     for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
         layers.push(stage_layer(
