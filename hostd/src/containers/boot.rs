@@ -9,14 +9,11 @@
 //! entry does not keep the others from starting.
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 use super::request::BootManifest;
 use super::Manager;
-use crate::store::Store;
+use crate::store::{HashingReader, Store};
 
 /// What [`start`] did, for the log and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -42,22 +39,10 @@ pub fn load(path: &Path) -> Result<Option<BootManifest>, String> {
     }
 }
 
+/// The file's sha256, hex.
 fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let (digest, _) = HashingReader::new(fs::File::open(path)?).finish()?;
+    Ok(digest.hex().to_string())
 }
 
 /// Imports the archives and starts the containers of `manifest`.

@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use digest::Digest;
+pub(crate) use digest::HashingReader;
 pub use error::StoreError;
 pub use import::{archive_images, ArchiveImage, ArchiveLayer, ImportReport, ImportedImage};
 pub use index::normalize_name;
