@@ -303,19 +303,13 @@ pub fn raise_nofile(want: u64) -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 0;
     }
-    if lim.rlim_max < want {
-        let raised = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
-        };
-        // SAFETY: a valid rlimit; failure (no CAP_SYS_RESOURCE) is fine.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return want;
-        }
+    let set =
+        |soft, hard| crate::runtime::sys::setrlimit(libc::RLIMIT_NOFILE as libc::c_int, soft, hard);
+    // Failure (no CAP_SYS_RESOURCE) only means the hard limit stays.
+    if lim.rlim_max < want && set(want, want).is_ok() {
+        return want;
     }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: a valid rlimit within the hard limit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let _ = set(lim.rlim_max, lim.rlim_max);
     lim.rlim_max
 }
 
