@@ -288,22 +288,26 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
     let msg = Message::from_bytes(&buf);
     match msg.kind {
         MSG_READY => Ok(()),
-        MSG_ERROR => {
-            let failure = Failure {
-                step: Step::from_u32(msg.step).unwrap_or(Step::Ready),
-                index: msg.index,
-                errno: Errno(msg.errno),
-            };
-            Err(SpawnError::Init {
-                step: failure.step,
-                context: context(plan, &failure),
-                errno: failure.errno,
-            })
-        }
+        MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
         _ => Err(SpawnError::Sys {
             what: "unexpected message from the container init",
             source: Errno(libc::EPROTO),
         }),
+    }
+}
+
+/// The error an init reported in `msg`; `unknown` stands for a step number
+/// this build does not know.
+fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
+    let failure = Failure {
+        step: Step::from_u32(msg.step).unwrap_or(unknown),
+        index: msg.index,
+        errno: Errno(msg.errno),
+    };
+    SpawnError::Init {
+        step: failure.step,
+        context: context(plan, &failure),
+        errno: failure.errno,
     }
 }
 
@@ -312,19 +316,7 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
 pub fn exec_result(spawned: &Spawned, plan: &Plan) -> Result<(), SpawnError> {
     let mut buf = [0u8; Message::SIZE];
     match sys::read(spawned.sync.as_raw_fd(), &mut buf) {
-        Ok(Message::SIZE) => {
-            let msg = Message::from_bytes(&buf);
-            let failure = Failure {
-                step: Step::from_u32(msg.step).unwrap_or(Step::Exec),
-                index: msg.index,
-                errno: Errno(msg.errno),
-            };
-            Err(SpawnError::Init {
-                step: failure.step,
-                context: context(plan, &failure),
-                errno: failure.errno,
-            })
-        }
+        Ok(Message::SIZE) => Err(init_failed(plan, &Message::from_bytes(&buf), Step::Exec)),
         _ => Ok(()),
     }
 }
