@@ -109,7 +109,7 @@ enum Cli {
 /// are made absolute later, in [`import`]).
 fn parse(args: &[String]) -> Result<Cli, String> {
     let mut command: Option<&str> = None;
-    let mut socket = PathBuf::from(control::SOCKET_PATH);
+    let mut socket: Option<PathBuf> = None;
     let mut store: Option<PathBuf> = None;
     let mut state: Option<PathBuf> = None;
     let mut boot_manifest: Option<PathBuf> = None;
@@ -117,39 +117,28 @@ fn parse(args: &[String]) -> Result<Cli, String> {
     let mut positional: Vec<&str> = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
+        // The path flags, as `--flag VALUE` or `--flag=VALUE`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value)),
+            None => (arg.as_str(), None),
+        };
+        let slot = match flag {
+            "--socket" => Some((&mut socket, "a path")),
+            "--store" => Some((&mut store, "a directory")),
+            "--state" => Some((&mut state, "a directory")),
+            "--boot-manifest" => Some((&mut boot_manifest, "a file")),
+            _ => None,
+        };
+        if let Some((slot, what)) = slot {
+            let value = inline.or_else(|| iter.next().map(String::as_str));
+            *slot = Some(PathBuf::from(
+                value.ok_or_else(|| format!("{flag} needs {what}"))?,
+            ));
+            continue;
+        }
         match arg.as_str() {
             "--version" | "-V" => return Ok(Cli::Version),
             "--help" | "-h" => return Ok(Cli::Help),
-            "--socket" => {
-                socket = iter
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--socket needs a path")?;
-            }
-            s if s.starts_with("--socket=") => socket = PathBuf::from(&s["--socket=".len()..]),
-            "--store" => {
-                store = Some(
-                    iter.next()
-                        .map(PathBuf::from)
-                        .ok_or("--store needs a directory")?,
-                )
-            }
-            s if s.starts_with("--store=") => store = Some(PathBuf::from(&s["--store=".len()..])),
-            "--state" => {
-                state = Some(
-                    iter.next()
-                        .map(PathBuf::from)
-                        .ok_or("--state needs a directory")?,
-                )
-            }
-            s if s.starts_with("--state=") => state = Some(PathBuf::from(&s["--state=".len()..])),
-            "--boot-manifest" => {
-                boot_manifest = Some(
-                    iter.next()
-                        .map(PathBuf::from)
-                        .ok_or("--boot-manifest needs a file")?,
-                )
-            }
             "--json" => json = true,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}")),
             "daemon" | "status" | "images" | "import" | "inspect" | "rmi" | "gc"
@@ -161,6 +150,7 @@ fn parse(args: &[String]) -> Result<Cli, String> {
             other => return Err(format!("unexpected argument: {other}")),
         }
     }
+    let socket = socket.unwrap_or_else(|| PathBuf::from(control::SOCKET_PATH));
     let command = command.unwrap_or("daemon");
     if (store.is_some() || state.is_some() || boot_manifest.is_some()) && command != "daemon" {
         return Err(format!(
@@ -1198,6 +1188,18 @@ mod tests {
         assert_eq!(parse_str(&["--version"]), Ok(Cli::Version));
         assert!(parse_str(&["status", "daemon"]).is_err());
         assert!(parse_str(&["--socket"]).is_err());
+        assert_eq!(
+            parse_str(&["daemon", "--state"]),
+            Err("--state needs a directory".to_string())
+        );
+        assert_eq!(
+            parse_str(&["daemon", "--store=/tmp/st", "--socket=/s"]),
+            Ok(daemon_at("/s", "/tmp/st"))
+        );
+        assert!(matches!(
+            parse_str(&["daemon", "--boot-manifest=/b.json"]),
+            Ok(Cli::Daemon(DaemonOptions { boot_manifest: Some(p), .. })) if p == Path::new("/b.json")
+        ));
         assert!(parse_str(&["--store"]).is_err());
     }
 
