@@ -15,13 +15,8 @@ use mkhost::hashing::sha256_file;
 
 use crate::hostile::failing_build;
 use crate::support::{
-    build, build_custom, built, mkhost, scratch, text, unpack_initramfs, workspace,
+    build, build_custom, built, mkhost, run, scratch, text, unpack_initramfs, workspace,
 };
-
-fn run(cmd: &mut Command) {
-    let output = cmd.output().expect("tool missing: run ci/install-deps");
-    assert!(output.status.success(), "{cmd:?}\n{}", text(&output));
-}
 
 /// `dir/NAME.tar`: an OCI layout tar made with umoci (its layout stays in
 /// `dir/NAME`) holding one image tagged `tag`: Debian's static busybox with

@@ -348,6 +348,14 @@ impl Drop for Guest {
     }
 }
 
+/// Runs a standard tool, fails the test with its output unless it succeeds,
+/// and answers its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let output = cmd.output().expect("tool missing: run ci/install-deps");
+    assert!(output.status.success(), "{:?}\n{}", cmd, text(&output));
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
 /// Parses `key=value` pairs after the ready marker.
 pub fn ready_fields(line: &str) -> std::collections::BTreeMap<String, String> {
     let rest = &line[line.find("mkhost: ready").expect("ready line") + "mkhost: ready".len()..];

@@ -3,13 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{built, scratch, text, unpack_initramfs};
-
-fn run(cmd: &mut Command) -> String {
-    let output = cmd.output().expect("tool missing: run ci/install-deps");
-    assert!(output.status.success(), "{:?}\n{}", cmd, text(&output));
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
+use crate::support::{built, run, scratch, text, unpack_initramfs};
 
 #[test]
 fn sgdisk_verifies_the_gpt_image() {

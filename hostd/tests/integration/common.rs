@@ -21,6 +21,17 @@ pub fn run(cmd: &mut Command) {
     );
 }
 
+/// The stdout of a command that must have succeeded (else the test fails
+/// with its stderr).
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{out:?}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
 /// Asks the daemon at `socket` for its status until it answers or `timeout` passes.
 pub fn wait_for_status(socket: &Path, timeout: Duration) -> Status {
     let deadline = Instant::now() + timeout;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hostd::containers::Record;
 use hostd::control::{self, Request, Response};
 
-use crate::common::{run, wait_exit, wait_for_status, HOSTD};
+use crate::common::{ok, run, wait_exit, wait_for_status, HOSTD};
 
 /// Builds `dir/bb.tar` with images `bb` (busybox, Cmd `sh`) and `baduser`
 /// (the same with `User` set to a name the image's passwd lacks).
@@ -62,15 +62,6 @@ fn hostd_run(socket: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{out:?}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn ps(socket: &Path) -> Vec<Record> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hostd::store::Store;
 
-use crate::common::{run, wait_exit, wait_for_status, HOSTD};
+use crate::common::{ok, run, wait_exit, wait_for_status, HOSTD};
 
 /// Builds `dir/img.tar`: an OCI layout tar with one image named `hello`, one
 /// layer holding `/hello.txt`, entrypoint `/hello` and one env variable.
@@ -42,15 +42,6 @@ fn hostd(cwd: &Path, socket: &Path, args: &[&str]) -> Output {
         .current_dir(cwd)
         .output()
         .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{out:?}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn entries(dir: &Path) -> usize {
