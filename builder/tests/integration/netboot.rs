@@ -431,36 +431,27 @@ fn serve_refuses_to_start_on_bad_input() {
     );
 
     // `mkhost run` names the missing firmware's package.
-    let output = mkhost()
-        .args([
-            "run",
-            "--profile",
-            "lab",
-            "--uki",
-            "--no-build",
-            "--out",
-            &out_arg,
-        ])
-        .args(["--ovmf", "/nonexistent/OVMF.fd"])
-        .output()
-        .unwrap();
+    let run_uki = || {
+        mkhost()
+            .args([
+                "run",
+                "--profile",
+                "lab",
+                "--uki",
+                "--no-build",
+                "--out",
+                &out_arg,
+            ])
+            .args(["--ovmf", "/nonexistent/OVMF.fd"])
+            .output()
+            .unwrap()
+    };
+    let output = run_uki();
     assert!(!output.status.success());
     assert!(text(&output).contains("no SHA256SUMS"), "{}", text(&output));
     std::fs::remove_file(&initrd).unwrap();
     fake_out(&out, "lab");
-    let output = mkhost()
-        .args([
-            "run",
-            "--profile",
-            "lab",
-            "--uki",
-            "--no-build",
-            "--out",
-            &out_arg,
-        ])
-        .args(["--ovmf", "/nonexistent/OVMF.fd"])
-        .output()
-        .unwrap();
+    let output = run_uki();
     assert!(!output.status.success());
     assert!(
         text(&output).contains("apt-get install ovmf"),
