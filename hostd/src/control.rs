@@ -553,6 +553,16 @@ pub struct ControlSocket {
     identity: (u64, u64),
 }
 
+/// Fails with [`ControlError::InUse`] when a daemon answers on `path`.
+pub fn refuse_if_served(path: &Path) -> Result<(), ControlError> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(ControlError::InUse {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 impl ControlSocket {
     /// Binds a root-only socket at `path`.
     ///
@@ -579,11 +589,7 @@ impl ControlSocket {
                         path: path.to_path_buf(),
                     });
                 }
-                if UnixStream::connect(path).is_ok() {
-                    return Err(ControlError::InUse {
-                        path: path.to_path_buf(),
-                    });
-                }
+                refuse_if_served(path)?;
                 fs::remove_file(path).map_err(|source| ControlError::RemoveStale {
                     path: path.to_path_buf(),
                     source,

@@ -334,12 +334,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             source,
         })?;
     // Another daemon on the socket owns the zygote too: stop before touching it.
-    if std::os::unix::net::UnixStream::connect(&options.socket).is_ok() {
-        return Err(ControlError::InUse {
-            path: options.socket.clone(),
-        }
-        .into());
-    }
+    control::refuse_if_served(&options.socket)?;
     let zygote = take_over_or_start_zygote(&options.state)?;
     let shutdown = Shutdown::new()?;
     let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
