@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use mkhost_image::{bzimage, disk, esp, uki};
 use mkhost_initramfs::{compress, cpio, elf, modules};
+use mkhost_shared::boot_config::BootConfig;
+use mkhost_shared::paths;
 use serde::Serialize;
 
 use crate::containers::{self, ContainerError, ContainerPlan};
@@ -257,18 +259,6 @@ pub struct RamSummary {
     pub headroom_mib: u64,
     pub required_mib: u64,
     pub min_ram_mib: u64,
-}
-
-/// The boot configuration init reads from `/etc/mkhost/boot.json`.
-#[derive(Debug, Serialize)]
-struct BootConfig<'a> {
-    profile: &'a str,
-    kernel_release: &'a str,
-    hostname: &'a str,
-    debug_shell: bool,
-    modules: Vec<String>,
-    sysctl: &'a BTreeMap<String, String>,
-    network: &'a profile::Network,
 }
 
 /// Runs the whole pipeline for one profile.
@@ -735,18 +725,18 @@ fn assemble_initramfs(
     }
 
     let boot_config = BootConfig {
-        profile: &profile.name,
-        kernel_release: &kernel.release,
-        hostname: &profile.hostname,
+        profile: profile.name.clone(),
+        kernel_release: kernel.release.clone(),
+        hostname: profile.hostname.clone(),
         debug_shell: profile.debug_shell,
         modules: plan.boot.iter().map(|m| m.rel_path.clone()).collect(),
-        sysctl: &profile.sysctl,
-        network: &profile.network,
+        sysctl: profile.sysctl.clone(),
+        network: profile.network.clone(),
     };
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');
     archive.add_file(
-        "etc/mkhost/boot.json",
+        paths::in_archive(paths::BOOT_CONFIG),
         0o644,
         cpio::FileData::Bytes(boot_json),
     )?;
@@ -881,7 +871,7 @@ fn compress_cached(cpio_bytes: &[u8], level: i32, cache: &Cache) -> Result<Vec<u
     let compressed = compress::zstd_compress(cpio_bytes, level)?;
     if let Some(dir) = path.parent() {
         if std::fs::create_dir_all(dir).is_ok() {
-            let _ = crate::output::write_atomic(&path, &compressed);
+            let _ = mkhost_shared::fs::write_atomic(&path, &compressed, 0o644);
         }
     }
     Ok(compressed)

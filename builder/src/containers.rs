@@ -35,16 +35,14 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use hostd::containers::request::{BootArchive, BootManifest, RunRequest, BOOT_MANIFEST};
-use hostd::store::{archive_images, normalize_name, StoreError};
+use mkhost_shared::container::{BootArchive, BootManifest, RunRequest};
+use mkhost_shared::paths::{self, BOOT_MANIFEST};
+use mkhost_store::{archive_images, normalize_name, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::hashing::hex;
 use crate::profile::{ContainerSpec, Origin};
-
-/// Where archives go in the image (no leading `/`), named `<sha256>.tar`.
-pub const IMAGES_DIR: &str = "usr/share/hostd/images";
 
 /// The largest file a newc cpio entry holds.
 const MAX_ARCHIVE: u64 = u32::MAX as u64;
@@ -130,7 +128,7 @@ pub enum ContainerError {
 }
 
 /// One image of an archive: its id (config digest), names and what hostd's
-/// store keeps of it (as [`hostd::store::ArchiveImage`] reports it).
+/// store keeps of it (as [`mkhost_store::ArchiveImage`] reports it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveImage {
     pub id: String,
@@ -186,7 +184,11 @@ pub struct EmbeddedArchive {
 impl EmbeddedArchive {
     /// Path inside the image, without the leading `/`.
     pub fn dest(&self) -> String {
-        format!("{IMAGES_DIR}/{}.tar", self.sha256)
+        format!(
+            "{}/{}.tar",
+            paths::in_archive(paths::BOOT_IMAGES_DIR),
+            self.sha256
+        )
     }
 }
 
@@ -568,7 +570,7 @@ fn list_images(
     if let Some(dir) = cached.parent() {
         if fs::create_dir_all(dir).is_ok() {
             if let Ok(json) = serde_json::to_vec(&images) {
-                let _ = crate::output::write_atomic(&cached, &json);
+                let _ = mkhost_shared::fs::write_atomic(&cached, &json, 0o644);
             }
         }
     }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use mkhost_image::{bzimage, disk, esp, uki};
 use mkhost_initramfs::{compress, cpio};
 
-use hostd::containers::request::{format_cpus, BootManifest, BOOT_MANIFEST};
+use mkhost_shared::container::{format_cpus, BootManifest};
+use mkhost_shared::paths::{self, BOOT_MANIFEST};
 
 use crate::containers::ContainerPlan;
 use crate::hashing::sha256_hex;
@@ -314,7 +315,10 @@ fn inspect_initramfs(
         sorted.sort();
         let _ = writeln!(out, "{indent}modules: {}", sorted.join(" "));
     }
-    if let Some(boot) = entries.iter().find(|e| e.path == "etc/mkhost/boot.json") {
+    if let Some(boot) = entries
+        .iter()
+        .find(|e| e.path == paths::in_archive(paths::BOOT_CONFIG))
+    {
         let text = String::from_utf8_lossy(&boot.data);
         let compact: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let shown: String = compact.chars().take(300).collect();

@@ -86,9 +86,11 @@ impl LockFile {
         let text = format!(
             "# Written by `mkhost build`: the exact inputs of each profile's last build.\n# `mkhost build --locked` refuses to build when they differ.\n\n{body}"
         );
-        crate::output::write_atomic(path, text.as_bytes()).map_err(|source| LockError::Write {
-            path: path.to_path_buf(),
-            source,
+        mkhost_shared::fs::write_atomic(path, text.as_bytes(), 0o644).map_err(|source| {
+            LockError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 }

@@ -9,29 +9,6 @@ use std::path::{Path, PathBuf};
 
 use crate::hashing::sha256_file;
 
-/// Writes `data` to `path` through a temporary file in the same directory.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error("cannot write to output directory {path}: {source} (choose another with --out DIR)")]
@@ -218,15 +195,5 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("--out"), "{err}");
-    }
-
-    #[test]
-    fn write_atomic_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, b"1").unwrap();
-        write_atomic(&p, b"2").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"2");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

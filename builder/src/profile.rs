@@ -11,7 +11,7 @@
 //! and `[[binaries]]` append; `[module_sets.NAME]` replaces a set of the same name.
 //! `[[container]]` tables append too (child after parent); a container name may
 //! appear only once in the merged profile. Containers are checked here with
-//! hostd's own request rules ([`hostd::containers::request`]), so the build
+//! hostd's own request rules ([`mkhost_shared::container`]), so the build
 //! refuses what hostd would refuse at boot; their archives are read by the
 //! build ([`crate::containers`]).
 
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hostd::containers::request::{self as hostd_request, Limits, RequestError, RunRequest};
+use mkhost_shared::container::{self as hostd_request, Limits, RequestError, RunRequest};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -173,27 +173,9 @@ pub struct Profile {
     pub containers: Vec<ContainerSpec>,
 }
 
-/// Network settings init applies (overridable by host.toml and `mkhost.*`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Network {
-    /// Run DHCPv4 on wired links with carrier that have no static address.
-    pub dhcp: bool,
-    /// How long init waits for a first lease before declaring the host ready.
-    pub dhcp_timeout_ms: u64,
-    /// DNS servers written to /etc/resolv.conf (besides DHCP's).
-    pub dns: Vec<String>,
-    /// Static addresses per interface name.
-    pub interfaces: BTreeMap<String, StaticInterface>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticInterface {
-    /// `ADDRESS/PREFIX`, e.g. `10.0.0.5/24`.
-    pub address: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-}
+/// Network settings init applies (overridable by host.toml and `mkhost.*`):
+/// the boot configuration's own type, so what the profile says is what init reads.
+pub use mkhost_shared::boot_config::{NetworkConfig as Network, StaticInterface};
 
 /// One machine of a netbooted rack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1121,8 +1103,11 @@ fn file_from_raw(f: &Spanned<RawFile>, file: &LoadedFile) -> Result<ExtraFile, P
 /// The boot-time container manifest and archives are the build's to write:
 /// an extra file or binary must not replace them.
 fn check_reserved_paths(merged: &Merged) -> Result<(), ProfileError> {
-    let manifest = hostd_request::BOOT_MANIFEST.trim_start_matches('/');
-    let images = format!("{}/", crate::containers::IMAGES_DIR);
+    let manifest = mkhost_shared::paths::BOOT_MANIFEST.trim_start_matches('/');
+    let images = format!(
+        "{}/",
+        mkhost_shared::paths::in_archive(mkhost_shared::paths::BOOT_IMAGES_DIR)
+    );
     let placed = merged
         .files
         .iter()

@@ -29,31 +29,10 @@
 //! panic hook and halts instead of exiting, because a PID 1 exit panics the
 //! kernel.
 
-pub mod boot_config;
-pub mod bootdisk;
-pub mod cmdline;
-pub mod coldplug;
-pub mod containers;
-pub mod control;
 pub mod daemon;
-pub mod dhcp;
-pub mod host_config;
 pub mod init;
-pub mod logbuf;
-pub mod modprobe;
-pub mod modules;
-pub mod mounts;
-pub mod netlink;
-pub mod network;
-pub mod power;
-pub mod rootfs;
+pub mod os;
 pub mod runtime;
-pub mod shell;
-pub mod store;
-pub mod supervisor;
-pub mod sys;
-pub mod sysctl;
-pub mod timeline;
 
 /// Version of `init` and `hostd` (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

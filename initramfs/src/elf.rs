@@ -382,7 +382,7 @@ fn expand_glob(pattern: &Path) -> Vec<PathBuf> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if !crate::glob::has_wildcard(&name) {
+    if !mkhost_shared::glob::has_wildcard(&name) {
         return if pattern.is_file() {
             vec![pattern.to_path_buf()]
         } else {
@@ -398,7 +398,7 @@ fn expand_glob(pattern: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
-            !n.starts_with('.') && crate::glob::matches(&name, &n)
+            !n.starts_with('.') && mkhost_shared::glob::matches(&name, &n)
         })
         .map(|e| e.path())
         .filter(|p| p.is_file())

@@ -24,5 +24,4 @@
 pub mod compress;
 pub mod cpio;
 pub mod elf;
-mod glob;
 pub mod modules;

@@ -514,7 +514,7 @@ impl ModuleIndex {
         for m in self.modules.values() {
             for alias in &m.aliases {
                 let alias = normalize_alias(alias);
-                if crate::glob::has_wildcard(&alias) {
+                if mkhost_shared::glob::has_wildcard(&alias) {
                     self.alias_patterns.push((alias, m.name.clone()));
                 } else {
                     self.alias_exact
@@ -617,7 +617,7 @@ impl ModuleIndex {
         let matched: BTreeSet<String> = self
             .alias_patterns
             .iter()
-            .filter(|(pattern, _)| crate::glob::matches(pattern, &alias))
+            .filter(|(pattern, _)| mkhost_shared::glob::matches(pattern, &alias))
             .map(|(_, m)| m.clone())
             .collect();
         if matched.is_empty() {

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hostd::containers::request::BootManifest;
 use mkhost::hashing::sha256_file;
+use mkhost_shared::container::BootManifest;
 
 use crate::hostile::failing_build;
 use crate::support::{

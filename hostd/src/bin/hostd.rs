@@ -27,12 +27,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use hostd::containers::request::{parse_cpus, parse_size};
-use hostd::control::{self, Request, Response};
 use hostd::daemon::{self, DaemonOptions};
 use hostd::runtime::{self, CreateOptions, RunOptions, Runtime};
+use mkhost_shared::container::Record;
+use mkhost_shared::container::{parse_cpus, parse_size};
+use mkhost_shared::control::{self, Request, Response};
+use mkhost_shared::images::ImageSummary;
+use mkhost_shared::paths;
 
 const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
@@ -150,7 +151,7 @@ fn parse(args: &[String]) -> Result<Cli, String> {
             other => return Err(format!("unexpected argument: {other}")),
         }
     }
-    let socket = socket.unwrap_or_else(|| PathBuf::from(control::SOCKET_PATH));
+    let socket = socket.unwrap_or_else(|| PathBuf::from(paths::CONTROL_SOCKET));
     let command = command.unwrap_or("daemon");
     if (store.is_some() || state.is_some() || boot_manifest.is_some()) && command != "daemon" {
         return Err(format!(
@@ -195,11 +196,10 @@ fn parse(args: &[String]) -> Result<Cli, String> {
         "gc" => Cli::Gc(socket),
         _ => Cli::Daemon(DaemonOptions {
             socket,
-            store: store.unwrap_or_else(|| PathBuf::from(daemon::STORE_PATH)),
-            state: state.unwrap_or_else(|| PathBuf::from(daemon::STATE_PATH)),
+            store: store.unwrap_or_else(|| PathBuf::from(paths::STORE)),
+            state: state.unwrap_or_else(|| PathBuf::from(paths::STATE)),
             boot_manifest: Some(
-                boot_manifest
-                    .unwrap_or_else(|| PathBuf::from(hostd::containers::request::BOOT_MANIFEST)),
+                boot_manifest.unwrap_or_else(|| PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
             ),
         }),
     })
@@ -208,14 +208,14 @@ fn parse(args: &[String]) -> Result<Cli, String> {
 /// Parses `run|ps|logs|stop|start|rm ...` (the container commands): flags come
 /// before the image, everything after the image is the command, verbatim.
 fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
-    let mut socket = PathBuf::from(control::SOCKET_PATH);
+    let mut socket = PathBuf::from(paths::CONTROL_SOCKET);
     let mut name: Option<String> = None;
     let mut env: Vec<String> = Vec::new();
     let mut force = false;
     let mut follow = false;
     let mut timeout: Option<u64> = None;
-    let mut limits = hostd::containers::Limits::default();
-    let mut restart = hostd::containers::RestartPolicy::No;
+    let mut limits = hostd::daemon::containers::Limits::default();
+    let mut restart = hostd::daemon::containers::RestartPolicy::No;
     let mut positional: Vec<String> = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -292,7 +292,7 @@ fn parse_container(command: &str, args: &[String]) -> Result<Cli, String> {
                 .next()
                 .ok_or(format!("{command}: missing {what}"))?;
             match command {
-                "run" => Request::Run(hostd::containers::RunRequest {
+                "run" => Request::Run(hostd::daemon::containers::RunRequest {
                     image: first,
                     name,
                     command: positional.by_ref().collect(),
@@ -331,14 +331,8 @@ fn container(socket: &Path, request: &Request) -> ExitCode {
         match response {
             Response::Started(id) => println!("{id}"),
             Response::Logs(text) => print!("{text}"),
-            Response::Container(value) => {
-                let id = value["id"].as_str().unwrap_or_default();
-                println!("{id}");
-            }
-            Response::Ps(value) => {
-                let rows: Vec<hostd::containers::Record> = decode(value)?;
-                print!("{}", ps_table(&rows));
-            }
+            Response::Container(record) => println!("{}", record.id),
+            Response::Ps(rows) => print!("{}", ps_table(&rows)),
             other => return Err(unexpected(&other)),
         }
         Ok(())
@@ -399,12 +393,9 @@ fn follow_logs(socket: &Path, name: &str) -> ExitCode {
             last = whole.lines().last().map(str::to_string);
         }
         let running = match control::request(socket, &Request::Ps, Request::Ps.client_timeout()) {
-            Ok(Response::Ps(rows)) => decode::<Vec<hostd::containers::Record>>(rows)
-                .map(|rows| {
-                    rows.iter()
-                        .any(|r| (r.name == name || r.id.starts_with(name)) && r.status != "exited")
-                })
-                .unwrap_or(false),
+            Ok(Response::Ps(rows)) => rows
+                .iter()
+                .any(|r| (r.name == name || r.id.starts_with(name)) && r.status != "exited"),
             _ => false,
         };
         if !running && whole.is_empty() {
@@ -415,7 +406,7 @@ fn follow_logs(socket: &Path, name: &str) -> ExitCode {
 }
 
 /// `ps`: one row per container.
-fn ps_table(rows: &[hostd::containers::Record]) -> String {
+fn ps_table(rows: &[Record]) -> String {
     let mut out = format!(
         "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
         "NAME", "ID", "IMAGE", "STATUS", "PID", "RESTARTS", "CREATED"
@@ -455,7 +446,7 @@ fn client(
                 ExitCode::FAILURE
             }
         },
-        Err(e @ control::ControlError::Connect { .. }) => {
+        Err(e @ control::ClientError::Connect { .. }) => {
             eprintln!("hostd: daemon not running? {e}");
             ExitCode::FAILURE
         }
@@ -475,7 +466,7 @@ fn status(socket: &Path) -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
-        Err(e @ control::ControlError::Connect { .. }) => {
+        Err(e @ control::ClientError::Connect { .. }) => {
             eprintln!("hostd: daemon not running? {e}");
             ExitCode::FAILURE
         }
@@ -484,60 +475,6 @@ fn status(socket: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The fields of the store's `ImageSummary` the table shows.
-#[derive(Deserialize)]
-struct ImageRow {
-    id: String,
-    #[serde(default)]
-    names: Vec<String>,
-    created: Option<String>,
-    #[serde(default)]
-    layers: usize,
-    #[serde(default)]
-    unpacked_size: u64,
-}
-
-/// The fields of the store's `ImportReport` that `import` prints.
-#[derive(Deserialize)]
-struct ImportShown {
-    images: Vec<ImportedShown>,
-    #[serde(default)]
-    blobs_added: usize,
-    #[serde(default)]
-    layers_added: usize,
-    #[serde(default)]
-    skipped: Vec<serde_json::Value>,
-    #[serde(default)]
-    xattrs_dropped: u64,
-}
-
-#[derive(Deserialize)]
-struct ImportedShown {
-    id: String,
-    #[serde(default)]
-    names: Vec<String>,
-    #[serde(default)]
-    new: bool,
-}
-
-/// The store's `Removed`.
-#[derive(Deserialize)]
-struct RemovedShown {
-    id: String,
-    #[serde(default)]
-    untagged: Vec<String>,
-    #[serde(default)]
-    deleted: bool,
-}
-
-/// The store's `GcReport`.
-#[derive(Deserialize)]
-struct GcShown {
-    blobs_removed: usize,
-    layers_removed: usize,
-    bytes_freed: u64,
 }
 
 /// The first 12 hex digits of an image id, as docker shows it.
@@ -562,10 +499,6 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| format!("unexpected answer from the daemon: {e}"))
-}
-
 fn unexpected(response: &Response) -> String {
     format!(
         "unexpected answer from the daemon: {}",
@@ -574,7 +507,7 @@ fn unexpected(response: &Response) -> String {
 }
 
 /// One table row per name (an image without names gets one `<none>` row).
-fn images_table(rows: &[ImageRow]) -> String {
+fn images_table(rows: &[ImageSummary]) -> String {
     let mut lines = vec![[
         "NAME".to_string(),
         "ID".to_string(),
@@ -639,8 +572,7 @@ fn images(socket: &Path, json: bool) -> ExitCode {
             );
             return Ok(());
         }
-        let rows: Vec<ImageRow> = decode(list)?;
-        print!("{}", images_table(&rows));
+        print!("{}", images_table(&list));
         Ok(())
     })
 }
@@ -663,7 +595,6 @@ fn import(socket: &Path, path: &Path) -> ExitCode {
         let Response::Imported(report) = response else {
             return Err(unexpected(&response));
         };
-        let report: ImportShown = decode(report)?;
         for image in &report.images {
             let names = if image.names.is_empty() {
                 "<none>".to_string()
@@ -714,7 +645,6 @@ fn rmi(socket: &Path, image: &str) -> ExitCode {
         let Response::Removed(removed) = response else {
             return Err(unexpected(&response));
         };
-        let removed: RemovedShown = decode(removed)?;
         for name in &removed.untagged {
             println!("untagged: {name}");
         }
@@ -731,7 +661,6 @@ fn gc(socket: &Path) -> ExitCode {
         let Response::Gc(report) = response else {
             return Err(unexpected(&response));
         };
-        let report: GcShown = decode(report)?;
         println!(
             "removed {} blobs and {} layers, freed {}",
             report.blobs_removed,
@@ -946,7 +875,7 @@ fn oci_main(args: &[String]) -> ExitCode {
 
 /// `hostd zygote --state DIR --conn FD --listener FD`: internal; the new
 /// image of a zygote that a daemon asked to upgrade (see
-/// `hostd::containers::zygote`).
+/// `hostd::daemon::zygote`).
 fn zygote_main(args: &[String]) -> ExitCode {
     let mut state = None;
     let mut conn = None;
@@ -966,7 +895,7 @@ fn zygote_main(args: &[String]) -> ExitCode {
     }
     match (state, conn, listener) {
         (Some(state), Some(conn), Some(listener)) => {
-            hostd::containers::zygote::resume(&state, conn, listener)
+            hostd::daemon::zygote::resume(&state, conn, listener)
         }
         _ => {
             eprintln!("hostd zygote: needs --state, --conn and --listener");
@@ -1032,8 +961,8 @@ mod tests {
         Cli::Daemon(DaemonOptions {
             socket: socket.into(),
             store: store.into(),
-            state: daemon::STATE_PATH.into(),
-            boot_manifest: Some(hostd::containers::request::BOOT_MANIFEST.into()),
+            state: paths::STATE.into(),
+            boot_manifest: Some(mkhost_shared::paths::BOOT_MANIFEST.into()),
         })
     }
 
@@ -1052,7 +981,7 @@ mod tests {
         assert_eq!(
             parse_container("logs", &v(&["-f", "web"])),
             Ok(Cli::Follow {
-                socket: control::SOCKET_PATH.into(),
+                socket: paths::CONTROL_SOCKET.into(),
                 name: "web".into()
             })
         );
@@ -1073,7 +1002,7 @@ mod tests {
             run,
             Cli::Container {
                 socket: "/s".into(),
-                request: Request::Run(hostd::containers::RunRequest {
+                request: Request::Run(hostd::daemon::containers::RunRequest {
                     image: "bb".into(),
                     name: Some("web".into()),
                     command: v(&["sh", "-c", "echo hi"]),
@@ -1128,7 +1057,7 @@ mod tests {
         assert_eq!(
             parse_container("start", &v(&["web"])),
             Ok(Cli::Container {
-                socket: control::SOCKET_PATH.into(),
+                socket: paths::CONTROL_SOCKET.into(),
                 request: Request::Start { name: "web".into() },
             })
         );
@@ -1167,9 +1096,9 @@ mod tests {
 
     #[test]
     fn parses_commands() {
-        let default = PathBuf::from(control::SOCKET_PATH);
-        let sock = control::SOCKET_PATH;
-        let store = daemon::STORE_PATH;
+        let default = PathBuf::from(paths::CONTROL_SOCKET);
+        let sock = paths::CONTROL_SOCKET;
+        let store = paths::STORE;
         assert_eq!(parse_str(&[]), Ok(daemon_at(sock, store)));
         assert_eq!(parse_str(&["daemon"]), Ok(daemon_at(sock, store)));
         assert_eq!(parse_str(&["status"]), Ok(Cli::Status(default)));
@@ -1254,18 +1183,20 @@ mod tests {
     #[test]
     fn images_table_one_row_per_name() {
         let rows = vec![
-            ImageRow {
+            ImageSummary {
                 id: format!("sha256:{}", "ab".repeat(32)),
                 names: vec!["hello:latest".into(), "hi".into()],
                 created: Some("2024-05-06T07:08:09.123Z".into()),
                 layers: 2,
+                size: 1_000,
                 unpacked_size: 1_234_567,
             },
-            ImageRow {
+            ImageSummary {
                 id: format!("sha256:{}", "cd".repeat(32)),
                 names: vec![],
                 created: None,
                 layers: 0,
+                size: 0,
                 unpacked_size: 12,
             },
         ];

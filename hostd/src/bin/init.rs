@@ -1,6 +1,6 @@
 //! `init`: mkhost's PID 1. Parses arguments and hands over to `hostd::init::run`,
 //! which never returns. Invoked as `modprobe` it is the kernel's module
-//! autoloader instead (`hostd::modprobe`).
+//! autoloader instead (`hostd::init::drivers::modprobe`).
 
 use std::process::ExitCode;
 
@@ -11,8 +11,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The builder links /sbin/modprobe to /init: the kernel's module autoloader.
     if invoked_as.rsplit('/').next() == Some("modprobe") {
-        let request = hostd::modprobe::parse_args(&args);
-        return ExitCode::from(hostd::modprobe::run(std::path::Path::new("/"), &request));
+        let request = hostd::init::drivers::modprobe::parse_args(&args);
+        return ExitCode::from(hostd::init::drivers::modprobe::run(
+            std::path::Path::new("/"),
+            &request,
+        ));
     }
     let is_pid1 = std::process::id() == 1;
     match init::parse_args(&args, is_pid1) {
@@ -28,7 +31,7 @@ fn main() -> ExitCode {
         // As PID 1 only a malformed --test-root/--skip gets here. PID 1 must not
         // exit, so boot with the defaults.
         Err(e) if is_pid1 => {
-            hostd::timeline::error(&format!("{e}; booting with defaults"));
+            hostd::init::timeline::error(&format!("{e}; booting with defaults"));
             init::run(&init::Options::default())
         }
         Err(e) => {

@@ -9,12 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use mkhost_shared::fs::write_atomic;
 
 /// The OCI spec version hostd reports.
 pub const OCI_VERSION: &str = "1.0.2";
@@ -115,32 +116,6 @@ impl Record {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory with `mode`, then `rename`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Saves the record in `dir`.
 pub fn save(dir: &Path, record: &Record) -> io::Result<()> {
     let json = serde_json::to_vec(record).map_err(io::Error::other)?;
@@ -220,6 +195,7 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn formats_time() {

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use hostd::control::{self, Request, Response, Status};
+use mkhost_shared::control::{self, Request, Response, Status};
 
 pub const HOSTD: &str = env!("CARGO_BIN_EXE_hostd");
 pub const INIT: &str = env!("CARGO_BIN_EXE_init");

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hostd::containers::Record;
-use hostd::control::{self, Request, Response};
+use hostd::daemon::containers::Record;
+use mkhost_shared::control::{self, Request, Response};
 
 use crate::common::{ok, run, wait_exit, wait_for_status, HOSTD};
 
@@ -66,7 +66,7 @@ fn hostd_run(socket: &Path, args: &[&str]) -> Output {
 
 fn ps(socket: &Path) -> Vec<Record> {
     match control::request(socket, &Request::Ps, Duration::from_secs(5)).unwrap() {
-        Response::Ps(v) => serde_json::from_value(v).unwrap(),
+        Response::Ps(rows) => rows,
         other => panic!("{other:?}"),
     }
 }
@@ -150,7 +150,7 @@ impl<'a> Daemon<'a> {
     }
 
     fn terminate(mut self) {
-        hostd::sys::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM).unwrap();
+        hostd::os::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM).unwrap();
         assert!(wait_exit(&mut self.child, Duration::from_secs(10)).success());
         std::mem::forget(self);
     }
@@ -165,7 +165,7 @@ fn zygote_pid(work: &Path) -> Option<i32> {
 }
 
 fn alive(pid: i32) -> bool {
-    hostd::sys::kill(pid, 0).is_ok()
+    hostd::os::kill(pid, 0).is_ok()
         && !fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
@@ -205,11 +205,11 @@ fn cleanup(work: &Path) {
     }
     let me = i32::try_from(std::process::id()).unwrap();
     for pid in pids.into_iter().filter(|p| *p > 1 && *p != me) {
-        let _ = hostd::sys::kill(pid, libc::SIGKILL);
+        let _ = hostd::os::kill(pid, libc::SIGKILL);
     }
     for line in overlay_mounts_under(work) {
         if let Some(target) = line.split(' ').nth(4) {
-            let _ = hostd::sys::umount2(Path::new(target), libc::MNT_DETACH);
+            let _ = hostd::os::umount2(Path::new(target), libc::MNT_DETACH);
         }
     }
 }
@@ -515,9 +515,9 @@ fn restart_policies_and_limits_without_cgroups() {
     // And by the daemon, for clients that skip that check.
     let raw = control::request(
         &socket,
-        &Request::Run(hostd::containers::RunRequest {
+        &Request::Run(hostd::daemon::containers::RunRequest {
             image: "bb".into(),
-            limits: hostd::containers::Limits {
+            limits: hostd::daemon::containers::Limits {
                 memory: Some(4096),
                 ..Default::default()
             },
@@ -747,7 +747,7 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
 
     // The zygote dies: the daemon cannot manage anything and exits (1), so
     // that init restarts it.
-    hostd::sys::kill(zygote, libc::SIGKILL).unwrap();
+    hostd::os::kill(zygote, libc::SIGKILL).unwrap();
     let status = wait_exit(&mut first.child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "{}", first.output());
     assert!(

@@ -38,7 +38,7 @@ fn daemon_answers_status_and_exits_cleanly_on_sigterm() {
     assert!(answer["uptime_ms"].is_u64());
 
     let pid = i32::try_from(daemon.id()).unwrap();
-    hostd::sys::kill(pid, libc::SIGTERM).unwrap();
+    hostd::os::kill(pid, libc::SIGTERM).unwrap();
     let exit = wait_exit(&mut daemon, Duration::from_secs(10));
     assert!(exit.success(), "{exit}");
     assert!(!socket.exists(), "socket left behind");
@@ -81,7 +81,7 @@ fn second_daemon_on_same_socket_refuses() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     // The first one still serves.
     wait_for_status(&socket, Duration::from_secs(5));
-    hostd::sys::kill(i32::try_from(first.id()).unwrap(), libc::SIGTERM).unwrap();
+    hostd::os::kill(i32::try_from(first.id()).unwrap(), libc::SIGTERM).unwrap();
     assert!(wait_exit(&mut first, Duration::from_secs(10)).success());
 }
 

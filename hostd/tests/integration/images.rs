@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hostd::store::Store;
+use mkhost_store::Store;
 
 use crate::common::{ok, run, wait_exit, wait_for_status, HOSTD};
 
@@ -143,7 +143,7 @@ fn import_list_inspect_remove_gc_through_the_daemon() {
     // Usage errors exit 2.
     assert_eq!(hostd(work, &socket, &["rmi"]).status.code(), Some(2));
 
-    hostd::sys::kill(i32::try_from(daemon.id()).unwrap(), libc::SIGTERM).unwrap();
+    hostd::os::kill(i32::try_from(daemon.id()).unwrap(), libc::SIGTERM).unwrap();
     assert!(wait_exit(&mut daemon, Duration::from_secs(10)).success());
 
     // No daemon: the usual clear message.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hostd::control::SOCKET_PATH;
+use mkhost_shared::paths::CONTROL_SOCKET as SOCKET_PATH;
 
 use crate::common::{wait_exit, wait_for_status, Console, HOSTD, INIT};
 
@@ -87,7 +87,7 @@ fn init_boots_test_root_and_restarts_hostd() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", first.pid)).unwrap();
     let blocked = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
     assert_eq!(blocked.split_whitespace().nth(1), Some("0000000000004002"));
-    hostd::sys::kill(i32::try_from(first.pid).unwrap(), libc::SIGKILL).unwrap();
+    hostd::os::kill(i32::try_from(first.pid).unwrap(), libc::SIGKILL).unwrap();
     let exited = init.wait_for(|l| l.contains("hostd exited"), BOOT_TIMEOUT);
     assert_eq!(
         exited,
@@ -98,7 +98,7 @@ fn init_boots_test_root_and_restarts_hostd() {
     assert_ne!(second.pid, first.pid);
 
     // A clean exit is restarted too, with a longer delay.
-    hostd::sys::kill(i32::try_from(second.pid).unwrap(), libc::SIGTERM).unwrap();
+    hostd::os::kill(i32::try_from(second.pid).unwrap(), libc::SIGTERM).unwrap();
     let exited = init.wait_for(|l| l.contains("hostd exited"), BOOT_TIMEOUT);
     assert_eq!(
         exited,
@@ -124,7 +124,7 @@ fn init_boots_test_root_and_restarts_hostd() {
     assert_eq!(log.matches("hostd exited").count(), 2, "{log}");
 
     // SIGTERM: init stops hostd and (in test mode) exits.
-    hostd::sys::kill(i32::try_from(init.child.id()).unwrap(), libc::SIGTERM).unwrap();
+    hostd::os::kill(i32::try_from(init.child.id()).unwrap(), libc::SIGTERM).unwrap();
     let status = wait_exit(&mut init.child, Duration::from_secs(20));
     assert!(status.success(), "{status}");
     init.drain(Duration::from_millis(200));

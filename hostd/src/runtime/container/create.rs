@@ -162,8 +162,10 @@ impl Runtime {
         let saved = state::save(&dir, &record)
             .map_err(state_err(&dir.join(state::STATE_FILE)))
             .and_then(|()| match &opts.pid_file {
-                Some(p) => state::write_atomic(p, spawned.pid.to_string().as_bytes(), 0o644)
-                    .map_err(state_err(p)),
+                Some(p) => {
+                    mkhost_shared::fs::write_atomic(p, spawned.pid.to_string().as_bytes(), 0o644)
+                        .map_err(state_err(p))
+                }
                 None => Ok(()),
             });
         if let Err(e) = saved {

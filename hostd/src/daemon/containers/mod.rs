@@ -1,0 +1,712 @@
+//! Containers run by the daemon from store images.
+//!
+//! `run` goes through three stages, each undone if a later one fails:
+//!
+//! 1. **Pure** ([`request`], [`config`]): the request is checked (name,
+//!    env, limits the kernel would refuse), then the image's config
+//!    (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`) is merged with it; a
+//!    user name is looked up in the image's `/etc/passwd`. A missing image or
+//!    unknown user fails here, before anything exists.
+//! 2. **Root file system**: `<state>/containers/<id>/` gets `upper/`, `work/`
+//!    and `rootfs/`, where the daemon mounts overlayfs with the image's layers
+//!    (top first) as `lowerdir`; `spec.json` keeps what a restart needs.
+//! 3. **Process** ([`zygote`]): the single-threaded zygote creates and starts
+//!    the container with the runtime, in cgroup `hostd/<id>` with the
+//!    limits, and hands back a pidfd and the read ends of its stdout and
+//!    stderr pipes.
+//!
+//! From then on the [`monitor`] thread writes its output to `container.log`
+//! and sees it exit; [`Shared::exited`] reaps it through the zygote, records
+//! the exit code and whether the OOM killer fired in `state.json` (written
+//! atomically), and applies the restart policy with a doubling back-off.
+//! `stop` signals through the pidfd (SIGTERM, SIGKILL after a timeout) and
+//! turns restarts off; `rm` deletes the runtime state and cgroup, unmounts
+//! the overlay and removes the directory.
+//!
+//! **Re-adoption.** Everything lives under the state directory
+//! (`/run/hostd`) and in the zygote, which outlives the daemon. A new daemon
+//! ([`Manager::new`]) reads every `state.json`, gets each running
+//! container's descriptors back from the zygote, and goes on; a container
+//! that exited meanwhile is reaped then, with its real exit code. See
+//! docs/containers.md.
+
+pub mod boot;
+pub mod config;
+pub mod monitor;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
+use crate::runtime::state::rfc3339_now;
+use config::CreateSpec;
+pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
+use mkhost_shared::fs::write_atomic;
+use mkhost_store::Store;
+use monitor::{MonitorHandle, Running};
+
+/// The per-container state file.
+pub const STATE_FILE: &str = "state.json";
+/// What a restart needs, per container.
+pub const SPEC_FILE: &str = "spec.json";
+/// The per-container log file.
+pub const LOG_FILE: &str = "container.log";
+/// Default time between SIGTERM and SIGKILL in `stop`.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// First delay before a restart; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A container that ran this long restarts after [`FIRST_BACKOFF`] again.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+/// What the daemon knows about a container beyond its record.
+struct EntryState {
+    record: Record,
+    /// The init's pidfd while it runs.
+    pidfd: Option<Arc<OwnedFd>>,
+    /// `stop` or `rm` asked: no more restarts.
+    stopping: bool,
+    /// When the current run started (for the back-off reset).
+    started: Instant,
+    /// The next restart's delay.
+    backoff: Duration,
+}
+
+/// One container.
+pub struct Entry {
+    id: String,
+    dir: PathBuf,
+    spec: CreateSpec,
+    state: Mutex<EntryState>,
+    changed: Condvar,
+    log: Mutex<monitor::Log>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Entry {
+    fn new(dir: PathBuf, spec: CreateSpec, record: Record, pidfd: Option<Arc<OwnedFd>>) -> Entry {
+        Entry {
+            id: record.id.clone(),
+            log: Mutex::new(monitor::Log::new(&dir)),
+            dir,
+            spec,
+            state: Mutex::new(EntryState {
+                record,
+                pidfd,
+                stopping: false,
+                started: Instant::now(),
+                backoff: FIRST_BACKOFF,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn save(&self, record: &Record) {
+        let path = self.dir.join(STATE_FILE);
+        let json = serde_json::to_vec(record).unwrap_or_default();
+        if let Err(e) = write_atomic(&path, &json, 0o600) {
+            crate::daemon::log(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+
+    fn record(&self) -> Record {
+        lock(&self.state).record.clone()
+    }
+
+    fn status_is(&self, status: &str) -> bool {
+        lock(&self.state).record.status == status
+    }
+
+    /// Waits until the container is not running or `timeout` passed; true
+    /// if it is not running.
+    fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.state);
+        while state.record.status == "running" {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(fd) = lock(&self.state).pidfd.as_ref() {
+            let _ = crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal);
+        }
+    }
+
+    /// Appends lines of `stream` output to the log (the monitor calls this).
+    fn append_log(&self, stream: &str, lines: &[Vec<u8>]) {
+        lock(&self.log).append(stream, lines);
+    }
+
+    fn close_log(&self) {
+        lock(&self.log).close();
+    }
+}
+
+/// Called once if the zygote dies under the daemon.
+pub type OnZygoteLost = Box<dyn Fn() + Send + Sync>;
+
+/// What the daemon's threads and the monitor share.
+pub struct Shared {
+    root: PathBuf,
+    zygote: Mutex<Zygote>,
+    containers: Mutex<BTreeMap<String, Arc<Entry>>>,
+    on_zygote_lost: OnZygoteLost,
+}
+
+/// The daemon's containers.
+pub struct Manager {
+    shared: Arc<Shared>,
+    monitor: MonitorHandle,
+}
+
+/// Undoes a half-made container.
+struct Cleanup {
+    dir: Option<PathBuf>,
+    mounted: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            if self.mounted {
+                let _ = crate::os::umount2(&dir.join("rootfs"), libc::MNT_DETACH);
+            }
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Takes the pidfd and pipe read ends a `created` answer carries.
+fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
+    let mut fds = fds.into_iter();
+    match (fds.next(), fds.next(), fds.next()) {
+        (Some(pidfd), Some(stdout), Some(stderr)) => Ok(Running {
+            pidfd: Arc::new(pidfd),
+            stdout,
+            stderr,
+        }),
+        _ => Err("the zygote sent too few descriptors".into()),
+    }
+}
+
+impl Shared {
+    /// The zygote exited: nothing can be created, reaped or deleted any
+    /// more, and a daemon cannot fork a new one safely once it has threads.
+    /// The daemon's answer ([`OnZygoteLost`]) is to exit, so that init starts
+    /// a new one, which forks a fresh zygote and takes the containers over.
+    fn zygote_lost(&self) {
+        crate::daemon::log("the zygote died; containers cannot be managed until hostd restarts");
+        (self.on_zygote_lost)();
+    }
+
+    fn call(&self, request: &ZygoteRequest) -> Result<(ZygoteReply, Vec<OwnedFd>), String> {
+        lock(&self.zygote).call(request).map_err(|e| e.to_string())
+    }
+
+    /// Has the zygote create the process of `spec`.
+    fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), String> {
+        match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
+            (ZygoteReply::Created { pid }, fds) => Ok((pid, running_from(fds)?)),
+            (ZygoteReply::Error { message }, _) => Err(message),
+            (other, _) => Err(format!("unexpected zygote answer {other:?}")),
+        }
+    }
+
+    /// Reaps an exited init through the zygote: (exit code, OOM-killed).
+    fn reap(&self, id: &str) -> (i32, bool) {
+        for _ in 0..250 {
+            match self.call(&ZygoteRequest::Reap { id: id.to_string() }) {
+                Ok((
+                    ZygoteReply::Reaped {
+                        code: Some(code),
+                        oom_killed,
+                    },
+                    _,
+                )) => return (code, oom_killed),
+                Ok((ZygoteReply::Reaped { code: None, .. }, _)) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => {
+                    crate::daemon::log(&format!("{id}: cannot reap: {other:?}"));
+                    return (-1, false);
+                }
+            }
+        }
+        crate::daemon::log(&format!(
+            "{id}: its pidfd is readable but it cannot be reaped"
+        ));
+        (-1, false)
+    }
+
+    /// Records the exit of `entry`'s init; answers when to restart it, if
+    /// the policy says so.
+    fn exited(&self, entry: &Entry) -> Option<Instant> {
+        let (code, oom_killed) = self.reap(&entry.id);
+        let mut state = lock(&entry.state);
+        state.pidfd = None;
+        let record = &mut state.record;
+        record.exit_code = Some(code);
+        record.oom_killed = oom_killed;
+        record.finished = Some(rfc3339_now());
+        record.pid = 0;
+        let restart = !state.stopping
+            && state
+                .record
+                .restart
+                .restarts(code, state.record.restart_count);
+        let at = if restart {
+            if state.started.elapsed() >= BACKOFF_RESET {
+                state.backoff = FIRST_BACKOFF;
+            }
+            let delay = state.backoff;
+            state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+            state.record.status = "restarting".into();
+            Some(Instant::now() + delay)
+        } else {
+            state.record.status = "exited".into();
+            None
+        };
+        entry.save(&state.record);
+        let name = state.record.name.clone();
+        drop(state);
+        entry.changed.notify_all();
+        crate::daemon::log(&format!(
+            "container {} ({name}) exited with code {code}{}{}",
+            entry.id,
+            if oom_killed { " (OOM-killed)" } else { "" },
+            if at.is_some() { "; restarting" } else { "" }
+        ));
+        at
+    }
+
+    /// Starts `entry` again (a restart it is still due); answers its new
+    /// descriptors for the monitor.
+    fn restart(&self, entry: &Entry) -> Option<(Running, i32)> {
+        let mut state = lock(&entry.state);
+        if state.stopping || state.record.status != "restarting" {
+            return None;
+        }
+        self.respawn(entry, &mut state, true).ok()
+    }
+
+    /// Creates `entry`'s process again (after deleting the last one's
+    /// runtime state and cgroup) and records it; a restart by the policy
+    /// counts in `restart_count`.
+    fn respawn(
+        &self,
+        entry: &Entry,
+        state: &mut MutexGuard<'_, EntryState>,
+        by_policy: bool,
+    ) -> Result<(Running, i32), String> {
+        let _ = self.call(&ZygoteRequest::Delete {
+            id: entry.id.clone(),
+        });
+        match self.spawn(&entry.spec) {
+            Ok((pid, running)) => {
+                state.record.pid = pid;
+                state.record.status = "running".into();
+                if by_policy {
+                    state.record.restart_count += 1;
+                }
+                state.record.exit_code = None;
+                state.record.oom_killed = false;
+                state.record.finished = None;
+                state.record.started = rfc3339_now();
+                state.record.error = None;
+                state.started = Instant::now();
+                state.pidfd = Some(Arc::clone(&running.pidfd));
+                entry.save(&state.record);
+                crate::daemon::log(&format!(
+                    "restarted container {} ({}) pid {pid}, restart {}",
+                    entry.id, state.record.name, state.record.restart_count
+                ));
+                Ok((running, pid))
+            }
+            Err(message) => {
+                state.record.status = "exited".into();
+                state.record.error = Some(format!("restart failed: {message}"));
+                entry.save(&state.record);
+                entry.changed.notify_all();
+                crate::daemon::log(&format!("{}: restart failed: {message}", entry.id));
+                Err(message)
+            }
+        }
+    }
+}
+
+impl Manager {
+    /// Containers under `state/containers`, created through `zygote`. Takes
+    /// over what an earlier daemon left there: containers the zygote still
+    /// holds are watched again; the others (their zygote died) are killed
+    /// if still alive, since nobody holds their output or exit status any
+    /// more, recorded as lost, and restarted if their policy says so.
+    /// `on_zygote_lost` runs if the zygote dies later.
+    pub fn new(
+        state: &Path,
+        zygote: Zygote,
+        on_zygote_lost: OnZygoteLost,
+    ) -> std::io::Result<Manager> {
+        let root = state.join("containers");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)?;
+        crate::daemon::sys::raise_nofile(1 << 20);
+        let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
+            .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+        let shared = Arc::new(Shared {
+            root,
+            zygote: Mutex::new(zygote),
+            containers: Mutex::new(BTreeMap::new()),
+            on_zygote_lost,
+        });
+        let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
+        let manager = Manager { shared, monitor };
+        manager.adopt();
+        Ok(manager)
+    }
+
+    /// Loads every container directory and re-attaches the running ones.
+    fn adopt(&self) {
+        let Ok(dirs) = fs::read_dir(&self.shared.root) else {
+            return;
+        };
+        let mut adopted = 0;
+        for dir in dirs.flatten().map(|d| d.path()) {
+            let load = |file: &str| -> Result<Vec<u8>, String> {
+                fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+            };
+            let loaded = load(STATE_FILE).and_then(|state| {
+                let record: Record = serde_json::from_slice(&state)
+                    .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))?;
+                let spec: CreateSpec = serde_json::from_slice(&load(SPEC_FILE)?)
+                    .map_err(|e| format!("{}: {e}", dir.join(SPEC_FILE).display()))?;
+                Ok((record, spec))
+            });
+            let (mut record, spec) = match loaded {
+                Ok(pair) => pair,
+                Err(e) => {
+                    crate::daemon::log(&format!(
+                        "skipping container directory {}: {e} (remove it by hand)",
+                        dir.display()
+                    ));
+                    continue;
+                }
+            };
+            let mut running = None;
+            if record.status != "exited" {
+                let attached = self.shared.call(&ZygoteRequest::Attach {
+                    id: record.id.clone(),
+                });
+                match attached {
+                    Ok((ZygoteReply::Created { pid }, fds)) => match running_from(fds) {
+                        Ok(r) => {
+                            record.pid = pid;
+                            running = Some(r);
+                        }
+                        Err(e) => record.error = Some(e),
+                    },
+                    Ok((ZygoteReply::Error { message }, _)) => {
+                        record.error = Some(format!("lost with its zygote: {message}"));
+                    }
+                    other => record.error = Some(format!("cannot attach: {other:?}")),
+                }
+                if running.is_none() {
+                    // Still alive, it is an orphan nobody can read or reap:
+                    // the runtime kills it (checking it is the same process)
+                    // and drops its cgroup.
+                    let _ = self.shared.call(&ZygoteRequest::Delete {
+                        id: record.id.clone(),
+                    });
+                }
+            }
+            let restart_lost = running.is_none()
+                && record.status != "exited"
+                && record.restart != RestartPolicy::No;
+            if running.is_none() && record.status != "exited" {
+                record.status = if restart_lost { "restarting" } else { "exited" }.into();
+                record.pid = 0;
+            }
+            let entry = Arc::new(Entry::new(
+                dir.clone(),
+                spec,
+                record.clone(),
+                running.as_ref().map(|r| Arc::clone(&r.pidfd)),
+            ));
+            entry.save(&record);
+            lock(&self.shared.containers).insert(record.id.clone(), Arc::clone(&entry));
+            if let Some(r) = running {
+                adopted += 1;
+                self.monitor.watch(Arc::clone(&entry), r);
+            } else if restart_lost {
+                self.monitor.restart_at(entry, Instant::now());
+            }
+        }
+        if adopted > 0 {
+            crate::daemon::log(&format!("re-adopted {adopted} running containers"));
+        }
+    }
+
+    /// Containers running now.
+    pub fn running(&self) -> usize {
+        lock(&self.shared.containers)
+            .values()
+            .filter(|e| e.status_is("running"))
+            .count()
+    }
+
+    fn find(&self, name: &str) -> Result<Arc<Entry>, String> {
+        let map = lock(&self.shared.containers);
+        if let Some(entry) = map.get(name) {
+            return Ok(Arc::clone(entry));
+        }
+        if let Some(entry) = map.values().find(|e| lock(&e.state).record.name == name) {
+            return Ok(Arc::clone(entry));
+        }
+        let prefixed: Vec<_> = map
+            .values()
+            .filter(|e| name.len() >= 4 && e.id.starts_with(name))
+            .cloned()
+            .collect();
+        match prefixed.len() {
+            1 => Ok(prefixed
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| unreachable!())),
+            0 => Err(format!("no container named {name:?}")),
+            _ => Err(format!("container id prefix {name:?} is ambiguous")),
+        }
+    }
+
+    /// Whether a container (in any state) uses the image with id `image_id`.
+    pub fn uses_image(&self, image_id: &str) -> Option<String> {
+        lock(&self.shared.containers)
+            .values()
+            .map(|e| e.record())
+            .find(|r| r.image_id == image_id)
+            .map(|r| r.name)
+    }
+
+    /// Creates and starts a container; answers its id.
+    pub fn run(&self, store: &Store, req: &RunRequest) -> Result<String, String> {
+        // (1) Pure checks.
+        req.validate().map_err(|e| e.to_string())?;
+        if let Some(name) = &req.name {
+            if self.find(name).is_ok() {
+                return Err(format!("a container named {name:?} already exists"));
+            }
+        }
+        let info = store.inspect(&req.image).map_err(|e| e.to_string())?;
+        let lowerdirs = store.lowerdirs(&req.image).map_err(|e| e.to_string())?;
+        let process = config::merge(&info.config, &req.command, &req.env, &|file: &str| {
+            config::read_from_layers(&lowerdirs, file)
+        })
+        .map_err(|e| e.to_string())?;
+        let mut bytes = [0u8; 8];
+        crate::os::random_bytes_insecure(&mut bytes).map_err(|e| format!("no random id: {e}"))?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
+
+        // (2) Root file system.
+        let dir = self.shared.root.join(&id);
+        let mut cleanup = Cleanup {
+            dir: Some(dir.clone()),
+            mounted: false,
+        };
+        let rootfs = dir.join("rootfs");
+        let mut lower: Vec<String> = lowerdirs.iter().map(|p| p.display().to_string()).collect();
+        for sub in ["upper", "work", "rootfs", "empty"] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir.join(sub))
+                .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
+        }
+        if lower.is_empty() {
+            lower.push(dir.join("empty").display().to_string());
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        crate::os::mount("overlay", &rootfs, "overlay", 0, Some(&options))
+            .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
+        cleanup.mounted = true;
+        let spec = CreateSpec {
+            id: id.clone(),
+            bundle: dir.clone(),
+            rootfs,
+            args: process.args.clone(),
+            env: process.env,
+            cwd: process.cwd,
+            uid: process.user.0,
+            gid: process.user.1,
+            hostname: id[..12].to_string(),
+            limits: req.limits.clone(),
+        };
+        let spec_path = dir.join(SPEC_FILE);
+        write_atomic(
+            &spec_path,
+            &serde_json::to_vec(&spec).unwrap_or_default(),
+            0o600,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
+
+        // (3) Process.
+        let (pid, running) = self.shared.spawn(&spec)?;
+        let now = rfc3339_now();
+        let record = Record {
+            id: id.clone(),
+            name,
+            image: req.image.clone(),
+            image_id: info.id.to_string(),
+            command: process.args,
+            pid,
+            created: now.clone(),
+            status: "running".into(),
+            exit_code: None,
+            oom_killed: false,
+            restart_count: 0,
+            restart: req.restart,
+            limits: req.limits.clone(),
+            started: now,
+            finished: None,
+            error: None,
+        };
+        let entry = Arc::new(Entry::new(
+            dir,
+            spec,
+            record.clone(),
+            Some(Arc::clone(&running.pidfd)),
+        ));
+        entry.save(&record);
+        cleanup.dir = None;
+        lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
+        self.monitor.watch(entry, running);
+        crate::daemon::log(&format!(
+            "started container {id} ({}) pid {pid}",
+            record.name
+        ));
+        Ok(id)
+    }
+
+    /// All containers, oldest first.
+    pub fn ps(&self) -> Vec<Record> {
+        let mut list: Vec<Record> = lock(&self.shared.containers)
+            .values()
+            .map(|e| e.record())
+            .collect();
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// The container's log.
+    pub fn logs(&self, name: &str) -> Result<String, String> {
+        let entry = self.find(name)?;
+        monitor::Log::read(&entry.dir).map_err(|e| format!("cannot read the log of {name}: {e}"))
+    }
+
+    /// Turns restarts off and ends the container: SIGTERM, then SIGKILL
+    /// after `timeout`. Answers the final record.
+    fn halt(&self, entry: &Entry, timeout: Duration) -> Result<Record, String> {
+        {
+            let mut state = lock(&entry.state);
+            state.stopping = true;
+            if state.record.status == "restarting" {
+                state.record.status = "exited".into();
+                entry.save(&state.record);
+            }
+        }
+        if !entry.status_is("running") {
+            return Ok(entry.record());
+        }
+        if !timeout.is_zero() {
+            entry.signal(libc::SIGTERM);
+            if entry.wait(timeout) {
+                return Ok(entry.record());
+            }
+        }
+        entry.signal(libc::SIGKILL);
+        if !entry.wait(Duration::from_secs(10)) {
+            return Err(format!("container {} did not die after SIGKILL", entry.id));
+        }
+        Ok(entry.record())
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`; answers the final record.
+    pub fn stop(&self, name: &str, timeout: Duration) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        self.halt(&entry, timeout)
+    }
+
+    /// Starts an exited container again: same id, root (with what its last
+    /// run wrote), log and restart policy (turned back on).
+    pub fn start(&self, name: &str) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        let mut state = lock(&entry.state);
+        if state.record.status != "exited" {
+            return Err(format!(
+                "container {name:?} is {}: stop it first",
+                state.record.status
+            ));
+        }
+        state.stopping = false;
+        state.backoff = FIRST_BACKOFF;
+        let (running, _) = self.shared.respawn(&entry, &mut state, false)?;
+        let record = state.record.clone();
+        drop(state);
+        self.monitor.watch(Arc::clone(&entry), running);
+        Ok(record)
+    }
+
+    /// Removes a container (a running one only with `force`, which kills it).
+    pub fn rm(&self, name: &str, force: bool) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        if entry.status_is("running") && !force {
+            return Err(format!(
+                "container {name:?} is running: stop it first or use force"
+            ));
+        }
+        let record = self.halt(&entry, Duration::ZERO)?;
+        if let (ZygoteReply::Error { message }, _) = self.shared.call(&ZygoteRequest::Delete {
+            id: record.id.clone(),
+        })? {
+            return Err(message);
+        }
+        let rootfs = entry.dir.join("rootfs");
+        match crate::os::umount2(&rootfs, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),
+        }
+        fs::remove_dir_all(&entry.dir)
+            .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))?;
+        lock(&self.shared.containers).remove(&record.id);
+        crate::daemon::log(&format!(
+            "removed container {} ({})",
+            record.id, record.name
+        ));
+        Ok(record)
+    }
+}

@@ -1,0 +1,468 @@
+//! The hostd daemon: binds the control socket, answers requests, and exits
+//! cleanly (removing the socket) on SIGTERM or SIGINT.
+//!
+//! Signals are handled synchronously: the main thread blocks SIGTERM/SIGINT
+//! before any other thread exists (so every thread inherits the mask), and one
+//! dedicated thread `sigwait`s for them and triggers the server's [`Shutdown`].
+//! No code runs in signal-handler context.
+//!
+//! Image requests go to the image store ([`mkhost_store::Store`]) at
+//! [`DaemonOptions::store`], opened (and created) at start. A store that cannot
+//! be opened does not stop the daemon: it logs why, keeps answering `status`,
+//! answers image requests with the error and tries to open the store again on
+//! the next one. Store errors are answers, never exits. An import runs in its
+//! connection's thread; a daemon stopped in the middle of one leaves the store
+//! as it was (imports are all-or-nothing and staging is cleared at open).
+//!
+//! Containers ([`crate::daemon::containers`]) are created by a zygote that
+//! [`run`] forks first thing, while the process still has one thread — or
+//! finds already running, left by the daemon before this one, and takes
+//! over (asking it to `exec` this binary when it runs another). Their state
+//! lives under [`DaemonOptions::state`]. Without a zygote (unit tests)
+//! container requests are answered with an error. Once serving, a thread
+//! imports and starts the boot-time containers of
+//! [`DaemonOptions::boot_manifest`].
+
+pub mod containers;
+pub mod server;
+pub mod sys;
+pub mod zygote;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::os::SignalSet;
+use containers::{Manager, STOP_TIMEOUT};
+use mkhost_shared::control::{Request, Response, Status};
+use mkhost_shared::paths;
+use mkhost_store::{Store, StoreError};
+use server::{ControlError, ControlSocket, Shutdown};
+use zygote::Zygote;
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The termination signals could not be blocked.
+    #[error("cannot block termination signals: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The signal-waiting thread could not be started.
+    #[error("cannot start the signal thread: {0}")]
+    SignalThread(#[source] std::io::Error),
+    /// The control socket failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The zygote could not be started.
+    #[error(transparent)]
+    Zygote(#[from] crate::daemon::zygote::ZygoteError),
+    /// The zygote died; init restarts the daemon, which starts a new one.
+    #[error("the zygote died; exiting so that a new daemon takes the containers over")]
+    ZygoteLost,
+    /// The state directory could not be created.
+    #[error("cannot create state directory {path}: {source}", path = path.display())]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to run the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonOptions {
+    /// Where to put the control socket.
+    pub socket: PathBuf,
+    /// The image store's root directory.
+    pub store: PathBuf,
+    /// The state directory (containers, runtime state).
+    pub state: PathBuf,
+    /// The boot-time container manifest, if any.
+    pub boot_manifest: Option<PathBuf>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(paths::CONTROL_SOCKET),
+            store: PathBuf::from(paths::STORE),
+            state: PathBuf::from(paths::STATE),
+            boot_manifest: Some(PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
+        }
+    }
+}
+
+/// Writes `hostd: <message>` to stderr, ignoring errors (the console may be gone).
+pub fn log(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "hostd: {message}");
+}
+
+/// The daemon's request handler: start time and image store.
+pub struct Handler {
+    started: Instant,
+    store_root: PathBuf,
+    /// The open store; `None` until [`Store::open`] succeeds.
+    store: Mutex<Option<Store>>,
+    /// The containers; `None` without a zygote.
+    containers: Option<Arc<Manager>>,
+}
+
+impl Handler {
+    /// A handler for a daemon that started at `started`, with its store at
+    /// `store_root`. Opens (creates) the store now; a failure is logged and
+    /// retried on the next image request.
+    pub fn new(started: Instant, store_root: &Path) -> Self {
+        let handler = Self {
+            started,
+            store_root: store_root.to_path_buf(),
+            store: Mutex::new(None),
+            containers: None,
+        };
+        match handler.store() {
+            Ok(store) => log(&format!("image store at {}", store.root().display())),
+            Err(e) => log(&format!("image store unavailable: {e}")),
+        }
+        handler
+    }
+
+    /// Adds container support.
+    pub fn with_containers(mut self, containers: Arc<Manager>) -> Self {
+        self.containers = Some(containers);
+        self
+    }
+
+    fn containers(&self) -> Result<&Manager, Response> {
+        self.containers
+            .as_deref()
+            .ok_or_else(|| Response::Error("containers are not available".into()))
+    }
+
+    fn container_request(&self, request: &Request) -> Response {
+        let manager = match self.containers() {
+            Ok(m) => m,
+            Err(response) => return response,
+        };
+        let answer = match request {
+            Request::Run(run) => match self.store() {
+                Ok(store) => manager.run(&store, run).map(Response::Started),
+                Err(e) => Err(e.to_string()),
+            },
+            Request::Ps => Ok(Response::Ps(manager.ps())),
+            Request::Logs { name } => manager.logs(name).map(Response::Logs),
+            Request::Stop { name, timeout_secs } => {
+                let timeout = timeout_secs.map_or(STOP_TIMEOUT, std::time::Duration::from_secs);
+                manager
+                    .stop(name, timeout)
+                    .map(|r| Response::Container(Box::new(r)))
+            }
+            Request::Start { name } => manager
+                .start(name)
+                .map(|r| Response::Container(Box::new(r))),
+            Request::Rm { name, force } => manager
+                .rm(name, *force)
+                .map(|r| Response::Container(Box::new(r))),
+            _ => Err("not a container request".into()),
+        };
+        answer.unwrap_or_else(Response::Error)
+    }
+
+    /// The open store, opening it first if an earlier attempt failed.
+    fn store(&self) -> Result<Store, StoreError> {
+        // A poisoned lock only means a thread panicked holding it; the slot
+        // itself is still a valid Option.
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = Store::open(&self.store_root)?;
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Answers one control request.
+    pub fn handle(&self, request: &Request) -> Response {
+        match request {
+            Request::Status => Response::Status(Status {
+                version: crate::VERSION.to_string(),
+                pid: std::process::id(),
+                uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                containers: self
+                    .containers
+                    .as_ref()
+                    .map_or(0, |c| u64::try_from(c.running()).unwrap_or(u64::MAX)),
+            }),
+            Request::Run(_)
+            | Request::Ps
+            | Request::Logs { .. }
+            | Request::Stop { .. }
+            | Request::Start { .. }
+            | Request::Rm { .. } => self.container_request(request),
+            Request::Images => self.with_store(|s| s.list().map(Response::Images)),
+            Request::Import { path } => {
+                if !path.is_absolute() {
+                    return Response::Error(format!(
+                        "import path {} is not absolute; the daemon does not know the client's directory",
+                        path.display()
+                    ));
+                }
+                let response = self.with_store(|s| s.import(path).map(Response::Imported));
+                match &response {
+                    Response::Error(e) => log(&format!("import of {} failed: {e}", path.display())),
+                    _ => log(&format!("imported {}", path.display())),
+                }
+                response
+            }
+            Request::InspectImage { image } => {
+                self.with_store(|s| s.inspect(image).map(|i| Response::Image(Box::new(i))))
+            }
+            Request::RemoveImage { image } => {
+                if let (Some(manager), Ok(info)) = (
+                    self.containers.as_ref(),
+                    self.store().and_then(|s| s.inspect(image)),
+                ) {
+                    if let Some(user) = manager.uses_image(&info.id) {
+                        return Response::Error(format!(
+                            "image {image:?} is used by container {user:?}: remove the container first"
+                        ));
+                    }
+                }
+                let response = self.with_store(|s| s.remove(image).map(Response::Removed));
+                if !matches!(response, Response::Error(_)) {
+                    log(&format!("removed image {image:?}"));
+                }
+                response
+            }
+            Request::Gc => self.with_store(|s| s.gc().map(Response::Gc)),
+        }
+    }
+
+    /// Runs `op` on the store: its answer, or its error's message.
+    fn with_store<F>(&self, op: F) -> Response
+    where
+        F: FnOnce(&Store) -> Result<Response, StoreError>,
+    {
+        self.store()
+            .and_then(|store| op(&store))
+            .unwrap_or_else(|e| Response::Error(e.to_string()))
+    }
+}
+
+/// The zygote a previous daemon left (upgraded to this binary if it runs
+/// another), or a new one. Must run while the process has a single thread.
+fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError> {
+    let mut zygote = match Zygote::connect(state)? {
+        None => {
+            let zygote = Zygote::start(state)?;
+            log(&format!("zygote running as pid {}", zygote.pid()));
+            return Ok(zygote);
+        }
+        Some(z) => z,
+    };
+    let hello = zygote.hello().clone();
+    log(&format!(
+        "took over zygote pid {} holding {} containers",
+        hello.pid, hello.containers
+    ));
+    let mine = crate::daemon::zygote::exe_identity("self");
+    if hello.exe != mine || hello.protocol != crate::daemon::zygote::PROTOCOL {
+        let exe = std::env::current_exe()
+            .map_err(|e| DaemonError::Zygote(crate::daemon::zygote::ZygoteError::Start(e)))?;
+        zygote.upgrade(&exe)?;
+        log(&format!(
+            "zygote pid {} now runs {} (upgraded)",
+            hello.pid,
+            exe.display()
+        ));
+    }
+    Ok(zygote)
+}
+
+/// Imports and starts the boot-time containers in a thread of their own, so
+/// the daemon answers `status` meanwhile.
+fn start_boot_containers(path: &Path, containers: Arc<Manager>, handler: &Handler, state: &Path) {
+    let manifest = match crate::daemon::containers::boot::load(path) {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            log(&format!("boot-time containers not started: {e}"));
+            return;
+        }
+    };
+    let store = match handler.store() {
+        Ok(store) => store,
+        Err(e) => {
+            log(&format!("boot-time containers not started: {e}"));
+            return;
+        }
+    };
+    let state = state.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("hostd-boot".into())
+        .spawn(move || {
+            let report = crate::daemon::containers::boot::start(&manifest, &containers, &store, &state);
+            for e in &report.errors {
+                log(e);
+            }
+            log(&format!(
+                "boot-time containers: {} archives imported, started [{}], already there [{}], {} errors",
+                report.imported,
+                report.started.join(", "),
+                report.existing.join(", "),
+                report.errors.len()
+            ));
+        });
+    if let Err(e) = spawned {
+        log(&format!("cannot start the boot-container thread: {e}"));
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns after removing the socket.
+/// Containers keep running (in the zygote) for the next daemon.
+pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let signals = SignalSet::new(&[libc::SIGTERM, libc::SIGINT]).map_err(DaemonError::Signals)?;
+    signals.block().map_err(DaemonError::Signals)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&options.state)
+        .map_err(|source| DaemonError::State {
+            path: options.state.clone(),
+            source,
+        })?;
+    // Another daemon on the socket owns the zygote too: stop before touching it.
+    server::refuse_if_served(&options.socket)?;
+    let zygote = take_over_or_start_zygote(&options.state)?;
+    let shutdown = Shutdown::new()?;
+    let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_lost = {
+        let (shutdown, lost) = (shutdown.clone(), Arc::clone(&zygote_lost));
+        Box::new(move || {
+            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            shutdown.trigger();
+        })
+    };
+    let containers =
+        Manager::new(&options.state, zygote, on_lost).map_err(|source| DaemonError::State {
+            path: options.state.join("containers"),
+            source,
+        })?;
+    let containers = Arc::new(containers);
+
+    let socket = ControlSocket::bind(&options.socket)?;
+    let handler = Handler::new(started, &options.store).with_containers(Arc::clone(&containers));
+    if let Some(path) = options.boot_manifest.clone() {
+        start_boot_containers(&path, containers, &handler, &options.state);
+    }
+    let stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("hostd-signals".into())
+        .spawn(move || match signals.wait() {
+            Ok(signal) => {
+                let name = if signal == libc::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                log(&format!("received {name}, shutting down"));
+                stop.trigger();
+            }
+            Err(e) => log(&format!("cannot wait for signals: {e}")),
+        })
+        .map_err(DaemonError::SignalThread)?;
+
+    log(&format!(
+        "listening on {} (pid {}, version {})",
+        socket.path().display(),
+        std::process::id(),
+        crate::VERSION
+    ));
+    let served = socket.serve(move |request| handler.handle(request), &shutdown);
+    let removed = socket.remove();
+    served?;
+    removed?;
+    if zygote_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(DaemonError::ZygoteLost);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_reports_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler = Handler::new(Instant::now(), &dir.path().join("store"));
+        match handler.handle(&Request::Status) {
+            Response::Status(s) => {
+                assert_eq!(s.pid, std::process::id());
+                assert_eq!(s.version, crate::VERSION);
+                assert_eq!(s.containers, 0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn image_requests_go_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let handler = Handler::new(Instant::now(), &root);
+        assert!(
+            root.join("blobs/sha256").is_dir(),
+            "store not created at start"
+        );
+        assert_eq!(handler.handle(&Request::Images), Response::Images(vec![]));
+        assert!(matches!(handler.handle(&Request::Gc), Response::Gc(_)));
+        assert_eq!(
+            handler.handle(&Request::Ps),
+            Response::Error("containers are not available".into())
+        );
+        let missing = handler.handle(&Request::InspectImage {
+            image: "nope".into(),
+        });
+        let Response::Error(message) = missing else {
+            panic!("{missing:?}");
+        };
+        assert!(message.contains("no image named"), "{message}");
+        let relative = handler.handle(&Request::Import {
+            path: "img.tar".into(),
+        });
+        assert!(
+            matches!(&relative, Response::Error(m) if m.contains("not absolute")),
+            "{relative:?}"
+        );
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"hello").unwrap();
+        let answer = handler.handle(&Request::Import { path: junk.clone() });
+        let expected = Store::open(dir.path().join("other"))
+            .unwrap()
+            .import(&junk)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(answer, Response::Error(expected));
+    }
+
+    #[test]
+    fn unusable_store_is_an_answer_and_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let root = blocker.join("store");
+        let handler = Handler::new(Instant::now(), &root);
+        assert!(matches!(
+            handler.handle(&Request::Images),
+            Response::Error(m) if m.contains("cannot set up image store")
+        ));
+        assert!(matches!(
+            handler.handle(&Request::Status),
+            Response::Status(_)
+        ));
+        std::fs::remove_file(&blocker).unwrap();
+        std::fs::create_dir(&blocker).unwrap();
+        assert_eq!(handler.handle(&Request::Images), Response::Images(vec![]));
+    }
+}

@@ -1,0 +1,655 @@
+//! The zygote: a single-threaded helper forked by the daemon before it starts
+//! any thread. Cloning a container's init from a multi-threaded process is
+//! unsafe (another thread may hold the allocator's lock at clone time), so
+//! the daemon asks the zygote instead, over a `SOCK_SEQPACKET` socket: one
+//! JSON packet per request, one per answer, descriptors attached with
+//! `SCM_RIGHTS`.
+//!
+//! For `create` the zygote writes the bundle's `config.json`, points its own
+//! stdout and stderr at two new pipes, runs the runtime's `create` and
+//! `start`, restores its stdio and sends back the pid with the init's pidfd
+//! and the pipes' read ends. The inits are the zygote's children, so it also
+//! reaps them (`reap`, with the OOM-kill count of the cgroup) once the
+//! daemon has seen their pidfd become readable.
+//!
+//! **The zygote outlives the daemon.** It keeps a copy of every container's
+//! pidfd and pipe read ends, so when the daemon is killed or upgraded the
+//! containers keep running (their writes block once a pipe is full; nothing
+//! is lost) and their exit statuses wait, as zombies, for the zygote. It
+//! listens on `<state>/zygote.sock` (root only); a new daemon connects,
+//! says `hello`, and `attach`es each running container to get its
+//! descriptors back. A zygote whose daemon left while it had no container
+//! exits. When the new daemon's binary differs from the zygote's, the daemon
+//! asks for an `upgrade`: the zygote `exec`s the new binary
+//! (`hostd zygote --resume ...`), keeping its children, its sockets and its
+//! table of containers (handed over in a file), and the new code answers.
+//! `hello` and `upgrade` are the stable part of the protocol.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::containers::config::{cgroup_path, oci_config, CreateSpec};
+use super::sys;
+use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
+use crate::runtime::process::{self, Spawned};
+use crate::runtime::{CreateOptions, Log, Runtime};
+
+/// Largest packet either side sends.
+const MAX_PACKET: usize = 64 * 1024;
+
+/// The zygote's socket under the state directory.
+pub const SOCKET: &str = "zygote.sock";
+
+/// The zygote's pid, for people and tests.
+pub const PID_FILE: &str = "zygote.pid";
+
+/// The hand-over file an upgrading zygote writes for its new image.
+const HANDOFF: &str = "zygote.handoff.json";
+
+/// Version of the requests below `hello` and `upgrade`.
+pub const PROTOCOL: u32 = 1;
+
+/// A request to the zygote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ZygoteRequest {
+    /// Who are you (stable).
+    Hello,
+    /// Replace your code with `exe`, keeping the containers (stable).
+    Upgrade {
+        /// The new binary.
+        exe: PathBuf,
+    },
+    /// Create and start a container.
+    Create(Box<CreateSpec>),
+    /// The descriptors of a container created before this daemon started.
+    Attach {
+        /// Container id.
+        id: String,
+    },
+    /// Reap an exited container's init: its exit code, or `None` if running.
+    Reap {
+        /// Container id.
+        id: String,
+    },
+    /// Forget a container and delete its runtime state (and cgroup).
+    Delete {
+        /// Container id.
+        id: String,
+    },
+}
+
+/// An answer from the zygote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum ZygoteReply {
+    /// Answer to `hello` and `upgrade` (stable).
+    Hello(Hello),
+    /// Created and started (or attached); the packet carries the pidfd and
+    /// the stdout and stderr read ends.
+    Created {
+        /// The init's pid.
+        pid: i32,
+    },
+    /// Reap result.
+    Reaped {
+        /// Exit code (128 + signal when killed); `None`: still running.
+        code: Option<i32>,
+        /// The cgroup's OOM killer fired.
+        #[serde(default)]
+        oom_killed: bool,
+    },
+    /// Deleted.
+    Deleted,
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a zygote says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL`] of its code.
+    pub protocol: u32,
+    /// Its pid.
+    pub pid: i32,
+    /// Identity of its binary ([`exe_identity`]).
+    pub exe: String,
+    /// Containers it holds.
+    pub containers: usize,
+}
+
+/// Errors talking to the zygote.
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    /// The socket or fork failed.
+    #[error("cannot start the zygote: {0}")]
+    Start(#[source] std::io::Error),
+    /// The socket failed or the zygote is gone.
+    #[error("zygote unavailable: {0}")]
+    Io(#[source] std::io::Error),
+    /// The zygote answered something unexpected.
+    #[error("zygote protocol error: {0}")]
+    Protocol(String),
+}
+
+/// The daemon's handle on the zygote.
+#[derive(Debug)]
+pub struct Zygote {
+    sock: OwnedFd,
+    hello: Hello,
+}
+
+/// Identity of a binary: device, inode, size and mtime of what
+/// `/proc/<pid>/exe` points to. A replaced binary has a new one.
+pub fn exe_identity(pid: &str) -> String {
+    match fs::metadata(format!("/proc/{pid}/exe")) {
+        Ok(m) => format!("{}:{}:{}:{}", m.dev(), m.ino(), m.size(), m.mtime()),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+impl Zygote {
+    /// Connects to the zygote a previous daemon left under `state`, if any.
+    /// `Ok(None)`: there is none (no socket, or nobody listening).
+    pub fn connect(state: &Path) -> Result<Option<Zygote>, ZygoteError> {
+        let path = state.join(SOCKET);
+        let sock = match sys::seqpacket_connect(&path) {
+            Ok(sock) => sock,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTSOCK)
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(ZygoteError::Io(e)),
+        };
+        // A zygote still serving another daemon would never answer.
+        sys::set_receive_timeout(sock.as_fd(), Some(Duration::from_secs(10)))
+            .map_err(ZygoteError::Io)?;
+        let mut zygote = Zygote {
+            sock,
+            hello: Hello {
+                protocol: 0,
+                pid: 0,
+                exe: String::new(),
+                containers: 0,
+            },
+        };
+        zygote.hello = match zygote.say_hello(&ZygoteRequest::Hello) {
+            Err(ZygoteError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(ZygoteError::Protocol(format!(
+                    "the zygote at {} did not answer: it serves another daemon \
+                     (is another hostd running with the same --state?)",
+                    path.display()
+                )))
+            }
+            other => other?,
+        };
+        sys::set_receive_timeout(zygote.sock.as_fd(), None).map_err(ZygoteError::Io)?;
+        Ok(Some(zygote))
+    }
+
+    /// Forks a new zygote; `state` is the daemon's state directory (runtime
+    /// state under `state/oci`, the zygote's log in `state/zygote.log`, its
+    /// socket at `state/zygote.sock`).
+    ///
+    /// Must be called while the process has a single thread.
+    pub fn start(state: &Path) -> Result<Zygote, ZygoteError> {
+        let path = state.join(SOCKET);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ZygoteError::Start(e)),
+        }
+        let listener = sys::seqpacket_listen(&path).map_err(ZygoteError::Start)?;
+        let (parent, child) = crate::runtime::sys::seqpacket_pair()
+            .map_err(|e| ZygoteError::Start(std::io::Error::from_raw_os_error(e.0)))?;
+        // SAFETY: the caller (daemon::run) forks before starting any thread.
+        match unsafe { sys::fork() }.map_err(ZygoteError::Start)? {
+            None => {
+                drop(parent);
+                Server::new(state, listener, HashMap::new()).serve(child)
+            }
+            Some(pid) => Ok(Zygote {
+                sock: parent,
+                hello: Hello {
+                    protocol: PROTOCOL,
+                    pid,
+                    exe: exe_identity("self"),
+                    containers: 0,
+                },
+            }),
+        }
+    }
+
+    /// What the zygote said about itself.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// The zygote's pid.
+    pub fn pid(&self) -> libc::pid_t {
+        self.hello.pid
+    }
+
+    /// Has the zygote `exec` the binary at `exe` (keeping its containers)
+    /// and checks that the new code answers with this daemon's identity.
+    pub fn upgrade(&mut self, exe: &Path) -> Result<(), ZygoteError> {
+        let hello = self.say_hello(&ZygoteRequest::Upgrade {
+            exe: exe.to_path_buf(),
+        })?;
+        if hello.protocol != PROTOCOL {
+            return Err(ZygoteError::Protocol(format!(
+                "upgraded zygote speaks protocol {}, this daemon {PROTOCOL}",
+                hello.protocol
+            )));
+        }
+        self.hello = hello;
+        Ok(())
+    }
+
+    fn say_hello(&self, request: &ZygoteRequest) -> Result<Hello, ZygoteError> {
+        match self.call(request)? {
+            (ZygoteReply::Hello(hello), _) => Ok(hello),
+            (ZygoteReply::Error { message }, _) => Err(ZygoteError::Protocol(message)),
+            (other, _) => Err(ZygoteError::Protocol(format!(
+                "unexpected answer to hello: {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `request` and waits for the answer and its descriptors.
+    pub fn call(
+        &self,
+        request: &ZygoteRequest,
+    ) -> Result<(ZygoteReply, Vec<OwnedFd>), ZygoteError> {
+        let bytes =
+            serde_json::to_vec(request).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
+        sys::send(self.sock.as_fd(), &bytes, &[]).map_err(ZygoteError::Io)?;
+        let mut buf = vec![0u8; MAX_PACKET];
+        let (n, fds) = sys::recv(self.sock.as_fd(), &mut buf).map_err(ZygoteError::Io)?;
+        if n == 0 {
+            return Err(ZygoteError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let reply =
+            serde_json::from_slice(&buf[..n]).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
+        Ok((reply, fds))
+    }
+}
+
+/// One container the zygote holds.
+struct Live {
+    spawned: Spawned,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// A container in the hand-over file: descriptor numbers kept across `exec`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Handed {
+    id: String,
+    pid: i32,
+    pidfd: Option<RawFd>,
+    sync: RawFd,
+    clone3: bool,
+    stdout: RawFd,
+    stderr: RawFd,
+}
+
+/// The zygote process's state.
+struct Server {
+    state: PathBuf,
+    listener: OwnedFd,
+    live: HashMap<String, Live>,
+    rt: Runtime,
+    cgroups: Box<dyn CgroupManager>,
+    stdio: (OwnedFd, OwnedFd),
+}
+
+impl Server {
+    fn new(state: &Path, listener: OwnedFd, live: HashMap<String, Live>) -> Server {
+        let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
+        let rt = Runtime::detect(state.join("oci"), log);
+        sys::raise_nofile(1 << 20);
+        // The inits get /dev/null as stdin; stdout and stderr are set per create.
+        if let Ok(null) = fs::File::open("/dev/null") {
+            let _ = crate::os::dup2(null.as_fd(), 0);
+        }
+        let saved = (
+            std::io::stdout().as_fd().try_clone_to_owned(),
+            std::io::stderr().as_fd().try_clone_to_owned(),
+        );
+        let (Ok(out), Ok(err)) = saved else {
+            std::process::exit(1)
+        };
+        let _ = mkhost_shared::fs::write_atomic(
+            &state.join(PID_FILE),
+            std::process::id().to_string().as_bytes(),
+            0o644,
+        );
+        Server {
+            state: state.to_path_buf(),
+            listener,
+            live,
+            rt,
+            cgroups: Cgroupfs::detect(),
+            stdio: (out, err),
+        }
+    }
+
+    fn hello(&self) -> ZygoteReply {
+        ZygoteReply::Hello(Hello {
+            protocol: PROTOCOL,
+            pid: i32::try_from(std::process::id()).unwrap_or(-1),
+            exe: exe_identity("self"),
+            containers: self.live.len(),
+        })
+    }
+
+    /// Serves `conn`, then each daemon that connects after it; exits when
+    /// a daemon leaves and no container is left.
+    fn serve(mut self, mut conn: OwnedFd) -> ! {
+        let mut buf = vec![0u8; MAX_PACKET];
+        loop {
+            loop {
+                let n = match sys::recv(conn.as_fd(), &mut buf) {
+                    Ok((0, _)) | Err(_) => break,
+                    Ok((n, _)) => n,
+                };
+                let (reply, fds) = match serde_json::from_slice::<ZygoteRequest>(&buf[..n]) {
+                    Err(e) => (error(format!("invalid request: {e}")), Vec::new()),
+                    Ok(ZygoteRequest::Upgrade { exe }) => {
+                        (error(self.upgrade(&exe, conn.as_raw_fd())), Vec::new())
+                    }
+                    Ok(request) => self.handle(request),
+                };
+                let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+                if sys::send(conn.as_fd(), &bytes, &borrowed).is_err() {
+                    break;
+                }
+            }
+            // The daemon is gone.
+            if self.live.is_empty() {
+                let _ = fs::remove_file(self.state.join(SOCKET));
+                let _ = fs::remove_file(self.state.join(PID_FILE));
+                std::process::exit(0);
+            }
+            // SAFETY: geteuid cannot fail.
+            let euid = unsafe { libc::geteuid() };
+            conn = loop {
+                match sys::accept(self.listener.as_fd()) {
+                    Ok((c, uid)) if uid == 0 || uid == euid => break c,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
+        }
+    }
+
+    fn handle(&mut self, request: ZygoteRequest) -> (ZygoteReply, Vec<OwnedFd>) {
+        match request {
+            ZygoteRequest::Hello => (self.hello(), Vec::new()),
+            ZygoteRequest::Upgrade { .. } => (error("upgrade is handled by serve".into()), vec![]),
+            ZygoteRequest::Create(spec) => self.create(&spec),
+            ZygoteRequest::Attach { id } => match self.live.get(&id) {
+                None => (error(format!("no container {id:?}")), Vec::new()),
+                Some(live) => match live.descriptors() {
+                    Ok(fds) => (
+                        ZygoteReply::Created {
+                            pid: live.spawned.pid,
+                        },
+                        fds,
+                    ),
+                    Err(e) => (error(format!("cannot share descriptors: {e}")), vec![]),
+                },
+            },
+            ZygoteRequest::Reap { id } => (self.reap(&id), Vec::new()),
+            ZygoteRequest::Delete { id } => {
+                if let Some(live) = self.live.remove(&id) {
+                    live.spawned.kill();
+                }
+                match self.rt.delete(&id, true) {
+                    Ok(()) | Err(crate::runtime::RuntimeError::NotFound(_)) => {
+                        (ZygoteReply::Deleted, Vec::new())
+                    }
+                    Err(e) => (error(chain(&e)), Vec::new()),
+                }
+            }
+        }
+    }
+
+    fn create(&mut self, spec: &CreateSpec) -> (ZygoteReply, Vec<OwnedFd>) {
+        if self.live.contains_key(&spec.id) {
+            return (error(format!("container {} exists", spec.id)), Vec::new());
+        }
+        if !spec.limits.is_empty() {
+            if let Err(reason) = self.cgroups.available() {
+                return (
+                    error(format!(
+                        "resource limits need cgroup v2, which this host lacks: {reason}"
+                    )),
+                    Vec::new(),
+                );
+            }
+        }
+        let live = match create(&self.rt, spec, &self.stdio) {
+            Ok(live) => live,
+            Err(message) => return (error(message), Vec::new()),
+        };
+        match live.descriptors() {
+            Ok(fds) => {
+                let pid = live.spawned.pid;
+                self.live.insert(spec.id.clone(), live);
+                (ZygoteReply::Created { pid }, fds)
+            }
+            Err(e) => {
+                live.spawned.kill();
+                let _ = self.rt.delete(&spec.id, true);
+                (error(format!("cannot open pidfd: {e}")), Vec::new())
+            }
+        }
+    }
+
+    fn reap(&mut self, id: &str) -> ZygoteReply {
+        let Some(live) = self.live.get(id) else {
+            return error(format!("no container {id:?}"));
+        };
+        let status = match &live.spawned.pidfd {
+            Some(fd) => crate::runtime::sys::waitid_pidfd(fd.as_fd(), false),
+            None => crate::runtime::sys::waitid_pid(live.spawned.pid, false),
+        };
+        match status {
+            Ok(Some(s)) => {
+                self.live.remove(id);
+                let oom_kills = self
+                    .cgroups
+                    .stats(&cgroup_path(id))
+                    .ok()
+                    .and_then(|s| s.oom_kills);
+                ZygoteReply::Reaped {
+                    code: Some(s.code()),
+                    oom_killed: oom_kills.unwrap_or(0) > 0,
+                }
+            }
+            Ok(None) => ZygoteReply::Reaped {
+                code: None,
+                oom_killed: false,
+            },
+            Err(e) => error(format!("cannot wait for {id}: {e}")),
+        }
+    }
+
+    /// `exec`s `exe` as `hostd zygote --resume`; answers only on failure.
+    fn upgrade(&mut self, exe: &Path, conn: RawFd) -> String {
+        let handed: Vec<Handed> = self
+            .live
+            .iter()
+            .map(|(id, l)| Handed {
+                id: id.clone(),
+                pid: l.spawned.pid,
+                pidfd: l.spawned.pidfd.as_ref().map(|f| f.as_raw_fd()),
+                sync: l.spawned.sync.as_raw_fd(),
+                clone3: l.spawned.clone3,
+                stdout: l.stdout.as_raw_fd(),
+                stderr: l.stderr.as_raw_fd(),
+            })
+            .collect();
+        let path = self.state.join(HANDOFF);
+        let json = serde_json::to_vec(&handed).unwrap_or_default();
+        if let Err(e) = mkhost_shared::fs::write_atomic(&path, &json, 0o600) {
+            return format!("cannot write {}: {e}", path.display());
+        }
+        let mut kept: Vec<RawFd> = vec![conn, self.listener.as_raw_fd()];
+        for h in &handed {
+            kept.extend(h.pidfd);
+            kept.extend([h.sync, h.stdout, h.stderr]);
+        }
+        let cloexec = |on: bool| kept.iter().try_for_each(|fd| sys::set_cloexec(*fd, on));
+        let args = vec![
+            "hostd".to_string(),
+            "zygote".to_string(),
+            "--state".to_string(),
+            self.state.display().to_string(),
+            "--conn".to_string(),
+            conn.to_string(),
+            "--listener".to_string(),
+            self.listener.as_raw_fd().to_string(),
+        ];
+        let failure = match cloexec(false) {
+            Ok(()) => sys::execv(exe, &args),
+            Err(e) => e,
+        };
+        let _ = cloexec(true);
+        let _ = fs::remove_file(&path);
+        format!("cannot run {}: {failure}", exe.display())
+    }
+}
+
+impl Live {
+    fn descriptors(&self) -> std::io::Result<Vec<OwnedFd>> {
+        let pidfd = match &self.spawned.pidfd {
+            Some(fd) => fd.try_clone()?,
+            None => crate::runtime::sys::pidfd_open(self.spawned.pid)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.0))?,
+        };
+        Ok(vec![
+            pidfd,
+            self.stdout.try_clone()?,
+            self.stderr.try_clone()?,
+        ])
+    }
+}
+
+/// `hostd zygote --state S --conn N --listener M`: the new image of an
+/// upgraded zygote. Takes over the descriptors named in the hand-over file,
+/// answers the pending `upgrade` with `hello`, and serves on.
+pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
+    let path = state.join(HANDOFF);
+    let handed: Vec<Handed> = fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let _ = fs::remove_file(&path);
+    // SAFETY (for each from_raw_fd below): the old image cleared
+    // close-on-exec on exactly these descriptors for this process to own.
+    let take = |fd: RawFd| {
+        let _ = sys::set_cloexec(fd, true);
+        // SAFETY: see above.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let conn = take(conn);
+    let listener = take(listener);
+    let live = handed
+        .into_iter()
+        .map(|h| {
+            let live = Live {
+                spawned: Spawned {
+                    pid: h.pid,
+                    pidfd: h.pidfd.map(take),
+                    sync: take(h.sync),
+                    clone3: h.clone3,
+                },
+                stdout: take(h.stdout),
+                stderr: take(h.stderr),
+            };
+            (h.id, live)
+        })
+        .collect();
+    let server = Server::new(state, listener, live);
+    let bytes = serde_json::to_vec(&server.hello()).unwrap_or_default();
+    if sys::send(conn.as_fd(), &bytes, &[]).is_err() {
+        std::process::exit(1);
+    }
+    server.serve(conn)
+}
+
+fn error(message: String) -> ZygoteReply {
+    ZygoteReply::Error { message }
+}
+
+/// An error with its causes, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Writes `config.json`, creates the container with stdout and stderr on
+/// two new pipes, starts it and checks its `execve`.
+fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result<Live, String> {
+    let config = serde_json::to_vec_pretty(&oci_config(spec)).map_err(|e| e.to_string())?;
+    let path = spec.bundle.join("config.json");
+    fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let (out_read, out_write) =
+        crate::os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
+    let (err_read, err_write) =
+        crate::os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
+    let redirect =
+        crate::os::dup2(out_write.as_fd(), 1).and_then(|()| crate::os::dup2(err_write.as_fd(), 2));
+    let created = redirect
+        .map_err(|e| format!("cannot redirect output: {e}"))
+        .and_then(|()| {
+            rt.create(
+                &spec.id,
+                &CreateOptions {
+                    bundle: spec.bundle.clone(),
+                    pid_file: None,
+                    preserve_fds: 0,
+                },
+            )
+            .map_err(|e| chain(&e))
+        });
+    let _ = crate::os::dup2(stdio.0.as_fd(), 1);
+    let _ = crate::os::dup2(stdio.1.as_fd(), 2);
+    drop((out_write, err_write));
+    let container = created?;
+    let started = rt.start(&spec.id).map_err(|e| chain(&e)).and_then(|()| {
+        process::exec_result(&container.process, &container.plan).map_err(|e| chain(&e))
+    });
+    if let Err(e) = started {
+        container.process.kill();
+        let _ = rt.delete(&spec.id, true);
+        return Err(e);
+    }
+    Ok(Live {
+        spawned: container.process,
+        stdout: out_read.into(),
+        stderr: err_read.into(),
+    })
+}

@@ -1,0 +1,482 @@
+//! The settings a host boots with, from three layers: the image's
+//! `boot.json`, the stick's `mkhost/host.toml`, and the kernel command line.
+//!
+//! Precedence: command line > host.toml > boot.json, field by field (a static
+//! address is replaced per interface). `host.toml` has the shape of boot.json's
+//! hostname and network settings:
+//!
+//! ```toml
+//! hostname = "edge-7"
+//!
+//! [network]
+//! dhcp = true
+//! dhcp_timeout_ms = 5000
+//! dns = ["1.1.1.1"]
+//!
+//! [network.interfaces.eth0]
+//! address = "10.0.0.5/24"
+//! gateway = "10.0.0.1"
+//! ```
+//!
+//! [`parse_host_toml`] reports any problem with its line and column; the
+//! caller ignores a broken file as a whole and boots with the other layers.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Deserialize;
+
+use mkhost_shared::boot_config::BootConfig;
+
+/// The path of host.toml on the ESP.
+pub const HOST_TOML: &str = "mkhost/host.toml";
+
+/// A static IPv4 address on one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticAddr {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// The prefix length (0-32).
+    pub prefix: u8,
+    /// The default gateway through this interface.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl StaticAddr {
+    /// Parses `ADDR/PREFIX` and an optional gateway.
+    pub fn parse(cidr: &str, gateway: Option<&str>) -> Result<Self, String> {
+        let (addr, prefix) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{cidr:?} needs a /PREFIX"))?;
+        let address: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("prefix {prefix:?} is not 0-32"))?;
+        let gateway = gateway
+            .map(|g| {
+                g.parse::<Ipv4Addr>()
+                    .map_err(|_| format!("gateway {g:?} is not an IPv4 address"))
+            })
+            .transpose()?;
+        Ok(Self {
+            address,
+            prefix,
+            gateway,
+        })
+    }
+}
+
+impl std::fmt::Display for StaticAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `0/1`, `no/yes`, `off/on`, `false/true`.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" | "y" => Some(true),
+        "0" | "no" | "off" | "false" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// One layer of settings; `None` leaves the lower layer's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Hostname.
+    pub hostname: Option<String>,
+    /// Run DHCP.
+    pub dhcp: Option<bool>,
+    /// DHCP wait at boot.
+    pub dhcp_timeout_ms: Option<u64>,
+    /// DNS servers (replaces the list).
+    pub dns: Option<Vec<IpAddr>>,
+    /// Static addresses (merged per interface).
+    pub interfaces: Option<BTreeMap<String, StaticAddr>>,
+    /// Debug shell on the console.
+    pub debug_shell: Option<bool>,
+}
+
+/// A problem in host.toml, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct TomlProblem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostToml {
+    hostname: Option<toml::Spanned<String>>,
+    network: Option<HostNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostNetwork {
+    dhcp: Option<bool>,
+    dhcp_timeout_ms: Option<u64>,
+    dns: Option<Vec<toml::Spanned<String>>>,
+    interfaces: Option<BTreeMap<String, HostInterface>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostInterface {
+    address: toml::Spanned<String>,
+    gateway: Option<toml::Spanned<String>>,
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn problem(text: &str, span: std::ops::Range<usize>, message: String) -> TomlProblem {
+    let (line, column) = line_column(text, span.start);
+    TomlProblem {
+        line,
+        column,
+        message,
+    }
+}
+
+/// Parses and checks host.toml.
+pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
+    let doc: HostToml = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        problem(text, span, e.message().trim().replace('\n', " "))
+    })?;
+    let mut out = Overrides::default();
+    if let Some(name) = doc.hostname {
+        mkhost_shared::boot_config::check_hostname(name.get_ref())
+            .map_err(|why| problem(text, name.span(), format!("hostname {why}")))?;
+        out.hostname = Some(name.into_inner());
+    }
+    if let Some(net) = doc.network {
+        out.dhcp = net.dhcp;
+        out.dhcp_timeout_ms = net.dhcp_timeout_ms;
+        if let Some(dns) = net.dns {
+            let mut list = Vec::new();
+            for item in dns {
+                let ip = item.get_ref().parse::<IpAddr>().map_err(|_| {
+                    problem(
+                        text,
+                        item.span(),
+                        format!("{:?} is not an IP address", item.get_ref()),
+                    )
+                })?;
+                list.push(ip);
+            }
+            out.dns = Some(list);
+        }
+        if let Some(ifaces) = net.interfaces {
+            let mut map = BTreeMap::new();
+            for (name, iface) in ifaces {
+                let gateway = iface.gateway.as_ref();
+                let addr = StaticAddr::parse(
+                    iface.address.get_ref(),
+                    gateway.map(|g| g.get_ref().as_str()),
+                )
+                .map_err(|why| {
+                    let span = if why.starts_with("gateway") {
+                        gateway.map_or(iface.address.span(), |g| g.span())
+                    } else {
+                        iface.address.span()
+                    };
+                    problem(text, span, format!("interface {name}: {why}"))
+                })?;
+                map.insert(name, addr);
+            }
+            out.interfaces = Some(map);
+        }
+    }
+    Ok(out)
+}
+
+/// Where a setting came from, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The image (boot.json) or the built-in default.
+    Image,
+    /// host.toml on the ESP.
+    HostToml,
+    /// The kernel command line.
+    Cmdline,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Image => "image",
+            Source::HostToml => "host.toml",
+            Source::Cmdline => "cmdline",
+        })
+    }
+}
+
+/// The settings the host runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Hostname.
+    pub hostname: String,
+    /// Where the hostname came from.
+    pub hostname_source: Source,
+    /// Run DHCP on links without a static address.
+    pub dhcp: bool,
+    /// How long boot waits for DHCP.
+    pub dhcp_timeout_ms: u64,
+    /// DNS servers configured statically (DHCP adds its own).
+    pub dns: Vec<IpAddr>,
+    /// Static addresses by interface.
+    pub interfaces: BTreeMap<String, StaticAddr>,
+    /// Start the debug shell.
+    pub debug_shell: bool,
+}
+
+impl Settings {
+    /// The image's settings (boot.json). Unusable entries (a bad address or DNS
+    /// server) are left out and returned as warnings.
+    pub fn from_boot_config(boot: &BootConfig) -> (Self, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut dns = Vec::new();
+        for d in &boot.network.dns {
+            match d.parse() {
+                Ok(ip) => dns.push(ip),
+                Err(_) => warnings.push(format!("boot.json: dns {d:?} is not an IP address")),
+            }
+        }
+        let mut interfaces = BTreeMap::new();
+        for (name, iface) in &boot.network.interfaces {
+            match StaticAddr::parse(&iface.address, iface.gateway.as_deref()) {
+                Ok(addr) => {
+                    interfaces.insert(name.clone(), addr);
+                }
+                Err(why) => warnings.push(format!("boot.json: interface {name}: {why}")),
+            }
+        }
+        (
+            Self {
+                hostname: boot.hostname.clone(),
+                hostname_source: Source::Image,
+                dhcp: boot.network.dhcp,
+                dhcp_timeout_ms: boot.network.dhcp_timeout_ms,
+                dns,
+                interfaces,
+                debug_shell: boot.debug_shell,
+            },
+            warnings,
+        )
+    }
+
+    /// Applies one layer on top.
+    pub fn apply(&mut self, layer: &Overrides, source: Source) {
+        if let Some(h) = &layer.hostname {
+            self.hostname = h.clone();
+            self.hostname_source = source;
+        }
+        if let Some(v) = layer.dhcp {
+            self.dhcp = v;
+        }
+        if let Some(v) = layer.dhcp_timeout_ms {
+            self.dhcp_timeout_ms = v;
+        }
+        if let Some(v) = &layer.dns {
+            self.dns = v.clone();
+        }
+        if let Some(map) = &layer.interfaces {
+            for (k, v) in map {
+                self.interfaces.insert(k.clone(), *v);
+            }
+        }
+        if let Some(v) = layer.debug_shell {
+            self.debug_shell = v;
+        }
+    }
+
+    /// boot.json, then host.toml, then the command line.
+    pub fn resolve(
+        boot: &BootConfig,
+        host_toml: Option<&Overrides>,
+        cmdline: &Overrides,
+    ) -> (Self, Vec<String>) {
+        let (mut settings, warnings) = Self::from_boot_config(boot);
+        if let Some(layer) = host_toml {
+            settings.apply(layer, Source::HostToml);
+        }
+        settings.apply(cmdline, Source::Cmdline);
+        (settings, warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mkhost_shared::boot_config::{NetworkConfig, StaticInterface};
+
+    const EXAMPLE: &str = r#"
+hostname = "edge-7"
+
+[network]
+dhcp = true
+dhcp_timeout_ms = 5000
+dns = ["1.1.1.1", "9.9.9.9"]
+
+[network.interfaces.eth0]
+address = "10.0.0.5/24"
+gateway = "10.0.0.1"
+"#;
+
+    fn boot() -> BootConfig {
+        let mut interfaces = BTreeMap::new();
+        interfaces.insert(
+            "eth0".to_string(),
+            StaticInterface {
+                address: "192.168.0.2/24".into(),
+                gateway: None,
+            },
+        );
+        interfaces.insert(
+            "eth1".to_string(),
+            StaticInterface {
+                address: "172.16.0.2/12".into(),
+                gateway: Some("172.16.0.1".into()),
+            },
+        );
+        BootConfig {
+            profile: "qemu".into(),
+            kernel_release: "6.1".into(),
+            hostname: "mkhost-qemu".into(),
+            debug_shell: true,
+            modules: vec![],
+            sysctl: Default::default(),
+            network: NetworkConfig {
+                dhcp: true,
+                dhcp_timeout_ms: 10_000,
+                dns: vec!["8.8.8.8".into()],
+                interfaces,
+            },
+        }
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let o = parse_host_toml(EXAMPLE).unwrap();
+        assert_eq!(o.hostname.as_deref(), Some("edge-7"));
+        assert_eq!(o.dhcp, Some(true));
+        assert_eq!(o.dhcp_timeout_ms, Some(5000));
+        assert_eq!(o.dns.as_ref().unwrap().len(), 2);
+        let eth0 = o.interfaces.as_ref().unwrap()["eth0"];
+        assert_eq!(eth0.to_string(), "10.0.0.5/24 via 10.0.0.1");
+        assert_eq!(parse_host_toml("").unwrap(), Overrides::default());
+        assert_eq!(
+            parse_host_toml("# only comments\n").unwrap(),
+            Overrides::default()
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let e = parse_host_toml("hostname = \"a\"\n[network\ndhcp = true\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.to_string().starts_with("line 2, column "), "{e}");
+        let e = parse_host_toml("hostname = \"a\"\ncolour = \"red\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = parse_host_toml("[network]\ndhcp = \"yes\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn bad_values_carry_their_position() {
+        let e = parse_host_toml("hostname = \"no spaces\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 12), "{e}");
+        assert!(e.message.contains("hostname"), "{e}");
+        let e = parse_host_toml(
+            "[network.interfaces.eth0]\naddress = \"10.0.0.5/24\"\ngateway = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (3, 11), "{e}");
+        let e = parse_host_toml("[network]\ndns = [\"1.1.1.1\", \"dns.example\"]\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 19), "{e}");
+    }
+
+    #[test]
+    fn precedence_cmdline_over_host_toml_over_image() {
+        let host = parse_host_toml(EXAMPLE).unwrap();
+        let cmdline = Overrides {
+            dhcp: Some(false),
+            ..Overrides::default()
+        };
+        let (s, warnings) = Settings::resolve(&boot(), Some(&host), &cmdline);
+        assert!(warnings.is_empty());
+        assert_eq!(s.hostname, "edge-7");
+        assert_eq!(s.hostname_source, Source::HostToml);
+        assert!(!s.dhcp, "cmdline wins");
+        assert_eq!(s.dhcp_timeout_ms, 5000, "host.toml wins over image");
+        assert_eq!(s.dns.len(), 2);
+        assert_eq!(s.interfaces["eth0"].address, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(
+            s.interfaces["eth1"].address,
+            Ipv4Addr::new(172, 16, 0, 2),
+            "per-interface merge keeps the image's eth1"
+        );
+        assert!(s.debug_shell);
+
+        let cmdline = Overrides {
+            hostname: Some("from-cmdline".into()),
+            debug_shell: Some(false),
+            ..Overrides::default()
+        };
+        let (s, _) = Settings::resolve(&boot(), Some(&host), &cmdline);
+        assert_eq!(s.hostname, "from-cmdline");
+        assert_eq!(s.hostname_source, Source::Cmdline);
+        assert!(!s.debug_shell);
+
+        let (s, _) = Settings::resolve(&boot(), None, &Overrides::default());
+        assert_eq!(s.hostname, "mkhost-qemu");
+        assert_eq!(s.hostname_source, Source::Image);
+        assert_eq!(s.dns, [IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8))]);
+    }
+
+    #[test]
+    fn bad_image_entries_become_warnings() {
+        let mut b = boot();
+        b.network.dns.push("nope".into());
+        b.network.interfaces.insert(
+            "eth2".into(),
+            StaticInterface {
+                address: "10.0.0.1".into(),
+                gateway: None,
+            },
+        );
+        let (s, warnings) = Settings::resolve(&b, None, &Overrides::default());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(!s.interfaces.contains_key("eth2"));
+    }
+
+    #[test]
+    fn line_columns() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
+}

@@ -1,0 +1,1369 @@
+//! mkhost's PID 1: the boot steps, the supervision loop and the shutdown
+//! behind the `init` binary.
+//!
+//! Boot, in order (each step logged on the timeline, each failure survived):
+//!
+//! 1. move the initramfs into a fresh tmpfs and re-exec from it ([`crate::init::rootfs`])
+//! 2. mount the API file systems and cgroup2, enable every cgroup controller
+//!    ([`crate::init::mounts`])
+//! 3. reopen the console; start the log pump (console + `/run/log/hostd.log`,
+//!    [`crate::init::logbuf`])
+//! 4. read `mkhost.*` from the kernel command line ([`crate::init::config::cmdline`]) and
+//!    `/etc/mkhost/boot.json` ([`mkhost_shared::boot_config`])
+//! 5. load the boot modules, dependencies first, in parallel where possible;
+//!    mount efivarfs; coldplug drivers for the devices present
+//!    ([`crate::init::drivers::modules`], [`crate::init::drivers::coldplug`])
+//! 6. read `mkhost/host.toml` from the boot ESP ([`crate::init::config::bootdisk`]) and
+//!    resolve the settings (command line > host.toml > boot.json,
+//!    [`crate::init::config::host_config`]); set the hostname; write sysctls ([`crate::init::sysctl`])
+//! 7. bring up the network: static addresses, DHCP threads, resolv.conf
+//!    ([`crate::init::net`]); watch the power button ([`crate::init::power`])
+//! 8. start hostd and keep it running ([`crate::init::supervisor`]); once it answers
+//!    and the network has settled, print the ready line once; start the debug
+//!    shell when enabled ([`crate::init::shell`])
+//! 9. on SIGTERM, SIGINT (Ctrl-Alt-Del), SIGPWR (power button), SIGUSR1/2:
+//!    stop hostd, kill the rest, sync, unmount, power off (or reboot)
+//!
+//! PID 1 must never exit (the kernel panics), so [`run`] returns `!` and nothing
+//! after argument parsing is fatal. For testing, `--test-root DIR` runs the
+//! steps that only touch DIR (mounts below it, config, modules, hostd, log)
+//! without the console, the root switch, drivers, network or power, and may run
+//! as an ordinary process; `--skip` leaves out more. In test mode SIGTERM stops
+//! hostd and exits.
+
+pub mod config;
+pub mod drivers;
+pub mod logbuf;
+pub mod mounts;
+pub mod net;
+pub mod power;
+pub mod rootfs;
+pub mod shell;
+pub mod supervisor;
+pub mod sysctl;
+pub mod timeline;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::init::config::host_config::{self, Settings, Source};
+use crate::init::config::{bootdisk, cmdline};
+use crate::init::drivers::coldplug;
+use crate::init::drivers::modules::{self, LoadPlan, ModuleDb, ModuleLoad, PlannedModule};
+use crate::init::logbuf::{LogPump, RingLog, LOG_CAP};
+use crate::init::supervisor::{Event, Runtime, Service, ServiceSpec};
+use crate::os::{self, Reaped, SignalSet};
+use mkhost_shared::boot_config::{BootConfig, BootConfigError};
+use mkhost_shared::control::{self, Request, Response};
+use mkhost_shared::paths;
+use mounts::at;
+use net::Network;
+use shell::DebugShell;
+use timeline::ReadyInfo;
+
+/// How long shutdown waits for hostd after SIGTERM.
+pub const HOSTD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the other processes after SIGTERM.
+pub const OTHERS_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long boot waits for the boot stick's partition to appear.
+pub const ESP_WAIT: Duration = Duration::from_secs(5);
+/// The debug shell starts at the ready line, or this long after init started
+/// if the host is not ready by then.
+pub const SHELL_LATEST: Duration = Duration::from_secs(30);
+
+/// Usage text of the `init` binary.
+pub const USAGE: &str = "\
+usage: init                     (as PID 1, started by the kernel)
+       init --test-root DIR [--skip STEP,...]
+       init --version | --help
+
+--test-root DIR  run the boot steps against DIR instead of / (console untouched);
+                 allowed when not PID 1. Mounts go below DIR: use a mount namespace.
+--skip STEPS     comma-separated steps to leave out: mounts, console, hostname, modules";
+
+/// The argument the first stage passes to the re-executed init.
+pub const SWITCHED_ARG: &str = "--mkhost-switched-root";
+
+/// Errors of the boot steps. None of them stops `init`; they are logged.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// Bad command line.
+    #[error("{0}\n{USAGE}")]
+    Usage(String),
+    /// Started by hand instead of by the kernel.
+    #[error(
+        "refusing to run as pid {pid}: init is mkhost's PID 1 and must be started by the \
+         kernel (use --test-root DIR to try it)"
+    )]
+    NotPid1 {
+        /// Our pid.
+        pid: u32,
+    },
+    /// The console could not be opened or duplicated.
+    #[error("cannot reopen console {path}: {source}", path = path.display())]
+    Console {
+        /// The console device.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The boot config is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] BootConfigError),
+    /// sethostname failed.
+    #[error("cannot set hostname {name}: {source}")]
+    Hostname {
+        /// The hostname.
+        name: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Steps `--skip` can leave out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skip {
+    /// Do not mount the API file systems.
+    pub mounts: bool,
+    /// Do not reopen /dev/console onto 0, 1, 2.
+    pub console: bool,
+    /// Do not set the hostname.
+    pub hostname: bool,
+    /// Do not load kernel modules.
+    pub modules: bool,
+}
+
+/// What the first stage did before re-executing init from the new root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switched {
+    /// Boot time (ms) when the first stage started.
+    pub started_ms: u64,
+    /// Boot time (ms) when the root was switched.
+    pub switched_ms: u64,
+    /// Entries moved.
+    pub entries: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
+impl Switched {
+    /// `STARTED:SWITCHED:ENTRIES:BYTES`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.started_ms, self.switched_ms, self.entries, self.bytes
+        )
+    }
+
+    /// The inverse of [`Switched::encode`].
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut it = text.split(':').map(|p| p.parse::<u64>().ok());
+        Some(Self {
+            started_ms: it.next()??,
+            switched_ms: it.next()??,
+            entries: it.next()??,
+            bytes: it.next()??,
+        })
+    }
+}
+
+/// How `init` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Root of the tree to boot: `/`, or the `--test-root` directory.
+    pub root: PathBuf,
+    /// Test mode (`--test-root`): runs when not PID 1, passes `--socket` to hostd.
+    pub test: bool,
+    /// Steps to leave out.
+    pub skip: Skip,
+    /// Set in the second stage, after the root switch.
+    pub switched: Option<Switched>,
+    /// Command-line words ignored as PID 1 (leftovers of the kernel command line).
+    pub ignored_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/"),
+            test: false,
+            skip: Skip::default(),
+            switched: None,
+            ignored_args: Vec::new(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// Boot.
+    Boot(Options),
+    /// Print the version.
+    Version,
+    /// Print the usage.
+    Help,
+}
+
+/// Parses `init`'s arguments (without argv\[0\]).
+///
+/// As PID 1 the kernel hands us every word of its command line it did not
+/// understand, so unknown words land in [`Options::ignored_args`] (for a
+/// warning) instead of being errors. Otherwise unknown words are errors and
+/// `--test-root` is required.
+pub fn parse_args(args: &[String], is_pid1: bool) -> Result<Invocation, InitError> {
+    let mut options = Options::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, InitError> {
+            inline
+                .clone()
+                .or_else(|| iter.next().cloned())
+                .ok_or_else(|| InitError::Usage(format!("{name} needs a value")))
+        };
+        match flag {
+            "--version" | "-V" if !is_pid1 => return Ok(Invocation::Version),
+            "--help" | "-h" if !is_pid1 => return Ok(Invocation::Help),
+            SWITCHED_ARG if is_pid1 => {
+                options.switched = inline.as_deref().and_then(Switched::decode);
+            }
+            "--test-root" => {
+                let dir = PathBuf::from(value("--test-root")?);
+                options.root = if dir.is_absolute() {
+                    dir
+                } else {
+                    std::env::current_dir()
+                        .map_err(|e| {
+                            InitError::Usage(format!("cannot resolve {}: {e}", dir.display()))
+                        })?
+                        .join(dir)
+                };
+                options.test = true;
+                options.skip.console = true;
+            }
+            "--skip" => {
+                for step in value("--skip")?.split(',').filter(|s| !s.is_empty()) {
+                    match step {
+                        "mounts" => options.skip.mounts = true,
+                        "console" => options.skip.console = true,
+                        "hostname" => options.skip.hostname = true,
+                        "modules" => options.skip.modules = true,
+                        other => {
+                            return Err(InitError::Usage(format!("unknown step to skip: {other}")))
+                        }
+                    }
+                }
+            }
+            _ if is_pid1 => options.ignored_args.push(arg.clone()),
+            _ => return Err(InitError::Usage(format!("unknown argument: {arg}"))),
+        }
+    }
+    if !is_pid1 && !options.test {
+        return Err(InitError::NotPid1 {
+            pid: std::process::id(),
+        });
+    }
+    if options.skip != Skip::default() && !options.test {
+        return Err(InitError::Usage("--skip needs --test-root".to_string()));
+    }
+    Ok(Invocation::Boot(options))
+}
+
+/// Opens `/dev/console` (below `root`) and makes it fds 0, 1 and 2.
+pub fn reopen_console(root: &Path) -> Result<(), InitError> {
+    let path = at(root, "/dev/console");
+    let err = |source| InitError::Console {
+        path: path.clone(),
+        source,
+    };
+    let console = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)
+        .map_err(err)?;
+    for fd in 0..=2 {
+        os::dup2(console.as_fd(), fd).map_err(err)?;
+    }
+    // If fds 0-2 were closed, the console itself landed on one of them: keep it.
+    if std::os::fd::AsRawFd::as_raw_fd(&console) <= 2 {
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(console);
+    }
+    Ok(())
+}
+
+/// Reads the boot config below `root`.
+pub fn load_config(root: &Path) -> Result<BootConfig, InitError> {
+    Ok(BootConfig::load(&at(root, paths::BOOT_CONFIG))?)
+}
+
+/// Sets the hostname.
+pub fn set_hostname(name: &str) -> Result<(), InitError> {
+    os::sethostname(name).map_err(|source| InitError::Hostname {
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// `/etc/hosts` for a host called `hostname`.
+pub fn render_hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+}
+
+/// What loading the boot modules did.
+#[derive(Debug, Default)]
+pub struct ModuleReport {
+    /// Modules listed.
+    pub total: usize,
+    /// Loaded now.
+    pub loaded: usize,
+    /// Already loaded before.
+    pub already: usize,
+    /// Modules whose hardware or CPU feature is absent (`ENODEV`).
+    pub no_device: Vec<String>,
+    /// The failures.
+    pub failed: Vec<modules::ModuleError>,
+}
+
+impl ModuleReport {
+    /// Modules present after the step (loaded now or before).
+    pub fn present(&self) -> usize {
+        self.loaded + self.already
+    }
+}
+
+/// The boot modules as a plan: boot.json's order, with dependency edges from
+/// modules.dep/softdep (`db`) between modules of the list.
+pub fn boot_plan(config: &BootConfig, db: Option<&ModuleDb>) -> LoadPlan {
+    let names: Vec<String> = config
+        .modules
+        .iter()
+        .map(|m| modules::module_name(m))
+        .collect();
+    let (deps_plan, _) = match db {
+        Some(db) => db.plan(&names, &HashSet::new()),
+        None => (LoadPlan::default(), Vec::new()),
+    };
+    let mut plan = LoadPlan::default();
+    for (i, rel) in config.modules.iter().enumerate() {
+        let name = &names[i];
+        // The dependencies of `name` per the index, mapped to boot-list positions.
+        let wanted: HashSet<&str> = deps_plan
+            .modules
+            .iter()
+            .position(|m| &m.name == name)
+            .map(|p| {
+                deps_plan.modules[p]
+                    .after
+                    .iter()
+                    .map(|&d| deps_plan.modules[d].name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let after = if db.is_some() {
+            (0..i)
+                .filter(|&j| wanted.contains(names[j].as_str()))
+                .collect()
+        } else {
+            // No index: keep the list's order strictly.
+            i.checked_sub(1).into_iter().collect()
+        };
+        plan.modules.push(PlannedModule {
+            name: name.clone(),
+            rel_path: rel.clone(),
+            after,
+        });
+    }
+    plan
+}
+
+/// Loads the config's modules (see [`boot_plan`]); failures are recorded and
+/// the rest goes on (dependants of a failed module fail on their own).
+pub fn load_modules(
+    root: &Path,
+    config: &BootConfig,
+    db: Option<&ModuleDb>,
+    workers: usize,
+) -> ModuleReport {
+    let mut report = ModuleReport {
+        total: config.modules.len(),
+        ..ModuleReport::default()
+    };
+    let plan = boot_plan(config, db);
+    let outcomes = modules::run_plan(&plan, workers, |m| {
+        modules::load_module(&config.module_path(root, &m.rel_path))
+    });
+    for o in outcomes {
+        match o.result {
+            Ok(ModuleLoad::Loaded) => report.loaded += 1,
+            Ok(ModuleLoad::AlreadyLoaded) => report.already += 1,
+            Ok(ModuleLoad::NoDevice) => report.no_device.push(o.name),
+            Err(e) => report.failed.push(e),
+        }
+    }
+    report
+}
+
+/// The value of `key=value` on the kernel command line (the last one wins).
+pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .next_back()
+}
+
+/// The running kernel's release, from /proc (below `root`).
+fn running_kernel(root: &Path) -> Option<String> {
+    fs::read_to_string(at(root, "/proc/sys/kernel/osrelease"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The real [`Runtime`]: processes, the control socket and the console.
+struct ConsoleRuntime {
+    /// Where children's stdout/stderr go (the log pipe), if any.
+    log: Option<fs::File>,
+    /// Set when hostd answered for the first time.
+    answered: bool,
+}
+
+impl Runtime for ConsoleRuntime {
+    fn spawn(&mut self, spec: &ServiceSpec) -> io::Result<i32> {
+        let mut command = Command::new(&spec.program);
+        command.args(&spec.args).stdin(Stdio::null());
+        if let Some(log) = &self.log {
+            command
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log.try_clone()?));
+        }
+        if std::env::var_os("PATH").is_none() {
+            command.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        }
+        os::unblock_signals_on_exec(&mut command);
+        let child = command.spawn()?;
+        // The child is reaped by `reap_children` (waitpid(-1)), not through `Child`.
+        i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))
+    }
+
+    fn probe(&mut self, spec: &ServiceSpec) -> bool {
+        matches!(
+            control::request(&spec.socket, &Request::Status, Duration::from_secs(1)),
+            Ok(Response::Status(_))
+        )
+    }
+
+    fn kill(&mut self, pid: i32) {
+        if let Err(e) = os::kill(pid, libc::SIGKILL) {
+            timeline::error(&format!("cannot kill pid {pid}: {e}"));
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Started { name, pid } => timeline::phase(&format!("{name} started pid={pid}")),
+            Event::SpawnFailed {
+                name: _,
+                program,
+                error,
+                retry_in,
+            } => timeline::error(&format!(
+                "cannot start {}: {error}; retrying in {} ms",
+                program.display(),
+                retry_in.as_millis()
+            )),
+            Event::Ready { name, pid, first } => {
+                timeline::phase(&format!("{name} answering pid={pid}"));
+                if first {
+                    self.answered = true;
+                }
+            }
+            Event::ReadyTimeout { name, pid, waited } => timeline::error(&format!(
+                "{name} pid={pid} did not answer within {} ms; killing it",
+                waited.as_millis()
+            )),
+            Event::Exited {
+                name,
+                pid: _,
+                status,
+                restart_in,
+            } => timeline::emit(&format!(
+                "{} {name} exited ({status}), restarting in {} ms",
+                timeline::PREFIX,
+                restart_in.as_millis()
+            )),
+        }
+    }
+}
+
+/// Everything the boot hands to the supervision loop.
+struct Booted {
+    spec: ServiceSpec,
+    ready: ReadyInfo,
+    network: Network,
+    shell: Option<DebugShell>,
+    reboot: bool,
+    pump: Option<LogPump>,
+}
+
+fn exit_status(raw: i32) -> std::process::ExitStatus {
+    <std::process::ExitStatus as std::os::unix::process::ExitStatusExt>::from_raw(raw)
+}
+
+fn elapsed_ms(since: Instant) -> u128 {
+    since.elapsed().as_millis()
+}
+
+/// Stage 1: move the initramfs into a tmpfs and exec /init from it. Returns
+/// only if that failed (then the boot goes on from rootfs).
+fn switch_root_and_reexec(args: &[String]) {
+    let started_ms = os::boottime_ms();
+    match rootfs::switch_to_tmpfs() {
+        Ok(stats) => {
+            let switched = Switched {
+                started_ms,
+                switched_ms: os::boottime_ms(),
+                entries: stats.entries,
+                bytes: stats.bytes,
+            };
+            let err = Command::new("/init")
+                .arg(format!("{SWITCHED_ARG}={}", switched.encode()))
+                .args(args)
+                .exec();
+            timeline::error(&format!("cannot re-execute /init from the new root: {err}"));
+        }
+        Err(e) => timeline::error(&format!(
+            "{e}; staying in the initramfs (container runtimes cannot pivot_root)"
+        )),
+    }
+}
+
+/// Runs the boot steps and returns what the supervision loop needs.
+fn boot(options: &Options, t0: Instant) -> Booted {
+    let root = options.root.as_path();
+    let real = !options.test;
+
+    // Mounts. Their lines wait until the log runs (it needs /run), stamped
+    // with the time they happened.
+    let mut early: Vec<String> = Vec::new();
+    if !options.skip.mounts {
+        let t = Instant::now();
+        let failures = mounts::mount_filesystems(root);
+        for e in &failures {
+            early.push(timeline::format_error(&e.to_string()));
+        }
+        if real {
+            if let Err(e) = mounts::make_root_shared() {
+                early.push(timeline::format_warning(&format!(
+                    "cannot make / shared: {e}"
+                )));
+            }
+        }
+        let failed = if failures.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed", failures.len())
+        };
+        early.push(timeline::format_phase(
+            os::boottime_ms(),
+            &format!("filesystems mounted{failed} ({} ms)", elapsed_ms(t)),
+        ));
+        if real {
+            let (enabled, failed) = mounts::enable_cgroup_controllers(&at(root, "/sys/fs/cgroup"));
+            for e in &failed {
+                early.push(timeline::format_warning(&e.to_string()));
+            }
+            early.push(timeline::format_phase(
+                os::boottime_ms(),
+                &format!(
+                    "cgroup2 controllers enabled: {}",
+                    if enabled.is_empty() {
+                        "-".to_string()
+                    } else {
+                        enabled.join(" ")
+                    }
+                ),
+            ));
+        }
+    }
+    if !options.skip.console {
+        if let Err(e) = reopen_console(root) {
+            timeline::error(&e.to_string());
+        }
+    }
+
+    // The log pump: from here on, everything printed goes to the console and
+    // to /run/log/hostd.log.
+    let pump = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(console) => {
+            let ring = match RingLog::open(&at(root, paths::LOG), LOG_CAP) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    timeline::warning(&format!("cannot open {}: {e}; console only", paths::LOG));
+                    None
+                }
+            };
+            match LogPump::start(fs::File::from(console), ring) {
+                Ok(mut pump) => {
+                    if let Err(e) = pump.capture_stdio() {
+                        timeline::warning(&format!("cannot route output through the log: {e}"));
+                    }
+                    Some(pump)
+                }
+                Err(e) => {
+                    timeline::warning(&format!("cannot start the log: {e}"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            timeline::warning(&format!("cannot duplicate the console: {e}"));
+            None
+        }
+    };
+    match &options.switched {
+        Some(s) => {
+            timeline::emit(&timeline::format_phase(
+                s.started_ms,
+                &format!("init started version={}", crate::VERSION),
+            ));
+            timeline::emit(&timeline::format_phase(
+                s.switched_ms,
+                &format!(
+                    "root moved to tmpfs: {} entries, {} KiB in {} ms",
+                    s.entries,
+                    s.bytes / 1024,
+                    s.switched_ms.saturating_sub(s.started_ms)
+                ),
+            ));
+        }
+        None => timeline::phase(&format!("init started version={}", crate::VERSION)),
+    }
+    for line in early {
+        timeline::emit(&line);
+    }
+    if !options.ignored_args.is_empty() {
+        timeline::warning(&format!(
+            "ignoring arguments: {}",
+            options.ignored_args.join(" ")
+        ));
+    }
+
+    // Kernel command line.
+    let cmdline_text = fs::read_to_string(at(root, "/proc/cmdline")).unwrap_or_default();
+    let params = cmdline::parse(&cmdline_text);
+    for p in &params.problems {
+        timeline::warning(&format!("kernel command line: {p}"));
+    }
+    if real {
+        if let Err(e) = os::set_ctrl_alt_del(false) {
+            timeline::warning(&format!("cannot route Ctrl-Alt-Del to init: {e}"));
+        }
+    }
+
+    // Boot config.
+    let running = running_kernel(root);
+    let config = match load_config(root) {
+        Ok(config) => {
+            timeline::phase(&format!(
+                "boot config loaded profile={} kernel={} modules={}",
+                config.profile,
+                config.kernel_release,
+                config.modules.len()
+            ));
+            if let Some(running) = running.as_deref() {
+                if running != config.kernel_release {
+                    timeline::warning(&format!(
+                        "boot config is for kernel {} but {running} is running; \
+                         modules will likely fail to load",
+                        config.kernel_release
+                    ));
+                }
+            }
+            Some(config)
+        }
+        Err(e) => {
+            timeline::error(&format!("{e}; continuing without it"));
+            None
+        }
+    };
+
+    let mut ready = ReadyInfo {
+        hostname: String::new(),
+        profile: "unknown".to_string(),
+        kernel: running.clone().unwrap_or_default(),
+        boot_ms: 0,
+        modules_loaded: 0,
+        modules_total: 0,
+        coldplug: 0,
+        addresses: Vec::new(),
+    };
+
+    // Drivers.
+    let release = config
+        .as_ref()
+        .map(|c| c.kernel_release.clone())
+        .or(running)
+        .unwrap_or_default();
+    let module_dir = at(root, &format!("/lib/modules/{release}"));
+    let db = ModuleDb::load(&module_dir).ok();
+    let workers = modules::default_workers();
+    if let Some(config) = &config {
+        ready.profile = config.profile.clone();
+        ready.kernel = config.kernel_release.clone();
+        ready.modules_total = config.modules.len();
+        if !options.skip.modules {
+            let t = Instant::now();
+            let report = load_modules(root, config, db.as_ref(), workers);
+            for e in &report.failed {
+                timeline::warning(&e.to_string());
+            }
+            ready.modules_loaded = report.present();
+            timeline::phase(&format!(
+                "modules loaded {}/{} ({} already loaded, {} not for this machine, {} failed) in {} ms",
+                report.present(),
+                report.total,
+                report.already,
+                report.no_device.len(),
+                report.failed.len(),
+                elapsed_ms(t)
+            ));
+            if !report.no_device.is_empty() {
+                timeline::info(&format!("no device for: {}", report.no_device.join(" ")));
+            }
+        }
+    }
+    if real {
+        match mounts::mount_efivarfs(root) {
+            Ok(true) => timeline::phase("efivarfs mounted"),
+            Ok(false) => {}
+            Err(e) => timeline::warning(&e.to_string()),
+        }
+        match &db {
+            Some(db) => {
+                let t = Instant::now();
+                let report = coldplug::run(root, &module_dir, db, workers);
+                for e in &report.failed {
+                    timeline::warning(&e.to_string());
+                }
+                ready.coldplug = report.loaded.len();
+                timeline::phase(&format!(
+                    "coldplug: {} devices, loaded {} module(s){}{}, {} device(s) without driver{} in {} ms",
+                    report.devices,
+                    report.loaded.len(),
+                    if report.loaded.is_empty() { String::new() } else { format!(" ({})", report.loaded.join(" ")) },
+                    if report.failed.is_empty() { String::new() } else { format!(", {} failed", report.failed.len()) },
+                    report.unclaimed_count(),
+                    if report.unclaimed.is_empty() { String::new() } else { format!(" ({})", report.unclaimed_summary()) },
+                    elapsed_ms(t)
+                ));
+            }
+            None => timeline::warning(&format!(
+                "no module index in {}; skipping coldplug",
+                module_dir.display()
+            )),
+        }
+    }
+
+    // Host settings.
+    let host_toml = if real {
+        let t = Instant::now();
+        match bootdisk::find_host_toml(root, ESP_WAIT) {
+            Ok(Some(found)) => {
+                let origin = format!("{}:{}", found.device.display(), host_config::HOST_TOML);
+                match host_config::parse_host_toml(&found.text) {
+                    Ok(layer) => {
+                        timeline::phase(&format!(
+                            "host config {origin} read ({}) in {} ms",
+                            match found.found {
+                                bootdisk::Found::LoaderPartUuid => "boot partition",
+                                bootdisk::Found::EspType => "ESP by type",
+                            },
+                            elapsed_ms(t)
+                        ));
+                        Some(layer)
+                    }
+                    Err(problem) => {
+                        timeline::error(&format!(
+                            "{origin}: {problem}; ignoring the file, booting with the image's settings"
+                        ));
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                timeline::warning(&format!("host config: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let settings = match &config {
+        Some(config) => {
+            let (s, warnings) = Settings::resolve(config, host_toml.as_ref(), &params.overrides);
+            for w in warnings {
+                timeline::warning(&w);
+            }
+            Some(s)
+        }
+        None => None,
+    };
+
+    if let Some(settings) = &settings {
+        if options.skip.hostname {
+            ready.hostname = settings.hostname.clone();
+        } else {
+            match set_hostname(&settings.hostname) {
+                Ok(()) => {
+                    ready.hostname = settings.hostname.clone();
+                    let from = match settings.hostname_source {
+                        Source::Image => String::new(),
+                        other => format!(" (from {other})"),
+                    };
+                    timeline::phase(&format!("hostname set to {}{from}", settings.hostname));
+                }
+                Err(e) => timeline::error(&e.to_string()),
+            }
+        }
+        if real {
+            let hosts = render_hosts(&settings.hostname);
+            if let Err(e) =
+                mkhost_shared::fs::write_atomic(&at(root, "/etc/hosts"), hosts.as_bytes(), 0o644)
+            {
+                timeline::warning(&format!("cannot write /etc/hosts: {e}"));
+            }
+        }
+    }
+    if ready.hostname.is_empty() {
+        ready.hostname = fs::read_to_string(at(root, "/proc/sys/kernel/hostname"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+    }
+    if real {
+        if let Some(config) = &config {
+            let (applied, failed) = sysctl::apply(&at(root, "/proc/sys"), &config.sysctl);
+            for f in &failed {
+                timeline::warning(&format!("sysctl {f}"));
+            }
+            timeline::phase(&format!(
+                "sysctl: {applied}/{} applied",
+                config.sysctl.len()
+            ));
+        }
+    }
+
+    // Network and power button.
+    let network = match (&settings, real) {
+        (Some(settings), true) => net::start(settings),
+        _ => Network::none(),
+    };
+    if real {
+        match power::watch(&power::power_buttons(root)) {
+            Ok(0) => {
+                timeline::warning("no power button found; use SIGTERM/Ctrl-Alt-Del to shut down")
+            }
+            Ok(_) => {}
+            Err(e) => timeline::warning(&format!("cannot watch the power button: {e}")),
+        }
+    }
+
+    let debug_shell = settings.as_ref().is_some_and(|s| s.debug_shell);
+    let shell = (real && debug_shell).then(|| {
+        let mut sh = DebugShell::new(shell::console_device(root, params.console.as_deref()));
+        sh.schedule(t0 + SHELL_LATEST);
+        sh
+    });
+
+    let socket = at(root, paths::CONTROL_SOCKET);
+    let mut args = vec!["daemon".to_string()];
+    if options.test {
+        args.push("--socket".to_string());
+        args.push(socket.to_string_lossy().into_owned());
+        args.push("--store".to_string());
+        args.push(at(root, "/var/lib/hostd").to_string_lossy().into_owned());
+        args.push("--state".to_string());
+        args.push(at(root, "/run/hostd").to_string_lossy().into_owned());
+        args.push("--boot-manifest".to_string());
+        args.push(
+            at(root, mkhost_shared::paths::BOOT_MANIFEST)
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    Booted {
+        spec: ServiceSpec::hostd(at(root, paths::HOSTD), args, socket),
+        ready,
+        network,
+        shell,
+        reboot: params.reboot,
+        pump,
+    }
+}
+
+/// Collects every ended child; hands hostd's and the shell's exits on.
+fn reap_children(service: &mut Service, shell: &mut Option<DebugShell>, rt: &mut ConsoleRuntime) {
+    loop {
+        match os::reap_child() {
+            Ok(Reaped::Child { pid, status }) => {
+                let now = Instant::now();
+                if service.child_exited(pid, status, now, rt) {
+                    continue;
+                }
+                if let Some(sh) = shell.as_mut() {
+                    if sh.exited(pid, now) {
+                        timeline::info(&format!(
+                            "debug shell exited ({}); starting a new one",
+                            exit_status(status)
+                        ));
+                    }
+                }
+            }
+            Ok(Reaped::NothingYet) | Ok(Reaped::NoChildren) => return,
+            Err(e) => {
+                timeline::error(&format!("waitpid failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// When PID 1 panics the kernel panics too, so instead of aborting, report the
+/// panic and stop here forever: the machine stays up for inspection.
+pub fn install_pid1_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        timeline::error(&format!(
+            "init panicked: {info}; halting supervision (PID 1 must not exit)"
+        ));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }));
+}
+
+/// The signals init handles synchronously.
+const SIGNALS: &[libc::c_int] = &[
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGPWR,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn signal_name(signal: libc::c_int) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT (Ctrl-Alt-Del)",
+        libc::SIGPWR => "power button",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => "signal",
+    }
+}
+
+/// Waits up to `timeout` for `pid` to exit (or, with `None`, for every child),
+/// reaping whatever ends. Returns hostd's raw status when it was waited for.
+fn wait_children(
+    signals: Option<&SignalSet>,
+    pid: Option<i32>,
+    timeout: Duration,
+) -> Option<Option<i32>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        loop {
+            match os::reap_child() {
+                Ok(Reaped::Child { pid: p, status }) if Some(p) == pid => {
+                    return Some(Some(status))
+                }
+                Ok(Reaped::Child { .. }) => continue,
+                Ok(Reaped::NoChildren) => return Some(None),
+                Ok(Reaped::NothingYet) | Err(_) => break,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let step = left.min(Duration::from_millis(50));
+        match signals {
+            Some(set) => {
+                let _ = set.wait_timeout(step);
+            }
+            None => std::thread::sleep(step),
+        }
+    }
+}
+
+/// Stops everything and powers off (or reboots). In test mode, stops hostd
+/// and exits.
+fn shutdown(
+    reason: &str,
+    options: &Options,
+    service: &Service,
+    booted: &mut Booted,
+    signals: Option<&SignalSet>,
+) -> ! {
+    let real = !options.test;
+    timeline::phase(&format!("shutdown: {reason}"));
+    if let Some(sh) = booted.shell.as_mut() {
+        sh.disable();
+    }
+    if let Some(pid) = service.pid() {
+        timeline::phase(&format!("shutdown: stopping hostd pid={pid} (SIGTERM)"));
+        let t = Instant::now();
+        let _ = os::kill(pid, libc::SIGTERM);
+        match wait_children(signals, Some(pid), HOSTD_STOP_TIMEOUT) {
+            Some(Some(status)) => timeline::phase(&format!(
+                "shutdown: hostd stopped ({}) after {} ms",
+                exit_status(status),
+                elapsed_ms(t)
+            )),
+            Some(None) => timeline::phase("shutdown: hostd is gone"),
+            None => {
+                timeline::warning(&format!(
+                    "shutdown: hostd did not stop within {} s; killing it",
+                    HOSTD_STOP_TIMEOUT.as_secs()
+                ));
+                let _ = os::kill(pid, libc::SIGKILL);
+                let _ = wait_children(signals, Some(pid), Duration::from_secs(2));
+            }
+        }
+    }
+    if !real {
+        if let Some(pump) = booted.pump.take() {
+            pump.stop(Duration::from_secs(2));
+        }
+        std::process::exit(0);
+    }
+    if matches!(os::kill_all(libc::SIGTERM), Ok(true)) {
+        // SIGHUP too: interactive shells ignore SIGTERM but leave on a hangup.
+        let _ = os::kill_all(libc::SIGHUP);
+        timeline::phase("shutdown: sent SIGTERM and SIGHUP to all remaining processes");
+        if wait_children(signals, None, OTHERS_STOP_TIMEOUT).is_none() {
+            if matches!(os::kill_all(libc::SIGKILL), Ok(true)) {
+                timeline::phase("shutdown: killed the remaining processes (SIGKILL)");
+            }
+            let _ = wait_children(signals, None, Duration::from_secs(1));
+        }
+    }
+    timeline::phase("shutdown: syncing file systems");
+    if let Some(pump) = booted.pump.take() {
+        pump.stop(Duration::from_secs(2));
+    }
+    let report = mounts::unmount_all();
+    timeline::phase(&format!(
+        "shutdown: unmounted {} file systems{}{}",
+        report.unmounted,
+        if report.lazy.is_empty() {
+            String::new()
+        } else {
+            format!(", detached busy: {}", report.lazy.join(" "))
+        },
+        if report.failed.is_empty() {
+            String::new()
+        } else {
+            format!(", failed: {}", report.failed.join("; "))
+        }
+    ));
+    let action = if booted.reboot {
+        timeline::phase("shutdown: rebooting");
+        os::RebootAction::Restart
+    } else {
+        timeline::phase("shutdown: powering off");
+        os::RebootAction::PowerOff
+    };
+    let err = os::reboot(action);
+    timeline::error(&format!("reboot(2) failed: {err}; halting here"));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Boots and supervises forever. Never returns, whatever fails.
+pub fn run(options: &Options) -> ! {
+    let t0 = Instant::now();
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        install_pid1_panic_hook();
+    }
+    os::limit_malloc_arenas();
+    if pid1 && !options.test && options.switched.is_none() {
+        switch_root_and_reexec(&options.ignored_args);
+    }
+    if !pid1 {
+        if let Err(e) = os::set_child_subreaper() {
+            timeline::warning(&format!("cannot become child subreaper: {e}"));
+        }
+    }
+    // Signals are blocked before any thread starts (threads inherit the mask),
+    // so the loop can sleep in sigtimedwait and take them synchronously.
+    // Children started with `Command` get an empty mask again.
+    let signals = match SignalSet::new(SIGNALS).and_then(|set| set.block().map(|()| set)) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            timeline::warning(&format!("cannot block signals, polling instead: {e}"));
+            None
+        }
+    };
+
+    let mut booted = boot(options, t0);
+    // The module index, device lists and parsers are gone: give their heap back.
+    os::trim_heap();
+    let mut rt = ConsoleRuntime {
+        log: booted
+            .pump
+            .as_ref()
+            .and_then(|p| p.writer().try_clone().ok()),
+        answered: false,
+    };
+    let mut service = Service::new(booted.spec.clone(), Instant::now());
+    let mut ready_printed = false;
+    let mut said_waiting = false;
+    loop {
+        let now = Instant::now();
+        service.tick(now, &mut rt);
+        if let Some(sh) = booted.shell.as_mut() {
+            if let Some(msg) = sh.tick(now) {
+                timeline::info(&msg);
+            }
+        }
+        if !ready_printed && rt.answered {
+            if booted.network.settled(now) {
+                ready_printed = true;
+                booted.ready.boot_ms = os::boottime_ms();
+                booted.ready.addresses = booted.network.addresses();
+                timeline::emit(&timeline::format_ready(&booted.ready));
+                os::trim_heap();
+                if let Some(sh) = booted.shell.as_mut() {
+                    sh.disable();
+                    sh.schedule(now);
+                    if let Some(msg) = sh.tick(now) {
+                        timeline::info(&msg);
+                    }
+                }
+            } else if !said_waiting {
+                said_waiting = true;
+                timeline::phase("hostd is up; waiting for the network");
+            }
+        }
+        let idle = if ready_printed && signals.is_some() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(20)
+        };
+        let wait = [
+            service.next_deadline(),
+            booted.shell.as_ref().and_then(|s| s.next_deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.saturating_duration_since(Instant::now()))
+        .fold(idle, Duration::min);
+        let signal = match &signals {
+            Some(set) => match set.wait_timeout(wait) {
+                Ok(s) => s,
+                Err(e) => {
+                    timeline::error(&format!("sigtimedwait failed: {e}"));
+                    std::thread::sleep(wait);
+                    None
+                }
+            },
+            None => {
+                std::thread::sleep(wait);
+                None
+            }
+        };
+        match signal {
+            Some(libc::SIGCHLD) | None => {}
+            Some(sig) => {
+                // Our copy of the log pipe goes, so the pump sees the end of
+                // the stream once hostd and the rest are gone.
+                rt.log = None;
+                let reason = format!("received {}", signal_name(sig));
+                shutdown(&reason, options, &service, &mut booted, signals.as_ref());
+            }
+        }
+        reap_children(&mut service, &mut booted.shell, &mut rt);
+    }
+}
+
+#[cfg(test)]
+mod cmdline_tests {
+    use super::cmdline_value;
+
+    #[test]
+    fn cmdline_values() {
+        let line = "console=ttyS0 mkhost.hostname=a quiet mkhost.hostname=lab-b\n";
+        assert_eq!(cmdline_value(line, "mkhost.hostname"), Some("lab-b"));
+        assert_eq!(cmdline_value(line, "console"), Some("ttyS0"));
+        assert_eq!(cmdline_value(line, "quiet"), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pid1_ignores_kernel_words() {
+        let inv = parse_args(&args(&["splash", "--help"]), true).unwrap();
+        let expected = Options {
+            ignored_args: args(&["splash", "--help"]),
+            ..Options::default()
+        };
+        assert_eq!(inv, Invocation::Boot(expected));
+    }
+
+    #[test]
+    fn non_pid1_needs_test_root() {
+        let err = parse_args(&[], false).unwrap_err();
+        assert!(matches!(err, InitError::NotPid1 { .. }));
+        assert!(err.to_string().contains("--test-root"), "{err}");
+        assert!(matches!(
+            parse_args(&args(&["--bogus"]), false),
+            Err(InitError::Usage(_))
+        ));
+        assert_eq!(
+            parse_args(&args(&["--version"]), false).unwrap(),
+            Invocation::Version
+        );
+    }
+
+    #[test]
+    fn test_root_and_skip() {
+        let inv = parse_args(
+            &args(&["--test-root=/tmp/r", "--skip", "mounts,hostname"]),
+            false,
+        )
+        .unwrap();
+        let Invocation::Boot(options) = inv else {
+            panic!("{inv:?}")
+        };
+        assert_eq!(options.root, Path::new("/tmp/r"));
+        assert!(options.test);
+        assert_eq!(
+            options.skip,
+            Skip {
+                mounts: true,
+                console: true,
+                hostname: true,
+                modules: false
+            }
+        );
+        assert!(parse_args(&args(&["--test-root", "/r", "--skip", "disk"]), false).is_err());
+        assert!(parse_args(&args(&["--test-root"]), false).is_err());
+        assert!(parse_args(&args(&["--skip", "mounts"]), true).is_err());
+    }
+
+    #[test]
+    fn paths_below_root() {
+        assert_eq!(at(Path::new("/"), "/proc"), Path::new("/proc"));
+        assert_eq!(
+            at(Path::new("/tmp/r"), paths::CONTROL_SOCKET),
+            Path::new("/tmp/r/run/hostd/hostd.sock")
+        );
+    }
+
+    #[test]
+    fn missing_and_unloadable_modules_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BootConfig {
+            profile: "test".into(),
+            kernel_release: "0.0-test".into(),
+            hostname: "h".into(),
+            debug_shell: false,
+            modules: vec!["kernel/missing.ko".into(), "kernel/also-missing.ko".into()],
+            sysctl: Default::default(),
+            network: Default::default(),
+        };
+        let report = load_modules(dir.path(), &config, None, 1);
+        assert_eq!(report.total, 2);
+        assert_eq!(report.present(), 0);
+        assert_eq!(report.failed.len(), 2);
+        let msg = report.failed[0].to_string();
+        assert!(
+            msg.contains("lib/modules/0.0-test/kernel/missing.ko") && msg.contains("os error 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn switched_roundtrip_and_pid1_flag() {
+        let s = Switched {
+            started_ms: 1500,
+            switched_ms: 1540,
+            entries: 396,
+            bytes: 10_000_000,
+        };
+        assert_eq!(Switched::decode(&s.encode()), Some(s));
+        assert_eq!(Switched::decode("1:2:3"), None);
+        let inv = parse_args(
+            &args(&[&format!("{SWITCHED_ARG}={}", s.encode()), "splash"]),
+            true,
+        )
+        .unwrap();
+        let Invocation::Boot(options) = inv else {
+            panic!()
+        };
+        assert_eq!(options.switched, Some(s));
+        assert_eq!(options.ignored_args, ["splash"]);
+    }
+
+    #[test]
+    fn boot_plan_keeps_order_and_adds_edges() {
+        let config = BootConfig {
+            profile: "t".into(),
+            kernel_release: "r".into(),
+            hostname: "h".into(),
+            debug_shell: false,
+            modules: vec![
+                "kernel/a.ko".into(),
+                "kernel/b.ko".into(),
+                "kernel/c-x.ko".into(),
+            ],
+            sysctl: Default::default(),
+            network: Default::default(),
+        };
+        let db = ModuleDb::parse(
+            "kernel/a.ko:\nkernel/b.ko:\nkernel/c-x.ko: kernel/a.ko\n",
+            "",
+            "",
+            "",
+        );
+        let plan = boot_plan(&config, Some(&db));
+        let after: Vec<Vec<usize>> = plan.modules.iter().map(|m| m.after.clone()).collect();
+        assert_eq!(after, [vec![], vec![], vec![0]]);
+        assert_eq!(plan.modules[2].name, "c_x");
+        let plan = boot_plan(&config, None);
+        let after: Vec<Vec<usize>> = plan.modules.iter().map(|m| m.after.clone()).collect();
+        assert_eq!(after, [vec![], vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn hosts_file() {
+        assert!(render_hosts("edge-1").contains("127.0.1.1\tedge-1\n"));
+    }
+}

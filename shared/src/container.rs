@@ -1,0 +1,531 @@
+//! What a container is asked to be: the `run` request (from the console, the
+//! socket, and the boot-time manifest mkhost writes into an image), its
+//! resource limits and restart policy, its record as `ps` reports it, and parsers for their human forms
+//! (`64M`, `0.5`, `on-failure:3`). Pure data and checks: mkhost links this
+//! module to reject a bad `[[container]]` at build time with the same words
+//! hostd would use at boot.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest memory limit hostd accepts (Docker's minimum): below it the
+/// container's init is killed by the OOM killer before it runs anything.
+pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// A `run` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Image reference.
+    pub image: String,
+    /// Container name (default: the first 12 digits of the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Replaces the image's `Cmd`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// `NAME=value` entries added to (or overriding) the image's `Env`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// cgroup limits.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// What to do when the container exits.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
+    pub restart: RestartPolicy,
+}
+
+impl RunRequest {
+    /// Checks everything that does not need the image: name, env, limits.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        if self.image.is_empty() {
+            return Err(RequestError::NoImage);
+        }
+        if let Some(name) = &self.name {
+            if !valid_name(name) {
+                return Err(RequestError::Name(name.clone()));
+            }
+        }
+        if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
+            return Err(RequestError::Env(bad.clone()));
+        }
+        self.limits.validate()
+    }
+}
+
+/// A container name: 1 to 128 of letters, digits, `_`, `.`, `-`, starting
+/// with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// Resource limits, applied through the container's cgroup (v2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// `memory.max` in bytes (at least [`MIN_MEMORY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// CPU time in billionths of a CPU (Docker's `NanoCpus`): `cpu.max`
+    /// quota over a 100 ms period. `--cpus 0.5` is 500000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// `cpu.weight`, 1..=10000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    /// `pids.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    /// `cpuset.cpus`, e.g. `0-1,3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// `cpuset.mems`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
+}
+
+/// cgroup v2 `cpu.max` period hostd uses, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+impl Limits {
+    /// No limit set.
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Checks the values against what the kernel accepts.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        let bad = |field: &'static str, value: String, why: &str| RequestError::Limit {
+            field,
+            value,
+            why: why.to_string(),
+        };
+        if let Some(m) = self.memory {
+            if m < MIN_MEMORY {
+                return Err(bad(
+                    "memory",
+                    m.to_string(),
+                    "is below the minimum of 6 MiB (6291456 bytes)",
+                ));
+            }
+        }
+        if let Some(n) = self.nano_cpus {
+            if self.cpu_quota_us().is_none() {
+                return Err(bad(
+                    "cpus",
+                    format_cpus(n),
+                    "must be at least 0.01 (a 1 ms quota per 100 ms period)",
+                ));
+            }
+        }
+        if let Some(w) = self.cpu_weight {
+            if !(1..=10_000).contains(&w) {
+                return Err(bad("cpu_weight", w.to_string(), "must be 1..=10000"));
+            }
+        }
+        if let Some(p) = self.pids {
+            if p < 1 {
+                return Err(bad("pids", p.to_string(), "must be at least 1"));
+            }
+        }
+        for (field, value) in [
+            ("cpuset_cpus", &self.cpuset_cpus),
+            ("cpuset_mems", &self.cpuset_mems),
+        ] {
+            if let Some(v) = value {
+                if !valid_cpu_list(v) {
+                    return Err(bad(
+                        field,
+                        v.clone(),
+                        "is not a list like 0-3,5 (numbers, ranges, commas)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `cpu.max` quota in microseconds per [`CPU_PERIOD_US`], or `None`
+    /// if the value is below the kernel's 1 ms minimum.
+    pub fn cpu_quota_us(&self) -> Option<i64> {
+        let n = self.nano_cpus?;
+        let quota = i128::from(n) * i128::from(CPU_PERIOD_US) / 1_000_000_000;
+        (quota >= 1000).then(|| i64::try_from(quota).unwrap_or(i64::MAX))
+    }
+}
+
+fn valid_cpu_list(text: &str) -> bool {
+    !text.is_empty()
+        && text.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            let first = ends.next().unwrap_or_default();
+            let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            number(first) && ends.next().is_none_or(number)
+        })
+}
+
+/// Parses a size: bytes, or a number with `k`, `m`, `g` or `t` (binary
+/// multiples; `KiB`, `MB`, `M` and `m` all mean 1024-based).
+pub fn parse_size(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = t.split_at(digits);
+    let value: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (expected e.g. 64M, 1G, 65536)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use k, M, G or T)"
+            ))
+        }
+    };
+    value
+        .checked_mul(1i64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses a CPU count like `0.5` or `2` into billionths of a CPU.
+pub fn parse_cpus(text: &str) -> Result<i64, String> {
+    let err = || format!("{text:?} is not a number of CPUs (expected e.g. 0.5 or 2)");
+    let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if (whole.is_empty() && frac.is_empty())
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 9
+    {
+        return Err(err());
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| err())?
+    };
+    let frac: i64 = format!("{frac:0<9}").parse().map_err(|_| err())?;
+    whole
+        .checked_mul(1_000_000_000)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(err)
+}
+
+/// `nano_cpus` back to `0.5`.
+pub fn format_cpus(nano: i64) -> String {
+    let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// When a container is started again after it exits: `no`, `always`
+/// (whatever the exit code, until stopped), or `on-failure[:N]` (non-zero
+/// exit codes only, at most N restarts when N is given).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Never.
+    #[default]
+    No,
+    /// Always, until `stop` or `rm`.
+    Always,
+    /// After a non-zero exit, at most `max` times if given.
+    OnFailure {
+        /// Restart limit.
+        max: Option<u32>,
+    },
+}
+
+impl RestartPolicy {
+    /// The default.
+    pub fn is_no(&self) -> bool {
+        *self == RestartPolicy::No
+    }
+
+    /// Whether a container that exited with `code`, after `restarts`
+    /// restarts so far, is started again.
+    pub fn restarts(&self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max } => code != 0 && max.is_none_or(|m| restarts < m),
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err =
+            || format!("unknown restart policy {s:?} (use no, always, on-failure or on-failure:N)");
+        match s {
+            "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
+            _ => {
+                let n = s.strip_prefix("on-failure:").ok_or_else(err)?;
+                let max = n.parse::<u32>().map_err(|_| err())?;
+                Ok(RestartPolicy::OnFailure { max: Some(max) })
+            }
+        }
+    }
+}
+
+impl Serialize for RestartPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A container's record, as in `state.json` and `ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Container id (16 hex digits).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The image as requested.
+    pub image: String,
+    /// The image id.
+    pub image_id: String,
+    /// `argv`.
+    pub command: Vec<String>,
+    /// The init's pid (in the daemon's pid namespace); 0 when not running.
+    pub pid: i32,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// `running`, `restarting` (waiting to be started again) or `exited`.
+    pub status: String,
+    /// Exit code of the last run (128 + signal when killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The OOM killer ended the last run.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Restarts done by the restart policy.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The restart policy.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// The limits.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// Start of the current (or last) run, RFC 3339.
+    #[serde(default)]
+    pub started: String,
+    /// End of the last run, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Why the container is not running when that is not its own doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a request is refused before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No image named.
+    #[error("no image given")]
+    NoImage,
+    /// A bad container name.
+    #[error("invalid container name {0:?} (letters, digits, '_', '.', '-'; starting with a letter or digit; at most 128)")]
+    Name(String),
+    /// An env entry without `=`.
+    #[error("invalid environment entry {0:?} (expected NAME=value)")]
+    Env(String),
+    /// A limit the kernel would refuse.
+    #[error("{field} {value}: {why}")]
+    Limit {
+        /// The limit.
+        field: &'static str,
+        /// Its value as given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The boot-time manifest: images to import and containers to start when
+/// hostd starts (written by mkhost from a profile's `[[container]]` tables).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootManifest {
+    /// Archives (OCI layout tar, OCI archive or `docker save`), absolute
+    /// paths in the image, imported in order.
+    #[serde(default)]
+    pub archives: Vec<BootArchive>,
+    /// Containers started (once each, by name) after the imports.
+    #[serde(default)]
+    pub containers: Vec<RunRequest>,
+}
+
+/// One embedded image archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootArchive {
+    /// Path inside the image.
+    pub path: String,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("12X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("-5M").is_err());
+        assert!(parse_size("99999999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn cpus_parse_exactly() {
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert_eq!(parse_cpus(".25"), Ok(250_000_000));
+        assert_eq!(parse_cpus("1.000000001"), Ok(1_000_000_001));
+        for bad in ["", ".", "a", "1.2.3", "-1", "0.1234567891"] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_cpus(500_000_000), "0.5");
+        assert_eq!(format_cpus(2_000_000_000), "2");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let ok = Limits {
+            memory: Some(64 << 20),
+            nano_cpus: Some(500_000_000),
+            cpu_weight: Some(50),
+            pids: Some(10),
+            cpuset_cpus: Some("0-1,3".into()),
+            cpuset_mems: Some("0".into()),
+        };
+        ok.validate().unwrap();
+        assert_eq!(ok.cpu_quota_us(), Some(50_000));
+        let tiny = Limits {
+            memory: Some(4096),
+            ..Limits::default()
+        };
+        let e = tiny.validate().unwrap_err().to_string();
+        assert!(e.contains("memory 4096") && e.contains("6 MiB"), "{e}");
+        let slow = Limits {
+            nano_cpus: Some(1_000_000),
+            ..Limits::default()
+        };
+        assert!(slow
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cpus 0.001"));
+        for (weight, ok) in [(0, false), (1, true), (10_000, true), (10_001, false)] {
+            let l = Limits {
+                cpu_weight: Some(weight),
+                ..Limits::default()
+            };
+            assert_eq!(l.validate().is_ok(), ok, "{weight}");
+        }
+        for bad in ["", "a", "1-", "-1", "1,,2", "0-1-2"] {
+            let l = Limits {
+                cpuset_cpus: Some(bad.into()),
+                ..Limits::default()
+            };
+            assert!(l.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn restart_policies_round_trip_and_decide() {
+        for text in ["no", "always", "on-failure", "on-failure:3"] {
+            let p: RestartPolicy = text.parse().unwrap();
+            assert_eq!(p.to_string(), text);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<RestartPolicy>(&json).unwrap(), p);
+        }
+        for bad in [
+            "",
+            "sometimes",
+            "on-failure:",
+            "on-failure:x",
+            "on-failure:-1",
+        ] {
+            let e = bad.parse::<RestartPolicy>().unwrap_err();
+            assert!(e.contains("on-failure:N"), "{e}");
+        }
+        assert!(!RestartPolicy::No.restarts(1, 0));
+        assert!(RestartPolicy::Always.restarts(0, 100));
+        let three = RestartPolicy::OnFailure { max: Some(3) };
+        assert!(!three.restarts(0, 0));
+        assert!(three.restarts(1, 2));
+        assert!(!three.restarts(1, 3));
+        assert!(RestartPolicy::OnFailure { max: None }.restarts(137, 1000));
+    }
+
+    #[test]
+    fn requests_validate_and_reject_unknown_fields() {
+        let req: RunRequest = serde_json::from_str(
+            r#"{"image":"bb","name":"web","restart":"on-failure:2","limits":{"memory":67108864}}"#,
+        )
+        .unwrap();
+        req.validate().unwrap();
+        assert_eq!(req.restart, RestartPolicy::OnFailure { max: Some(2) });
+        let e = serde_json::from_str::<RunRequest>(r#"{"image":"bb","memroy":1}"#).unwrap_err();
+        assert!(e.to_string().contains("memroy"), "{e}");
+        let bad_name = RunRequest {
+            image: "bb".into(),
+            name: Some("-x".into()),
+            ..RunRequest::default()
+        };
+        assert!(matches!(bad_name.validate(), Err(RequestError::Name(_))));
+        let bad_env = RunRequest {
+            image: "bb".into(),
+            env: vec!["X".into()],
+            ..RunRequest::default()
+        };
+        assert!(matches!(bad_env.validate(), Err(RequestError::Env(_))));
+        let minimal = serde_json::to_string(&RunRequest {
+            image: "bb".into(),
+            ..RunRequest::default()
+        })
+        .unwrap();
+        assert_eq!(minimal, r#"{"image":"bb"}"#);
+    }
+}

@@ -1,0 +1,617 @@
+//! hostd's control protocol: JSON lines over a root-only unix socket.
+//!
+//! A client connects to [`paths::CONTROL_SOCKET`](crate::paths::CONTROL_SOCKET),
+//! writes one JSON object per line and reads one JSON object per line back:
+//!
+//! ```text
+//! -> {"op":"status"}
+//! <- {"ok":true,"version":"0.1.0","pid":57,"uptime_ms":1200,"containers":0}
+//! -> {"op":"images"}
+//! <- {"ok":true,"images":[{"id":"sha256:…","names":["hello:latest"],"created":null,"layers":1,"size":160,"unpacked_size":6}]}
+//! -> {"op":"import","path":"/root/hello.tar"}
+//! <- {"ok":true,"imported":{"images":[…],"blobs_added":3,"layers_added":1,"skipped":[],"xattrs_dropped":0}}
+//! -> {"op":"nope"}
+//! <- {"ok":false,"error":"invalid request: unknown variant `nope`, expected `status` at line 1 column 12"}
+//! ```
+//!
+//! Requests are a [`Request`], answers a typed [`Response`]: the image
+//! answers carry the report types of [`crate::images`], the container answers
+//! [`Record`]s. This module owns the format and the client side ([`request`],
+//! used by `hostd`'s commands and `init`'s readiness probe); the daemon's
+//! server lives in hostd and depends on this module, never the other way.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::{Record, RunRequest};
+use crate::images::{GcReport, ImageInfo, ImageSummary, ImportReport, Removed};
+
+/// Longest request line the server accepts, in bytes (newline excluded).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Longest response line a client accepts, in bytes (newline excluded): image
+/// lists and import reports grow with the store.
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Client timeout for quick requests (status).
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client timeout for requests that read the store (images, inspect_image).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client timeout for requests that write the store (import, remove_image, gc):
+/// they unpack or delete whole images and may wait for another writer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Errors of the client side: connecting, sending, reading the answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The request could not be encoded (a path that is not UTF-8).
+    #[error("cannot encode request: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The client could not connect.
+    #[error("cannot connect to {path}: {source}", path = path.display())]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The client could not send its request or read the answer.
+    #[error("cannot talk to {path}: {source}", path = path.display())]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// No answer within the timeout.
+    #[error("no answer from {path} within {} ms", timeout.as_millis(), path = path.display())]
+    Timeout {
+        /// The socket path.
+        path: PathBuf,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// The daemon closed the connection without a complete answer.
+    #[error("{path} closed the connection without answering", path = path.display())]
+    Closed {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The answer is not a valid response.
+    #[error("invalid response from {path}: {source}", path = path.display())]
+    BadResponse {
+        /// The socket path.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A request, tagged by `op`: `{"op":"status"}`. Unknown ops are errors; extra
+/// fields next to `op` are ignored, so newer clients can add optional ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Report the daemon's version, pid and uptime.
+    Status,
+    /// List the images in the store.
+    Images,
+    /// Import every image of an OCI layout or `docker save` archive.
+    Import {
+        /// Absolute path of the file or directory, as the daemon sees it.
+        path: PathBuf,
+    },
+    /// Show one image: config and layers.
+    InspectImage {
+        /// A name, id or unique id prefix.
+        image: String,
+    },
+    /// Untag a name, or delete an image given by id.
+    RemoveImage {
+        /// A name, id or unique id prefix.
+        image: String,
+    },
+    /// Delete blobs and layers no image uses.
+    Gc,
+    /// Create and start a container from a store image; answers its id.
+    Run(RunRequest),
+    /// List containers.
+    Ps,
+    /// A container's log (timestamped lines).
+    Logs {
+        /// Name, id or unique id prefix.
+        name: String,
+    },
+    /// SIGTERM, then SIGKILL after `timeout_secs` (default 10).
+    Stop {
+        /// Name, id or unique id prefix.
+        name: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
+    },
+    /// Start an exited container again (same root, log and id).
+    Start {
+        /// Name, id or unique id prefix.
+        name: String,
+    },
+    /// Remove a container; a running one only with `force`.
+    Rm {
+        /// Name, id or unique id prefix.
+        name: String,
+        /// Kill it first if running.
+        #[serde(default)]
+        force: bool,
+    },
+}
+
+impl Request {
+    /// How long a client should wait for the answer to this request.
+    pub fn client_timeout(&self) -> Duration {
+        match self {
+            Request::Status => SHORT_TIMEOUT,
+            Request::Images | Request::InspectImage { .. } => READ_TIMEOUT,
+            Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
+            Request::Ps | Request::Logs { .. } => READ_TIMEOUT,
+            Request::Run(_) | Request::Rm { .. } | Request::Start { .. } => WRITE_TIMEOUT,
+            Request::Stop { timeout_secs, .. } => {
+                READ_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(10))
+            }
+        }
+    }
+}
+
+/// The answer to [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// hostd's version.
+    pub version: String,
+    /// hostd's process id (in its own pid namespace).
+    pub pid: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Containers the daemon runs.
+    pub containers: u64,
+}
+
+/// A response: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+///
+/// Each answer sits under its own key in one flat object (see
+/// [`WireResponse`]); a client knows which one it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireResponse", into = "WireResponse")]
+pub enum Response {
+    /// A successful status answer.
+    Status(Status),
+    /// `images`: the store's image list.
+    Images(Vec<ImageSummary>),
+    /// `imported`: what an import did.
+    Imported(ImportReport),
+    /// `image`: one image, inspected.
+    Image(Box<ImageInfo>),
+    /// `removed`: what removing an image did.
+    Removed(Removed),
+    /// `gc`: what a gc freed.
+    Gc(GcReport),
+    /// `id`: the id of a container `run` started.
+    Started(String),
+    /// `ps`: every container's record.
+    Ps(Vec<Record>),
+    /// `logs`: a container's log text.
+    Logs(String),
+    /// `container`: the record of the container `stop`, `start` or `rm` acted on.
+    Container(Box<Record>),
+    /// The request failed; the message says why.
+    Error(String),
+}
+
+/// The flat JSON shape of [`Response`]: `ok`, then the one key that holds
+/// the answer (`ok` decides which fields matter).
+#[derive(Default, Serialize, Deserialize)]
+struct WireResponse {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uptime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    containers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    images: Option<Vec<ImageSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported: Option<ImportReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<Box<ImageInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    removed: Option<Removed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gc: Option<GcReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ps: Option<Vec<Record>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container: Option<Box<Record>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl From<Response> for WireResponse {
+    fn from(response: Response) -> Self {
+        let ok = WireResponse {
+            ok: true,
+            ..WireResponse::default()
+        };
+        match response {
+            Response::Status(s) => WireResponse {
+                version: Some(s.version),
+                pid: Some(s.pid),
+                uptime_ms: Some(s.uptime_ms),
+                containers: Some(s.containers),
+                ..ok
+            },
+            Response::Images(v) => WireResponse {
+                images: Some(v),
+                ..ok
+            },
+            Response::Imported(v) => WireResponse {
+                imported: Some(v),
+                ..ok
+            },
+            Response::Image(v) => WireResponse {
+                image: Some(v),
+                ..ok
+            },
+            Response::Removed(v) => WireResponse {
+                removed: Some(v),
+                ..ok
+            },
+            Response::Gc(v) => WireResponse { gc: Some(v), ..ok },
+            Response::Started(id) => WireResponse { id: Some(id), ..ok },
+            Response::Ps(v) => WireResponse { ps: Some(v), ..ok },
+            Response::Logs(text) => WireResponse {
+                logs: Some(text),
+                ..ok
+            },
+            Response::Container(v) => WireResponse {
+                container: Some(v),
+                ..ok
+            },
+            Response::Error(error) => WireResponse {
+                ok: false,
+                error: Some(error),
+                ..ok
+            },
+        }
+    }
+}
+
+impl TryFrom<WireResponse> for Response {
+    type Error = String;
+
+    fn try_from(wire: WireResponse) -> Result<Self, String> {
+        if !wire.ok {
+            return Ok(Response::Error(
+                wire.error
+                    .unwrap_or_else(|| "unspecified error".to_string()),
+            ));
+        }
+        fn need<T>(value: Option<T>, name: &str) -> Result<T, String> {
+            value.ok_or_else(|| format!("missing field `{name}`"))
+        }
+        let answer = None
+            .or(wire.images.map(Response::Images))
+            .or(wire.imported.map(Response::Imported))
+            .or(wire.image.map(Response::Image))
+            .or(wire.removed.map(Response::Removed))
+            .or(wire.gc.map(Response::Gc))
+            .or(wire.id.map(Response::Started))
+            .or(wire.ps.map(Response::Ps))
+            .or(wire.logs.map(Response::Logs))
+            .or(wire.container.map(Response::Container));
+        if let Some(answer) = answer {
+            return Ok(answer);
+        }
+        Ok(Response::Status(Status {
+            version: need(wire.version, "version")?,
+            pid: need(wire.pid, "pid")?,
+            uptime_ms: need(wire.uptime_ms, "uptime_ms")?,
+            containers: need(wire.containers, "containers")?,
+        }))
+    }
+}
+
+impl Response {
+    /// The response as one JSON line, newline included.
+    pub fn to_line(&self) -> String {
+        // The answer types serialise strings, integers and maps with string
+        // keys only: encoding cannot fail.
+        let mut line = serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode response"}"#.to_string());
+        line.push('\n');
+        line
+    }
+}
+
+/// Parses one request line; the error is the message the client gets back.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty request".to_string());
+    }
+    serde_json::from_str(text).map_err(|e| format!("invalid request: {e}"))
+}
+
+/// Sends `request` to the daemon at `path` and waits up to `timeout` for the
+/// answer (connect, send and receive each get the timeout).
+pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let timeout = timeout.max(Duration::from_millis(1));
+    let io_err = |source: io::Error| {
+        if matches!(
+            source.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            ClientError::Timeout {
+                path: path.to_path_buf(),
+                timeout,
+            }
+        } else {
+            ClientError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    // Only a path that is not UTF-8 cannot be encoded.
+    let mut line = serde_json::to_vec(request).map_err(ClientError::Encode)?;
+    line.push(b'\n');
+    let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    (&stream).write_all(&line).map_err(io_err)?;
+    let limit = u64::try_from(MAX_RESPONSE).unwrap_or(u64::MAX) + 1;
+    let mut answer = Vec::new();
+    BufReader::new(&stream)
+        .take(limit)
+        .read_until(b'\n', &mut answer)
+        .map_err(io_err)?;
+    if !answer.ends_with(b"\n") {
+        return Err(ClientError::Closed {
+            path: path.to_path_buf(),
+        });
+    }
+    serde_json::from_slice(&answer).map_err(|source| ClientError::BadResponse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{Limits, RestartPolicy};
+    use serde_json::{json, Value};
+
+    fn status() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            pid: 42,
+            uptime_ms: 7,
+            containers: 0,
+        }
+    }
+
+    /// `response` encodes to `wire` (as JSON, key order aside) and back.
+    fn round_trip(response: Response, wire: Value) {
+        let line = response.to_line();
+        assert!(line.ends_with('\n'));
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), wire);
+        let back: Response = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, response);
+    }
+
+    fn record() -> Record {
+        Record {
+            id: "ab".into(),
+            name: "web".into(),
+            image: "busybox".into(),
+            image_id: "sha256:cd".into(),
+            command: vec!["sh".into()],
+            pid: 7,
+            created: "2026-01-01T00:00:00Z".into(),
+            status: "running".into(),
+            exit_code: None,
+            oom_killed: false,
+            restart_count: 0,
+            restart: RestartPolicy::No,
+            limits: Limits::default(),
+            started: "2026-01-01T00:00:00Z".into(),
+            finished: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn wire_format_matches_interface() {
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
+        assert_eq!(
+            Response::Status(status()).to_line(),
+            "{\"ok\":true,\"version\":\"0.1.0\",\"pid\":42,\"uptime_ms\":7,\"containers\":0}\n"
+        );
+        assert_eq!(
+            Response::Error("boom".into()).to_line(),
+            "{\"ok\":false,\"error\":\"boom\"}\n"
+        );
+        let back: Response = serde_json::from_str(
+            r#"{"ok":true,"version":"1","pid":1,"uptime_ms":2,"containers":3,"future":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(back, Response::Status(Status { pid: 1, .. })));
+        let err = serde_json::from_str::<Response>(r#"{"ok":true,"version":"1"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `pid`"), "{err}");
+        let back: Response = serde_json::from_str(r#"{"ok":false}"#).unwrap();
+        assert_eq!(back, Response::Error("unspecified error".into()));
+    }
+
+    #[test]
+    fn image_request_wire_formats() {
+        let cases = [
+            (Request::Images, json!({"op":"images"})),
+            (
+                Request::Import {
+                    path: "/root/a.tar".into(),
+                },
+                json!({"op":"import","path":"/root/a.tar"}),
+            ),
+            (
+                Request::InspectImage { image: "a".into() },
+                json!({"op":"inspect_image","image":"a"}),
+            ),
+            (
+                Request::RemoveImage { image: "a".into() },
+                json!({"op":"remove_image","image":"a"}),
+            ),
+            (Request::Gc, json!({"op":"gc"})),
+        ];
+        for (request, wire) in cases {
+            assert_eq!(serde_json::to_value(&request).unwrap(), wire);
+            assert_eq!(parse_request(wire.to_string().as_bytes()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn image_response_wire_formats() {
+        let summary = ImageSummary {
+            id: "sha256:ab".into(),
+            names: vec!["hello:latest".into()],
+            created: None,
+            layers: 1,
+            size: 160,
+            unpacked_size: 6,
+        };
+        round_trip(
+            Response::Images(vec![summary]),
+            json!({"ok":true,"images":[{"id":"sha256:ab","names":["hello:latest"],"created":null,"layers":1,"size":160,"unpacked_size":6}]}),
+        );
+        round_trip(
+            Response::Gc(GcReport {
+                blobs_removed: 3,
+                layers_removed: 1,
+                bytes_freed: 42,
+            }),
+            json!({"ok":true,"gc":{"blobs_removed":3,"layers_removed":1,"bytes_freed":42}}),
+        );
+        round_trip(
+            Response::Removed(Removed {
+                id: "sha256:ab".into(),
+                untagged: vec![],
+                deleted: true,
+            }),
+            json!({"ok":true,"removed":{"id":"sha256:ab","untagged":[],"deleted":true}}),
+        );
+        round_trip(
+            Response::Imported(ImportReport::default()),
+            json!({"ok":true,"imported":{"images":[],"blobs_added":0,"layers_added":0,"skipped":[],"xattrs_dropped":0}}),
+        );
+        // A wrong shape is an error, not a silently different answer.
+        assert!(serde_json::from_str::<Response>(r#"{"ok":true,"images":{}}"#).is_err());
+        assert!(serde_json::from_str::<Response>(r#"{"ok":true,"gc":[]}"#).is_err());
+        assert!(serde_json::from_str::<Response>(r#"{"ok":true,"image":{"id":"x"}}"#).is_err());
+        // A store error is an ordinary error answer.
+        let back: Response =
+            serde_json::from_str(r#"{"ok":false,"error":"no image named \"x\""}"#).unwrap();
+        assert_eq!(back, Response::Error("no image named \"x\"".into()));
+    }
+
+    #[test]
+    fn container_wire_formats() {
+        let run = parse_request(
+            br#"{"op":"run","image":"busybox","name":"web","command":["sh"],"env":["A=1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            run,
+            Request::Run(RunRequest {
+                image: "busybox".into(),
+                name: Some("web".into()),
+                command: vec!["sh".into()],
+                env: vec!["A=1".into()],
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"rm","name":"web"}"#),
+            Ok(Request::Rm {
+                name: "web".into(),
+                force: false
+            })
+        );
+        assert_eq!(parse_request(br#"{"op":"ps"}"#), Ok(Request::Ps));
+        round_trip(
+            Response::Started("abcd".into()),
+            json!({"ok":true,"id":"abcd"}),
+        );
+        round_trip(Response::Ps(vec![]), json!({"ok":true,"ps":[]}));
+        round_trip(
+            Response::Logs("x\n".into()),
+            json!({"ok":true,"logs":"x\n"}),
+        );
+        let wire = json!({"ok":true,"container":serde_json::to_value(record()).unwrap()});
+        assert_eq!(wire["container"]["restart"], "no");
+        round_trip(Response::Container(Box::new(record())), wire);
+    }
+
+    #[test]
+    fn parse_request_errors_are_messages() {
+        assert_eq!(parse_request(b"{\"op\":\"status\"}\n"), Ok(Request::Status));
+        assert!(parse_request(b"{\"op\":\"nope\"}")
+            .unwrap_err()
+            .contains("unknown variant `nope`"));
+        assert_eq!(
+            parse_request(b"{\"op\":\"status\",\"x\":1}"),
+            Ok(Request::Status)
+        );
+        assert!(parse_request(b"{}")
+            .unwrap_err()
+            .contains("missing field `op`"));
+        assert_eq!(parse_request(b"  \n").unwrap_err(), "empty request");
+        assert_eq!(parse_request(b"\xff").unwrap_err(), "request is not UTF-8");
+    }
+
+    #[test]
+    fn client_reports_missing_daemon_and_timeout() {
+        let dir = std::env::temp_dir().join(format!("mkhost-shared-client-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("none.sock");
+        let err = request(&path, &Request::Status, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+
+        // A listener that never answers.
+        let silent = dir.join("silent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+        let err = request(&silent, &Request::Status, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,28 @@
+//! What crosses mkhost's build/host boundary, defined once.
+//!
+//! `mkhost` (the builder) writes files into an image that `init` and `hostd`
+//! read at boot, and clients talk to `hostd` over its control socket. Each of
+//! those formats lives here, as plain data with its parsers and checks, so
+//! that both sides agree by construction:
+//!
+//! - [`boot_config`]: `/etc/mkhost/boot.json`, the image's boot configuration;
+//! - [`container`]: what a container is asked to be (the `run` request, its
+//!   limits and restart policy), its record as `ps` shows it, and the
+//!   boot-time container manifest;
+//! - [`images`]: what the image store reports;
+//! - [`control`]: hostd's control protocol (requests, typed responses, line
+//!   framing and the client side);
+//! - [`paths`]: the paths inside an image both sides name;
+//! - [`glob`]: the shell-style wildcard matcher module sets and aliases use;
+//! - [`fs`]: writing a file atomically.
+//!
+//! Nothing here implements the daemon, the store or the build: this crate
+//! depends on no other crate of the workspace.
+
+pub mod boot_config;
+pub mod container;
+pub mod control;
+pub mod fs;
+pub mod glob;
+pub mod images;
+pub mod paths;

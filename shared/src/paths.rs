@@ -1,0 +1,59 @@
+//! Paths inside a host image that both sides must agree on: the builder
+//! writes these files, init and hostd read them.
+
+/// The boot configuration mkhost writes and init reads.
+pub const BOOT_CONFIG: &str = "/etc/mkhost/boot.json";
+
+/// The boot-time container manifest mkhost writes and hostd reads.
+pub const BOOT_MANIFEST: &str = "/etc/hostd/containers.json";
+
+/// Where mkhost embeds boot-time image archives (`<sha256>.tar`).
+pub const BOOT_IMAGES_DIR: &str = "/usr/share/hostd/images";
+
+/// The host daemon's binary.
+pub const HOSTD: &str = "/usr/bin/hostd";
+
+/// PID 1; `/sbin/modprobe` links to it.
+pub const INIT: &str = "/init";
+
+/// hostd's control socket on a booted host.
+pub const CONTROL_SOCKET: &str = "/run/hostd/hostd.sock";
+
+/// hostd's image store on a booted host.
+pub const STORE: &str = "/var/lib/hostd";
+
+/// hostd's run-time state (containers, zygote socket) on a booted host.
+pub const STATE: &str = "/run/hostd";
+
+/// The state root of `hostd oci` (runc's `--root`).
+pub const OCI_ROOT: &str = "/run/hostd/oci";
+
+/// init's log of its own and hostd's lines.
+pub const LOG: &str = "/run/log/hostd.log";
+
+/// The path `p` relative to the image root (no leading `/`), as cpio entries
+/// name it.
+pub fn in_archive(p: &str) -> &str {
+    p.trim_start_matches('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names_are_relative() {
+        assert_eq!(in_archive(BOOT_CONFIG), "etc/mkhost/boot.json");
+        assert_eq!(in_archive(BOOT_IMAGES_DIR), "usr/share/hostd/images");
+        for p in [
+            BOOT_CONFIG,
+            BOOT_MANIFEST,
+            BOOT_IMAGES_DIR,
+            HOSTD,
+            INIT,
+            CONTROL_SOCKET,
+        ] {
+            assert!(p.starts_with('/'), "{p}");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Where an import reads from: a directory (an OCI layout or an unpacked
+//! `docker save`) or an archive file (tar, optionally gzip or zstd).
+//!
+//! Files come out of a source as [`StagedFile`]s: copies inside the store's
+//! staging directory whose sha256 was computed while they were written, so
+//! that a verified blob can be renamed into the store without a second copy.
+//!
+//! An archive is read once, front to back: its regular files are staged as
+//! they come (the archive cannot be trusted to be seekable or to list its
+//! files in any order), symlinks and hard links between them are recorded
+//! and resolved by name, never on disk. A directory is read through
+//! `openat2(RESOLVE_IN_ROOT)`, so its symlinks cannot point outside it.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::digest::{Digest, HashingWriter};
+use super::error::StoreError;
+use super::sys;
+use super::unpack::decompressed;
+
+/// A private directory under the store's `tmp/` for one operation; removed
+/// with everything left in it when dropped.
+pub(crate) struct Staging {
+    dir: PathBuf,
+    counter: Cell<u64>,
+}
+
+impl Staging {
+    /// Creates `tmp/<prefix>-<pid>` (the caller holds the store lock).
+    pub(crate) fn create(tmp: &Path, prefix: &str) -> Result<Staging, StoreError> {
+        let dir = tmp.join(format!("{prefix}-{}", std::process::id()));
+        if dir.exists() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        fs::create_dir(&dir).map_err(|source| StoreError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Staging {
+            dir,
+            counter: Cell::new(0),
+        })
+    }
+
+    /// A fresh path inside the staging directory.
+    pub(crate) fn path(&self, what: &str) -> PathBuf {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        self.dir.join(format!("{what}-{n}"))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A file copied into the staging directory, with its digest and size.
+#[derive(Debug, Clone)]
+pub(crate) struct StagedFile {
+    pub path: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl StagedFile {
+    /// Reads the whole file if it is at most `limit` bytes.
+    pub(crate) fn read_limited(
+        &self,
+        file: &str,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        if self.size > limit {
+            return Err(StoreError::TooLarge {
+                file: file.to_owned(),
+                what,
+                size: self.size,
+                limit,
+            });
+        }
+        fs::read(&self.path).map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Copies `r` into a new staging file, hashing on the way.
+fn stage_stream(
+    r: &mut dyn Read,
+    dest: PathBuf,
+) -> Result<(StagedFile, io::Result<u64>), StoreError> {
+    let write_err = |source| StoreError::Write {
+        path: dest.clone(),
+        source,
+    };
+    let f = File::create(&dest).map_err(write_err)?;
+    let mut w = HashingWriter::new(BufWriter::new(f));
+    // Read errors are the source's fault; write errors are ours. Tell them
+    // apart by copying by hand.
+    let mut buf = vec![0u8; 128 * 1024];
+    let read_result = loop {
+        match r.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => w.write_all(&buf[..n]).map_err(write_err)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let (bw, digest, size) = w.finish();
+    bw.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let staged = StagedFile {
+        path: dest,
+        digest,
+        size,
+    };
+    Ok((staged, read_result.map(|()| size)))
+}
+
+/// Normalises a path inside a source: components joined by `/`, no `.` or
+/// empty ones. `..` and absolute paths are refused with the reason.
+pub(crate) fn normalize(path: &str) -> Result<String, &'static str> {
+    let comps = super::unpack::components(path.as_bytes())?;
+    let parts: Vec<&str> = comps
+        .iter()
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    Ok(parts.join("/"))
+}
+
+/// An archive entry that matters to the store.
+pub(crate) enum Item {
+    File(StagedFile),
+    Symlink(String),
+}
+
+/// An import source.
+pub(crate) enum Source {
+    /// A directory, read through `openat2(RESOLVE_IN_ROOT)`.
+    Dir { path: PathBuf, fd: OwnedFd },
+    /// An archive, already staged: files by normalised path.
+    Archive { files: BTreeMap<String, Item> },
+}
+
+impl Source {
+    /// Opens `path`: a directory as is, a file as an archive (read entirely
+    /// into `staging`).
+    pub(crate) fn open(path: &Path, staging: &Staging) -> Result<Source, StoreError> {
+        let source_err = |source| StoreError::Source {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = fs::metadata(path).map_err(source_err)?;
+        if meta.is_dir() {
+            let fd = File::open(path).map_err(source_err)?;
+            return Ok(Source::Dir {
+                path: path.to_owned(),
+                fd: fd.into(),
+            });
+        }
+        // Opened non-blocking so a fifo cannot hang the import, then checked:
+        // only a regular file is an archive (a device like /dev/zero never ends).
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(source_err)?;
+        let kind = file.metadata().map_err(source_err)?.file_type();
+        if !kind.is_file() {
+            return Err(source_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or directory (a fifo, device or socket); \
+                 import an archive file or an image layout directory",
+            )));
+        }
+        let flags = rustix::fs::fcntl_getfl(&file)
+            .map_err(io::Error::from)
+            .map_err(source_err)?;
+        rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+            .map_err(io::Error::from)
+            .map_err(source_err)?;
+        let corrupt = |e: io::Error| StoreError::CorruptArchive {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        };
+        let (_, reader) = decompressed(BufReader::new(file)).map_err(corrupt)?;
+        let mut archive = tar::Archive::new(reader);
+        let mut files = BTreeMap::new();
+        for entry in archive.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            let raw = entry.path_bytes().into_owned();
+            let Ok(name) = String::from_utf8(raw) else {
+                continue; // not part of any image format
+            };
+            let key = normalize(&name).map_err(|reason| StoreError::UnsafeArchiveEntry {
+                path: path.to_owned(),
+                entry: name.clone(),
+                reason,
+            })?;
+            if key.is_empty() {
+                continue;
+            }
+            let kind = entry.header().entry_type();
+            if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
+                let want = entry.size();
+                let (staged, read) = stage_stream(&mut entry, staging.path("src"))?;
+                let got = read.map_err(corrupt)?;
+                if got != want {
+                    return Err(StoreError::CorruptArchive {
+                        path: path.to_owned(),
+                        detail: format!("entry {name:?} ends after {got} of {want} bytes"),
+                    });
+                }
+                files.insert(key, Item::File(staged));
+            } else if kind.is_symlink() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                files.insert(key, Item::Symlink(target));
+            } else if kind.is_hard_link() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                if let Ok(t) = normalize(&target) {
+                    if let Some(Item::File(f)) = files.get(&t) {
+                        let f = f.clone();
+                        files.insert(key, Item::File(f));
+                    }
+                }
+            }
+        }
+        // Whatever follows the end-of-archive marker is ignored, but a
+        // compressed archive must at least decompress cleanly.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(corrupt)?;
+        Ok(Source::Archive { files })
+    }
+
+    /// True when `file` exists in the source.
+    pub(crate) fn exists(&self, file: &str) -> bool {
+        match self {
+            Source::Dir { .. } => self.open_in_dir(file).is_ok(),
+            Source::Archive { .. } => self.archive_file(file).is_some(),
+        }
+    }
+
+    fn open_in_dir(&self, file: &str) -> io::Result<File> {
+        let Source::Dir { fd, .. } = self else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let name = CString::new(file).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = sys::openat2(
+            fd.as_fd(),
+            &name,
+            // O_NONBLOCK: a fifo planted in the layout must not hang us.
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            0,
+            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+        )?;
+        let f = File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(f)
+    }
+
+    /// Looks `file` up in a staged archive, following symlinks between its
+    /// entries (relative to the link's directory, never out of the archive).
+    fn archive_file(&self, file: &str) -> Option<&StagedFile> {
+        let Source::Archive { files, .. } = self else {
+            return None;
+        };
+        let mut key = normalize(file).ok()?;
+        for _ in 0..16 {
+            match files.get(&key)? {
+                Item::File(f) => return Some(f),
+                Item::Symlink(target) => {
+                    if target.starts_with('/') {
+                        return None;
+                    }
+                    let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+                    key = resolve_relative(dir, target)?;
+                }
+            }
+        }
+        None
+    }
+
+    /// Stages `file` (a path inside the source) and returns it with its
+    /// digest. A missing file is [`StoreError::Missing`].
+    pub(crate) fn stage(&self, file: &str, staging: &Staging) -> Result<StagedFile, StoreError> {
+        let missing = || StoreError::Missing {
+            file: file.to_owned(),
+        };
+        match self {
+            Source::Archive { .. } => self.archive_file(file).cloned().ok_or_else(missing),
+            Source::Dir { path, .. } => {
+                let key = normalize(file).map_err(|_| missing())?;
+                let mut f = match self.open_in_dir(&key) {
+                    Ok(f) => f,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::NotFound | io::ErrorKind::InvalidInput
+                        ) =>
+                    {
+                        return Err(missing())
+                    }
+                    Err(source) => {
+                        return Err(StoreError::Source {
+                            path: path.join(&key),
+                            source,
+                        })
+                    }
+                };
+                let (staged, read) = stage_stream(&mut f, staging.path("src"))?;
+                read.map_err(|source| StoreError::Source {
+                    path: path.join(&key),
+                    source,
+                })?;
+                Ok(staged)
+            }
+        }
+    }
+}
+
+/// `dir` joined with the relative `target`, `..` applied; `None` if it
+/// climbs above the archive root.
+fn resolve_relative(dir: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links_stay_inside() {
+        assert_eq!(
+            resolve_relative("abc", "../x.tar").as_deref(),
+            Some("x.tar")
+        );
+        assert_eq!(resolve_relative("", "../x"), None);
+        assert_eq!(normalize("./blobs//sha256/ab").unwrap(), "blobs/sha256/ab");
+        assert!(normalize("../x").is_err());
+    }
+}

@@ -1,0 +1,847 @@
+//! Unpacks one layer tar into a directory in overlayfs lowerdir format,
+//! treating the tar as hostile.
+//!
+//! Every entry is created relative to a directory file descriptor that was
+//! opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, one path
+//! component at a time, so no symlink — whether it came from this tar or
+//! not — is ever followed while writing. Then:
+//!
+//! - paths that are absolute or contain `..` are refused;
+//! - entries whose parent path goes through a symlink are refused (docker
+//!   would write through an in-root symlink; we do not follow symlinks at all);
+//! - hard links whose target is absolute, contains `..` or goes through a
+//!   symlink are refused; the target must be an earlier entry of the layer;
+//! - symlinks are created as they are (an absolute target is fine: it is
+//!   resolved inside the container at run time, never here);
+//! - character and block devices and fifos are skipped and reported, except a
+//!   character device 0:0, which is overlayfs's own whiteout;
+//! - `.wh.NAME` becomes a whiteout (character device 0:0) named NAME, and
+//!   `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory; other
+//!   `.wh..wh.*` entries (aufs bookkeeping) are skipped;
+//! - modes including setuid/setgid/sticky, owners, modification times and the
+//!   `user.*` and `security.capability` xattrs are preserved; other xattrs
+//!   (`trusted.*`, `security.selinux`, ...) are dropped so a layer cannot
+//!   forge overlayfs metadata.
+//!
+//! Directory metadata is applied after the last entry, because creating
+//! entries inside a directory changes its modification time.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::{File, FileTimes, Permissions};
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use super::error::StoreError;
+use super::sys;
+use super::SkippedEntry;
+
+/// How a layer blob is compressed, detected from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub(crate) fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => super::spec::OCI_LAYER_TAR,
+            Compression::Gzip => super::spec::OCI_LAYER_GZIP,
+            Compression::Zstd => super::spec::OCI_LAYER_ZSTD,
+        }
+    }
+}
+
+/// Wraps `r` in the decompressor its magic bytes call for (gzip `1f 8b`,
+/// zstd `28 b5 2f fd`, anything else is read as is).
+pub(crate) fn decompressed<'a, R: BufRead + 'a>(
+    mut r: R,
+) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let head = r.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok((
+            Compression::Gzip,
+            Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        ))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok((
+            Compression::Zstd,
+            Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        ))
+    } else {
+        Ok((Compression::None, Box::new(r)))
+    }
+}
+
+/// What unpacking a layer produced.
+#[derive(Debug, Default)]
+pub(crate) struct LayerStats {
+    /// Sum of the sizes of the regular files written.
+    pub unpacked_size: u64,
+    /// Entries left out.
+    pub skipped: Vec<SkippedEntry>,
+    /// Extended attributes dropped (not allowed, or unsupported by the
+    /// store's file system).
+    pub xattrs_dropped: u64,
+}
+
+/// Unpacks the tar stream `reader` into the empty directory `dest`.
+///
+/// `layer` names the layer in errors. Returns the stats and the reader,
+/// positioned after the tar's end-of-archive marker, so the caller can read
+/// the rest of the stream (to finish a digest).
+pub(crate) fn unpack_layer<R: Read>(
+    reader: R,
+    dest: &Path,
+    layer: &str,
+) -> Result<(LayerStats, R), StoreError> {
+    let root = File::open(dest).map_err(|source| StoreError::Write {
+        path: dest.to_owned(),
+        source,
+    })?;
+    let mut u = Unpacker {
+        root: Rc::new(OwnedFd::from(root)),
+        root_path: dest,
+        layer,
+        cache: None,
+        dirs: Vec::new(),
+        stats: LayerStats::default(),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| u.corrupt(&e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| u.corrupt(&e))?;
+        u.entry(&mut entry)?;
+    }
+    u.finish_dirs()?;
+    Ok((u.stats, archive.into_inner()))
+}
+
+/// Metadata of an entry, as the tar header and PAX records give it.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, u32),
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+struct Unpacker<'a> {
+    root: Rc<OwnedFd>,
+    root_path: &'a Path,
+    layer: &'a str,
+    /// The directory of the previous entry: tars list a directory's entries
+    /// together, so this saves most of the walks.
+    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// Directories whose metadata is applied at the end (path, metadata).
+    dirs: Vec<(Vec<u8>, Meta)>,
+    stats: LayerStats,
+}
+
+/// Splits an entry path into components, dropping empty and `.` ones.
+/// Absolute paths and `..` are refused with the reason.
+pub(crate) fn components(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
+    if raw.first() == Some(&b'/') {
+        return Err("is an absolute path");
+    }
+    if raw.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err("has a `..` component"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn cstring(bytes: &[u8]) -> CString {
+    // `components` refused NUL bytes, so this cannot fail for path parts; a
+    // symlink target with a NUL is cut there by the tar format itself.
+    CString::new(bytes).unwrap_or_default()
+}
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// Flags for walking and opening inside the layer: never leave it, never
+/// follow a symlink, never cross a mount.
+const RESOLVE_STRICT: u64 = sys::RESOLVE_BENEATH
+    | sys::RESOLVE_NO_SYMLINKS
+    | sys::RESOLVE_NO_MAGICLINKS
+    | sys::RESOLVE_NO_XDEV;
+
+impl Unpacker<'_> {
+    fn corrupt(&self, e: &io::Error) -> StoreError {
+        StoreError::CorruptLayer {
+            layer: self.layer.to_owned(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> StoreError {
+        StoreError::UnsafeEntry {
+            layer: self.layer.to_owned(),
+            entry: entry.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn io_err(&self, entry: &str, source: io::Error) -> StoreError {
+        StoreError::Unpack {
+            layer: self.layer.to_owned(),
+            entry: entry.to_owned(),
+            source,
+        }
+    }
+
+    fn skip(&mut self, entry: &str, reason: &'static str) {
+        self.stats.skipped.push(SkippedEntry {
+            layer: self.layer.to_owned(),
+            entry: entry.to_owned(),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), StoreError> {
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let comps = components(&raw).map_err(|r| self.unsafe_entry(&shown, r))?;
+        let meta = self.meta(entry, &shown)?;
+
+        let Some((&name, parent)) = comps.split_last() else {
+            // The layer root itself ("./").
+            if kind.is_dir() {
+                self.dirs.push((Vec::new(), meta));
+                return Ok(());
+            }
+            return Err(self.unsafe_entry(&shown, "would replace the layer root"));
+        };
+        let rel = comps.join(&b'/');
+
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            return self.whiteout(parent, hidden, name, &shown);
+        }
+
+        let dir = self.open_dir(parent, true, &shown)?;
+        let cname = cstring(name);
+        if kind.is_dir() {
+            if !self.clear(&dir, &cname, &rel, true, &shown)? {
+                sys::mkdirat(dir.as_fd(), &cname, 0o700).map_err(|e| self.io_err(&shown, e))?;
+            }
+            self.dirs.push((rel, meta));
+        } else if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
+            self.clear(&dir, &cname, &rel, false, &shown)?;
+            self.regular(entry, &dir, &cname, &meta, &shown)?;
+        } else if kind.is_symlink() {
+            let target = match entry.link_name_bytes() {
+                Some(t) if !t.is_empty() => cstring(&t),
+                _ => return Err(self.unsafe_entry(&shown, "is a symlink without a target")),
+            };
+            self.clear(&dir, &cname, &rel, false, &shown)?;
+            sys::symlinkat(&target, dir.as_fd(), &cname).map_err(|e| self.io_err(&shown, e))?;
+            sys::lchownat(dir.as_fd(), &cname, meta.uid, meta.gid)
+                .and_then(|()| sys::lutimensat(dir.as_fd(), &cname, meta.mtime.0, meta.mtime.1))
+                .map_err(|e| self.io_err(&shown, e))?;
+        } else if kind.is_hard_link() {
+            self.hard_link(entry, &dir, &cname, &rel, &shown)?;
+        } else if kind.is_character_special() && is_whiteout_device(entry.header()) {
+            self.clear(&dir, &cname, &rel, false, &shown)?;
+            make_whiteout(&dir, &cname).map_err(|e| self.io_err(&shown, e))?;
+        } else if kind.is_character_special() || kind.is_block_special() {
+            self.skip(&shown, "device node");
+        } else if kind.is_fifo() {
+            self.skip(&shown, "fifo");
+        } else {
+            self.skip(&shown, "unsupported tar entry type");
+        }
+        Ok(())
+    }
+
+    /// `.wh.NAME` and `.wh..wh..opq` in directory `parent`.
+    fn whiteout(
+        &mut self,
+        parent: &[&[u8]],
+        hidden: &[u8],
+        name: &[u8],
+        shown: &str,
+    ) -> Result<(), StoreError> {
+        let dir = self.open_dir(parent, true, shown)?;
+        if name == OPAQUE_MARKER {
+            return sys::fsetxattr(dir.as_fd(), c"trusted.overlay.opaque", b"y").map_err(
+                |source| StoreError::OverlayXattr {
+                    layer: self.layer.to_owned(),
+                    entry: shown.to_owned(),
+                    source,
+                },
+            );
+        }
+        if hidden.starts_with(WHITEOUT_PREFIX) {
+            self.skip(shown, "aufs metadata");
+            return Ok(());
+        }
+        if matches!(hidden, b"" | b"." | b"..") {
+            return Err(self.unsafe_entry(shown, "is a whiteout of no file (`.`, `..` or nothing)"));
+        }
+        let mut rel = parent.join(&b'/');
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(hidden);
+        let cname = cstring(hidden);
+        self.clear(&dir, &cname, &rel, false, shown)?;
+        make_whiteout(&dir, &cname).map_err(|e| self.io_err(shown, e))
+    }
+
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: &OwnedFd,
+        name: &CStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), StoreError> {
+        let fd = sys::openat2(
+            dir.as_fd(),
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+            RESOLVE_STRICT,
+        )
+        .map_err(|e| self.io_err(shown, e))?;
+        let mut file = File::from(fd);
+        let want = entry.size();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0u64;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.corrupt(&e)),
+            };
+            file.write_all(&buf[..n])
+                .map_err(|e| self.io_err(shown, e))?;
+            got += n as u64;
+        }
+        if got != want {
+            return Err(StoreError::CorruptLayer {
+                layer: self.layer.to_owned(),
+                detail: format!("entry {shown:?} is truncated ({got} of {want} bytes)"),
+            });
+        }
+        self.apply(&file, meta).map_err(|e| self.io_err(shown, e))?;
+        self.stats.unpacked_size += got;
+        Ok(())
+    }
+
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        dir: &OwnedFd,
+        name: &CStr,
+        rel: &[u8],
+        shown: &str,
+    ) -> Result<(), StoreError> {
+        let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+        let shown_target = String::from_utf8_lossy(&target).into_owned();
+        let tcomps = components(&target).map_err(|r| {
+            self.unsafe_entry(
+                shown,
+                format!("is a hard link to {shown_target:?}, which {r}"),
+            )
+        })?;
+        let Some((&tname, tparent)) = tcomps.split_last() else {
+            return Err(self.unsafe_entry(shown, "is a hard link to the layer root"));
+        };
+        if tcomps.join(&b'/') == rel {
+            return Err(self.unsafe_entry(shown, "is a hard link to itself"));
+        }
+        let tdir = self.open_dir(tparent, false, shown).map_err(|e| match e {
+            StoreError::UnsafeEntry {
+                layer,
+                entry,
+                reason,
+            } => StoreError::UnsafeEntry {
+                layer,
+                entry,
+                reason: format!("is a hard link to {shown_target:?}, which {reason}"),
+            },
+            other => other,
+        })?;
+        let tcname = cstring(tname);
+        match sys::lstat_mode(tdir.as_fd(), &tcname).map_err(|e| self.io_err(shown, e))? {
+            None => {
+                return Err(self.io_err(
+                    shown,
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("hard link target {shown_target:?} is not in this layer"),
+                    ),
+                ))
+            }
+            Some(m) if m & libc::S_IFMT == libc::S_IFDIR => {
+                return Err(self.unsafe_entry(shown, "is a hard link to a directory"))
+            }
+            Some(_) => {}
+        }
+        // The target may have been the cached directory's child we are about
+        // to replace; clear() handles that.
+        self.clear(dir, name, rel, false, shown)?;
+        sys::linkat(tdir.as_fd(), &tcname, dir.as_fd(), name).map_err(|e| self.io_err(shown, e))
+    }
+
+    /// Opens the directory `comps` below the root without following any
+    /// symlink, creating missing directories (mode 0755, root) if `create`.
+    fn open_dir(
+        &mut self,
+        comps: &[&[u8]],
+        create: bool,
+        shown: &str,
+    ) -> Result<Rc<OwnedFd>, StoreError> {
+        let key = comps.join(&b'/');
+        if let Some((k, fd)) = &self.cache {
+            if *k == key {
+                return Ok(Rc::clone(fd));
+            }
+        }
+        let mut cur = Rc::clone(&self.root);
+        for (i, c) in comps.iter().enumerate() {
+            let name = cstring(c);
+            let open = |at: &OwnedFd| {
+                sys::openat2(
+                    at.as_fd(),
+                    &name,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                    RESOLVE_STRICT,
+                )
+            };
+            let prefix = || String::from_utf8_lossy(&comps[..=i].join(&b'/')).into_owned();
+            let next = match open(&cur) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                    sys::mkdirat(cur.as_fd(), &name, 0o755)
+                        .and_then(|()| open(&cur))
+                        .map_err(|e| self.io_err(shown, e))?
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    let mode = sys::lstat_mode(cur.as_fd(), &name).ok().flatten();
+                    if mode.is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK) {
+                        return Err(self.unsafe_entry(
+                            shown,
+                            format!("goes through the symlink {:?}", prefix()),
+                        ));
+                    }
+                    return Err(self.io_err(
+                        shown,
+                        io::Error::new(e.kind(), format!("{:?} is not a directory", prefix())),
+                    ));
+                }
+                Err(e) => return Err(self.io_err(shown, e)),
+            };
+            cur = Rc::new(next);
+        }
+        self.cache = Some((key, Rc::clone(&cur)));
+        Ok(cur)
+    }
+
+    /// Makes room for a new entry `name` (path `rel`) in `dir`: removes a
+    /// file, symlink or whiteout there, and a directory unless `keep_dir`.
+    /// Returns true when a directory was kept.
+    fn clear(
+        &mut self,
+        dir: &OwnedFd,
+        name: &CStr,
+        rel: &[u8],
+        keep_dir: bool,
+        shown: &str,
+    ) -> Result<bool, StoreError> {
+        match sys::lstat_mode(dir.as_fd(), name).map_err(|e| self.io_err(shown, e))? {
+            None => Ok(false),
+            Some(m) if m & libc::S_IFMT == libc::S_IFDIR => {
+                if keep_dir {
+                    return Ok(true);
+                }
+                // Every component of `rel` up to here was opened without
+                // following symlinks and the last one is a real directory, so
+                // this path names exactly that directory; remove_dir_all does
+                // not follow symlinks inside it.
+                let path = self.root_path.join(Path::new(OsStr::from_bytes(rel)));
+                std::fs::remove_dir_all(&path).map_err(|e| self.io_err(shown, e))?;
+                self.cache = None;
+                Ok(false)
+            }
+            Some(_) => {
+                sys::unlinkat(dir.as_fd(), name).map_err(|e| self.io_err(shown, e))?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn meta<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        shown: &str,
+    ) -> Result<Meta, StoreError> {
+        let layer = self.layer;
+        let bad = |what: &str| StoreError::CorruptLayer {
+            layer: layer.to_owned(),
+            detail: format!("entry {shown:?} has an invalid {what}"),
+        };
+        let corrupt = |e: io::Error| StoreError::CorruptLayer {
+            layer: layer.to_owned(),
+            detail: e.to_string(),
+        };
+        let h = entry.header();
+        let old = h.as_old();
+        let mode = lenient(&old.mode, h.mode().map(u64::from))
+            .and_then(|m| u32::try_from(m).ok())
+            .ok_or_else(|| bad("mode"))?
+            & 0o7777;
+        let uid = lenient(&old.uid, h.uid()).and_then(|u| u32::try_from(u).ok());
+        let gid = lenient(&old.gid, h.gid()).and_then(|g| u32::try_from(g).ok());
+        let mtime = lenient(&old.mtime, h.mtime()).and_then(|m| i64::try_from(m).ok());
+        let mut meta = Meta {
+            mode,
+            uid: uid.ok_or_else(|| bad("uid"))?,
+            gid: gid.ok_or_else(|| bad("gid"))?,
+            mtime: (mtime.ok_or_else(|| bad("mtime"))?, 0),
+            xattrs: Vec::new(),
+        };
+        let mut dropped = 0;
+        if let Some(exts) = entry.pax_extensions().map_err(corrupt)? {
+            for ext in exts {
+                let ext = ext.map_err(corrupt)?;
+                let key = ext.key_bytes();
+                if key == b"mtime" {
+                    meta.mtime =
+                        parse_pax_time(ext.value_bytes()).ok_or_else(|| bad("PAX mtime"))?;
+                } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    if xattr_allowed(name) && !name.contains(&0) {
+                        meta.xattrs
+                            .push((cstring(name), ext.value_bytes().to_vec()));
+                    } else {
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        self.stats.xattrs_dropped += dropped;
+        Ok(meta)
+    }
+
+    /// Owner, mode, xattrs and times of an open regular file or directory,
+    /// in that order: chown clears setuid bits and file capabilities.
+    fn apply(&mut self, file: &File, meta: &Meta) -> io::Result<()> {
+        std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid))?;
+        file.set_permissions(Permissions::from_mode(meta.mode))?;
+        for (name, value) in &meta.xattrs {
+            match sys::fsetxattr(file.as_fd(), name, value) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTSUP | libc::EPERM | libc::EINVAL | libc::ERANGE)
+                    ) =>
+                {
+                    self.stats.xattrs_dropped += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let t = system_time(meta.mtime);
+        file.set_times(FileTimes::new().set_accessed(t).set_modified(t))
+    }
+
+    /// Applies the recorded directory metadata, last writer wins.
+    fn finish_dirs(&mut self) -> Result<(), StoreError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (rel, meta) in &dirs {
+            let shown = String::from_utf8_lossy(rel).into_owned();
+            let fd = if rel.is_empty() {
+                File::open(self.root_path).map(OwnedFd::from)
+            } else {
+                sys::openat2(
+                    self.root.as_fd(),
+                    &cstring(rel),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                    RESOLVE_STRICT,
+                )
+            };
+            let fd = match fd {
+                Ok(fd) => fd,
+                // Replaced by a later entry (file, symlink, whiteout).
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(self.io_err(&shown, e)),
+            };
+            self.apply(&File::from(fd), meta)
+                .map_err(|e| self.io_err(&shown, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A numeric header field: its parsed value, or 0 when the field is empty
+/// (all NULs or spaces), as Go's archive/tar — which wrote most image
+/// layers — reads it.
+fn lenient(raw: &[u8], parsed: io::Result<u64>) -> Option<u64> {
+    match parsed {
+        Ok(v) => Some(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Some(0),
+        Err(_) => None,
+    }
+}
+
+/// `user.*` and file capabilities survive; everything else is dropped.
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
+/// A character device 0:0 is an overlayfs whiteout, not a device.
+fn is_whiteout_device(h: &tar::Header) -> bool {
+    matches!(
+        (h.device_major(), h.device_minor()),
+        (Ok(Some(0)), Ok(Some(0)))
+    )
+}
+
+fn make_whiteout(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    sys::mknodat(dir.as_fd(), name, libc::S_IFCHR, 0)
+}
+
+/// A PAX time, `SECONDS[.FRACTION]`, possibly negative.
+fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nanos: u32 = digits.parse().ok()?;
+    if secs < 0 && nanos > 0 {
+        // -1.5 is 1.5 s before the epoch: -2 s + 0.5 s.
+        return Some((secs - 1, 1_000_000_000 - nanos));
+    }
+    Some((secs, nanos))
+}
+
+fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
+    let t = if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    t.and_then(|t| t.checked_add(Duration::from_nanos(u64::from(nanos))))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn components_refuse_escapes() {
+        assert_eq!(components(b"./a//b/").unwrap(), [&b"a"[..], b"b"]);
+        assert!(components(b"./").unwrap().is_empty());
+        assert_eq!(components(b"/etc/passwd"), Err("is an absolute path"));
+        assert_eq!(components(b"a/../../b"), Err("has a `..` component"));
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time(b"12.5"), Some((12, 500_000_000)));
+        assert_eq!(parse_pax_time(b"7"), Some((7, 0)));
+        assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    /// A tar entry with a raw (unchecked) name, as hostile tools write them.
+    fn raw_entry(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &[u8],
+        kind: tar::EntryType,
+        link: &[u8],
+        data: &[u8],
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        h.set_entry_type(kind);
+        h.set_mode(0o4755);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_mtime(1_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    /// (name, type, link target, data)
+    type Spec<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+    fn unpack(entries: &[Spec<'_>]) -> (tempfile::TempDir, Result<LayerStats, StoreError>) {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut b, name, *kind, link, data);
+        }
+        let tar = b.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("layer");
+        std::fs::create_dir(&dest).unwrap();
+        let r = unpack_layer(&tar[..], &dest, "sha256:test").map(|(s, _)| s);
+        (tmp, r)
+    }
+
+    use tar::EntryType as T;
+
+    #[test]
+    fn preserves_metadata_and_makes_whiteouts() {
+        let (tmp, r) = unpack(&[
+            (b"./", T::Directory, b"", b""),
+            (b"bin/su", T::Regular, b"", b"#!"),
+            (b"bin/sh", T::Symlink, b"/bin/busybox", b""),
+            (b"bin/su2", T::Link, b"bin/su", b""),
+            (b"etc/.wh.gone", T::Regular, b"", b""),
+            (b"opq/.wh..wh..opq", T::Regular, b"", b""),
+            (b"dev/null", T::Char, b"", b""),
+            (b"dev/.wh..wh.plnk", T::Regular, b"", b""),
+        ]);
+        let stats = r.unwrap();
+        let root = tmp.path().join("layer");
+        let su = std::fs::metadata(root.join("bin/su")).unwrap();
+        assert_eq!(su.mode() & 0o7777, 0o4755);
+        assert_eq!((su.uid(), su.gid(), su.mtime()), (1234, 5678, 1_000_000));
+        assert_eq!(su.nlink(), 2);
+        assert_eq!(
+            std::fs::read_link(root.join("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
+        let gone = std::fs::symlink_metadata(root.join("etc/gone")).unwrap();
+        assert_eq!(gone.mode() & libc::S_IFMT, libc::S_IFCHR);
+        assert_eq!(gone.rdev(), 0);
+        let opq = File::open(root.join("opq")).unwrap();
+        assert_eq!(
+            sys::fgetxattr(opq.as_fd(), c"trusted.overlay.opaque").unwrap(),
+            Some(b"y".to_vec())
+        );
+        // Directory metadata applied at the end (the mtime survived the
+        // entries written into it).
+        let bin = std::fs::metadata(root.join("bin")).unwrap();
+        assert_eq!(bin.mode() & 0o7777, 0o755);
+        assert_eq!(std::fs::metadata(&root).unwrap().mtime(), 1_000_000);
+        assert!(!root.join("dev/null").exists());
+        let reasons: Vec<_> = stats
+            .skipped
+            .iter()
+            .map(|s| (s.entry.as_str(), s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("dev/null", "device node"),
+                ("dev/.wh..wh.plnk", "aufs metadata")
+            ]
+        );
+        assert_eq!(stats.unpacked_size, 2);
+    }
+
+    #[test]
+    fn later_entries_replace_earlier_ones() {
+        let (tmp, r) = unpack(&[
+            (b"a/x", T::Regular, b"", b"1"),
+            (b"a", T::Regular, b"", b"file now"),
+            (b"b", T::Symlink, b"a", b""),
+            (b"b", T::Regular, b"", b"2"),
+        ]);
+        r.unwrap();
+        let root = tmp.path().join("layer");
+        assert_eq!(std::fs::read(root.join("a")).unwrap(), b"file now");
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"2");
+    }
+
+    fn refused(entries: &[Spec<'_>], why: &str) {
+        let (tmp, r) = unpack(entries);
+        match r {
+            Err(StoreError::UnsafeEntry { reason, .. }) => {
+                assert!(reason.contains(why), "{reason}")
+            }
+            other => panic!("expected refusal ({why}), got {other:?}"),
+        }
+        // Nothing next to the layer directory.
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["layer"]);
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        refused(&[(b"../evil", T::Regular, b"", b"x")], "`..`");
+        refused(&[(b"/abs", T::Regular, b"", b"x")], "absolute");
+        refused(
+            &[
+                (b"link", T::Symlink, b"/etc", b""),
+                (b"link/passwd", T::Regular, b"", b"x"),
+            ],
+            "symlink \"link\"",
+        );
+        refused(
+            &[
+                (b"up", T::Symlink, b"..", b""),
+                (b"up/evil", T::Regular, b"", b"x"),
+            ],
+            "symlink \"up\"",
+        );
+        refused(&[(b"h", T::Link, b"../../x", b"")], "`..`");
+        refused(&[(b"h", T::Link, b"/etc/passwd", b"")], "absolute");
+        refused(
+            &[
+                (b"link", T::Symlink, b"/etc", b""),
+                (b"h", T::Link, b"link/passwd", b""),
+            ],
+            "symlink \"link\"",
+        );
+        refused(
+            &[(b"a/.wh...", T::Regular, b"", b"")],
+            "whiteout of no file",
+        );
+        refused(&[(b".wh..", T::Regular, b"", b"")], "whiteout of no file");
+        refused(&[(b"a/.wh.", T::Regular, b"", b"")], "whiteout of no file");
+        refused(
+            &[
+                (b"link", T::Symlink, b"/etc", b""),
+                (b"link/.wh.passwd", T::Regular, b"", b""),
+            ],
+            "symlink \"link\"",
+        );
+    }
+}
