@@ -938,7 +938,7 @@ fn main() -> ExitCode {
         Ok(Cli::Daemon(options)) => match daemon::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                daemon::log(&e.to_string());
+                daemon::log::log(&e.to_string());
                 ExitCode::FAILURE
             }
         },

@@ -24,17 +24,18 @@
 //! [`DaemonOptions::boot_manifest`].
 
 pub mod containers;
+pub mod log;
 pub mod server;
 pub mod sys;
 pub mod zygote;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::os::SignalSet;
 use containers::{Manager, STOP_TIMEOUT};
+use log::log;
 use mkhost_shared::control::{Request, Response, Status};
 use mkhost_shared::paths;
 use mkhost_store::{Store, StoreError};
@@ -92,11 +93,6 @@ impl Default for DaemonOptions {
             boot_manifest: Some(PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
         }
     }
-}
-
-/// Writes `hostd: <message>` to stderr, ignoring errors (the console may be gone).
-pub fn log(message: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "hostd: {message}");
 }
 
 /// The daemon's request handler: start time and image store.

@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::daemon::log::log;
 use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
 use crate::runtime::state::rfc3339_now;
 use config::CreateSpec;
@@ -54,8 +55,6 @@ use monitor::{MonitorHandle, Running};
 pub const STATE_FILE: &str = "state.json";
 /// What a restart needs, per container.
 pub const SPEC_FILE: &str = "spec.json";
-/// The per-container log file.
-pub const LOG_FILE: &str = "container.log";
 /// Default time between SIGTERM and SIGKILL in `stop`.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// First delay before a restart; doubles up to [`MAX_BACKOFF`].
@@ -114,7 +113,7 @@ impl Entry {
         let path = self.dir.join(STATE_FILE);
         let json = serde_json::to_vec(record).unwrap_or_default();
         if let Err(e) = write_atomic(&path, &json, 0o600) {
-            crate::daemon::log(&format!("cannot write {}: {e}", path.display()));
+            log(&format!("cannot write {}: {e}", path.display()));
         }
     }
 
@@ -150,14 +149,35 @@ impl Entry {
             let _ = crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal);
         }
     }
+}
 
-    /// Appends lines of `stream` output to the log (the monitor calls this).
+impl monitor::Container for Entry {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
     fn append_log(&self, stream: &str, lines: &[Vec<u8>]) {
         lock(&self.log).append(stream, lines);
     }
 
     fn close_log(&self) {
         lock(&self.log).close();
+    }
+}
+
+impl monitor::Supervisor for Shared {
+    type Container = Entry;
+
+    fn exited(&self, entry: &Entry) -> Option<Instant> {
+        Shared::exited(self, entry)
+    }
+
+    fn restart(&self, entry: &Entry) -> Option<Running> {
+        Shared::restart(self, entry).map(|(running, _)| running)
+    }
+
+    fn zygote_lost(&self) {
+        Shared::zygote_lost(self)
     }
 }
 
@@ -175,7 +195,7 @@ pub struct Shared {
 /// The daemon's containers.
 pub struct Manager {
     shared: Arc<Shared>,
-    monitor: MonitorHandle,
+    monitor: MonitorHandle<Entry>,
 }
 
 /// Undoes a half-made container.
@@ -214,7 +234,7 @@ impl Shared {
     /// The daemon's answer ([`OnZygoteLost`]) is to exit, so that init starts
     /// a new one, which forks a fresh zygote and takes the containers over.
     fn zygote_lost(&self) {
-        crate::daemon::log("the zygote died; containers cannot be managed until hostd restarts");
+        log("the zygote died; containers cannot be managed until hostd restarts");
         (self.on_zygote_lost)();
     }
 
@@ -246,12 +266,12 @@ impl Shared {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 other => {
-                    crate::daemon::log(&format!("{id}: cannot reap: {other:?}"));
+                    log(&format!("{id}: cannot reap: {other:?}"));
                     return (-1, false);
                 }
             }
         }
-        crate::daemon::log(&format!(
+        log(&format!(
             "{id}: its pidfd is readable but it cannot be reaped"
         ));
         (-1, false)
@@ -289,7 +309,7 @@ impl Shared {
         let name = state.record.name.clone();
         drop(state);
         entry.changed.notify_all();
-        crate::daemon::log(&format!(
+        log(&format!(
             "container {} ({name}) exited with code {code}{}{}",
             entry.id,
             if oom_killed { " (OOM-killed)" } else { "" },
@@ -335,7 +355,7 @@ impl Shared {
                 state.started = Instant::now();
                 state.pidfd = Some(Arc::clone(&running.pidfd));
                 entry.save(&state.record);
-                crate::daemon::log(&format!(
+                log(&format!(
                     "restarted container {} ({}) pid {pid}, restart {}",
                     entry.id, state.record.name, state.record.restart_count
                 ));
@@ -346,7 +366,7 @@ impl Shared {
                 state.record.error = Some(format!("restart failed: {message}"));
                 entry.save(&state.record);
                 entry.changed.notify_all();
-                crate::daemon::log(&format!("{}: restart failed: {message}", entry.id));
+                log(&format!("{}: restart failed: {message}", entry.id));
                 Err(message)
             }
         }
@@ -405,7 +425,7 @@ impl Manager {
             let (mut record, spec) = match loaded {
                 Ok(pair) => pair,
                 Err(e) => {
-                    crate::daemon::log(&format!(
+                    log(&format!(
                         "skipping container directory {}: {e} (remove it by hand)",
                         dir.display()
                     ));
@@ -462,7 +482,7 @@ impl Manager {
             }
         }
         if adopted > 0 {
-            crate::daemon::log(&format!("re-adopted {adopted} running containers"));
+            log(&format!("re-adopted {adopted} running containers"));
         }
     }
 
@@ -604,7 +624,7 @@ impl Manager {
         cleanup.dir = None;
         lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
         self.monitor.watch(entry, running);
-        crate::daemon::log(&format!(
+        log(&format!(
             "started container {id} ({}) pid {pid}",
             record.name
         ));
@@ -703,7 +723,7 @@ impl Manager {
         fs::remove_dir_all(&entry.dir)
             .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))?;
         lock(&self.shared.containers).remove(&record.id);
-        crate::daemon::log(&format!(
+        log(&format!(
             "removed container {} ({})",
             record.id, record.name
         ));

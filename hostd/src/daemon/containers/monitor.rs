@@ -10,10 +10,13 @@
 //!   `container.log.1` when it passes [`LOG_ROTATE`] bytes, so a chatty
 //!   container cannot fill a RAM-backed host;
 //! - a readable pidfd means the init exited: the pipes are drained, and the
-//!   exit is handed to [`super::Shared::exited`], which records it and may
+//!   exit is handed to [`Supervisor::exited`], which records it and may
 //!   ask for a restart at a later time; the monitor keeps those timers.
 //!
 //! Other threads hand it work through a channel and wake it with an eventfd.
+//! The monitor knows containers only through the [`Container`] and
+//! [`Supervisor`] traits: the manager above implements them, and nothing
+//! here reaches back into it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -24,9 +27,12 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Entry, Shared, LOG_FILE};
+use crate::daemon::log::log;
 use crate::daemon::sys::{self, Epoll, EventFd};
 use crate::runtime::state::rfc3339_now;
+
+/// A container's log file, in its directory.
+pub const LOG_FILE: &str = "container.log";
 
 /// Longest line kept whole in the log.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -39,6 +45,28 @@ const WAKE: u64 = 0;
 /// Token of the zygote's pidfd (container tokens start at 4).
 const ZYGOTE: u64 = 1;
 
+/// A container as the monitor sees it: an id for its messages and a log.
+pub trait Container: Send + Sync + 'static {
+    /// Its id, for log lines.
+    fn id(&self) -> &str;
+    /// Appends lines of `stream` output to its log.
+    fn append_log(&self, stream: &str, lines: &[Vec<u8>]);
+    /// Closes its log: the init exited and its pipes are drained.
+    fn close_log(&self);
+}
+
+/// What the monitor reports to: the owner of the containers' state.
+pub trait Supervisor: Send + Sync + 'static {
+    /// The containers it hands the monitor.
+    type Container: Container;
+    /// A container's init exited; answers when to restart it, if ever.
+    fn exited(&self, container: &Self::Container) -> Option<Instant>;
+    /// Restarts a container now; answers its descriptors to watch.
+    fn restart(&self, container: &Self::Container) -> Option<Running>;
+    /// The zygote died (called once).
+    fn zygote_lost(&self);
+}
+
 /// The descriptors of one running container.
 pub struct Running {
     /// Its init's pidfd.
@@ -49,27 +77,35 @@ pub struct Running {
     pub stderr: OwnedFd,
 }
 
-enum Command {
-    Watch(Arc<Entry>, Running),
-    RestartAt(Arc<Entry>, Instant),
+enum Command<C> {
+    Watch(Arc<C>, Running),
+    RestartAt(Arc<C>, Instant),
 }
 
 /// The handle other threads use.
-#[derive(Clone)]
-pub struct MonitorHandle {
-    tx: Sender<Command>,
+pub struct MonitorHandle<C> {
+    tx: Sender<Command<C>>,
     wake: Arc<EventFd>,
 }
 
-impl MonitorHandle {
+impl<C> Clone for MonitorHandle<C> {
+    fn clone(&self) -> Self {
+        MonitorHandle {
+            tx: self.tx.clone(),
+            wake: Arc::clone(&self.wake),
+        }
+    }
+}
+
+impl<C> MonitorHandle<C> {
     /// Starts watching a container.
-    pub fn watch(&self, entry: Arc<Entry>, running: Running) {
+    pub fn watch(&self, entry: Arc<C>, running: Running) {
         let _ = self.tx.send(Command::Watch(entry, running));
         self.wake.notify();
     }
 
-    /// Calls [`Shared::restart`] for `entry` at `at`.
-    pub fn restart_at(&self, entry: Arc<Entry>, at: Instant) {
+    /// Calls [`Supervisor::restart`] for `entry` at `at`.
+    pub fn restart_at(&self, entry: Arc<C>, at: Instant) {
         let _ = self.tx.send(Command::RestartAt(entry, at));
         self.wake.notify();
     }
@@ -98,8 +134,8 @@ struct Pipe {
 }
 
 /// What the monitor keeps per container.
-struct Watched {
-    entry: Arc<Entry>,
+struct Watched<C> {
+    entry: Arc<C>,
     pidfd: Arc<OwnedFd>,
     pipes: Vec<Pipe>,
     exited: bool,
@@ -111,17 +147,17 @@ struct LogFile {
     size: u64,
 }
 
-struct Monitor {
+struct Monitor<S: Supervisor> {
     /// The zygote's pidfd until it exits.
     zygote: Option<OwnedFd>,
-    shared: Arc<Shared>,
-    handle: MonitorHandle,
-    rx: Receiver<Command>,
+    shared: Arc<S>,
+    handle: MonitorHandle<S::Container>,
+    rx: Receiver<Command<S::Container>>,
     epoll: Epoll,
     /// Token (container serial) -> container.
-    watched: HashMap<u64, Watched>,
+    watched: HashMap<u64, Watched<S::Container>>,
     /// Deadline -> containers to restart then.
-    timers: BTreeMap<Instant, Vec<Arc<Entry>>>,
+    timers: BTreeMap<Instant, Vec<Arc<S::Container>>>,
     next: u64,
     buf: Vec<u8>,
 }
@@ -132,8 +168,11 @@ fn token(serial: u64, slot: u64) -> u64 {
 }
 
 /// Starts the monitor thread; `zygote` is the zygote's pidfd: when it
-/// becomes readable the zygote is gone and [`Shared::zygote_lost`] is called.
-pub fn start(shared: Arc<Shared>, zygote: OwnedFd) -> io::Result<MonitorHandle> {
+/// becomes readable the zygote is gone and [`Supervisor::zygote_lost`] is called.
+pub fn start<S: Supervisor>(
+    shared: Arc<S>,
+    zygote: OwnedFd,
+) -> io::Result<MonitorHandle<S::Container>> {
     let epoll = Epoll::new()?;
     let wake = Arc::new(EventFd::new()?);
     epoll.add(wake.fd(), WAKE)?;
@@ -157,7 +196,7 @@ pub fn start(shared: Arc<Shared>, zygote: OwnedFd) -> io::Result<MonitorHandle> 
     Ok(handle)
 }
 
-impl Monitor {
+impl<S: Supervisor> Monitor<S> {
     fn run(&mut self) {
         let mut ready = Vec::new();
         loop {
@@ -167,7 +206,7 @@ impl Monitor {
                 .next()
                 .map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.epoll.wait(timeout, &mut ready) {
-                crate::daemon::log(&format!("monitor: epoll failed: {e}"));
+                log(&format!("monitor: epoll failed: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -205,7 +244,7 @@ impl Monitor {
         }
     }
 
-    fn watch(&mut self, entry: Arc<Entry>, running: Running) {
+    fn watch(&mut self, entry: Arc<S::Container>, running: Running) {
         let serial = self.next;
         self.next += 1;
         let mut pipes = Vec::new();
@@ -224,15 +263,15 @@ impl Monitor {
                     file: Some(File::from(fd)),
                     partial: Vec::new(),
                 }),
-                Err(e) => crate::daemon::log(&format!(
+                Err(e) => log(&format!(
                     "{}: cannot watch its {}: {e}",
-                    entry.id,
+                    entry.id(),
                     stream.name()
                 )),
             }
         }
         if let Err(e) = self.epoll.add(running.pidfd.as_fd(), token(serial, 0)) {
-            crate::daemon::log(&format!("{}: cannot watch its pidfd: {e}", entry.id));
+            log(&format!("{}: cannot watch its pidfd: {e}", entry.id()));
         }
         self.watched.insert(
             serial,
@@ -253,7 +292,7 @@ impl Monitor {
         let Some(pipe) = w.pipes.get_mut(index) else {
             return;
         };
-        if pump(pipe, &w.entry, &mut self.buf, false) {
+        if pump(pipe, &*w.entry, &mut self.buf, false) {
             if let Some(file) = pipe.file.take() {
                 self.epoll.delete(file.as_fd());
             }
@@ -272,7 +311,7 @@ impl Monitor {
         self.epoll.delete(w.pidfd.as_fd());
         // The init is gone: whatever is left in the pipes is its last output.
         for pipe in &mut w.pipes {
-            if pump(pipe, &w.entry, &mut self.buf, true) {
+            if pump(pipe, &*w.entry, &mut self.buf, true) {
                 if let Some(file) = pipe.file.take() {
                     self.epoll.delete(file.as_fd());
                 }
@@ -305,7 +344,7 @@ impl Monitor {
                 break;
             }
             for e in entry.remove() {
-                if let Some((running, _)) = self.shared.restart(&e) {
+                if let Some(running) = self.shared.restart(&e) {
                     self.watch(e, running);
                 }
             }
@@ -315,7 +354,7 @@ impl Monitor {
 
 /// Reads the pipe until it would block (or to EOF); appends whole lines to
 /// the log (and the rest too when `flush`). Answers whether it hit EOF.
-fn pump(pipe: &mut Pipe, entry: &Entry, buf: &mut [u8], flush: bool) -> bool {
+fn pump(pipe: &mut Pipe, entry: &impl Container, buf: &mut [u8], flush: bool) -> bool {
     let Some(mut file) = pipe.file.as_ref() else {
         return true;
     };
@@ -410,7 +449,7 @@ impl Log {
                     self.open = Some(LogFile { file, size });
                 }
                 Err(e) => {
-                    crate::daemon::log(&format!("cannot open {}: {e}", self.path.display()));
+                    log(&format!("cannot open {}: {e}", self.path.display()));
                     return;
                 }
             }
