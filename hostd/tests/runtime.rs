@@ -10,7 +10,8 @@
 //! directory, process or mount behind.
 //!
 //! Needs root, namespaces, `runc` and `busybox` (ci/install-deps installs
-//! them); without them every test prints why and passes vacuously.
+//! them). Without them each test fails when `CI` is set, and otherwise prints
+//! a `SKIPPED` line saying what is missing (see `require_prereqs`).
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -24,15 +25,27 @@ use serde_json::{json, Value};
 const HOSTD: &str = env!("CARGO_BIN_EXE_hostd");
 const BUSYBOX: &str = "/usr/bin/busybox";
 
-fn ready() -> bool {
+/// Whether this machine has what these tests need: root, `runc` and
+/// busybox. With `CI` set a missing one fails the test (CI runs as root after
+/// ci/install-deps, so a skip there would hide a broken setup); elsewhere the
+/// test prints a skip line and the caller returns.
+fn require_prereqs() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let runc = Command::new("runc").arg("--version").output().is_ok();
     let busybox = Path::new(BUSYBOX).exists();
-    if !(root && runc && busybox) {
-        eprintln!("skipped: needs root ({root}), runc ({runc}) and {BUSYBOX} ({busybox})");
+    if root && runc && busybox {
+        return true;
     }
-    root && runc && busybox
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let missing = format!("needs root ({root}), runc ({runc}) and {BUSYBOX} ({busybox})");
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    assert!(
+        !ci,
+        "{test}: {missing}; CI must provide them (ci/install-deps)"
+    );
+    eprintln!("SKIPPED {test}: {missing} (with CI set this fails)");
+    false
 }
 
 fn unique(prefix: &str) -> String {
@@ -200,7 +213,7 @@ fn probe_config(config: &mut Value) {
 
 #[test]
 fn same_view_as_runc() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let bundle = Bundle::new(&["sh", "-c", PROBE], probe_config);
@@ -257,7 +270,7 @@ fn same_view_as_runc() {
 
 #[test]
 fn default_seccomp_applies_without_a_spec_policy() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let script = "grep Seccomp: /proc/self/status; unshare -U true 2>&1; echo unshare=$?";
@@ -276,7 +289,7 @@ fn default_seccomp_applies_without_a_spec_policy() {
 
 #[test]
 fn spec_seccomp_policy_matches_libseccomp() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     // A deny-list: mkdir fails with EACCES, chmod of mode 0o700 with EPERM,
@@ -317,7 +330,7 @@ fn spec_seccomp_policy_matches_libseccomp() {
 
 #[test]
 fn clone_fallback_gives_the_same_container() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let bundle = Bundle::new(&["sh", "-c", PROBE], probe_config);
@@ -337,7 +350,7 @@ fn clone_fallback_gives_the_same_container() {
 
 #[test]
 fn user_namespace() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id; stat -c '%u %g' /bin/busybox; \
@@ -382,7 +395,7 @@ fn wait_status(cmd: impl Fn() -> Command, status: &str) -> Value {
 
 #[test]
 fn lifecycle_and_state_like_runc() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let bundle = Bundle::new(&["sleep", "60"], |c| {
@@ -470,7 +483,7 @@ fn lifecycle_and_state_like_runc() {
 
 #[test]
 fn force_delete_and_kill_of_run() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let bundle = Bundle::new(&["sleep", "60"], |_| {});
@@ -539,7 +552,7 @@ fn refused(args: &[&str], edit: impl FnOnce(&mut Value)) -> String {
 
 #[test]
 fn hostile_configs_are_refused_cleanly() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     let err = refused(&["true"], |c| c["process"]["user"]["uid"] = json!("root"));
@@ -597,7 +610,7 @@ fn hostile_configs_are_refused_cleanly() {
 
 #[test]
 fn symlinks_in_the_image_cannot_redirect_mounts() {
-    if !ready() {
+    if !require_prereqs() {
         return;
     }
     // rootfs/evil -> /tmp: a mount at /evil/NAME must land inside the

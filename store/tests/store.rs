@@ -4,8 +4,8 @@
 //!
 //! They need root (whiteouts are device nodes, opaque directories use
 //! `trusted.*` xattrs, and the layers are checked through a real overlayfs
-//! mount). Without root, or without the tools, each test says so and passes
-//! without checking anything.
+//! mount). Without root, or without the tools, each test fails saying so
+//! (`can_run`).
 
 use std::collections::BTreeMap;
 use std::fs;

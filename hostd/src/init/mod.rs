@@ -221,27 +221,22 @@ pub enum Invocation {
 /// warning) instead of being errors. Otherwise unknown words are errors and
 /// `--test-root` is required.
 pub fn parse_args(args: &[String], is_pid1: bool) -> Result<Invocation, InitError> {
+    use lexopt::prelude::*;
+    let usage = |e: lexopt::Error| InitError::Usage(e.to_string());
     let mut options = Options::default();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String, InitError> {
-            inline
-                .clone()
-                .or_else(|| iter.next().cloned())
-                .ok_or_else(|| InitError::Usage(format!("{name} needs a value")))
-        };
-        match flag {
-            "--version" | "-V" if !is_pid1 => return Ok(Invocation::Version),
-            "--help" | "-h" if !is_pid1 => return Ok(Invocation::Help),
-            SWITCHED_ARG if is_pid1 => {
-                options.switched = inline.as_deref().and_then(Switched::decode);
+    let mut p = lexopt::Parser::from_args(args);
+    // No short option takes a value: `-a=b` stays one word (ignored as PID 1).
+    p.set_short_equals(false);
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Short('V') | Long("version") if !is_pid1 => return Ok(Invocation::Version),
+            Short('h') | Long("help") if !is_pid1 => return Ok(Invocation::Help),
+            Long(name) if is_pid1 && SWITCHED_ARG.strip_prefix("--") == Some(name) => {
+                let value = p.optional_value();
+                options.switched = value.as_deref().and_then(|v| Switched::decode(v.to_str()?));
             }
-            "--test-root" => {
-                let dir = PathBuf::from(value("--test-root")?);
+            Long("test-root") => {
+                let dir = PathBuf::from(p.value().map_err(usage)?);
                 options.root = if dir.is_absolute() {
                     dir
                 } else {
@@ -254,8 +249,9 @@ pub fn parse_args(args: &[String], is_pid1: bool) -> Result<Invocation, InitErro
                 options.test = true;
                 options.skip.console = true;
             }
-            "--skip" => {
-                for step in value("--skip")?.split(',').filter(|s| !s.is_empty()) {
+            Long("skip") => {
+                let steps = p.value().and_then(|v| v.string()).map_err(usage)?;
+                for step in steps.split(',').filter(|s| !s.is_empty()) {
                     match step {
                         "mounts" => options.skip.mounts = true,
                         "console" => options.skip.console = true,
@@ -267,8 +263,24 @@ pub fn parse_args(args: &[String], is_pid1: bool) -> Result<Invocation, InitErro
                     }
                 }
             }
-            _ if is_pid1 => options.ignored_args.push(arg.clone()),
-            _ => return Err(InitError::Usage(format!("unknown argument: {arg}"))),
+            // As PID 1, words of the kernel command line, kept whole.
+            Value(word) if is_pid1 => options.ignored_args.push(word.to_string_lossy().into()),
+            Short(c) if is_pid1 => {
+                let mut word = format!("-{c}");
+                if let Some(rest) = p.optional_value() {
+                    word.push_str(&rest.to_string_lossy());
+                }
+                options.ignored_args.push(word);
+            }
+            Long(name) if is_pid1 => {
+                let mut word = format!("--{name}");
+                if let Some(value) = p.optional_value() {
+                    word.push('=');
+                    word.push_str(&value.to_string_lossy());
+                }
+                options.ignored_args.push(word);
+            }
+            _ => return Err(usage(arg.unexpected())),
         }
     }
     if !is_pid1 && !options.test {
@@ -1229,12 +1241,16 @@ mod tests {
 
     #[test]
     fn pid1_ignores_kernel_words() {
-        let inv = parse_args(&args(&["splash", "--help"]), true).unwrap();
+        let words = ["splash", "--help", "-abc", "--a=b", "-x=y", "-V"];
+        let inv = parse_args(&args(&words), true).unwrap();
         let expected = Options {
-            ignored_args: args(&["splash", "--help"]),
+            ignored_args: args(&words),
             ..Options::default()
         };
         assert_eq!(inv, Invocation::Boot(expected));
+        // A malformed flag is an error even as PID 1 (bin/init.rs then boots
+        // with the defaults).
+        assert!(parse_args(&args(&["--test-root"]), true).is_err());
     }
 
     #[test]
@@ -1259,7 +1275,7 @@ mod tests {
             false,
         )
         .unwrap();
-        let Invocation::Boot(options) = inv else {
+        let Invocation::Boot(options) = inv.clone() else {
             panic!("{inv:?}")
         };
         assert_eq!(options.root, Path::new("/tmp/r"));
@@ -1273,7 +1289,19 @@ mod tests {
                 modules: false
             }
         );
+        assert_eq!(
+            parse_args(
+                &args(&["--test-root", "/tmp/r", "--skip=mounts,hostname"]),
+                false
+            )
+            .unwrap(),
+            inv
+        );
         assert!(parse_args(&args(&["--test-root", "/r", "--skip", "disk"]), false).is_err());
+        let e = parse_args(&args(&["--test-root=/r", "--skip"]), false).unwrap_err();
+        assert!(e.to_string().contains("--skip"), "{e}");
+        let e = parse_args(&args(&["--test-root=/r", "--frob"]), false).unwrap_err();
+        assert!(e.to_string().contains("--frob"), "{e}");
         assert!(parse_args(&args(&["--test-root"]), false).is_err());
         assert!(parse_args(&args(&["--skip", "mounts"]), true).is_err());
     }

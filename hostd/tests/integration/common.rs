@@ -11,6 +11,21 @@ use mkhost_shared::control::{self, Request, Response, Status};
 pub const HOSTD: &str = env!("CARGO_BIN_EXE_hostd");
 pub const INIT: &str = env!("CARGO_BIN_EXE_init");
 
+/// `present`, or a skip: a test whose prerequisite (`what`) is missing
+/// prints a `SKIPPED` line and returns early, except with `CI` set, where it
+/// fails (CI runs as root after ci/install-deps, so a skip would hide a
+/// broken setup).
+pub fn require(present: bool, what: &str) -> bool {
+    if present {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    assert!(!ci, "{test}: needs {what}, which CI must provide");
+    eprintln!("SKIPPED {test}: needs {what} (with CI set this fails)");
+    false
+}
+
 /// Runs a setup tool (umoci, tar...) and fails the test with its stderr.
 pub fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

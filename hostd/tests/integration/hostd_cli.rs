@@ -62,21 +62,23 @@ fn status_without_daemon_fails_clearly() {
 fn second_daemon_on_same_socket_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("hostd.sock");
-    let mut first = Command::new(HOSTD)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--store")
-        .arg(dir.path().join("store"))
-        .spawn()
-        .unwrap();
+    // Every path in the temporary directory: never the host's /run/hostd
+    // (state) or /etc/hostd (boot manifest).
+    let daemon = || {
+        let mut c = Command::new(HOSTD);
+        c.arg("--socket")
+            .arg(&socket)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--boot-manifest")
+            .arg(dir.path().join("containers.json"));
+        c
+    };
+    let mut first = daemon().spawn().unwrap();
     wait_for_status(&socket, Duration::from_secs(10));
-    let out = Command::new(HOSTD)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--store")
-        .arg(dir.path().join("store"))
-        .output()
-        .unwrap();
+    let out = daemon().output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     // The first one still serves.

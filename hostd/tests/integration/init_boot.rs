@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mkhost_shared::paths::CONTROL_SOCKET as SOCKET_PATH;
 
-use crate::common::{wait_exit, wait_for_status, Console, HOSTD, INIT};
+use crate::common::{require, wait_exit, wait_for_status, Console, HOSTD, INIT};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -149,8 +149,7 @@ fn unshare_works() -> bool {
 
 #[test]
 fn init_as_pid1_in_namespaces_mounts_and_gets_ready() {
-    if !unshare_works() {
-        eprintln!("skipping: unshare --pid --mount --uts does not work here");
+    if !require(unshare_works(), "a working unshare --pid --mount --uts") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -26,17 +26,22 @@ pub struct Request {
 /// Parses `modprobe` arguments as the kernel passes them (`-q -- NAME`); other
 /// flags are accepted and ignored, as this modprobe only ever inserts.
 pub fn parse_args(args: &[String]) -> Request {
+    use lexopt::prelude::*;
     let mut request = Request::default();
-    let mut flags_done = false;
-    for arg in args {
-        if !flags_done && arg == "--" {
-            flags_done = true;
-        } else if !flags_done && arg.starts_with('-') {
-            if arg == "-q" || arg == "--quiet" {
-                request.quiet = true;
+    let mut p = lexopt::Parser::from_args(args);
+    // No option takes a value: `-x=y` is a cluster of ignored letters.
+    p.set_short_equals(false);
+    // `next` fails only on an unused `--option=value`, and every long
+    // option's value is taken below: the loop sees every argument.
+    while let Ok(Some(arg)) = p.next() {
+        match arg {
+            Short('q') => request.quiet = true,
+            Short(_) => {}
+            Long(name) => {
+                request.quiet |= name == "quiet";
+                let _ = p.optional_value();
             }
-        } else {
-            request.names.push(arg.clone());
+            Value(name) => request.names.push(name.to_string_lossy().into()),
         }
     }
     request
@@ -118,6 +123,11 @@ mod tests {
         let r = parse_args(&args(&["-b", "veth", "--", "-odd-name"]));
         assert_eq!(r.names, vec!["veth", "-odd-name"]);
         assert!(!r.quiet);
+        // Attached values go with their (ignored) option; -q in a cluster counts.
+        let r = parse_args(&args(&["--config=/etc/x", "-a=b", "-bq", "overlay"]));
+        assert_eq!(r.names, vec!["overlay"]);
+        assert!(r.quiet);
+        assert!(parse_args(&args(&["--quiet", "veth"])).quiet);
     }
 
     #[test]

@@ -1,0 +1,1083 @@
+//! `hostd`'s command line, parsed with `lexopt` before anything is touched.
+//!
+//! One rule for every command, `hostd oci` included: an option's value is
+//! `--flag VALUE` or `--flag=VALUE` (short options: `-t 5`, `-t5` or `-t=5`),
+//! and a lone `--` ends the options. The daemon and client commands take their
+//! options before or after the command word (after `run`'s IMAGE everything is
+//! the container's command, verbatim); an option given to a command it does
+//! not belong to is a usage error naming it. `hostd oci` takes its global
+//! options before the command and the command's own after it, as runc does.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use lexopt::prelude::*;
+use lexopt::{Error, Parser};
+
+use hostd::daemon::DaemonOptions;
+use hostd::runtime::{self, CreateOptions, RunOptions};
+use mkhost_shared::container::RunRequest;
+use mkhost_shared::container::{parse_cpus, parse_size};
+use mkhost_shared::control::Request;
+use mkhost_shared::paths;
+
+/// `hostd --help`; the only list of the commands and their options.
+pub const USAGE: &str = "\
+usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
+                                        run the daemon (store: /var/lib/hostd, state: /run/hostd,
+                                        boot manifest: /etc/hostd/containers.json)
+       hostd status                     print the daemon's status as JSON
+       hostd images [--json]            list images
+       hostd import FILE                import an OCI layout (dir or tar) or docker save archive
+       hostd inspect IMAGE              print an image's config and layers as JSON
+       hostd rmi IMAGE                  untag a name, or remove an image by id
+       hostd gc                         free unused blobs and layers
+       hostd run [--name N] [-e K=V]... [--restart no|always|on-failure[:N]]
+                 [--memory SIZE] [--cpus N] [--cpu-weight 1-10000] [--pids N]
+                 [--cpuset-cpus LIST] [--cpuset-mems LIST] IMAGE [CMD...]
+                                        start a container, print its id
+       hostd ps                         list containers
+       hostd logs [-f] NAME             print a container's log (-f: follow it)
+       hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
+       hostd start NAME                 start an exited container again
+       hostd rm [-f] NAME               remove a container (-f: kill it if running)
+       hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime (hostd oci --help)
+       hostd --version | --help
+Client commands take --socket PATH (default /run/hostd/hostd.sock). Options take
+their value as --flag VALUE or --flag=VALUE. Exit status: 0 on success, 1 when
+the daemon or the store says no, 2 on a usage error.";
+
+/// `hostd oci --help`.
+pub const OCI_USAGE: &str = "\
+usage: hostd oci [--root DIR] [--log FILE] [--debug] COMMAND
+  create [--bundle DIR] [--pid-file FILE] [--preserve-fds N] ID
+  start ID
+  state ID
+  kill [--all] ID [SIGNAL]
+  delete [--force] ID
+  run [--bundle DIR] [--detach] [--keep] [--pid-file FILE] [--preserve-fds N] ID
+  list [--quiet]
+The state root defaults to /run/hostd/oci, the bundle to the current directory.";
+
+const ZYGOTE_USAGE: &str = "\
+usage: hostd zygote --state DIR --conn FD --listener FD
+(internal: started only by an upgrading zygote)";
+
+/// What a `hostd` command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cli {
+    Daemon(DaemonOptions),
+    Status(PathBuf),
+    Images {
+        socket: PathBuf,
+        json: bool,
+    },
+    /// Relative paths are made absolute later, when the request is sent.
+    Import {
+        socket: PathBuf,
+        path: PathBuf,
+    },
+    Inspect {
+        socket: PathBuf,
+        image: String,
+    },
+    Rmi {
+        socket: PathBuf,
+        image: String,
+    },
+    Gc(PathBuf),
+    Container {
+        socket: PathBuf,
+        request: Request,
+    },
+    /// `logs -f`: print the log, then what it gains, until the container stops.
+    Follow {
+        socket: PathBuf,
+        name: String,
+    },
+    /// `hostd oci ...`.
+    Oci(OciCli),
+    /// `hostd zygote ...`: the new image of an upgrading zygote.
+    Zygote {
+        state: PathBuf,
+        conn: RawFd,
+        listener: RawFd,
+    },
+    Version,
+    Help,
+}
+
+/// A parsed `hostd oci` command line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OciCli {
+    pub root: PathBuf,
+    pub log: Option<PathBuf>,
+    pub debug: bool,
+    pub command: Oci,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Oci {
+    Create(String, CreateOptions),
+    Start(String),
+    State(String),
+    Kill { id: String, signal: i32, all: bool },
+    Delete { id: String, force: bool },
+    Run(String, RunOptions),
+    List { quiet: bool },
+    Help,
+}
+
+/// A command line that does not parse: what is wrong, and the usage to show.
+#[derive(Debug)]
+pub struct UsageError {
+    program: &'static str,
+    usage: &'static str,
+    error: Error,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}\n{}", self.program, self.error, self.usage)
+    }
+}
+
+/// Parses `hostd`'s arguments (without argv\[0\]).
+pub fn parse<I>(args: I) -> Result<Cli, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let (program, usage, parsed) = match args.first().and_then(|a| a.to_str()) {
+        Some("oci") => ("hostd oci", OCI_USAGE, parse_oci(args.split_off(1))),
+        Some("zygote") => (
+            "hostd zygote",
+            ZYGOTE_USAGE,
+            parse_zygote(args.split_off(1)),
+        ),
+        _ => ("hostd", USAGE, parse_host(args)),
+    };
+    parsed.map_err(|error| UsageError {
+        program,
+        usage,
+        error,
+    })
+}
+
+/// The daemon's and the clients' commands; `daemon` when none is given.
+const COMMANDS: [&str; 13] = [
+    "daemon", "status", "images", "import", "inspect", "rmi", "gc", "run", "ps", "logs", "stop",
+    "start", "rm",
+];
+
+/// The commands an option belongs to: every one.
+const ANY: &[&str] = &[];
+
+fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
+    let mut p = Parser::from_args(args);
+    let mut command: Option<String> = None;
+    let mut socket = PathBuf::from(paths::CONTROL_SOCKET);
+    let mut daemon = DaemonOptions::default();
+    let mut json = false;
+    // `-f`: --force for rm, --follow for logs.
+    let mut force_or_follow = false;
+    let mut timeout = None;
+    let mut run = RunRequest::default();
+    let mut operands: Vec<String> = Vec::new();
+    // Each option as written, with the commands it belongs to; checked once
+    // the command is known (options may come before it).
+    let mut given: Vec<(String, &[&str])> = Vec::new();
+    while let Some(arg) = p.next()? {
+        let flag = match arg {
+            Short(c) => format!("-{c}"),
+            Long(name) => format!("--{name}"),
+            Value(_) => String::new(),
+        };
+        let owners: &[&str] = match arg {
+            Short('h') | Long("help") => return Ok(Cli::Help),
+            Short('V') | Long("version") => return Ok(Cli::Version),
+            Long("socket") => {
+                socket = p.value()?.into();
+                ANY
+            }
+            Long("store") => {
+                daemon.store = p.value()?.into();
+                &["daemon"]
+            }
+            Long("state") => {
+                daemon.state = p.value()?.into();
+                &["daemon"]
+            }
+            Long("boot-manifest") => {
+                daemon.boot_manifest = Some(p.value()?.into());
+                &["daemon"]
+            }
+            Long("json") => {
+                json = true;
+                &["images"]
+            }
+            Long("name") => {
+                run.name = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Short('e') | Long("env") => {
+                run.env.push(read(&mut p, &flag, env_entry)?);
+                &["run"]
+            }
+            Long("restart") => {
+                run.restart = read(&mut p, &flag, |v| v.parse())?;
+                &["run"]
+            }
+            Short('m') | Long("memory") => {
+                run.limits.memory = Some(read(&mut p, &flag, parse_size)?);
+                &["run"]
+            }
+            Long("cpus") => {
+                run.limits.nano_cpus = Some(read(&mut p, &flag, parse_cpus)?);
+                &["run"]
+            }
+            Long("cpu-weight") => {
+                run.limits.cpu_weight = Some(read(&mut p, &flag, number)?);
+                &["run"]
+            }
+            Long("pids" | "pids-limit") => {
+                run.limits.pids = Some(read(&mut p, &flag, number)?);
+                &["run"]
+            }
+            Long("cpuset-cpus") => {
+                run.limits.cpuset_cpus = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Long("cpuset-mems") => {
+                run.limits.cpuset_mems = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Short('f') => {
+                force_or_follow = true;
+                &["rm", "logs"]
+            }
+            Long("force") => {
+                force_or_follow = true;
+                &["rm"]
+            }
+            Long("follow") => {
+                force_or_follow = true;
+                &["logs"]
+            }
+            Short('t') | Long("time") => {
+                timeout = Some(read(&mut p, &flag, number)?);
+                &["stop"]
+            }
+            Value(word) => {
+                let word = word.string()?;
+                match command.as_deref() {
+                    None if COMMANDS.contains(&word.as_str()) => command = Some(word),
+                    None => return Err(format!("unknown command {word:?}").into()),
+                    Some("run") => {
+                        // IMAGE; what follows is the container's command.
+                        run.image = word;
+                        run.command = p
+                            .raw_args()?
+                            .map(ValueExt::string)
+                            .collect::<Result<_, _>>()?;
+                    }
+                    Some(_) => operands.push(word),
+                }
+                continue;
+            }
+            _ => return Err(arg.unexpected()),
+        };
+        given.push((flag, owners));
+    }
+    let command = command.as_deref().unwrap_or("daemon");
+    for (flag, owners) in &given {
+        if !owners.is_empty() && !owners.contains(&command) {
+            return Err(format!(
+                "{flag} is an option of {}, not of {command}",
+                owners.join(" and ")
+            )
+            .into());
+        }
+    }
+    let mut operands = operands.into_iter();
+    let mut operand = |what: &str| {
+        operands
+            .next()
+            .ok_or_else(|| Error::from(format!("{command}: missing {what}")))
+    };
+    let container = |request| Cli::Container {
+        socket: socket.clone(),
+        request,
+    };
+    let cli = match command {
+        "daemon" => Cli::Daemon(DaemonOptions {
+            socket: socket.clone(),
+            ..daemon
+        }),
+        "status" => Cli::Status(socket.clone()),
+        "images" => Cli::Images {
+            socket: socket.clone(),
+            json,
+        },
+        "import" => Cli::Import {
+            socket: socket.clone(),
+            path: operand("FILE")?.into(),
+        },
+        "inspect" => Cli::Inspect {
+            socket: socket.clone(),
+            image: operand("IMAGE")?,
+        },
+        "rmi" => Cli::Rmi {
+            socket: socket.clone(),
+            image: operand("IMAGE")?,
+        },
+        "gc" => Cli::Gc(socket.clone()),
+        "run" if run.image.is_empty() => return Err("run: missing IMAGE".into()),
+        "run" => {
+            run.validate().map_err(|e| format!("run: {e}"))?;
+            container(Request::Run(run))
+        }
+        "ps" => container(Request::Ps),
+        "logs" if force_or_follow => Cli::Follow {
+            socket: socket.clone(),
+            name: operand("NAME")?,
+        },
+        "logs" => container(Request::Logs {
+            name: operand("NAME")?,
+        }),
+        "stop" => container(Request::Stop {
+            name: operand("NAME")?,
+            timeout_secs: timeout,
+        }),
+        "start" => container(Request::Start {
+            name: operand("NAME")?,
+        }),
+        _ => container(Request::Rm {
+            name: operand("NAME")?,
+            force: force_or_follow,
+        }),
+    };
+    if let Some(extra) = operands.next() {
+        return Err(format!("{command}: unexpected argument {extra:?}").into());
+    }
+    Ok(cli)
+}
+
+/// The value of the option just read, checked by `check`; a refusal names
+/// the option as written.
+fn read<T>(
+    p: &mut Parser,
+    flag: &str,
+    check: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, Error> {
+    let value = p.value()?.string()?;
+    check(&value).map_err(|e| format!("{flag}: {e}").into())
+}
+
+fn number<T: FromStr>(text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number"))
+}
+
+fn env_entry(text: &str) -> Result<String, String> {
+    if text.contains('=') {
+        Ok(text.to_string())
+    } else {
+        Err(format!("{text:?} is not NAME=value"))
+    }
+}
+
+/// runc's long options. runc (Go's flag package) also takes them with one
+/// dash (`-root`), so `hostd oci` does too.
+const OCI_LONG: [&str; 17] = [
+    "root",
+    "log",
+    "log-format",
+    "debug",
+    "systemd-cgroup",
+    "bundle",
+    "pid-file",
+    "preserve-fds",
+    "no-pivot",
+    "no-new-keyring",
+    "console-socket",
+    "detach",
+    "keep",
+    "all",
+    "force",
+    "quiet",
+    "help",
+];
+
+/// `-root` and `-root=DIR` as `--root` and `--root=DIR`; anything else as is.
+fn double_dash(arg: OsString) -> OsString {
+    let name = arg
+        .to_str()
+        .and_then(|a| a.strip_prefix('-'))
+        .map(|a| a.split_once('=').map_or(a, |(name, _)| name));
+    match name {
+        Some(name) if OCI_LONG.contains(&name) => {
+            let mut long = OsString::from("-");
+            long.push(&arg);
+            long
+        }
+        _ => arg,
+    }
+}
+
+const OCI_COMMANDS: [&str; 8] = [
+    "create", "start", "state", "kill", "delete", "run", "list", "help",
+];
+
+fn parse_oci(args: Vec<OsString>) -> Result<Cli, Error> {
+    let mut p = Parser::from_args(args.into_iter().map(double_dash));
+    let mut cli = OciCli {
+        root: PathBuf::from(runtime::DEFAULT_ROOT),
+        log: None,
+        debug: false,
+        command: Oci::Help,
+    };
+    // Global options, up to the command.
+    let command = loop {
+        match p.next()? {
+            None | Some(Short('h') | Long("help")) => return Ok(Cli::Oci(cli)),
+            Some(Long("root")) => cli.root = p.value()?.into(),
+            Some(Long("log")) => cli.log = Some(p.value()?.into()),
+            Some(Long("log-format")) => drop(p.value()?),
+            Some(Long("debug")) => cli.debug = true,
+            Some(Long("systemd-cgroup")) => return Err("--systemd-cgroup is not supported".into()),
+            Some(Value(word)) => break word.string()?,
+            Some(arg) => return Err(arg.unexpected()),
+        }
+    };
+    if !OCI_COMMANDS.contains(&command.as_str()) {
+        return Err(format!("unknown command {command:?}").into());
+    }
+    // The command's options and operands.
+    let is = |name: &str| command == name;
+    let runs = is("create") || is("run");
+    let mut create = CreateOptions {
+        bundle: PathBuf::from("."),
+        ..CreateOptions::default()
+    };
+    let (mut detach, mut keep, mut all, mut force, mut quiet) = (false, false, false, false, false);
+    let mut operands: Vec<String> = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('b') | Long("bundle") if runs => create.bundle = p.value()?.into(),
+            Long("pid-file") if runs => create.pid_file = Some(p.value()?.into()),
+            Long("preserve-fds") if runs => {
+                create.preserve_fds = read(&mut p, "--preserve-fds", number)?
+            }
+            Long("no-pivot" | "no-new-keyring") if runs => {}
+            Long("console-socket") if runs => {
+                return Err("--console-socket: terminals are not supported".into())
+            }
+            Short('d') | Long("detach") if is("run") => detach = true,
+            Long("keep") if is("run") => keep = true,
+            Short('a') | Long("all") if is("kill") => all = true,
+            Short('f') | Long("force") if is("delete") => force = true,
+            Short('q') | Long("quiet") if is("list") => quiet = true,
+            Short('h') | Long("help") => return Ok(Cli::Oci(cli)),
+            Value(word) => operands.push(word.string()?),
+            _ => return Err(format!("{command}: {}", arg.unexpected()).into()),
+        }
+    }
+    let mut operands = operands.into_iter();
+    let mut id = || {
+        operands
+            .next()
+            .ok_or_else(|| Error::from(format!("{command}: missing container id")))
+    };
+    cli.command = match command.as_str() {
+        "create" => Oci::Create(id()?, create),
+        "start" => Oci::Start(id()?),
+        "state" => Oci::State(id()?),
+        "kill" => {
+            let id = id()?;
+            let signal = match operands.next() {
+                None => libc::SIGTERM,
+                Some(s) => runtime::container::parse_signal(&s)
+                    .ok_or_else(|| format!("kill: unknown signal {s:?}"))?,
+            };
+            Oci::Kill { id, signal, all }
+        }
+        "delete" => Oci::Delete { id: id()?, force },
+        "run" => Oci::Run(
+            id()?,
+            RunOptions {
+                create,
+                detach,
+                keep,
+            },
+        ),
+        "list" => Oci::List { quiet },
+        _ => Oci::Help,
+    };
+    if let Some(extra) = operands.next() {
+        return Err(format!("{command}: unexpected argument {extra:?}").into());
+    }
+    Ok(Cli::Oci(cli))
+}
+
+fn parse_zygote(args: Vec<OsString>) -> Result<Cli, Error> {
+    let mut p = Parser::from_args(args);
+    let (mut state, mut conn, mut listener) = (None, None, None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("state") => state = Some(PathBuf::from(p.value()?)),
+            Long("conn") => conn = Some(read(&mut p, "--conn", number)?),
+            Long("listener") => listener = Some(read(&mut p, "--listener", number)?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    match (state, conn, listener) {
+        (Some(state), Some(conn), Some(listener)) => Ok(Cli::Zygote {
+            state,
+            conn,
+            listener,
+        }),
+        _ => Err("needs --state, --conn and --listener".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use mkhost_shared::container::RunRequest;
+
+    use super::*;
+
+    fn parse_str(list: &[&str]) -> Result<Cli, String> {
+        parse(list).map_err(|e| e.to_string())
+    }
+
+    /// A container command's arguments (after the command word).
+    fn container(command: &str, list: &[&str]) -> Result<Cli, String> {
+        parse_str(&[&[command], list].concat())
+    }
+
+    fn v(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn daemon_at(socket: &str, store: &str) -> Cli {
+        Cli::Daemon(DaemonOptions {
+            socket: socket.into(),
+            store: store.into(),
+            state: paths::STATE.into(),
+            boot_manifest: Some(mkhost_shared::paths::BOOT_MANIFEST.into()),
+        })
+    }
+
+    /// The `run` request of a command line that must parse.
+    fn run_request(list: &[&str]) -> RunRequest {
+        match container("run", list) {
+            Ok(Cli::Container {
+                request: Request::Run(run),
+                ..
+            }) => run,
+            other => panic!("{list:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn logs_follow() {
+        assert_eq!(
+            container("logs", &["-f", "web"]),
+            Ok(Cli::Follow {
+                socket: paths::CONTROL_SOCKET.into(),
+                name: "web".into()
+            })
+        );
+        assert_eq!(
+            container("logs", &["web", "--follow"]),
+            container("logs", &["-f", "web"])
+        );
+        assert!(container("ps", &["-f"]).is_err());
+    }
+
+    #[test]
+    fn parses_container_commands() {
+        let run = container(
+            "run",
+            &[
+                "--socket", "/s", "--name", "web", "-e", "A=1", "bb", "sh", "-c", "echo hi",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            run,
+            Cli::Container {
+                socket: "/s".into(),
+                request: Request::Run(RunRequest {
+                    image: "bb".into(),
+                    name: Some("web".into()),
+                    command: v(&["sh", "-c", "echo hi"]),
+                    env: v(&["A=1"]),
+                    ..Default::default()
+                }),
+            }
+        );
+        let run = run_request(&[
+            "--memory",
+            "64M",
+            "--cpus",
+            "0.5",
+            "--cpu-weight",
+            "20",
+            "--pids",
+            "50",
+            "--cpuset-cpus",
+            "0",
+            "--restart",
+            "on-failure:3",
+            "bb",
+        ]);
+        assert_eq!(run.limits.memory, Some(64 << 20));
+        assert_eq!(run.limits.nano_cpus, Some(500_000_000));
+        assert_eq!(run.limits.cpu_weight, Some(20));
+        assert_eq!(run.limits.pids, Some(50));
+        assert_eq!(run.limits.cpuset_cpus.as_deref(), Some("0"));
+        assert_eq!(run.restart.to_string(), "on-failure:3");
+        for (args, wanted) in [
+            (&["--memory", "4k", "bb"][..], "6 MiB"),
+            (&["--memory", "lots", "bb"][..], "--memory"),
+            (&["--memory=lots", "bb"][..], "--memory"),
+            (&["-m", "lots", "bb"][..], "-m:"),
+            (&["--cpus", "0.001", "bb"][..], "cpus"),
+            (&["--restart", "sometimes", "bb"][..], "on-failure:N"),
+            (&["--cpu-weight", "0", "bb"][..], "1..=10000"),
+            (
+                &["--cpu-weight", "x", "bb"][..],
+                "--cpu-weight: \"x\" is not a number",
+            ),
+            (&["--name", "-bad", "bb"][..], "invalid container name"),
+            (
+                &["-e", "novalue", "bb"][..],
+                "-e: \"novalue\" is not NAME=value",
+            ),
+            (&["--memory"][..], "missing argument for option '--memory'"),
+            (&["--frob", "bb"][..], "invalid option '--frob'"),
+            (&[][..], "run: missing IMAGE"),
+        ] {
+            let e = container("run", args).unwrap_err();
+            assert!(e.contains(wanted), "{args:?}: {e}");
+            assert!(e.contains("usage: hostd"), "{args:?}: {e}");
+        }
+        assert_eq!(
+            container("start", &["web"]),
+            Ok(Cli::Container {
+                socket: paths::CONTROL_SOCKET.into(),
+                request: Request::Start { name: "web".into() },
+            })
+        );
+        assert!(container("start", &[]).is_err());
+        assert!(matches!(
+            container("rm", &["-f", "web"]),
+            Ok(Cli::Container {
+                request: Request::Rm { force: true, .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            container("stop", &["-t", "3", "web"]),
+            Ok(Cli::Container {
+                request: Request::Stop {
+                    timeout_secs: Some(3),
+                    ..
+                },
+                ..
+            })
+        ));
+        assert!(matches!(
+            container("ps", &[]),
+            Ok(Cli::Container {
+                request: Request::Ps,
+                ..
+            })
+        ));
+        assert!(container("logs", &["a", "b"]).is_err());
+        assert!(container("rm", &["-x", "a"]).is_err());
+        assert!(parse_str(&["daemon", "--state", "/st"]).is_ok());
+        assert!(parse_str(&["status", "--state", "/st"]).is_err());
+    }
+
+    /// `--flag=VALUE` is `--flag VALUE`, for every option and command;
+    /// short options take their value attached too.
+    #[test]
+    fn every_value_inline_or_separate() {
+        let separate = run_request(&[
+            "--name",
+            "x",
+            "--memory",
+            "64M",
+            "--cpus",
+            "2",
+            "-e",
+            "A=1",
+            "--env",
+            "B=2",
+            "--restart",
+            "always",
+            "bb",
+        ]);
+        let inline = run_request(&[
+            "--name=x",
+            "--memory=64M",
+            "--cpus=2",
+            "-e=A=1",
+            "--env=B=2",
+            "--restart=always",
+            "bb",
+        ]);
+        assert_eq!(separate, inline);
+        assert_eq!(inline.name.as_deref(), Some("x"));
+        assert_eq!(inline.limits.memory, Some(64 << 20));
+        assert_eq!(inline.env, v(&["A=1", "B=2"]));
+        assert_eq!(run_request(&["-eA=1", "-m64M", "bb"]).env, v(&["A=1"]));
+        for stop in [
+            &["-t", "5", "w"][..],
+            &["-t5", "w"],
+            &["-t=5", "w"],
+            &["--time=5", "w"],
+        ] {
+            assert!(
+                matches!(
+                    container("stop", stop),
+                    Ok(Cli::Container {
+                        request: Request::Stop {
+                            timeout_secs: Some(5),
+                            ..
+                        },
+                        ..
+                    })
+                ),
+                "{stop:?}"
+            );
+        }
+        assert_eq!(
+            parse_str(&["ps", "--socket=/s"]),
+            parse_str(&["ps", "--socket", "/s"])
+        );
+        // After the image everything is the container's, flags included.
+        let run = run_request(&["bb", "--name=y", "-e", "--", "x"]);
+        assert_eq!(run.name, None);
+        assert_eq!(run.command, v(&["--name=y", "-e", "--", "x"]));
+        // `--` ends the options.
+        assert_eq!(
+            container("rm", &["--", "-f"]),
+            Ok(Cli::Container {
+                socket: paths::CONTROL_SOCKET.into(),
+                request: Request::Rm {
+                    name: "-f".into(),
+                    force: false
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn usage_errors_name_the_option() {
+        for (args, wanted) in [
+            (&["--json=yes", "images"][..], "'--json'"),
+            (
+                &["ps", "-f"][..],
+                "-f is an option of rm and logs, not of ps",
+            ),
+            (
+                &["--memory", "1G", "ps"][..],
+                "--memory is an option of run, not of ps",
+            ),
+            (
+                &["images", "--store=/x"][..],
+                "--store is an option of daemon, not of images",
+            ),
+            (&["stop", "-t"][..], "missing argument for option '-t'"),
+            (
+                &["stop", "-t", "soon", "w"][..],
+                "-t: \"soon\" is not a number",
+            ),
+            (
+                &["status", "--socket"][..],
+                "missing argument for option '--socket'",
+            ),
+            (&["frobnicate"][..], "unknown command \"frobnicate\""),
+            (&["gc", "x"][..], "gc: unexpected argument \"x\""),
+        ] {
+            let e = parse_str(args).unwrap_err();
+            assert!(e.starts_with("hostd: "), "{args:?}: {e}");
+            assert!(e.contains(wanted), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn parses_commands() {
+        let default = PathBuf::from(paths::CONTROL_SOCKET);
+        let sock = paths::CONTROL_SOCKET;
+        let store = paths::STORE;
+        assert_eq!(parse_str(&[]), Ok(daemon_at(sock, store)));
+        assert_eq!(parse_str(&["daemon"]), Ok(daemon_at(sock, store)));
+        assert_eq!(parse_str(&["status"]), Ok(Cli::Status(default)));
+        assert_eq!(
+            parse_str(&["status", "--socket", "/tmp/s"]),
+            Ok(Cli::Status("/tmp/s".into()))
+        );
+        assert_eq!(
+            parse_str(&["--socket=/tmp/s"]),
+            Ok(daemon_at("/tmp/s", store))
+        );
+        assert_eq!(
+            parse_str(&["daemon", "--store", "/tmp/st", "--socket", "/s"]),
+            Ok(daemon_at("/s", "/tmp/st"))
+        );
+        assert_eq!(parse_str(&["--version"]), Ok(Cli::Version));
+        assert_eq!(parse_str(&["ps", "-h"]), Ok(Cli::Help));
+        assert!(parse_str(&["status", "daemon"]).is_err());
+        assert!(parse_str(&["--socket"]).is_err());
+        assert!(parse_str(&["daemon", "--state"])
+            .unwrap_err()
+            .starts_with("hostd: missing argument for option '--state'\nusage: hostd"));
+        assert_eq!(
+            parse_str(&["daemon", "--store=/tmp/st", "--socket=/s"]),
+            Ok(daemon_at("/s", "/tmp/st"))
+        );
+        assert!(matches!(
+            parse_str(&["daemon", "--boot-manifest=/b.json"]),
+            Ok(Cli::Daemon(DaemonOptions { boot_manifest: Some(p), .. })) if p == Path::new("/b.json")
+        ));
+        assert!(parse_str(&["--store"]).is_err());
+    }
+
+    #[test]
+    fn parses_image_commands() {
+        let s = || PathBuf::from("/s");
+        assert_eq!(
+            parse_str(&["images", "--socket", "/s"]),
+            Ok(Cli::Images {
+                socket: s(),
+                json: false
+            })
+        );
+        assert_eq!(
+            parse_str(&["images", "--json", "--socket=/s"]),
+            Ok(Cli::Images {
+                socket: s(),
+                json: true
+            })
+        );
+        assert_eq!(
+            parse_str(&["import", "img.tar", "--socket", "/s"]),
+            Ok(Cli::Import {
+                socket: s(),
+                path: "img.tar".into()
+            })
+        );
+        assert_eq!(
+            parse_str(&["--socket", "/s", "inspect", "busybox"]),
+            Ok(Cli::Inspect {
+                socket: s(),
+                image: "busybox".into()
+            })
+        );
+        assert_eq!(
+            parse_str(&["rmi", "sha256:ab", "--socket", "/s"]),
+            Ok(Cli::Rmi {
+                socket: s(),
+                image: "sha256:ab".into()
+            })
+        );
+        assert_eq!(parse_str(&["gc", "--socket", "/s"]), Ok(Cli::Gc(s())));
+        assert!(parse_str(&["import"]).is_err());
+        assert!(parse_str(&["inspect"]).is_err());
+        assert!(parse_str(&["rmi", "a", "b"]).is_err());
+        assert!(parse_str(&["gc", "x"]).is_err());
+        assert!(parse_str(&["status", "--json"]).is_err());
+        assert!(parse_str(&["images", "--store", "/x"]).is_err());
+        assert!(parse_str(&["images", "--frob"]).is_err());
+    }
+
+    fn oci(list: &[&str]) -> Result<OciCli, String> {
+        match parse_str(&[&["oci"], list].concat())? {
+            Cli::Oci(cli) => Ok(cli),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_oci_commands() {
+        let cli = oci(&[
+            "--root",
+            "/r",
+            "create",
+            "--bundle=/b",
+            "--pid-file",
+            "/p",
+            "c1",
+        ])
+        .unwrap();
+        assert_eq!(cli.root, PathBuf::from("/r"));
+        match cli.command {
+            Oci::Create(id, opts) => {
+                assert_eq!(id, "c1");
+                assert_eq!(opts.bundle, PathBuf::from("/b"));
+                assert_eq!(opts.pid_file, Some(PathBuf::from("/p")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = oci(&["kill", "c1", "KILL"]).unwrap();
+        assert_eq!(cli.root, PathBuf::from(runtime::DEFAULT_ROOT));
+        assert_eq!(
+            cli.command,
+            Oci::Kill {
+                id: "c1".into(),
+                signal: 9,
+                all: false
+            }
+        );
+        assert_eq!(
+            oci(&["delete", "-f", "c1"]).unwrap().command,
+            Oci::Delete {
+                id: "c1".into(),
+                force: true
+            }
+        );
+        match oci(&["run", "-b", "b", "-d", "x"]).unwrap().command {
+            Oci::Run(id, opts) => {
+                assert_eq!(id, "x");
+                assert!(opts.detach && !opts.keep);
+                assert_eq!(opts.create.bundle, PathBuf::from("b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(oci(&[]).unwrap().command, Oci::Help);
+        assert_eq!(oci(&["--help"]).unwrap().command, Oci::Help);
+        assert!(oci(&["start"]).is_err());
+        assert!(oci(&["kill", "c1", "BOGUS"]).is_err());
+        assert!(oci(&["state", "a", "b"]).is_err());
+        assert!(oci(&["start", "--force", "a"]).is_err());
+        assert!(oci(&["frob", "a"]).is_err());
+    }
+
+    #[test]
+    fn oci_values_inline_or_separate() {
+        let separate = oci(&[
+            "--root",
+            "/r",
+            "--log",
+            "/l",
+            "--log-format",
+            "json",
+            "run",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--preserve-fds",
+            "2",
+            "--detach",
+            "x",
+        ])
+        .unwrap();
+        let inline = oci(&[
+            "--root=/r",
+            "--log=/l",
+            "--log-format=json",
+            "run",
+            "--bundle=/b",
+            "--pid-file=/p",
+            "--preserve-fds=2",
+            "-d",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(separate, inline);
+        assert_eq!(inline.log.as_deref(), Some(Path::new("/l")));
+        let Oci::Run(_, opts) = &inline.command else {
+            panic!("{inline:?}")
+        };
+        assert_eq!(opts.create.preserve_fds, 2);
+        // runc's one-dash long names.
+        assert_eq!(
+            oci(&[
+                "-root",
+                "/r",
+                "-log=/l",
+                "-log-format",
+                "json",
+                "run",
+                "-bundle=/b",
+                "x"
+            ])
+            .unwrap()
+            .root,
+            PathBuf::from("/r")
+        );
+        assert_eq!(
+            oci(&[
+                "run",
+                "-b=/b",
+                "-pid-file",
+                "/p",
+                "-preserve-fds=2",
+                "-detach",
+                "x"
+            ]),
+            Ok(inline).map(|cli| OciCli {
+                log: None,
+                root: runtime::DEFAULT_ROOT.into(),
+                ..cli
+            })
+        );
+    }
+
+    #[test]
+    fn oci_usage_errors_name_the_option() {
+        for (args, wanted) in [
+            (&["--frob", "list"][..], "invalid option '--frob'"),
+            (&["--root"][..], "missing argument for option '--root'"),
+            (
+                &["run", "--bundle"][..],
+                "missing argument for option '--bundle'",
+            ),
+            (&["list", "--all"][..], "list: invalid option '--all'"),
+            (
+                &["create", "--preserve-fds=x", "c"][..],
+                "--preserve-fds: \"x\" is not a number",
+            ),
+            (&["delete", "--force=yes", "c"][..], "'--force'"),
+            (&["frob"][..], "unknown command \"frob\""),
+            (&["--systemd-cgroup", "list"][..], "not supported"),
+        ] {
+            let e = oci(args).unwrap_err();
+            assert!(e.starts_with("hostd oci: "), "{args:?}: {e}");
+            assert!(e.contains(wanted), "{args:?}: {e}");
+            assert!(e.contains("usage: hostd oci"), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn zygote() {
+        assert_eq!(
+            parse_str(&["zygote", "--state", "/st", "--conn=3", "--listener", "4"]),
+            Ok(Cli::Zygote {
+                state: "/st".into(),
+                conn: 3,
+                listener: 4
+            })
+        );
+        for args in [
+            &["zygote"][..],
+            &["zygote", "--state", "/st", "--conn", "x", "--listener", "4"],
+            &["zygote", "--frob"],
+        ] {
+            let e = parse_str(args).unwrap_err();
+            assert!(e.starts_with("hostd zygote: "), "{args:?}: {e}");
+        }
+    }
+}
