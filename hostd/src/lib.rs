@@ -29,6 +29,7 @@
 //! panic hook and halts instead of exiting, because a PID 1 exit panics the
 //! kernel.
 
+pub mod client;
 pub mod daemon;
 pub mod init;
 pub mod os;

@@ -2,26 +2,19 @@
 //! runc-compatible OCI runtime (`hostd oci`).
 //!
 //! `hostd --help` lists the commands (the text is `cli::USAGE`). This file
-//! only parses the command line (`cli`), runs the command and prints the
-//! answer.
+//! only parses the command line (`cli`) and dispatches: to the daemon, to
+//! the client commands (`hostd::client`) or to the OCI runtime.
 
 // A module of this binary, not a binary of its own (src/bin/*.rs would be).
 #[path = "hostd/cli.rs"]
 mod cli;
 
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use cli::{Cli, Oci, OciCli};
+use hostd::client;
 use hostd::daemon;
 use hostd::runtime::{self, Runtime};
-use mkhost_shared::container::Record;
-use mkhost_shared::control::{self, Request, Response};
-use mkhost_shared::images::ImageSummary;
-
-/// How long `hostd status` waits for an answer.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os().skip(1)) {
@@ -43,14 +36,14 @@ fn run(command: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cli::Status(socket) => status(&socket),
-        Cli::Images { socket, json } => images(&socket, json),
-        Cli::Import { socket, path } => import(&socket, &path),
-        Cli::Inspect { socket, image } => inspect(&socket, &image),
-        Cli::Rmi { socket, image } => rmi(&socket, &image),
-        Cli::Gc(socket) => gc(&socket),
-        Cli::Container { socket, request } => container(&socket, &request),
-        Cli::Follow { socket, name } => follow_logs(&socket, &name),
+        Cli::Status(socket) => client::status(&socket),
+        Cli::Images { socket, json } => client::images(&socket, json),
+        Cli::Import { socket, path } => client::import(&socket, &path),
+        Cli::Inspect { socket, image } => client::inspect(&socket, &image),
+        Cli::Rmi { socket, image } => client::rmi(&socket, &image),
+        Cli::Gc(socket) => client::gc(&socket),
+        Cli::Container { socket, request } => client::container(&socket, &request),
+        Cli::Follow { socket, name } => client::follow_logs(&socket, &name),
         Cli::Oci(oci) => oci_main(oci),
         Cli::Zygote {
             state,
@@ -66,352 +59,6 @@ fn run(command: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
-}
-
-/// Runs a container command and prints its answer.
-fn container(socket: &Path, request: &Request) -> ExitCode {
-    client(socket, request, request.client_timeout(), |response| {
-        match response {
-            Response::Started(id) => println!("{id}"),
-            Response::Logs(text) => print!("{text}"),
-            Response::Container(record) => println!("{}", record.id),
-            Response::Ps(rows) => print!("{}", ps_table(&rows)),
-            other => return Err(unexpected(&other)),
-        }
-        Ok(())
-    })
-}
-
-/// What `text` (the whole log) has after the line `last` (printed before):
-/// everything if `last` is gone (rotated away) or none was printed. Lines
-/// carry nanosecond timestamps, so a line is found again exactly.
-fn log_after<'t>(text: &'t str, last: Option<&str>) -> &'t str {
-    let Some(last) = last else { return text };
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        at += line.len();
-        if line.trim_end_matches('\n') == last {
-            return &text[at..];
-        }
-    }
-    text
-}
-
-/// `logs -f`: prints the log, then polls for more until the container is
-/// no longer running (or the daemon goes away).
-fn follow_logs(socket: &Path, name: &str) -> ExitCode {
-    use std::io::Write;
-    let mut last: Option<String> = None;
-    loop {
-        let logs = Request::Logs {
-            name: name.to_string(),
-        };
-        let text = match control::request(socket, &logs, logs.client_timeout()) {
-            Ok(Response::Logs(text)) => text,
-            Ok(Response::Error(message)) => {
-                eprintln!("hostd: {message}");
-                return ExitCode::FAILURE;
-            }
-            Ok(other) => {
-                eprintln!("hostd: {}", unexpected(&other));
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("hostd: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let new = log_after(&text, last.as_deref());
-        // Only whole lines: a half-written last line comes with the next poll.
-        let whole = &new[..new.rfind('\n').map_or(0, |i| i + 1)];
-        if !whole.is_empty() {
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(whole.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                return ExitCode::SUCCESS; // the reader went away
-            }
-            last = whole.lines().last().map(str::to_string);
-        }
-        let running = match control::request(socket, &Request::Ps, Request::Ps.client_timeout()) {
-            Ok(Response::Ps(rows)) => rows
-                .iter()
-                .any(|r| (r.name == name || r.id.starts_with(name)) && r.status != "exited"),
-            _ => false,
-        };
-        if !running && whole.is_empty() {
-            return ExitCode::SUCCESS;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `ps`: one row per container.
-fn ps_table(rows: &[Record]) -> String {
-    let mut out = format!(
-        "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
-        "NAME", "ID", "IMAGE", "STATUS", "PID", "RESTARTS", "CREATED"
-    );
-    for r in rows {
-        let status = match (r.status.as_str(), r.exit_code) {
-            ("exited", Some(code)) if r.oom_killed => format!("exited({code},oom)"),
-            ("exited", Some(code)) => format!("exited({code})"),
-            ("exited", None) => "exited(?)".to_string(),
-            (other, _) => other.to_string(),
-        };
-        out.push_str(&format!(
-            "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
-            r.name, r.id, r.image, status, r.pid, r.restart_count, r.created
-        ));
-    }
-    out
-}
-
-/// Sends `request` and hands a successful answer to `show`. A daemon that is
-/// not running, a failed exchange and an error answer all exit 1.
-fn client(
-    socket: &Path,
-    request: &Request,
-    timeout: Duration,
-    show: impl FnOnce(Response) -> Result<(), String>,
-) -> ExitCode {
-    match control::request(socket, request, timeout) {
-        Ok(Response::Error(message)) => {
-            eprintln!("hostd: {message}");
-            ExitCode::FAILURE
-        }
-        Ok(response) => match show(response) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("hostd: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(e @ control::ClientError::Connect { .. }) => {
-            eprintln!("hostd: daemon not running? {e}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("hostd: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn status(socket: &Path) -> ExitCode {
-    match control::request(socket, &Request::Status, STATUS_TIMEOUT) {
-        Ok(response) => {
-            print!("{}", response.to_line());
-            match response {
-                Response::Status(_) => ExitCode::SUCCESS,
-                _ => ExitCode::FAILURE,
-            }
-        }
-        Err(e @ control::ClientError::Connect { .. }) => {
-            eprintln!("hostd: daemon not running? {e}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("hostd: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The first 12 hex digits of an image id, as docker shows it.
-fn short_id(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    hex.get(..12).unwrap_or(hex)
-}
-
-/// Bytes in docker's units (powers of 1000).
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
-}
-
-fn unexpected(response: &Response) -> String {
-    format!(
-        "unexpected answer from the daemon: {}",
-        response.to_line().trim_end()
-    )
-}
-
-/// One table row per name (an image without names gets one `<none>` row).
-fn images_table(rows: &[ImageSummary]) -> String {
-    let mut lines = vec![[
-        "NAME".to_string(),
-        "ID".to_string(),
-        "LAYERS".to_string(),
-        "SIZE".to_string(),
-        "CREATED".to_string(),
-    ]];
-    for row in rows {
-        let created = row
-            .created
-            .as_deref()
-            .map(|c| c.get(..19).unwrap_or(c).replace('T', " "))
-            .unwrap_or_else(|| "-".to_string());
-        let none = ["<none>".to_string()];
-        let names = if row.names.is_empty() {
-            &none[..]
-        } else {
-            &row.names[..]
-        };
-        for name in names {
-            lines.push([
-                name.clone(),
-                short_id(&row.id).to_string(),
-                row.layers.to_string(),
-                human_size(row.unpacked_size),
-                created.clone(),
-            ]);
-        }
-    }
-    let mut widths = [0usize; 5];
-    for line in &lines {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for line in &lines {
-        let mut text = String::new();
-        for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
-            if i + 1 == line.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<w$}   "));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn images(socket: &Path, json: bool) -> ExitCode {
-    let request = Request::Images;
-    client(socket, &request, request.client_timeout(), |response| {
-        let Response::Images(list) = response else {
-            return Err(unexpected(&response));
-        };
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&list).unwrap_or_default()
-            );
-            return Ok(());
-        }
-        print!("{}", images_table(&list));
-        Ok(())
-    })
-}
-
-fn import(socket: &Path, path: &Path) -> ExitCode {
-    // The daemon does not know our directory: send the path absolute.
-    let path = match std::path::absolute(path) {
-        Ok(path) => path,
-        Err(e) => {
-            eprintln!("hostd: cannot make {} absolute: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    if path.to_str().is_none() {
-        eprintln!("hostd: {} is not valid UTF-8; rename it", path.display());
-        return ExitCode::FAILURE;
-    }
-    let request = Request::Import { path };
-    client(socket, &request, request.client_timeout(), |response| {
-        let Response::Imported(report) = response else {
-            return Err(unexpected(&response));
-        };
-        for image in &report.images {
-            let names = if image.names.is_empty() {
-                "<none>".to_string()
-            } else {
-                image.names.join(", ")
-            };
-            let already = if image.new { "" } else { " (already present)" };
-            println!("imported {names} {}{already}", short_id(&image.id));
-        }
-        println!(
-            "{} images, {} new blobs, {} new layers",
-            report.images.len(),
-            report.blobs_added,
-            report.layers_added
-        );
-        if !report.skipped.is_empty() || report.xattrs_dropped > 0 {
-            println!(
-                "skipped {} entries (device nodes, fifos), dropped {} extended attributes",
-                report.skipped.len(),
-                report.xattrs_dropped
-            );
-        }
-        Ok(())
-    })
-}
-
-fn inspect(socket: &Path, image: &str) -> ExitCode {
-    let request = Request::InspectImage {
-        image: image.to_string(),
-    };
-    client(socket, &request, request.client_timeout(), |response| {
-        let Response::Image(info) = response else {
-            return Err(unexpected(&response));
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&info).unwrap_or_default()
-        );
-        Ok(())
-    })
-}
-
-fn rmi(socket: &Path, image: &str) -> ExitCode {
-    let request = Request::RemoveImage {
-        image: image.to_string(),
-    };
-    client(socket, &request, request.client_timeout(), |response| {
-        let Response::Removed(removed) = response else {
-            return Err(unexpected(&response));
-        };
-        for name in &removed.untagged {
-            println!("untagged: {name}");
-        }
-        if removed.deleted {
-            println!("deleted: {} (run `hostd gc` to free its space)", removed.id);
-        }
-        Ok(())
-    })
-}
-
-fn gc(socket: &Path) -> ExitCode {
-    let request = Request::Gc;
-    client(socket, &request, request.client_timeout(), |response| {
-        let Response::Gc(report) = response else {
-            return Err(unexpected(&response));
-        };
-        println!(
-            "removed {} blobs and {} layers, freed {}",
-            report.blobs_removed,
-            report.layers_removed,
-            human_size(report.bytes_freed)
-        );
-        Ok(())
-    })
 }
 
 /// `hostd oci ...`: exit 0 on success, 1 on a runtime error, 2 on a usage
@@ -463,59 +110,5 @@ fn oci_main(cli: OciCli) -> ExitCode {
             rt.log().error(&text);
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn follow_prints_what_comes_after_the_last_line() {
-        let text = "t1 stdout a\nt2 stdout b\nt3 stderr c\n";
-        assert_eq!(log_after(text, None), text);
-        assert_eq!(
-            log_after(text, Some("t1 stdout a")),
-            "t2 stdout b\nt3 stderr c\n"
-        );
-        assert_eq!(log_after(text, Some("t3 stderr c")), "");
-        // Rotated away: everything again.
-        assert_eq!(log_after(text, Some("t0 stdout z")), text);
-    }
-
-    #[test]
-    fn images_table_one_row_per_name() {
-        let rows = vec![
-            ImageSummary {
-                id: format!("sha256:{}", "ab".repeat(32)),
-                names: vec!["hello:latest".into(), "hi".into()],
-                created: Some("2024-05-06T07:08:09.123Z".into()),
-                layers: 2,
-                size: 1_000,
-                unpacked_size: 1_234_567,
-            },
-            ImageSummary {
-                id: format!("sha256:{}", "cd".repeat(32)),
-                names: vec![],
-                created: None,
-                layers: 0,
-                size: 0,
-                unpacked_size: 12,
-            },
-        ];
-        let table = images_table(&rows);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4, "{table}");
-        assert!(lines[0].starts_with("NAME"), "{table}");
-        assert!(lines[1].starts_with("hello:latest"), "{table}");
-        assert!(lines[1].contains("abababababab "), "{table}");
-        assert!(lines[1].contains("1.2MB"), "{table}");
-        assert!(lines[1].ends_with("2024-05-06 07:08:09"), "{table}");
-        assert!(lines[2].starts_with("hi "), "{table}");
-        assert!(lines[3].starts_with("<none>"), "{table}");
-        assert!(lines[3].contains("12B"), "{table}");
-        assert_eq!(short_id("sha256:abc"), "abc");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1000), "1.0kB");
     }
 }
