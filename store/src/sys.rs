@@ -12,8 +12,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// `openat2` resolve flag: fail if resolution leaves the starting directory.
 pub(super) const RESOLVE_BENEATH: u64 = libc::RESOLVE_BENEATH;
-/// `openat2` resolve flag: resolve as if the starting directory were `/`.
-pub(super) const RESOLVE_IN_ROOT: u64 = libc::RESOLVE_IN_ROOT;
 /// `openat2` resolve flag: fail on any symlink in the path.
 pub(super) const RESOLVE_NO_SYMLINKS: u64 = libc::RESOLVE_NO_SYMLINKS;
 /// `openat2` resolve flag: fail on `/proc/*/fd`-style magic links.
@@ -245,23 +243,4 @@ pub(super) fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Ve
     }
     buf.truncate(usize::try_from(ret).unwrap_or(0));
     Ok(Some(buf))
-}
-
-/// `flock(2)` with `LOCK_EX`: blocks until this open file holds the exclusive
-/// lock. The lock goes away when the descriptor is closed.
-pub(super) fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
-    loop {
-        // SAFETY: plain integer arguments; `fd` is open.
-        match check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other.map(drop),
-        }
-    }
-}
-
-/// `syncfs(2)`: writes back everything of the file system that holds `fd`.
-pub(super) fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: plain integer argument; `fd` is open.
-    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
-    Ok(())
 }
