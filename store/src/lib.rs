@@ -42,7 +42,6 @@ mod import;
 mod index;
 mod source;
 mod spec;
-mod sys;
 mod unpack;
 
 use std::collections::BTreeSet;
