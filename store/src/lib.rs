@@ -42,15 +42,15 @@ mod import;
 mod index;
 mod source;
 mod spec;
-mod sys;
 mod unpack;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
 
 pub use digest::Digest;
 pub use digest::HashingReader;
@@ -302,14 +302,18 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(setup)?;
-        sys::flock_exclusive(f.as_fd()).map_err(setup)?;
+        // Blocks until this open file holds the exclusive lock; the lock goes
+        // away when the descriptor is closed.
+        rustix::io::retry_on_intr(|| rustix::fs::flock(&f, FlockOperation::LockExclusive))
+            .map_err(io::Error::from)
+            .map_err(setup)?;
         Ok(f)
     }
 
     /// Flushes the store's file system (before the index points at new data).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         File::open(&self.root)
-            .and_then(|f| sys::syncfs(f.as_fd()))
+            .and_then(|f| rustix::fs::syncfs(&f).map_err(io::Error::from))
             .map_err(|source| StoreError::Write {
                 path: self.root.clone(),
                 source,

@@ -17,12 +17,12 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::digest::{Digest, HashingWriter};
 use super::error::StoreError;
-use super::sys;
 use super::unpack::decompressed;
 
 /// A private directory under the store's `tmp/` for one operation; removed
@@ -169,11 +169,14 @@ impl Source {
         }
         // Opened non-blocking so a fifo cannot hang the import, then checked:
         // only a regular file is an archive (a device like /dev/zero never ends).
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(source_err)?;
+        let file = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(io::Error::from)
+        .map_err(source_err)?;
         let kind = file.metadata().map_err(source_err)?.file_type();
         if !kind.is_file() {
             return Err(source_err(io::Error::new(
@@ -185,7 +188,7 @@ impl Source {
         let flags = rustix::fs::fcntl_getfl(&file)
             .map_err(io::Error::from)
             .map_err(source_err)?;
-        rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)
             .map_err(io::Error::from)
             .map_err(source_err)?;
         let corrupt = |e: io::Error| StoreError::CorruptArchive {
@@ -259,13 +262,13 @@ impl Source {
             return Err(io::ErrorKind::Unsupported.into());
         };
         let name = CString::new(file).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let fd = sys::openat2(
+        let fd = rustix::fs::openat2(
             fd.as_fd(),
             &name,
             // O_NONBLOCK: a fifo planted in the layout must not hang us.
-            libc::O_RDONLY | libc::O_NONBLOCK,
-            0,
-            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )?;
         let f = File::from(fd);
         if !f.metadata()?.is_file() {

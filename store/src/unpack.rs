@@ -36,8 +36,13 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::{
+    AtFlags, FileType, Gid, Mode, Nsecs, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
+    XattrFlags,
+};
+use rustix::io::Errno;
+
 use super::error::StoreError;
-use super::sys;
 use super::SkippedEntry;
 
 /// How a layer blob is compressed, detected from its first bytes.
@@ -176,10 +181,17 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// Flags for walking and opening inside the layer: never leave it, never
 /// follow a symlink, never cross a mount.
-const RESOLVE_STRICT: u64 = sys::RESOLVE_BENEATH
-    | sys::RESOLVE_NO_SYMLINKS
-    | sys::RESOLVE_NO_MAGICLINKS
-    | sys::RESOLVE_NO_XDEV;
+const RESOLVE_STRICT: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// Flags for opening a directory inside the layer: it must be a directory,
+/// not a symlink to one. Every open here says `O_CLOEXEC` itself.
+const OPEN_DIR: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 impl Unpacker<'_> {
     fn corrupt(&self, e: &io::Error) -> StoreError {
@@ -197,11 +209,11 @@ impl Unpacker<'_> {
         }
     }
 
-    fn io_err(&self, entry: &str, source: io::Error) -> StoreError {
+    fn io_err(&self, entry: &str, source: impl Into<io::Error>) -> StoreError {
         StoreError::Unpack {
             layer: self.layer.to_owned(),
             entry: entry.to_owned(),
-            source,
+            source: source.into(),
         }
     }
 
@@ -241,7 +253,8 @@ impl Unpacker<'_> {
         let cname = cstring(name);
         if kind.is_dir() {
             if !self.clear(&dir, &cname, &rel, true, &shown)? {
-                sys::mkdirat(dir.as_fd(), &cname, 0o700).map_err(|e| self.io_err(&shown, e))?;
+                rustix::fs::mkdirat(dir.as_fd(), &cname, Mode::from_raw_mode(0o700))
+                    .map_err(|e| self.io_err(&shown, e))?;
             }
             self.dirs.push((rel, meta));
         } else if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
@@ -253,10 +266,9 @@ impl Unpacker<'_> {
                 _ => return Err(self.unsafe_entry(&shown, "is a symlink without a target")),
             };
             self.clear(&dir, &cname, &rel, false, &shown)?;
-            sys::symlinkat(&target, dir.as_fd(), &cname).map_err(|e| self.io_err(&shown, e))?;
-            sys::lchownat(dir.as_fd(), &cname, meta.uid, meta.gid)
-                .and_then(|()| sys::lutimensat(dir.as_fd(), &cname, meta.mtime.0, meta.mtime.1))
+            rustix::fs::symlinkat(&target, dir.as_fd(), &cname)
                 .map_err(|e| self.io_err(&shown, e))?;
+            set_symlink_meta(&dir, &cname, &meta).map_err(|e| self.io_err(&shown, e))?;
         } else if kind.is_hard_link() {
             self.hard_link(entry, &dir, &cname, &rel, &shown)?;
         } else if kind.is_character_special() && is_whiteout_device(entry.header()) {
@@ -282,13 +294,17 @@ impl Unpacker<'_> {
     ) -> Result<(), StoreError> {
         let dir = self.open_dir(parent, true, shown)?;
         if name == OPAQUE_MARKER {
-            return sys::fsetxattr(dir.as_fd(), c"trusted.overlay.opaque", b"y").map_err(
-                |source| StoreError::OverlayXattr {
-                    layer: self.layer.to_owned(),
-                    entry: shown.to_owned(),
-                    source,
-                },
-            );
+            return rustix::fs::fsetxattr(
+                dir.as_fd(),
+                c"trusted.overlay.opaque",
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(|e| StoreError::OverlayXattr {
+                layer: self.layer.to_owned(),
+                entry: shown.to_owned(),
+                source: e.into(),
+            });
         }
         if hidden.starts_with(WHITEOUT_PREFIX) {
             self.skip(shown, "aufs metadata");
@@ -315,11 +331,11 @@ impl Unpacker<'_> {
         meta: &Meta,
         shown: &str,
     ) -> Result<(), StoreError> {
-        let fd = sys::openat2(
+        let fd = rustix::fs::openat2(
             dir.as_fd(),
             name,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o600,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
             RESOLVE_STRICT,
         )
         .map_err(|e| self.io_err(shown, e))?;
@@ -384,7 +400,7 @@ impl Unpacker<'_> {
             other => other,
         })?;
         let tcname = cstring(tname);
-        match sys::lstat_mode(tdir.as_fd(), &tcname).map_err(|e| self.io_err(shown, e))? {
+        match lstat_type(&tdir, &tcname).map_err(|e| self.io_err(shown, e))? {
             None => {
                 return Err(self.io_err(
                     shown,
@@ -394,7 +410,7 @@ impl Unpacker<'_> {
                     ),
                 ))
             }
-            Some(m) if m & libc::S_IFMT == libc::S_IFDIR => {
+            Some(FileType::Directory) => {
                 return Err(self.unsafe_entry(shown, "is a hard link to a directory"))
             }
             Some(_) => {}
@@ -402,7 +418,9 @@ impl Unpacker<'_> {
         // The target may have been the cached directory's child we are about
         // to replace; clear() handles that.
         self.clear(dir, name, rel, false, shown)?;
-        sys::linkat(tdir.as_fd(), &tcname, dir.as_fd(), name).map_err(|e| self.io_err(shown, e))
+        // No AT_SYMLINK_FOLLOW: a symlink is linked, not its target.
+        rustix::fs::linkat(tdir.as_fd(), &tcname, dir.as_fd(), name, AtFlags::empty())
+            .map_err(|e| self.io_err(shown, e))
     }
 
     /// Opens the directory `comps` below the root without following any
@@ -423,25 +441,19 @@ impl Unpacker<'_> {
         for (i, c) in comps.iter().enumerate() {
             let name = cstring(c);
             let open = |at: &OwnedFd| {
-                sys::openat2(
-                    at.as_fd(),
-                    &name,
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                    0,
-                    RESOLVE_STRICT,
-                )
+                rustix::fs::openat2(at.as_fd(), &name, OPEN_DIR, Mode::empty(), RESOLVE_STRICT)
             };
             let prefix = || String::from_utf8_lossy(&comps[..=i].join(&b'/')).into_owned();
             let next = match open(&cur) {
                 Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                    sys::mkdirat(cur.as_fd(), &name, 0o755)
+                Err(Errno::NOENT) if create => {
+                    rustix::fs::mkdirat(cur.as_fd(), &name, Mode::from_raw_mode(0o755))
                         .and_then(|()| open(&cur))
                         .map_err(|e| self.io_err(shown, e))?
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
-                    let mode = sys::lstat_mode(cur.as_fd(), &name).ok().flatten();
-                    if mode.is_some_and(|m| m & libc::S_IFMT == libc::S_IFLNK) {
+                Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                    let kind = lstat_type(&cur, &name).ok().flatten();
+                    if kind == Some(FileType::Symlink) {
                         return Err(self.unsafe_entry(
                             shown,
                             format!("goes through the symlink {:?}", prefix()),
@@ -471,9 +483,9 @@ impl Unpacker<'_> {
         keep_dir: bool,
         shown: &str,
     ) -> Result<bool, StoreError> {
-        match sys::lstat_mode(dir.as_fd(), name).map_err(|e| self.io_err(shown, e))? {
+        match lstat_type(dir, name).map_err(|e| self.io_err(shown, e))? {
             None => Ok(false),
-            Some(m) if m & libc::S_IFMT == libc::S_IFDIR => {
+            Some(FileType::Directory) => {
                 if keep_dir {
                     return Ok(true);
                 }
@@ -487,7 +499,8 @@ impl Unpacker<'_> {
                 Ok(false)
             }
             Some(_) => {
-                sys::unlinkat(dir.as_fd(), name).map_err(|e| self.io_err(shown, e))?;
+                rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty())
+                    .map_err(|e| self.io_err(shown, e))?;
                 Ok(false)
             }
         }
@@ -551,17 +564,12 @@ impl Unpacker<'_> {
         std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid))?;
         file.set_permissions(Permissions::from_mode(meta.mode))?;
         for (name, value) in &meta.xattrs {
-            match sys::fsetxattr(file.as_fd(), name, value) {
+            match rustix::fs::fsetxattr(file.as_fd(), name, value, XattrFlags::empty()) {
                 Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOTSUP | libc::EPERM | libc::EINVAL | libc::ERANGE)
-                    ) =>
-                {
+                Err(Errno::NOTSUP | Errno::PERM | Errno::INVAL | Errno::RANGE) => {
                     self.stats.xattrs_dropped += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let t = system_time(meta.mtime);
@@ -574,27 +582,24 @@ impl Unpacker<'_> {
         for (rel, meta) in &dirs {
             let shown = String::from_utf8_lossy(rel).into_owned();
             let fd = if rel.is_empty() {
-                File::open(self.root_path).map(OwnedFd::from)
+                rustix::fs::open(
+                    self.root_path,
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
             } else {
-                sys::openat2(
+                rustix::fs::openat2(
                     self.root.as_fd(),
-                    &cstring(rel),
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                    0,
+                    cstring(rel),
+                    OPEN_DIR,
+                    Mode::empty(),
                     RESOLVE_STRICT,
                 )
             };
             let fd = match fd {
                 Ok(fd) => fd,
                 // Replaced by a later entry (file, symlink, whiteout).
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                    ) =>
-                {
-                    continue
-                }
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(e) => return Err(self.io_err(&shown, e)),
             };
             self.apply(&File::from(fd), meta)
@@ -628,8 +633,42 @@ fn is_whiteout_device(h: &tar::Header) -> bool {
     )
 }
 
-fn make_whiteout(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
-    sys::mknodat(dir.as_fd(), name, libc::S_IFCHR, 0)
+fn make_whiteout(dir: &OwnedFd, name: &CStr) -> rustix::io::Result<()> {
+    rustix::fs::mknodat(
+        dir.as_fd(),
+        name,
+        FileType::CharacterDevice,
+        Mode::empty(),
+        0,
+    )
+}
+
+/// The file type of `name` in `dir` without following a symlink (`fstatat`
+/// with `AT_SYMLINK_NOFOLLOW`), or `None` when it does not exist.
+fn lstat_type(dir: &OwnedFd, name: &CStr) -> rustix::io::Result<Option<FileType>> {
+    match rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Owner and times of the symlink `name` in `dir` itself, never of its
+/// target (`AT_SYMLINK_NOFOLLOW`).
+fn set_symlink_meta(dir: &OwnedFd, name: &CStr, meta: &Meta) -> rustix::io::Result<()> {
+    // -1 is chown's "leave unchanged"; `Uid`/`Gid` hold real ids only.
+    let uid = (meta.uid != u32::MAX).then(|| Uid::from_raw(meta.uid));
+    let gid = (meta.gid != u32::MAX).then(|| Gid::from_raw(meta.gid));
+    rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+    let t = Timespec {
+        tv_sec: meta.mtime.0,
+        tv_nsec: Nsecs::from(meta.mtime.1),
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(dir.as_fd(), name, &times, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// A PAX time, `SECONDS[.FRACTION]`, possibly negative.
@@ -666,6 +705,20 @@ fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// The value of extended attribute `name` of `file`, or `None` when the
+    /// file does not have it. Values longer than 4 KiB are an error.
+    fn xattr(file: &File, name: &CStr) -> rustix::io::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; 4096];
+        match rustix::fs::fgetxattr(file, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(Errno::NODATA) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 
     #[test]
     fn components_refuse_escapes() {
@@ -745,11 +798,14 @@ mod tests {
             Path::new("/bin/busybox")
         );
         let gone = std::fs::symlink_metadata(root.join("etc/gone")).unwrap();
-        assert_eq!(gone.mode() & libc::S_IFMT, libc::S_IFCHR);
+        assert_eq!(
+            FileType::from_raw_mode(gone.mode()),
+            FileType::CharacterDevice
+        );
         assert_eq!(gone.rdev(), 0);
         let opq = File::open(root.join("opq")).unwrap();
         assert_eq!(
-            sys::fgetxattr(opq.as_fd(), c"trusted.overlay.opaque").unwrap(),
+            xattr(&opq, c"trusted.overlay.opaque").unwrap(),
             Some(b"y".to_vec())
         );
         // Directory metadata applied at the end (the mtime survived the

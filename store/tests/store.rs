@@ -23,8 +23,7 @@ use sha2::{Digest as _, Sha256};
 /// The store tests need root (overlayfs whiteouts are device nodes) and the
 /// reference tools; without them they fail loudly rather than pass unchecked.
 fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let tools = ["umoci", "skopeo", "mount"].iter().all(|t| {
         Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
