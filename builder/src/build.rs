@@ -20,7 +20,7 @@ use crate::lock::{self, LockEntry, LockError, LockFile};
 use crate::output::{OutputError, Staging};
 use crate::profile::{self, FileContent, LoadPolicy, Profile, ProfileError};
 use crate::progress::{size, Progress};
-use crate::sources::{self, Cache, InputRecord, ResolvedKernel, SourceError};
+use crate::sources::{self, Cache, InputRecord, ResolvedKernel, ResolvedStub, SourceError};
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -272,20 +272,123 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         None
     };
 
+    let (kernel, stub) = resolve_kernel_and_stub(&profile, options, pin.as_ref(), progress)?;
+    let (kernel_bytes, kernel_info) = read_kernel(&kernel)?;
+    let container_plan = check_containers(&profile, options, progress)?;
+    let programs = locate_guest_binaries(options, progress)?;
+    let module_plan = resolve_modules(&profile, &kernel, options, progress)?;
+    let initramfs = write_initramfs(
+        &profile,
+        &kernel,
+        &programs,
+        &module_plan,
+        &container_plan,
+        options,
+        progress,
+    )?;
+    let initrd = compress_initramfs(&profile, &initramfs.bytes, options, progress)?;
+    let ram = ram_budget(
+        &profile,
+        &kernel_info,
+        initramfs.bytes.len() as u64,
+        initrd.len() as u64,
+        container_plan.boot_store().bytes(),
+    )?;
+    let efi = assemble_efi(&profile, &kernel, &stub, &kernel_bytes, &initrd, progress)?;
+
+    let staging = Staging::create(&options.out_dir, &profile.name)?;
+    let img_name = format!("mkhost-{}.img", profile.name);
+    let efi_name = format!("mkhost-{}.efi", profile.name);
+    staging.write(&efi_name, &efi)?;
+    write_disk_image(&staging, &img_name, &efi, options, progress)?;
+    write_pxe_set(&staging, &profile, &kernel_bytes, &initrd, progress)?;
+
+    let boot_artifacts = [
+        img_name.as_str(),
+        efi_name.as_str(),
+        "pxe/vmlinuz",
+        "pxe/initramfs.img",
+        "pxe/boot.ipxe",
+    ];
+    let mut artifacts = BTreeMap::new();
+    for rel in boot_artifacts {
+        artifacts.insert(rel.to_string(), file_summary(&staging.path(rel))?);
+    }
+    let manifest = Manifest {
+        mkhost_version: env!("CARGO_PKG_VERSION").to_string(),
+        profile: ProfileSummary::new(&profile),
+        source_date_epoch: options.source_date_epoch,
+        kernel: KernelSummary {
+            release: kernel.release.clone(),
+            version: kernel_info.version.clone(),
+            init_size: kernel_info.init_size,
+        },
+        inputs: BTreeMap::from([
+            ("kernel".to_string(), kernel.record.clone()),
+            ("stub".to_string(), stub.record.clone()),
+        ]),
+        programs: BTreeMap::from([
+            ("init".to_string(), file_summary(&programs.init)?),
+            ("hostd".to_string(), file_summary(&programs.hostd)?),
+        ]),
+        modules: ModuleSummary::new(&module_plan),
+        firmware: FirmwareSummary::new(&module_plan),
+        initramfs: InitramfsSummary {
+            entries: initramfs.entries,
+            uncompressed_bytes: initramfs.bytes.len() as u64,
+            compressed_bytes: initrd.len() as u64,
+            compression: "zstd".into(),
+            level: profile.compression_level,
+            window_log: compress::WINDOW_LOG,
+        },
+        ram,
+        containers: ContainerSummary::all(&container_plan),
+        artifacts,
+    };
+    write_manifest(&staging, &manifest)?;
+
+    let mut report_artifacts = Vec::new();
+    for rel in boot_artifacts
+        .into_iter()
+        .chain(["manifest.json", "SHA256SUMS"])
+    {
+        let len = std::fs::metadata(staging.path(rel)).map_or(0, |m| m.len());
+        report_artifacts.push((rel.to_string(), len));
+    }
+    let out_dir = staging.publish()?;
+    update_lock(lockfile, options, &profile, &kernel, &stub)?;
+
+    Ok(BuildReport {
+        profile: profile.name.clone(),
+        out_dir,
+        artifacts: report_artifacts,
+        elapsed: started.elapsed(),
+        manifest,
+    })
+}
+
+/// Stage: the kernel and the UKI stub, downloaded or found, and checked
+/// against the lock file when it pins them.
+fn resolve_kernel_and_stub(
+    profile: &Profile,
+    options: &BuildOptions,
+    pin: Option<&LockEntry>,
+    progress: &Progress,
+) -> Result<(ResolvedKernel, ResolvedStub), BuildError> {
     let stage = progress.stage("resolving kernel and stub");
     let kernel = sources::resolve_kernel(
         &profile.kernel,
         &options.cache,
-        pin.as_ref().map(|p| &p.kernel),
+        pin.map(|p| &p.kernel),
         progress,
     )?;
     let stub = sources::resolve_stub(
         &profile.stub,
         &options.cache,
-        pin.as_ref().map(|p| &p.stub),
+        pin.map(|p| &p.stub),
         progress,
     )?;
-    if let Some(pin) = &pin {
+    if let Some(pin) = pin {
         lock::check(&options.lockfile, "kernel", &pin.kernel, &kernel.record)?;
         lock::check(&options.lockfile, "stub", &pin.stub, &stub.record)?;
     }
@@ -302,7 +405,12 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             .as_deref()
             .unwrap_or(&stub.record.source)
     ));
+    Ok((kernel, stub))
+}
 
+/// Stage: the kernel image and what its header says, which must be the
+/// release its modules are for.
+fn read_kernel(kernel: &ResolvedKernel) -> Result<(Vec<u8>, bzimage::KernelInfo), BuildError> {
     let kernel_bytes = read(&kernel.image)?;
     let kernel_info =
         bzimage::parse_bzimage(&kernel_bytes).map_err(|source| BuildError::Kernel {
@@ -316,36 +424,58 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             modules_release: kernel.release.clone(),
         });
     }
+    Ok((kernel_bytes, kernel_info))
+}
 
-    let container_plan = if profile.containers.is_empty() {
-        ContainerPlan::default()
-    } else {
-        let stage = progress.stage("checking container images");
-        let plan = containers::plan(
-            &profile.containers,
-            &options.cache.root,
-            profile.min_ram_mib,
-            &|done, total| stage.set_position(done, total),
-        )?;
-        let store = plan.boot_store();
-        stage.finish(&format!(
-            "{} containers, {} archives, {}; at boot the image store holds {} ({} blobs + {} unpacked layers)",
-            plan.containers.len(),
-            plan.archives.len(),
-            size(plan.bytes()),
-            size(store.bytes()),
-            size(store.blob_bytes),
-            size(store.unpacked_bytes)
-        ));
-        plan
-    };
+/// Stage: the boot-time containers' images, checked; empty without any.
+fn check_containers(
+    profile: &Profile,
+    options: &BuildOptions,
+    progress: &Progress,
+) -> Result<ContainerPlan, BuildError> {
+    if profile.containers.is_empty() {
+        return Ok(ContainerPlan::default());
+    }
+    let stage = progress.stage("checking container images");
+    let plan = containers::plan(
+        &profile.containers,
+        &options.cache.root,
+        profile.min_ram_mib,
+        &|done, total| stage.set_position(done, total),
+    )?;
+    let store = plan.boot_store();
+    stage.finish(&format!(
+        "{} containers, {} archives, {}; at boot the image store holds {} ({} blobs + {} unpacked layers)",
+        plan.containers.len(),
+        plan.archives.len(),
+        size(plan.bytes()),
+        size(store.bytes()),
+        size(store.blob_bytes),
+        size(store.unpacked_bytes)
+    ));
+    Ok(plan)
+}
 
+/// Stage: the static `init` and `hostd`.
+fn locate_guest_binaries(
+    options: &BuildOptions,
+    progress: &Progress,
+) -> Result<GuestBinaries, BuildError> {
     let stage = progress.stage("building init and hostd");
     let programs = guest_binaries::locate(options.bin_dir.as_deref())?;
     stage.finish("static binaries ready");
+    Ok(programs)
+}
 
+/// Stage: the modules and firmware that go into the image.
+fn resolve_modules(
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    options: &BuildOptions,
+    progress: &Progress,
+) -> Result<ModulePlan, BuildError> {
     let stage = progress.stage("resolving modules");
-    let module_plan = plan_modules(&profile, &kernel, &options.firmware_dir)?;
+    let module_plan = plan_modules(profile, kernel, &options.firmware_dir)?;
     stage.finish(&format!(
         "{} modules ({} at boot), {} firmware files, {} missing",
         module_plan.all.len(),
@@ -353,7 +483,27 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         module_plan.firmware.len(),
         module_plan.missing_firmware.len()
     ));
+    Ok(module_plan)
+}
 
+/// The uncompressed initramfs.
+struct Cpio {
+    /// The archive in newc format.
+    bytes: Vec<u8>,
+    /// How many entries it holds.
+    entries: usize,
+}
+
+/// Stage: the initramfs tree, written as a newc archive.
+fn write_initramfs(
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    programs: &GuestBinaries,
+    module_plan: &ModulePlan,
+    container_plan: &ContainerPlan,
+    options: &BuildOptions,
+    progress: &Progress,
+) -> Result<Cpio, BuildError> {
     let stage = progress.stage(&if container_plan.is_empty() {
         "assembling initramfs".to_string()
     } else {
@@ -362,7 +512,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             size(container_plan.bytes())
         )
     });
-    let archive = assemble_initramfs(&profile, &kernel, &programs, &module_plan, &container_plan)?;
+    let archive = assemble_initramfs(profile, kernel, programs, module_plan, container_plan)?;
     let mut cpio_bytes = Vec::new();
     let mtime = u32::try_from(options.source_date_epoch).unwrap_or(u32::MAX);
     archive.write_newc(&mut cpio_bytes, mtime)?;
@@ -371,49 +521,70 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         archive.len(),
         size(cpio_bytes.len() as u64)
     ));
+    Ok(Cpio {
+        bytes: cpio_bytes,
+        entries: archive.len(),
+    })
+}
 
+/// Stage: the zstd-compressed initramfs.
+fn compress_initramfs(
+    profile: &Profile,
+    cpio_bytes: &[u8],
+    options: &BuildOptions,
+    progress: &Progress,
+) -> Result<Vec<u8>, BuildError> {
     let stage = progress.stage(&format!(
         "compressing initramfs (zstd -{})",
         profile.compression_level
     ));
-    let initrd = compress_cached(&cpio_bytes, profile.compression_level, &options.cache)?;
+    let initrd = compress_cached(cpio_bytes, profile.compression_level, &options.cache)?;
     stage.finish(&size(initrd.len() as u64));
+    Ok(initrd)
+}
 
-    let ram = ram_budget(
-        &profile,
-        &kernel_info,
-        cpio_bytes.len() as u64,
-        initrd.len() as u64,
-        container_plan.boot_store().bytes(),
-    )?;
-
+/// Stage: the UKI (stub + os-release + command line + kernel + initramfs).
+fn assemble_efi(
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    stub: &ResolvedStub,
+    kernel_bytes: &[u8],
+    initrd: &[u8],
+    progress: &Progress,
+) -> Result<Vec<u8>, BuildError> {
     let stage = progress.stage("assembling UKI");
     let stub_bytes = read(&stub.path)?;
-    let osrel = os_release(&profile, &kernel.release);
+    let osrel = os_release(profile, &kernel.release);
     let efi = uki::assemble_uki(
         &stub_bytes,
         &uki::UkiSections {
             osrel: osrel.as_bytes(),
             cmdline: profile.cmdline.as_bytes(),
             uname: Some(kernel.release.as_bytes()),
-            linux: &kernel_bytes,
-            initrd: &initrd,
+            linux: kernel_bytes,
+            initrd,
         },
     )?;
     stage.finish(&size(efi.len() as u64));
+    Ok(efi)
+}
 
-    let staging = Staging::create(&options.out_dir, &profile.name)?;
-    let img_name = format!("mkhost-{}.img", profile.name);
-    let efi_name = format!("mkhost-{}.efi", profile.name);
-    staging.write(&efi_name, &efi)?;
-
+/// Stage: the ESP holding the UKI, in a GPT disk image written to
+/// `img_name` in the staging directory. Names and ids derive from the UKI.
+fn write_disk_image(
+    staging: &Staging,
+    img_name: &str,
+    efi: &[u8],
+    options: &BuildOptions,
+    progress: &Progress,
+) -> Result<(), BuildError> {
     let stage = progress.stage("writing GPT disk image");
-    let seed = sha256_hex(&efi);
+    let seed = sha256_hex(efi);
     let esp_image = esp::build_esp(
         &[
             esp::EspFile {
                 path: "EFI/BOOT/BOOTX64.EFI",
-                data: &efi,
+                data: efi,
             },
             esp::EspFile {
                 path: "mkhost/host.toml.example",
@@ -426,34 +597,63 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         options.source_date_epoch,
     )?;
     let disk_size = disk::write_gpt_disk(
-        &staging.path(&img_name),
+        &staging.path(img_name),
         &esp_image,
         derived_uuid(&seed, "disk"),
         derived_uuid(&seed, "esp"),
     )?;
     drop(esp_image);
     stage.finish(&size(disk_size));
+    Ok(())
+}
 
+/// Stage: kernel, initramfs and iPXE script for network boot.
+fn write_pxe_set(
+    staging: &Staging,
+    profile: &Profile,
+    kernel_bytes: &[u8],
+    initrd: &[u8],
+    progress: &Progress,
+) -> Result<(), BuildError> {
     let stage = progress.stage("writing PXE set");
-    staging.write("pxe/vmlinuz", &kernel_bytes)?;
-    staging.write("pxe/initramfs.img", &initrd)?;
-    staging.write("pxe/boot.ipxe", boot_ipxe(&profile).as_bytes())?;
+    staging.write("pxe/vmlinuz", kernel_bytes)?;
+    staging.write("pxe/initramfs.img", initrd)?;
+    staging.write("pxe/boot.ipxe", boot_ipxe(profile).as_bytes())?;
     stage.finish("pxe/vmlinuz, pxe/initramfs.img, pxe/boot.ipxe");
+    Ok(())
+}
 
-    let boot_artifacts = [
-        img_name.as_str(),
-        efi_name.as_str(),
-        "pxe/vmlinuz",
-        "pxe/initramfs.img",
-        "pxe/boot.ipxe",
-    ];
-    let mut artifacts = BTreeMap::new();
-    for rel in boot_artifacts {
-        artifacts.insert(rel.to_string(), file_summary(&staging.path(rel))?);
-    }
-    let manifest = Manifest {
-        mkhost_version: env!("CARGO_PKG_VERSION").to_string(),
-        profile: ProfileSummary {
+/// Stage: `manifest.json` and `SHA256SUMS` in the staging directory.
+fn write_manifest(staging: &Staging, manifest: &Manifest) -> Result<(), BuildError> {
+    let mut manifest_json = serde_json::to_vec_pretty(manifest)?;
+    manifest_json.push(b'\n');
+    staging.write("manifest.json", &manifest_json)?;
+    staging.write_sums()?;
+    Ok(())
+}
+
+/// Records the kernel and stub this profile was built with in the lock file.
+fn update_lock(
+    mut lockfile: LockFile,
+    options: &BuildOptions,
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    stub: &ResolvedStub,
+) -> Result<(), BuildError> {
+    lockfile.profiles.insert(
+        profile.name.clone(),
+        LockEntry {
+            kernel: kernel.record.clone(),
+            stub: stub.record.clone(),
+        },
+    );
+    lockfile.write(&options.lockfile)?;
+    Ok(())
+}
+
+impl ProfileSummary {
+    fn new(profile: &Profile) -> Self {
+        ProfileSummary {
             name: profile.name.clone(),
             description: profile.description.clone(),
             files: profile
@@ -468,22 +668,13 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             hostname: profile.hostname.clone(),
             cmdline: profile.cmdline.clone(),
             min_ram_mib: profile.min_ram_mib,
-        },
-        source_date_epoch: options.source_date_epoch,
-        kernel: KernelSummary {
-            release: kernel.release.clone(),
-            version: kernel_info.version.clone(),
-            init_size: kernel_info.init_size,
-        },
-        inputs: BTreeMap::from([
-            ("kernel".to_string(), kernel.record.clone()),
-            ("stub".to_string(), stub.record.clone()),
-        ]),
-        programs: BTreeMap::from([
-            ("init".to_string(), file_summary(&programs.init)?),
-            ("hostd".to_string(), file_summary(&programs.hostd)?),
-        ]),
-        modules: ModuleSummary {
+        }
+    }
+}
+
+impl ModuleSummary {
+    fn new(module_plan: &ModulePlan) -> Self {
+        ModuleSummary {
             boot: module_plan.boot.iter().map(|m| m.name.clone()).collect(),
             on_demand: module_plan
                 .all
@@ -493,25 +684,27 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
                 .collect(),
             builtin: module_plan.builtin.clone(),
             bytes: module_plan.bytes,
-        },
-        firmware: FirmwareSummary {
+        }
+    }
+}
+
+impl FirmwareSummary {
+    fn new(module_plan: &ModulePlan) -> Self {
+        FirmwareSummary {
             included: module_plan
                 .firmware
                 .iter()
                 .map(|(name, _)| name.clone())
                 .collect(),
             missing: module_plan.missing_firmware.clone(),
-        },
-        initramfs: InitramfsSummary {
-            entries: archive.len(),
-            uncompressed_bytes: cpio_bytes.len() as u64,
-            compressed_bytes: initrd.len() as u64,
-            compression: "zstd".into(),
-            level: profile.compression_level,
-            window_log: compress::WINDOW_LOG,
-        },
-        ram,
-        containers: container_plan
+        }
+    }
+}
+
+impl ContainerSummary {
+    /// The boot-time containers, in profile order.
+    fn all(container_plan: &ContainerPlan) -> Vec<Self> {
+        container_plan
             .containers
             .iter()
             .map(|c| {
@@ -525,41 +718,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
                     archive_bytes: archive.bytes,
                 }
             })
-            .collect(),
-        artifacts,
-    };
-    let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
-    manifest_json.push(b'\n');
-    staging.write("manifest.json", &manifest_json)?;
-    staging.write_sums()?;
-
-    let mut report_artifacts = Vec::new();
-    for rel in boot_artifacts
-        .into_iter()
-        .chain(["manifest.json", "SHA256SUMS"])
-    {
-        let len = std::fs::metadata(staging.path(rel)).map_or(0, |m| m.len());
-        report_artifacts.push((rel.to_string(), len));
+            .collect()
     }
-    let out_dir = staging.publish()?;
-
-    let mut lockfile = lockfile;
-    lockfile.profiles.insert(
-        profile.name.clone(),
-        LockEntry {
-            kernel: kernel.record.clone(),
-            stub: stub.record.clone(),
-        },
-    );
-    lockfile.write(&options.lockfile)?;
-
-    Ok(BuildReport {
-        profile: profile.name.clone(),
-        out_dir,
-        artifacts: report_artifacts,
-        elapsed: started.elapsed(),
-        manifest,
-    })
 }
 
 /// The modules that go into the image.
@@ -661,6 +821,23 @@ fn assemble_initramfs(
     container_plan: &ContainerPlan,
 ) -> Result<cpio::Archive, BuildError> {
     let mut archive = cpio::Archive::new();
+    add_base_tree(&mut archive, programs)?;
+    add_modules(&mut archive, kernel, plan)?;
+    add_boot_config(&mut archive, profile, kernel, plan)?;
+    if profile.debug_shell {
+        add_debug_shell(&mut archive, profile)?;
+    }
+    add_binaries(&mut archive, profile)?;
+    add_profile_files(&mut archive, profile)?;
+    // After [[files]], so a profile cannot replace the manifest hostd reads.
+    if !container_plan.is_empty() {
+        add_container_images(&mut archive, container_plan)?;
+    }
+    Ok(archive)
+}
+
+/// The directories, device nodes and the guest binaries `init` and `hostd`.
+fn add_base_tree(archive: &mut cpio::Archive, programs: &GuestBinaries) -> Result<(), BuildError> {
     for dir in [
         "dev",
         "proc",
@@ -684,7 +861,15 @@ fn assemble_initramfs(
         0o755,
         cpio::FileData::Path(programs.hostd.clone()),
     )?;
+    Ok(())
+}
 
+/// The modules with their index files, and the firmware they name.
+fn add_modules(
+    archive: &mut cpio::Archive,
+    kernel: &ResolvedKernel,
+    plan: &ModulePlan,
+) -> Result<(), BuildError> {
     let modules_root = format!("lib/modules/{}", kernel.release);
     for module in &plan.all {
         archive.add_file(
@@ -723,7 +908,16 @@ fn assemble_initramfs(
             cpio::FileData::Path(path.clone()),
         )?;
     }
+    Ok(())
+}
 
+/// `/etc/mkhost/boot.json`, `/etc/os-release` and `/etc/hostname`.
+fn add_boot_config(
+    archive: &mut cpio::Archive,
+    profile: &Profile,
+    kernel: &ResolvedKernel,
+    plan: &ModulePlan,
+) -> Result<(), BuildError> {
     let boot_config = BootConfig {
         profile: profile.name.clone(),
         kernel_release: kernel.release.clone(),
@@ -750,10 +944,11 @@ fn assemble_initramfs(
         0o644,
         cpio::FileData::Bytes(format!("{}\n", profile.hostname).into_bytes()),
     )?;
+    Ok(())
+}
 
-    if profile.debug_shell {
-        add_debug_shell(&mut archive, profile)?;
-    }
+/// The profile's `[[binaries]]` with their interpreter and libraries.
+fn add_binaries(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
     for binary in &profile.binaries {
         let binary_err = |source| BuildError::Binary {
             origin: binary.origin.to_string(),
@@ -771,6 +966,11 @@ fn assemble_initramfs(
             archive.add_file(&dest, 0o755, cpio::FileData::Path(lib.clone()))?;
         }
     }
+    Ok(())
+}
+
+/// The profile's `[[files]]`.
+fn add_profile_files(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
     for file in &profile.files {
         let data = match &file.content {
             FileContent::Inline(text) => text.clone().into_bytes(),
@@ -784,22 +984,27 @@ fn assemble_initramfs(
         };
         archive.add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))?;
     }
-    // After [[files]], so a profile cannot replace the manifest hostd reads.
-    if !container_plan.is_empty() {
-        for image_archive in &container_plan.archives {
-            archive.add_file(
-                &image_archive.dest(),
-                0o644,
-                cpio::FileData::Path(image_archive.source.clone()),
-            )?;
-        }
+    Ok(())
+}
+
+/// The boot-time containers' image archives and the manifest hostd reads.
+fn add_container_images(
+    archive: &mut cpio::Archive,
+    container_plan: &ContainerPlan,
+) -> Result<(), BuildError> {
+    for image_archive in &container_plan.archives {
         archive.add_file(
-            ContainerPlan::manifest_dest(),
+            &image_archive.dest(),
             0o644,
-            cpio::FileData::Bytes(container_plan.manifest_json()),
+            cpio::FileData::Path(image_archive.source.clone()),
         )?;
     }
-    Ok(archive)
+    archive.add_file(
+        ContainerPlan::manifest_dest(),
+        0o644,
+        cpio::FileData::Bytes(container_plan.manifest_json()),
+    )?;
+    Ok(())
 }
 
 /// busybox at /bin/busybox with /bin/sh and its applets linked to it, for the

@@ -139,9 +139,37 @@ pub fn assemble_uki(stub: &[u8], sections: &UkiSections) -> Result<Vec<u8>, UkiE
     }
     let layout = StubLayout::parse(stub)?;
     let new = sections.ordered();
+    let table_end = check_header_room(stub, &layout, &new)?;
+    let section_count = layout.names.len() + new.len();
+    let section_count_u16 =
+        u16::try_from(section_count).map_err(|_| UkiError::TooManySections {
+            count: section_count,
+        })?;
 
+    let mut out = stub[..to_usize(layout.data_end)].to_vec();
+    let appended = append_sections(&mut out, &layout, &new)?;
+    let sizes = ImageSizes::new(&layout, &new, &appended, out.len())?;
+
+    // Section headers, in the slack checked above.
+    for (i, header) in appended.headers.iter().enumerate() {
+        let at = to_usize(table_end) + i * IMAGE_SIZEOF_SECTION_HEADER;
+        out[at..at + IMAGE_SIZEOF_SECTION_HEADER].copy_from_slice(object::pod::bytes_of(header));
+    }
+    patch_headers(&mut out, &layout, section_count_u16, &sizes);
+    Ok(out)
+}
+
+/// Checks that the new sections are new, that the stub is not signed, and
+/// that their headers fit between the existing table and the first
+/// section's data, inside SizeOfHeaders, in bytes that nothing else uses.
+/// Returns the offset where the new headers go (the end of the table).
+fn check_header_room(
+    stub: &[u8],
+    layout: &StubLayout,
+    new: &[(&'static str, &[u8])],
+) -> Result<u64, UkiError> {
     // Refuse to build a UKI twice or to shadow sections the stub brought itself.
-    for (name, _) in &new {
+    for (name, _) in new {
         if layout.names.iter().any(|existing| existing == name) {
             return Err(UkiError::SectionExists {
                 name: (*name).to_string(),
@@ -152,8 +180,6 @@ pub fn assemble_uki(stub: &[u8], sections: &UkiSections) -> Result<Vec<u8>, UkiE
         return Err(UkiError::Signed);
     }
 
-    // The new section headers must fit between the existing table and the first
-    // section's data, inside SizeOfHeaders, in bytes that nothing else uses.
     let header_size = IMAGE_SIZEOF_SECTION_HEADER as u64;
     let table_end = layout.section_table + layout.names.len() as u64 * header_size;
     let needed = table_end + new.len() as u64 * header_size;
@@ -172,21 +198,33 @@ pub fn assemble_uki(stub: &[u8], sections: &UkiSections) -> Result<Vec<u8>, UkiE
             offset: table_end + pos as u64,
         });
     }
+    Ok(table_end)
+}
 
-    let section_count = layout.names.len() + new.len();
-    let section_count_u16 =
-        u16::try_from(section_count).map_err(|_| UkiError::TooManySections {
-            count: section_count,
-        })?;
+/// What [`append_sections`] added.
+struct Appended {
+    /// The new section headers, in order.
+    headers: Vec<ImageSectionHeader>,
+    /// The first RVA past the new sections.
+    next_va: u64,
+    /// Raw bytes of initialized data added.
+    initialized: u64,
+}
 
-    let mut out = stub[..to_usize(layout.data_end)].to_vec();
+/// Appends the sections' data to `out`, each at the next file-aligned
+/// offset and page-aligned address, and makes their headers.
+fn append_sections(
+    out: &mut Vec<u8>,
+    layout: &StubLayout,
+    new: &[(&'static str, &[u8])],
+) -> Result<Appended, UkiError> {
     let fa = layout.file_alignment;
     let va_align = layout.section_alignment.max(PAGE_SIZE);
     let mut next_va = u64::from(layout.mapped_end);
     let mut added_initialized: u64 = 0;
     let mut headers = Vec::with_capacity(new.len());
 
-    for (name, data) in &new {
+    for (name, data) in new {
         let too_large = |what| UkiError::TooLarge {
             name: (*name).to_string(),
             what,
@@ -220,76 +258,94 @@ pub fn assemble_uki(stub: &[u8], sections: &UkiSections) -> Result<Vec<u8>, UkiE
             characteristics: U32::new(LE, IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ),
         });
     }
-    let last_name = new.last().map(|(n, _)| *n).unwrap_or(".initrd");
-    let size_of_image =
-        u32::try_from(round_up(next_va, u64::from(va_align))).map_err(|_| UkiError::TooLarge {
-            name: last_name.to_string(),
-            what: "SizeOfImage",
-        })?;
-    let size_of_initialized_data = u32::try_from(
-        u64::from(layout.size_of_initialized_data) + added_initialized,
-    )
-    .map_err(|_| UkiError::TooLarge {
-        name: last_name.to_string(),
-        what: "SizeOfInitializedData",
-    })?;
-    if u32::try_from(out.len()).is_err() {
-        return Err(UkiError::TooLarge {
-            name: last_name.to_string(),
-            what: "the file size",
-        });
-    }
+    Ok(Appended {
+        headers,
+        next_va,
+        initialized: added_initialized,
+    })
+}
 
-    // Section headers, in the slack checked above.
-    for (i, header) in headers.iter().enumerate() {
-        let at = to_usize(table_end) + i * IMAGE_SIZEOF_SECTION_HEADER;
-        out[at..at + IMAGE_SIZEOF_SECTION_HEADER].copy_from_slice(object::pod::bytes_of(header));
-    }
+/// The optional header's size fields of the finished image.
+struct ImageSizes {
+    size_of_image: u32,
+    size_of_initialized_data: u32,
+}
 
-    // File and optional header fields, at offsets taken from object's structures.
-    // (Written as bytes: the stub's headers need not be aligned in memory.)
+impl ImageSizes {
+    /// Fails when a field, or the file of `file_len` bytes, exceeds 4 GiB.
+    fn new(
+        layout: &StubLayout,
+        new: &[(&'static str, &[u8])],
+        appended: &Appended,
+        file_len: usize,
+    ) -> Result<Self, UkiError> {
+        let va_align = layout.section_alignment.max(PAGE_SIZE);
+        let last_name = new.last().map(|(n, _)| *n).unwrap_or(".initrd");
+        let size_of_image = u32::try_from(round_up(appended.next_va, u64::from(va_align)))
+            .map_err(|_| UkiError::TooLarge {
+                name: last_name.to_string(),
+                what: "SizeOfImage",
+            })?;
+        let size_of_initialized_data =
+            u32::try_from(u64::from(layout.size_of_initialized_data) + appended.initialized)
+                .map_err(|_| UkiError::TooLarge {
+                    name: last_name.to_string(),
+                    what: "SizeOfInitializedData",
+                })?;
+        if u32::try_from(file_len).is_err() {
+            return Err(UkiError::TooLarge {
+                name: last_name.to_string(),
+                what: "the file size",
+            });
+        }
+        Ok(ImageSizes {
+            size_of_image,
+            size_of_initialized_data,
+        })
+    }
+}
+
+/// File and optional header fields, at offsets taken from object's
+/// structures, then the checksum over the finished image. (Written as
+/// bytes: the stub's headers need not be aligned in memory.)
+fn patch_headers(out: &mut [u8], layout: &StubLayout, section_count: u16, sizes: &ImageSizes) {
     let nt = to_usize(layout.nt_offset);
     let fh = nt + offset_of!(ImageNtHeaders64, file_header);
     let opt = nt + offset_of!(ImageNtHeaders64, optional_header);
     put_u16(
-        &mut out,
+        out,
         fh + offset_of!(ImageFileHeader, number_of_sections),
-        section_count_u16,
+        section_count,
     );
     if layout.strip_symbols {
         put_u32(
-            &mut out,
+            out,
             fh + offset_of!(ImageFileHeader, pointer_to_symbol_table),
             0,
         );
-        put_u32(
-            &mut out,
-            fh + offset_of!(ImageFileHeader, number_of_symbols),
-            0,
-        );
+        put_u32(out, fh + offset_of!(ImageFileHeader, number_of_symbols), 0);
         let flags =
             layout.characteristics | IMAGE_FILE_LINE_NUMS_STRIPPED | IMAGE_FILE_LOCAL_SYMS_STRIPPED;
         put_u16(
-            &mut out,
+            out,
             fh + offset_of!(ImageFileHeader, characteristics),
             flags,
         );
     }
     put_u32(
-        &mut out,
+        out,
         opt + offset_of!(ImageOptionalHeader64, size_of_image),
-        size_of_image,
+        sizes.size_of_image,
     );
     put_u32(
-        &mut out,
+        out,
         opt + offset_of!(ImageOptionalHeader64, size_of_initialized_data),
-        size_of_initialized_data,
+        sizes.size_of_initialized_data,
     );
     let checksum_offset = opt + offset_of!(ImageOptionalHeader64, check_sum);
-    put_u32(&mut out, checksum_offset, 0);
-    let checksum = pe_checksum(&out, checksum_offset);
-    put_u32(&mut out, checksum_offset, checksum);
-    Ok(out)
+    put_u32(out, checksum_offset, 0);
+    let checksum = pe_checksum(out, checksum_offset);
+    put_u32(out, checksum_offset, checksum);
 }
 
 /// What `assemble_uki` needs to know about the stub, all validated against its size.

@@ -574,47 +574,11 @@ fn boot(options: &Options, t0: Instant) -> Booted {
 
     // Mounts. Their lines wait until the log runs (it needs /run), stamped
     // with the time they happened.
-    let mut early: Vec<String> = Vec::new();
-    if !options.skip.mounts {
-        let t = Instant::now();
-        let failures = mounts::mount_filesystems(root);
-        for e in &failures {
-            early.push(timeline::format_error(&e.to_string()));
-        }
-        if real {
-            if let Err(e) = mounts::make_root_shared() {
-                early.push(timeline::format_warning(&format!(
-                    "cannot make / shared: {e}"
-                )));
-            }
-        }
-        let failed = if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} failed", failures.len())
-        };
-        early.push(timeline::format_phase(
-            os::boottime_ms(),
-            &format!("filesystems mounted{failed} ({} ms)", elapsed_ms(t)),
-        ));
-        if real {
-            let (enabled, failed) = mounts::enable_cgroup_controllers(&at(root, "/sys/fs/cgroup"));
-            for e in &failed {
-                early.push(timeline::format_warning(&e.to_string()));
-            }
-            early.push(timeline::format_phase(
-                os::boottime_ms(),
-                &format!(
-                    "cgroup2 controllers enabled: {}",
-                    if enabled.is_empty() {
-                        "-".to_string()
-                    } else {
-                        enabled.join(" ")
-                    }
-                ),
-            ));
-        }
-    }
+    let early = if options.skip.mounts {
+        Vec::new()
+    } else {
+        mount_api_filesystems(root, real)
+    };
     if !options.skip.console {
         if let Err(e) = reopen_console(root) {
             timeline::error(&e.to_string());
@@ -623,7 +587,111 @@ fn boot(options: &Options, t0: Instant) -> Booted {
 
     // The log pump: from here on, everything printed goes to the console and
     // to /run/log/hostd.log.
-    let pump = match std::io::stdout().as_fd().try_clone_to_owned() {
+    let pump = start_log(root);
+    log_start(options, early);
+
+    let params = read_cmdline(root, real);
+    let running = running_kernel(root);
+    let config = read_boot_config(root, running.as_deref());
+    let mut ready = ReadyInfo {
+        hostname: String::new(),
+        profile: "unknown".to_string(),
+        kernel: running.clone().unwrap_or_default(),
+        boot_ms: 0,
+        modules_loaded: 0,
+        modules_total: 0,
+        coldplug: 0,
+        addresses: Vec::new(),
+    };
+    load_drivers(options, config.as_ref(), running, &mut ready);
+
+    // Host settings.
+    let host_toml = if real { read_host_toml(root) } else { None };
+    let settings = config
+        .as_ref()
+        .map(|config| resolve_settings(config, host_toml.as_ref(), &params));
+    apply_hostname(options, settings.as_ref(), &mut ready);
+    if real {
+        if let Some(config) = &config {
+            apply_sysctls(root, config);
+        }
+    }
+
+    // Network and power button.
+    let network = match (&settings, real) {
+        (Some(settings), true) => net::start(settings),
+        _ => Network::none(),
+    };
+    if real {
+        watch_power_button(root);
+    }
+
+    let debug_shell = settings.as_ref().is_some_and(|s| s.debug_shell);
+    let shell = (real && debug_shell).then(|| {
+        let mut sh = DebugShell::new(shell::console_device(root, params.console.as_deref()));
+        sh.schedule(t0 + SHELL_LATEST);
+        sh
+    });
+
+    Booted {
+        spec: hostd_spec(options),
+        ready,
+        network,
+        shell,
+        reboot: params.reboot,
+        pump,
+    }
+}
+
+/// Boot, mounts: the API file systems and, on a real boot, cgroup2's
+/// controllers. Returns the timeline lines, for when the log runs.
+fn mount_api_filesystems(root: &Path, real: bool) -> Vec<String> {
+    let mut early: Vec<String> = Vec::new();
+    let t = Instant::now();
+    let failures = mounts::mount_filesystems(root);
+    for e in &failures {
+        early.push(timeline::format_error(&e.to_string()));
+    }
+    if real {
+        if let Err(e) = mounts::make_root_shared() {
+            early.push(timeline::format_warning(&format!(
+                "cannot make / shared: {e}"
+            )));
+        }
+    }
+    let failed = if failures.is_empty() {
+        String::new()
+    } else {
+        format!(", {} failed", failures.len())
+    };
+    early.push(timeline::format_phase(
+        os::boottime_ms(),
+        &format!("filesystems mounted{failed} ({} ms)", elapsed_ms(t)),
+    ));
+    if real {
+        let (enabled, failed) = mounts::enable_cgroup_controllers(&at(root, "/sys/fs/cgroup"));
+        for e in &failed {
+            early.push(timeline::format_warning(&e.to_string()));
+        }
+        early.push(timeline::format_phase(
+            os::boottime_ms(),
+            &format!(
+                "cgroup2 controllers enabled: {}",
+                if enabled.is_empty() {
+                    "-".to_string()
+                } else {
+                    enabled.join(" ")
+                }
+            ),
+        ));
+    }
+    early
+}
+
+/// Boot, log: a pump from a pipe on stdout and stderr to the console and
+/// the log ring; `None` (console only) when that fails.
+fn start_log(root: &Path) -> Option<LogPump> {
+    match std::io::stdout().as_fd().try_clone_to_owned() {
         Ok(console) => {
             let ring = match RingLog::open(&at(root, paths::LOG), LOG_CAP) {
                 Ok(r) => Some(r),
@@ -649,7 +717,12 @@ fn boot(options: &Options, t0: Instant) -> Booted {
             timeline::warning(&format!("cannot duplicate the console: {e}"));
             None
         }
-    };
+    }
+}
+
+/// Boot, first lines of the log: the start (and root switch) of init, the
+/// mount lines held back until now, the ignored arguments.
+fn log_start(options: &Options, early: Vec<String>) {
     match &options.switched {
         Some(s) => {
             timeline::emit(&timeline::format_phase(
@@ -677,8 +750,11 @@ fn boot(options: &Options, t0: Instant) -> Booted {
             options.ignored_args.join(" ")
         ));
     }
+}
 
-    // Kernel command line.
+/// Boot, kernel command line: the `mkhost.*` words; on a real boot,
+/// Ctrl-Alt-Del is routed to init as SIGINT.
+fn read_cmdline(root: &Path, real: bool) -> cmdline::KernelParams {
     let cmdline_text = fs::read_to_string(at(root, "/proc/cmdline")).unwrap_or_default();
     let params = cmdline::parse(&cmdline_text);
     for p in &params.problems {
@@ -689,10 +765,13 @@ fn boot(options: &Options, t0: Instant) -> Booted {
             timeline::warning(&format!("cannot route Ctrl-Alt-Del to init: {e}"));
         }
     }
+    params
+}
 
-    // Boot config.
-    let running = running_kernel(root);
-    let config = match load_config(root) {
+/// Boot, boot config: `/etc/mkhost/boot.json`, checked against the running
+/// kernel; `None` when it is missing or invalid.
+fn read_boot_config(root: &Path, running: Option<&str>) -> Option<BootConfig> {
+    match load_config(root) {
         Ok(config) => {
             timeline::phase(&format!(
                 "boot config loaded profile={} kernel={} modules={}",
@@ -700,7 +779,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
                 config.kernel_release,
                 config.modules.len()
             ));
-            if let Some(running) = running.as_deref() {
+            if let Some(running) = running {
                 if running != config.kernel_release {
                     timeline::warning(&format!(
                         "boot config is for kernel {} but {running} is running; \
@@ -715,132 +794,168 @@ fn boot(options: &Options, t0: Instant) -> Booted {
             timeline::error(&format!("{e}; continuing without it"));
             None
         }
-    };
+    }
+}
 
-    let mut ready = ReadyInfo {
-        hostname: String::new(),
-        profile: "unknown".to_string(),
-        kernel: running.clone().unwrap_or_default(),
-        boot_ms: 0,
-        modules_loaded: 0,
-        modules_total: 0,
-        coldplug: 0,
-        addresses: Vec::new(),
-    };
-
-    // Drivers.
+/// Boot, drivers: the boot modules; on a real boot, efivarfs and coldplug
+/// for the devices present.
+fn load_drivers(
+    options: &Options,
+    config: Option<&BootConfig>,
+    running: Option<String>,
+    ready: &mut ReadyInfo,
+) {
+    let root = options.root.as_path();
     let release = config
-        .as_ref()
         .map(|c| c.kernel_release.clone())
         .or(running)
         .unwrap_or_default();
     let module_dir = at(root, &format!("/lib/modules/{release}"));
     let db = ModuleDb::load(&module_dir).ok();
     let workers = modules::default_workers();
-    if let Some(config) = &config {
+    if let Some(config) = config {
         ready.profile = config.profile.clone();
         ready.kernel = config.kernel_release.clone();
         ready.modules_total = config.modules.len();
         if !options.skip.modules {
-            let t = Instant::now();
-            let report = load_modules(root, config, db.as_ref(), workers);
-            for e in &report.failed {
-                timeline::warning(&e.to_string());
-            }
-            ready.modules_loaded = report.present();
-            timeline::phase(&format!(
-                "modules loaded {}/{} ({} already loaded, {} not for this machine, {} failed) in {} ms",
-                report.present(),
-                report.total,
-                report.already,
-                report.no_device.len(),
-                report.failed.len(),
-                elapsed_ms(t)
-            ));
-            if !report.no_device.is_empty() {
-                timeline::info(&format!("no device for: {}", report.no_device.join(" ")));
-            }
+            load_boot_modules(root, config, db.as_ref(), workers, ready);
         }
     }
-    if real {
+    if !options.test {
         match mounts::mount_efivarfs(root) {
             Ok(true) => timeline::phase("efivarfs mounted"),
             Ok(false) => {}
             Err(e) => timeline::warning(&e.to_string()),
         }
         match &db {
-            Some(db) => {
-                let t = Instant::now();
-                let report = coldplug::run(root, &module_dir, db, workers);
-                for e in &report.failed {
-                    timeline::warning(&e.to_string());
-                }
-                ready.coldplug = report.loaded.len();
-                timeline::phase(&format!(
-                    "coldplug: {} devices, loaded {} module(s){}{}, {} device(s) without driver{} in {} ms",
-                    report.devices,
-                    report.loaded.len(),
-                    if report.loaded.is_empty() { String::new() } else { format!(" ({})", report.loaded.join(" ")) },
-                    if report.failed.is_empty() { String::new() } else { format!(", {} failed", report.failed.len()) },
-                    report.unclaimed_count(),
-                    if report.unclaimed.is_empty() { String::new() } else { format!(" ({})", report.unclaimed_summary()) },
-                    elapsed_ms(t)
-                ));
-            }
+            Some(db) => coldplug_devices(root, &module_dir, db, workers, ready),
             None => timeline::warning(&format!(
                 "no module index in {}; skipping coldplug",
                 module_dir.display()
             )),
         }
     }
+}
 
-    // Host settings.
-    let host_toml = if real {
-        let t = Instant::now();
-        match bootdisk::find_host_toml(root, ESP_WAIT) {
-            Ok(Some(found)) => {
-                let origin = format!("{}:{}", found.device.display(), host_config::HOST_TOML);
-                match host_config::parse_host_toml(&found.text) {
-                    Ok(layer) => {
-                        timeline::phase(&format!(
-                            "host config {origin} read ({}) in {} ms",
-                            match found.found {
-                                bootdisk::Found::LoaderPartUuid => "boot partition",
-                                bootdisk::Found::EspType => "ESP by type",
-                            },
-                            elapsed_ms(t)
-                        ));
-                        Some(layer)
-                    }
-                    Err(problem) => {
-                        timeline::error(&format!(
-                            "{origin}: {problem}; ignoring the file, booting with the image's settings"
-                        ));
-                        None
-                    }
+/// The boot config's modules, with their line on the timeline.
+fn load_boot_modules(
+    root: &Path,
+    config: &BootConfig,
+    db: Option<&ModuleDb>,
+    workers: usize,
+    ready: &mut ReadyInfo,
+) {
+    let t = Instant::now();
+    let report = load_modules(root, config, db, workers);
+    for e in &report.failed {
+        timeline::warning(&e.to_string());
+    }
+    ready.modules_loaded = report.present();
+    timeline::phase(&format!(
+        "modules loaded {}/{} ({} already loaded, {} not for this machine, {} failed) in {} ms",
+        report.present(),
+        report.total,
+        report.already,
+        report.no_device.len(),
+        report.failed.len(),
+        elapsed_ms(t)
+    ));
+    if !report.no_device.is_empty() {
+        timeline::info(&format!("no device for: {}", report.no_device.join(" ")));
+    }
+}
+
+/// Coldplug: drivers for the devices present, with their line on the timeline.
+fn coldplug_devices(
+    root: &Path,
+    module_dir: &Path,
+    db: &ModuleDb,
+    workers: usize,
+    ready: &mut ReadyInfo,
+) {
+    let t = Instant::now();
+    let report = coldplug::run(root, module_dir, db, workers);
+    for e in &report.failed {
+        timeline::warning(&e.to_string());
+    }
+    ready.coldplug = report.loaded.len();
+    timeline::phase(&format!(
+        "coldplug: {} devices, loaded {} module(s){}{}, {} device(s) without driver{} in {} ms",
+        report.devices,
+        report.loaded.len(),
+        if report.loaded.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", report.loaded.join(" "))
+        },
+        if report.failed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed", report.failed.len())
+        },
+        report.unclaimed_count(),
+        if report.unclaimed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", report.unclaimed_summary())
+        },
+        elapsed_ms(t)
+    ));
+}
+
+/// Boot, host settings: `mkhost/host.toml` from the boot ESP, if there is
+/// one and it parses.
+fn read_host_toml(root: &Path) -> Option<host_config::Overrides> {
+    let t = Instant::now();
+    match bootdisk::find_host_toml(root, ESP_WAIT) {
+        Ok(Some(found)) => {
+            let origin = format!("{}:{}", found.device.display(), host_config::HOST_TOML);
+            match host_config::parse_host_toml(&found.text) {
+                Ok(layer) => {
+                    timeline::phase(&format!(
+                        "host config {origin} read ({}) in {} ms",
+                        match found.found {
+                            bootdisk::Found::LoaderPartUuid => "boot partition",
+                            bootdisk::Found::EspType => "ESP by type",
+                        },
+                        elapsed_ms(t)
+                    ));
+                    Some(layer)
+                }
+                Err(problem) => {
+                    timeline::error(&format!(
+                        "{origin}: {problem}; ignoring the file, booting with the image's settings"
+                    ));
+                    None
                 }
             }
-            Ok(None) => None,
-            Err(e) => {
-                timeline::warning(&format!("host config: {e}"));
-                None
-            }
         }
-    } else {
-        None
-    };
-    let settings = match &config {
-        Some(config) => {
-            let (s, warnings) = Settings::resolve(config, host_toml.as_ref(), &params.overrides);
-            for w in warnings {
-                timeline::warning(&w);
-            }
-            Some(s)
+        Ok(None) => None,
+        Err(e) => {
+            timeline::warning(&format!("host config: {e}"));
+            None
         }
-        None => None,
-    };
+    }
+}
 
-    if let Some(settings) = &settings {
+/// The settings: command line > host.toml > boot.json.
+fn resolve_settings(
+    config: &BootConfig,
+    host_toml: Option<&host_config::Overrides>,
+    params: &cmdline::KernelParams,
+) -> Settings {
+    let (s, warnings) = Settings::resolve(config, host_toml, &params.overrides);
+    for w in warnings {
+        timeline::warning(&w);
+    }
+    s
+}
+
+/// Sets the hostname (and on a real boot writes /etc/hosts); records the
+/// hostname the host ends up with in `ready`.
+fn apply_hostname(options: &Options, settings: Option<&Settings>, ready: &mut ReadyInfo) {
+    let root = options.root.as_path();
+    if let Some(settings) = settings {
         if options.skip.hostname {
             ready.hostname = settings.hostname.clone();
         } else {
@@ -856,7 +971,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
                 Err(e) => timeline::error(&e.to_string()),
             }
         }
-        if real {
+        if !options.test {
             let hosts = render_hosts(&settings.hostname);
             if let Err(e) =
                 mkhost_shared::fs::write_atomic(&at(root, "/etc/hosts"), hosts.as_bytes(), 0o644)
@@ -870,41 +985,32 @@ fn boot(options: &Options, t0: Instant) -> Booted {
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
     }
-    if real {
-        if let Some(config) = &config {
-            let (applied, failed) = sysctl::apply(&at(root, "/proc/sys"), &config.sysctl);
-            for f in &failed {
-                timeline::warning(&format!("sysctl {f}"));
-            }
-            timeline::phase(&format!(
-                "sysctl: {applied}/{} applied",
-                config.sysctl.len()
-            ));
-        }
+}
+
+/// Writes the boot config's sysctls.
+fn apply_sysctls(root: &Path, config: &BootConfig) {
+    let (applied, failed) = sysctl::apply(&at(root, "/proc/sys"), &config.sysctl);
+    for f in &failed {
+        timeline::warning(&format!("sysctl {f}"));
     }
+    timeline::phase(&format!(
+        "sysctl: {applied}/{} applied",
+        config.sysctl.len()
+    ));
+}
 
-    // Network and power button.
-    let network = match (&settings, real) {
-        (Some(settings), true) => net::start(settings),
-        _ => Network::none(),
-    };
-    if real {
-        match power::watch(&power::power_buttons(root)) {
-            Ok(0) => {
-                timeline::warning("no power button found; use SIGTERM/Ctrl-Alt-Del to shut down")
-            }
-            Ok(_) => {}
-            Err(e) => timeline::warning(&format!("cannot watch the power button: {e}")),
-        }
+/// Watches the power button, warning when there is none.
+fn watch_power_button(root: &Path) {
+    match power::watch(&power::power_buttons(root)) {
+        Ok(0) => timeline::warning("no power button found; use SIGTERM/Ctrl-Alt-Del to shut down"),
+        Ok(_) => {}
+        Err(e) => timeline::warning(&format!("cannot watch the power button: {e}")),
     }
+}
 
-    let debug_shell = settings.as_ref().is_some_and(|s| s.debug_shell);
-    let shell = (real && debug_shell).then(|| {
-        let mut sh = DebugShell::new(shell::console_device(root, params.console.as_deref()));
-        sh.schedule(t0 + SHELL_LATEST);
-        sh
-    });
-
+/// How to start hostd; in test mode its paths are below the test root.
+fn hostd_spec(options: &Options) -> ServiceSpec {
+    let root = options.root.as_path();
     let socket = at(root, paths::CONTROL_SOCKET);
     let mut args = vec!["daemon".to_string()];
     if options.test {
@@ -921,14 +1027,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
                 .into_owned(),
         );
     }
-    Booted {
-        spec: ServiceSpec::hostd(at(root, paths::HOSTD), args, socket),
-        ready,
-        network,
-        shell,
-        reboot: params.reboot,
-        pump,
-    }
+    ServiceSpec::hostd(at(root, paths::HOSTD), args, socket)
 }
 
 /// Collects every ended child; hands hostd's and the shell's exits on.

@@ -783,10 +783,6 @@ impl<S: ChildSys> Init<'_, S> {
     }
 
     fn steps(&self) -> StepResult<std::convert::Infallible> {
-        let sys = self.sys;
-        let plan = self.plan;
-        let fds = self.fds;
-
         // (1b) Close what the parent had open and we do not need: a parent
         // holding thousands of descriptors (the daemon's zygote) would
         // otherwise leave none free below a container's RLIMIT_NOFILE.
@@ -794,19 +790,46 @@ impl<S: ChildSys> Init<'_, S> {
 
         // (2) Wait for GO: the parent has written our id maps and put us into
         // our cgroup.
-        let mut msg = [0u8; Message::SIZE];
-        match sys.read(fds.sync, &mut msg) {
-            Ok(Message::SIZE) if Message::from_bytes(&msg).kind == MSG_GO => {}
-            Ok(_) => return Err(fail(Step::WaitGo, 0, Errno(libc::EPROTO))),
-            Err(e) => return Err(fail(Step::WaitGo, 0, e)),
-        }
+        self.wait_go()?;
 
         // (3) Build the container.
+        self.enter_namespaces()?;
+        self.enter_root()?;
+        self.names_and_sysctls()?;
+        self.protect_paths()?;
+        self.process_attributes()?;
+        self.capabilities_and_user()?;
+        // Find the executable now, so that `create` fails for a missing one.
+        let chosen = self.find_executable()?;
+        self.sys.umask(self.plan.umask);
+
+        // (4) Ready, and (5) block until `start`.
+        self.ready_and_wait_for_start()?;
+
+        // (6) Exec.
+        self.exec(chosen)
+    }
+
+    /// Step (2): reads GO from the parent.
+    fn wait_go(&self) -> StepResult {
+        let mut msg = [0u8; Message::SIZE];
+        match self.sys.read(self.fds.sync, &mut msg) {
+            Ok(Message::SIZE) if Message::from_bytes(&msg).kind == MSG_GO => Ok(()),
+            Ok(_) => Err(fail(Step::WaitGo, 0, Errno(libc::EPROTO))),
+            Err(e) => Err(fail(Step::WaitGo, 0, e)),
+        }
+    }
+
+    /// Root in the user namespace, the namespaces to join, the cgroup
+    /// namespace, a new session, default signals.
+    fn enter_namespaces(&self) -> StepResult {
+        let sys = self.sys;
+        let plan = self.plan;
         if plan.user_namespace() {
             at(Step::SetUserIds, 0, sys.setresgid(0))?;
             at(Step::SetUserIds, 0, sys.setresuid(0))?;
         }
-        for (i, (fd, nstype)) in fds.join.iter().enumerate() {
+        for (i, (fd, nstype)) in self.fds.join.iter().enumerate() {
             at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
             sys.close(*fd);
         }
@@ -822,8 +845,14 @@ impl<S: ChildSys> Init<'_, S> {
         at(Step::Setsid, 0, sys.setsid())?;
         at(Step::Signals, 0, sys.reset_signals())?;
         sys.umask(0);
+        Ok(())
+    }
 
-        // The root file system.
+    /// The root file system: its mounts, devices and working directory,
+    /// then `pivot_root` into it.
+    fn enter_root(&self) -> StepResult {
+        let sys = self.sys;
+        let plan = self.plan;
         at(
             Step::RootPropagation,
             0,
@@ -866,8 +895,13 @@ impl<S: ChildSys> Init<'_, S> {
         at(Step::PivotRoot, 2, sys.umount2(c".", libc::MNT_DETACH))?;
         at(Step::PivotRoot, 3, sys.chdir(c"/"))?;
         sys.close(root);
+        Ok(())
+    }
 
-        // Network, names, sysctls.
+    /// Network, names, sysctls.
+    fn names_and_sysctls(&self) -> StepResult {
+        let sys = self.sys;
+        let plan = self.plan;
         if plan.loopback {
             at(Step::Loopback, 0, sys.loopback_up())?;
         }
@@ -880,8 +914,14 @@ impl<S: ChildSys> Init<'_, S> {
         for (i, (path, value)) in plan.sysctls.iter().enumerate() {
             at(Step::Sysctl, i, self.write_file(path, value.to_bytes()))?;
         }
+        Ok(())
+    }
 
-        // Read-only and masked paths; missing ones are skipped.
+    /// Read-only and masked paths (missing ones are skipped), a read-only
+    /// root.
+    fn protect_paths(&self) -> StepResult {
+        let sys = self.sys;
+        let plan = self.plan;
         for (i, p) in plan.readonly.iter().enumerate() {
             match sys.mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
                 Err(Errno(libc::ENOENT)) => continue,
@@ -903,8 +943,14 @@ impl<S: ChildSys> Init<'_, S> {
         if plan.root_readonly {
             at(Step::ReadonlyRoot, 0, self.remount_readonly(c"/"))?;
         }
+        Ok(())
+    }
 
-        // Process attributes.
+    /// Process attributes: `oom_score_adj`, rlimits, and the seccomp filter
+    /// when it must come before the capabilities are dropped.
+    fn process_attributes(&self) -> StepResult {
+        let sys = self.sys;
+        let plan = self.plan;
         if let Some(v) = &plan.oom_score_adj {
             at(
                 Step::OomScoreAdj,
@@ -922,8 +968,13 @@ impl<S: ChildSys> Init<'_, S> {
                 at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
             }
         }
+        Ok(())
+    }
 
-        // Capabilities and user.
+    /// Capabilities and user, `no_new_privs`, the working directory.
+    fn capabilities_and_user(&self) -> StepResult {
+        let sys = self.sys;
+        let plan = self.plan;
         let caps = plan.caps;
         for cap in 0..=caps.last_cap {
             if caps.bounding & (1u64 << cap) == 0 {
@@ -979,34 +1030,32 @@ impl<S: ChildSys> Init<'_, S> {
                 sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0),
             )?;
         }
-        at(Step::Chdir, 0, sys.chdir(&plan.cwd))?;
+        at(Step::Chdir, 0, sys.chdir(&plan.cwd))
+    }
 
-        // Find the executable now, so that `create` fails for a missing one.
-        let mut chosen = None;
+    /// The index of the first executable candidate.
+    fn find_executable(&self) -> StepResult<usize> {
         let mut last_err = Errno(libc::ENOENT);
-        for (i, candidate) in plan.exec_candidates.iter().enumerate() {
-            match sys.access(candidate, libc::X_OK) {
-                Ok(()) => {
-                    chosen = Some(i);
-                    break;
-                }
+        for (i, candidate) in self.plan.exec_candidates.iter().enumerate() {
+            match self.sys.access(candidate, libc::X_OK) {
+                Ok(()) => return Ok(i),
                 Err(Errno(libc::ENOENT)) | Err(Errno(libc::ENOTDIR)) => {}
                 Err(e) => last_err = e,
             }
         }
-        let Some(chosen) = chosen else {
-            return Err(fail(Step::FindExecutable, 0, last_err));
-        };
-        sys.umask(plan.umask);
+        Err(fail(Step::FindExecutable, 0, last_err))
+    }
 
-        // (4) Ready.
+    /// Steps (4) and (5): tells the parent we are ready, then blocks until
+    /// `start` opens exec.fifo for reading.
+    fn ready_and_wait_for_start(&self) -> StepResult {
+        let sys = self.sys;
+        let fds = self.fds;
         at(
             Step::Ready,
             0,
             sys.write(fds.sync, &Message::new(MSG_READY).to_bytes()),
         )?;
-
-        // (5) Block until `start` opens exec.fifo for reading.
         let mut buf = [0u8; 48];
         let fifo_path = fd_path(&mut buf, b"self/fd/", fds.fifo);
         let fifo = at(
@@ -1018,15 +1067,21 @@ impl<S: ChildSys> Init<'_, S> {
         sys.close(fifo);
         sys.close(fds.fifo);
         sys.close(fds.proc);
+        Ok(())
+    }
 
-        // (6) Exec.
+    /// Step (6): the late seccomp filter, the preserved descriptors, then
+    /// `execve` of candidate `chosen`.
+    fn exec(&self, chosen: usize) -> StepResult<std::convert::Infallible> {
+        let sys = self.sys;
+        let plan = self.plan;
         if plan.no_new_privs {
             if let Some(p) = &plan.seccomp {
                 at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
             }
         }
         at(Step::PreserveFds, 0, sys.cloexec_from(3))?;
-        for fd in 3..3 + fds.preserve_fds {
+        for fd in 3..3 + self.fds.preserve_fds {
             at(
                 Step::PreserveFds,
                 fd as usize,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::caps;
 use super::mounts::{self, MountOptions, Target, TargetError};
 use super::seccomp::{self, Program, SeccompError};
-use super::spec::{IdMapping, NamespaceKind, Resources, Spec};
+use super::spec::{IdMapping, Linux, NamespaceKind, Process, Resources, Root, Spec};
 
 /// Why a spec cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -448,130 +448,263 @@ impl Plan {
         if process.args.is_empty() {
             return Err(PlanError::NoArgs);
         }
-        let bundle = std::fs::canonicalize(bundle).map_err(|source| PlanError::Bundle {
-            path: bundle.to_path_buf(),
-            source,
-        })?;
-        let rootfs_given = bundle.join(&root.path);
-        let rootfs = std::fs::canonicalize(&rootfs_given).map_err(|source| PlanError::Rootfs {
-            path: rootfs_given.clone(),
-            source,
-        })?;
-        if !rootfs.is_dir() {
-            return Err(PlanError::Rootfs {
-                path: rootfs,
-                source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
-            });
-        }
+        let (bundle, rootfs) = resolve_root(bundle, root)?;
         let default_linux = Default::default();
         let linux = spec.linux.as_ref().unwrap_or(&default_linux);
 
-        // Namespaces.
-        let mut clone_flags = 0u64;
-        let mut join = Vec::new();
-        let mut join_pid = None;
-        let mut seen = Vec::new();
-        for ns in &linux.namespaces {
-            if seen.contains(&ns.kind) {
+        let ns = Namespaces::new(linux)?;
+        let hostname = uts_name("hostname", spec.hostname.as_deref(), &ns)?;
+        let domainname = uts_name("domainname", spec.domainname.as_deref(), &ns)?;
+        let sysctls = sysctls(linux, &ns)?;
+        let mounts = Mounts::new(spec, &bundle, &ns)?;
+        let (devices, symlinks) = if mounts.dev_is_bind {
+            (Vec::new(), Vec::new())
+        } else {
+            dev_nodes(linux, mounts.have_devpts)?
+        };
+        let masked = path_list("linux.maskedPaths", &linux.masked_paths)?;
+        let readonly = path_list("linux.readonlyPaths", &linux.readonly_paths)?;
+        let command = Command::new(process)?;
+        let caps = cap_masks(process)?;
+        let (rlimits, rlimit_names) = rlimits(process)?;
+        let (seccomp, seccomp_is_default) = seccomp_program(linux, caps.bounding)?;
+        let cgroup_path = cgroup_path(id, linux)?;
+        let warnings = warnings(spec);
+        let root_propagation = root_propagation(linux)?;
+        let loopback = ns.creates(NamespaceKind::Network);
+
+        Ok(Plan {
+            id: id.to_string(),
+            rootfs_c: cstring("root.path", rootfs.as_os_str().as_bytes())?,
+            bundle,
+            rootfs,
+            clone_flags: ns.clone_flags & !(libc::CLONE_NEWCGROUP as u64),
+            unshare_cgroup: ns.creates(NamespaceKind::Cgroup),
+            join: ns.join,
+            join_pid: ns.join_pid,
+            uid_map: ns.user.then(|| id_map(&linux.uid_mappings)),
+            gid_map: ns.user.then(|| id_map(&linux.gid_mappings)),
+            root_propagation,
+            root_readonly: root.readonly,
+            mounts: mounts.steps,
+            devices,
+            symlinks,
+            cwd_target: command.cwd_target,
+            cwd: cstring("process.cwd", process.cwd.as_str())?,
+            hostname,
+            domainname,
+            sysctls,
+            masked,
+            readonly,
+            oom_score_adj: process
+                .oom_score_adj
+                .map(|v| cstring("process.oomScoreAdj", v.to_string()))
+                .transpose()?,
+            rlimits,
+            rlimit_names,
+            umask: process.user.umask.unwrap_or(0o022) as libc::mode_t,
+            uid: process.user.uid,
+            gid: process.user.gid,
+            groups: process.user.additional_gids.clone(),
+            caps,
+            no_new_privs: process.no_new_privileges,
+            seccomp,
+            seccomp_is_default,
+            args: CStringArray::new(command.args),
+            env: CStringArray::new(command.env),
+            exec_candidates: command.exec_candidates,
+            loopback,
+            cgroup_path,
+            resources: linux.resources.clone().unwrap_or_default(),
+            annotations: spec.annotations.clone(),
+            warnings,
+        })
+    }
+
+    /// Whether the container gets a user namespace.
+    pub fn user_namespace(&self) -> bool {
+        self.uid_map.is_some()
+    }
+
+    /// The command, for messages.
+    pub fn command(&self) -> &CStr {
+        &self.args.strings()[0]
+    }
+}
+
+/// The canonical bundle directory and root file system.
+fn resolve_root(bundle: &Path, root: &Root) -> Result<(PathBuf, PathBuf), PlanError> {
+    let bundle = std::fs::canonicalize(bundle).map_err(|source| PlanError::Bundle {
+        path: bundle.to_path_buf(),
+        source,
+    })?;
+    let rootfs_given = bundle.join(&root.path);
+    let rootfs = std::fs::canonicalize(&rootfs_given).map_err(|source| PlanError::Rootfs {
+        path: rootfs_given.clone(),
+        source,
+    })?;
+    if !rootfs.is_dir() {
+        return Err(PlanError::Rootfs {
+            path: rootfs,
+            source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        });
+    }
+    Ok((bundle, rootfs))
+}
+
+/// The namespaces section: which are created, which joined.
+struct Namespaces {
+    /// `CLONE_NEW*` flags of every new namespace, cgroup included.
+    clone_flags: u64,
+    /// Namespaces to join, other than pid.
+    join: Vec<JoinNamespace>,
+    /// The pid namespace to join.
+    join_pid: Option<PathBuf>,
+    /// Every kind listed, new or joined.
+    listed: Vec<NamespaceKind>,
+    /// A new user namespace.
+    user: bool,
+}
+
+impl Namespaces {
+    fn new(linux: &Linux) -> Result<Namespaces, PlanError> {
+        let mut ns = Namespaces {
+            clone_flags: 0,
+            join: Vec::new(),
+            join_pid: None,
+            listed: Vec::new(),
+            user: false,
+        };
+        for entry in &linux.namespaces {
+            if ns.listed.contains(&entry.kind) {
                 return Err(PlanError::Namespace(format!(
                     "{} namespace listed twice",
-                    ns.kind.name()
+                    entry.kind.name()
                 )));
             }
-            seen.push(ns.kind);
-            match (&ns.path, ns.kind) {
-                (None, kind) => clone_flags |= kind.clone_flag(),
+            ns.listed.push(entry.kind);
+            match (&entry.path, entry.kind) {
+                (None, kind) => ns.clone_flags |= kind.clone_flag(),
                 (Some(_), NamespaceKind::Mount | NamespaceKind::User) => {
                     return Err(PlanError::Namespace(format!(
                         "joining an existing {} namespace is not supported",
-                        ns.kind.name()
+                        entry.kind.name()
                     )))
                 }
-                (Some(path), NamespaceKind::Pid) => join_pid = Some(PathBuf::from(path)),
-                (Some(path), kind) => join.push(JoinNamespace {
+                (Some(path), NamespaceKind::Pid) => ns.join_pid = Some(PathBuf::from(path)),
+                (Some(path), kind) => ns.join.push(JoinNamespace {
                     kind,
                     path: PathBuf::from(path),
                 }),
             }
         }
-        let has = |kind: NamespaceKind| seen.contains(&kind);
-        let new = |kind: NamespaceKind| clone_flags & kind.clone_flag() != 0;
-        if !new(NamespaceKind::Mount) {
+        if !ns.creates(NamespaceKind::Mount) {
             return Err(PlanError::Namespace(
                 "a new mount namespace is required".into(),
             ));
         }
-        let userns = new(NamespaceKind::User);
-        if userns && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty()) {
+        ns.user = ns.creates(NamespaceKind::User);
+        if ns.user && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty()) {
             return Err(PlanError::Namespace(
                 "a user namespace needs uidMappings and gidMappings".into(),
             ));
         }
         let has_mappings = !linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty();
-        if !userns && has_mappings {
+        if !ns.user && has_mappings {
             return Err(PlanError::Namespace(
                 "uidMappings/gidMappings need a user namespace".into(),
             ));
         }
+        Ok(ns)
+    }
 
-        // Host and domain name.
-        let uts_name = |field: &'static str, value: &Option<String>| {
-            let Some(v) = value else { return Ok(None) };
-            if !new(NamespaceKind::Uts) {
-                return Err(PlanError::Uts {
-                    field,
-                    message: "setting it needs a new uts namespace".into(),
-                });
-            }
-            if v.len() > 64 {
-                return Err(PlanError::Uts {
-                    field,
-                    message: "longer than 64 bytes".into(),
-                });
-            }
-            cstring(field, v.as_str()).map(Some)
-        };
-        let hostname = uts_name("hostname", &spec.hostname)?;
-        let domainname = uts_name("domainname", &spec.domainname)?;
+    /// The container has a namespace of this kind, new or joined.
+    fn has(&self, kind: NamespaceKind) -> bool {
+        self.listed.contains(&kind)
+    }
 
-        // Sysctls.
-        let mut sysctls = Vec::new();
-        for (key, value) in &linux.sysctl {
-            let ok_chars = key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !ok_chars || key.contains("..") || key.starts_with('.') {
+    /// The container gets a new namespace of this kind.
+    fn creates(&self, kind: NamespaceKind) -> bool {
+        self.clone_flags & kind.clone_flag() != 0
+    }
+}
+
+/// The host or domain name, which needs a new uts namespace.
+fn uts_name(
+    field: &'static str,
+    value: Option<&str>,
+    ns: &Namespaces,
+) -> Result<Option<CString>, PlanError> {
+    let Some(v) = value else { return Ok(None) };
+    if !ns.creates(NamespaceKind::Uts) {
+        return Err(PlanError::Uts {
+            field,
+            message: "setting it needs a new uts namespace".into(),
+        });
+    }
+    if v.len() > 64 {
+        return Err(PlanError::Uts {
+            field,
+            message: "longer than 64 bytes".into(),
+        });
+    }
+    cstring(field, v).map(Some)
+}
+
+/// `(/proc/sys/... path, value)` of each sysctl, each in a private namespace.
+fn sysctls(linux: &Linux, ns: &Namespaces) -> Result<Vec<(CString, CString)>, PlanError> {
+    let mut sysctls = Vec::new();
+    for (key, value) in &linux.sysctl {
+        let ok_chars = key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok_chars || key.contains("..") || key.starts_with('.') {
+            return Err(PlanError::Sysctl {
+                key: key.clone(),
+                message: "not a sysctl name".into(),
+            });
+        }
+        match sysctl_namespace(key) {
+            None => {
                 return Err(PlanError::Sysctl {
                     key: key.clone(),
-                    message: "not a sysctl name".into(),
-                });
+                    message: "not a namespaced sysctl".into(),
+                })
             }
-            match sysctl_namespace(key) {
-                None => {
-                    return Err(PlanError::Sysctl {
-                        key: key.clone(),
-                        message: "not a namespaced sysctl".into(),
-                    })
-                }
-                Some(kind) if !has(kind) => {
-                    return Err(PlanError::Sysctl {
-                        key: key.clone(),
-                        message: format!("needs a {} namespace", kind.name()),
-                    })
-                }
-                Some(_) => {}
+            Some(kind) if !ns.has(kind) => {
+                return Err(PlanError::Sysctl {
+                    key: key.clone(),
+                    message: format!("needs a {} namespace", kind.name()),
+                })
             }
-            let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            sysctls.push((
-                cstring("linux.sysctl", path)?,
-                cstring("linux.sysctl", value.as_str())?,
-            ));
+            Some(_) => {}
         }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        sysctls.push((
+            cstring("linux.sysctl", path)?,
+            cstring("linux.sysctl", value.as_str())?,
+        ));
+    }
+    Ok(sysctls)
+}
 
-        // Mounts.
-        let mut mounts = Vec::new();
-        let mut dev_is_bind = false;
-        let mut have_devpts = false;
+/// The mounts section.
+struct Mounts {
+    /// The steps, in spec order.
+    steps: Vec<MountStep>,
+    /// `/dev` is a bind mount from the host.
+    dev_is_bind: bool,
+    /// A devpts instance is mounted on `/dev/pts`.
+    have_devpts: bool,
+}
+
+impl Mounts {
+    fn new(spec: &Spec, bundle: &Path, ns: &Namespaces) -> Result<Mounts, PlanError> {
+        let mut mounts = Mounts {
+            steps: Vec::new(),
+            dev_is_bind: false,
+            have_devpts: false,
+        };
         for (index, m) in spec.mounts.iter().enumerate() {
             let err = |message: String| PlanError::Mount {
                 index,
@@ -589,36 +722,36 @@ impl Plan {
             let is_bind = opts.bind || kind == "bind";
             let step = if is_bind {
                 if target.display == "/dev" {
-                    dev_is_bind = true;
+                    mounts.dev_is_bind = true;
                 }
-                bind_step(&bundle, source, &opts, target).map_err(err)?
+                bind_step(bundle, source, &opts, target).map_err(err)?
             } else {
                 match kind {
-                    "sysfs" if !new(NamespaceKind::Network) => {
+                    "sysfs" if !ns.creates(NamespaceKind::Network) => {
                         // sysfs shows the mounting netns's devices: without a
                         // private netns, bind the host's read-only instead.
                         // Inside a user namespace a non-recursive bind of a
                         // mount with submounts is refused (EINVAL).
                         let opts = MountOptions {
                             flags: opts.flags | libc::MS_RDONLY,
-                            recursive: userns,
+                            recursive: ns.user,
                             ..opts
                         };
-                        bind_step(&bundle, "/sys", &opts, target).map_err(err)?
+                        bind_step(bundle, "/sys", &opts, target).map_err(err)?
                     }
-                    "cgroup" | "cgroup2" if !new(NamespaceKind::Cgroup) => {
+                    "cgroup" | "cgroup2" if !ns.creates(NamespaceKind::Cgroup) => {
                         let opts = MountOptions {
                             flags: opts.flags | libc::MS_RDONLY,
-                            recursive: userns,
+                            recursive: ns.user,
                             ..opts
                         };
-                        bind_step(&bundle, "/sys/fs/cgroup", &opts, target).map_err(err)?
+                        bind_step(bundle, "/sys/fs/cgroup", &opts, target).map_err(err)?
                     }
                     "" => return Err(err("no file system type".into())),
                     _ => {
                         let fstype = if kind == "cgroup" { "cgroup2" } else { kind };
                         if fstype == "devpts" && target.display == "/dev/pts" {
-                            have_devpts = true;
+                            mounts.have_devpts = true;
                         }
                         let data = opts.data_string();
                         MountStep {
@@ -634,108 +767,122 @@ impl Plan {
                     }
                 }
             };
-            mounts.push(step);
+            mounts.steps.push(step);
         }
+        Ok(mounts)
+    }
+}
 
-        // Devices and /dev symlinks, unless /dev comes from the host.
-        let mut devices = Vec::new();
-        let mut symlinks = Vec::new();
-        if !dev_is_bind {
-            let mut wanted: Vec<(String, libc::mode_t, libc::mode_t, u32, u32, u32, u32)> =
-                DEFAULT_DEVICES
-                    .iter()
-                    .map(|(name, major, minor)| {
-                        (
-                            format!("/dev/{name}"),
-                            libc::S_IFCHR,
-                            0o666,
-                            *major,
-                            *minor,
-                            0,
-                            0,
-                        )
-                    })
-                    .collect();
-            for (i, d) in linux.devices.iter().enumerate() {
-                let field = format!("linux.devices[{i}]");
-                let kind = match d.kind.as_str() {
-                    "c" | "u" => libc::S_IFCHR,
-                    "b" => libc::S_IFBLK,
-                    "p" => libc::S_IFIFO,
-                    other => {
-                        return Err(PlanError::Path {
-                            field,
-                            path: d.path.clone(),
-                            message: format!("unknown device type {other:?}"),
-                        })
-                    }
-                };
-                if !d.path.starts_with("/dev/") {
-                    return Err(PlanError::Path {
-                        field,
-                        path: d.path.clone(),
-                        message: "devices must be under /dev".into(),
-                    });
-                }
-                wanted.retain(|w| w.0 != d.path);
-                wanted.push((
-                    d.path.clone(),
-                    kind,
-                    d.file_mode.unwrap_or(0o666) & 0o7777,
-                    d.major,
-                    d.minor,
-                    d.uid.unwrap_or(0),
-                    d.gid.unwrap_or(0),
-                ));
-            }
-            for (path, kind, mode, major, minor, uid, gid) in wanted {
-                let target =
-                    Target::new(&path).map_err(|e| path_error("linux.devices".into(), &path, e))?;
-                devices.push(DeviceNode {
-                    target,
-                    kind,
-                    mode,
-                    dev: libc::makedev(major, minor),
-                    uid,
-                    gid,
-                    host: cstring("linux.devices", path.as_str())?,
-                });
-            }
-            let mut links = vec![
-                ("/dev/fd", "/proc/self/fd"),
-                ("/dev/stdin", "/proc/self/fd/0"),
-                ("/dev/stdout", "/proc/self/fd/1"),
-                ("/dev/stderr", "/proc/self/fd/2"),
-            ];
-            if Path::new("/proc/kcore").exists() {
-                links.push(("/dev/core", "/proc/kcore"));
-            }
-            if have_devpts {
-                links.push(("/dev/ptmx", "pts/ptmx"));
-            }
-            for (link, to) in links {
-                symlinks.push(Symlink {
-                    target: Target::new(link).map_err(|e| path_error("dev".into(), link, e))?,
-                    to: cstring("dev", to)?,
-                });
-            }
-        }
-
-        // Masked and read-only paths.
-        let path_list = |field: &str, list: &[String]| -> Result<Vec<CString>, PlanError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    let field = format!("{field}[{i}]");
-                    let t = Target::new(p).map_err(|e| path_error(field.clone(), p, e))?;
-                    cstring(&field, t.display)
+/// Device nodes and `/dev` symlinks, for a `/dev` that does not come from
+/// the host.
+fn dev_nodes(
+    linux: &Linux,
+    have_devpts: bool,
+) -> Result<(Vec<DeviceNode>, Vec<Symlink>), PlanError> {
+    let mut devices = Vec::new();
+    let mut symlinks = Vec::new();
+    let mut wanted: Vec<(String, libc::mode_t, libc::mode_t, u32, u32, u32, u32)> = DEFAULT_DEVICES
+        .iter()
+        .map(|(name, major, minor)| {
+            (
+                format!("/dev/{name}"),
+                libc::S_IFCHR,
+                0o666,
+                *major,
+                *minor,
+                0,
+                0,
+            )
+        })
+        .collect();
+    for (i, d) in linux.devices.iter().enumerate() {
+        let field = format!("linux.devices[{i}]");
+        let kind = match d.kind.as_str() {
+            "c" | "u" => libc::S_IFCHR,
+            "b" => libc::S_IFBLK,
+            "p" => libc::S_IFIFO,
+            other => {
+                return Err(PlanError::Path {
+                    field,
+                    path: d.path.clone(),
+                    message: format!("unknown device type {other:?}"),
                 })
-                .collect()
+            }
         };
-        let masked = path_list("linux.maskedPaths", &linux.masked_paths)?;
-        let readonly = path_list("linux.readonlyPaths", &linux.readonly_paths)?;
+        if !d.path.starts_with("/dev/") {
+            return Err(PlanError::Path {
+                field,
+                path: d.path.clone(),
+                message: "devices must be under /dev".into(),
+            });
+        }
+        wanted.retain(|w| w.0 != d.path);
+        wanted.push((
+            d.path.clone(),
+            kind,
+            d.file_mode.unwrap_or(0o666) & 0o7777,
+            d.major,
+            d.minor,
+            d.uid.unwrap_or(0),
+            d.gid.unwrap_or(0),
+        ));
+    }
+    for (path, kind, mode, major, minor, uid, gid) in wanted {
+        let target =
+            Target::new(&path).map_err(|e| path_error("linux.devices".into(), &path, e))?;
+        devices.push(DeviceNode {
+            target,
+            kind,
+            mode,
+            dev: libc::makedev(major, minor),
+            uid,
+            gid,
+            host: cstring("linux.devices", path.as_str())?,
+        });
+    }
+    let mut links = vec![
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ];
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/dev/core", "/proc/kcore"));
+    }
+    if have_devpts {
+        links.push(("/dev/ptmx", "pts/ptmx"));
+    }
+    for (link, to) in links {
+        symlinks.push(Symlink {
+            target: Target::new(link).map_err(|e| path_error("dev".into(), link, e))?,
+            to: cstring("dev", to)?,
+        });
+    }
+    Ok((devices, symlinks))
+}
 
-        // Process: user, cwd, env, args.
+/// A masked or read-only path list.
+fn path_list(field: &str, list: &[String]) -> Result<Vec<CString>, PlanError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = format!("{field}[{i}]");
+            let t = Target::new(p).map_err(|e| path_error(field.clone(), p, e))?;
+            cstring(&field, t.display)
+        })
+        .collect()
+}
+
+/// The process section: cwd, env, args and the `PATH` lookup of `args[0]`.
+struct Command {
+    cwd_target: Option<Target>,
+    env: Vec<CString>,
+    args: Vec<CString>,
+    exec_candidates: Vec<CString>,
+}
+
+impl Command {
+    fn new(process: &Process) -> Result<Command, PlanError> {
         if !process.cwd.starts_with('/') {
             return Err(PlanError::Cwd(process.cwd.clone()));
         }
@@ -772,139 +919,105 @@ impl Plan {
                 .map(|dir| cstring("process.env PATH", format!("{dir}/{arg0}")))
                 .collect::<Result<_, _>>()?
         };
-
-        // Capabilities.
-        let caps_spec = process.capabilities.clone().unwrap_or_default();
-        let mask = |set: &'static str, names: &[String]| {
-            caps::mask(names).map_err(|name| PlanError::Capability { set, name })
-        };
-        let caps = CapMasks {
-            bounding: mask("bounding", &caps_spec.bounding)?,
-            effective: mask("effective", &caps_spec.effective)?,
-            permitted: mask("permitted", &caps_spec.permitted)?,
-            inheritable: mask("inheritable", &caps_spec.inheritable)?,
-            ambient: mask("ambient", &caps_spec.ambient)?,
-            last_cap: caps::last_cap(),
-        };
-
-        // Rlimits.
-        let mut rlimits = Vec::new();
-        let mut rlimit_names = Vec::new();
-        for (index, r) in process.rlimits.iter().enumerate() {
-            let resource = rlimit_number(&r.kind).ok_or_else(|| PlanError::Rlimit {
-                index,
-                kind: r.kind.clone(),
-            })?;
-            rlimits.push(Limit {
-                resource,
-                soft: r.soft,
-                hard: r.hard,
-            });
-            rlimit_names.push(r.kind.clone());
-        }
-
-        // Seccomp.
-        let (profile, seccomp_is_default) = match &linux.seccomp {
-            Some(p) => (p.clone(), false),
-            None => (seccomp::default_profile(caps.bounding)?, true),
-        };
-        let seccomp = if seccomp::is_unconfined(&profile) {
-            None
-        } else {
-            Some(seccomp::compile(&profile)?)
-        };
-
-        // cgroup path.
-        let cgroup_path = match linux.cgroups_path.as_deref() {
-            None | Some("") => format!("hostd/{id}"),
-            Some(p) => {
-                let err = |message: &str| PlanError::CgroupsPath {
-                    path: p.to_string(),
-                    message: message.to_string(),
-                };
-                if p.contains(':') && !p.starts_with('/') {
-                    return Err(err("systemd cgroup paths are not supported"));
-                }
-                let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
-                if parts.is_empty() {
-                    return Err(err("refers to the cgroup root"));
-                }
-                if parts.iter().any(|s| *s == "." || *s == "..") {
-                    return Err(err("must not contain . or .."));
-                }
-                parts.join("/")
-            }
-        };
-
-        let mut warnings = Vec::new();
-        if spec.hooks.as_ref().is_some_and(|h| !h.is_null()) {
-            warnings.push("hooks are not supported and were ignored".to_string());
-        }
-
-        let root_propagation = match linux.rootfs_propagation.as_deref() {
-            None | Some("") => libc::MS_REC | libc::MS_PRIVATE,
-            Some(word) => mounts::propagation(word).ok_or_else(|| {
-                PlanError::Namespace(format!("linux.rootfsPropagation: unknown value {word:?}"))
-            })?,
-        };
-
-        Ok(Plan {
-            id: id.to_string(),
-            rootfs_c: cstring("root.path", rootfs.as_os_str().as_bytes())?,
-            bundle,
-            rootfs,
-            clone_flags: clone_flags & !(libc::CLONE_NEWCGROUP as u64),
-            unshare_cgroup: new(NamespaceKind::Cgroup),
-            join,
-            join_pid,
-            uid_map: userns.then(|| id_map(&linux.uid_mappings)),
-            gid_map: userns.then(|| id_map(&linux.gid_mappings)),
-            root_propagation,
-            root_readonly: root.readonly,
-            mounts,
-            devices,
-            symlinks,
+        Ok(Command {
             cwd_target,
-            cwd: cstring("process.cwd", process.cwd.as_str())?,
-            hostname,
-            domainname,
-            sysctls,
-            masked,
-            readonly,
-            oom_score_adj: process
-                .oom_score_adj
-                .map(|v| cstring("process.oomScoreAdj", v.to_string()))
-                .transpose()?,
-            rlimits,
-            rlimit_names,
-            umask: process.user.umask.unwrap_or(0o022) as libc::mode_t,
-            uid: process.user.uid,
-            gid: process.user.gid,
-            groups: process.user.additional_gids.clone(),
-            caps,
-            no_new_privs: process.no_new_privileges,
-            seccomp,
-            seccomp_is_default,
-            args: CStringArray::new(args),
-            env: CStringArray::new(env),
+            env,
+            args,
             exec_candidates,
-            loopback: new(NamespaceKind::Network),
-            cgroup_path,
-            resources: linux.resources.clone().unwrap_or_default(),
-            annotations: spec.annotations.clone(),
-            warnings,
         })
     }
+}
 
-    /// Whether the container gets a user namespace.
-    pub fn user_namespace(&self) -> bool {
-        self.uid_map.is_some()
-    }
+fn cap_masks(process: &Process) -> Result<CapMasks, PlanError> {
+    let caps_spec = process.capabilities.clone().unwrap_or_default();
+    let mask = |set: &'static str, names: &[String]| {
+        caps::mask(names).map_err(|name| PlanError::Capability { set, name })
+    };
+    Ok(CapMasks {
+        bounding: mask("bounding", &caps_spec.bounding)?,
+        effective: mask("effective", &caps_spec.effective)?,
+        permitted: mask("permitted", &caps_spec.permitted)?,
+        inheritable: mask("inheritable", &caps_spec.inheritable)?,
+        ambient: mask("ambient", &caps_spec.ambient)?,
+        last_cap: caps::last_cap(),
+    })
+}
 
-    /// The command, for messages.
-    pub fn command(&self) -> &CStr {
-        &self.args.strings()[0]
+/// The rlimits and their names.
+fn rlimits(process: &Process) -> Result<(Vec<Limit>, Vec<String>), PlanError> {
+    let mut rlimits = Vec::new();
+    let mut rlimit_names = Vec::new();
+    for (index, r) in process.rlimits.iter().enumerate() {
+        let resource = rlimit_number(&r.kind).ok_or_else(|| PlanError::Rlimit {
+            index,
+            kind: r.kind.clone(),
+        })?;
+        rlimits.push(Limit {
+            resource,
+            soft: r.soft,
+            hard: r.hard,
+        });
+        rlimit_names.push(r.kind.clone());
     }
+    Ok((rlimits, rlimit_names))
+}
+
+/// The seccomp program (none when unconfined), and whether its policy is
+/// hostd's default.
+fn seccomp_program(linux: &Linux, bounding: u64) -> Result<(Option<Program>, bool), PlanError> {
+    let (profile, seccomp_is_default) = match &linux.seccomp {
+        Some(p) => (p.clone(), false),
+        None => (seccomp::default_profile(bounding)?, true),
+    };
+    let seccomp = if seccomp::is_unconfined(&profile) {
+        None
+    } else {
+        Some(seccomp::compile(&profile)?)
+    };
+    Ok((seccomp, seccomp_is_default))
+}
+
+/// The cgroup path relative to the cgroup root.
+fn cgroup_path(id: &str, linux: &Linux) -> Result<String, PlanError> {
+    Ok(match linux.cgroups_path.as_deref() {
+        None | Some("") => format!("hostd/{id}"),
+        Some(p) => {
+            let err = |message: &str| PlanError::CgroupsPath {
+                path: p.to_string(),
+                message: message.to_string(),
+            };
+            if p.contains(':') && !p.starts_with('/') {
+                return Err(err("systemd cgroup paths are not supported"));
+            }
+            let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+            if parts.is_empty() {
+                return Err(err("refers to the cgroup root"));
+            }
+            if parts.iter().any(|s| *s == "." || *s == "..") {
+                return Err(err("must not contain . or .."));
+            }
+            parts.join("/")
+        }
+    })
+}
+
+/// What is accepted but not applied.
+fn warnings(spec: &Spec) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if spec.hooks.as_ref().is_some_and(|h| !h.is_null()) {
+        warnings.push("hooks are not supported and were ignored".to_string());
+    }
+    warnings
+}
+
+/// Propagation of `/` inside the new mount namespace.
+fn root_propagation(linux: &Linux) -> Result<libc::c_ulong, PlanError> {
+    Ok(match linux.rootfs_propagation.as_deref() {
+        None | Some("") => libc::MS_REC | libc::MS_PRIVATE,
+        Some(word) => mounts::propagation(word).ok_or_else(|| {
+            PlanError::Namespace(format!("linux.rootfsPropagation: unknown value {word:?}"))
+        })?,
+    })
 }
 
 fn bind_step(
