@@ -40,35 +40,29 @@ mod digest;
 mod error;
 mod import;
 mod index;
+mod layout;
 mod source;
 mod spec;
 mod unpack;
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-use rustix::fs::FlockOperation;
 
 pub use digest::Digest;
 pub use digest::HashingReader;
 pub use error::StoreError;
 pub use import::{archive_images, ArchiveImage, ArchiveLayer};
 pub use index::normalize_name;
+pub use layout::Store;
 pub use mkhost_shared::images::{
     GcReport, ImageConfig, ImageInfo, ImageSummary, ImportReport, ImportedImage, LayerInfo,
     Removed, SkippedEntry,
 };
 
 use index::{IndexFile, Matched};
-
-/// An image store rooted at a directory.
-#[derive(Debug, Clone)]
-pub struct Store {
-    root: PathBuf,
-}
 
 impl Store {
     /// Opens the store at `root`, creating it (mode 0700) if needed, and
@@ -86,10 +80,10 @@ impl Store {
                 .create(&root)
                 .map_err(setup(&root))?;
         }
-        let store = Store { root };
+        let store = Store::at(root);
         for dir in [
-            store.root.join("blobs/sha256"),
-            store.root.join("layers"),
+            store.root().join("blobs/sha256"),
+            store.root().join("layers"),
             store.tmp_dir(),
         ] {
             fs::create_dir_all(&dir).map_err(setup(&dir))?;
@@ -98,11 +92,6 @@ impl Store {
         store.clear_tmp()?;
         IndexFile::load(&store.index_path())?;
         Ok(store)
-    }
-
-    /// The store's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Imports every image of an OCI image layout (directory or tar) or a
@@ -248,7 +237,7 @@ impl Store {
         }
         let mut report = GcReport::default();
         let mut seen = BTreeSet::new();
-        let blob_dir = self.root.join("blobs/sha256");
+        let blob_dir = self.root().join("blobs/sha256");
         for (name, path) in read_dir(&blob_dir)? {
             if !blobs.contains(&name) {
                 report.bytes_freed += tree_size(&path, &mut seen);
@@ -256,7 +245,7 @@ impl Store {
                 report.blobs_removed += 1;
             }
         }
-        for (name, path) in read_dir(&self.root.join("layers"))? {
+        for (name, path) in read_dir(&self.root().join("layers"))? {
             if !layers.contains(&name) {
                 report.bytes_freed += tree_size(&path, &mut seen);
                 remove_any(&path)?;
@@ -270,54 +259,6 @@ impl Store {
             index.save(&self.index_path(), &self.tmp_dir().join("index.json.new"))?;
         }
         Ok(report)
-    }
-
-    pub(crate) fn index_path(&self) -> PathBuf {
-        self.root.join("index.json")
-    }
-
-    pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
-    pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(d.hex())
-    }
-
-    pub(crate) fn layer_path(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("layers").join(diff_id.hex())
-    }
-
-    /// Takes the store's writer lock; it is released when the file drops.
-    pub(crate) fn lock(&self) -> Result<File, StoreError> {
-        let path = self.root.join("lock");
-        let setup = |source| StoreError::Setup {
-            path: path.clone(),
-            source,
-        };
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(setup)?;
-        // Blocks until this open file holds the exclusive lock; the lock goes
-        // away when the descriptor is closed.
-        rustix::io::retry_on_intr(|| rustix::fs::flock(&f, FlockOperation::LockExclusive))
-            .map_err(io::Error::from)
-            .map_err(setup)?;
-        Ok(f)
-    }
-
-    /// Flushes the store's file system (before the index points at new data).
-    pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        File::open(&self.root)
-            .and_then(|f| rustix::fs::syncfs(&f).map_err(io::Error::from))
-            .map_err(|source| StoreError::Write {
-                path: self.root.clone(),
-                source,
-            })
     }
 
     fn clear_tmp(&self) -> Result<(), StoreError> {
