@@ -3,31 +3,32 @@
 //! An mkhost image boots a kernel with an initramfs that holds little more than
 //! two static binaries built from this crate:
 //!
-//! - `init` ([`init`]) is PID 1. It moves the root into a tmpfs ([`rootfs`]),
-//!   mounts the API file systems and cgroup2 ([`mounts`]), reads the boot
-//!   configuration the builder wrote ([`boot_config`]), the kernel command line
-//!   ([`cmdline`]) and the boot stick's host.toml ([`bootdisk`],
-//!   [`host_config`]), loads modules and coldplugs drivers ([`modules`],
-//!   [`coldplug`]), applies sysctls ([`sysctl`]), brings up the network over
-//!   netlink with its own DHCP client ([`network`], [`netlink`], [`dhcp`]),
-//!   starts `hostd` and keeps it running ([`supervisor`]), offers a debug shell
-//!   ([`shell`]), logs to the console and `/run/log` ([`logbuf`], [`timeline`])
-//!   and shuts down on the power button or a signal ([`power`]). See
+//! - `init` ([`init`]) is PID 1. It moves the root into a tmpfs, mounts the
+//!   API file systems and cgroup2, reads its configuration (the image's
+//!   boot.json, the kernel command line and the boot stick's host.toml:
+//!   [`init::config`]), loads modules and coldplugs drivers
+//!   ([`init::drivers`]), applies sysctls, brings up the network over netlink
+//!   with its own DHCP client ([`init::net`]), starts `hostd` and keeps it
+//!   running ([`init::supervisor`]), offers a debug shell, logs to the console
+//!   and `/run/log`, and shuts down on the power button or a signal. See
 //!   docs/init.md.
 //! - `hostd` ([`daemon`]) is the host daemon. It answers on a root-only unix
-//!   socket ([`control`]), keeps OCI images ([`store`]), runs containers
-//!   ([`containers`]: a zygote, one epoll monitor, restart policies,
-//!   re-adoption after its own restart, boot-time containers) with its OCI
-//!   runtime ([`runtime`], also `hostd oci`, runc-compatible).
+//!   socket ([`daemon::server`], speaking [`mkhost_shared::control`]), keeps
+//!   OCI images ([`mkhost_store`]), runs containers ([`daemon::containers`]: a
+//!   zygote, one epoll monitor, restart policies, re-adoption after its own
+//!   restart, boot-time containers) with its OCI runtime ([`runtime`], also
+//!   `hostd oci`, runc-compatible). [`client`] is the command-line side of
+//!   the same socket.
 //!
-//! The layers, from the bottom: [`sys`] is the only module with `unsafe` (small
-//! wrappers around libc calls); [`boot_config`], [`timeline`] and [`control`] are
-//! formats and protocols with pure, unit-tested cores; [`supervisor`] is a state
-//! machine with its side effects behind a trait; [`init`] and [`daemon`] wire
-//! them together. The binaries in `src/bin` only parse arguments and map errors
-//! to exit codes. Release builds abort on panic; PID 1 catches that case in a
-//! panic hook and halts instead of exiting, because a PID 1 exit panics the
-//! kernel.
+//! The layers, from the bottom: [`os`] is the general syscall layer (with
+//! `runtime::sys` for what only the runtime needs); [`runtime`] builds on it;
+//! [`init`] and [`daemon`] wire everything together and never use each other
+//! (init talks to hostd over the socket like any client). The formats that
+//! cross the build/host boundary live in the `mkhost-shared` crate. The
+//! binaries in `src/bin` only parse arguments and dispatch. Release builds
+//! abort on panic; PID 1 catches that case in a panic hook and halts instead
+//! of exiting, because a PID 1 exit panics the kernel. docs/architecture.md
+//! draws the whole picture.
 
 pub mod client;
 pub mod daemon;

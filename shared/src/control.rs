@@ -186,7 +186,7 @@ pub struct Status {
 /// A response: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 ///
 /// Each answer sits under its own key in one flat object (see
-/// [`WireResponse`]); a client knows which one it asked for.
+/// `WireResponse`); a client knows which one it asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "WireResponse", into = "WireResponse")]
 pub enum Response {

@@ -1,6 +1,6 @@
 //! Boot-time containers: the manifest mkhost writes into an image from a
-//! profile's `[[container]]` tables ([`super::request::BootManifest`] at
-//! [`super::request::BOOT_MANIFEST`]). When the daemon starts it imports the
+//! profile's `[[container]]` tables ([`mkhost_shared::container::BootManifest`] at
+//! [`mkhost_shared::paths::BOOT_MANIFEST`]). When the daemon starts it imports the
 //! embedded archives (each once per boot: a marker under the state
 //! directory remembers it), deletes each archive once imported (the root is
 //! in RAM), and starts every declared container that does

@@ -2,7 +2,7 @@
 //!
 //! `run` goes through three stages, each undone if a later one fails:
 //!
-//! 1. **Pure** ([`request`], [`config`]): the request is checked (name,
+//! 1. **Pure** ([`mkhost_shared::container`], [`config`]): the request is checked (name,
 //!    env, limits the kernel would refuse), then the image's config
 //!    (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`) is merged with it; a
 //!    user name is looked up in the image's `/etc/passwd`. A missing image or
@@ -10,13 +10,13 @@
 //! 2. **Root file system**: `<state>/containers/<id>/` gets `upper/`, `work/`
 //!    and `rootfs/`, where the daemon mounts overlayfs with the image's layers
 //!    (top first) as `lowerdir`; `spec.json` keeps what a restart needs.
-//! 3. **Process** ([`zygote`]): the single-threaded zygote creates and starts
+//! 3. **Process** ([`crate::daemon::zygote`]): the single-threaded zygote creates and starts
 //!    the container with the runtime, in cgroup `hostd/<id>` with the
 //!    limits, and hands back a pidfd and the read ends of its stdout and
 //!    stderr pipes.
 //!
 //! From then on the [`monitor`] thread writes its output to `container.log`
-//! and sees it exit; [`Shared::exited`] reaps it through the zygote, records
+//! and sees it exit; `Shared::exited` reaps it through the zygote, records
 //! the exit code and whether the OOM killer fired in `state.json` (written
 //! atomically), and applies the restart policy with a doubling back-off.
 //! `stop` signals through the pidfd (SIGTERM, SIGKILL after a timeout) and
