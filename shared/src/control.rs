@@ -359,6 +359,54 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
 /// Sends `request` to the daemon at `path` and waits up to `timeout` for the
 /// answer (connect, send and receive each get the timeout).
 pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    exchange(path, request, timeout)
+}
+
+/// Asks the daemon at `path` for its status: `Ok(Err(message))` when it
+/// answers with an error. Decodes only a status answer, so a small client
+/// (init's readiness probe) carries no decoder for the other answers.
+pub fn status(path: &Path, timeout: Duration) -> Result<Result<Status, String>, ClientError> {
+    let answer: StatusAnswer = exchange(path, &Request::Status, timeout)?;
+    Ok(Status::try_from(answer))
+}
+
+/// The fields of a status answer (others are ignored).
+#[derive(Deserialize)]
+struct StatusAnswer {
+    ok: bool,
+    version: Option<String>,
+    pid: Option<u32>,
+    uptime_ms: Option<u64>,
+    containers: Option<u64>,
+    error: Option<String>,
+}
+
+impl TryFrom<StatusAnswer> for Status {
+    type Error = String;
+
+    fn try_from(answer: StatusAnswer) -> Result<Status, String> {
+        match Response::try_from(WireResponse {
+            ok: answer.ok,
+            version: answer.version,
+            pid: answer.pid,
+            uptime_ms: answer.uptime_ms,
+            containers: answer.containers,
+            error: answer.error,
+            ..WireResponse::default()
+        })? {
+            Response::Status(status) => Ok(status),
+            Response::Error(message) => Err(message),
+            _ => Err("the answer is not a status".to_string()),
+        }
+    }
+}
+
+/// Sends one request line and decodes the one answer line as `T`.
+fn exchange<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T, ClientError> {
     let timeout = timeout.max(Duration::from_millis(1));
     let io_err = |source: io::Error| {
         if matches!(
@@ -596,6 +644,31 @@ mod tests {
             .contains("missing field `op`"));
         assert_eq!(parse_request(b"  \n").unwrap_err(), "empty request");
         assert_eq!(parse_request(b"\xff").unwrap_err(), "request is not UTF-8");
+    }
+
+    #[test]
+    fn status_answers_decode_alone() {
+        let decode =
+            |line: &str| Status::try_from(serde_json::from_str::<StatusAnswer>(line).unwrap());
+        assert_eq!(
+            decode(r#"{"ok":true,"version":"0.1.0","pid":42,"uptime_ms":7,"containers":0,"x":1}"#),
+            Ok(status())
+        );
+        assert_eq!(
+            decode(r#"{"ok":false,"error":"busy"}"#),
+            Err("busy".to_string())
+        );
+        assert_eq!(
+            decode(r#"{"ok":true,"version":"1"}"#),
+            Err("missing field `pid`".to_string())
+        );
+        // Another answer is not mistaken for a status.
+        assert!(
+            serde_json::from_str::<StatusAnswer>(r#"{"ok":true,"ps":[]}"#)
+                .map(Status::try_from)
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ use crate::init::logbuf::{LogPump, RingLog, LOG_CAP};
 use crate::init::supervisor::{Event, Runtime, Service, ServiceSpec};
 use crate::os::{self, Reaped, SignalSet};
 use mkhost_shared::boot_config::{BootConfig, BootConfigError};
-use mkhost_shared::control::{self, Request, Response};
+use mkhost_shared::control;
 use mkhost_shared::paths;
 use mounts::at;
 use net::Network;
@@ -477,8 +477,8 @@ impl Runtime for ConsoleRuntime {
 
     fn probe(&mut self, spec: &ServiceSpec) -> bool {
         matches!(
-            control::request(&spec.socket, &Request::Status, Duration::from_secs(1)),
-            Ok(Response::Status(_))
+            control::status(&spec.socket, Duration::from_secs(1)),
+            Ok(Ok(_))
         )
     }
 
