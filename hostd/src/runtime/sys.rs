@@ -533,13 +533,6 @@ pub fn fchownat(dirfd: RawFd, path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -
     Ok(())
 }
 
-/// `fchmodat(2)`.
-pub fn fchmodat(dirfd: RawFd, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::fchmodat(dirfd, path.as_ptr(), mode, 0) })?;
-    Ok(())
-}
-
 /// `symlinkat(2)`.
 pub fn symlinkat(target: &CStr, dirfd: RawFd, linkpath: &CStr) -> SysResult<()> {
     // SAFETY: two NUL-terminated paths.
