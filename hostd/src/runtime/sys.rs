@@ -3,14 +3,22 @@
 //!
 //! The file has two halves:
 //!
-//! 1. **On `rustix`**: safe wrappers over `rustix`'s safe API for the parent
-//!    side (pidfds, `waitid`, `poll`, the sync socketpair, `kill`, `mkfifo`,
-//!    `statfs`). No `unsafe` here.
-//! 2. **Hand-written**: `clone3` with `CLONE_INTO_CGROUP` and the `clone`
-//!    fallback (they fork, so they are `unsafe fn`), real-time signal
-//!    numbers, signalfd, and the calls the container's init makes between
-//!    clone and execve. Each `unsafe` block says why it is sound in a
-//!    `// SAFETY:` comment.
+//! 1. **On `rustix`**: safe wrappers over `rustix`'s safe API, for the parent
+//!    side (pidfds, `waitid`, `poll`, the sync socketpair, `kill`, rlimits)
+//!    and for those calls of the container's init that take no descriptor
+//!    (`pivot_root`, `chdir`, `setresuid`, `capset`, ...). `rustix` makes raw
+//!    system calls (no libc locks, no `errno`) and, given a `&CStr`, converts
+//!    nothing, so these are async-signal-safe too. No `unsafe` here.
+//! 2. **Hand-written**: what no crate offers safely. `clone3` with
+//!    `CLONE_INTO_CGROUP` and the `clone` fallback (they fork, so they are
+//!    `unsafe fn`), the seccomp filter install, `execve` and `_exit`, the
+//!    init's calls on the raw descriptors it walks its plan with (`openat2`,
+//!    `mkdirat`, `read`, `close`, ...; the [`super::child::ChildSys`] seam
+//!    passes raw fds so that tests can fake them), `mount` with a null source
+//!    or type (`rustix::mount::mount` always passes both), per-thread
+//!    `setgroups` on raw gids, integer `prctl`s, `close_range`, the loopback
+//!    ioctl, the signal mask, and signalfd. Each `unsafe` block says why it is
+//!    sound in a `// SAFETY:` comment.
 //!
 //! Every wrapper returns a `Result<_, Errno>`. [`Errno`] is a plain copyable
 //! number, so the wrappers neither allocate nor take locks: the container's
@@ -23,7 +31,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions};
 
 /// An `errno` value. Cheap to copy and to send over the sync socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +223,136 @@ pub fn mkfifo(path: &Path, mode: libc::mode_t) -> SysResult<()> {
 /// `statfs(2)`: the file system's magic number.
 pub fn statfs_type(path: &Path) -> SysResult<i64> {
     Ok(rustix::fs::statfs(path)?.f_type)
+}
+
+// ---------------------------------------------------------------------------
+// On rustix: calls of the container's init that take no descriptor. The
+// paths are `&CStr`s prepared before clone: nothing is converted or
+// allocated.
+// ---------------------------------------------------------------------------
+
+/// Every resource, in the kernel's order: the discriminants are the
+/// `RLIMIT_*` numbers.
+const RESOURCES: [Resource; 16] = [
+    Resource::Cpu,
+    Resource::Fsize,
+    Resource::Data,
+    Resource::Stack,
+    Resource::Core,
+    Resource::Rss,
+    Resource::Nproc,
+    Resource::Nofile,
+    Resource::Memlock,
+    Resource::As,
+    Resource::Locks,
+    Resource::Sigpending,
+    Resource::Msgqueue,
+    Resource::Nice,
+    Resource::Rtprio,
+    Resource::Rttime,
+];
+
+/// An `RLIMIT_*` number as `rustix`'s [`Resource`], or `EINVAL`.
+fn to_resource(number: libc::c_int) -> SysResult<Resource> {
+    RESOURCES
+        .into_iter()
+        .find(|r| *r as libc::c_int == number)
+        .ok_or(Errno(libc::EINVAL))
+}
+
+/// `prlimit(2)` on the calling process. `resource` is an `RLIMIT_*` number
+/// (else `EINVAL`); `u64::MAX` is `RLIM_INFINITY`.
+pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
+    let limit = Rlimit {
+        current: Some(soft),
+        maximum: Some(hard),
+    };
+    Ok(rustix::process::setrlimit(to_resource(resource)?, limit)?)
+}
+
+/// `umount2(2)`.
+pub fn umount2(target: &CStr, flags: libc::c_int) -> SysResult<()> {
+    let flags = rustix::mount::UnmountFlags::from_bits_retain(flags as u32);
+    Ok(rustix::mount::unmount(target, flags)?)
+}
+
+/// `pivot_root(2)`.
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+    Ok(rustix::process::pivot_root(new_root, put_old)?)
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &CStr) -> SysResult<()> {
+    Ok(rustix::process::chdir(path)?)
+}
+
+/// `faccessat(AT_FDCWD, path, mode, 0)`.
+pub fn access(path: &CStr, mode: libc::c_int) -> SysResult<()> {
+    use rustix::fs::{Access, AtFlags, CWD};
+    let mode = Access::from_bits_retain(mode as u32);
+    Ok(rustix::fs::accessat(CWD, path, mode, AtFlags::empty())?)
+}
+
+/// `statfs(2)` mount flags (`ST_*`) of the file system holding `path`.
+pub fn statfs_flags(path: &CStr) -> SysResult<u64> {
+    Ok(rustix::fs::statfs(path)?.f_flags as u64)
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &[u8]) -> SysResult<()> {
+    Ok(rustix::system::sethostname(name)?)
+}
+
+/// `setdomainname(2)`.
+pub fn setdomainname(name: &[u8]) -> SysResult<()> {
+    Ok(rustix::system::setdomainname(name)?)
+}
+
+/// The three 64-bit capability sets `capset(2)` takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    /// Effective set.
+    pub effective: u64,
+    /// Permitted set.
+    pub permitted: u64,
+    /// Inheritable set.
+    pub inheritable: u64,
+}
+
+/// `capset(2)` for the calling thread, version 3 (64-bit sets).
+pub fn capset(sets: CapSets) -> SysResult<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let sets = CapabilitySets {
+        effective: CapabilitySet::from_bits_retain(sets.effective),
+        permitted: CapabilitySet::from_bits_retain(sets.permitted),
+        inheritable: CapabilitySet::from_bits_retain(sets.inheritable),
+    };
+    Ok(rustix::thread::set_capabilities(None, sets)?)
+}
+
+/// `setresgid(2)` for this thread only (the raw system call, not libc's,
+/// which would broadcast to other threads: there are none in the init).
+pub fn setresgid(gid: libc::gid_t) -> SysResult<()> {
+    // `from_raw_unchecked`: a gid of -1 stays "unchanged", as in C.
+    let gid = rustix::process::Gid::from_raw_unchecked(gid);
+    Ok(rustix::thread::set_thread_res_gid(gid, gid, gid)?)
+}
+
+/// `setresuid(2)` for this thread only (see [`setresgid`]).
+pub fn setresuid(uid: libc::uid_t) -> SysResult<()> {
+    let uid = rustix::process::Uid::from_raw_unchecked(uid);
+    Ok(rustix::thread::set_thread_res_uid(uid, uid, uid)?)
+}
+
+/// `umask(2)`.
+pub fn umask(mask: libc::mode_t) {
+    rustix::process::umask(rustix::fs::Mode::from_bits_retain(mask));
+}
+
+/// `setsid(2)`: a new session and process group, without a terminal.
+pub fn setsid() -> SysResult<()> {
+    rustix::process::setsid()?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -451,178 +589,6 @@ pub fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// `umount2(2)`.
-pub fn umount2(target: &CStr, flags: libc::c_int) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::umount2(target.as_ptr(), flags) })?;
-    Ok(())
-}
-
-/// `pivot_root(2)`.
-pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
-    // SAFETY: two NUL-terminated paths.
-    check_long(unsafe {
-        libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr())
-    })?;
-    Ok(())
-}
-
-/// `chdir(2)`.
-pub fn chdir(path: &CStr) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::chdir(path.as_ptr()) })?;
-    Ok(())
-}
-
-/// `sethostname(2)`.
-pub fn sethostname(name: &[u8]) -> SysResult<()> {
-    // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
-    Ok(())
-}
-
-/// `setdomainname(2)`.
-pub fn setdomainname(name: &[u8]) -> SysResult<()> {
-    // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) })?;
-    Ok(())
-}
-
-/// The three 64-bit capability sets `capset(2)` takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CapSets {
-    /// Effective set.
-    pub effective: u64,
-    /// Permitted set.
-    pub permitted: u64,
-    /// Inheritable set.
-    pub inheritable: u64,
-}
-
-/// `capset(2)` for the calling thread, version 3 (64-bit sets).
-pub fn capset(sets: CapSets) -> SysResult<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let split = |v: u64| (v as u32, (v >> 32) as u32);
-    let (e0, e1) = split(sets.effective);
-    let (p0, p1) = split(sets.permitted);
-    let (i0, i1) = split(sets.inheritable);
-    let data = [
-        Data {
-            effective: e0,
-            permitted: p0,
-            inheritable: i0,
-        },
-        Data {
-            effective: e1,
-            permitted: p1,
-            inheritable: i1,
-        },
-    ];
-    // SAFETY: header and the two data words have the kernel's layout for
-    // _LINUX_CAPABILITY_VERSION_3 and live through the call.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            std::ptr::addr_of_mut!(header),
-            data.as_ptr(),
-        )
-    })?;
-    Ok(())
-}
-
-/// `setresgid(2)` (raw system call: this thread only, which is all there is).
-pub fn setresgid(gid: libc::gid_t) -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    check_long(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
-    Ok(())
-}
-
-/// `setresuid(2)` (raw system call, see [`setresgid`]).
-pub fn setresuid(uid: libc::uid_t) -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    check_long(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
-    Ok(())
-}
-
-/// `prlimit(2)` on the calling process.
-pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
-    let limit = libc::rlimit64 {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: a valid rlimit64 in, a null old-limit pointer.
-    check(unsafe {
-        libc::prlimit64(
-            0,
-            resource as libc::__rlimit_resource_t,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    })?;
-    Ok(())
-}
-
-/// `faccessat(2)`.
-pub fn access(path: &CStr, mode: libc::c_int) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, 0) })?;
-    Ok(())
-}
-
-/// `statfs(2)` mount flags (`ST_*`) of the file system holding `path`.
-pub fn statfs_flags(path: &CStr) -> SysResult<u64> {
-    /// The kernel's `struct statfs` on x86_64 (libc hides `f_flags`).
-    #[repr(C)]
-    struct KernelStatfs {
-        f_type: i64,
-        f_bsize: i64,
-        f_blocks: u64,
-        f_bfree: u64,
-        f_bavail: u64,
-        f_files: u64,
-        f_ffree: u64,
-        f_fsid: [i32; 2],
-        f_namelen: i64,
-        f_frsize: i64,
-        f_flags: i64,
-        f_spare: [i64; 4],
-    }
-    // SAFETY: plain data; all-zero is valid.
-    let mut buf: KernelStatfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path; `buf` has the kernel's layout and size.
-    check_long(unsafe { libc::syscall(libc::SYS_statfs, path.as_ptr(), &mut buf) })?;
-    Ok(buf.f_flags as u64)
-}
-
-/// `umask(2)`.
-pub fn umask(mask: libc::mode_t) {
-    // SAFETY: plain integer argument; umask cannot fail.
-    unsafe { libc::umask(mask) };
-}
-
-/// `setsid(2)`: a new session and process group, without a terminal.
-pub fn setsid() -> SysResult<()> {
-    // SAFETY: no arguments.
-    check(unsafe { libc::setsid() })?;
-    Ok(())
-}
-
 /// `mount(2)`. Hand-written: bind remounts and propagation changes pass a
 /// null source and type, which `rustix::mount::mount` cannot.
 pub fn mount(
@@ -792,24 +758,26 @@ pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
 
 /// Sets `IFF_UP` on the loopback interface of the current network namespace.
 pub fn loopback_up() -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    let sock =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain data; zeroed is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills its flags.
-    let result = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) }).and_then(|_| {
-        // SAFETY: reading and writing the flags member of the union that
-        // SIOCGIFFLAGS just filled.
-        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        // SAFETY: `req` is a valid ifreq with the new flags.
-        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) })
-    });
-    close(sock);
-    result.map(|_| ())
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: reading and writing the flags member of the union that
+    // SIOCGIFFLAGS just filled.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: `req` is a valid ifreq with the new flags.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
 }
 
 /// Resets the signal state a container must not inherit: an empty signal
