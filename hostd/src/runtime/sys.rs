@@ -798,3 +798,100 @@ pub fn reset_signals() -> SysResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn resources_have_the_kernels_numbers() {
+        for number in [
+            libc::RLIMIT_CPU,
+            libc::RLIMIT_FSIZE,
+            libc::RLIMIT_DATA,
+            libc::RLIMIT_STACK,
+            libc::RLIMIT_CORE,
+            libc::RLIMIT_RSS,
+            libc::RLIMIT_NPROC,
+            libc::RLIMIT_NOFILE,
+            libc::RLIMIT_MEMLOCK,
+            libc::RLIMIT_AS,
+            libc::RLIMIT_LOCKS,
+            libc::RLIMIT_SIGPENDING,
+            libc::RLIMIT_MSGQUEUE,
+            libc::RLIMIT_NICE,
+            libc::RLIMIT_RTPRIO,
+            libc::RLIMIT_RTTIME,
+        ] {
+            let number = number as libc::c_int;
+            assert_eq!(to_resource(number).map(|r| r as libc::c_int), Ok(number));
+        }
+        assert_eq!(to_resource(16), Err(Errno(libc::EINVAL)));
+    }
+
+    #[test]
+    fn setrlimit_keeps_infinity_and_numbers() {
+        let before = rustix::process::getrlimit(Resource::Nofile);
+        let soft = before.current.unwrap_or(u64::MAX);
+        let hard = before.maximum.unwrap_or(u64::MAX);
+        setrlimit(libc::RLIMIT_NOFILE as libc::c_int, soft, hard).unwrap();
+        assert_eq!(rustix::process::getrlimit(Resource::Nofile), before);
+    }
+
+    #[test]
+    fn signals_are_1_to_64() {
+        assert_eq!(to_signal(libc::SIGKILL).map(Signal::as_raw), Ok(9));
+        assert_eq!(to_signal(40).map(Signal::as_raw), Ok(40));
+        for bad in [0, -1, 65] {
+            assert_eq!(to_signal(bad).map(Signal::as_raw), Err(Errno(libc::EINVAL)));
+        }
+    }
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // Reaped by `waitid`, the call under test.
+    fn waitid_reports_exit_codes_and_signals() {
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        assert_eq!(waitid_pid(pid, true), Ok(Some(WaitStatus::Exited(3))));
+
+        let child = Command::new("sleep").arg("10").spawn().unwrap();
+        let pidfd = pidfd_open(child.id() as libc::pid_t).unwrap();
+        assert_eq!(waitid_pidfd(pidfd.as_fd(), false), Ok(None));
+        assert_eq!(poll_readable([pidfd.as_fd()], 0), Ok([false]));
+        pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
+        assert_eq!(poll_readable([pidfd.as_fd()], 10_000), Ok([true]));
+        let status = waitid_pidfd(pidfd.as_fd(), true);
+        assert_eq!(status, Ok(Some(WaitStatus::Signaled(libc::SIGKILL))));
+    }
+
+    #[test]
+    fn seqpacket_keeps_messages_whole() {
+        let (a, b) = seqpacket_pair().unwrap();
+        write_all(a.as_fd(), b"one").unwrap();
+        write_all(a.as_fd(), b"three").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(read_fd(b.as_fd(), &mut buf), Ok(3));
+        assert_eq!(read_fd(b.as_fd(), &mut buf), Ok(5));
+        drop(a);
+        assert_eq!(read_fd(b.as_fd(), &mut buf), Ok(0));
+    }
+
+    #[test]
+    fn file_system_calls() {
+        assert_eq!(statfs_type(Path::new("/proc")), Ok(libc::PROC_SUPER_MAGIC));
+        assert!(statfs_flags(c"/proc").is_ok());
+        assert_eq!(access(c"/proc", libc::F_OK), Ok(()));
+        assert_eq!(
+            access(c"/nonexistent", libc::F_OK),
+            Err(Errno(libc::ENOENT))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo, 0o600).unwrap();
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+}
