@@ -17,8 +17,9 @@
 //!    passes raw fds so that tests can fake them), `mount` with a null source
 //!    or type (`rustix::mount::mount` always passes both), per-thread
 //!    `setgroups` on raw gids, integer `prctl`s, `close_range`, the loopback
-//!    ioctl, the signal mask, and signalfd. Each `unsafe` block says why it is
-//!    sound in a `// SAFETY:` comment.
+//!    ioctl, the signal mask, signalfd, and real-time signal numbers (which
+//!    `rustix` only makes in an `unsafe` constructor). Each `unsafe` block
+//!    says why it is sound in a `// SAFETY:` comment.
 //!
 //! Every wrapper returns a `Result<_, Errno>`. [`Errno`] is a plain copyable
 //! number, so the wrappers neither allocate nor take locks: the container's
