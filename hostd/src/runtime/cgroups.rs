@@ -13,7 +13,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -192,9 +191,7 @@ impl Cgroupfs {
     /// a cgroup2 mount, else [`NoCgroups`] with the reason.
     pub fn detect() -> Box<dyn CgroupManager> {
         let root = Path::new(DEFAULT_ROOT);
-        let magic = std::ffi::CString::new(root.as_os_str().as_bytes())
-            .ok()
-            .and_then(|c| super::sys::statfs_type(&c).ok());
+        let magic = super::sys::statfs_type(root).ok();
         if magic != Some(libc::CGROUP2_SUPER_MAGIC) {
             return Box::new(NoCgroups(format!(
                 "{DEFAULT_ROOT} is not a cgroup2 mount (cgroup v1 or hybrid host)"
@@ -585,10 +582,7 @@ fn remove_cgroup_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn is_cgroupfs(dir: &Path) -> bool {
-    std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .ok()
-        .and_then(|c| super::sys::statfs_type(&c).ok())
-        == Some(libc::CGROUP2_SUPER_MAGIC)
+    super::sys::statfs_type(dir).ok() == Some(libc::CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]

@@ -187,8 +187,12 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
     }
     if let Some(path) = &plan.join_pid {
         // Enter the pid namespace for our children: the init is born in it.
+        use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
         File::open(path)
-            .and_then(|f| sys::setns(f.as_raw_fd(), libc::CLONE_NEWPID).map_err(io::Error::from))
+            .and_then(|f| {
+                move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::ProcessID))
+                    .map_err(io::Error::from)
+            })
             .map_err(|source| SpawnError::Namespace {
                 kind: "pid",
                 path: path.clone(),
@@ -277,7 +281,7 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
 
     // (4) READY or ERROR.
     let mut buf = [0u8; Message::SIZE];
-    let n = sys::read(spawned.sync.as_raw_fd(), &mut buf).map_err(|source| SpawnError::Sys {
+    let n = sys::read_fd(spawned.sync.as_fd(), &mut buf).map_err(|source| SpawnError::Sys {
         what: "reading from the container init",
         source,
     })?;
@@ -315,7 +319,7 @@ fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
 /// means `execve` succeeded (the socket is close-on-exec).
 pub fn exec_result(spawned: &Spawned, plan: &Plan) -> Result<(), SpawnError> {
     let mut buf = [0u8; Message::SIZE];
-    match sys::read(spawned.sync.as_raw_fd(), &mut buf) {
+    match sys::read_fd(spawned.sync.as_fd(), &mut buf) {
         Ok(Message::SIZE) => Err(init_failed(plan, &Message::from_bytes(&buf), Step::Exec)),
         _ => Ok(()),
     }

@@ -1,8 +1,27 @@
-//! The container runtime's system-call wrappers: the only `unsafe` in
-//! [`crate::runtime`].
+//! The container runtime's system calls: the only `unsafe` in
+//! [`crate::runtime`], and only where no crate does the job.
 //!
-//! Each wrapper turns Rust values into C arguments, makes one call and turns
-//! the return code into a `Result<_, Errno>`. [`Errno`] is a plain copyable
+//! The file has two halves:
+//!
+//! 1. **On `rustix`**: safe wrappers over `rustix`'s safe API, for the parent
+//!    side (pidfds, `waitid`, `poll`, the sync socketpair, `kill`, rlimits)
+//!    and for those calls of the container's init that take no descriptor
+//!    (`pivot_root`, `chdir`, `setresuid`, `capset`, ...). `rustix` makes raw
+//!    system calls (no libc locks, no `errno`) and, given a `&CStr`, converts
+//!    nothing, so these are async-signal-safe too. No `unsafe` here.
+//! 2. **Hand-written**: what no crate offers safely. `clone3` with
+//!    `CLONE_INTO_CGROUP` and the `clone` fallback (they fork, so they are
+//!    `unsafe fn`), the seccomp filter install, `execve` and `_exit`, the
+//!    init's calls on the raw descriptors it walks its plan with (`openat2`,
+//!    `mkdirat`, `read`, `close`, ...; the [`super::child::ChildSys`] seam
+//!    passes raw fds so that tests can fake them), `mount` with a null source
+//!    or type (`rustix::mount::mount` always passes both), per-thread
+//!    `setgroups` on raw gids, integer `prctl`s, `close_range`, the loopback
+//!    ioctl, the signal mask, signalfd, and real-time signal numbers (which
+//!    `rustix` only makes in an `unsafe` constructor). Each `unsafe` block
+//!    says why it is sound in a `// SAFETY:` comment.
+//!
+//! Every wrapper returns a `Result<_, Errno>`. [`Errno`] is a plain copyable
 //! number, so the wrappers neither allocate nor take locks: the container's
 //! init process calls them between `clone` and `execve`, where only
 //! async-signal-safe code may run (see [`super::child`]).
@@ -11,6 +30,9 @@ use std::ffi::CStr;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions};
 
 /// An `errno` value. Cheap to copy and to send over the sync socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +59,321 @@ impl From<Errno> for io::Error {
     }
 }
 
+impl From<rustix::io::Errno> for Errno {
+    fn from(e: rustix::io::Errno) -> Self {
+        Errno(e.raw_os_error())
+    }
+}
+
 /// Result of a wrapper.
 pub type SysResult<T> = Result<T, Errno>;
+
+/// `AUDIT_ARCH_X86_64`: the architecture word seccomp filters see on x86_64.
+pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+/// The bit set in system call numbers of the x32 ABI.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// `clone3` flag: put the child into the cgroup given by `clone_args.cgroup`.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+// ---------------------------------------------------------------------------
+// On rustix: processes, waiting, polling and sockets (parent side)
+// ---------------------------------------------------------------------------
+
+/// A pid as `rustix` takes it: positive, or `EINVAL` (never "every process"
+/// or a process group).
+fn to_pid(pid: libc::pid_t) -> SysResult<Pid> {
+    Pid::from_raw(pid).ok_or(Errno(libc::EINVAL))
+}
+
+/// `pidfd_open(2)`.
+pub fn pidfd_open(pid: libc::pid_t) -> SysResult<OwnedFd> {
+    let flags = rustix::process::PidfdFlags::empty();
+    Ok(rustix::process::pidfd_open(to_pid(pid)?, flags)?)
+}
+
+/// `pidfd_send_signal(2)` with a null siginfo. `signal` is 1..=64, else
+/// `EINVAL`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> SysResult<()> {
+    let signal = to_signal(signal)?;
+    Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
+}
+
+/// `kill(2)` of one process (`pid` > 0); `signal` is 1..=64.
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> SysResult<()> {
+    let (pid, signal) = (to_pid(pid)?, to_signal(signal)?);
+    Ok(rustix::process::kill_process(pid, signal)?)
+}
+
+/// How a child ended, from `waitid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl WaitStatus {
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            WaitStatus::Exited(c) => c,
+            WaitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED)`: waits for (and reaps) our child.
+/// `WNOHANG` is added when `block` is false; then `Ok(None)` means "still
+/// running".
+pub fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> SysResult<Option<WaitStatus>> {
+    waitid(WaitId::PidFd(pidfd), block)
+}
+
+/// `waitid(P_PID, pid, WEXITED)`, for when the kernel gave us no pidfd.
+pub fn waitid_pid(pid: libc::pid_t, block: bool) -> SysResult<Option<WaitStatus>> {
+    waitid(WaitId::Pid(to_pid(pid)?), block)
+}
+
+fn waitid(id: WaitId<'_>, block: bool) -> SysResult<Option<WaitStatus>> {
+    let mut options = WaitIdOptions::EXITED;
+    if !block {
+        options |= WaitIdOptions::NOHANG;
+    }
+    let status = loop {
+        match rustix::process::waitid(id.clone(), options) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    // With WEXITED alone, a child either exited or was killed (with or
+    // without a core dump).
+    Ok(status.map(|s| match s.exit_status() {
+        Some(code) => WaitStatus::Exited(code),
+        None => WaitStatus::Signaled(s.terminating_signal().unwrap_or(0)),
+    }))
+}
+
+/// `poll(2)` for readability on several fds; returns which are readable (or
+/// hung up). `timeout_ms` < 0 waits forever. Retries on `EINTR`.
+pub fn poll_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout_ms: i32,
+) -> SysResult<[bool; N]> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut pfds = fds.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
+    let timeout = (timeout_ms >= 0).then(|| Timespec {
+        tv_sec: (timeout_ms / 1000).into(),
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000).into(),
+    });
+    loop {
+        match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
+    Ok(pfds.map(|p| !p.revents().is_empty()))
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: the parent/child sync
+/// channel. Sequenced packets keep each message whole.
+pub fn seqpacket_pair() -> SysResult<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// `read(2)` on a borrowed descriptor, retrying on `EINTR` (the parent's
+/// end of the sync socket; the init uses [`read`] on raw fds).
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
+    loop {
+        match rustix::io::read(fd, &mut *buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// `write(2)` of a whole small buffer (retrying on `EINTR`); used for
+/// one-shot messages where a short write is an error.
+pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<()> {
+    let n = loop {
+        match rustix::io::write(fd, buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    if n != buf.len() {
+        return Err(Errno(libc::EIO));
+    }
+    Ok(())
+}
+
+/// `mkfifo(3)`: `mknodat(AT_FDCWD, path, S_IFIFO | mode, 0)`.
+pub fn mkfifo(path: &Path, mode: libc::mode_t) -> SysResult<()> {
+    use rustix::fs::{FileType, Mode, CWD};
+    let mode = Mode::from_bits_retain(mode);
+    Ok(rustix::fs::mknodat(CWD, path, FileType::Fifo, mode, 0)?)
+}
+
+/// `statfs(2)`: the file system's magic number.
+pub fn statfs_type(path: &Path) -> SysResult<i64> {
+    Ok(rustix::fs::statfs(path)?.f_type)
+}
+
+// ---------------------------------------------------------------------------
+// On rustix: calls of the container's init that take no descriptor. The
+// paths are `&CStr`s prepared before clone: nothing is converted or
+// allocated.
+// ---------------------------------------------------------------------------
+
+/// Every resource, in the kernel's order: the discriminants are the
+/// `RLIMIT_*` numbers.
+const RESOURCES: [Resource; 16] = [
+    Resource::Cpu,
+    Resource::Fsize,
+    Resource::Data,
+    Resource::Stack,
+    Resource::Core,
+    Resource::Rss,
+    Resource::Nproc,
+    Resource::Nofile,
+    Resource::Memlock,
+    Resource::As,
+    Resource::Locks,
+    Resource::Sigpending,
+    Resource::Msgqueue,
+    Resource::Nice,
+    Resource::Rtprio,
+    Resource::Rttime,
+];
+
+/// An `RLIMIT_*` number as `rustix`'s [`Resource`], or `EINVAL`.
+fn to_resource(number: libc::c_int) -> SysResult<Resource> {
+    RESOURCES
+        .into_iter()
+        .find(|r| *r as libc::c_int == number)
+        .ok_or(Errno(libc::EINVAL))
+}
+
+/// `prlimit(2)` on the calling process. `resource` is an `RLIMIT_*` number
+/// (else `EINVAL`); `u64::MAX` is `RLIM_INFINITY`.
+pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
+    let limit = Rlimit {
+        current: Some(soft),
+        maximum: Some(hard),
+    };
+    Ok(rustix::process::setrlimit(to_resource(resource)?, limit)?)
+}
+
+/// `umount2(2)`.
+pub fn umount2(target: &CStr, flags: libc::c_int) -> SysResult<()> {
+    let flags = rustix::mount::UnmountFlags::from_bits_retain(flags as u32);
+    Ok(rustix::mount::unmount(target, flags)?)
+}
+
+/// `pivot_root(2)`.
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+    Ok(rustix::process::pivot_root(new_root, put_old)?)
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &CStr) -> SysResult<()> {
+    Ok(rustix::process::chdir(path)?)
+}
+
+/// `faccessat(AT_FDCWD, path, mode, 0)`.
+pub fn access(path: &CStr, mode: libc::c_int) -> SysResult<()> {
+    use rustix::fs::{Access, AtFlags, CWD};
+    let mode = Access::from_bits_retain(mode as u32);
+    Ok(rustix::fs::accessat(CWD, path, mode, AtFlags::empty())?)
+}
+
+/// `statfs(2)` mount flags (`ST_*`) of the file system holding `path`.
+pub fn statfs_flags(path: &CStr) -> SysResult<u64> {
+    Ok(rustix::fs::statfs(path)?.f_flags as u64)
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &[u8]) -> SysResult<()> {
+    Ok(rustix::system::sethostname(name)?)
+}
+
+/// `setdomainname(2)`.
+pub fn setdomainname(name: &[u8]) -> SysResult<()> {
+    Ok(rustix::system::setdomainname(name)?)
+}
+
+/// The three 64-bit capability sets `capset(2)` takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    /// Effective set.
+    pub effective: u64,
+    /// Permitted set.
+    pub permitted: u64,
+    /// Inheritable set.
+    pub inheritable: u64,
+}
+
+/// `capset(2)` for the calling thread, version 3 (64-bit sets).
+pub fn capset(sets: CapSets) -> SysResult<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let sets = CapabilitySets {
+        effective: CapabilitySet::from_bits_retain(sets.effective),
+        permitted: CapabilitySet::from_bits_retain(sets.permitted),
+        inheritable: CapabilitySet::from_bits_retain(sets.inheritable),
+    };
+    Ok(rustix::thread::set_capabilities(None, sets)?)
+}
+
+/// `setresgid(2)` for this thread only (the raw system call, not libc's,
+/// which would broadcast to other threads: there are none in the init).
+pub fn setresgid(gid: libc::gid_t) -> SysResult<()> {
+    // `from_raw_unchecked`: a gid of -1 stays "unchanged", as in C.
+    let gid = rustix::process::Gid::from_raw_unchecked(gid);
+    Ok(rustix::thread::set_thread_res_gid(gid, gid, gid)?)
+}
+
+/// `setresuid(2)` for this thread only (see [`setresgid`]).
+pub fn setresuid(uid: libc::uid_t) -> SysResult<()> {
+    let uid = rustix::process::Uid::from_raw_unchecked(uid);
+    Ok(rustix::thread::set_thread_res_uid(uid, uid, uid)?)
+}
+
+/// `umask(2)`.
+pub fn umask(mask: libc::mode_t) {
+    rustix::process::umask(rustix::fs::Mode::from_bits_retain(mask));
+}
+
+/// `setsid(2)`: a new session and process group, without a terminal.
+pub fn setsid() -> SysResult<()> {
+    rustix::process::setsid()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Hand-written: process creation
+// ---------------------------------------------------------------------------
+
+/// What [`clone3`] and [`clone_legacy`] return on each side.
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent: the child's pid (in the parent's pid namespace) and its
+    /// pidfd when the kernel returned one.
+    Parent {
+        /// Child pid.
+        pid: libc::pid_t,
+        /// Child pidfd (`CLONE_PIDFD`).
+        pidfd: Option<OwnedFd>,
+    },
+    /// In the child.
+    Child,
+}
 
 fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
     if ret == -1 {
@@ -58,32 +393,6 @@ fn check_long(ret: libc::c_long) -> SysResult<libc::c_long> {
 
 fn opt_ptr(s: Option<&CStr>) -> *const libc::c_char {
     s.map_or(std::ptr::null(), CStr::as_ptr)
-}
-
-/// `AUDIT_ARCH_X86_64`: the architecture word seccomp filters see on x86_64.
-pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-/// The bit set in system call numbers of the x32 ABI.
-pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-/// `clone3` flag: put the child into the cgroup given by `clone_args.cgroup`.
-pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-// ---------------------------------------------------------------------------
-// Process creation and control (parent side)
-// ---------------------------------------------------------------------------
-
-/// What [`clone3`] and [`clone_legacy`] return on each side.
-#[derive(Debug)]
-pub enum Forked {
-    /// In the parent: the child's pid (in the parent's pid namespace) and its
-    /// pidfd when the kernel returned one.
-    Parent {
-        /// Child pid.
-        pid: libc::pid_t,
-        /// Child pidfd (`CLONE_PIDFD`).
-        pidfd: Option<OwnedFd>,
-    },
-    /// In the child.
-    Child,
 }
 
 /// `clone3(2)` without a new stack: a `fork` with namespace flags, a pidfd and
@@ -168,155 +477,31 @@ fn forked(ret: libc::c_long, pidfd: libc::c_int) -> SysResult<Forked> {
     Ok(Forked::Parent { pid, pidfd })
 }
 
-/// `pidfd_open(2)`.
-pub fn pidfd_open(pid: libc::pid_t) -> SysResult<OwnedFd> {
-    // SAFETY: plain integer arguments.
-    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno(libc::EBADF))?;
-    // SAFETY: a new descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+// ---------------------------------------------------------------------------
+// Hand-written: signals
+// ---------------------------------------------------------------------------
 
-/// `pidfd_send_signal(2)`.
-pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> SysResult<()> {
-    // SAFETY: a valid fd, a signal number, a null siginfo and zero flags.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    })?;
-    Ok(())
-}
-
-/// `kill(2)`.
-pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    check(unsafe { libc::kill(pid, signal) })?;
-    Ok(())
-}
-
-/// How a child ended, from `waitid`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitStatus {
-    /// `exit(code)`.
-    Exited(i32),
-    /// Killed by this signal.
-    Signaled(i32),
-}
-
-impl WaitStatus {
-    /// The shell convention: the exit code, or 128 + the signal number.
-    pub fn code(self) -> i32 {
-        match self {
-            WaitStatus::Exited(c) => c,
-            WaitStatus::Signaled(s) => 128 + s,
-        }
+/// A signal number 1..=64 as `rustix`'s [`Signal`] (else `EINVAL`, as the
+/// kernel would answer for numbers above 64).
+fn to_signal(sig: libc::c_int) -> SysResult<Signal> {
+    if let Some(s) = Signal::from_named_raw(sig) {
+        return Ok(s);
     }
-}
-
-/// `waitid(P_PIDFD, pidfd, WEXITED)`: waits for (and reaps) our child.
-/// `WNOHANG` is added when `block` is false; then `Ok(None)` means "still
-/// running".
-pub fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> SysResult<Option<WaitStatus>> {
-    waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, block)
-}
-
-/// `waitid(P_PID, pid, WEXITED)`, for when the kernel gave us no pidfd.
-pub fn waitid_pid(pid: libc::pid_t, block: bool) -> SysResult<Option<WaitStatus>> {
-    waitid(libc::P_PID, pid as libc::id_t, block)
-}
-
-fn waitid(idtype: libc::idtype_t, id: libc::id_t, block: bool) -> SysResult<Option<WaitStatus>> {
-    // SAFETY: siginfo_t is plain data; zeroed is valid.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-    loop {
-        // SAFETY: `info` is a valid, writable siginfo_t.
-        let ret = unsafe { libc::waitid(idtype, id, &mut info, flags) };
-        match check(ret) {
-            Err(Errno(libc::EINTR)) => continue,
-            Err(e) => return Err(e),
-            Ok(_) => break,
-        }
+    if !(1..=64).contains(&sig) {
+        return Err(Errno(libc::EINVAL));
     }
-    // SAFETY: after a successful waitid the kernel filled si_pid/si_status;
-    // a zero pid means WNOHANG found nothing.
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => WaitStatus::Exited(status),
-        _ => WaitStatus::Signaled(status),
-    }))
-}
-
-/// `poll(2)` for readability on several fds; returns which are readable (or
-/// hung up). `timeout_ms` < 0 waits forever. Retries on `EINTR`.
-pub fn poll_readable<const N: usize>(
-    fds: [BorrowedFd<'_>; N],
-    timeout_ms: i32,
-) -> SysResult<[bool; N]> {
-    let mut pfds = fds.map(|fd| libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    loop {
-        // SAFETY: `pfds` is a valid array of N pollfd structures.
-        let ret = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
-        match check(ret) {
-            Err(Errno(libc::EINTR)) => continue,
-            Err(e) => return Err(e),
-            Ok(_) => break,
-        }
-    }
-    Ok(pfds.map(|p| p.revents != 0))
-}
-
-/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: the parent/child sync
-/// channel. Sequenced packets keep each message whole.
-pub fn seqpacket_pair() -> SysResult<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: two new descriptors, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// `mkfifo(3)`.
-pub fn mkfifo(path: &CStr, mode: libc::mode_t) -> SysResult<()> {
-    // SAFETY: a NUL-terminated path.
-    check(unsafe { libc::mkfifo(path.as_ptr(), mode) })?;
-    Ok(())
-}
-
-/// `setns(2)`.
-pub fn setns(fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
-    // SAFETY: plain integer arguments; a bad fd is reported as EBADF.
-    check(unsafe { libc::setns(fd, nstype) })?;
-    Ok(())
-}
-
-/// `unshare(2)`.
-pub fn unshare(flags: libc::c_int) -> SysResult<()> {
-    // SAFETY: a plain integer argument.
-    check(unsafe { libc::unshare(flags) })?;
-    Ok(())
+    // SAFETY: `sig` is a valid signal number. `rustix` only names the
+    // classic signals; making a real-time one is `unsafe` because the C
+    // library reserves some of them for its own threads. Such a `Signal` is
+    // only ever sent to another process (a container's, which the user asked
+    // to signal with that number), never raised, blocked, consumed or
+    // handled here.
+    Ok(unsafe { Signal::from_raw_unchecked(sig) })
 }
 
 /// A set of signals blocked for the calling thread, readable as a signalfd.
+/// Hand-written: `rustix` has no signalfd, and its `sigprocmask` is an
+/// `unsafe` part of its unstable runtime API.
 pub struct SignalFd {
     fd: OwnedFd,
 }
@@ -349,47 +534,18 @@ impl SignalFd {
 
     /// Reads one pending signal number.
     pub fn read(&self) -> SysResult<libc::c_int> {
-        // SAFETY: signalfd_siginfo is plain data.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: the buffer is exactly one signalfd_siginfo.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                std::ptr::addr_of_mut!(info).cast(),
-                size,
-            )
-        };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        Ok(info.ssi_signo as libc::c_int)
+        // One `struct signalfd_siginfo`: 128 bytes, `ssi_signo` first.
+        let mut info = [0u8; 128];
+        rustix::io::read(&self.fd, &mut info)?;
+        let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+        Ok(signo as libc::c_int)
     }
-}
-
-/// `statfs(2)`: the file system's magic number.
-pub fn statfs_type(path: &CStr) -> SysResult<i64> {
-    // SAFETY: statfs is plain data.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path, valid out-pointer.
-    check(unsafe { libc::statfs(path.as_ptr(), &mut buf) })?;
-    Ok(buf.f_type)
-}
-
-/// `write(2)` of a whole small buffer (retrying on `EINTR`); used for the
-/// one-shot control files (uid_map, cgroup.procs) where a short write is an
-/// error.
-pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<()> {
-    let n = write(fd.as_raw_fd(), buf)?;
-    if n != buf.len() {
-        return Err(Errno(libc::EIO));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
-// Calls made by the container's init between clone and execve. None of them
-// allocates.
+// Hand-written: calls made by the container's init between clone and
+// execve, on raw descriptors or with no safe `rustix` equivalent. None of
+// them allocates.
 // ---------------------------------------------------------------------------
 
 /// `_exit(2)`: leaves without running destructors or atexit handlers.
@@ -434,7 +590,8 @@ pub fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// `mount(2)`.
+/// `mount(2)`. Hand-written: bind remounts and propagation changes pass a
+/// null source and type, which `rustix::mount::mount` cannot.
 pub fn mount(
     source: Option<&CStr>,
     target: &CStr,
@@ -453,29 +610,6 @@ pub fn mount(
             opt_ptr(data).cast(),
         )
     })?;
-    Ok(())
-}
-
-/// `umount2(2)`.
-pub fn umount2(target: &CStr, flags: libc::c_int) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::umount2(target.as_ptr(), flags) })?;
-    Ok(())
-}
-
-/// `pivot_root(2)`.
-pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
-    // SAFETY: two NUL-terminated paths.
-    check_long(unsafe {
-        libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr())
-    })?;
-    Ok(())
-}
-
-/// `chdir(2)`.
-pub fn chdir(path: &CStr) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::chdir(path.as_ptr()) })?;
     Ok(())
 }
 
@@ -533,13 +667,6 @@ pub fn fchownat(dirfd: RawFd, path: &CStr, uid: libc::uid_t, gid: libc::gid_t) -
     Ok(())
 }
 
-/// `fchmodat(2)`.
-pub fn fchmodat(dirfd: RawFd, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::fchmodat(dirfd, path.as_ptr(), mode, 0) })?;
-    Ok(())
-}
-
 /// `symlinkat(2)`.
 pub fn symlinkat(target: &CStr, dirfd: RawFd, linkpath: &CStr) -> SysResult<()> {
     // SAFETY: two NUL-terminated paths.
@@ -547,17 +674,18 @@ pub fn symlinkat(target: &CStr, dirfd: RawFd, linkpath: &CStr) -> SysResult<()> 
     Ok(())
 }
 
-/// `sethostname(2)`.
-pub fn sethostname(name: &[u8]) -> SysResult<()> {
-    // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+/// `setns(2)`.
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> SysResult<()> {
+    // SAFETY: plain integer arguments; a bad fd is reported as EBADF.
+    check(unsafe { libc::setns(fd, nstype) })?;
     Ok(())
 }
 
-/// `setdomainname(2)`.
-pub fn setdomainname(name: &[u8]) -> SysResult<()> {
-    // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) })?;
+/// `unshare(2)`. Hand-written: `rustix`'s is `unsafe` too (`CLONE_FILES`
+/// and `CLONE_FS` change what descriptors and paths mean).
+pub fn unshare(flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: a plain integer argument; the init unshares namespaces only.
+    check(unsafe { libc::unshare(flags) })?;
     Ok(())
 }
 
@@ -567,101 +695,12 @@ pub fn prctl(option: libc::c_int, a2: libc::c_ulong, a3: libc::c_ulong) -> SysRe
     check(unsafe { libc::prctl(option, a2, a3, 0 as libc::c_ulong, 0 as libc::c_ulong) })
 }
 
-/// The three 64-bit capability sets `capset(2)` takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CapSets {
-    /// Effective set.
-    pub effective: u64,
-    /// Permitted set.
-    pub permitted: u64,
-    /// Inheritable set.
-    pub inheritable: u64,
-}
-
-/// `capset(2)` for the calling thread, version 3 (64-bit sets).
-pub fn capset(sets: CapSets) -> SysResult<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let split = |v: u64| (v as u32, (v >> 32) as u32);
-    let (e0, e1) = split(sets.effective);
-    let (p0, p1) = split(sets.permitted);
-    let (i0, i1) = split(sets.inheritable);
-    let data = [
-        Data {
-            effective: e0,
-            permitted: p0,
-            inheritable: i0,
-        },
-        Data {
-            effective: e1,
-            permitted: p1,
-            inheritable: i1,
-        },
-    ];
-    // SAFETY: header and the two data words have the kernel's layout for
-    // _LINUX_CAPABILITY_VERSION_3 and live through the call.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            std::ptr::addr_of_mut!(header),
-            data.as_ptr(),
-        )
-    })?;
-    Ok(())
-}
-
-/// `setgroups(2)`.
+/// `setgroups(2)` for this thread only. Hand-written: `rustix` takes
+/// `&[Gid]`, and the init cannot allocate to convert the plan's raw gids.
 pub fn setgroups(groups: &[libc::gid_t]) -> SysResult<()> {
     // SAFETY: pointer and length describe `groups`. The raw system call is
     // used because glibc's wrapper would broadcast to other threads.
     check_long(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
-    Ok(())
-}
-
-/// `setresgid(2)` (raw system call: this thread only, which is all there is).
-pub fn setresgid(gid: libc::gid_t) -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    check_long(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
-    Ok(())
-}
-
-/// `setresuid(2)` (raw system call, see [`setresgid`]).
-pub fn setresuid(uid: libc::uid_t) -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    check_long(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
-    Ok(())
-}
-
-/// `prlimit(2)` on the calling process.
-pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> SysResult<()> {
-    let limit = libc::rlimit64 {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: a valid rlimit64 in, a null old-limit pointer.
-    check(unsafe {
-        libc::prlimit64(
-            0,
-            resource as libc::__rlimit_resource_t,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    })?;
     Ok(())
 }
 
@@ -681,13 +720,6 @@ pub fn seccomp_set_filter(program: &[libc::sock_filter], flags: libc::c_ulong) -
             &fprog as *const libc::sock_fprog,
         )
     })?;
-    Ok(())
-}
-
-/// `faccessat(2)`.
-pub fn access(path: &CStr, mode: libc::c_int) -> SysResult<()> {
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, 0) })?;
     Ok(())
 }
 
@@ -725,51 +757,28 @@ pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
     Ok(())
 }
 
-/// `statfs(2)` mount flags (`ST_*`) of the file system holding `path`.
-pub fn statfs_flags(path: &CStr) -> SysResult<u64> {
-    /// The kernel's `struct statfs` on x86_64 (libc hides `f_flags`).
-    #[repr(C)]
-    struct KernelStatfs {
-        f_type: i64,
-        f_bsize: i64,
-        f_blocks: u64,
-        f_bfree: u64,
-        f_bavail: u64,
-        f_files: u64,
-        f_ffree: u64,
-        f_fsid: [i32; 2],
-        f_namelen: i64,
-        f_frsize: i64,
-        f_flags: i64,
-        f_spare: [i64; 4],
-    }
-    // SAFETY: plain data; all-zero is valid.
-    let mut buf: KernelStatfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path; `buf` has the kernel's layout and size.
-    check_long(unsafe { libc::syscall(libc::SYS_statfs, path.as_ptr(), &mut buf) })?;
-    Ok(buf.f_flags as u64)
-}
-
 /// Sets `IFF_UP` on the loopback interface of the current network namespace.
 pub fn loopback_up() -> SysResult<()> {
-    // SAFETY: plain integer arguments.
-    let sock =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain data; zeroed is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills its flags.
-    let result = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) }).and_then(|_| {
-        // SAFETY: reading and writing the flags member of the union that
-        // SIOCGIFFLAGS just filled.
-        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        // SAFETY: `req` is a valid ifreq with the new flags.
-        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) })
-    });
-    close(sock);
-    result.map(|_| ())
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: reading and writing the flags member of the union that
+    // SIOCGIFFLAGS just filled.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: `req` is a valid ifreq with the new flags.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
 }
 
 /// Resets the signal state a container must not inherit: an empty signal
@@ -791,15 +800,99 @@ pub fn reset_signals() -> SysResult<()> {
     Ok(())
 }
 
-/// `umask(2)`.
-pub fn umask(mask: libc::mode_t) {
-    // SAFETY: plain integer argument; umask cannot fail.
-    unsafe { libc::umask(mask) };
-}
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    use std::process::Command;
 
-/// `setsid(2)`: a new session and process group, without a terminal.
-pub fn setsid() -> SysResult<()> {
-    // SAFETY: no arguments.
-    check(unsafe { libc::setsid() })?;
-    Ok(())
+    use super::*;
+
+    #[test]
+    fn resources_have_the_kernels_numbers() {
+        for number in [
+            libc::RLIMIT_CPU,
+            libc::RLIMIT_FSIZE,
+            libc::RLIMIT_DATA,
+            libc::RLIMIT_STACK,
+            libc::RLIMIT_CORE,
+            libc::RLIMIT_RSS,
+            libc::RLIMIT_NPROC,
+            libc::RLIMIT_NOFILE,
+            libc::RLIMIT_MEMLOCK,
+            libc::RLIMIT_AS,
+            libc::RLIMIT_LOCKS,
+            libc::RLIMIT_SIGPENDING,
+            libc::RLIMIT_MSGQUEUE,
+            libc::RLIMIT_NICE,
+            libc::RLIMIT_RTPRIO,
+            libc::RLIMIT_RTTIME,
+        ] {
+            let number = number as libc::c_int;
+            assert_eq!(to_resource(number).map(|r| r as libc::c_int), Ok(number));
+        }
+        assert_eq!(to_resource(16), Err(Errno(libc::EINVAL)));
+    }
+
+    #[test]
+    fn setrlimit_keeps_infinity_and_numbers() {
+        let before = rustix::process::getrlimit(Resource::Nofile);
+        let soft = before.current.unwrap_or(u64::MAX);
+        let hard = before.maximum.unwrap_or(u64::MAX);
+        setrlimit(libc::RLIMIT_NOFILE as libc::c_int, soft, hard).unwrap();
+        assert_eq!(rustix::process::getrlimit(Resource::Nofile), before);
+    }
+
+    #[test]
+    fn signals_are_1_to_64() {
+        assert_eq!(to_signal(libc::SIGKILL).map(Signal::as_raw), Ok(9));
+        assert_eq!(to_signal(40).map(Signal::as_raw), Ok(40));
+        for bad in [0, -1, 65] {
+            assert_eq!(to_signal(bad).map(Signal::as_raw), Err(Errno(libc::EINVAL)));
+        }
+    }
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // Reaped by `waitid`, the call under test.
+    fn waitid_reports_exit_codes_and_signals() {
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        assert_eq!(waitid_pid(pid, true), Ok(Some(WaitStatus::Exited(3))));
+
+        let child = Command::new("sleep").arg("10").spawn().unwrap();
+        let pidfd = pidfd_open(child.id() as libc::pid_t).unwrap();
+        assert_eq!(waitid_pidfd(pidfd.as_fd(), false), Ok(None));
+        assert_eq!(poll_readable([pidfd.as_fd()], 0), Ok([false]));
+        pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
+        assert_eq!(poll_readable([pidfd.as_fd()], 10_000), Ok([true]));
+        let status = waitid_pidfd(pidfd.as_fd(), true);
+        assert_eq!(status, Ok(Some(WaitStatus::Signaled(libc::SIGKILL))));
+    }
+
+    #[test]
+    fn seqpacket_keeps_messages_whole() {
+        let (a, b) = seqpacket_pair().unwrap();
+        write_all(a.as_fd(), b"one").unwrap();
+        write_all(a.as_fd(), b"three").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(read_fd(b.as_fd(), &mut buf), Ok(3));
+        assert_eq!(read_fd(b.as_fd(), &mut buf), Ok(5));
+        drop(a);
+        assert_eq!(read_fd(b.as_fd(), &mut buf), Ok(0));
+    }
+
+    #[test]
+    fn file_system_calls() {
+        assert_eq!(statfs_type(Path::new("/proc")), Ok(libc::PROC_SUPER_MAGIC));
+        assert!(statfs_flags(c"/proc").is_ok());
+        assert_eq!(access(c"/proc", libc::F_OK), Ok(()));
+        assert_eq!(
+            access(c"/nonexistent", libc::F_OK),
+            Err(Errno(libc::ENOENT))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo, 0o600).unwrap();
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
 }

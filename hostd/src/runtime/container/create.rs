@@ -1,12 +1,10 @@
 //! `create`: everything up to the init blocked on `exec.fifo`.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{check_id, state_err, Runtime, RuntimeError};
 use crate::runtime::plan::Plan;
@@ -68,11 +66,6 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
 impl Runtime {
     /// Creates container `id` from the bundle: namespaces, root file system,
     /// cgroup, and an init blocked before `execve` until [`Runtime::start`].
@@ -108,8 +101,8 @@ impl Runtime {
 
         // exec.fifo: the init opens it for writing and blocks until `start`.
         let fifo_path = dir.join(state::FIFO);
-        let fifo = cpath(&fifo_path)
-            .and_then(|c| sys::mkfifo(&c, 0o622).map_err(io::Error::from))
+        let fifo = sys::mkfifo(&fifo_path, 0o622)
+            .map_err(io::Error::from)
             .and_then(|()| fs::set_permissions(&fifo_path, fs::Permissions::from_mode(0o622)))
             .and_then(|()| {
                 File::options()
