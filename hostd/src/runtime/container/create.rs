@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use super::{check_id, state_err, Runtime, RuntimeError};
+use super::runtime::{check_id, state_err, Runtime, RuntimeError};
 use crate::runtime::plan::Plan;
 use crate::runtime::process::{self, SpawnOptions, Spawned};
 use crate::runtime::spec::Spec;

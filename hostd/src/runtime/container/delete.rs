@@ -2,7 +2,7 @@
 
 use std::os::fd::AsFd;
 
-use super::{Runtime, RuntimeError};
+use super::runtime::{Runtime, RuntimeError};
 use crate::runtime::state::{self, Record, Status};
 use crate::runtime::sys;
 

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use super::{state_err, Runtime, RuntimeError};
+use super::runtime::{state_err, Runtime, RuntimeError};
 use crate::runtime::state::OciState;
 
 impl Runtime {

@@ -2,8 +2,9 @@
 
 use std::os::fd::AsFd;
 
+use super::create::CreateOptions;
+use super::runtime::{Runtime, RuntimeError};
 use super::start::release;
-use super::{CreateOptions, Runtime, RuntimeError};
 use crate::runtime::process;
 use crate::runtime::sys::{self, SignalFd, WaitStatus};
 

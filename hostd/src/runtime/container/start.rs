@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::{state_err, Runtime, RuntimeError};
+use super::runtime::{state_err, Runtime, RuntimeError};
 use crate::runtime::state::{self, Record, Status};
 use crate::runtime::sys::{self, Errno};
 

@@ -1,0 +1,236 @@
+//! What every verb shares: the [`Runtime`] (state root, cgroup backend, log),
+//! its errors, the log, and the container id rule.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::runtime::cgroups::{CgroupError, CgroupManager, Cgroupfs};
+use crate::runtime::plan::PlanError;
+use crate::runtime::process::SpawnError;
+use crate::runtime::spec::SpecError;
+use crate::runtime::state::{self, Record, Status};
+use crate::runtime::sys::Errno;
+
+/// The default state root.
+pub const DEFAULT_ROOT: &str = "/run/hostd/oci";
+
+/// Errors of the lifecycle verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The id has characters runc would refuse.
+    #[error("invalid container id {0:?} (use letters, digits, '_', '+', '-', '.')")]
+    InvalidId(String),
+    /// `config.json` could not be read.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// `config.json` asks for something impossible.
+    #[error("invalid config.json")]
+    Plan(#[from] PlanError),
+    /// The id is taken.
+    #[error("container with id {0:?} already exists")]
+    Exists(String),
+    /// No such container.
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    /// State directory or file trouble.
+    #[error("{path}")]
+    State {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// cgroup trouble.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// The init could not be created.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The verb does not fit the container's status.
+    #[error("cannot {action} container {id:?}: it is {status}")]
+    Status {
+        /// Container id.
+        id: String,
+        /// Current status.
+        status: Status,
+        /// The verb.
+        action: &'static str,
+    },
+    /// A system call on the container's process failed.
+    #[error("{what} container {id:?}")]
+    Process {
+        /// What was attempted.
+        what: &'static str,
+        /// Container id.
+        id: String,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// The init died between create and start.
+    #[error("container {0:?} exited before it was started")]
+    DiedBeforeStart(String),
+}
+
+pub(super) fn state_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::State {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A line-oriented log: stderr, or a file given with `--log`.
+#[derive(Debug, Default)]
+pub struct Log {
+    file: Option<File>,
+    debug: bool,
+}
+
+impl Log {
+    /// Logs to `file` (append) or stderr; `debug` also shows info lines.
+    pub fn new(file: Option<&Path>, debug: bool) -> io::Result<Log> {
+        let file = file
+            .map(|p| File::options().create(true).append(true).open(p))
+            .transpose()?;
+        Ok(Log { file, debug })
+    }
+
+    fn line(&self, level: &str, msg: &str) {
+        let text = format!(
+            "time=\"{}\" level={level} msg=\"{}\"\n",
+            state::rfc3339_now(),
+            msg.replace('"', "'")
+        );
+        let _ = match &self.file {
+            Some(f) => (&*f).write_all(text.as_bytes()),
+            None => io::stderr().write_all(text.as_bytes()),
+        };
+    }
+
+    /// A failed command: always on stderr, and in the log file if any.
+    pub fn error(&self, msg: &str) {
+        if self.file.is_some() {
+            self.line("error", msg);
+        }
+        let _ = writeln!(io::stderr(), "hostd oci: {msg}");
+    }
+
+    /// Something the user should know.
+    pub fn warn(&self, msg: &str) {
+        self.line("warning", msg);
+    }
+
+    /// Something worth recording: always in a log file, on stderr only with
+    /// `--debug`.
+    pub fn info(&self, msg: &str) {
+        if self.file.is_some() || self.debug {
+            self.line("info", msg);
+        }
+    }
+}
+
+/// The container runtime: state root, cgroup backend, log.
+pub struct Runtime {
+    pub(super) root: PathBuf,
+    pub(super) cgroups: Box<dyn CgroupManager>,
+    pub(super) log: Log,
+    pub(super) legacy_clone: bool,
+}
+
+impl Runtime {
+    /// A runtime with an explicit cgroup backend.
+    pub fn new(root: impl Into<PathBuf>, cgroups: Box<dyn CgroupManager>, log: Log) -> Self {
+        Runtime {
+            root: root.into(),
+            cgroups,
+            log,
+            legacy_clone: std::env::var_os("HOSTD_OCI_LEGACY_CLONE").is_some(),
+        }
+    }
+
+    /// A runtime with the host's cgroup backend ([`Cgroupfs::detect`]).
+    pub fn detect(root: impl Into<PathBuf>, log: Log) -> Self {
+        Runtime::new(root, Cgroupfs::detect(), log)
+    }
+
+    /// Forces the `clone` fallback instead of `clone3` (also set by the
+    /// environment variable `HOSTD_OCI_LEGACY_CLONE`).
+    pub fn set_legacy_clone(&mut self, on: bool) {
+        self.legacy_clone = on;
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub(super) fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Loads a container's record and current status.
+    pub(super) fn load(&self, id: &str) -> Result<(PathBuf, Record, Status), RuntimeError> {
+        check_id(id)?;
+        let dir = self.dir(id);
+        let record = match state::load(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RuntimeError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(state_err(&dir.join(state::STATE_FILE))(e)),
+        };
+        let status = state::status(&dir, &record);
+        Ok((dir, record, status))
+    }
+
+    /// Removes what a container leaves behind: processes still in its
+    /// cgroup (its init is gone; without a pid namespace its children may
+    /// not be, as with runc they are killed), the cgroup, and its state
+    /// directory.
+    pub(super) fn destroy(&self, dir: &Path, record: &Record) -> Result<(), RuntimeError> {
+        if let Some(cg) = &record.cgroup {
+            self.cgroups.kill_all(cg)?;
+            self.cgroups.delete(cg)?;
+        }
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(state_err(dir)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// runc's id rule: `[A-Za-z0-9_+.-]+`, not `.` or `..`.
+pub fn check_id(id: &str) -> Result<(), RuntimeError> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidId(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(check_id("abc-1.2_x+y").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "ü"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+}
