@@ -20,8 +20,9 @@
 //!   re-adoption after its own restart, boot-time containers) with its OCI
 //!   runtime ([`runtime`], also `hostd oci`, runc-compatible).
 //!
-//! The layers, from the bottom: [`sys`] is the only module with `unsafe` (small
-//! wrappers around libc calls); [`boot_config`], [`timeline`] and [`control`] are
+//! The layers, from the bottom: [`os`] is the system-call layer (wrappers on
+//! rustix; the few hand-written `unsafe` calls left sit there and in the OCI
+//! runtime's `runtime::sys`); [`boot_config`], [`timeline`] and [`control`] are
 //! formats and protocols with pure, unit-tested cores; [`supervisor`] is a state
 //! machine with its side effects behind a trait; [`init`] and [`daemon`] wire
 //! them together. The binaries in `src/bin` only parse arguments and map errors

@@ -188,7 +188,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
             if self.mounted {
-                let _ = crate::os::umount2(&dir.join("rootfs"), libc::MNT_DETACH);
+                let _ = crate::os::unmount(&dir.join("rootfs"), crate::os::UnmountFlags::DETACH);
             }
             let _ = fs::remove_dir_all(dir);
         }
@@ -550,8 +550,14 @@ impl Manager {
             dir.join("upper").display(),
             dir.join("work").display()
         );
-        crate::os::mount("overlay", &rootfs, "overlay", 0, Some(&options))
-            .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
+        crate::os::mount(
+            "overlay",
+            &rootfs,
+            "overlay",
+            crate::os::MountFlags::empty(),
+            Some(&options),
+        )
+        .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
         let spec = CreateSpec {
             id: id.clone(),
@@ -695,7 +701,7 @@ impl Manager {
             return Err(message);
         }
         let rootfs = entry.dir.join("rootfs");
-        match crate::os::umount2(&rootfs, 0) {
+        match crate::os::unmount(&rootfs, crate::os::UnmountFlags::empty()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),

@@ -1,0 +1,115 @@
+//! Processes: waiting for children, signals to other processes, sessions.
+
+use std::io;
+
+use rustix::process::{Pid, Signal, WaitOptions};
+
+/// The outcome of one [`reap_child`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// A child ended; `status` is the raw wait status (see `ExitStatus::from_raw`).
+    Child {
+        /// The child's process id.
+        pid: i32,
+        /// The raw wait status.
+        status: i32,
+    },
+    /// Children exist but none has ended yet.
+    NothingYet,
+    /// This process has no children at all.
+    NoChildren,
+}
+
+/// `waitpid(-1, WNOHANG)`: collects one ended child, if any, without blocking.
+pub fn reap_child() -> io::Result<Reaped> {
+    match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        Ok(Some((pid, status))) => Ok(Reaped::Child {
+            pid: pid.as_raw_pid(),
+            status: status.as_raw(),
+        }),
+        Ok(None) => Ok(Reaped::NothingYet),
+        Err(rustix::io::Errno::CHILD) => Ok(Reaped::NoChildren),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `kill(2)`: sends `signal` to process `pid`, a positive process id (the
+/// process-group forms of `kill` are refused with `EINVAL`; see
+/// [`kill_all`]). Signal 0 only checks that the process exists.
+pub fn kill(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    if pid <= 0 {
+        return Err(einval());
+    }
+    let pid = Pid::from_raw(pid).ok_or_else(einval)?;
+    if signal == 0 {
+        rustix::process::test_kill_process(pid)?;
+    } else {
+        let signal = Signal::from_named_raw(signal).ok_or_else(einval)?;
+        rustix::process::kill_process(pid, signal)?;
+    }
+    Ok(())
+}
+
+/// `kill(-1, signal)`: signals every process but PID 1 and kernel threads.
+/// Returns `false` when there was nobody to signal (`ESRCH`).
+pub fn kill_all(signal: libc::c_int) -> io::Result<bool> {
+    // rustix has no safe form of kill(-1, ...).
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(-1, signal) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER)`: orphaned descendants are re-parented to this
+/// process instead of PID 1 (used when `init` is tested as an ordinary process).
+pub fn set_child_subreaper() -> io::Result<()> {
+    // rustix takes the flag as an optional pid: any non-zero value turns it on.
+    rustix::process::set_child_subreaper(Some(Pid::INIT))?;
+    Ok(())
+}
+
+/// Makes the child of `command` a session leader whose controlling terminal is
+/// its stdin (`setsid` + `ioctl(0, TIOCSCTTY, 1)`), for a shell on a console.
+pub fn make_session_leader_with_tty(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: it makes the setsid(2) and
+    // ioctl(2) system calls only, allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            // Failing to get a controlling tty is not fatal: the shell still runs,
+            // only without job control. The argument 1 steals the console from
+            // another session if one holds it, which rustix's
+            // `ioctl_tiocsctty` (argument 0) would not.
+            libc::ioctl(0, libc::TIOCSCTTY, 1);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_refuses_process_groups() {
+        for pid in [0, -1, -42] {
+            let err = kill(pid, libc::SIGTERM).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "pid {pid}");
+        }
+        let me = i32::try_from(std::process::id()).unwrap();
+        kill(me, 0).unwrap();
+        assert_eq!(
+            kill(me, 1000).unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+    }
+}
