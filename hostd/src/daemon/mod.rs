@@ -25,7 +25,6 @@
 
 pub mod containers;
 pub mod server;
-pub mod sys;
 pub mod zygote;
 
 use std::io::Write;

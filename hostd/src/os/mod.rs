@@ -7,17 +7,21 @@
 //! where no safe crate API does the job, each block with a `// SAFETY:`
 //! comment:
 //!
-//! - glibc's own state: the signal mask (`pthread_sigmask`, `sigwait`,
-//!   `sigtimedwait`), `malloc_trim` and `mallopt`;
+//! - glibc's own state: `fork` (it runs glibc's fork handlers), `execv`,
+//!   the signal mask (`pthread_sigmask`, `sigwait`, `sigtimedwait`),
+//!   `malloc_trim` and `mallopt`;
 //! - the code a child runs between fork and exec ([`unblock_signals_on_exec`],
 //!   [`make_session_leader_with_tty`]), which `Command::pre_exec` makes
 //!   `unsafe` whatever it calls;
-//! - calls rustix lacks: `kill(-1, ...)` and `SO_BINDTODEVICE`.
+//! - calls rustix lacks: `kill(-1, ...)` and `SO_BINDTODEVICE`;
+//! - taking ownership of descriptors inherited across `execve`
+//!   ([`take_inherited_fds`]).
 //!
-//! The areas: [`fs`] (mounts, device nodes), [`fd`] (pipes, standard
-//! descriptors), [`event`] (`poll`), [`process`] (wait, kill, sessions),
-//! [`signal`] (blocked signals waited for synchronously), [`socket`]
-//! (netlink, UDP) and [`system`] (modules, reboot, hostname, clocks,
+//! The areas: [`fs`] (mounts, device nodes), [`fd`] (pipes, descriptor
+//! flags, inherited descriptors), [`event`] (`poll`, `epoll`, `eventfd`),
+//! [`process`] (fork, exec, wait, kill, limits), [`signal`] (blocked signals
+//! waited for synchronously), [`socket`] (netlink, UDP, unix sockets with
+//! descriptor passing) and [`system`] (modules, reboot, hostname, clocks,
 //! randomness, the allocator). Everything is re-exported here, so callers
 //! write `os::mount`, `os::pipe`, ...
 
@@ -29,17 +33,21 @@ pub mod signal;
 pub mod socket;
 pub mod system;
 
-pub use event::poll_readable;
-pub use fd::{dup2, pipe, pipe_blocking};
+pub use event::{poll_readable, Epoll, EventFd};
+pub use fd::{dup2, pipe, pipe_blocking, set_cloexec, set_nonblocking, take_inherited_fds};
 pub use fs::{
     mknod, mount, mount_move, remount, set_propagation, statfs_type, unmount, MountFlags,
     MountPropagationFlags, UnmountFlags,
 };
 pub use process::{
-    kill, kill_all, make_session_leader_with_tty, reap_child, set_child_subreaper, Reaped,
+    execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_nofile, reap_child,
+    set_child_subreaper, Reaped,
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
-pub use socket::{netlink_route_socket, udp_socket_on_device};
+pub use socket::{
+    accept_with_uid, netlink_route_socket, recv_with_fds, send_with_fds, seqpacket_connect,
+    seqpacket_listen, set_receive_timeout, udp_socket_on_device, MAX_FDS,
+};
 pub use system::{
     boottime, boottime_ms, finit_module, limit_malloc_arenas, random_bytes_insecure, reboot,
     set_ctrl_alt_del, sethostname, trim_heap, RebootAction, MODULE_INIT_COMPRESSED_FILE,

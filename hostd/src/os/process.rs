@@ -1,8 +1,52 @@
-//! Processes: waiting for children, signals to other processes, sessions.
+//! Processes: fork and exec, waiting for children, signals to other
+//! processes, identity and resource limits.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions};
+
+/// `fork(2)`: `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
+///
+/// glibc's `fork` (not a raw syscall) so its fork handlers run: the child's
+/// allocator and stdio locks are reset.
+///
+/// # Safety
+///
+/// The calling process must have exactly one thread, so the child is a full
+/// copy (no lock held by a thread that does not exist in the child).
+pub unsafe fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: fork(2) takes no arguments; the caller guarantees the process
+    // is single-threaded, so the child may run any code.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// Replaces the process image (`execv`); returns only on failure.
+pub fn execv(program: &Path, args: &[String]) -> io::Error {
+    let Ok(path) = CString::new(program.as_os_str().as_bytes()) else {
+        return io::Error::from_raw_os_error(libc::EINVAL);
+    };
+    let Ok(args) = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return io::Error::from_raw_os_error(libc::EINVAL);
+    };
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: `path` and every argv entry are NUL-terminated strings that
+    // outlive the call; argv ends with a null pointer. On success nothing of
+    // this process image is used again.
+    unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+    io::Error::last_os_error()
+}
 
 /// The outcome of one [`reap_child`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +119,34 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// The effective user id of this process.
+pub fn geteuid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (first trying to raise
+/// both to `want`): each container holds a few descriptors in hostd.
+/// Returns the limit now in force (`u64::MAX`: unlimited).
+pub fn raise_nofile(want: u64) -> u64 {
+    // `None` is RLIM_INFINITY in rustix's Rlimit.
+    let infinite = |limit: Option<u64>| limit.unwrap_or(u64::MAX);
+    let finite = |limit: u64| (limit != u64::MAX).then_some(limit);
+    let hard = infinite(rustix::process::getrlimit(Resource::Nofile).maximum);
+    let set = |limit: u64| {
+        let both = Rlimit {
+            current: finite(limit),
+            maximum: finite(limit),
+        };
+        rustix::process::setrlimit(Resource::Nofile, both)
+    };
+    // Failure (no CAP_SYS_RESOURCE) only means the hard limit stays.
+    if hard < want && set(want).is_ok() {
+        return want;
+    }
+    let _ = set(hard);
+    hard
+}
+
 /// Makes the child of `command` a session leader whose controlling terminal is
 /// its stdin (`setsid` + `ioctl(0, TIOCSCTTY, 1)`), for a shell on a console.
 pub fn make_session_leader_with_tty(command: &mut std::process::Command) {
@@ -110,6 +182,15 @@ mod tests {
         assert_eq!(
             kill(me, 1000).unwrap_err().raw_os_error(),
             Some(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn nofile_soft_limit_is_raised() {
+        let now = raise_nofile(64);
+        assert_eq!(
+            rustix::process::getrlimit(Resource::Nofile).current,
+            (now != u64::MAX).then_some(now)
         );
     }
 }

@@ -370,7 +370,7 @@ impl Manager {
             .recursive(true)
             .mode(0o700)
             .create(&root)?;
-        crate::daemon::sys::raise_nofile(1 << 20);
+        crate::os::raise_nofile(1 << 20);
         let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
             .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let shared = Arc::new(Shared {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Entry, Shared, LOG_FILE};
-use crate::daemon::sys::{self, Epoll, EventFd};
+use crate::os::{self, Epoll, EventFd};
 use crate::runtime::state::rfc3339_now;
 
 /// Longest line kept whole in the log.
@@ -216,7 +216,7 @@ impl Monitor {
         .into_iter()
         .enumerate()
         {
-            let added = sys::set_nonblocking(fd.as_fd(), true)
+            let added = os::set_nonblocking(fd.as_fd(), true)
                 .and_then(|()| self.epoll.add(fd.as_fd(), token(serial, slot as u64 + 1)));
             match added {
                 Ok(()) => pipes.push(Pipe {
