@@ -205,8 +205,11 @@ impl Zygote {
     /// state under `state/oci`, the zygote's log in `state/zygote.log`, its
     /// socket at `state/zygote.sock`).
     ///
-    /// Must be called while the process has a single thread.
-    pub fn start(state: &Path) -> Result<Zygote, ZygoteError> {
+    /// # Safety
+    ///
+    /// The process must have a single thread (it forks, and the child runs
+    /// the zygote's code, which allocates): call it before starting any.
+    pub unsafe fn start(state: &Path) -> Result<Zygote, ZygoteError> {
         let path = state.join(SOCKET);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -216,7 +219,7 @@ impl Zygote {
         let listener = os::seqpacket_listen(&path).map_err(ZygoteError::Start)?;
         let (parent, child) = crate::runtime::sys::seqpacket_pair()
             .map_err(|e| ZygoteError::Start(std::io::Error::from_raw_os_error(e.0)))?;
-        // SAFETY: the caller (daemon::run) forks before starting any thread.
+        // SAFETY: the caller guarantees the process has a single thread.
         match unsafe { os::fork() }.map_err(ZygoteError::Start)? {
             None => {
                 drop(parent);
