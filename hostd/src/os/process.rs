@@ -66,7 +66,10 @@ pub enum Reaped {
 
 /// `waitpid(-1, WNOHANG)`: collects one ended child, if any, without blocking.
 pub fn reap_child() -> io::Result<Reaped> {
-    match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+    // Any child: `rustix::process::waitpid(None, ..)` would be waitpid(0, ..),
+    // only the children in this process group, which misses the debug shell
+    // (a session leader of its own).
+    match rustix::process::wait(WaitOptions::NOHANG) {
         Ok(Some((pid, status))) => Ok(Reaped::Child {
             pid: pid.as_raw_pid(),
             status: status.as_raw(),
@@ -183,6 +186,55 @@ mod tests {
             kill(me, 1000).unwrap_err().raw_os_error(),
             Some(libc::EINVAL)
         );
+    }
+
+    /// Runs [`reap_in_a_process_of_its_own`] alone in a new test process:
+    /// `reap_child` takes whatever child ends, also other tests' children.
+    #[test]
+    fn reaps_children_of_other_process_groups() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "os::process::tests::reap_in_a_process_of_its_own",
+            ])
+            .env(REAP_HELPER, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+
+    const REAP_HELPER: &str = "HOSTD_TEST_REAP_HELPER";
+
+    #[test]
+    fn reap_in_a_process_of_its_own() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        use std::time::{Duration, Instant};
+        if std::env::var_os(REAP_HELPER).is_none() {
+            return;
+        }
+        // Like the debug shell: in a process group of its own. Reaped below
+        // by reap_child, not by Child::wait.
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match reap_child().unwrap() {
+                Reaped::Child { pid: p, status } if p == pid => break status,
+                Reaped::NothingYet if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                other => panic!("waiting for {pid}: {other:?}"),
+            }
+        };
+        assert_eq!(std::process::ExitStatus::from_raw(status).code(), Some(3));
+        assert_eq!(reap_child().unwrap(), Reaped::NoChildren);
     }
 
     #[test]
