@@ -934,3 +934,81 @@ fn init_failure_after_ready_fails_start() {
     assert!(bundle.hostd_state_entries().is_empty());
     assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
 }
+
+/// Whether this host has the cgroup v2 backend (then limits are applied,
+/// not refused).
+fn host_has_cgroup_v2() -> bool {
+    hostd::runtime::cgroups::Cgroupfs::detect()
+        .available()
+        .is_ok()
+}
+
+#[test]
+fn resources_without_cgroup_v2() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "echo ok";
+    // `runc spec` writes a device rule list and nothing else: no limit, so
+    // both run it. So do Docker's zero values, which mean "not set".
+    let zeros = |c: &mut Value| {
+        let devices = c["linux"]["resources"]["devices"].clone();
+        assert!(devices.is_array());
+        c["linux"]["resources"] = json!({
+            "devices": devices,
+            "memory": {"limit": 0, "swap": 0},
+            "cpu": {"shares": 0, "quota": 0},
+            "pids": {"limit": 0},
+            "unified": {}
+        });
+    };
+    for edit in [&(|_: &mut Value| {}) as &dyn Fn(&mut Value), &zeros] {
+        let bundle = Bundle::new(&["sh", "-c", script], edit);
+        let (h, r) = bundle.run_both();
+        assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+        assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+        assert_eq!(text(&h.stdout), text(&r.stdout));
+    }
+    if host_has_cgroup_v2() {
+        eprintln!("resources_without_cgroup_v2: this host has cgroup v2; limits are applied there");
+        return;
+    }
+    // A limit is refused by `create` and by `run`, naming the fields, with
+    // nothing left behind.
+    let limits = |c: &mut Value| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+        c["linux"]["resources"]["pids"] = json!({"limit": 10});
+    };
+    let err = refused(&["sh", "-c", script], limits);
+    assert!(
+        err.contains("linux.resources.memory.limit")
+            && err.contains("linux.resources.pids.limit")
+            && err.contains("cgroup v2"),
+        "{err}"
+    );
+    let bundle = Bundle::new(&["sh", "-c", script], limits);
+    let b = bundle.path().to_str().unwrap().to_string();
+    let out = bundle
+        .hostd(&["create", "--bundle", &b, &unique("lim")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("linux.resources.memory.limit"));
+    assert!(bundle.hostd_state_entries().is_empty());
+    // runc applies these through cgroup v1 here: hostd has no v1 backend.
+    let r = bundle
+        .runc(&["run", "--bundle", &b, &unique("rlim")])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+
+    // `unified` (cgroup v2 files) is refused by both.
+    let unified = |c: &mut Value| {
+        c["linux"]["resources"]["unified"] = json!({"pids.max": "10"});
+    };
+    let err = refused(&["sh", "-c", script], unified);
+    assert!(err.contains("linux.resources.unified"), "{err}");
+    let bundle = Bundle::new(&["sh", "-c", script], unified);
+    let (_, r) = bundle.run_both();
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+}
