@@ -653,7 +653,7 @@ fn seccomp_probe_inside_container() {
     if std::env::var_os(PROBE_ENV).is_none() {
         return;
     }
-    /// `ok`, or the errno name, read right after the call.
+    /// `ok`, or the errno's name, read right after the call.
     fn result(ret: libc::c_long) -> &'static str {
         if ret >= 0 {
             return "ok";
@@ -665,50 +665,41 @@ fn seccomp_probe_inside_container() {
             _ => "other",
         }
     }
-    let root = c"/".as_ptr();
+    /// One raw system call with four arguments.
+    fn call(nr: libc::c_long, args: [usize; 4]) -> &'static str {
+        // SAFETY: the pointers among the arguments are null, a C string or
+        // `how`, alive through the call; descriptors it returns are left to
+        // the process's exit.
+        result(unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) })
+    }
+    let root = c"/".as_ptr() as usize;
     // struct open_how: O_RDONLY, no mode, no resolve flags.
     let how = [0u64; 3];
-    // SAFETY (all calls below): valid pointers (a C string, `how`) or none;
-    // descriptors they return are left to the process's exit.
+    let cwd = libc::AT_FDCWD as usize;
+    let x = libc::X_OK as usize;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as usize;
+    // glibc tries faccessat2 first and falls back on ENOSYS only.
+    // SAFETY: a valid C string; no flags beyond AT_EACCESS.
+    let ret =
+        unsafe { libc::faccessat(libc::AT_FDCWD, c"/".as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    let libc_faccessat = result(ret.into());
     let calls = [
-        (
-            "faccessat2",
-            result(unsafe {
-                libc::syscall(libc::SYS_faccessat2, libc::AT_FDCWD, root, libc::X_OK, 0)
-            }),
-        ),
+        ("faccessat2", call(libc::SYS_faccessat2, [cwd, root, x, 0])),
         (
             "close_range",
-            result(unsafe { libc::syscall(libc::SYS_close_range, 1000, 1000, 0) }),
+            call(libc::SYS_close_range, [1000, 1000, 0, 0]),
         ),
         (
             "openat2",
-            result(unsafe {
-                libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, root, how.as_ptr(), 24)
-            }),
+            call(libc::SYS_openat2, [cwd, root, how.as_ptr() as usize, 24]),
         ),
-        (
-            "clone3",
-            result(unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) }),
-        ),
+        ("clone3", call(libc::SYS_clone3, [0; 4])),
         // Named by the profile and allowed.
-        (
-            "pidfd_open",
-            result(unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) }),
-        ),
+        ("pidfd_open", call(libc::SYS_pidfd_open, [pid, 0, 0, 0])),
         // Not named, older than the newest named call: the default errno.
-        (
-            "acct",
-            result(unsafe { libc::syscall(libc::SYS_acct, std::ptr::null::<u8>()) }),
-        ),
-        // glibc tries faccessat2 first and falls back on ENOSYS only.
-        (
-            "libc_faccessat",
-            result(
-                unsafe { libc::faccessat(libc::AT_FDCWD, root, libc::X_OK, libc::AT_EACCESS) }
-                    .into(),
-            ),
-        ),
+        ("acct", call(libc::SYS_acct, [0; 4])),
+        ("libc_faccessat", libc_faccessat),
     ];
     // On a line of its own: libtest has written "test NAME ... " before.
     println!();
