@@ -636,3 +636,370 @@ fn symlinks_in_the_image_cannot_redirect_mounts() {
     assert!(!Path::new("/tmp").join(&name).exists());
     assert!(bundle.path().join("rootfs/tmp").join(&name).is_dir());
 }
+
+// ---- seccomp, init errors, resources (issue 10 items 1-3) ----
+
+/// Set in the environment of the copy of this test binary that runs inside a
+/// container as [`seccomp_probe_inside_container`].
+const PROBE_ENV: &str = "HOSTD_TEST_SECCOMP_PROBE";
+
+/// Not a test on the host: inside a container (with [`PROBE_ENV`] set) it
+/// makes system calls newer than an old seccomp profile and prints what each
+/// returned, one `probe NAME=RESULT` line each, plus the process's capability
+/// and seccomp lines. The copy of the test binary in the rootfs is static, so
+/// it runs in a busybox bundle.
+#[test]
+fn seccomp_probe_inside_container() {
+    if std::env::var_os(PROBE_ENV).is_none() {
+        return;
+    }
+    /// `ok`, or the errno's name, read right after the call.
+    fn result(ret: libc::c_long) -> &'static str {
+        if ret >= 0 {
+            return "ok";
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOSYS) => "ENOSYS",
+            Some(libc::EPERM) => "EPERM",
+            Some(libc::EINVAL) => "EINVAL",
+            _ => "other",
+        }
+    }
+    /// One raw system call with four arguments.
+    fn call(nr: libc::c_long, args: [usize; 4]) -> &'static str {
+        // SAFETY: the pointers among the arguments are null, a C string or
+        // `how`, alive through the call; descriptors it returns are left to
+        // the process's exit.
+        result(unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) })
+    }
+    let root = c"/".as_ptr() as usize;
+    // struct open_how: O_RDONLY, no mode, no resolve flags.
+    let how = [0u64; 3];
+    let cwd = libc::AT_FDCWD as usize;
+    let x = libc::X_OK as usize;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as usize;
+    // glibc tries faccessat2 first and falls back on ENOSYS only.
+    // SAFETY: a valid C string; no flags beyond AT_EACCESS.
+    let ret =
+        unsafe { libc::faccessat(libc::AT_FDCWD, c"/".as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    let libc_faccessat = result(ret.into());
+    let calls = [
+        ("faccessat2", call(libc::SYS_faccessat2, [cwd, root, x, 0])),
+        (
+            "close_range",
+            call(libc::SYS_close_range, [1000, 1000, 0, 0]),
+        ),
+        (
+            "openat2",
+            call(libc::SYS_openat2, [cwd, root, how.as_ptr() as usize, 24]),
+        ),
+        ("clone3", call(libc::SYS_clone3, [0; 4])),
+        // Named by the profile and allowed.
+        ("pidfd_open", call(libc::SYS_pidfd_open, [pid, 0, 0, 0])),
+        // Not named, older than the newest named call: the default errno.
+        ("acct", call(libc::SYS_acct, [0; 4])),
+        ("libc_faccessat", libc_faccessat),
+    ];
+    // On a line of its own: libtest has written "test NAME ... " before.
+    println!();
+    for (name, result) in calls {
+        println!("probe {name}={result}");
+    }
+    // glibc's pthread_create tries clone3 first, and clone on ENOSYS only.
+    let thread = std::thread::Builder::new().spawn(|| 7).map(|t| t.join());
+    println!(
+        "probe thread={}",
+        if matches!(thread, Ok(Ok(7))) {
+            "ok"
+        } else {
+            "failed"
+        }
+    );
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    for line in status.lines() {
+        let keys = [
+            "CapInh",
+            "CapPrm",
+            "CapEff",
+            "CapBnd",
+            "CapAmb",
+            "NoNewPrivs",
+            "Seccomp:",
+        ];
+        if keys.iter().any(|k| line.starts_with(k)) {
+            println!("probe {line}");
+        }
+    }
+}
+
+/// hostd's default policy for this config's bounding set with every system
+/// call numbered 435 or higher removed: like Docker's profiles before 2021,
+/// it predates `clone3` (435), `close_range` (436), `openat2` (437) and
+/// `faccessat2` (439); its newest call is `pidfd_open` (434).
+fn pre_2021_profile(config: &Value) -> Value {
+    let mut c = config.clone();
+    with_default_seccomp(&mut c);
+    let mut profile = c["linux"]["seccomp"].take();
+    let rules = profile["syscalls"].as_array_mut().unwrap();
+    for rule in rules.iter_mut() {
+        rule["names"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| hostd::runtime::seccomp::syscall_number(n.as_str().unwrap()) < Some(435));
+    }
+    rules.retain(|r| !r["names"].as_array().unwrap().is_empty());
+    let newest = rules
+        .iter()
+        .flat_map(|r| r["names"].as_array().unwrap())
+        .filter_map(|n| hostd::runtime::seccomp::syscall_number(n.as_str().unwrap()))
+        .max();
+    assert_eq!(newest, Some(434));
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    profile
+}
+
+/// A bundle that runs the copy of this test binary as the probe.
+fn probe_bundle(edit: impl FnOnce(&mut Value)) -> Bundle {
+    let args = [
+        "/probe",
+        "--exact",
+        "seccomp_probe_inside_container",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let bundle = Bundle::new(&args, |c| {
+        c["process"]["env"] = json!(["PATH=/bin", format!("{PROBE_ENV}=1")]);
+        edit(c)
+    });
+    let exe = std::env::current_exe().unwrap();
+    fs::copy(exe, bundle.path().join("rootfs/probe")).unwrap();
+    bundle
+}
+
+fn probe_lines(out: &[u8]) -> Vec<String> {
+    text(out)
+        .lines()
+        .filter(|l| l.starts_with("probe "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `create`, then `start`, with the init's output in a file: whether each
+/// succeeded, `start`'s stderr, and what the container printed once stopped.
+fn create_then_start(bundle: &Bundle, hostd: bool, id: &str) -> (bool, bool, String, String) {
+    let b = bundle.path().to_str().unwrap().to_string();
+    let cmd = |args: &[&str]| {
+        if hostd {
+            bundle.hostd(args)
+        } else {
+            bundle.runc(args)
+        }
+    };
+    let out_path = bundle.path().join(format!("{id}.out"));
+    let out = fs::File::create(&out_path).unwrap();
+    let created = cmd(&["create", "--bundle", &b, id])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap()
+        .success();
+    let mut started = false;
+    let mut start_err = String::new();
+    if created {
+        let start = cmd(&["start", id]).output().unwrap();
+        started = start.status.success();
+        start_err = text(&start.stderr);
+        wait_status(|| cmd(&["state", id]), "stopped");
+        let deleted = cmd(&["delete", "--force", id]).output().unwrap();
+        assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    }
+    (
+        created,
+        started,
+        start_err,
+        fs::read_to_string(&out_path).unwrap(),
+    )
+}
+
+#[test]
+fn pre_2021_seccomp_profile_runs_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let want = [
+        "probe faccessat2=ENOSYS",
+        "probe close_range=ENOSYS",
+        "probe openat2=ENOSYS",
+        "probe clone3=ENOSYS",
+        "probe pidfd_open=ok",
+        "probe acct=EPERM",
+        "probe libc_faccessat=ok",
+        "probe thread=ok",
+        "probe Seccomp:\t2",
+    ];
+    // Docker runs containers without no_new_privs unless asked; runc's spec
+    // sets it. Without it the filter needs CAP_SYS_ADMIN when it is loaded.
+    // The container's capabilities: root has its bounding set, another user
+    // none (runc's spec raises no ambient ones).
+    for (no_new_privs, uid, caps) in [
+        (false, 0, "0000000020000420"),
+        (true, 0, "0000000020000420"),
+        (false, 1000, "0000000000000000"),
+    ] {
+        let bundle = probe_bundle(|c| {
+            c["process"]["noNewPrivileges"] = json!(no_new_privs);
+            c["process"]["user"] = json!({"uid": uid, "gid": uid});
+            c["linux"]["seccomp"] = pre_2021_profile(c);
+        });
+        let (h, r) = bundle.run_both();
+        assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+        assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+        let (hlines, rlines) = (probe_lines(&h.stdout), probe_lines(&r.stdout));
+        assert_eq!(hlines, rlines, "no_new_privs {no_new_privs}: hostd vs runc");
+        for line in want {
+            assert!(
+                hlines.iter().any(|l| l == line),
+                "{line:?} missing in {hlines:#?}"
+            );
+        }
+        // CAP_SYS_ADMIN, kept to load the filter without no_new_privs, is
+        // gone once the container runs.
+        let mut status = vec![
+            format!("probe NoNewPrivs:\t{}", u8::from(no_new_privs)),
+            "probe CapBnd:\t0000000020000420".to_string(),
+        ];
+        status.extend(["CapPrm", "CapEff"].map(|set| format!("probe {set}:\t{caps}")));
+        for line in status {
+            assert!(hlines.contains(&line), "{line:?} missing in {hlines:#?}");
+        }
+
+        // create and start as separate commands: both succeed, and the
+        // container sees the same.
+        let (created, started, err, out) = create_then_start(&bundle, true, &unique("hs"));
+        assert!(created && started, "hostd: {err}{out}");
+        let (rc, rs, rerr, rout) = create_then_start(&bundle, false, &unique("rs"));
+        assert!(rc && rs, "runc: {rerr}{rout}");
+        assert_eq!(probe_lines(out.as_bytes()), probe_lines(rout.as_bytes()));
+        assert!(bundle.hostd_state_entries().is_empty());
+    }
+}
+
+#[test]
+fn init_failure_after_ready_fails_start() {
+    if !require_prereqs() {
+        return;
+    }
+    // Executable by its mode, so the lookup before READY finds it, but not a
+    // format the kernel runs: execve fails after `start` released the init.
+    let bundle = Bundle::new(&["/bin/notexec"], |_| {});
+    let bad = bundle.path().join("rootfs/bin/notexec");
+    fs::write(&bad, "not a program\n").unwrap();
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = mountinfo_mentioning(bundle.path());
+
+    // `run`: both fail with 1.
+    let (h, r) = bundle.run_both();
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+    assert_eq!(h.status.code(), Some(1), "hostd: {}", text(&h.stderr));
+    let err = text(&h.stderr);
+    assert!(
+        err.contains("execve /bin/notexec") && err.contains("Exec format error"),
+        "{err}"
+    );
+    assert!(bundle.hostd_state_entries().is_empty());
+
+    // `create` succeeds in both; hostd's `start` reports the failed execve
+    // and exits 1, where runc's exits 0 with the error only on the
+    // container's stderr.
+    let (created, started, err, _) = create_then_start(&bundle, true, &unique("hx"));
+    assert!(created && !started, "{err}");
+    assert!(
+        err.contains("container init failed execve /bin/notexec")
+            && err.contains("Exec format error"),
+        "{err}"
+    );
+    let (rc, rs, rerr, rout) = create_then_start(&bundle, false, &unique("rx"));
+    assert!(rc && rs, "{rerr}");
+    assert!(rout.contains("exec format error"), "{rout}");
+    assert!(bundle.hostd_state_entries().is_empty());
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+}
+
+/// Whether this host has the cgroup v2 backend (then limits are applied,
+/// not refused).
+fn host_has_cgroup_v2() -> bool {
+    hostd::runtime::cgroups::Cgroupfs::detect()
+        .available()
+        .is_ok()
+}
+
+#[test]
+fn resources_without_cgroup_v2() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "echo ok";
+    // `runc spec` writes a device rule list and nothing else: no limit, so
+    // both run it. So do Docker's zero values, which mean "not set".
+    let zeros = |c: &mut Value| {
+        let devices = c["linux"]["resources"]["devices"].clone();
+        assert!(devices.is_array());
+        c["linux"]["resources"] = json!({
+            "devices": devices,
+            "memory": {"limit": 0, "swap": 0},
+            "cpu": {"shares": 0, "quota": 0},
+            "pids": {"limit": 0},
+            "unified": {}
+        });
+    };
+    for edit in [&(|_: &mut Value| {}) as &dyn Fn(&mut Value), &zeros] {
+        let bundle = Bundle::new(&["sh", "-c", script], edit);
+        let (h, r) = bundle.run_both();
+        assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+        assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+        assert_eq!(text(&h.stdout), text(&r.stdout));
+    }
+    if host_has_cgroup_v2() {
+        eprintln!("resources_without_cgroup_v2: this host has cgroup v2; limits are applied there");
+        return;
+    }
+    // A limit is refused by `create` and by `run`, naming the fields, with
+    // nothing left behind.
+    let limits = |c: &mut Value| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+        c["linux"]["resources"]["pids"] = json!({"limit": 10});
+    };
+    let err = refused(&["sh", "-c", script], limits);
+    assert!(
+        err.contains("linux.resources.memory.limit")
+            && err.contains("linux.resources.pids.limit")
+            && err.contains("cgroup v2"),
+        "{err}"
+    );
+    let bundle = Bundle::new(&["sh", "-c", script], limits);
+    let b = bundle.path().to_str().unwrap().to_string();
+    let out = bundle
+        .hostd(&["create", "--bundle", &b, &unique("lim")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("linux.resources.memory.limit"));
+    assert!(bundle.hostd_state_entries().is_empty());
+    // runc applies these through cgroup v1 here: hostd has no v1 backend.
+    let r = bundle
+        .runc(&["run", "--bundle", &b, &unique("rlim")])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+
+    // `unified` (cgroup v2 files) is refused by both.
+    let unified = |c: &mut Value| {
+        c["linux"]["resources"]["unified"] = json!({"pids.max": "10"});
+    };
+    let err = refused(&["sh", "-c", script], unified);
+    assert!(err.contains("linux.resources.unified"), "{err}");
+    let bundle = Bundle::new(&["sh", "-c", script], unified);
+    let (_, r) = bundle.run_both();
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+}

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::containers::config::{cgroup_path, oci_config, CreateSpec};
 use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
-use crate::runtime::process::{self, Spawned};
+use crate::runtime::process::Spawned;
 use crate::runtime::{CreateOptions, Log, Runtime};
 
 /// Largest packet either side sends.
@@ -664,10 +664,8 @@ fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result
     let _ = os::dup2(stdio.1.as_fd(), 2);
     drop((out_write, err_write));
     let container = created?;
-    let started = rt.start(&spec.id).map_err(|e| chain(&e)).and_then(|()| {
-        process::exec_result(&container.process, &container.plan).map_err(|e| chain(&e))
-    });
-    if let Err(e) = started {
+    // `start` also fails when the init fails before or in `execve`.
+    if let Err(e) = rt.start(&spec.id).map_err(|e| chain(&e)) {
         container.process.kill();
         let _ = rt.delete(&spec.id, true);
         return Err(e);

@@ -8,6 +8,13 @@
 //! use a recording fake). On failure the child sends its [`Step`], an index
 //! and the `errno` over the sync socket and `_exit`s; the parent turns that
 //! into a typed error with the plan's context (which mount, which rlimit).
+//! After READY nobody reads the sync socket any more (`create` may have
+//! exited), so from step (5) on failures go to `exec.fifo`, which `start`
+//! reads until `execve` closes it.
+//!
+//! The container's seccomp filter is the last thing installed: every lookup,
+//! descriptor clean-up and report to the runtime happens before it, and only
+//! `execve` after it, so a profile need not allow anything hostd does.
 //!
 //! The sync protocol, numbered as in [`super::process`]:
 //!
@@ -22,19 +29,22 @@
 //!                                               are in our cgroup), signals reset,
 //!                                               rootfs built, pivot_root,
 //!                                               hostname, sysctls, masked and
-//!                                               read-only paths, rlimits,
-//!                                               seccomp, user, capabilities,
-//!                                               executable found
+//!                                               read-only paths, rlimits, user,
+//!                                               capabilities, executable found,
+//!                                               fds above 2 (and above
+//!                                               --preserve-fds) close-on-exec
 //!  (4) READY or ERROR(step, index, errno) <-- (4) sends READY
 //!      create returns; state is "created"   (5) blocks opening exec.fifo for
 //!                                               writing
-//!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, continues
-//!                                           (6) seccomp (with no_new_privs),
-//!                                               execve
-//!  EOF on the socket (CLOEXEC) <------------- (6) exec succeeded
-//!  or ERROR(Exec, 0, errno) <---------------- (6) exec failed, _exit(127)
+//!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, keeps the
+//!      the byte, then the fifo until EOF          fifo open (close-on-exec)
+//!                                           (6) seccomp, execve
+//!  EOF on exec.fifo <------------------------ (6) exec succeeded
+//!  or ERROR(step, 0, errno) + the command <-- (6) seccomp or exec failed,
+//!      on exec.fifo: `start` fails                _exit(1, 126 or 127)
 //! ```
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
@@ -529,7 +539,13 @@ struct Init<'a, S: ChildSys> {
     sys: &'a S,
     plan: &'a Plan,
     fds: ChildFds<'a>,
+    /// Where a failure is reported: the sync socket, then from step (5)
+    /// `exec.fifo` opened for writing.
+    report: Cell<RawFd>,
 }
+
+/// `CAP_SYS_ADMIN`, needed to load a seccomp filter without no_new_privs.
+const CAP_SYS_ADMIN: u32 = 21;
 
 type StepResult<T = ()> = Result<T, Failure>;
 
@@ -802,11 +818,12 @@ impl<S: ChildSys> Init<'_, S> {
         // Find the executable now, so that `create` fails for a missing one.
         let chosen = self.find_executable()?;
         self.sys.umask(self.plan.umask);
+        self.pass_descriptors()?;
 
         // (4) Ready, and (5) block until `start`.
         self.ready_and_wait_for_start()?;
 
-        // (6) Exec.
+        // (6) The seccomp filter, then exec.
         self.exec(chosen)
     }
 
@@ -946,8 +963,7 @@ impl<S: ChildSys> Init<'_, S> {
         Ok(())
     }
 
-    /// Process attributes: `oom_score_adj`, rlimits, and the seccomp filter
-    /// when it must come before the capabilities are dropped.
+    /// Process attributes: `oom_score_adj`, rlimits.
     fn process_attributes(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
@@ -961,14 +977,23 @@ impl<S: ChildSys> Init<'_, S> {
         for (i, l) in plan.rlimits.iter().enumerate() {
             at(Step::Rlimit, i, sys.setrlimit(l.resource, l.soft, l.hard))?;
         }
-        // Without no_new_privs the filter must be loaded while we still have
-        // CAP_SYS_ADMIN; with it, as late as possible (step 6).
-        if !plan.no_new_privs {
-            if let Some(p) = &plan.seccomp {
-                at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
-            }
-        }
         Ok(())
+    }
+
+    /// Without no_new_privs, loading the seccomp filter needs
+    /// `CAP_SYS_ADMIN`; the filter comes last (step 6), so the capability
+    /// stays permitted and effective until then. That does not reach the
+    /// container: `execve` computes the new permitted and effective sets from
+    /// the inheritable, ambient and bounding sets and the file's
+    /// capabilities, never from the old permitted set.
+    fn keep_sys_admin(&self) -> u64 {
+        let plan = self.plan;
+        let admin = 1u64 << CAP_SYS_ADMIN;
+        if !plan.no_new_privs && plan.seccomp.is_some() && plan.caps.effective & admin == 0 {
+            admin
+        } else {
+            0
+        }
     }
 
     /// Capabilities and user, `no_new_privs`, the working directory.
@@ -989,12 +1014,13 @@ impl<S: ChildSys> Init<'_, S> {
         at(Step::Setgid, 0, sys.setresgid(plan.gid))?;
         at(Step::Setuid, 0, sys.setresuid(plan.uid))?;
         at(Step::KeepCaps, 1, sys.prctl(libc::PR_SET_KEEPCAPS, 0, 0))?;
+        let admin = self.keep_sys_admin();
         at(
             Step::Capset,
             0,
             sys.capset(CapSets {
-                effective: caps.effective,
-                permitted: caps.permitted,
+                effective: caps.effective | admin,
+                permitted: caps.permitted | admin,
                 inheritable: caps.inheritable,
             }),
         )?;
@@ -1046,8 +1072,25 @@ impl<S: ChildSys> Init<'_, S> {
         Err(fail(Step::FindExecutable, 0, last_err))
     }
 
+    /// Every descriptor from 3 up close-on-exec, except the preserved ones
+    /// (`--preserve-fds`). Before READY, so that a failure fails `create`,
+    /// and before the seccomp filter, which need not allow `close_range`.
+    fn pass_descriptors(&self) -> StepResult {
+        let sys = self.sys;
+        at(Step::PreserveFds, 0, sys.cloexec_from(3))?;
+        for fd in 3..3 + self.fds.preserve_fds {
+            at(
+                Step::PreserveFds,
+                fd as usize,
+                sys.clear_cloexec(fd as RawFd),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Steps (4) and (5): tells the parent we are ready, then blocks until
-    /// `start` opens exec.fifo for reading.
+    /// `start` opens exec.fifo for reading. The fifo stays open (it is
+    /// close-on-exec) to report a failure of step (6) to `start`.
     fn ready_and_wait_for_start(&self) -> StepResult {
         let sys = self.sys;
         let fds = self.fds;
@@ -1063,30 +1106,25 @@ impl<S: ChildSys> Init<'_, S> {
             0,
             sys.openat(fds.proc, fifo_path, libc::O_WRONLY | libc::O_CLOEXEC, 0),
         )?;
-        at(Step::ExecFifo, 1, sys.write(fifo, b"0"))?;
-        sys.close(fifo);
+        if let Err(e) = sys.write(fifo, b"0") {
+            sys.close(fifo);
+            return Err(fail(Step::ExecFifo, 1, e));
+        }
+        self.report.set(fifo);
         sys.close(fds.fifo);
         sys.close(fds.proc);
         Ok(())
     }
 
-    /// Step (6): the late seccomp filter, the preserved descriptors, then
-    /// `execve` of candidate `chosen`.
+    /// Step (6): the seccomp filter, then `execve` of candidate `chosen`.
+    /// Nothing of ours runs in between: the filter need allow nothing but
+    /// `execve` (and, should that fail, `write` and `exit_group` to report
+    /// it).
     fn exec(&self, chosen: usize) -> StepResult<std::convert::Infallible> {
         let sys = self.sys;
         let plan = self.plan;
-        if plan.no_new_privs {
-            if let Some(p) = &plan.seccomp {
-                at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
-            }
-        }
-        at(Step::PreserveFds, 0, sys.cloexec_from(3))?;
-        for fd in 3..3 + self.fds.preserve_fds {
-            at(
-                Step::PreserveFds,
-                fd as usize,
-                sys.clear_cloexec(fd as RawFd),
-            )?;
+        if let Some(p) = &plan.seccomp {
+            at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
         }
         let errno = sys.execve(
             &plan.exec_candidates[chosen],
@@ -1097,35 +1135,26 @@ impl<S: ChildSys> Init<'_, S> {
     }
 }
 
-/// The init process: runs the plan, reports a failure to the parent and
-/// `_exit`s. Never returns.
+/// The init process: runs the plan, reports a failure to the parent (or,
+/// from step (5), to `start`) and `_exit`s. Never returns.
 pub fn init_main(plan: &Plan, fds: ChildFds<'_>) -> ! {
     let sys = RealSys;
-    let failure = Init {
+    let init = Init {
         sys: &sys,
         plan,
         fds,
-    }
-    .run();
-    report_and_exit(&sys, fds.sync, failure)
-}
-
-fn report_and_exit<S: ChildSys>(sys: &S, sync: RawFd, f: Failure) -> ! {
-    let msg = Message {
-        kind: MSG_ERROR,
-        step: f.step as u32,
-        index: f.index,
-        errno: f.errno.0,
+        report: Cell::new(fds.sync),
     };
-    // The parent may be gone (after `create`); then tell stderr.
-    if sys.write(sync, &msg.to_bytes()).is_err() || f.step == Step::Exec {
+    let failure = init.run();
+    if !report(&sys, plan, init.report.get(), fds.sync, failure) {
+        // Nobody is listening (`create` has exited, `start` died): stderr.
         let _ = sys.write(2, b"hostd oci: container init failed at step: ");
-        let _ = sys.write(2, f.step.describe().as_bytes());
+        let _ = sys.write(2, failure.step.describe().as_bytes());
         let mut buf = [0u8; 48];
-        let _ = sys.write(2, fd_path(&mut buf, b" errno ", f.errno.0).to_bytes());
+        let _ = sys.write(2, fd_path(&mut buf, b" errno ", failure.errno.0).to_bytes());
         let _ = sys.write(2, b"\n");
     }
-    let code = match (f.step, f.errno.0) {
+    let code = match (failure.step, failure.errno.0) {
         (Step::Exec, libc::ENOENT) => 127,
         (Step::Exec, _) => 126,
         _ => 1,
@@ -1133,11 +1162,51 @@ fn report_and_exit<S: ChildSys>(sys: &S, sync: RawFd, f: Failure) -> ! {
     sys::exit_now(code)
 }
 
+/// Sends `f` as an ERROR message on `fd`. On exec.fifo (any `fd` but
+/// `sync`) the command follows the message, since `start` has no plan to
+/// name it from. Whether it was written.
+fn report<S: ChildSys>(sys: &S, plan: &Plan, fd: RawFd, sync: RawFd, f: Failure) -> bool {
+    let msg = Message {
+        kind: MSG_ERROR,
+        step: f.step as u32,
+        index: f.index,
+        errno: f.errno.0,
+    };
+    if sys.write(fd, &msg.to_bytes()) != Ok(Message::SIZE) {
+        return false;
+    }
+    if fd != sync {
+        let _ = sys.write(fd, plan.command().to_bytes());
+    }
+    true
+}
+
 /// Runs the init steps against a fake [`ChildSys`] and returns the failure
 /// that ended them (a fake's `execve` returns).
 #[cfg(test)]
 pub(crate) fn run_with<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
-    Init { sys, plan, fds }.run()
+    Init {
+        sys,
+        plan,
+        fds,
+        report: Cell::new(fds.sync),
+    }
+    .run()
+}
+
+/// [`run_with`], then the report the init would send (recorded by the
+/// fake).
+#[cfg(test)]
+pub(crate) fn run_and_report<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
+    let init = Init {
+        sys,
+        plan,
+        fds,
+        report: Cell::new(fds.sync),
+    };
+    let failure = init.run();
+    report(sys, plan, init.report.get(), fds.sync, failure);
+    failure
 }
 
 #[cfg(test)]

@@ -11,13 +11,15 @@
 //! 3. (child builds the container);
 //! 4. read READY, or ERROR with the failed step, or EOF if the child died.
 //!
-//! Steps 5 and 6 (exec.fifo, execve) happen later, in `start`.
+//! Steps 5 and 6 (exec.fifo, execve) happen later, in `start`, which waits
+//! for the outcome of step 6 on exec.fifo with [`wait_for_exec`].
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::child::{self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_READY};
 use super::plan::Plan;
@@ -293,10 +295,7 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
     match msg.kind {
         MSG_READY => Ok(()),
         MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
-        _ => Err(SpawnError::Sys {
-            what: "unexpected message from the container init",
-            source: Errno(libc::EPROTO),
-        }),
+        _ => Err(protocol_error()),
     }
 }
 
@@ -315,12 +314,77 @@ fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
     }
 }
 
-/// Reads a message the init sends after READY: `Ok(None)` on EOF, which
-/// means `execve` succeeded (the socket is close-on-exec).
-pub fn exec_result(spawned: &Spawned, plan: &Plan) -> Result<(), SpawnError> {
-    let mut buf = [0u8; Message::SIZE];
-    match sys::read_fd(spawned.sync.as_fd(), &mut buf) {
-        Ok(Message::SIZE) => Err(init_failed(plan, &Message::from_bytes(&buf), Step::Exec)),
-        _ => Ok(()),
+/// Step (6) as `start` sees it: once the init has taken exec.fifo's byte,
+/// reads `fifo` (opened non-blocking) until EOF, which means `execve`
+/// succeeded (the init's end is close-on-exec), or until the init's report of
+/// a failed seccomp filter or `execve`: a [`Message`] followed by the
+/// command. Gives up after `timeout_ms`.
+pub fn wait_for_exec(fifo: BorrowedFd<'_>, timeout_ms: u32) -> Result<(), SpawnError> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.into());
+    let mut report = [0u8; Message::SIZE + 4096];
+    let mut len = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let [ready] = sys::poll_readable([fifo], left).map_err(|source| SpawnError::Sys {
+            what: "waiting for the container init's execve",
+            source,
+        })?;
+        if !ready {
+            return Err(SpawnError::Sys {
+                what: "timed out waiting for the container init's execve",
+                source: Errno(libc::ETIMEDOUT),
+            });
+        }
+        let mut scratch = [0u8; 256];
+        let buf = if len < report.len() {
+            &mut report[len..]
+        } else {
+            &mut scratch[..]
+        };
+        match sys::read_fd(fifo, buf) {
+            Ok(0) => break,
+            Ok(n) if len < report.len() => len += n,
+            Ok(_) | Err(Errno(libc::EAGAIN)) => {}
+            Err(source) => {
+                return Err(SpawnError::Sys {
+                    what: "reading exec.fifo",
+                    source,
+                })
+            }
+        }
+    }
+    exec_report(&report[..len])
+}
+
+/// Decodes what [`wait_for_exec`] read after the fifo's byte: nothing, or an
+/// ERROR message followed by the command.
+fn exec_report(bytes: &[u8]) -> Result<(), SpawnError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let Some((head, rest)) = bytes.split_first_chunk::<{ Message::SIZE }>() else {
+        return Err(protocol_error());
+    };
+    let msg = Message::from_bytes(head);
+    if msg.kind != MSG_ERROR {
+        return Err(protocol_error());
+    }
+    let command = String::from_utf8_lossy(rest);
+    Err(SpawnError::Init {
+        step: Step::from_u32(msg.step).unwrap_or(Step::Exec),
+        context: if command.is_empty() {
+            String::new()
+        } else {
+            format!(" {command}")
+        },
+        errno: Errno(msg.errno),
+    })
+}
+
+fn protocol_error() -> SpawnError {
+    SpawnError::Sys {
+        what: "unexpected message from the container init",
+        source: Errno(libc::EPROTO),
     }
 }

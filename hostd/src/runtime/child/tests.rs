@@ -126,8 +126,14 @@ impl ChildSys for Fake {
         buf.copy_from_slice(&Message::new(MSG_GO).to_bytes());
         Ok(buf.len())
     }
-    fn write(&self, _: RawFd, buf: &[u8]) -> SysResult<usize> {
-        self.record(format!("write {}", buf.len()))?;
+    fn write(&self, fd: RawFd, buf: &[u8]) -> SysResult<usize> {
+        let to = self
+            .fds
+            .borrow()
+            .get(&fd)
+            .cloned()
+            .unwrap_or(fd.to_string());
+        self.record(format!("write {} to {to}", buf.len()))?;
         Ok(buf.len())
     }
     fn sethostname(&self, name: &[u8]) -> SysResult<()> {
@@ -282,14 +288,16 @@ fn builds_the_container_in_order() {
         "setgroups []".into(),
         "setresgid 0".into(),
         "setresuid 0".into(),
-        "capset e=0x0 p=0x0 i=0x0".into(),
+        // CAP_SYS_ADMIN (21) stays until the filter is loaded.
+        "capset e=0x200000 p=0x200000 i=0x0".into(),
         "chdir /".into(),
         "access /bin/sh".into(),
         "umask 22".into(),
-        "write 16".into(),
-        "open self/fd/4".into(),
-        "write 1".into(),
         "cloexec_from 3".into(),
+        "write 16 to 3".into(),
+        "open self/fd/4".into(),
+        "write 1 to self/fd/4".into(),
+        "seccomp".into(),
         "execve /bin/sh argc=3".into(),
     ];
     let mut from = 0;
@@ -303,8 +311,9 @@ fn builds_the_container_in_order() {
     // CAP_KILL (5) stays in the bounding set; the others are dropped.
     let kill = format!("prctl {} 5 0", libc::PR_CAPBSET_DROP);
     assert!(!calls.contains(&kill));
-    // Without no_new_privs, seccomp is loaded before the user switch.
-    assert!(position(&calls, "seccomp") < position(&calls, "setresuid"));
+    // The filter is the last thing before execve, with or without
+    // no_new_privs.
+    assert_eq!(position(&calls, "seccomp") + 1, position(&calls, "execve"));
     // No access() beyond the first hit.
     assert!(!calls.iter().any(|c| c == "access /usr/bin/sh"));
 }
@@ -414,4 +423,82 @@ fn inherited_descriptors_are_closed_around_the_kept_ones() {
             format!("close_range 41 {max}")
         ]
     );
+}
+
+#[test]
+fn seccomp_comes_last_and_sys_admin_only_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
+    let capset = |plan: &Plan| {
+        let fake = Fake::default();
+        run_with(&fake, plan, FDS);
+        let calls = fake.calls();
+        assert_eq!(
+            position(&calls, "seccomp") + 1,
+            position(&calls, "execve"),
+            "{calls:#?}"
+        );
+        assert!(position(&calls, "cloexec_from") < position(&calls, "write 16"));
+        calls[position(&calls, "capset")].clone()
+    };
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN.
+    assert_eq!(capset(&plan), "capset e=0x200000 p=0x200000 i=0x0");
+    // With it, or when the container has the capability anyway, the sets
+    // are the spec's.
+    plan.no_new_privs = true;
+    assert_eq!(capset(&plan), "capset e=0x0 p=0x0 i=0x0");
+    plan.no_new_privs = false;
+    plan.caps.effective = 1 << 21 | 1 << 5;
+    plan.caps.permitted = 1 << 21 | 1 << 5;
+    assert_eq!(capset(&plan), "capset e=0x200020 p=0x200020 i=0x0");
+    // Without a filter there is nothing to keep it for.
+    plan.caps.effective = 0;
+    plan.caps.permitted = 0;
+    plan.seccomp = None;
+    let fake = Fake::default();
+    run_with(&fake, &plan, FDS);
+    let calls = fake.calls();
+    assert!(calls.contains(&"capset e=0x0 p=0x0 i=0x0".to_string()));
+    assert!(!calls.iter().any(|c| c.starts_with("seccomp")));
+}
+
+#[test]
+fn failures_after_ready_are_reported_on_the_fifo() {
+    let (_dir, plan) = plan();
+    // A filter the kernel refuses: reported to `start`, with the command.
+    let fake = Fake {
+        fail: Some(("seccomp", libc::EINVAL)),
+        ..Fake::default()
+    };
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::Seccomp);
+    let calls = fake.calls();
+    let n = calls.len();
+    assert!(calls[n - 3].starts_with("seccomp "), "{calls:#?}");
+    assert_eq!(
+        calls[n - 2..],
+        ["write 16 to self/fd/4", "write 2 to self/fd/4"]
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("execve")));
+
+    // execve failing: the same channel (the fake's execve fails).
+    let fake = Fake::default();
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::Exec);
+    assert_eq!(
+        fake.calls().last().map(String::as_str),
+        Some("write 2 to self/fd/4")
+    );
+
+    // Before READY, the parent is told on the sync socket, without the
+    // command (it has the plan).
+    let fake = Fake {
+        fail: Some(("cloexec_from", libc::EPERM)),
+        ..Fake::default()
+    };
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::PreserveFds);
+    let calls = fake.calls();
+    assert_eq!(calls.last().map(String::as_str), Some("write 16 to 3"));
+    assert!(!calls.iter().any(|c| c.starts_with("open self/fd/4")));
 }

@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use super::runtime::{check_id, state_err, Runtime, RuntimeError};
+use crate::runtime::cgroups;
 use crate::runtime::plan::Plan;
 use crate::runtime::process::{self, SpawnOptions, Spawned};
 use crate::runtime::spec::Spec;
@@ -79,6 +80,11 @@ impl Runtime {
         for w in &plan.warnings {
             self.log.warn(w);
         }
+        // Limits that no cgroup would hold are refused, not dropped.
+        let backend = self.cgroups.available();
+        if let Err(reason) = &backend {
+            cgroups::check_without_cgroups(&plan.resources, reason)?;
+        }
 
         fs::DirBuilder::new()
             .recursive(true)
@@ -114,17 +120,14 @@ impl Runtime {
 
         // cgroup.
         let mut cgroup_fd: Option<OwnedFd> = None;
-        match self.cgroups.available() {
+        match backend {
             Ok(()) => {
                 cgroup_fd = Some(self.cgroups.create(&plan.cgroup_path, &plan.resources)?);
                 cleanup.cgroup = Some(plan.cgroup_path.clone());
             }
-            Err(reason) if plan.resources.is_empty() => self
+            Err(reason) => self
                 .log
                 .info(&format!("{id}: running without a cgroup: {reason}")),
-            Err(reason) => self.log.warn(&format!(
-                "{id}: linux.resources not applied, running without a cgroup: {reason}"
-            )),
         }
 
         let spawned = process::spawn(

@@ -7,14 +7,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::runtime::{state_err, Runtime, RuntimeError};
+use crate::runtime::process;
 use crate::runtime::state::{self, Record, Status};
 use crate::runtime::sys::{self, Errno};
 
-/// How long `start` waits for the init to take the fifo's byte.
-const START_TIMEOUT_MS: i32 = 10_000;
+/// How long `start` waits for the init to take the fifo's byte, and then
+/// for its `execve`.
+const START_TIMEOUT_MS: u32 = 10_000;
 
 impl Runtime {
-    /// Starts a created container: its init runs `execve`.
+    /// Starts a created container: its init runs `execve`. Fails when the
+    /// init fails before `execve` (its seccomp filter, `execve` itself).
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let (dir, record, status) = self.load(id)?;
         if status != Status::Created {
@@ -29,7 +32,8 @@ impl Runtime {
 }
 
 /// Opens `exec.fifo` for reading, which lets the init's blocked open for
-/// writing complete; the init writes one byte and goes on to `execve`.
+/// writing complete; the init writes one byte and goes on to `execve`, and
+/// the fifo tells whether that succeeded.
 pub(super) fn release(dir: &Path, record: &Record) -> Result<(), RuntimeError> {
     let id = &record.id;
     let fifo_path = dir.join(state::FIFO);
@@ -51,7 +55,8 @@ pub(super) fn release(dir: &Path, record: &Record) -> Result<(), RuntimeError> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo_path)
         .map_err(state_err(&fifo_path))?;
-    let [fifo_ready, died] = sys::poll_readable([fifo.as_fd(), pidfd.as_fd()], START_TIMEOUT_MS)
+    let timeout = START_TIMEOUT_MS as i32;
+    let [fifo_ready, died] = sys::poll_readable([fifo.as_fd(), pidfd.as_fd()], timeout)
         .map_err(process_err("cannot wait for"))?;
     let mut byte = [0u8; 1];
     let got = if fifo_ready {
@@ -74,5 +79,6 @@ pub(super) fn release(dir: &Path, record: &Record) -> Result<(), RuntimeError> {
         });
     }
     fs::remove_file(&fifo_path).map_err(state_err(&fifo_path))?;
+    process::wait_for_exec(fifo.as_fd(), START_TIMEOUT_MS)?;
     Ok(())
 }
