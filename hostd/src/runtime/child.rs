@@ -72,6 +72,7 @@ pub enum Step {
     ReadonlyPath,
     MaskedPath,
     ReadonlyRoot,
+    SecurityLabel,
     OomScoreAdj,
     Rlimit,
     Seccomp,
@@ -92,7 +93,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 42] = [
+    const ALL: [Step; 43] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
@@ -118,6 +119,7 @@ impl Step {
         Step::ReadonlyPath,
         Step::MaskedPath,
         Step::ReadonlyRoot,
+        Step::SecurityLabel,
         Step::OomScoreAdj,
         Step::Rlimit,
         Step::Seccomp,
@@ -170,6 +172,7 @@ impl Step {
             Step::ReadonlyPath => "making a path read-only",
             Step::MaskedPath => "masking a path",
             Step::ReadonlyRoot => "remounting the root read-only",
+            Step::SecurityLabel => "applying",
             Step::OomScoreAdj => "writing oom_score_adj",
             Step::Rlimit => "setting an rlimit",
             Step::Seccomp => "loading the seccomp filter",
@@ -726,8 +729,12 @@ impl<S: ChildSys> Init<'_, S> {
     }
 
     fn write_file(&self, path: &CStr, value: &[u8]) -> SysResult<()> {
+        self.write_file_at(libc::AT_FDCWD, path, value)
+    }
+
+    fn write_file_at(&self, dirfd: RawFd, path: &CStr, value: &[u8]) -> SysResult<()> {
         let fd = self.sys.openat(
-            libc::AT_FDCWD,
+            dirfd,
             path,
             libc::O_WRONLY | libc::O_CLOEXEC | libc::O_TRUNC,
             0,
@@ -804,6 +811,7 @@ impl<S: ChildSys> Init<'_, S> {
         self.enter_root()?;
         self.names_and_sysctls()?;
         self.protect_paths()?;
+        self.security_labels()?;
         self.process_attributes()?;
         self.capabilities_and_user()?;
         // Find the executable now, so that `create` fails for a missing one.
@@ -1031,6 +1039,19 @@ impl<S: ChildSys> Init<'_, S> {
                 Step::RootPropagation,
                 2,
                 sys.mount(None, c"/", None, after, None),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The AppArmor profile or SELinux label `execve` switches to, written
+    /// through the host's `/proc` (the container's may not be mounted).
+    fn security_labels(&self) -> StepResult {
+        for (i, w) in self.plan.lsm_exec.iter().enumerate() {
+            at(
+                Step::SecurityLabel,
+                i,
+                self.write_file_at(self.fds.proc, &w.path, w.value.to_bytes()),
             )?;
         }
         Ok(())

@@ -7,8 +7,9 @@
 //!    prepared: `argv`/`envp` as C strings, the mount list with flags and
 //!    in-root targets ([`mounts`]), capability masks ([`caps`]), the seccomp
 //!    BPF program compiled from policy data ([`seccomp`]), rlimits, sysctls,
-//!    the namespace files to join (opened and checked). The cgroup is
-//!    created with its limits ([`cgroups`]).
+//!    the namespace files to join (opened and checked), the AppArmor or
+//!    SELinux labels the host can apply ([`lsm`]). The cgroup is created
+//!    with its limits ([`cgroups`]).
 //! 2. **In the child, after `clone3`** ([`child`]): the init only walks the
 //!    plan and makes raw system calls (namespaces joined, private mounts,
 //!    bind the root onto itself, the spec's mounts, `/dev` nodes,
@@ -28,6 +29,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod child;
 pub mod container;
+pub mod lsm;
 pub mod mounts;
 pub mod plan;
 pub mod process;

@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::caps;
+use super::lsm::{self, AttrWrite, HostLsm, LsmError};
 use super::mounts::{self, MountOptions, Target, TargetError};
 use super::seccomp::{self, Program, SeccompError};
 use super::spec::{IdMapping, Linux, NamespaceKind, Process, Resources, Root, Spec};
@@ -106,6 +107,9 @@ pub enum PlanError {
         /// The field.
         field: &'static str,
     },
+    /// An AppArmor profile or SELinux label that cannot be applied.
+    #[error(transparent)]
+    Lsm(#[from] LsmError),
     /// A mount problem.
     #[error("mounts[{index}] ({destination}): {message}")]
     Mount {
@@ -396,6 +400,8 @@ pub struct Plan {
     pub exec_candidates: Vec<CString>,
     /// Bring `lo` up (new network namespace).
     pub loopback: bool,
+    /// AppArmor/SELinux attribute writes before `execve`.
+    pub lsm_exec: Vec<AttrWrite>,
     /// cgroup path relative to the cgroup root.
     pub cgroup_path: String,
     /// cgroup limits.
@@ -492,6 +498,16 @@ const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
 impl Plan {
     /// Validates `spec` (from the bundle at `bundle`) for container `id`.
     pub fn new(id: &str, bundle: &Path, spec: &Spec) -> Result<Plan, PlanError> {
+        Plan::with_lsm(id, bundle, spec, HostLsm::detect())
+    }
+
+    /// [`Plan::new`] on a host with the security modules `host`.
+    pub fn with_lsm(
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        host: HostLsm,
+    ) -> Result<Plan, PlanError> {
         let process = spec.process.as_ref().ok_or(PlanError::NoProcess)?;
         let root = spec.root.as_ref().ok_or(PlanError::NoRoot)?;
         if process.terminal {
@@ -522,10 +538,11 @@ impl Plan {
                 }
             }
         }
+        let labels = lsm::labels(process, linux, host)?;
         let hostname = uts_name("hostname", spec.hostname.as_deref(), &ns)?;
         let domainname = uts_name("domainname", spec.domainname.as_deref(), &ns)?;
         let sysctls = sysctls(linux, &ns)?;
-        let mounts = Mounts::new(spec, &bundle, &ns)?;
+        let mounts = Mounts::new(spec, &bundle, &ns, labels.mount_context.as_deref())?;
         let (devices, symlinks) = if mounts.dev_is_bind {
             (Vec::new(), Vec::new())
         } else {
@@ -586,6 +603,7 @@ impl Plan {
             env: CStringArray::new(command.env),
             exec_candidates: command.exec_candidates,
             loopback,
+            lsm_exec: labels.exec,
             cgroup_path,
             resources: linux.resources.clone().unwrap_or_default(),
             annotations: spec.annotations.clone(),
@@ -871,7 +889,12 @@ struct Mounts {
 }
 
 impl Mounts {
-    fn new(spec: &Spec, bundle: &Path, ns: &Namespaces) -> Result<Mounts, PlanError> {
+    fn new(
+        spec: &Spec,
+        bundle: &Path,
+        ns: &Namespaces,
+        mount_context: Option<&str>,
+    ) -> Result<Mounts, PlanError> {
         let mut mounts = Mounts {
             steps: Vec::new(),
             dev_is_bind: false,
@@ -925,7 +948,15 @@ impl Mounts {
                         if fstype == "devpts" && target.display == "/dev/pts" {
                             mounts.have_devpts = true;
                         }
-                        let data = opts.data_string();
+                        let mut data = opts.data_string();
+                        if let Some(context) =
+                            mount_context.filter(|_| lsm::labels_mounts_of(fstype))
+                        {
+                            data = Some(match data {
+                                Some(d) => format!("{d},{context}"),
+                                None => context.to_string(),
+                            });
+                        }
                         MountStep {
                             target,
                             kind: MountKind::Fs {
@@ -1469,13 +1500,13 @@ pub(crate) mod tests {
         assert!(e.contains("process.env[1]"), "{e}");
     }
 
-    // ---- namespaces, root propagation ----
+    // ---- namespaces, root propagation, LSM labels ----
 
     fn edit_plan(edit: impl FnOnce(&mut Spec)) -> Result<Plan, PlanError> {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = sample_spec();
         edit(&mut spec);
-        Plan::new("c1", dir.path(), &spec)
+        Plan::with_lsm("c1", dir.path(), &spec, HostLsm::default())
     }
 
     fn namespaces(s: &mut Spec) -> &mut Vec<Namespace> {
@@ -1660,5 +1691,33 @@ pub(crate) mod tests {
             e.contains("a new pid namespace inside a joined user"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn security_labels() {
+        let e = edit_plan(|s| {
+            s.process.as_mut().unwrap().apparmor_profile = Some("docker-default".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("AppArmor is not enabled"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec();
+        spec.linux.as_mut().unwrap().mount_label = Some("u:object_r:f:s0".into());
+        let selinux = HostLsm {
+            selinux: true,
+            ..Default::default()
+        };
+        let plan = Plan::with_lsm("c1", dir.path(), &spec, selinux).unwrap();
+        let data = |i: usize| match &plan.mounts[i].kind {
+            MountKind::Fs { data, .. } => data.as_ref().map(|d| d.to_str().unwrap().to_string()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(data(0), None); // proc
+        assert_eq!(
+            data(1).as_deref(),
+            Some("mode=755,context=\"u:object_r:f:s0\"")
+        );
+        assert!(plan.lsm_exec.is_empty());
     }
 }

@@ -159,6 +159,10 @@ fn context(plan: &Plan, f: &Failure) -> String {
             1 => format!("of the mount holding {}", plan.rootfs.display()),
             _ => "of the container's /".to_string(),
         }),
+        Step::SecurityLabel => plan
+            .lsm_exec
+            .get(i)
+            .map(|w| format!("{} {:?}", w.field, w.value)),
         _ => None,
     };
     item.map(|s| format!(" {s}")).unwrap_or_default()

@@ -422,7 +422,7 @@ fn inherited_descriptors_are_closed_around_the_kept_ones() {
     );
 }
 
-// ---- namespaces, root propagation ----
+// ---- namespaces, root propagation, LSM labels ----
 
 use crate::runtime::spec::NamespaceKind;
 
@@ -430,7 +430,8 @@ fn plan_with(edit: impl FnOnce(&mut crate::runtime::spec::Spec)) -> (tempfile::T
     let dir = tempfile::tempdir().unwrap();
     let mut spec = sample_spec();
     edit(&mut spec);
-    let plan = Plan::new("c1", dir.path(), &spec).unwrap();
+    let host = crate::runtime::lsm::HostLsm::default();
+    let plan = Plan::with_lsm("c1", dir.path(), &spec, host).unwrap();
     (dir, plan)
 }
 
@@ -551,5 +552,35 @@ fn a_joined_user_namespace_is_entered_first() {
             "mount - / -".into(),
             "sethostname box".into(),
         ],
+    );
+}
+
+#[test]
+fn security_labels_are_written_before_the_user_switch() {
+    let (_dir, mut plan) = plan_with(|_| {});
+    plan.lsm_exec.push(crate::runtime::lsm::AttrWrite {
+        path: c"thread-self/attr/apparmor/exec".into(),
+        value: c"exec docker-default".into(),
+        field: "process.apparmorProfile",
+    });
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    in_order(
+        &calls,
+        &[
+            "open thread-self/attr/apparmor/exec".into(),
+            "write 19".into(),
+            "setresuid 0".into(),
+        ],
+    );
+    let fake = Fake {
+        fail: Some(("open thread-self", libc::EINVAL)),
+        ..Default::default()
+    };
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(
+        (failure.step, failure.errno),
+        (Step::SecurityLabel, Errno(libc::EINVAL))
     );
 }
