@@ -1003,3 +1003,560 @@ fn resources_without_cgroup_v2() {
     let (_, r) = bundle.run_both();
     assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
 }
+
+// ---- namespaces, root propagation, LSM labels (issue 10 items 4, 5, 7) ----
+
+/// Runs `cmd`, which must succeed.
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+}
+
+/// A tmpfs mounted on the host at a path under a bundle, detached on drop
+/// (declare it after the [`Bundle`], so that it goes first).
+struct HostTmpfs(PathBuf);
+
+impl HostTmpfs {
+    fn new(dir: PathBuf, shared: bool) -> HostTmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        sh(Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&dir));
+        let mount = HostTmpfs(dir);
+        if shared {
+            sh(Command::new("mount").arg("--make-shared").arg(&mount.0));
+        }
+        mount
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A process holding namespaces for a test to join, killed on drop.
+struct NsHolder(std::process::Child);
+
+impl NsHolder {
+    /// `unshare ARGS sh -c 'SETUP; echo ready; exec sleep 60'`, once ready.
+    fn new(args: &[&str], setup: &str) -> NsHolder {
+        use std::io::BufRead;
+        let script = format!("{setup} && echo ready && exec sleep 60");
+        let mut child = Command::new("unshare")
+            .args(args)
+            .args(["sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "unshare {args:?} failed");
+        NsHolder(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn ns(&self, kind: &str) -> String {
+        format!("/proc/{}/ns/{kind}", self.pid())
+    }
+}
+
+impl Drop for NsHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kind:[inode]`, as `readlink /proc/self/ns/KIND` prints it.
+fn ns_id(path: &str) -> String {
+    fs::read_link(path).unwrap().to_string_lossy().into_owned()
+}
+
+/// `hostd oci run` and `runc run` of the same bundle must both fail (exit
+/// 1) and leave no state or mount; returns hostd's stderr.
+fn refused_like_runc(args: &[&str], edit: impl FnOnce(&mut Value)) -> String {
+    let bundle = Bundle::new(args, edit);
+    let before = mountinfo_mentioning(bundle.path());
+    let (h, r) = bundle.run_both();
+    assert_eq!(h.status.code(), Some(1), "hostd: {}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+    assert!(
+        bundle.hostd_state_entries().is_empty(),
+        "state left: {:?}",
+        bundle.hostd_state_entries()
+    );
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    text(&h.stderr)
+}
+
+/// The propagation fields of the container's `/` in its mountinfo.
+const ROOT_PROPAGATION: &str = r#"awk '$5 == "/" { s = "root"; for (i = 7; $i != "-"; i++) s = s " " $i; print s }' /proc/self/mountinfo"#;
+
+#[test]
+fn rootfs_propagation_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    for word in [
+        "private",
+        "rprivate",
+        "slave",
+        "rslave",
+        "shared",
+        "rshared",
+        "unbindable",
+        "runbindable",
+    ] {
+        let bundle = Bundle::new(&["sh", "-c", ROOT_PROPAGATION], |c| {
+            c["linux"]["rootfsPropagation"] = json!(word);
+        });
+        let (h, r) = bundle.run_both();
+        let (hout, rout) = (text(&h.stdout), text(&r.stdout));
+        assert_eq!(h.status.code(), Some(0), "{word}: {}", text(&h.stderr));
+        let root = hout.trim();
+        match word {
+            "shared" | "rshared" => assert!(root.starts_with("root shared:"), "{word}: {root}"),
+            "unbindable" | "runbindable" => assert_eq!(root, "root unbindable", "{word}"),
+            // The host's `/` is private here (no master), or shared on a
+            // systemd host (the slave modes then show `master:N`).
+            _ => assert!(
+                !root.contains("shared:") && !root.contains("unbindable"),
+                "{word}: {root}"
+            ),
+        }
+        let same = r.status.code() == h.status.code() && rout == hout;
+        // runc 1.1 (Debian 12) leaves a shared root private, and fails to
+        // bind the rootfs under an unbindable `/`; runc 1.2.7 and 1.3 apply
+        // the propagation after pivot_root, as hostd does.
+        let runc_1_1 = match word {
+            "shared" | "rshared" => r.status.success() && rout.trim() == "root",
+            "unbindable" | "runbindable" => {
+                r.status.code() == Some(1) && text(&r.stderr).contains("invalid argument")
+            }
+            _ => false,
+        };
+        assert!(
+            same || runc_1_1,
+            "{word}: hostd {hout:?}, runc {:?} {rout:?} {}",
+            r.status.code(),
+            text(&r.stderr)
+        );
+    }
+    let err = refused_like_runc(&["true"], |c| {
+        c["linux"]["rootfsPropagation"] = json!("bogus");
+    });
+    assert!(
+        err.contains("linux.rootfsPropagation: \"bogus\": not one of shared, slave"),
+        "{err}"
+    );
+}
+
+/// Runs the bundle with `runtime` until its init runs, mounts a tmpfs with
+/// a flag file at `vol/sub` on the host, and returns what the container
+/// saw at `/vol/sub`.
+fn sees_later_host_mount(bundle: &Bundle, runtime: &str, vol: &Path) -> String {
+    let b = bundle.path().to_str().unwrap().to_string();
+    let id = unique(runtime);
+    let cmd = |args: &[&str]| match runtime {
+        "hostd" => bundle.hostd(args),
+        _ => bundle.runc(args),
+    };
+    let child = cmd(&["run", "--bundle", &b, &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_status(|| cmd(&["state", &id]), "running");
+    let sub = HostTmpfs::new(vol.join("sub"), false);
+    fs::write(sub.0.join("flag"), "seen").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{runtime}");
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn slave_root_receives_host_mounts_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "i=0; while [ $i -lt 40 ] && [ ! -e /vol/sub/flag ]; do sleep 0.05; \
+                  i=$((i+1)); done; cat /vol/sub/flag 2>/dev/null || echo missing";
+    for (word, want) in [("rslave", "seen"), ("rprivate", "missing")] {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let bundle = Bundle::new(&["sh", "-c", script], |c| {
+            c["linux"]["rootfsPropagation"] = json!(word);
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/vol", "type": "bind", "source": vol, "options": ["rbind"]
+            }));
+        });
+        let _vol = HostTmpfs::new(vol.clone(), true);
+        fs::create_dir(vol.join("sub")).unwrap();
+        assert_eq!(
+            sees_later_host_mount(&bundle, "hostd", &vol),
+            want,
+            "{word}"
+        );
+        if word == "rslave" {
+            assert_eq!(sees_later_host_mount(&bundle, "runc", &vol), want, "runc");
+        }
+    }
+}
+
+#[test]
+fn shared_root_sends_container_mounts_to_the_host_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "mount -t tmpfs from-container /vol/in && echo mounted";
+    for (word, runtimes) in [
+        ("rshared", &["hostd", "runc"][..]),
+        ("rprivate", &["hostd"]),
+    ] {
+        for runtime in runtimes {
+            let dir = tempfile::tempdir().unwrap();
+            let vol = dir.path().join("vol");
+            let bundle = Bundle::new(&["sh", "-c", script], |c| {
+                c["linux"]["rootfsPropagation"] = json!(word);
+                c["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/vol", "type": "bind", "source": vol, "options": ["rbind"]
+                }));
+                let caps = &mut c["process"]["capabilities"];
+                for set in ["bounding", "effective", "permitted"] {
+                    caps[set]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("CAP_SYS_ADMIN"));
+                }
+            });
+            let _vol = HostTmpfs::new(vol.clone(), true);
+            fs::create_dir(vol.join("in")).unwrap();
+            let b = bundle.path().to_str().unwrap().to_string();
+            let args = ["run", "--bundle", &b, &unique(runtime)];
+            let out = match *runtime {
+                "hostd" => bundle.hostd(&args),
+                _ => bundle.runc(&args),
+            }
+            .output()
+            .unwrap();
+            assert_eq!(
+                text(&out.stdout).trim(),
+                "mounted",
+                "{runtime} {word}: {}",
+                text(&out.stderr)
+            );
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let point = format!(" {}/in ", vol.display());
+            let on_host = info
+                .lines()
+                .any(|l| l.contains(&point) && l.contains(" from-container "));
+            assert_eq!(on_host, word == "rshared", "{runtime} {word}:\n{info}");
+        }
+    }
+}
+
+#[test]
+fn unlisted_mount_namespace_is_the_runtimes_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "echo mnt=$(readlink /proc/self/ns/mnt); hostname; ls /; \
+                  awk '{ print $5 }' /proc/self/mountinfo | grep -v '^/sys/fs/cgroup' | sort";
+    let no_mount_ns = |c: &mut Value| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+        // runc: "unable to restrict sys entries without a private MNT
+        // namespace".
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    };
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        no_mount_ns(c);
+        // runc ignores root.readonly here; hostd honours it (below).
+        c["root"]["readonly"] = json!(false);
+    });
+    let rootfs = bundle.path().join("rootfs");
+    let before = mountinfo_mentioning(bundle.path());
+    let b = bundle.path().to_str().unwrap().to_string();
+    let h = bundle
+        .hostd(&["run", "--bundle", &b, &unique("h")])
+        .output()
+        .unwrap();
+    // hostd takes its mounts down again; runc leaves them on the host.
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    let r = bundle
+        .runc(&["run", "--bundle", &b, &unique("r")])
+        .output()
+        .unwrap();
+    while mountinfo_mentioning(bundle.path()) > before {
+        sh(Command::new("umount").arg("-R").arg("-l").arg(&rootfs));
+    }
+    assert_eq!(h.status.code(), Some(0), "{}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let hout = text(&h.stdout);
+    assert_eq!(hout, text(&r.stdout));
+    let mine = ns_id("/proc/self/ns/mnt");
+    assert!(hout.starts_with(&format!("mnt={mine}\n")), "{hout}");
+    for want in ["bin", "/proc", "/dev/pts", "/sys"] {
+        assert!(hout.lines().any(|l| l == want), "{want} in {hout}");
+    }
+
+    // create and delete: the mounts exist while the container does.
+    let bundle = Bundle::new(&["sh", "-c", "touch /x 2>&1; sleep 60"], no_mount_ns);
+    let b = bundle.path().to_str().unwrap().to_string();
+    let before = mountinfo_mentioning(bundle.path());
+    let id = unique("c");
+    let out = bundle
+        .hostd(&["run", "--detach", "--bundle", &b, &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert!(mountinfo_mentioning(bundle.path()) > before);
+    // root.readonly holds in the runtime's mount namespace too.
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = format!(" {} ", bundle.path().join("rootfs").display());
+    assert!(
+        info.lines()
+            .any(|l| l.contains(&root) && l.contains(" ro,")),
+        "{info}"
+    );
+    sh(&mut bundle.hostd(&["delete", "--force", &id]));
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+
+    // runc's default config masks paths: both refuse it.
+    let err = refused_like_runc(&["true"], |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+    });
+    assert!(
+        err.contains("linux.maskedPaths: needs a mount namespace of the container's own"),
+        "{err}"
+    );
+}
+
+#[test]
+fn namespaces_joined_by_path_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "hostname; cat /mnt/marker; for t in uts ipc net mnt; do \
+                  echo $t=$(readlink /proc/self/ns/$t); done";
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        c["hostname"] = json!("joined");
+    });
+    let rootfs = bundle.path().join("rootfs");
+    fs::create_dir(rootfs.join("mnt")).unwrap();
+    let config = bundle.path().join("config.json");
+    let spec: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    let b = bundle.path().to_str().unwrap().to_string();
+    let mut outputs = Vec::new();
+    for runtime in ["hostd", "runc"] {
+        // runc pivots the mount namespace it joins: one holder each, with a
+        // tmpfs under the rootfs that only that namespace has.
+        let holder = NsHolder::new(
+            &[
+                "--uts",
+                "--ipc",
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+            ],
+            &format!(
+                "mount -t tmpfs marker {0}/mnt && echo in-namespace > {0}/mnt/marker",
+                rootfs.display()
+            ),
+        );
+        let mut spec = spec.clone();
+        for n in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+            let kind = match n["type"].as_str().unwrap() {
+                "uts" => "uts",
+                "ipc" => "ipc",
+                "network" => "net",
+                "mount" => "mnt",
+                _ => continue,
+            };
+            n["path"] = json!(holder.ns(kind));
+        }
+        fs::write(&config, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        let args = ["run", "--bundle", &b, &unique(runtime)];
+        let out = match runtime {
+            "hostd" => bundle.hostd(&args),
+            _ => bundle.runc(&args),
+        }
+        .output()
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runtime}: {}",
+            text(&out.stderr)
+        );
+        let mut seen = text(&out.stdout);
+        for kind in ["uts", "ipc", "net", "mnt"] {
+            seen = seen.replace(&ns_id(&holder.ns(kind)), "joined");
+        }
+        // The host name was set in the joined namespace, for its holder too.
+        let name = Command::new("nsenter")
+            .arg(format!("--uts={}", holder.ns("uts")))
+            .arg("hostname")
+            .output()
+            .unwrap();
+        assert_eq!(text(&name.stdout).trim(), "joined", "{runtime}");
+        outputs.push(seen);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(
+        outputs[0],
+        "joined\nin-namespace\nuts=joined\nipc=joined\nnet=joined\nmnt=joined\n"
+    );
+    assert_eq!(mountinfo_mentioning(bundle.path()), 0, "stray mount");
+}
+
+#[test]
+fn user_and_pid_namespaces_joined_by_path_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    // A user namespace mapping 0-65535 to 100000-165535, and a pid
+    // namespace it owns (its init is `sleep`).
+    let holder = NsHolder::new(&["--user", "--pid", "--fork", "--kill-child"], "true");
+    let pid = holder.pid();
+    let map = "0 100000 65536";
+    fs::write(format!("/proc/{pid}/uid_map"), map).unwrap();
+    fs::write(format!("/proc/{pid}/gid_map"), map).unwrap();
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let sleeper = children.split_whitespace().next().unwrap().to_string();
+    let user = format!("/proc/{sleeper}/ns/user");
+    let pidns = format!("/proc/{sleeper}/ns/pid");
+    let script = "cat /proc/self/uid_map; id; stat -c '%u %g' /bin/busybox; \
+                  grep CapEff /proc/self/status; echo user=$(readlink /proc/self/ns/user); \
+                  echo pid=$(readlink /proc/self/ns/pid); ps -o user,comm | grep sleep";
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut().filter(|n| n["type"] == "pid") {
+            n["path"] = json!(pidns);
+        }
+        ns.push(json!({"type": "user", "path": user}));
+        // runc 1.1 wants the mappings even for a joined user namespace.
+        let mapping = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["uidMappings"] = mapping.clone();
+        c["linux"]["gidMappings"] = mapping;
+    });
+    let (h, r) = bundle.run_both();
+    assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+    let hout = text(&h.stdout);
+    assert_eq!(hout, text(&r.stdout));
+    let hout = hout
+        .replace(&ns_id(&user), "joined")
+        .replace(&ns_id(&pidns), "joined");
+    let lines: Vec<&str> = hout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    assert_eq!(lines[1], "uid=0 gid=0");
+    assert_eq!(lines[2], "65534 65534");
+    assert_eq!(&lines[4..6], ["user=joined", "pid=joined"]);
+    // The holder's sleep is pid 1 of the joined pid namespace.
+    assert!(lines[6].ends_with("sleep"), "{hout}");
+}
+
+#[test]
+fn bad_namespace_paths_are_refused_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    for (kind, path, want) in [
+        (
+            "uts",
+            "/etc/hostname",
+            "/etc/hostname: not a namespace file",
+        ),
+        (
+            "uts",
+            "/proc/self/ns/net",
+            "is a network namespace, not a uts namespace",
+        ),
+        (
+            "mount",
+            "/proc/self/ns/uts",
+            "is a uts namespace, not a mount namespace",
+        ),
+        ("network", "/no/such/netns", "/no/such/netns: No such file"),
+        ("ipc", "proc/self/ns/ipc", "not an absolute path"),
+    ] {
+        let err = refused_like_runc(&["true"], |c| {
+            for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == kind {
+                    n["path"] = json!(path);
+                }
+            }
+        });
+        assert!(
+            err.contains("linux.namespaces[") && err.contains(want),
+            "{kind} {path}: {err}"
+        );
+    }
+}
+
+#[test]
+fn security_labels_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let host = hostd::runtime::lsm::HostLsm::detect();
+    let script = "cat /proc/self/attr/current";
+    let apparmor = |c: &mut Value| c["process"]["apparmorProfile"] = json!("unconfined");
+    if host.apparmor {
+        // Without loading a profile, "unconfined" is the one to apply.
+        let bundle = Bundle::new(&["sh", "-c", script], apparmor);
+        let (h, r) = bundle.run_both();
+        assert!(h.status.success(), "{}", text(&h.stderr));
+        assert_eq!(text(&h.stdout), text(&r.stdout));
+        assert!(text(&h.stdout).starts_with("unconfined"));
+    } else {
+        // runc's init fails writing /proc/self/attr/exec; hostd refuses
+        // before making anything.
+        let err = refused_like_runc(&["true"], apparmor);
+        assert!(
+            err.contains(
+                "process.apparmorProfile: \"unconfined\" cannot be applied: \
+                 AppArmor is not enabled on this host"
+            ),
+            "{err}"
+        );
+    }
+    if !host.selinux {
+        let err = refused_like_runc(&["true"], |c| {
+            c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+        });
+        assert!(err.contains("process.selinuxLabel") && err.contains("SELinux is not enabled"));
+        // runc passes it to the kernel, which refuses `context=` on tmpfs.
+        let err = refused_like_runc(&["true"], |c| {
+            c["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0");
+        });
+        assert!(err.contains("linux.mountLabel") && err.contains("SELinux is not enabled"));
+    }
+    // Empty means none, for both.
+    let bundle = Bundle::new(&["true"], |c| {
+        c["process"]["apparmorProfile"] = json!("");
+        c["process"]["selinuxLabel"] = json!("");
+    });
+    let (h, r) = bundle.run_both();
+    assert_eq!((h.status.code(), r.status.code()), (Some(0), Some(0)));
+}

@@ -60,7 +60,7 @@ pub enum Step {
     WaitGo = 1,
     SetUserIds,
     JoinNamespace,
-    UnshareCgroup,
+    Unshare,
     Setsid,
     Signals,
     RootPropagation,
@@ -74,6 +74,7 @@ pub enum Step {
     Symlink,
     Cwd,
     PivotRoot,
+    Chroot,
     Loopback,
     Hostname,
     Domainname,
@@ -81,6 +82,7 @@ pub enum Step {
     ReadonlyPath,
     MaskedPath,
     ReadonlyRoot,
+    SecurityLabel,
     OomScoreAdj,
     Rlimit,
     Seccomp,
@@ -101,11 +103,11 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 41] = [
+    const ALL: [Step; 43] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
-        Step::UnshareCgroup,
+        Step::Unshare,
         Step::Setsid,
         Step::Signals,
         Step::RootPropagation,
@@ -119,6 +121,7 @@ impl Step {
         Step::Symlink,
         Step::Cwd,
         Step::PivotRoot,
+        Step::Chroot,
         Step::Loopback,
         Step::Hostname,
         Step::Domainname,
@@ -126,6 +129,7 @@ impl Step {
         Step::ReadonlyPath,
         Step::MaskedPath,
         Step::ReadonlyRoot,
+        Step::SecurityLabel,
         Step::OomScoreAdj,
         Step::Rlimit,
         Step::Seccomp,
@@ -156,10 +160,10 @@ impl Step {
             Step::WaitGo => "waiting for the parent",
             Step::SetUserIds => "becoming root in the user namespace",
             Step::JoinNamespace => "joining a namespace",
-            Step::UnshareCgroup => "creating the cgroup namespace",
+            Step::Unshare => "creating namespaces",
             Step::Setsid => "setsid",
             Step::Signals => "resetting signals",
-            Step::RootPropagation => "making mounts private",
+            Step::RootPropagation => "setting the mount propagation",
             Step::BindRoot => "binding the root file system onto itself",
             Step::OpenRoot => "opening the root file system",
             Step::MountTarget => "creating a mount point",
@@ -170,6 +174,7 @@ impl Step {
             Step::Symlink => "creating a /dev symlink",
             Step::Cwd => "creating the working directory",
             Step::PivotRoot => "pivot_root",
+            Step::Chroot => "chroot",
             Step::Loopback => "bringing up lo",
             Step::Hostname => "sethostname",
             Step::Domainname => "setdomainname",
@@ -177,6 +182,7 @@ impl Step {
             Step::ReadonlyPath => "making a path read-only",
             Step::MaskedPath => "masking a path",
             Step::ReadonlyRoot => "remounting the root read-only",
+            Step::SecurityLabel => "applying",
             Step::OomScoreAdj => "writing oom_score_adj",
             Step::Rlimit => "setting an rlimit",
             Step::Seccomp => "loading the seccomp filter",
@@ -279,6 +285,7 @@ pub trait ChildSys {
     ) -> SysResult<()>;
     fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()>;
+    fn chroot(&self, path: &CStr) -> SysResult<()>;
     fn chdir(&self, path: &CStr) -> SysResult<()>;
     fn fchdir(&self, fd: RawFd) -> SysResult<()>;
     fn openat2(&self, dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd>;
@@ -349,6 +356,9 @@ impl ChildSys for RealSys {
     }
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()> {
         sys::pivot_root(new_root, put_old)
+    }
+    fn chroot(&self, path: &CStr) -> SysResult<()> {
+        sys::chroot(path)
     }
     fn chdir(&self, path: &CStr) -> SysResult<()> {
         sys::chdir(path)
@@ -735,8 +745,12 @@ impl<S: ChildSys> Init<'_, S> {
     }
 
     fn write_file(&self, path: &CStr, value: &[u8]) -> SysResult<()> {
+        self.write_file_at(libc::AT_FDCWD, path, value)
+    }
+
+    fn write_file_at(&self, dirfd: RawFd, path: &CStr, value: &[u8]) -> SysResult<()> {
         let fd = self.sys.openat(
-            libc::AT_FDCWD,
+            dirfd,
             path,
             libc::O_WRONLY | libc::O_CLOEXEC | libc::O_TRUNC,
             0,
@@ -813,6 +827,7 @@ impl<S: ChildSys> Init<'_, S> {
         self.enter_root()?;
         self.names_and_sysctls()?;
         self.protect_paths()?;
+        self.security_labels()?;
         self.process_attributes()?;
         self.capabilities_and_user()?;
         // Find the executable now, so that `create` fails for a missing one.
@@ -837,16 +852,24 @@ impl<S: ChildSys> Init<'_, S> {
         }
     }
 
-    /// Root in the user namespace, the namespaces to join, the cgroup
-    /// namespace, a new session, default signals.
+    /// The namespaces to join (a user namespace first, which gives the
+    /// rights for the rest), root in the user namespace, the namespaces the
+    /// init makes itself (the cgroup namespace; every new one inside a joined
+    /// user namespace), a new session, default signals.
     fn enter_namespaces(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
+        let join = self.fds.join;
+        let user_first = join.first().is_some_and(|(_, t)| *t == libc::CLONE_NEWUSER) as usize;
+        for (i, (fd, nstype)) in join.iter().enumerate().take(user_first) {
+            at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
+            sys.close(*fd);
+        }
         if plan.user_namespace() {
             at(Step::SetUserIds, 0, sys.setresgid(0))?;
             at(Step::SetUserIds, 0, sys.setresuid(0))?;
         }
-        for (i, (fd, nstype)) in self.fds.join.iter().enumerate() {
+        for (i, (fd, nstype)) in join.iter().enumerate().skip(user_first) {
             at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
             sys.close(*fd);
         }
@@ -856,8 +879,12 @@ impl<S: ChildSys> Init<'_, S> {
         // pid) it would be the parent's cgroup, showing the container the
         // whole host hierarchy. So it is always made here, after GO, when
         // the parent has put us into our cgroup either way.
-        if plan.unshare_cgroup {
-            at(Step::UnshareCgroup, 0, sys.unshare(libc::CLONE_NEWCGROUP))?;
+        if plan.unshare_flags != 0 {
+            at(
+                Step::Unshare,
+                0,
+                sys.unshare(plan.unshare_flags as libc::c_int),
+            )?;
         }
         at(Step::Setsid, 0, sys.setsid())?;
         at(Step::Signals, 0, sys.reset_signals())?;
@@ -865,16 +892,37 @@ impl<S: ChildSys> Init<'_, S> {
         Ok(())
     }
 
+    /// The root's mount propagation before it is built (index 0: `/`,
+    /// index 1: the rootfs's parent mount, see [`super::plan::RootPropagation`]).
+    fn prepare_propagation(&self) -> StepResult {
+        let sys = self.sys;
+        let prop = &self.plan.root_propagation;
+        if prop.before != 0 {
+            at(
+                Step::RootPropagation,
+                0,
+                sys.mount(None, c"/", None, prop.before, None),
+            )?;
+        }
+        // The first of the rootfs and its ancestors that is a mount point
+        // (the others answer EINVAL).
+        let mut last = Ok(());
+        for path in &prop.parents {
+            last = sys.mount(None, path, None, prop.parent, None);
+            if last != Err(Errno(libc::EINVAL)) {
+                break;
+            }
+        }
+        at(Step::RootPropagation, 1, last)
+    }
+
     /// The root file system: its mounts, devices and working directory,
-    /// then `pivot_root` into it.
+    /// then `pivot_root` into it (`chroot` in the runtime's mount
+    /// namespace).
     fn enter_root(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
-        at(
-            Step::RootPropagation,
-            0,
-            sys.mount(None, c"/", None, plan.root_propagation, None),
-        )?;
+        self.prepare_propagation()?;
         at(
             Step::BindRoot,
             0,
@@ -886,6 +934,21 @@ impl<S: ChildSys> Init<'_, S> {
                 None,
             ),
         )?;
+        if plan.shared_mount_ns {
+            // The host's mount namespace: what is mounted under the root
+            // stays out of the host's other mounts and namespaces.
+            at(
+                Step::RootPropagation,
+                1,
+                sys.mount(
+                    None,
+                    &plan.rootfs_c,
+                    None,
+                    libc::MS_PRIVATE | libc::MS_REC,
+                    None,
+                ),
+            )?;
+        }
         let root = at(
             Step::OpenRoot,
             0,
@@ -901,8 +964,33 @@ impl<S: ChildSys> Init<'_, S> {
         if let Some(cwd) = &plan.cwd_target {
             at(Step::Cwd, 0, self.make_target(root, cwd, Some(true)))?;
         }
+        if plan.shared_mount_ns {
+            at(Step::Chroot, 0, sys.fchdir(root))?;
+            at(Step::Chroot, 0, sys.chroot(c"."))?;
+            at(Step::Chroot, 1, sys.chdir(c"/"))?;
+            sys.close(root);
+            return Ok(());
+        }
+        let old_root = at(
+            Step::PivotRoot,
+            0,
+            sys.openat(
+                libc::AT_FDCWD,
+                c"/",
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            ),
+        )?;
         at(Step::PivotRoot, 0, sys.fchdir(root))?;
         at(Step::PivotRoot, 0, sys.pivot_root(c".", c"."))?;
+        sys.close(root);
+        // The old root is stacked on the new one now, but "." still names
+        // the new root's mount for mount(2): without this fchdir the rslave
+        // below would turn the container's own mounts into slaves (and a
+        // shared volume would no longer send its mounts to the host).
+        let r = sys.fchdir(old_root);
+        sys.close(old_root);
+        at(Step::PivotRoot, 1, r)?;
         // Keep the old root's unmount from propagating to the host.
         at(
             Step::PivotRoot,
@@ -911,7 +999,6 @@ impl<S: ChildSys> Init<'_, S> {
         )?;
         at(Step::PivotRoot, 2, sys.umount2(c".", libc::MNT_DETACH))?;
         at(Step::PivotRoot, 3, sys.chdir(c"/"))?;
-        sys.close(root);
         Ok(())
     }
 
@@ -935,7 +1022,7 @@ impl<S: ChildSys> Init<'_, S> {
     }
 
     /// Read-only and masked paths (missing ones are skipped), a read-only
-    /// root.
+    /// root, the root's propagation.
     fn protect_paths(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
@@ -959,6 +1046,30 @@ impl<S: ChildSys> Init<'_, S> {
         }
         if plan.root_readonly {
             at(Step::ReadonlyRoot, 0, self.remount_readonly(c"/"))?;
+        }
+        // The propagation asked for, on the container's own root now: a
+        // shared root would have made pivot_root fail, an unbindable one the
+        // binds of the read-only and masked paths.
+        let after = plan.root_propagation.after;
+        if after != 0 {
+            at(
+                Step::RootPropagation,
+                2,
+                sys.mount(None, c"/", None, after, None),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The AppArmor profile or SELinux label `execve` switches to, written
+    /// through the host's `/proc` (the container's may not be mounted).
+    fn security_labels(&self) -> StepResult {
+        for (i, w) in self.plan.lsm_exec.iter().enumerate() {
+            at(
+                Step::SecurityLabel,
+                i,
+                self.write_file_at(self.fds.proc, &w.path, w.value.to_bytes()),
+            )?;
         }
         Ok(())
     }

@@ -152,6 +152,19 @@ fn context(plan: &Plan, f: &Failure) -> String {
         }
         Step::FindExecutable | Step::Exec => Some(plan.command().to_string_lossy().into_owned()),
         Step::Chdir | Step::Cwd => Some(plan.cwd.to_string_lossy().into_owned()),
+        Step::JoinNamespace => plan
+            .join
+            .get(i)
+            .map(|j| format!("{} {}", j.kind.name(), j.path.display())),
+        Step::RootPropagation => Some(match i {
+            0 => "of /".to_string(),
+            1 => format!("of the mount holding {}", plan.rootfs.display()),
+            _ => "of the container's /".to_string(),
+        }),
+        Step::SecurityLabel => plan
+            .lsm_exec
+            .get(i)
+            .map(|w| format!("{} {:?}", w.field, w.value)),
         _ => None,
     };
     item.map(|s| format!(" {s}")).unwrap_or_default()
@@ -178,32 +191,22 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
             path: "/proc".into(),
             source,
         })?;
-    let mut join_files = Vec::new();
-    for ns in &plan.join {
-        let file = File::open(&ns.path).map_err(|source| SpawnError::Namespace {
-            kind: ns.kind.name(),
-            path: ns.path.clone(),
-            source,
-        })?;
-        join_files.push((file, ns.kind.clone_flag() as libc::c_int));
-    }
-    if let Some(path) = &plan.join_pid {
+    if let Some(ns) = &plan.join_pid {
         // Enter the pid namespace for our children: the init is born in it.
         use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-        File::open(path)
-            .and_then(|f| {
-                move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::ProcessID))
-                    .map_err(io::Error::from)
-            })
-            .map_err(|source| SpawnError::Namespace {
+        move_into_link_name_space(ns.fd.as_fd(), Some(LinkNameSpaceType::ProcessID)).map_err(
+            |e| SpawnError::Namespace {
                 kind: "pid",
-                path: path.clone(),
-                source,
-            })?;
+                path: ns.path.clone(),
+                source: e.into(),
+            },
+        )?;
     }
-    let join: Vec<(RawFd, libc::c_int)> = join_files
+    // The plan opened and checked the namespace files.
+    let join: Vec<(RawFd, libc::c_int)> = plan
+        .join
         .iter()
-        .map(|(f, t)| (f.as_raw_fd(), *t))
+        .map(|ns| (ns.fd.as_raw_fd(), ns.kind.clone_flag() as libc::c_int))
         .collect();
     let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
     let fds = ChildFds {

@@ -46,6 +46,11 @@ pub struct Record {
     /// The cgroup path, when the container has one.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// Without a mount namespace of its own: the id of the mount the init
+    /// made on `rootfs` in the runtime's mount namespace, which holds the
+    /// container's mounts and is detached when the container is destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mount: Option<u64>,
 }
 
 /// A container's status.
@@ -225,6 +230,7 @@ mod tests {
             created: rfc3339_now(),
             annotations: BTreeMap::new(),
             cgroup: None,
+            host_mount: None,
         };
         save(tmp.path(), &record).unwrap();
         let mode = fs::metadata(tmp.path().join(STATE_FILE))

@@ -83,6 +83,9 @@ impl ChildSys for Fake {
     fn chdir(&self, path: &CStr) -> SysResult<()> {
         self.record(format!("chdir {}", opt(Some(path))))
     }
+    fn chroot(&self, path: &CStr) -> SysResult<()> {
+        self.record(format!("chroot {}", opt(Some(path))))
+    }
     fn fchdir(&self, fd: RawFd) -> SysResult<()> {
         let path = self.fds.borrow()[&fd].clone();
         self.record(format!("fchdir {path}"))
@@ -270,8 +273,11 @@ fn builds_the_container_in_order() {
         "mount sysfs sys sysfs 0x3 -".into(),
         "mknod dev/null 20666 0x103".into(),
         "symlink dev/ptmx -> pts/ptmx".into(),
+        "open /".into(),
         format!("fchdir {root}"),
         "pivot_root . .".into(),
+        // The old root, not the new one, is made a slave and detached.
+        "fchdir /".into(),
         "mount - . - 0x84000".into(),
         "umount2 .".into(),
         "chdir /".into(),
@@ -326,7 +332,7 @@ fn cgroup_namespace_is_made_after_go() {
     run_with(&fake, &plan, FDS);
     assert!(!fake.calls().iter().any(|c| c.starts_with("unshare")));
 
-    plan.unshare_cgroup = true;
+    plan.unshare_flags = libc::CLONE_NEWCGROUP as u64;
     let fake = Fake::default();
     run_with(&fake, &plan, FDS);
     let calls = fake.calls();
@@ -340,7 +346,7 @@ fn cgroup_namespace_is_made_after_go() {
         ..Default::default()
     };
     let failure = run_with(&fake, &plan, FDS);
-    assert_eq!(failure.step, Step::UnshareCgroup);
+    assert_eq!(failure.step, Step::Unshare);
     assert_eq!(failure.errno, Errno(libc::EPERM));
 }
 
@@ -501,4 +507,167 @@ fn failures_after_ready_are_reported_on_the_fifo() {
     let calls = fake.calls();
     assert_eq!(calls.last().map(String::as_str), Some("write 16 to 3"));
     assert!(!calls.iter().any(|c| c.starts_with("open self/fd/4")));
+}
+
+// ---- namespaces, root propagation, LSM labels ----
+
+use crate::runtime::spec::NamespaceKind;
+
+fn plan_with(edit: impl FnOnce(&mut crate::runtime::spec::Spec)) -> (tempfile::TempDir, Plan) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sample_spec();
+    edit(&mut spec);
+    let host = crate::runtime::lsm::HostLsm::default();
+    let plan = Plan::with_lsm("c1", dir.path(), &spec, host).unwrap();
+    (dir, plan)
+}
+
+/// Each of `want` occurs in `calls`, in this order.
+fn in_order(calls: &[String], want: &[String]) {
+    let mut from = 0;
+    for w in want {
+        let at = calls[from..]
+            .iter()
+            .position(|c| c.starts_with(w.as_str()))
+            .unwrap_or_else(|| panic!("{w:?} not found after call {from} in {calls:#?}"));
+        from += at + 1;
+    }
+}
+
+#[test]
+fn shared_propagation_is_applied_after_the_root_is_built() {
+    let (_dir, plan) = plan_with(|s| {
+        s.linux.as_mut().unwrap().rootfs_propagation = Some("shared".into());
+    });
+    let root = plan.rootfs.to_string_lossy().into_owned();
+    let parent = plan.rootfs.parent().unwrap().to_string_lossy().into_owned();
+    // The rootfs is no mount point: the walk goes on to its parent.
+    let fake = Fake {
+        fail: Some((
+            Box::leak(format!("mount - {root} ").into_boxed_str()),
+            libc::EINVAL,
+        )),
+        ..Default::default()
+    };
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let (shared, private) = (libc::MS_SHARED, libc::MS_PRIVATE);
+    in_order(
+        &fake.calls(),
+        &[
+            format!("mount - / - {shared:#x}"),
+            format!("mount - {root} - {private:#x}"),
+            format!("mount - {parent} - {private:#x}"),
+            format!("mount {root} {root} - 0x5000"),
+            "pivot_root . .".into(),
+            "umount2 .".into(),
+            "sethostname box".into(),
+            "mount /dev/null /proc/kcore".into(),
+            format!("mount - / - {shared:#x}"),
+        ],
+    );
+}
+
+#[test]
+fn shared_mount_namespace_uses_chroot() {
+    let (_dir, plan) = plan_with(|s| {
+        let linux = s.linux.as_mut().unwrap();
+        linux.namespaces.retain(|n| n.kind != NamespaceKind::Mount);
+        linux.masked_paths.clear();
+        linux.readonly_paths.clear();
+    });
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    let root = plan.rootfs.to_string_lossy().into_owned();
+    // `/` is the host's: its propagation is left alone.
+    let chroot = position(&calls, "chroot");
+    assert!(
+        !calls[..chroot].iter().any(|c| c.starts_with("mount - / ")),
+        "{calls:#?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("pivot_root")));
+    in_order(
+        &calls,
+        &[
+            format!("mount {root} {root} - 0x5000"),
+            format!("mount - {root} - {:#x}", libc::MS_PRIVATE | libc::MS_REC),
+            "mount proc proc proc".into(),
+            format!("fchdir {root}"),
+            "chroot .".into(),
+            "chdir /".into(),
+            "sethostname box".into(),
+            "mount - / - 0x1023".into(),
+        ],
+    );
+}
+
+#[test]
+fn a_joined_user_namespace_is_entered_first() {
+    use crate::runtime::spec::{Namespace, NamespaceKind as K};
+    let (_dir, plan) = plan_with(|s| {
+        let ns = &mut s.linux.as_mut().unwrap().namespaces;
+        ns.retain(|n| !matches!(n.kind, K::Pid | K::Uts));
+        for (kind, path) in [
+            (K::Uts, "/proc/self/ns/uts"),
+            (K::User, "/proc/self/ns/user"),
+        ] {
+            ns.push(Namespace {
+                kind,
+                path: Some(path.into()),
+            });
+        }
+    });
+    let join: Vec<(RawFd, libc::c_int)> = plan
+        .join
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (60 + i as RawFd, j.kind.clone_flag() as libc::c_int))
+        .collect();
+    let fds = ChildFds { join: &join, ..FDS };
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, fds).step, Step::Exec);
+    let new = (libc::CLONE_NEWNS | libc::CLONE_NEWNET) as u64;
+    in_order(
+        &fake.calls(),
+        &[
+            format!("setns 60 {:#x}", libc::CLONE_NEWUSER),
+            "setresgid 0".into(),
+            "setresuid 0".into(),
+            format!("setns 61 {:#x}", libc::CLONE_NEWUTS),
+            format!("unshare {new:#x}"),
+            "setsid".into(),
+            "mount - / -".into(),
+            "sethostname box".into(),
+        ],
+    );
+}
+
+#[test]
+fn security_labels_are_written_before_the_user_switch() {
+    let (_dir, mut plan) = plan_with(|_| {});
+    plan.lsm_exec.push(crate::runtime::lsm::AttrWrite {
+        path: c"thread-self/attr/apparmor/exec".into(),
+        value: c"exec docker-default".into(),
+        field: "process.apparmorProfile",
+    });
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    in_order(
+        &calls,
+        &[
+            "open thread-self/attr/apparmor/exec".into(),
+            "write 19".into(),
+            "setresuid 0".into(),
+        ],
+    );
+    let fake = Fake {
+        fail: Some(("open thread-self", libc::EINVAL)),
+        ..Default::default()
+    };
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(
+        (failure.step, failure.errno),
+        (Step::SecurityLabel, Errno(libc::EINVAL))
+    );
 }

@@ -45,17 +45,26 @@ struct Cleanup<'a> {
     rt: &'a Runtime,
     dir: Option<PathBuf>,
     cgroup: Option<String>,
+    /// Without a mount namespace: the rootfs and the id of the mount it was
+    /// on before the init bound it (see [`Runtime::detach_host_mounts`]).
+    host_root: Option<(PathBuf, u64)>,
 }
 
 impl Cleanup<'_> {
     fn disarm(mut self) {
         self.dir = None;
         self.cgroup = None;
+        self.host_root = None;
     }
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
+        if let Some((rootfs, before)) = self.host_root.take() {
+            if sys::mount_id(&rootfs).is_ok_and(|now| now != before) {
+                self.rt.detach_host_mounts(&rootfs);
+            }
+        }
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = self.rt.cgroups.delete(&cg) {
                 self.rt.log.warn(&format!("cleanup: {e}"));
@@ -103,6 +112,7 @@ impl Runtime {
             rt: self,
             dir: Some(dir.clone()),
             cgroup: None,
+            host_root: None,
         };
 
         // exec.fifo: the init opens it for writing and blocks until `start`.
@@ -130,6 +140,13 @@ impl Runtime {
                 .info(&format!("{id}: running without a cgroup: {reason}")),
         }
 
+        // Without a mount namespace the init mounts in ours (as runc does):
+        // a failure must take that down again.
+        if plan.shared_mount_ns {
+            let before =
+                sys::mount_id(&plan.rootfs).map_err(|e| state_err(&plan.rootfs)(e.into()))?;
+            cleanup.host_root = Some((plan.rootfs.clone(), before));
+        }
         let spawned = process::spawn(
             &plan,
             &SpawnOptions {
@@ -154,6 +171,10 @@ impl Runtime {
             created: state::rfc3339_now(),
             annotations: plan.annotations.clone(),
             cgroup: cleanup.cgroup.clone(),
+            host_mount: cleanup
+                .host_root
+                .as_ref()
+                .and_then(|(rootfs, _)| sys::mount_id(rootfs).ok()),
         };
         let saved = state::save(&dir, &record)
             .map_err(state_err(&dir.join(state::STATE_FILE)))
