@@ -17,6 +17,11 @@
 //!    step comes back as a typed error naming the step, the mount or limit it
 //!    worked on, and the errno.
 //!
+//! OCI hooks ([`hooks`]) run from the parent while the init waits at a sync
+//! step (`prestart`, `createRuntime`), from the init itself
+//! (`createContainer`, `startContainer`), and from the later verbs
+//! (`poststart`, `poststop`).
+//!
 //! [`container::Runtime`] implements the OCI lifecycle (`create`, `start`,
 //! `state`, `kill`, `delete`, `run`) with runc's state JSON, keeping state
 //! under `/run/hostd/oci/<id>` ([`state`]); `hostd oci` is its command line.
@@ -26,6 +31,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod child;
 pub mod container;
+pub mod hooks;
 pub mod mounts;
 pub mod plan;
 pub mod process;
