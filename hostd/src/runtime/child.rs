@@ -20,7 +20,11 @@
 //!                                           (3) namespaces joined, the cgroup
 //!                                               namespace made (now that we
 //!                                               are in our cgroup), signals reset,
-//!                                               rootfs built, pivot_root,
+//!                                               rootfs mounts and devices
+//!  (3a) with prestart/createRuntime hooks
+//!      only: runs them (hooks.rs) <-------- (3a) HOOKS, blocks reading
+//!      then GO -----------------------------> createContainer hooks (if any),
+//!                                               pivot_root,
 //!                                               hostname, sysctls, masked and
 //!                                               read-only paths, rlimits,
 //!                                               seccomp, user, capabilities,
@@ -28,16 +32,20 @@
 //!  (4) READY or ERROR(step, index, errno) <-- (4) sends READY
 //!      create returns; state is "created"   (5) blocks opening exec.fifo for
 //!                                               writing
-//!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, continues
+//!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, keeps the
+//!      the byte, then waits for EOF             fifo open (close-on-exec)
+//!                                          (5a) startContainer hooks; a
+//!      or ERROR on the fifo <-------------------- failure is written there too
 //!                                           (6) seccomp (with no_new_privs),
 //!                                               execve
-//!  EOF on the socket (CLOEXEC) <------------- (6) exec succeeded
+//!  EOF on the socket and the fifo <---------- (6) exec succeeded
 //!  or ERROR(Exec, 0, errno) <---------------- (6) exec failed, _exit(127)
 //! ```
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+use super::hooks::{self, Kind};
 use super::mounts::Target;
 use super::plan::{MountKind, Plan};
 use super::sys::{self, CapSets, Errno, SysResult};
@@ -88,10 +96,12 @@ pub enum Step {
     ExecFifo,
     PreserveFds,
     Exec,
+    CreateContainerHook,
+    StartContainerHook,
 }
 
 impl Step {
-    const ALL: [Step; 41] = [
+    const ALL: [Step; 43] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
@@ -133,6 +143,8 @@ impl Step {
         Step::ExecFifo,
         Step::PreserveFds,
         Step::Exec,
+        Step::CreateContainerHook,
+        Step::StartContainerHook,
     ];
 
     /// The step with this wire number.
@@ -184,6 +196,8 @@ impl Step {
             Step::ExecFifo => "waiting on exec.fifo",
             Step::PreserveFds => "passing preserved fds",
             Step::Exec => "execve",
+            Step::CreateContainerHook => "running a createContainer hook",
+            Step::StartContainerHook => "running a startContainer hook",
         }
     }
 }
@@ -205,6 +219,8 @@ pub const MSG_GO: u32 = 1;
 pub const MSG_READY: u32 = 2;
 /// A step failed.
 pub const MSG_ERROR: u32 = 3;
+/// The child waits before `pivot_root` for the parent's hooks (3a).
+pub const MSG_HOOKS: u32 = 4;
 
 /// A sync message: 16 bytes, `kind, step, index, errno` in native order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -804,7 +820,8 @@ impl<S: ChildSys> Init<'_, S> {
         self.sys.umask(self.plan.umask);
 
         // (4) Ready, and (5) block until `start`.
-        self.ready_and_wait_for_start()?;
+        let fifo = self.ready_and_wait_for_start()?;
+        self.start_hooks(fifo)?;
 
         // (6) Exec.
         self.exec(chosen)
@@ -884,6 +901,7 @@ impl<S: ChildSys> Init<'_, S> {
         if let Some(cwd) = &plan.cwd_target {
             at(Step::Cwd, 0, self.make_target(root, cwd, Some(true)))?;
         }
+        self.create_hooks()?;
         at(Step::PivotRoot, 0, sys.fchdir(root))?;
         at(Step::PivotRoot, 0, sys.pivot_root(c".", c"."))?;
         // Keep the old root's unmount from propagating to the host.
@@ -1046,9 +1064,46 @@ impl<S: ChildSys> Init<'_, S> {
         Err(fail(Step::FindExecutable, 0, last_err))
     }
 
+    /// Step (3a), before `pivot_root`, with the old root still visible
+    /// ([`super::hooks`]): with `prestart` or `createRuntime` hooks, HOOKS
+    /// to the parent, which runs them and answers GO; then the
+    /// `createContainer` hooks, run from here in the rootfs directory.
+    fn create_hooks(&self) -> StepResult {
+        let hooks = &self.plan.hooks;
+        if hooks.runtime_hooks_before_pivot() {
+            let hello = Message::new(MSG_HOOKS).to_bytes();
+            at(Step::WaitGo, 1, self.sys.write(self.fds.sync, &hello))?;
+            self.wait_go()?;
+        }
+        let cwd = Some(self.plan.rootfs_c.as_c_str());
+        hooks
+            .run_in_init(Kind::CreateContainer, hooks::CREATING, cwd)
+            .map_err(|(i, f)| fail(Step::CreateContainerHook, i, Errno(f.to_wire())))
+    }
+
+    /// After (5): the `startContainer` hooks, as the container's process. A
+    /// failure also goes to exec.fifo, where `start` waits for EOF (our
+    /// execve) or this message.
+    fn start_hooks(&self, fifo: RawFd) -> StepResult {
+        let hooks = &self.plan.hooks;
+        let result = hooks.run_in_init(Kind::StartContainer, hooks::CREATED, None);
+        result.map_err(|(i, f)| {
+            let failure = fail(Step::StartContainerHook, i, Errno(f.to_wire()));
+            let msg = Message {
+                kind: MSG_ERROR,
+                step: failure.step as u32,
+                index: failure.index,
+                errno: failure.errno.0,
+            };
+            let _ = self.sys.write(fifo, &msg.to_bytes());
+            failure
+        })
+    }
+
     /// Steps (4) and (5): tells the parent we are ready, then blocks until
-    /// `start` opens exec.fifo for reading.
-    fn ready_and_wait_for_start(&self) -> StepResult {
+    /// `start` opens exec.fifo for reading. Returns the fifo, open until
+    /// `execve` closes it.
+    fn ready_and_wait_for_start(&self) -> StepResult<RawFd> {
         let sys = self.sys;
         let fds = self.fds;
         at(
@@ -1064,10 +1119,9 @@ impl<S: ChildSys> Init<'_, S> {
             sys.openat(fds.proc, fifo_path, libc::O_WRONLY | libc::O_CLOEXEC, 0),
         )?;
         at(Step::ExecFifo, 1, sys.write(fifo, b"0"))?;
-        sys.close(fifo);
         sys.close(fds.fifo);
         sys.close(fds.proc);
-        Ok(())
+        Ok(fifo)
     }
 
     /// Step (6): the late seccomp filter, the preserved descriptors, then

@@ -8,7 +8,9 @@
 //! 1. clone; the child blocks reading the sync socket;
 //! 2. write the uid/gid maps (user namespace), join the cgroup by pid when
 //!    `CLONE_INTO_CGROUP` was not used, send GO;
-//! 3. (child builds the container);
+//! 3. (child builds the container); with `prestart` or `createRuntime`
+//!    hooks the child sends HOOKS before `pivot_root`: run them, send GO
+//!    (3a, see [`super::hooks`]);
 //! 4. read READY, or ERROR with the failed step, or EOF if the child died.
 //!
 //! Steps 5 and 6 (exec.fifo, execve) happen later, in `start`.
@@ -19,7 +21,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use super::child::{self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_READY};
+use super::child::{
+    self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_READY,
+};
+use super::hooks::{self, HookError};
 use super::plan::Plan;
 use super::sys::{self, Errno, Forked};
 
@@ -72,6 +77,9 @@ pub enum SpawnError {
     /// The init died without reporting.
     #[error("container init exited without reporting (status {0})")]
     Died(i32),
+    /// A `prestart`, `createRuntime` or `createContainer` hook failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 /// Inputs to [`spawn`] besides the plan.
@@ -272,24 +280,17 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
             write(procs.clone(), &pid.to_string())?;
         }
     }
-    sys::write_all(spawned.sync.as_fd(), &Message::new(MSG_GO).to_bytes()).map_err(|source| {
-        SpawnError::Sys {
-            what: "sending GO to the container init",
-            source,
-        }
-    })?;
+    send_go(spawned)?;
+
+    let mut msg = read_message(spawned)?;
+    // (3a) The init waits before pivot_root: prestart and createRuntime.
+    if msg.kind == MSG_HOOKS {
+        plan.hooks.run_create_runtime(pid)?;
+        send_go(spawned)?;
+        msg = read_message(spawned)?;
+    }
 
     // (4) READY or ERROR.
-    let mut buf = [0u8; Message::SIZE];
-    let n = sys::read_fd(spawned.sync.as_fd(), &mut buf).map_err(|source| SpawnError::Sys {
-        what: "reading from the container init",
-        source,
-    })?;
-    if n != Message::SIZE {
-        let status = spawned.wait().map(|s| s.code()).unwrap_or(-1);
-        return Err(SpawnError::Died(status));
-    }
-    let msg = Message::from_bytes(&buf);
     match msg.kind {
         MSG_READY => Ok(()),
         MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
@@ -300,6 +301,29 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
     }
 }
 
+fn send_go(spawned: &Spawned) -> Result<(), SpawnError> {
+    sys::write_all(spawned.sync.as_fd(), &Message::new(MSG_GO).to_bytes()).map_err(|source| {
+        SpawnError::Sys {
+            what: "sending GO to the container init",
+            source,
+        }
+    })
+}
+
+/// The init's next message; its death (EOF) is an error.
+fn read_message(spawned: &Spawned) -> Result<Message, SpawnError> {
+    let mut buf = [0u8; Message::SIZE];
+    let n = sys::read_fd(spawned.sync.as_fd(), &mut buf).map_err(|source| SpawnError::Sys {
+        what: "reading from the container init",
+        source,
+    })?;
+    if n != Message::SIZE {
+        let status = spawned.wait().map(|s| s.code()).unwrap_or(-1);
+        return Err(SpawnError::Died(status));
+    }
+    Ok(Message::from_bytes(&buf))
+}
+
 /// The error an init reported in `msg`; `unknown` stands for a step number
 /// this build does not know.
 fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
@@ -308,6 +332,18 @@ fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
         index: msg.index,
         errno: Errno(msg.errno),
     };
+    let hook = match failure.step {
+        Step::CreateContainerHook => Some(hooks::Kind::CreateContainer),
+        Step::StartContainerHook => Some(hooks::Kind::StartContainer),
+        _ => None,
+    };
+    if let Some(kind) = hook {
+        let failed = hooks::Failure::from_wire(msg.errno);
+        return plan
+            .hooks
+            .init_error(kind, msg.index as usize, failed)
+            .into();
+    }
     SpawnError::Init {
         step: failure.step,
         context: context(plan, &failure),

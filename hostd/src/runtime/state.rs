@@ -46,6 +46,9 @@ pub struct Record {
     /// The cgroup path, when the container has one.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// The spec's `hooks`, for the verbs after `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<serde_json::Value>,
 }
 
 /// A container's status.
@@ -225,6 +228,7 @@ mod tests {
             created: rfc3339_now(),
             annotations: BTreeMap::new(),
             cgroup: None,
+            hooks: None,
         };
         save(tmp.path(), &record).unwrap();
         let mode = fs::metadata(tmp.path().join(STATE_FILE))

@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use super::runtime::{check_id, state_err, Runtime, RuntimeError};
+use crate::runtime::hooks::{self, Hooks, Kind};
 use crate::runtime::plan::Plan;
 use crate::runtime::process::{self, SpawnOptions, Spawned};
 use crate::runtime::spec::Spec;
@@ -40,16 +41,19 @@ pub struct Container {
 }
 
 /// Undoes a half-made `create` when dropped before [`Cleanup::disarm`].
+/// Once the init was started, that is a delete: `poststop` hooks run.
 struct Cleanup<'a> {
     rt: &'a Runtime,
     dir: Option<PathBuf>,
     cgroup: Option<String>,
+    poststop: Option<(&'a Hooks, &'a str)>,
 }
 
 impl Cleanup<'_> {
     fn disarm(mut self) {
         self.dir = None;
         self.cgroup = None;
+        self.poststop = None;
     }
 }
 
@@ -62,6 +66,12 @@ impl Drop for Cleanup<'_> {
         }
         if let Some(dir) = self.dir.take() {
             let _ = fs::remove_dir_all(dir);
+        }
+        if let Some((list, id)) = self.poststop.take() {
+            let _ = list.run_all(Kind::Poststop, hooks::STOPPED, None, &mut |e| {
+                self.rt.log.warn(&format!("{id}: {e}"));
+                Ok(())
+            });
         }
     }
 }
@@ -97,6 +107,7 @@ impl Runtime {
             rt: self,
             dir: Some(dir.clone()),
             cgroup: None,
+            poststop: None,
         };
 
         // exec.fifo: the init opens it for writing and blocks until `start`.
@@ -127,6 +138,7 @@ impl Runtime {
             )),
         }
 
+        cleanup.poststop = Some((&plan.hooks, id));
         let spawned = process::spawn(
             &plan,
             &SpawnOptions {
@@ -151,6 +163,7 @@ impl Runtime {
             created: state::rfc3339_now(),
             annotations: plan.annotations.clone(),
             cgroup: cleanup.cgroup.clone(),
+            hooks: spec.hooks.clone(),
         };
         let saved = state::save(&dir, &record)
             .map_err(state_err(&dir.join(state::STATE_FILE)))

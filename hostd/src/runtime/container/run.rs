@@ -4,7 +4,6 @@ use std::os::fd::AsFd;
 
 use super::create::CreateOptions;
 use super::runtime::{Runtime, RuntimeError};
-use super::start::release;
 use crate::runtime::process;
 use crate::runtime::sys::{self, SignalFd, WaitStatus};
 
@@ -43,7 +42,7 @@ impl Runtime {
             SignalFd::block(FORWARDED).ok()
         };
         let container = self.create(id, &opts.create)?;
-        if let Err(e) = release(&container.dir, &container.record) {
+        if let Err(e) = self.release(&container.dir, &container.record) {
             container.process.kill();
             let _ = self.destroy(&container.dir, &container.record);
             return Err(e);
@@ -54,6 +53,7 @@ impl Runtime {
             let _ = self.destroy(&container.dir, &container.record);
             return Err(e.into());
         }
+        self.poststart(&container.record);
         if opts.detach {
             return Ok(0);
         }

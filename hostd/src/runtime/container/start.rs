@@ -1,4 +1,5 @@
-//! `start`: release the init blocked on `exec.fifo`.
+//! `start`: release the init blocked on `exec.fifo`; then the `poststart`
+//! hooks.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -7,6 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::runtime::{state_err, Runtime, RuntimeError};
+use crate::runtime::child::{Message, Step, MSG_ERROR};
+use crate::runtime::hooks::{self, Failure, Kind};
 use crate::runtime::state::{self, Record, Status};
 use crate::runtime::sys::{self, Errno};
 
@@ -14,7 +17,8 @@ use crate::runtime::sys::{self, Errno};
 const START_TIMEOUT_MS: i32 = 10_000;
 
 impl Runtime {
-    /// Starts a created container: its init runs `execve`.
+    /// Starts a created container: its init runs the `startContainer`
+    /// hooks and `execve`, then the `poststart` hooks run here.
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let (dir, record, status) = self.load(id)?;
         if status != Status::Created {
@@ -24,13 +28,43 @@ impl Runtime {
                 action: "start",
             });
         }
-        release(&dir, &record)
+        self.release(&dir, &record)?;
+        self.poststart(&record);
+        Ok(())
+    }
+
+    /// The `poststart` hooks of a container whose process runs.
+    pub(super) fn poststart(&self, record: &Record) {
+        let pid = u32::try_from(record.pid).ok();
+        self.run_hooks_logged(record, Kind::Poststart, hooks::RUNNING, pid);
+    }
+
+    /// Opens `exec.fifo` for reading, which lets the init's blocked open for
+    /// writing complete; the init writes one byte, runs the `startContainer`
+    /// hooks and goes on to `execve`, which closes its end of the fifo. A
+    /// failed hook's report arrives there instead; the container is then
+    /// stopped.
+    pub(super) fn release(&self, dir: &Path, record: &Record) -> Result<(), RuntimeError> {
+        let Some(msg) = release_fifo(dir, record)? else {
+            return Ok(());
+        };
+        let failure = Failure::from_wire(msg.errno);
+        let index = msg.index as usize;
+        if let Ok(pidfd) = sys::pidfd_open(record.pid) {
+            if state::alive(record) {
+                let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            }
+        }
+        Err(match self.hooks(record) {
+            Some(h) => h.init_error(Kind::StartContainer, index, failure).into(),
+            None => RuntimeError::DiedBeforeStart(record.id.clone()),
+        })
     }
 }
 
-/// Opens `exec.fifo` for reading, which lets the init's blocked open for
-/// writing complete; the init writes one byte and goes on to `execve`.
-pub(super) fn release(dir: &Path, record: &Record) -> Result<(), RuntimeError> {
+/// The fifo side of [`Runtime::release`]: `Some` when the init reported a
+/// failed `startContainer` hook.
+fn release_fifo(dir: &Path, record: &Record) -> Result<Option<Message>, RuntimeError> {
     let id = &record.id;
     let fifo_path = dir.join(state::FIFO);
     let process_err = |what: &'static str| {
@@ -74,5 +108,25 @@ pub(super) fn release(dir: &Path, record: &Record) -> Result<(), RuntimeError> {
         });
     }
     fs::remove_file(&fifo_path).map_err(state_err(&fifo_path))?;
-    Ok(())
+    wait_for_exec(&mut fifo).map_err(state_err(&fifo_path))
+}
+
+/// Reads the fifo until EOF: the init's `execve` closed it (or the init
+/// died). A failed `startContainer` hook sends its [`Message`] first.
+fn wait_for_exec(fifo: &mut File) -> io::Result<Option<Message>> {
+    let mut buf = [0u8; Message::SIZE];
+    loop {
+        sys::poll_readable([fifo.as_fd()], -1)?;
+        match fifo.read(&mut buf) {
+            Ok(Message::SIZE) => {
+                let msg = Message::from_bytes(&buf);
+                let hook = msg.kind == MSG_ERROR && msg.step == Step::StartContainerHook as u32;
+                return Ok(hook.then_some(msg));
+            }
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
