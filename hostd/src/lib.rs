@@ -20,8 +20,9 @@
 //!   `hostd oci`, runc-compatible). [`client`] is the command-line side of
 //!   the same socket.
 //!
-//! The layers, from the bottom: [`os`] is the general syscall layer (with
-//! `runtime::sys` for what only the runtime needs); [`runtime`] builds on it;
+//! The layers, from the bottom: [`os`] is the system-call layer (wrappers on
+//! rustix; the few hand-written `unsafe` calls left sit there and in the OCI
+//! runtime's `runtime::sys`); [`runtime`] builds on it;
 //! [`init`] and [`daemon`] wire everything together and never use each other
 //! (init talks to hostd over the socket like any client). The formats that
 //! cross the build/host boundary live in the `mkhost-shared` crate. The

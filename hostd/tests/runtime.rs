@@ -637,6 +637,930 @@ fn symlinks_in_the_image_cannot_redirect_mounts() {
     assert!(bundle.path().join("rootfs/tmp").join(&name).is_dir());
 }
 
+// ---- seccomp, init errors, resources (issue 10 items 1-3) ----
+
+/// Set in the environment of the copy of this test binary that runs inside a
+/// container as [`seccomp_probe_inside_container`].
+const PROBE_ENV: &str = "HOSTD_TEST_SECCOMP_PROBE";
+
+/// Not a test on the host: inside a container (with [`PROBE_ENV`] set) it
+/// makes system calls newer than an old seccomp profile and prints what each
+/// returned, one `probe NAME=RESULT` line each, plus the process's capability
+/// and seccomp lines. The copy of the test binary in the rootfs is static, so
+/// it runs in a busybox bundle.
+#[test]
+fn seccomp_probe_inside_container() {
+    if std::env::var_os(PROBE_ENV).is_none() {
+        return;
+    }
+    /// `ok`, or the errno's name, read right after the call.
+    fn result(ret: libc::c_long) -> &'static str {
+        if ret >= 0 {
+            return "ok";
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOSYS) => "ENOSYS",
+            Some(libc::EPERM) => "EPERM",
+            Some(libc::EINVAL) => "EINVAL",
+            _ => "other",
+        }
+    }
+    /// One raw system call with four arguments.
+    fn call(nr: libc::c_long, args: [usize; 4]) -> &'static str {
+        // SAFETY: the pointers among the arguments are null, a C string or
+        // `how`, alive through the call; descriptors it returns are left to
+        // the process's exit.
+        result(unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) })
+    }
+    let root = c"/".as_ptr() as usize;
+    // struct open_how: O_RDONLY, no mode, no resolve flags.
+    let how = [0u64; 3];
+    let cwd = libc::AT_FDCWD as usize;
+    let x = libc::X_OK as usize;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as usize;
+    // glibc tries faccessat2 first and falls back on ENOSYS only.
+    // SAFETY: a valid C string; no flags beyond AT_EACCESS.
+    let ret =
+        unsafe { libc::faccessat(libc::AT_FDCWD, c"/".as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    let libc_faccessat = result(ret.into());
+    let calls = [
+        ("faccessat2", call(libc::SYS_faccessat2, [cwd, root, x, 0])),
+        (
+            "close_range",
+            call(libc::SYS_close_range, [1000, 1000, 0, 0]),
+        ),
+        (
+            "openat2",
+            call(libc::SYS_openat2, [cwd, root, how.as_ptr() as usize, 24]),
+        ),
+        ("clone3", call(libc::SYS_clone3, [0; 4])),
+        // Named by the profile and allowed.
+        ("pidfd_open", call(libc::SYS_pidfd_open, [pid, 0, 0, 0])),
+        // Not named, older than the newest named call: the default errno.
+        ("acct", call(libc::SYS_acct, [0; 4])),
+        ("libc_faccessat", libc_faccessat),
+    ];
+    // On a line of its own: libtest has written "test NAME ... " before.
+    println!();
+    for (name, result) in calls {
+        println!("probe {name}={result}");
+    }
+    // glibc's pthread_create tries clone3 first, and clone on ENOSYS only.
+    let thread = std::thread::Builder::new().spawn(|| 7).map(|t| t.join());
+    println!(
+        "probe thread={}",
+        if matches!(thread, Ok(Ok(7))) {
+            "ok"
+        } else {
+            "failed"
+        }
+    );
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    for line in status.lines() {
+        let keys = [
+            "CapInh",
+            "CapPrm",
+            "CapEff",
+            "CapBnd",
+            "CapAmb",
+            "NoNewPrivs",
+            "Seccomp:",
+        ];
+        if keys.iter().any(|k| line.starts_with(k)) {
+            println!("probe {line}");
+        }
+    }
+}
+
+/// hostd's default policy for this config's bounding set with every system
+/// call numbered 435 or higher removed: like Docker's profiles before 2021,
+/// it predates `clone3` (435), `close_range` (436), `openat2` (437) and
+/// `faccessat2` (439); its newest call is `pidfd_open` (434).
+fn pre_2021_profile(config: &Value) -> Value {
+    let mut c = config.clone();
+    with_default_seccomp(&mut c);
+    let mut profile = c["linux"]["seccomp"].take();
+    let rules = profile["syscalls"].as_array_mut().unwrap();
+    for rule in rules.iter_mut() {
+        rule["names"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| hostd::runtime::seccomp::syscall_number(n.as_str().unwrap()) < Some(435));
+    }
+    rules.retain(|r| !r["names"].as_array().unwrap().is_empty());
+    let newest = rules
+        .iter()
+        .flat_map(|r| r["names"].as_array().unwrap())
+        .filter_map(|n| hostd::runtime::seccomp::syscall_number(n.as_str().unwrap()))
+        .max();
+    assert_eq!(newest, Some(434));
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    profile
+}
+
+/// A bundle that runs the copy of this test binary as the probe.
+fn probe_bundle(edit: impl FnOnce(&mut Value)) -> Bundle {
+    let args = [
+        "/probe",
+        "--exact",
+        "seccomp_probe_inside_container",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let bundle = Bundle::new(&args, |c| {
+        c["process"]["env"] = json!(["PATH=/bin", format!("{PROBE_ENV}=1")]);
+        edit(c)
+    });
+    let exe = std::env::current_exe().unwrap();
+    fs::copy(exe, bundle.path().join("rootfs/probe")).unwrap();
+    bundle
+}
+
+fn probe_lines(out: &[u8]) -> Vec<String> {
+    text(out)
+        .lines()
+        .filter(|l| l.starts_with("probe "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `create`, then `start`, with the init's output in a file: whether each
+/// succeeded, `start`'s stderr, and what the container printed once stopped.
+fn create_then_start(bundle: &Bundle, hostd: bool, id: &str) -> (bool, bool, String, String) {
+    let b = bundle.path().to_str().unwrap().to_string();
+    let cmd = |args: &[&str]| {
+        if hostd {
+            bundle.hostd(args)
+        } else {
+            bundle.runc(args)
+        }
+    };
+    let out_path = bundle.path().join(format!("{id}.out"));
+    let out = fs::File::create(&out_path).unwrap();
+    let created = cmd(&["create", "--bundle", &b, id])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap()
+        .success();
+    let mut started = false;
+    let mut start_err = String::new();
+    if created {
+        let start = cmd(&["start", id]).output().unwrap();
+        started = start.status.success();
+        start_err = text(&start.stderr);
+        wait_status(|| cmd(&["state", id]), "stopped");
+        let deleted = cmd(&["delete", "--force", id]).output().unwrap();
+        assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    }
+    (
+        created,
+        started,
+        start_err,
+        fs::read_to_string(&out_path).unwrap(),
+    )
+}
+
+#[test]
+fn pre_2021_seccomp_profile_runs_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let want = [
+        "probe faccessat2=ENOSYS",
+        "probe close_range=ENOSYS",
+        "probe openat2=ENOSYS",
+        "probe clone3=ENOSYS",
+        "probe pidfd_open=ok",
+        "probe acct=EPERM",
+        "probe libc_faccessat=ok",
+        "probe thread=ok",
+        "probe Seccomp:\t2",
+    ];
+    // Docker runs containers without no_new_privs unless asked; runc's spec
+    // sets it. Without it the filter needs CAP_SYS_ADMIN when it is loaded.
+    // The container's capabilities: root has its bounding set, another user
+    // none (runc's spec raises no ambient ones).
+    for (no_new_privs, uid, caps) in [
+        (false, 0, "0000000020000420"),
+        (true, 0, "0000000020000420"),
+        (false, 1000, "0000000000000000"),
+    ] {
+        let bundle = probe_bundle(|c| {
+            c["process"]["noNewPrivileges"] = json!(no_new_privs);
+            c["process"]["user"] = json!({"uid": uid, "gid": uid});
+            c["linux"]["seccomp"] = pre_2021_profile(c);
+        });
+        let (h, r) = bundle.run_both();
+        assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+        assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+        let (hlines, rlines) = (probe_lines(&h.stdout), probe_lines(&r.stdout));
+        assert_eq!(hlines, rlines, "no_new_privs {no_new_privs}: hostd vs runc");
+        for line in want {
+            assert!(
+                hlines.iter().any(|l| l == line),
+                "{line:?} missing in {hlines:#?}"
+            );
+        }
+        // CAP_SYS_ADMIN, kept to load the filter without no_new_privs, is
+        // gone once the container runs.
+        let mut status = vec![
+            format!("probe NoNewPrivs:\t{}", u8::from(no_new_privs)),
+            "probe CapBnd:\t0000000020000420".to_string(),
+        ];
+        status.extend(["CapPrm", "CapEff"].map(|set| format!("probe {set}:\t{caps}")));
+        for line in status {
+            assert!(hlines.contains(&line), "{line:?} missing in {hlines:#?}");
+        }
+
+        // create and start as separate commands: both succeed, and the
+        // container sees the same.
+        let (created, started, err, out) = create_then_start(&bundle, true, &unique("hs"));
+        assert!(created && started, "hostd: {err}{out}");
+        let (rc, rs, rerr, rout) = create_then_start(&bundle, false, &unique("rs"));
+        assert!(rc && rs, "runc: {rerr}{rout}");
+        assert_eq!(probe_lines(out.as_bytes()), probe_lines(rout.as_bytes()));
+        assert!(bundle.hostd_state_entries().is_empty());
+    }
+}
+
+#[test]
+fn init_failure_after_ready_fails_start() {
+    if !require_prereqs() {
+        return;
+    }
+    // Executable by its mode, so the lookup before READY finds it, but not a
+    // format the kernel runs: execve fails after `start` released the init.
+    let bundle = Bundle::new(&["/bin/notexec"], |_| {});
+    let bad = bundle.path().join("rootfs/bin/notexec");
+    fs::write(&bad, "not a program\n").unwrap();
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = mountinfo_mentioning(bundle.path());
+
+    // `run`: both fail with 1.
+    let (h, r) = bundle.run_both();
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+    assert_eq!(h.status.code(), Some(1), "hostd: {}", text(&h.stderr));
+    let err = text(&h.stderr);
+    assert!(
+        err.contains("execve /bin/notexec") && err.contains("Exec format error"),
+        "{err}"
+    );
+    assert!(bundle.hostd_state_entries().is_empty());
+
+    // `create` succeeds in both; hostd's `start` reports the failed execve
+    // and exits 1, where runc's exits 0 with the error only on the
+    // container's stderr.
+    let (created, started, err, _) = create_then_start(&bundle, true, &unique("hx"));
+    assert!(created && !started, "{err}");
+    assert!(
+        err.contains("container init failed execve /bin/notexec")
+            && err.contains("Exec format error"),
+        "{err}"
+    );
+    let (rc, rs, rerr, rout) = create_then_start(&bundle, false, &unique("rx"));
+    assert!(rc && rs, "{rerr}");
+    assert!(rout.contains("exec format error"), "{rout}");
+    assert!(bundle.hostd_state_entries().is_empty());
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+}
+
+/// Whether this host has the cgroup v2 backend (then limits are applied,
+/// not refused).
+fn host_has_cgroup_v2() -> bool {
+    hostd::runtime::cgroups::Cgroupfs::detect()
+        .available()
+        .is_ok()
+}
+
+#[test]
+fn resources_without_cgroup_v2() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "echo ok";
+    // `runc spec` writes a device rule list and nothing else: no limit, so
+    // both run it. So do Docker's zero values, which mean "not set".
+    let zeros = |c: &mut Value| {
+        let devices = c["linux"]["resources"]["devices"].clone();
+        assert!(devices.is_array());
+        c["linux"]["resources"] = json!({
+            "devices": devices,
+            "memory": {"limit": 0, "swap": 0},
+            "cpu": {"shares": 0, "quota": 0},
+            "pids": {"limit": 0},
+            "unified": {}
+        });
+    };
+    for edit in [&(|_: &mut Value| {}) as &dyn Fn(&mut Value), &zeros] {
+        let bundle = Bundle::new(&["sh", "-c", script], edit);
+        let (h, r) = bundle.run_both();
+        assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+        assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+        assert_eq!(text(&h.stdout), text(&r.stdout));
+    }
+    if host_has_cgroup_v2() {
+        eprintln!("resources_without_cgroup_v2: this host has cgroup v2; limits are applied there");
+        return;
+    }
+    // A limit is refused by `create` and by `run`, naming the fields, with
+    // nothing left behind.
+    let limits = |c: &mut Value| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+        c["linux"]["resources"]["pids"] = json!({"limit": 10});
+    };
+    let err = refused(&["sh", "-c", script], limits);
+    assert!(
+        err.contains("linux.resources.memory.limit")
+            && err.contains("linux.resources.pids.limit")
+            && err.contains("cgroup v2"),
+        "{err}"
+    );
+    let bundle = Bundle::new(&["sh", "-c", script], limits);
+    let b = bundle.path().to_str().unwrap().to_string();
+    let out = bundle
+        .hostd(&["create", "--bundle", &b, &unique("lim")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("linux.resources.memory.limit"));
+    assert!(bundle.hostd_state_entries().is_empty());
+    // runc applies these through cgroup v1 here: hostd has no v1 backend.
+    let r = bundle
+        .runc(&["run", "--bundle", &b, &unique("rlim")])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+
+    // `unified` (cgroup v2 files) is refused by both.
+    let unified = |c: &mut Value| {
+        c["linux"]["resources"]["unified"] = json!({"pids.max": "10"});
+    };
+    let err = refused(&["sh", "-c", script], unified);
+    assert!(err.contains("linux.resources.unified"), "{err}");
+    let bundle = Bundle::new(&["sh", "-c", script], unified);
+    let (_, r) = bundle.run_both();
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+}
+
+// ---- namespaces, root propagation, LSM labels (issue 10 items 4, 5, 7) ----
+
+/// Runs `cmd`, which must succeed.
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+}
+
+/// A tmpfs mounted on the host at a path under a bundle, detached on drop
+/// (declare it after the [`Bundle`], so that it goes first).
+struct HostTmpfs(PathBuf);
+
+impl HostTmpfs {
+    fn new(dir: PathBuf, shared: bool) -> HostTmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        sh(Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&dir));
+        let mount = HostTmpfs(dir);
+        if shared {
+            sh(Command::new("mount").arg("--make-shared").arg(&mount.0));
+        }
+        mount
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A process holding namespaces for a test to join, killed on drop.
+struct NsHolder(std::process::Child);
+
+impl NsHolder {
+    /// `unshare ARGS sh -c 'SETUP; echo ready; exec sleep 60'`, once ready.
+    fn new(args: &[&str], setup: &str) -> NsHolder {
+        use std::io::BufRead;
+        let script = format!("{setup} && echo ready && exec sleep 60");
+        let mut child = Command::new("unshare")
+            .args(args)
+            .args(["sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "unshare {args:?} failed");
+        NsHolder(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn ns(&self, kind: &str) -> String {
+        format!("/proc/{}/ns/{kind}", self.pid())
+    }
+}
+
+impl Drop for NsHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kind:[inode]`, as `readlink /proc/self/ns/KIND` prints it.
+fn ns_id(path: &str) -> String {
+    fs::read_link(path).unwrap().to_string_lossy().into_owned()
+}
+
+/// `hostd oci run` and `runc run` of the same bundle must both fail (exit
+/// 1) and leave no state or mount; returns hostd's stderr.
+fn refused_like_runc(args: &[&str], edit: impl FnOnce(&mut Value)) -> String {
+    let bundle = Bundle::new(args, edit);
+    let before = mountinfo_mentioning(bundle.path());
+    let (h, r) = bundle.run_both();
+    assert_eq!(h.status.code(), Some(1), "hostd: {}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
+    assert!(
+        bundle.hostd_state_entries().is_empty(),
+        "state left: {:?}",
+        bundle.hostd_state_entries()
+    );
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    text(&h.stderr)
+}
+
+/// The propagation fields of the container's `/` in its mountinfo.
+const ROOT_PROPAGATION: &str = r#"awk '$5 == "/" { s = "root"; for (i = 7; $i != "-"; i++) s = s " " $i; print s }' /proc/self/mountinfo"#;
+
+#[test]
+fn rootfs_propagation_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    for word in [
+        "private",
+        "rprivate",
+        "slave",
+        "rslave",
+        "shared",
+        "rshared",
+        "unbindable",
+        "runbindable",
+    ] {
+        let bundle = Bundle::new(&["sh", "-c", ROOT_PROPAGATION], |c| {
+            c["linux"]["rootfsPropagation"] = json!(word);
+        });
+        let (h, r) = bundle.run_both();
+        let (hout, rout) = (text(&h.stdout), text(&r.stdout));
+        assert_eq!(h.status.code(), Some(0), "{word}: {}", text(&h.stderr));
+        let root = hout.trim();
+        match word {
+            "shared" | "rshared" => assert!(root.starts_with("root shared:"), "{word}: {root}"),
+            "unbindable" | "runbindable" => assert_eq!(root, "root unbindable", "{word}"),
+            // The host's `/` is private here (no master), or shared on a
+            // systemd host (the slave modes then show `master:N`).
+            _ => assert!(
+                !root.contains("shared:") && !root.contains("unbindable"),
+                "{word}: {root}"
+            ),
+        }
+        let same = r.status.code() == h.status.code() && rout == hout;
+        // runc 1.1 (Debian 12) leaves a shared root private, and fails to
+        // bind the rootfs under an unbindable `/`; runc 1.2.7 and 1.3 apply
+        // the propagation after pivot_root, as hostd does.
+        let runc_1_1 = match word {
+            "shared" | "rshared" => r.status.success() && rout.trim() == "root",
+            "unbindable" | "runbindable" => {
+                r.status.code() == Some(1) && text(&r.stderr).contains("invalid argument")
+            }
+            _ => false,
+        };
+        assert!(
+            same || runc_1_1,
+            "{word}: hostd {hout:?}, runc {:?} {rout:?} {}",
+            r.status.code(),
+            text(&r.stderr)
+        );
+    }
+    let err = refused_like_runc(&["true"], |c| {
+        c["linux"]["rootfsPropagation"] = json!("bogus");
+    });
+    assert!(
+        err.contains("linux.rootfsPropagation: \"bogus\": not one of shared, slave"),
+        "{err}"
+    );
+}
+
+/// Runs the bundle with `runtime` until its init runs, mounts a tmpfs with
+/// a flag file at `vol/sub` on the host, and returns what the container
+/// saw at `/vol/sub`.
+fn sees_later_host_mount(bundle: &Bundle, runtime: &str, vol: &Path) -> String {
+    let b = bundle.path().to_str().unwrap().to_string();
+    let id = unique(runtime);
+    let cmd = |args: &[&str]| match runtime {
+        "hostd" => bundle.hostd(args),
+        _ => bundle.runc(args),
+    };
+    let child = cmd(&["run", "--bundle", &b, &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_status(|| cmd(&["state", &id]), "running");
+    let sub = HostTmpfs::new(vol.join("sub"), false);
+    fs::write(sub.0.join("flag"), "seen").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{runtime}");
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn slave_root_receives_host_mounts_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "i=0; while [ $i -lt 40 ] && [ ! -e /vol/sub/flag ]; do sleep 0.05; \
+                  i=$((i+1)); done; cat /vol/sub/flag 2>/dev/null || echo missing";
+    for (word, want) in [("rslave", "seen"), ("rprivate", "missing")] {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let bundle = Bundle::new(&["sh", "-c", script], |c| {
+            c["linux"]["rootfsPropagation"] = json!(word);
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/vol", "type": "bind", "source": vol, "options": ["rbind"]
+            }));
+        });
+        let _vol = HostTmpfs::new(vol.clone(), true);
+        fs::create_dir(vol.join("sub")).unwrap();
+        assert_eq!(
+            sees_later_host_mount(&bundle, "hostd", &vol),
+            want,
+            "{word}"
+        );
+        if word == "rslave" {
+            assert_eq!(sees_later_host_mount(&bundle, "runc", &vol), want, "runc");
+        }
+    }
+}
+
+#[test]
+fn shared_root_sends_container_mounts_to_the_host_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "mount -t tmpfs from-container /vol/in && echo mounted";
+    for (word, runtimes) in [
+        ("rshared", &["hostd", "runc"][..]),
+        ("rprivate", &["hostd"]),
+    ] {
+        for runtime in runtimes {
+            let dir = tempfile::tempdir().unwrap();
+            let vol = dir.path().join("vol");
+            let bundle = Bundle::new(&["sh", "-c", script], |c| {
+                c["linux"]["rootfsPropagation"] = json!(word);
+                c["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/vol", "type": "bind", "source": vol, "options": ["rbind"]
+                }));
+                let caps = &mut c["process"]["capabilities"];
+                for set in ["bounding", "effective", "permitted"] {
+                    caps[set]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("CAP_SYS_ADMIN"));
+                }
+            });
+            let _vol = HostTmpfs::new(vol.clone(), true);
+            fs::create_dir(vol.join("in")).unwrap();
+            let b = bundle.path().to_str().unwrap().to_string();
+            let args = ["run", "--bundle", &b, &unique(runtime)];
+            let out = match *runtime {
+                "hostd" => bundle.hostd(&args),
+                _ => bundle.runc(&args),
+            }
+            .output()
+            .unwrap();
+            assert_eq!(
+                text(&out.stdout).trim(),
+                "mounted",
+                "{runtime} {word}: {}",
+                text(&out.stderr)
+            );
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let point = format!(" {}/in ", vol.display());
+            let on_host = info
+                .lines()
+                .any(|l| l.contains(&point) && l.contains(" from-container "));
+            assert_eq!(on_host, word == "rshared", "{runtime} {word}:\n{info}");
+        }
+    }
+}
+
+#[test]
+fn unlisted_mount_namespace_is_the_runtimes_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "echo mnt=$(readlink /proc/self/ns/mnt); hostname; ls /; \
+                  awk '{ print $5 }' /proc/self/mountinfo | grep -v '^/sys/fs/cgroup' | sort";
+    let no_mount_ns = |c: &mut Value| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+        // runc: "unable to restrict sys entries without a private MNT
+        // namespace".
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    };
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        no_mount_ns(c);
+        // runc ignores root.readonly here; hostd honours it (below).
+        c["root"]["readonly"] = json!(false);
+    });
+    let rootfs = bundle.path().join("rootfs");
+    let before = mountinfo_mentioning(bundle.path());
+    let b = bundle.path().to_str().unwrap().to_string();
+    let h = bundle
+        .hostd(&["run", "--bundle", &b, &unique("h")])
+        .output()
+        .unwrap();
+    // hostd takes its mounts down again; runc leaves them on the host.
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    let r = bundle
+        .runc(&["run", "--bundle", &b, &unique("r")])
+        .output()
+        .unwrap();
+    while mountinfo_mentioning(bundle.path()) > before {
+        sh(Command::new("umount").arg("-R").arg("-l").arg(&rootfs));
+    }
+    assert_eq!(h.status.code(), Some(0), "{}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let hout = text(&h.stdout);
+    assert_eq!(hout, text(&r.stdout));
+    let mine = ns_id("/proc/self/ns/mnt");
+    assert!(hout.starts_with(&format!("mnt={mine}\n")), "{hout}");
+    for want in ["bin", "/proc", "/dev/pts", "/sys"] {
+        assert!(hout.lines().any(|l| l == want), "{want} in {hout}");
+    }
+
+    // create and delete: the mounts exist while the container does.
+    let bundle = Bundle::new(&["sh", "-c", "touch /x 2>&1; sleep 60"], no_mount_ns);
+    let b = bundle.path().to_str().unwrap().to_string();
+    let before = mountinfo_mentioning(bundle.path());
+    let id = unique("c");
+    let out = bundle
+        .hostd(&["run", "--detach", "--bundle", &b, &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert!(mountinfo_mentioning(bundle.path()) > before);
+    // root.readonly holds in the runtime's mount namespace too.
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = format!(" {} ", bundle.path().join("rootfs").display());
+    assert!(
+        info.lines()
+            .any(|l| l.contains(&root) && l.contains(" ro,")),
+        "{info}"
+    );
+    sh(&mut bundle.hostd(&["delete", "--force", &id]));
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+
+    // runc's default config masks paths: both refuse it.
+    let err = refused_like_runc(&["true"], |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+    });
+    assert!(
+        err.contains("linux.maskedPaths: needs a mount namespace of the container's own"),
+        "{err}"
+    );
+}
+
+#[test]
+fn namespaces_joined_by_path_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let script = "hostname; cat /mnt/marker; for t in uts ipc net mnt; do \
+                  echo $t=$(readlink /proc/self/ns/$t); done";
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        c["hostname"] = json!("joined");
+    });
+    let rootfs = bundle.path().join("rootfs");
+    fs::create_dir(rootfs.join("mnt")).unwrap();
+    let config = bundle.path().join("config.json");
+    let spec: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    let b = bundle.path().to_str().unwrap().to_string();
+    let mut outputs = Vec::new();
+    for runtime in ["hostd", "runc"] {
+        // runc pivots the mount namespace it joins: one holder each, with a
+        // tmpfs under the rootfs that only that namespace has.
+        let holder = NsHolder::new(
+            &[
+                "--uts",
+                "--ipc",
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+            ],
+            &format!(
+                "mount -t tmpfs marker {0}/mnt && echo in-namespace > {0}/mnt/marker",
+                rootfs.display()
+            ),
+        );
+        let mut spec = spec.clone();
+        for n in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+            let kind = match n["type"].as_str().unwrap() {
+                "uts" => "uts",
+                "ipc" => "ipc",
+                "network" => "net",
+                "mount" => "mnt",
+                _ => continue,
+            };
+            n["path"] = json!(holder.ns(kind));
+        }
+        fs::write(&config, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        let args = ["run", "--bundle", &b, &unique(runtime)];
+        let out = match runtime {
+            "hostd" => bundle.hostd(&args),
+            _ => bundle.runc(&args),
+        }
+        .output()
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runtime}: {}",
+            text(&out.stderr)
+        );
+        let mut seen = text(&out.stdout);
+        for kind in ["uts", "ipc", "net", "mnt"] {
+            seen = seen.replace(&ns_id(&holder.ns(kind)), "joined");
+        }
+        // The host name was set in the joined namespace, for its holder too.
+        let name = Command::new("nsenter")
+            .arg(format!("--uts={}", holder.ns("uts")))
+            .arg("hostname")
+            .output()
+            .unwrap();
+        assert_eq!(text(&name.stdout).trim(), "joined", "{runtime}");
+        outputs.push(seen);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(
+        outputs[0],
+        "joined\nin-namespace\nuts=joined\nipc=joined\nnet=joined\nmnt=joined\n"
+    );
+    assert_eq!(mountinfo_mentioning(bundle.path()), 0, "stray mount");
+}
+
+#[test]
+fn user_and_pid_namespaces_joined_by_path_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    // A user namespace mapping 0-65535 to 100000-165535, and a pid
+    // namespace it owns (its init is `sleep`).
+    let holder = NsHolder::new(&["--user", "--pid", "--fork", "--kill-child"], "true");
+    let pid = holder.pid();
+    let map = "0 100000 65536";
+    fs::write(format!("/proc/{pid}/uid_map"), map).unwrap();
+    fs::write(format!("/proc/{pid}/gid_map"), map).unwrap();
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let sleeper = children.split_whitespace().next().unwrap().to_string();
+    let user = format!("/proc/{sleeper}/ns/user");
+    let pidns = format!("/proc/{sleeper}/ns/pid");
+    let script = "cat /proc/self/uid_map; id; stat -c '%u %g' /bin/busybox; \
+                  grep CapEff /proc/self/status; echo user=$(readlink /proc/self/ns/user); \
+                  echo pid=$(readlink /proc/self/ns/pid); ps -o user,comm | grep sleep";
+    let bundle = Bundle::new(&["sh", "-c", script], |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut().filter(|n| n["type"] == "pid") {
+            n["path"] = json!(pidns);
+        }
+        ns.push(json!({"type": "user", "path": user}));
+        // runc 1.1 wants the mappings even for a joined user namespace.
+        let mapping = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["uidMappings"] = mapping.clone();
+        c["linux"]["gidMappings"] = mapping;
+    });
+    let (h, r) = bundle.run_both();
+    assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+    let hout = text(&h.stdout);
+    assert_eq!(hout, text(&r.stdout));
+    let hout = hout
+        .replace(&ns_id(&user), "joined")
+        .replace(&ns_id(&pidns), "joined");
+    let lines: Vec<&str> = hout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    assert_eq!(lines[1], "uid=0 gid=0");
+    assert_eq!(lines[2], "65534 65534");
+    assert_eq!(&lines[4..6], ["user=joined", "pid=joined"]);
+    // The holder's sleep is pid 1 of the joined pid namespace.
+    assert!(lines[6].ends_with("sleep"), "{hout}");
+}
+
+#[test]
+fn bad_namespace_paths_are_refused_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    for (kind, path, want) in [
+        (
+            "uts",
+            "/etc/hostname",
+            "/etc/hostname: not a namespace file",
+        ),
+        (
+            "uts",
+            "/proc/self/ns/net",
+            "is a network namespace, not a uts namespace",
+        ),
+        (
+            "mount",
+            "/proc/self/ns/uts",
+            "is a uts namespace, not a mount namespace",
+        ),
+        ("network", "/no/such/netns", "/no/such/netns: No such file"),
+        ("ipc", "proc/self/ns/ipc", "not an absolute path"),
+    ] {
+        let err = refused_like_runc(&["true"], |c| {
+            for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == kind {
+                    n["path"] = json!(path);
+                }
+            }
+        });
+        assert!(
+            err.contains("linux.namespaces[") && err.contains(want),
+            "{kind} {path}: {err}"
+        );
+    }
+}
+
+#[test]
+fn security_labels_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let host = hostd::runtime::lsm::HostLsm::detect();
+    let script = "cat /proc/self/attr/current";
+    let apparmor = |c: &mut Value| c["process"]["apparmorProfile"] = json!("unconfined");
+    if host.apparmor {
+        // Without loading a profile, "unconfined" is the one to apply.
+        let bundle = Bundle::new(&["sh", "-c", script], apparmor);
+        let (h, r) = bundle.run_both();
+        assert!(h.status.success(), "{}", text(&h.stderr));
+        assert_eq!(text(&h.stdout), text(&r.stdout));
+        assert!(text(&h.stdout).starts_with("unconfined"));
+    } else {
+        // runc's init fails writing /proc/self/attr/exec; hostd refuses
+        // before making anything.
+        let err = refused_like_runc(&["true"], apparmor);
+        assert!(
+            err.contains(
+                "process.apparmorProfile: \"unconfined\" cannot be applied: \
+                 AppArmor is not enabled on this host"
+            ),
+            "{err}"
+        );
+    }
+    if !host.selinux {
+        let err = refused_like_runc(&["true"], |c| {
+            c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+        });
+        assert!(err.contains("process.selinuxLabel") && err.contains("SELinux is not enabled"));
+        // runc passes it to the kernel, which refuses `context=` on tmpfs.
+        let err = refused_like_runc(&["true"], |c| {
+            c["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0");
+        });
+        assert!(err.contains("linux.mountLabel") && err.contains("SELinux is not enabled"));
+    }
+    // Empty means none, for both.
+    let bundle = Bundle::new(&["true"], |c| {
+        c["process"]["apparmorProfile"] = json!("");
+        c["process"]["selinuxLabel"] = json!("");
+    });
+    let (h, r) = bundle.run_both();
+    assert_eq!((h.status.code(), r.status.code()), (Some(0), Some(0)));
+}
+
 // ---- hooks (issue 10 item 6) ----
 //
 // Every hook runs one script that records what it saw (argv, env, working
@@ -1121,4 +2045,93 @@ fn unusable_hooks_are_refused_before_anything_is_made() {
         c["hooks"] = json!({"createRuntime": [{"path": 7}]});
     });
     assert!(err.contains("hooks.createRuntime[0].path"), "{err}");
+}
+
+// ---- hooks with seccomp and namespaces (the three features together) ----
+
+/// Edits a bundle's `config.json` in place.
+fn edit_config(bundle: &Bundle, edit: impl FnOnce(&mut Value)) {
+    let path = bundle.path().join("config.json");
+    let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut config);
+    fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn hooks_run_before_the_filter_and_poststart_only_after_execve() {
+    if !require_prereqs() {
+        return;
+    }
+    // No mount namespace (the init chroots in ours), and a filter that
+    // refuses every way to fork: the startContainer hook (a shell script
+    // that forks) still runs, since the filter comes after it.
+    let no_fork = |c: &mut Value| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount");
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+        c["root"]["readonly"] = json!(false);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["clone", "clone3", "fork", "vfork"],
+                          "action": "SCMP_ACT_ERRNO"}]
+        });
+    };
+    let bundle = hook_bundle(&["true"], all_six);
+    edit_config(&bundle, no_fork);
+    let before = mountinfo_mentioning(bundle.path());
+    let b = bundle.path().to_str().unwrap().to_string();
+    let out = bundle
+        .hostd(&["run", "--bundle", &b, &unique("hs")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        order(bundle.path()),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    let seen = recorded(bundle.path());
+    let (lines, _) = &seen["startContainer"];
+    assert!(lines.iter().any(|l| l == "root=container"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "ns mnt test's"), "{lines:?}");
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    assert!(bundle.hostd_state_entries().is_empty());
+
+    // An execve that fails after the startContainer hook: start fails with
+    // it, poststart never runs, poststop runs at delete.
+    let bundle = hook_bundle(&["/bin/notexec"], all_six);
+    edit_config(&bundle, no_fork);
+    let bad = bundle.path().join("rootfs/bin/notexec");
+    fs::write(&bad, "not a program\n").unwrap();
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
+    let id = unique("hx");
+    let (created, started, err, _) = create_then_start(&bundle, true, &id);
+    assert!(created && !started, "{err}");
+    assert!(
+        err.contains("container init failed execve /bin/notexec")
+            && err.contains("Exec format error"),
+        "{err}"
+    );
+    assert_eq!(
+        order(bundle.path()),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststop"
+        ],
+        "poststart must not run"
+    );
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    assert!(bundle.hostd_state_entries().is_empty());
 }

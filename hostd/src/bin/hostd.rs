@@ -29,7 +29,9 @@ fn main() -> ExitCode {
 /// Runs what the command line asks for.
 fn run(command: Cli) -> ExitCode {
     match command {
-        Cli::Daemon(options) => match daemon::run(&options) {
+        // SAFETY: `main` parses its arguments and comes here on its only
+        // thread; nothing before this starts a thread.
+        Cli::Daemon(options) => match unsafe { daemon::run(&options) } {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 daemon::log::log(&e.to_string());

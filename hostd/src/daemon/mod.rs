@@ -26,7 +26,6 @@
 pub mod containers;
 pub mod log;
 pub mod server;
-pub mod sys;
 pub mod zygote;
 
 use std::path::{Path, PathBuf};
@@ -246,11 +245,16 @@ impl Handler {
 }
 
 /// The zygote a previous daemon left (upgraded to this binary if it runs
-/// another), or a new one. Must run while the process has a single thread.
-fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError> {
+/// another), or a new one.
+///
+/// # Safety
+///
+/// The process must have a single thread: this may fork ([`Zygote::start`]).
+unsafe fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError> {
     let mut zygote = match Zygote::connect(state)? {
         None => {
-            let zygote = Zygote::start(state)?;
+            // SAFETY: the caller guarantees the process has a single thread.
+            let zygote = unsafe { Zygote::start(state) }?;
             log(&format!("zygote running as pid {}", zygote.pid()));
             return Ok(zygote);
         }
@@ -316,7 +320,13 @@ fn start_boot_containers(path: &Path, containers: Arc<Manager>, handler: &Handle
 
 /// Runs the daemon until SIGTERM or SIGINT; returns after removing the socket.
 /// Containers keep running (in the zygote) for the next daemon.
-pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
+///
+/// # Safety
+///
+/// It may fork the zygote, which then runs on in the child: the process must
+/// not have started any thread yet (hostd's `main` calls it first thing). It
+/// starts its own threads only after the fork.
+pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let started = Instant::now();
     let signals = SignalSet::new(&[libc::SIGTERM, libc::SIGINT]).map_err(DaemonError::Signals)?;
     signals.block().map_err(DaemonError::Signals)?;
@@ -329,7 +339,11 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         })?;
     // Another daemon on the socket owns the zygote too: stop before touching it.
     server::refuse_if_served(&options.socket)?;
-    let zygote = take_over_or_start_zygote(&options.state)?;
+    // SAFETY: no thread has been started yet: the caller promises `run` runs
+    // before any other thread exists (its safety contract), and this function
+    // starts the signal, monitor, boot-container and connection threads only
+    // below.
+    let zygote = unsafe { take_over_or_start_zygote(&options.state) }?;
     let shutdown = Shutdown::new()?;
     let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_lost = {

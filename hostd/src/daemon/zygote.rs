@@ -27,7 +27,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,9 +36,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::containers::config::{cgroup_path, oci_config, CreateSpec};
-use super::sys;
+use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
-use crate::runtime::process::{self, Spawned};
+use crate::runtime::process::Spawned;
 use crate::runtime::{CreateOptions, Log, Runtime};
 
 /// Largest packet either side sends.
@@ -162,7 +163,7 @@ impl Zygote {
     /// `Ok(None)`: there is none (no socket, or nobody listening).
     pub fn connect(state: &Path) -> Result<Option<Zygote>, ZygoteError> {
         let path = state.join(SOCKET);
-        let sock = match sys::seqpacket_connect(&path) {
+        let sock = match os::seqpacket_connect(&path) {
             Ok(sock) => sock,
             Err(e)
                 if matches!(
@@ -175,7 +176,7 @@ impl Zygote {
             Err(e) => return Err(ZygoteError::Io(e)),
         };
         // A zygote still serving another daemon would never answer.
-        sys::set_receive_timeout(sock.as_fd(), Some(Duration::from_secs(10)))
+        os::set_receive_timeout(sock.as_fd(), Some(Duration::from_secs(10)))
             .map_err(ZygoteError::Io)?;
         let mut zygote = Zygote {
             sock,
@@ -196,7 +197,7 @@ impl Zygote {
             }
             other => other?,
         };
-        sys::set_receive_timeout(zygote.sock.as_fd(), None).map_err(ZygoteError::Io)?;
+        os::set_receive_timeout(zygote.sock.as_fd(), None).map_err(ZygoteError::Io)?;
         Ok(Some(zygote))
     }
 
@@ -204,19 +205,22 @@ impl Zygote {
     /// state under `state/oci`, the zygote's log in `state/zygote.log`, its
     /// socket at `state/zygote.sock`).
     ///
-    /// Must be called while the process has a single thread.
-    pub fn start(state: &Path) -> Result<Zygote, ZygoteError> {
+    /// # Safety
+    ///
+    /// The process must have a single thread (it forks, and the child runs
+    /// the zygote's code, which allocates): call it before starting any.
+    pub unsafe fn start(state: &Path) -> Result<Zygote, ZygoteError> {
         let path = state.join(SOCKET);
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(ZygoteError::Start(e)),
         }
-        let listener = sys::seqpacket_listen(&path).map_err(ZygoteError::Start)?;
+        let listener = os::seqpacket_listen(&path).map_err(ZygoteError::Start)?;
         let (parent, child) = crate::runtime::sys::seqpacket_pair()
             .map_err(|e| ZygoteError::Start(std::io::Error::from_raw_os_error(e.0)))?;
-        // SAFETY: the caller (daemon::run) forks before starting any thread.
-        match unsafe { sys::fork() }.map_err(ZygoteError::Start)? {
+        // SAFETY: the caller guarantees the process has a single thread.
+        match unsafe { os::fork() }.map_err(ZygoteError::Start)? {
             None => {
                 drop(parent);
                 Server::new(state, listener, HashMap::new()).serve(child)
@@ -276,9 +280,9 @@ impl Zygote {
     ) -> Result<(ZygoteReply, Vec<OwnedFd>), ZygoteError> {
         let bytes =
             serde_json::to_vec(request).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
-        sys::send(self.sock.as_fd(), &bytes, &[]).map_err(ZygoteError::Io)?;
+        os::send_with_fds(self.sock.as_fd(), &bytes, &[]).map_err(ZygoteError::Io)?;
         let mut buf = vec![0u8; MAX_PACKET];
-        let (n, fds) = sys::recv(self.sock.as_fd(), &mut buf).map_err(ZygoteError::Io)?;
+        let (n, fds) = os::recv_with_fds(self.sock.as_fd(), &mut buf).map_err(ZygoteError::Io)?;
         if n == 0 {
             return Err(ZygoteError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
@@ -321,10 +325,10 @@ impl Server {
     fn new(state: &Path, listener: OwnedFd, live: HashMap<String, Live>) -> Server {
         let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
         let rt = Runtime::detect(state.join("oci"), log);
-        sys::raise_nofile(1 << 20);
+        os::raise_nofile(1 << 20);
         // The inits get /dev/null as stdin; stdout and stderr are set per create.
         if let Ok(null) = fs::File::open("/dev/null") {
-            let _ = crate::os::dup2(null.as_fd(), 0);
+            let _ = os::dup2(null.as_fd(), 0);
         }
         let saved = (
             std::io::stdout().as_fd().try_clone_to_owned(),
@@ -363,20 +367,20 @@ impl Server {
         let mut buf = vec![0u8; MAX_PACKET];
         loop {
             loop {
-                let n = match sys::recv(conn.as_fd(), &mut buf) {
+                let n = match os::recv_with_fds(conn.as_fd(), &mut buf) {
                     Ok((0, _)) | Err(_) => break,
                     Ok((n, _)) => n,
                 };
                 let (reply, fds) = match serde_json::from_slice::<ZygoteRequest>(&buf[..n]) {
                     Err(e) => (error(format!("invalid request: {e}")), Vec::new()),
                     Ok(ZygoteRequest::Upgrade { exe }) => {
-                        (error(self.upgrade(&exe, conn.as_raw_fd())), Vec::new())
+                        (error(self.upgrade(&exe, conn.as_fd())), Vec::new())
                     }
                     Ok(request) => self.handle(request),
                 };
                 let bytes = serde_json::to_vec(&reply).unwrap_or_default();
                 let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                if sys::send(conn.as_fd(), &bytes, &borrowed).is_err() {
+                if os::send_with_fds(conn.as_fd(), &bytes, &borrowed).is_err() {
                     break;
                 }
             }
@@ -386,10 +390,9 @@ impl Server {
                 let _ = fs::remove_file(self.state.join(PID_FILE));
                 std::process::exit(0);
             }
-            // SAFETY: geteuid cannot fail.
-            let euid = unsafe { libc::geteuid() };
+            let euid = os::geteuid();
             conn = loop {
-                match sys::accept(self.listener.as_fd()) {
+                match os::accept_with_uid(self.listener.as_fd()) {
                     Ok((c, uid)) if uid == 0 || uid == euid => break c,
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -492,7 +495,7 @@ impl Server {
     }
 
     /// `exec`s `exe` as `hostd zygote --resume`; answers only on failure.
-    fn upgrade(&mut self, exe: &Path, conn: RawFd) -> String {
+    fn upgrade(&mut self, exe: &Path, conn: BorrowedFd<'_>) -> String {
         let handed: Vec<Handed> = self
             .live
             .iter()
@@ -511,24 +514,24 @@ impl Server {
         if let Err(e) = mkhost_shared::fs::write_atomic(&path, &json, 0o600) {
             return format!("cannot write {}: {e}", path.display());
         }
-        let mut kept: Vec<RawFd> = vec![conn, self.listener.as_raw_fd()];
-        for h in &handed {
-            kept.extend(h.pidfd);
-            kept.extend([h.sync, h.stdout, h.stderr]);
+        let mut kept: Vec<BorrowedFd<'_>> = vec![conn, self.listener.as_fd()];
+        for l in self.live.values() {
+            kept.extend(l.spawned.pidfd.as_ref().map(|f| f.as_fd()));
+            kept.extend([l.spawned.sync.as_fd(), l.stdout.as_fd(), l.stderr.as_fd()]);
         }
-        let cloexec = |on: bool| kept.iter().try_for_each(|fd| sys::set_cloexec(*fd, on));
+        let cloexec = |on: bool| kept.iter().try_for_each(|fd| os::set_cloexec(*fd, on));
         let args = vec![
             "hostd".to_string(),
             "zygote".to_string(),
             "--state".to_string(),
             self.state.display().to_string(),
             "--conn".to_string(),
-            conn.to_string(),
+            conn.as_raw_fd().to_string(),
             "--listener".to_string(),
             self.listener.as_raw_fd().to_string(),
         ];
         let failure = match cloexec(false) {
-            Ok(()) => sys::execv(exe, &args),
+            Ok(()) => os::execv(exe, &args),
             Err(e) => e,
         };
         let _ = cloexec(true);
@@ -562,34 +565,57 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let _ = fs::remove_file(&path);
-    // SAFETY (for each from_raw_fd below): the old image cleared
-    // close-on-exec on exactly these descriptors for this process to own.
-    let take = |fd: RawFd| {
-        let _ = sys::set_cloexec(fd, true);
-        // SAFETY: see above.
-        unsafe { OwnedFd::from_raw_fd(fd) }
+    // The old image cleared close-on-exec on exactly these descriptors for
+    // this one to own.
+    let mut numbers = vec![conn, listener];
+    for h in &handed {
+        numbers.extend(h.pidfd);
+        numbers.extend([h.sync, h.stdout, h.stderr]);
+    }
+    let taken = match os::take_inherited_fds(&numbers) {
+        Ok(taken) => taken,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "hostd zygote: cannot take the descriptors {numbers:?} over: {e}"
+            );
+            std::process::exit(1);
+        }
     };
-    let conn = take(conn);
-    let listener = take(listener);
-    let live = handed
-        .into_iter()
-        .map(|h| {
-            let live = Live {
-                spawned: Spawned {
-                    pid: h.pid,
-                    pidfd: h.pidfd.map(take),
-                    sync: take(h.sync),
-                    clone3: h.clone3,
-                },
-                stdout: take(h.stdout),
-                stderr: take(h.stderr),
-            };
-            (h.id, live)
-        })
-        .collect();
+    // One descriptor per number, in the order asked.
+    let mut taken = taken.into_iter();
+    let (Some(conn), Some(listener)) = (taken.next(), taken.next()) else {
+        std::process::exit(1)
+    };
+    let mut live = HashMap::new();
+    for h in handed {
+        let pidfd = match h.pidfd {
+            Some(_) => taken.next().map(Some),
+            None => Some(None),
+        };
+        let (Some(pidfd), Some(sync), Some(stdout), Some(stderr)) =
+            (pidfd, taken.next(), taken.next(), taken.next())
+        else {
+            std::process::exit(1)
+        };
+        let spawned = Spawned {
+            pid: h.pid,
+            pidfd,
+            sync,
+            clone3: h.clone3,
+        };
+        live.insert(
+            h.id,
+            Live {
+                spawned,
+                stdout,
+                stderr,
+            },
+        );
+    }
     let server = Server::new(state, listener, live);
     let bytes = serde_json::to_vec(&server.hello()).unwrap_or_default();
-    if sys::send(conn.as_fd(), &bytes, &[]).is_err() {
+    if os::send_with_fds(conn.as_fd(), &bytes, &[]).is_err() {
         std::process::exit(1);
     }
     server.serve(conn)
@@ -617,11 +643,10 @@ fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result
     let path = spec.bundle.join("config.json");
     fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let (out_read, out_write) =
-        crate::os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
+        os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
     let (err_read, err_write) =
-        crate::os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
-    let redirect =
-        crate::os::dup2(out_write.as_fd(), 1).and_then(|()| crate::os::dup2(err_write.as_fd(), 2));
+        os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
+    let redirect = os::dup2(out_write.as_fd(), 1).and_then(|()| os::dup2(err_write.as_fd(), 2));
     let created = redirect
         .map_err(|e| format!("cannot redirect output: {e}"))
         .and_then(|()| {
@@ -635,14 +660,12 @@ fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result
             )
             .map_err(|e| chain(&e))
         });
-    let _ = crate::os::dup2(stdio.0.as_fd(), 1);
-    let _ = crate::os::dup2(stdio.1.as_fd(), 2);
+    let _ = os::dup2(stdio.0.as_fd(), 1);
+    let _ = os::dup2(stdio.1.as_fd(), 2);
     drop((out_write, err_write));
     let container = created?;
-    let started = rt.start(&spec.id).map_err(|e| chain(&e)).and_then(|()| {
-        process::exec_result(&container.process, &container.plan).map_err(|e| chain(&e))
-    });
-    if let Err(e) = started {
+    // `start` also fails when the init fails before or in `execve`.
+    if let Err(e) = rt.start(&spec.id).map_err(|e| chain(&e)) {
         container.process.kill();
         let _ = rt.delete(&spec.id, true);
         return Err(e);

@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::os;
+use crate::os::{self, MountFlags, MountPropagationFlags, UnmountFlags};
 
 /// Errors of mounting.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +65,14 @@ pub struct MountSpec {
     /// File system type.
     pub fstype: &'static str,
     /// MS_* flags.
-    pub flags: libc::c_ulong,
+    pub flags: MountFlags,
     /// File-system specific options.
     pub data: Option<&'static str>,
 }
 
-const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+const NOSUID_NODEV_NOEXEC: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
 
 /// The API file systems, in mount order.
 pub const MOUNTS: &[MountSpec] = &[
@@ -92,35 +94,35 @@ pub const MOUNTS: &[MountSpec] = &[
         source: "devtmpfs",
         target: "/dev",
         fstype: "devtmpfs",
-        flags: libc::MS_NOSUID,
+        flags: MountFlags::NOSUID,
         data: Some("mode=0755"),
     },
     MountSpec {
         source: "devpts",
         target: "/dev/pts",
         fstype: "devpts",
-        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
         data: Some("gid=5,mode=0620,ptmxmode=0666"),
     },
     MountSpec {
         source: "shm",
         target: "/dev/shm",
         fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
         data: Some("mode=1777"),
     },
     MountSpec {
         source: "tmpfs",
         target: "/run",
         fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
         data: Some("mode=0755"),
     },
     MountSpec {
         source: "tmpfs",
         target: "/tmp",
         fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
         data: Some("mode=1777"),
     },
     MountSpec {
@@ -191,12 +193,9 @@ pub fn mount_efivarfs(root: &Path) -> Result<bool, MountError> {
 /// Makes `/` and everything below it shared (propagation), as container
 /// runtimes expect of a host.
 pub fn make_root_shared() -> io::Result<()> {
-    os::mount(
-        "none",
+    os::set_propagation(
         Path::new("/"),
-        "",
-        libc::MS_REC | libc::MS_SHARED,
-        None,
+        MountPropagationFlags::SHARED | MountPropagationFlags::REC,
     )
 }
 
@@ -324,12 +323,12 @@ pub fn unmount_all() -> UnmountReport {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for target in unmount_order(&parse_mountinfo(&text)) {
         let path = Path::new(&target);
-        match os::umount2(path, 0) {
+        match os::unmount(path, UnmountFlags::empty()) {
             Ok(()) => report.unmounted += 1,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {} // already gone
             Err(_) => {
-                let _ = os::mount("none", path, "", libc::MS_REMOUNT | libc::MS_RDONLY, None);
-                match os::umount2(path, libc::MNT_DETACH) {
+                let _ = os::remount(path, MountFlags::RDONLY);
+                match os::unmount(path, UnmountFlags::DETACH) {
                     Ok(()) => report.lazy.push(target),
                     Err(e) => report.failed.push(format!("{target}: {e}")),
                 }

@@ -190,15 +190,21 @@ pub fn switch_to_tmpfs() -> Result<MoveStats, RootError> {
     }
     let new_root = root.join(NEW_ROOT);
     fs::create_dir_all(&new_root).map_err(io_err("create", &new_root))?;
-    os::mount("tmpfs", &new_root, "tmpfs", 0, Some("mode=0755"))
-        .map_err(io_err("mount tmpfs on", &new_root))?;
+    os::mount(
+        "tmpfs",
+        &new_root,
+        "tmpfs",
+        os::MountFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(io_err("mount tmpfs on", &new_root))?;
     let stats = match move_tree(root, &new_root, &[NEW_ROOT]) {
         Ok(stats) => stats,
         Err(e) => {
             let back = move_tree(&new_root, root, &[])
                 .map(|s| s.entries)
                 .unwrap_or(0);
-            let _ = os::umount2(&new_root, libc::MNT_DETACH);
+            let _ = os::unmount(&new_root, os::UnmountFlags::DETACH);
             return Err(RootError::RolledBack {
                 moved_back: back,
                 source: Box::new(e),
@@ -206,7 +212,7 @@ pub fn switch_to_tmpfs() -> Result<MoveStats, RootError> {
         }
     };
     std::env::set_current_dir(&new_root).map_err(io_err("chdir", &new_root))?;
-    os::mount(".", root, "", libc::MS_MOVE, None).map_err(io_err("move mount to", root))?;
+    os::mount_move(Path::new("."), root).map_err(io_err("move mount to", root))?;
     std::os::unix::fs::chroot(".").map_err(io_err("chroot", &new_root))?;
     std::env::set_current_dir(root).map_err(io_err("chdir", root))?;
     Ok(stats)

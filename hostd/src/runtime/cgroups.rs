@@ -7,8 +7,10 @@
 //! container's init is born inside its cgroup. [`Cgroupfs::detect`] checks that
 //! `/sys/fs/cgroup` really is a cgroup2 mount; on a v1 or hybrid host it
 //! reports the backend unavailable and the runtime runs containers without
-//! cgroups (and says so in its log). Tests point [`Cgroupfs::at`] at a
-//! temporary directory and check the files written.
+//! cgroups (and says so in its log), unless `linux.resources` asks for a
+//! limit ([`limits`]): that is refused, since the limit would not exist.
+//! Tests point [`Cgroupfs::at`] at a temporary directory and check the files
+//! written.
 
 use std::fs;
 use std::io::{self, Write};
@@ -98,6 +100,17 @@ pub enum CgroupError {
     /// The backend is not usable on this host.
     #[error("cgroups unavailable: {0}")]
     Unavailable(String),
+    /// `linux.resources` asks for limits on a host without the backend.
+    #[error(
+        "{fields}: limits need cgroup v2, which this host lacks ({reason}); remove them \
+         from config.json, or run on a host with cgroup2 mounted at {DEFAULT_ROOT}"
+    )]
+    NoCgroupForLimits {
+        /// The fields that set limits, `linux.resources.memory.limit, ...`.
+        fields: String,
+        /// Why the backend is unavailable.
+        reason: String,
+    },
 }
 
 /// Usage numbers of one cgroup.
@@ -334,6 +347,66 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// The fields of `linux.resources` that ask for a limit (paths below
+/// `linux.resources`): those [`settings`] turns into a value other than the
+/// kernel's default. Zero means "not set" (Docker writes zeros) and -1
+/// "unlimited"; a `cpu.period` without a quota limits nothing; any `unified`
+/// entry counts. Device rules (`devices`, which `runc spec` writes) are not
+/// read at all: hostd applies none (docs/runtime.md).
+pub fn limits(r: &Resources) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let set = |v: Option<i64>| v.is_some_and(|v| v != 0 && v != -1);
+    if let Some(m) = &r.memory {
+        if set(m.limit) {
+            out.push("memory.limit");
+        }
+        if m.reservation.is_some_and(|v| v != 0) {
+            out.push("memory.reservation");
+        }
+        if set(m.swap) {
+            out.push("memory.swap");
+        }
+    }
+    if let Some(c) = &r.cpu {
+        if c.shares.is_some_and(|v| v != 0) {
+            out.push("cpu.shares");
+        }
+        if c.quota.is_some_and(|v| v > 0) {
+            out.push("cpu.quota");
+        }
+        if c.cpus.as_deref().is_some_and(|v| !v.is_empty()) {
+            out.push("cpu.cpus");
+        }
+        if c.mems.as_deref().is_some_and(|v| !v.is_empty()) {
+            out.push("cpu.mems");
+        }
+    }
+    if r.pids.as_ref().is_some_and(|p| p.limit > 0) {
+        out.push("pids.limit");
+    }
+    if r.unified.as_ref().is_some_and(|u| !u.is_empty()) {
+        out.push("unified");
+    }
+    out
+}
+
+/// The error for `resources` on a host whose backend is unavailable for
+/// `reason`, when they ask for a limit.
+pub fn check_without_cgroups(r: &Resources, reason: &str) -> Result<(), CgroupError> {
+    let fields = limits(r);
+    if fields.is_empty() {
+        return Ok(());
+    }
+    Err(CgroupError::NoCgroupForLimits {
+        fields: fields
+            .iter()
+            .map(|f| format!("linux.resources.{f}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason: reason.to_string(),
     })
 }
 
@@ -829,6 +902,63 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(reaper.join().unwrap().signal(), Some(libc::SIGKILL));
         assert!(!leaf.join("cgroup.kill").exists());
+    }
+
+    #[test]
+    fn what_counts_as_a_limit() {
+        let parse = |json: &str| -> Resources { serde_json::from_str(json).unwrap() };
+        // `runc spec`'s device rule, Docker's zeros, unlimited values and a
+        // period without a quota limit nothing.
+        for none in [
+            r#"{}"#,
+            r#"{"devices": [{"allow": false, "access": "rwm"}]}"#,
+            r#"{"memory": {"limit": 0, "reservation": 0, "swap": 0}, "cpu": {"shares": 0,
+                "quota": 0, "cpus": "", "mems": ""}, "pids": {"limit": 0}, "unified": {},
+                "blockIO": {"weight": 0}}"#,
+            r#"{"memory": {"limit": -1, "swap": -1}, "cpu": {"quota": -1, "period": 100000},
+                "pids": {"limit": -1}}"#,
+        ] {
+            let r = parse(none);
+            assert_eq!(limits(&r), Vec::<&str>::new(), "{none}");
+            assert!(check_without_cgroups(&r, "v1").is_ok());
+            // What the v2 backend would write for them changes no limit.
+            for (file, value) in settings(&r).unwrap() {
+                assert!(
+                    value == "max" || value.starts_with("max "),
+                    "{file} {value}"
+                );
+            }
+        }
+        let r = parse(
+            r#"{"memory": {"limit": 67108864, "reservation": 1, "swap": 134217728},
+            "cpu": {"shares": 512, "quota": 50000, "cpus": "0", "mems": "0"},
+            "pids": {"limit": 10}, "unified": {"memory.high": "1G"}}"#,
+        );
+        assert_eq!(
+            limits(&r),
+            [
+                "memory.limit",
+                "memory.reservation",
+                "memory.swap",
+                "cpu.shares",
+                "cpu.quota",
+                "cpu.cpus",
+                "cpu.mems",
+                "pids.limit",
+                "unified"
+            ]
+        );
+        let r = parse(r#"{"memory": {"limit": 67108864}, "pids": {"limit": 10}}"#);
+        let err = check_without_cgroups(&r, "not cgroup2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "linux.resources.memory.limit, linux.resources.pids.limit: \
+                 limits need cgroup v2, which this host lacks (not cgroup2)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

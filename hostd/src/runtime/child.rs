@@ -8,6 +8,13 @@
 //! use a recording fake). On failure the child sends its [`Step`], an index
 //! and the `errno` over the sync socket and `_exit`s; the parent turns that
 //! into a typed error with the plan's context (which mount, which rlimit).
+//! After READY nobody reads the sync socket any more (`create` may have
+//! exited), so from step (5) on failures go to `exec.fifo`, which `start`
+//! reads until `execve` closes it.
+//!
+//! The container's seccomp filter is the last thing installed: every lookup,
+//! descriptor clean-up and report to the runtime happens before it, and only
+//! `execve` after it, so a profile need not allow anything hostd does.
 //!
 //! The sync protocol, numbered as in [`super::process`]:
 //!
@@ -26,22 +33,25 @@
 //!      then GO -----------------------------> createContainer hooks (if any),
 //!                                               pivot_root,
 //!                                               hostname, sysctls, masked and
-//!                                               read-only paths, rlimits,
-//!                                               seccomp, user, capabilities,
-//!                                               executable found
+//!                                               read-only paths, rlimits, user,
+//!                                               capabilities, executable found,
+//!                                               fds above 2 (and above
+//!                                               --preserve-fds) close-on-exec
 //!  (4) READY or ERROR(step, index, errno) <-- (4) sends READY
 //!      create returns; state is "created"   (5) blocks opening exec.fifo for
 //!                                               writing
 //!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, keeps the
-//!      the byte, then waits for EOF             fifo open (close-on-exec)
-//!                                          (5a) startContainer hooks; a
-//!      or ERROR on the fifo <-------------------- failure is written there too
-//!                                           (6) seccomp (with no_new_privs),
-//!                                               execve
-//!  EOF on the socket and the fifo <---------- (6) exec succeeded
-//!  or ERROR(Exec, 0, errno) <---------------- (6) exec failed, _exit(127)
+//!      the byte, then the fifo until EOF          fifo open (close-on-exec)
+//!                                          (5a) startContainer hooks (if any)
+//!                                           (6) seccomp, execve
+//!  EOF on exec.fifo: start runs the <-------- (6) exec succeeded
+//!      poststart hooks
+//!  or ERROR(step, index, errno) + the <------ (5a) a hook failed, or (6)
+//!      command on exec.fifo: `start` fails        seccomp or exec failed,
+//!                                                 _exit(1, 126 or 127)
 //! ```
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
@@ -58,7 +68,7 @@ pub enum Step {
     WaitGo = 1,
     SetUserIds,
     JoinNamespace,
-    UnshareCgroup,
+    Unshare,
     Setsid,
     Signals,
     RootPropagation,
@@ -72,6 +82,7 @@ pub enum Step {
     Symlink,
     Cwd,
     PivotRoot,
+    Chroot,
     Loopback,
     Hostname,
     Domainname,
@@ -79,6 +90,7 @@ pub enum Step {
     ReadonlyPath,
     MaskedPath,
     ReadonlyRoot,
+    SecurityLabel,
     OomScoreAdj,
     Rlimit,
     Seccomp,
@@ -101,11 +113,11 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 43] = [
+    const ALL: [Step; 45] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
-        Step::UnshareCgroup,
+        Step::Unshare,
         Step::Setsid,
         Step::Signals,
         Step::RootPropagation,
@@ -119,6 +131,7 @@ impl Step {
         Step::Symlink,
         Step::Cwd,
         Step::PivotRoot,
+        Step::Chroot,
         Step::Loopback,
         Step::Hostname,
         Step::Domainname,
@@ -126,6 +139,7 @@ impl Step {
         Step::ReadonlyPath,
         Step::MaskedPath,
         Step::ReadonlyRoot,
+        Step::SecurityLabel,
         Step::OomScoreAdj,
         Step::Rlimit,
         Step::Seccomp,
@@ -158,10 +172,10 @@ impl Step {
             Step::WaitGo => "waiting for the parent",
             Step::SetUserIds => "becoming root in the user namespace",
             Step::JoinNamespace => "joining a namespace",
-            Step::UnshareCgroup => "creating the cgroup namespace",
+            Step::Unshare => "creating namespaces",
             Step::Setsid => "setsid",
             Step::Signals => "resetting signals",
-            Step::RootPropagation => "making mounts private",
+            Step::RootPropagation => "setting the mount propagation",
             Step::BindRoot => "binding the root file system onto itself",
             Step::OpenRoot => "opening the root file system",
             Step::MountTarget => "creating a mount point",
@@ -172,6 +186,7 @@ impl Step {
             Step::Symlink => "creating a /dev symlink",
             Step::Cwd => "creating the working directory",
             Step::PivotRoot => "pivot_root",
+            Step::Chroot => "chroot",
             Step::Loopback => "bringing up lo",
             Step::Hostname => "sethostname",
             Step::Domainname => "setdomainname",
@@ -179,6 +194,7 @@ impl Step {
             Step::ReadonlyPath => "making a path read-only",
             Step::MaskedPath => "masking a path",
             Step::ReadonlyRoot => "remounting the root read-only",
+            Step::SecurityLabel => "applying",
             Step::OomScoreAdj => "writing oom_score_adj",
             Step::Rlimit => "setting an rlimit",
             Step::Seccomp => "loading the seccomp filter",
@@ -285,6 +301,7 @@ pub trait ChildSys {
     ) -> SysResult<()>;
     fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()>;
+    fn chroot(&self, path: &CStr) -> SysResult<()>;
     fn chdir(&self, path: &CStr) -> SysResult<()>;
     fn fchdir(&self, fd: RawFd) -> SysResult<()>;
     fn openat2(&self, dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd>;
@@ -355,6 +372,9 @@ impl ChildSys for RealSys {
     }
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()> {
         sys::pivot_root(new_root, put_old)
+    }
+    fn chroot(&self, path: &CStr) -> SysResult<()> {
+        sys::chroot(path)
     }
     fn chdir(&self, path: &CStr) -> SysResult<()> {
         sys::chdir(path)
@@ -545,7 +565,13 @@ struct Init<'a, S: ChildSys> {
     sys: &'a S,
     plan: &'a Plan,
     fds: ChildFds<'a>,
+    /// Where a failure is reported: the sync socket, then from step (5)
+    /// `exec.fifo` opened for writing.
+    report: Cell<RawFd>,
 }
+
+/// `CAP_SYS_ADMIN`, needed to load a seccomp filter without no_new_privs.
+const CAP_SYS_ADMIN: u32 = 21;
 
 type StepResult<T = ()> = Result<T, Failure>;
 
@@ -735,8 +761,12 @@ impl<S: ChildSys> Init<'_, S> {
     }
 
     fn write_file(&self, path: &CStr, value: &[u8]) -> SysResult<()> {
+        self.write_file_at(libc::AT_FDCWD, path, value)
+    }
+
+    fn write_file_at(&self, dirfd: RawFd, path: &CStr, value: &[u8]) -> SysResult<()> {
         let fd = self.sys.openat(
-            libc::AT_FDCWD,
+            dirfd,
             path,
             libc::O_WRONLY | libc::O_CLOEXEC | libc::O_TRUNC,
             0,
@@ -813,17 +843,20 @@ impl<S: ChildSys> Init<'_, S> {
         self.enter_root()?;
         self.names_and_sysctls()?;
         self.protect_paths()?;
+        self.security_labels()?;
         self.process_attributes()?;
         self.capabilities_and_user()?;
         // Find the executable now, so that `create` fails for a missing one.
         let chosen = self.find_executable()?;
         self.sys.umask(self.plan.umask);
+        self.pass_descriptors()?;
 
         // (4) Ready, and (5) block until `start`.
-        let fifo = self.ready_and_wait_for_start()?;
-        self.start_hooks(fifo)?;
+        self.ready_and_wait_for_start()?;
+        // (5a) The startContainer hooks.
+        self.start_hooks()?;
 
-        // (6) Exec.
+        // (6) The seccomp filter, then exec.
         self.exec(chosen)
     }
 
@@ -837,16 +870,24 @@ impl<S: ChildSys> Init<'_, S> {
         }
     }
 
-    /// Root in the user namespace, the namespaces to join, the cgroup
-    /// namespace, a new session, default signals.
+    /// The namespaces to join (a user namespace first, which gives the
+    /// rights for the rest), root in the user namespace, the namespaces the
+    /// init makes itself (the cgroup namespace; every new one inside a joined
+    /// user namespace), a new session, default signals.
     fn enter_namespaces(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
+        let join = self.fds.join;
+        let user_first = join.first().is_some_and(|(_, t)| *t == libc::CLONE_NEWUSER) as usize;
+        for (i, (fd, nstype)) in join.iter().enumerate().take(user_first) {
+            at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
+            sys.close(*fd);
+        }
         if plan.user_namespace() {
             at(Step::SetUserIds, 0, sys.setresgid(0))?;
             at(Step::SetUserIds, 0, sys.setresuid(0))?;
         }
-        for (i, (fd, nstype)) in self.fds.join.iter().enumerate() {
+        for (i, (fd, nstype)) in join.iter().enumerate().skip(user_first) {
             at(Step::JoinNamespace, i, sys.setns(*fd, *nstype))?;
             sys.close(*fd);
         }
@@ -856,8 +897,12 @@ impl<S: ChildSys> Init<'_, S> {
         // pid) it would be the parent's cgroup, showing the container the
         // whole host hierarchy. So it is always made here, after GO, when
         // the parent has put us into our cgroup either way.
-        if plan.unshare_cgroup {
-            at(Step::UnshareCgroup, 0, sys.unshare(libc::CLONE_NEWCGROUP))?;
+        if plan.unshare_flags != 0 {
+            at(
+                Step::Unshare,
+                0,
+                sys.unshare(plan.unshare_flags as libc::c_int),
+            )?;
         }
         at(Step::Setsid, 0, sys.setsid())?;
         at(Step::Signals, 0, sys.reset_signals())?;
@@ -865,16 +910,37 @@ impl<S: ChildSys> Init<'_, S> {
         Ok(())
     }
 
+    /// The root's mount propagation before it is built (index 0: `/`,
+    /// index 1: the rootfs's parent mount, see [`super::plan::RootPropagation`]).
+    fn prepare_propagation(&self) -> StepResult {
+        let sys = self.sys;
+        let prop = &self.plan.root_propagation;
+        if prop.before != 0 {
+            at(
+                Step::RootPropagation,
+                0,
+                sys.mount(None, c"/", None, prop.before, None),
+            )?;
+        }
+        // The first of the rootfs and its ancestors that is a mount point
+        // (the others answer EINVAL).
+        let mut last = Ok(());
+        for path in &prop.parents {
+            last = sys.mount(None, path, None, prop.parent, None);
+            if last != Err(Errno(libc::EINVAL)) {
+                break;
+            }
+        }
+        at(Step::RootPropagation, 1, last)
+    }
+
     /// The root file system: its mounts, devices and working directory,
-    /// then `pivot_root` into it.
+    /// then `pivot_root` into it (`chroot` in the runtime's mount
+    /// namespace).
     fn enter_root(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
-        at(
-            Step::RootPropagation,
-            0,
-            sys.mount(None, c"/", None, plan.root_propagation, None),
-        )?;
+        self.prepare_propagation()?;
         at(
             Step::BindRoot,
             0,
@@ -886,6 +952,21 @@ impl<S: ChildSys> Init<'_, S> {
                 None,
             ),
         )?;
+        if plan.shared_mount_ns {
+            // The host's mount namespace: what is mounted under the root
+            // stays out of the host's other mounts and namespaces.
+            at(
+                Step::RootPropagation,
+                1,
+                sys.mount(
+                    None,
+                    &plan.rootfs_c,
+                    None,
+                    libc::MS_PRIVATE | libc::MS_REC,
+                    None,
+                ),
+            )?;
+        }
         let root = at(
             Step::OpenRoot,
             0,
@@ -902,8 +983,33 @@ impl<S: ChildSys> Init<'_, S> {
             at(Step::Cwd, 0, self.make_target(root, cwd, Some(true)))?;
         }
         self.create_hooks()?;
+        if plan.shared_mount_ns {
+            at(Step::Chroot, 0, sys.fchdir(root))?;
+            at(Step::Chroot, 0, sys.chroot(c"."))?;
+            at(Step::Chroot, 1, sys.chdir(c"/"))?;
+            sys.close(root);
+            return Ok(());
+        }
+        let old_root = at(
+            Step::PivotRoot,
+            0,
+            sys.openat(
+                libc::AT_FDCWD,
+                c"/",
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            ),
+        )?;
         at(Step::PivotRoot, 0, sys.fchdir(root))?;
         at(Step::PivotRoot, 0, sys.pivot_root(c".", c"."))?;
+        sys.close(root);
+        // The old root is stacked on the new one now, but "." still names
+        // the new root's mount for mount(2): without this fchdir the rslave
+        // below would turn the container's own mounts into slaves (and a
+        // shared volume would no longer send its mounts to the host).
+        let r = sys.fchdir(old_root);
+        sys.close(old_root);
+        at(Step::PivotRoot, 1, r)?;
         // Keep the old root's unmount from propagating to the host.
         at(
             Step::PivotRoot,
@@ -912,7 +1018,6 @@ impl<S: ChildSys> Init<'_, S> {
         )?;
         at(Step::PivotRoot, 2, sys.umount2(c".", libc::MNT_DETACH))?;
         at(Step::PivotRoot, 3, sys.chdir(c"/"))?;
-        sys.close(root);
         Ok(())
     }
 
@@ -936,7 +1041,7 @@ impl<S: ChildSys> Init<'_, S> {
     }
 
     /// Read-only and masked paths (missing ones are skipped), a read-only
-    /// root.
+    /// root, the root's propagation.
     fn protect_paths(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
@@ -961,11 +1066,34 @@ impl<S: ChildSys> Init<'_, S> {
         if plan.root_readonly {
             at(Step::ReadonlyRoot, 0, self.remount_readonly(c"/"))?;
         }
+        // The propagation asked for, on the container's own root now: a
+        // shared root would have made pivot_root fail, an unbindable one the
+        // binds of the read-only and masked paths.
+        let after = plan.root_propagation.after;
+        if after != 0 {
+            at(
+                Step::RootPropagation,
+                2,
+                sys.mount(None, c"/", None, after, None),
+            )?;
+        }
         Ok(())
     }
 
-    /// Process attributes: `oom_score_adj`, rlimits, and the seccomp filter
-    /// when it must come before the capabilities are dropped.
+    /// The AppArmor profile or SELinux label `execve` switches to, written
+    /// through the host's `/proc` (the container's may not be mounted).
+    fn security_labels(&self) -> StepResult {
+        for (i, w) in self.plan.lsm_exec.iter().enumerate() {
+            at(
+                Step::SecurityLabel,
+                i,
+                self.write_file_at(self.fds.proc, &w.path, w.value.to_bytes()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Process attributes: `oom_score_adj`, rlimits.
     fn process_attributes(&self) -> StepResult {
         let sys = self.sys;
         let plan = self.plan;
@@ -979,14 +1107,23 @@ impl<S: ChildSys> Init<'_, S> {
         for (i, l) in plan.rlimits.iter().enumerate() {
             at(Step::Rlimit, i, sys.setrlimit(l.resource, l.soft, l.hard))?;
         }
-        // Without no_new_privs the filter must be loaded while we still have
-        // CAP_SYS_ADMIN; with it, as late as possible (step 6).
-        if !plan.no_new_privs {
-            if let Some(p) = &plan.seccomp {
-                at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
-            }
-        }
         Ok(())
+    }
+
+    /// Without no_new_privs, loading the seccomp filter needs
+    /// `CAP_SYS_ADMIN`; the filter comes last (step 6), so the capability
+    /// stays permitted and effective until then. That does not reach the
+    /// container: `execve` computes the new permitted and effective sets from
+    /// the inheritable, ambient and bounding sets and the file's
+    /// capabilities, never from the old permitted set.
+    fn keep_sys_admin(&self) -> u64 {
+        let plan = self.plan;
+        let admin = 1u64 << CAP_SYS_ADMIN;
+        if !plan.no_new_privs && plan.seccomp.is_some() && plan.caps.effective & admin == 0 {
+            admin
+        } else {
+            0
+        }
     }
 
     /// Capabilities and user, `no_new_privs`, the working directory.
@@ -1007,12 +1144,13 @@ impl<S: ChildSys> Init<'_, S> {
         at(Step::Setgid, 0, sys.setresgid(plan.gid))?;
         at(Step::Setuid, 0, sys.setresuid(plan.uid))?;
         at(Step::KeepCaps, 1, sys.prctl(libc::PR_SET_KEEPCAPS, 0, 0))?;
+        let admin = self.keep_sys_admin();
         at(
             Step::Capset,
             0,
             sys.capset(CapSets {
-                effective: caps.effective,
-                permitted: caps.permitted,
+                effective: caps.effective | admin,
+                permitted: caps.permitted | admin,
                 inheritable: caps.inheritable,
             }),
         )?;
@@ -1064,9 +1202,9 @@ impl<S: ChildSys> Init<'_, S> {
         Err(fail(Step::FindExecutable, 0, last_err))
     }
 
-    /// Step (3a), before `pivot_root`, with the old root still visible
-    /// ([`super::hooks`]): with `prestart` or `createRuntime` hooks, HOOKS
-    /// to the parent, which runs them and answers GO; then the
+    /// Step (3a), before `pivot_root` (or `chroot`), with the old root
+    /// still visible ([`super::hooks`]): with `prestart` or `createRuntime`
+    /// hooks, HOOKS to the parent, which runs them and answers GO; then the
     /// `createContainer` hooks, run from here in the rootfs directory.
     fn create_hooks(&self) -> StepResult {
         let hooks = &self.plan.hooks;
@@ -1081,29 +1219,37 @@ impl<S: ChildSys> Init<'_, S> {
             .map_err(|(i, f)| fail(Step::CreateContainerHook, i, Errno(f.to_wire())))
     }
 
-    /// After (5): the `startContainer` hooks, as the container's process. A
-    /// failure also goes to exec.fifo, where `start` waits for EOF (our
-    /// execve) or this message.
-    fn start_hooks(&self, fifo: RawFd) -> StepResult {
-        let hooks = &self.plan.hooks;
-        let result = hooks.run_in_init(Kind::StartContainer, hooks::CREATED, None);
-        result.map_err(|(i, f)| {
-            let failure = fail(Step::StartContainerHook, i, Errno(f.to_wire()));
-            let msg = Message {
-                kind: MSG_ERROR,
-                step: failure.step as u32,
-                index: failure.index,
-                errno: failure.errno.0,
-            };
-            let _ = self.sys.write(fifo, &msg.to_bytes());
-            failure
-        })
+    /// Step (5a), after `start` took the fifo's byte: the `startContainer`
+    /// hooks, as the container's process. Before the seccomp filter, which
+    /// need not allow what running a hook takes. A failure is reported on
+    /// exec.fifo like one of step (6), so `start` fails.
+    fn start_hooks(&self) -> StepResult {
+        self.plan
+            .hooks
+            .run_in_init(Kind::StartContainer, hooks::CREATED, None)
+            .map_err(|(i, f)| fail(Step::StartContainerHook, i, Errno(f.to_wire())))
+    }
+
+    /// Every descriptor from 3 up close-on-exec, except the preserved ones
+    /// (`--preserve-fds`). Before READY, so that a failure fails `create`,
+    /// and before the seccomp filter, which need not allow `close_range`.
+    fn pass_descriptors(&self) -> StepResult {
+        let sys = self.sys;
+        at(Step::PreserveFds, 0, sys.cloexec_from(3))?;
+        for fd in 3..3 + self.fds.preserve_fds {
+            at(
+                Step::PreserveFds,
+                fd as usize,
+                sys.clear_cloexec(fd as RawFd),
+            )?;
+        }
+        Ok(())
     }
 
     /// Steps (4) and (5): tells the parent we are ready, then blocks until
-    /// `start` opens exec.fifo for reading. Returns the fifo, open until
-    /// `execve` closes it.
-    fn ready_and_wait_for_start(&self) -> StepResult<RawFd> {
+    /// `start` opens exec.fifo for reading. The fifo stays open (it is
+    /// close-on-exec) to report a failure of step (5a) or (6) to `start`.
+    fn ready_and_wait_for_start(&self) -> StepResult {
         let sys = self.sys;
         let fds = self.fds;
         at(
@@ -1118,29 +1264,25 @@ impl<S: ChildSys> Init<'_, S> {
             0,
             sys.openat(fds.proc, fifo_path, libc::O_WRONLY | libc::O_CLOEXEC, 0),
         )?;
-        at(Step::ExecFifo, 1, sys.write(fifo, b"0"))?;
+        if let Err(e) = sys.write(fifo, b"0") {
+            sys.close(fifo);
+            return Err(fail(Step::ExecFifo, 1, e));
+        }
+        self.report.set(fifo);
         sys.close(fds.fifo);
         sys.close(fds.proc);
-        Ok(fifo)
+        Ok(())
     }
 
-    /// Step (6): the late seccomp filter, the preserved descriptors, then
-    /// `execve` of candidate `chosen`.
+    /// Step (6): the seccomp filter, then `execve` of candidate `chosen`.
+    /// Nothing of ours runs in between: the filter need allow nothing but
+    /// `execve` (and, should that fail, `write` and `exit_group` to report
+    /// it).
     fn exec(&self, chosen: usize) -> StepResult<std::convert::Infallible> {
         let sys = self.sys;
         let plan = self.plan;
-        if plan.no_new_privs {
-            if let Some(p) = &plan.seccomp {
-                at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
-            }
-        }
-        at(Step::PreserveFds, 0, sys.cloexec_from(3))?;
-        for fd in 3..3 + self.fds.preserve_fds {
-            at(
-                Step::PreserveFds,
-                fd as usize,
-                sys.clear_cloexec(fd as RawFd),
-            )?;
+        if let Some(p) = &plan.seccomp {
+            at(Step::Seccomp, 0, sys.seccomp(&p.instructions, p.flags))?;
         }
         let errno = sys.execve(
             &plan.exec_candidates[chosen],
@@ -1151,35 +1293,26 @@ impl<S: ChildSys> Init<'_, S> {
     }
 }
 
-/// The init process: runs the plan, reports a failure to the parent and
-/// `_exit`s. Never returns.
+/// The init process: runs the plan, reports a failure to the parent (or,
+/// from step (5), to `start`) and `_exit`s. Never returns.
 pub fn init_main(plan: &Plan, fds: ChildFds<'_>) -> ! {
     let sys = RealSys;
-    let failure = Init {
+    let init = Init {
         sys: &sys,
         plan,
         fds,
-    }
-    .run();
-    report_and_exit(&sys, fds.sync, failure)
-}
-
-fn report_and_exit<S: ChildSys>(sys: &S, sync: RawFd, f: Failure) -> ! {
-    let msg = Message {
-        kind: MSG_ERROR,
-        step: f.step as u32,
-        index: f.index,
-        errno: f.errno.0,
+        report: Cell::new(fds.sync),
     };
-    // The parent may be gone (after `create`); then tell stderr.
-    if sys.write(sync, &msg.to_bytes()).is_err() || f.step == Step::Exec {
+    let failure = init.run();
+    if !report(&sys, plan, init.report.get(), fds.sync, failure) {
+        // Nobody is listening (`create` has exited, `start` died): stderr.
         let _ = sys.write(2, b"hostd oci: container init failed at step: ");
-        let _ = sys.write(2, f.step.describe().as_bytes());
+        let _ = sys.write(2, failure.step.describe().as_bytes());
         let mut buf = [0u8; 48];
-        let _ = sys.write(2, fd_path(&mut buf, b" errno ", f.errno.0).to_bytes());
+        let _ = sys.write(2, fd_path(&mut buf, b" errno ", failure.errno.0).to_bytes());
         let _ = sys.write(2, b"\n");
     }
-    let code = match (f.step, f.errno.0) {
+    let code = match (failure.step, failure.errno.0) {
         (Step::Exec, libc::ENOENT) => 127,
         (Step::Exec, _) => 126,
         _ => 1,
@@ -1187,11 +1320,51 @@ fn report_and_exit<S: ChildSys>(sys: &S, sync: RawFd, f: Failure) -> ! {
     sys::exit_now(code)
 }
 
+/// Sends `f` as an ERROR message on `fd`. On exec.fifo (any `fd` but
+/// `sync`) the command follows the message, since `start` has no plan to
+/// name it from. Whether it was written.
+fn report<S: ChildSys>(sys: &S, plan: &Plan, fd: RawFd, sync: RawFd, f: Failure) -> bool {
+    let msg = Message {
+        kind: MSG_ERROR,
+        step: f.step as u32,
+        index: f.index,
+        errno: f.errno.0,
+    };
+    if sys.write(fd, &msg.to_bytes()) != Ok(Message::SIZE) {
+        return false;
+    }
+    if fd != sync {
+        let _ = sys.write(fd, plan.command().to_bytes());
+    }
+    true
+}
+
 /// Runs the init steps against a fake [`ChildSys`] and returns the failure
 /// that ended them (a fake's `execve` returns).
 #[cfg(test)]
 pub(crate) fn run_with<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
-    Init { sys, plan, fds }.run()
+    Init {
+        sys,
+        plan,
+        fds,
+        report: Cell::new(fds.sync),
+    }
+    .run()
+}
+
+/// [`run_with`], then the report the init would send (recorded by the
+/// fake).
+#[cfg(test)]
+pub(crate) fn run_and_report<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
+    let init = Init {
+        sys,
+        plan,
+        fds,
+        report: Cell::new(fds.sync),
+    };
+    let failure = init.run();
+    report(sys, plan, init.report.get(), fds.sync, failure);
+    failure
 }
 
 #[cfg(test)]

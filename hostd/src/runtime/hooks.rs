@@ -625,6 +625,15 @@ impl Hooks {
         !self.get(Kind::Prestart).is_empty() || !self.get(Kind::CreateRuntime).is_empty()
     }
 
+    /// The longest the hooks of `kind` can take together, in milliseconds:
+    /// the sum of their timeouts, `None` when one has none.
+    pub fn time_limit_ms(&self, kind: Kind) -> Option<u64> {
+        self.get(kind)
+            .iter()
+            .map(|h| h.timeout.map(|s| u64::from(s) * 1000))
+            .sum()
+    }
+
     /// In `create`, while the init waits before `pivot_root`: `prestart`
     /// then `createRuntime`, in the bundle, with the init's `pid`. The first
     /// failure ends it.

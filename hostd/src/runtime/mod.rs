@@ -6,13 +6,17 @@
 //!    is parsed and checked, and every value the container's init will need is
 //!    prepared: `argv`/`envp` as C strings, the mount list with flags and
 //!    in-root targets ([`mounts`]), capability masks ([`caps`]), the seccomp
-//!    BPF program compiled from policy data ([`seccomp`]), rlimits, sysctls.
-//!    The cgroup is created with its limits ([`cgroups`]).
+//!    BPF program compiled from policy data ([`seccomp`]), rlimits, sysctls,
+//!    the namespace files to join (opened and checked), the AppArmor or
+//!    SELinux labels the host can apply ([`lsm`]). The cgroup is created
+//!    with its limits ([`cgroups`]).
 //! 2. **In the child, after `clone3`** ([`child`]): the init only walks the
-//!    plan and makes raw system calls (private mounts, bind the root onto
-//!    itself, the spec's mounts, `/dev` nodes, `pivot_root`, hostname,
-//!    masked and read-only paths, rlimits, seccomp, user, capabilities), then
-//!    blocks on `exec.fifo` until `start`, and `execve`s. Parent and child talk
+//!    plan and makes raw system calls (namespaces joined, private mounts,
+//!    bind the root onto itself, the spec's mounts, `/dev` nodes,
+//!    `pivot_root` or, in the runtime's mount namespace, `chroot`, hostname,
+//!    masked and read-only paths, rlimits, user, capabilities), then
+//!    blocks on `exec.fifo` until `start`, runs the `startContainer` hooks,
+//!    loads the seccomp filter and `execve`s. Parent and child talk
 //!    over a socketpair in numbered steps ([`process`], [`child`]); a failing
 //!    step comes back as a typed error naming the step, the mount or limit it
 //!    worked on, and the errno.
@@ -32,6 +36,7 @@ pub mod cgroups;
 pub mod child;
 pub mod container;
 pub mod hooks;
+pub mod lsm;
 pub mod mounts;
 pub mod plan;
 pub mod process;

@@ -9,11 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::caps;
 use super::hooks::{self, Hooks};
+use super::lsm::{self, AttrWrite, HostLsm, LsmError};
 use super::mounts::{self, MountOptions, Target, TargetError};
 use super::seccomp::{self, Program, SeccompError};
 use super::spec::{IdMapping, Linux, NamespaceKind, Process, Resources, Root, Spec};
@@ -87,6 +90,27 @@ pub enum PlanError {
     /// A namespace problem.
     #[error("linux.namespaces: {0}")]
     Namespace(String),
+    /// A namespace path that cannot be joined.
+    #[error("linux.namespaces[{index}] ({kind}): {path}: {message}")]
+    NamespacePath {
+        /// Position in the list.
+        index: usize,
+        /// The namespace type.
+        kind: &'static str,
+        /// The path as given.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field that needs a mount namespace of the container's own.
+    #[error("{field}: needs a mount namespace of the container's own (new or joined), the runtime's is shared")]
+    SharedMountNamespace {
+        /// The field.
+        field: &'static str,
+    },
+    /// An AppArmor profile or SELinux label that cannot be applied.
+    #[error(transparent)]
+    Lsm(#[from] LsmError),
     /// A mount problem.
     #[error("mounts[{index}] ({destination}): {message}")]
     Mount {
@@ -260,13 +284,35 @@ pub struct CapMasks {
     pub last_cap: u32,
 }
 
-/// A namespace to join by path.
-#[derive(Debug, Clone)]
+/// A namespace to join by path, opened and checked to be one of `kind`.
+#[derive(Debug)]
 pub struct JoinNamespace {
     /// Which.
     pub kind: NamespaceKind,
     /// The nsfs path.
     pub path: PathBuf,
+    /// The namespace file, open for `setns`.
+    pub fd: OwnedFd,
+}
+
+/// How the root's mount propagation is set up: runc's sequence, see
+/// [`super::child`]'s `enter_root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPropagation {
+    /// Flags for `/` before the root is built; 0 leaves it alone (the
+    /// runtime's mount namespace is shared).
+    pub before: libc::c_ulong,
+    /// The rootfs and its ancestors up to `/`: the first that is a mount
+    /// point is made [`RootPropagation::parent`] before the rootfs is bound,
+    /// so that the bind neither propagates nor makes `pivot_root` fail
+    /// (it refuses a shared parent). Empty when `before` made every mount
+    /// private already.
+    pub parents: Vec<CString>,
+    /// `MS_PRIVATE`, or `MS_SLAVE` for the slave modes (the rootfs then
+    /// keeps receiving the host's mounts).
+    pub parent: libc::c_ulong,
+    /// Flags for the container's `/` after `pivot_root`, or 0.
+    pub after: libc::c_ulong,
 }
 
 /// Everything needed to create the container.
@@ -281,21 +327,31 @@ pub struct Plan {
     /// The same, for the init.
     pub rootfs_c: CString,
     /// `CLONE_NEW*` flags of the namespaces `clone` creates (all new ones
-    /// but the cgroup namespace).
+    /// but those in `unshare_flags`).
     pub clone_flags: u64,
-    /// A new cgroup namespace, which the init makes itself once it is in
-    /// its cgroup (see [`super::child`]).
-    pub unshare_cgroup: bool,
-    /// Namespaces to join (other than pid, which the parent joins).
+    /// `CLONE_NEW*` flags of the namespaces the init makes itself with
+    /// `unshare`, after joining: a new cgroup namespace (made once the init
+    /// is in its cgroup, see [`super::child`]) and, when a user namespace is
+    /// joined, every new one, so that it owns them.
+    pub unshare_flags: u64,
+    /// Namespaces to join (other than pid, which the parent joins), in
+    /// runc's order: user first, then ipc, uts, network, mount, cgroup.
     pub join: Vec<JoinNamespace>,
     /// The pid namespace to join, if any; the parent enters it before clone.
-    pub join_pid: Option<PathBuf>,
+    pub join_pid: Option<JoinNamespace>,
+    /// The container is in a user namespace (new or joined).
+    pub userns: bool,
+    /// No mount namespace is listed: the container shares the runtime's.
+    /// Its mounts are made there under the rootfs (a bind of it onto
+    /// itself, made private), it is entered with `chroot`, and `/`'s
+    /// propagation is left alone.
+    pub shared_mount_ns: bool,
     /// `/proc/PID/uid_map` contents, with a user namespace.
     pub uid_map: Option<String>,
     /// `/proc/PID/gid_map` contents.
     pub gid_map: Option<String>,
-    /// Propagation of `/` inside the new mount namespace.
-    pub root_propagation: libc::c_ulong,
+    /// Mount propagation of `/` around building the root.
+    pub root_propagation: RootPropagation,
     /// Remount the root read-only.
     pub root_readonly: bool,
     /// The mounts.
@@ -348,6 +404,8 @@ pub struct Plan {
     pub exec_candidates: Vec<CString>,
     /// Bring `lo` up (new network namespace).
     pub loopback: bool,
+    /// AppArmor/SELinux attribute writes before `execve`.
+    pub lsm_exec: Vec<AttrWrite>,
     /// cgroup path relative to the cgroup root.
     pub cgroup_path: String,
     /// cgroup limits.
@@ -446,6 +504,16 @@ const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
 impl Plan {
     /// Validates `spec` (from the bundle at `bundle`) for container `id`.
     pub fn new(id: &str, bundle: &Path, spec: &Spec) -> Result<Plan, PlanError> {
+        Plan::with_lsm(id, bundle, spec, HostLsm::detect())
+    }
+
+    /// [`Plan::new`] on a host with the security modules `host`.
+    pub fn with_lsm(
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        host: HostLsm,
+    ) -> Result<Plan, PlanError> {
         let process = spec.process.as_ref().ok_or(PlanError::NoProcess)?;
         let root = spec.root.as_ref().ok_or(PlanError::NoRoot)?;
         if process.terminal {
@@ -459,10 +527,28 @@ impl Plan {
         let linux = spec.linux.as_ref().unwrap_or(&default_linux);
 
         let ns = Namespaces::new(linux)?;
+        let shared_mount_ns = !ns.has(NamespaceKind::Mount);
+        if shared_mount_ns {
+            // runc: "unable to restrict sys entries without a private MNT
+            // namespace"; a propagation would be the host's.
+            for (field, set) in [
+                ("linux.maskedPaths", !linux.masked_paths.is_empty()),
+                ("linux.readonlyPaths", !linux.readonly_paths.is_empty()),
+                (
+                    "linux.rootfsPropagation",
+                    linux.rootfs_propagation.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(PlanError::SharedMountNamespace { field });
+                }
+            }
+        }
+        let labels = lsm::labels(process, linux, host)?;
         let hostname = uts_name("hostname", spec.hostname.as_deref(), &ns)?;
         let domainname = uts_name("domainname", spec.domainname.as_deref(), &ns)?;
         let sysctls = sysctls(linux, &ns)?;
-        let mounts = Mounts::new(spec, &bundle, &ns)?;
+        let mounts = Mounts::new(spec, &bundle, &ns, labels.mount_context.as_deref())?;
         let (devices, symlinks) = if mounts.dev_is_bind {
             (Vec::new(), Vec::new())
         } else {
@@ -477,18 +563,21 @@ impl Plan {
         let cgroup_path = cgroup_path(id, linux)?;
         let warnings = warnings(spec);
         let hooks = Hooks::new(spec.hooks.as_ref(), id, &bundle, &spec.annotations)?;
-        let root_propagation = root_propagation(linux)?;
+        let root_propagation = root_propagation(linux, &rootfs, shared_mount_ns)?;
         let loopback = ns.creates(NamespaceKind::Network);
+        let userns = ns.in_user_namespace();
 
         Ok(Plan {
             id: id.to_string(),
             rootfs_c: cstring("root.path", rootfs.as_os_str().as_bytes())?,
             bundle,
             rootfs,
-            clone_flags: ns.clone_flags & !(libc::CLONE_NEWCGROUP as u64),
-            unshare_cgroup: ns.creates(NamespaceKind::Cgroup),
+            clone_flags: ns.clone_flags & !ns.unshare_flags,
+            unshare_flags: ns.unshare_flags,
             join: ns.join,
             join_pid: ns.join_pid,
+            userns,
+            shared_mount_ns,
             uid_map: ns.user.then(|| id_map(&linux.uid_mappings)),
             gid_map: ns.user.then(|| id_map(&linux.gid_mappings)),
             root_propagation,
@@ -521,6 +610,7 @@ impl Plan {
             env: CStringArray::new(command.env),
             exec_candidates: command.exec_candidates,
             loopback,
+            lsm_exec: labels.exec,
             cgroup_path,
             resources: linux.resources.clone().unwrap_or_default(),
             annotations: spec.annotations.clone(),
@@ -529,9 +619,9 @@ impl Plan {
         })
     }
 
-    /// Whether the container gets a user namespace.
+    /// Whether the container is in a user namespace (new or joined).
     pub fn user_namespace(&self) -> bool {
-        self.uid_map.is_some()
+        self.userns
     }
 
     /// The command, for messages.
@@ -564,26 +654,80 @@ fn resolve_root(bundle: &Path, root: &Root) -> Result<(PathBuf, PathBuf), PlanEr
 struct Namespaces {
     /// `CLONE_NEW*` flags of every new namespace, cgroup included.
     clone_flags: u64,
-    /// Namespaces to join, other than pid.
+    /// Those the init makes with `unshare` after joining.
+    unshare_flags: u64,
+    /// Namespaces to join, other than pid, in joining order.
     join: Vec<JoinNamespace>,
     /// The pid namespace to join.
-    join_pid: Option<PathBuf>,
+    join_pid: Option<JoinNamespace>,
     /// Every kind listed, new or joined.
     listed: Vec<NamespaceKind>,
     /// A new user namespace.
     user: bool,
 }
 
+/// runc's joining order: the user namespace first (it gives the rights to
+/// join or make the others), the mount namespace late (it changes the root).
+const JOIN_ORDER: [NamespaceKind; 6] = [
+    NamespaceKind::User,
+    NamespaceKind::Ipc,
+    NamespaceKind::Uts,
+    NamespaceKind::Network,
+    NamespaceKind::Mount,
+    NamespaceKind::Cgroup,
+];
+
+/// Opens a namespace file and checks that it is a namespace of `kind`.
+fn open_namespace(index: usize, kind: NamespaceKind, path: &str) -> Result<OwnedFd, PlanError> {
+    let err = |message: String| PlanError::NamespacePath {
+        index,
+        kind: kind.name(),
+        path: path.to_string(),
+        message,
+    };
+    if !path.starts_with('/') {
+        return Err(err("not an absolute path".into()));
+    }
+    // nsfs files are regular files; anything else (a fifo would block the
+    // open) is refused before opening.
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a namespace file".into()));
+    }
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| err(e.to_string()))?;
+    match super::sys::namespace_type(file.as_fd()) {
+        Ok(Some(t)) if t as u64 == kind.clone_flag() => Ok(file.into()),
+        Ok(Some(t)) => {
+            let actual = JOIN_ORDER
+                .iter()
+                .chain([&NamespaceKind::Pid])
+                .find(|k| k.clone_flag() == t as u64)
+                .map_or("another", |k| k.name());
+            Err(err(format!(
+                "is a {actual} namespace, not a {} namespace",
+                kind.name()
+            )))
+        }
+        Ok(None) => Err(err("not a namespace file".into())),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
 impl Namespaces {
     fn new(linux: &Linux) -> Result<Namespaces, PlanError> {
         let mut ns = Namespaces {
             clone_flags: 0,
+            unshare_flags: 0,
             join: Vec::new(),
             join_pid: None,
             listed: Vec::new(),
             user: false,
         };
-        for entry in &linux.namespaces {
+        for (index, entry) in linux.namespaces.iter().enumerate() {
             if ns.listed.contains(&entry.kind) {
                 return Err(PlanError::Namespace(format!(
                     "{} namespace listed twice",
@@ -593,32 +737,65 @@ impl Namespaces {
             ns.listed.push(entry.kind);
             match (&entry.path, entry.kind) {
                 (None, kind) => ns.clone_flags |= kind.clone_flag(),
-                (Some(_), NamespaceKind::Mount | NamespaceKind::User) => {
-                    return Err(PlanError::Namespace(format!(
-                        "joining an existing {} namespace is not supported",
-                        entry.kind.name()
-                    )))
+                (Some(path), kind) => {
+                    let join = JoinNamespace {
+                        kind,
+                        path: PathBuf::from(path),
+                        fd: open_namespace(index, kind, path)?,
+                    };
+                    if kind == NamespaceKind::Pid {
+                        ns.join_pid = Some(join);
+                    } else {
+                        ns.join.push(join);
+                    }
                 }
-                (Some(path), NamespaceKind::Pid) => ns.join_pid = Some(PathBuf::from(path)),
-                (Some(path), kind) => ns.join.push(JoinNamespace {
-                    kind,
-                    path: PathBuf::from(path),
-                }),
             }
         }
-        if !ns.creates(NamespaceKind::Mount) {
+        ns.join
+            .sort_by_key(|j| JOIN_ORDER.iter().position(|k| *k == j.kind));
+        ns.user = ns.creates(NamespaceKind::User);
+        let user_joined = ns.joins(NamespaceKind::User);
+        let joined_other = ns
+            .join
+            .iter()
+            .map(|j| j.kind)
+            .chain(ns.join_pid.as_ref().map(|j| j.kind))
+            .find(|k| *k != NamespaceKind::User);
+        if let (true, Some(kind)) = (ns.user, joined_other) {
+            return Err(PlanError::Namespace(format!(
+                "joining the {} namespace needs the user namespace joined too: \
+                 a new user namespace has no rights over namespaces that exist already",
+                kind.name()
+            )));
+        }
+        if user_joined && ns.creates(NamespaceKind::Pid) {
             return Err(PlanError::Namespace(
-                "a new mount namespace is required".into(),
+                "a new pid namespace inside a joined user namespace is not supported: \
+                 join a pid namespace by path or leave it out"
+                    .into(),
             ));
         }
-        ns.user = ns.creates(NamespaceKind::User);
+        if ns.in_user_namespace() && !ns.has(NamespaceKind::Mount) {
+            return Err(PlanError::Namespace(
+                "a user namespace needs a mount namespace of the container's own \
+                 (new or joined): the runtime's does not belong to it"
+                    .into(),
+            ));
+        }
+        // The cgroup namespace is always made by the init; inside a joined
+        // user namespace every new one is, so that it is the owner.
+        ns.unshare_flags = if user_joined {
+            ns.clone_flags
+        } else {
+            ns.clone_flags & NamespaceKind::Cgroup.clone_flag()
+        };
         if ns.user && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty()) {
             return Err(PlanError::Namespace(
                 "a user namespace needs uidMappings and gidMappings".into(),
             ));
         }
         let has_mappings = !linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty();
-        if !ns.user && has_mappings {
+        if !ns.has(NamespaceKind::User) && has_mappings {
             return Err(PlanError::Namespace(
                 "uidMappings/gidMappings need a user namespace".into(),
             ));
@@ -635,19 +812,32 @@ impl Namespaces {
     fn creates(&self, kind: NamespaceKind) -> bool {
         self.clone_flags & kind.clone_flag() != 0
     }
+
+    /// The container joins a namespace of this kind by path.
+    fn joins(&self, kind: NamespaceKind) -> bool {
+        self.has(kind) && !self.creates(kind)
+    }
+
+    /// The container is in a user namespace, new or joined.
+    fn in_user_namespace(&self) -> bool {
+        self.has(NamespaceKind::User)
+    }
 }
 
-/// The host or domain name, which needs a new uts namespace.
+/// The host or domain name, which needs a uts namespace of the
+/// container's own (new, or joined by path).
 fn uts_name(
     field: &'static str,
     value: Option<&str>,
     ns: &Namespaces,
 ) -> Result<Option<CString>, PlanError> {
     let Some(v) = value else { return Ok(None) };
-    if !ns.creates(NamespaceKind::Uts) {
+    if !ns.has(NamespaceKind::Uts) {
         return Err(PlanError::Uts {
             field,
-            message: "setting it needs a new uts namespace".into(),
+            message: "setting it needs a uts namespace of the container's own \
+                      (new or joined), the runtime's is shared"
+                .into(),
         });
     }
     if v.len() > 64 {
@@ -707,7 +897,12 @@ struct Mounts {
 }
 
 impl Mounts {
-    fn new(spec: &Spec, bundle: &Path, ns: &Namespaces) -> Result<Mounts, PlanError> {
+    fn new(
+        spec: &Spec,
+        bundle: &Path,
+        ns: &Namespaces,
+        mount_context: Option<&str>,
+    ) -> Result<Mounts, PlanError> {
         let mut mounts = Mounts {
             steps: Vec::new(),
             dev_is_bind: false,
@@ -742,7 +937,7 @@ impl Mounts {
                         // mount with submounts is refused (EINVAL).
                         let opts = MountOptions {
                             flags: opts.flags | libc::MS_RDONLY,
-                            recursive: ns.user,
+                            recursive: ns.in_user_namespace(),
                             ..opts
                         };
                         bind_step(bundle, "/sys", &opts, target).map_err(err)?
@@ -750,7 +945,7 @@ impl Mounts {
                     "cgroup" | "cgroup2" if !ns.creates(NamespaceKind::Cgroup) => {
                         let opts = MountOptions {
                             flags: opts.flags | libc::MS_RDONLY,
-                            recursive: ns.user,
+                            recursive: ns.in_user_namespace(),
                             ..opts
                         };
                         bind_step(bundle, "/sys/fs/cgroup", &opts, target).map_err(err)?
@@ -761,7 +956,15 @@ impl Mounts {
                         if fstype == "devpts" && target.display == "/dev/pts" {
                             mounts.have_devpts = true;
                         }
-                        let data = opts.data_string();
+                        let mut data = opts.data_string();
+                        if let Some(context) =
+                            mount_context.filter(|_| lsm::labels_mounts_of(fstype))
+                        {
+                            data = Some(match data {
+                                Some(d) => format!("{d},{context}"),
+                                None => context.to_string(),
+                            });
+                        }
                         MountStep {
                             target,
                             kind: MountKind::Fs {
@@ -1014,13 +1217,59 @@ fn warnings(_spec: &Spec) -> Vec<String> {
     Vec::new()
 }
 
-/// Propagation of `/` inside the new mount namespace.
-fn root_propagation(linux: &Linux) -> Result<libc::c_ulong, PlanError> {
-    Ok(match linux.rootfs_propagation.as_deref() {
-        None | Some("") => libc::MS_REC | libc::MS_PRIVATE,
-        Some(word) => mounts::propagation(word).ok_or_else(|| {
-            PlanError::Namespace(format!("linux.rootfsPropagation: unknown value {word:?}"))
+/// The root's propagation steps for `linux.rootfsPropagation`, as runc
+/// does them: `/` gets the mode first (the unbindable ones excepted: an
+/// unbindable parent could not be bound), the rootfs's parent mount is made
+/// private (slave for the slave modes) so that the bind of the rootfs
+/// neither propagates nor makes `pivot_root` fail, and the container's new
+/// `/` gets the mode after `pivot_root`. Without the field, or with
+/// `rprivate`, every mount is made private at once and nothing else is
+/// needed. In the runtime's mount namespace nothing of the host's changes.
+fn root_propagation(
+    linux: &Linux,
+    rootfs: &Path,
+    shared_mount_ns: bool,
+) -> Result<RootPropagation, PlanError> {
+    const RPRIVATE: libc::c_ulong = libc::MS_REC | libc::MS_PRIVATE;
+    let mode = match linux.rootfs_propagation.as_deref() {
+        None | Some("") => RPRIVATE,
+        Some(word) => mounts::propagation(word).ok_or_else(|| PlanError::Path {
+            field: "linux.rootfsPropagation".into(),
+            path: word.to_string(),
+            message: "not one of shared, slave, private, unbindable (or their r- forms)".into(),
         })?,
+    };
+    if shared_mount_ns || mode == RPRIVATE {
+        return Ok(RootPropagation {
+            before: if shared_mount_ns { 0 } else { RPRIVATE },
+            parents: Vec::new(),
+            parent: libc::MS_PRIVATE,
+            after: 0,
+        });
+    }
+    let before = if mode & libc::MS_UNBINDABLE != 0 {
+        RPRIVATE
+    } else {
+        mode
+    };
+    let parents = if before == RPRIVATE {
+        Vec::new()
+    } else {
+        rootfs
+            .ancestors()
+            .map(|p| cstring("root.path", p.as_os_str().as_bytes()))
+            .collect::<Result<_, _>>()?
+    };
+    let parent = if mode & libc::MS_SLAVE != 0 {
+        libc::MS_SLAVE
+    } else {
+        libc::MS_PRIVATE
+    };
+    Ok(RootPropagation {
+        before,
+        parents,
+        parent,
+        after: mode,
     })
 }
 
@@ -1120,7 +1369,7 @@ pub(crate) mod tests {
         });
         let plan = Plan::new("c1", dir.path(), &spec).unwrap();
         assert_eq!(plan.clone_flags & libc::CLONE_NEWCGROUP as u64, 0);
-        assert!(plan.unshare_cgroup);
+        assert_eq!(plan.unshare_flags, libc::CLONE_NEWCGROUP as u64);
     }
 
     #[test]
@@ -1132,7 +1381,7 @@ pub(crate) mod tests {
             (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET)
                 as u64
         );
-        assert!(!plan.unshare_cgroup);
+        assert_eq!(plan.unshare_flags, 0);
         assert_eq!(plan.exec_candidates.len(), 2);
         assert_eq!(plan.exec_candidates[0].to_str().unwrap(), "/bin/sh");
         assert_eq!(plan.args.pointers().len(), 4);
@@ -1207,6 +1456,7 @@ pub(crate) mod tests {
                 .retain(|n| n.kind != NamespaceKind::Uts)
         });
         assert!(e.contains("hostname"), "{e}");
+        // Without a mount namespace, masked paths would be the host's.
         let e = plan_err(|s| {
             s.linux
                 .as_mut()
@@ -1214,7 +1464,10 @@ pub(crate) mod tests {
                 .namespaces
                 .retain(|n| n.kind != NamespaceKind::Mount)
         });
-        assert!(e.contains("mount namespace"), "{e}");
+        assert!(
+            e.starts_with("linux.maskedPaths: needs a mount namespace"),
+            "{e}"
+        );
         let e = plan_err(|s| {
             s.linux.as_mut().unwrap().namespaces.push(Namespace {
                 kind: NamespaceKind::Pid,
@@ -1249,5 +1502,226 @@ pub(crate) mod tests {
         assert!(e.contains("cgroupsPath"), "{e}");
         let e = plan_err(|s| s.process.as_mut().unwrap().env.push("NOEQUALS".into()));
         assert!(e.contains("process.env[1]"), "{e}");
+    }
+
+    // ---- namespaces, root propagation, LSM labels ----
+
+    fn edit_plan(edit: impl FnOnce(&mut Spec)) -> Result<Plan, PlanError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec();
+        edit(&mut spec);
+        Plan::with_lsm("c1", dir.path(), &spec, HostLsm::default())
+    }
+
+    fn namespaces(s: &mut Spec) -> &mut Vec<Namespace> {
+        &mut s.linux.as_mut().unwrap().namespaces
+    }
+
+    fn set_path(s: &mut Spec, kind: NamespaceKind, path: &str) {
+        let ns = namespaces(s);
+        ns.retain(|n| n.kind != kind);
+        ns.push(Namespace {
+            kind,
+            path: Some(path.into()),
+        });
+    }
+
+    #[test]
+    fn unlisted_mount_namespace_is_the_runtimes() {
+        let plan = edit_plan(|s| {
+            namespaces(s).retain(|n| n.kind != NamespaceKind::Mount);
+            let linux = s.linux.as_mut().unwrap();
+            linux.masked_paths.clear();
+            linux.readonly_paths.clear();
+        })
+        .unwrap();
+        assert!(plan.shared_mount_ns);
+        assert_eq!(plan.clone_flags & libc::CLONE_NEWNS as u64, 0);
+        // Nothing of the host's propagation changes.
+        assert_eq!(plan.root_propagation.before, 0);
+        assert!(plan.root_propagation.parents.is_empty());
+        let e = edit_plan(|s| {
+            namespaces(s).retain(|n| n.kind != NamespaceKind::Mount);
+            let linux = s.linux.as_mut().unwrap();
+            linux.masked_paths.clear();
+            linux.readonly_paths.clear();
+            linux.rootfs_propagation = Some("shared".into());
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("linux.rootfsPropagation: needs a mount namespace"));
+        // A user namespace cannot mount in the runtime's.
+        let e = edit_plan(|s| {
+            let ns = namespaces(s);
+            ns.retain(|n| n.kind != NamespaceKind::Mount);
+            ns.push(Namespace {
+                kind: NamespaceKind::User,
+                path: None,
+            });
+            let linux = s.linux.as_mut().unwrap();
+            linux.masked_paths.clear();
+            linux.readonly_paths.clear();
+            linux.uid_mappings = vec![IdMapping {
+                container_id: 0,
+                host_id: 1000,
+                size: 1,
+            }];
+            linux.gid_mappings = linux.uid_mappings.clone();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("a user namespace needs a mount namespace"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn root_propagation_modes() {
+        let with = |word: &str| {
+            edit_plan(|s| s.linux.as_mut().unwrap().rootfs_propagation = Some(word.into()))
+        };
+        let plan = with("shared").unwrap();
+        let p = &plan.root_propagation;
+        assert_eq!(p.before, libc::MS_SHARED);
+        assert_eq!(p.parent, libc::MS_PRIVATE);
+        assert_eq!(p.after, libc::MS_SHARED);
+        assert_eq!(p.parents.first(), Some(&plan.rootfs_c));
+        assert_eq!(p.parents.last().map(|c| c.to_str().unwrap()), Some("/"));
+        let p = with("rslave").unwrap().root_propagation;
+        assert_eq!(p.before, libc::MS_SLAVE | libc::MS_REC);
+        assert_eq!(p.parent, libc::MS_SLAVE);
+        assert_eq!(p.after, libc::MS_SLAVE | libc::MS_REC);
+        // An unbindable `/` could not be bound: it is private until the end.
+        let p = with("unbindable").unwrap().root_propagation;
+        assert_eq!(p.before, libc::MS_PRIVATE | libc::MS_REC);
+        assert!(p.parents.is_empty());
+        assert_eq!(p.after, libc::MS_UNBINDABLE);
+        for same in ["", "rprivate"] {
+            let p = with(same).unwrap().root_propagation;
+            assert_eq!((p.before, p.after), (libc::MS_PRIVATE | libc::MS_REC, 0));
+        }
+        let e = with("bogus").unwrap_err().to_string();
+        assert!(
+            e.starts_with("linux.rootfsPropagation: \"bogus\": not one of shared, slave"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn namespaces_are_joined_by_checked_paths() {
+        let plan = edit_plan(|s| {
+            set_path(s, NamespaceKind::Uts, "/proc/self/ns/uts");
+            set_path(s, NamespaceKind::Mount, "/proc/self/ns/mnt");
+            s.domainname = Some("dom".into());
+        })
+        .unwrap();
+        // The host name is set in a joined uts namespace too.
+        assert_eq!(plan.hostname.as_deref(), Some(c"box"));
+        assert_eq!(plan.domainname.as_deref(), Some(c"dom"));
+        assert!(!plan.shared_mount_ns);
+        assert_eq!(
+            plan.clone_flags & (libc::CLONE_NEWNS | libc::CLONE_NEWUTS) as u64,
+            0
+        );
+        let kinds: Vec<_> = plan.join.iter().map(|j| j.kind).collect();
+        assert_eq!(kinds, [NamespaceKind::Uts, NamespaceKind::Mount]);
+
+        let err = |kind, path: &str| {
+            edit_plan(|s| set_path(s, kind, path))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(NamespaceKind::Uts, "/proc/self/ns/net");
+        assert!(
+            e.starts_with("linux.namespaces[3] (uts): /proc/self/ns/net: ")
+                && e.ends_with("is a network namespace, not a uts namespace"),
+            "{e}"
+        );
+        let e = err(NamespaceKind::Network, "/proc/self/status");
+        assert!(
+            e.ends_with("/proc/self/status: not a namespace file"),
+            "{e}"
+        );
+        let e = err(NamespaceKind::Ipc, "/proc/self");
+        assert!(e.ends_with("not a namespace file"), "{e}");
+        let e = err(NamespaceKind::Ipc, "proc/self/ns/ipc");
+        assert!(e.ends_with("not an absolute path"), "{e}");
+        let e = err(NamespaceKind::Mount, "/no/such/ns");
+        assert!(e.contains("No such file or directory"), "{e}");
+        // A new user namespace has no rights over existing namespaces.
+        let e = edit_plan(|s| {
+            set_path(s, NamespaceKind::Network, "/proc/self/ns/net");
+            namespaces(s).push(Namespace {
+                kind: NamespaceKind::User,
+                path: None,
+            });
+            let linux = s.linux.as_mut().unwrap();
+            linux.uid_mappings = vec![IdMapping {
+                container_id: 0,
+                host_id: 1000,
+                size: 1,
+            }];
+            linux.gid_mappings = linux.uid_mappings.clone();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("joining the network namespace needs the user"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_joined_user_namespace_comes_first_and_owns_the_new_ones() {
+        let plan = edit_plan(|s| {
+            set_path(s, NamespaceKind::Uts, "/proc/self/ns/uts");
+            set_path(s, NamespaceKind::User, "/proc/self/ns/user");
+            set_path(s, NamespaceKind::Pid, "/proc/self/ns/pid");
+        })
+        .unwrap();
+        assert_eq!(plan.join[0].kind, NamespaceKind::User);
+        assert!(plan.user_namespace() && plan.uid_map.is_none());
+        assert_eq!(plan.clone_flags, 0);
+        assert_eq!(
+            plan.unshare_flags,
+            (libc::CLONE_NEWNS | libc::CLONE_NEWNET) as u64
+        );
+        assert!(plan.join_pid.is_some());
+        let e = edit_plan(|s| set_path(s, NamespaceKind::User, "/proc/self/ns/user"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a new pid namespace inside a joined user"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn security_labels() {
+        let e = edit_plan(|s| {
+            s.process.as_mut().unwrap().apparmor_profile = Some("docker-default".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("AppArmor is not enabled"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec();
+        spec.linux.as_mut().unwrap().mount_label = Some("u:object_r:f:s0".into());
+        let selinux = HostLsm {
+            selinux: true,
+            ..Default::default()
+        };
+        let plan = Plan::with_lsm("c1", dir.path(), &spec, selinux).unwrap();
+        let data = |i: usize| match &plan.mounts[i].kind {
+            MountKind::Fs { data, .. } => data.as_ref().map(|d| d.to_str().unwrap().to_string()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(data(0), None); // proc
+        assert_eq!(
+            data(1).as_deref(),
+            Some("mode=755,context=\"u:object_r:f:s0\"")
+        );
+        assert!(plan.lsm_exec.is_empty());
     }
 }

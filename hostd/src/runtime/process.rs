@@ -13,18 +13,21 @@
 //!    (3a, see [`super::hooks`]);
 //! 4. read READY, or ERROR with the failed step, or EOF if the child died.
 //!
-//! Steps 5 and 6 (exec.fifo, execve) happen later, in `start`.
+//! Steps 5, 5a and 6 (exec.fifo, the `startContainer` hooks, execve) happen
+//! later, in `start`, which waits for their outcome on exec.fifo with
+//! [`wait_for_exec`].
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::child::{
     self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_READY,
 };
-use super::hooks::{self, HookError};
+use super::hooks::{self, HookError, Hooks};
 use super::plan::Plan;
 use super::sys::{self, Errno, Forked};
 
@@ -158,6 +161,19 @@ fn context(plan: &Plan, f: &Failure) -> String {
         }
         Step::FindExecutable | Step::Exec => Some(plan.command().to_string_lossy().into_owned()),
         Step::Chdir | Step::Cwd => Some(plan.cwd.to_string_lossy().into_owned()),
+        Step::JoinNamespace => plan
+            .join
+            .get(i)
+            .map(|j| format!("{} {}", j.kind.name(), j.path.display())),
+        Step::RootPropagation => Some(match i {
+            0 => "of /".to_string(),
+            1 => format!("of the mount holding {}", plan.rootfs.display()),
+            _ => "of the container's /".to_string(),
+        }),
+        Step::SecurityLabel => plan
+            .lsm_exec
+            .get(i)
+            .map(|w| format!("{} {:?}", w.field, w.value)),
         _ => None,
     };
     item.map(|s| format!(" {s}")).unwrap_or_default()
@@ -184,32 +200,22 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
             path: "/proc".into(),
             source,
         })?;
-    let mut join_files = Vec::new();
-    for ns in &plan.join {
-        let file = File::open(&ns.path).map_err(|source| SpawnError::Namespace {
-            kind: ns.kind.name(),
-            path: ns.path.clone(),
-            source,
-        })?;
-        join_files.push((file, ns.kind.clone_flag() as libc::c_int));
-    }
-    if let Some(path) = &plan.join_pid {
+    if let Some(ns) = &plan.join_pid {
         // Enter the pid namespace for our children: the init is born in it.
         use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-        File::open(path)
-            .and_then(|f| {
-                move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::ProcessID))
-                    .map_err(io::Error::from)
-            })
-            .map_err(|source| SpawnError::Namespace {
+        move_into_link_name_space(ns.fd.as_fd(), Some(LinkNameSpaceType::ProcessID)).map_err(
+            |e| SpawnError::Namespace {
                 kind: "pid",
-                path: path.clone(),
-                source,
-            })?;
+                path: ns.path.clone(),
+                source: e.into(),
+            },
+        )?;
     }
-    let join: Vec<(RawFd, libc::c_int)> = join_files
+    // The plan opened and checked the namespace files.
+    let join: Vec<(RawFd, libc::c_int)> = plan
+        .join
         .iter()
-        .map(|(f, t)| (f.as_raw_fd(), *t))
+        .map(|ns| (ns.fd.as_raw_fd(), ns.kind.clone_flag() as libc::c_int))
         .collect();
     let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
     let fds = ChildFds {
@@ -294,10 +300,7 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
     match msg.kind {
         MSG_READY => Ok(()),
         MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
-        _ => Err(SpawnError::Sys {
-            what: "unexpected message from the container init",
-            source: Errno(libc::EPROTO),
-        }),
+        _ => Err(protocol_error()),
     }
 }
 
@@ -351,12 +354,143 @@ fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
     }
 }
 
-/// Reads a message the init sends after READY: `Ok(None)` on EOF, which
-/// means `execve` succeeded (the socket is close-on-exec).
-pub fn exec_result(spawned: &Spawned, plan: &Plan) -> Result<(), SpawnError> {
-    let mut buf = [0u8; Message::SIZE];
-    match sys::read_fd(spawned.sync.as_fd(), &mut buf) {
-        Ok(Message::SIZE) => Err(init_failed(plan, &Message::from_bytes(&buf), Step::Exec)),
-        _ => Ok(()),
+/// Steps (5a) and (6) as `start` sees them: once the init has taken
+/// exec.fifo's byte, reads `fifo` (opened non-blocking) until EOF, which
+/// means `execve` succeeded (the init's end is close-on-exec), or until the
+/// init's report of a failed `startContainer` hook, seccomp filter or
+/// `execve`: a [`Message`] followed by the command. A hook's failure is told
+/// with `hooks` (the container's, when they could be prepared). Gives up
+/// after `timeout_ms` (`None`: never).
+pub fn wait_for_exec(
+    fifo: BorrowedFd<'_>,
+    timeout_ms: Option<u64>,
+    hooks: Option<&Hooks>,
+) -> Result<(), SpawnError> {
+    let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut report = [0u8; Message::SIZE + 4096];
+    let mut len = 0;
+    loop {
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+            }
+            None => -1,
+        };
+        let [ready] = sys::poll_readable([fifo], left).map_err(|source| SpawnError::Sys {
+            what: "waiting for the container init's execve",
+            source,
+        })?;
+        if !ready {
+            return Err(SpawnError::Sys {
+                what: "timed out waiting for the container init's execve",
+                source: Errno(libc::ETIMEDOUT),
+            });
+        }
+        let mut scratch = [0u8; 256];
+        let buf = if len < report.len() {
+            &mut report[len..]
+        } else {
+            &mut scratch[..]
+        };
+        match sys::read_fd(fifo, buf) {
+            Ok(0) => break,
+            Ok(n) if len < report.len() => len += n,
+            Ok(_) | Err(Errno(libc::EAGAIN)) => {}
+            Err(source) => {
+                return Err(SpawnError::Sys {
+                    what: "reading exec.fifo",
+                    source,
+                })
+            }
+        }
+    }
+    exec_report(&report[..len], hooks)
+}
+
+/// Decodes what [`wait_for_exec`] read after the fifo's byte: nothing, or an
+/// ERROR message followed by the command.
+fn exec_report(bytes: &[u8], hooks: Option<&Hooks>) -> Result<(), SpawnError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let Some((head, rest)) = bytes.split_first_chunk::<{ Message::SIZE }>() else {
+        return Err(protocol_error());
+    };
+    let msg = Message::from_bytes(head);
+    if msg.kind != MSG_ERROR {
+        return Err(protocol_error());
+    }
+    let step = Step::from_u32(msg.step).unwrap_or(Step::Exec);
+    if let (Step::StartContainerHook, Some(hooks)) = (step, hooks) {
+        let failed = hooks::Failure::from_wire(msg.errno);
+        let kind = hooks::Kind::StartContainer;
+        return Err(hooks.init_error(kind, msg.index as usize, failed).into());
+    }
+    let command = String::from_utf8_lossy(rest);
+    Err(SpawnError::Init {
+        step,
+        context: if command.is_empty() {
+            String::new()
+        } else {
+            format!(" {command}")
+        },
+        errno: Errno(msg.errno),
+    })
+}
+
+fn protocol_error() -> SpawnError {
+    SpawnError::Sys {
+        what: "unexpected message from the container init",
+        source: Errno(libc::EPROTO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(step: Step, index: u32, errno: i32, command: &str) -> Vec<u8> {
+        let msg = Message {
+            kind: MSG_ERROR,
+            step: step as u32,
+            index,
+            errno,
+        };
+        let mut bytes = msg.to_bytes().to_vec();
+        bytes.extend_from_slice(command.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn exec_reports_name_the_step_or_the_hook() {
+        // EOF alone: execve succeeded.
+        assert!(exec_report(&[], None).is_ok());
+        // A failed execve names the command.
+        let e = exec_report(&report(Step::Exec, 0, libc::ENOEXEC, "/bin/app"), None);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("execve") && e.contains("/bin/app"), "{e}");
+        // A failed startContainer hook is the hook's error.
+        let spec = serde_json::json!({"startContainer": [{"path": "/bin/false"}]});
+        let hooks = Hooks::new(
+            Some(&spec),
+            "c1",
+            std::path::Path::new("/b"),
+            &Default::default(),
+        )
+        .unwrap();
+        let wire = hooks::Failure::Exited(1).to_wire();
+        let bytes = report(Step::StartContainerHook, 0, wire, "/bin/app");
+        match exec_report(&bytes, Some(&hooks)) {
+            Err(SpawnError::Hook(h)) => {
+                assert_eq!(
+                    h.to_string(),
+                    "startContainer hook #0 (/bin/false) exited with status 1"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Half a message is a protocol error.
+        assert!(exec_report(&[1, 2, 3], None).is_err());
     }
 }

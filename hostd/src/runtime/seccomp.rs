@@ -9,8 +9,17 @@
 //!
 //! [`compile`] then turns the OCI form into a BPF program: an architecture
 //! check (anything but native x86_64 is killed, x32 calls are refused), then
-//! one block per system call that tests the rules for that call in order and
-//! returns the first matching rule's action, and finally the default action.
+//! runc's rule for calls newer than the profile (below), then one block per
+//! system call that tests the rules for that call in order and returns the
+//! first matching rule's action, and finally the default action.
+//!
+//! A profile cannot name a call that did not exist when it was written, and
+//! its default action (usually `EPERM`) would make libc believe the call is
+//! forbidden rather than missing: glibc tries `faccessat2` before `faccessat`
+//! and `clone3` before `clone`, and falls back only on `ENOSYS`. So unless the
+//! default action allows (or logs, or traces) the call, or is already
+//! `ENOSYS`, every call numbered above the highest one the profile names
+//! returns `ENOSYS`, as runc does (its `patchbpf`).
 //! Arguments are compared as 64-bit values, high word first, like libseccomp.
 //! Unknown call names in a bundle's policy are skipped (runc does the same);
 //! in hostd's own policy they are an error.
@@ -384,6 +393,26 @@ impl Asm {
     }
 }
 
+/// The highest call number `profile` names when calls above it must return
+/// `ENOSYS` (see the module docs), else `None`.
+pub fn enosys_above(profile: &Seccomp) -> Option<u32> {
+    let permissive = matches!(
+        profile.default_action,
+        SeccompAction::Allow | SeccompAction::Log | SeccompAction::Trace
+    );
+    let default_enosys = profile.default_action == SeccompAction::Errno
+        && profile.default_errno_ret == Some(libc::ENOSYS as u32);
+    if permissive || default_enosys {
+        return None;
+    }
+    profile
+        .syscalls
+        .iter()
+        .flat_map(|rule| &rule.names)
+        .filter_map(|name| syscall_number(name))
+        .max()
+}
+
 /// Compiles an OCI seccomp profile for x86_64.
 pub fn compile(profile: &Seccomp) -> Result<Program, SeccompError> {
     let mut flags: libc::c_ulong = 0;
@@ -443,6 +472,13 @@ pub fn compile(profile: &Seccomp) -> Result<Program, SeccompError> {
     asm.jump(JGE, X32_SYSCALL_BIT, Target::Next, Target::Label(not_x32));
     asm.stmt(RET, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
     asm.place(not_x32);
+    // Calls newer than the profile: ENOSYS, so that libc falls back.
+    if let Some(newest) = enosys_above(profile) {
+        let known = asm.label();
+        asm.jump(JGT, newest, Target::Next, Target::Label(known));
+        asm.stmt(RET, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+        asm.place(known);
+    }
     for nr in order {
         let rules = &by_nr[&nr];
         // Rules that only repeat the default action change nothing.
@@ -682,6 +718,120 @@ mod tests {
         assert!(parse_policy("allow read if arg9 == 1", 0).is_err());
         assert!(parse_policy("when CAP_NOPE: allow read", 0).is_err());
         assert!(parse_policy("allow \\\n read write", 0).is_ok());
+    }
+
+    /// A profile from before 2021 (newest call `pidfd_open`, 434), like
+    /// Docker's then: it names neither `clone3`, `close_range`, `openat2`
+    /// nor `faccessat2`.
+    fn pre_2021(default_action: SeccompAction, errno: Option<u32>) -> Seccomp {
+        Seccomp {
+            default_action,
+            default_errno_ret: errno,
+            syscalls: vec![
+                SeccompSyscall {
+                    names: vec!["read".into(), "faccessat".into(), "pidfd_open".into()],
+                    action: SeccompAction::Allow,
+                    ..SeccompSyscall::default()
+                },
+                SeccompSyscall {
+                    names: vec!["not_a_call_yet".into()],
+                    action: SeccompAction::Allow,
+                    ..SeccompSyscall::default()
+                },
+            ],
+            ..Seccomp::default()
+        }
+    }
+
+    #[test]
+    fn calls_newer_than_the_profile_are_enosys() {
+        const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        let profile = pre_2021(SeccompAction::Errno, None);
+        assert_eq!(enosys_above(&profile), Some(434));
+        let p = compile(&profile).unwrap();
+        let zero = [0; 6];
+        for newer in [
+            "clone3",
+            "close_range",
+            "openat2",
+            "faccessat2",
+            "cachestat",
+        ] {
+            assert_eq!(run(&p, newer, zero), ENOSYS, "{newer}");
+        }
+        // Numbers no kernel has yet, and the x32-only range.
+        for nr in [467, 512, 1000, X32_SYSCALL_BIT - 1] {
+            assert_eq!(
+                evaluate(&p.instructions, AUDIT_ARCH_X86_64, nr, zero),
+                ENOSYS
+            );
+        }
+        // The named ones keep their rule, older unnamed ones the default.
+        assert_eq!(run(&p, "pidfd_open", zero), ALLOW);
+        assert_eq!(run(&p, "faccessat", zero), ALLOW);
+        assert_eq!(run(&p, "acct", zero), ERRNO_EPERM);
+        assert_eq!(run(&p, "pidfd_send_signal", zero), ERRNO_EPERM);
+        // The arch check still comes first, then the x32 refusal.
+        assert_eq!(
+            evaluate(&p.instructions, 0x4000_0003, 439, zero),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
+        assert_eq!(
+            evaluate(
+                &p.instructions,
+                AUDIT_ARCH_X86_64,
+                X32_SYSCALL_BIT | 439,
+                zero
+            ),
+            ERRNO_EPERM
+        );
+
+        // Every other non-permissive default gets the rule too.
+        for action in [
+            SeccompAction::Kill,
+            SeccompAction::KillProcess,
+            SeccompAction::Trap,
+        ] {
+            let p = compile(&pre_2021(action, None)).unwrap();
+            assert_eq!(run(&p, "faccessat2", zero), ENOSYS, "{action:?}");
+            assert_eq!(run(&p, "acct", zero), action_value(action, None));
+        }
+        // Not when the default allows, logs or traces, nor when it is
+        // ENOSYS already, nor for a profile naming no call.
+        for action in [
+            SeccompAction::Allow,
+            SeccompAction::Log,
+            SeccompAction::Trace,
+        ] {
+            let profile = pre_2021(action, None);
+            assert_eq!(enosys_above(&profile), None, "{action:?}");
+            let p = compile(&profile).unwrap();
+            assert_eq!(run(&p, "faccessat2", zero), action_value(action, None));
+        }
+        let enosys_default = pre_2021(SeccompAction::Errno, Some(libc::ENOSYS as u32));
+        assert_eq!(enosys_above(&enosys_default), None);
+        let empty = Seccomp {
+            default_action: SeccompAction::Errno,
+            ..Seccomp::default()
+        };
+        assert_eq!(enosys_above(&empty), None);
+        let p = compile(&empty).unwrap();
+        assert_eq!(run(&p, "faccessat2", zero), ERRNO_EPERM);
+    }
+
+    #[test]
+    fn default_policy_names_the_newest_calls() {
+        // Calls newer than hostd's own policy are ENOSYS too; everything it
+        // names keeps its rule.
+        let p = compile(&default_profile(0).unwrap()).unwrap();
+        let newest = enosys_above(&default_profile(0).unwrap()).unwrap();
+        assert!(newest >= syscall_number("faccessat2").unwrap());
+        assert_eq!(run(&p, "faccessat2", [0; 6]), ALLOW);
+        assert_eq!(run(&p, "close_range", [0; 6]), ALLOW);
+        assert_eq!(
+            evaluate(&p.instructions, AUDIT_ARCH_X86_64, newest + 1, [0; 6]),
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
     }
 
     #[test]

@@ -103,6 +103,12 @@ pub struct Process {
     /// `/proc/self/oom_score_adj`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_score_adj: Option<i32>,
+    /// AppArmor profile to exec the process under (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<String>,
+    /// SELinux label to exec the process with (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selinux_label: Option<String>,
 }
 
 /// `process.user`.
@@ -221,6 +227,9 @@ pub struct Linux {
     /// Namespaced sysctls, `net.ipv4.ip_forward = "1"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctl: BTreeMap<String, String>,
+    /// SELinux context of the container's mounts (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_label: Option<String>,
 }
 
 /// The namespace kinds of `linux.namespaces[].type`.

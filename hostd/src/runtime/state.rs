@@ -49,6 +49,11 @@ pub struct Record {
     /// The spec's `hooks`, for the verbs after `create`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<serde_json::Value>,
+    /// Without a mount namespace of its own: the id of the mount the init
+    /// made on `rootfs` in the runtime's mount namespace, which holds the
+    /// container's mounts and is detached when the container is destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mount: Option<u64>,
 }
 
 /// A container's status.
@@ -229,6 +234,7 @@ mod tests {
             annotations: BTreeMap::new(),
             cgroup: None,
             hooks: None,
+            host_mount: None,
         };
         save(tmp.path(), &record).unwrap();
         let mode = fs::metadata(tmp.path().join(STATE_FILE))

@@ -17,7 +17,8 @@
 //!    passes raw fds so that tests can fake them), `mount` with a null source
 //!    or type (`rustix::mount::mount` always passes both), per-thread
 //!    `setgroups` on raw gids, integer `prctl`s, `close_range`, the loopback
-//!    ioctl, the signal mask, signalfd, and real-time signal numbers (which
+//!    ioctl, the `NS_GET_NSTYPE` ioctl that tells a namespace file's type,
+//!    the signal mask, signalfd, and real-time signal numbers (which
 //!    `rustix` only makes in an `unsafe` constructor). Each `unsafe` block
 //!    says why it is sound in a `// SAFETY:` comment.
 //!
@@ -226,6 +227,20 @@ pub fn statfs_type(path: &Path) -> SysResult<i64> {
     Ok(rustix::fs::statfs(path)?.f_type)
 }
 
+/// The id of the mount `path` is on (`statx` `STATX_MNT_ID`, Linux 5.8).
+pub fn mount_id(path: &Path) -> SysResult<u64> {
+    use rustix::fs::{AtFlags, StatxFlags, CWD};
+    Ok(rustix::fs::statx(CWD, path, AtFlags::empty(), StatxFlags::MNT_ID)?.stx_mnt_id)
+}
+
+/// `umount2(path, MNT_DETACH)`: the mount on `path` and everything below.
+pub fn detach(path: &Path) -> SysResult<()> {
+    Ok(rustix::mount::unmount(
+        path,
+        rustix::mount::UnmountFlags::DETACH,
+    )?)
+}
+
 // ---------------------------------------------------------------------------
 // On rustix: calls of the container's init that take no descriptor. The
 // paths are `&CStr`s prepared before clone: nothing is converted or
@@ -285,6 +300,11 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
 /// `chdir(2)`.
 pub fn chdir(path: &CStr) -> SysResult<()> {
     Ok(rustix::process::chdir(path)?)
+}
+
+/// `chroot(2)`.
+pub fn chroot(path: &CStr) -> SysResult<()> {
+    Ok(rustix::process::chroot(path)?)
 }
 
 /// `faccessat(AT_FDCWD, path, mode, 0)`.
@@ -540,6 +560,25 @@ impl SignalFd {
         let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
         Ok(signo as libc::c_int)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Hand-written: namespace files (parent side)
+// ---------------------------------------------------------------------------
+
+/// The `CLONE_NEW*` type of the namespace `fd` refers to (`NS_GET_NSTYPE`),
+/// or `None` when it is not a namespace file (not on nsfs).
+pub fn namespace_type(fd: BorrowedFd<'_>) -> SysResult<Option<libc::c_int>> {
+    if rustix::fs::fstatfs(fd)?.f_type != libc::NSFS_MAGIC {
+        return Ok(None);
+    }
+    /// `_IO(0xb7, 0x3)` from `<linux/nsfs.h>`.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type; `fd` is
+    // a live descriptor for the duration of the call.
+    Ok(Some(check(unsafe {
+        libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE)
+    })?))
 }
 
 // ---------------------------------------------------------------------------

@@ -209,7 +209,7 @@ fn cleanup(work: &Path) {
     }
     for line in overlay_mounts_under(work) {
         if let Some(target) = line.split(' ').nth(4) {
-            let _ = hostd::os::umount2(Path::new(target), libc::MNT_DETACH);
+            let _ = hostd::os::unmount(Path::new(target), hostd::os::UnmountFlags::DETACH);
         }
     }
 }

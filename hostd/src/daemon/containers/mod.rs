@@ -208,7 +208,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
             if self.mounted {
-                let _ = crate::os::umount2(&dir.join("rootfs"), libc::MNT_DETACH);
+                let _ = crate::os::unmount(&dir.join("rootfs"), crate::os::UnmountFlags::DETACH);
             }
             let _ = fs::remove_dir_all(dir);
         }
@@ -390,7 +390,7 @@ impl Manager {
             .recursive(true)
             .mode(0o700)
             .create(&root)?;
-        crate::daemon::sys::raise_nofile(1 << 20);
+        crate::os::raise_nofile(1 << 20);
         let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
             .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let shared = Arc::new(Shared {
@@ -570,8 +570,14 @@ impl Manager {
             dir.join("upper").display(),
             dir.join("work").display()
         );
-        crate::os::mount("overlay", &rootfs, "overlay", 0, Some(&options))
-            .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
+        crate::os::mount(
+            "overlay",
+            &rootfs,
+            "overlay",
+            crate::os::MountFlags::empty(),
+            Some(&options),
+        )
+        .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
         let spec = CreateSpec {
             id: id.clone(),
@@ -715,7 +721,7 @@ impl Manager {
             return Err(message);
         }
         let rootfs = entry.dir.join("rootfs");
-        match crate::os::umount2(&rootfs, 0) {
+        match crate::os::unmount(&rootfs, crate::os::UnmountFlags::empty()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),

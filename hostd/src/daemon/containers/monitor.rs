@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::daemon::log::log;
-use crate::daemon::sys::{self, Epoll, EventFd};
+use crate::os::{self, Epoll, EventFd};
 use crate::runtime::state::rfc3339_now;
 
 /// A container's log file, in its directory.
@@ -255,7 +255,7 @@ impl<S: Supervisor> Monitor<S> {
         .into_iter()
         .enumerate()
         {
-            let added = sys::set_nonblocking(fd.as_fd(), true)
+            let added = os::set_nonblocking(fd.as_fd(), true)
                 .and_then(|()| self.epoll.add(fd.as_fd(), token(serial, slot as u64 + 1)));
             match added {
                 Ok(()) => pipes.push(Pipe {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::init::mounts::at;
-use crate::os;
+use crate::os::{self, MountFlags, UnmountFlags};
 
 /// systemd's loader vendor GUID.
 pub const LOADER_VENDOR: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
@@ -264,7 +264,7 @@ pub fn read_host_toml_from(root: &Path, device: &Path) -> Result<Option<String>,
         &device.to_string_lossy(),
         &target,
         "vfat",
-        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         Some("codepage=437,iocharset=iso8859-1,shortname=mixed"),
     )
     .map_err(|source| BootDiskError::Mount {
@@ -293,8 +293,8 @@ pub fn read_host_toml_from(root: &Path, device: &Path) -> Result<Option<String>,
         })?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     })();
-    if os::umount2(&target, 0).is_err() {
-        let _ = os::umount2(&target, libc::MNT_DETACH);
+    if os::unmount(&target, UnmountFlags::empty()).is_err() {
+        let _ = os::unmount(&target, UnmountFlags::DETACH);
     }
     let _ = fs::remove_dir(&target);
     result

@@ -83,6 +83,9 @@ impl ChildSys for Fake {
     fn chdir(&self, path: &CStr) -> SysResult<()> {
         self.record(format!("chdir {}", opt(Some(path))))
     }
+    fn chroot(&self, path: &CStr) -> SysResult<()> {
+        self.record(format!("chroot {}", opt(Some(path))))
+    }
     fn fchdir(&self, fd: RawFd) -> SysResult<()> {
         let path = self.fds.borrow()[&fd].clone();
         self.record(format!("fchdir {path}"))
@@ -126,8 +129,14 @@ impl ChildSys for Fake {
         buf.copy_from_slice(&Message::new(MSG_GO).to_bytes());
         Ok(buf.len())
     }
-    fn write(&self, _: RawFd, buf: &[u8]) -> SysResult<usize> {
-        self.record(format!("write {}", buf.len()))?;
+    fn write(&self, fd: RawFd, buf: &[u8]) -> SysResult<usize> {
+        let to = self
+            .fds
+            .borrow()
+            .get(&fd)
+            .cloned()
+            .unwrap_or(fd.to_string());
+        self.record(format!("write {} to {to}", buf.len()))?;
         Ok(buf.len())
     }
     fn sethostname(&self, name: &[u8]) -> SysResult<()> {
@@ -264,8 +273,11 @@ fn builds_the_container_in_order() {
         "mount sysfs sys sysfs 0x3 -".into(),
         "mknod dev/null 20666 0x103".into(),
         "symlink dev/ptmx -> pts/ptmx".into(),
+        "open /".into(),
         format!("fchdir {root}"),
         "pivot_root . .".into(),
+        // The old root, not the new one, is made a slave and detached.
+        "fchdir /".into(),
         "mount - . - 0x84000".into(),
         "umount2 .".into(),
         "chdir /".into(),
@@ -282,14 +294,16 @@ fn builds_the_container_in_order() {
         "setgroups []".into(),
         "setresgid 0".into(),
         "setresuid 0".into(),
-        "capset e=0x0 p=0x0 i=0x0".into(),
+        // CAP_SYS_ADMIN (21) stays until the filter is loaded.
+        "capset e=0x200000 p=0x200000 i=0x0".into(),
         "chdir /".into(),
         "access /bin/sh".into(),
         "umask 22".into(),
-        "write 16".into(),
-        "open self/fd/4".into(),
-        "write 1".into(),
         "cloexec_from 3".into(),
+        "write 16 to 3".into(),
+        "open self/fd/4".into(),
+        "write 1 to self/fd/4".into(),
+        "seccomp".into(),
         "execve /bin/sh argc=3".into(),
     ];
     let mut from = 0;
@@ -303,8 +317,9 @@ fn builds_the_container_in_order() {
     // CAP_KILL (5) stays in the bounding set; the others are dropped.
     let kill = format!("prctl {} 5 0", libc::PR_CAPBSET_DROP);
     assert!(!calls.contains(&kill));
-    // Without no_new_privs, seccomp is loaded before the user switch.
-    assert!(position(&calls, "seccomp") < position(&calls, "setresuid"));
+    // The filter is the last thing before execve, with or without
+    // no_new_privs.
+    assert_eq!(position(&calls, "seccomp") + 1, position(&calls, "execve"));
     // No access() beyond the first hit.
     assert!(!calls.iter().any(|c| c == "access /usr/bin/sh"));
 }
@@ -317,7 +332,7 @@ fn cgroup_namespace_is_made_after_go() {
     run_with(&fake, &plan, FDS);
     assert!(!fake.calls().iter().any(|c| c.starts_with("unshare")));
 
-    plan.unshare_cgroup = true;
+    plan.unshare_flags = libc::CLONE_NEWCGROUP as u64;
     let fake = Fake::default();
     run_with(&fake, &plan, FDS);
     let calls = fake.calls();
@@ -331,7 +346,7 @@ fn cgroup_namespace_is_made_after_go() {
         ..Default::default()
     };
     let failure = run_with(&fake, &plan, FDS);
-    assert_eq!(failure.step, Step::UnshareCgroup);
+    assert_eq!(failure.step, Step::Unshare);
     assert_eq!(failure.errno, Errno(libc::EPERM));
 }
 
@@ -414,4 +429,281 @@ fn inherited_descriptors_are_closed_around_the_kept_ones() {
             format!("close_range 41 {max}")
         ]
     );
+}
+
+#[test]
+fn seccomp_comes_last_and_sys_admin_only_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
+    let capset = |plan: &Plan| {
+        let fake = Fake::default();
+        run_with(&fake, plan, FDS);
+        let calls = fake.calls();
+        assert_eq!(
+            position(&calls, "seccomp") + 1,
+            position(&calls, "execve"),
+            "{calls:#?}"
+        );
+        assert!(position(&calls, "cloexec_from") < position(&calls, "write 16"));
+        calls[position(&calls, "capset")].clone()
+    };
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN.
+    assert_eq!(capset(&plan), "capset e=0x200000 p=0x200000 i=0x0");
+    // With it, or when the container has the capability anyway, the sets
+    // are the spec's.
+    plan.no_new_privs = true;
+    assert_eq!(capset(&plan), "capset e=0x0 p=0x0 i=0x0");
+    plan.no_new_privs = false;
+    plan.caps.effective = 1 << 21 | 1 << 5;
+    plan.caps.permitted = 1 << 21 | 1 << 5;
+    assert_eq!(capset(&plan), "capset e=0x200020 p=0x200020 i=0x0");
+    // Without a filter there is nothing to keep it for.
+    plan.caps.effective = 0;
+    plan.caps.permitted = 0;
+    plan.seccomp = None;
+    let fake = Fake::default();
+    run_with(&fake, &plan, FDS);
+    let calls = fake.calls();
+    assert!(calls.contains(&"capset e=0x0 p=0x0 i=0x0".to_string()));
+    assert!(!calls.iter().any(|c| c.starts_with("seccomp")));
+}
+
+#[test]
+fn failures_after_ready_are_reported_on_the_fifo() {
+    let (_dir, plan) = plan();
+    // A filter the kernel refuses: reported to `start`, with the command.
+    let fake = Fake {
+        fail: Some(("seccomp", libc::EINVAL)),
+        ..Fake::default()
+    };
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::Seccomp);
+    let calls = fake.calls();
+    let n = calls.len();
+    assert!(calls[n - 3].starts_with("seccomp "), "{calls:#?}");
+    assert_eq!(
+        calls[n - 2..],
+        ["write 16 to self/fd/4", "write 2 to self/fd/4"]
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("execve")));
+
+    // execve failing: the same channel (the fake's execve fails).
+    let fake = Fake::default();
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::Exec);
+    assert_eq!(
+        fake.calls().last().map(String::as_str),
+        Some("write 2 to self/fd/4")
+    );
+
+    // Before READY, the parent is told on the sync socket, without the
+    // command (it has the plan).
+    let fake = Fake {
+        fail: Some(("cloexec_from", libc::EPERM)),
+        ..Fake::default()
+    };
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::PreserveFds);
+    let calls = fake.calls();
+    assert_eq!(calls.last().map(String::as_str), Some("write 16 to 3"));
+    assert!(!calls.iter().any(|c| c.starts_with("open self/fd/4")));
+}
+
+// ---- namespaces, root propagation, LSM labels ----
+
+use crate::runtime::spec::NamespaceKind;
+
+fn plan_with(edit: impl FnOnce(&mut crate::runtime::spec::Spec)) -> (tempfile::TempDir, Plan) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sample_spec();
+    edit(&mut spec);
+    let host = crate::runtime::lsm::HostLsm::default();
+    let plan = Plan::with_lsm("c1", dir.path(), &spec, host).unwrap();
+    (dir, plan)
+}
+
+/// Each of `want` occurs in `calls`, in this order.
+fn in_order(calls: &[String], want: &[String]) {
+    let mut from = 0;
+    for w in want {
+        let at = calls[from..]
+            .iter()
+            .position(|c| c.starts_with(w.as_str()))
+            .unwrap_or_else(|| panic!("{w:?} not found after call {from} in {calls:#?}"));
+        from += at + 1;
+    }
+}
+
+#[test]
+fn shared_propagation_is_applied_after_the_root_is_built() {
+    let (_dir, plan) = plan_with(|s| {
+        s.linux.as_mut().unwrap().rootfs_propagation = Some("shared".into());
+    });
+    let root = plan.rootfs.to_string_lossy().into_owned();
+    let parent = plan.rootfs.parent().unwrap().to_string_lossy().into_owned();
+    // The rootfs is no mount point: the walk goes on to its parent.
+    let fake = Fake {
+        fail: Some((
+            Box::leak(format!("mount - {root} ").into_boxed_str()),
+            libc::EINVAL,
+        )),
+        ..Default::default()
+    };
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let (shared, private) = (libc::MS_SHARED, libc::MS_PRIVATE);
+    in_order(
+        &fake.calls(),
+        &[
+            format!("mount - / - {shared:#x}"),
+            format!("mount - {root} - {private:#x}"),
+            format!("mount - {parent} - {private:#x}"),
+            format!("mount {root} {root} - 0x5000"),
+            "pivot_root . .".into(),
+            "umount2 .".into(),
+            "sethostname box".into(),
+            "mount /dev/null /proc/kcore".into(),
+            format!("mount - / - {shared:#x}"),
+        ],
+    );
+}
+
+#[test]
+fn shared_mount_namespace_uses_chroot() {
+    let (_dir, plan) = plan_with(|s| {
+        let linux = s.linux.as_mut().unwrap();
+        linux.namespaces.retain(|n| n.kind != NamespaceKind::Mount);
+        linux.masked_paths.clear();
+        linux.readonly_paths.clear();
+    });
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    let root = plan.rootfs.to_string_lossy().into_owned();
+    // `/` is the host's: its propagation is left alone.
+    let chroot = position(&calls, "chroot");
+    assert!(
+        !calls[..chroot].iter().any(|c| c.starts_with("mount - / ")),
+        "{calls:#?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("pivot_root")));
+    in_order(
+        &calls,
+        &[
+            format!("mount {root} {root} - 0x5000"),
+            format!("mount - {root} - {:#x}", libc::MS_PRIVATE | libc::MS_REC),
+            "mount proc proc proc".into(),
+            format!("fchdir {root}"),
+            "chroot .".into(),
+            "chdir /".into(),
+            "sethostname box".into(),
+            "mount - / - 0x1023".into(),
+        ],
+    );
+}
+
+#[test]
+fn a_joined_user_namespace_is_entered_first() {
+    use crate::runtime::spec::{Namespace, NamespaceKind as K};
+    let (_dir, plan) = plan_with(|s| {
+        let ns = &mut s.linux.as_mut().unwrap().namespaces;
+        ns.retain(|n| !matches!(n.kind, K::Pid | K::Uts));
+        for (kind, path) in [
+            (K::Uts, "/proc/self/ns/uts"),
+            (K::User, "/proc/self/ns/user"),
+        ] {
+            ns.push(Namespace {
+                kind,
+                path: Some(path.into()),
+            });
+        }
+    });
+    let join: Vec<(RawFd, libc::c_int)> = plan
+        .join
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (60 + i as RawFd, j.kind.clone_flag() as libc::c_int))
+        .collect();
+    let fds = ChildFds { join: &join, ..FDS };
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, fds).step, Step::Exec);
+    let new = (libc::CLONE_NEWNS | libc::CLONE_NEWNET) as u64;
+    in_order(
+        &fake.calls(),
+        &[
+            format!("setns 60 {:#x}", libc::CLONE_NEWUSER),
+            "setresgid 0".into(),
+            "setresuid 0".into(),
+            format!("setns 61 {:#x}", libc::CLONE_NEWUTS),
+            format!("unshare {new:#x}"),
+            "setsid".into(),
+            "mount - / -".into(),
+            "sethostname box".into(),
+        ],
+    );
+}
+
+#[test]
+fn security_labels_are_written_before_the_user_switch() {
+    let (_dir, mut plan) = plan_with(|_| {});
+    plan.lsm_exec.push(crate::runtime::lsm::AttrWrite {
+        path: c"thread-self/attr/apparmor/exec".into(),
+        value: c"exec docker-default".into(),
+        field: "process.apparmorProfile",
+    });
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    in_order(
+        &calls,
+        &[
+            "open thread-self/attr/apparmor/exec".into(),
+            "write 19".into(),
+            "setresuid 0".into(),
+        ],
+    );
+    let fake = Fake {
+        fail: Some(("open thread-self", libc::EINVAL)),
+        ..Default::default()
+    };
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(
+        (failure.step, failure.errno),
+        (Step::SecurityLabel, Errno(libc::EINVAL))
+    );
+}
+
+#[test]
+fn start_container_hooks_run_before_the_filter_and_report_on_the_fifo() {
+    let hooks = |path: &str| {
+        let path = path.to_string();
+        move |spec: &mut crate::runtime::spec::Spec| {
+            spec.hooks = Some(serde_json::json!({"startContainer": [{"path": path}]}));
+        }
+    };
+    // A hook that succeeds: the filter and execve still come last, after
+    // the fifo's byte (the hook runs for real, between the two).
+    let (_dir, plan) = plan_with(hooks("/bin/true"));
+    let fake = Fake::default();
+    assert_eq!(run_and_report(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    assert!(position(&calls, "write 1 to self/fd/4") < position(&calls, "seccomp"));
+    assert_eq!(position(&calls, "seccomp") + 1, position(&calls, "execve"));
+
+    // A failing one: reported to `start` on exec.fifo, with nothing of the
+    // container's loaded or executed.
+    let (_dir, plan) = plan_with(hooks("/bin/false"));
+    let fake = Fake::default();
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!((failure.step, failure.index), (Step::StartContainerHook, 0));
+    assert_eq!(
+        crate::runtime::hooks::Failure::from_wire(failure.errno.0),
+        crate::runtime::hooks::Failure::Exited(1)
+    );
+    let calls = fake.calls();
+    let n = calls.len();
+    assert_eq!(calls[n - 3], "write 1 to self/fd/4", "{calls:#?}");
+    assert_eq!(calls[n - 2], "write 16 to self/fd/4");
+    assert!(calls[n - 1].starts_with("write ") && calls[n - 1].ends_with(" to self/fd/4"));
+    assert!(!calls.iter().any(|c| c.starts_with("seccomp")));
+    assert!(!calls.iter().any(|c| c.starts_with("execve")));
 }

@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use super::runtime::{check_id, state_err, Runtime, RuntimeError};
+use crate::runtime::cgroups;
 use crate::runtime::hooks::{self, Hooks, Kind};
 use crate::runtime::plan::Plan;
 use crate::runtime::process::{self, SpawnOptions, Spawned};
@@ -47,6 +48,9 @@ struct Cleanup<'a> {
     dir: Option<PathBuf>,
     cgroup: Option<String>,
     poststop: Option<(&'a Hooks, &'a str)>,
+    /// Without a mount namespace: the rootfs and the id of the mount it was
+    /// on before the init bound it (see [`Runtime::detach_host_mounts`]).
+    host_root: Option<(PathBuf, u64)>,
 }
 
 impl Cleanup<'_> {
@@ -54,11 +58,17 @@ impl Cleanup<'_> {
         self.dir = None;
         self.cgroup = None;
         self.poststop = None;
+        self.host_root = None;
     }
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
+        if let Some((rootfs, before)) = self.host_root.take() {
+            if sys::mount_id(&rootfs).is_ok_and(|now| now != before) {
+                self.rt.detach_host_mounts(&rootfs);
+            }
+        }
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = self.rt.cgroups.delete(&cg) {
                 self.rt.log.warn(&format!("cleanup: {e}"));
@@ -89,6 +99,11 @@ impl Runtime {
         for w in &plan.warnings {
             self.log.warn(w);
         }
+        // Limits that no cgroup would hold are refused, not dropped.
+        let backend = self.cgroups.available();
+        if let Err(reason) = &backend {
+            cgroups::check_without_cgroups(&plan.resources, reason)?;
+        }
 
         fs::DirBuilder::new()
             .recursive(true)
@@ -108,6 +123,7 @@ impl Runtime {
             dir: Some(dir.clone()),
             cgroup: None,
             poststop: None,
+            host_root: None,
         };
 
         // exec.fifo: the init opens it for writing and blocks until `start`.
@@ -125,19 +141,23 @@ impl Runtime {
 
         // cgroup.
         let mut cgroup_fd: Option<OwnedFd> = None;
-        match self.cgroups.available() {
+        match backend {
             Ok(()) => {
                 cgroup_fd = Some(self.cgroups.create(&plan.cgroup_path, &plan.resources)?);
                 cleanup.cgroup = Some(plan.cgroup_path.clone());
             }
-            Err(reason) if plan.resources.is_empty() => self
+            Err(reason) => self
                 .log
                 .info(&format!("{id}: running without a cgroup: {reason}")),
-            Err(reason) => self.log.warn(&format!(
-                "{id}: linux.resources not applied, running without a cgroup: {reason}"
-            )),
         }
 
+        // Without a mount namespace the init mounts in ours (as runc does):
+        // a failure must take that down again.
+        if plan.shared_mount_ns {
+            let before =
+                sys::mount_id(&plan.rootfs).map_err(|e| state_err(&plan.rootfs)(e.into()))?;
+            cleanup.host_root = Some((plan.rootfs.clone(), before));
+        }
         cleanup.poststop = Some((&plan.hooks, id));
         let spawned = process::spawn(
             &plan,
@@ -164,6 +184,10 @@ impl Runtime {
             annotations: plan.annotations.clone(),
             cgroup: cleanup.cgroup.clone(),
             hooks: spec.hooks.clone(),
+            host_mount: cleanup
+                .host_root
+                .as_ref()
+                .and_then(|(rootfs, _)| sys::mount_id(rootfs).ok()),
         };
         let saved = state::save(&dir, &record)
             .map_err(state_err(&dir.join(state::STATE_FILE)))

@@ -42,17 +42,14 @@ impl Runtime {
             SignalFd::block(FORWARDED).ok()
         };
         let container = self.create(id, &opts.create)?;
+        // Fails too when the init fails before execve (a startContainer
+        // hook, the seccomp filter, execve: reported on the fifo).
         if let Err(e) = self.release(&container.dir, &container.record) {
             container.process.kill();
             let _ = self.destroy(&container.dir, &container.record);
             return Err(e);
         }
-        // EOF on the sync socket means execve succeeded.
-        if let Err(e) = process::exec_result(&container.process, &container.plan) {
-            let _ = container.process.wait();
-            let _ = self.destroy(&container.dir, &container.record);
-            return Err(e.into());
-        }
+        // execve succeeded.
         self.poststart(&container.record);
         if opts.detach {
             return Ok(0);

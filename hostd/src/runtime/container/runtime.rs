@@ -11,7 +11,7 @@ use crate::runtime::plan::PlanError;
 use crate::runtime::process::SpawnError;
 use crate::runtime::spec::SpecError;
 use crate::runtime::state::{self, Record, Status};
-use crate::runtime::sys::Errno;
+use crate::runtime::sys::{self, Errno};
 
 /// The default state root.
 pub const DEFAULT_ROOT: &str = "/run/hostd/oci";
@@ -203,6 +203,12 @@ impl Runtime {
             self.cgroups.kill_all(cg)?;
             self.cgroups.delete(cg)?;
         }
+        // Only while the init's mount is still the one on the rootfs.
+        if let Some(id) = record.host_mount {
+            if sys::mount_id(&record.rootfs) == Ok(id) {
+                self.detach_host_mounts(&record.rootfs);
+            }
+        }
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(state_err(dir)(e)),
             _ => {}
@@ -240,6 +246,16 @@ impl Runtime {
                 self.log.warn(&format!("{}: {e}", record.id));
                 Ok(())
             });
+        }
+    }
+
+    /// Detaches the mount a container without a mount namespace of its own
+    /// made on its rootfs in the runtime's mount namespace (runc leaves it),
+    /// with the container's mounts below it.
+    pub(super) fn detach_host_mounts(&self, rootfs: &Path) {
+        if let Err(e) = sys::detach(rootfs) {
+            self.log
+                .warn(&format!("cannot unmount {}: {e}", rootfs.display()));
         }
     }
 }

@@ -8,17 +8,21 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::runtime::{state_err, Runtime, RuntimeError};
-use crate::runtime::child::{Message, Step, MSG_ERROR};
-use crate::runtime::hooks::{self, Failure, Kind};
+use crate::runtime::hooks::{self, Kind};
+use crate::runtime::process::{self, SpawnError};
 use crate::runtime::state::{self, Record, Status};
 use crate::runtime::sys::{self, Errno};
 
-/// How long `start` waits for the init to take the fifo's byte.
-const START_TIMEOUT_MS: i32 = 10_000;
+/// How long `start` waits for the init to take the fifo's byte, and then
+/// for its `execve` (plus the `startContainer` hooks' timeouts).
+const START_TIMEOUT_MS: u32 = 10_000;
 
 impl Runtime {
     /// Starts a created container: its init runs the `startContainer`
-    /// hooks and `execve`, then the `poststart` hooks run here.
+    /// hooks and `execve`, then the `poststart` hooks run here. Fails when
+    /// the init fails before `execve` (a `startContainer` hook, its seccomp
+    /// filter, `execve` itself); `poststart` runs only after a successful
+    /// `execve`.
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let (dir, record, status) = self.load(id)?;
         if status != Status::Created {
@@ -41,30 +45,39 @@ impl Runtime {
 
     /// Opens `exec.fifo` for reading, which lets the init's blocked open for
     /// writing complete; the init writes one byte, runs the `startContainer`
-    /// hooks and goes on to `execve`, which closes its end of the fifo. A
-    /// failed hook's report arrives there instead; the container is then
-    /// stopped.
+    /// hooks and goes on to its seccomp filter and `execve`, which closes its
+    /// end of the fifo. A failure of any of these is reported there instead
+    /// (see [`process::wait_for_exec`]); the container is then stopped.
     pub(super) fn release(&self, dir: &Path, record: &Record) -> Result<(), RuntimeError> {
-        let Some(msg) = release_fifo(dir, record)? else {
-            return Ok(());
+        let hooks = self.hooks(record);
+        let hook_time = match &hooks {
+            Some(h) => h.time_limit_ms(Kind::StartContainer),
+            None => Some(0),
         };
-        let failure = Failure::from_wire(msg.errno);
-        let index = msg.index as usize;
-        if let Ok(pidfd) = sys::pidfd_open(record.pid) {
-            if state::alive(record) {
-                let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let timeout = hook_time.map(|ms| ms + u64::from(START_TIMEOUT_MS));
+        let fifo = take_byte(dir, record)?;
+        match process::wait_for_exec(fifo.as_fd(), timeout, hooks.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The init exits after its report; make sure it is gone.
+                if let Ok(pidfd) = sys::pidfd_open(record.pid) {
+                    if state::alive(record) {
+                        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                    }
+                }
+                Err(match e {
+                    SpawnError::Hook(h) => RuntimeError::Hook(h),
+                    e => e.into(),
+                })
             }
         }
-        Err(match self.hooks(record) {
-            Some(h) => h.init_error(Kind::StartContainer, index, failure).into(),
-            None => RuntimeError::DiedBeforeStart(record.id.clone()),
-        })
     }
 }
 
-/// The fifo side of [`Runtime::release`]: `Some` when the init reported a
-/// failed `startContainer` hook.
-fn release_fifo(dir: &Path, record: &Record) -> Result<Option<Message>, RuntimeError> {
+/// The first half of [`Runtime::release`]: opens `exec.fifo`, takes the
+/// init's byte and removes the fifo; returns the fifo, still open for the
+/// init's report.
+fn take_byte(dir: &Path, record: &Record) -> Result<File, RuntimeError> {
     let id = &record.id;
     let fifo_path = dir.join(state::FIFO);
     let process_err = |what: &'static str| {
@@ -85,7 +98,8 @@ fn release_fifo(dir: &Path, record: &Record) -> Result<Option<Message>, RuntimeE
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo_path)
         .map_err(state_err(&fifo_path))?;
-    let [fifo_ready, died] = sys::poll_readable([fifo.as_fd(), pidfd.as_fd()], START_TIMEOUT_MS)
+    let timeout = START_TIMEOUT_MS as i32;
+    let [fifo_ready, died] = sys::poll_readable([fifo.as_fd(), pidfd.as_fd()], timeout)
         .map_err(process_err("cannot wait for"))?;
     let mut byte = [0u8; 1];
     let got = if fifo_ready {
@@ -108,25 +122,5 @@ fn release_fifo(dir: &Path, record: &Record) -> Result<Option<Message>, RuntimeE
         });
     }
     fs::remove_file(&fifo_path).map_err(state_err(&fifo_path))?;
-    wait_for_exec(&mut fifo).map_err(state_err(&fifo_path))
-}
-
-/// Reads the fifo until EOF: the init's `execve` closed it (or the init
-/// died). A failed `startContainer` hook sends its [`Message`] first.
-fn wait_for_exec(fifo: &mut File) -> io::Result<Option<Message>> {
-    let mut buf = [0u8; Message::SIZE];
-    loop {
-        sys::poll_readable([fifo.as_fd()], -1)?;
-        match fifo.read(&mut buf) {
-            Ok(Message::SIZE) => {
-                let msg = Message::from_bytes(&buf);
-                let hook = msg.kind == MSG_ERROR && msg.step == Step::StartContainerHook as u32;
-                return Ok(hook.then_some(msg));
-            }
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    Ok(fifo)
 }
