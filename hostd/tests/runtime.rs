@@ -1560,3 +1560,578 @@ fn security_labels_like_runc() {
     let (h, r) = bundle.run_both();
     assert_eq!((h.status.code(), r.status.code()), (Some(0), Some(0)));
 }
+
+// ---- hooks (issue 10 item 6) ----
+//
+// Every hook runs one script that records what it saw (argv, env, working
+// directory, uid, which namespaces it shares with the test, root, caps,
+// host name, the state on stdin) into `<bundle>/hooks/<name>` and appends
+// its name to `<bundle>/hooks/order`. That directory is bound into the
+// container at the same path so that `startContainer` hooks (which run
+// inside) can write there too. The same bundle runs under hostd and runc.
+
+const HOOK_SCRIPT: &str = r#"#!/bin/sh
+name=$1
+shift
+{
+  echo "argv=$name $*"
+  echo "env=$(env | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_=' | sort | tr '\n' ' ')"
+  echo "cwd=$(pwd)"
+  echo "uid=$(id -u)"
+  for n in mnt pid net uts ipc user; do
+    eval host=\$HOST_NS_$n
+    if [ "$(readlink /proc/self/ns/$n)" = "$host" ]; then echo "ns $n test's"; else echo "ns $n other"; fi
+  done
+  if [ -e /.container-root ]; then echo "root=container"; else echo "root=host"; fi
+  grep -E '^(CapEff|NoNewPrivs):' /proc/self/status
+  echo "hostname=$(hostname)"
+  echo "state=$(cat)"
+} > "$HOOK_OUT/$name.tmp" 2>&1
+mv "$HOOK_OUT/$name.tmp" "$HOOK_OUT/$name"
+echo "$name" >> "$HOOK_OUT/order"
+"#;
+
+/// The hooks' output directory in a bundle.
+fn hook_dir(bundle: &Path) -> PathBuf {
+    bundle.join("hooks")
+}
+
+/// A recording hook named `name` (the script's first argument) for
+/// `config.json`; `inside` for hooks that run in the container's root.
+fn recording_hook(bundle: &Path, name: &str, inside: bool) -> Value {
+    let path = if inside {
+        "/bin/record-hook".to_string()
+    } else {
+        bundle.join("record-hook").to_string_lossy().into_owned()
+    };
+    let mut env = vec![
+        format!("HOOK_OUT={}", hook_dir(bundle).display()),
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+    ];
+    for ns in ["mnt", "pid", "net", "uts", "ipc", "user"] {
+        let link = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        env.push(format!("HOST_NS_{ns}={}", link.display()));
+    }
+    json!({"path": path, "args": ["record-hook", name, "extra arg"], "env": env, "timeout": 10})
+}
+
+/// A bundle whose config has `hooks` (built by `make`, given the bundle
+/// path), with the recording script installed and the output directory
+/// bound into the container.
+fn hook_bundle(args: &[&str], make: impl FnOnce(&Path) -> Value) -> Bundle {
+    let bundle = Bundle::new(args, |_| {});
+    let path = bundle.path().to_path_buf();
+    let out = hook_dir(&path);
+    fs::create_dir(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+    for script in [
+        path.join("record-hook"),
+        path.join("rootfs/bin/record-hook"),
+    ] {
+        fs::write(&script, HOOK_SCRIPT).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(path.join("rootfs/.container-root"), "").unwrap();
+    let config_path = path.join("config.json");
+    let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    config["hooks"] = make(&path);
+    config["annotations"] = json!({"org.example.hooks": "yes"});
+    let dest = out.to_str().unwrap();
+    config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": dest, "type": "bind", "source": dest, "options": ["rbind", "rw"]}),
+    );
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    bundle
+}
+
+/// One recording hook of every kind.
+fn all_six(bundle: &Path) -> Value {
+    let mut hooks = serde_json::Map::new();
+    for kind in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        let inside = kind == "startContainer";
+        hooks.insert(kind.into(), json!([recording_hook(bundle, kind, inside)]));
+    }
+    Value::Object(hooks)
+}
+
+/// What the hooks recorded, by name, with the state JSON parsed and made
+/// comparable between runtimes: `ociVersion` dropped, `pid` reduced to "1"
+/// (the init in its own pid namespace) or "host" (a host pid).
+fn recorded(bundle: &Path) -> std::collections::BTreeMap<String, (Vec<String>, Value)> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(hook_dir(bundle)).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "order" || name.ends_with(".tmp") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        let mut lines = Vec::new();
+        let mut state = Value::Null;
+        for line in text.lines() {
+            match line.strip_prefix("state=") {
+                Some(json) => {
+                    state = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+                    let obj = state.as_object_mut().unwrap();
+                    assert!(obj.remove("ociVersion").is_some());
+                    if let Some(pid) = obj.get_mut("pid") {
+                        let n = pid.as_i64().unwrap();
+                        assert!(n > 0);
+                        *pid = json!(if n == 1 { "1" } else { "host" });
+                    }
+                }
+                None => lines.push(line.to_string()),
+            }
+        }
+        out.insert(name, (lines, state));
+    }
+    out
+}
+
+fn order(bundle: &Path) -> Vec<String> {
+    let text = fs::read_to_string(hook_dir(bundle).join("order")).unwrap_or_default();
+    text.lines().map(str::to_string).collect()
+}
+
+fn clear_hook_output(bundle: &Path) {
+    for entry in fs::read_dir(hook_dir(bundle)).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+}
+
+#[test]
+fn hooks_see_what_runcs_hooks_see() {
+    if !require_prereqs() {
+        return;
+    }
+    let bundle = hook_bundle(&["true"], all_six);
+    let b = bundle.path().to_str().unwrap().to_string();
+    // The same id under both state roots, so the states compare equal.
+    let id = unique("hooks");
+    let run = |mut c: Command| {
+        let out = c.current_dir(bundle.path()).output().unwrap();
+        let seen = recorded(bundle.path());
+        let order = order(bundle.path());
+        clear_hook_output(bundle.path());
+        (out, seen, order)
+    };
+    let (h, hseen, horder) = run(bundle.hostd(&["run", "--bundle", &b, &id]));
+    let (r, mut rseen, rorder) = run(bundle.runc(&["run", "--bundle", &b, &id]));
+    assert_eq!(h.status.code(), Some(0), "hostd: {}", text(&h.stderr));
+    assert_eq!(r.status.code(), Some(0), "runc: {}", text(&r.stderr));
+
+    // The specification's order. runc 1.1 runs poststart during create,
+    // before startContainer; hostd after the process started.
+    let spec_order = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ];
+    assert_eq!(horder, spec_order);
+    let mut sorted = rorder.clone();
+    sorted.sort();
+    let mut want = spec_order.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "runc ran {rorder:?}");
+
+    // Everything else the same; poststart's status is "created" in runc 1.1
+    // (it runs before start) and "running" in hostd.
+    assert_eq!(rseen["poststart"].1["status"], "created");
+    assert_eq!(hseen["poststart"].1["status"], "running");
+    rseen.get_mut("poststart").unwrap().1["status"] = json!("running");
+    assert_eq!(
+        hseen.keys().collect::<Vec<_>>(),
+        rseen.keys().collect::<Vec<_>>()
+    );
+    for (name, (lines, state)) in &hseen {
+        assert_eq!(lines, &rseen[name].0, "{name}: what the hook saw");
+        assert_eq!(state, &rseen[name].1, "{name}: its state");
+    }
+
+    // And the facts themselves.
+    let has = |name: &str, want: &str| {
+        let lines = &hseen[name].0;
+        assert!(
+            lines.iter().any(|l| l == want),
+            "{name}: {want:?} not in {lines:#?}"
+        );
+    };
+    for name in spec_order {
+        has(name, &format!("argv={name} extra arg"));
+        has(name, "uid=0");
+    }
+    for name in ["prestart", "createRuntime", "poststart", "poststop"] {
+        has(name, &format!("cwd={b}"));
+        has(name, "root=host");
+        for ns in ["mnt", "pid", "net", "uts", "ipc"] {
+            has(name, &format!("ns {ns} test's"));
+        }
+    }
+    // createContainer: the container's namespaces, before pivot_root.
+    has("createContainer", &format!("cwd={b}/rootfs"));
+    has("createContainer", "root=host");
+    // startContainer: inside, with the container's capabilities.
+    has("startContainer", "root=container");
+    has("startContainer", "hostname=runc");
+    has("startContainer", "CapEff:\t0000000020000420");
+    has("startContainer", "NoNewPrivs:\t1");
+    for name in ["createContainer", "startContainer"] {
+        for ns in ["mnt", "pid", "net", "uts", "ipc"] {
+            has(name, &format!("ns {ns} other"));
+        }
+    }
+    let state = |name: &str| hseen[name].1.clone();
+    let base = json!({"id": id, "bundle": b, "annotations": {"org.example.hooks": "yes"}});
+    let with = |status: &str, pid: Option<&str>| {
+        let mut v = base.clone();
+        v["status"] = json!(status);
+        if let Some(p) = pid {
+            v["pid"] = json!(p);
+        }
+        v
+    };
+    assert_eq!(state("prestart"), with("creating", Some("host")));
+    assert_eq!(state("createRuntime"), with("creating", Some("host")));
+    assert_eq!(state("createContainer"), with("creating", Some("1")));
+    assert_eq!(state("startContainer"), with("created", Some("1")));
+    assert_eq!(state("poststart"), with("running", Some("host")));
+    assert_eq!(state("poststop"), with("stopped", None));
+    assert!(bundle.hostd_state_entries().is_empty());
+}
+
+#[test]
+fn each_verb_runs_its_hooks() {
+    if !require_prereqs() {
+        return;
+    }
+    let bundle = hook_bundle(&["sleep", "60"], all_six);
+    let b = bundle.path().to_str().unwrap().to_string();
+    let id = unique("hv");
+    let err_file = bundle.path().join("stderr");
+    let quiet = |mut c: Command| {
+        let f = fs::File::create(&err_file).unwrap();
+        let status = c
+            .current_dir(bundle.path())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .status();
+        assert!(
+            status.unwrap().success(),
+            "{}",
+            fs::read_to_string(&err_file).unwrap()
+        );
+        order(bundle.path())
+    };
+    assert_eq!(
+        quiet(bundle.hostd(&["create", "--bundle", &b, &id])),
+        ["prestart", "createRuntime", "createContainer"]
+    );
+    // start returns after the process was executed and poststart ran.
+    assert_eq!(
+        quiet(bundle.hostd(&["start", &id]))[3..],
+        ["startContainer", "poststart"]
+    );
+    assert_eq!(
+        wait_status(|| bundle.hostd(&["state", &id]), "running")["status"],
+        "running"
+    );
+    assert!(quiet(bundle.hostd(&["kill", &id, "KILL"])).len() == 5);
+    wait_status(|| bundle.hostd(&["state", &id]), "stopped");
+    assert_eq!(quiet(bundle.hostd(&["delete", &id]))[5..], ["poststop"]);
+    assert!(bundle.hostd_state_entries().is_empty());
+
+    // delete of a container that was never started runs poststop too.
+    clear_hook_output(bundle.path());
+    let id = unique("hd");
+    quiet(bundle.hostd(&["create", "--bundle", &b, &id]));
+    assert_eq!(quiet(bundle.hostd(&["delete", &id]))[3..], ["poststop"]);
+}
+
+/// Runs the bundle with both runtimes; returns their outputs, checking for
+/// each that no state or mount is left behind, nor a process whose command
+/// line matches `hook` (a hook that timed out).
+fn run_both_clean(bundle: &Bundle, hook: Option<&str>) -> (Output, Output) {
+    let b = bundle.path().to_str().unwrap().to_string();
+    let before = mountinfo_mentioning(bundle.path());
+    let run = |mut c: Command, root: &Path| {
+        let out = c.current_dir(bundle.path()).output().unwrap();
+        let left: Vec<_> = fs::read_dir(root)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "state left in {}: {left:?}",
+            root.display()
+        );
+        assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+        if let Some(pattern) = hook {
+            let stray = Command::new("pgrep")
+                .args(["-f", pattern])
+                .output()
+                .unwrap();
+            assert!(
+                stray.stdout.is_empty(),
+                "hook left: {}",
+                text(&stray.stdout)
+            );
+        }
+        out
+    };
+    let h = run(
+        bundle.hostd(&["run", "--bundle", &b, &unique("hf")]),
+        &bundle.hostd_root,
+    );
+    let r = run(
+        bundle.runc(&["run", "--bundle", &b, &unique("rf")]),
+        &bundle.runc_root,
+    );
+    (h, r)
+}
+
+#[test]
+fn failing_create_hooks_fail_create_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let failing = [
+        (json!({"path": "/bin/false"}), "exited with status 1"),
+        (
+            json!({"path": "/bin/sleep", "args": ["sleep", "6061"], "timeout": 1}),
+            "ran past its timeout of 1s and was killed",
+        ),
+        (
+            json!({"path": "/no/such/hook"}),
+            "could not be executed: No such file or directory",
+        ),
+    ];
+    for kind in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+    ] {
+        for (hook, message) in &failing {
+            let bundle = hook_bundle(
+                &["sh", "-c", "echo ran"],
+                |b| json!({kind: [hook], "poststop": [recording_hook(b, "poststop", false)]}),
+            );
+            let started = Instant::now();
+            let (h, r) = run_both_clean(&bundle, Some("sleep 6061"));
+            let herr = text(&h.stderr);
+            assert_eq!(h.status.code(), Some(1), "{kind} {hook}: {herr}");
+            assert_eq!(
+                r.status.code(),
+                Some(1),
+                "runc {kind} {hook}: {}",
+                text(&r.stderr)
+            );
+            let want = format!(
+                "{kind} hook #0 ({}) {message}",
+                hook["path"].as_str().unwrap()
+            );
+            assert!(herr.contains(&want), "{want:?} not in {herr:?}");
+            // The container never ran; the lifecycle went on at delete.
+            assert_eq!(text(&h.stdout), "", "{kind}");
+            assert_eq!(text(&r.stdout), "", "{kind}");
+            assert_eq!(
+                order(bundle.path()),
+                ["poststop", "poststop"],
+                "{kind} {hook}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(8));
+        }
+    }
+}
+
+#[test]
+fn failing_poststart_and_poststop_hooks_are_only_logged() {
+    if !require_prereqs() {
+        return;
+    }
+    for kind in ["poststart", "poststop"] {
+        let bundle = hook_bundle(&["sh", "-c", "echo ran"], |b| {
+            // The first fails, the second still runs.
+            json!({kind: [{"path": "/bin/false"}, recording_hook(b, kind, false)]})
+        });
+        let (h, r) = run_both_clean(&bundle, None);
+        let herr = text(&h.stderr);
+        assert_eq!(h.status.code(), Some(0), "{kind}: {herr}");
+        assert_eq!(text(&h.stdout), "ran\n");
+        assert!(
+            herr.contains("level=warning")
+                && herr.contains(&format!("{kind} hook #0 (/bin/false) exited with status 1")),
+            "{herr}"
+        );
+        // hostd ran the second hook; runc 1.1 stops at the first failure,
+        // and fails `run` for a poststart one (it runs them during create).
+        assert_eq!(order(bundle.path()), [kind], "{kind}");
+        let want_runc = if kind == "poststart" { 1 } else { 0 };
+        assert_eq!(
+            r.status.code(),
+            Some(want_runc),
+            "runc {kind}: {}",
+            text(&r.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_failing_start_container_hook_fails_start_and_stops_the_container() {
+    if !require_prereqs() {
+        return;
+    }
+    let bundle = hook_bundle(&["sleep", "60"], |b| {
+        json!({"startContainer": [{"path": "/bin/false"}],
+               "poststart": [recording_hook(b, "poststart", false)],
+               "poststop": [recording_hook(b, "poststop", false)]})
+    });
+    let b = bundle.path().to_str().unwrap().to_string();
+    let id = unique("sc");
+    let err_file = bundle.path().join("stderr");
+    let quiet = |mut c: Command| {
+        let f = fs::File::create(&err_file).unwrap();
+        let status = c.stdout(Stdio::null()).stderr(f).status().unwrap();
+        (status.code(), fs::read_to_string(&err_file).unwrap())
+    };
+    assert_eq!(
+        quiet(bundle.hostd(&["create", "--bundle", &b, &id])).0,
+        Some(0)
+    );
+    // runc 1.1's start cannot tell (its init runs the hook after start
+    // returned) and exits 0; hostd reports it, as the specification asks.
+    let (code, err) = quiet(bundle.hostd(&["start", &id]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("startContainer hook #0 (/bin/false) exited with status 1"),
+        "{err}"
+    );
+    assert_eq!(
+        wait_status(|| bundle.hostd(&["state", &id]), "stopped")["status"],
+        "stopped"
+    );
+    assert!(order(bundle.path()).is_empty(), "poststart must not run");
+    assert_eq!(quiet(bundle.hostd(&["delete", &id])).0, Some(0));
+    assert_eq!(order(bundle.path()), ["poststop"]);
+    assert!(bundle.hostd_state_entries().is_empty());
+}
+
+#[test]
+fn unusable_hooks_are_refused_before_anything_is_made() {
+    if !require_prereqs() {
+        return;
+    }
+    let err = refused(&["true"], |c| {
+        c["hooks"] = json!({"poststop": [{"path": "relative/hook"}]});
+    });
+    assert!(
+        err.contains("hooks.poststop[0].path: not an absolute path"),
+        "{err}"
+    );
+    let err = refused(&["true"], |c| {
+        c["hooks"] = json!({"prestart": [{"path": "/bin/true", "timeout": 0}]});
+    });
+    assert!(err.contains("hooks.prestart[0].timeout"), "{err}");
+    let err = refused(&["true"], |c| {
+        c["hooks"] = json!({"createRuntime": [{"path": 7}]});
+    });
+    assert!(err.contains("hooks.createRuntime[0].path"), "{err}");
+}
+
+// ---- hooks with seccomp and namespaces (the three features together) ----
+
+/// Edits a bundle's `config.json` in place.
+fn edit_config(bundle: &Bundle, edit: impl FnOnce(&mut Value)) {
+    let path = bundle.path().join("config.json");
+    let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut config);
+    fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn hooks_run_before_the_filter_and_poststart_only_after_execve() {
+    if !require_prereqs() {
+        return;
+    }
+    // No mount namespace (the init chroots in ours), and a filter that
+    // refuses every way to fork: the startContainer hook (a shell script
+    // that forks) still runs, since the filter comes after it.
+    let no_fork = |c: &mut Value| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount");
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+        c["root"]["readonly"] = json!(false);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["clone", "clone3", "fork", "vfork"],
+                          "action": "SCMP_ACT_ERRNO"}]
+        });
+    };
+    let bundle = hook_bundle(&["true"], all_six);
+    edit_config(&bundle, no_fork);
+    let before = mountinfo_mentioning(bundle.path());
+    let b = bundle.path().to_str().unwrap().to_string();
+    let out = bundle
+        .hostd(&["run", "--bundle", &b, &unique("hs")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        order(bundle.path()),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    let seen = recorded(bundle.path());
+    let (lines, _) = &seen["startContainer"];
+    assert!(lines.iter().any(|l| l == "root=container"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "ns mnt test's"), "{lines:?}");
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    assert!(bundle.hostd_state_entries().is_empty());
+
+    // An execve that fails after the startContainer hook: start fails with
+    // it, poststart never runs, poststop runs at delete.
+    let bundle = hook_bundle(&["/bin/notexec"], all_six);
+    edit_config(&bundle, no_fork);
+    let bad = bundle.path().join("rootfs/bin/notexec");
+    fs::write(&bad, "not a program\n").unwrap();
+    fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
+    let id = unique("hx");
+    let (created, started, err, _) = create_then_start(&bundle, true, &id);
+    assert!(created && !started, "{err}");
+    assert!(
+        err.contains("container init failed execve /bin/notexec")
+            && err.contains("Exec format error"),
+        "{err}"
+    );
+    assert_eq!(
+        order(bundle.path()),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststop"
+        ],
+        "poststart must not run"
+    );
+    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    assert!(bundle.hostd_state_entries().is_empty());
+}

@@ -27,7 +27,11 @@
 //!                                           (3) namespaces joined, the cgroup
 //!                                               namespace made (now that we
 //!                                               are in our cgroup), signals reset,
-//!                                               rootfs built, pivot_root,
+//!                                               rootfs mounts and devices
+//!  (3a) with prestart/createRuntime hooks
+//!      only: runs them (hooks.rs) <-------- (3a) HOOKS, blocks reading
+//!      then GO -----------------------------> createContainer hooks (if any),
+//!                                               pivot_root,
 //!                                               hostname, sysctls, masked and
 //!                                               read-only paths, rlimits, user,
 //!                                               capabilities, executable found,
@@ -38,16 +42,20 @@
 //!                                               writing
 //!  (5) `start` opens exec.fifo, reads ------> (5) writes one byte, keeps the
 //!      the byte, then the fifo until EOF          fifo open (close-on-exec)
+//!                                          (5a) startContainer hooks (if any)
 //!                                           (6) seccomp, execve
-//!  EOF on exec.fifo <------------------------ (6) exec succeeded
-//!  or ERROR(step, 0, errno) + the command <-- (6) seccomp or exec failed,
-//!      on exec.fifo: `start` fails                _exit(1, 126 or 127)
+//!  EOF on exec.fifo: start runs the <-------- (6) exec succeeded
+//!      poststart hooks
+//!  or ERROR(step, index, errno) + the <------ (5a) a hook failed, or (6)
+//!      command on exec.fifo: `start` fails        seccomp or exec failed,
+//!                                                 _exit(1, 126 or 127)
 //! ```
 
 use std::cell::Cell;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+use super::hooks::{self, Kind};
 use super::mounts::Target;
 use super::plan::{MountKind, Plan};
 use super::sys::{self, CapSets, Errno, SysResult};
@@ -100,10 +108,12 @@ pub enum Step {
     ExecFifo,
     PreserveFds,
     Exec,
+    CreateContainerHook,
+    StartContainerHook,
 }
 
 impl Step {
-    const ALL: [Step; 43] = [
+    const ALL: [Step; 45] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
@@ -147,6 +157,8 @@ impl Step {
         Step::ExecFifo,
         Step::PreserveFds,
         Step::Exec,
+        Step::CreateContainerHook,
+        Step::StartContainerHook,
     ];
 
     /// The step with this wire number.
@@ -200,6 +212,8 @@ impl Step {
             Step::ExecFifo => "waiting on exec.fifo",
             Step::PreserveFds => "passing preserved fds",
             Step::Exec => "execve",
+            Step::CreateContainerHook => "running a createContainer hook",
+            Step::StartContainerHook => "running a startContainer hook",
         }
     }
 }
@@ -221,6 +235,8 @@ pub const MSG_GO: u32 = 1;
 pub const MSG_READY: u32 = 2;
 /// A step failed.
 pub const MSG_ERROR: u32 = 3;
+/// The child waits before `pivot_root` for the parent's hooks (3a).
+pub const MSG_HOOKS: u32 = 4;
 
 /// A sync message: 16 bytes, `kind, step, index, errno` in native order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -837,6 +853,8 @@ impl<S: ChildSys> Init<'_, S> {
 
         // (4) Ready, and (5) block until `start`.
         self.ready_and_wait_for_start()?;
+        // (5a) The startContainer hooks.
+        self.start_hooks()?;
 
         // (6) The seccomp filter, then exec.
         self.exec(chosen)
@@ -964,6 +982,7 @@ impl<S: ChildSys> Init<'_, S> {
         if let Some(cwd) = &plan.cwd_target {
             at(Step::Cwd, 0, self.make_target(root, cwd, Some(true)))?;
         }
+        self.create_hooks()?;
         if plan.shared_mount_ns {
             at(Step::Chroot, 0, sys.fchdir(root))?;
             at(Step::Chroot, 0, sys.chroot(c"."))?;
@@ -1183,6 +1202,34 @@ impl<S: ChildSys> Init<'_, S> {
         Err(fail(Step::FindExecutable, 0, last_err))
     }
 
+    /// Step (3a), before `pivot_root` (or `chroot`), with the old root
+    /// still visible ([`super::hooks`]): with `prestart` or `createRuntime`
+    /// hooks, HOOKS to the parent, which runs them and answers GO; then the
+    /// `createContainer` hooks, run from here in the rootfs directory.
+    fn create_hooks(&self) -> StepResult {
+        let hooks = &self.plan.hooks;
+        if hooks.runtime_hooks_before_pivot() {
+            let hello = Message::new(MSG_HOOKS).to_bytes();
+            at(Step::WaitGo, 1, self.sys.write(self.fds.sync, &hello))?;
+            self.wait_go()?;
+        }
+        let cwd = Some(self.plan.rootfs_c.as_c_str());
+        hooks
+            .run_in_init(Kind::CreateContainer, hooks::CREATING, cwd)
+            .map_err(|(i, f)| fail(Step::CreateContainerHook, i, Errno(f.to_wire())))
+    }
+
+    /// Step (5a), after `start` took the fifo's byte: the `startContainer`
+    /// hooks, as the container's process. Before the seccomp filter, which
+    /// need not allow what running a hook takes. A failure is reported on
+    /// exec.fifo like one of step (6), so `start` fails.
+    fn start_hooks(&self) -> StepResult {
+        self.plan
+            .hooks
+            .run_in_init(Kind::StartContainer, hooks::CREATED, None)
+            .map_err(|(i, f)| fail(Step::StartContainerHook, i, Errno(f.to_wire())))
+    }
+
     /// Every descriptor from 3 up close-on-exec, except the preserved ones
     /// (`--preserve-fds`). Before READY, so that a failure fails `create`,
     /// and before the seccomp filter, which need not allow `close_range`.
@@ -1201,7 +1248,7 @@ impl<S: ChildSys> Init<'_, S> {
 
     /// Steps (4) and (5): tells the parent we are ready, then blocks until
     /// `start` opens exec.fifo for reading. The fifo stays open (it is
-    /// close-on-exec) to report a failure of step (6) to `start`.
+    /// close-on-exec) to report a failure of step (5a) or (6) to `start`.
     fn ready_and_wait_for_start(&self) -> StepResult {
         let sys = self.sys;
         let fds = self.fds;

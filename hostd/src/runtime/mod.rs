@@ -14,11 +14,17 @@
 //!    plan and makes raw system calls (namespaces joined, private mounts,
 //!    bind the root onto itself, the spec's mounts, `/dev` nodes,
 //!    `pivot_root` or, in the runtime's mount namespace, `chroot`, hostname,
-//!    masked and read-only paths, rlimits, seccomp, user, capabilities), then
-//!    blocks on `exec.fifo` until `start`, and `execve`s. Parent and child talk
+//!    masked and read-only paths, rlimits, user, capabilities), then
+//!    blocks on `exec.fifo` until `start`, runs the `startContainer` hooks,
+//!    loads the seccomp filter and `execve`s. Parent and child talk
 //!    over a socketpair in numbered steps ([`process`], [`child`]); a failing
 //!    step comes back as a typed error naming the step, the mount or limit it
 //!    worked on, and the errno.
+//!
+//! OCI hooks ([`hooks`]) run from the parent while the init waits at a sync
+//! step (`prestart`, `createRuntime`), from the init itself
+//! (`createContainer`, `startContainer`), and from the later verbs
+//! (`poststart`, `poststop`).
 //!
 //! [`container::Runtime`] implements the OCI lifecycle (`create`, `start`,
 //! `state`, `kill`, `delete`, `run`) with runc's state JSON, keeping state
@@ -29,6 +35,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod child;
 pub mod container;
+pub mod hooks;
 pub mod lsm;
 pub mod mounts;
 pub mod plan;

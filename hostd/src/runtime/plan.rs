@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::caps;
+use super::hooks::{self, Hooks};
 use super::lsm::{self, AttrWrite, HostLsm, LsmError};
 use super::mounts::{self, MountOptions, Target, TargetError};
 use super::seccomp::{self, Program, SeccompError};
@@ -157,6 +158,9 @@ pub enum PlanError {
     /// The seccomp policy does not compile.
     #[error("linux.seccomp")]
     Seccomp(#[from] SeccompError),
+    /// A hook is unusable.
+    #[error(transparent)]
+    Hook(#[from] hooks::ConfigError),
 }
 
 /// A NUL-terminated array of C strings for `execve`.
@@ -408,8 +412,10 @@ pub struct Plan {
     pub resources: Resources,
     /// Annotations for `state`.
     pub annotations: BTreeMap<String, String>,
-    /// Things that are accepted but not applied (hooks), for the log.
+    /// Things that are accepted but not applied, for the log.
     pub warnings: Vec<String>,
+    /// The lifecycle hooks, prepared.
+    pub hooks: Hooks,
 }
 
 fn cstring(field: &str, s: impl Into<Vec<u8>>) -> Result<CString, PlanError> {
@@ -556,6 +562,7 @@ impl Plan {
         let (seccomp, seccomp_is_default) = seccomp_program(linux, caps.bounding)?;
         let cgroup_path = cgroup_path(id, linux)?;
         let warnings = warnings(spec);
+        let hooks = Hooks::new(spec.hooks.as_ref(), id, &bundle, &spec.annotations)?;
         let root_propagation = root_propagation(linux, &rootfs, shared_mount_ns)?;
         let loopback = ns.creates(NamespaceKind::Network);
         let userns = ns.in_user_namespace();
@@ -608,6 +615,7 @@ impl Plan {
             resources: linux.resources.clone().unwrap_or_default(),
             annotations: spec.annotations.clone(),
             warnings,
+            hooks,
         })
     }
 
@@ -1204,13 +1212,9 @@ fn cgroup_path(id: &str, linux: &Linux) -> Result<String, PlanError> {
     })
 }
 
-/// What is accepted but not applied.
-fn warnings(spec: &Spec) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if spec.hooks.as_ref().is_some_and(|h| !h.is_null()) {
-        warnings.push("hooks are not supported and were ignored".to_string());
-    }
-    warnings
+/// What is accepted but not applied (nothing at the moment).
+fn warnings(_spec: &Spec) -> Vec<String> {
+    Vec::new()
 }
 
 /// The root's propagation steps for `linux.rootfsPropagation`, as runc

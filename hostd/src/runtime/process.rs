@@ -8,11 +8,14 @@
 //! 1. clone; the child blocks reading the sync socket;
 //! 2. write the uid/gid maps (user namespace), join the cgroup by pid when
 //!    `CLONE_INTO_CGROUP` was not used, send GO;
-//! 3. (child builds the container);
+//! 3. (child builds the container); with `prestart` or `createRuntime`
+//!    hooks the child sends HOOKS before `pivot_root`: run them, send GO
+//!    (3a, see [`super::hooks`]);
 //! 4. read READY, or ERROR with the failed step, or EOF if the child died.
 //!
-//! Steps 5 and 6 (exec.fifo, execve) happen later, in `start`, which waits
-//! for the outcome of step 6 on exec.fifo with [`wait_for_exec`].
+//! Steps 5, 5a and 6 (exec.fifo, the `startContainer` hooks, execve) happen
+//! later, in `start`, which waits for their outcome on exec.fifo with
+//! [`wait_for_exec`].
 
 use std::fs::File;
 use std::io;
@@ -21,7 +24,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::child::{self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_READY};
+use super::child::{
+    self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_READY,
+};
+use super::hooks::{self, HookError, Hooks};
 use super::plan::Plan;
 use super::sys::{self, Errno, Forked};
 
@@ -74,6 +80,9 @@ pub enum SpawnError {
     /// The init died without reporting.
     #[error("container init exited without reporting (status {0})")]
     Died(i32),
+    /// A `prestart`, `createRuntime` or `createContainer` hook failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 /// Inputs to [`spawn`] besides the plan.
@@ -277,14 +286,35 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
             write(procs.clone(), &pid.to_string())?;
         }
     }
+    send_go(spawned)?;
+
+    let mut msg = read_message(spawned)?;
+    // (3a) The init waits before pivot_root: prestart and createRuntime.
+    if msg.kind == MSG_HOOKS {
+        plan.hooks.run_create_runtime(pid)?;
+        send_go(spawned)?;
+        msg = read_message(spawned)?;
+    }
+
+    // (4) READY or ERROR.
+    match msg.kind {
+        MSG_READY => Ok(()),
+        MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
+        _ => Err(protocol_error()),
+    }
+}
+
+fn send_go(spawned: &Spawned) -> Result<(), SpawnError> {
     sys::write_all(spawned.sync.as_fd(), &Message::new(MSG_GO).to_bytes()).map_err(|source| {
         SpawnError::Sys {
             what: "sending GO to the container init",
             source,
         }
-    })?;
+    })
+}
 
-    // (4) READY or ERROR.
+/// The init's next message; its death (EOF) is an error.
+fn read_message(spawned: &Spawned) -> Result<Message, SpawnError> {
     let mut buf = [0u8; Message::SIZE];
     let n = sys::read_fd(spawned.sync.as_fd(), &mut buf).map_err(|source| SpawnError::Sys {
         what: "reading from the container init",
@@ -294,12 +324,7 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
         let status = spawned.wait().map(|s| s.code()).unwrap_or(-1);
         return Err(SpawnError::Died(status));
     }
-    let msg = Message::from_bytes(&buf);
-    match msg.kind {
-        MSG_READY => Ok(()),
-        MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
-        _ => Err(protocol_error()),
-    }
+    Ok(Message::from_bytes(&buf))
 }
 
 /// The error an init reported in `msg`; `unknown` stands for a step number
@@ -310,6 +335,18 @@ fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
         index: msg.index,
         errno: Errno(msg.errno),
     };
+    let hook = match failure.step {
+        Step::CreateContainerHook => Some(hooks::Kind::CreateContainer),
+        Step::StartContainerHook => Some(hooks::Kind::StartContainer),
+        _ => None,
+    };
+    if let Some(kind) = hook {
+        let failed = hooks::Failure::from_wire(msg.errno);
+        return plan
+            .hooks
+            .init_error(kind, msg.index as usize, failed)
+            .into();
+    }
     SpawnError::Init {
         step: failure.step,
         context: context(plan, &failure),
@@ -317,18 +354,29 @@ fn init_failed(plan: &Plan, msg: &Message, unknown: Step) -> SpawnError {
     }
 }
 
-/// Step (6) as `start` sees it: once the init has taken exec.fifo's byte,
-/// reads `fifo` (opened non-blocking) until EOF, which means `execve`
-/// succeeded (the init's end is close-on-exec), or until the init's report of
-/// a failed seccomp filter or `execve`: a [`Message`] followed by the
-/// command. Gives up after `timeout_ms`.
-pub fn wait_for_exec(fifo: BorrowedFd<'_>, timeout_ms: u32) -> Result<(), SpawnError> {
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms.into());
+/// Steps (5a) and (6) as `start` sees them: once the init has taken
+/// exec.fifo's byte, reads `fifo` (opened non-blocking) until EOF, which
+/// means `execve` succeeded (the init's end is close-on-exec), or until the
+/// init's report of a failed `startContainer` hook, seccomp filter or
+/// `execve`: a [`Message`] followed by the command. A hook's failure is told
+/// with `hooks` (the container's, when they could be prepared). Gives up
+/// after `timeout_ms` (`None`: never).
+pub fn wait_for_exec(
+    fifo: BorrowedFd<'_>,
+    timeout_ms: Option<u64>,
+    hooks: Option<&Hooks>,
+) -> Result<(), SpawnError> {
+    let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut report = [0u8; Message::SIZE + 4096];
     let mut len = 0;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let left = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+            }
+            None => -1,
+        };
         let [ready] = sys::poll_readable([fifo], left).map_err(|source| SpawnError::Sys {
             what: "waiting for the container init's execve",
             source,
@@ -357,12 +405,12 @@ pub fn wait_for_exec(fifo: BorrowedFd<'_>, timeout_ms: u32) -> Result<(), SpawnE
             }
         }
     }
-    exec_report(&report[..len])
+    exec_report(&report[..len], hooks)
 }
 
 /// Decodes what [`wait_for_exec`] read after the fifo's byte: nothing, or an
 /// ERROR message followed by the command.
-fn exec_report(bytes: &[u8]) -> Result<(), SpawnError> {
+fn exec_report(bytes: &[u8], hooks: Option<&Hooks>) -> Result<(), SpawnError> {
     if bytes.is_empty() {
         return Ok(());
     }
@@ -373,9 +421,15 @@ fn exec_report(bytes: &[u8]) -> Result<(), SpawnError> {
     if msg.kind != MSG_ERROR {
         return Err(protocol_error());
     }
+    let step = Step::from_u32(msg.step).unwrap_or(Step::Exec);
+    if let (Step::StartContainerHook, Some(hooks)) = (step, hooks) {
+        let failed = hooks::Failure::from_wire(msg.errno);
+        let kind = hooks::Kind::StartContainer;
+        return Err(hooks.init_error(kind, msg.index as usize, failed).into());
+    }
     let command = String::from_utf8_lossy(rest);
     Err(SpawnError::Init {
-        step: Step::from_u32(msg.step).unwrap_or(Step::Exec),
+        step,
         context: if command.is_empty() {
             String::new()
         } else {
@@ -389,5 +443,54 @@ fn protocol_error() -> SpawnError {
     SpawnError::Sys {
         what: "unexpected message from the container init",
         source: Errno(libc::EPROTO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(step: Step, index: u32, errno: i32, command: &str) -> Vec<u8> {
+        let msg = Message {
+            kind: MSG_ERROR,
+            step: step as u32,
+            index,
+            errno,
+        };
+        let mut bytes = msg.to_bytes().to_vec();
+        bytes.extend_from_slice(command.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn exec_reports_name_the_step_or_the_hook() {
+        // EOF alone: execve succeeded.
+        assert!(exec_report(&[], None).is_ok());
+        // A failed execve names the command.
+        let e = exec_report(&report(Step::Exec, 0, libc::ENOEXEC, "/bin/app"), None);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("execve") && e.contains("/bin/app"), "{e}");
+        // A failed startContainer hook is the hook's error.
+        let spec = serde_json::json!({"startContainer": [{"path": "/bin/false"}]});
+        let hooks = Hooks::new(
+            Some(&spec),
+            "c1",
+            std::path::Path::new("/b"),
+            &Default::default(),
+        )
+        .unwrap();
+        let wire = hooks::Failure::Exited(1).to_wire();
+        let bytes = report(Step::StartContainerHook, 0, wire, "/bin/app");
+        match exec_report(&bytes, Some(&hooks)) {
+            Err(SpawnError::Hook(h)) => {
+                assert_eq!(
+                    h.to_string(),
+                    "startContainer hook #0 (/bin/false) exited with status 1"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Half a message is a protocol error.
+        assert!(exec_report(&[1, 2, 3], None).is_err());
     }
 }

@@ -65,7 +65,8 @@ pub struct Spec {
     /// Free-form annotations, reported by `state`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// Lifecycle hooks (not supported; kept to report them).
+    /// Lifecycle hooks, checked by [`super::hooks`] (kept as JSON: the
+    /// parse there gives the same field paths and costs less code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<serde_json::Value>,
 }

@@ -46,6 +46,9 @@ pub struct Record {
     /// The cgroup path, when the container has one.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// The spec's `hooks`, for the verbs after `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<serde_json::Value>,
     /// Without a mount namespace of its own: the id of the mount the init
     /// made on `rootfs` in the runtime's mount namespace, which holds the
     /// container's mounts and is detached when the container is destroyed.
@@ -230,6 +233,7 @@ mod tests {
             created: rfc3339_now(),
             annotations: BTreeMap::new(),
             cgroup: None,
+            hooks: None,
             host_mount: None,
         };
         save(tmp.path(), &record).unwrap();

@@ -671,3 +671,39 @@ fn security_labels_are_written_before_the_user_switch() {
         (Step::SecurityLabel, Errno(libc::EINVAL))
     );
 }
+
+#[test]
+fn start_container_hooks_run_before_the_filter_and_report_on_the_fifo() {
+    let hooks = |path: &str| {
+        let path = path.to_string();
+        move |spec: &mut crate::runtime::spec::Spec| {
+            spec.hooks = Some(serde_json::json!({"startContainer": [{"path": path}]}));
+        }
+    };
+    // A hook that succeeds: the filter and execve still come last, after
+    // the fifo's byte (the hook runs for real, between the two).
+    let (_dir, plan) = plan_with(hooks("/bin/true"));
+    let fake = Fake::default();
+    assert_eq!(run_and_report(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    assert!(position(&calls, "write 1 to self/fd/4") < position(&calls, "seccomp"));
+    assert_eq!(position(&calls, "seccomp") + 1, position(&calls, "execve"));
+
+    // A failing one: reported to `start` on exec.fifo, with nothing of the
+    // container's loaded or executed.
+    let (_dir, plan) = plan_with(hooks("/bin/false"));
+    let fake = Fake::default();
+    let failure = run_and_report(&fake, &plan, FDS);
+    assert_eq!((failure.step, failure.index), (Step::StartContainerHook, 0));
+    assert_eq!(
+        crate::runtime::hooks::Failure::from_wire(failure.errno.0),
+        crate::runtime::hooks::Failure::Exited(1)
+    );
+    let calls = fake.calls();
+    let n = calls.len();
+    assert_eq!(calls[n - 3], "write 1 to self/fd/4", "{calls:#?}");
+    assert_eq!(calls[n - 2], "write 16 to self/fd/4");
+    assert!(calls[n - 1].starts_with("write ") && calls[n - 1].ends_with(" to self/fd/4"));
+    assert!(!calls.iter().any(|c| c.starts_with("seccomp")));
+    assert!(!calls.iter().any(|c| c.starts_with("execve")));
+}

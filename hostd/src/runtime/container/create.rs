@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::runtime::{check_id, state_err, Runtime, RuntimeError};
 use crate::runtime::cgroups;
+use crate::runtime::hooks::{self, Hooks, Kind};
 use crate::runtime::plan::Plan;
 use crate::runtime::process::{self, SpawnOptions, Spawned};
 use crate::runtime::spec::Spec;
@@ -41,10 +42,12 @@ pub struct Container {
 }
 
 /// Undoes a half-made `create` when dropped before [`Cleanup::disarm`].
+/// Once the init was started, that is a delete: `poststop` hooks run.
 struct Cleanup<'a> {
     rt: &'a Runtime,
     dir: Option<PathBuf>,
     cgroup: Option<String>,
+    poststop: Option<(&'a Hooks, &'a str)>,
     /// Without a mount namespace: the rootfs and the id of the mount it was
     /// on before the init bound it (see [`Runtime::detach_host_mounts`]).
     host_root: Option<(PathBuf, u64)>,
@@ -54,6 +57,7 @@ impl Cleanup<'_> {
     fn disarm(mut self) {
         self.dir = None;
         self.cgroup = None;
+        self.poststop = None;
         self.host_root = None;
     }
 }
@@ -72,6 +76,12 @@ impl Drop for Cleanup<'_> {
         }
         if let Some(dir) = self.dir.take() {
             let _ = fs::remove_dir_all(dir);
+        }
+        if let Some((list, id)) = self.poststop.take() {
+            let _ = list.run_all(Kind::Poststop, hooks::STOPPED, None, &mut |e| {
+                self.rt.log.warn(&format!("{id}: {e}"));
+                Ok(())
+            });
         }
     }
 }
@@ -112,6 +122,7 @@ impl Runtime {
             rt: self,
             dir: Some(dir.clone()),
             cgroup: None,
+            poststop: None,
             host_root: None,
         };
 
@@ -147,6 +158,7 @@ impl Runtime {
                 sys::mount_id(&plan.rootfs).map_err(|e| state_err(&plan.rootfs)(e.into()))?;
             cleanup.host_root = Some((plan.rootfs.clone(), before));
         }
+        cleanup.poststop = Some((&plan.hooks, id));
         let spawned = process::spawn(
             &plan,
             &SpawnOptions {
@@ -171,6 +183,7 @@ impl Runtime {
             created: state::rfc3339_now(),
             annotations: plan.annotations.clone(),
             cgroup: cleanup.cgroup.clone(),
+            hooks: spec.hooks.clone(),
             host_mount: cleanup
                 .host_root
                 .as_ref()

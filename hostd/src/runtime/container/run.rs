@@ -4,7 +4,6 @@ use std::os::fd::AsFd;
 
 use super::create::CreateOptions;
 use super::runtime::{Runtime, RuntimeError};
-use super::start::release;
 use crate::runtime::process;
 use crate::runtime::sys::{self, SignalFd, WaitStatus};
 
@@ -43,12 +42,15 @@ impl Runtime {
             SignalFd::block(FORWARDED).ok()
         };
         let container = self.create(id, &opts.create)?;
-        // Fails too when the init fails before execve (reported on the fifo).
-        if let Err(e) = release(&container.dir, &container.record) {
+        // Fails too when the init fails before execve (a startContainer
+        // hook, the seccomp filter, execve: reported on the fifo).
+        if let Err(e) = self.release(&container.dir, &container.record) {
             container.process.kill();
             let _ = self.destroy(&container.dir, &container.record);
             return Err(e);
         }
+        // execve succeeded.
+        self.poststart(&container.record);
         if opts.detach {
             return Ok(0);
         }

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::runtime::cgroups::{CgroupError, CgroupManager, Cgroupfs};
+use crate::runtime::hooks::{self, HookError, Hooks, Kind};
 use crate::runtime::plan::PlanError;
 use crate::runtime::process::SpawnError;
 use crate::runtime::spec::SpecError;
@@ -72,6 +73,9 @@ pub enum RuntimeError {
     /// The init died between create and start.
     #[error("container {0:?} exited before it was started")]
     DiedBeforeStart(String),
+    /// A `startContainer` hook failed; the container was stopped.
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 pub(super) fn state_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
@@ -193,7 +197,7 @@ impl Runtime {
     /// Removes what a container leaves behind: processes still in its
     /// cgroup (its init is gone; without a pid namespace its children may
     /// not be, as with runc they are killed), the cgroup, and its state
-    /// directory.
+    /// directory. Then the `poststop` hooks run.
     pub(super) fn destroy(&self, dir: &Path, record: &Record) -> Result<(), RuntimeError> {
         if let Some(cg) = &record.cgroup {
             self.cgroups.kill_all(cg)?;
@@ -206,8 +210,42 @@ impl Runtime {
             }
         }
         match std::fs::remove_dir_all(dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(state_err(dir)(e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(state_err(dir)(e)),
+            _ => {}
+        }
+        self.run_hooks_logged(record, Kind::Poststop, hooks::STOPPED, None);
+        Ok(())
+    }
+
+    /// The recorded hooks of a container, prepared.
+    pub(super) fn hooks(&self, record: &Record) -> Option<Hooks> {
+        record.hooks.as_ref()?;
+        let hooks = Hooks::new(
+            record.hooks.as_ref(),
+            &record.id,
+            &record.bundle,
+            &record.annotations,
+        );
+        hooks
+            .map_err(|e| self.log.warn(&format!("{}: {e}", record.id)))
+            .ok()
+    }
+
+    /// Runs the recorded `poststart` or `poststop` hooks: a failure is a
+    /// warning, and the remaining hooks still run (the specification's
+    /// rule for these two kinds).
+    pub(super) fn run_hooks_logged(
+        &self,
+        record: &Record,
+        kind: Kind,
+        status: &str,
+        pid: Option<u32>,
+    ) {
+        if let Some(hooks) = self.hooks(record) {
+            let _ = hooks.run_all(kind, status, pid, &mut |e| {
+                self.log.warn(&format!("{}: {e}", record.id));
+                Ok(())
+            });
         }
     }
 
