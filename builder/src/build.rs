@@ -512,7 +512,12 @@ fn write_initramfs(
             size(container_plan.bytes())
         )
     });
-    let archive = assemble_initramfs(profile, kernel, programs, module_plan, container_plan)?;
+    let mut archive = assemble_initramfs(profile, kernel, programs, module_plan, container_plan)?;
+    // init and hostd are built from one crate and share most of their code:
+    // side by side, zstd's 8 MiB window finds it twice; sorted by path the
+    // modules between them push much of hostd out of init's reach.
+    archive.put_first(paths::INIT);
+    archive.put_first(paths::HOSTD);
     let mut cpio_bytes = Vec::new();
     let mtime = u32::try_from(options.source_date_epoch).unwrap_or(u32::MAX);
     archive.write_newc(&mut cpio_bytes, mtime)?;

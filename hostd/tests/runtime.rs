@@ -541,13 +541,19 @@ fn refused(args: &[&str], edit: impl FnOnce(&mut Value)) -> String {
         .unwrap();
     assert!(!out.status.success());
     assert_eq!(out.status.code(), Some(1));
+    assert_nothing_left(&bundle, before);
+    text(&out.stderr)
+}
+
+/// No state directory of hostd's is left, and no more mounts mention the
+/// bundle than `before`.
+fn assert_nothing_left(bundle: &Bundle, before: usize) {
     assert!(
         bundle.hostd_state_entries().is_empty(),
         "state left: {:?}",
         bundle.hostd_state_entries()
     );
     assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
-    text(&out.stderr)
 }
 
 #[test]
@@ -1092,12 +1098,7 @@ fn refused_like_runc(args: &[&str], edit: impl FnOnce(&mut Value)) -> String {
     let (h, r) = bundle.run_both();
     assert_eq!(h.status.code(), Some(1), "hostd: {}", text(&h.stderr));
     assert_eq!(r.status.code(), Some(1), "runc: {}", text(&r.stderr));
-    assert!(
-        bundle.hostd_state_entries().is_empty(),
-        "state left: {:?}",
-        bundle.hostd_state_entries()
-    );
-    assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    assert_nothing_left(&bundle, before);
     text(&h.stderr)
 }
 
