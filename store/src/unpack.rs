@@ -170,6 +170,12 @@ pub(crate) fn components(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
     Ok(out)
 }
 
+/// Whether an entry path names the layer root itself: `/`, `./`, `.`, `//`,
+/// `./.`, ... (only empty and `.` components). umoci writes the root as `/`.
+fn names_root(raw: &[u8]) -> bool {
+    raw.split(|&b| b == b'/').all(|c| c.is_empty() || c == b".")
+}
+
 fn cstring(bytes: &[u8]) -> CString {
     // `components` refused NUL bytes, so this cannot fail for path parts; a
     // symlink target with a NUL is cut there by the tar format itself.
@@ -232,11 +238,19 @@ impl Unpacker<'_> {
         }
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let comps = components(&raw).map_err(|r| self.unsafe_entry(&shown, r))?;
+        // A directory entry naming the layer root (`/` as umoci writes it,
+        // `./`, `.`) is the root itself; any other absolute path, and a
+        // non-directory naming the root, is refused as before.
+        let comps = if kind.is_dir() && names_root(&raw) {
+            Vec::new()
+        } else {
+            components(&raw).map_err(|r| self.unsafe_entry(&shown, r))?
+        };
         let meta = self.meta(entry, &shown)?;
 
         let Some((&name, parent)) = comps.split_last() else {
-            // The layer root itself ("./").
+            // The layer root itself ("./", "/"): its metadata is applied to
+            // the layer directory at the end.
             if kind.is_dir() {
                 self.dirs.push((Vec::new(), meta));
                 return Ok(());
@@ -724,6 +738,9 @@ mod tests {
     fn components_refuse_escapes() {
         assert_eq!(components(b"./a//b/").unwrap(), [&b"a"[..], b"b"]);
         assert!(components(b"./").unwrap().is_empty());
+        assert_eq!(components(b"/"), Err("is an absolute path"));
+        assert!(names_root(b"/") && names_root(b"./") && names_root(b".") && names_root(b"./."));
+        assert!(!names_root(b"/etc") && !names_root(b"..") && !names_root(b"/.."));
         assert_eq!(components(b"/etc/passwd"), Err("is an absolute path"));
         assert_eq!(components(b"a/../../b"), Err("has a `..` component"));
     }
@@ -857,6 +874,75 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["layer"]);
+    }
+
+    #[test]
+    fn root_entry_metadata_applies_to_layer_root() {
+        for (i, name) in [&b"/"[..], b"./", b".", b"//", b"./.", b"/./"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_entry_type(T::Directory);
+            h.set_mode(0o750);
+            h.set_uid(1234);
+            h.set_gid(5678);
+            h.set_mtime(2_000_000 + i as u64);
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            raw_entry(&mut b, b"etc/hosts", T::Regular, b"", b"127.0.0.1");
+            let tar = b.into_inner().unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let dest = tmp.path().join("layer");
+            std::fs::create_dir(&dest).unwrap();
+            let shown = String::from_utf8_lossy(name);
+            unpack_layer(&tar[..], &dest, "sha256:test")
+                .unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+            let m = std::fs::metadata(&dest).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0o750, "{shown:?}");
+            assert_eq!(m.mtime(), 2_000_000 + i as i64, "{shown:?}");
+            assert_eq!((m.uid(), m.gid()), (1234, 5678), "{shown:?}");
+            assert_eq!(std::fs::read(dest.join("etc/hosts")).unwrap(), b"127.0.0.1");
+            // Nothing written next to the layer directory.
+            let names: Vec<_> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["layer"]);
+        }
+    }
+
+    #[test]
+    fn root_entry_that_is_not_a_directory_is_refused() {
+        refused(&[(b"/", T::Regular, b"", b"x")], "is an absolute path");
+        refused(&[(b"/", T::Symlink, b"/etc", b"")], "is an absolute path");
+        refused(&[(b"//", T::Regular, b"", b"x")], "is an absolute path");
+        refused(
+            &[(b"./", T::Regular, b"", b"x")],
+            "would replace the layer root",
+        );
+        refused(
+            &[(b".", T::Symlink, b"/etc", b"")],
+            "would replace the layer root",
+        );
+        refused(
+            &[(b"/", T::Link, b"etc/passwd", b"")],
+            "is an absolute path",
+        );
+        // Absolute and escaping paths stay refused, directories included.
+        refused(
+            &[(b"/etc/passwd", T::Regular, b"", b"x")],
+            "is an absolute path",
+        );
+        refused(&[(b"/etc", T::Directory, b"", b"")], "is an absolute path");
+        refused(&[(b"/..", T::Directory, b"", b"")], "is an absolute path");
+        refused(&[(b"..", T::Directory, b"", b"")], "`..`");
+        refused(&[(b"./..", T::Directory, b"", b"")], "`..`");
+        refused(&[(b"a/../../x", T::Directory, b"", b"")], "`..`");
+        refused(&[(b"../x", T::Regular, b"", b"x")], "`..`");
     }
 
     #[test]

@@ -909,3 +909,53 @@ fn index_without_media_types_and_compressed_docker_save() {
     assert_eq!(report.images[0].names, ["docker.io/test/img:v4"]);
     assert_eq!(report.layers_added, 3);
 }
+
+#[test]
+fn umoci_insert_root_entry_is_the_layer_root() {
+    if !can_run() {
+        return;
+    }
+    // `umoci insert --image L:x DIR /` writes a layer whose first entry is
+    // the root directory itself, named `/`, carrying DIR's metadata.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    umoci(&["init", "--layout", "L"], dir);
+    umoci(&["new", "--image", "L:x"], dir);
+    let src = dir.join("D");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::write(src.join("etc/greeting"), b"hello from umoci\n").unwrap();
+    fs::write(src.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    // umoci 0.4.7 (Debian) ends an inserted layer without the tar trailer
+    // and without padding the last file's data; an empty directory sorted
+    // last keeps that truncation at a header boundary, where a missing
+    // trailer reads as the end of the archive.
+    fs::create_dir_all(src.join("zz-last")).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o750)).unwrap();
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    fs::File::open(&src).unwrap().set_modified(mtime).unwrap();
+    umoci(&["insert", "--image", "L:x", "D", "/"], dir);
+
+    let (_store_tmp, store) = new_store();
+    let report = store.import(dir.join("L")).unwrap();
+    assert_eq!(report.images.len(), 1);
+    assert_eq!(report.images[0].names, ["x"]);
+    assert_eq!(report.layers_added, 1);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+
+    let info = store.inspect("x").unwrap();
+    assert_eq!(info.layers.len(), 1);
+    let layer = &info.layers[0].path;
+    assert_eq!(
+        fs::read(layer.join("etc/greeting")).unwrap(),
+        b"hello from umoci\n"
+    );
+    assert_eq!(fs::read(layer.join("bin/tool")).unwrap(), b"#!/bin/sh\n");
+    let tool = fs::metadata(layer.join("bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o755);
+    let root = fs::metadata(layer).unwrap();
+    assert_eq!(root.mode() & 0o7777, 0o750, "the `/` entry's mode");
+    assert_eq!(root.mtime(), 1_500_000_000, "the `/` entry's mtime");
+    assert_eq!((root.uid(), root.gid()), (0, 0));
+}
