@@ -1221,6 +1221,7 @@ fn container_from_raw(
         env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
         limits,
         restart,
+        ..RunRequest::default()
     };
     // Everything above is what validate checks; this keeps the two in step.
     request
@@ -1716,6 +1717,7 @@ cpus = 2
                     cpuset_mems: Some("0".into()),
                 },
                 restart: hostd_request::RestartPolicy::OnFailure { max: Some(3) },
+                ..RunRequest::default()
             }
         );
         assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));

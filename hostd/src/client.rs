@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mkhost_shared::container::Record;
+use mkhost_shared::container::{Record, RunRequest};
 use mkhost_shared::control::{self, Request, Response};
 use mkhost_shared::images::ImageSummary;
 
@@ -92,6 +92,133 @@ pub fn follow_logs(socket: &Path, name: &str) -> ExitCode {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `run`: starts the container; with `detach`, prints its id. Otherwise
+/// prints its stdout and stderr lines to ours as they come and answers its
+/// exit code, as `docker run` does (125 when the daemon refuses the run);
+/// `--rm` then removes it.
+pub fn run(socket: &Path, request: &RunRequest, detach: bool) -> ExitCode {
+    let mut sent = request.clone();
+    // In the foreground this client removes the container once it has
+    // printed everything; the daemon would race it for the log.
+    sent.auto_remove = request.auto_remove && detach;
+    let run = Request::Run(Box::new(sent));
+    let id = match control::request(socket, &run, run.client_timeout()) {
+        Ok(Response::Started(id)) => id,
+        Ok(Response::Error(message)) => {
+            eprintln!("hostd: {message}");
+            return ExitCode::from(125);
+        }
+        Ok(other) => {
+            eprintln!("hostd: {}", unexpected(&other));
+            return ExitCode::from(125);
+        }
+        Err(e) => {
+            eprintln!("hostd: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    if detach {
+        println!("{id}");
+        return ExitCode::SUCCESS;
+    }
+    let code = match attach(socket, &id) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hostd: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    if request.auto_remove {
+        let rm = Request::Rm {
+            name: id.clone(),
+            force: false,
+        };
+        if let Ok(Response::Error(e)) | Err(e) =
+            control::request(socket, &rm, rm.client_timeout()).map_err(|e| e.to_string())
+        {
+            eprintln!("hostd: cannot remove {id}: {e}");
+        }
+    }
+    // Exit codes are 0..=255; a negative one (never reaped) is a failure.
+    ExitCode::from(u8::try_from(code).unwrap_or(125))
+}
+
+/// Prints the log of container `id` to stdout and stderr, by stream,
+/// until it has exited for good; answers its exit code.
+fn attach(socket: &Path, id: &str) -> Result<i32, String> {
+    let mut last: Option<String> = None;
+    loop {
+        let wait = Request::Wait {
+            name: id.to_string(),
+            timeout_ms: 200,
+        };
+        let record = match control::request(socket, &wait, wait.client_timeout()) {
+            Ok(Response::Container(record)) => record,
+            Ok(Response::Error(message)) => return Err(message),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => return Err(e.to_string()),
+        };
+        let logs = Request::Logs {
+            name: id.to_string(),
+        };
+        let text = match control::request(socket, &logs, logs.client_timeout()) {
+            Ok(Response::Logs(text)) => text,
+            Ok(Response::Error(message)) => return Err(message),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => return Err(e.to_string()),
+        };
+        let new = log_after(&text, last.as_deref());
+        let whole = &new[..new.rfind('\n').map_or(0, |i| i + 1)];
+        print_by_stream(whole);
+        if let Some(line) = whole.lines().last() {
+            last = Some(line.to_string());
+        }
+        if record.status == "exited" {
+            return Ok(record.exit_code.unwrap_or(-1));
+        }
+    }
+}
+
+/// Writes each `TIME STREAM TEXT` log line's text to stdout or stderr.
+fn print_by_stream(lines: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    for line in lines.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (_time, stream, text) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+        let sink: &mut dyn Write = if stream == Some("stderr") {
+            &mut err
+        } else {
+            &mut out
+        };
+        let _ = writeln!(sink, "{text}");
+    }
+    let _ = out.flush();
+    let _ = err.flush();
+}
+
+/// `ps`: a table, or every record as JSON.
+pub fn ps(socket: &Path, json: bool) -> ExitCode {
+    client(
+        socket,
+        &Request::Ps,
+        Request::Ps.client_timeout(),
+        |response| {
+            let Response::Ps(rows) = response else {
+                return Err(unexpected(&response));
+            };
+            if json {
+                let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{}", ps_table(&rows));
+            }
+            Ok(())
+        },
+    )
 }
 
 /// `ps`: one row per container.

@@ -5,6 +5,7 @@
 //! module to reject a bad `[[container]]` at build time with the same words
 //! hostd would use at boot.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -35,6 +36,168 @@ pub struct RunRequest {
     /// What to do when the container exits.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
     pub restart: RestartPolicy,
+    /// `user[:group]`, by name or number; replaces the image's `User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory (absolute); replaces the image's `WorkingDir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Replaces the image's `Entrypoint` (and drops its `Cmd`, as
+    /// `docker run --entrypoint` does); an empty list clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Host name (default: the first 12 digits of the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Mount the root file system read-only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// tmpfs mounts: absolute path -> mount options (`size=64m,mode=1777`,
+    /// or empty), on top of Docker's `nosuid,nodev,noexec`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
+    /// Capabilities added to Docker's default set (`NET_ADMIN`,
+    /// `CAP_NET_ADMIN`, or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from it (or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Labels, kept with the container and shown by `ps --json`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Remove the container once it has exited for good (`docker run --rm`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto_remove: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+/// Capability names in kernel order: the index is the capability number.
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`), in
+/// kernel order.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
+/// The canonical name of a capability given as `net_admin`, `NET_ADMIN` or
+/// `CAP_NET_ADMIN`; `None` if there is no such capability.
+pub fn capability_name(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    CAPABILITIES.iter().copied().find(|c| *c == full)
+}
+
+/// The capability set Docker gives a container: its default set, or every
+/// capability when `cap_add` has `ALL`, or none when `cap_drop` has `ALL`;
+/// then `cap_drop` removed and `cap_add` added. Kernel order.
+pub fn capability_set(
+    cap_add: &[String],
+    cap_drop: &[String],
+) -> Result<Vec<&'static str>, RequestError> {
+    let all = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    let names = |list: &[String], flag: &'static str| -> Result<Vec<&'static str>, RequestError> {
+        list.iter()
+            .filter(|c| !c.eq_ignore_ascii_case("ALL"))
+            .map(|c| {
+                capability_name(c).ok_or_else(|| RequestError::Capability {
+                    flag,
+                    name: c.clone(),
+                })
+            })
+            .collect()
+    };
+    let add = names(cap_add, "cap_add")?;
+    let drop = names(cap_drop, "cap_drop")?;
+    let wanted = |c: &&str| {
+        if all(cap_add) {
+            !drop.contains(c)
+        } else if all(cap_drop) {
+            add.contains(c)
+        } else {
+            add.contains(c) || (DEFAULT_CAPABILITIES.contains(c) && !drop.contains(c))
+        }
+    };
+    Ok(CAPABILITIES.iter().copied().filter(wanted).collect())
+}
+
+/// A host name the kernel and resolvers take: 1 to 63 letters, digits and
+/// `-` per dot-separated label, at most 253 in all (RFC 1123).
+pub fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 impl RunRequest {
@@ -51,6 +214,36 @@ impl RunRequest {
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
             return Err(RequestError::Env(bad.clone()));
         }
+        if let Some(host) = &self.hostname {
+            if !valid_hostname(host) {
+                return Err(RequestError::Hostname(host.clone()));
+            }
+        }
+        if let Some(dir) = &self.workdir {
+            if !dir.starts_with('/') {
+                return Err(RequestError::Path {
+                    field: "workdir",
+                    value: dir.clone(),
+                });
+            }
+        }
+        for path in self.tmpfs.keys() {
+            if !path.starts_with('/') || path.split('/').all(str::is_empty) || path.contains('\0') {
+                return Err(RequestError::Path {
+                    field: "tmpfs",
+                    value: path.clone(),
+                });
+            }
+        }
+        if let Some(key) = self.labels.keys().find(|k| k.is_empty()) {
+            return Err(RequestError::Label(key.clone()));
+        }
+        if self.auto_remove && !self.restart.is_no() {
+            return Err(RequestError::Conflict(
+                "auto_remove (--rm) and a restart policy exclude each other",
+            ));
+        }
+        capability_set(&self.cap_add, &self.cap_drop)?;
         self.limits.validate()
     }
 }
@@ -346,6 +539,12 @@ pub struct Record {
     /// Why the container is not running when that is not its own doing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Labels from the request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Removed once it exits for good (`--rm`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto_remove: bool,
 }
 
 /// Why a request is refused before anything is created.
@@ -360,6 +559,33 @@ pub enum RequestError {
     /// An env entry without `=`.
     #[error("invalid environment entry {0:?} (expected NAME=value)")]
     Env(String),
+    /// A host name the kernel or resolvers would refuse.
+    #[error(
+        "invalid hostname {0:?} (letters, digits and '-' in dot-separated labels of at most 63)"
+    )]
+    Hostname(String),
+    /// A path that must be absolute (and not `/`) is not.
+    #[error("{field} {value:?}: expected an absolute path below /")]
+    Path {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A capability name nobody knows.
+    #[error("{flag}: unknown capability {name:?} (names like NET_ADMIN or CAP_NET_ADMIN, or ALL)")]
+    Capability {
+        /// `cap_add` or `cap_drop`.
+        flag: &'static str,
+        /// The name as given.
+        name: String,
+    },
+    /// A label without a key.
+    #[error("invalid label {0:?}: the key is empty (expected KEY=value)")]
+    Label(String),
+    /// Two options that exclude each other.
+    #[error("conflicting options: {0}")]
+    Conflict(&'static str),
     /// A limit the kernel would refuse.
     #[error("{field} {value}: {why}")]
     Limit {

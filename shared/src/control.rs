@@ -123,7 +123,7 @@ pub enum Request {
     /// Delete blobs and layers no image uses.
     Gc,
     /// Create and start a container from a store image; answers its id.
-    Run(RunRequest),
+    Run(Box<RunRequest>),
     /// List containers.
     Ps,
     /// A container's log (timestamped lines).
@@ -143,6 +143,14 @@ pub enum Request {
     Start {
         /// Name, id or unique id prefix.
         name: String,
+    },
+    /// Wait until the container has exited for good (not running, no
+    /// restart due) or `timeout_ms` passed; answers its record either way.
+    Wait {
+        /// Name, id or unique id prefix.
+        name: String,
+        /// How long to wait, in milliseconds (at most [`MAX_WAIT_MS`]).
+        timeout_ms: u64,
     },
     /// Remove a container; a running one only with `force`.
     Rm {
@@ -166,9 +174,15 @@ impl Request {
             Request::Stop { timeout_secs, .. } => {
                 READ_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(10))
             }
+            Request::Wait { timeout_ms, .. } => {
+                READ_TIMEOUT + Duration::from_millis((*timeout_ms).min(MAX_WAIT_MS))
+            }
         }
     }
 }
+
+/// The longest [`Request::Wait`] the daemon honours in one request.
+pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// The answer to [`Request::Status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,6 +507,8 @@ mod tests {
             started: "2026-01-01T00:00:00Z".into(),
             finished: None,
             error: None,
+            labels: Default::default(),
+            auto_remove: false,
         }
     }
 
@@ -599,13 +615,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             run,
-            Request::Run(RunRequest {
+            Request::Run(Box::new(RunRequest {
                 image: "busybox".into(),
                 name: Some("web".into()),
                 command: vec!["sh".into()],
                 env: vec!["A=1".into()],
                 ..Default::default()
-            })
+            }))
         );
         assert_eq!(
             parse_request(br#"{"op":"rm","name":"web"}"#),

@@ -145,7 +145,7 @@ pids = 50
 
     // An OOM kill is recorded.
     guest.run(
-        "hostd run --name hog --memory 8M bb sh -c 'x=$(head -c 64000000 /dev/zero | tr \"\\0\" a); echo survived'",
+        "hostd run -d --name hog --memory 8M bb sh -c 'x=$(head -c 64000000 /dev/zero | tr \"\\0\" a); echo survived'",
         COMMAND_TIMEOUT,
     );
     let hog = wait_status(&mut guest, "hog", |s| s.starts_with("exited"));
@@ -155,7 +155,7 @@ pids = 50
 
     // The pids limit bites.
     guest.run(
-        "hostd run --name forky --pids 4 bb sh -c 'for i in 1 2 3 4 5 6; do sleep 3 & done; wait'",
+        "hostd run -d --name forky --pids 4 bb sh -c 'for i in 1 2 3 4 5 6; do sleep 3 & done; wait'",
         COMMAND_TIMEOUT,
     );
     wait_status(&mut guest, "forky", |s| s.starts_with("exited"));

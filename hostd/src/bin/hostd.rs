@@ -45,6 +45,12 @@ fn run(command: Cli) -> ExitCode {
         Cli::Rmi { socket, image } => client::rmi(&socket, &image),
         Cli::Gc(socket) => client::gc(&socket),
         Cli::Container { socket, request } => client::container(&socket, &request),
+        Cli::Run {
+            socket,
+            request,
+            detach,
+        } => client::run(&socket, &request, detach),
+        Cli::Ps { socket, json } => client::ps(&socket, json),
         Cli::Follow { socket, name } => client::follow_logs(&socket, &name),
         Cli::Oci(oci) => oci_main(oci),
         Cli::Zygote {
@@ -56,8 +62,8 @@ fn run(command: Cli) -> ExitCode {
             println!("hostd {}", hostd::VERSION);
             ExitCode::SUCCESS
         }
-        Cli::Help => {
-            println!("{}", cli::USAGE);
+        Cli::Help(usage) => {
+            println!("{usage}");
             ExitCode::SUCCESS
         }
     }

@@ -30,12 +30,12 @@ pub mod zygote;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::os::SignalSet;
 use containers::{Manager, STOP_TIMEOUT};
 use log::log;
-use mkhost_shared::control::{Request, Response, Status};
+use mkhost_shared::control::{Request, Response, Status, MAX_WAIT_MS};
 use mkhost_shared::paths;
 use mkhost_store::{Store, StoreError};
 use server::{ControlError, ControlSocket, Shutdown};
@@ -155,6 +155,9 @@ impl Handler {
             Request::Start { name } => manager
                 .start(name)
                 .map(|r| Response::Container(Box::new(r))),
+            Request::Wait { name, timeout_ms } => manager
+                .wait(name, Duration::from_millis((*timeout_ms).min(MAX_WAIT_MS)))
+                .map(|r| Response::Container(Box::new(r))),
             Request::Rm { name, force } => manager
                 .rm(name, *force)
                 .map(|r| Response::Container(Box::new(r))),
@@ -193,6 +196,7 @@ impl Handler {
             | Request::Logs { .. }
             | Request::Stop { .. }
             | Request::Start { .. }
+            | Request::Wait { .. }
             | Request::Rm { .. } => self.container_request(request),
             Request::Images => self.with_store(|s| s.list().map(Response::Images)),
             Request::Import { path } => {

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::containers::config::{cgroup_path, oci_config, CreateSpec};
+use super::containers::config::{cgroup_path, oci_config, CreateSpec, CONTAINER_LIMITS};
 use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
 use crate::runtime::process::Spawned;
@@ -325,7 +325,11 @@ impl Server {
     fn new(state: &Path, listener: OwnedFd, live: HashMap<String, Live>) -> Server {
         let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
         let rt = Runtime::detect(state.join("oci"), log);
-        os::raise_nofile(1 << 20);
+        // The containers inherit the zygote's limits, as Docker's inherit
+        // dockerd's: raise them to what Debian's docker.service gives it.
+        for (limit, value) in CONTAINER_LIMITS {
+            os::raise_limit(limit, value);
+        }
         // The inits get /dev/null as stdin; stdout and stderr are set per create.
         if let Ok(null) = fs::File::open("/dev/null") {
             let _ = os::dup2(null.as_fd(), 0);

@@ -40,8 +40,8 @@ pub use fs::{
     MountPropagationFlags, UnmountFlags,
 };
 pub use process::{
-    execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_nofile, reap_child,
-    set_child_subreaper, Reaped,
+    execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit, raise_nofile,
+    reap_child, set_child_subreaper, Limit, Reaped,
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
 pub use socket::{

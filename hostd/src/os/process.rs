@@ -127,27 +127,56 @@ pub fn geteuid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (first trying to raise
-/// both to `want`): each container holds a few descriptors in hostd.
-/// Returns the limit now in force (`u64::MAX`: unlimited).
-pub fn raise_nofile(want: u64) -> u64 {
+/// A resource limit hostd raises for itself and what it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `RLIMIT_NOFILE`: open files.
+    OpenFiles,
+    /// `RLIMIT_NPROC`: processes of the user.
+    Processes,
+    /// `RLIMIT_CORE`: core dump size.
+    CoreSize,
+}
+
+impl Limit {
+    fn resource(self) -> Resource {
+        match self {
+            Limit::OpenFiles => Resource::Nofile,
+            Limit::Processes => Resource::Nproc,
+            Limit::CoreSize => Resource::Core,
+        }
+    }
+}
+
+/// Raises `limit` (soft and hard) to `want` (`u64::MAX`: unlimited), or,
+/// when that is not permitted (no `CAP_SYS_RESOURCE`, or above
+/// `fs.nr_open`), the soft limit to the hard one. Never lowers it. Returns
+/// the soft limit now in force.
+pub fn raise_limit(limit: Limit, want: u64) -> u64 {
     // `None` is RLIM_INFINITY in rustix's Rlimit.
     let infinite = |limit: Option<u64>| limit.unwrap_or(u64::MAX);
     let finite = |limit: u64| (limit != u64::MAX).then_some(limit);
-    let hard = infinite(rustix::process::getrlimit(Resource::Nofile).maximum);
+    let resource = limit.resource();
+    let hard = infinite(rustix::process::getrlimit(resource).maximum);
     let set = |limit: u64| {
         let both = Rlimit {
             current: finite(limit),
             maximum: finite(limit),
         };
-        rustix::process::setrlimit(Resource::Nofile, both)
+        rustix::process::setrlimit(resource, both)
     };
-    // Failure (no CAP_SYS_RESOURCE) only means the hard limit stays.
     if hard < want && set(want).is_ok() {
         return want;
     }
     let _ = set(hard);
-    hard
+    infinite(rustix::process::getrlimit(resource).current)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (first trying to raise
+/// both to `want`): each container holds a few descriptors in hostd.
+/// Returns the limit now in force (`u64::MAX`: unlimited).
+pub fn raise_nofile(want: u64) -> u64 {
+    raise_limit(Limit::OpenFiles, want)
 }
 
 /// Makes the child of `command` a session leader whose controlling terminal is

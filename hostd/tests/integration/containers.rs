@@ -52,12 +52,11 @@ fn hostd(socket: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `hostd` with the socket before the command's own arguments (for `run`,
-/// whose trailing arguments are the container's command).
+/// `hostd run -d` with the socket before the command's own arguments
+/// (`run`'s trailing arguments are the container's command): prints the id.
 fn hostd_run(socket: &Path, args: &[&str]) -> Output {
     Command::new(HOSTD)
-        .arg("run")
-        .arg("--socket")
+        .args(["run", "-d", "--socket"])
         .arg(socket)
         .args(args)
         .output()
@@ -229,15 +228,15 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
 
     // Bad requests create nothing.
     let out = hostd_run(&socket, &["nope"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no image named"),
         "{out:?}"
     );
     let out = hostd_run(&socket, &["baduser"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unknown user \"nobody\""),
+        String::from_utf8_lossy(&out.stderr).contains("unable to find user \"nobody\""),
         "{out:?}"
     );
     assert_eq!(fs::read_dir(&containers).unwrap().count(), 0);
@@ -497,7 +496,7 @@ fn restart_policies_and_limits_without_cgroups() {
         &socket,
         &["--name", "capped", "--memory", "64M", "bb", "true"],
     );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(
         stderr_of(&out).contains("need cgroup v2"),
         "{}",
@@ -515,14 +514,14 @@ fn restart_policies_and_limits_without_cgroups() {
     // And by the daemon, for clients that skip that check.
     let raw = control::request(
         &socket,
-        &Request::Run(hostd::daemon::containers::RunRequest {
+        &Request::Run(Box::new(hostd::daemon::containers::RunRequest {
             image: "bb".into(),
             limits: hostd::daemon::containers::Limits {
                 memory: Some(4096),
                 ..Default::default()
             },
             ..Default::default()
-        }),
+        })),
         Duration::from_secs(10),
     )
     .unwrap();

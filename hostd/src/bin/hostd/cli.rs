@@ -35,11 +35,9 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
        hostd inspect IMAGE              print an image's config and layers as JSON
        hostd rmi IMAGE                  untag a name, or remove an image by id
        hostd gc                         free unused blobs and layers
-       hostd run [--name N] [-e K=V]... [--restart no|always|on-failure[:N]]
-                 [--memory SIZE] [--cpus N] [--cpu-weight 1-10000] [--pids N]
-                 [--cpuset-cpus LIST] [--cpuset-mems LIST] IMAGE [CMD...]
-                                        start a container, print its id
-       hostd ps                         list containers
+       hostd run [OPTIONS] IMAGE [CMD...]  run a container: print its output and exit with
+                                        its code, or with -d print its id (hostd run --help)
+       hostd ps [--json]                list containers
        hostd logs [-f] NAME             print a container's log (-f: follow it)
        hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
        hostd start NAME                 start an exited container again
@@ -49,6 +47,69 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
 Client commands take --socket PATH (default /run/hostd/hostd.sock). Options take
 their value as --flag VALUE or --flag=VALUE. Exit status: 0 on success, 1 when
 the daemon or the store says no, 2 on a usage error.";
+
+/// `hostd run --help`: `docker run`'s options that hostd takes, with the
+/// same meaning.
+pub const RUN_USAGE: &str = "\
+usage: hostd run [OPTIONS] IMAGE [CMD...]
+Runs a container from a store image. Without -d, prints the container's
+stdout and stderr as it runs and exits with its exit code (125 when the
+daemon refuses it); with -d, prints its id and returns.
+  -d, --detach              run in the background, print the id
+      --rm                  remove the container when it exits
+      --name NAME           name (default: the first 12 digits of the id)
+  -e, --env K=V | K         set a variable (K alone: take it from this shell)
+      --env-file FILE       variables from FILE, one K=V (or K) per line, # comments
+  -l, --label K=V           add a label (shown by hostd ps --json)
+  -u, --user USER[:GROUP]   user and group, by name or number (image's User)
+  -w, --workdir DIR         working directory, created if missing (image's WorkingDir)
+      --entrypoint CMD      replace the image's Entrypoint (and drop its Cmd);
+                            \"\" clears it
+  -h, --hostname NAME       host name (default: the short id)
+      --read-only           mount the root file system read-only
+      --tmpfs PATH[:OPTS]   mount a tmpfs (nosuid,nodev,noexec plus OPTS like size=64m)
+      --network none        own network namespace with only lo (the default; the
+                            only network for now)
+      --cap-add CAP         add a capability to Docker's default set (or ALL)
+      --cap-drop CAP        drop one (or ALL)
+      --restart POLICY      no, always, on-failure or on-failure:N
+  -m, --memory SIZE         memory limit (e.g. 64M; at least 6M)
+      --cpus N              CPU limit (e.g. 0.5)
+      --cpu-weight 1-10000  CPU weight (default 100)
+      --pids-limit N        most processes
+      --cpuset-cpus LIST    CPUs allowed (e.g. 0-1,3)
+      --cpuset-mems LIST    memory nodes allowed
+      --socket PATH         the daemon's socket
+Everything after IMAGE is the container's command, verbatim. -i and -t need
+an attached terminal, which hostd run does not offer yet (see README).";
+
+/// Per-command usage for `hostd COMMAND --help`.
+const COMMAND_USAGE: [(&str, &str); 12] = [
+    ("status", "usage: hostd status [--socket PATH]\nPrints the daemon's version, pid, uptime and container count as JSON."),
+    ("images", "usage: hostd images [--json] [--socket PATH]\nLists the store's images (one row per name)."),
+    ("import", "usage: hostd import FILE [--socket PATH]\nImports every image of an OCI layout (directory or tar) or docker save archive."),
+    ("inspect", "usage: hostd inspect IMAGE [--socket PATH]\nPrints an image's config and layers as JSON."),
+    ("rmi", "usage: hostd rmi IMAGE [--socket PATH]\nUntags a name, or removes an image given by id."),
+    ("gc", "usage: hostd gc [--socket PATH]\nFrees the blobs and layers no image uses."),
+    ("ps", "usage: hostd ps [--json] [--socket PATH]\nLists containers, oldest first (--json: every field, labels included)."),
+    ("logs", "usage: hostd logs [-f|--follow] NAME [--socket PATH]\nPrints a container's log; -f follows it until the container stops."),
+    ("stop", "usage: hostd stop [-t|--time SECS] NAME [--socket PATH]\nSends SIGTERM, then SIGKILL after SECS (default 10); no more restarts."),
+    ("start", "usage: hostd start NAME [--socket PATH]\nStarts an exited container again (same id, root and log)."),
+    ("rm", "usage: hostd rm [-f|--force] NAME [--socket PATH]\nRemoves a container; -f kills it first if it runs."),
+    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]\nRuns the daemon."),
+];
+
+/// The usage of `command` (`hostd --help` for none).
+pub fn usage_of(command: Option<&str>) -> &'static str {
+    match command {
+        Some("run") => RUN_USAGE,
+        Some(c) => COMMAND_USAGE
+            .iter()
+            .find(|(name, _)| *name == c)
+            .map_or(USAGE, |(_, text)| text),
+        None => USAGE,
+    }
+}
 
 /// `hostd oci --help`.
 pub const OCI_USAGE: &str = "\
@@ -93,6 +154,17 @@ pub enum Cli {
         socket: PathBuf,
         request: Request,
     },
+    /// `run`: in the foreground unless `detach`.
+    Run {
+        socket: PathBuf,
+        request: Box<RunRequest>,
+        detach: bool,
+    },
+    /// `ps`.
+    Ps {
+        socket: PathBuf,
+        json: bool,
+    },
     /// `logs -f`: print the log, then what it gains, until the container stops.
     Follow {
         socket: PathBuf,
@@ -107,7 +179,8 @@ pub enum Cli {
         listener: RawFd,
     },
     Version,
-    Help,
+    /// `--help`: the usage to print.
+    Help(&'static str),
 }
 
 /// A parsed `hostd oci` command line.
@@ -187,6 +260,7 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
     let mut force_or_follow = false;
     let mut timeout = None;
     let mut run = RunRequest::default();
+    let mut detach = false;
     let mut operands: Vec<String> = Vec::new();
     // Each option as written, with the commands it belongs to; checked once
     // the command is known (options may come before it).
@@ -198,7 +272,11 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
             Value(_) => String::new(),
         };
         let owners: &[&str] = match arg {
-            Short('h') | Long("help") => return Ok(Cli::Help),
+            Short('h') if command.as_deref() == Some("run") => {
+                run.hostname = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Short('h') | Long("help") => return Ok(Cli::Help(usage_of(command.as_deref()))),
             Short('V') | Long("version") => return Ok(Cli::Version),
             Long("socket") => {
                 socket = p.value()?.into();
@@ -218,15 +296,93 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
             }
             Long("json") => {
                 json = true;
-                &["images"]
+                &["images", "ps"]
             }
             Long("name") => {
                 run.name = Some(p.value()?.string()?);
                 &["run"]
             }
             Short('e') | Long("env") => {
-                run.env.push(read(&mut p, &flag, env_entry)?);
+                run.env.extend(read(&mut p, &flag, env_entry)?);
                 &["run"]
+            }
+            Long("env-file") => {
+                run.env.extend(read(&mut p, &flag, env_file)?);
+                &["run"]
+            }
+            Short('l') | Long("label") => {
+                let (key, value) = read(&mut p, &flag, label)?;
+                run.labels.insert(key, value);
+                &["run"]
+            }
+            Short('d') | Long("detach") => {
+                detach = true;
+                &["run"]
+            }
+            Long("rm") => {
+                run.auto_remove = true;
+                &["run"]
+            }
+            Short('u') | Long("user") => {
+                run.user = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Short('w') | Long("workdir") => {
+                run.workdir = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Long("entrypoint") => {
+                let value = p.value()?.string()?;
+                run.entrypoint = Some(if value.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![value]
+                });
+                &["run"]
+            }
+            Long("hostname") => {
+                run.hostname = Some(p.value()?.string()?);
+                &["run"]
+            }
+            Long("read-only") => {
+                run.read_only = true;
+                &["run"]
+            }
+            Long("tmpfs") => {
+                let value = p.value()?.string()?;
+                let (path, options) = value.split_once(':').unwrap_or((&value, ""));
+                run.tmpfs.insert(path.to_string(), options.to_string());
+                &["run"]
+            }
+            Long("network" | "net") => {
+                let value = p.value()?.string()?;
+                if value != "none" {
+                    return Err(format!(
+                        "{flag} {value}: each container gets its own network namespace \
+                         with only lo (docker's none); other networks are not available yet"
+                    )
+                    .into());
+                }
+                &["run"]
+            }
+            Long("cap-add") => {
+                run.cap_add.push(p.value()?.string()?);
+                &["run"]
+            }
+            Long("cap-drop") => {
+                run.cap_drop.push(p.value()?.string()?);
+                &["run"]
+            }
+            Short('t') | Long("time") if command.as_deref() != Some("run") => {
+                timeout = Some(read(&mut p, &flag, number)?);
+                &["stop"]
+            }
+            Short('i' | 't') | Long("interactive" | "tty") => {
+                return Err(format!(
+                    "{flag}: an interactive terminal needs attach streams, which hostd run \
+                     does not offer yet; run without -i/-t, or follow the output with hostd logs -f"
+                )
+                .into())
             }
             Long("restart") => {
                 run.restart = read(&mut p, &flag, |v| v.parse())?;
@@ -267,10 +423,6 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
             Long("follow") => {
                 force_or_follow = true;
                 &["logs"]
-            }
-            Short('t') | Long("time") => {
-                timeout = Some(read(&mut p, &flag, number)?);
-                &["stop"]
             }
             Value(word) => {
                 let word = word.string()?;
@@ -339,9 +491,16 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
         "run" if run.image.is_empty() => return Err("run: missing IMAGE".into()),
         "run" => {
             run.validate().map_err(|e| format!("run: {e}"))?;
-            container(Request::Run(run))
+            Cli::Run {
+                socket: socket.clone(),
+                request: Box::new(run),
+                detach,
+            }
         }
-        "ps" => container(Request::Ps),
+        "ps" => Cli::Ps {
+            socket: socket.clone(),
+            json,
+        },
         "logs" if force_or_follow => Cli::Follow {
             socket: socket.clone(),
             name: operand("NAME")?,
@@ -383,12 +542,50 @@ fn number<T: FromStr>(text: &str) -> Result<T, String> {
         .map_err(|_| format!("{text:?} is not a number"))
 }
 
-fn env_entry(text: &str) -> Result<String, String> {
+/// `-e`: `NAME=value` as it is; `NAME` alone takes the variable from this
+/// process's environment, and is dropped if it has none (as docker does).
+fn env_entry(text: &str) -> Result<Option<String>, String> {
     if text.contains('=') {
-        Ok(text.to_string())
-    } else {
-        Err(format!("{text:?} is not NAME=value"))
+        return Ok(Some(text.to_string()));
     }
+    if text.is_empty() || text.contains(char::is_whitespace) {
+        return Err(format!("{text:?} is not NAME=value or NAME"));
+    }
+    Ok(std::env::var(text)
+        .ok()
+        .map(|value| format!("{text}={value}")))
+}
+
+/// `--env-file`: one `NAME=value` or `NAME` per line (see [`env_entry`]);
+/// blank lines and lines starting with `#` are skipped; the value is taken
+/// verbatim, quotes included, as docker does.
+fn env_file(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut env = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, _) = line.split_once('=').unwrap_or((line, ""));
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!(
+                "{path}:{}: {name:?} is not a variable name (expected NAME=value or NAME)",
+                number + 1
+            ));
+        }
+        env.extend(env_entry(line).map_err(|e| format!("{path}:{}: {e}", number + 1))?);
+    }
+    Ok(env)
+}
+
+/// `-l KEY=value` (or `KEY`, an empty value).
+fn label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').unwrap_or((text, ""));
+    if key.is_empty() {
+        return Err(format!("{text:?}: the key is empty (expected KEY=value)"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// runc's long options. runc (Go's flag package) also takes them with one
@@ -578,10 +775,7 @@ mod tests {
     /// The `run` request of a command line that must parse.
     fn run_request(list: &[&str]) -> RunRequest {
         match container("run", list) {
-            Ok(Cli::Container {
-                request: Request::Run(run),
-                ..
-            }) => run,
+            Ok(Cli::Run { request, .. }) => *request,
             other => panic!("{list:?}: {other:?}"),
         }
     }
@@ -613,15 +807,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             run,
-            Cli::Container {
+            Cli::Run {
                 socket: "/s".into(),
-                request: Request::Run(RunRequest {
+                request: Box::new(RunRequest {
                     image: "bb".into(),
                     name: Some("web".into()),
                     command: v(&["sh", "-c", "echo hi"]),
                     env: v(&["A=1"]),
                     ..Default::default()
                 }),
+                detach: false,
             }
         );
         let run = run_request(&[
@@ -659,9 +854,23 @@ mod tests {
             ),
             (&["--name", "-bad", "bb"][..], "invalid container name"),
             (
-                &["-e", "novalue", "bb"][..],
-                "-e: \"novalue\" is not NAME=value",
+                &["-e", "no value", "bb"][..],
+                "-e: \"no value\" is not NAME=value or NAME",
             ),
+            (
+                &["--cap-add", "frob", "bb"][..],
+                "unknown capability \"frob\"",
+            ),
+            (&["--hostname", "a_b", "bb"][..], "invalid hostname"),
+            (&["-w", "rel", "bb"][..], "workdir \"rel\""),
+            (&["--tmpfs", "/", "bb"][..], "tmpfs \"/\""),
+            (
+                &["--rm", "--restart", "always", "bb"][..],
+                "conflicting options",
+            ),
+            (&["-it", "bb"][..], "-i: an interactive terminal"),
+            (&["--tty", "bb"][..], "--tty: an interactive terminal"),
+            (&["-l", "=x", "bb"][..], "the key is empty"),
             (&["--memory"][..], "missing argument for option '--memory'"),
             (&["--frob", "bb"][..], "invalid option '--frob'"),
             (&[][..], "run: missing IMAGE"),
@@ -695,17 +904,100 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(
-            container("ps", &[]),
-            Ok(Cli::Container {
-                request: Request::Ps,
-                ..
+        assert_eq!(
+            container("ps", &["--json"]),
+            Ok(Cli::Ps {
+                socket: paths::CONTROL_SOCKET.into(),
+                json: true
             })
-        ));
+        );
         assert!(container("logs", &["a", "b"]).is_err());
         assert!(container("rm", &["-x", "a"]).is_err());
         assert!(parse_str(&["daemon", "--state", "/st"]).is_ok());
         assert!(parse_str(&["status", "--state", "/st"]).is_err());
+    }
+
+    /// `docker run`'s options, with docker's meaning.
+    #[test]
+    fn parses_docker_run_options() {
+        let env_file = std::env::temp_dir().join(format!("hostd-env-{}", std::process::id()));
+        std::fs::write(
+            &env_file,
+            "# comment\n\nA=1\n  B=\"quoted\"\nHOSTD_TEST_UNSET_VARIABLE\nPATH\n",
+        )
+        .unwrap();
+        let env_arg = format!("--env-file={}", env_file.display());
+        let run = container(
+            "run",
+            &[
+                "-d",
+                "--rm",
+                "-u",
+                "www:staff",
+                "-w",
+                "/srv",
+                "--entrypoint",
+                "/bin/sh",
+                "-h",
+                "web1",
+                "--read-only",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/t:size=1m,mode=700",
+                "--cap-add",
+                "net_admin",
+                "--cap-drop=ALL",
+                &env_arg,
+                "-l",
+                "a=b",
+                "--label",
+                "c",
+                "bb",
+                "-c",
+                "true",
+            ],
+        )
+        .unwrap();
+        std::fs::remove_file(&env_file).unwrap();
+        let Cli::Run {
+            request, detach, ..
+        } = run
+        else {
+            panic!("{run:?}")
+        };
+        assert!(detach && request.auto_remove && request.read_only);
+        assert_eq!(request.user.as_deref(), Some("www:staff"));
+        assert_eq!(request.workdir.as_deref(), Some("/srv"));
+        assert_eq!(request.entrypoint, Some(v(&["/bin/sh"])));
+        assert_eq!(request.command, v(&["-c", "true"]));
+        assert_eq!(request.hostname.as_deref(), Some("web1"));
+        assert_eq!(request.tmpfs.get("/run").map(String::as_str), Some(""));
+        assert_eq!(
+            request.tmpfs.get("/t").map(String::as_str),
+            Some("size=1m,mode=700")
+        );
+        assert_eq!(request.cap_add, v(&["net_admin"]));
+        assert_eq!(request.cap_drop, v(&["ALL"]));
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(
+            request.env,
+            v(&["A=1", "B=\"quoted\"", &format!("PATH={path}")])
+        );
+        assert_eq!(request.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(request.labels.get("c").map(String::as_str), Some(""));
+        // --entrypoint "" clears the image's.
+        assert_eq!(
+            run_request(&["--entrypoint", "", "bb"]).entrypoint,
+            Some(vec![])
+        );
+        // -h is the host name for run only; -t is stop's time.
+        assert_eq!(
+            run_request(&["--hostname=h", "bb"]).hostname.as_deref(),
+            Some("h")
+        );
+        let e = container("run", &["--env-file", "/nonexistent/env", "bb"]).unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/env"), "{e}");
     }
 
     /// `--flag=VALUE` is `--flag VALUE`, for every option and command;
@@ -837,7 +1129,21 @@ mod tests {
             Ok(daemon_at("/s", "/tmp/st"))
         );
         assert_eq!(parse_str(&["--version"]), Ok(Cli::Version));
-        assert_eq!(parse_str(&["ps", "-h"]), Ok(Cli::Help));
+        assert_eq!(parse_str(&["--help"]), Ok(Cli::Help(USAGE)));
+        assert_eq!(parse_str(&["run", "--help"]), Ok(Cli::Help(RUN_USAGE)));
+        for command in COMMANDS {
+            let Ok(Cli::Help(usage)) = parse_str(&[command, "--help"]) else {
+                panic!("{command} --help");
+            };
+            assert!(
+                usage.contains(&format!("hostd {command}")) || command == "daemon",
+                "{usage}"
+            );
+            if command != "run" {
+                // For run, -h is --hostname, as in docker.
+                assert_eq!(parse_str(&[command, "-h"]), parse_str(&[command, "--help"]));
+            }
+        }
         assert!(parse_str(&["status", "daemon"]).is_err());
         assert!(parse_str(&["--socket"]).is_err());
         assert!(parse_str(&["daemon", "--state"])

@@ -7,13 +7,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use mkhost_shared::container::Limits;
+use std::collections::BTreeMap;
+
+use mkhost_shared::container::{Limits, RunRequest, DEFAULT_CAPABILITIES};
 use mkhost_store::ImageConfig;
 
 /// `PATH` when neither the image nor the request sets one (Docker's).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What the zygote needs to create one container: everything is resolved.
+/// Kept as `spec.json` for restarts, also across daemon upgrades: a field
+/// added later has a default that means what older daemons did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateSpec {
     /// Container id (runtime id too).
@@ -32,11 +36,32 @@ pub struct CreateSpec {
     pub uid: u32,
     /// Group id.
     pub gid: u32,
+    /// Supplementary group ids.
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
     /// Host name.
     pub hostname: String,
     /// Limits (applied when the host has cgroup v2).
     pub limits: Limits,
+    /// Capabilities (bounding, effective and permitted); `None`: Docker's
+    /// default set.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    /// The root is mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// tmpfs mounts: path -> options.
+    #[serde(default)]
+    pub tmpfs: BTreeMap<String, String>,
+    /// The bundle has generated `hosts`, `hostname` and `resolv.conf`
+    /// ([`ETC_FILES`]) to mount over the image's.
+    #[serde(default)]
+    pub etc_files: bool,
 }
+
+/// The files the daemon generates in a container's directory and mounts
+/// over the image's `/etc/<name>`, as Docker does.
+pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
 
 /// Why a request cannot be merged with its image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,13 +73,13 @@ pub enum ConfigError {
     #[error("invalid environment entry {0:?} (expected NAME=value)")]
     BadEnv(String),
     /// The user is not in the image's `/etc/passwd`.
-    #[error("unknown user {user:?}: not found in the image's /etc/passwd")]
+    #[error("unable to find user {user:?}: no matching entry in the image's /etc/passwd")]
     UnknownUser {
         /// The name.
         user: String,
     },
     /// The group is not in the image's `/etc/group`.
-    #[error("unknown group {group:?}: not found in the image's /etc/group")]
+    #[error("unable to find group {group:?}: no matching entry in the image's /etc/group")]
     UnknownGroup {
         /// The name.
         group: String,
@@ -70,103 +95,201 @@ pub struct Process {
     pub env: Vec<String>,
     /// Working directory.
     pub cwd: String,
-    /// uid and gid.
-    pub user: (u32, u32),
+    /// The user.
+    pub user: User,
 }
 
-/// Merges: `Entrypoint` + (`command` if given, else `Cmd`); the image's `Env`
-/// then `env` (same name: the request wins); `WorkingDir` (default `/`);
-/// `User` looked up with `lookup`.
+/// A user resolved against the image's `/etc/passwd` and `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups, as Docker sets them: the primary group, then
+    /// those listing the user in `/etc/group` when no group was given.
+    pub additional_gids: Vec<u32>,
+    /// Home directory from `/etc/passwd`, else `/`.
+    pub home: String,
+}
+
+/// Merges the image's config with the request as `docker run` does:
+///
+/// - `argv`: `Entrypoint` + (`command` if given, else `Cmd`); a request
+///   entrypoint replaces the image's and drops its `Cmd`, an empty one
+///   clears it and keeps `Cmd`;
+/// - environment: `PATH` (Docker's default) and `HOSTNAME`, each replaced
+///   in place by the request's then the image's `Env` (the request wins on
+///   the same name), then `HOME` from the user's passwd entry if unset;
+/// - working directory: the request's, else `WorkingDir`, else `/`;
+/// - user: the request's, else `User`, looked up with `lookup`.
 pub fn merge(
     image: &ImageConfig,
-    command: &[String],
-    env: &[String],
+    req: &RunRequest,
+    hostname: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Process, ConfigError> {
-    let mut args: Vec<String> = image.entrypoint.clone().unwrap_or_default();
-    if command.is_empty() {
+    let mut args: Vec<String> = match &req.entrypoint {
+        Some(entrypoint) if !entrypoint.is_empty() => entrypoint.clone(),
+        Some(_) => Vec::new(),
+        None => image.entrypoint.clone().unwrap_or_default(),
+    };
+    let entrypoint_given = req.entrypoint.as_ref().is_some_and(|e| !e.is_empty());
+    if !req.command.is_empty() {
+        args.extend(req.command.iter().cloned());
+    } else if !entrypoint_given {
         args.extend(image.cmd.clone().unwrap_or_default());
-    } else {
-        args.extend(command.iter().cloned());
     }
     if args.is_empty() {
         return Err(ConfigError::NoCommand);
     }
-    let mut merged: Vec<String> = Vec::new();
-    for entry in image.env.iter().chain(env) {
-        let Some((name, _)) = entry.split_once('=') else {
-            return Err(ConfigError::BadEnv(entry.clone()));
-        };
-        let prefix = format!("{name}=");
-        merged.retain(|e| !e.starts_with(&prefix));
-        merged.push(entry.clone());
-    }
-    if !merged.iter().any(|e| e.starts_with("PATH=")) {
-        merged.insert(0, DEFAULT_PATH.to_string());
-    }
-    let user = match image.user.as_deref() {
-        None => (0, 0),
-        Some(user) => resolve_user(user, lookup)?,
+    let name_of = |entry: &str| -> Result<String, ConfigError> {
+        entry
+            .split_once('=')
+            .map(|(name, _)| name.to_string())
+            .ok_or_else(|| ConfigError::BadEnv(entry.to_string()))
     };
+    // The container's Env: the request's, then the image's not overridden.
+    let mut config_env: Vec<String> = req.env.clone();
+    let request_names = req
+        .env
+        .iter()
+        .map(|e| name_of(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    for entry in &image.env {
+        if !request_names.contains(&name_of(entry)?) {
+            config_env.push(entry.clone());
+        }
+    }
+    let mut env = vec![DEFAULT_PATH.to_string(), format!("HOSTNAME={hostname}")];
+    for entry in config_env {
+        let name = name_of(&entry)?;
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|(n, _)| n) == Some(&name))
+        {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+    }
+    let spec = req.user.as_deref().or(image.user.as_deref()).unwrap_or("");
+    let user = resolve_user(spec, lookup)?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let cwd = req
+        .workdir
+        .clone()
+        .or_else(|| image.working_dir.clone().filter(|d| !d.is_empty()))
+        .unwrap_or_else(|| "/".into());
     Ok(Process {
         args,
-        env: merged,
-        cwd: image.working_dir.clone().unwrap_or_else(|| "/".into()),
+        env,
+        cwd,
         user,
     })
 }
 
-/// Resolves `user[:group]`: numbers as they are, names through the image's
-/// `/etc/passwd` and `/etc/group` (`lookup("/etc/passwd")` gives the text).
-/// A user given by name gets its passwd group unless a group is given; a
-/// user given by number gets group 0.
+/// One `/etc/passwd` entry.
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry> + '_ {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        Some(PasswdEntry {
+            name: fields.first()?.to_string(),
+            uid: fields.get(2)?.parse().ok()?,
+            gid: fields.get(3)?.parse().ok()?,
+            home: fields.get(5).map(|h| h.to_string()).unwrap_or_default(),
+        })
+    })
+}
+
+/// `(name, gid, members)` of each `/etc/group` entry.
+fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> + '_ {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let gid = fields.get(2)?.parse().ok()?;
+        let members = fields
+            .get(3)
+            .map(|m| m.split(',').filter(|m| !m.is_empty()).collect())
+            .unwrap_or_default();
+        Some((*fields.first()?, gid, members))
+    })
+}
+
+/// Resolves `user[:group]` (empty: root) as runc and Docker do: a user by
+/// name must be in the image's `/etc/passwd`; a number is looked up there
+/// too and taken as it is if absent (group 0, home `/`). Without a group
+/// the passwd group is primary and every `/etc/group` entry listing the
+/// user is a supplementary group; a group by name must be in `/etc/group`.
 pub fn resolve_user(
     spec: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(u32, u32), ConfigError> {
+) -> Result<User, ConfigError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let find = |file: &str, name: &str| -> Option<Vec<String>> {
-        lookup(file)?.lines().find_map(|line| {
-            let fields: Vec<String> = line.split(':').map(str::to_string).collect();
-            (fields.first().map(String::as_str) == Some(name)).then_some(fields)
-        })
+    let user = if user.is_empty() { "0" } else { user };
+    let passwd = lookup("/etc/passwd").unwrap_or_default();
+    let groups = lookup("/etc/group").unwrap_or_default();
+    let entry = match user.parse::<u32>() {
+        Ok(uid) => passwd_entries(&passwd).find(|e| e.uid == uid),
+        Err(_) => Some(
+            passwd_entries(&passwd)
+                .find(|e| e.name == user)
+                .ok_or_else(|| ConfigError::UnknownUser {
+                    user: user.to_string(),
+                })?,
+        ),
     };
-    let (uid, passwd_gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, 0),
-        Err(_) => {
-            let unknown = || ConfigError::UnknownUser {
-                user: user.to_string(),
+    let uid = entry
+        .as_ref()
+        .map_or_else(|| user.parse().unwrap_or(0), |e| e.uid);
+    let home = entry
+        .as_ref()
+        .map(|e| e.home.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let (gid, additional_gids) = match group {
+        Some(g) if !g.is_empty() => {
+            let gid = match g.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => group_entries(&groups)
+                    .find(|(name, _, _)| *name == g)
+                    .map(|(_, gid, _)| gid)
+                    .ok_or_else(|| ConfigError::UnknownGroup {
+                        group: g.to_string(),
+                    })?,
             };
-            let fields = find("/etc/passwd", user).ok_or_else(unknown)?;
-            let uid = fields
-                .get(2)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(unknown)?;
-            let gid = fields
-                .get(3)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(unknown)?;
-            (uid, gid)
+            (gid, Vec::new())
+        }
+        _ => {
+            let gid = entry.as_ref().map_or(0, |e| e.gid);
+            let supplementary = match &entry {
+                Some(e) => group_entries(&groups)
+                    .filter(|(_, _, members)| members.contains(&e.name.as_str()))
+                    .map(|(_, gid, _)| gid)
+                    .collect(),
+                None => Vec::new(),
+            };
+            (gid, supplementary)
         }
     };
-    let gid = match group {
-        None => passwd_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => {
-                let unknown = || ConfigError::UnknownGroup {
-                    group: g.to_string(),
-                };
-                find("/etc/group", g)
-                    .and_then(|f| f.get(2).and_then(|s| s.parse().ok()))
-                    .ok_or_else(unknown)?
-            }
-        },
-    };
-    Ok((uid, gid))
+    let mut groups = vec![gid];
+    groups.extend(additional_gids.into_iter().filter(|g| *g != gid));
+    Ok(User {
+        uid,
+        gid,
+        additional_gids: groups,
+        home,
+    })
 }
 
 /// Reads `file` (absolute, inside the image) from the topmost layer that has
@@ -239,59 +362,144 @@ pub fn oci_resources(limits: &Limits) -> serde_json::Value {
     serde_json::Value::Object(resources)
 }
 
-/// Docker's default capability set.
-const CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
+/// The `/etc/hosts` Docker writes for a container without a network
+/// address (`--network none`): loopback and the IPv6 multicast names.
+pub const HOSTS: &str = "127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+";
+
+/// Docker's name servers when the host has none a container can reach.
+const FALLBACK_NAMESERVERS: &str = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n";
+
+/// A container's `/etc/resolv.conf` from the host's, as Docker makes it:
+/// the host's lines without the loopback name servers (127.0.0.0/8, ::1),
+/// which are not reachable from the container's network namespace; with
+/// none left, Google's public servers are added.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let addr = words.next().unwrap_or("");
+            if addr.starts_with("127.") || addr == "::1" || addr.is_empty() {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str(FALLBACK_NAMESERVERS);
+    }
+    out
+}
+
+/// The contents of each of [`ETC_FILES`] for a container named `hostname`,
+/// given the host's `/etc/resolv.conf` (empty if it has none).
+pub fn etc_files(hostname: &str, host_resolv_conf: &str) -> [(&'static str, String); 3] {
+    [
+        ("hostname", format!("{hostname}\n")),
+        ("hosts", HOSTS.to_string()),
+        ("resolv.conf", resolv_conf(host_resolv_conf)),
+    ]
+}
+
+/// Resource limits every container inherits from the zygote, which raises
+/// its own to these at start, as far as it may (raising a hard limit needs
+/// `CAP_SYS_RESOURCE`): what Debian's `docker.service` gives dockerd
+/// (`LimitNOFILE=1048576`, `LimitNPROC=infinity`, `LimitCORE=infinity`),
+/// and so every Docker container, which inherits them.
+pub const CONTAINER_LIMITS: [(crate::os::Limit, u64); 3] = [
+    (crate::os::Limit::OpenFiles, 1_048_576),
+    (crate::os::Limit::Processes, u64::MAX),
+    (crate::os::Limit::CoreSize, u64::MAX),
 ];
 
+/// Docker's options for `--tmpfs` mounts, before the user's own.
+const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
+
+/// The mounts of `spec`, as Docker sets them up: the standard file
+/// systems, `/sys/fs/cgroup` (the container's own cgroup namespace,
+/// read-only), the generated `/etc` files (read-only with a read-only
+/// root) and the `--tmpfs` mounts.
+fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
+    let mut mounts = vec![
+        serde_json::json!({ "destination": "/proc", "type": "proc", "source": "proc",
+          "options": ["nosuid", "noexec", "nodev"] }),
+        serde_json::json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
+        serde_json::json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] }),
+        serde_json::json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs",
+          "options": ["nosuid", "noexec", "nodev", "ro"] }),
+        serde_json::json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+          "options": ["ro", "nosuid", "noexec", "nodev"] }),
+        serde_json::json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+          "options": ["nosuid", "noexec", "nodev"] }),
+        serde_json::json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
+    ];
+    for (path, options) in &spec.tmpfs {
+        let mut all: Vec<String> = TMPFS_OPTIONS.iter().map(|o| o.to_string()).collect();
+        all.extend(
+            options
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string),
+        );
+        mounts.push(serde_json::json!({
+            "destination": path, "type": "tmpfs", "source": "tmpfs", "options": all
+        }));
+    }
+    if spec.etc_files {
+        for name in ETC_FILES {
+            let access = if spec.read_only { "ro" } else { "rw" };
+            mounts.push(serde_json::json!({
+                "destination": format!("/etc/{name}"),
+                "type": "bind",
+                "source": spec.bundle.join(name),
+                "options": ["rbind", "rprivate", access]
+            }));
+        }
+    }
+    mounts
+}
+
 /// The OCI `config.json` for `spec`: new pid, mount, uts, ipc, network and
-/// cgroup namespaces, the standard mounts, masked and read-only paths as
-/// runc's default spec, Docker's default capabilities; the runtime adds its
-/// default seccomp filter.
+/// cgroup namespaces, and what Docker sets up by default (mounts, masked
+/// and read-only paths, capabilities; no rlimits: the container inherits
+/// [`CONTAINER_LIMITS`] from the zygote); the runtime adds its
+/// default seccomp filter. docs/containers.md lists each default.
 pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
     let resources = oci_resources(&spec.limits);
+    let caps: Vec<String> = spec
+        .capabilities
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect());
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": { "uid": spec.uid, "gid": spec.gid },
+            "user": {
+                "uid": spec.uid, "gid": spec.gid, "additionalGids": spec.additional_gids
+            },
             "args": spec.args,
             "env": spec.env,
             "cwd": spec.cwd,
             "capabilities": {
-                "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
+                "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
             "noNewPrivileges": false
         },
-        "root": { "path": spec.rootfs, "readonly": false },
+        "root": { "path": spec.rootfs, "readonly": spec.read_only },
         "hostname": spec.hostname,
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-              "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-              "options": ["nosuid", "noexec", "nodev", "ro"] }
-        ],
+        "mounts": mounts(spec),
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
@@ -300,9 +508,9 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
             "cgroupsPath": cgroup_path(&spec.id),
             "resources": resources,
             "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+                "/proc/sched_debug", "/proc/scsi", "/sys/firmware"
             ],
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
@@ -327,8 +535,8 @@ mod tests {
         }
     }
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:44::/:/bin/false\n";
-    const GROUP: &str = "root:x:0:\nstaff:x:50:\n";
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:44::/var/www:/bin/false\n";
+    const GROUP: &str = "root:x:0:\nadm:x:4:www\nstaff:x:50:other,www\nwww:x:44:\n";
 
     fn files(file: &str) -> Option<String> {
         match file {
@@ -338,45 +546,212 @@ mod tests {
         }
     }
 
-    #[test]
-    fn command_env_and_cwd_merge_like_docker() {
-        let s = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let img = image(Some(&["/init"]), Some(&["--serve"]), None);
-        let p = merge(&img, &[], &s(&["B=3", "C=4"]), &files).unwrap();
-        assert_eq!(p.args, s(&["/init", "--serve"]));
-        assert_eq!(p.env, s(&[DEFAULT_PATH, "A=1", "B=3", "C=4"]));
-        assert_eq!(p.cwd, "/srv");
-        assert_eq!(p.user, (0, 0));
-        let p = merge(&img, &s(&["--once"]), &[], &files).unwrap();
-        assert_eq!(p.args, s(&["/init", "--once"]));
-        let none = image(None, None, None);
-        assert_eq!(merge(&none, &[], &[], &files), Err(ConfigError::NoCommand));
-        assert!(matches!(
-            merge(&img, &[], &s(&["novalue"]), &files),
-            Err(ConfigError::BadEnv(_))
-        ));
+    fn s(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn request(command: &[&str], env: &[&str]) -> RunRequest {
+        RunRequest {
+            image: "img".into(),
+            command: s(command),
+            env: s(env),
+            ..RunRequest::default()
+        }
     }
 
     #[test]
-    fn users_resolve_by_number_or_name() {
-        assert_eq!(resolve_user("1000", &files), Ok((1000, 0)));
-        assert_eq!(resolve_user("1000:7", &files), Ok((1000, 7)));
-        assert_eq!(resolve_user("www", &files), Ok((33, 44)));
-        assert_eq!(resolve_user("www:staff", &files), Ok((33, 50)));
+    fn command_env_and_cwd_merge_like_docker() {
+        let img = image(Some(&["/init"]), Some(&["--serve"]), None);
+        let p = merge(&img, &request(&[], &["B=3", "C=4"]), "h1", &files).unwrap();
+        assert_eq!(p.args, s(&["/init", "--serve"]));
+        // Docker: PATH and HOSTNAME first, the request's env, then the
+        // image's not overridden; HOME from passwd last.
         assert_eq!(
-            resolve_user("nobody", &files),
+            p.env,
+            s(&[
+                DEFAULT_PATH,
+                "HOSTNAME=h1",
+                "B=3",
+                "C=4",
+                "A=1",
+                "HOME=/root"
+            ])
+        );
+        assert_eq!(p.cwd, "/srv");
+        assert_eq!(p.user.uid, 0);
+        let p = merge(&img, &request(&["--once"], &[]), "h", &files).unwrap();
+        assert_eq!(p.args, s(&["/init", "--once"]));
+        let none = image(None, None, None);
+        assert_eq!(
+            merge(&none, &request(&[], &[]), "h", &files),
+            Err(ConfigError::NoCommand)
+        );
+        assert!(matches!(
+            merge(&img, &request(&[], &["novalue"]), "h", &files),
+            Err(ConfigError::BadEnv(_))
+        ));
+        // The request's PATH, HOSTNAME and HOME replace the defaults in place.
+        let p = merge(
+            &img,
+            &request(&[], &["HOSTNAME=x", "HOME=/h", "PATH=/bin"]),
+            "h",
+            &files,
+        )
+        .unwrap();
+        assert_eq!(
+            p.env,
+            s(&["PATH=/bin", "HOSTNAME=x", "HOME=/h", "A=1", "B=2"])
+        );
+    }
+
+    #[test]
+    fn entrypoint_workdir_and_user_from_the_request() {
+        let img = image(Some(&["/init"]), Some(&["--serve"]), Some("www"));
+        let mut req = request(&[], &[]);
+        req.entrypoint = Some(s(&["/bin/sh"]));
+        // A new entrypoint drops the image's Cmd.
+        assert_eq!(
+            merge(&img, &req, "h", &files).unwrap().args,
+            s(&["/bin/sh"])
+        );
+        req.command = s(&["-c", "true"]);
+        assert_eq!(
+            merge(&img, &req, "h", &files).unwrap().args,
+            s(&["/bin/sh", "-c", "true"])
+        );
+        // An empty one clears it and keeps Cmd.
+        req.entrypoint = Some(vec![]);
+        req.command.clear();
+        assert_eq!(
+            merge(&img, &req, "h", &files).unwrap().args,
+            s(&["--serve"])
+        );
+        req.workdir = Some("/work".into());
+        req.user = Some("1000".into());
+        let p = merge(&img, &req, "h", &files).unwrap();
+        assert_eq!(p.cwd, "/work");
+        assert_eq!((p.user.uid, p.user.gid), (1000, 0));
+        assert!(p.env.contains(&"HOME=/".to_string()), "{:?}", p.env);
+        // The image's user when the request names none.
+        req.user = None;
+        let p = merge(&img, &req, "h", &files).unwrap();
+        assert_eq!((p.user.uid, p.user.gid), (33, 44));
+        assert!(p.env.contains(&"HOME=/var/www".to_string()));
+    }
+
+    #[test]
+    fn users_resolve_like_runc() {
+        let user = |spec: &str| {
+            resolve_user(spec, &files).map(|u| (u.uid, u.gid, u.additional_gids, u.home))
+        };
+        assert_eq!(user(""), Ok((0, 0, vec![0], "/root".into())));
+        assert_eq!(user("1000"), Ok((1000, 0, vec![0], "/".into())));
+        assert_eq!(user("1000:7"), Ok((1000, 7, vec![7], "/".into())));
+        // By name, or by a number found in passwd: its group, and the
+        // groups listing it as supplementary ones.
+        assert_eq!(
+            user("www"),
+            Ok((33, 44, vec![44, 4, 50], "/var/www".into()))
+        );
+        assert_eq!(user("33"), user("www"));
+        // A group given: that group only.
+        assert_eq!(user("www:staff"), Ok((33, 50, vec![50], "/var/www".into())));
+        assert_eq!(user("www:7"), Ok((33, 7, vec![7], "/var/www".into())));
+        assert_eq!(
+            user("nobody"),
             Err(ConfigError::UnknownUser {
                 user: "nobody".into()
             })
         );
         assert!(matches!(
-            resolve_user("0:wheel", &files),
+            user("0:wheel"),
             Err(ConfigError::UnknownGroup { .. })
         ));
         assert!(matches!(
             resolve_user("www", &|_: &str| None),
             Err(ConfigError::UnknownUser { .. })
         ));
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        let host = "search lan\nnameserver 127.0.0.53\nnameserver 10.0.0.1\noptions edns0\n";
+        assert_eq!(
+            resolv_conf(host),
+            "search lan\nnameserver 10.0.0.1\noptions edns0\n"
+        );
+        assert_eq!(
+            resolv_conf("nameserver 127.0.0.53\nnameserver ::1\n"),
+            "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        assert_eq!(resolv_conf(""), "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        let files = etc_files("web", "nameserver 10.0.0.1\n");
+        assert_eq!(files[0], ("hostname", "web\n".to_string()));
+        assert!(files[1].1.starts_with("127.0.0.1\tlocalhost\n"));
+    }
+
+    #[test]
+    fn config_json_has_dockers_defaults() {
+        let spec = CreateSpec {
+            id: "0123456789abcdef".into(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            args: s(&["sh"]),
+            env: vec![],
+            cwd: "/".into(),
+            uid: 33,
+            gid: 44,
+            additional_gids: vec![4],
+            hostname: "h".into(),
+            limits: Limits::default(),
+            capabilities: Some(s(&["CAP_NET_ADMIN"])),
+            read_only: true,
+            tmpfs: [("/run".to_string(), "size=1m".to_string())].into(),
+            etc_files: true,
+        };
+        let config = oci_config(&spec);
+        assert_eq!(config["root"]["readonly"], true);
+        assert_eq!(config["process"]["user"]["additionalGids"][0], 4);
+        assert_eq!(
+            config["process"]["capabilities"]["bounding"][0],
+            "CAP_NET_ADMIN"
+        );
+        let mounts = config["mounts"].as_array().unwrap();
+        let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap();
+        assert_eq!(
+            find("/proc")["options"],
+            serde_json::json!(["nosuid", "noexec", "nodev"])
+        );
+        assert_eq!(
+            find("/run")["options"],
+            serde_json::json!(["nosuid", "nodev", "noexec", "size=1m"])
+        );
+        for name in ETC_FILES {
+            let m = find(&format!("/etc/{name}"));
+            assert_eq!(m["source"], format!("/b/{name}"));
+            assert_eq!(m["options"][2], "ro");
+        }
+        assert!(config["process"].get("rlimits").is_none());
+        // A spec.json from before these fields: Docker's default caps, no
+        // /etc mounts.
+        let old: CreateSpec = serde_json::from_str(
+            r#"{"id":"x","bundle":"/b","rootfs":"/r","args":["sh"],"env":[],"cwd":"/",
+               "uid":0,"gid":0,"hostname":"h","limits":{}}"#,
+        )
+        .unwrap();
+        let config = oci_config(&old);
+        assert_eq!(
+            config["process"]["capabilities"]["effective"]
+                .as_array()
+                .unwrap()
+                .len(),
+            DEFAULT_CAPABILITIES.len()
+        );
+        assert!(!config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/etc/hosts"));
     }
 
     #[test]

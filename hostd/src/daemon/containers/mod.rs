@@ -46,6 +46,7 @@ use crate::daemon::log::log;
 use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
 use crate::runtime::state::rfc3339_now;
 use config::CreateSpec;
+use mkhost_shared::container::capability_set;
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::write_atomic;
 use mkhost_store::Store;
@@ -53,6 +54,9 @@ use monitor::{MonitorHandle, Running};
 
 /// The per-container state file.
 pub const STATE_FILE: &str = "state.json";
+/// The host's resolver configuration, the source of each container's
+/// `/etc/resolv.conf`.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// What a restart needs, per container.
 pub const SPEC_FILE: &str = "spec.json";
 /// Default time between SIGTERM and SIGKILL in `stop`.
@@ -128,9 +132,15 @@ impl Entry {
     /// Waits until the container is not running or `timeout` passed; true
     /// if it is not running.
     fn wait(&self, timeout: Duration) -> bool {
+        self.wait_while(timeout, |status| status == "running")
+    }
+
+    /// Waits while `busy(status)` holds, for at most `timeout`; true if it
+    /// no longer holds.
+    fn wait_while(&self, timeout: Duration, busy: impl Fn(&str) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = lock(&self.state);
-        while state.record.status == "running" {
+        while busy(&state.record.status) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -315,7 +325,52 @@ impl Shared {
             if oom_killed { " (OOM-killed)" } else { "" },
             if at.is_some() { "; restarting" } else { "" }
         ));
+        let removable = at.is_none() && entry.record().auto_remove;
+        let this = lock(&self.containers).get(&entry.id).cloned();
+        if let Some(this) = this.filter(|_| removable) {
+            if let Err(e) = self.remove(&this) {
+                log(&format!("{}: cannot remove it (--rm): {e}", entry.id));
+            }
+        }
         at
+    }
+
+    /// Deletes the runtime state and cgroup of `entry` (which is not
+    /// running), unmounts its root and removes its directory and record.
+    fn remove(&self, entry: &Arc<Entry>) -> Result<(), String> {
+        // Whoever takes it out of the table removes it (`rm` and `--rm`
+        // may race); a failure puts it back.
+        if lock(&self.containers).remove(&entry.id).is_none() {
+            return Ok(());
+        }
+        let result = self.remove_files(entry);
+        match &result {
+            Ok(()) => log(&format!(
+                "removed container {} ({})",
+                entry.id,
+                entry.record().name
+            )),
+            Err(_) => {
+                lock(&self.containers).insert(entry.id.clone(), Arc::clone(entry));
+            }
+        }
+        result
+    }
+
+    fn remove_files(&self, entry: &Entry) -> Result<(), String> {
+        if let (ZygoteReply::Error { message }, _) = self.call(&ZygoteRequest::Delete {
+            id: entry.id.clone(),
+        })? {
+            return Err(message);
+        }
+        let rootfs = entry.dir.join("rootfs");
+        match crate::os::unmount(&rootfs, crate::os::UnmountFlags::empty()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),
+        }
+        fs::remove_dir_all(&entry.dir)
+            .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))
     }
 
     /// Starts `entry` again (a restart it is still due); answers its new
@@ -537,13 +592,19 @@ impl Manager {
         }
         let info = store.inspect(&req.image).map_err(|e| e.to_string())?;
         let lowerdirs = store.lowerdirs(&req.image).map_err(|e| e.to_string())?;
-        let process = config::merge(&info.config, &req.command, &req.env, &|file: &str| {
-            config::read_from_layers(&lowerdirs, file)
-        })
-        .map_err(|e| e.to_string())?;
         let mut bytes = [0u8; 8];
         crate::os::random_bytes_insecure(&mut bytes).map_err(|e| format!("no random id: {e}"))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hostname = req.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let process = config::merge(&info.config, req, &hostname, &|file: &str| {
+            config::read_from_layers(&lowerdirs, file)
+        })
+        .map_err(|e| e.to_string())?;
+        let capabilities = capability_set(&req.cap_add, &req.cap_drop)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
 
         // (2) Root file system.
@@ -579,6 +640,12 @@ impl Manager {
         )
         .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
+        let host_resolv_conf = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+        for (name, text) in config::etc_files(&hostname, &host_resolv_conf) {
+            let path = dir.join(name);
+            write_atomic(&path, text.as_bytes(), 0o644)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
         let spec = CreateSpec {
             id: id.clone(),
             bundle: dir.clone(),
@@ -586,10 +653,15 @@ impl Manager {
             args: process.args.clone(),
             env: process.env,
             cwd: process.cwd,
-            uid: process.user.0,
-            gid: process.user.1,
-            hostname: id[..12].to_string(),
+            uid: process.user.uid,
+            gid: process.user.gid,
+            additional_gids: process.user.additional_gids,
+            hostname,
             limits: req.limits.clone(),
+            capabilities: Some(capabilities),
+            read_only: req.read_only,
+            tmpfs: req.tmpfs.clone(),
+            etc_files: true,
         };
         let spec_path = dir.join(SPEC_FILE);
         write_atomic(
@@ -619,6 +691,8 @@ impl Manager {
             started: now,
             finished: None,
             error: None,
+            labels: req.labels.clone(),
+            auto_remove: req.auto_remove,
         };
         let entry = Arc::new(Entry::new(
             dir,
@@ -706,6 +780,14 @@ impl Manager {
         Ok(record)
     }
 
+    /// Waits until the container has exited for good (not running, no
+    /// restart due) or `timeout` passed; answers its record.
+    pub fn wait(&self, name: &str, timeout: Duration) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        entry.wait_while(timeout, |status| status != "exited");
+        Ok(entry.record())
+    }
+
     /// Removes a container (a running one only with `force`, which kills it).
     pub fn rm(&self, name: &str, force: bool) -> Result<Record, String> {
         let entry = self.find(name)?;
@@ -715,24 +797,7 @@ impl Manager {
             ));
         }
         let record = self.halt(&entry, Duration::ZERO)?;
-        if let (ZygoteReply::Error { message }, _) = self.shared.call(&ZygoteRequest::Delete {
-            id: record.id.clone(),
-        })? {
-            return Err(message);
-        }
-        let rootfs = entry.dir.join("rootfs");
-        match crate::os::unmount(&rootfs, crate::os::UnmountFlags::empty()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),
-        }
-        fs::remove_dir_all(&entry.dir)
-            .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))?;
-        lock(&self.shared.containers).remove(&record.id);
-        log(&format!(
-            "removed container {} ({})",
-            record.id, record.name
-        ));
+        self.shared.remove(&entry)?;
         Ok(record)
     }
 }
