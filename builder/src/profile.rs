@@ -254,6 +254,17 @@ struct RawContainer {
     pids: Option<Spanned<i64>>,
     cpuset_cpus: Option<Spanned<String>>,
     cpuset_mems: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    workdir: Option<Spanned<String>>,
+    entrypoint: Option<Vec<String>>,
+    hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    read_only: bool,
+    tmpfs: Option<Spanned<BTreeMap<String, String>>>,
+    cap_add: Option<Spanned<Vec<String>>>,
+    cap_drop: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1221,12 +1232,45 @@ fn container_from_raw(
         env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
         limits,
         restart,
-        ..RunRequest::default()
+        user: raw.user.as_ref().map(|u| u.get_ref().clone()),
+        workdir: raw.workdir.as_ref().map(|w| w.get_ref().clone()),
+        entrypoint: raw.entrypoint.clone(),
+        hostname: raw.hostname.as_ref().map(|h| h.get_ref().clone()),
+        read_only: raw.read_only,
+        tmpfs: raw
+            .tmpfs
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_default(),
+        cap_add: raw
+            .cap_add
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default(),
+        cap_drop: raw
+            .cap_drop
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default(),
+        labels: raw.labels.clone(),
+        auto_remove: false,
     };
     // Everything above is what validate checks; this keeps the two in step.
-    request
-        .validate()
-        .map_err(|err| at(c.span(), format!("{what}: {err}")))?;
+    request.validate().map_err(|err| {
+        let span = match &err {
+            RequestError::Hostname(_) => raw.hostname.as_ref().map(Spanned::span),
+            RequestError::Path {
+                field: "workdir", ..
+            } => raw.workdir.as_ref().map(Spanned::span),
+            RequestError::Path { .. } => raw.tmpfs.as_ref().map(Spanned::span),
+            RequestError::Capability {
+                flag: "cap_add", ..
+            } => raw.cap_add.as_ref().map(Spanned::span),
+            RequestError::Capability { .. } => raw.cap_drop.as_ref().map(Spanned::span),
+            _ => None,
+        };
+        at(span.unwrap_or(c.span()), format!("{what}: {err}"))
+    })?;
     Ok(ContainerSpec {
         request,
         archive: file.dir().join(raw.archive.get_ref()),
@@ -1674,6 +1718,15 @@ cpu_weight = 50
 pids = 100
 cpuset_cpus = "0-1"
 cpuset_mems = "0"
+user = "www:staff"
+workdir = "/srv"
+entrypoint = ["/bin/sh", "-c"]
+hostname = "web1"
+read_only = true
+tmpfs = { "/run" = "size=1m" }
+cap_add = ["NET_ADMIN"]
+cap_drop = ["MKNOD"]
+labels = { tier = "front" }
 
 [[container]]
 name = "batch"
@@ -1717,7 +1770,16 @@ cpus = 2
                     cpuset_mems: Some("0".into()),
                 },
                 restart: hostd_request::RestartPolicy::OnFailure { max: Some(3) },
-                ..RunRequest::default()
+                user: Some("www:staff".into()),
+                workdir: Some("/srv".into()),
+                entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+                hostname: Some("web1".into()),
+                read_only: true,
+                tmpfs: [("/run".to_string(), "size=1m".to_string())].into(),
+                cap_add: vec!["NET_ADMIN".into()],
+                cap_drop: vec!["MKNOD".into()],
+                labels: [("tier".to_string(), "front".to_string())].into(),
+                auto_remove: false,
             }
         );
         assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));
@@ -1796,6 +1858,25 @@ cpus = 2
                 "invalid environment entry \"JUSTNAME\"",
             ),
             ("command = \"httpd -f\"", "6:11", "invalid type"),
+            ("hostname = \"a_b\"", "6:12", "invalid hostname \"a_b\""),
+            (
+                "workdir = \"srv\"",
+                "6:11",
+                "workdir \"srv\": expected an absolute path",
+            ),
+            ("tmpfs = { \"run\" = \"\" }", "6:9", "tmpfs \"run\""),
+            (
+                "cap_add = [\"frob\"]",
+                "6:11",
+                "unknown capability \"frob\"",
+            ),
+            (
+                "cap_drop = [\"ALL\", \"x\"]",
+                "6:12",
+                "cap_drop: unknown capability \"x\"",
+            ),
+            ("read_only = \"yes\"", "6:13", "invalid type"),
+            ("labels = [\"a\"]", "6:10", "invalid type"),
         ];
         for (i, (line, at, want)) in cases.iter().enumerate() {
             let path = write(
