@@ -802,3 +802,89 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
     fs::remove_dir_all(&junk).unwrap();
     second.terminate();
 }
+
+/// `hostd run` without `-d` behaves like `docker run`: the container's
+/// stdout and stderr on ours, its exit code as ours, 125 when refused;
+/// `--rm` leaves nothing, in the foreground and (by the daemon) with `-d`;
+/// labels and the host name reach `ps --json` and the container.
+#[test]
+fn run_in_the_foreground_like_docker_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = daemon.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    let containers = work.join("state/containers");
+    let foreground = |args: &[&str]| {
+        Command::new(HOSTD)
+            .args(["run", "--socket"])
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = foreground(&[
+        "--name",
+        "fg",
+        "-h",
+        "web1",
+        "-l",
+        "tier=front",
+        "bb",
+        "sh",
+        "-c",
+        "echo out $HOSTNAME; cat /etc/hostname; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out web1\nweb1\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let json = ok(&hostd(&socket, &["ps", "--json"]));
+    let rows: Vec<Record> = serde_json::from_str(&json).unwrap();
+    let fg = rows.iter().find(|r| r.name == "fg").unwrap();
+    assert_eq!(fg.exit_code, Some(3));
+    assert_eq!(fg.labels.get("tier").map(String::as_str), Some("front"));
+
+    // --rm in the foreground: output and code first, then nothing left.
+    let before = fs::read_dir(&containers).unwrap().count();
+    let out = foreground(&["--rm", "bb", "sh", "-c", "echo bye; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n");
+    assert_eq!(fs::read_dir(&containers).unwrap().count(), before);
+
+    // -d --rm: the daemon removes it when it exits.
+    let id = ok(&hostd_run(
+        &socket,
+        &["--rm", "--name", "gone", "bb", "true"],
+    ));
+    assert_eq!(id.trim().len(), 16, "{id}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ps(&socket).iter().any(|r| r.name == "gone") {
+        assert!(Instant::now() < deadline, "the --rm container stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fs::read_dir(&containers).unwrap().count(), before);
+    assert!(
+        daemon.output().contains("removed container"),
+        "{}",
+        daemon.output()
+    );
+
+    // Refusals exit 125 like docker's, and create nothing.
+    let out = foreground(&["nope"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let out = foreground(&["-u", "nobody", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(stderr_of(&out).contains("unable to find user \"nobody\""));
+    assert_eq!(fs::read_dir(&containers).unwrap().count(), before);
+    // Usage errors exit 2 before anything is sent.
+    let out = foreground(&["--rm", "--restart", "always", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = foreground(&["-it", "bb", "sh"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr_of(&out).contains("interactive terminal"));
+}
