@@ -171,14 +171,28 @@ impl Request {
             Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
             Request::Ps | Request::Logs { .. } => READ_TIMEOUT,
             Request::Run(_) | Request::Rm { .. } | Request::Start { .. } => WRITE_TIMEOUT,
-            Request::Stop { timeout_secs, .. } => {
-                READ_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(10))
-            }
+            Request::Stop { timeout_secs, .. } => READ_TIMEOUT.saturating_add(Duration::from_secs(
+                timeout_secs.unwrap_or(10).min(MAX_STOP_TIMEOUT_SECS),
+            )),
             Request::Wait { timeout_ms, .. } => {
-                READ_TIMEOUT + Duration::from_millis((*timeout_ms).min(MAX_WAIT_MS))
+                READ_TIMEOUT.saturating_add(Duration::from_millis((*timeout_ms).min(MAX_WAIT_MS)))
             }
         }
     }
+}
+
+/// The longest `stop` timeout (a day): SIGTERM, then SIGKILL at the latest
+/// this many seconds later. Larger values are refused.
+pub const MAX_STOP_TIMEOUT_SECS: u64 = 86_400;
+
+/// Checks a `stop` timeout from outside.
+pub fn check_stop_timeout(secs: u64) -> Result<u64, String> {
+    if secs > MAX_STOP_TIMEOUT_SECS {
+        return Err(format!(
+            "stop timeout {secs} s is out of range (0 to {MAX_STOP_TIMEOUT_SECS}, a day)"
+        ));
+    }
+    Ok(secs)
 }
 
 /// The longest [`Request::Wait`] the daemon honours in one request.
@@ -605,6 +619,24 @@ mod tests {
         let back: Response =
             serde_json::from_str(r#"{"ok":false,"error":"no image named \"x\""}"#).unwrap();
         assert_eq!(back, Response::Error("no image named \"x\"".into()));
+    }
+
+    #[test]
+    fn client_timeouts_of_huge_values_do_not_overflow() {
+        let stop = Request::Stop {
+            name: "x".into(),
+            timeout_secs: Some(u64::MAX),
+        };
+        assert!(stop.client_timeout() < Duration::from_secs(2 * MAX_STOP_TIMEOUT_SECS));
+        let wait = Request::Wait {
+            name: "x".into(),
+            timeout_ms: u64::MAX,
+        };
+        assert!(wait.client_timeout() <= READ_TIMEOUT + Duration::from_millis(MAX_WAIT_MS));
+        assert!(check_stop_timeout(u64::MAX)
+            .unwrap_err()
+            .contains("out of range"));
+        assert_eq!(check_stop_timeout(10), Ok(10));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use crate::os::SignalSet;
 use containers::{Manager, STOP_TIMEOUT};
 use log::log;
-use mkhost_shared::control::{Request, Response, Status, MAX_WAIT_MS};
+use mkhost_shared::control::{check_stop_timeout, Request, Response, Status, MAX_WAIT_MS};
 use mkhost_shared::paths;
 use mkhost_store::{Store, StoreError};
 use server::{ControlError, ControlSocket, Shutdown};
@@ -146,12 +146,14 @@ impl Handler {
             },
             Request::Ps => Ok(Response::Ps(manager.ps())),
             Request::Logs { name } => manager.logs(name).map(Response::Logs),
-            Request::Stop { name, timeout_secs } => {
-                let timeout = timeout_secs.map_or(STOP_TIMEOUT, std::time::Duration::from_secs);
-                manager
-                    .stop(name, timeout)
-                    .map(|r| Response::Container(Box::new(r)))
-            }
+            Request::Stop { name, timeout_secs } => timeout_secs
+                .map(check_stop_timeout)
+                .transpose()
+                .and_then(|secs| {
+                    let timeout = secs.map_or(STOP_TIMEOUT, Duration::from_secs);
+                    manager.stop(name, timeout)
+                })
+                .map(|r| Response::Container(Box::new(r))),
             Request::Start { name } => manager
                 .start(name)
                 .map(|r| Response::Container(Box::new(r))),

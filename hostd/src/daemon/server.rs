@@ -2,24 +2,32 @@
 //! a root-only unix socket, bound at a path it removes again ([`ControlSocket`]),
 //! and the accept loop ([`serve`]) that hands each request to a handler.
 //!
-//! The server gives each connection its own thread with read and write
-//! timeouts, caps line length and connection count, and answers anything
-//! malformed with an error object instead of failing. A [`Shutdown`] handle
-//! stops the accept loop from another thread (e.g. the one that received
-//! SIGTERM).
+//! The server gives each connection its own thread, caps line length and
+//! connection count, and answers anything malformed with an error object
+//! instead of failing. A request line must arrive whole within a deadline
+//! however its bytes trickle in (an idle connection between requests is
+//! under the same deadline), and when every slot is taken a new connection
+//! evicts the one that has waited longest for its request, so slow or idle
+//! clients cannot lock others out; only connections whose requests are
+//! running count against a newcomer. Refused, evicted, timed-out and
+//! malformed requests are logged with the peer's pid, at most
+//! [`LOG_BURST`] lines a minute. A [`Shutdown`] handle stops the accept
+//! loop from another thread (e.g. the one that received SIGTERM).
 
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, Permissions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use mkhost_shared::control::{parse_request, Request, Response, MAX_LINE};
 
+use super::log::log;
 use crate::os;
 
 /// How long the server waits for a client to send a line or take an answer.
@@ -37,8 +45,36 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// they unpack or delete whole images and may wait for another writer.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// Connections served at once; more are answered with an error and closed.
+/// Connections served at once (see [`ServerLimits`]).
 const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send one whole request line, counted from the
+/// connection (or its previous answer).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Log lines about misbehaving clients per minute; the rest are counted.
+pub const LOG_BURST: u32 = 20;
+
+/// The server's limits; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Time to send one whole request line.
+    pub request_deadline: Duration,
+    /// Time to take an answer.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: MAX_CONNECTIONS,
+            request_deadline: REQUEST_DEADLINE,
+            write_timeout: SERVER_IO_TIMEOUT,
+        }
+    }
+}
 
 /// Errors of the control socket, server and client side.
 #[derive(Debug, thiserror::Error)]
@@ -272,7 +308,8 @@ impl ControlSocket {
 }
 
 /// Accepts connections on `listener` and answers each request line with
-/// `handler`, one thread per connection, until `shutdown` is triggered.
+/// `handler`, one thread per connection, until `shutdown` is triggered,
+/// with the default [`ServerLimits`].
 ///
 /// Returns `Ok(())` after a shutdown and an error only if waiting for or
 /// accepting connections fails for good.
@@ -284,11 +321,28 @@ pub fn serve<H>(
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
+    serve_with(listener, handler, shutdown, ServerLimits::default())
+}
+
+/// [`serve`] with explicit limits.
+pub fn serve_with<H>(
+    listener: &UnixListener,
+    handler: H,
+    shutdown: &Shutdown,
+    limits: ServerLimits,
+) -> Result<(), ControlError>
+where
+    H: Fn(&Request) -> Response + Send + Sync + 'static,
+{
     listener
         .set_nonblocking(true)
         .map_err(ControlError::Accept)?;
-    let handler = Arc::new(handler);
-    let active = Arc::new(AtomicUsize::new(0));
+    let server = Arc::new(Server {
+        handler,
+        limits,
+        table: Mutex::new(Table::default()),
+        events: EventLog::new(),
+    });
     loop {
         if shutdown.is_triggered() {
             return Ok(());
@@ -302,7 +356,7 @@ where
             continue;
         }
         match listener.accept() {
-            Ok((stream, _)) => start_connection(stream, &handler, &active),
+            Ok((stream, _)) => start_connection(stream, &server),
             Err(e) => match e.raw_os_error() {
                 Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ENOTSOCK) => {
                     return Err(ControlError::Accept(e));
@@ -316,65 +370,282 @@ where
     }
 }
 
-fn start_connection<H>(stream: UnixStream, handler: &Arc<H>, active: &Arc<AtomicUsize>)
+/// What every connection thread shares.
+struct Server<H> {
+    handler: H,
+    limits: ServerLimits,
+    table: Mutex<Table>,
+    events: EventLog,
+}
+
+/// The open connections.
+#[derive(Default)]
+struct Table {
+    next: u64,
+    slots: BTreeMap<u64, Slot>,
+}
+
+/// One open connection.
+struct Slot {
+    /// Since when it waits for a request; `None` while one runs.
+    waiting_since: Option<Instant>,
+    /// A handle to shut it down when it is evicted.
+    stream: UnixStream,
+    /// The peer's pid, for the log.
+    pid: Option<i32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<H> Server<H> {
+    /// Takes a slot for `stream`: evicts the connection that has waited
+    /// longest for its request if every slot is taken; `None` if all of
+    /// them run requests.
+    fn admit(&self, stream: &UnixStream, pid: Option<i32>) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let mut table = lock(&self.table);
+        if table.slots.len() >= self.limits.max_connections {
+            let oldest = table
+                .slots
+                .iter()
+                .filter_map(|(id, slot)| slot.waiting_since.map(|since| (since, *id)))
+                .min()?;
+            let evicted = table.slots.remove(&oldest.1)?;
+            let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
+            self.events.note(&format!(
+                "control socket full: closed the connection of {} idle for {:.1} s",
+                peer(evicted.pid),
+                oldest.0.elapsed().as_secs_f64()
+            ));
+        }
+        let id = table.next;
+        table.next += 1;
+        table.slots.insert(
+            id,
+            Slot {
+                waiting_since: Some(Instant::now()),
+                stream: handle,
+                pid,
+            },
+        );
+        Some(id)
+    }
+
+    /// Marks connection `id` as waiting for a request (or not).
+    fn set_waiting(&self, id: u64, waiting: bool) {
+        if let Some(slot) = lock(&self.table).slots.get_mut(&id) {
+            slot.waiting_since = waiting.then(Instant::now);
+        }
+    }
+
+    fn leave(&self, id: u64) {
+        lock(&self.table).slots.remove(&id);
+    }
+}
+
+fn peer(pid: Option<i32>) -> String {
+    pid.map_or_else(|| "a client".to_string(), |pid| format!("pid {pid}"))
+}
+
+/// Log lines about misbehaving clients, at most [`LOG_BURST`] a minute;
+/// the lines beyond are counted and the count logged with the next line
+/// that gets through.
+struct EventLog {
+    window: Mutex<(Instant, u32, u64)>,
+}
+
+impl EventLog {
+    fn new() -> EventLog {
+        EventLog {
+            window: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    fn note(&self, message: &str) {
+        let mut window = lock(&self.window);
+        let (start, count, suppressed) = &mut *window;
+        if start.elapsed() >= Duration::from_secs(60) {
+            *start = Instant::now();
+            *count = 0;
+        }
+        if *count >= LOG_BURST {
+            *suppressed += 1;
+            return;
+        }
+        *count += 1;
+        if *suppressed > 0 {
+            log(&format!(
+                "{suppressed} more control-socket events were not logged"
+            ));
+            *suppressed = 0;
+        }
+        log(message);
+    }
+}
+
+/// At most 200 characters of `text`, for the log.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_string(),
+    }
+}
+
+fn start_connection<H>(stream: UnixStream, server: &Arc<Server<H>>)
 where
     H: Fn(&Request) -> Response + Send + Sync + 'static,
 {
-    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-        active.fetch_sub(1, Ordering::SeqCst);
-        reject(&stream, "too many connections");
+    let pid = os::peer_pid(stream.as_fd());
+    let Some(id) = server.admit(&stream, pid) else {
+        server.events.note(&format!(
+            "refused a connection of {}: all {} slots run requests",
+            peer(pid),
+            server.limits.max_connections
+        ));
+        reject(&stream, "too many connections", server.limits.write_timeout);
         return;
-    }
-    let handler = Arc::clone(handler);
-    let counter = Arc::clone(active);
+    };
+    let conn = Arc::clone(server);
     let spawned = std::thread::Builder::new()
         .name("hostd-conn".into())
         .spawn(move || {
-            handle_connection(&stream, &*handler);
-            counter.fetch_sub(1, Ordering::SeqCst);
+            handle_connection(&stream, &conn, id, pid);
+            conn.leave(id);
         });
     if spawned.is_err() {
         // The stream moved into the failed closure and is closed with it.
-        active.fetch_sub(1, Ordering::SeqCst);
+        server.leave(id);
     }
 }
 
-fn reject(stream: &UnixStream, message: &str) {
-    let _ = stream.set_write_timeout(Some(SERVER_IO_TIMEOUT));
+fn reject(stream: &UnixStream, message: &str, timeout: Duration) {
+    let _ = stream.set_write_timeout(Some(timeout));
     let _ = (&*stream).write_all(Response::Error(message.to_string()).to_line().as_bytes());
 }
 
-/// Serves one connection: request lines in, response lines out, until the client
-/// closes, stalls past [`SERVER_IO_TIMEOUT`], or sends an over-long line.
-fn handle_connection<H>(stream: &UnixStream, handler: &H)
+/// How reading one request line ended without a whole line.
+enum ReadEnd {
+    /// The client closed (or was evicted).
+    Closed,
+    /// The deadline passed first.
+    Deadline,
+    /// Longer than [`MAX_LINE`].
+    TooLong,
+}
+
+/// Reads one line (up to and with its `\n`, or what came before EOF)
+/// before `deadline`, whatever the pace of its bytes.
+fn read_line_by(
+    reader: &mut BufReader<&UnixStream>,
+    stream: &UnixStream,
+    deadline: Instant,
+) -> Result<Vec<u8>, ReadEnd> {
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadEnd::Deadline);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| ReadEnd::Closed)?;
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ReadEnd::Deadline)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(ReadEnd::Closed),
+        };
+        if buf.is_empty() {
+            return if line.is_empty() {
+                Err(ReadEnd::Closed)
+            } else {
+                Ok(line)
+            };
+        }
+        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (buf.len(), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if line.len() > MAX_LINE + 1 || (!done && line.len() > MAX_LINE) {
+            return Err(ReadEnd::TooLong);
+        }
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
+/// Serves one connection: request lines in, response lines out, until the
+/// client closes, misses the request deadline, sends an over-long line, or
+/// is evicted.
+fn handle_connection<H>(stream: &UnixStream, server: &Server<H>, id: u64, pid: Option<i32>)
 where
     H: Fn(&Request) -> Response,
 {
+    let limits = server.limits;
     if stream.set_nonblocking(false).is_err()
-        || stream.set_read_timeout(Some(SERVER_IO_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(SERVER_IO_TIMEOUT)).is_err()
+        || stream
+            .set_write_timeout(Some(limits.write_timeout))
+            .is_err()
     {
         return;
     }
     let mut reader = BufReader::new(stream);
     let mut writer = stream;
+    let mut served = 0u64;
     loop {
-        let mut line = Vec::new();
-        let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
-        match (&mut reader).take(limit).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let complete = line.ends_with(b"\n");
-        if !complete && line.len() > MAX_LINE {
-            let msg = format!("request longer than {MAX_LINE} bytes");
-            let _ = writer.write_all(Response::Error(msg).to_line().as_bytes());
-            return;
-        }
-        let response = match parse_request(&line) {
-            Ok(request) => handler(&request),
-            Err(message) => Response::Error(message),
+        server.set_waiting(id, true);
+        let deadline = Instant::now() + limits.request_deadline;
+        let line = match read_line_by(&mut reader, stream, deadline) {
+            Ok(line) => line,
+            Err(ReadEnd::Closed) => return,
+            Err(ReadEnd::Deadline) => {
+                // An idle keep-alive connection ending is normal; a request
+                // begun and not finished in time is not.
+                if served == 0 || !reader.buffer().is_empty() {
+                    server.events.note(&format!(
+                        "closed the connection of {}: no whole request within {} s",
+                        peer(pid),
+                        limits.request_deadline.as_secs_f64()
+                    ));
+                }
+                return;
+            }
+            Err(ReadEnd::TooLong) => {
+                server.events.note(&format!(
+                    "refused a request of {}: longer than {MAX_LINE} bytes",
+                    peer(pid)
+                ));
+                let msg = format!("request longer than {MAX_LINE} bytes");
+                let _ = writer.write_all(Response::Error(msg).to_line().as_bytes());
+                return;
+            }
         };
+        server.set_waiting(id, false);
+        let complete = line.ends_with(b"\n");
+        let response = match parse_request(&line) {
+            Ok(request) => (server.handler)(&request),
+            Err(message) => {
+                server.events.note(&format!(
+                    "malformed request of {}: {}",
+                    peer(pid),
+                    cut(&message)
+                ));
+                Response::Error(message)
+            }
+        };
+        served += 1;
         if writer.write_all(response.to_line().as_bytes()).is_err() || !complete {
             return;
         }
@@ -385,6 +656,7 @@ where
 mod tests {
     use super::*;
     use mkhost_shared::control::{request, Status};
+    use std::io::Read;
 
     fn status() -> Status {
         Status {
@@ -514,5 +786,120 @@ mod tests {
         fs::write(&path, b"not a socket").unwrap();
         let err = ControlSocket::bind(&path).err().unwrap();
         assert!(matches!(err, ControlError::NotSocket { .. }), "{err}");
+    }
+
+    /// A server with `limits` whose handler answers status after `delay`.
+    fn start_limited(
+        dir: &Path,
+        limits: ServerLimits,
+        delay: Duration,
+    ) -> (PathBuf, Shutdown, JoinHandle<ControlSocket>) {
+        let path = dir.join("limited.sock");
+        let socket = ControlSocket::bind(&path).unwrap();
+        let shutdown = Shutdown::new().unwrap();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let handler = move |_req: &Request| {
+                std::thread::sleep(delay);
+                Response::Status(status())
+            };
+            serve_with(socket.listener(), handler, &stop, limits).unwrap();
+            socket
+        });
+        (path, shutdown, thread)
+    }
+
+    fn limits(max_connections: usize) -> ServerLimits {
+        ServerLimits {
+            max_connections,
+            request_deadline: Duration::from_millis(800),
+            write_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Slowloris: one byte at a time, each well within any per-read
+    /// timeout, never makes a request last past the deadline.
+    #[test]
+    fn a_request_trickling_in_is_cut_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, shutdown, thread) = start_limited(dir.path(), limits(8), Duration::ZERO);
+        let mut slow = UnixStream::connect(&path).unwrap();
+        let started = Instant::now();
+        let mut cut_off = false;
+        for byte in b"{\"op\":\"status\"}\n" {
+            if slow.write_all(&[*byte]).is_err() {
+                cut_off = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        // The server closed it: reading gives EOF, not an answer.
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = String::new();
+        let _ = slow.read_to_string(&mut rest);
+        assert!(rest.is_empty(), "{rest}");
+        assert!(cut_off || started.elapsed() >= Duration::from_millis(800));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        shutdown.trigger();
+        thread.join().unwrap().remove().unwrap();
+    }
+
+    /// Every slot held by clients that send nothing (or trickle): a new
+    /// client still gets its answer, at once, by evicting the longest idle.
+    #[test]
+    fn idle_and_slow_clients_cannot_lock_others_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut limits = limits(4);
+        limits.request_deadline = Duration::from_secs(30);
+        let (path, shutdown, thread) = start_limited(dir.path(), limits, Duration::ZERO);
+        let mut idle: Vec<UnixStream> = (0..50)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        for stream in idle.iter_mut().take(4) {
+            stream.write_all(b"{\"op\":").unwrap();
+        }
+        for _ in 0..5 {
+            let started = Instant::now();
+            let answer = request(&path, &Request::Status, Duration::from_secs(5)).unwrap();
+            assert_eq!(answer, Response::Status(status()));
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+        shutdown.trigger();
+        thread.join().unwrap().remove().unwrap();
+    }
+
+    /// Slots busy with running requests are not evicted: the newcomer is
+    /// told, and served once one frees up.
+    #[test]
+    fn running_requests_keep_their_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, shutdown, thread) =
+            start_limited(dir.path(), limits(2), Duration::from_millis(700));
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || request(&path, &Request::Gc, Duration::from_secs(5)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let line = raw_exchange(&path, b"{\"op\":\"status\"}\n");
+        assert!(line.contains("too many connections"), "{line}");
+        for b in busy {
+            assert_eq!(b.join().unwrap().unwrap(), Response::Status(status()));
+        }
+        assert!(request(&path, &Request::Status, Duration::from_secs(5)).is_ok());
+        shutdown.trigger();
+        thread.join().unwrap().remove().unwrap();
+    }
+
+    #[test]
+    fn log_lines_are_cut() {
+        let long = "x".repeat(5000);
+        let short = cut(&long);
+        assert!(
+            short.len() < 300 && short.ends_with("(5000 bytes)"),
+            "{short}"
+        );
+        assert_eq!(cut("fine"), "fine");
     }
 }

@@ -45,8 +45,8 @@ pub use process::{
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
 pub use socket::{
-    accept_with_uid, netlink_route_socket, recv_with_fds, send_with_fds, seqpacket_connect,
-    seqpacket_listen, set_receive_timeout, udp_socket_on_device, MAX_FDS,
+    accept_with_uid, netlink_route_socket, peer_pid, recv_with_fds, send_with_fds,
+    seqpacket_connect, seqpacket_listen, set_receive_timeout, udp_socket_on_device, MAX_FDS,
 };
 pub use system::{
     boottime, boottime_ms, finit_module, limit_malloc_arenas, random_bytes_insecure, reboot,

@@ -134,6 +134,13 @@ pub fn accept_with_uid(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, u32)> {
     Ok((fd, cred.uid.as_raw()))
 }
 
+/// The pid of a unix socket's peer (`SO_PEERCRED`), if the kernel says.
+pub fn peer_pid(sock: BorrowedFd<'_>) -> Option<i32> {
+    sockopt::socket_peercred(sock)
+        .ok()
+        .map(|cred| cred.pid.as_raw_nonzero().get())
+}
+
 /// Sets `SO_RCVTIMEO` (`None`: block forever).
 pub fn set_receive_timeout(sock: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
     // rustix refuses a zero timeout, which the kernel reads as "forever".

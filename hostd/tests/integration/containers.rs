@@ -881,6 +881,23 @@ fn run_in_the_foreground_like_docker_run() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(stderr_of(&out).contains("unable to find user \"nobody\""));
     assert_eq!(fs::read_dir(&containers).unwrap().count(), before);
+    // A duration from outside too large to add is refused, not a panic.
+    let stop = Request::Stop {
+        name: "fg".into(),
+        timeout_secs: Some(u64::MAX),
+    };
+    let answer = control::request(&socket, &stop, stop.client_timeout()).unwrap();
+    assert!(
+        matches!(&answer, Response::Error(m) if m.contains("out of range")),
+        "{answer:?}"
+    );
+    let wait = Request::Wait {
+        name: "fg".into(),
+        timeout_ms: u64::MAX,
+    };
+    let answer = control::request(&socket, &wait, wait.client_timeout()).unwrap();
+    assert!(matches!(answer, Response::Container(_)), "{answer:?}");
+    assert!(wait_for_status(&socket, Duration::from_secs(5)).pid > 0);
     // Usage errors exit 2 before anything is sent.
     let out = foreground(&["--rm", "--restart", "always", "bb", "true"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");

@@ -374,7 +374,9 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
                 &["run"]
             }
             Short('t') | Long("time") if command.as_deref() != Some("run") => {
-                timeout = Some(read(&mut p, &flag, number)?);
+                timeout = Some(read(&mut p, &flag, |v| {
+                    number(v).and_then(mkhost_shared::control::check_stop_timeout)
+                })?);
                 &["stop"]
             }
             Short('i' | 't') | Long("interactive" | "tty") => {
@@ -588,6 +590,18 @@ fn label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// The most descriptors `--preserve-fds` may keep: the kernel's default
+/// `fs.nr_open`, above which no process can hold them.
+const MAX_PRESERVE_FDS: u32 = 1 << 20;
+
+fn preserve_fds(text: &str) -> Result<u32, String> {
+    let n: u32 = number(text)?;
+    if n > MAX_PRESERVE_FDS {
+        return Err(format!("{n} is out of range (at most {MAX_PRESERVE_FDS})"));
+    }
+    Ok(n)
+}
+
 /// runc's long options. runc (Go's flag package) also takes them with one
 /// dash (`-root`), so `hostd oci` does too.
 const OCI_LONG: [&str; 17] = [
@@ -668,7 +682,7 @@ fn parse_oci(args: Vec<OsString>) -> Result<Cli, Error> {
             Short('b') | Long("bundle") if runs => create.bundle = p.value()?.into(),
             Long("pid-file") if runs => create.pid_file = Some(p.value()?.into()),
             Long("preserve-fds") if runs => {
-                create.preserve_fds = read(&mut p, "--preserve-fds", number)?
+                create.preserve_fds = read(&mut p, "--preserve-fds", preserve_fds)?
             }
             Long("no-pivot" | "no-new-keyring") if runs => {}
             Long("console-socket") if runs => {
@@ -1096,6 +1110,14 @@ mod tests {
                 "-t: \"soon\" is not a number",
             ),
             (
+                &["stop", "-t", "18446744073709551615", "w"][..],
+                "-t: stop timeout 18446744073709551615 s is out of range",
+            ),
+            (
+                &["stop", "-t", "99999999999999999999", "w"][..],
+                "is not a number",
+            ),
+            (
                 &["status", "--socket"][..],
                 "missing argument for option '--socket'",
             ),
@@ -1355,6 +1377,10 @@ mod tests {
             (
                 &["create", "--preserve-fds=x", "c"][..],
                 "--preserve-fds: \"x\" is not a number",
+            ),
+            (
+                &["create", "--preserve-fds=4294967295", "c"][..],
+                "--preserve-fds: 4294967295 is out of range",
             ),
             (&["delete", "--force=yes", "c"][..], "'--force'"),
             (&["frob"][..], "unknown command \"frob\""),

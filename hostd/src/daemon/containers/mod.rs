@@ -138,7 +138,9 @@ impl Entry {
     /// Waits while `busy(status)` holds, for at most `timeout`; true if it
     /// no longer holds.
     fn wait_while(&self, timeout: Duration, busy: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add is as good as forever.
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let deadline = Instant::now().checked_add(timeout).unwrap_or(far).min(far);
         let mut state = lock(&self.state);
         while busy(&state.record.status) {
             let left = deadline.saturating_duration_since(Instant::now());
