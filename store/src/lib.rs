@@ -43,6 +43,7 @@ mod index;
 mod layout;
 mod source;
 mod spec;
+mod tarstream;
 mod unpack;
 
 use std::collections::BTreeSet;
