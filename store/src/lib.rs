@@ -1,5 +1,7 @@
-//! The image store: OCI images and `docker save` archives, verified,
-//! unpacked once per layer, and handed to the runtime as overlayfs lowerdirs.
+//! The image store: OCI images, `docker save` archives, skopeo `dir:` copies
+//! and root file system tars (`docker export`; one layer, as `docker import`
+//! makes it), verified, unpacked once per layer, and handed to the runtime
+//! as overlayfs lowerdirs.
 //!
 //! # On disk
 //!

@@ -15,6 +15,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
+use serde::Serialize;
+
 use super::digest::{Digest, HashingReader};
 use super::error::StoreError;
 use super::source::{StagedFile, Staging};
@@ -71,19 +73,22 @@ pub(crate) fn rootfs_config(
     let (diff_id, _) = tar.into_inner().into_inner().finish().map_err(io_corrupt)?;
 
     let created = rfc3339(newest);
-    let config = serde_json::json!({
-        "architecture": spec::host_arch(),
-        "os": "linux",
-        "created": created,
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-        "history": [{
-            "created": created,
-            "created_by": "hostd import",
-            "comment": "imported from a root file system tar",
+    let config = Config {
+        architecture: spec::host_arch(),
+        config: Empty {},
+        created: &created,
+        history: [History {
+            comment: "imported from a root file system tar",
+            created: &created,
+            created_by: "hostd import",
         }],
-    });
-    let bytes = serde_json::to_vec(&config).expect("a JSON value serialises");
+        os: "linux",
+        rootfs: RootFs {
+            diff_ids: [diff_id.as_str()],
+            kind: "layers",
+        },
+    };
+    let bytes = serde_json::to_vec(&config).expect("the config serialises");
     let path = staging.path("config");
     std::fs::write(&path, &bytes).map_err(|source| StoreError::Write {
         path: path.clone(),
@@ -95,6 +100,37 @@ pub(crate) fn rootfs_config(
         size: bytes.len() as u64,
     };
     Ok((staged, diff_id))
+}
+
+/// The config of a root file system's image. Typed rather than a
+/// `serde_json::Value` so that its bytes, and so the image id, cannot change
+/// with serde_json's features: fields in this order, keys sorted.
+#[derive(Serialize)]
+struct Config<'a> {
+    architecture: &'a str,
+    config: Empty,
+    created: &'a str,
+    history: [History<'a>; 1],
+    os: &'a str,
+    rootfs: RootFs<'a>,
+}
+
+/// `{}`: no Cmd, Entrypoint, Env or anything else.
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct History<'a> {
+    comment: &'a str,
+    created: &'a str,
+    created_by: &'a str,
+}
+
+#[derive(Serialize)]
+struct RootFs<'a> {
+    diff_ids: [&'a str; 1],
+    #[serde(rename = "type")]
+    kind: &'a str,
 }
 
 /// An entry's modification time in whole seconds: the PAX `mtime` record if
@@ -143,6 +179,32 @@ fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_bytes_are_fixed() {
+        let d = Digest::of(b"");
+        let config = Config {
+            architecture: "amd64",
+            config: Empty {},
+            created: "1970-01-01T00:00:00Z",
+            history: [History {
+                comment: "c",
+                created: "t",
+                created_by: "b",
+            }],
+            os: "linux",
+            rootfs: RootFs {
+                diff_ids: [d.as_str()],
+                kind: "layers",
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            format!(
+                r#"{{"architecture":"amd64","config":{{}},"created":"1970-01-01T00:00:00Z","history":[{{"comment":"c","created":"t","created_by":"b"}}],"os":"linux","rootfs":{{"diff_ids":["{d}"],"type":"layers"}}}}"#
+            )
+        );
+    }
 
     #[test]
     fn formats_times() {
