@@ -54,12 +54,11 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// The import source is a directory that is neither an OCI layout nor
-    /// an unpacked docker save archive nor a skopeo `dir:` copy (an archive
-    /// file without those is a root file system tar, imported as one layer;
-    /// only [`super::archive_images`]'s callers may still see this for one
-    /// that lacks a manifest).
-    #[error("{path} is neither an OCI image layout (oci-layout, index.json) nor a `docker save` archive or skopeo `dir:` copy (manifest.json); pass an image directory, a .tar made by `docker save`, `docker export`, `skopeo copy` or `umoci`, or a tar of a root file system")]
+    /// The source is neither an OCI layout nor a docker save archive nor a
+    /// skopeo `dir:` copy: a directory without those files, or, for
+    /// [`super::archive_images`] (which lists image archives only), a root
+    /// file system tar, which [`super::Store::import`] takes.
+    #[error("{path} is neither an OCI image layout (oci-layout, index.json) nor a `docker save` archive or skopeo `dir:` copy (manifest.json); pass an image directory or a .tar made by `docker save`, `skopeo copy` or `umoci` (`hostd import` also takes a tar of a root file system, as `docker import` does)")]
     UnknownFormat {
         /// The path given to `import`.
         path: PathBuf,

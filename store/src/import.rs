@@ -212,7 +212,8 @@ pub struct ArchiveLayer {
 /// and to size the store they make at boot.
 ///
 /// `path` must not be a fifo or a device: like an import, this reads it to
-/// the end.
+/// the end. A root file system tar, which an import makes an unnamed image
+/// of, is [`StoreError::UnknownFormat`] here.
 pub fn archive_images(
     path: &Path,
     scratch: &Path,
@@ -220,6 +221,13 @@ pub fn archive_images(
 ) -> Result<Vec<ArchiveImage>, StoreError> {
     let staging = Staging::create(scratch, "list")?;
     let source = Source::open(path, &staging)?;
+    if let Source::Rootfs { .. } = source {
+        // Its image would have no name to find it by: build-time checks
+        // take image archives only.
+        return Err(StoreError::UnknownFormat {
+            path: path.to_owned(),
+        });
+    }
     let images = source_images(&source, &staging, path)?;
     // Layer blob digest -> its uncompressed digest and size.
     let mut measured: BTreeMap<Digest, (Digest, u64)> = BTreeMap::new();
@@ -1012,24 +1020,14 @@ mod tests {
         let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
         assert!(matches!(err, StoreError::CorruptArchive { .. }), "{err}");
 
-        // A tar without image files is a root file system: one image, no
-        // name, the tar itself its layer.
+        // A tar without image files is a root file system, which import
+        // takes but the listing (build-time checks) does not.
         let mut other = tar::Builder::new(Vec::new());
         add(&mut other, "hello.txt", b"hi");
         let rootfs = other.into_inner().unwrap();
         fs::write(&path, &rootfs).unwrap();
-        let images = archive_images(&path, &scratch, u64::MAX).unwrap();
-        assert_eq!(images.len(), 1);
-        assert!(images[0].names.is_empty());
-        assert_eq!(
-            images[0].layers,
-            [ArchiveLayer {
-                digest: Digest::of(&rootfs),
-                blob_bytes: rootfs.len() as u64,
-                diff_id: Digest::of(&rootfs),
-                unpacked_bytes: rootfs.len() as u64,
-            }]
-        );
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
+        assert!(matches!(err, StoreError::UnknownFormat { .. }), "{err}");
         // The same, cut at an entry boundary (no end-of-archive marker), is
         // truncated; a directory without image files is no image.
         fs::write(&path, &rootfs[..1024]).unwrap();
