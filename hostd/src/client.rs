@@ -393,7 +393,7 @@ pub fn images(socket: &Path, json: bool) -> ExitCode {
     })
 }
 
-pub fn import(socket: &Path, path: &Path) -> ExitCode {
+pub fn import(socket: &Path, path: &Path, reference: Option<&str>) -> ExitCode {
     // The daemon does not know our directory: send the path absolute.
     let path = match std::path::absolute(path) {
         Ok(path) => path,
@@ -406,7 +406,10 @@ pub fn import(socket: &Path, path: &Path) -> ExitCode {
         eprintln!("hostd: {} is not valid UTF-8; rename it", path.display());
         return ExitCode::FAILURE;
     }
-    let request = Request::Import { path };
+    let request = Request::Import {
+        path,
+        reference: reference.map(str::to_owned),
+    };
     client(socket, &request, request.client_timeout(), |response| {
         let Response::Imported(report) = response else {
             return Err(unexpected(&response));

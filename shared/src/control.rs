@@ -105,10 +105,15 @@ pub enum Request {
     Status,
     /// List the images in the store.
     Images,
-    /// Import every image of an OCI layout or `docker save` archive.
+    /// Import every image of an OCI layout, `docker save` archive or skopeo
+    /// `dir:` copy, or a root file system tar as a one-layer image.
     Import {
         /// Absolute path of the file or directory, as the daemon sees it.
         path: PathBuf,
+        /// A name for the image: the root file system's, or one more for
+        /// the one image of a layout or archive (several images: an error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
     /// Show one image: config and layers.
     InspectImage {
@@ -558,8 +563,16 @@ mod tests {
             (
                 Request::Import {
                     path: "/root/a.tar".into(),
+                    reference: None,
                 },
                 json!({"op":"import","path":"/root/a.tar"}),
+            ),
+            (
+                Request::Import {
+                    path: "/root/rootfs.tar".into(),
+                    reference: Some("app:1".into()),
+                },
+                json!({"op":"import","path":"/root/rootfs.tar","reference":"app:1"}),
             ),
             (
                 Request::InspectImage { image: "a".into() },

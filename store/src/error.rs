@@ -54,8 +54,11 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// The import source is neither an OCI layout nor a docker save archive.
-    #[error("{path} is neither an OCI image layout (oci-layout, index.json) nor a `docker save` archive (manifest.json); pass a directory or a .tar made by `docker save`, `skopeo copy` or `umoci`")]
+    /// The source is neither an OCI layout nor a docker save archive nor a
+    /// skopeo `dir:` copy: a directory without those files, or, for
+    /// [`super::archive_images`] (which lists image archives only), a root
+    /// file system tar, which [`super::Store::import`] takes.
+    #[error("{path} is neither an OCI image layout (oci-layout, index.json) nor a `docker save` archive or skopeo `dir:` copy (manifest.json); pass an image directory or a .tar made by `docker save`, `skopeo copy` or `umoci` (`hostd import` also takes a tar of a root file system, as `docker import` does)")]
     UnknownFormat {
         /// The path given to `import`.
         path: PathBuf,
@@ -174,6 +177,16 @@ pub enum StoreError {
     Empty {
         /// The path given to `import`.
         path: PathBuf,
+    },
+    /// A name was given for a source that holds more than one image.
+    #[error("cannot name the images of {path} {name:?}: it holds {images} images, and a name given on import is for a source of one image; import it without a name (its images keep the names it gives them)")]
+    NameForMany {
+        /// The path given to `import`.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// How many images the source holds.
+        images: usize,
     },
     /// An image name from the source is unusable.
     #[error(

@@ -1,11 +1,16 @@
-//! `Store::import`: read an OCI layout or `docker save` archive, verify it,
-//! unpack its new layers in staging, then commit everything with renames.
+//! `Store::import`: read an OCI layout, `docker save` archive, skopeo `dir:`
+//! copy or root file system tar, verify it, unpack its new layers in
+//! staging, then commit everything with renames.
 //!
 //! The pipeline, all under the store lock:
 //!
-//! 1. open the source (an archive is staged file by file, hashed on the way);
+//! 1. open the source (an archive is staged file by file, hashed on the way;
+//!    a root file system tar is staged whole);
 //! 2. find the images: `index.json` (following image indexes to this
-//!    machine's platform) or `manifest.json` (`docker save`);
+//!    machine's platform), `manifest.json` (a JSON array: `docker save`; an
+//!    object: the one image manifest of a skopeo `dir:` copy), or, for a
+//!    root file system, one image whose config is made from the tar
+//!    (`rootfs.rs`); a name the caller gives is added to the one image;
 //! 3. for each image not already in the store: verify manifest and config
 //!    against their digests, then each layer blob against its digest and,
 //!    decompressed, against the config's diff_id, unpacking layers the store
@@ -24,7 +29,8 @@ use serde::Serialize;
 use super::digest::{Digest, HashingReader};
 use super::error::StoreError;
 use super::index::{valid_name, ImageRecord, IndexFile, LayerMeta, LayerRecord};
-use super::source::{normalize, Source, StagedFile, Staging};
+use super::rootfs::rootfs_config;
+use super::source::{normalize, Source, StagedFile, Staging, ROOTFS_LAYER};
 use super::spec::{self, ConfigFile, Descriptor, DockerSaveEntry, Index, Manifest};
 use super::unpack::{decompressed, unpack_layer};
 use super::Store;
@@ -67,11 +73,32 @@ struct Pending {
     layers: BTreeMap<Digest, (PathBuf, LayerMeta)>,
 }
 
-pub(crate) fn import(store: &Store, path: &Path) -> Result<ImportReport, StoreError> {
+pub(crate) fn import(
+    store: &Store,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<ImportReport, StoreError> {
+    if let Some(name) = name.filter(|n| !valid_name(n)) {
+        return Err(StoreError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
     let _lock = store.lock()?;
     let staging = Staging::create(&store.tmp_dir(), "import")?;
     let source = Source::open(path, &staging)?;
-    let images = source_images(&source, &staging, path)?;
+    let mut images = source_images(&source, &staging, path)?;
+    if let Some(name) = name {
+        let [image] = images.as_mut_slice() else {
+            return Err(StoreError::NameForMany {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                images: images.len(),
+            });
+        };
+        if !image.names.iter().any(|n| n == name) {
+            image.names.push(name.to_owned());
+        }
+    }
 
     let mut index = IndexFile::load(&store.index_path())?;
     let mut pending = Pending::default();
@@ -120,8 +147,10 @@ fn source_images(
     staging: &Staging,
     path: &Path,
 ) -> Result<Vec<SourceImage>, StoreError> {
-    let images = if source.exists("manifest.json") {
-        read_docker(source, staging)?
+    let images = if let Source::Rootfs { blob } = source {
+        vec![rootfs_image(blob, staging, path)?]
+    } else if source.exists("manifest.json") {
+        read_manifest_json(source, staging)?
     } else if source.exists("index.json") || source.exists("oci-layout") {
         read_oci(source, staging)?
     } else {
@@ -183,7 +212,8 @@ pub struct ArchiveLayer {
 /// and to size the store they make at boot.
 ///
 /// `path` must not be a fifo or a device: like an import, this reads it to
-/// the end.
+/// the end. A root file system tar, which an import makes an unnamed image
+/// of, is [`StoreError::UnknownFormat`] here.
 pub fn archive_images(
     path: &Path,
     scratch: &Path,
@@ -191,6 +221,13 @@ pub fn archive_images(
 ) -> Result<Vec<ArchiveImage>, StoreError> {
     let staging = Staging::create(scratch, "list")?;
     let source = Source::open(path, &staging)?;
+    if let Source::Rootfs { .. } = source {
+        // Its image would have no name to find it by: build-time checks
+        // take image archives only.
+        return Err(StoreError::UnknownFormat {
+            path: path.to_owned(),
+        });
+    }
     let images = source_images(&source, &staging, path)?;
     // Layer blob digest -> its uncompressed digest and size.
     let mut measured: BTreeMap<Digest, (Digest, u64)> = BTreeMap::new();
@@ -437,7 +474,8 @@ fn check_blob(
     Ok(())
 }
 
-/// Writes an OCI manifest for a `docker save` image into staging.
+/// Writes an OCI manifest for a `docker save` image or a root file system
+/// tar into staging.
 fn synthesize_manifest(
     staging: &Staging,
     config: &StagedFile,
@@ -664,8 +702,31 @@ fn load_oci_image(
     let context = format!("manifest {}", desc.digest);
     let (manifest_blob, manifest): (_, Manifest) =
         read_blob_json(source, staging, desc, "image manifest", &context)?;
+    let file = blob_file(&parse_digest(&desc.digest, &context)?);
+    image_of_manifest(
+        source,
+        staging,
+        (manifest_blob, manifest),
+        &file,
+        names,
+        blob_file,
+    )
+}
+
+/// The image an (already verified) manifest describes; `manifest_file`
+/// names the manifest in errors, `blob_at` is where the source keeps a
+/// blob (`blobs/sha256/<hex>` in OCI layouts, `<hex>` in skopeo `dir:`).
+fn image_of_manifest(
+    source: &Source,
+    staging: &Staging,
+    (manifest_blob, manifest): (StagedFile, Manifest),
+    manifest_file: &str,
+    names: Vec<String>,
+    blob_at: fn(&Digest) -> String,
+) -> Result<SourceImage, StoreError> {
+    let context = format!("manifest {manifest_file}");
     let config_digest = parse_digest(&manifest.config.digest, &context)?;
-    let config_file = blob_file(&config_digest);
+    let config_file = blob_at(&config_digest);
     let config = source.stage(&config_file, staging)?;
     check_blob(&config, &config_digest, manifest.config.size, &config_file)?;
     let (parsed, diff_ids) = parse_config(&config, &config_file)?;
@@ -679,7 +740,7 @@ fn load_oci_image(
             });
         }
         layers.push(SourceLayer {
-            file: blob_file(&digest),
+            file: blob_at(&digest),
             digest: Some(digest),
             size: l.size,
             media_type: Some(l.media_type.clone()),
@@ -688,7 +749,7 @@ fn load_oci_image(
     if let Some(mt) = &manifest.media_type {
         if mt != spec::OCI_MANIFEST && mt != spec::DOCKER_MANIFEST {
             return Err(StoreError::BadJson {
-                file: blob_file(&parse_digest(&desc.digest, &context)?),
+                file: manifest_file.to_owned(),
                 what: "image manifest",
                 reason: format!("media type {mt:?} is not an image manifest"),
             });
@@ -714,10 +775,39 @@ fn digest_in_path(file: &str) -> Option<Digest> {
     file.strip_suffix(".json").and_then(Digest::from_hex)
 }
 
-/// The images of a `docker save` archive (legacy or OCI-in-docker form).
-fn read_docker(source: &Source, staging: &Staging) -> Result<Vec<SourceImage>, StoreError> {
+/// The images of a source with a `manifest.json`: a JSON array is the
+/// index of a `docker save` archive, an object the image manifest of a
+/// skopeo `dir:` copy (whose blobs are files named by their hex digest).
+fn read_manifest_json(source: &Source, staging: &Staging) -> Result<Vec<SourceImage>, StoreError> {
+    const FILE: &str = "manifest.json";
+    const WHAT: &str = "docker save manifest or image manifest";
+    let staged = source.stage(FILE, staging)?;
+    let bytes = staged.read_limited(FILE, WHAT, JSON_LIMIT)?;
+    let value: serde_json::Value = parse_json(&bytes, FILE, WHAT)?;
+    if value.is_object() {
+        let manifest: Manifest = parse_json(&bytes, FILE, "image manifest")?;
+        let image =
+            image_of_manifest(source, staging, (staged, manifest), FILE, Vec::new(), |d| {
+                d.hex().to_owned()
+            })?;
+        return Ok(vec![image]);
+    }
+    read_docker(source, staging, value)
+}
+
+/// The images of a `docker save` archive (legacy or OCI-in-docker form),
+/// given its parsed `manifest.json`.
+fn read_docker(
+    source: &Source,
+    staging: &Staging,
+    manifest: serde_json::Value,
+) -> Result<Vec<SourceImage>, StoreError> {
     let entries: Vec<DockerSaveEntry> =
-        read_source_json(source, staging, "manifest.json", "docker save manifest")?;
+        serde_json::from_value(manifest).map_err(|e| StoreError::BadJson {
+            file: "manifest.json".to_owned(),
+            what: "docker save manifest",
+            reason: e.to_string(),
+        })?;
     let mut images = Vec::new();
     for entry in entries {
         let config_file = normalize(&entry.config).map_err(|_| StoreError::Missing {
@@ -752,6 +842,32 @@ fn read_docker(source: &Source, staging: &Staging) -> Result<Vec<SourceImage>, S
         });
     }
     Ok(images)
+}
+
+/// The one image of a root file system tar: the config made from the tar
+/// (`rootfs.rs`), the staged tar as its only layer, no name.
+fn rootfs_image(
+    blob: &StagedFile,
+    staging: &Staging,
+    path: &Path,
+) -> Result<SourceImage, StoreError> {
+    let (config, diff_id) = rootfs_config(blob, path, staging)?;
+    let (parsed, diff_ids) = parse_config(&config, "generated image config")?;
+    debug_assert_eq!(diff_ids, [diff_id]);
+    Ok(SourceImage {
+        names: Vec::new(),
+        id: config.digest.clone(),
+        config,
+        parsed,
+        diff_ids,
+        manifest: None,
+        layers: vec![SourceLayer {
+            file: ROOTFS_LAYER.to_owned(),
+            digest: Some(blob.digest.clone()),
+            size: Some(blob.size),
+            media_type: None,
+        }],
+    })
 }
 
 /// Renames everything pending into place and replaces the index; on error
@@ -904,11 +1020,22 @@ mod tests {
         let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
         assert!(matches!(err, StoreError::CorruptArchive { .. }), "{err}");
 
+        // A tar without image files is a root file system, which import
+        // takes but the listing (build-time checks) does not.
         let mut other = tar::Builder::new(Vec::new());
         add(&mut other, "hello.txt", b"hi");
-        fs::write(&path, other.into_inner().unwrap()).unwrap();
+        let rootfs = other.into_inner().unwrap();
+        fs::write(&path, &rootfs).unwrap();
         let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
         assert!(matches!(err, StoreError::UnknownFormat { .. }), "{err}");
+        // The same, cut at an entry boundary (no end-of-archive marker), is
+        // truncated; a directory without image files is no image.
+        fs::write(&path, &rootfs[..1024]).unwrap();
+        let err = archive_images(&path, &scratch, u64::MAX).unwrap_err();
+        assert!(matches!(err, StoreError::CorruptArchive { .. }), "{err}");
+        let err = archive_images(&scratch, dir.path(), u64::MAX).unwrap_err();
+        assert!(matches!(err, StoreError::UnknownFormat { .. }), "{err}");
+        assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "staging left");
     }
 
     #[test]

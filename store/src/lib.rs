@@ -1,5 +1,7 @@
-//! The image store: OCI images and `docker save` archives, verified,
-//! unpacked once per layer, and handed to the runtime as overlayfs lowerdirs.
+//! The image store: OCI images, `docker save` archives, skopeo `dir:` copies
+//! and root file system tars (`docker export`; one layer, as `docker import`
+//! makes it), verified, unpacked once per layer, and handed to the runtime
+//! as overlayfs lowerdirs.
 //!
 //! # On disk
 //!
@@ -41,8 +43,10 @@ mod error;
 mod import;
 mod index;
 mod layout;
+mod rootfs;
 mod source;
 mod spec;
+mod tarstream;
 mod unpack;
 
 use std::collections::BTreeSet;
@@ -94,12 +98,27 @@ impl Store {
         Ok(store)
     }
 
-    /// Imports every image of an OCI image layout (directory or tar) or a
-    /// `docker save` archive (tar; gzip or zstd compressed tars too).
+    /// Imports every image of an OCI image layout (directory or tar), a
+    /// `docker save` archive (tar; gzip or zstd compressed tars too), a
+    /// skopeo `dir:` copy, or a tar of a root file system (`docker export`,
+    /// `tar -C ROOT -c .`; plain, gzip or zstd), which becomes an untagged
+    /// image of one layer, as `docker import` makes it.
     ///
     /// All-or-nothing: on error the store is exactly as it was.
     pub fn import(&self, path: impl AsRef<Path>) -> Result<ImportReport, StoreError> {
-        import::import(self, path.as_ref())
+        import::import(self, path.as_ref(), None)
+    }
+
+    /// [`Store::import`], and `name` added to the names of the one image the
+    /// source holds (a root file system tar, or an archive or layout of one
+    /// image; more than one image is [`StoreError::NameForMany`]). The name
+    /// moves from any other image that had it, as names do on import.
+    pub fn import_named(
+        &self,
+        path: impl AsRef<Path>,
+        name: &str,
+    ) -> Result<ImportReport, StoreError> {
+        import::import(self, path.as_ref(), Some(name))
     }
 
     /// All images, sorted by id.

@@ -1,5 +1,7 @@
-//! Where an import reads from: a directory (an OCI layout or an unpacked
-//! `docker save`) or an archive file (tar, optionally gzip or zstd).
+//! Where an import reads from: a directory (an OCI layout, an unpacked
+//! `docker save`, a skopeo `dir:` copy) or an archive file (tar, optionally
+//! gzip or zstd): an image archive, or a tar of a root file system (what
+//! `docker export` writes) that becomes a one-layer image.
 //!
 //! Files come out of a source as [`StagedFile`]s: copies inside the store's
 //! staging directory whose sha256 was computed while they were written, so
@@ -10,12 +12,19 @@
 //! files in any order), symlinks and hard links between them are recorded
 //! and resolved by name, never on disk. A directory is read through
 //! `openat2(RESOLVE_IN_ROOT)`, so its symlinks cannot point outside it.
+//!
+//! An archive must end with tar's end-of-archive marker: it has no digests
+//! of its own, so that is the only way to tell a whole archive from one cut
+//! at an entry boundary. One that holds none of the files an image format
+//! begins with (`manifest.json`, `index.json`, `oci-layout`, `repositories`,
+//! `blobs/`) is a root file system: its staged files are dropped and the
+//! archive file itself is staged as the layer blob, read a second time.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +32,15 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::digest::{Digest, HashingWriter};
 use super::error::StoreError;
-use super::unpack::decompressed;
+use super::tarstream::BlockPadded;
+use super::unpack::{decompressed, names_root};
+
+/// The name a root file system tar's one layer goes by inside its source.
+pub(crate) const ROOTFS_LAYER: &str = "root file system tar";
+
+/// Files (or, for `blobs/`, directories) at the top of an archive that make
+/// it an image archive rather than a root file system.
+const IMAGE_MARKERS: [&str; 4] = ["manifest.json", "index.json", "oci-layout", "repositories"];
 
 /// A private directory under the store's `tmp/` for one operation; removed
 /// with everything left in it when dropped.
@@ -149,6 +166,9 @@ pub(crate) enum Source {
     Dir { path: PathBuf, fd: OwnedFd },
     /// An archive, already staged: files by normalised path.
     Archive { files: BTreeMap<String, Item> },
+    /// A tar of a root file system (an archive without image layout files),
+    /// staged whole as it was given (compressed or not): the layer blob.
+    Rootfs { blob: StagedFile },
 }
 
 impl Source {
@@ -191,16 +211,34 @@ impl Source {
         rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)
             .map_err(io::Error::from)
             .map_err(source_err)?;
+        let mut rewind = file.try_clone().map_err(source_err)?;
         let corrupt = |e: io::Error| StoreError::CorruptArchive {
             path: path.to_owned(),
             detail: e.to_string(),
         };
+        let truncated = |detail: String| StoreError::CorruptArchive {
+            path: path.to_owned(),
+            detail,
+        };
         let (_, reader) = decompressed(BufReader::new(file)).map_err(corrupt)?;
+        let (reader, end) = BlockPadded::new(reader);
         let mut archive = tar::Archive::new(reader);
         let mut files = BTreeMap::new();
+        // The previous entry and where its data ends (see tarstream.rs).
+        let mut last: Option<(String, u64)> = None;
         for entry in archive.entries().map_err(corrupt)? {
             let mut entry = entry.map_err(corrupt)?;
+            if let Some((shown, stop)) = &last {
+                end.check(shown, *stop).map_err(truncated)?;
+            }
             let raw = entry.path_bytes().into_owned();
+            last = Some((
+                String::from_utf8_lossy(&raw).into_owned(),
+                entry.raw_file_position().saturating_add(entry.size()),
+            ));
+            if names_root(&raw) {
+                continue; // `./` or `/`: the root directory of a file system
+            }
             let Ok(name) = String::from_utf8(raw) else {
                 continue; // not part of any image format
             };
@@ -243,10 +281,37 @@ impl Source {
                 }
             }
         }
+        if let Some((shown, stop)) = &last {
+            end.check(shown, *stop).map_err(truncated)?;
+        }
+        if !end.marker_seen() {
+            return Err(truncated(match last {
+                Some((shown, _)) => {
+                    format!("it ends after entry {shown:?} without tar's end-of-archive marker")
+                }
+                None => "it is empty".to_owned(),
+            }));
+        }
         // Whatever follows the end-of-archive marker is ignored, but a
         // compressed archive must at least decompress cleanly.
-        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(corrupt)?;
-        Ok(Source::Archive { files })
+        io::copy(&mut archive.into_inner().into_inner(), &mut io::sink()).map_err(corrupt)?;
+        let image = files
+            .keys()
+            .any(|k| IMAGE_MARKERS.contains(&k.as_str()) || k.starts_with("blobs/"));
+        if image {
+            return Ok(Source::Archive { files });
+        }
+        // A root file system: its files are not needed one by one. Free the
+        // space they take, then stage the archive as it is: the layer blob.
+        for item in files.values() {
+            if let Item::File(f) = item {
+                let _ = fs::remove_file(&f.path);
+            }
+        }
+        rewind.rewind().map_err(source_err)?;
+        let (blob, read) = stage_stream(&mut rewind, staging.path("rootfs"))?;
+        read.map_err(source_err)?;
+        Ok(Source::Rootfs { blob })
     }
 
     /// True when `file` exists in the source.
@@ -254,6 +319,7 @@ impl Source {
         match self {
             Source::Dir { .. } => self.open_in_dir(file).is_ok(),
             Source::Archive { .. } => self.archive_file(file).is_some(),
+            Source::Rootfs { .. } => false,
         }
     }
 
@@ -310,6 +376,8 @@ impl Source {
         };
         match self {
             Source::Archive { .. } => self.archive_file(file).cloned().ok_or_else(missing),
+            Source::Rootfs { blob } if file == ROOTFS_LAYER => Ok(blob.clone()),
+            Source::Rootfs { .. } => Err(missing()),
             Source::Dir { path, .. } => {
                 let key = normalize(file).map_err(|_| missing())?;
                 let mut f = match self.open_in_dir(&key) {

@@ -43,6 +43,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use super::error::StoreError;
+use super::tarstream::BlockPadded;
 use super::SkippedEntry;
 
 /// How a layer blob is compressed, detected from its first bytes.
@@ -95,13 +96,20 @@ pub(crate) struct LayerStats {
     /// Extended attributes dropped (not allowed, or unsupported by the
     /// store's file system).
     pub xattrs_dropped: u64,
+    /// Whether the tar ended with its end-of-archive marker (false: the
+    /// stream just ended after a complete entry).
+    pub end_marker: bool,
 }
 
 /// Unpacks the tar stream `reader` into the empty directory `dest`.
 ///
 /// `layer` names the layer in errors. Returns the stats and the reader,
 /// positioned after the tar's end-of-archive marker, so the caller can read
-/// the rest of the stream (to finish a digest).
+/// the rest of the stream (to finish a digest). A stream that ends right
+/// after an entry's data, without the padding or the end-of-archive marker
+/// (umoci 0.4.7's `insert` writes such layers), is read as Go's
+/// `archive/tar` reads it: to its end; an entry whose data is cut short is
+/// still an error (`tarstream.rs`).
 pub(crate) fn unpack_layer<R: Read>(
     reader: R,
     dest: &Path,
@@ -119,14 +127,34 @@ pub(crate) fn unpack_layer<R: Read>(
         dirs: Vec::new(),
         stats: LayerStats::default(),
     };
+    let (reader, end) = BlockPadded::new(reader);
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| u.corrupt(&e))?;
+    // The previous entry and where its data ends: complete only once the
+    // tar reader has moved past it without running out of real stream.
+    let mut last = (String::new(), 0u64);
+    let truncated = |u: &Unpacker<'_>, (shown, stop): &(String, u64)| {
+        end.check(shown, *stop)
+            .map_err(|detail| StoreError::CorruptLayer {
+                layer: u.layer.to_owned(),
+                detail,
+            })
+    };
     for entry in entries {
         let mut entry = entry.map_err(|e| u.corrupt(&e))?;
+        truncated(&u, &last)?;
+        let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        last = (
+            shown,
+            entry.raw_file_position().saturating_add(entry.size()),
+        );
         u.entry(&mut entry)?;
+        truncated(&u, &last)?;
     }
+    truncated(&u, &last)?;
     u.finish_dirs()?;
-    Ok((u.stats, archive.into_inner()))
+    u.stats.end_marker = end.marker_seen();
+    Ok((u.stats, archive.into_inner().into_inner()))
 }
 
 /// Metadata of an entry, as the tar header and PAX records give it.
@@ -172,7 +200,7 @@ pub(crate) fn components(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
 
 /// Whether an entry path names the layer root itself: `/`, `./`, `.`, `//`,
 /// `./.`, ... (only empty and `.` components). umoci writes the root as `/`.
-fn names_root(raw: &[u8]) -> bool {
+pub(crate) fn names_root(raw: &[u8]) -> bool {
     raw.split(|&b| b == b'/').all(|c| c.is_empty() || c == b".")
 }
 
@@ -686,7 +714,7 @@ fn set_symlink_meta(dir: &OwnedFd, name: &CStr, meta: &Meta) -> rustix::io::Resu
 }
 
 /// A PAX time, `SECONDS[.FRACTION]`, possibly negative.
-fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+pub(crate) fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs: i64 = secs.parse().ok()?;

@@ -927,11 +927,10 @@ fn umoci_insert_root_entry_is_the_layer_root() {
     fs::write(src.join("etc/greeting"), b"hello from umoci\n").unwrap();
     fs::write(src.join("bin/tool"), b"#!/bin/sh\n").unwrap();
     fs::set_permissions(src.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
-    // umoci 0.4.7 (Debian) ends an inserted layer without the tar trailer
-    // and without padding the last file's data; an empty directory sorted
-    // last keeps that truncation at a header boundary, where a missing
-    // trailer reads as the end of the archive.
-    fs::create_dir_all(src.join("zz-last")).unwrap();
+    // umoci 0.4.7 (Debian) ends an inserted layer right after the last
+    // file's data (`etc/greeting`, 17 bytes), without padding it to a tar
+    // block and without the end-of-archive marker; Go's archive/tar reads
+    // that, and so must the store.
     fs::set_permissions(&src, fs::Permissions::from_mode(0o750)).unwrap();
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
     fs::File::open(&src).unwrap().set_modified(mtime).unwrap();
@@ -941,6 +940,21 @@ fn umoci_insert_root_entry_is_the_layer_root() {
     let report = store.import(dir.join("L")).unwrap();
     assert_eq!(report.images.len(), 1);
     assert_eq!(report.images[0].names, ["x"]);
+    let layer_blob = layout_blob(
+        &dir.join("L"),
+        &store.inspect("x").unwrap().layers[0].digest,
+    );
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(fs::File::open(layer_blob).unwrap()),
+        &mut tar,
+    )
+    .unwrap();
+    assert_ne!(
+        tar.len() % 512,
+        0,
+        "umoci padded the layer: the case is gone"
+    );
     assert_eq!(report.layers_added, 1);
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
 
@@ -958,4 +972,457 @@ fn umoci_insert_root_entry_is_the_layer_root() {
     assert_eq!(root.mode() & 0o7777, 0o750, "the `/` entry's mode");
     assert_eq!(root.mtime(), 1_500_000_000, "the `/` entry's mtime");
     assert_eq!((root.uid(), root.gid()), (0, 0));
+}
+
+// ------------------------------------------- every format, entry by entry
+
+/// One file system object as the comparison sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    /// `d`irectory, `f`ile, `l`ink (symlink), `p` (fifo), `?`.
+    kind: char,
+    /// Permission bits with setuid, setgid and sticky.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Modification time, whole seconds (tar keeps no more here).
+    mtime: i64,
+    /// Regular files: size and sha256.
+    size: u64,
+    hash: String,
+    /// Symlinks: the target as written.
+    target: PathBuf,
+    /// Regular files: the first path (in sorted order) of the tree that is
+    /// the same inode, so hard links compare by identity.
+    inode_of: PathBuf,
+}
+
+/// Every entry under `root` and `root` itself (as ""), without following
+/// symlinks.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (Node, (u64, u64))>) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            add(root, &p, out);
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    fn add(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, (Node, (u64, u64))>) {
+        use std::os::unix::fs::FileTypeExt;
+        let m = fs::symlink_metadata(p).unwrap();
+        let t = m.file_type();
+        let kind = if t.is_dir() {
+            'd'
+        } else if t.is_file() {
+            'f'
+        } else if t.is_symlink() {
+            'l'
+        } else if t.is_fifo() {
+            'p'
+        } else {
+            '?'
+        };
+        let node = Node {
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime(),
+            size: if kind == 'f' { m.len() } else { 0 },
+            hash: if kind == 'f' {
+                sha256_hex(&fs::read(p).unwrap())
+            } else {
+                String::new()
+            },
+            target: if kind == 'l' {
+                fs::read_link(p).unwrap()
+            } else {
+                PathBuf::new()
+            },
+            inode_of: PathBuf::new(),
+        };
+        let rel = p.strip_prefix(root).unwrap().to_owned();
+        out.insert(rel, (node, (m.dev(), m.ino())));
+    }
+    let mut raw = BTreeMap::new();
+    add(root, root, &mut raw);
+    walk(root, root, &mut raw);
+    let mut first: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
+    raw.iter()
+        .map(|(path, (node, ino))| {
+            let mut node = node.clone();
+            if node.kind == 'f' {
+                node.inode_of = first.entry(*ino).or_insert_with(|| path.clone()).clone();
+            }
+            (path.clone(), node)
+        })
+        .collect()
+}
+
+/// Asserts that the unpacked layer `layer` is exactly the tree `source`,
+/// fifos left out (the store skips them). Without `root`, the layer root's
+/// own metadata is not compared (the tar had no entry for it).
+fn assert_same_tree(source: &Path, layer: &Path, root: bool, what: &str) {
+    let mut want = tree(source);
+    want.retain(|_, n| n.kind != 'p');
+    let mut got = tree(layer);
+    if !root {
+        want.remove(Path::new(""));
+        got.remove(Path::new(""));
+    }
+    for (path, node) in &want {
+        assert_eq!(got.get(path), Some(node), "{what}: {}", path.display());
+    }
+    let extra: Vec<_> = got.keys().filter(|p| !want.contains_key(*p)).collect();
+    assert!(extra.is_empty(), "{what}: the layer has more: {extra:?}");
+}
+
+/// A small root file system with every kind of entry the store must keep:
+/// busybox and applet symlinks, a setuid file, a hard link, an absolute
+/// symlink, files owned by 1000:1000, an empty 0700 directory, a fifo, and
+/// an odd-sized file sorted last.
+fn build_rootfs(at: &Path) {
+    use std::os::unix::fs::{chown, symlink};
+    for d in ["bin", "etc", "home/user", "empty"] {
+        fs::create_dir_all(at.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", at.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "ls"] {
+        symlink("busybox", at.join("bin").join(applet)).unwrap();
+    }
+    fs::write(at.join("bin/su"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(at.join("bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(at.join("etc/motd"), b"hello from the root file system\n").unwrap();
+    fs::hard_link(at.join("etc/motd"), at.join("etc/motd.hard")).unwrap();
+    symlink("/usr/share/zoneinfo/UTC", at.join("etc/localtime")).unwrap();
+    fs::write(at.join("home/user/notes"), b"mine\n").unwrap();
+    chown(at.join("home/user/notes"), Some(1000), Some(1000)).unwrap();
+    chown(at.join("home/user"), Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(at.join("empty"), fs::Permissions::from_mode(0o700)).unwrap();
+    run(Command::new("mkfifo").arg(at.join("fifo")));
+    fs::write(at.join("zz-odd"), b"odd").unwrap();
+    fs::set_permissions(at, fs::Permissions::from_mode(0o755)).unwrap();
+    // Whole-second times, a different one per entry: GNU tar truncates
+    // sub-second times, Go's archive/tar (umoci) rounds them.
+    let paths: Vec<PathBuf> = tree(at).keys().map(|p| at.join(p)).collect();
+    for (i, p) in paths.iter().enumerate() {
+        let t = rustix::fs::Timespec {
+            tv_sec: 1_700_000_000 + 61 * i64::try_from(i).unwrap(),
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+}
+
+/// The root file system, and the same content in every format the store
+/// reads, made by the real tools.
+struct Formats {
+    /// The tree itself.
+    rootfs: PathBuf,
+    /// (what, source path, name the image gets, whether the layer carries
+    /// an entry for the root directory).
+    sources: Vec<(&'static str, PathBuf, &'static str, bool)>,
+    /// `tar -C rootfs -c .`, plain, then gzip and zstd compressed.
+    tars: [PathBuf; 3],
+}
+
+fn formats() -> &'static Formats {
+    static F: OnceLock<Formats> = OnceLock::new();
+    F.get_or_init(build_formats)
+}
+
+fn build_formats() -> Formats {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-formats");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let rootfs = dir.join("rootfs");
+    build_rootfs(&rootfs);
+
+    // umoci: one layer holding the tree, written by `insert` (whose layer
+    // ends without tar padding or trailer, and names the root `/`).
+    umoci(&["init", "--layout", "L"], &dir);
+    umoci(&["new", "--image", "L:base"], &dir);
+    umoci(
+        &["insert", "--image", "L:base", "--tag", "v1", "rootfs", "/"],
+        &dir,
+    );
+    let sk = |to: &str, extra: &[&str]| skopeo("oci:L:v1", to, extra, &dir);
+    sk("oci:O:v1", &[]);
+    sk("oci:Z:v1", &["--dest-compress-format", "zstd"]);
+    sk("oci:V:v1", &["--format", "v2s2"]);
+    sk("oci-archive:oci.tar:v1", &[]);
+    sk("docker-archive:docker.tar:test/rootfs:v1", &[]);
+    sk("dir:DG", &[]);
+    // `--dest-decompress` only acts on `dir:` destinations; an OCI layout
+    // with uncompressed layers is made from such a copy.
+    sk("dir:DP", &["--dest-decompress"]);
+    skopeo(
+        "dir:DP",
+        "oci:P:v1",
+        &["--dest-oci-accept-uncompressed-layers"],
+        &dir,
+    );
+
+    // `docker export` style: a plain tar of the tree, then compressed.
+    run(Command::new("tar")
+        .args(["--sort=name", "-C", "rootfs", "-cf", "rootfs.tar", "."])
+        .current_dir(&dir));
+    let plain = fs::read(dir.join("rootfs.tar")).unwrap();
+    fs::write(dir.join("rootfs.tar.gz"), gzip(&plain)).unwrap();
+    fs::write(
+        dir.join("rootfs.tar.zst"),
+        zstd::encode_all(&plain[..], 3).unwrap(),
+    )
+    .unwrap();
+    // As `docker export` writes it: no `./` prefix and no root entry.
+    let mut top: Vec<String> = fs::read_dir(&rootfs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    run(Command::new("tar")
+        .args(["--sort=name", "-C", "rootfs", "-cf", "export.tar"])
+        .args(&top)
+        .current_dir(&dir));
+
+    let at = |p: &str| dir.join(p);
+    Formats {
+        sources: vec![
+            ("umoci layout", at("L/"), "v1", true),
+            ("skopeo oci: gzip", at("O"), "v1", true),
+            ("skopeo oci: zstd", at("Z"), "v1", true),
+            ("skopeo oci: uncompressed", at("P"), "v1", true),
+            ("skopeo oci: --format v2s2", at("V"), "v1", true),
+            ("skopeo oci-archive:", at("oci.tar"), "v1", true),
+            (
+                "skopeo docker-archive:",
+                at("docker.tar"),
+                "docker.io/test/rootfs:v1",
+                true,
+            ),
+            ("skopeo dir: gzip", at("DG"), "", true),
+            ("skopeo dir: uncompressed", at("DP"), "", true),
+            ("tar -c . (plain)", at("rootfs.tar"), "", true),
+            ("tar -c . | gzip", at("rootfs.tar.gz"), "", true),
+            ("tar -c . | zstd", at("rootfs.tar.zst"), "", true),
+            ("docker export style", at("export.tar"), "", false),
+        ],
+        tars: [at("rootfs.tar"), at("rootfs.tar.gz"), at("rootfs.tar.zst")],
+        rootfs,
+    }
+}
+
+#[test]
+fn every_format_imports_exactly_the_tree() {
+    if !can_run() {
+        return;
+    }
+    let f = formats();
+    for (what, source, name, root) in &f.sources {
+        let (_tmp, store) = new_store();
+        let report = if source.ends_with("L/") {
+            // The layout also holds `base` (no layers): take v1.
+            store.import(source)
+        } else {
+            store.import_named(source, "named:it")
+        }
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let v1 = report
+            .images
+            .iter()
+            .find(|i| i.names.iter().any(|n| n == "named:it" || n == "v1"))
+            .unwrap_or_else(|| panic!("{what}: {report:?}"));
+        if !name.is_empty() {
+            assert!(v1.names.iter().any(|n| n == name), "{what}: {v1:?}");
+        }
+        let skipped: Vec<_> = report.skipped.iter().map(|s| s.entry.as_str()).collect();
+        assert!(
+            skipped.len() == 1 && skipped[0].trim_start_matches("./") == "fifo",
+            "{what}: {skipped:?}"
+        );
+        let lower = store.lowerdirs(&v1.id).unwrap();
+        assert_eq!(lower.len(), 1, "{what}");
+        assert_same_tree(&f.rootfs, &lower[0], *root, what);
+        let out = Command::new(lower[0].join("bin/busybox"))
+            .args(["echo", "runs"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"runs\n", "{what}");
+        // Nothing left in staging.
+        assert_eq!(count_entries(&store.root().join("tmp")), 0, "{what}");
+    }
+}
+
+#[test]
+fn rootfs_tar_is_a_one_layer_image_with_a_stable_id() {
+    if !can_run() {
+        return;
+    }
+    let f = formats();
+    let (_tmp, store) = new_store();
+    let mut ids = Vec::new();
+    for tar in &f.tars {
+        let report = store.import(tar).unwrap();
+        assert_eq!(report.images.len(), 1);
+        assert!(report.images[0].names.is_empty(), "untagged without a name");
+        ids.push(report.images[0].id.clone());
+    }
+    // The same tar stream gives the same config whatever its compression:
+    // one image, the first blob kept.
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    assert_eq!(store.list().unwrap().len(), 1);
+    let info = store.inspect(&ids[0]).unwrap();
+    assert_eq!(info.os.as_deref(), Some("linux"));
+    assert_eq!(info.architecture.as_deref(), Some("amd64"));
+    assert_eq!(info.config.entrypoint, None);
+    assert_eq!(info.config.cmd, None);
+    assert_eq!(info.layers.len(), 1);
+    assert_eq!(
+        info.layers[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    let plain = fs::read(&f.tars[0]).unwrap();
+    assert_eq!(
+        info.layers[0].diff_id,
+        format!("sha256:{}", sha256_hex(&plain))
+    );
+    assert_eq!(info.layers[0].digest, info.layers[0].diff_id);
+    // created: the newest modification time in the tar, not the clock.
+    let newest = tree(&f.rootfs).values().map(|n| n.mtime).max().unwrap();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ", "-d", &format!("@{newest}")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        info.created.as_deref(),
+        Some(String::from_utf8(date.stdout).unwrap().trim())
+    );
+    let again = {
+        let (_t, other) = new_store();
+        other.import(&f.tars[1]).unwrap().images[0].id.clone()
+    };
+    assert_eq!(again, ids[0], "another store, the same id");
+
+    // A name given on import; a second name for the same tar adds to it.
+    let r = store.import_named(&f.tars[0], "rootfs:v1").unwrap();
+    assert!(!r.images[0].new);
+    store.import_named(&f.tars[1], "rootfs:v2").unwrap();
+    assert_eq!(
+        store.inspect("rootfs:v1").unwrap().names,
+        ["rootfs:v1", "rootfs:v2"]
+    );
+}
+
+#[test]
+fn a_name_needs_a_source_of_one_image() {
+    if !can_run() {
+        return;
+    }
+    let (_tmp, store) = new_store();
+    let before = snapshot(store.root());
+    // The fixture layout holds five images.
+    match store.import_named(&fixtures().layout, "one") {
+        Err(e @ StoreError::NameForMany { images: 5, .. }) => {
+            assert!(e.to_string().contains("5 images"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.import_named(&formats().tars[0], "bad name"),
+        Err(StoreError::InvalidName { .. })
+    ));
+    assert_eq!(snapshot(store.root()), before);
+    // One image: the name is added to the archive's own.
+    let r = store.import_named(&fixtures().docker, "mine:v4").unwrap();
+    assert_eq!(r.images[0].names, ["docker.io/test/img:v4", "mine:v4"]);
+}
+
+#[test]
+fn hostile_or_broken_rootfs_tars_are_refused() {
+    if !can_run() {
+        return;
+    }
+    use tar::EntryType as T;
+    let (tmp, store) = new_store();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let before = snapshot(store.root());
+    let path = tmp.path().join("rootfs.tar");
+
+    let escape = layer_tar(&[
+        (b"./", T::Directory, b"", b""),
+        (b"../x", T::Regular, b"", b"x"),
+    ]);
+    fs::write(&path, &escape).unwrap();
+    let err = store.import(&path).unwrap_err();
+    assert!(err.to_string().contains("\"../x\""), "{err}");
+    assert!(err.to_string().contains("`..`"), "{err}");
+    assert_eq!(snapshot(store.root()), before);
+
+    let outside_s = outside.display().to_string();
+    let through = layer_tar(&[
+        (b"./", T::Directory, b"", b""),
+        (b"./etc", T::Symlink, outside_s.as_bytes(), b""),
+        (b"./etc/passwd", T::Regular, b"", b"root::0:0::/:/bin/sh\n"),
+    ]);
+    fs::write(&path, &through).unwrap();
+    match store.import(&path) {
+        Err(e @ StoreError::UnsafeEntry { .. }) => {
+            assert!(e.to_string().contains("goes through the symlink"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(count_entries(&outside), 0, "nothing written outside");
+    assert_eq!(snapshot(store.root()), before);
+
+    // Cut short: gzip and zstd streams ending early, a tar cut inside an
+    // entry's data, and one cut at an entry boundary (no end marker).
+    let f = formats();
+    let plain = fs::read(&f.tars[0]).unwrap();
+    let gz = fs::read(&f.tars[1]).unwrap();
+    let zst = fs::read(&f.tars[2]).unwrap();
+    let boundary = {
+        // The header of the last entry (zz-odd) starts 1536 bytes before
+        // the end-of-archive blocks of a tar written in 10 KiB records...
+        // find it instead: the last header is where "zz-odd" is named.
+        let at = plain
+            .windows(8)
+            .rposition(|w| w == b"./zz-odd")
+            .expect("zz-odd in the tar");
+        at - at % 512
+    };
+    for (what, bytes) in [
+        ("gzip", &gz[..gz.len() * 2 / 3]),
+        ("gzip end", &gz[..gz.len() - 4]),
+        ("zstd", &zst[..zst.len() / 2]),
+        ("data", &plain[..plain.len() / 2 + 7]),
+        ("boundary", &plain[..boundary]),
+    ] {
+        let cut = tmp.path().join(format!("cut-{what}"));
+        fs::write(&cut, bytes).unwrap();
+        match store.import(&cut) {
+            Err(e @ StoreError::CorruptArchive { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&cut.display().to_string()), "{what}: {msg}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(snapshot(store.root()), before, "{what}");
+    }
 }

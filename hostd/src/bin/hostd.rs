@@ -40,7 +40,11 @@ fn run(command: Cli) -> ExitCode {
         },
         Cli::Status(socket) => client::status(&socket),
         Cli::Images { socket, json } => client::images(&socket, json),
-        Cli::Import { socket, path } => client::import(&socket, &path),
+        Cli::Import {
+            socket,
+            path,
+            reference,
+        } => client::import(&socket, &path, reference.as_deref()),
         Cli::Inspect { socket, image } => client::inspect(&socket, &image),
         Cli::Rmi { socket, image } => client::rmi(&socket, &image),
         Cli::Gc(socket) => client::gc(&socket),

@@ -201,17 +201,27 @@ impl Handler {
             | Request::Wait { .. }
             | Request::Rm { .. } => self.container_request(request),
             Request::Images => self.with_store(|s| s.list().map(Response::Images)),
-            Request::Import { path } => {
+            Request::Import { path, reference } => {
                 if !path.is_absolute() {
                     return Response::Error(format!(
                         "import path {} is not absolute; the daemon does not know the client's directory",
                         path.display()
                     ));
                 }
-                let response = self.with_store(|s| s.import(path).map(Response::Imported));
+                let response = self.with_store(|s| {
+                    match reference {
+                        Some(name) => s.import_named(path, name),
+                        None => s.import(path),
+                    }
+                    .map(Response::Imported)
+                });
+                let what = match reference {
+                    Some(name) => format!("{} as {name:?}", path.display()),
+                    None => path.display().to_string(),
+                };
                 match &response {
-                    Response::Error(e) => log(&format!("import of {} failed: {e}", path.display())),
-                    _ => log(&format!("imported {}", path.display())),
+                    Response::Error(e) => log(&format!("import of {what} failed: {e}")),
+                    _ => log(&format!("imported {what}")),
                 }
                 response
             }
@@ -446,6 +456,7 @@ mod tests {
         assert!(message.contains("no image named"), "{message}");
         let relative = handler.handle(&Request::Import {
             path: "img.tar".into(),
+            reference: None,
         });
         assert!(
             matches!(&relative, Response::Error(m) if m.contains("not absolute")),
@@ -453,7 +464,10 @@ mod tests {
         );
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"hello").unwrap();
-        let answer = handler.handle(&Request::Import { path: junk.clone() });
+        let answer = handler.handle(&Request::Import {
+            path: junk.clone(),
+            reference: None,
+        });
         let expected = Store::open(dir.path().join("other"))
             .unwrap()
             .import(&junk)

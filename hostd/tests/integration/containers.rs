@@ -102,8 +102,8 @@ fn overlay_mounts_under(dir: &Path) -> Vec<String> {
 /// A daemon under test, with its output in `<work>/daemon-N.log` (not the
 /// test's pipes: the zygote outlives the daemon). On drop it kills the
 /// daemon, the zygote and the containers, and unmounts their roots, so a
-/// failing test leaves nothing behind.
-struct Daemon<'a> {
+/// failing test leaves nothing behind. (`images` uses it too.)
+pub(crate) struct Daemon<'a> {
     child: std::process::Child,
     work: &'a Path,
     log: std::path::PathBuf,
@@ -112,7 +112,7 @@ struct Daemon<'a> {
 static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl<'a> Daemon<'a> {
-    fn start(work: &'a Path, binary: &Path, extra: &[&str]) -> Daemon<'a> {
+    pub(crate) fn start(work: &'a Path, binary: &Path, extra: &[&str]) -> Daemon<'a> {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = work.join(format!("daemon-{n}.log"));
         let out = fs::File::create(&log).unwrap();
@@ -134,7 +134,7 @@ impl<'a> Daemon<'a> {
         daemon
     }
 
-    fn socket(&self) -> std::path::PathBuf {
+    pub(crate) fn socket(&self) -> std::path::PathBuf {
         self.work.join("run/hostd.sock")
     }
 
@@ -148,7 +148,7 @@ impl<'a> Daemon<'a> {
         std::mem::forget(self);
     }
 
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         hostd::os::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM).unwrap();
         assert!(wait_exit(&mut self.child, Duration::from_secs(10)).success());
         std::mem::forget(self);

@@ -1,14 +1,18 @@
 //! `hostd images|import|inspect|rmi|gc` against a real daemon with its own
-//! store, on a small OCI image built with `umoci` (one layer, one file).
+//! store, on a small OCI image built with `umoci` (one layer, one file), and
+//! a `docker export`-style root file system tar imported by name and run.
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hostd::daemon::containers::RunRequest;
+use mkhost_shared::control::{self, Request, Response};
 use mkhost_store::Store;
 
-use crate::common::{ok, run, wait_exit, wait_for_status, HOSTD};
+use crate::common::{ok, require, run, wait_exit, wait_for_status, HOSTD};
+use crate::containers::Daemon;
 
 /// Builds `dir/img.tar`: an OCI layout tar with one image named `hello`, one
 /// layer holding `/hello.txt`, entrypoint `/hello` and one env variable.
@@ -150,4 +154,113 @@ fn import_list_inspect_remove_gc_through_the_daemon() {
     let out = hostd(work, &socket, &["images"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("daemon not running"));
+}
+
+/// Sends `request` to the daemon at `socket`.
+fn ask(socket: &Path, request: &Request) -> Response {
+    control::request(socket, request, Duration::from_secs(30)).unwrap()
+}
+
+#[test]
+fn rootfs_tar_imports_by_name_and_runs() {
+    let busybox = Path::new("/bin/busybox");
+    if !require(busybox.is_file(), "/bin/busybox (busybox-static)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // A root file system as `docker export` gives it: busybox, a shell, a
+    // file to read; no image config at all.
+    let root = work.join("root");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::write(root.join("etc/motd"), "the root file system tar\n").unwrap();
+    run(Command::new("tar")
+        .args(["-C", "root", "-czf", "rootfs.tar.gz", "."])
+        .current_dir(work));
+    run(Command::new("tar")
+        .args(["-C", "root", "-cf", "rootfs.tar", "."])
+        .current_dir(work));
+
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = daemon.socket();
+    let out = ok(&hostd(
+        work,
+        &socket,
+        &["import", "rootfs.tar.gz", "fromtar:1"],
+    ));
+    assert!(out.contains("imported fromtar:1 "), "{out}");
+    assert!(out.contains("1 new layers"), "{out}");
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&hostd(work, &socket, &["inspect", "fromtar:1"]))).unwrap();
+    assert_eq!(info["os"], "linux");
+    assert_eq!(info["architecture"], "amd64");
+    assert_eq!(info["layers"].as_array().unwrap().len(), 1);
+    assert!(info["config"]["cmd"].is_null(), "{info}");
+    assert!(info["config"]["entrypoint"].is_null(), "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+
+    // The same tar uncompressed, without a name: the same image (the config
+    // is made from the tar stream), still reported by id.
+    let out = ok(&hostd(work, &socket, &["import", "rootfs.tar"]));
+    let hex12 = &id["sha256:".len()..][..12];
+    assert!(
+        out.contains(&format!("imported <none> {hex12} (already present)")),
+        "{out}"
+    );
+
+    // A container of it: the command is ours, the image has none.
+    let answer = ask(
+        &socket,
+        &Request::Run(RunRequest {
+            image: "fromtar:1".into(),
+            name: Some("fromtar".into()),
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo from $(cat /etc/motd)".into(),
+            ],
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(answer, Response::Started(_)), "{answer:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let record = loop {
+        let Response::Ps(rows) = ask(&socket, &Request::Ps) else {
+            panic!("ps");
+        };
+        if let Some(r) = rows.into_iter().find(|r| r.name == "fromtar") {
+            if r.exit_code.is_some() {
+                break r;
+            }
+        }
+        assert!(Instant::now() < deadline, "the container never exited");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(record.exit_code, Some(0), "{record:?}");
+    let Response::Logs(logs) = ask(
+        &socket,
+        &Request::Logs {
+            name: "fromtar".into(),
+        },
+    ) else {
+        panic!("logs");
+    };
+    assert!(
+        logs.contains("stdout from the root file system tar"),
+        "{logs}"
+    );
+    let answer = ask(
+        &socket,
+        &Request::Rm {
+            name: "fromtar".into(),
+            force: false,
+        },
+    );
+    assert!(matches!(answer, Response::Container(_)), "{answer:?}");
+    daemon.terminate();
 }

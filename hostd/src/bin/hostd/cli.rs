@@ -31,7 +31,9 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
                                         boot manifest: /etc/hostd/containers.json)
        hostd status                     print the daemon's status as JSON
        hostd images [--json]            list images
-       hostd import FILE                import an OCI layout (dir or tar) or docker save archive
+       hostd import FILE [REF]          import an OCI layout (dir or tar), docker save archive,
+                                        skopeo dir: copy, or a root file system tar (docker
+                                        export) as one layer; REF names the (one) image
        hostd inspect IMAGE              print an image's config and layers as JSON
        hostd rmi IMAGE                  untag a name, or remove an image by id
        hostd gc                         free unused blobs and layers
@@ -140,6 +142,7 @@ pub enum Cli {
     Import {
         socket: PathBuf,
         path: PathBuf,
+        reference: Option<String>,
     },
     Inspect {
         socket: PathBuf,
@@ -480,6 +483,7 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
         "import" => Cli::Import {
             socket: socket.clone(),
             path: operand("FILE")?.into(),
+            reference: operands.next(),
         },
         "inspect" => Cli::Inspect {
             socket: socket.clone(),
@@ -1203,9 +1207,19 @@ mod tests {
             parse_str(&["import", "img.tar", "--socket", "/s"]),
             Ok(Cli::Import {
                 socket: s(),
-                path: "img.tar".into()
+                path: "img.tar".into(),
+                reference: None,
             })
         );
+        assert_eq!(
+            parse_str(&["import", "--socket", "/s", "rootfs.tar.gz", "app:1"]),
+            Ok(Cli::Import {
+                socket: s(),
+                path: "rootfs.tar.gz".into(),
+                reference: Some("app:1".into()),
+            })
+        );
+        assert!(parse_str(&["import", "a.tar", "b", "c"]).is_err());
         assert_eq!(
             parse_str(&["--socket", "/s", "inspect", "busybox"]),
             Ok(Cli::Inspect {
