@@ -216,7 +216,7 @@ fn rootfs_tar_imports_by_name_and_runs() {
     // A container of it: the command is ours, the image has none.
     let answer = ask(
         &socket,
-        &Request::Run(RunRequest {
+        &Request::Run(Box::new(RunRequest {
             image: "fromtar:1".into(),
             name: Some("fromtar".into()),
             command: vec![
@@ -225,7 +225,7 @@ fn rootfs_tar_imports_by_name_and_runs() {
                 "echo from $(cat /etc/motd)".into(),
             ],
             ..Default::default()
-        }),
+        })),
     );
     assert!(matches!(answer, Response::Started(_)), "{answer:?}");
     let deadline = Instant::now() + Duration::from_secs(15);
