@@ -556,7 +556,8 @@ impl Plan {
         };
         let masked = path_list("linux.maskedPaths", &linux.masked_paths)?;
         let readonly = path_list("linux.readonlyPaths", &linux.readonly_paths)?;
-        let command = Command::new(process)?;
+        let mut command = Command::new(process)?;
+        command.default_home(&rootfs, process.user.uid)?;
         let caps = cap_masks(process)?;
         let (rlimits, rlimit_names) = rlimits(process)?;
         let (seccomp, seccomp_is_default) = seccomp_program(linux, caps.bounding)?;
@@ -1137,6 +1138,37 @@ impl Command {
             exec_candidates,
         })
     }
+}
+
+impl Command {
+    /// Sets `HOME` when the environment has none, as runc does: the home of
+    /// `uid` in the container's `/etc/passwd` (read from the root file
+    /// system, confined to it), else `/`.
+    fn default_home(&mut self, rootfs: &Path, uid: u32) -> Result<(), PlanError> {
+        if self.env.iter().any(|e| e.to_bytes().starts_with(b"HOME=")) {
+            return Ok(());
+        }
+        let home = home_of(rootfs, uid).unwrap_or_else(|| "/".to_string());
+        self.env.push(cstring("process.env HOME", format!("HOME={home}"))?);
+        Ok(())
+    }
+}
+
+/// The home directory of `uid` in `<rootfs>/etc/passwd`, if it says.
+fn home_of(rootfs: &Path, uid: u32) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    super::sys::open_in_root(rootfs, "etc/passwd")
+        .ok()?
+        .take(4 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2)?.parse::<u32>().ok()? == uid)
+            .then(|| fields.get(5).copied().unwrap_or("").to_string())
+            .filter(|home| !home.is_empty())
+    })
 }
 
 fn cap_masks(process: &Process) -> Result<CapMasks, PlanError> {

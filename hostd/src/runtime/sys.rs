@@ -661,6 +661,21 @@ pub fn fchdir(fd: RawFd) -> SysResult<()> {
 
 /// `openat2(2)` with `how.resolve = resolve`. Returns a raw fd the caller
 /// must [`close`].
+/// Opens `path` for reading as if `root` were `/`: symlinks and `..` cannot
+/// leave it (`openat2` with `RESOLVE_IN_ROOT`), magic links are refused.
+pub fn open_in_root(root: &std::path::Path, path: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = std::fs::File::open(root)?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
 pub fn openat2(dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd> {
     // SAFETY: open_how is plain data; all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
