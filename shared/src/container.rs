@@ -43,7 +43,8 @@ pub struct RunRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     /// Replaces the image's `Entrypoint` (and drops its `Cmd`, as
-    /// `docker run --entrypoint` does); an empty list clears it.
+    /// `docker run --entrypoint` does); an empty list clears it, leaving
+    /// `command` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     /// Host name (default: the first 12 digits of the id).

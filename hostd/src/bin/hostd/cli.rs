@@ -64,7 +64,7 @@ daemon refuses it); with -d, prints its id and returns.
   -u, --user USER[:GROUP]   user and group, by name or number (image's User)
   -w, --workdir DIR         working directory, created if missing (image's WorkingDir)
       --entrypoint CMD      replace the image's Entrypoint (and drop its Cmd);
-                            \"\" clears it
+                            \"\" clears both, leaving CMD...
   -h, --hostname NAME       host name (default: the short id)
       --read-only           mount the root file system read-only
       --tmpfs PATH[:OPTS]   mount a tmpfs (nosuid,nodev,noexec plus OPTS like size=64m)

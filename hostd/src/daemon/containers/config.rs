@@ -116,8 +116,9 @@ pub struct User {
 /// Merges the image's config with the request as `docker run` does:
 ///
 /// - `argv`: `Entrypoint` + (`command` if given, else `Cmd`); a request
-///   entrypoint replaces the image's and drops its `Cmd`, an empty one
-///   clears it and keeps `Cmd`;
+///   entrypoint replaces the image's and drops its `Cmd`; an empty one
+///   drops both, leaving the request's command alone (dockerd answers "No
+///   command specified" to `--entrypoint ""` without one);
 /// - environment: `PATH` (Docker's default) and `HOSTNAME`, each replaced
 ///   in place by the request's then the image's `Env` (the request wins on
 ///   the same name), then `HOME` from the user's passwd entry if unset;
@@ -134,10 +135,9 @@ pub fn merge(
         Some(_) => Vec::new(),
         None => image.entrypoint.clone().unwrap_or_default(),
     };
-    let entrypoint_given = req.entrypoint.as_ref().is_some_and(|e| !e.is_empty());
     if !req.command.is_empty() {
         args.extend(req.command.iter().cloned());
-    } else if !entrypoint_given {
+    } else if req.entrypoint.is_none() {
         args.extend(image.cmd.clone().unwrap_or_default());
     }
     if args.is_empty() {
@@ -619,13 +619,16 @@ mod tests {
             merge(&img, &req, "h", &files).unwrap().args,
             s(&["/bin/sh", "-c", "true"])
         );
-        // An empty one clears it and keeps Cmd.
+        // An empty one clears it and drops Cmd too: the request's command
+        // alone, or none (as dockerd).
         req.entrypoint = Some(vec![]);
-        req.command.clear();
         assert_eq!(
             merge(&img, &req, "h", &files).unwrap().args,
-            s(&["--serve"])
+            s(&["-c", "true"])
         );
+        req.command.clear();
+        assert_eq!(merge(&img, &req, "h", &files), Err(ConfigError::NoCommand));
+        req.command = s(&["sh"]);
         req.workdir = Some("/work".into());
         req.user = Some("1000".into());
         let p = merge(&img, &req, "h", &files).unwrap();
