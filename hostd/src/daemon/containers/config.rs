@@ -421,6 +421,14 @@ pub const CONTAINER_LIMITS: [(crate::os::Limit, u64); 3] = [
     (crate::os::Limit::CoreSize, u64::MAX),
 ];
 
+/// The sysctls Docker sets in a container's own network namespace: any
+/// user may bind ports below 1024 (without `CAP_NET_BIND_SERVICE`) and
+/// open ICMP echo sockets, for `ping` (without `CAP_NET_RAW`).
+pub const SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
+
 /// Docker's options for `--tmpfs` mounts, before the user's own.
 const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
@@ -473,9 +481,9 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
 
 /// The OCI `config.json` for `spec`: new pid, mount, uts, ipc, network and
 /// cgroup namespaces, and what Docker sets up by default (mounts, masked
-/// and read-only paths, capabilities; no rlimits: the container inherits
-/// [`CONTAINER_LIMITS`] from the zygote); the runtime adds its
-/// default seccomp filter. docs/containers.md lists each default.
+/// and read-only paths, capabilities, [`SYSCTLS`]; no rlimits: the
+/// container inherits [`CONTAINER_LIMITS`] from the zygote); the runtime
+/// adds its default seccomp filter. docs/containers.md lists each default.
 pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
     let resources = oci_resources(&spec.limits);
     let caps: Vec<String> = spec
@@ -507,6 +515,7 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
             ],
             "cgroupsPath": cgroup_path(&spec.id),
             "resources": resources,
+            "sysctl": SYSCTLS.iter().copied().collect::<BTreeMap<&str, &str>>(),
             "maskedPaths": [
                 "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -735,6 +744,10 @@ mod tests {
             assert_eq!(m["options"][2], "ro");
         }
         assert!(config["process"].get("rlimits").is_none());
+        assert_eq!(
+            config["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
         // A spec.json from before these fields: Docker's default caps, no
         // /etc mounts.
         let old: CreateSpec = serde_json::from_str(
