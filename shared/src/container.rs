@@ -497,6 +497,28 @@ impl<'de> Deserialize<'de> for RestartPolicy {
     }
 }
 
+/// Why a container's command could not be started, when that is why a
+/// `run` failed. `hostd run` then exits with the shell's code for it, as
+/// `docker run` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecError {
+    /// No such file, or a bare name found nowhere in `PATH`.
+    NotFound,
+    /// Found, but not executable (no permission, a directory).
+    NotExecutable,
+}
+
+impl ExecError {
+    /// 127 or 126, the shell's exit codes for these.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ExecError::NotFound => 127,
+            ExecError::NotExecutable => 126,
+        }
+    }
+}
+
 /// A container's record, as in `state.json` and `ps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
