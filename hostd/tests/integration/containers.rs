@@ -394,7 +394,7 @@ fn restart_policies_and_limits_without_cgroups() {
     assert!(ps(&socket).iter().all(|r| r.name != "capped"));
     // A limit below the kernel's floor is refused by the client already.
     let out = hostd_run(&socket, &["--memory", "4096", "bb", "true"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(stderr_of(&out).contains("below the minimum of 6 MiB"));
     // And by the daemon, for clients that skip that check.
     let raw = control::request(
