@@ -60,8 +60,8 @@ pub struct CreateSpec {
 }
 
 /// The files the daemon generates in a container's directory and mounts
-/// over the image's `/etc/<name>`, as Docker does.
-pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+/// over the image's `/etc/<name>`, as Docker does, in its order.
+pub const ETC_FILES: [&str; 3] = ["resolv.conf", "hostname", "hosts"];
 
 /// Why a request cannot be merged with its image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -434,8 +434,9 @@ const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
 /// The mounts of `spec`, as Docker sets them up: the standard file
 /// systems, `/sys/fs/cgroup` (the container's own cgroup namespace,
-/// read-only), the generated `/etc` files (read-only with a read-only
-/// root) and the `--tmpfs` mounts.
+/// read-only), then the generated `/etc` files (read-only with a read-only
+/// root) and the `--tmpfs` mounts, in that order sorted by depth (stable),
+/// so that a mount never hides a deeper one.
 fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
     let mut mounts = vec![
         serde_json::json!({ "destination": "/proc", "type": "proc", "source": "proc",
@@ -453,6 +454,18 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
         serde_json::json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
           "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
     ];
+    let mut user = Vec::new();
+    if spec.etc_files {
+        for name in ETC_FILES {
+            let access = if spec.read_only { "ro" } else { "rw" };
+            user.push(serde_json::json!({
+                "destination": format!("/etc/{name}"),
+                "type": "bind",
+                "source": spec.bundle.join(name),
+                "options": ["rbind", "rprivate", access]
+            }));
+        }
+    }
     for (path, options) in &spec.tmpfs {
         let mut all: Vec<String> = TMPFS_OPTIONS.iter().map(|o| o.to_string()).collect();
         all.extend(
@@ -461,21 +474,17 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
                 .filter(|o| !o.is_empty())
                 .map(str::to_string),
         );
-        mounts.push(serde_json::json!({
+        user.push(serde_json::json!({
             "destination": path, "type": "tmpfs", "source": "tmpfs", "options": all
         }));
     }
-    if spec.etc_files {
-        for name in ETC_FILES {
-            let access = if spec.read_only { "ro" } else { "rw" };
-            mounts.push(serde_json::json!({
-                "destination": format!("/etc/{name}"),
-                "type": "bind",
-                "source": spec.bundle.join(name),
-                "options": ["rbind", "rprivate", access]
-            }));
-        }
-    }
+    let depth = |m: &serde_json::Value| {
+        Path::new(m["destination"].as_str().unwrap_or(""))
+            .components()
+            .count()
+    };
+    user.sort_by_key(depth);
+    mounts.extend(user);
     mounts
 }
 
@@ -718,7 +727,9 @@ mod tests {
             limits: Limits::default(),
             capabilities: Some(s(&["CAP_NET_ADMIN"])),
             read_only: true,
-            tmpfs: [("/run".to_string(), "size=1m".to_string())].into(),
+            tmpfs: [("/run", "size=1m"), ("/etc/x", ""), ("/a/b/c", "")]
+                .map(|(p, o)| (p.to_string(), o.to_string()))
+                .into(),
             etc_files: true,
         };
         let config = oci_config(&spec);
@@ -730,6 +741,22 @@ mod tests {
         );
         let mounts = config["mounts"].as_array().unwrap();
         let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap();
+        // Docker's order: the /etc files, then tmpfs mounts, by depth.
+        let user: Vec<&str> = mounts[7..]
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            user,
+            [
+                "/run",
+                "/etc/resolv.conf",
+                "/etc/hostname",
+                "/etc/hosts",
+                "/etc/x",
+                "/a/b/c"
+            ]
+        );
         assert_eq!(
             find("/proc")["options"],
             serde_json::json!(["nosuid", "noexec", "nodev"])
