@@ -96,8 +96,9 @@ pub fn follow_logs(socket: &Path, name: &str) -> ExitCode {
 
 /// `run`: starts the container; with `detach`, prints its id. Otherwise
 /// prints its stdout and stderr lines to ours as they come and answers its
-/// exit code, as `docker run` does (125 when the daemon refuses the run);
-/// `--rm` then removes it.
+/// exit code, as `docker run` does (125 when the daemon refuses the run,
+/// 127 or 126 when the command is not found or not executable); `--rm`
+/// then removes it.
 pub fn run(socket: &Path, request: &RunRequest, detach: bool) -> ExitCode {
     let mut sent = request.clone();
     // In the foreground this client removes the container once it has
@@ -109,6 +110,10 @@ pub fn run(socket: &Path, request: &RunRequest, detach: bool) -> ExitCode {
         Ok(Response::Error(message)) => {
             eprintln!("hostd: {message}");
             return ExitCode::from(125);
+        }
+        Ok(Response::ExecFailed { error, cause }) => {
+            eprintln!("hostd: {error}");
+            return ExitCode::from(cause.exit_code());
         }
         Ok(other) => {
             eprintln!("hostd: {}", unexpected(&other));

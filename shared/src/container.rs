@@ -43,7 +43,8 @@ pub struct RunRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     /// Replaces the image's `Entrypoint` (and drops its `Cmd`, as
-    /// `docker run --entrypoint` does); an empty list clears it.
+    /// `docker run --entrypoint` does); an empty list clears it, leaving
+    /// `command` alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     /// Host name (default: the first 12 digits of the id).
@@ -493,6 +494,28 @@ impl<'de> Deserialize<'de> for RestartPolicy {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a container's command could not be started, when that is why a
+/// `run` failed. `hostd run` then exits with the shell's code for it, as
+/// `docker run` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecError {
+    /// No such file, or a bare name found nowhere in `PATH`.
+    NotFound,
+    /// Found, but not executable (no permission, a directory).
+    NotExecutable,
+}
+
+impl ExecError {
+    /// 127 or 126, the shell's exit codes for these.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ExecError::NotFound => 127,
+            ExecError::NotExecutable => 126,
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Record, RunRequest};
+use crate::container::{ExecError, Record, RunRequest};
 use crate::images::{GcReport, ImageInfo, ImageSummary, ImportReport, Removed};
 
 /// Longest request line the server accepts, in bytes (newline excluded).
@@ -245,6 +245,14 @@ pub enum Response {
     Container(Box<Record>),
     /// The request failed; the message says why.
     Error(String),
+    /// `run` failed because the container's command could not be started
+    /// (`{"ok":false,"error":"...","exec_error":"not_found"}`).
+    ExecFailed {
+        /// Why, for a person.
+        error: String,
+        /// Which way it failed.
+        cause: ExecError,
+    },
 }
 
 /// The flat JSON shape of [`Response`]: `ok`, then the one key that holds
@@ -280,6 +288,8 @@ struct WireResponse {
     container: Option<Box<Record>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec_error: Option<ExecError>,
 }
 
 impl From<Response> for WireResponse {
@@ -328,6 +338,12 @@ impl From<Response> for WireResponse {
                 error: Some(error),
                 ..ok
             },
+            Response::ExecFailed { error, cause } => WireResponse {
+                ok: false,
+                error: Some(error),
+                exec_error: Some(cause),
+                ..ok
+            },
         }
     }
 }
@@ -337,10 +353,13 @@ impl TryFrom<WireResponse> for Response {
 
     fn try_from(wire: WireResponse) -> Result<Self, String> {
         if !wire.ok {
-            return Ok(Response::Error(
-                wire.error
-                    .unwrap_or_else(|| "unspecified error".to_string()),
-            ));
+            let error = wire
+                .error
+                .unwrap_or_else(|| "unspecified error".to_string());
+            return Ok(match wire.exec_error {
+                Some(cause) => Response::ExecFailed { error, cause },
+                None => Response::Error(error),
+            });
         }
         fn need<T>(value: Option<T>, name: &str) -> Result<T, String> {
             value.ok_or_else(|| format!("missing field `{name}`"))
@@ -554,6 +573,16 @@ mod tests {
         assert!(err.to_string().contains("missing field `pid`"), "{err}");
         let back: Response = serde_json::from_str(r#"{"ok":false}"#).unwrap();
         assert_eq!(back, Response::Error("unspecified error".into()));
+        let failed = Response::ExecFailed {
+            error: "no such file".into(),
+            cause: ExecError::NotFound,
+        };
+        let line = failed.to_line();
+        assert_eq!(
+            line,
+            "{\"ok\":false,\"error\":\"no such file\",\"exec_error\":\"not_found\"}\n"
+        );
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), failed);
     }
 
     #[test]

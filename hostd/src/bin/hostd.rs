@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(command) => run(command),
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::os::SignalSet;
-use containers::{Manager, STOP_TIMEOUT};
+use containers::{Manager, RunError, STOP_TIMEOUT};
 use log::log;
 use mkhost_shared::control::{check_stop_timeout, Request, Response, Status, MAX_WAIT_MS};
 use mkhost_shared::paths;
@@ -141,7 +141,17 @@ impl Handler {
         };
         let answer = match request {
             Request::Run(run) => match self.store() {
-                Ok(store) => manager.run(&store, run).map(Response::Started),
+                Ok(store) => match manager.run(&store, run) {
+                    Ok(id) => Ok(Response::Started(id)),
+                    Err(RunError {
+                        message,
+                        exec: Some(cause),
+                    }) => Ok(Response::ExecFailed {
+                        error: message,
+                        cause,
+                    }),
+                    Err(e) => Err(e.message),
+                },
                 Err(e) => Err(e.to_string()),
             },
             Request::Ps => Ok(Response::Ps(manager.ps())),

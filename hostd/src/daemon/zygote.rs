@@ -38,8 +38,10 @@ use serde::{Deserialize, Serialize};
 use super::containers::config::{cgroup_path, oci_config, CreateSpec, CONTAINER_LIMITS};
 use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
-use crate::runtime::process::Spawned;
-use crate::runtime::{CreateOptions, Log, Runtime};
+use crate::runtime::child::Step;
+use crate::runtime::process::{SpawnError, Spawned};
+use crate::runtime::{CreateOptions, Log, Runtime, RuntimeError};
+use mkhost_shared::container::ExecError;
 
 /// Largest packet either side sends.
 const MAX_PACKET: usize = 64 * 1024;
@@ -112,6 +114,9 @@ pub enum ZygoteReply {
     Error {
         /// Why.
         message: String,
+        /// For `create`: the container's command could not be started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec: Option<ExecError>,
     },
 }
 
@@ -266,7 +271,7 @@ impl Zygote {
     fn say_hello(&self, request: &ZygoteRequest) -> Result<Hello, ZygoteError> {
         match self.call(request)? {
             (ZygoteReply::Hello(hello), _) => Ok(hello),
-            (ZygoteReply::Error { message }, _) => Err(ZygoteError::Protocol(message)),
+            (ZygoteReply::Error { message, .. }, _) => Err(ZygoteError::Protocol(message)),
             (other, _) => Err(ZygoteError::Protocol(format!(
                 "unexpected answer to hello: {other:?}"
             ))),
@@ -453,7 +458,13 @@ impl Server {
         }
         let live = match create(&self.rt, spec, &self.stdio) {
             Ok(live) => live,
-            Err(message) => return (error(message), Vec::new()),
+            Err(e) => {
+                let reply = ZygoteReply::Error {
+                    message: e.message,
+                    exec: e.exec,
+                };
+                return (reply, Vec::new());
+            }
         };
         match live.descriptors() {
             Ok(fds) => {
@@ -626,7 +637,10 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
 }
 
 fn error(message: String) -> ZygoteReply {
-    ZygoteReply::Error { message }
+    ZygoteReply::Error {
+        message,
+        exec: None,
+    }
 }
 
 /// An error with its causes, `a: b: c`.
@@ -640,9 +654,58 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A failed `create`: why, and whether it was the container's command that
+/// could not be started.
+struct CreateError {
+    message: String,
+    exec: Option<ExecError>,
+}
+
+impl From<String> for CreateError {
+    fn from(message: String) -> Self {
+        CreateError {
+            message,
+            exec: None,
+        }
+    }
+}
+
+impl CreateError {
+    /// `e`, from creating or starting a container whose argv starts with
+    /// `command`.
+    fn runtime(e: &RuntimeError, command: &str) -> Self {
+        CreateError {
+            message: chain(e),
+            exec: exec_error(e, command),
+        }
+    }
+}
+
+/// Whether `e` is the container's command failing to start, told apart as
+/// `docker run` does with runc: a bare name that is not found as an
+/// executable anywhere in `PATH` is "not found" whatever the reason (Go's
+/// `exec.LookPath`); otherwise `ENOENT` is "not found" and `EACCES` (no
+/// permission, a directory) "not executable". Anything else is a plain
+/// failure (exit 125).
+fn exec_error(e: &RuntimeError, command: &str) -> Option<ExecError> {
+    let RuntimeError::Spawn(SpawnError::Init { step, errno, .. }) = e else {
+        return None;
+    };
+    match (step, errno.0) {
+        (Step::FindExecutable, _) if !command.contains('/') => Some(ExecError::NotFound),
+        (Step::FindExecutable | Step::Exec, libc::ENOENT) => Some(ExecError::NotFound),
+        (Step::FindExecutable | Step::Exec, libc::EACCES) => Some(ExecError::NotExecutable),
+        _ => None,
+    }
+}
+
 /// Writes `config.json`, creates the container with stdout and stderr on
 /// two new pipes, starts it and checks its `execve`.
-fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result<Live, String> {
+fn create(
+    rt: &Runtime,
+    spec: &CreateSpec,
+    stdio: &(OwnedFd, OwnedFd),
+) -> Result<Live, CreateError> {
     let config = serde_json::to_vec_pretty(&oci_config(spec)).map_err(|e| e.to_string())?;
     let path = spec.bundle.join("config.json");
     fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -651,8 +714,9 @@ fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result
     let (err_read, err_write) =
         os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
     let redirect = os::dup2(out_write.as_fd(), 1).and_then(|()| os::dup2(err_write.as_fd(), 2));
+    let command = spec.args.first().map_or("", String::as_str);
     let created = redirect
-        .map_err(|e| format!("cannot redirect output: {e}"))
+        .map_err(|e| CreateError::from(format!("cannot redirect output: {e}")))
         .and_then(|()| {
             rt.create(
                 &spec.id,
@@ -662,14 +726,15 @@ fn create(rt: &Runtime, spec: &CreateSpec, stdio: &(OwnedFd, OwnedFd)) -> Result
                     preserve_fds: 0,
                 },
             )
-            .map_err(|e| chain(&e))
+            .map_err(|e| CreateError::runtime(&e, command))
         });
     let _ = os::dup2(stdio.0.as_fd(), 1);
     let _ = os::dup2(stdio.1.as_fd(), 2);
     drop((out_write, err_write));
     let container = created?;
     // `start` also fails when the init fails before or in `execve`.
-    if let Err(e) = rt.start(&spec.id).map_err(|e| chain(&e)) {
+    if let Err(e) = rt.start(&spec.id) {
+        let e = CreateError::runtime(&e, command);
         container.process.kill();
         let _ = rt.delete(&spec.id, true);
         return Err(e);

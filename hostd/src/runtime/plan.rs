@@ -1149,7 +1149,8 @@ impl Command {
             return Ok(());
         }
         let home = home_of(rootfs, uid).unwrap_or_else(|| "/".to_string());
-        self.env.push(cstring("process.env HOME", format!("HOME={home}"))?);
+        self.env
+            .push(cstring("process.env HOME", format!("HOME={home}"))?);
         Ok(())
     }
 }

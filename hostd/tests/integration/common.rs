@@ -1,11 +1,13 @@
 //! Helpers shared by the integration tests.
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use hostd::daemon::containers::Record;
 use mkhost_shared::control::{self, Request, Response, Status};
 
 pub const HOSTD: &str = env!("CARGO_BIN_EXE_hostd");
@@ -140,6 +142,123 @@ impl Console {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             self.seen.push(line);
+        }
+    }
+}
+
+pub fn overlay_mounts_under(dir: &Path) -> Vec<String> {
+    let text = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&text))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A daemon under test, with its output in `<work>/daemon-N.log` (not the
+/// test's pipes: the zygote outlives the daemon). On drop it kills the
+/// daemon, the zygote and the containers, and unmounts their roots, so a
+/// failing test leaves nothing behind.
+pub struct Daemon<'a> {
+    pub child: std::process::Child,
+    work: &'a Path,
+    log: std::path::PathBuf,
+}
+
+static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl<'a> Daemon<'a> {
+    pub fn start(work: &'a Path, binary: &Path, extra: &[&str]) -> Daemon<'a> {
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = work.join(format!("daemon-{n}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(binary)
+            .args(["daemon", "--socket"])
+            .arg(work.join("run/hostd.sock"))
+            .arg("--store")
+            .arg(work.join("store"))
+            .arg("--state")
+            .arg(work.join("state"))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, work, log };
+        wait_for_status(&daemon.socket(), Duration::from_secs(10));
+        daemon
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.work.join("run/hostd.sock")
+    }
+
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+
+    pub fn terminate(mut self) {
+        hostd::os::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM).unwrap();
+        assert!(wait_exit(&mut self.child, Duration::from_secs(10)).success());
+        std::mem::forget(self);
+    }
+}
+
+pub fn zygote_pid(work: &Path) -> Option<i32> {
+    fs::read_to_string(work.join("state/zygote.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        cleanup(self.work);
+    }
+}
+
+/// Kills what a test left: the zygote, the containers it recorded, and any
+/// process still running this test's daemon command line (a container init
+/// cut off half-way through its creation), then unmounts the roots.
+fn cleanup(work: &Path) {
+    let mut pids: Vec<i32> = zygote_pid(work).into_iter().collect();
+    if let Ok(dirs) = fs::read_dir(work.join("state/containers")) {
+        for dir in dirs.flatten() {
+            if let Ok(bytes) = fs::read(dir.path().join("state.json")) {
+                if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
+                    pids.push(r.pid);
+                }
+            }
+        }
+    }
+    let needle = work.to_string_lossy().into_owned();
+    for proc_dir in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    let me = i32::try_from(std::process::id()).unwrap();
+    for pid in pids.into_iter().filter(|p| *p > 1 && *p != me) {
+        let _ = hostd::os::kill(pid, libc::SIGKILL);
+    }
+    for line in overlay_mounts_under(work) {
+        if let Some(target) = line.split(' ').nth(4) {
+            let _ = hostd::os::unmount(Path::new(target), hostd::os::UnmountFlags::DETACH);
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use hostd::daemon::containers::Record;
 use mkhost_shared::control::{self, Request, Response};
 
-use crate::common::{ok, run, wait_exit, wait_for_status, HOSTD};
+use crate::common::{
+    ok, overlay_mounts_under, run, wait_exit, wait_for_status, zygote_pid, Daemon, HOSTD,
+};
 
 /// Builds `dir/bb.tar` with images `bb` (busybox, Cmd `sh`) and `baduser`
 /// (the same with `User` set to a name the image's passwd lacks).
@@ -89,128 +91,11 @@ fn wait_exited(socket: &Path, name: &str) -> Record {
     }
 }
 
-fn overlay_mounts_under(dir: &Path) -> Vec<String> {
-    let text = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&text))
-        .map(str::to_string)
-        .collect()
-}
-
-/// A daemon under test, with its output in `<work>/daemon-N.log` (not the
-/// test's pipes: the zygote outlives the daemon). On drop it kills the
-/// daemon, the zygote and the containers, and unmounts their roots, so a
-/// failing test leaves nothing behind. (`images` uses it too.)
-pub(crate) struct Daemon<'a> {
-    child: std::process::Child,
-    work: &'a Path,
-    log: std::path::PathBuf,
-}
-
-static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl<'a> Daemon<'a> {
-    pub(crate) fn start(work: &'a Path, binary: &Path, extra: &[&str]) -> Daemon<'a> {
-        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = work.join(format!("daemon-{n}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
-            .args(["daemon", "--socket"])
-            .arg(work.join("run/hostd.sock"))
-            .arg("--store")
-            .arg(work.join("store"))
-            .arg("--state")
-            .arg(work.join("state"))
-            .args(extra)
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, work, log };
-        wait_for_status(&daemon.socket(), Duration::from_secs(10));
-        daemon
-    }
-
-    pub(crate) fn socket(&self) -> std::path::PathBuf {
-        self.work.join("run/hostd.sock")
-    }
-
-    fn output(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        std::mem::forget(self);
-    }
-
-    pub(crate) fn terminate(mut self) {
-        hostd::os::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM).unwrap();
-        assert!(wait_exit(&mut self.child, Duration::from_secs(10)).success());
-        std::mem::forget(self);
-    }
-}
-
-fn zygote_pid(work: &Path) -> Option<i32> {
-    fs::read_to_string(work.join("state/zygote.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn alive(pid: i32) -> bool {
     hostd::os::kill(pid, 0).is_ok()
         && !fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        cleanup(self.work);
-    }
-}
-
-/// Kills what a test left: the zygote, the containers it recorded, and any
-/// process still running this test's daemon command line (a container init
-/// cut off half-way through its creation), then unmounts the roots.
-fn cleanup(work: &Path) {
-    let mut pids: Vec<i32> = zygote_pid(work).into_iter().collect();
-    if let Ok(dirs) = fs::read_dir(work.join("state/containers")) {
-        for dir in dirs.flatten() {
-            if let Ok(bytes) = fs::read(dir.path().join("state.json")) {
-                if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
-                    pids.push(r.pid);
-                }
-            }
-        }
-    }
-    let needle = work.to_string_lossy().into_owned();
-    for proc_dir in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    let me = i32::try_from(std::process::id()).unwrap();
-    for pid in pids.into_iter().filter(|p| *p > 1 && *p != me) {
-        let _ = hostd::os::kill(pid, libc::SIGKILL);
-    }
-    for line in overlay_mounts_under(work) {
-        if let Some(target) = line.split(' ').nth(4) {
-            let _ = hostd::os::unmount(Path::new(target), hostd::os::UnmountFlags::DETACH);
-        }
-    }
 }
 
 #[test]
@@ -509,7 +394,7 @@ fn restart_policies_and_limits_without_cgroups() {
     assert!(ps(&socket).iter().all(|r| r.name != "capped"));
     // A limit below the kernel's floor is refused by the client already.
     let out = hostd_run(&socket, &["--memory", "4096", "bb", "true"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(stderr_of(&out).contains("below the minimum of 6 MiB"));
     // And by the daemon, for clients that skip that check.
     let raw = control::request(
@@ -898,10 +783,10 @@ fn run_in_the_foreground_like_docker_run() {
     let answer = control::request(&socket, &wait, wait.client_timeout()).unwrap();
     assert!(matches!(answer, Response::Container(_)), "{answer:?}");
     assert!(wait_for_status(&socket, Duration::from_secs(5)).pid > 0);
-    // Usage errors exit 2 before anything is sent.
+    // Usage errors exit 125, as docker run's do, before anything is sent.
     let out = foreground(&["--rm", "--restart", "always", "bb", "true"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     let out = foreground(&["-it", "bb", "sh"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(stderr_of(&out).contains("interactive terminal"));
 }

@@ -11,8 +11,8 @@ use hostd::daemon::containers::RunRequest;
 use mkhost_shared::control::{self, Request, Response};
 use mkhost_store::Store;
 
+use crate::common::Daemon;
 use crate::common::{ok, require, run, wait_exit, wait_for_status, HOSTD};
-use crate::containers::Daemon;
 
 /// Builds `dir/img.tar`: an OCI layout tar with one image named `hello`, one
 /// layer holding `/hello.txt`, entrypoint `/hello` and one env variable.

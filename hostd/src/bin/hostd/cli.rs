@@ -48,15 +48,16 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
        hostd --version | --help
 Client commands take --socket PATH (default /run/hostd/hostd.sock). Options take
 their value as --flag VALUE or --flag=VALUE. Exit status: 0 on success, 1 when
-the daemon or the store says no, 2 on a usage error.";
+the daemon or the store says no, 2 on a usage error (hostd run: see its --help).";
 
 /// `hostd run --help`: `docker run`'s options that hostd takes, with the
 /// same meaning.
 pub const RUN_USAGE: &str = "\
 usage: hostd run [OPTIONS] IMAGE [CMD...]
 Runs a container from a store image. Without -d, prints the container's
-stdout and stderr as it runs and exits with its exit code (125 when the
-daemon refuses it); with -d, prints its id and returns.
+stdout and stderr as it runs and exits with its exit code; with -d, prints
+its id and returns. As docker run, it exits 125 when hostd refuses the run,
+127 when the command is not found and 126 when it cannot be executed.
   -d, --detach              run in the background, print the id
       --rm                  remove the container when it exits
       --name NAME           name (default: the first 12 digits of the id)
@@ -66,7 +67,7 @@ daemon refuses it); with -d, prints its id and returns.
   -u, --user USER[:GROUP]   user and group, by name or number (image's User)
   -w, --workdir DIR         working directory, created if missing (image's WorkingDir)
       --entrypoint CMD      replace the image's Entrypoint (and drop its Cmd);
-                            \"\" clears it
+                            \"\" clears both, leaving CMD...
   -h, --hostname NAME       host name (default: the short id)
       --read-only           mount the root file system read-only
       --tmpfs PATH[:OPTS]   mount a tmpfs (nosuid,nodev,noexec plus OPTS like size=64m)
@@ -215,11 +216,26 @@ pub struct UsageError {
     error: Error,
 }
 
+impl UsageError {
+    /// The exit status: 2, or 125 for `run`, whose status is otherwise the
+    /// container's (as `docker run`, which keeps 125 for its own errors).
+    pub fn exit_code(&self) -> u8 {
+        if self.program == "hostd run" {
+            125
+        } else {
+            2
+        }
+    }
+}
+
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}\n{}", self.program, self.error, self.usage)
     }
 }
+
+/// What a usage error of `hostd run` shows instead of the whole usage.
+const RUN_HINT: &str = "See 'hostd run --help'.";
 
 /// Parses `hostd`'s arguments (without argv\[0\]).
 pub fn parse<I>(args: I) -> Result<Cli, UsageError>
@@ -235,7 +251,10 @@ where
             ZYGOTE_USAGE,
             parse_zygote(args.split_off(1)),
         ),
-        _ => ("hostd", USAGE, parse_host(args)),
+        _ => match parse_host(args) {
+            (Some(command), parsed) if command == "run" => ("hostd run", RUN_HINT, parsed),
+            (_, parsed) => ("hostd", USAGE, parsed),
+        },
     };
     parsed.map_err(|error| UsageError {
         program,
@@ -253,9 +272,15 @@ const COMMANDS: [&str; 13] = [
 /// The commands an option belongs to: every one.
 const ANY: &[&str] = &[];
 
-fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
+/// The command word, as far as parsing got, and the parsed command line.
+fn parse_host(args: Vec<OsString>) -> (Option<String>, Result<Cli, Error>) {
+    let mut command = None;
+    let parsed = parse_host_into(args, &mut command);
+    (command, parsed)
+}
+
+fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<Cli, Error> {
     let mut p = Parser::from_args(args);
-    let mut command: Option<String> = None;
     let mut socket = PathBuf::from(paths::CONTROL_SOCKET);
     let mut daemon = DaemonOptions::default();
     let mut json = false;
@@ -432,7 +457,7 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
             Value(word) => {
                 let word = word.string()?;
                 match command.as_deref() {
-                    None if COMMANDS.contains(&word.as_str()) => command = Some(word),
+                    None if COMMANDS.contains(&word.as_str()) => *command = Some(word),
                     None => return Err(format!("unknown command {word:?}").into()),
                     Some("run") => {
                         // IMAGE; what follows is the container's command.
@@ -494,9 +519,9 @@ fn parse_host(args: Vec<OsString>) -> Result<Cli, Error> {
             image: operand("IMAGE")?,
         },
         "gc" => Cli::Gc(socket.clone()),
-        "run" if run.image.is_empty() => return Err("run: missing IMAGE".into()),
+        "run" if run.image.is_empty() => return Err("missing IMAGE".into()),
         "run" => {
-            run.validate().map_err(|e| format!("run: {e}"))?;
+            run.validate().map_err(|e| e.to_string())?;
             Cli::Run {
                 socket: socket.clone(),
                 request: Box::new(run),
@@ -891,12 +916,19 @@ mod tests {
             (&["-l", "=x", "bb"][..], "the key is empty"),
             (&["--memory"][..], "missing argument for option '--memory'"),
             (&["--frob", "bb"][..], "invalid option '--frob'"),
-            (&[][..], "run: missing IMAGE"),
+            (&[][..], "hostd run: missing IMAGE"),
         ] {
             let e = container("run", args).unwrap_err();
             assert!(e.contains(wanted), "{args:?}: {e}");
-            assert!(e.contains("usage: hostd"), "{args:?}: {e}");
+            // As docker run: a pointer to the help, and exit status 125.
+            assert!(e.starts_with("hostd run: "), "{args:?}: {e}");
+            assert!(e.ends_with("See 'hostd run --help'."), "{args:?}: {e}");
+            let code = parse([&["run"][..], args].concat())
+                .unwrap_err()
+                .exit_code();
+            assert_eq!(code, 125, "{args:?}");
         }
+        assert_eq!(parse(["gc", "x"]).unwrap_err().exit_code(), 2);
         assert_eq!(
             container("start", &["web"]),
             Ok(Cli::Container {

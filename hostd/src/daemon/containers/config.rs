@@ -60,8 +60,8 @@ pub struct CreateSpec {
 }
 
 /// The files the daemon generates in a container's directory and mounts
-/// over the image's `/etc/<name>`, as Docker does.
-pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+/// over the image's `/etc/<name>`, as Docker does, in its order.
+pub const ETC_FILES: [&str; 3] = ["resolv.conf", "hostname", "hosts"];
 
 /// Why a request cannot be merged with its image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,8 +116,9 @@ pub struct User {
 /// Merges the image's config with the request as `docker run` does:
 ///
 /// - `argv`: `Entrypoint` + (`command` if given, else `Cmd`); a request
-///   entrypoint replaces the image's and drops its `Cmd`, an empty one
-///   clears it and keeps `Cmd`;
+///   entrypoint replaces the image's and drops its `Cmd`; an empty one
+///   drops both, leaving the request's command alone (dockerd answers "No
+///   command specified" to `--entrypoint ""` without one);
 /// - environment: `PATH` (Docker's default) and `HOSTNAME`, each replaced
 ///   in place by the request's then the image's `Env` (the request wins on
 ///   the same name), then `HOME` from the user's passwd entry if unset;
@@ -134,10 +135,9 @@ pub fn merge(
         Some(_) => Vec::new(),
         None => image.entrypoint.clone().unwrap_or_default(),
     };
-    let entrypoint_given = req.entrypoint.as_ref().is_some_and(|e| !e.is_empty());
     if !req.command.is_empty() {
         args.extend(req.command.iter().cloned());
-    } else if !entrypoint_given {
+    } else if req.entrypoint.is_none() {
         args.extend(image.cmd.clone().unwrap_or_default());
     }
     if args.is_empty() {
@@ -421,13 +421,22 @@ pub const CONTAINER_LIMITS: [(crate::os::Limit, u64); 3] = [
     (crate::os::Limit::CoreSize, u64::MAX),
 ];
 
+/// The sysctls Docker sets in a container's own network namespace: any
+/// user may bind ports below 1024 (without `CAP_NET_BIND_SERVICE`) and
+/// open ICMP echo sockets, for `ping` (without `CAP_NET_RAW`).
+pub const SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
+
 /// Docker's options for `--tmpfs` mounts, before the user's own.
 const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
 /// The mounts of `spec`, as Docker sets them up: the standard file
 /// systems, `/sys/fs/cgroup` (the container's own cgroup namespace,
-/// read-only), the generated `/etc` files (read-only with a read-only
-/// root) and the `--tmpfs` mounts.
+/// read-only), then the generated `/etc` files (read-only with a read-only
+/// root) and the `--tmpfs` mounts, in that order sorted by depth (stable),
+/// so that a mount never hides a deeper one.
 fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
     let mut mounts = vec![
         serde_json::json!({ "destination": "/proc", "type": "proc", "source": "proc",
@@ -445,6 +454,18 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
         serde_json::json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
           "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] }),
     ];
+    let mut user = Vec::new();
+    if spec.etc_files {
+        for name in ETC_FILES {
+            let access = if spec.read_only { "ro" } else { "rw" };
+            user.push(serde_json::json!({
+                "destination": format!("/etc/{name}"),
+                "type": "bind",
+                "source": spec.bundle.join(name),
+                "options": ["rbind", "rprivate", access]
+            }));
+        }
+    }
     for (path, options) in &spec.tmpfs {
         let mut all: Vec<String> = TMPFS_OPTIONS.iter().map(|o| o.to_string()).collect();
         all.extend(
@@ -453,29 +474,25 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
                 .filter(|o| !o.is_empty())
                 .map(str::to_string),
         );
-        mounts.push(serde_json::json!({
+        user.push(serde_json::json!({
             "destination": path, "type": "tmpfs", "source": "tmpfs", "options": all
         }));
     }
-    if spec.etc_files {
-        for name in ETC_FILES {
-            let access = if spec.read_only { "ro" } else { "rw" };
-            mounts.push(serde_json::json!({
-                "destination": format!("/etc/{name}"),
-                "type": "bind",
-                "source": spec.bundle.join(name),
-                "options": ["rbind", "rprivate", access]
-            }));
-        }
-    }
+    let depth = |m: &serde_json::Value| {
+        Path::new(m["destination"].as_str().unwrap_or(""))
+            .components()
+            .count()
+    };
+    user.sort_by_key(depth);
+    mounts.extend(user);
     mounts
 }
 
 /// The OCI `config.json` for `spec`: new pid, mount, uts, ipc, network and
 /// cgroup namespaces, and what Docker sets up by default (mounts, masked
-/// and read-only paths, capabilities; no rlimits: the container inherits
-/// [`CONTAINER_LIMITS`] from the zygote); the runtime adds its
-/// default seccomp filter. docs/containers.md lists each default.
+/// and read-only paths, capabilities, [`SYSCTLS`]; no rlimits: the
+/// container inherits [`CONTAINER_LIMITS`] from the zygote); the runtime
+/// adds its default seccomp filter. docs/containers.md lists each default.
 pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
     let resources = oci_resources(&spec.limits);
     let caps: Vec<String> = spec
@@ -507,6 +524,7 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
             ],
             "cgroupsPath": cgroup_path(&spec.id),
             "resources": resources,
+            "sysctl": SYSCTLS.iter().copied().collect::<BTreeMap<&str, &str>>(),
             "maskedPaths": [
                 "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -619,13 +637,16 @@ mod tests {
             merge(&img, &req, "h", &files).unwrap().args,
             s(&["/bin/sh", "-c", "true"])
         );
-        // An empty one clears it and keeps Cmd.
+        // An empty one clears it and drops Cmd too: the request's command
+        // alone, or none (as dockerd).
         req.entrypoint = Some(vec![]);
-        req.command.clear();
         assert_eq!(
             merge(&img, &req, "h", &files).unwrap().args,
-            s(&["--serve"])
+            s(&["-c", "true"])
         );
+        req.command.clear();
+        assert_eq!(merge(&img, &req, "h", &files), Err(ConfigError::NoCommand));
+        req.command = s(&["sh"]);
         req.workdir = Some("/work".into());
         req.user = Some("1000".into());
         let p = merge(&img, &req, "h", &files).unwrap();
@@ -706,7 +727,9 @@ mod tests {
             limits: Limits::default(),
             capabilities: Some(s(&["CAP_NET_ADMIN"])),
             read_only: true,
-            tmpfs: [("/run".to_string(), "size=1m".to_string())].into(),
+            tmpfs: [("/run", "size=1m"), ("/etc/x", ""), ("/a/b/c", "")]
+                .map(|(p, o)| (p.to_string(), o.to_string()))
+                .into(),
             etc_files: true,
         };
         let config = oci_config(&spec);
@@ -718,6 +741,22 @@ mod tests {
         );
         let mounts = config["mounts"].as_array().unwrap();
         let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap();
+        // Docker's order: the /etc files, then tmpfs mounts, by depth.
+        let user: Vec<&str> = mounts[7..]
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            user,
+            [
+                "/run",
+                "/etc/resolv.conf",
+                "/etc/hostname",
+                "/etc/hosts",
+                "/etc/x",
+                "/a/b/c"
+            ]
+        );
         assert_eq!(
             find("/proc")["options"],
             serde_json::json!(["nosuid", "noexec", "nodev"])
@@ -732,6 +771,10 @@ mod tests {
             assert_eq!(m["options"][2], "ro");
         }
         assert!(config["process"].get("rlimits").is_none());
+        assert_eq!(
+            config["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
         // A spec.json from before these fields: Docker's default caps, no
         // /etc mounts.
         let old: CreateSpec = serde_json::from_str(

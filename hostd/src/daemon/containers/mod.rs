@@ -46,7 +46,7 @@ use crate::daemon::log::log;
 use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
 use crate::runtime::state::rfc3339_now;
 use config::CreateSpec;
-use mkhost_shared::container::capability_set;
+use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::write_atomic;
 use mkhost_store::Store;
@@ -54,6 +54,32 @@ use monitor::{MonitorHandle, Running};
 
 /// The per-container state file.
 pub const STATE_FILE: &str = "state.json";
+
+/// Why [`Manager::run`] failed: the message, and whether it was the
+/// container's command that could not be started (`hostd run` exits 127
+/// or 126 for that, as `docker run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError {
+    /// Why, for a person.
+    pub message: String,
+    /// Set when the command was not found or not executable.
+    pub exec: Option<ExecError>,
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> Self {
+        RunError {
+            message,
+            exec: None,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 /// The host's resolver configuration, the source of each container's
 /// `/etc/resolv.conf`.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -255,11 +281,11 @@ impl Shared {
     }
 
     /// Has the zygote create the process of `spec`.
-    fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), String> {
+    fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), RunError> {
         match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
             (ZygoteReply::Created { pid }, fds) => Ok((pid, running_from(fds)?)),
-            (ZygoteReply::Error { message }, _) => Err(message),
-            (other, _) => Err(format!("unexpected zygote answer {other:?}")),
+            (ZygoteReply::Error { message, exec }, _) => Err(RunError { message, exec }),
+            (other, _) => Err(format!("unexpected zygote answer {other:?}").into()),
         }
     }
 
@@ -360,7 +386,7 @@ impl Shared {
     }
 
     fn remove_files(&self, entry: &Entry) -> Result<(), String> {
-        if let (ZygoteReply::Error { message }, _) = self.call(&ZygoteRequest::Delete {
+        if let (ZygoteReply::Error { message, .. }, _) = self.call(&ZygoteRequest::Delete {
             id: entry.id.clone(),
         })? {
             return Err(message);
@@ -397,7 +423,7 @@ impl Shared {
         let _ = self.call(&ZygoteRequest::Delete {
             id: entry.id.clone(),
         });
-        match self.spawn(&entry.spec) {
+        match self.spawn(&entry.spec).map_err(|e| e.message) {
             Ok((pid, running)) => {
                 state.record.pid = pid;
                 state.record.status = "running".into();
@@ -502,7 +528,7 @@ impl Manager {
                         }
                         Err(e) => record.error = Some(e),
                     },
-                    Ok((ZygoteReply::Error { message }, _)) => {
+                    Ok((ZygoteReply::Error { message, .. }, _)) => {
                         record.error = Some(format!("lost with its zygote: {message}"));
                     }
                     other => record.error = Some(format!("cannot attach: {other:?}")),
@@ -584,12 +610,12 @@ impl Manager {
     }
 
     /// Creates and starts a container; answers its id.
-    pub fn run(&self, store: &Store, req: &RunRequest) -> Result<String, String> {
+    pub fn run(&self, store: &Store, req: &RunRequest) -> Result<String, RunError> {
         // (1) Pure checks.
         req.validate().map_err(|e| e.to_string())?;
         if let Some(name) = &req.name {
             if self.find(name).is_ok() {
-                return Err(format!("a container named {name:?} already exists"));
+                return Err(format!("a container named {name:?} already exists").into());
             }
         }
         let info = store.inspect(&req.image).map_err(|e| e.to_string())?;
