@@ -2,8 +2,8 @@
 //! error, and a lease is taken only from a sane ACK.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use hostd::init::net::dhcp::{Lease, Packet};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(packet) = Packet::decode(data) {
