@@ -211,6 +211,35 @@ fn probe_config(config: &mut Value) {
     with_default_seccomp(config);
 }
 
+/// Without `HOME` in the config, both set it from the container's
+/// `/etc/passwd` for the process's uid, else to `/`; a `HOME` given stays.
+#[test]
+fn home_from_the_containers_passwd_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    for (uid, env, want) in [
+        (33, vec!["PATH=/bin"], "HOME=/var/www"),
+        (1234, vec!["PATH=/bin"], "HOME=/"),
+        (33, vec!["PATH=/bin", "HOME=/mine"], "HOME=/mine"),
+    ] {
+        let bundle = Bundle::new(&["sh", "-c", "env | grep ^HOME="], |c| {
+            c["process"]["env"] = json!(env);
+            c["process"]["user"] = json!({"uid": uid, "gid": 0});
+        });
+        let etc = bundle.path().join("rootfs/etc");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/sh\n",
+        )
+        .unwrap();
+        let (h, r) = bundle.run_both();
+        assert_eq!(text(&r.stdout).trim(), want, "runc: {}", text(&r.stderr));
+        assert_eq!(text(&h.stdout).trim(), want, "hostd: {}", text(&h.stderr));
+    }
+}
+
 #[test]
 fn same_view_as_runc() {
     if !require_prereqs() {
