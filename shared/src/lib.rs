@@ -14,7 +14,8 @@
 //!   framing and the client side);
 //! - [`paths`]: the paths inside an image both sides name;
 //! - [`glob`]: the shell-style wildcard matcher module sets and aliases use;
-//! - [`fs`]: writing a file atomically.
+//! - [`fs`]: writing a file atomically;
+//! - [`time`]: RFC 3339 timestamps.
 //!
 //! Nothing here implements the daemon, the store or the build: this crate
 //! depends on no other crate of the workspace.
@@ -26,3 +27,4 @@ pub mod fs;
 pub mod glob;
 pub mod images;
 pub mod paths;
+pub mod time;

@@ -156,24 +156,10 @@ fn entry_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<i64> {
     Ok(secs)
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (`2024-05-01T12:00:00Z`), the
-/// form image configs use; times before the epoch are the epoch.
+/// Seconds since the epoch as RFC 3339, the form image configs use; times
+/// before the epoch are the epoch.
 fn rfc3339(secs: i64) -> String {
-    let secs = secs.max(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Howard Hinnant's days-to-civil, for days >= 0.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    mkhost_shared::time::rfc3339(secs.max(0), 0)
 }
 
 #[cfg(test)]
