@@ -201,7 +201,12 @@ impl Target {
 pub fn parse_target(raw: &str) -> Result<Target, TargetError> {
     let mut rest = raw;
     for scheme in ["http://", "https://"] {
-        if rest.len() >= scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`, not indexing: the target may have a multi-byte character
+        // where the scheme would end (found by the http_request fuzz target).
+        if rest
+            .get(..scheme.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+        {
             let after = &rest[scheme.len()..];
             rest = after.find('/').map_or("/", |i| &after[i..]);
             break;
@@ -460,6 +465,10 @@ mod tests {
         assert_eq!(parse_target("http://server").unwrap().path, "/");
         let t = parse_target("/boot.ipxe?mac").unwrap();
         assert_eq!(t.query_value("mac"), Some(""));
+        // A multi-byte character where a scheme would end: no panic (a
+        // remote client could otherwise abort `serve`; found by fuzzing).
+        assert_eq!(parse_target("/boo\u{fffd}xe").unwrap().path, "/boo\u{fffd}xe");
+        assert!(parse_target("htt\u{fffd}://x/").is_err());
         for bad in ["etc/passwd", "*", "../x", "/a%2", "/a%zz", "/a%00b", "/%ff"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
