@@ -18,12 +18,18 @@
 //!
 //! HTTP/1.1 with keep-alive, GET and HEAD, one byte range per request (206, or
 //! 416 with `Content-Range: bytes */LEN`), one thread per connection up to a
-//! limit (503 beyond it), idle connections closed after a timeout. Every request
-//! is logged as one `key=value` line. [`ShutdownHandle::shutdown`] stops the
-//! accept loop, closes open connections and lets [`Server::run`] return.
+//! limit (503 beyond it). Slow clients cannot hold a connection: a request head
+//! must arrive whole within [`ServeOptions::head_timeout`] (counted from the
+//! connection's start, or from the first byte of a later request), a kept-alive
+//! connection may wait [`ServeOptions::idle_timeout`] for its next request, and
+//! each block of a response must be taken within [`ServeOptions::send_timeout`],
+//! however the bytes trickle. Every request is logged as one `key=value` line,
+//! and so is a connection cut off at a deadline. [`ShutdownHandle::shutdown`]
+//! stops the accept loop, closes open connections and lets [`Server::run`]
+//! return.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,8 +50,16 @@ pub struct ServeOptions {
     /// The URL clients reach the server at (checked with
     /// [`ipxe::check_public_url`]); default: from each request's Host header.
     pub public_url: Option<String>,
-    /// Idle keep-alive connections are closed after this long.
+    /// A request head must arrive whole within this long: counted from the
+    /// connection's start for its first request, from the first byte of the
+    /// head for later ones. A client past it gets 408 and is logged.
+    pub head_timeout: Duration,
+    /// A kept-alive connection waits this long for the next request, then it
+    /// is closed (silently: that is the normal end of keep-alive).
     pub idle_timeout: Duration,
+    /// Each block of a response (at most 256 KiB) must be taken by the
+    /// client within this long, or the transfer is broken off.
+    pub send_timeout: Duration,
     /// Connections served at once; more get 503.
     pub max_connections: usize,
 }
@@ -55,7 +69,9 @@ impl ServeOptions {
         ServeOptions {
             listen,
             public_url: None,
-            idle_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(60),
             max_connections: 512,
         }
     }
@@ -130,7 +146,9 @@ struct Shared {
     table: MachineTable,
     defaults: Defaults,
     public_url: Option<String>,
+    head_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     log: Mutex<Box<dyn Write + Send>>,
     stop: Arc<AtomicBool>,
     /// Open connections, so a shutdown can close them.
@@ -222,7 +240,9 @@ impl Server {
                 table,
                 defaults,
                 public_url,
-                idle_timeout: options.idle_timeout,
+                head_timeout: nonzero(options.head_timeout),
+                idle_timeout: nonzero(options.idle_timeout),
+                send_timeout: nonzero(options.send_timeout),
                 log: Mutex::new(log),
                 stop: Arc::new(AtomicBool::new(false)),
                 open: Mutex::new(BTreeMap::new()),
@@ -314,8 +334,20 @@ impl Server {
         }
     }
 
+    /// Answers 503 without blocking the accept loop: the socket is
+    /// non-blocking, and what the client already sent is read and dropped so
+    /// that closing does not reset the connection before the answer is read.
     fn refuse_busy(&self, mut stream: TcpStream, peer: &str) {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = stream.set_nonblocking(true);
+        let drain = |mut stream: &TcpStream| {
+            let mut scratch = [0u8; 4096];
+            for _ in 0..4 {
+                if !matches!(stream.read(&mut scratch), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        };
+        drain(&stream);
         let body = b"mkhost serve: too many connections, try again\n";
         let _ = http::write_head(
             &mut stream,
@@ -327,17 +359,173 @@ impl Server {
             ],
         );
         let _ = stream.write_all(body);
+        let _ = stream.shutdown(Shutdown::Write);
+        drain(&stream);
         self.shared.log_line(&format!(
             "client={peer} mac=- request=- status=503 bytes=0 note=\"too many connections\""
         ));
     }
 }
 
+/// A zero timeout would mean "none" to the socket calls: at least 1 ms.
+fn nonzero(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_millis(1))
+}
+
+/// `10 s`, `1.5 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// The read side of a connection. Every read waits at most until one deadline,
+/// so a client cannot stretch a request head by sending a byte now and then.
+struct Incoming {
+    stream: TcpStream,
+    deadline: Instant,
+    head_timeout: Duration,
+    /// The current request head has begun: its deadline is set.
+    started: bool,
+    /// This is the connection's first request.
+    first: bool,
+    /// Bytes received since the current wait began.
+    received: u64,
+}
+
+impl Incoming {
+    fn new(stream: TcpStream, head_timeout: Duration) -> Incoming {
+        Incoming {
+            stream,
+            deadline: Instant::now() + head_timeout,
+            head_timeout,
+            started: true,
+            first: true,
+            received: 0,
+        }
+    }
+
+    /// Before waiting for the next request of a kept-alive connection;
+    /// `pending` when some of it is already buffered.
+    fn next_request(&mut self, idle_timeout: Duration, pending: bool) {
+        self.first = false;
+        self.started = pending;
+        self.received = 0;
+        self.deadline = Instant::now()
+            + if pending {
+                self.head_timeout
+            } else {
+                idle_timeout
+            };
+    }
+
+    /// Why a timed-out wait ended the connection, for the log; `None` for a
+    /// kept-alive connection that simply sent nothing more.
+    fn timeout_note(&self) -> Option<String> {
+        let limit = seconds(self.head_timeout);
+        if self.first && self.received == 0 {
+            Some(format!("no request within {limit} of connecting"))
+        } else if self.started {
+            Some(format!(
+                "request head not complete within {limit} ({} bytes received)",
+                self.received
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match self.stream.read(buf) {
+            Ok(n) => {
+                if n > 0 && !self.started {
+                    self.started = true;
+                    self.deadline = Instant::now() + self.head_timeout;
+                }
+                self.received += n as u64;
+                Ok(n)
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(timed_out())
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The write side of a connection: each `write_all` (one response head, one
+/// block of a file) must be taken by the client within the send timeout, so
+/// a client reading a byte now and then cannot hold the connection.
+struct Outgoing {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Write for Outgoing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.timeout))?;
+        self.stream.write(buf)
+    }
+
+    fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        while !buf.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timed_out = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client took more than {} to take {} bytes",
+                        seconds(self.timeout),
+                        buf.len()
+                    ),
+                )
+            };
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            self.stream.set_write_timeout(Some(left))?;
+            match self.stream.write(buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out())
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// One connection: requests until the client closes, asks to close, errs or
-/// idles past the timeout, or the server stops.
+/// misses a deadline, or the server stops.
 fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
-    let _ = stream.set_read_timeout(Some(shared.idle_timeout));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
@@ -345,12 +533,28 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = stream;
+    let mut reader = BufReader::new(Incoming::new(read_half, shared.head_timeout));
+    let mut writer = Outgoing {
+        stream,
+        timeout: shared.send_timeout,
+    };
     while !shared.stop.load(Ordering::SeqCst) {
         let request = match http::read_request(&mut reader) {
             Ok(Some(request)) => request,
-            Ok(None) | Err(HttpError::Io(_)) => break,
+            Ok(None) => break,
+            Err(HttpError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+                if let Some(note) = reader.get_ref().timeout_note() {
+                    let mut entry = LogEntry::new(peer, "-");
+                    entry.note = Some(note);
+                    // Whatever the client makes of it, it is not waited for.
+                    writer.timeout = writer.timeout.min(Duration::from_secs(1));
+                    let body = "mkhost serve: request head not received in time\n";
+                    let sent = send_text(&mut writer, 408, body, false, true);
+                    entry.finish(shared, 408, sent.unwrap_or(0));
+                }
+                break;
+            }
+            Err(HttpError::Io(_)) => break,
             Err(err) => {
                 let status = match err {
                     HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
@@ -367,6 +571,8 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
         if !handle(shared, &request, &mut writer, peer, local) {
             break;
         }
+        let pending = !reader.buffer().is_empty();
+        reader.get_mut().next_request(shared.idle_timeout, pending);
     }
 }
 
@@ -424,7 +630,7 @@ impl LogEntry {
 fn handle(
     shared: &Shared,
     request: &Request,
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     peer: &str,
     local: SocketAddr,
 ) -> bool {
@@ -542,7 +748,7 @@ fn connection_header(close: bool) -> (&'static str, String) {
 
 /// Sends a complete small response; returns the body bytes sent.
 fn send(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     status: u16,
     content_type: &str,
     body: &[u8],
@@ -571,7 +777,7 @@ fn send(
 }
 
 fn send_text(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     status: u16,
     text: &str,
     head_only: bool,
@@ -589,7 +795,7 @@ fn send_text(
 }
 
 fn send_script(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     script: &str,
     head_only: bool,
     close: bool,
@@ -607,7 +813,7 @@ fn send_script(
 
 /// Sends a verified file, whole or one range of it.
 fn send_file(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     file: &VerifiedFile,
     request: &Request,
     head_only: bool,
@@ -679,6 +885,9 @@ fn send_file(
             }
             if let Err(err) = out.write_all(&buf[..n]) {
                 entry.partial = offset - start;
+                if err.kind() == std::io::ErrorKind::TimedOut {
+                    entry.note = Some(err.to_string());
+                }
                 return Err(err);
             }
             offset += n as u64;
@@ -694,6 +903,7 @@ mod tests {
     use crate::artifacts::tests::fake_output;
     use crate::profile::{Machine, Origin, UnknownMachines};
     use std::io::Read;
+    use std::path::Path;
 
     /// A log sink the test can read.
     #[derive(Clone, Default)]
@@ -731,8 +941,19 @@ mod tests {
     }
 
     fn start(unknown: UnknownMachines) -> Running {
+        start_with(unknown, |_| {}, |_| {})
+    }
+
+    /// Starts a server on a fake build; `tune` adjusts the options, `prepare`
+    /// the output directory before it is verified.
+    fn start_with(
+        unknown: UnknownMachines,
+        tune: impl FnOnce(&mut ServeOptions),
+        prepare: impl FnOnce(&Path),
+    ) -> Running {
         let tmp = tempfile::tempdir().unwrap();
         let dir = fake_output(tmp.path(), "lab");
+        prepare(&dir);
         let artifacts = Artifacts::open(&dir).unwrap();
         let machines = [Machine {
             mac: "52:54:00:00:00:0a".into(),
@@ -746,13 +967,9 @@ mod tests {
         }];
         let (table, _) = MachineTable::new(&machines, &[], unknown);
         let log = Log::default();
-        let server = Server::bind(
-            &ServeOptions::new("127.0.0.1:0".parse().unwrap()),
-            artifacts,
-            table,
-            Box::new(log.clone()),
-        )
-        .unwrap();
+        let mut options = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+        tune(&mut options);
+        let server = Server::bind(&options, artifacts, table, Box::new(log.clone())).unwrap();
         let addr = server.local_addr();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
@@ -785,7 +1002,11 @@ mod tests {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut all = Vec::new();
-        stream.read_to_end(&mut all).unwrap();
+        // A server that closes with the request unread may reset the
+        // connection after its answer: what arrived is still the answer.
+        if let Err(err) = stream.read_to_end(&mut all) {
+            assert!(!all.is_empty(), "{err}");
+        }
         parse_response(&all)
     }
 
@@ -1020,6 +1241,177 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         let mut rest = Vec::new();
         let _ = (&idle).read_to_end(&mut rest);
+    }
+
+    /// A slowloris client: sends a request head that never ends, one byte every
+    /// 200 ms, until the server closes the connection or `give_up` passes.
+    /// Returns how long the server kept it open and what it answered.
+    fn trickle(addr: SocketAddr, give_up: Duration) -> (Duration, Vec<u8>) {
+        let stream = TcpStream::connect(addr).unwrap();
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let mut stream = stream.try_clone().unwrap();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let head = b"GET /vmlinuz HTTP/1.1\r\nX-Slow: ";
+                let mut sent = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    let byte = head.get(sent).copied().unwrap_or(b'a');
+                    if stream.write_all(&[byte]).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        let mut reader = stream;
+        reader.set_read_timeout(Some(give_up)).unwrap();
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer);
+        let took = started.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        (took, answer)
+    }
+
+    #[test]
+    fn slow_clients_are_cut_off_at_the_head_deadline() {
+        let server = start_with(
+            UnknownMachines::Default,
+            |o| {
+                o.head_timeout = Duration::from_secs(1);
+                o.idle_timeout = Duration::from_secs(1);
+                o.max_connections = 2;
+            },
+            |_| {},
+        );
+        let addr = server.addr;
+        let slow: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || trickle(addr, Duration::from_secs(8))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Both slots are taken: another client is refused at once.
+        let started = Instant::now();
+        let r = get(addr, "/vmlinuz", "");
+        assert_eq!(r.status, 503);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        for client in slow {
+            let (took, answer) = client.join().unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(took < Duration::from_secs(4), "held for {took:?}");
+            assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        }
+        // The slots are free again.
+        assert_eq!(get(addr, "/vmlinuz", "").status, 200);
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        let cut: Vec<&str> = log.lines().filter(|l| l.contains("status=408")).collect();
+        assert_eq!(cut.len(), 2, "{log}");
+        for line in cut {
+            assert!(
+                line.contains("note=\"request head not complete within 1 s"),
+                "{log}"
+            );
+        }
+    }
+
+    #[test]
+    fn silent_and_idle_connections_are_closed() {
+        let server = start_with(
+            UnknownMachines::Default,
+            |o| {
+                o.head_timeout = Duration::from_secs(1);
+                o.idle_timeout = Duration::from_secs(1);
+            },
+            |_| {},
+        );
+        // Connects and never sends a byte: closed and logged.
+        let mut silent = TcpStream::connect(server.addr).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = silent.read_to_end(&mut answer);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408 "),
+            "{answer:?}"
+        );
+        // One request, then idle: closed without a word.
+        let mut idle = TcpStream::connect(server.addr).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        idle.write_all(b"GET /initramfs.img HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = idle.read_to_end(&mut answer);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("initramfs bytes"),
+            "{answer}"
+        );
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert!(
+            log.contains("status=408") && log.contains("no request within 1 s"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_off() {
+        // More than the socket buffers on both ends hold.
+        let kernel = vec![7u8; 24 << 20];
+        let server = start_with(
+            UnknownMachines::Default,
+            |o| o.send_timeout = Duration::from_secs(1),
+            |dir| replace_artifact(dir, artifacts::KERNEL, &kernel),
+        );
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .write_all(b"GET /vmlinuz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let started = Instant::now();
+        let log = server.log.clone();
+        while !log.text().contains(" aborted") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{}",
+                log.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = log.text();
+        assert!(
+            text.contains("status=200")
+                && text.contains("note=\"the client took more than 1 s to take "),
+            "{text}"
+        );
+        drop(stream);
+        server.stop();
+    }
+
+    /// Gives `rel` in a fake output directory new content (and SHA256SUMS its hash).
+    fn replace_artifact(dir: &Path, rel: &str, data: &[u8]) {
+        std::fs::write(dir.join(rel), data).unwrap();
+        let sums = std::fs::read_to_string(dir.join(artifacts::SUMS)).unwrap();
+        let sums: String = sums
+            .lines()
+            .map(|line| match line.split_once("  ") {
+                Some((_, name)) if name == rel => {
+                    format!("{}  {rel}\n", crate::hashing::sha256_hex(data))
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(dir.join(artifacts::SUMS), sums).unwrap();
     }
 
     #[test]
