@@ -14,7 +14,11 @@
 //! A decoded request path is only ever looked up in that table; it is never
 //! joined onto a directory, so `..`, absolute paths, percent-encoded tricks and
 //! symlinks planted in the output directory all end in 404. Files are read from
-//! the descriptors that were hashed at start.
+//! the descriptors that were hashed at start, and only verified bytes are sent:
+//! a file's length and modification time are checked before each response
+//! (a changed file gets 500, naming it in the log), and every block is
+//! re-hashed before it is written, so a change that hides from the metadata
+//! breaks the transfer off (see [`crate::artifacts`]).
 //!
 //! HTTP/1.1 with keep-alive, GET and HEAD, one byte range per request (206, or
 //! 416 with `Content-Range: bytes */LEN`), one thread per connection up to a
@@ -36,13 +40,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::artifacts::{self, Artifacts, VerifiedFile};
+use crate::artifacts::{self, Artifacts, VerifiedFile, BLOCK};
 use crate::http::{self, HttpError, Range, Request};
 use crate::ipxe::{self, Answer, Defaults, MachineTable};
 use crate::profile::normalize_mac;
-
-/// Bytes read from a file and written to the socket at a time.
-const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -57,7 +58,7 @@ pub struct ServeOptions {
     /// A kept-alive connection waits this long for the next request, then it
     /// is closed (silently: that is the normal end of keep-alive).
     pub idle_timeout: Duration,
-    /// Each block of a response (at most 256 KiB) must be taken by the
+    /// Each block of a response (at most [`BLOCK`] bytes) must be taken by the
     /// client within this long, or the transfer is broken off.
     pub send_timeout: Duration,
     /// Connections served at once; more get 503.
@@ -820,6 +821,16 @@ fn send_file(
     close: bool,
     entry: &mut LogEntry,
 ) -> (u16, std::io::Result<u64>) {
+    // Nothing about a file that changed since it was verified is promised:
+    // no length, no ETag, no byte.
+    if let Err(err) = file.check_unchanged() {
+        entry.note = Some(err.to_string());
+        let body = format!(
+            "mkhost serve: {} changed on disk after it was verified; it is not served until mkhost serve is restarted on a fresh build\n",
+            file.rel
+        );
+        return (500, send_text(out, 500, &body, head_only, close));
+    }
     let etag = format!("\"{}\"", &file.sha256[..32]);
     // If-Range with another validator: the client's copy is stale, send it all.
     let range_header = match request.header("if-range") {
@@ -872,25 +883,31 @@ fn send_file(
         if head_only {
             return Ok(0);
         }
-        let mut buf = vec![0u8; CHUNK];
-        let mut offset = start;
-        while offset < end {
-            let want = usize::try_from(end - offset).map_or(CHUNK, |n| n.min(CHUNK));
-            let n = file.read_at(&mut buf[..want], offset)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being served", file.path.display()),
-                ));
-            }
-            if let Err(err) = out.write_all(&buf[..n]) {
-                entry.partial = offset - start;
+        // Whole blocks are read and checked; the part in range is sent.
+        let block = BLOCK as u64;
+        let mut buf = Vec::with_capacity(BLOCK);
+        let mut sent = 0u64;
+        for index in start / block..end.div_ceil(block) {
+            let data = match file.read_block(index, &mut buf) {
+                Ok(data) => data,
+                Err(err) => {
+                    entry.partial = sent;
+                    let text = err.to_string();
+                    entry.note = Some(text.clone());
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, text));
+                }
+            };
+            let at = index * block;
+            let from = usize::try_from(start.max(at) - at).unwrap_or(0);
+            let to = usize::try_from(end.min(at + data.len() as u64) - at).unwrap_or(0);
+            if let Err(err) = out.write_all(&data[from..to]) {
+                entry.partial = sent;
                 if err.kind() == std::io::ErrorKind::TimedOut {
                     entry.note = Some(err.to_string());
                 }
                 return Err(err);
             }
-            offset += n as u64;
+            sent += (to - from) as u64;
         }
         Ok(end - start)
     })();
@@ -900,7 +917,7 @@ fn send_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifacts::tests::fake_output;
+    use crate::artifacts::tests::{fake_output, replace_artifact};
     use crate::profile::{Machine, Origin, UnknownMachines};
     use std::io::Read;
     use std::path::Path;
@@ -1398,20 +1415,93 @@ mod tests {
         server.stop();
     }
 
-    /// Gives `rel` in a fake output directory new content (and SHA256SUMS its hash).
-    fn replace_artifact(dir: &Path, rel: &str, data: &[u8]) {
-        std::fs::write(dir.join(rel), data).unwrap();
-        let sums = std::fs::read_to_string(dir.join(artifacts::SUMS)).unwrap();
-        let sums: String = sums
-            .lines()
-            .map(|line| match line.split_once("  ") {
-                Some((_, name)) if name == rel => {
-                    format!("{}  {rel}\n", crate::hashing::sha256_hex(data))
-                }
-                _ => format!("{line}\n"),
-            })
-            .collect();
-        std::fs::write(dir.join(artifacts::SUMS), sums).unwrap();
+    /// A kernel of several blocks, so a change can sit in the middle.
+    fn big_kernel() -> Vec<u8> {
+        (0..(1u32 << 20) + 7).map(|i| (i % 253) as u8).collect()
+    }
+
+    #[test]
+    fn an_artifact_changed_after_start_is_not_served() {
+        let kernel = big_kernel();
+        let server = start_with(
+            UnknownMachines::Default,
+            |_| {},
+            |dir| replace_artifact(dir, artifacts::KERNEL, &kernel),
+        );
+        let dir = server._tmp.path().join("lab");
+        let r = get(server.addr, "/vmlinuz", "");
+        assert_eq!((r.status, r.body.len()), (200, kernel.len()));
+        // Rewritten in place, same inode and length (`dd conv=notrunc`).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(artifacts::KERNEL))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 600_000).unwrap();
+        drop(file);
+        for extra in ["", "Range: bytes=599000-601000\r\n", "Range: bytes=0-9\r\n"] {
+            let r = get(server.addr, "/vmlinuz", extra);
+            assert_eq!(r.status, 500, "{extra}");
+            assert!(r.header("etag").is_none(), "{extra}");
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(
+                body.contains("pxe/vmlinuz changed on disk after it was verified"),
+                "{body}"
+            );
+        }
+        // Truncated: never served with its old length.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(artifacts::INITRD))
+            .unwrap();
+        file.set_len(5).unwrap();
+        drop(file);
+        let r = get(server.addr, "/initramfs.img", "");
+        assert_eq!(r.status, 500);
+        assert!(r.header("etag").is_none());
+        // The other files are still served.
+        assert_eq!(get(server.addr, "/manifest.json", "").status, 200);
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        let changed: Vec<&str> = log.lines().filter(|l| l.contains("status=500")).collect();
+        assert_eq!(changed.len(), 4, "{log}");
+        assert!(changed[0].contains("pxe/vmlinuz changed on disk"), "{log}");
+        assert!(
+            changed[3].contains("pxe/initramfs.img changed on disk")
+                && changed[3].contains("15 bytes when verified, 5 now"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_change_that_hides_from_the_metadata_is_caught_while_sending() {
+        let kernel = big_kernel();
+        let server = start_with(
+            UnknownMachines::Default,
+            |_| {},
+            |dir| replace_artifact(dir, artifacts::KERNEL, &kernel),
+        );
+        let path = server._tmp.path().join("lab").join(artifacts::KERNEL);
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 600_000).unwrap();
+        // Same length, and the modification time put back.
+        file.set_modified(modified).unwrap();
+        drop(file);
+        let r = get(server.addr, "/vmlinuz", "");
+        // Whatever arrived is a prefix of what was verified, and short.
+        assert!(r.body.len() < kernel.len(), "{}", r.body.len());
+        assert_eq!(r.body, kernel[..r.body.len()]);
+        // From then on the file is refused before anything is sent.
+        let r = get(server.addr, "/vmlinuz", "Range: bytes=0-9\r\n");
+        assert_eq!(r.status, 500);
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        assert!(
+            log.contains(" aborted note=\"") && log.contains("pxe/vmlinuz changed on disk"),
+            "{log}"
+        );
     }
 
     #[test]
