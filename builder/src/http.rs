@@ -363,13 +363,13 @@ pub fn write_head<W: Write>(
 }
 
 /// A request target made safe for one log line: printable ASCII kept, anything
-/// else percent-escaped, long targets cut.
+/// else percent-escaped, long targets cut (`… (N bytes)`).
 pub fn loggable(target: &str) -> String {
     const MAX: usize = 200;
     let mut out = String::new();
     for b in target.bytes() {
         if out.len() >= MAX {
-            out.push_str("...");
+            out.push_str(&format!("… ({} bytes)", target.len()));
             break;
         }
         if (0x21..0x7f).contains(&b) {
@@ -516,6 +516,6 @@ mod tests {
             "HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\n\r\n"
         );
         assert_eq!(loggable("/a b\n\u{7f}"), "/a%20b%0A%7F");
-        assert!(loggable(&"x".repeat(500)).ends_with("..."));
+        assert!(loggable(&"x".repeat(500)).ends_with("x… (500 bytes)"));
     }
 }

@@ -24,6 +24,7 @@
 pub mod apt;
 pub mod artifacts;
 pub mod build;
+pub mod clip;
 pub mod containers;
 pub mod deb;
 pub mod guest_binaries;

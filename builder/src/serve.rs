@@ -41,6 +41,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::artifacts::{self, Artifacts, VerifiedFile, BLOCK};
+use crate::clip;
 use crate::http::{self, HttpError, Range, Request};
 use crate::ipxe::{self, Answer, Defaults, MachineTable};
 use crate::profile::normalize_mac;
@@ -621,7 +622,8 @@ impl LogEntry {
             line.push_str(" aborted");
         }
         if let Some(note) = &self.note {
-            line.push_str(&format!(" note=\"{}\"", note.replace('"', "'")));
+            let note = clip::clip_message(note).replace('"', "'");
+            line.push_str(&format!(" note=\"{note}\""));
         }
         shared.log_line(&line);
     }
@@ -679,7 +681,19 @@ fn handle(
             Some(Route::Script) => {
                 let base = match &shared.public_url {
                     Some(url) => url.clone(),
-                    None => ipxe::base_url(request.header("host"), local),
+                    None if request.headers.iter().filter(|(n, _)| n == "host").count() > 1 => {
+                        let text = "more than one Host header\n";
+                        entry.note = Some(text.trim_end().into());
+                        break 'answer (400, send_text(out, 400, text, head_only, !keep));
+                    }
+                    None => match ipxe::base_url(request.header("host"), local) {
+                        Ok(base) => base,
+                        Err(err) => {
+                            entry.note = Some(err.to_string());
+                            let text = format!("{err}\n");
+                            break 'answer (400, send_text(out, 400, &text, head_only, !keep));
+                        }
+                    },
                 };
                 match ipxe::answer(
                     &shared.table,
@@ -1220,6 +1234,75 @@ mod tests {
         );
         assert!(lines[3].contains("status=400"), "{log}");
         assert!(lines[6].contains("mac=52:54:00:00:00:0a request=\"GET /vmlinuz?mac=52:54:00:00:00:0a\" status=206 bytes=100"), "{log}");
+    }
+
+    #[test]
+    fn hostile_mac_and_host_values_are_refused_and_cut() {
+        let server = start(UnknownMachines::Default);
+        let huge = "A".repeat(15_000);
+        let r = get(server.addr, &format!("/boot.ipxe?mac={huge}"), "");
+        assert_eq!(r.status, 400);
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            body.len() < 400 && body.contains("(15000 bytes)") && body.contains("not a MAC"),
+            "{body}"
+        );
+        for host in [
+            "x:y:z",
+            "a b",
+            "[::1",
+            "[zz::1]:80",
+            "boot.lab:99999",
+            "boot.lab:",
+            "-x.lab",
+            "a..b",
+            "1.2.3.4.5",
+            "h\tx",
+        ] {
+            let r = raw(
+                server.addr,
+                &format!("GET /boot.ipxe HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
+            assert_eq!(r.status, 400, "{host}");
+            assert!(
+                !String::from_utf8_lossy(&r.body).contains("chain"),
+                "{host}"
+            );
+        }
+        let r = raw(
+            server.addr,
+            "GET /boot.ipxe HTTP/1.1\r\nHost: a.lab\r\nHost: b.lab\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 400);
+        for (host, base) in [
+            ("10.0.2.2:8080", "http://10.0.2.2:8080"),
+            ("[fe80::1]:8080", "http://[fe80::1]:8080"),
+            ("[::1]", "http://[::1]"),
+            ("Boot-1.lab.", "http://Boot-1.lab."),
+        ] {
+            let r = raw(
+                server.addr,
+                &format!("GET /boot.ipxe HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
+            assert_eq!(r.status, 200, "{host}");
+            let script = String::from_utf8_lossy(&r.body);
+            assert!(
+                script.contains(&format!("chain {base}/boot.ipxe?mac=")),
+                "{script}"
+            );
+        }
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        for line in log.lines() {
+            assert!(line.len() < 1000, "{line}");
+        }
+        assert!(
+            log.lines().next().unwrap().contains("(15000 bytes)"),
+            "{log}"
+        );
+        assert!(log.contains("note=\"bad Host header 'x:y:z': "), "{log}");
+        assert!(log.contains("note=\"more than one Host header\""), "{log}");
     }
 
     #[test]
