@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::clip;
-use crate::profile::{normalize_mac, Machine, Origin, UnknownMachines};
+use crate::profile::{netboot_cmdline, normalize_mac, Machine, Origin, UnknownMachines};
 
 /// What every machine gets unless its entry says otherwise (from the manifest).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,12 +158,7 @@ pub fn boot_script(
     machine_cmdline: &str,
     listed: bool,
 ) -> String {
-    let mut cmdline = format!("initrd=initramfs.img {}", defaults.cmdline);
-    cmdline.push_str(&format!(" mkhost.hostname={hostname}"));
-    if !machine_cmdline.is_empty() {
-        cmdline.push(' ');
-        cmdline.push_str(machine_cmdline);
-    }
+    let cmdline = netboot_cmdline(&defaults.cmdline, hostname, machine_cmdline);
     let which = if listed {
         "listed machine"
     } else {

@@ -30,6 +30,7 @@ pub mod deb;
 pub mod guest_binaries;
 pub mod hashing;
 pub mod http;
+pub mod input_file;
 pub mod inspect;
 pub mod ipxe;
 pub mod lock;
