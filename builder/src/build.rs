@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::containers::{self, ContainerError, ContainerPlan};
 use crate::guest_binaries::{self, GuestBinaries, GuestBinaryError};
 use crate::hashing::{derived_uuid, derived_volume_id, sha256_file, sha256_hex};
+use crate::layout;
 use crate::lock::{self, LockEntry, LockError, LockFile};
 use crate::output::{OutputError, Staging};
 use crate::profile::{self, FileContent, LoadPolicy, Profile, ProfileError};
@@ -125,6 +126,19 @@ pub enum BuildError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{origin}: /{dest} is already in the image: {owner}; choose another dest")]
+    Occupied {
+        origin: String,
+        dest: String,
+        owner: String,
+    },
+    #[error("{origin}: cannot place /{dest} in the initramfs")]
+    Place {
+        origin: String,
+        dest: String,
+        #[source]
+        source: Box<cpio::CpioError>,
     },
     #[error("initramfs: {0}")]
     Cpio(#[from] cpio::CpioError),
@@ -818,6 +832,10 @@ fn plan_modules(
     })
 }
 
+/// Who placed each path the profile's own entries may not replace, for
+/// messages (what [`layout::OWNED`] lists is described from there).
+type Owners = BTreeMap<String, String>;
+
 fn assemble_initramfs(
     profile: &Profile,
     kernel: &ResolvedKernel,
@@ -826,43 +844,91 @@ fn assemble_initramfs(
     container_plan: &ContainerPlan,
 ) -> Result<cpio::Archive, BuildError> {
     let mut archive = cpio::Archive::new();
+    let mut owners = Owners::new();
+    // mkhost's own content first, then the profile's [[binaries]] and
+    // [[files]], which may not replace any of it, nor each other.
     add_base_tree(&mut archive, programs)?;
     add_modules(&mut archive, kernel, plan)?;
+    for (name, _) in &plan.firmware {
+        owners.insert(
+            format!("{}/{name}", paths::in_archive(layout::FIRMWARE)),
+            "firmware a module of the profile names".into(),
+        );
+    }
     add_boot_config(&mut archive, profile, kernel, plan)?;
     if profile.debug_shell {
+        let before = paths_of(&archive);
         add_debug_shell(&mut archive, profile)?;
+        for path in paths_of(&archive).difference(&before) {
+            owners.insert(path.clone(), "the debug shell (debug_shell = true)".into());
+        }
     }
-    add_binaries(&mut archive, profile)?;
-    add_profile_files(&mut archive, profile)?;
-    // After [[files]], so a profile cannot replace the manifest hostd reads.
     if !container_plan.is_empty() {
         add_container_images(&mut archive, container_plan)?;
     }
+    add_binaries(&mut archive, profile, &mut owners)?;
+    add_profile_files(&mut archive, profile, &owners)?;
     Ok(archive)
+}
+
+fn paths_of(archive: &cpio::Archive) -> std::collections::BTreeSet<String> {
+    archive
+        .entries()
+        .map(|(path, _)| path.to_string())
+        .collect()
+}
+
+/// Refuses a profile entry's `dest` when the image already holds it.
+fn check_free(
+    archive: &cpio::Archive,
+    owners: &Owners,
+    dest: &str,
+    origin: &profile::Origin,
+) -> Result<(), BuildError> {
+    if !archive.contains(dest) {
+        return Ok(());
+    }
+    let owner = owners
+        .get(dest)
+        .cloned()
+        .or_else(|| {
+            layout::claim(dest).map(|conflict| match conflict {
+                layout::Conflict::Same(owned) | layout::Conflict::Inside(owned) => {
+                    format!("mkhost's own {} ({})", owned.path, owned.what)
+                }
+                layout::Conflict::Holds(owned) => {
+                    format!("a directory holding mkhost's own {}", owned.path)
+                }
+            })
+        })
+        .unwrap_or_else(|| "a directory the image needs".into());
+    Err(BuildError::Occupied {
+        origin: origin.to_string(),
+        dest: dest.to_string(),
+        owner,
+    })
 }
 
 /// The directories, device nodes and the guest binaries `init` and `hostd`.
 fn add_base_tree(archive: &mut cpio::Archive, programs: &GuestBinaries) -> Result<(), BuildError> {
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "tmp",
-        "etc/mkhost",
-        "usr/bin",
-        "var/lib",
-    ] {
+    for dir in layout::MOUNTED
+        .iter()
+        .chain(&["/etc/mkhost", "/usr/bin", "/var/lib"])
+    {
         archive.add_dir(dir, 0o755)?;
     }
     archive.add_dir("tmp", 0o1777)?;
-    archive.add_char_dev("dev/console", 0o600, 5, 1)?;
-    archive.add_char_dev("dev/null", 0o666, 1, 3)?;
-    archive.add_file("init", 0o755, cpio::FileData::Path(programs.init.clone()))?;
-    // The kernel runs /sbin/modprobe to autoload drivers; init answers as modprobe.
-    archive.add_symlink("sbin/modprobe", "/init")?;
+    archive.add_char_dev(layout::CONSOLE, 0o600, 5, 1)?;
+    archive.add_char_dev(layout::NULL, 0o666, 1, 3)?;
     archive.add_file(
-        "usr/bin/hostd",
+        paths::in_archive(paths::INIT),
+        0o755,
+        cpio::FileData::Path(programs.init.clone()),
+    )?;
+    // The kernel runs /sbin/modprobe to autoload drivers; init answers as modprobe.
+    archive.add_symlink(paths::in_archive(layout::MODPROBE), paths::INIT)?;
+    archive.add_file(
+        paths::in_archive(paths::HOSTD),
         0o755,
         cpio::FileData::Path(programs.hostd.clone()),
     )?;
@@ -875,7 +941,7 @@ fn add_modules(
     kernel: &ResolvedKernel,
     plan: &ModulePlan,
 ) -> Result<(), BuildError> {
-    let modules_root = format!("lib/modules/{}", kernel.release);
+    let modules_root = format!("{}/{}", paths::in_archive(layout::MODULES), kernel.release);
     for module in &plan.all {
         archive.add_file(
             &format!("{modules_root}/{}", module.rel_path),
@@ -908,7 +974,7 @@ fn add_modules(
     }
     for (name, path) in &plan.firmware {
         archive.add_file(
-            &format!("lib/firmware/{name}"),
+            &format!("{}/{name}", paths::in_archive(layout::FIRMWARE)),
             0o644,
             cpio::FileData::Path(path.clone()),
         )?;
@@ -940,43 +1006,71 @@ fn add_boot_config(
         cpio::FileData::Bytes(boot_json),
     )?;
     archive.add_file(
-        "etc/os-release",
+        paths::in_archive(layout::OS_RELEASE),
         0o644,
         cpio::FileData::Bytes(os_release(profile, &kernel.release).into_bytes()),
     )?;
     archive.add_file(
-        "etc/hostname",
+        paths::in_archive(layout::HOSTNAME),
         0o644,
         cpio::FileData::Bytes(format!("{}\n", profile.hostname).into_bytes()),
     )?;
     Ok(())
 }
 
-/// The profile's `[[binaries]]` with their interpreter and libraries.
-fn add_binaries(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
+/// The profile's `[[binaries]]` with their interpreter and libraries. A
+/// binary's `dest` may not replace anything already there; its libraries
+/// are shared with whatever else needs them.
+fn add_binaries(
+    archive: &mut cpio::Archive,
+    profile: &Profile,
+    owners: &mut Owners,
+) -> Result<(), BuildError> {
     for binary in &profile.binaries {
         let binary_err = |source| BuildError::Binary {
             origin: binary.origin.to_string(),
             path: binary.source.clone(),
             source,
         };
+        check_free(archive, owners, &binary.dest, &binary.origin)?;
         let closure = elf::library_closure(&binary.source).map_err(binary_err)?;
-        archive.add_file(
-            &binary.dest,
-            0o755,
-            cpio::FileData::Path(binary.source.clone()),
-        )?;
+        archive
+            .add_file(
+                &binary.dest,
+                0o755,
+                cpio::FileData::Path(binary.source.clone()),
+            )
+            .map_err(|source| BuildError::Place {
+                origin: binary.origin.to_string(),
+                dest: binary.dest.clone(),
+                source: Box::new(source),
+            })?;
+        owners.insert(
+            binary.dest.clone(),
+            format!("the [[binaries]] entry at {}", binary.origin),
+        );
         for lib in closure.interpreter.iter().chain(closure.libraries.iter()) {
             let dest = lib.to_string_lossy().trim_start_matches('/').to_string();
             archive.add_file(&dest, 0o755, cpio::FileData::Path(lib.clone()))?;
+            owners.entry(dest).or_insert_with(|| {
+                format!(
+                    "a shared library of the [[binaries]] entry at {}",
+                    binary.origin
+                )
+            });
         }
     }
     Ok(())
 }
 
-/// The profile's `[[files]]`.
-fn add_profile_files(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
+/// The profile's `[[files]]`, none replacing anything already there.
+fn add_profile_files(
+    archive: &mut cpio::Archive,
+    profile: &Profile,
+    owners: &Owners,
+) -> Result<(), BuildError> {
     for file in &profile.files {
+        check_free(archive, owners, &file.dest, &file.origin)?;
         let data = match &file.content {
             FileContent::Inline(text) => text.clone().into_bytes(),
             FileContent::Source(path) => {
@@ -987,7 +1081,13 @@ fn add_profile_files(archive: &mut cpio::Archive, profile: &Profile) -> Result<(
                 })?
             }
         };
-        archive.add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))?;
+        archive
+            .add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))
+            .map_err(|source| BuildError::Place {
+                origin: file.origin.to_string(),
+                dest: file.dest.clone(),
+                source: Box::new(source),
+            })?;
     }
     Ok(())
 }
@@ -1172,4 +1272,151 @@ fn file_summary(path: &Path) -> Result<FileSummary, BuildError> {
         bytes: std::fs::metadata(path).map_err(read_err)?.len(),
         sha256: sha256_file(path).map_err(read_err)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: &str = "[kernel]\nsource = \"deb\"\npackage = \"linux-image-amd64\"\n\
+        [stub]\nsource = \"deb\"\npackage = \"systemd-boot-efi\"\n[boot]\nmin_ram_mib = 256\n";
+
+    fn profile(dir: &Path, extra: &str) -> Profile {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, format!("{PROFILE}{extra}")).unwrap();
+        profile::load_path(&path, &[]).unwrap()
+    }
+
+    fn kernel(dir: &Path) -> ResolvedKernel {
+        ResolvedKernel {
+            image: dir.join("vmlinuz"),
+            modules_dir: dir.join("modules"),
+            release: "6.1.0-test".into(),
+            record: sources::InputRecord {
+                source: "path".into(),
+                requested: None,
+                package: None,
+                version: None,
+                sha256: String::new(),
+                file: String::new(),
+                file_sha256: String::new(),
+            },
+        }
+    }
+
+    fn plan(firmware: &[&str]) -> ModulePlan {
+        let module = modules::ModuleInfo {
+            name: "e1000e".into(),
+            rel_path: "kernel/drivers/net/e1000e.ko".into(),
+            depends: Vec::new(),
+            softdep_pre: Vec::new(),
+            softdep_post: Vec::new(),
+            aliases: Vec::new(),
+        };
+        ModulePlan {
+            boot: vec![module.clone()],
+            all: vec![module],
+            builtin: Vec::new(),
+            firmware: firmware
+                .iter()
+                .map(|name| (name.to_string(), PathBuf::from("/nonexistent")))
+                .collect(),
+            missing_firmware: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn programs() -> GuestBinaries {
+        GuestBinaries {
+            init: PathBuf::from("/nonexistent/init"),
+            hostd: PathBuf::from("/nonexistent/hostd"),
+        }
+    }
+
+    #[test]
+    fn everything_the_build_writes_on_its_own_is_listed_as_mkhosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = profile(dir.path(), "");
+        let archive = assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        for (path, node) in archive.entries() {
+            // Directories only hold things; what they hold must be listed.
+            if !matches!(node, cpio::Node::Dir { .. }) {
+                assert!(
+                    matches!(
+                        layout::claim(path),
+                        Some(layout::Conflict::Same(_) | layout::Conflict::Inside(_))
+                    ),
+                    "/{path} is written by the build but not in layout::OWNED"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn files_may_not_replace_what_the_build_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = profile(
+            dir.path(),
+            "[[files]]\ndest = \"/lib/firmware/intel/fw.bin\"\ncontents = \"x\"\n",
+        );
+        let err = assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&["intel/fw.bin"]),
+            &ContainerPlan::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.toml:9:1: /lib/firmware/intel/fw.bin is already in the image: firmware a module of the profile names"),
+            "{err}"
+        );
+        // Firmware nothing names is the profile's to add.
+        assert!(assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .is_ok());
+
+        // A library a [[binaries]] entry brings.
+        let closure = elf::library_closure(Path::new("/bin/true")).unwrap();
+        let lib = closure.libraries.first().expect("/bin/true is dynamic");
+        let profile = profile_with_binary(dir.path(), &lib.display().to_string());
+        let err = assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "p.toml:12:1: {} is already in the image: a shared library of the [[binaries]] entry at",
+                lib.display()
+            )) && err.contains("p.toml:9:1"),
+            "{err}"
+        );
+    }
+
+    fn profile_with_binary(dir: &Path, file_dest: &str) -> Profile {
+        profile(
+            dir,
+            &format!(
+                "[[binaries]]\nsource = \"/bin/true\"\ndest = \"/usr/local/bin/true\"\n[[files]]\ndest = \"{file_dest}\"\ncontents = \"x\"\n"
+            ),
+        )
+    }
 }

@@ -33,6 +33,7 @@ pub mod http;
 pub mod input_file;
 pub mod inspect;
 pub mod ipxe;
+pub mod layout;
 pub mod lock;
 pub mod output;
 pub mod profile;

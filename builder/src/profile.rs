@@ -20,8 +20,10 @@
 //! refuses what hostd would refuse at boot; their archives are read by the
 //! build ([`crate::containers`]).
 //!
-//! Checked after merging: the kernel command line a machine boots with fits
-//! the kernel's [`KERNEL_CMDLINE_SIZE`].
+//! Checked after merging: no two `[[files]]`/`[[binaries]]` entries place the
+//! same path, none places a path that is mkhost's own ([`crate::layout`]),
+//! and the kernel command line a machine boots with fits the kernel's
+//! [`KERNEL_CMDLINE_SIZE`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +35,7 @@ use toml::Spanned;
 
 use crate::clip;
 use crate::input_file::{self, InputError};
+use crate::layout;
 
 /// Where a value came from: `file:line:column`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -664,9 +667,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
     for file in chain.iter().rev() {
         merge_file(&mut merged, file)?;
     }
-    if !merged.containers.is_empty() {
-        check_reserved_paths(&merged)?;
-    }
+    check_destinations(&merged)?;
     let name = top
         .file_stem()
         .and_then(|s| s.to_str())
@@ -1308,28 +1309,36 @@ fn file_from_raw(f: &Spanned<RawFile>, file: &LoadedFile) -> Result<ExtraFile, P
     })
 }
 
-/// The boot-time container manifest and archives are the build's to write:
-/// an extra file or binary must not replace them.
-fn check_reserved_paths(merged: &Merged) -> Result<(), ProfileError> {
-    let manifest = mkhost_shared::paths::BOOT_MANIFEST.trim_start_matches('/');
-    let images = format!(
-        "{}/",
-        mkhost_shared::paths::in_archive(mkhost_shared::paths::BOOT_IMAGES_DIR)
-    );
+/// No `[[files]]` or `[[binaries]]` entry places a path that is mkhost's own
+/// ([`layout::claim`]), and no two place the same path (in one file or
+/// across `extends`): both are errors at the entry, the second naming the
+/// first.
+fn check_destinations(merged: &Merged) -> Result<(), ProfileError> {
     let placed = merged
         .files
         .iter()
-        .map(|f| (&f.dest, &f.origin))
-        .chain(merged.binaries.iter().map(|b| (&b.dest, &b.origin)));
-    for (dest, origin) in placed {
-        if dest == manifest || dest.starts_with(&images) {
-            return Err(ProfileError::Invalid {
-                origin: origin.clone(),
-                message: format!(
-                    "/{dest} is written by the build from the [[container]] tables; place this file elsewhere"
-                ),
-            });
+        .map(|f| (&f.dest, &f.origin, "[[files]]"))
+        .chain(
+            merged
+                .binaries
+                .iter()
+                .map(|b| (&b.dest, &b.origin, "[[binaries]]")),
+        );
+    let mut seen: BTreeMap<&str, (&Origin, &str)> = BTreeMap::new();
+    for (dest, origin, entry) in placed {
+        let invalid = |message: String| ProfileError::Invalid {
+            origin: origin.clone(),
+            message,
+        };
+        if let Some(conflict) = layout::claim(dest) {
+            return Err(invalid(conflict.explain(&format!("/{dest}"), entry)));
         }
+        if let Some((first, first_entry)) = seen.get(dest.as_str()) {
+            return Err(invalid(format!(
+                "/{dest} is also placed by the {first_entry} entry at {first}; a path may be placed once (in a profile and the profiles it extends)"
+            )));
+        }
+        seen.insert(dest, (origin, entry));
     }
     Ok(())
 }
@@ -2114,7 +2123,7 @@ cpus = 2
             (
                 "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\n[[files]]\ndest = \"/etc/hostd/containers.json\"\ncontents = \"{}\"\n",
                 "6:1",
-                "is written by the build from the [[container]] tables",
+                "/etc/hostd/containers.json is mkhost's own (the boot-time containers hostd starts, made from the [[container]] tables)",
             ),
         ];
         for (i, (body, at, want)) in whole.iter().enumerate() {
@@ -2321,6 +2330,95 @@ cpus = 2
             &format!("extends = \"base\"\n[boot]\ncmdline = \"{fits}\"\n"),
         );
         assert!(load_path(&path, &[]).is_ok());
+    }
+
+    #[test]
+    fn files_may_not_replace_mkhosts_own_or_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.toml",
+            &format!("{BASE}[[files]]\ndest = \"/etc/motd\"\ncontents = \"hi\"\n"),
+        );
+        let cases = [
+            ("/init", "/init is mkhost's own"),
+            ("/usr/bin/hostd", "/usr/bin/hostd is mkhost's own"),
+            (
+                "/etc/mkhost/boot.json",
+                "/etc/mkhost/boot.json is mkhost's own",
+            ),
+            (
+                "/etc/hostd/containers.json",
+                "/etc/hostd/containers.json is mkhost's own",
+            ),
+            ("/sbin/modprobe", "/sbin/modprobe is mkhost's own"),
+            (
+                "/lib/modules/6.1.0-26-amd64/kernel/x.ko",
+                "under /lib/modules",
+            ),
+            (
+                "/usr/share/hostd/images/x.tar",
+                "under /usr/share/hostd/images",
+            ),
+            ("/proc/cmdline", "under /proc"),
+            ("/dev/console", "under /dev"),
+            ("/usr/bin", "/usr/bin/hostd"),
+            ("/init/x", "/init is mkhost's own"),
+        ];
+        for (i, (dest, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("o{i}.toml"),
+                &format!("extends = \"base\"\n[[files]]\ndest = \"{dest}\"\ncontents = \"x\"\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("o{i}.toml:2:1")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
+        let path = write(
+            dir.path(),
+            "bin.toml",
+            "extends = \"base\"\n[[binaries]]\nsource = \"/bin/true\"\ndest = \"/init\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("bin.toml:2:1") && err.contains("/init is mkhost's own"),
+            "{err}"
+        );
+
+        // One dest twice: in one file, across extends, a file and a binary.
+        let path = write(
+            dir.path(),
+            "twice.toml",
+            "extends = \"base\"\n[[files]]\ndest = \"/etc/a\"\ncontents = \"1\"\n[[files]]\ndest = \"//etc/a\"\ncontents = \"2\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("twice.toml:5:1")
+                && err.contains("/etc/a is also placed by the [[files]] entry at")
+                && err.contains("twice.toml:2:1"),
+            "{err}"
+        );
+        let path = write(
+            dir.path(),
+            "child.toml",
+            "extends = \"base\"\n[[files]]\ndest = \"/etc/motd\"\ncontents = \"bye\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("child.toml:2:1") && err.contains("base.toml:20:1"),
+            "{err}"
+        );
+        let path = write(
+            dir.path(),
+            "mixed.toml",
+            "extends = \"base\"\n[[binaries]]\nsource = \"/bin/true\"\ndest = \"/etc/motd\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("mixed.toml:2:1") && err.contains("base.toml:20:1"),
+            "{err}"
+        );
     }
 
     #[test]
