@@ -35,7 +35,8 @@ pub fn quoted(text: &str) -> String {
 /// Every quoted value (between `"` as `{:?}` writes them, escapes
 /// honoured, or between backticks) of more than [`MAX_VALUE_CHARS`]
 /// characters cut with [`cut`], then the whole cut at [`MAX_MESSAGE_CHARS`].
-/// Text outside quotes is the message's own words and kept.
+/// Text outside quotes is the message's own words and kept. Clipping a
+/// clipped message changes nothing (a cut value keeps its first length).
 pub fn clip_message(message: &str) -> Cow<'_, str> {
     if message.len() <= MAX_VALUE_CHARS {
         return Cow::Borrowed(message);
@@ -54,7 +55,7 @@ pub fn clip_message(message: &str) -> Cow<'_, str> {
             }
             Some((quote, start)) if c == quote => {
                 out.push_str(&message[copied..start]);
-                out.push_str(&cut(&message[start..i], MAX_VALUE_CHARS));
+                out.push_str(&cut_value(&message[start..i]));
                 copied = i;
                 open = None;
             }
@@ -64,7 +65,7 @@ pub fn clip_message(message: &str) -> Cow<'_, str> {
     match open {
         Some((_, start)) => {
             out.push_str(&message[copied..start]);
-            out.push_str(&cut(&message[start..], MAX_VALUE_CHARS));
+            out.push_str(&cut_value(&message[start..]));
         }
         None => out.push_str(&message[copied..]),
     }
@@ -75,6 +76,17 @@ pub fn clip_message(message: &str) -> Cow<'_, str> {
         Cow::Borrowed(message)
     } else {
         Cow::Owned(out)
+    }
+}
+
+/// A quoted value cut to [`MAX_VALUE_CHARS`], unless it is at most a
+/// `… (N bytes)` longer: then it was cut before, or nearly fits.
+fn cut_value(value: &str) -> Cow<'_, str> {
+    const SLACK: usize = 32;
+    if value.chars().nth(MAX_VALUE_CHARS + SLACK).is_none() {
+        Cow::Borrowed(value)
+    } else {
+        cut(value, MAX_VALUE_CHARS)
     }
 }
 
@@ -111,6 +123,7 @@ mod tests {
         );
         assert!(clipped.contains("… (5000 bytes)\", expected u64; unknown field `kk"));
         assert!(clipped.ends_with("… (300 bytes)`"), "{clipped}");
+        assert_eq!(clip_message(&clipped), clipped);
         // Prose is not a value, however long; escaped quotes do not end one.
         let prose = format!("{} \"a\\\"{}\"", "word ".repeat(100), "b".repeat(300));
         let clipped = clip_message(&prose);
