@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::containers::{self, ContainerError, ContainerPlan};
 use crate::guest_binaries::{self, GuestBinaries, GuestBinaryError};
 use crate::hashing::{derived_uuid, derived_volume_id, sha256_file, sha256_hex};
+use crate::input_file::{self, InputError};
 use crate::layout;
 use crate::lock::{self, LockEntry, LockError, LockFile};
 use crate::output::{OutputError, Staging};
@@ -24,6 +25,11 @@ use crate::progress::{size, Progress};
 use crate::sources::{self, Cache, InputRecord, ResolvedKernel, ResolvedStub, SourceError};
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// The largest `[[files]]` source (or `[[binaries]]` source) read; never
+/// more than the profile's `min_ram_mib` either, since the image could not
+/// hold it.
+pub const MAX_SOURCE_BYTES: u64 = 1 << 30;
 
 /// Written to the ESP as `mkhost/host.toml.example`: an operator copies it to
 /// `mkhost/host.toml` on the stick to give that host its identity.
@@ -120,6 +126,13 @@ pub enum BuildError {
         #[source]
         source: elf::ElfError,
     },
+    #[error("{origin}: {entry} source {error}; {}", source_hint(.error))]
+    CopiedFile {
+        origin: String,
+        /// `[[files]]`, `[[binaries]]`, `[debug] busybox`.
+        entry: &'static str,
+        error: InputError,
+    },
     #[error("{origin}: cannot read {path}")]
     ExtraFile {
         origin: String,
@@ -167,6 +180,17 @@ pub enum BuildError {
     Disk(#[from] disk::DiskError),
     #[error("serialising the manifest")]
     Json(#[from] serde_json::Error),
+}
+
+/// The fix for a [`BuildError::CopiedFile`].
+fn source_hint(error: &InputError) -> String {
+    match error {
+        InputError::TooLarge { .. } => format!(
+            "sources are limited to {} and to the host's RAM (min_ram_mib)",
+            input_file::amount(MAX_SOURCE_BYTES)
+        ),
+        _ => "give a regular file (or a symlink to one)".into(),
+    }
 }
 
 /// What a finished build reports.
@@ -279,6 +303,7 @@ pub struct RamSummary {
 pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let profile = profile::load(&options.profile)?;
+    check_sources(&profile)?;
     let lockfile = LockFile::read(&options.lockfile)?;
     let pin = if options.locked {
         Some(lockfile.entry(&options.lockfile, &profile.name)?.clone())
@@ -379,6 +404,45 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         elapsed: started.elapsed(),
         manifest,
     })
+}
+
+/// The most bytes a `[[files]]` or `[[binaries]]` source of `profile` may have.
+fn source_limit(profile: &Profile) -> u64 {
+    MAX_SOURCE_BYTES.min(profile.min_ram_mib.saturating_mul(MIB))
+}
+
+fn source_error(origin: &profile::Origin, entry: &'static str, error: InputError) -> BuildError {
+    match error {
+        InputError::Io { path, source } => BuildError::ExtraFile {
+            origin: origin.to_string(),
+            path,
+            source,
+        },
+        error => BuildError::CopiedFile {
+            origin: origin.to_string(),
+            entry,
+            error,
+        },
+    }
+}
+
+/// Before anything is fetched: every file the profile names to copy into
+/// the image is a regular file (or a link to one) within the size limit.
+/// Only metadata is read here; the files are read (again checked, and never
+/// past the limit) when the initramfs is assembled.
+fn check_sources(profile: &Profile) -> Result<(), BuildError> {
+    let limit = source_limit(profile);
+    for file in &profile.files {
+        if let FileContent::Source(path) = &file.content {
+            input_file::check(path, limit)
+                .map_err(|err| source_error(&file.origin, "[[files]]", err))?;
+        }
+    }
+    for binary in &profile.binaries {
+        input_file::check(&binary.source, limit)
+            .map_err(|err| source_error(&binary.origin, "[[binaries]]", err))?;
+    }
+    Ok(())
 }
 
 /// Stage: the kernel and the UKI stub, downloaded or found, and checked
@@ -1063,23 +1127,21 @@ fn add_binaries(
     Ok(())
 }
 
-/// The profile's `[[files]]`, none replacing anything already there.
+/// The profile's `[[files]]`, none replacing anything already there; a
+/// source is read with [`input_file::read`]: a regular file, never blocking,
+/// never more than [`source_limit`].
 fn add_profile_files(
     archive: &mut cpio::Archive,
     profile: &Profile,
     owners: &Owners,
 ) -> Result<(), BuildError> {
+    let limit = source_limit(profile);
     for file in &profile.files {
         check_free(archive, owners, &file.dest, &file.origin)?;
         let data = match &file.content {
             FileContent::Inline(text) => text.clone().into_bytes(),
-            FileContent::Source(path) => {
-                std::fs::read(path).map_err(|source| BuildError::ExtraFile {
-                    origin: file.origin.to_string(),
-                    path: path.clone(),
-                    source,
-                })?
-            }
+            FileContent::Source(path) => input_file::read(path, limit)
+                .map_err(|err| source_error(&file.origin, "[[files]]", err))?,
         };
         archive
             .add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))
@@ -1409,6 +1471,67 @@ mod tests {
             )) && err.contains("p.toml:9:1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn files_sources_are_regular_files_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(d.join("fifo"))
+            .status()
+            .unwrap()
+            .success());
+        std::fs::create_dir(d.join("adir")).unwrap();
+        // min_ram_mib = 1: sources up to 1 MiB.
+        std::fs::write(d.join("fits"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::write(d.join("big"), vec![1u8; (1 << 20) + 1]).unwrap();
+        let small = |source: &str| {
+            let path = d.join("small.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[kernel]\nsource = \"host\"\n[stub]\nsource = \"host\"\n[boot]\nmin_ram_mib = 1\n[[files]]\ndest = \"/etc/x\"\nsource = \"{source}\"\n"
+                ),
+            )
+            .unwrap();
+            profile::load_path(&path, &[]).unwrap()
+        };
+        assert_eq!(source_limit(&small("fits")), 1 << 20);
+        for (source, want) in [
+            ("fifo", "is a fifo, not a regular file; give a regular file"),
+            ("/dev/zero", "is a character device, not a regular file"),
+            ("adir", "is a directory, not a regular file"),
+            ("big", "is 1048577 bytes, more than the limit of 1 MiB; sources are limited to 1 GiB and to the host's RAM (min_ram_mib)"),
+            ("nope", "cannot read"),
+        ] {
+            let profile = small(source);
+            let err = check_sources(&profile).unwrap_err().to_string();
+            assert!(err.contains("small.toml:7:1: ") && err.contains(want), "{err}");
+            // Assembling reads it with the same checks (a file swapped after
+            // the first check cannot block or overflow it).
+            let err = assemble_initramfs(
+                &profile,
+                &kernel(d),
+                &programs(),
+                &plan(&[]),
+                &ContainerPlan::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let profile = small("fits");
+        check_sources(&profile).unwrap();
+        let archive = assemble_initramfs(
+            &profile,
+            &kernel(d),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        assert!(archive.contains("etc/x"));
     }
 
     fn profile_with_binary(dir: &Path, file_dest: &str) -> Profile {
