@@ -3,6 +3,9 @@
 //! The pipeline, one module per stage, data flowing one way:
 //!
 //! 1. [`profile`]: find, parse, merge (`extends`) and validate the profile.
+//!    What it names is read with [`input_file`] (regular files only, bounded,
+//!    never blocking); [`layout`] lists the paths that are mkhost's own in
+//!    every image; [`clip`] cuts outside values quoted in errors and logs.
 //! 2. [`sources`]: resolve the kernel, its modules and the systemd-stub from the
 //!    build host, explicit paths, or Debian packages fetched with [`apt`] and
 //!    unpacked by [`deb`] into the cache.
