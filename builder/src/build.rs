@@ -896,9 +896,16 @@ fn plan_modules(
     })
 }
 
-/// Who placed each path the profile's own entries may not replace, for
-/// messages (what [`layout::OWNED`] lists is described from there).
-type Owners = BTreeMap<String, String>;
+/// What was placed before the profile's own entries, for [`check_free`].
+#[derive(Default)]
+struct Owners {
+    /// Who placed a path, for messages (what [`layout::OWNED`] lists is
+    /// described from there).
+    by_path: BTreeMap<String, String>,
+    /// The debug shell's applet links: a `[[binaries]]` or `[[files]]` entry
+    /// may put a real tool there instead (`/bin/ls`).
+    replaceable: std::collections::BTreeSet<String>,
+}
 
 fn assemble_initramfs(
     profile: &Profile,
@@ -908,13 +915,13 @@ fn assemble_initramfs(
     container_plan: &ContainerPlan,
 ) -> Result<cpio::Archive, BuildError> {
     let mut archive = cpio::Archive::new();
-    let mut owners = Owners::new();
+    let mut owners = Owners::default();
     // mkhost's own content first, then the profile's [[binaries]] and
     // [[files]], which may not replace any of it, nor each other.
     add_base_tree(&mut archive, programs)?;
     add_modules(&mut archive, kernel, plan)?;
     for (name, _) in &plan.firmware {
-        owners.insert(
+        owners.by_path.insert(
             format!("{}/{name}", paths::in_archive(layout::FIRMWARE)),
             "firmware a module of the profile names".into(),
         );
@@ -923,8 +930,18 @@ fn assemble_initramfs(
     if profile.debug_shell {
         let before = paths_of(&archive);
         add_debug_shell(&mut archive, profile)?;
-        for path in paths_of(&archive).difference(&before) {
-            owners.insert(path.clone(), "the debug shell (debug_shell = true)".into());
+        for (path, node) in archive.entries() {
+            if before.contains(path) {
+                continue;
+            }
+            if matches!(node, cpio::Node::Symlink { target } if target == "busybox") {
+                owners.replaceable.insert(path.to_string());
+            } else {
+                owners.by_path.insert(
+                    path.to_string(),
+                    "the debug shell's busybox (debug_shell = true)".into(),
+                );
+            }
         }
     }
     if !container_plan.is_empty() {
@@ -949,10 +966,11 @@ fn check_free(
     dest: &str,
     origin: &profile::Origin,
 ) -> Result<(), BuildError> {
-    if !archive.contains(dest) {
+    if !archive.contains(dest) || owners.replaceable.contains(dest) {
         return Ok(());
     }
     let owner = owners
+        .by_path
         .get(dest)
         .cloned()
         .or_else(|| {
@@ -1109,14 +1127,15 @@ fn add_binaries(
                 dest: binary.dest.clone(),
                 source: Box::new(source),
             })?;
-        owners.insert(
+        owners.replaceable.remove(&binary.dest);
+        owners.by_path.insert(
             binary.dest.clone(),
             format!("the [[binaries]] entry at {}", binary.origin),
         );
         for lib in closure.interpreter.iter().chain(closure.libraries.iter()) {
             let dest = lib.to_string_lossy().trim_start_matches('/').to_string();
             archive.add_file(&dest, 0o755, cpio::FileData::Path(lib.clone()))?;
-            owners.entry(dest).or_insert_with(|| {
+            owners.by_path.entry(dest).or_insert_with(|| {
                 format!(
                     "a shared library of the [[binaries]] entry at {}",
                     binary.origin
@@ -1344,8 +1363,13 @@ mod tests {
         [stub]\nsource = \"deb\"\npackage = \"systemd-boot-efi\"\n[boot]\nmin_ram_mib = 256\n";
 
     fn profile(dir: &Path, extra: &str) -> Profile {
+        profile_with_top(dir, "", extra)
+    }
+
+    /// `top` goes before the tables (top-level keys).
+    fn profile_with_top(dir: &Path, top: &str, extra: &str) -> Profile {
         let path = dir.join("p.toml");
-        std::fs::write(&path, format!("{PROFILE}{extra}")).unwrap();
+        std::fs::write(&path, format!("{top}{PROFILE}{extra}")).unwrap();
         profile::load_path(&path, &[]).unwrap()
     }
 
@@ -1532,6 +1556,51 @@ mod tests {
         )
         .unwrap();
         assert!(archive.contains("etc/x"));
+    }
+
+    #[test]
+    fn busybox_applets_may_be_replaced_busybox_may_not() {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.is_file() {
+            eprintln!("skipped: no /bin/busybox (apt-get install busybox-static)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let top = "debug_shell = true\n";
+        let shell = "[debug]\nbusybox = \"/bin/busybox\"\n";
+        let with_ls = profile_with_top(
+            dir.path(),
+            top,
+            &format!("{shell}[[binaries]]\nsource = \"/bin/true\"\ndest = \"/bin/ls\"\n"),
+        );
+        let archive = assemble_initramfs(
+            &with_ls,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        let ls = archive.entries().find(|(p, _)| *p == "bin/ls").unwrap().1;
+        assert!(matches!(ls, cpio::Node::File { .. }), "{ls:?}");
+        let with_busybox = profile_with_top(
+            dir.path(),
+            top,
+            &format!("{shell}[[files]]\ndest = \"/bin/busybox\"\ncontents = \"x\"\n"),
+        );
+        let err = assemble_initramfs(
+            &with_busybox,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/bin/busybox is already in the image: the debug shell's busybox"),
+            "{err}"
+        );
     }
 
     fn profile_with_binary(dir: &Path, file_dest: &str) -> Profile {
