@@ -5,7 +5,18 @@
 //! very file descriptor that was hashed, so a rebuild (which renames a new
 //! directory into place) or a file swapped after the check cannot change it.
 //! A listed file that is missing, differs, is a symlink or sits under a symlinked
-//! directory is an error naming that file. The profile's name, hostname and
+//! directory is an error naming that file.
+//!
+//! An open descriptor does not stop anyone from writing into the same inode
+//! (`dd conv=notrunc`) or truncating it, so only verified bytes ever leave a
+//! [`VerifiedFile`]: the pass that computes the file's sha256 also records the
+//! sha256 of every [`BLOCK`] bytes, and [`VerifiedFile::read_block`] reads a
+//! whole block and checks it against that record before handing it out.
+//! [`VerifiedFile::check_unchanged`] compares the length and modification time
+//! with those seen when verifying, so a changed file is usually refused before
+//! anything is sent; once a change is seen the file stays refused. This costs
+//! no copy (no memory or disk beyond 32 bytes per block) and one sha256 pass
+//! over what is sent. The profile's name, hostname and
 //! kernel command line come from the verified `manifest.json`, so they always
 //! match the artifacts even when the profile changed since the build.
 //!
@@ -18,9 +29,13 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use crate::build::{self, BuildError, BuildOptions, BuildReport};
-use crate::hashing::sha256_reader;
+use crate::hashing::hex;
 use crate::profile;
 use crate::progress::Progress;
 
@@ -28,6 +43,10 @@ pub const SUMS: &str = "SHA256SUMS";
 pub const MANIFEST: &str = "manifest.json";
 pub const KERNEL: &str = "pxe/vmlinuz";
 pub const INITRD: &str = "pxe/initramfs.img";
+
+/// The unit in which file content is checked: bytes are handed out only a
+/// whole, re-hashed block at a time.
+pub const BLOCK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -71,6 +90,8 @@ pub enum ArtifactError {
     NotListed { dir: PathBuf, name: String },
     #[error("{file}: {message}")]
     Manifest { file: PathBuf, message: String },
+    #[error("{file} changed on disk after it was verified ({detail}); it is not served any more: rebuild, then restart")]
+    Changed { file: PathBuf, detail: String },
 }
 
 /// One listed file, verified and held open.
@@ -82,32 +103,145 @@ pub struct VerifiedFile {
     pub len: u64,
     pub sha256: String,
     file: File,
+    /// The sha256 of each [`BLOCK`] of the content, from the verifying pass.
+    blocks: Vec<[u8; 32]>,
+    /// The modification time seen when verifying.
+    modified: Option<SystemTime>,
+    /// Why the file is refused, from the first change seen.
+    changed: OnceLock<String>,
 }
 
 impl VerifiedFile {
-    /// Reads at `offset` without moving any shared cursor (safe across threads).
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.file.read_at(buf, offset)
+    /// The number of blocks the content spans.
+    pub fn block_count(&self) -> u64 {
+        self.blocks.len() as u64
     }
 
-    /// A reader over the verified content from its start.
+    /// Checks that the file still has the length and modification time it had
+    /// when verified, and that no change was seen since. Cheap (one `fstat`):
+    /// done before a response promises a length and an ETag.
+    pub fn check_unchanged(&self) -> Result<(), ArtifactError> {
+        if let Some(detail) = self.changed.get() {
+            return Err(self.changed_error(detail.clone()));
+        }
+        let meta = self.file.metadata().map_err(|source| ArtifactError::Read {
+            file: self.path.clone(),
+            source,
+        })?;
+        if meta.len() != self.len {
+            return Err(self.mark_changed(format!(
+                "{} bytes when verified, {} now",
+                self.len,
+                meta.len()
+            )));
+        }
+        if meta.modified().ok() != self.modified {
+            return Err(self.mark_changed("modified since".into()));
+        }
+        Ok(())
+    }
+
+    /// Reads block `index` whole into `buf` and checks it against the hash
+    /// recorded when verifying; returns the checked bytes. A difference or a
+    /// short read marks the file changed.
+    pub fn read_block<'b>(
+        &self,
+        index: u64,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], ArtifactError> {
+        if let Some(detail) = self.changed.get() {
+            return Err(self.changed_error(detail.clone()));
+        }
+        let Some(expected) = usize::try_from(index).ok().and_then(|i| self.blocks.get(i)) else {
+            return Err(ArtifactError::Read {
+                file: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("block {index} is past the end"),
+                ),
+            });
+        };
+        let start = index * BLOCK as u64;
+        let want = usize::try_from((self.len - start).min(BLOCK as u64)).unwrap_or(BLOCK);
+        buf.clear();
+        buf.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read_at(&mut buf[filled..], start + filled as u64) {
+                Ok(0) => {
+                    return Err(self.mark_changed(format!(
+                        "{} bytes when verified, ends at {} now",
+                        self.len,
+                        start + filled as u64
+                    )))
+                }
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ArtifactError::Read {
+                        file: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if Sha256::digest(&buf[..]).as_slice() != expected {
+            return Err(self.mark_changed(format!(
+                "the {want} bytes at offset {start} differ from those verified"
+            )));
+        }
+        Ok(&buf[..])
+    }
+
+    /// A reader over the verified content from its start; it fails (with
+    /// `InvalidData`) where the file no longer matches.
     pub fn reader(&self) -> VerifiedReader<'_> {
         VerifiedReader {
             file: self,
             offset: 0,
+            block: Vec::new(),
+            block_index: None,
+        }
+    }
+
+    fn mark_changed(&self, detail: String) -> ArtifactError {
+        let detail = self.changed.get_or_init(|| detail).clone();
+        self.changed_error(detail)
+    }
+
+    fn changed_error(&self, detail: String) -> ArtifactError {
+        ArtifactError::Changed {
+            file: self.path.clone(),
+            detail,
         }
     }
 }
 
-/// Reads a [`VerifiedFile`] from the start, independently of other readers.
+/// Reads a [`VerifiedFile`] from the start, a checked block at a time,
+/// independently of other readers.
 pub struct VerifiedReader<'a> {
     file: &'a VerifiedFile,
     offset: u64,
+    block: Vec<u8>,
+    block_index: Option<u64>,
 }
 
 impl Read for VerifiedReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.offset)?;
+        if self.offset >= self.file.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let index = self.offset / BLOCK as u64;
+        if self.block_index != Some(index) {
+            self.block_index = None;
+            self.file
+                .read_block(index, &mut self.block)
+                .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))?;
+            self.block_index = Some(index);
+        }
+        let within = usize::try_from(self.offset - index * BLOCK as u64).unwrap_or(0);
+        let n = (self.block.len() - within).min(buf.len());
+        buf[..n].copy_from_slice(&self.block[within..within + n]);
         self.offset += n as u64;
         Ok(n)
     }
@@ -276,7 +410,7 @@ fn verify_file(dir: &Path, rel: &str, expected: &str) -> Result<VerifiedFile, Ar
     if opened.dev() != before.dev() || opened.ino() != before.ino() || !opened.is_file() {
         return Err(ArtifactError::NotRegular { file: path });
     }
-    let actual = sha256_reader(&file).map_err(read_err)?;
+    let (actual, blocks, read) = hash_blocks(&file).map_err(read_err)?;
     if actual != expected {
         return Err(ArtifactError::Mismatch {
             file: path,
@@ -284,13 +418,57 @@ fn verify_file(dir: &Path, rel: &str, expected: &str) -> Result<VerifiedFile, Ar
             actual,
         });
     }
+    // Written to while it was hashed: what was hashed may be no single state.
+    let after = file.metadata().map_err(read_err)?;
+    if after.len() != opened.len()
+        || read != opened.len()
+        || after.modified().ok() != opened.modified().ok()
+    {
+        return Err(ArtifactError::Changed {
+            file: path,
+            detail: "while it was being verified".into(),
+        });
+    }
     Ok(VerifiedFile {
         rel: rel.to_string(),
-        len: opened.len(),
+        len: read,
         sha256: actual,
         path,
         file,
+        blocks,
+        modified: opened.modified().ok(),
+        changed: OnceLock::new(),
     })
+}
+
+/// The sha256 of the whole file, the sha256 of each [`BLOCK`] of it, and the
+/// bytes read, in one pass.
+fn hash_blocks(file: &File) -> std::io::Result<(String, Vec<[u8; 32]>, u64)> {
+    let mut whole = Sha256::new();
+    let mut blocks = Vec::new();
+    let mut buf = vec![0u8; BLOCK];
+    let mut offset = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < BLOCK {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        whole.update(&buf[..filled]);
+        blocks.push(Sha256::digest(&buf[..filled]).into());
+        offset += filled as u64;
+        if filled < BLOCK {
+            break;
+        }
+    }
+    Ok((hex(&whole.finalize()), blocks, offset))
 }
 
 struct ManifestSummary {
@@ -423,6 +601,68 @@ pub(crate) mod tests {
         dir
     }
 
+    /// Gives `rel` in a fake output directory new content (and SHA256SUMS its hash).
+    pub(crate) fn replace_artifact(dir: &Path, rel: &str, data: &[u8]) {
+        std::fs::write(dir.join(rel), data).unwrap();
+        let sums = std::fs::read_to_string(dir.join(SUMS)).unwrap();
+        let sums: String = sums
+            .lines()
+            .map(|line| match line.split_once("  ") {
+                Some((_, name)) if name == rel => format!("{}  {rel}\n", sha256_hex(data)),
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(dir.join(SUMS), sums).unwrap();
+    }
+
+    #[test]
+    fn changes_after_verifying_are_caught() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fake_output(tmp.path(), "lab");
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+        replace_artifact(&dir, KERNEL, &data);
+        let a = Artifacts::open(&dir).unwrap();
+        let kernel = a.file(KERNEL).unwrap();
+        assert_eq!(kernel.block_count(), 3);
+        let mut all = Vec::new();
+        kernel.reader().read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
+        kernel.check_unchanged().unwrap();
+
+        // Written in place with the modification time put back: the
+        // metadata looks the same, the block does not.
+        let path = dir.join(KERNEL);
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_at(b"x", 300_000).unwrap();
+        file.set_modified(modified).unwrap();
+        kernel.check_unchanged().unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(kernel.read_block(0, &mut buf).unwrap(), &data[..BLOCK]);
+        let err = kernel.read_block(1, &mut buf).unwrap_err().to_string();
+        assert!(
+            err.contains("pxe/vmlinuz changed on disk after it was verified")
+                && err.contains("the 262144 bytes at offset 262144 differ"),
+            "{err}"
+        );
+        // From then on it is refused as a whole.
+        assert!(kernel.read_block(0, &mut buf).is_err());
+        assert!(kernel.check_unchanged().is_err());
+        let err = kernel.reader().read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+
+        // Truncated: the length tells.
+        let initrd = a.file(INITRD).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(INITRD))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        let err = initrd.check_unchanged().unwrap_err().to_string();
+        assert!(err.contains("15 bytes when verified, 3 now"), "{err}");
+    }
+
     #[test]
     fn verifies_and_reads_back() {
         let tmp = tempfile::tempdir().unwrap();
@@ -435,9 +675,11 @@ pub(crate) mod tests {
         assert_eq!(a.uki_name(), "mkhost-lab.efi");
         let kernel = a.file(KERNEL).unwrap();
         assert_eq!(kernel.len, 50_000);
-        let mut buf = [0u8; 4];
-        kernel.read_at(&mut buf, 251).unwrap();
-        assert_eq!(buf, [0, 1, 2, 3]);
+        assert_eq!(kernel.block_count(), 1);
+        let mut buf = Vec::new();
+        let block = kernel.read_block(0, &mut buf).unwrap();
+        assert_eq!(block.len(), 50_000);
+        assert_eq!(block[251..255], [0, 1, 2, 3]);
         assert_eq!(a.files().count(), 6);
         // A rebuild that replaces the directory does not change what is held open.
         std::fs::remove_file(dir.join(KERNEL)).unwrap();

@@ -16,6 +16,8 @@ use serde::Serialize;
 use crate::containers::{self, ContainerError, ContainerPlan};
 use crate::guest_binaries::{self, GuestBinaries, GuestBinaryError};
 use crate::hashing::{derived_uuid, derived_volume_id, sha256_file, sha256_hex};
+use crate::input_file::{self, InputError};
+use crate::layout;
 use crate::lock::{self, LockEntry, LockError, LockFile};
 use crate::output::{OutputError, Staging};
 use crate::profile::{self, FileContent, LoadPolicy, Profile, ProfileError};
@@ -23,6 +25,11 @@ use crate::progress::{size, Progress};
 use crate::sources::{self, Cache, InputRecord, ResolvedKernel, ResolvedStub, SourceError};
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// The largest `[[files]]` source (or `[[binaries]]` source) read; never
+/// more than the profile's `min_ram_mib` either, since the image could not
+/// hold it.
+pub const MAX_SOURCE_BYTES: u64 = 1 << 30;
 
 /// Written to the ESP as `mkhost/host.toml.example`: an operator copies it to
 /// `mkhost/host.toml` on the stick to give that host its identity.
@@ -119,12 +126,32 @@ pub enum BuildError {
         #[source]
         source: elf::ElfError,
     },
+    #[error("{origin}: {entry} source {error}; {}", source_hint(.error))]
+    CopiedFile {
+        origin: String,
+        /// `[[files]]`, `[[binaries]]`, `[debug] busybox`.
+        entry: &'static str,
+        error: InputError,
+    },
     #[error("{origin}: cannot read {path}")]
     ExtraFile {
         origin: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{origin}: /{dest} is already in the image: {owner}; choose another dest")]
+    Occupied {
+        origin: String,
+        dest: String,
+        owner: String,
+    },
+    #[error("{origin}: cannot place /{dest} in the initramfs")]
+    Place {
+        origin: String,
+        dest: String,
+        #[source]
+        source: Box<cpio::CpioError>,
     },
     #[error("initramfs: {0}")]
     Cpio(#[from] cpio::CpioError),
@@ -153,6 +180,17 @@ pub enum BuildError {
     Disk(#[from] disk::DiskError),
     #[error("serialising the manifest")]
     Json(#[from] serde_json::Error),
+}
+
+/// The fix for a [`BuildError::CopiedFile`].
+fn source_hint(error: &InputError) -> String {
+    match error {
+        InputError::TooLarge { .. } => format!(
+            "sources are limited to {} and to the host's RAM (min_ram_mib)",
+            input_file::amount(MAX_SOURCE_BYTES)
+        ),
+        _ => "give a regular file (or a symlink to one)".into(),
+    }
 }
 
 /// What a finished build reports.
@@ -265,6 +303,7 @@ pub struct RamSummary {
 pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let profile = profile::load(&options.profile)?;
+    check_sources(&profile)?;
     let lockfile = LockFile::read(&options.lockfile)?;
     let pin = if options.locked {
         Some(lockfile.entry(&options.lockfile, &profile.name)?.clone())
@@ -365,6 +404,45 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         elapsed: started.elapsed(),
         manifest,
     })
+}
+
+/// The most bytes a `[[files]]` or `[[binaries]]` source of `profile` may have.
+fn source_limit(profile: &Profile) -> u64 {
+    MAX_SOURCE_BYTES.min(profile.min_ram_mib.saturating_mul(MIB))
+}
+
+fn source_error(origin: &profile::Origin, entry: &'static str, error: InputError) -> BuildError {
+    match error {
+        InputError::Io { path, source } => BuildError::ExtraFile {
+            origin: origin.to_string(),
+            path,
+            source,
+        },
+        error => BuildError::CopiedFile {
+            origin: origin.to_string(),
+            entry,
+            error,
+        },
+    }
+}
+
+/// Before anything is fetched: every file the profile names to copy into
+/// the image is a regular file (or a link to one) within the size limit.
+/// Only metadata is read here; the files are read (again checked, and never
+/// past the limit) when the initramfs is assembled.
+fn check_sources(profile: &Profile) -> Result<(), BuildError> {
+    let limit = source_limit(profile);
+    for file in &profile.files {
+        if let FileContent::Source(path) = &file.content {
+            input_file::check(path, limit)
+                .map_err(|err| source_error(&file.origin, "[[files]]", err))?;
+        }
+    }
+    for binary in &profile.binaries {
+        input_file::check(&binary.source, limit)
+            .map_err(|err| source_error(&binary.origin, "[[binaries]]", err))?;
+    }
+    Ok(())
 }
 
 /// Stage: the kernel and the UKI stub, downloaded or found, and checked
@@ -818,6 +896,17 @@ fn plan_modules(
     })
 }
 
+/// What was placed before the profile's own entries, for [`check_free`].
+#[derive(Default)]
+struct Owners {
+    /// Who placed a path, for messages (what [`layout::OWNED`] lists is
+    /// described from there).
+    by_path: BTreeMap<String, String>,
+    /// The debug shell's applet links: a `[[binaries]]` or `[[files]]` entry
+    /// may put a real tool there instead (`/bin/ls`).
+    replaceable: std::collections::BTreeSet<String>,
+}
+
 fn assemble_initramfs(
     profile: &Profile,
     kernel: &ResolvedKernel,
@@ -826,43 +915,102 @@ fn assemble_initramfs(
     container_plan: &ContainerPlan,
 ) -> Result<cpio::Archive, BuildError> {
     let mut archive = cpio::Archive::new();
+    let mut owners = Owners::default();
+    // mkhost's own content first, then the profile's [[binaries]] and
+    // [[files]], which may not replace any of it, nor each other.
     add_base_tree(&mut archive, programs)?;
     add_modules(&mut archive, kernel, plan)?;
+    for (name, _) in &plan.firmware {
+        owners.by_path.insert(
+            format!("{}/{name}", paths::in_archive(layout::FIRMWARE)),
+            "firmware a module of the profile names".into(),
+        );
+    }
     add_boot_config(&mut archive, profile, kernel, plan)?;
     if profile.debug_shell {
+        let before = paths_of(&archive);
         add_debug_shell(&mut archive, profile)?;
+        for (path, node) in archive.entries() {
+            if before.contains(path) {
+                continue;
+            }
+            if matches!(node, cpio::Node::Symlink { target } if target == "busybox") {
+                owners.replaceable.insert(path.to_string());
+            } else {
+                owners.by_path.insert(
+                    path.to_string(),
+                    "the debug shell's busybox (debug_shell = true)".into(),
+                );
+            }
+        }
     }
-    add_binaries(&mut archive, profile)?;
-    add_profile_files(&mut archive, profile)?;
-    // After [[files]], so a profile cannot replace the manifest hostd reads.
     if !container_plan.is_empty() {
         add_container_images(&mut archive, container_plan)?;
     }
+    add_binaries(&mut archive, profile, &mut owners)?;
+    add_profile_files(&mut archive, profile, &owners)?;
     Ok(archive)
+}
+
+fn paths_of(archive: &cpio::Archive) -> std::collections::BTreeSet<String> {
+    archive
+        .entries()
+        .map(|(path, _)| path.to_string())
+        .collect()
+}
+
+/// Refuses a profile entry's `dest` when the image already holds it.
+fn check_free(
+    archive: &cpio::Archive,
+    owners: &Owners,
+    dest: &str,
+    origin: &profile::Origin,
+) -> Result<(), BuildError> {
+    if !archive.contains(dest) || owners.replaceable.contains(dest) {
+        return Ok(());
+    }
+    let owner = owners
+        .by_path
+        .get(dest)
+        .cloned()
+        .or_else(|| {
+            layout::claim(dest).map(|conflict| match conflict {
+                layout::Conflict::Same(owned) | layout::Conflict::Inside(owned) => {
+                    format!("mkhost's own {} ({})", owned.path, owned.what)
+                }
+                layout::Conflict::Holds(owned) => {
+                    format!("a directory holding mkhost's own {}", owned.path)
+                }
+            })
+        })
+        .unwrap_or_else(|| "a directory the image needs".into());
+    Err(BuildError::Occupied {
+        origin: origin.to_string(),
+        dest: dest.to_string(),
+        owner,
+    })
 }
 
 /// The directories, device nodes and the guest binaries `init` and `hostd`.
 fn add_base_tree(archive: &mut cpio::Archive, programs: &GuestBinaries) -> Result<(), BuildError> {
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "tmp",
-        "etc/mkhost",
-        "usr/bin",
-        "var/lib",
-    ] {
+    for dir in layout::MOUNTED
+        .iter()
+        .chain(&["/etc/mkhost", "/usr/bin", "/var/lib"])
+    {
         archive.add_dir(dir, 0o755)?;
     }
     archive.add_dir("tmp", 0o1777)?;
-    archive.add_char_dev("dev/console", 0o600, 5, 1)?;
-    archive.add_char_dev("dev/null", 0o666, 1, 3)?;
-    archive.add_file("init", 0o755, cpio::FileData::Path(programs.init.clone()))?;
-    // The kernel runs /sbin/modprobe to autoload drivers; init answers as modprobe.
-    archive.add_symlink("sbin/modprobe", "/init")?;
+    archive.add_char_dev(layout::CONSOLE, 0o600, 5, 1)?;
+    archive.add_char_dev(layout::NULL, 0o666, 1, 3)?;
     archive.add_file(
-        "usr/bin/hostd",
+        paths::in_archive(paths::INIT),
+        0o755,
+        cpio::FileData::Path(programs.init.clone()),
+    )?;
+    // The kernel runs /sbin/modprobe to autoload drivers; init answers as modprobe.
+    archive.add_symlink(paths::in_archive(layout::MODPROBE), paths::INIT)?;
+    archive.add_file(
+        paths::in_archive(paths::HOSTD),
         0o755,
         cpio::FileData::Path(programs.hostd.clone()),
     )?;
@@ -875,7 +1023,7 @@ fn add_modules(
     kernel: &ResolvedKernel,
     plan: &ModulePlan,
 ) -> Result<(), BuildError> {
-    let modules_root = format!("lib/modules/{}", kernel.release);
+    let modules_root = format!("{}/{}", paths::in_archive(layout::MODULES), kernel.release);
     for module in &plan.all {
         archive.add_file(
             &format!("{modules_root}/{}", module.rel_path),
@@ -908,7 +1056,7 @@ fn add_modules(
     }
     for (name, path) in &plan.firmware {
         archive.add_file(
-            &format!("lib/firmware/{name}"),
+            &format!("{}/{name}", paths::in_archive(layout::FIRMWARE)),
             0o644,
             cpio::FileData::Path(path.clone()),
         )?;
@@ -940,54 +1088,87 @@ fn add_boot_config(
         cpio::FileData::Bytes(boot_json),
     )?;
     archive.add_file(
-        "etc/os-release",
+        paths::in_archive(layout::OS_RELEASE),
         0o644,
         cpio::FileData::Bytes(os_release(profile, &kernel.release).into_bytes()),
     )?;
     archive.add_file(
-        "etc/hostname",
+        paths::in_archive(layout::HOSTNAME),
         0o644,
         cpio::FileData::Bytes(format!("{}\n", profile.hostname).into_bytes()),
     )?;
     Ok(())
 }
 
-/// The profile's `[[binaries]]` with their interpreter and libraries.
-fn add_binaries(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
+/// The profile's `[[binaries]]` with their interpreter and libraries. A
+/// binary's `dest` may not replace anything already there; its libraries
+/// are shared with whatever else needs them.
+fn add_binaries(
+    archive: &mut cpio::Archive,
+    profile: &Profile,
+    owners: &mut Owners,
+) -> Result<(), BuildError> {
     for binary in &profile.binaries {
         let binary_err = |source| BuildError::Binary {
             origin: binary.origin.to_string(),
             path: binary.source.clone(),
             source,
         };
+        check_free(archive, owners, &binary.dest, &binary.origin)?;
         let closure = elf::library_closure(&binary.source).map_err(binary_err)?;
-        archive.add_file(
-            &binary.dest,
-            0o755,
-            cpio::FileData::Path(binary.source.clone()),
-        )?;
+        archive
+            .add_file(
+                &binary.dest,
+                0o755,
+                cpio::FileData::Path(binary.source.clone()),
+            )
+            .map_err(|source| BuildError::Place {
+                origin: binary.origin.to_string(),
+                dest: binary.dest.clone(),
+                source: Box::new(source),
+            })?;
+        owners.replaceable.remove(&binary.dest);
+        owners.by_path.insert(
+            binary.dest.clone(),
+            format!("the [[binaries]] entry at {}", binary.origin),
+        );
         for lib in closure.interpreter.iter().chain(closure.libraries.iter()) {
             let dest = lib.to_string_lossy().trim_start_matches('/').to_string();
             archive.add_file(&dest, 0o755, cpio::FileData::Path(lib.clone()))?;
+            owners.by_path.entry(dest).or_insert_with(|| {
+                format!(
+                    "a shared library of the [[binaries]] entry at {}",
+                    binary.origin
+                )
+            });
         }
     }
     Ok(())
 }
 
-/// The profile's `[[files]]`.
-fn add_profile_files(archive: &mut cpio::Archive, profile: &Profile) -> Result<(), BuildError> {
+/// The profile's `[[files]]`, none replacing anything already there; a
+/// source is read with [`input_file::read`]: a regular file, never blocking,
+/// never more than [`source_limit`].
+fn add_profile_files(
+    archive: &mut cpio::Archive,
+    profile: &Profile,
+    owners: &Owners,
+) -> Result<(), BuildError> {
+    let limit = source_limit(profile);
     for file in &profile.files {
+        check_free(archive, owners, &file.dest, &file.origin)?;
         let data = match &file.content {
             FileContent::Inline(text) => text.clone().into_bytes(),
-            FileContent::Source(path) => {
-                std::fs::read(path).map_err(|source| BuildError::ExtraFile {
-                    origin: file.origin.to_string(),
-                    path: path.clone(),
-                    source,
-                })?
-            }
+            FileContent::Source(path) => input_file::read(path, limit)
+                .map_err(|err| source_error(&file.origin, "[[files]]", err))?,
         };
-        archive.add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))?;
+        archive
+            .add_file(&file.dest, file.mode, cpio::FileData::Bytes(data))
+            .map_err(|source| BuildError::Place {
+                origin: file.origin.to_string(),
+                dest: file.dest.clone(),
+                source: Box::new(source),
+            })?;
     }
     Ok(())
 }
@@ -1172,4 +1353,262 @@ fn file_summary(path: &Path) -> Result<FileSummary, BuildError> {
         bytes: std::fs::metadata(path).map_err(read_err)?.len(),
         sha256: sha256_file(path).map_err(read_err)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: &str = "[kernel]\nsource = \"deb\"\npackage = \"linux-image-amd64\"\n\
+        [stub]\nsource = \"deb\"\npackage = \"systemd-boot-efi\"\n[boot]\nmin_ram_mib = 256\n";
+
+    fn profile(dir: &Path, extra: &str) -> Profile {
+        profile_with_top(dir, "", extra)
+    }
+
+    /// `top` goes before the tables (top-level keys).
+    fn profile_with_top(dir: &Path, top: &str, extra: &str) -> Profile {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, format!("{top}{PROFILE}{extra}")).unwrap();
+        profile::load_path(&path, &[]).unwrap()
+    }
+
+    fn kernel(dir: &Path) -> ResolvedKernel {
+        ResolvedKernel {
+            image: dir.join("vmlinuz"),
+            modules_dir: dir.join("modules"),
+            release: "6.1.0-test".into(),
+            record: sources::InputRecord {
+                source: "path".into(),
+                requested: None,
+                package: None,
+                version: None,
+                sha256: String::new(),
+                file: String::new(),
+                file_sha256: String::new(),
+            },
+        }
+    }
+
+    fn plan(firmware: &[&str]) -> ModulePlan {
+        let module = modules::ModuleInfo {
+            name: "e1000e".into(),
+            rel_path: "kernel/drivers/net/e1000e.ko".into(),
+            depends: Vec::new(),
+            softdep_pre: Vec::new(),
+            softdep_post: Vec::new(),
+            aliases: Vec::new(),
+        };
+        ModulePlan {
+            boot: vec![module.clone()],
+            all: vec![module],
+            builtin: Vec::new(),
+            firmware: firmware
+                .iter()
+                .map(|name| (name.to_string(), PathBuf::from("/nonexistent")))
+                .collect(),
+            missing_firmware: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn programs() -> GuestBinaries {
+        GuestBinaries {
+            init: PathBuf::from("/nonexistent/init"),
+            hostd: PathBuf::from("/nonexistent/hostd"),
+        }
+    }
+
+    #[test]
+    fn everything_the_build_writes_on_its_own_is_listed_as_mkhosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = profile(dir.path(), "");
+        let archive = assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        for (path, node) in archive.entries() {
+            // Directories only hold things; what they hold must be listed.
+            if !matches!(node, cpio::Node::Dir { .. }) {
+                assert!(
+                    matches!(
+                        layout::claim(path),
+                        Some(layout::Conflict::Same(_) | layout::Conflict::Inside(_))
+                    ),
+                    "/{path} is written by the build but not in layout::OWNED"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn files_may_not_replace_what_the_build_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = profile(
+            dir.path(),
+            "[[files]]\ndest = \"/lib/firmware/intel/fw.bin\"\ncontents = \"x\"\n",
+        );
+        let err = assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&["intel/fw.bin"]),
+            &ContainerPlan::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.toml:9:1: /lib/firmware/intel/fw.bin is already in the image: firmware a module of the profile names"),
+            "{err}"
+        );
+        // Firmware nothing names is the profile's to add.
+        assert!(assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .is_ok());
+
+        // A library a [[binaries]] entry brings.
+        let closure = elf::library_closure(Path::new("/bin/true")).unwrap();
+        let lib = closure.libraries.first().expect("/bin/true is dynamic");
+        let profile = profile_with_binary(dir.path(), &lib.display().to_string());
+        let err = assemble_initramfs(
+            &profile,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "p.toml:12:1: {} is already in the image: a shared library of the [[binaries]] entry at",
+                lib.display()
+            )) && err.contains("p.toml:9:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_sources_are_regular_files_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(d.join("fifo"))
+            .status()
+            .unwrap()
+            .success());
+        std::fs::create_dir(d.join("adir")).unwrap();
+        // min_ram_mib = 1: sources up to 1 MiB.
+        std::fs::write(d.join("fits"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::write(d.join("big"), vec![1u8; (1 << 20) + 1]).unwrap();
+        let small = |source: &str| {
+            let path = d.join("small.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[kernel]\nsource = \"host\"\n[stub]\nsource = \"host\"\n[boot]\nmin_ram_mib = 1\n[[files]]\ndest = \"/etc/x\"\nsource = \"{source}\"\n"
+                ),
+            )
+            .unwrap();
+            profile::load_path(&path, &[]).unwrap()
+        };
+        assert_eq!(source_limit(&small("fits")), 1 << 20);
+        for (source, want) in [
+            ("fifo", "is a fifo, not a regular file; give a regular file"),
+            ("/dev/zero", "is a character device, not a regular file"),
+            ("adir", "is a directory, not a regular file"),
+            ("big", "is 1048577 bytes, more than the limit of 1 MiB; sources are limited to 1 GiB and to the host's RAM (min_ram_mib)"),
+            ("nope", "cannot read"),
+        ] {
+            let profile = small(source);
+            let err = check_sources(&profile).unwrap_err().to_string();
+            assert!(err.contains("small.toml:7:1: ") && err.contains(want), "{err}");
+            // Assembling reads it with the same checks (a file swapped after
+            // the first check cannot block or overflow it).
+            let err = assemble_initramfs(
+                &profile,
+                &kernel(d),
+                &programs(),
+                &plan(&[]),
+                &ContainerPlan::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let profile = small("fits");
+        check_sources(&profile).unwrap();
+        let archive = assemble_initramfs(
+            &profile,
+            &kernel(d),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        assert!(archive.contains("etc/x"));
+    }
+
+    #[test]
+    fn busybox_applets_may_be_replaced_busybox_may_not() {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.is_file() {
+            eprintln!("skipped: no /bin/busybox (apt-get install busybox-static)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let top = "debug_shell = true\n";
+        let shell = "[debug]\nbusybox = \"/bin/busybox\"\n";
+        let with_ls = profile_with_top(
+            dir.path(),
+            top,
+            &format!("{shell}[[binaries]]\nsource = \"/bin/true\"\ndest = \"/bin/ls\"\n"),
+        );
+        let archive = assemble_initramfs(
+            &with_ls,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        let ls = archive.entries().find(|(p, _)| *p == "bin/ls").unwrap().1;
+        assert!(matches!(ls, cpio::Node::File { .. }), "{ls:?}");
+        let with_busybox = profile_with_top(
+            dir.path(),
+            top,
+            &format!("{shell}[[files]]\ndest = \"/bin/busybox\"\ncontents = \"x\"\n"),
+        );
+        let err = assemble_initramfs(
+            &with_busybox,
+            &kernel(dir.path()),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/bin/busybox is already in the image: the debug shell's busybox"),
+            "{err}"
+        );
+    }
+
+    fn profile_with_binary(dir: &Path, file_dest: &str) -> Profile {
+        profile(
+            dir,
+            &format!(
+                "[[binaries]]\nsource = \"/bin/true\"\ndest = \"/usr/local/bin/true\"\n[[files]]\ndest = \"{file_dest}\"\ncontents = \"x\"\n"
+            ),
+        )
+    }
 }

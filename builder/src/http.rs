@@ -340,8 +340,10 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
@@ -366,13 +368,13 @@ pub fn write_head<W: Write>(
 }
 
 /// A request target made safe for one log line: printable ASCII kept, anything
-/// else percent-escaped, long targets cut.
+/// else percent-escaped, long targets cut (`… (N bytes)`).
 pub fn loggable(target: &str) -> String {
     const MAX: usize = 200;
     let mut out = String::new();
     for b in target.bytes() {
         if out.len() >= MAX {
-            out.push_str("...");
+            out.push_str(&format!("… ({} bytes)", target.len()));
             break;
         }
         if (0x21..0x7f).contains(&b) {
@@ -467,7 +469,10 @@ mod tests {
         assert_eq!(t.query_value("mac"), Some(""));
         // A multi-byte character where a scheme would end: no panic (a
         // remote client could otherwise abort `serve`; found by fuzzing).
-        assert_eq!(parse_target("/boo\u{fffd}xe").unwrap().path, "/boo\u{fffd}xe");
+        assert_eq!(
+            parse_target("/boo\u{fffd}xe").unwrap().path,
+            "/boo\u{fffd}xe"
+        );
         assert!(parse_target("htt\u{fffd}://x/").is_err());
         for bad in ["etc/passwd", "*", "../x", "/a%2", "/a%zz", "/a%00b", "/%ff"] {
             assert!(parse_target(bad).is_err(), "{bad}");
@@ -523,6 +528,6 @@ mod tests {
             "HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\n\r\n"
         );
         assert_eq!(loggable("/a b\n\u{7f}"), "/a%20b%0A%7F");
-        assert!(loggable(&"x".repeat(500)).ends_with("..."));
+        assert!(loggable(&"x".repeat(500)).ends_with("x… (500 bytes)"));
     }
 }

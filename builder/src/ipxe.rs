@@ -14,9 +14,10 @@
 //! Everything here is pure: the server passes in the base URL and the MAC.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::profile::{normalize_mac, Machine, Origin, UnknownMachines};
+use crate::clip;
+use crate::profile::{netboot_cmdline, normalize_mac, Machine, Origin, UnknownMachines};
 
 /// What every machine gets unless its entry says otherwise (from the manifest).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +95,13 @@ pub enum Answer {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a MAC address (expected six hex pairs, like 52:54:00:12:34:56)")]
+#[error("{} is not a MAC address (expected six hex pairs, like 52:54:00:12:34:56)", clip::quoted(.0))]
 pub struct BadMac(pub String);
+
+/// A Host header that is not `host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad Host header {}: expected host[:port] with a DNS name, an IPv4 address or an [IPv6] address", clip::quoted(.0))]
+pub struct BadHost(pub String);
 
 /// Decides what `boot.ipxe?mac=...` (or plain `boot.ipxe`) gets.
 pub fn answer(
@@ -152,12 +158,7 @@ pub fn boot_script(
     machine_cmdline: &str,
     listed: bool,
 ) -> String {
-    let mut cmdline = format!("initrd=initramfs.img {}", defaults.cmdline);
-    cmdline.push_str(&format!(" mkhost.hostname={hostname}"));
-    if !machine_cmdline.is_empty() {
-        cmdline.push(' ');
-        cmdline.push_str(machine_cmdline);
-    }
+    let cmdline = netboot_cmdline(&defaults.cmdline, hostname, machine_cmdline);
     let which = if listed {
         "listed machine"
     } else {
@@ -172,23 +173,59 @@ pub fn boot_script(
     )
 }
 
-/// `http://HOST` from the request's Host header when it is a plain `host[:port]`,
-/// else from the address the client connected to.
-pub fn base_url(host: Option<&str>, local: SocketAddr) -> String {
-    match host.map(str::trim).filter(|h| is_plain_host(h)) {
-        Some(host) => format!("http://{host}"),
-        None => format!("http://{local}"),
+/// `http://HOST` from the request's Host header, else (no header, or an empty
+/// one) from the address the client connected to. A Host header that is not
+/// a plain `host[:port]` ([`is_host`]) is refused: it goes into a script.
+pub fn base_url(host: Option<&str>, local: SocketAddr) -> Result<String, BadHost> {
+    match host.map(str::trim) {
+        None | Some("") => Ok(format!("http://{local}")),
+        Some(host) if is_host(host) => Ok(format!("http://{host}")),
+        Some(host) => Err(BadHost(host.to_string())),
     }
 }
 
-/// Letters, digits, `.-_:` and IPv6 brackets only: nothing that could end a
-/// line, start an iPXE `${...}` expansion or change the URL's path.
-fn is_plain_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+/// `host[:port]`: a DNS name (letters, digits and `-` in dot-separated labels
+/// of 1 to 63 characters, at most 253 in all, an optional final dot, the last
+/// label not all digits), an IPv4 address or an IPv6 address in brackets;
+/// the port 1 to 65535. Nothing that could end a line, start an iPXE `${...}`
+/// expansion or change the URL's path.
+pub fn is_host(host: &str) -> bool {
+    let port_ok = |port: &str| {
+        (1..=5).contains(&port.len())
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p))
+    };
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        return inside.parse::<Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port_ok(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name.parse::<Ipv4Addr>().is_ok() || is_dns_name(name)
+}
+
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let labels: Vec<&str> = name.split('.').collect();
+    !name.is_empty()
+        && name.len() <= 253
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks `--public-url`: an http(s) URL without spaces, quotes or `$`; the
@@ -368,22 +405,65 @@ mod tests {
     #[test]
     fn base_urls() {
         let local: SocketAddr = "192.0.2.1:8080".parse().unwrap();
-        assert_eq!(
-            base_url(Some("10.0.2.2:8080"), local),
-            "http://10.0.2.2:8080"
-        );
-        assert_eq!(base_url(Some("[fe80::1]:80"), local), "http://[fe80::1]:80");
-        assert_eq!(base_url(Some("boot.lab"), local), "http://boot.lab");
-        for evil in ["", "a b", "x/../y", "${net0/ip}", "h\r\nkernel", "a?b"] {
+        for (host, url) in [
+            ("10.0.2.2:8080", "http://10.0.2.2:8080"),
+            ("[fe80::1]:80", "http://[fe80::1]:80"),
+            ("[::1]", "http://[::1]"),
+            ("boot.lab", "http://boot.lab"),
+            ("Boot-1.lab.:65535", "http://Boot-1.lab.:65535"),
+            ("localhost", "http://localhost"),
+            ("", "http://192.0.2.1:8080"),
+        ] {
+            assert_eq!(base_url(Some(host), local).unwrap(), url, "{host:?}");
+        }
+        for evil in [
+            "a b",
+            "x/../y",
+            "${net0/ip}",
+            "h\r\nkernel",
+            "a?b",
+            "x:y:z",
+            "x:y",
+            "boot.lab:",
+            "boot.lab:0",
+            "boot.lab:65536",
+            "boot.lab:+80",
+            "[::1",
+            "[zz::1]",
+            "[::1]x",
+            "[fe80::1%eth0]",
+            "::1",
+            "-a.lab",
+            "a-.lab",
+            "a..b",
+            ".lab",
+            "1.2.3.4.5",
+            "300.1.1.1",
+            "under_score.lab",
+        ] {
             assert_eq!(
                 base_url(Some(evil), local),
-                "http://192.0.2.1:8080",
+                Err(BadHost(evil.to_string())),
                 "{evil:?}"
             );
         }
-        assert_eq!(base_url(None, local), "http://192.0.2.1:8080");
+        assert!(!is_host(&format!("{}.lab", "a".repeat(64))));
+        assert!(!is_host(&"a.".repeat(130)));
+        assert_eq!(base_url(None, local).unwrap(), "http://192.0.2.1:8080");
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
-        assert_eq!(base_url(None, v6), "http://[::1]:80");
+        assert_eq!(base_url(None, v6).unwrap(), "http://[::1]:80");
+        let err = BadHost("x".repeat(20_000)).to_string();
+        assert!(
+            err.len() < 400 && err.contains("(20000 bytes)"),
+            "{}",
+            err.len()
+        );
+        let err = BadMac("A".repeat(15_000)).to_string();
+        assert!(
+            err.len() < 400 && err.contains("(15000 bytes)"),
+            "{}",
+            err.len()
+        );
     }
 
     #[test]

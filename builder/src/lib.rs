@@ -3,6 +3,9 @@
 //! The pipeline, one module per stage, data flowing one way:
 //!
 //! 1. [`profile`]: find, parse, merge (`extends`) and validate the profile.
+//!    What it names is read with [`input_file`] (regular files only, bounded,
+//!    never blocking); [`layout`] lists the paths that are mkhost's own in
+//!    every image; [`clip`] cuts outside values quoted in errors and logs.
 //! 2. [`sources`]: resolve the kernel, its modules and the systemd-stub from the
 //!    build host, explicit paths, or Debian packages fetched with [`apt`] and
 //!    unpacked by [`deb`] into the cache.
@@ -24,13 +27,16 @@
 pub mod apt;
 pub mod artifacts;
 pub mod build;
+pub mod clip;
 pub mod containers;
 pub mod deb;
 pub mod guest_binaries;
 pub mod hashing;
 pub mod http;
+pub mod input_file;
 pub mod inspect;
 pub mod ipxe;
+pub mod layout;
 pub mod lock;
 pub mod output;
 pub mod profile;

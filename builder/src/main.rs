@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mkhost::artifacts::{self, Artifacts, Freshness};
 use mkhost::build::{self, BuildOptions};
+use mkhost::clip;
 use mkhost::inspect::{self, InspectOptions};
 use mkhost::ipxe::MachineTable;
 use mkhost::profile::{self, UnknownMachines};
@@ -152,9 +153,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("mkhost: error: {err}");
+            // Values from outside are cut where they are quoted; this is the
+            // net under messages that reach here whole.
+            eprintln!("mkhost: error: {}", clip::clip_message(&err.to_string()));
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", clip::clip_message(&cause.to_string()));
             }
             ExitCode::FAILURE
         }
@@ -370,6 +373,9 @@ fn serve(
         Some(path) => profile::load_machines_file(path)?,
         None => Vec::new(),
     };
+    for machine in &extra {
+        profile::check_machine_cmdline(&profile, machine)?;
+    }
     let (table, overrides) = MachineTable::new(&profile.machines, &extra, profile.unknown_machines);
     for o in &overrides {
         eprintln!(

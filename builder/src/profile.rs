@@ -4,6 +4,11 @@
 //! `extends = "..."` another, and is resolved here into one validated [`Profile`].
 //! Every error names the file, line and column of the value at fault.
 //!
+//! Profiles and the files they name are read with [`crate::input_file`]:
+//! only regular files, at most [`MAX_PROFILE_BYTES`], never blocking; text
+//! must be UTF-8 (the first bad byte is named by line and column). Values
+//! quoted in errors are cut to their first 200 characters ([`crate::clip`]).
+//!
 //! Merge rules for `extends`: the child's scalars replace the parent's; the
 //! `[kernel]` and `[stub]` tables replace the parent's table whole (a source kind
 //! and its fields belong together); `[boot]` and `[initramfs]` merge field by
@@ -14,6 +19,11 @@
 //! hostd's own request rules ([`mkhost_shared::container`]), so the build
 //! refuses what hostd would refuse at boot; their archives are read by the
 //! build ([`crate::containers`]).
+//!
+//! Checked after merging: no two `[[files]]`/`[[binaries]]` entries place the
+//! same path, none places a path that is mkhost's own ([`crate::layout`]),
+//! and the kernel command line a machine boots with fits the kernel's
+//! [`KERNEL_CMDLINE_SIZE`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +32,10 @@ use std::path::{Path, PathBuf};
 use mkhost_shared::container::{self as hostd_request, Limits, RequestError, RunRequest};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::clip;
+use crate::input_file::{self, InputError};
+use crate::layout;
 
 /// Where a value came from: `file:line:column`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +53,7 @@ impl fmt::Display for Origin {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("profile {name:?} not found (looked in {searched}); available profiles: {available}")]
+    #[error("profile {} not found (looked in {searched}); available profiles: {available}", clip::quoted(.name))]
     NotFound {
         name: String,
         searched: String,
@@ -51,11 +65,18 @@ pub enum ProfileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{origin}: {message}")]
+    /// A profile or machines file that is not a regular file or too large.
+    #[error("{what} {error}")]
+    Input {
+        /// `profile` or `machines file`.
+        what: &'static str,
+        error: InputError,
+    },
+    #[error("{origin}: {}", clip::clip_message(.message))]
     Parse { origin: Origin, message: String },
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {}", clip::clip_message(.message))]
     Invalid { origin: Origin, message: String },
-    #[error("{path}: {message}")]
+    #[error("{path}: {}", clip::clip_message(.message))]
     Incomplete { path: PathBuf, message: String },
     #[error("{origin}: profile extends itself through {chain}")]
     Cycle { origin: Origin, chain: String },
@@ -201,6 +222,15 @@ pub enum UnknownMachines {
 
 pub const DEFAULT_DHCP_TIMEOUT_MS: u64 = 10_000;
 
+/// The largest profile or machines file read (a machines file for ten
+/// thousand machines is about 1 MiB).
+pub const MAX_PROFILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The x86 kernel's command-line buffer, terminating NUL included
+/// (`COMMAND_LINE_SIZE`; Debian's kernels say 2047 usable bytes in their boot
+/// header's `cmdline_size`). The kernel cuts a longer line off without a word.
+pub const KERNEL_CMDLINE_SIZE: usize = 2048;
+
 pub const DEFAULT_RAM_HEADROOM_MIB: u64 = 32;
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 9;
 
@@ -335,8 +365,8 @@ struct RawSource {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBoot {
-    cmdline: Option<String>,
-    console: Option<Vec<Spanned<String>>>,
+    cmdline: Option<Spanned<String>>,
+    console: Option<Spanned<Vec<Spanned<String>>>>,
     min_ram_mib: Option<Spanned<u64>>,
     ram_headroom_mib: Option<u64>,
 }
@@ -429,11 +459,13 @@ pub fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Finds a profile file from a name (`rack`) or a path (`./my.toml`).
+/// Finds a profile file from a name (`rack`) or a path (`./my.toml`). A path
+/// that is there but is not a regular file (a directory, fifo, device) is an
+/// error saying what it is.
 pub fn locate(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBuf, ProfileError> {
     let as_path = Path::new(name_or_path);
     if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
-        return if as_path.is_file() {
+        return if present(as_path)? {
             Ok(as_path.to_path_buf())
         } else {
             Err(ProfileError::NotFound {
@@ -445,7 +477,7 @@ pub fn locate(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBuf, ProfileEr
     }
     for dir in dirs {
         let candidate = dir.join(format!("{name_or_path}.toml"));
-        if candidate.is_file() {
+        if present(&candidate)? {
             return Ok(candidate);
         }
     }
@@ -458,6 +490,31 @@ pub fn locate(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBuf, ProfileEr
             .join(", "),
         available: available_profiles(dirs).join(", "),
     })
+}
+
+/// Whether a profile file is at `path`: `false` when nothing is there, an
+/// error when something other than a regular file (or a link to one) is.
+fn present(path: &Path) -> Result<bool, ProfileError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(meta) => Err(ProfileError::Input {
+            what: "profile",
+            error: InputError::NotRegular {
+                path: path.to_path_buf(),
+                kind: input_file::kind_of(&meta.file_type()),
+            },
+        }),
+        Err(err)
+            if err.kind() == std::io::ErrorKind::NotFound
+                || err.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            Ok(false)
+        }
+        Err(source) => Err(ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Profile names found in the search directories, sorted.
@@ -490,9 +547,20 @@ pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
 /// the extending file first, then in `dirs`.
 pub fn load_path(path: &Path, dirs: &[PathBuf]) -> Result<Profile, ProfileError> {
     let mut chain: Vec<LoadedFile> = Vec::new();
-    let mut next = Some(path.to_path_buf());
-    while let Some(path) = next.take() {
-        let file = read_file(&path)?;
+    // The next file to read, and the `extends` value that named it.
+    let mut next = Some((path.to_path_buf(), None::<Origin>));
+    while let Some((path, named_at)) = next.take() {
+        let file = read_file(&path).map_err(|err| match (named_at, err) {
+            (Some(origin), ProfileError::Read { path, source }) => ProfileError::Invalid {
+                origin,
+                message: format!("extends: cannot read profile {}: {source}", path.display()),
+            },
+            (Some(origin), err @ ProfileError::Input { .. }) => ProfileError::Invalid {
+                origin,
+                message: format!("extends: {err}"),
+            },
+            (_, err) => err,
+        })?;
         if let Some(parent) = &file.raw.extends {
             let mut search = vec![file.dir().to_path_buf()];
             search.extend(dirs.iter().cloned());
@@ -512,7 +580,7 @@ pub fn load_path(path: &Path, dirs: &[PathBuf]) -> Result<Profile, ProfileError>
                     chain: names.join(" -> "),
                 });
             }
-            next = Some(parent_path);
+            next = Some((parent_path, Some(file.origin(parent.span()))));
         }
         chain.push(file);
     }
@@ -526,11 +594,30 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn read_file(path: &Path) -> Result<LoadedFile, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
-        path: path.to_path_buf(),
-        source,
+/// A profile or machines file's text: a regular file of at most
+/// [`MAX_PROFILE_BYTES`], in UTF-8 (else the line and column of the first bad
+/// byte).
+fn read_text(path: &Path, what: &'static str) -> Result<String, ProfileError> {
+    let bytes = input_file::read(path, MAX_PROFILE_BYTES).map_err(|err| match err {
+        InputError::Io { path, source } => ProfileError::Read { path, source },
+        error => ProfileError::Input { what, error },
     })?;
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = err.utf8_error().valid_up_to();
+        let bytes = err.as_bytes();
+        let before = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+        ProfileError::Parse {
+            origin: origin_at(path, before, valid),
+            message: format!(
+                "not UTF-8: byte {:#04x} cannot start or continue a character here; save the file as UTF-8",
+                bytes[valid]
+            ),
+        }
+    })
+}
+
+fn read_file(path: &Path) -> Result<LoadedFile, ProfileError> {
+    let text = read_text(path, "profile")?;
     let raw: RawProfile = toml::from_str(&text).map_err(|err| {
         let offset = err.span().map_or(0, |s| s.start);
         ProfileError::Parse {
@@ -553,8 +640,8 @@ struct Merged {
     debug_shell: Option<bool>,
     kernel: Option<(Source, Origin)>,
     stub: Option<(Source, Origin)>,
-    cmdline: Option<String>,
-    console: Option<Vec<String>>,
+    cmdline: Option<(String, Origin)>,
+    console: Option<(Vec<String>, Origin)>,
     min_ram_mib: Option<(u64, Origin)>,
     ram_headroom_mib: Option<u64>,
     compression_level: Option<(i32, Origin)>,
@@ -580,9 +667,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
     for file in chain.iter().rev() {
         merge_file(&mut merged, file)?;
     }
-    if !merged.containers.is_empty() {
-        check_reserved_paths(&merged)?;
-    }
+    check_destinations(&merged)?;
     let name = top
         .file_stem()
         .and_then(|s| s.to_str())
@@ -621,15 +706,32 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         None => DEFAULT_COMPRESSION_LEVEL,
     };
 
-    let mut cmdline_parts: Vec<String> = merged
+    let console_parts: Vec<String> = merged
         .console
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| format!("console={c}"))
-        .collect();
-    if let Some(extra) = merged.cmdline {
-        cmdline_parts.extend(extra.split_whitespace().map(str::to_string));
-    }
+        .as_ref()
+        .map(|(consoles, _)| consoles.iter().map(|c| format!("console={c}")).collect())
+        .unwrap_or_default();
+    let extra_parts: Vec<&str> = merged
+        .cmdline
+        .as_ref()
+        .map(|(extra, _)| extra.split_whitespace().collect())
+        .unwrap_or_default();
+    let mut cmdline_parts = console_parts.clone();
+    cmdline_parts.extend(extra_parts.iter().map(|p| p.to_string()));
+    let cmdline = cmdline_parts.join(" ");
+    check_profile_cmdline(
+        &cmdline,
+        &hostname,
+        merged
+            .cmdline
+            .as_ref()
+            .map(|(_, origin)| (extra_parts.join(" ").len(), origin)),
+        merged
+            .console
+            .as_ref()
+            .map(|(_, origin)| (console_parts.iter().map(|c| c.len() + 1).sum(), origin)),
+        top,
+    )?;
 
     let modules = expand_modules(
         &merged.set_refs,
@@ -638,7 +740,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         &merged.module_sets,
     )?;
 
-    Ok(Profile {
+    let profile = Profile {
         name,
         files_chain: chain.iter().map(|f| f.path.clone()).collect(),
         description: merged.description.unwrap_or_default(),
@@ -646,7 +748,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         debug_shell: merged.debug_shell.unwrap_or(false),
         kernel,
         stub,
-        cmdline: cmdline_parts.join(" "),
+        cmdline,
         min_ram_mib,
         ram_headroom_mib: merged.ram_headroom_mib.unwrap_or(DEFAULT_RAM_HEADROOM_MIB),
         modules,
@@ -666,6 +768,98 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
             .busybox
             .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
         containers: merged.containers,
+    };
+    for machine in &profile.machines {
+        check_machine_cmdline(&profile, machine)?;
+    }
+    Ok(profile)
+}
+
+/// The kernel command line of a netbooted machine as `mkhost serve` writes
+/// it into the boot script: the longest line mkhost hands a kernel (the
+/// UKI's `.cmdline` and the build's own `pxe/boot.ipxe` carry less).
+pub fn netboot_cmdline(cmdline: &str, hostname: &str, machine_cmdline: &str) -> String {
+    let mut line = format!("initrd=initramfs.img {cmdline} mkhost.hostname={hostname}");
+    if !machine_cmdline.is_empty() {
+        line.push(' ');
+        line.push_str(machine_cmdline);
+    }
+    line
+}
+
+/// The most bytes of a command line the kernel keeps.
+const CMDLINE_MAX: usize = KERNEL_CMDLINE_SIZE - 1;
+
+fn too_long(bytes: usize) -> String {
+    format!(
+        "the kernel command line would be {bytes} bytes, over the kernel's limit of {CMDLINE_MAX} bytes ({KERNEL_CMDLINE_SIZE} bytes with the terminating NUL, x86 COMMAND_LINE_SIZE; the kernel cuts a longer line off without a word)"
+    )
+}
+
+/// The profile's command line, with what mkhost adds for netboot, fits the
+/// kernel's; the error names the keys that make it up, with their sizes.
+fn check_profile_cmdline(
+    cmdline: &str,
+    hostname: &str,
+    extra: Option<(usize, &Origin)>,
+    console: Option<(usize, &Origin)>,
+    top: &Path,
+) -> Result<(), ProfileError> {
+    let bytes = netboot_cmdline(cmdline, hostname, "").len();
+    if bytes <= CMDLINE_MAX {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    let mut counted = 0;
+    if let Some((n, origin)) = extra {
+        parts.push(format!("[boot] cmdline ({n} bytes, {origin})"));
+        counted += n;
+    }
+    if let Some((n, origin)) = console {
+        parts.push(format!("[boot] console ({n} bytes, {origin})"));
+        counted += n;
+    }
+    parts.push(format!(
+        "mkhost's own initrd=initramfs.img and mkhost.hostname={hostname} ({} bytes)",
+        bytes.saturating_sub(counted)
+    ));
+    let message = format!(
+        "{}: {}; shorten [boot] cmdline",
+        too_long(bytes),
+        parts.join(", ")
+    );
+    Err(match extra.or(console) {
+        Some((_, origin)) => ProfileError::Invalid {
+            origin: origin.clone(),
+            message,
+        },
+        None => ProfileError::Incomplete {
+            path: top.to_path_buf(),
+            message,
+        },
+    })
+}
+
+/// The command line `machine` boots with (the profile's, mkhost's own
+/// arguments and the machine's) fits the kernel's. For the profile's own
+/// machines and those of `mkhost serve --machines`.
+pub fn check_machine_cmdline(profile: &Profile, machine: &Machine) -> Result<(), ProfileError> {
+    let hostname = machine.hostname.as_deref().unwrap_or(&profile.hostname);
+    let bytes = netboot_cmdline(&profile.cmdline, hostname, &machine.cmdline).len();
+    if bytes <= CMDLINE_MAX {
+        return Ok(());
+    }
+    let own = bytes - profile.cmdline.len() - machine.cmdline.len();
+    Err(ProfileError::Invalid {
+        origin: machine.origin.clone(),
+        message: format!(
+            "with this machine's arguments {}: [machines.\"{}\"] cmdline ({} bytes, {}), the profile's [boot] cmdline and console ({} bytes), mkhost's own initrd=initramfs.img and mkhost.hostname={hostname} ({own} bytes); shorten the machine's cmdline",
+            too_long(bytes),
+            machine.mac,
+            machine.cmdline.len(),
+            machine.origin,
+            profile.cmdline.len(),
+        ),
     })
 }
 
@@ -695,10 +889,10 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
     }
     if let Some(boot) = &raw.boot {
         if let Some(c) = &boot.cmdline {
-            merged.cmdline = Some(c.clone());
+            merged.cmdline = Some((c.get_ref().clone(), file.origin(c.span())));
         }
         if let Some(consoles) = &boot.console {
-            for c in consoles {
+            for c in consoles.get_ref() {
                 if c.get_ref().trim().is_empty() || c.get_ref().contains(char::is_whitespace) {
                     return Err(ProfileError::Invalid {
                         origin: file.origin(c.span()),
@@ -709,7 +903,14 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
                     });
                 }
             }
-            merged.console = Some(consoles.iter().map(|c| c.get_ref().clone()).collect());
+            merged.console = Some((
+                consoles
+                    .get_ref()
+                    .iter()
+                    .map(|c| c.get_ref().clone())
+                    .collect(),
+                file.origin(consoles.span()),
+            ));
         }
         if let Some(m) = &boot.min_ram_mib {
             merged.min_ram_mib = Some((*m.get_ref(), file.origin(m.span())));
@@ -841,7 +1042,7 @@ fn merge_host_settings(merged: &mut Merged, file: &LoadedFile) -> Result<(), Pro
         if let Some(machines_file) = &netboot.machines_file {
             let path = file.dir().join(machines_file.get_ref());
             let extra = load_machines_file(&path).map_err(|err| match err {
-                ProfileError::Read { .. } => ProfileError::Invalid {
+                ProfileError::Read { .. } | ProfileError::Input { .. } => ProfileError::Invalid {
                     origin: file.origin(machines_file.span()),
                     message: format!("machines_file: {err}"),
                 },
@@ -936,10 +1137,7 @@ fn machines_from_raw(
 /// Reads a file of `[machines."MAC"]` tables (for `[netboot] machines_file` and
 /// `mkhost serve --machines`).
 pub fn load_machines_file(path: &Path) -> Result<Vec<Machine>, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path, "machines file")?;
     let raw: RawMachinesFile = toml::from_str(&text).map_err(|err| ProfileError::Parse {
         origin: origin_at(path, &text, err.span().map_or(0, |s| s.start)),
         message: err.message().trim().to_string(),
@@ -1111,28 +1309,36 @@ fn file_from_raw(f: &Spanned<RawFile>, file: &LoadedFile) -> Result<ExtraFile, P
     })
 }
 
-/// The boot-time container manifest and archives are the build's to write:
-/// an extra file or binary must not replace them.
-fn check_reserved_paths(merged: &Merged) -> Result<(), ProfileError> {
-    let manifest = mkhost_shared::paths::BOOT_MANIFEST.trim_start_matches('/');
-    let images = format!(
-        "{}/",
-        mkhost_shared::paths::in_archive(mkhost_shared::paths::BOOT_IMAGES_DIR)
-    );
+/// No `[[files]]` or `[[binaries]]` entry places a path that is mkhost's own
+/// ([`layout::claim`]), and no two place the same path (in one file or
+/// across `extends`): both are errors at the entry, the second naming the
+/// first.
+fn check_destinations(merged: &Merged) -> Result<(), ProfileError> {
     let placed = merged
         .files
         .iter()
-        .map(|f| (&f.dest, &f.origin))
-        .chain(merged.binaries.iter().map(|b| (&b.dest, &b.origin)));
-    for (dest, origin) in placed {
-        if dest == manifest || dest.starts_with(&images) {
-            return Err(ProfileError::Invalid {
-                origin: origin.clone(),
-                message: format!(
-                    "/{dest} is written by the build from the [[container]] tables; place this file elsewhere"
-                ),
-            });
+        .map(|f| (&f.dest, &f.origin, "[[files]]"))
+        .chain(
+            merged
+                .binaries
+                .iter()
+                .map(|b| (&b.dest, &b.origin, "[[binaries]]")),
+        );
+    let mut seen: BTreeMap<&str, (&Origin, &str)> = BTreeMap::new();
+    for (dest, origin, entry) in placed {
+        let invalid = |message: String| ProfileError::Invalid {
+            origin: origin.clone(),
+            message,
+        };
+        if let Some(conflict) = layout::claim(dest) {
+            return Err(invalid(conflict.explain(&format!("/{dest}"), entry)));
         }
+        if let Some((first, first_entry)) = seen.get(dest.as_str()) {
+            return Err(invalid(format!(
+                "/{dest} is also placed by the {first_entry} entry at {first}; a path may be placed once (in a profile and the profiles it extends)"
+            )));
+        }
+        seen.insert(dest, (origin, entry));
     }
     Ok(())
 }
@@ -1320,6 +1526,12 @@ fn describe(value: &toml::Value) -> String {
 
 /// An absolute path inside the image, without `..`: returned without the leading `/`.
 fn validate_dest(dest: &str) -> Result<String, String> {
+    if dest.contains('\0') {
+        return Err(format!(
+            "destination {} contains a NUL byte, which no path can hold",
+            clip::quoted(dest)
+        ));
+    }
     let trimmed = dest.trim_start_matches('/');
     if !dest.starts_with('/') || trimmed.is_empty() {
         return Err(format!(
@@ -1329,7 +1541,6 @@ fn validate_dest(dest: &str) -> Result<String, String> {
     if trimmed
         .split('/')
         .any(|c| c == ".." || c == "." || c.is_empty())
-        || dest.contains('\0')
     {
         return Err(format!(
             "destination {dest:?} must not contain `..`, `.` or empty components"
@@ -1912,7 +2123,7 @@ cpus = 2
             (
                 "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\n[[files]]\ndest = \"/etc/hostd/containers.json\"\ncontents = \"{}\"\n",
                 "6:1",
-                "is written by the build from the [[container]] tables",
+                "/etc/hostd/containers.json is mkhost's own (the boot-time containers hostd starts, made from the [[container]] tables)",
             ),
         ];
         for (i, (body, at, want)) in whole.iter().enumerate() {
@@ -1925,6 +2136,289 @@ cpus = 2
             assert!(err.contains(&format!("w{i}.toml:{at}")), "case {i}: {err}");
             assert!(err.contains(want), "case {i}: {err}");
         }
+    }
+
+    /// Runs `f` on another thread and fails the test if it takes more than
+    /// 10 s (a read that blocks would hang the test otherwise).
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("blocked for 10 s")
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn profiles_that_are_not_regular_files_say_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        write(&d, "base.toml", BASE);
+        std::fs::create_dir(d.join("sub.toml")).unwrap();
+        mkfifo(&d.join("fifo.toml"));
+        let socket = std::os::unix::net::UnixListener::bind(d.join("sock.toml")).unwrap();
+        let cases = [
+            ("\"sub\"", "is a directory"),
+            ("SUB", "is a directory"),
+            ("\"fifo\"", "is a fifo"),
+            ("FIFO", "is a fifo"),
+            ("SOCK", "is a socket"),
+            ("\"/dev/null\"", "is a character device"),
+            ("\"/dev/zero\"", "is a character device"),
+            ("\"/proc/self/environ\"", "/proc"),
+        ];
+        for (i, (parent, want)) in cases.iter().enumerate() {
+            // A path in `extends` is taken as it is (here: absolute).
+            let parent = match *parent {
+                "SUB" => format!("{:?}", d.join("sub.toml")),
+                "FIFO" => format!("{:?}", d.join("fifo.toml")),
+                "SOCK" => format!("{:?}", d.join("sock.toml")),
+                other => other.to_string(),
+            };
+            let path = write(&d, &format!("e{i}.toml"), &format!("extends = {parent}\n"));
+            let dirs = vec![d.clone()];
+            let err = within_10s(move || load_path(&path, &dirs).unwrap_err().to_string());
+            assert!(err.contains(&format!("e{i}.toml:1:11")), "case {i}: {err}");
+            assert!(
+                err.contains(want) && !err.contains("not found"),
+                "case {i}: {err}"
+            );
+        }
+        // Named directly, the same.
+        for (name, want) in [
+            ("./fifo.toml", "is a fifo"),
+            ("/proc/self/environ", "/proc"),
+            ("/dev/zero", "is a character device"),
+        ] {
+            let dirs = vec![d.clone()];
+            let name = if name.starts_with('.') {
+                d.join(name).display().to_string()
+            } else {
+                name.to_string()
+            };
+            let err = within_10s(move || {
+                let path = locate(&name, &dirs)?;
+                load_path(&path, &dirs)
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        // A machines file too.
+        let err = within_10s({
+            let d = d.clone();
+            move || {
+                load_machines_file(&d.join("fifo.toml"))
+                    .unwrap_err()
+                    .to_string()
+            }
+        });
+        assert!(err.contains("is a fifo"), "{err}");
+        drop(socket);
+    }
+
+    #[test]
+    fn huge_profiles_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.toml");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_PROFILE_BYTES + 1).unwrap();
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("huge.toml") && err.contains("16 MiB"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_names_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, b"description = \"ok\"\nhostname = \"a\xffb\"\n").unwrap();
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("bad.toml:2:14"), "{err}");
+        assert!(err.contains("not UTF-8") && err.contains("0xff"), "{err}");
+    }
+
+    #[test]
+    fn long_values_are_cut_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let long = "x".repeat(1_000_000);
+        let cases = [
+            format!("hostname = \"{long}\"\n"),
+            format!("[boot]\nmin_ram_mib = \"{long}\"\n"),
+            format!("{long} = 1\n"),
+            format!("[[files]]\ndest = \"{long}\"\ncontents = \"a\"\n"),
+            format!("[[binaries]]\nsource = \"/bin/{long}\"\ndest = \"etc/{long}\"\n"),
+            format!("[stub]\nsource = \"deb\"\npackage = \"{long} x\"\n"),
+            format!("[[container]]\nname = \"{long}\"\narchive = \"a.tar\"\nimage = \"a\"\n"),
+            format!("[[container]]\nname = \"w\"\narchive = \"a.tar\"\nimage = \"a\"\nenv = [\"{long}\"]\n"),
+        ];
+        for (i, body) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("l{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.len() < 1000, "case {i}: {} bytes", err.len());
+            assert!(err.contains("bytes)"), "case {i}: {err}");
+            assert!(err.contains(&format!("l{i}.toml:")), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_dest_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let path = write(
+            dir.path(),
+            "nul.toml",
+            "extends = \"base\"\n[[files]]\ndest = \"/etc/a\\u0000b\"\ncontents = \"x\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("nul.toml:2:1"), "{err}");
+        assert!(err.contains("contains a NUL byte"), "{err}");
+        assert!(!err.contains("`..`"), "{err}");
+    }
+
+    #[test]
+    fn the_kernel_command_line_fits_the_kernels_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let long = "a=b ".repeat(600);
+        let path = write(
+            dir.path(),
+            "long.toml",
+            &format!("extends = \"base\"\n[boot]\ncmdline = \"{long}\"\nconsole = [\"ttyS0,115200\", \"tty0\"]\n"),
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("2048 bytes"), "{err}");
+        assert!(
+            err.contains("[boot] cmdline (2399 bytes, /")
+                && err.contains("long.toml:3:11), [boot] console (34 bytes, /")
+                && err.contains("long.toml:4:11), mkhost's own"),
+            "{err}"
+        );
+        assert!(err.len() < 1000, "{err}");
+        // A machine's own arguments count for that machine.
+        let machine = "m=1 ".repeat(500);
+        let path = write(
+            dir.path(),
+            "machine.toml",
+            &format!(
+                "extends = \"base\"\n[machines.\"52:54:00:00:00:01\"]\ncmdline = \"{machine}\"\n"
+            ),
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("machine.toml:2:11")
+                && err.contains("[machines.\"52:54:00:00:00:01\"] cmdline (1999 bytes"),
+            "{err}"
+        );
+        // Right at the limit is fine.
+        let fits = "a".repeat(1000);
+        let path = write(
+            dir.path(),
+            "fits.toml",
+            &format!("extends = \"base\"\n[boot]\ncmdline = \"{fits}\"\n"),
+        );
+        assert!(load_path(&path, &[]).is_ok());
+    }
+
+    #[test]
+    fn files_may_not_replace_mkhosts_own_or_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.toml",
+            &format!("{BASE}[[files]]\ndest = \"/etc/motd\"\ncontents = \"hi\"\n"),
+        );
+        let cases = [
+            ("/init", "/init is mkhost's own"),
+            ("/usr/bin/hostd", "/usr/bin/hostd is mkhost's own"),
+            (
+                "/etc/mkhost/boot.json",
+                "/etc/mkhost/boot.json is mkhost's own",
+            ),
+            (
+                "/etc/hostd/containers.json",
+                "/etc/hostd/containers.json is mkhost's own",
+            ),
+            ("/sbin/modprobe", "/sbin/modprobe is mkhost's own"),
+            (
+                "/lib/modules/6.1.0-26-amd64/kernel/x.ko",
+                "under /lib/modules",
+            ),
+            (
+                "/usr/share/hostd/images/x.tar",
+                "under /usr/share/hostd/images",
+            ),
+            ("/proc/cmdline", "under /proc"),
+            ("/dev/console", "under /dev"),
+            ("/usr/bin", "/usr/bin/hostd"),
+            ("/init/x", "/init is mkhost's own"),
+        ];
+        for (i, (dest, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("o{i}.toml"),
+                &format!("extends = \"base\"\n[[files]]\ndest = \"{dest}\"\ncontents = \"x\"\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("o{i}.toml:2:1")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
+        let path = write(
+            dir.path(),
+            "bin.toml",
+            "extends = \"base\"\n[[binaries]]\nsource = \"/bin/true\"\ndest = \"/init\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("bin.toml:2:1") && err.contains("/init is mkhost's own"),
+            "{err}"
+        );
+
+        // One dest twice: in one file, across extends, a file and a binary.
+        let path = write(
+            dir.path(),
+            "twice.toml",
+            "extends = \"base\"\n[[files]]\ndest = \"/etc/a\"\ncontents = \"1\"\n[[files]]\ndest = \"//etc/a\"\ncontents = \"2\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("twice.toml:5:1")
+                && err.contains("/etc/a is also placed by the [[files]] entry at")
+                && err.contains("twice.toml:2:1"),
+            "{err}"
+        );
+        let path = write(
+            dir.path(),
+            "child.toml",
+            "extends = \"base\"\n[[files]]\ndest = \"/etc/motd\"\ncontents = \"bye\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("child.toml:2:1") && err.contains("base.toml:20:1"),
+            "{err}"
+        );
+        let path = write(
+            dir.path(),
+            "mixed.toml",
+            "extends = \"base\"\n[[binaries]]\nsource = \"/bin/true\"\ndest = \"/etc/motd\"\n",
+        );
+        let err = load_path(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("mixed.toml:2:1") && err.contains("base.toml:20:1"),
+            "{err}"
+        );
     }
 
     #[test]

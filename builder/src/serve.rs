@@ -14,29 +14,37 @@
 //! A decoded request path is only ever looked up in that table; it is never
 //! joined onto a directory, so `..`, absolute paths, percent-encoded tricks and
 //! symlinks planted in the output directory all end in 404. Files are read from
-//! the descriptors that were hashed at start.
+//! the descriptors that were hashed at start, and only verified bytes are sent:
+//! a file's length and modification time are checked before each response
+//! (a changed file gets 500, naming it in the log), and every block is
+//! re-hashed before it is written, so a change that hides from the metadata
+//! breaks the transfer off (see [`crate::artifacts`]).
 //!
 //! HTTP/1.1 with keep-alive, GET and HEAD, one byte range per request (206, or
 //! 416 with `Content-Range: bytes */LEN`), one thread per connection up to a
-//! limit (503 beyond it), idle connections closed after a timeout. Every request
-//! is logged as one `key=value` line. [`ShutdownHandle::shutdown`] stops the
-//! accept loop, closes open connections and lets [`Server::run`] return.
+//! limit (503 beyond it). Slow clients cannot hold a connection: a request head
+//! must arrive whole within [`ServeOptions::head_timeout`] (counted from the
+//! connection's start, or from the first byte of a later request), a kept-alive
+//! connection may wait [`ServeOptions::idle_timeout`] for its next request, and
+//! each block of a response must be taken within [`ServeOptions::send_timeout`],
+//! however the bytes trickle. Every request is logged as one `key=value` line,
+//! and so is a connection cut off at a deadline. [`ShutdownHandle::shutdown`]
+//! stops the accept loop, closes open connections and lets [`Server::run`]
+//! return.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::artifacts::{self, Artifacts, VerifiedFile};
+use crate::artifacts::{self, Artifacts, VerifiedFile, BLOCK};
+use crate::clip;
 use crate::http::{self, HttpError, Range, Request};
 use crate::ipxe::{self, Answer, Defaults, MachineTable};
 use crate::profile::normalize_mac;
-
-/// Bytes read from a file and written to the socket at a time.
-const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -44,8 +52,16 @@ pub struct ServeOptions {
     /// The URL clients reach the server at (checked with
     /// [`ipxe::check_public_url`]); default: from each request's Host header.
     pub public_url: Option<String>,
-    /// Idle keep-alive connections are closed after this long.
+    /// A request head must arrive whole within this long: counted from the
+    /// connection's start for its first request, from the first byte of the
+    /// head for later ones. A client past it gets 408 and is logged.
+    pub head_timeout: Duration,
+    /// A kept-alive connection waits this long for the next request, then it
+    /// is closed (silently: that is the normal end of keep-alive).
     pub idle_timeout: Duration,
+    /// Each block of a response (at most [`BLOCK`] bytes) must be taken by the
+    /// client within this long, or the transfer is broken off.
+    pub send_timeout: Duration,
     /// Connections served at once; more get 503.
     pub max_connections: usize,
 }
@@ -55,7 +71,9 @@ impl ServeOptions {
         ServeOptions {
             listen,
             public_url: None,
-            idle_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(60),
             max_connections: 512,
         }
     }
@@ -130,7 +148,9 @@ struct Shared {
     table: MachineTable,
     defaults: Defaults,
     public_url: Option<String>,
+    head_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     log: Mutex<Box<dyn Write + Send>>,
     stop: Arc<AtomicBool>,
     /// Open connections, so a shutdown can close them.
@@ -222,7 +242,9 @@ impl Server {
                 table,
                 defaults,
                 public_url,
-                idle_timeout: options.idle_timeout,
+                head_timeout: nonzero(options.head_timeout),
+                idle_timeout: nonzero(options.idle_timeout),
+                send_timeout: nonzero(options.send_timeout),
                 log: Mutex::new(log),
                 stop: Arc::new(AtomicBool::new(false)),
                 open: Mutex::new(BTreeMap::new()),
@@ -314,8 +336,20 @@ impl Server {
         }
     }
 
+    /// Answers 503 without blocking the accept loop: the socket is
+    /// non-blocking, and what the client already sent is read and dropped so
+    /// that closing does not reset the connection before the answer is read.
     fn refuse_busy(&self, mut stream: TcpStream, peer: &str) {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = stream.set_nonblocking(true);
+        let drain = |mut stream: &TcpStream| {
+            let mut scratch = [0u8; 4096];
+            for _ in 0..4 {
+                if !matches!(stream.read(&mut scratch), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        };
+        drain(&stream);
         let body = b"mkhost serve: too many connections, try again\n";
         let _ = http::write_head(
             &mut stream,
@@ -327,17 +361,173 @@ impl Server {
             ],
         );
         let _ = stream.write_all(body);
+        let _ = stream.shutdown(Shutdown::Write);
+        drain(&stream);
         self.shared.log_line(&format!(
             "client={peer} mac=- request=- status=503 bytes=0 note=\"too many connections\""
         ));
     }
 }
 
+/// A zero timeout would mean "none" to the socket calls: at least 1 ms.
+fn nonzero(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_millis(1))
+}
+
+/// `10 s`, `1.5 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// The read side of a connection. Every read waits at most until one deadline,
+/// so a client cannot stretch a request head by sending a byte now and then.
+struct Incoming {
+    stream: TcpStream,
+    deadline: Instant,
+    head_timeout: Duration,
+    /// The current request head has begun: its deadline is set.
+    started: bool,
+    /// This is the connection's first request.
+    first: bool,
+    /// Bytes received since the current wait began.
+    received: u64,
+}
+
+impl Incoming {
+    fn new(stream: TcpStream, head_timeout: Duration) -> Incoming {
+        Incoming {
+            stream,
+            deadline: Instant::now() + head_timeout,
+            head_timeout,
+            started: true,
+            first: true,
+            received: 0,
+        }
+    }
+
+    /// Before waiting for the next request of a kept-alive connection;
+    /// `pending` when some of it is already buffered.
+    fn next_request(&mut self, idle_timeout: Duration, pending: bool) {
+        self.first = false;
+        self.started = pending;
+        self.received = 0;
+        self.deadline = Instant::now()
+            + if pending {
+                self.head_timeout
+            } else {
+                idle_timeout
+            };
+    }
+
+    /// Why a timed-out wait ended the connection, for the log; `None` for a
+    /// kept-alive connection that simply sent nothing more.
+    fn timeout_note(&self) -> Option<String> {
+        let limit = seconds(self.head_timeout);
+        if self.first && self.received == 0 {
+            Some(format!("no request within {limit} of connecting"))
+        } else if self.started {
+            Some(format!(
+                "request head not complete within {limit} ({} bytes received)",
+                self.received
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match self.stream.read(buf) {
+            Ok(n) => {
+                if n > 0 && !self.started {
+                    self.started = true;
+                    self.deadline = Instant::now() + self.head_timeout;
+                }
+                self.received += n as u64;
+                Ok(n)
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(timed_out())
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The write side of a connection: each `write_all` (one response head, one
+/// block of a file) must be taken by the client within the send timeout, so
+/// a client reading a byte now and then cannot hold the connection.
+struct Outgoing {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Write for Outgoing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.timeout))?;
+        self.stream.write(buf)
+    }
+
+    fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        while !buf.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timed_out = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client took more than {} to take {} bytes",
+                        seconds(self.timeout),
+                        buf.len()
+                    ),
+                )
+            };
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            self.stream.set_write_timeout(Some(left))?;
+            match self.stream.write(buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out())
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// One connection: requests until the client closes, asks to close, errs or
-/// idles past the timeout, or the server stops.
+/// misses a deadline, or the server stops.
 fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
-    let _ = stream.set_read_timeout(Some(shared.idle_timeout));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
@@ -345,12 +535,28 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = stream;
+    let mut reader = BufReader::new(Incoming::new(read_half, shared.head_timeout));
+    let mut writer = Outgoing {
+        stream,
+        timeout: shared.send_timeout,
+    };
     while !shared.stop.load(Ordering::SeqCst) {
         let request = match http::read_request(&mut reader) {
             Ok(Some(request)) => request,
-            Ok(None) | Err(HttpError::Io(_)) => break,
+            Ok(None) => break,
+            Err(HttpError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+                if let Some(note) = reader.get_ref().timeout_note() {
+                    let mut entry = LogEntry::new(peer, "-");
+                    entry.note = Some(note);
+                    // Whatever the client makes of it, it is not waited for.
+                    writer.timeout = writer.timeout.min(Duration::from_secs(1));
+                    let body = "mkhost serve: request head not received in time\n";
+                    let sent = send_text(&mut writer, 408, body, false, true);
+                    entry.finish(shared, 408, sent.unwrap_or(0));
+                }
+                break;
+            }
+            Err(HttpError::Io(_)) => break,
             Err(err) => {
                 let status = match err {
                     HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
@@ -367,6 +573,8 @@ fn serve_connection(shared: &Shared, stream: TcpStream, peer: &str) {
         if !handle(shared, &request, &mut writer, peer, local) {
             break;
         }
+        let pending = !reader.buffer().is_empty();
+        reader.get_mut().next_request(shared.idle_timeout, pending);
     }
 }
 
@@ -414,7 +622,8 @@ impl LogEntry {
             line.push_str(" aborted");
         }
         if let Some(note) = &self.note {
-            line.push_str(&format!(" note=\"{}\"", note.replace('"', "'")));
+            let note = clip::clip_message(note).replace('"', "'");
+            line.push_str(&format!(" note=\"{note}\""));
         }
         shared.log_line(&line);
     }
@@ -424,7 +633,7 @@ impl LogEntry {
 fn handle(
     shared: &Shared,
     request: &Request,
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     peer: &str,
     local: SocketAddr,
 ) -> bool {
@@ -472,7 +681,19 @@ fn handle(
             Some(Route::Script) => {
                 let base = match &shared.public_url {
                     Some(url) => url.clone(),
-                    None => ipxe::base_url(request.header("host"), local),
+                    None if request.headers.iter().filter(|(n, _)| n == "host").count() > 1 => {
+                        let text = "more than one Host header\n";
+                        entry.note = Some(text.trim_end().into());
+                        break 'answer (400, send_text(out, 400, text, head_only, !keep));
+                    }
+                    None => match ipxe::base_url(request.header("host"), local) {
+                        Ok(base) => base,
+                        Err(err) => {
+                            entry.note = Some(err.to_string());
+                            let text = format!("{err}\n");
+                            break 'answer (400, send_text(out, 400, &text, head_only, !keep));
+                        }
+                    },
                 };
                 match ipxe::answer(
                     &shared.table,
@@ -542,7 +763,7 @@ fn connection_header(close: bool) -> (&'static str, String) {
 
 /// Sends a complete small response; returns the body bytes sent.
 fn send(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     status: u16,
     content_type: &str,
     body: &[u8],
@@ -571,7 +792,7 @@ fn send(
 }
 
 fn send_text(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     status: u16,
     text: &str,
     head_only: bool,
@@ -589,7 +810,7 @@ fn send_text(
 }
 
 fn send_script(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     script: &str,
     head_only: bool,
     close: bool,
@@ -607,13 +828,23 @@ fn send_script(
 
 /// Sends a verified file, whole or one range of it.
 fn send_file(
-    out: &mut TcpStream,
+    out: &mut Outgoing,
     file: &VerifiedFile,
     request: &Request,
     head_only: bool,
     close: bool,
     entry: &mut LogEntry,
 ) -> (u16, std::io::Result<u64>) {
+    // Nothing about a file that changed since it was verified is promised:
+    // no length, no ETag, no byte.
+    if let Err(err) = file.check_unchanged() {
+        entry.note = Some(err.to_string());
+        let body = format!(
+            "mkhost serve: {} changed on disk after it was verified; it is not served until mkhost serve is restarted on a fresh build\n",
+            file.rel
+        );
+        return (500, send_text(out, 500, &body, head_only, close));
+    }
     let etag = format!("\"{}\"", &file.sha256[..32]);
     // If-Range with another validator: the client's copy is stale, send it all.
     let range_header = match request.header("if-range") {
@@ -666,22 +897,31 @@ fn send_file(
         if head_only {
             return Ok(0);
         }
-        let mut buf = vec![0u8; CHUNK];
-        let mut offset = start;
-        while offset < end {
-            let want = usize::try_from(end - offset).map_or(CHUNK, |n| n.min(CHUNK));
-            let n = file.read_at(&mut buf[..want], offset)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being served", file.path.display()),
-                ));
-            }
-            if let Err(err) = out.write_all(&buf[..n]) {
-                entry.partial = offset - start;
+        // Whole blocks are read and checked; the part in range is sent.
+        let block = BLOCK as u64;
+        let mut buf = Vec::with_capacity(BLOCK);
+        let mut sent = 0u64;
+        for index in start / block..end.div_ceil(block) {
+            let data = match file.read_block(index, &mut buf) {
+                Ok(data) => data,
+                Err(err) => {
+                    entry.partial = sent;
+                    let text = err.to_string();
+                    entry.note = Some(text.clone());
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, text));
+                }
+            };
+            let at = index * block;
+            let from = usize::try_from(start.max(at) - at).unwrap_or(0);
+            let to = usize::try_from(end.min(at + data.len() as u64) - at).unwrap_or(0);
+            if let Err(err) = out.write_all(&data[from..to]) {
+                entry.partial = sent;
+                if err.kind() == std::io::ErrorKind::TimedOut {
+                    entry.note = Some(err.to_string());
+                }
                 return Err(err);
             }
-            offset += n as u64;
+            sent += (to - from) as u64;
         }
         Ok(end - start)
     })();
@@ -691,9 +931,10 @@ fn send_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifacts::tests::fake_output;
+    use crate::artifacts::tests::{fake_output, replace_artifact};
     use crate::profile::{Machine, Origin, UnknownMachines};
     use std::io::Read;
+    use std::path::Path;
 
     /// A log sink the test can read.
     #[derive(Clone, Default)]
@@ -731,8 +972,19 @@ mod tests {
     }
 
     fn start(unknown: UnknownMachines) -> Running {
+        start_with(unknown, |_| {}, |_| {})
+    }
+
+    /// Starts a server on a fake build; `tune` adjusts the options, `prepare`
+    /// the output directory before it is verified.
+    fn start_with(
+        unknown: UnknownMachines,
+        tune: impl FnOnce(&mut ServeOptions),
+        prepare: impl FnOnce(&Path),
+    ) -> Running {
         let tmp = tempfile::tempdir().unwrap();
         let dir = fake_output(tmp.path(), "lab");
+        prepare(&dir);
         let artifacts = Artifacts::open(&dir).unwrap();
         let machines = [Machine {
             mac: "52:54:00:00:00:0a".into(),
@@ -746,13 +998,9 @@ mod tests {
         }];
         let (table, _) = MachineTable::new(&machines, &[], unknown);
         let log = Log::default();
-        let server = Server::bind(
-            &ServeOptions::new("127.0.0.1:0".parse().unwrap()),
-            artifacts,
-            table,
-            Box::new(log.clone()),
-        )
-        .unwrap();
+        let mut options = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+        tune(&mut options);
+        let server = Server::bind(&options, artifacts, table, Box::new(log.clone())).unwrap();
         let addr = server.local_addr();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
@@ -785,7 +1033,11 @@ mod tests {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut all = Vec::new();
-        stream.read_to_end(&mut all).unwrap();
+        // A server that closes with the request unread may reset the
+        // connection after its answer: what arrived is still the answer.
+        if let Err(err) = stream.read_to_end(&mut all) {
+            assert!(!all.is_empty(), "{err}");
+        }
         parse_response(&all)
     }
 
@@ -985,6 +1237,75 @@ mod tests {
     }
 
     #[test]
+    fn hostile_mac_and_host_values_are_refused_and_cut() {
+        let server = start(UnknownMachines::Default);
+        let huge = "A".repeat(15_000);
+        let r = get(server.addr, &format!("/boot.ipxe?mac={huge}"), "");
+        assert_eq!(r.status, 400);
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            body.len() < 400 && body.contains("(15000 bytes)") && body.contains("not a MAC"),
+            "{body}"
+        );
+        for host in [
+            "x:y:z",
+            "a b",
+            "[::1",
+            "[zz::1]:80",
+            "boot.lab:99999",
+            "boot.lab:",
+            "-x.lab",
+            "a..b",
+            "1.2.3.4.5",
+            "h\tx",
+        ] {
+            let r = raw(
+                server.addr,
+                &format!("GET /boot.ipxe HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
+            assert_eq!(r.status, 400, "{host}");
+            assert!(
+                !String::from_utf8_lossy(&r.body).contains("chain"),
+                "{host}"
+            );
+        }
+        let r = raw(
+            server.addr,
+            "GET /boot.ipxe HTTP/1.1\r\nHost: a.lab\r\nHost: b.lab\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 400);
+        for (host, base) in [
+            ("10.0.2.2:8080", "http://10.0.2.2:8080"),
+            ("[fe80::1]:8080", "http://[fe80::1]:8080"),
+            ("[::1]", "http://[::1]"),
+            ("Boot-1.lab.", "http://Boot-1.lab."),
+        ] {
+            let r = raw(
+                server.addr,
+                &format!("GET /boot.ipxe HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
+            assert_eq!(r.status, 200, "{host}");
+            let script = String::from_utf8_lossy(&r.body);
+            assert!(
+                script.contains(&format!("chain {base}/boot.ipxe?mac=")),
+                "{script}"
+            );
+        }
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        for line in log.lines() {
+            assert!(line.len() < 1000, "{line}");
+        }
+        assert!(
+            log.lines().next().unwrap().contains("(15000 bytes)"),
+            "{log}"
+        );
+        assert!(log.contains("note=\"bad Host header 'x:y:z': "), "{log}");
+        assert!(log.contains("note=\"more than one Host header\""), "{log}");
+    }
+
+    #[test]
     fn refused_machines_get_403() {
         let server = start(UnknownMachines::Refuse);
         let r = get(server.addr, "/boot.ipxe?mac=52:54:00:ff:ff:ff", "");
@@ -1020,6 +1341,250 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         let mut rest = Vec::new();
         let _ = (&idle).read_to_end(&mut rest);
+    }
+
+    /// A slowloris client: sends a request head that never ends, one byte every
+    /// 200 ms, until the server closes the connection or `give_up` passes.
+    /// Returns how long the server kept it open and what it answered.
+    fn trickle(addr: SocketAddr, give_up: Duration) -> (Duration, Vec<u8>) {
+        let stream = TcpStream::connect(addr).unwrap();
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let mut stream = stream.try_clone().unwrap();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let head = b"GET /vmlinuz HTTP/1.1\r\nX-Slow: ";
+                let mut sent = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    let byte = head.get(sent).copied().unwrap_or(b'a');
+                    if stream.write_all(&[byte]).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        let mut reader = stream;
+        reader.set_read_timeout(Some(give_up)).unwrap();
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer);
+        let took = started.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        (took, answer)
+    }
+
+    #[test]
+    fn slow_clients_are_cut_off_at_the_head_deadline() {
+        let server = start_with(
+            UnknownMachines::Default,
+            |o| {
+                o.head_timeout = Duration::from_secs(1);
+                o.idle_timeout = Duration::from_secs(1);
+                o.max_connections = 2;
+            },
+            |_| {},
+        );
+        let addr = server.addr;
+        let slow: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || trickle(addr, Duration::from_secs(8))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Both slots are taken: another client is refused at once.
+        let started = Instant::now();
+        let r = get(addr, "/vmlinuz", "");
+        assert_eq!(r.status, 503);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        for client in slow {
+            let (took, answer) = client.join().unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(took < Duration::from_secs(4), "held for {took:?}");
+            assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        }
+        // The slots are free again.
+        assert_eq!(get(addr, "/vmlinuz", "").status, 200);
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        let cut: Vec<&str> = log.lines().filter(|l| l.contains("status=408")).collect();
+        assert_eq!(cut.len(), 2, "{log}");
+        for line in cut {
+            assert!(
+                line.contains("note=\"request head not complete within 1 s"),
+                "{log}"
+            );
+        }
+    }
+
+    #[test]
+    fn silent_and_idle_connections_are_closed() {
+        let server = start_with(
+            UnknownMachines::Default,
+            |o| {
+                o.head_timeout = Duration::from_secs(1);
+                o.idle_timeout = Duration::from_secs(1);
+            },
+            |_| {},
+        );
+        // Connects and never sends a byte: closed and logged.
+        let mut silent = TcpStream::connect(server.addr).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = silent.read_to_end(&mut answer);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408 "),
+            "{answer:?}"
+        );
+        // One request, then idle: closed without a word.
+        let mut idle = TcpStream::connect(server.addr).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        idle.write_all(b"GET /initramfs.img HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = idle.read_to_end(&mut answer);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("initramfs bytes"),
+            "{answer}"
+        );
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert!(
+            log.contains("status=408") && log.contains("no request within 1 s"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_off() {
+        // More than the socket buffers on both ends hold.
+        let kernel = vec![7u8; 24 << 20];
+        let server = start_with(
+            UnknownMachines::Default,
+            |o| o.send_timeout = Duration::from_secs(1),
+            |dir| replace_artifact(dir, artifacts::KERNEL, &kernel),
+        );
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .write_all(b"GET /vmlinuz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let started = Instant::now();
+        let log = server.log.clone();
+        while !log.text().contains(" aborted") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{}",
+                log.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = log.text();
+        assert!(
+            text.contains("status=200")
+                && text.contains("note=\"the client took more than 1 s to take "),
+            "{text}"
+        );
+        drop(stream);
+        server.stop();
+    }
+
+    /// A kernel of several blocks, so a change can sit in the middle.
+    fn big_kernel() -> Vec<u8> {
+        (0..(1u32 << 20) + 7).map(|i| (i % 253) as u8).collect()
+    }
+
+    #[test]
+    fn an_artifact_changed_after_start_is_not_served() {
+        let kernel = big_kernel();
+        let server = start_with(
+            UnknownMachines::Default,
+            |_| {},
+            |dir| replace_artifact(dir, artifacts::KERNEL, &kernel),
+        );
+        let dir = server._tmp.path().join("lab");
+        let r = get(server.addr, "/vmlinuz", "");
+        assert_eq!((r.status, r.body.len()), (200, kernel.len()));
+        // Rewritten in place, same inode and length (`dd conv=notrunc`).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(artifacts::KERNEL))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 600_000).unwrap();
+        drop(file);
+        for extra in ["", "Range: bytes=599000-601000\r\n", "Range: bytes=0-9\r\n"] {
+            let r = get(server.addr, "/vmlinuz", extra);
+            assert_eq!(r.status, 500, "{extra}");
+            assert!(r.header("etag").is_none(), "{extra}");
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(
+                body.contains("pxe/vmlinuz changed on disk after it was verified"),
+                "{body}"
+            );
+        }
+        // Truncated: never served with its old length.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(artifacts::INITRD))
+            .unwrap();
+        file.set_len(5).unwrap();
+        drop(file);
+        let r = get(server.addr, "/initramfs.img", "");
+        assert_eq!(r.status, 500);
+        assert!(r.header("etag").is_none());
+        // The other files are still served.
+        assert_eq!(get(server.addr, "/manifest.json", "").status, 200);
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        let changed: Vec<&str> = log.lines().filter(|l| l.contains("status=500")).collect();
+        assert_eq!(changed.len(), 4, "{log}");
+        assert!(changed[0].contains("pxe/vmlinuz changed on disk"), "{log}");
+        assert!(
+            changed[3].contains("pxe/initramfs.img changed on disk")
+                && changed[3].contains("15 bytes when verified, 5 now"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_change_that_hides_from_the_metadata_is_caught_while_sending() {
+        let kernel = big_kernel();
+        let server = start_with(
+            UnknownMachines::Default,
+            |_| {},
+            |dir| replace_artifact(dir, artifacts::KERNEL, &kernel),
+        );
+        let path = server._tmp.path().join("lab").join(artifacts::KERNEL);
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 600_000).unwrap();
+        // Same length, and the modification time put back.
+        file.set_modified(modified).unwrap();
+        drop(file);
+        let r = get(server.addr, "/vmlinuz", "");
+        // Whatever arrived is a prefix of what was verified, and short.
+        assert!(r.body.len() < kernel.len(), "{}", r.body.len());
+        assert_eq!(r.body, kernel[..r.body.len()]);
+        // From then on the file is refused before anything is sent.
+        let r = get(server.addr, "/vmlinuz", "Range: bytes=0-9\r\n");
+        assert_eq!(r.status, 500);
+        let log = server.log.clone();
+        server.stop();
+        let log = log.text();
+        assert!(
+            log.contains(" aborted note=\"") && log.contains("pxe/vmlinuz changed on disk"),
+            "{log}"
+        );
     }
 
     #[test]

@@ -9,15 +9,15 @@ use crate::support::{build, build_within, built, scratch, text};
 /// Builds `dir/bad.toml` (with `profile_body`) and expects exit code 1, no
 /// panic and nothing published; returns the output.
 pub fn failing_build(dir: &Path, profile_body: &str) -> String {
+    failing_build_within(dir, profile_body, Duration::from_secs(600))
+}
+
+/// [`failing_build`] that must also end within `limit`.
+pub fn failing_build_within(dir: &Path, profile_body: &str, limit: Duration) -> String {
     let profile = dir.join("bad.toml");
     std::fs::write(&profile, profile_body).unwrap();
     let out = dir.join("out");
-    let output = build_within(
-        profile.to_str().unwrap(),
-        &out,
-        &["--quiet"],
-        Duration::from_secs(600),
-    );
+    let output = build_within(profile.to_str().unwrap(), &out, &["--quiet"], limit);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(!all.contains("panicked"), "{all}");
@@ -189,4 +189,99 @@ fn interrupted_build_never_leaves_a_partial_artifact() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert!(names.iter().all(|n| !n.contains("staging")), "{names:?}");
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn files_sources_are_regular_files_read_with_a_limit() {
+    built("qemu");
+    let dir = scratch("badsource");
+    mkfifo(&dir.join("fifo"));
+    std::fs::create_dir(dir.join("adir")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+    // Sparse: larger than the qemu profile's RAM, nothing to read.
+    let big = std::fs::File::create(dir.join("big")).unwrap();
+    big.set_len(3 << 30).unwrap();
+    for (source, want) in [
+        ("fifo", "is a fifo, not a regular file"),
+        ("/dev/zero", "is a character device, not a regular file"),
+        ("adir", "is a directory, not a regular file"),
+        ("sock", "is a socket, not a regular file"),
+        ("/proc/self/environ", "kernel's /proc file system"),
+        ("big", "is 3221225472 bytes, more than the limit of"),
+    ] {
+        let err = failing_build_within(
+            &dir,
+            &format!("extends = \"qemu\"\n[[files]]\ndest = \"/etc/x\"\nsource = \"{source}\"\n"),
+            Duration::from_secs(120),
+        );
+        assert!(
+            err.contains("bad.toml:2:1: [[files]] source ") && err.contains(want),
+            "{source}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_profiles_fail_at_load_with_positions_and_short_messages() {
+    let dir = scratch("badprofile");
+    mkfifo(&dir.join("fifo.toml"));
+    let fifo = dir.join("fifo.toml").display().to_string();
+    let long = "x".repeat(1_000_000);
+    let cases = [
+        (
+            "extends = \"qemu\"\n[[files]]\ndest = \"/init\"\ncontents = \"#!/bin/sh\"\n"
+                .to_string(),
+            "bad.toml:2:1: /init is mkhost's own (PID 1, mkhost's init)",
+        ),
+        (
+            "extends = \"qemu\"\n[[files]]\ndest = \"/etc/a\"\ncontents = \"1\"\n[[files]]\ndest = \"/etc/a\"\ncontents = \"2\"\n"
+                .to_string(),
+            "bad.toml:5:1: /etc/a is also placed by the [[files]] entry at",
+        ),
+        (
+            format!("extends = {fifo:?}\n"),
+            "is a fifo, not a regular file",
+        ),
+        (
+            format!("extends = \"qemu\"\nhostname = \"{long}\"\n"),
+            "(1000000 bytes)",
+        ),
+        (
+            format!("extends = \"qemu\"\n[boot]\ncmdline = \"{}\"\n", "x=y ".repeat(600)),
+            "over the kernel's limit of 2047 bytes",
+        ),
+        (
+            "extends = \"qemu\"\n[[files]]\ndest = \"/etc/a\\u0000\"\ncontents = \"1\"\n"
+                .to_string(),
+            "contains a NUL byte",
+        ),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let err = failing_build_within(&dir, body, Duration::from_secs(60));
+        assert!(
+            err.contains(want),
+            "case {i}: {}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(err.len() < 2000, "case {i}: {} bytes of error", err.len());
+    }
+    // Invalid UTF-8: the line and column of the first bad byte.
+    let profile = dir.join("bad.toml");
+    std::fs::write(&profile, b"extends = \"qemu\"\ndescription = \"caf\xe9\"\n").unwrap();
+    let output = build_within(
+        profile.to_str().unwrap(),
+        &dir.join("out"),
+        &["--quiet"],
+        Duration::from_secs(60),
+    );
+    let err = text(&output);
+    assert!(err.contains("bad.toml:2:19: not UTF-8: byte 0xe9"), "{err}");
 }
