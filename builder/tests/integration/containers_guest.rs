@@ -174,7 +174,7 @@ pids = 50
         )
         .join("\n");
     assert!(
-        refused.contains("below the minimum of 6 MiB") && refused.contains("rc=2"),
+        refused.contains("below the minimum of 6 MiB") && refused.contains("rc=125"),
         "{refused}"
     );
     assert_eq!(
