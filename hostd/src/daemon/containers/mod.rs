@@ -669,9 +669,11 @@ impl Manager {
         .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
         let host_resolv_conf = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+        // Fresh files in a fresh directory under the state root (RAM on a
+        // host), made again with the container: no rename or fsync needed.
         for (name, text) in config::etc_files(&hostname, &host_resolv_conf) {
             let path = dir.join(name);
-            write_atomic(&path, text.as_bytes(), 0o644)
+            fs::write(&path, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         let spec = CreateSpec {
