@@ -789,24 +789,33 @@ mod tests {
     }
 
     /// A server with `limits` whose handler answers status after `delay`.
+    /// The server, and a count of the requests its handler has begun.
     fn start_limited(
         dir: &Path,
         limits: ServerLimits,
         delay: Duration,
-    ) -> (PathBuf, Shutdown, JoinHandle<ControlSocket>) {
+    ) -> (
+        PathBuf,
+        Shutdown,
+        JoinHandle<ControlSocket>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let path = dir.join("limited.sock");
         let socket = ControlSocket::bind(&path).unwrap();
         let shutdown = Shutdown::new().unwrap();
         let stop = shutdown.clone();
+        let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&begun);
         let thread = std::thread::spawn(move || {
             let handler = move |_req: &Request| {
+                counter.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(delay);
                 Response::Status(status())
             };
             serve_with(socket.listener(), handler, &stop, limits).unwrap();
             socket
         });
-        (path, shutdown, thread)
+        (path, shutdown, thread, begun)
     }
 
     fn limits(max_connections: usize) -> ServerLimits {
@@ -822,7 +831,7 @@ mod tests {
     #[test]
     fn a_request_trickling_in_is_cut_at_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, shutdown, thread) = start_limited(dir.path(), limits(8), Duration::ZERO);
+        let (path, shutdown, thread, _) = start_limited(dir.path(), limits(8), Duration::ZERO);
         let mut slow = UnixStream::connect(&path).unwrap();
         let started = Instant::now();
         let mut cut_off = false;
@@ -851,7 +860,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut limits = limits(4);
         limits.request_deadline = Duration::from_secs(30);
-        let (path, shutdown, thread) = start_limited(dir.path(), limits, Duration::ZERO);
+        let (path, shutdown, thread, _) = start_limited(dir.path(), limits, Duration::ZERO);
         let mut idle: Vec<UnixStream> = (0..50)
             .map(|_| UnixStream::connect(&path).unwrap())
             .collect();
@@ -873,15 +882,20 @@ mod tests {
     #[test]
     fn running_requests_keep_their_slots() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, shutdown, thread) =
-            start_limited(dir.path(), limits(2), Duration::from_millis(700));
+        let (path, shutdown, thread, begun) =
+            start_limited(dir.path(), limits(2), Duration::from_secs(2));
         let busy: Vec<_> = (0..2)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || request(&path, &Request::Gc, Duration::from_secs(5)))
+                std::thread::spawn(move || request(&path, &Request::Gc, Duration::from_secs(10)))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(200));
+        // Both requests are running (not merely connected) before the newcomer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while begun.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the two requests never began");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let line = raw_exchange(&path, b"{\"op\":\"status\"}\n");
         assert!(line.contains("too many connections"), "{line}");
         for b in busy {
