@@ -832,6 +832,49 @@ pub fn render_modules_alias(modules: &[ModuleInfo]) -> String {
     out
 }
 
+/// The buses whose devices are plugged in, and whose drivers
+/// `modules.absent` names (see [`render_modules_absent`]).
+pub const ABSENT_BUSES: &[&str] = &["pci", "usb", "virtio", "scsi", "hid", "sdio", "vmbus"];
+
+/// `modules.absent`, mkhost's own index of what the image leaves out: for
+/// every module of `index` that is neither in `shipped` nor built in, its
+/// aliases on [`ABSENT_BUSES`] (`alias PATTERN MODULE`), and for each such
+/// module the `sets` (set name -> module names) that contain it (`set
+/// MODULE SET`). init reads it when a device matches nothing in the image,
+/// to name the module and the profile key that adds it.
+pub fn render_modules_absent(
+    index: &ModuleIndex,
+    shipped: &[ModuleInfo],
+    sets: &BTreeMap<String, Vec<String>>,
+    release: &str,
+) -> String {
+    let shipped: BTreeSet<&str> = shipped.iter().map(|m| m.name.as_str()).collect();
+    let mut out = format!("# modules of {release} that this image does not ship\n");
+    let mut aliases = String::new();
+    for m in index.iter() {
+        if shipped.contains(m.name.as_str()) || index.is_builtin(&m.name) {
+            continue;
+        }
+        let mut any = false;
+        for alias in &m.aliases {
+            let bus = alias.split(':').next().unwrap_or("");
+            if alias.contains(':') && ABSENT_BUSES.contains(&bus) {
+                any = true;
+                let _ = writeln!(aliases, "alias {alias} {}", m.name);
+            }
+        }
+        if any {
+            for (set, members) in sets {
+                if members.iter().any(|n| normalize(n) == m.name) {
+                    let _ = writeln!(out, "set {} {set}", m.name);
+                }
+            }
+        }
+    }
+    out.push_str(&aliases);
+    out
+}
+
 /// `modules.softdep` for exactly `modules`, in depmod's text format.
 pub fn render_modules_softdep(modules: &[ModuleInfo]) -> String {
     let mut out = String::from("# Soft dependencies extracted from modules themselves.\n");
@@ -1157,6 +1200,38 @@ mod tests {
         assert_load_order(&b);
         assert_eq!(a.builtin, b.builtin);
         assert_eq!(fast.get("ext4").unwrap().aliases, ["fs-ext4", "ext3"]);
+    }
+
+    #[test]
+    fn absent_modules_are_named_with_their_sets() {
+        let t = Tree::new();
+        t.file(
+            "modules.dep",
+            "kernel/drivers/net/virtio_net.ko:\nkernel/drivers/net/e1000.ko:\n\
+             kernel/drivers/net/r8152.ko:\nkernel/fs/isofs.ko:\n",
+        );
+        t.file(
+            "modules.alias",
+            "alias virtio:d00000001v* virtio_net\n\
+             alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+             alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152\n\
+             alias fs-iso9660 isofs\nalias acpi*:PNP0C0A:* e1000\n",
+        );
+        let index = ModuleIndex::load(t.path()).unwrap();
+        let shipped = index.closure(&strings(&["virtio_net"])).unwrap().modules;
+        let sets: BTreeMap<String, Vec<String>> = [
+            ("lab-nics".to_string(), strings(&["e1000", "igb"])),
+            ("virtio".to_string(), strings(&["virtio_net"])),
+        ]
+        .into();
+        let text = render_modules_absent(&index, &shipped, &sets, "6.1.0-test");
+        assert_eq!(
+            text,
+            "# modules of 6.1.0-test that this image does not ship\n\
+             set e1000 lab-nics\n\
+             alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+             alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152\n"
+        );
     }
 
     #[test]

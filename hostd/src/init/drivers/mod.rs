@@ -1,8 +1,10 @@
 //! Kernel modules: the module database and load plans ([`modules`]), loading
 //! drivers for the devices present at boot ([`coldplug`]), reading kernel
-//! [`uevent`]s, and answering the kernel's module autoloader as
-//! `/sbin/modprobe` ([`modprobe`]).
+//! [`uevent`]s ([`absent`] names the modules a device needs that the image
+//! lacks), and answering the kernel's module autoloader as `/sbin/modprobe`
+//! ([`modprobe`]).
 
+pub mod absent;
 pub mod coldplug;
 pub mod modprobe;
 pub mod modules;
