@@ -310,6 +310,7 @@ pub fn start(listener: Listener, context: Context) -> io::Result<Hotplug> {
         dirty: true,
         last_write: None,
         last_overflow_warning: None,
+        burst: 0,
     };
     std::thread::Builder::new()
         .name("hotplug".into())
@@ -349,6 +350,8 @@ struct Worker {
     dirty: bool,
     last_write: Option<Instant>,
     last_overflow_warning: Option<Instant>,
+    /// Events since the heap was last trimmed.
+    burst: usize,
 }
 
 impl Worker {
@@ -364,6 +367,8 @@ impl Worker {
                 match os::recv_uevent(self.fd.as_fd(), &mut buf) {
                     Ok(Some(packet)) => {
                         self.status.events += 1;
+                        self.burst += 1;
+                        self.dirty = true;
                         self.shared.touch();
                         if !packet.from_kernel || packet.truncated {
                             self.status.refused += 1;
@@ -376,6 +381,12 @@ impl Worker {
                     }
                     Ok(None) => {
                         self.drained = true;
+                        // After a flood (a thousand veths), give the heap
+                        // back once it is over.
+                        if self.burst >= BATCH {
+                            self.burst = 0;
+                            os::trim_heap();
+                        }
                         break;
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.overflowed(),
@@ -622,6 +633,7 @@ impl Worker {
             self.db = None;
             os::trim_heap();
         }
+
         if self.dirty
             && self
                 .last_write
@@ -795,6 +807,7 @@ mod tests {
             dirty: false,
             last_write: None,
             last_overflow_warning: None,
+            burst: 0,
         };
         for i in 0..1000 {
             let p = format!(
