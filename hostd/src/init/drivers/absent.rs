@@ -3,12 +3,15 @@
 //! The builder writes `/lib/modules/<release>/modules.absent` next to the
 //! depmod files: the aliases of the kernel's modules that the image leaves
 //! out, for the buses devices are plugged into (pci, usb, virtio, scsi, hid,
-//! sdio, vmbus), and the profile's module sets that would bring each in:
+//! sdio, vmbus), and the profile's module sets that would bring each in.
+//! Each module's block is a `module` line, its `set` lines, then its aliases
+//! (without the trailing wildcard fields every modalias of the bus has):
 //!
 //! ```text
 //! # modules of 6.1.0-57-amd64 that this image does not ship
+//! module e1000
 //! set e1000 lab-nics
-//! alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
+//! pci:v00008086d0000100Esv*
 //! ```
 //!
 //! A device whose modalias matches nothing in `modules.alias` is looked up
@@ -58,23 +61,25 @@ fn bucket(pattern: &str) -> &str {
 pub fn lookup_in<R: BufRead>(reader: R, wanted: &[&str]) -> Vec<Vec<Missing>> {
     let mut found: Vec<Vec<String>> = vec![Vec::new(); wanted.len()];
     let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut module = String::new();
     for line in reader.lines() {
         let Ok(line) = line else { break };
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
-            (Some("set"), Some(module), Some(set)) => {
-                sets.entry(module.to_string())
+            (Some("module"), Some(name), None) => module = name.to_string(),
+            (Some("set"), Some(name), Some(set)) => {
+                sets.entry(name.to_string())
                     .or_default()
                     .push(set.to_string());
             }
-            (Some("alias"), Some(pattern), Some(module)) => {
+            (Some(pattern), None, None) if !module.is_empty() && !pattern.starts_with('#') => {
                 let prefix = bucket(pattern);
                 for (i, modalias) in wanted.iter().enumerate() {
                     if bucket(modalias) == prefix
-                        && !found[i].iter().any(|m| m == module)
+                        && !found[i].contains(&module)
                         && glob::matches(pattern, modalias)
                     {
-                        found[i].push(module.to_string());
+                        found[i].push(module.clone());
                     }
                 }
             }
@@ -111,15 +116,19 @@ mod tests {
 
     const TEXT: &str = "\
 # modules of 6.1.0-test that this image does not ship
+pci:v*
+module e1000
 set e1000 lab-nics
+pci:v00008086d0000100Esv*
+module igb
 set igb lab-nics
 set igb server-nics
-alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
-alias pci:v00008086d000010C9sv*sd*bc*sc*i* igb
-alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152
-alias usb:v0BDAp8153d*dc*dsc*dp*icFFisc*ip*in* r8152
-garbage line
-alias onlyonefield
+pci:v00008086d000010C9sv*
+module r8152
+usb:v0BDAp8153d*
+usb:v0BDAp8153d*dc*dsc*dp*icFF
+garbage line with words
+# usb:v*
 ";
 
     #[test]
@@ -144,7 +153,8 @@ alias onlyonefield
             found[0][0].profile_key(),
             "[modules] sets = [\"lab-nics\"] or include = [\"e1000\"]"
         );
-        // Two aliases of one module count once; no set: include only.
+        // A pattern before any `module` line and comments name nothing; two
+        // aliases of one module count once; no set: include only.
         assert_eq!(found[1].len(), 1);
         assert_eq!(found[1][0].profile_key(), "[modules] include = [\"r8152\"]");
         assert_eq!(found[2][0].sets, ["lab-nics", "server-nics"]);

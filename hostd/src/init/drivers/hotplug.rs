@@ -827,7 +827,7 @@ mod tests {
         // looked up in modules.absent.
         fs::write(
             module_dir.join(absent::FILE),
-            "set e1000 lab-nics\nalias pci:v00008086d0000100E* e1000\n",
+            "module e1000\nset e1000 lab-nics\npci:v00008086d0000100E*\n",
         )
         .unwrap();
         let p = "add@/devices/pci0000:00/0000:00:04.0\0SUBSYSTEM=pci\0MODALIAS=pci:v00008086d0000100Esv0\0";
