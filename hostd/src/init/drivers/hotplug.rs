@@ -79,6 +79,8 @@ pub const MAX_UNMATCHED: usize = 64;
 pub const MAX_SEEN: usize = 4096;
 /// Least time between two rescans after lost events.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+/// The hotplug thread's nice value.
+pub const THREAD_NICE: i32 = 10;
 /// Least time between two status file writes.
 pub const STATUS_EVERY: Duration = Duration::from_millis(500);
 
@@ -356,6 +358,10 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self) {
+        // Behind the boot on a busy CPU (under TCG the boot-time backlog
+        // cost PXE boots ~20 ms); when the boot waits for a device, the
+        // CPU is free and this thread runs at once.
+        let _ = os::set_thread_nice(THREAD_NICE);
         let mut buf = vec![0u8; uevent::MAX_PACKET];
         loop {
             let timeout = self.next_timeout(Instant::now());
