@@ -649,8 +649,8 @@ fn boot(options: &Options, t0: Instant) -> Booted {
         match bootdisk::loader_partuuid(root) {
             Some(partuuid) => match bootdisk::boot_partition(root, &partuuid) {
                 Some(p) => {
-                    host_toml =
-                        host_toml_layer(bootdisk::read_boot_partition(root, p), Instant::now());
+                    let t = Instant::now();
+                    host_toml = host_toml_layer(bootdisk::read_boot_partition(root, p), t);
                 }
                 None => {
                     timeline::phase(&format!(
