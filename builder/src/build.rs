@@ -816,6 +816,9 @@ struct ModulePlan {
     firmware: Vec<(String, PathBuf)>,
     missing_firmware: Vec<String>,
     bytes: u64,
+    /// `modules.absent`: the aliases of the kernel's modules the image
+    /// leaves out, so init can name a device's missing driver.
+    absent: String,
 }
 
 fn plan_modules(
@@ -886,6 +889,8 @@ fn plan_modules(
     }
     missing.sort();
     missing.dedup();
+    let absent =
+        modules::render_modules_absent(&index, &all.modules, &profile.module_sets, &kernel.release);
     Ok(ModulePlan {
         boot: boot.modules,
         all: all.modules,
@@ -893,6 +898,7 @@ fn plan_modules(
         firmware: firmware.into_iter().collect(),
         missing_firmware: missing,
         bytes,
+        absent,
     })
 }
 
@@ -1045,6 +1051,11 @@ fn add_modules(
         &format!("{modules_root}/modules.softdep"),
         0o644,
         cpio::FileData::Bytes(modules::render_modules_softdep(&plan.all).into_bytes()),
+    )?;
+    archive.add_file(
+        &format!("{modules_root}/modules.absent"),
+        0o644,
+        cpio::FileData::Bytes(plan.absent.clone().into_bytes()),
     )?;
     let builtin = kernel.modules_dir.join("modules.builtin");
     if builtin.is_file() {

@@ -179,6 +179,9 @@ pub struct Profile {
     pub min_ram_mib: u64,
     pub ram_headroom_mib: u64,
     pub modules: Vec<ModuleRequest>,
+    /// Every module set the profile chain defines (used or not), by name:
+    /// the image names them when a device needs a module it lacks.
+    pub module_sets: BTreeMap<String, Vec<String>>,
     pub files: Vec<ExtraFile>,
     pub binaries: Vec<ExtraBinary>,
     pub compression_level: i32,
@@ -752,6 +755,14 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         min_ram_mib,
         ram_headroom_mib: merged.ram_headroom_mib.unwrap_or(DEFAULT_RAM_HEADROOM_MIB),
         modules,
+        module_sets: merged
+            .module_sets
+            .iter()
+            .map(|(name, (_, modules))| {
+                let names = modules.iter().map(|(m, _)| m.replace('-', "_")).collect();
+                (name.clone(), names)
+            })
+            .collect(),
         files: merged.files,
         binaries: merged.binaries,
         compression_level,

@@ -832,6 +832,113 @@ pub fn render_modules_alias(modules: &[ModuleInfo]) -> String {
     out
 }
 
+/// The buses whose devices are plugged in, and whose drivers
+/// `modules.absent` names (see [`render_modules_absent`]).
+pub const ABSENT_BUSES: &[&str] = &["pci", "usb", "virtio", "scsi", "hid", "sdio", "vmbus"];
+
+/// The kernel subtrees whose missing modules `modules.absent` names: the
+/// hardware of a container host (NICs, storage, virtio, USB hosts and
+/// sticks, RNG/TPM/crypto, SD/eMMC, memory errors, device passthrough).
+/// Sound, video, media, wireless, serial adapters and input are left out:
+/// thousands of aliases no server needs (they would triple the file).
+pub const ABSENT_DIRS: &[&str] = &[
+    "kernel/drivers/net/",
+    "kernel/drivers/scsi/",
+    "kernel/drivers/ata/",
+    "kernel/drivers/nvme/",
+    "kernel/drivers/block/",
+    "kernel/drivers/md/",
+    "kernel/drivers/virtio/",
+    "kernel/drivers/message/",
+    "kernel/drivers/infiniband/",
+    "kernel/drivers/usb/host/",
+    "kernel/drivers/usb/storage/",
+    "kernel/drivers/mmc/",
+    "kernel/drivers/char/",
+    "kernel/drivers/crypto/",
+    "kernel/drivers/edac/",
+    "kernel/drivers/vfio/",
+    "kernel/drivers/pci/",
+];
+
+/// Subtrees of [`ABSENT_DIRS`] left out all the same.
+pub const ABSENT_SKIP: &[&str] = &[
+    "kernel/drivers/net/wireless/",
+    "kernel/drivers/net/can/",
+    "kernel/drivers/net/wwan/",
+    "kernel/drivers/net/ieee802154/",
+];
+
+/// `modules.absent`, mkhost's own index of what the image leaves out: for
+/// every module of `index` under [`ABSENT_DIRS`] (but not [`ABSENT_SKIP`])
+/// that is neither in `shipped` nor built in and has aliases on
+/// [`ABSENT_BUSES`], a `module NAME` line, a `set NAME SET` line
+/// per set of `sets` (set name -> module names) that holds it, then its
+/// aliases one per line, shortened by [`short_alias`]. init reads it when a
+/// device matches nothing in the image, to name the module and the profile
+/// key that adds it. Compact because every file of the initramfs is copied
+/// into the tmpfs root at each boot (Debian's 6.1 kernel: ~180 KiB).
+pub fn render_modules_absent(
+    index: &ModuleIndex,
+    shipped: &[ModuleInfo],
+    sets: &BTreeMap<String, Vec<String>>,
+    release: &str,
+) -> String {
+    let shipped: BTreeSet<&str> = shipped.iter().map(|m| m.name.as_str()).collect();
+    let mut out = format!("# modules of {release} that this image does not ship\n");
+    for m in index.iter() {
+        let wanted_dir = ABSENT_DIRS.iter().any(|d| m.rel_path.starts_with(d))
+            && !ABSENT_SKIP.iter().any(|d| m.rel_path.starts_with(d));
+        if !wanted_dir || shipped.contains(m.name.as_str()) || index.is_builtin(&m.name) {
+            continue;
+        }
+        let aliases: BTreeSet<&str> = m
+            .aliases
+            .iter()
+            .filter(|a| {
+                a.split_once(':')
+                    .is_some_and(|(bus, _)| ABSENT_BUSES.contains(&bus))
+            })
+            .map(|a| short_alias(a))
+            .collect();
+        if aliases.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "module {}", m.name);
+        for (set, members) in sets {
+            if members.iter().any(|n| normalize(n) == m.name) {
+                let _ = writeln!(out, "set {} {set}", m.name);
+            }
+        }
+        for alias in aliases {
+            out.push_str(alias);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// An alias without its trailing wildcard fields, which every modalias of
+/// its bus carries: `pci:v00008086d0000100Esv*sd*bc*sc*i*` ->
+/// `pci:v00008086d0000100Esv*`, `usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in*` ->
+/// `usb:v0BDAp8153d*`. Matches the same devices.
+pub fn short_alias(alias: &str) -> &str {
+    let mut end = alias.len();
+    while alias[..end].ends_with('*') {
+        let body = &alias[..end - 1];
+        let letters = body.len()
+            - body
+                .trim_end_matches(|c: char| c.is_ascii_lowercase())
+                .len();
+        let token_start = body.len() - letters;
+        if letters == 0 || letters > 3 || !body[..token_start].ends_with('*') {
+            break;
+        }
+        end = token_start;
+    }
+    &alias[..end]
+}
+
 /// `modules.softdep` for exactly `modules`, in depmod's text format.
 pub fn render_modules_softdep(modules: &[ModuleInfo]) -> String {
     let mut out = String::from("# Soft dependencies extracted from modules themselves.\n");
@@ -1157,6 +1264,84 @@ mod tests {
         assert_load_order(&b);
         assert_eq!(a.builtin, b.builtin);
         assert_eq!(fast.get("ext4").unwrap().aliases, ["fs-ext4", "ext3"]);
+    }
+
+    #[test]
+    fn absent_modules_are_named_with_their_sets() {
+        let t = Tree::new();
+        t.file(
+            "modules.dep",
+            "kernel/drivers/net/virtio_net.ko:\nkernel/drivers/net/e1000.ko:\n\
+             kernel/drivers/net/r8152.ko:\nkernel/fs/isofs.ko:\n\
+             kernel/sound/usb/snd-usb-audio.ko:\nkernel/drivers/net/wireless/ath9k.ko:\n",
+        );
+        t.file(
+            "modules.alias",
+            "alias virtio:d00000001v* virtio_net\n\
+             alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+             alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152\n\
+             alias fs-iso9660 isofs\nalias acpi*:PNP0C0A:* e1000\n\
+             alias usb:v0D8Cp0102d*dc*dsc*dp*ic*isc*ip*in* snd_usb_audio\n\
+             alias pci:v0000168Cd00000029sv*sd*bc*sc*i* ath9k\n",
+        );
+        let index = ModuleIndex::load(t.path()).unwrap();
+        let shipped = index.closure(&strings(&["virtio_net"])).unwrap().modules;
+        let sets: BTreeMap<String, Vec<String>> = [
+            ("lab-nics".to_string(), strings(&["e1000", "igb"])),
+            ("virtio".to_string(), strings(&["virtio_net"])),
+        ]
+        .into();
+        let text = render_modules_absent(&index, &shipped, &sets, "6.1.0-test");
+        assert_eq!(
+            text,
+            "# modules of 6.1.0-test that this image does not ship\n\
+             module e1000\n\
+             set e1000 lab-nics\n\
+             pci:v00008086d0000100Esv*\n\
+             module r8152\n\
+             usb:v0BDAp8153d*\n"
+        );
+    }
+
+    #[test]
+    fn short_aliases_drop_trailing_wildcard_fields_only() {
+        assert_eq!(
+            short_alias("pci:v00008086d0000100Esv*sd*bc*sc*i*"),
+            "pci:v00008086d0000100Esv*"
+        );
+        assert_eq!(
+            short_alias("usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in*"),
+            "usb:v0BDAp8153d*"
+        );
+        assert_eq!(
+            short_alias("usb:v*p*d*dc*dsc*dp*ic02isc06ip00in*"),
+            "usb:v*p*d*dc*dsc*dp*ic02isc06ip00in*"
+        );
+        assert_eq!(short_alias("virtio:d00000001v*"), "virtio:d00000001v*");
+        assert_eq!(
+            short_alias("hid:b0003g*v0000046Dp0000C52B"),
+            "hid:b0003g*v0000046Dp0000C52B"
+        );
+        assert_eq!(
+            short_alias("pci:v*d*sv*sd*bc02sc00i*"),
+            "pci:v*d*sv*sd*bc02sc00i*"
+        );
+        assert_eq!(short_alias("*"), "*");
+        for alias in [
+            "pci:v00008086d0000100Esv*sd*bc*sc*i*",
+            "usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in*",
+        ] {
+            let short = short_alias(alias);
+            for modalias in [
+                "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00",
+                "usb:v0BDAp8153d3000dc00dsc00dp00icFFisc00ip00in00",
+            ] {
+                assert_eq!(
+                    mkhost_shared::glob::matches(alias, modalias),
+                    mkhost_shared::glob::matches(short, modalias)
+                );
+            }
+        }
     }
 
     #[test]

@@ -214,6 +214,9 @@ pub struct Status {
     pub uptime_ms: u64,
     /// Containers the daemon runs.
     pub containers: u64,
+    /// Modules init loaded for devices that appeared after coldplug
+    /// ([`crate::init_status`]; left out of the answer when empty).
+    pub late_modules: Vec<String>,
 }
 
 /// A response: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
@@ -269,6 +272,8 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     containers: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    late_modules: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<Vec<ImageSummary>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     imported: Option<ImportReport>,
@@ -304,6 +309,7 @@ impl From<Response> for WireResponse {
                 pid: Some(s.pid),
                 uptime_ms: Some(s.uptime_ms),
                 containers: Some(s.containers),
+                late_modules: (!s.late_modules.is_empty()).then_some(s.late_modules),
                 ..ok
             },
             Response::Images(v) => WireResponse {
@@ -382,6 +388,7 @@ impl TryFrom<WireResponse> for Response {
             pid: need(wire.pid, "pid")?,
             uptime_ms: need(wire.uptime_ms, "uptime_ms")?,
             containers: need(wire.containers, "containers")?,
+            late_modules: wire.late_modules.unwrap_or_default(),
         }))
     }
 }
@@ -430,6 +437,7 @@ struct StatusAnswer {
     pid: Option<u32>,
     uptime_ms: Option<u64>,
     containers: Option<u64>,
+    late_modules: Option<Vec<String>>,
     error: Option<String>,
 }
 
@@ -443,6 +451,7 @@ impl TryFrom<StatusAnswer> for Status {
             pid: answer.pid,
             uptime_ms: answer.uptime_ms,
             containers: answer.containers,
+            late_modules: answer.late_modules,
             error: answer.error,
             ..WireResponse::default()
         })? {
@@ -515,6 +524,7 @@ mod tests {
             pid: 42,
             uptime_ms: 7,
             containers: 0,
+            late_modules: Vec::new(),
         }
     }
 
@@ -563,6 +573,13 @@ mod tests {
         assert_eq!(
             Response::Error("boom".into()).to_line(),
             "{\"ok\":false,\"error\":\"boom\"}\n"
+        );
+        let mut late = status();
+        late.late_modules = vec!["usb_storage".into(), "sd_mod".into()];
+        round_trip(
+            Response::Status(late),
+            json!({"ok": true, "version": "0.1.0", "pid": 42, "uptime_ms": 7, "containers": 0,
+                   "late_modules": ["usb_storage", "sd_mod"]}),
         );
         let back: Response = serde_json::from_str(
             r#"{"ok":true,"version":"1","pid":1,"uptime_ms":2,"containers":3,"future":1}"#,

@@ -10,6 +10,7 @@
 //!   limits and restart policy), its record as `ps` shows it, and the
 //!   boot-time container manifest;
 //! - [`images`]: what the image store reports;
+//! - [`init_status`]: what init did with devices that appeared after boot;
 //! - [`control`]: hostd's control protocol (requests, typed responses, line
 //!   framing and the client side);
 //! - [`paths`]: the paths inside an image both sides name;
@@ -26,5 +27,6 @@ pub mod control;
 pub mod fs;
 pub mod glob;
 pub mod images;
+pub mod init_status;
 pub mod paths;
 pub mod time;

@@ -28,6 +28,9 @@ pub const STATE: &str = "/run/hostd";
 /// The state root of `hostd oci` (runc's `--root`).
 pub const OCI_ROOT: &str = "/run/hostd/oci";
 
+/// init's device status ([`crate::init_status`]).
+pub const INIT_STATUS: &str = "/run/mkhost/init.json";
+
 /// init's log of its own and hostd's lines.
 pub const LOG: &str = "/run/log/hostd.log";
 
@@ -52,6 +55,7 @@ mod tests {
             HOSTD,
             INIT,
             CONTROL_SOCKET,
+            INIT_STATUS,
         ] {
             assert!(p.starts_with('/'), "{p}");
         }

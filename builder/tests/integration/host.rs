@@ -7,7 +7,6 @@
 //! profile, typed on the serial console.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{self, build_custom, built, ready_fields, scratch, Guest};
@@ -197,22 +196,9 @@ fn dhcp_shell_supervision_and_power_button() {
 
 /// A copy of the qemu disk image with `host.toml` on its ESP.
 fn image_with_host_toml(name: &str, host_toml: &str) -> (PathBuf, PathBuf) {
-    let dir = built("qemu");
     let work = scratch(name);
-    let img = work.join("stick.img");
-    std::fs::copy(dir.join("mkhost-qemu.img"), &img).unwrap();
-    let toml = work.join("host.toml");
-    std::fs::write(&toml, host_toml).unwrap();
-    let esp = format!("{}@@1M", img.display());
-    // The directory may already be there (the image ships a template).
-    let _ = Command::new("mmd").args(["-i", &esp, "::/mkhost"]).output();
-    let out = Command::new("mcopy")
-        .args(["-o", "-i", &esp])
-        .arg(&toml)
-        .arg("::/mkhost/host.toml")
-        .output()
-        .expect("mcopy missing: run ci/install-deps (mtools)");
-    assert!(out.status.success(), "{out:?}");
+    let img =
+        support::stick_with_host_toml(&built("qemu").join("mkhost-qemu.img"), &work, host_toml);
     (work, img)
 }
 

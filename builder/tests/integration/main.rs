@@ -9,6 +9,7 @@ mod containers_guest;
 mod guest_runtime;
 mod host;
 mod hostile;
+mod hotplug;
 mod inspect;
 mod netboot;
 mod support;

@@ -409,6 +409,48 @@ pub fn uefi_args(img: &Path, ram_mib: &str) -> Vec<String> {
     ]
 }
 
+/// QEMU arguments booting a GPT image under OVMF from a USB stick, as
+/// `mkhost run --usb` attaches it: `qemu-xhci` (id `xhci`) with a
+/// `usb-storage` device (id `stick`) that enumerates only once the guest
+/// loaded `xhci_pci` (never written: snapshot=on).
+pub fn usb_args(img: &Path, ram_mib: &str) -> Vec<String> {
+    vec![
+        "-m".into(),
+        ram_mib.into(),
+        "-bios".into(),
+        ovmf().display().to_string(),
+        "-drive".into(),
+        format!(
+            "if=none,id=stickdrive,format=raw,snapshot=on,file={}",
+            img.display()
+        ),
+        "-device".into(),
+        "qemu-xhci,id=xhci".into(),
+        "-device".into(),
+        "usb-storage,id=stick,bus=xhci.0,drive=stickdrive,removable=on,bootindex=0".into(),
+    ]
+}
+
+/// Copies `image` into `work/stick.img` and puts `host_toml` on its ESP as
+/// `mkhost/host.toml` (with mtools, at the ESP's 1 MiB offset).
+pub fn stick_with_host_toml(image: &Path, work: &Path, host_toml: &str) -> PathBuf {
+    let img = work.join("stick.img");
+    std::fs::copy(image, &img).unwrap();
+    let toml = work.join("host.toml");
+    std::fs::write(&toml, host_toml).unwrap();
+    let esp = format!("{}@@1M", img.display());
+    // The directory may already be there (the image ships a template).
+    let _ = Command::new("mmd").args(["-i", &esp, "::/mkhost"]).output();
+    let out = Command::new("mcopy")
+        .args(["-o", "-i", &esp])
+        .arg(&toml)
+        .arg("::/mkhost/host.toml")
+        .output()
+        .expect("mcopy missing: run ci/install-deps (mtools)");
+    assert!(out.status.success(), "{out:?}");
+    img
+}
+
 /// Writes `NAME.toml` (extending `parent`, a shipped profile file name, plus
 /// `body`) into `work`, builds it into `work/out`, and returns `work/out/NAME`.
 pub fn build_custom(work: &Path, name: &str, parent: &str, body: &str) -> PathBuf {

@@ -202,6 +202,7 @@ impl Handler {
                     .containers
                     .as_ref()
                     .map_or(0, |c| u64::try_from(c.running()).unwrap_or(u64::MAX)),
+                late_modules: late_modules(Path::new(mkhost_shared::paths::INIT_STATUS)),
             }),
             Request::Run(_)
             | Request::Ps
@@ -303,6 +304,16 @@ unsafe fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError>
         ));
     }
     Ok(zygote)
+}
+
+/// The modules init loaded after coldplug, from its status file (none when
+/// the file is missing or unreadable: hostd runs without init in tests).
+fn late_modules(path: &Path) -> Vec<String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<mkhost_shared::init_status::InitStatus>(&b).ok())
+        .map(|s| s.late_modules.into_iter().map(|m| m.module).collect())
+        .unwrap_or_default()
 }
 
 /// Imports and starts the boot-time containers in a thread of their own, so
@@ -427,6 +438,21 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn late_modules_come_from_inits_status_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("init.json");
+        assert!(late_modules(&path).is_empty());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(late_modules(&path).is_empty());
+        std::fs::write(
+            &path,
+            r#"{"late_modules":[{"module":"nvme","device":"pci:v1B36d10","at_ms":9000}],"events":4}"#,
+        )
+        .unwrap();
+        assert_eq!(late_modules(&path), ["nvme"]);
+    }
 
     #[test]
     fn status_reports_this_process() {

@@ -664,6 +664,7 @@ mod tests {
             pid: 42,
             uptime_ms: 7,
             containers: 0,
+            late_modules: Vec::new(),
         }
     }
     use std::thread::JoinHandle;

@@ -10,17 +10,22 @@
 //!    [`crate::init::logbuf`])
 //! 4. read `mkhost.*` from the kernel command line ([`crate::init::config::cmdline`]) and
 //!    `/etc/mkhost/boot.json` ([`mkhost_shared::boot_config`])
-//! 5. load the boot modules, dependencies first, in parallel where possible;
-//!    mount efivarfs; coldplug drivers for the devices present
-//!    ([`crate::init::drivers::modules`], [`crate::init::drivers::coldplug`])
+//! 5. subscribe to kernel uevents; load the boot modules, dependencies first,
+//!    in parallel where possible; mount efivarfs; coldplug drivers for the
+//!    devices present; start the hotplug thread for the devices that come
+//!    later ([`crate::init::drivers::modules`], [`crate::init::drivers::coldplug`],
+//!    [`crate::init::drivers::hotplug`]); write sysctls ([`crate::init::sysctl`]);
+//!    watch the power button ([`crate::init::power`])
 //! 6. read `mkhost/host.toml` from the boot ESP ([`crate::init::config::bootdisk`]) and
 //!    resolve the settings (command line > host.toml > boot.json,
-//!    [`crate::init::config::host_config`]); set the hostname; write sysctls ([`crate::init::sysctl`])
+//!    [`crate::init::config::host_config`]); set the hostname. When the boot
+//!    partition is not there yet (a USB stick), the main loop waits for it by
+//!    event while hostd already starts
 //! 7. bring up the network: static addresses, DHCP threads, resolv.conf
-//!    ([`crate::init::net`]); watch the power button ([`crate::init::power`])
-//! 8. start hostd and keep it running ([`crate::init::supervisor`]); once it answers
-//!    and the network has settled, print the ready line once; start the debug
-//!    shell when enabled ([`crate::init::shell`])
+//!    ([`crate::init::net`]); NICs that appear later are configured by hotplug
+//! 8. start hostd and keep it running ([`crate::init::supervisor`]); once it answers,
+//!    the settings are applied and the network has settled, print the ready
+//!    line once; start the debug shell when enabled ([`crate::init::shell`])
 //! 9. on SIGTERM, SIGINT (Ctrl-Alt-Del), SIGPWR (power button), SIGUSR1/2:
 //!    stop hostd, kill the rest, sync, unmount, power off (or reboot)
 //!
@@ -53,9 +58,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::init::config::bootdisk::{EspStep, EspWait};
 use crate::init::config::host_config::{self, Settings, Source};
 use crate::init::config::{bootdisk, cmdline};
 use crate::init::drivers::coldplug;
+use crate::init::drivers::hotplug::{self, Hotplug};
 use crate::init::drivers::modules::{self, LoadPlan, ModuleDb, ModuleLoad, PlannedModule};
 use crate::init::logbuf::{LogPump, RingLog, LOG_CAP};
 use crate::init::supervisor::{Event, Runtime, Service, ServiceSpec};
@@ -72,8 +79,6 @@ use timeline::ReadyInfo;
 pub const HOSTD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the other processes after SIGTERM.
 pub const OTHERS_STOP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long boot waits for the boot stick's partition to appear.
-pub const ESP_WAIT: Duration = Duration::from_secs(5);
 /// The debug shell starts at the ready line, or this long after init started
 /// if the host is not ready by then.
 pub const SHELL_LATEST: Duration = Duration::from_secs(30);
@@ -533,6 +538,20 @@ struct Booted {
     shell: Option<DebugShell>,
     reboot: bool,
     pump: Option<LogPump>,
+    /// The hotplug thread, if the uevent socket could be opened.
+    hotplug: Option<Hotplug>,
+    /// Settings still waiting for the boot partition.
+    unsettled: Option<Unsettled>,
+    /// When init started (the debug shell's latest start counts from it).
+    t0: Instant,
+}
+
+/// The host settings, held back until the boot partition appears.
+struct Unsettled {
+    config: Option<BootConfig>,
+    params: cmdline::KernelParams,
+    partuuid: String,
+    wait: EspWait,
 }
 
 fn exit_status(raw: i32) -> std::process::ExitStatus {
@@ -603,44 +622,156 @@ fn boot(options: &Options, t0: Instant) -> Booted {
         coldplug: 0,
         addresses: Vec::new(),
     };
-    load_drivers(options, config.as_ref(), running, &mut ready);
-
-    // Host settings.
-    let host_toml = if real { read_host_toml(root) } else { None };
-    let settings = config
-        .as_ref()
-        .map(|config| resolve_settings(config, host_toml.as_ref(), &params));
-    apply_hostname(options, settings.as_ref(), &mut ready);
+    let hotplug = load_drivers(options, config.as_ref(), running, &mut ready);
     if real {
         if let Some(config) = &config {
             apply_sysctls(root, config);
         }
-    }
-
-    // Network and power button.
-    let network = match (&settings, real) {
-        (Some(settings), true) => net::start(settings),
-        _ => Network::none(),
-    };
-    if real {
         watch_power_button(root);
     }
 
-    let debug_shell = settings.as_ref().is_some_and(|s| s.debug_shell);
-    let shell = (real && debug_shell).then(|| {
-        let mut sh = DebugShell::new(shell::console_device(root, params.console.as_deref()));
-        sh.schedule(t0 + SHELL_LATEST);
-        sh
-    });
-
-    Booted {
+    let mut booted = Booted {
         spec: hostd_spec(options),
         ready,
-        network,
-        shell,
+        network: Network::none(),
+        shell: None,
         reboot: params.reboot,
         pump,
+        hotplug,
+        unsettled: None,
+        t0,
+    };
+
+    // Host settings: host.toml from the boot partition if it is there (or
+    // there is none to wait for); otherwise the main loop waits for it.
+    let mut host_toml = None;
+    if real {
+        match bootdisk::loader_partuuid(root) {
+            Some(partuuid) => match bootdisk::boot_partition(root, &partuuid) {
+                Some(p) => {
+                    let t = Instant::now();
+                    host_toml = host_toml_layer(bootdisk::read_boot_partition(root, p), t);
+                }
+                None => {
+                    timeline::phase(&format!(
+                        "waiting for the boot partition {partuuid} to appear (the boot stick's ESP); starting hostd meanwhile"
+                    ));
+                    booted.unsettled = Some(Unsettled {
+                        config,
+                        params,
+                        partuuid,
+                        wait: EspWait::new(Instant::now()),
+                    });
+                    return booted;
+                }
+            },
+            None => {
+                let t = Instant::now();
+                host_toml = host_toml_layer(Ok(bootdisk::find_host_toml_by_type(root)), t);
+            }
+        }
     }
+    apply_settings(
+        options,
+        &mut booted,
+        config.as_ref(),
+        &params,
+        host_toml.as_ref(),
+    );
+    booted
+}
+
+/// Boot, host settings: resolves them (command line > host.toml >
+/// boot.json), sets the hostname, starts the network (and hands it the NICs
+/// hotplug saw) and schedules the debug shell.
+fn apply_settings(
+    options: &Options,
+    booted: &mut Booted,
+    config: Option<&BootConfig>,
+    params: &cmdline::KernelParams,
+    host_toml: Option<&host_config::Overrides>,
+) {
+    let root = options.root.as_path();
+    let real = !options.test;
+    let settings = config.map(|config| resolve_settings(config, host_toml, params));
+    apply_hostname(options, settings.as_ref(), &mut booted.ready);
+    if let (Some(settings), true) = (&settings, real) {
+        booted.network = net::start(settings);
+        if let Some(hotplug) = &booted.hotplug {
+            let network = booted.network.clone();
+            let earlier = hotplug
+                .shared()
+                .set_nic_handler(std::sync::Arc::new(move |name: &str| network.adopt(name)));
+            for name in earlier {
+                booted.network.adopt(&name);
+            }
+        }
+    }
+    let debug_shell = settings.as_ref().is_some_and(|s| s.debug_shell);
+    if real && debug_shell {
+        let mut sh = DebugShell::new(shell::console_device(root, params.console.as_deref()));
+        sh.schedule(booted.t0 + SHELL_LATEST);
+        booted.shell = Some(sh);
+    }
+}
+
+/// The main loop's part of the wait for the boot partition: looks for it
+/// when disks changed, reads host.toml once it is there, gives up when the
+/// kernel went quiet. Returns whether the settings are applied now.
+fn poll_boot_partition(options: &Options, booted: &mut Booted, now: Instant) -> bool {
+    let root = options.root.as_path();
+    let Some(unsettled) = booted.unsettled.as_mut() else {
+        return true;
+    };
+    let waited = now.saturating_duration_since(unsettled.wait.started());
+    let activity = match &booted.hotplug {
+        Some(h) => h.shared().activity(),
+        // No hotplug thread: look every 250 ms, as if the kernel were quiet.
+        None => hotplug::Activity {
+            block_generation: u64::try_from(waited.as_millis() / 250).unwrap_or(0),
+            quiet_for: waited,
+            busy: false,
+        },
+    };
+    let step = unsettled.wait.step(
+        now,
+        activity.block_generation,
+        activity.quiet_for,
+        activity.busy,
+    );
+    let host_toml = match step {
+        EspStep::Wait => return false,
+        EspStep::Look => match bootdisk::boot_partition(root, &unsettled.partuuid) {
+            Some(p) => {
+                timeline::phase(&format!(
+                    "boot partition {} appeared after {} ms",
+                    p.device.display(),
+                    waited.as_millis()
+                ));
+                host_toml_layer(bootdisk::read_boot_partition(root, p), now)
+            }
+            None => return false,
+        },
+        EspStep::GiveUp { waited, why } => {
+            timeline::warning(&format!(
+                "boot partition {} did not appear within {} ms ({why}; was the stick removed, \
+                 or is its USB or disk driver missing from the image?); booting with the image's settings",
+                unsettled.partuuid,
+                waited.as_millis()
+            ));
+            None
+        }
+    };
+    if let Some(u) = booted.unsettled.take() {
+        apply_settings(
+            options,
+            booted,
+            u.config.as_ref(),
+            &u.params,
+            host_toml.as_ref(),
+        );
+    }
+    true
 }
 
 /// Boot, mounts: the API file systems and, on a real boot, cgroup2's
@@ -797,15 +928,31 @@ fn read_boot_config(root: &Path, running: Option<&str>) -> Option<BootConfig> {
     }
 }
 
-/// Boot, drivers: the boot modules; on a real boot, efivarfs and coldplug
-/// for the devices present.
+/// Boot, drivers: on a real boot the uevent socket first; the boot
+/// modules; on a real boot, efivarfs, coldplug for the devices present and
+/// the hotplug thread for those that come later.
 fn load_drivers(
     options: &Options,
     config: Option<&BootConfig>,
     running: Option<String>,
     ready: &mut ReadyInfo,
-) {
+) -> Option<Hotplug> {
     let root = options.root.as_path();
+    // Subscribed before any module loads, so no device added from here on
+    // is missed, however long coldplug takes.
+    let listener = if options.test {
+        None
+    } else {
+        match hotplug::Listener::open() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                timeline::warning(&format!(
+                    "cannot listen for kernel device events: {e}; devices that appear after coldplug get no driver"
+                ));
+                None
+            }
+        }
+    };
     let release = config
         .map(|c| c.kernel_release.clone())
         .or(running)
@@ -827,14 +974,36 @@ fn load_drivers(
             Ok(false) => {}
             Err(e) => timeline::warning(&e.to_string()),
         }
-        match &db {
-            Some(db) => coldplug_devices(root, &module_dir, db, workers, ready),
-            None => timeline::warning(&format!(
-                "no module index in {}; skipping coldplug",
-                module_dir.display()
-            )),
-        }
+        let report = match &db {
+            Some(db) => Some(coldplug_devices(root, &module_dir, db, workers, ready)),
+            None => {
+                timeline::warning(&format!(
+                    "no module index in {}; skipping coldplug",
+                    module_dir.display()
+                ));
+                None
+            }
+        };
+        let listener = listener?;
+        let (tried, unclaimed) = report
+            .map(|r| (r.tried, r.unclaimed_all))
+            .unwrap_or_default();
+        let context = hotplug::Context {
+            root: root.to_path_buf(),
+            module_dir,
+            db,
+            tried,
+            unclaimed,
+        };
+        return match hotplug::start(listener, context) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                timeline::warning(&format!("cannot start the hotplug thread: {e}"));
+                None
+            }
+        };
     }
+    None
 }
 
 /// The boot config's modules, with their line on the timeline.
@@ -872,7 +1041,7 @@ fn coldplug_devices(
     db: &ModuleDb,
     workers: usize,
     ready: &mut ReadyInfo,
-) {
+) -> coldplug::Report {
     let t = Instant::now();
     let report = coldplug::run(root, module_dir, db, workers);
     for e in &report.failed {
@@ -901,13 +1070,16 @@ fn coldplug_devices(
         },
         elapsed_ms(t)
     ));
+    report
 }
 
-/// Boot, host settings: `mkhost/host.toml` from the boot ESP, if there is
-/// one and it parses.
-fn read_host_toml(root: &Path) -> Option<host_config::Overrides> {
-    let t = Instant::now();
-    match bootdisk::find_host_toml(root, ESP_WAIT) {
+/// Boot, host settings: the layer of `mkhost/host.toml` as read from the
+/// boot ESP (since `t`), if there is one and it parses.
+fn host_toml_layer(
+    read: Result<Option<bootdisk::HostToml>, bootdisk::BootDiskError>,
+    t: Instant,
+) -> Option<host_config::Overrides> {
+    match read {
         Ok(Some(found)) => {
             let origin = format!("{}:{}", found.device.display(), host_config::HOST_TOML);
             match host_config::parse_host_toml(&found.text) {
@@ -1257,9 +1429,13 @@ pub fn run(options: &Options) -> ! {
                 timeline::info(&msg);
             }
         }
-        if !ready_printed && rt.answered {
+        let settled = poll_boot_partition(options, &mut booted, now);
+        if !ready_printed && rt.answered && settled {
             if booted.network.settled(now) {
                 ready_printed = true;
+                if let Some(h) = &booted.hotplug {
+                    h.shared().set_booted();
+                }
                 booted.ready.boot_ms = os::boottime_ms();
                 booted.ready.addresses = booted.network.addresses();
                 timeline::emit(&timeline::format_ready(&booted.ready));

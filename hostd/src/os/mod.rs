@@ -20,7 +20,7 @@
 //! The areas: [`fs`] (mounts, device nodes), [`fd`] (pipes, descriptor
 //! flags, inherited descriptors), [`event`] (`poll`, `epoll`, `eventfd`),
 //! [`process`] (fork, exec, wait, kill, limits), [`signal`] (blocked signals
-//! waited for synchronously), [`socket`] (netlink, UDP, unix sockets with
+//! waited for synchronously), [`socket`] (netlink routing and uevents, UDP, unix sockets with
 //! descriptor passing) and [`system`] (modules, reboot, hostname, clocks,
 //! randomness, the allocator). Everything is re-exported here, so callers
 //! write `os::mount`, `os::pipe`, ...
@@ -41,12 +41,13 @@ pub use fs::{
 };
 pub use process::{
     execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit, raise_nofile,
-    reap_child, set_child_subreaper, Limit, Reaped,
+    reap_child, set_child_subreaper, set_thread_nice, Limit, Reaped,
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
 pub use socket::{
-    accept_with_uid, netlink_route_socket, peer_pid, recv_with_fds, send_with_fds,
-    seqpacket_connect, seqpacket_listen, set_receive_timeout, udp_socket_on_device, MAX_FDS,
+    accept_with_uid, netlink_route_socket, peer_pid, recv_uevent, recv_with_fds, send_with_fds,
+    seqpacket_connect, seqpacket_listen, set_receive_timeout, udp_socket_on_device, uevent_socket,
+    UeventPacket, MAX_FDS,
 };
 pub use system::{
     boottime, boottime_ms, finit_module, limit_malloc_arenas, random_bytes_insecure, reboot,

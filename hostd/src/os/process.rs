@@ -199,9 +199,32 @@ pub fn make_session_leader_with_tty(command: &mut std::process::Command) {
     }
 }
 
+/// Sets the calling thread's nice value (Linux schedules threads one by
+/// one, so this leaves the process's other threads as they are; threads it
+/// creates afterwards inherit the value).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_nice_is_per_thread() {
+        // Raising one's nice value needs no privilege.
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let wanted = (before + 1).min(19);
+        let inside = std::thread::spawn(move || {
+            set_thread_nice(wanted).unwrap();
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, wanted);
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
+    }
 
     #[test]
     fn kill_refuses_process_groups() {

@@ -1,5 +1,6 @@
-//! Sockets on [`rustix::net`]: the netlink socket of `init`'s network setup,
-//! the DHCP client's UDP socket, and the `SOCK_SEQPACKET` unix sockets
+//! Sockets on [`rustix::net`]: the netlink sockets of `init`'s network setup
+//! and of its device hotplug (kernel uevents), the DHCP client's UDP socket,
+//! and the `SOCK_SEQPACKET` unix sockets
 //! between the daemon and its zygote, which carry descriptors
 //! (`SCM_RIGHTS`).
 
@@ -36,6 +37,66 @@ pub fn netlink_route_socket() -> io::Result<File> {
     )?;
     rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0))?;
     Ok(File::from(fd))
+}
+
+/// The kernel's uevent multicast group (udev listens on the same one).
+const UEVENT_GROUP_KERNEL: u32 = 1;
+
+/// A `NETLINK_KOBJECT_UEVENT` socket subscribed to the kernel's device
+/// events, non-blocking, with a receive buffer of `receive_buffer` bytes
+/// (`SO_RCVBUFFORCE`, which ignores `rmem_max` for a privileged process;
+/// falls back to `SO_RCVBUF` otherwise). The kernel queues events from the
+/// moment this returns, so open it before scanning for devices.
+pub fn uevent_socket(receive_buffer: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        Some(rustix::net::netlink::KOBJECT_UEVENT),
+    )?;
+    if sockopt::set_socket_recv_buffer_size_force(&fd, receive_buffer).is_err() {
+        sockopt::set_socket_recv_buffer_size(&fd, receive_buffer)?;
+    }
+    rustix::net::bind(
+        &fd,
+        &netlink::SocketAddrNetlink::new(0, UEVENT_GROUP_KERNEL),
+    )?;
+    Ok(fd)
+}
+
+/// One datagram read by [`recv_uevent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UeventPacket {
+    /// Bytes stored in the buffer.
+    pub len: usize,
+    /// The datagram was longer than the buffer (the rest is lost).
+    pub truncated: bool,
+    /// The sender is the kernel (netlink port 0), not a process.
+    pub from_kernel: bool,
+}
+
+/// Reads one datagram from a [`uevent_socket`] without blocking:
+/// `Ok(None)` when nothing is queued. `ENOBUFS` (events were dropped because
+/// the receive buffer was full) comes back as an error.
+pub fn recv_uevent(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<UeventPacket>> {
+    let capacity = buf.len();
+    loop {
+        match rustix::net::recvfrom(sock, &mut *buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+            Ok((len, full, from)) => {
+                let from_kernel = from
+                    .and_then(|a| netlink::SocketAddrNetlink::try_from(a).ok())
+                    .is_some_and(|a| a.pid() == 0);
+                return Ok(Some(UeventPacket {
+                    len,
+                    truncated: full > capacity,
+                    from_kernel,
+                }));
+            }
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A UDP socket bound to `0.0.0.0:port` that only sends and receives on
@@ -282,6 +343,10 @@ mod tests {
     #[test]
     fn netlink_and_udp_sockets_open() {
         netlink_route_socket().unwrap();
+        // Binding the uevent group needs no privilege; an empty queue is None.
+        let uevents = uevent_socket(1 << 20).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(recv_uevent(uevents.as_fd(), &mut buf).unwrap(), None);
         let udp = udp_socket_on_device("lo", 0).unwrap();
         assert!(udp.broadcast().unwrap());
         assert!(udp_socket_on_device("no\0such", 0).is_err());

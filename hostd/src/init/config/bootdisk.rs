@@ -8,6 +8,13 @@
 //! partition device. Without the variable (another loader, or none) it falls
 //! back to any partition of the EFI System Partition type that holds a
 //! host.toml. The ESP is mounted read-only only while host.toml is read.
+//!
+//! A USB stick (or a disk behind a slow controller) shows up after
+//! coldplug, once hotplug loaded its drivers. The boot waits for it by
+//! event ([`EspWait`]): every disk or partition that appears makes it look
+//! again, and it stops when the partition is there, when the kernel has
+//! been quiet for [`ESP_QUIET`] (a stick removed or never seen), or after
+//! [`ESP_WAIT_MAX`]. Without the variable (PXE) nothing is waited for.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -300,43 +307,119 @@ pub fn read_host_toml_from(root: &Path, device: &Path) -> Result<Option<String>,
     result
 }
 
-/// Finds the boot ESP and reads its host.toml. With `LoaderDevicePartUUID`
-/// set, waits up to `wait` for that partition to appear (USB sticks show up
-/// late); without it, tries every ESP-type partition. `Ok(None)`: no ESP or no
-/// host.toml.
-pub fn find_host_toml(root: &Path, wait: Duration) -> Result<Option<HostToml>, BootDiskError> {
-    if let Some(partuuid) = loader_partuuid(root) {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(p) = partitions(root)
-                .into_iter()
-                .find(|p| p.entry.part_guid == partuuid)
-            {
-                return Ok(read_host_toml_from(root, &p.device)?.map(|text| HostToml {
-                    device: p.device,
-                    found: Found::LoaderPartUuid,
-                    text,
-                }));
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+/// The partition named `partuuid`, if its disk is there.
+pub fn boot_partition(root: &Path, partuuid: &str) -> Option<FoundPartition> {
+    partitions(root)
+        .into_iter()
+        .find(|p| p.entry.part_guid == partuuid)
+}
+
+/// Reads host.toml from the boot partition `p`. `Ok(None)`: no host.toml.
+pub fn read_boot_partition(
+    root: &Path,
+    p: FoundPartition,
+) -> Result<Option<HostToml>, BootDiskError> {
+    Ok(read_host_toml_from(root, &p.device)?.map(|text| HostToml {
+        device: p.device,
+        found: Found::LoaderPartUuid,
+        text,
+    }))
+}
+
+/// Without `LoaderDevicePartUUID`: host.toml from the first partition of
+/// the ESP type that has one, among the disks present now.
+pub fn find_host_toml_by_type(root: &Path) -> Option<HostToml> {
     for p in partitions(root)
         .into_iter()
         .filter(|p| p.entry.type_guid == ESP_TYPE)
     {
         if let Ok(Some(text)) = read_host_toml_from(root, &p.device) {
-            return Ok(Some(HostToml {
+            return Some(HostToml {
                 device: p.device,
                 found: Found::EspType,
                 text,
-            }));
+            });
         }
     }
-    Ok(None)
+    None
+}
+
+/// The boot stops waiting for a boot partition that has not appeared once
+/// the kernel has been quiet this long: no device event, no module loading
+/// (a USB stick is announced within ~1 s of its controller's driver: the
+/// usb-storage driver waits 1 s before it scans).
+pub const ESP_QUIET: Duration = Duration::from_secs(3);
+/// ... and in any case after this long.
+pub const ESP_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// What the boot does next while it waits for the boot partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspStep {
+    /// Disks changed: look for the partition (again).
+    Look,
+    /// Nothing new: keep waiting.
+    Wait,
+    /// Stop waiting.
+    GiveUp {
+        /// How long the boot waited.
+        waited: Duration,
+        /// Why it stopped (for the console).
+        why: &'static str,
+    },
+}
+
+/// Waiting for the boot partition by event: the hotplug thread counts the
+/// disks and partitions that come and go ([`EspWait::step`]'s
+/// `generation`); each change is a reason to look, and a quiet kernel is a
+/// reason to stop. Pure: the tests drive it with made-up clocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspWait {
+    started: Instant,
+    looked_at: Option<u64>,
+}
+
+impl EspWait {
+    /// A wait that starts at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            looked_at: None,
+        }
+    }
+
+    /// When the wait started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The next step, given the disks' `generation`, how long the kernel
+    /// has been `quiet_for` and whether a module is loading (`busy`).
+    pub fn step(
+        &mut self,
+        now: Instant,
+        generation: u64,
+        quiet_for: Duration,
+        busy: bool,
+    ) -> EspStep {
+        if self.looked_at != Some(generation) {
+            self.looked_at = Some(generation);
+            return EspStep::Look;
+        }
+        let waited = now.saturating_duration_since(self.started);
+        if waited >= ESP_WAIT_MAX {
+            return EspStep::GiveUp {
+                waited,
+                why: "the kernel is still busy with devices",
+            };
+        }
+        if !busy && quiet_for.min(waited) >= ESP_QUIET {
+            return EspStep::GiveUp {
+                waited,
+                why: "no device activity",
+            };
+        }
+        EspStep::Wait
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +479,48 @@ mod tests {
             img[o + 16..o + 32].copy_from_slice(&guid_bytes(id));
         }
         img
+    }
+
+    #[test]
+    fn esp_wait_looks_on_every_change_and_stops_when_quiet() {
+        let t0 = Instant::now();
+        let s = |ms: u64| Duration::from_millis(ms);
+        let mut w = EspWait::new(t0);
+        // The first step always looks (the disk may be there already).
+        assert_eq!(w.step(t0, 0, s(0), false), EspStep::Look);
+        assert_eq!(w.step(t0 + s(100), 0, s(100), false), EspStep::Wait);
+        // A disk, then its partitions: look each time.
+        assert_eq!(w.step(t0 + s(900), 1, s(0), false), EspStep::Look);
+        assert_eq!(w.step(t0 + s(950), 3, s(0), false), EspStep::Look);
+        // Quiet, but a module is loading: wait.
+        assert_eq!(w.step(t0 + s(5000), 3, s(4000), true), EspStep::Wait);
+        // Quiet for ESP_QUIET: give up.
+        assert!(matches!(
+            w.step(t0 + s(5000), 3, ESP_QUIET, false),
+            EspStep::GiveUp {
+                why: "no device activity",
+                ..
+            }
+        ));
+        // A kernel that was quiet long before the wait began still gets
+        // ESP_QUIET from the start of the wait.
+        let mut w = EspWait::new(t0);
+        assert_eq!(w.step(t0, 7, s(60_000), false), EspStep::Look);
+        assert_eq!(w.step(t0 + s(1000), 7, s(61_000), false), EspStep::Wait);
+        assert!(matches!(
+            w.step(t0 + ESP_QUIET, 7, s(63_000), false),
+            EspStep::GiveUp { .. }
+        ));
+        // Endless activity: ESP_WAIT_MAX.
+        let mut w = EspWait::new(t0);
+        w.step(t0, 0, s(0), false);
+        assert!(matches!(
+            w.step(t0 + ESP_WAIT_MAX, 0, s(0), true),
+            EspStep::GiveUp {
+                why: "the kernel is still busy with devices",
+                ..
+            }
+        ));
     }
 
     #[test]

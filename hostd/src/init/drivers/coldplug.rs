@@ -73,6 +73,12 @@ pub struct Report {
     /// Devices no module matched and no driver is bound to, by bus
     /// (the modalias prefix), with up to three examples each.
     pub unclaimed: BTreeMap<String, (usize, Vec<String>)>,
+    /// The modaliases of all those devices (unique), for naming the
+    /// modules the image lacks.
+    pub unclaimed_all: Vec<String>,
+    /// Every module coldplug tried to load (loaded or not), so hotplug
+    /// does not try it again.
+    pub tried: HashSet<String>,
 }
 
 impl Report {
@@ -132,10 +138,12 @@ pub fn run(root: &Path, module_dir: &Path, db: &ModuleDb, workers: usize) -> Rep
         let (plan, _) = db.plan(&wanted, &skip);
         if plan.modules.is_empty() || report.rounds > 4 {
             report.unclaimed.clear();
+            let mut all = BTreeSet::new();
             for d in unmatched {
                 if d.path.join("driver").exists() {
                     continue;
                 }
+                all.insert(d.modalias.clone());
                 let bus = d.modalias.split(':').next().unwrap_or("?").to_string();
                 let entry = report.unclaimed.entry(bus).or_default();
                 entry.0 += 1;
@@ -143,6 +151,8 @@ pub fn run(root: &Path, module_dir: &Path, db: &ModuleDb, workers: usize) -> Rep
                     entry.1.push(d.modalias.clone());
                 }
             }
+            report.unclaimed_all = all.into_iter().collect();
+            report.tried = attempted;
             return report;
         }
         for m in &plan.modules {

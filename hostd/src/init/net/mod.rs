@@ -9,11 +9,16 @@
 //! boot asks [`Network::settled`] whether every DHCP link has its first lease
 //! or the configured wait is over, and [`Network::addresses`] for the ready
 //! line. Links that get no lease in time keep trying in the background.
+//!
+//! A NIC that appears later (a USB NIC, a hot-added card, a driver that
+//! creates its netdev asynchronously) is handed over by the hotplug thread
+//! ([`Network::adopt`]) and configured the same way: up, its static address
+//! from the settings or a DHCP thread of its own.
 
 pub mod dhcp;
 pub mod netlink;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -128,10 +133,19 @@ impl NetState {
     }
 }
 
-/// The running network setup.
+/// What configuring a NIC that appears later needs.
+struct Late {
+    settings: Settings,
+    /// Every link the network step or hotplug has seen.
+    known: Mutex<BTreeSet<String>>,
+}
+
+/// The running network setup (cheap to clone: the state is shared).
+#[derive(Clone)]
 pub struct Network {
     state: Arc<Mutex<NetState>>,
     deadline: Instant,
+    late: Option<Arc<Late>>,
 }
 
 impl Network {
@@ -151,6 +165,56 @@ impl Network {
         Self {
             state: Arc::new(Mutex::new(NetState::new(Vec::new(), PathBuf::new()))),
             deadline: Instant::now(),
+            late: None,
+        }
+    }
+
+    /// Configures interface `name`, which appeared after the network step,
+    /// like the network step would have: up, then its static address or
+    /// DHCP. Interfaces seen before, virtual and wireless ones are left alone.
+    pub fn adopt(&self, name: &str) {
+        let Some(late) = &self.late else { return };
+        match late.known.lock() {
+            Ok(mut known) => {
+                if !known.insert(name.to_string()) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => return timeline::error(&format!("{name}: {e}")),
+        };
+        let link = match nl.links() {
+            Ok(links) => links.into_iter().find(|l| l.name == name),
+            Err(e) => return timeline::error(&format!("{name}: {e}")),
+        };
+        let Some(link) = link else { return }; // gone (or renamed) already
+        let settings = &late.settings;
+        let fixed = settings.interfaces.get(name);
+        if fixed.is_none() && (!link.is_wired_ethernet() || is_wireless(name)) {
+            return;
+        }
+        timeline::phase(&format!(
+            "network: {name} appeared after the network step; configuring it"
+        ));
+        if let Err(e) = nl.set_up(link.index, &link.name) {
+            timeline::error(&e.to_string());
+        }
+        if let Some(addr) = fixed {
+            match apply_static(&mut nl, &link, addr) {
+                Ok(()) => {
+                    timeline::phase(&format!("{name}: static address {addr}"));
+                    if let Ok(mut s) = self.state.lock() {
+                        s.set(name, LinkState::Static(*addr));
+                    }
+                }
+                Err(e) => timeline::error(&e.to_string()),
+            }
+        } else if settings.dhcp {
+            let wait = Duration::from_millis(settings.dhcp_timeout_ms.min(86_400_000));
+            spawn_dhcp(link, &settings.hostname, Instant::now() + wait, &self.state);
         }
     }
 }
@@ -311,6 +375,26 @@ fn dhcp_thread(link: Link, hostname: String, deadline: Instant, state: Arc<Mutex
     fail(&state, format!("DHCP client stopped: {err}"));
 }
 
+/// Starts the DHCP thread of `link` (its state Pending until a lease).
+fn spawn_dhcp(link: Link, hostname: &str, deadline: Instant, state: &Arc<Mutex<NetState>>) {
+    if let Ok(mut s) = state.lock() {
+        s.set(&link.name, LinkState::Pending);
+    }
+    let name = link.name.clone();
+    let hostname = hostname.to_string();
+    let shared = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("dhcp-{name}"))
+        .stack_size(128 * 1024)
+        .spawn(move || dhcp_thread(link, hostname, deadline, shared));
+    if let Err(e) = spawned {
+        timeline::error(&format!("{name}: cannot start DHCP thread: {e}"));
+        if let Ok(mut s) = state.lock() {
+            s.set(&name, LinkState::Failed(e.to_string()));
+        }
+    }
+}
+
 /// Brings up links, applies static settings, starts DHCP. `hostname` is sent
 /// to DHCP servers.
 pub fn start(settings: &Settings) -> Network {
@@ -321,9 +405,14 @@ pub fn start(settings: &Settings) -> Network {
         settings.dns.clone(),
         PathBuf::from(RESOLV_CONF),
     )));
+    let late = Arc::new(Late {
+        settings: settings.clone(),
+        known: Mutex::new(BTreeSet::new()),
+    });
     let network = Network {
         state: state.clone(),
         deadline,
+        late: Some(late.clone()),
     };
     let mut nl = match Netlink::open() {
         Ok(nl) => nl,
@@ -339,6 +428,9 @@ pub fn start(settings: &Settings) -> Network {
             return network;
         }
     };
+    if let Ok(mut known) = late.known.lock() {
+        known.extend(links.iter().map(|l| l.name.clone()));
+    }
     for link in &links {
         if link.flags & netlink::IFF_LOOPBACK != 0 {
             if let Err(e) = nl.set_up(link.index, &link.name) {
@@ -402,22 +494,7 @@ pub fn start(settings: &Settings) -> Network {
         return network;
     }
     for link in dhcp_links {
-        if let Ok(mut s) = state.lock() {
-            s.set(&link.name, LinkState::Pending);
-        }
-        let name = link.name.clone();
-        let hostname = settings.hostname.clone();
-        let shared = state.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("dhcp-{name}"))
-            .stack_size(128 * 1024)
-            .spawn(move || dhcp_thread(link, hostname, deadline, shared));
-        if let Err(e) = spawned {
-            timeline::error(&format!("{name}: cannot start DHCP thread: {e}"));
-            if let Ok(mut s) = state.lock() {
-                s.set(&name, LinkState::Failed(e.to_string()));
-            }
-        }
+        spawn_dhcp(link, &settings.hostname, deadline, &state);
     }
     network
 }
