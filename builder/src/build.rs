@@ -1420,6 +1420,7 @@ mod tests {
                 .collect(),
             missing_firmware: Vec::new(),
             bytes: 0,
+            absent: String::new(),
         }
     }
 
