@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use mkhost_shared::container::{BootArchive, BootManifest, RunRequest};
@@ -424,26 +424,12 @@ fn check_file(spec: &ContainerSpec) -> Result<u64, Box<ContainerError>> {
     Ok(meta.len())
 }
 
-fn file_kind(kind: &fs::FileType) -> &'static str {
-    if kind.is_fifo() {
-        "a fifo"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
 fn not_regular(spec: &ContainerSpec, kind: &fs::FileType) -> ContainerError {
     ContainerError::NotRegular {
         origin: spec.archive_origin.clone(),
         name: spec.name().to_owned(),
         path: spec.archive.clone(),
-        kind: file_kind(kind),
+        kind: crate::input_file::kind_of(kind),
     }
 }
 
