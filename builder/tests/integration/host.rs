@@ -157,8 +157,12 @@ fn dhcp_shell_supervision_and_power_button() {
         joined(&blocked)
     );
 
-    // SIGKILL hostd from the shell: init reports and restarts it.
-    guest.send_line("kill -9 $(pidof hostd)");
+    // SIGKILL hostd from the shell: init reports and restarts it. Only the
+    // daemon (init's child): `pidof hostd` also names its zygote, and a
+    // zygote killed first makes the daemon exit 1 on its own, a race.
+    guest.send_line(
+        "for p in $(pidof hostd); do grep -q '^PPid:[[:space:]]*1$' /proc/$p/status && kill -9 $p; done",
+    );
     guest.wait_for(
         "hostd exited (signal: 9 (SIGKILL)), restarting in",
         COMMAND_TIMEOUT,
