@@ -394,19 +394,9 @@ pub fn pxe_args(dir: &Path, ram_mib: &str, extra_cmdline: &str) -> Vec<String> {
 /// QEMU arguments booting a GPT image under OVMF from a virtio disk (never
 /// written: snapshot=on).
 pub fn uefi_args(img: &Path, ram_mib: &str) -> Vec<String> {
-    vec![
-        "-m".into(),
-        ram_mib.into(),
-        "-bios".into(),
-        ovmf().display().to_string(),
-        "-drive".into(),
-        format!(
-            "if=none,id=stick,format=raw,snapshot=on,file={}",
-            img.display()
-        ),
-        "-device".into(),
-        "virtio-blk-pci,drive=stick".into(),
-    ]
+    let mut args = ovmf_with_drive(img, ram_mib, "stick");
+    args.extend(["-device".into(), "virtio-blk-pci,drive=stick".into()]);
+    args
 }
 
 /// QEMU arguments booting a GPT image under OVMF from a USB stick, as
@@ -414,6 +404,19 @@ pub fn uefi_args(img: &Path, ram_mib: &str) -> Vec<String> {
 /// `usb-storage` device (id `stick`) that enumerates only once the guest
 /// loaded `xhci_pci` (never written: snapshot=on).
 pub fn usb_args(img: &Path, ram_mib: &str) -> Vec<String> {
+    let mut args = ovmf_with_drive(img, ram_mib, "stickdrive");
+    args.extend([
+        "-device".into(),
+        "qemu-xhci,id=xhci".into(),
+        "-device".into(),
+        "usb-storage,id=stick,bus=xhci.0,drive=stickdrive,removable=on,bootindex=0".into(),
+    ]);
+    args
+}
+
+/// RAM, OVMF, and `img` as drive `drive_id` (snapshot=on), attached to no
+/// device yet.
+fn ovmf_with_drive(img: &Path, ram_mib: &str, drive_id: &str) -> Vec<String> {
     vec![
         "-m".into(),
         ram_mib.into(),
@@ -421,13 +424,9 @@ pub fn usb_args(img: &Path, ram_mib: &str) -> Vec<String> {
         ovmf().display().to_string(),
         "-drive".into(),
         format!(
-            "if=none,id=stickdrive,format=raw,snapshot=on,file={}",
+            "if=none,id={drive_id},format=raw,snapshot=on,file={}",
             img.display()
         ),
-        "-device".into(),
-        "qemu-xhci,id=xhci".into(),
-        "-device".into(),
-        "usb-storage,id=stick,bus=xhci.0,drive=stickdrive,removable=on,bootindex=0".into(),
     ]
 }
 
