@@ -22,7 +22,8 @@
 //!
 //! The layers, from the bottom: [`os`] is the system-call layer (wrappers on
 //! rustix; the few hand-written `unsafe` calls left sit there and in the OCI
-//! runtime's `runtime::sys`); [`runtime`] builds on it;
+//! runtime's `runtime::sys`); [`runtime`] and [`net`] (rtnetlink,
+//! nf_tables, network namespaces, DHCP) build on it;
 //! [`init`] and [`daemon`] wire everything together and never use each other
 //! (init talks to hostd over the socket like any client). The formats that
 //! cross the build/host boundary live in the `mkhost-shared` crate. The
@@ -34,6 +35,7 @@
 pub mod client;
 pub mod daemon;
 pub mod init;
+pub mod net;
 pub mod os;
 pub mod runtime;
 

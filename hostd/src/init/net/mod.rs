@@ -3,7 +3,7 @@
 //!
 //! [`start`] does the synchronous part (loopback and every wired Ethernet link
 //! up, static addresses and routes, a first resolv.conf) and starts one DHCP
-//! thread per remaining wired link ([`crate::init::net::dhcp::Client`]). The threads share
+//! thread per remaining wired link ([`crate::net::dhcp::Client`]). The threads share
 //! a [`NetState`] behind a mutex: each lease change updates it, reconfigures
 //! the link over netlink and rewrites resolv.conf (atomically, by rename). The
 //! boot asks [`Network::settled`] whether every DHCP link has its first lease
@@ -15,9 +15,6 @@
 //! ([`Network::adopt`]) and configured the same way: up, its static address
 //! from the settings or a DHCP thread of its own.
 
-pub mod dhcp;
-pub mod netlink;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
@@ -28,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use crate::init::config::host_config::{Settings, StaticAddr};
 use crate::init::timeline;
-use dhcp::Lease;
-use netlink::{DefaultRoute, Link, Netlink, NetlinkError};
+use crate::net::dhcp::{self, Lease};
+use crate::net::netlink::{self, DefaultRoute, Link, Netlink, NetlinkError};
 
 /// Where resolv.conf goes.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
