@@ -1090,6 +1090,7 @@ fn add_boot_config(
         modules: plan.boot.iter().map(|m| m.rel_path.clone()).collect(),
         sysctl: profile.sysctl.clone(),
         network: profile.network.clone(),
+        container_networks: profile.container_networks.clone(),
     };
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');

@@ -188,6 +188,8 @@ pub struct Profile {
     /// Kernel tunables init writes under /proc/sys at boot.
     pub sysctl: BTreeMap<String, String>,
     pub network: Network,
+    /// `[container_networks.NAME]`: hostd's container networks.
+    pub container_networks: BTreeMap<String, mkhost_shared::network::NetworkDef>,
     /// Per-machine identities for netboot, keyed by MAC address.
     pub machines: Vec<Machine>,
     pub unknown_machines: UnknownMachines,
@@ -261,6 +263,8 @@ struct RawProfile {
     sysctl: BTreeMap<String, Spanned<SysctlValue>>,
     network: Option<RawNetwork>,
     #[serde(default)]
+    container_networks: BTreeMap<String, Spanned<mkhost_shared::network::NetworkDef>>,
+    #[serde(default)]
     machines: BTreeMap<Spanned<String>, Spanned<RawMachine>>,
     netboot: Option<RawNetboot>,
     debug: Option<RawDebug>,
@@ -298,6 +302,13 @@ struct RawContainer {
     cap_drop: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    network: Option<Spanned<String>>,
+    /// `-p` values: `"8080:80"`, `"127.0.0.1:53:53/udp"`.
+    #[serde(default)]
+    publish: Vec<Spanned<String>>,
+    #[serde(default)]
+    network_aliases: Vec<String>,
+    ip: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -649,6 +660,7 @@ struct Merged {
     ram_headroom_mib: Option<u64>,
     compression_level: Option<(i32, Origin)>,
     sysctl: BTreeMap<String, String>,
+    container_networks: BTreeMap<String, mkhost_shared::network::NetworkDef>,
     dhcp: Option<bool>,
     dhcp_timeout_ms: Option<u64>,
     dns: Option<Vec<String>>,
@@ -767,6 +779,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         binaries: merged.binaries,
         compression_level,
         sysctl: merged.sysctl,
+        container_networks: merged.container_networks,
         network: Network {
             dhcp: merged.dhcp.unwrap_or(true),
             dhcp_timeout_ms: merged.dhcp_timeout_ms.unwrap_or(DEFAULT_DHCP_TIMEOUT_MS),
@@ -1017,6 +1030,17 @@ fn merge_host_settings(merged: &mut Merged, file: &LoadedFile) -> Result<(), Pro
             SysctlValue::Flag(b) => u8::from(*b).to_string(),
         };
         merged.sysctl.insert(key.clone(), text);
+    }
+    for (name, def) in &raw.container_networks {
+        def.get_ref()
+            .spec(name)
+            .map_err(|e| ProfileError::Invalid {
+                origin: file.origin(def.span()),
+                message: format!("[container_networks.{name}]: {e}"),
+            })?;
+        merged
+            .container_networks
+            .insert(name.clone(), def.get_ref().clone());
     }
     if let Some(net) = &raw.network {
         if let Some(dhcp) = net.dhcp {
@@ -1471,6 +1495,27 @@ fn container_from_raw(
             .unwrap_or_default(),
         labels: raw.labels.clone(),
         auto_remove: false,
+        network: raw.network.as_ref().map(|n| n.get_ref().clone()),
+        publish: {
+            let mut ports = Vec::new();
+            for p in &raw.publish {
+                ports.extend(
+                    mkhost_shared::network::parse_publish(p.get_ref())
+                        .map_err(|e| at(p.span(), format!("{what}: publish: {e}")))?,
+                );
+            }
+            ports
+        },
+        network_aliases: raw.network_aliases.clone(),
+        ip: match &raw.ip {
+            Some(ip) => Some(ip.get_ref().parse().map_err(|_| {
+                at(
+                    ip.span(),
+                    format!("{what}: ip {:?} is not an IPv4 address", ip.get_ref()),
+                )
+            })?),
+            None => None,
+        },
     };
     // Everything above is what validate checks; this keeps the two in step.
     request.validate().map_err(|err| {
@@ -1484,6 +1529,8 @@ fn container_from_raw(
                 flag: "cap_add", ..
             } => raw.cap_add.as_ref().map(Spanned::span),
             RequestError::Capability { .. } => raw.cap_drop.as_ref().map(Spanned::span),
+            RequestError::Network(_) => raw.network.as_ref().map(Spanned::span),
+            RequestError::Port(_) => raw.publish.first().map(Spanned::span),
             _ => None,
         };
         at(span.unwrap_or(c.span()), format!("{what}: {err}"))

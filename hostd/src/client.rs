@@ -22,6 +22,11 @@ pub fn container(socket: &Path, request: &Request) -> ExitCode {
             Response::Logs(text) => print!("{text}"),
             Response::Container(record) => println!("{}", record.id),
             Response::Ps(rows) => print!("{}", ps_table(&rows)),
+            Response::Ports(ports) => {
+                for port in ports {
+                    println!("{port}");
+                }
+            }
             other => return Err(unexpected(&other)),
         }
         Ok(())
@@ -226,11 +231,89 @@ pub fn ps(socket: &Path, json: bool) -> ExitCode {
     )
 }
 
+/// `network ls|create|inspect|rm`: a table for `ls`, JSON for `inspect`
+/// (and `ls --json`), the name for `create` and `rm`.
+pub fn network(socket: &Path, request: &Request, json: bool) -> ExitCode {
+    client(socket, request, request.client_timeout(), |response| {
+        let Response::Networks(list) = response else {
+            return Err(unexpected(&response));
+        };
+        match request {
+            Request::Networks if !json => print!("{}", network_table(&list)),
+            Request::Networks | Request::NetworkInspect { .. } => {
+                let value = if matches!(request, Request::NetworkInspect { .. }) {
+                    serde_json::to_value(list.first())
+                } else {
+                    serde_json::to_value(&list)
+                };
+                let text = value
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                    .map_err(|e| e.to_string())?;
+                println!("{text}");
+            }
+            _ => {
+                for n in list {
+                    println!("{}", n.spec.name);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn network_table(list: &[mkhost_shared::control::NetworkInfo]) -> String {
+    let mut out = format!(
+        "{:<20} {:<8} {:<18} {:<15} {:<10} {:<10} {}\n",
+        "NAME", "DRIVER", "SUBNET", "GATEWAY", "PARENT", "ORIGIN", "CONTAINERS"
+    );
+    for n in list {
+        let dash = || "-".to_string();
+        out.push_str(&format!(
+            "{:<20} {:<8} {:<18} {:<15} {:<10} {:<10} {}\n",
+            n.spec.name,
+            n.spec.driver,
+            n.spec.subnet.map_or_else(|| "dhcp".to_string(), |s| s.to_string()),
+            n.spec.gateway.map_or_else(dash, |g| g.to_string()),
+            n.spec.parent.clone().unwrap_or_else(dash),
+            n.origin,
+            n.containers.len()
+        ));
+    }
+    out
+}
+
+/// What `ps` shows of a container's network: its address (or mode) and
+/// published ports, as `docker ps` writes them.
+fn network_column(r: &Record) -> (String, String) {
+    let Some(a) = &r.network else {
+        return ("-".into(), String::new());
+    };
+    let address = match a.address {
+        Some(ip) => format!("{}:{ip}", a.network),
+        None => a.network.clone(),
+    };
+    let ports = a
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                p.host_port,
+                p.container_port,
+                p.protocol
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    (address, ports)
+}
+
 /// `ps`: one row per container.
 fn ps_table(rows: &[Record]) -> String {
     let mut out = format!(
-        "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
-        "NAME", "ID", "IMAGE", "STATUS", "PID", "RESTARTS", "CREATED"
+        "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {:<25} {:<26} {}\n",
+        "NAME", "ID", "IMAGE", "STATUS", "PID", "RESTARTS", "CREATED", "NETWORK", "PORTS"
     );
     for r in rows {
         let status = match (r.status.as_str(), r.exit_code) {
@@ -239,10 +322,15 @@ fn ps_table(rows: &[Record]) -> String {
             ("exited", None) => "exited(?)".to_string(),
             (other, _) => other.to_string(),
         };
-        out.push_str(&format!(
-            "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {}\n",
-            r.name, r.id, r.image, status, r.pid, r.restart_count, r.created
-        ));
+        let (address, ports) = network_column(r);
+        out.push_str(
+            format!(
+                "{:<20} {:<16} {:<20} {:<18} {:<8} {:<8} {:<25} {:<26} {}",
+                r.name, r.id, r.image, status, r.pid, r.restart_count, r.created, address, ports
+            )
+            .trim_end(),
+        );
+        out.push('\n');
     }
     out
 }

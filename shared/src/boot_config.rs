@@ -63,6 +63,10 @@ pub struct BootConfig {
     /// Network settings (overridable by host.toml and `mkhost.*` parameters).
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Container networks by name (`[container_networks.NAME]`; host.toml
+    /// replaces or adds entries by name).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub container_networks: std::collections::BTreeMap<String, crate::network::NetworkDef>,
 }
 
 /// Network settings of the image.

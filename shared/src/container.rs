@@ -11,6 +11,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::network::{
+    valid_network_name, Attachment, PortMapping, DEFAULT_NETWORK, MODE_HOST, MODE_NONE,
+};
+
 /// Smallest memory limit hostd accepts (Docker's minimum): below it the
 /// container's init is killed by the OOM killer before it runs anything.
 pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
@@ -70,6 +74,18 @@ pub struct RunRequest {
     /// Remove the container once it has exited for good (`docker run --rm`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub auto_remove: bool,
+    /// `host`, `none` or a network's name (default: [`DEFAULT_NETWORK`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Published ports (`-p`; bridge networks only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PortMapping>,
+    /// More names the container answers to on its network (`--network-alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_aliases: Vec<String>,
+    /// A fixed address on its network (`--ip`), instead of the next free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -202,6 +218,11 @@ pub fn valid_hostname(name: &str) -> bool {
 }
 
 impl RunRequest {
+    /// The network mode or name the container joins.
+    pub fn network_name(&self) -> &str {
+        self.network.as_deref().unwrap_or(DEFAULT_NETWORK)
+    }
+
     /// Checks everything that does not need the image: name, env, limits.
     pub fn validate(&self) -> Result<(), RequestError> {
         if self.image.is_empty() {
@@ -238,6 +259,37 @@ impl RunRequest {
         }
         if let Some(key) = self.labels.keys().find(|k| k.is_empty()) {
             return Err(RequestError::Label(key.clone()));
+        }
+        if let Some(network) = &self.network {
+            if !valid_network_name(network) {
+                return Err(RequestError::Network(network.clone()));
+            }
+        }
+        let own_namespace = !matches!(self.network.as_deref(), Some(MODE_HOST | MODE_NONE));
+        if !own_namespace && !self.publish.is_empty() {
+            return Err(RequestError::Conflict(
+                "published ports (-p) need a network (not --network host or none)",
+            ));
+        }
+        if !own_namespace && (!self.network_aliases.is_empty() || self.ip.is_some()) {
+            return Err(RequestError::Conflict(
+                "network aliases and --ip need a network (not --network host or none)",
+            ));
+        }
+        if let Some(alias) = self.network_aliases.iter().find(|a| !valid_hostname(a)) {
+            return Err(RequestError::Hostname(alias.clone()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for port in &self.publish {
+            if port.host_port == 0 || port.container_port == 0 {
+                return Err(RequestError::Port(format!("{port}: port 0")));
+            }
+            if !seen.insert((port.host_ip, port.host_port, port.protocol)) {
+                return Err(RequestError::Port(format!(
+                    "host port {}/{} is published twice",
+                    port.host_port, port.protocol
+                )));
+            }
         }
         if self.auto_remove && !self.restart.is_no() {
             return Err(RequestError::Conflict(
@@ -568,6 +620,9 @@ pub struct Record {
     /// Removed once it exits for good (`--rm`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub auto_remove: bool,
+    /// Its network: `host`, `none`, or a network with its address and ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Attachment>,
 }
 
 /// Why a request is refused before anything is created.
@@ -606,6 +661,12 @@ pub enum RequestError {
     /// A label without a key.
     #[error("invalid label {0:?}: the key is empty (expected KEY=value)")]
     Label(String),
+    /// A network name that cannot name one.
+    #[error("invalid network {0:?} (host, none, or a network name: letters, digits, '_', '.', '-')")]
+    Network(String),
+    /// A bad published port.
+    #[error("invalid published port: {0}")]
+    Port(String),
     /// Two options that exclude each other.
     #[error("conflicting options: {0}")]
     Conflict(&'static str),

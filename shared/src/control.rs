@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{ExecError, Record, RunRequest};
 use crate::images::{GcReport, ImageInfo, ImageSummary, ImportReport, Removed};
+use crate::network::{NetworkSpec, PortMapping};
 
 /// Longest request line the server accepts, in bytes (newline excluded).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -165,6 +166,25 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// Every container network.
+    Networks,
+    /// Creates a network.
+    NetworkCreate(NetworkSpec),
+    /// Removes a network no container uses.
+    NetworkRm {
+        /// Its name.
+        name: String,
+    },
+    /// One network with its containers.
+    NetworkInspect {
+        /// Its name.
+        name: String,
+    },
+    /// A container's published ports.
+    Port {
+        /// Container name or id.
+        name: String,
+    },
 }
 
 impl Request {
@@ -175,6 +195,10 @@ impl Request {
             Request::Images | Request::InspectImage { .. } => READ_TIMEOUT,
             Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
             Request::Ps | Request::Logs { .. } => READ_TIMEOUT,
+            Request::Networks | Request::NetworkInspect { .. } | Request::Port { .. } => {
+                READ_TIMEOUT
+            }
+            Request::NetworkCreate(_) | Request::NetworkRm { .. } => WRITE_TIMEOUT,
             Request::Run(_) | Request::Rm { .. } | Request::Start { .. } => WRITE_TIMEOUT,
             Request::Stop { timeout_secs, .. } => READ_TIMEOUT.saturating_add(Duration::from_secs(
                 timeout_secs.unwrap_or(10).min(MAX_STOP_TIMEOUT_SECS),
@@ -217,6 +241,45 @@ pub struct Status {
     /// Modules init loaded for devices that appeared after coldplug
     /// ([`crate::init_status`]; left out of the answer when empty).
     pub late_modules: Vec<String>,
+    /// Containers attached to a network, addresses leased on the networks,
+    /// and rules in hostd's nftables table (None without networks).
+    pub network: Option<NetworkCounts>,
+}
+
+/// What the daemon's networks hold, for `status` (and leak checks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkCounts {
+    /// Networks defined.
+    pub networks: u64,
+    /// Containers with a network namespace of hostd's.
+    pub attached: u64,
+    /// Addresses handed out (pools and DHCP leases).
+    pub leases: u64,
+    /// Rules in the `ip mkhost` nftables table.
+    pub nft_rules: u64,
+}
+
+/// A network as `network ls` and `network inspect` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The definition, with the subnet and gateway hostd chose filled in.
+    pub spec: NetworkSpec,
+    /// Where it was defined: `default`, `profile`, `host.toml` or `api`.
+    pub origin: String,
+    /// The containers on it: name and address.
+    #[serde(default)]
+    pub containers: Vec<NetworkMember>,
+}
+
+/// A container on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkMember {
+    /// Container name.
+    pub name: String,
+    /// Container id.
+    pub id: String,
+    /// Its address (CIDR form).
+    pub address: String,
 }
 
 /// A response: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
@@ -246,6 +309,10 @@ pub enum Response {
     Logs(String),
     /// `container`: the record of the container `stop`, `start` or `rm` acted on.
     Container(Box<Record>),
+    /// `networks`: every network (`network ls`, and one for create and inspect).
+    Networks(Vec<NetworkInfo>),
+    /// `ports`: a container's published ports.
+    Ports(Vec<PortMapping>),
     /// The request failed; the message says why.
     Error(String),
     /// `run` failed because the container's command could not be started
@@ -274,6 +341,8 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     late_modules: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    network: Option<NetworkCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<Vec<ImageSummary>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     imported: Option<ImportReport>,
@@ -291,6 +360,10 @@ struct WireResponse {
     logs: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     container: Option<Box<Record>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    networks: Option<Vec<NetworkInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ports: Option<Vec<PortMapping>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +383,7 @@ impl From<Response> for WireResponse {
                 uptime_ms: Some(s.uptime_ms),
                 containers: Some(s.containers),
                 late_modules: (!s.late_modules.is_empty()).then_some(s.late_modules),
+                network: s.network,
                 ..ok
             },
             Response::Images(v) => WireResponse {
@@ -337,6 +411,14 @@ impl From<Response> for WireResponse {
             },
             Response::Container(v) => WireResponse {
                 container: Some(v),
+                ..ok
+            },
+            Response::Networks(v) => WireResponse {
+                networks: Some(v),
+                ..ok
+            },
+            Response::Ports(v) => WireResponse {
+                ports: Some(v),
                 ..ok
             },
             Response::Error(error) => WireResponse {
@@ -379,7 +461,9 @@ impl TryFrom<WireResponse> for Response {
             .or(wire.id.map(Response::Started))
             .or(wire.ps.map(Response::Ps))
             .or(wire.logs.map(Response::Logs))
-            .or(wire.container.map(Response::Container));
+            .or(wire.container.map(Response::Container))
+            .or(wire.networks.map(Response::Networks))
+            .or(wire.ports.map(Response::Ports));
         if let Some(answer) = answer {
             return Ok(answer);
         }
@@ -389,6 +473,7 @@ impl TryFrom<WireResponse> for Response {
             uptime_ms: need(wire.uptime_ms, "uptime_ms")?,
             containers: need(wire.containers, "containers")?,
             late_modules: wire.late_modules.unwrap_or_default(),
+            network: wire.network,
         }))
     }
 }

@@ -9,6 +9,7 @@
 //! - [`container`]: what a container is asked to be (the `run` request, its
 //!   limits and restart policy), its record as `ps` shows it, and the
 //!   boot-time container manifest;
+//! - [`network`]: container networks, published ports and attachments;
 //! - [`images`]: what the image store reports;
 //! - [`init_status`]: what init did with devices that appeared after boot;
 //! - [`control`]: hostd's control protocol (requests, typed responses, line
@@ -28,5 +29,6 @@ pub mod fs;
 pub mod glob;
 pub mod images;
 pub mod init_status;
+pub mod network;
 pub mod paths;
 pub mod time;

@@ -31,6 +31,9 @@ pub const OCI_ROOT: &str = "/run/hostd/oci";
 /// init's device status ([`crate::init_status`]).
 pub const INIT_STATUS: &str = "/run/mkhost/init.json";
 
+/// The container networks init hands hostd (profile and host.toml merged).
+pub const NETWORKS: &str = "/run/mkhost/networks.json";
+
 /// init's log of its own and hostd's lines.
 pub const LOG: &str = "/run/log/hostd.log";
 

@@ -55,6 +55,11 @@ fn run(command: Cli) -> ExitCode {
             detach,
         } => client::run(&socket, &request, detach),
         Cli::Ps { socket, json } => client::ps(&socket, json),
+        Cli::Network {
+            socket,
+            request,
+            json,
+        } => client::network(&socket, &request, json),
         Cli::Follow { socket, name } => client::follow_logs(&socket, &name),
         Cli::Oci(oci) => oci_main(oci),
         Cli::Zygote {

@@ -25,6 +25,7 @@
 
 pub mod containers;
 pub mod log;
+pub mod network;
 pub mod server;
 pub mod zygote;
 
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::os::SignalSet;
 use containers::{Manager, RunError, STOP_TIMEOUT};
 use log::log;
+use network::{Definition, NetworkOptions, Networks};
 use mkhost_shared::control::{check_stop_timeout, Request, Response, Status, MAX_WAIT_MS};
 use mkhost_shared::paths;
 use mkhost_store::{Store, StoreError};
@@ -81,6 +83,8 @@ pub struct DaemonOptions {
     pub state: PathBuf,
     /// The boot-time container manifest, if any.
     pub boot_manifest: Option<PathBuf>,
+    /// The container networks init defined ([`paths::NETWORKS`]), if any.
+    pub networks: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -90,6 +94,7 @@ impl Default for DaemonOptions {
             store: PathBuf::from(paths::STORE),
             state: PathBuf::from(paths::STATE),
             boot_manifest: Some(PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
+            networks: Some(PathBuf::from(paths::NETWORKS)),
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Handler {
     store: Mutex<Option<Store>>,
     /// The containers; `None` without a zygote.
     containers: Option<Arc<Manager>>,
+    /// The container networks; `None` without a zygote.
+    networks: Option<Arc<Networks>>,
 }
 
 impl Handler {
@@ -114,6 +121,7 @@ impl Handler {
             store_root: store_root.to_path_buf(),
             store: Mutex::new(None),
             containers: None,
+            networks: None,
         };
         match handler.store() {
             Ok(store) => log(&format!("image store at {}", store.root().display())),
@@ -123,9 +131,30 @@ impl Handler {
     }
 
     /// Adds container support.
-    pub fn with_containers(mut self, containers: Arc<Manager>) -> Self {
+    pub fn with_containers(mut self, containers: Arc<Manager>, networks: Arc<Networks>) -> Self {
         self.containers = Some(containers);
+        self.networks = Some(networks);
         self
+    }
+
+    fn network_request(&self, request: &Request) -> Response {
+        let Some(networks) = self.networks.as_deref() else {
+            return Response::Error("networks are not available".into());
+        };
+        let answer = match request {
+            Request::Networks => Ok(Response::Networks(networks.list())),
+            Request::NetworkCreate(spec) => networks
+                .create(spec.clone())
+                .map(|n| Response::Networks(vec![n])),
+            Request::NetworkRm { name } => networks
+                .remove(name)
+                .map(|n| Response::Networks(vec![n])),
+            Request::NetworkInspect { name } => networks
+                .inspect(name)
+                .map(|n| Response::Networks(vec![n])),
+            _ => Err("not a network request".into()),
+        };
+        answer.unwrap_or_else(Response::Error)
     }
 
     fn containers(&self) -> Result<&Manager, Response> {
@@ -173,6 +202,9 @@ impl Handler {
             Request::Rm { name, force } => manager
                 .rm(name, *force)
                 .map(|r| Response::Container(Box::new(r))),
+            Request::Port { name } => manager.record(name).map(|r| {
+                Response::Ports(r.network.map(|n| n.ports).unwrap_or_default())
+            }),
             _ => Err("not a container request".into()),
         };
         answer.unwrap_or_else(Response::Error)
@@ -203,6 +235,7 @@ impl Handler {
                     .as_ref()
                     .map_or(0, |c| u64::try_from(c.running()).unwrap_or(u64::MAX)),
                 late_modules: late_modules(Path::new(mkhost_shared::paths::INIT_STATUS)),
+                network: self.networks.as_ref().map(|n| n.status()),
             }),
             Request::Run(_)
             | Request::Ps
@@ -210,7 +243,12 @@ impl Handler {
             | Request::Stop { .. }
             | Request::Start { .. }
             | Request::Wait { .. }
-            | Request::Rm { .. } => self.container_request(request),
+            | Request::Rm { .. }
+            | Request::Port { .. } => self.container_request(request),
+            Request::Networks
+            | Request::NetworkCreate(_)
+            | Request::NetworkRm { .. }
+            | Request::NetworkInspect { .. } => self.network_request(request),
             Request::Images => self.with_store(|s| s.list().map(Response::Images)),
             Request::Import { path, reference } => {
                 if !path.is_absolute() {
@@ -306,6 +344,36 @@ unsafe fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError>
     Ok(zygote)
 }
 
+/// The networks init defined (none when the file is missing: hostd runs
+/// without init in tests; a bad file is logged and ignored).
+fn load_definitions(path: Option<&Path>) -> Vec<Definition> {
+    let Some(path) = path else {
+        return Vec::new();
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            log(&format!("networks: cannot read {}: {e}", path.display()));
+            return Vec::new();
+        }
+    };
+    match serde_json::from_slice::<mkhost_shared::network::NetworkDefinitions>(&bytes) {
+        Ok(defs) => defs
+            .networks
+            .into_iter()
+            .map(|d| Definition {
+                spec: d.spec,
+                origin: d.origin,
+            })
+            .collect(),
+        Err(e) => {
+            log(&format!("networks: ignoring {}: {e}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
 /// The modules init loaded after coldplug, from its status file (none when
 /// the file is missing or unreadable: hostd runs without init in tests).
 fn late_modules(path: &Path) -> Vec<String> {
@@ -390,15 +458,22 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             shutdown.trigger();
         })
     };
-    let containers =
-        Manager::new(&options.state, zygote, on_lost).map_err(|source| DaemonError::State {
+    let networks = Arc::new(Networks::start(NetworkOptions {
+        state: options.state.clone(),
+        definitions: load_definitions(options.networks.as_deref()),
+        resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        dhcp_timeout: network::DHCP_TIMEOUT,
+    }));
+    let containers = Manager::new(&options.state, zygote, Arc::clone(&networks), on_lost)
+        .map_err(|source| DaemonError::State {
             path: options.state.join("containers"),
             source,
         })?;
     let containers = Arc::new(containers);
 
     let socket = ControlSocket::bind(&options.socket)?;
-    let handler = Handler::new(started, &options.store).with_containers(Arc::clone(&containers));
+    let handler = Handler::new(started, &options.store)
+        .with_containers(Arc::clone(&containers), networks);
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
     }

@@ -665,6 +665,7 @@ mod tests {
             uptime_ms: 7,
             containers: 0,
             late_modules: Vec::new(),
+            network: None,
         }
     }
     use std::thread::JoinHandle;

@@ -695,6 +695,7 @@ fn apply_settings(
     let real = !options.test;
     let settings = config.map(|config| resolve_settings(config, host_toml, params));
     apply_hostname(options, settings.as_ref(), &mut booted.ready);
+    write_network_definitions(options, settings.as_ref());
     if let (Some(settings), true) = (&settings, real) {
         booted.network = net::start(settings);
         if let Some(hotplug) = &booted.hotplug {
@@ -1121,6 +1122,23 @@ fn resolve_settings(
         timeline::warning(&w);
     }
     s
+}
+
+/// Writes the container networks (profile, then host.toml) for hostd.
+fn write_network_definitions(options: &Options, settings: Option<&Settings>) {
+    let Some(settings) = settings else {
+        return;
+    };
+    let path = at(&options.root, mkhost_shared::paths::NETWORKS);
+    let mut json = serde_json::to_vec_pretty(&settings.network_definitions()).unwrap_or_default();
+    json.push(b'\n');
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| mkhost_shared::fs::write_atomic(&path, &json, 0o644));
+    if let Err(e) = written {
+        timeline::error(&format!("cannot write {}: {e}", path.display()));
+    }
 }
 
 /// Sets the hostname (and on a real boot writes /etc/hosts); records the

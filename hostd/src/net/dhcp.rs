@@ -288,6 +288,13 @@ pub enum Ask {
         /// The leased address.
         address: Ipv4Addr,
     },
+    /// DHCPRELEASE: gives the lease back (unicast to its server).
+    Release {
+        /// The leased address.
+        address: Ipv4Addr,
+        /// The server that granted it.
+        server: Ipv4Addr,
+    },
 }
 
 /// Builds the client's packet.
@@ -296,6 +303,7 @@ pub fn client_packet(ask: Ask, xid: u32, mac: [u8; 6], secs: u16, hostname: &str
     p.secs = secs;
     let ty = match ask {
         Ask::Discover => MessageType::Discover,
+        Ask::Release { .. } => MessageType::Release,
         _ => MessageType::Request,
     };
     p.options.push((opt::MESSAGE_TYPE, vec![ty as u8]));
@@ -311,6 +319,12 @@ pub fn client_packet(ask: Ask, xid: u32, mac: [u8; 6], secs: u16, hostname: &str
             p.options.push((opt::SERVER_ID, server.octets().to_vec()));
         }
         Ask::Extend { address } => p.ciaddr = address,
+        Ask::Release { address, server } => {
+            p.ciaddr = address;
+            p.options.push((opt::SERVER_ID, server.octets().to_vec()));
+            // RFC 2131 table 5: no parameter list or hostname in a release.
+            return p;
+        }
     }
     p.options
         .push((opt::MAX_SIZE, 1500u16.to_be_bytes().to_vec()));
@@ -560,15 +574,36 @@ impl Client {
         report_after: Option<Instant>,
         report: &mut dyn FnMut(Event),
     ) -> Result<Lease, DhcpError> {
+        loop {
+            if let Some(lease) = self.acquire_until(report_after, None, report)? {
+                return Ok(lease);
+            }
+        }
+    }
+
+    /// Like [`Client::acquire`], but gives up at `give_up`: `Ok(None)`
+    /// when no server answered by then.
+    pub fn acquire_until(
+        &mut self,
+        report_after: Option<Instant>,
+        give_up: Option<Instant>,
+        report: &mut dyn FnMut(Event),
+    ) -> Result<Option<Lease>, DhcpError> {
         let started = Instant::now();
         let mut reported = false;
         let mut attempt = 0u32;
         loop {
+            if give_up.is_some_and(|g| Instant::now() >= g) {
+                return Ok(None);
+            }
             let xid = random_u32();
             let secs = u16::try_from(started.elapsed().as_secs()).unwrap_or(u16::MAX);
             let wait = retransmit_delay(attempt);
             attempt += 1;
             let mut deadline = Instant::now() + wait;
+            if let Some(g) = give_up {
+                deadline = deadline.min(g);
+            }
             if let Some(r) = report_after.filter(|r| !reported && *r < deadline) {
                 deadline = r.max(Instant::now());
             }
@@ -603,7 +638,7 @@ impl Client {
                 )? {
                     if ack.message_type() == Some(MessageType::Ack) {
                         if let Some(lease) = Lease::from_ack(&ack, server) {
-                            return Ok(lease);
+                            return Ok(Some(lease));
                         }
                     }
                 }
@@ -649,6 +684,24 @@ impl Client {
             }
             Some(_) => Ok(Some(None)),
         }
+    }
+
+    /// Gives `lease` back to its server (DHCPRELEASE; no answer comes).
+    pub fn release(&mut self, lease: &Lease) -> Result<(), DhcpError> {
+        let p = client_packet(
+            Ask::Release {
+                address: lease.address,
+                server: lease.server,
+            },
+            random_u32(),
+            self.mac,
+            0,
+            "",
+        );
+        self.socket
+            .send_to(&p.encode(), SocketAddrV4::new(lease.server, SERVER_PORT))
+            .map_err(|e| self.sock_err(e))?;
+        Ok(())
     }
 
     /// Runs forever: acquire, keep the lease alive, start over when it is

@@ -120,6 +120,20 @@ pub fn udp_socket_on_device(ifname: &str, port: u16) -> io::Result<std::net::Udp
     Ok(std::net::UdpSocket::from(fd))
 }
 
+/// Binds a TCP (or UDP) socket to `addr` without listening: the port is
+/// held (no other socket can bind it) but takes no connections. hostd
+/// reserves published ports this way; dropping the descriptor frees it.
+pub fn reserve_port(addr: SocketAddrV4, udp: bool) -> io::Result<OwnedFd> {
+    let kind = if udp {
+        SocketType::DGRAM
+    } else {
+        SocketType::STREAM
+    };
+    let fd = rustix::net::socket_with(AddressFamily::INET, kind, SocketFlags::CLOEXEC, None)?;
+    rustix::net::bind(&fd, &addr)?;
+    Ok(fd)
+}
+
 /// `setsockopt(SO_BINDTODEVICE)`, which rustix does not offer.
 fn bind_to_device(fd: BorrowedFd<'_>, ifname: &str) -> io::Result<()> {
     let name = std::ffi::CString::new(ifname)

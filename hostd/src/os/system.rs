@@ -61,6 +61,14 @@ pub fn set_ctrl_alt_del(immediate_reboot: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// The host name (`uname(2)`'s nodename).
+pub fn hostname() -> io::Result<String> {
+    Ok(rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned())
+}
+
 /// `sethostname(2)`.
 pub fn sethostname(name: &str) -> io::Result<()> {
     rustix::system::sethostname(name.as_bytes())?;

@@ -146,14 +146,46 @@ impl Console {
     }
 }
 
+/// The mounts under `dir` a daemon made (overlay roots, network namespace
+/// files), without the test's own network namespace (`dir/netns`).
 pub fn overlay_mounts_under(dir: &Path) -> Vec<String> {
     let text = dir.to_string_lossy().into_owned();
+    let own = format!(" {} ", test_netns(dir).display());
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| l.contains(&text))
+        .filter(|l| l.contains(&text) && !l.contains(&own))
         .map(str::to_string)
         .collect()
+}
+
+/// The network namespace every daemon of the test in `work` runs in: made
+/// once (bind-mounted at `work/netns`), so the daemons of one test (a
+/// restart, an upgrade) share it, and this machine's own network is never
+/// touched.
+pub fn test_netns(work: &Path) -> std::path::PathBuf {
+    work.join("netns")
+}
+
+fn ensure_test_netns(work: &Path) -> std::path::PathBuf {
+    let path = test_netns(work);
+    let mounted = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&format!(" {} ", path.display()));
+    if !mounted {
+        fs::write(&path, b"").unwrap();
+        run(Command::new("unshare").arg(format!("--net={}", path.display())).arg("true"));
+    }
+    path
+}
+
+/// A command run inside the test's network namespace.
+pub fn in_test_netns(work: &Path, program: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", test_netns(work).display()))
+        .arg("--")
+        .arg(program);
+    cmd
 }
 
 /// A daemon under test, with its output in `<work>/daemon-N.log` (not the
@@ -173,7 +205,11 @@ impl<'a> Daemon<'a> {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = work.join(format!("daemon-{n}.log"));
         let out = fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
+        let netns = ensure_test_netns(work);
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .arg("--")
+            .arg(binary)
             .args(["daemon", "--socket"])
             .arg(work.join("run/hostd.sock"))
             .arg("--store")
@@ -261,4 +297,5 @@ fn cleanup(work: &Path) {
             let _ = hostd::os::unmount(Path::new(target), hostd::os::UnmountFlags::DETACH);
         }
     }
+    let _ = hostd::os::unmount(&test_netns(work), hostd::os::UnmountFlags::DETACH);
 }

@@ -4,7 +4,7 @@
 //! into a private dockerd, `docker save`d, and that archive imported into a
 //! hostd daemon, so both run exactly the same image. Each case of [`cases`]
 //! then runs as `docker run --rm --network none FLAGS IMAGE CMD...` and as
-//! `hostd run --rm FLAGS IMAGE CMD...`, and the two exit codes, stdouts and
+//! `hostd run --rm --network none FLAGS IMAGE CMD...`, and the two exit codes, stdouts and
 //! stderrs are compared after a small normalisation:
 //!
 //! - container ids (and the host names made from them: 12 or 64 hex
@@ -1042,7 +1042,7 @@ fn hostd_run_matches_docker_run() {
                 Command::new(HOSTD)
                     .args(["run", "--socket"])
                     .arg(&socket)
-                    .arg("--rm")
+                    .args(["--rm", "--network", "none"])
                     .args(&case.flags)
                     .arg(case.image)
                     .args(&case.command)

@@ -9,3 +9,4 @@ mod docker_diff;
 mod hostd_cli;
 mod images;
 mod init_boot;
+mod network;

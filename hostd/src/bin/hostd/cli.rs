@@ -22,13 +22,15 @@ use hostd::runtime::{self, CreateOptions, RunOptions};
 use mkhost_shared::container::RunRequest;
 use mkhost_shared::container::{parse_cpus, parse_size};
 use mkhost_shared::control::Request;
+use mkhost_shared::network::{Driver, NetworkError, NetworkSpec};
 use mkhost_shared::paths;
 
 /// `hostd --help`; the only list of the commands and their options.
 pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
-                                        run the daemon (store: /var/lib/hostd, state: /run/hostd,
-                                        boot manifest: /etc/hostd/containers.json)
+             [--networks FILE]          run the daemon (store: /var/lib/hostd, state: /run/hostd,
+                                        boot manifest: /etc/hostd/containers.json, networks:
+                                        /run/mkhost/networks.json)
        hostd status                     print the daemon's status as JSON
        hostd images [--json]            list images
        hostd import FILE [REF]          import an OCI layout (dir or tar), docker save archive,
@@ -44,6 +46,14 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
        hostd stop [-t SECS] NAME        SIGTERM, then SIGKILL after SECS (default 10)
        hostd start NAME                 start an exited container again
        hostd rm [-f] NAME               remove a container (-f: kill it if running)
+       hostd port NAME                  list a container's published ports
+       hostd network ls [--json]        list container networks
+       hostd network create [--driver bridge|direct] [--subnet CIDR] [--gateway IP]
+                            [--parent NIC] [--internal] NAME
+                                        create a network (bridge: routed, NAT out;
+                                        direct: the container's own address on NIC)
+       hostd network inspect NAME       print a network and its containers as JSON
+       hostd network rm NAME            remove a network no container uses
        hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime (hostd oci --help)
        hostd --version | --help
 Client commands take --socket PATH (default /run/hostd/hostd.sock). Options take
@@ -71,8 +81,12 @@ its id and returns. As docker run, it exits 125 when hostd refuses the run,
   -h, --hostname NAME       host name (default: the short id)
       --read-only           mount the root file system read-only
       --tmpfs PATH[:OPTS]   mount a tmpfs (nosuid,nodev,noexec plus OPTS like size=64m)
-      --network none        own network namespace with only lo (the default; the
-                            only network for now)
+      --network NET         bridge (the default), a created network, host (the
+                            host's namespace) or none (only lo)
+  -p, --publish [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]
+                            publish a port (ranges: 8000-8010:80-90); bridge only
+      --network-alias NAME  another name the container answers to on its network
+      --ip ADDRESS          a fixed address on its network
       --cap-add CAP         add a capability to Docker's default set (or ALL)
       --cap-drop CAP        drop one (or ALL)
       --restart POLICY      no, always, on-failure or on-failure:N
@@ -87,7 +101,7 @@ Everything after IMAGE is the container's command, verbatim. -i and -t need
 an attached terminal, which hostd run does not offer yet (see README).";
 
 /// Per-command usage for `hostd COMMAND --help`.
-const COMMAND_USAGE: [(&str, &str); 12] = [
+const COMMAND_USAGE: [(&str, &str); 14] = [
     ("status", "usage: hostd status [--socket PATH]\nPrints the daemon's version, pid, uptime and container count as JSON."),
     ("images", "usage: hostd images [--json] [--socket PATH]\nLists the store's images (one row per name)."),
     ("import", "usage: hostd import FILE [--socket PATH]\nImports every image of an OCI layout (directory or tar) or docker save archive."),
@@ -99,6 +113,8 @@ const COMMAND_USAGE: [(&str, &str); 12] = [
     ("stop", "usage: hostd stop [-t|--time SECS] NAME [--socket PATH]\nSends SIGTERM, then SIGKILL after SECS (default 10); no more restarts."),
     ("start", "usage: hostd start NAME [--socket PATH]\nStarts an exited container again (same id, root and log)."),
     ("rm", "usage: hostd rm [-f|--force] NAME [--socket PATH]\nRemoves a container; -f kills it first if it runs."),
+    ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
+    ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
     ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]\nRuns the daemon."),
 ];
 
@@ -167,6 +183,12 @@ pub enum Cli {
     /// `ps`.
     Ps {
         socket: PathBuf,
+        json: bool,
+    },
+    /// `network ...`.
+    Network {
+        socket: PathBuf,
+        request: Request,
         json: bool,
     },
     /// `logs -f`: print the log, then what it gains, until the container stops.
@@ -264,9 +286,9 @@ where
 }
 
 /// The daemon's and the clients' commands; `daemon` when none is given.
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 15] = [
     "daemon", "status", "images", "import", "inspect", "rmi", "gc", "run", "ps", "logs", "stop",
-    "start", "rm",
+    "start", "rm", "port", "network",
 ];
 
 /// The commands an option belongs to: every one.
@@ -288,6 +310,7 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
     let mut force_or_follow = false;
     let mut timeout = None;
     let mut run = RunRequest::default();
+    let mut net = NetworkSpec::default();
     let mut detach = false;
     let mut operands: Vec<String> = Vec::new();
     // Each option as written, with the commands it belongs to; checked once
@@ -322,9 +345,13 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 daemon.boot_manifest = Some(p.value()?.into());
                 &["daemon"]
             }
+            Long("networks") => {
+                daemon.networks = Some(p.value()?.into());
+                &["daemon"]
+            }
             Long("json") => {
                 json = true;
-                &["images", "ps"]
+                &["images", "ps", "network"]
             }
             Long("name") => {
                 run.name = Some(p.value()?.string()?);
@@ -383,15 +410,50 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 &["run"]
             }
             Long("network" | "net") => {
-                let value = p.value()?.string()?;
-                if value != "none" {
-                    return Err(format!(
-                        "{flag} {value}: each container gets its own network namespace \
-                         with only lo (docker's none); other networks are not available yet"
-                    )
-                    .into());
-                }
+                run.network = Some(p.value()?.string()?);
                 &["run"]
+            }
+            Short('p') | Long("publish") => {
+                run.publish.extend(read(&mut p, &flag, |v| {
+                    mkhost_shared::network::parse_publish(v).map_err(|e| e.to_string())
+                })?);
+                &["run"]
+            }
+            Long("network-alias" | "net-alias") => {
+                run.network_aliases.push(p.value()?.string()?);
+                &["run"]
+            }
+            Long("ip") => {
+                run.ip = Some(read(&mut p, &flag, |v| {
+                    v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))
+                })?);
+                &["run"]
+            }
+            Long("driver") => {
+                net.driver = read(&mut p, &flag, |v| match v {
+                    "bridge" => Ok(Driver::Bridge),
+                    "direct" | "macvlan" => Ok(Driver::Direct),
+                    other => Err(format!("unknown driver {other:?} (bridge or direct)")),
+                })?;
+                &["network"]
+            }
+            Long("subnet") => {
+                net.subnet = Some(read(&mut p, &flag, |v| v.parse().map_err(|e: NetworkError| e.to_string()))?);
+                &["network"]
+            }
+            Long("gateway") => {
+                net.gateway = Some(read(&mut p, &flag, |v| {
+                    v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))
+                })?);
+                &["network"]
+            }
+            Long("parent") => {
+                net.parent = Some(p.value()?.string()?);
+                &["network"]
+            }
+            Long("internal") => {
+                net.internal = true;
+                &["network"]
             }
             Long("cap-add") => {
                 run.cap_add.push(p.value()?.string()?);
@@ -546,6 +608,37 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
         "start" => container(Request::Start {
             name: operand("NAME")?,
         }),
+        "port" => container(Request::Port {
+            name: operand("NAME")?,
+        }),
+        "network" => {
+            let verb = operand("ls, create, inspect or rm")?;
+            let request = match verb.as_str() {
+                "ls" | "list" => Request::Networks,
+                "create" => {
+                    net.name = operand("NAME")?;
+                    net.validate().map_err(|e| e.to_string())?;
+                    Request::NetworkCreate(net)
+                }
+                "inspect" => Request::NetworkInspect {
+                    name: operand("NAME")?,
+                },
+                "rm" | "remove" => Request::NetworkRm {
+                    name: operand("NAME")?,
+                },
+                other => {
+                    return Err(format!(
+                        "network: unknown command {other:?} (ls, create, inspect or rm)"
+                    )
+                    .into())
+                }
+            };
+            Cli::Network {
+                socket: socket.clone(),
+                request,
+                json,
+            }
+        }
         _ => container(Request::Rm {
             name: operand("NAME")?,
             force: force_or_follow,
@@ -812,6 +905,7 @@ mod tests {
             store: store.into(),
             state: paths::STATE.into(),
             boot_manifest: Some(mkhost_shared::paths::BOOT_MANIFEST.into()),
+            networks: Some(paths::NETWORKS.into()),
         })
     }
 

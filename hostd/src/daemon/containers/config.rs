@@ -57,6 +57,22 @@ pub struct CreateSpec {
     /// ([`ETC_FILES`]) to mount over the image's.
     #[serde(default)]
     pub etc_files: bool,
+    /// Its network namespace.
+    #[serde(default)]
+    pub netns: NetnsMode,
+}
+
+/// Which network namespace a container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetnsMode {
+    /// A new one with only loopback (`--network none`).
+    #[default]
+    Own,
+    /// The one bind-mounted at this path (prepared by the daemon's networks).
+    Path(PathBuf),
+    /// The host's (`--network host`).
+    Host,
 }
 
 /// The files the daemon generates in a container's directory and mounts
@@ -400,13 +416,25 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// The contents of each of [`ETC_FILES`] for a container named `hostname`,
-/// given the host's `/etc/resolv.conf` (empty if it has none).
-pub fn etc_files(hostname: &str, host_resolv_conf: &str) -> [(&'static str, String); 3] {
+/// The contents of each of [`ETC_FILES`] for a container named `hostname`:
+/// `hosts` is Docker's standard lines then `hosts_extra` (the container's
+/// own address line); `resolv_conf` is the network's (its DNS server), or
+/// else derived from the host's `/etc/resolv.conf` (empty if it has none).
+pub fn etc_files(
+    hostname: &str,
+    hosts_extra: &str,
+    resolv_conf_text: Option<&str>,
+    host_resolv_conf: &str,
+) -> [(&'static str, String); 3] {
     [
         ("hostname", format!("{hostname}\n")),
-        ("hosts", HOSTS.to_string()),
-        ("resolv.conf", resolv_conf(host_resolv_conf)),
+        ("hosts", format!("{HOSTS}{hosts_extra}")),
+        (
+            "resolv.conf",
+            resolv_conf_text
+                .map(str::to_string)
+                .unwrap_or_else(|| resolv_conf(host_resolv_conf)),
+        ),
     ]
 }
 
@@ -488,6 +516,23 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
     mounts
 }
 
+/// The namespaces of a container: new ones of every kind, except the
+/// network namespace, which `netns` decides.
+fn namespaces(netns: &NetnsMode) -> serde_json::Value {
+    let mut list = vec![serde_json::json!({ "type": "pid" })];
+    match netns {
+        NetnsMode::Own => list.push(serde_json::json!({ "type": "network" })),
+        NetnsMode::Path(path) => {
+            list.push(serde_json::json!({ "type": "network", "path": path }))
+        }
+        NetnsMode::Host => {}
+    }
+    for kind in ["ipc", "uts", "mount", "cgroup"] {
+        list.push(serde_json::json!({ "type": kind }));
+    }
+    serde_json::Value::Array(list)
+}
+
 /// The OCI `config.json` for `spec`: new pid, mount, uts, ipc, network and
 /// cgroup namespaces, and what Docker sets up by default (mounts, masked
 /// and read-only paths, capabilities, [`SYSCTLS`]; no rlimits: the
@@ -518,13 +563,14 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
         "hostname": spec.hostname,
         "mounts": mounts(spec),
         "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
-                { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" }
-            ],
+            "namespaces": namespaces(&spec.netns),
             "cgroupsPath": cgroup_path(&spec.id),
             "resources": resources,
-            "sysctl": SYSCTLS.iter().copied().collect::<BTreeMap<&str, &str>>(),
+            "sysctl": if spec.netns == NetnsMode::Host {
+                BTreeMap::new()
+            } else {
+                SYSCTLS.iter().copied().collect::<BTreeMap<&str, &str>>()
+            },
             "maskedPaths": [
                 "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",

@@ -43,9 +43,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::daemon::log::log;
+use crate::daemon::network::Networks;
 use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
 use crate::runtime::state::rfc3339_now;
-use config::CreateSpec;
+use config::{CreateSpec, NetnsMode};
 use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::write_atomic;
@@ -83,6 +84,8 @@ impl std::fmt::Display for RunError {
 /// The host's resolver configuration, the source of each container's
 /// `/etc/resolv.conf`.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The host's hosts file, which `--network host` containers get.
+const HOST_HOSTS: &str = "/etc/hosts";
 /// What a restart needs, per container.
 pub const SPEC_FILE: &str = "spec.json";
 /// Default time between SIGTERM and SIGKILL in `stop`.
@@ -225,6 +228,7 @@ pub type OnZygoteLost = Box<dyn Fn() + Send + Sync>;
 /// What the daemon's threads and the monitor share.
 pub struct Shared {
     root: PathBuf,
+    networks: Arc<Networks>,
     zygote: Mutex<Zygote>,
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
     on_zygote_lost: OnZygoteLost,
@@ -240,10 +244,15 @@ pub struct Manager {
 struct Cleanup {
     dir: Option<PathBuf>,
     mounted: bool,
+    /// The container's network, while it has one to give back.
+    network: Option<(Arc<Networks>, String)>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if let Some((networks, id)) = self.network.take() {
+            networks.release(&id);
+        }
         if let Some(dir) = self.dir.take() {
             if self.mounted {
                 let _ = crate::os::unmount(&dir.join("rootfs"), crate::os::UnmountFlags::DETACH);
@@ -397,6 +406,7 @@ impl Shared {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),
         }
+        self.networks.release(&entry.id);
         fs::remove_dir_all(&entry.dir)
             .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))
     }
@@ -466,6 +476,7 @@ impl Manager {
     pub fn new(
         state: &Path,
         zygote: Zygote,
+        networks: Arc<Networks>,
         on_zygote_lost: OnZygoteLost,
     ) -> std::io::Result<Manager> {
         let root = state.join("containers");
@@ -478,6 +489,7 @@ impl Manager {
             .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let shared = Arc::new(Shared {
             root,
+            networks,
             zygote: Mutex::new(zygote),
             containers: Mutex::new(BTreeMap::new()),
             on_zygote_lost,
@@ -485,6 +497,14 @@ impl Manager {
         let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
         let manager = Manager { shared, monitor };
         manager.adopt();
+        let removed = manager.shared.networks.reconcile();
+        if !removed.is_empty() {
+            log(&format!(
+                "networks: removed {} stale leftovers: {}",
+                removed.len(),
+                removed.join(", ")
+            ));
+        }
         Ok(manager)
     }
 
@@ -548,6 +568,11 @@ impl Manager {
             if running.is_none() && record.status != "exited" {
                 record.status = if restart_lost { "restarting" } else { "exited" }.into();
                 record.pid = 0;
+            }
+            if let Some(attachment) = &record.network {
+                self.shared
+                    .networks
+                    .adopt(&record.id, &record.name, &spec.hostname, attachment);
             }
             let entry = Arc::new(Entry::new(
                 dir.clone(),
@@ -623,7 +648,12 @@ impl Manager {
         let mut bytes = [0u8; 8];
         crate::os::random_bytes_insecure(&mut bytes).map_err(|e| format!("no random id: {e}"))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let hostname = req.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let host_network = req.network_name() == mkhost_shared::network::MODE_HOST;
+        let hostname = match (&req.hostname, host_network) {
+            (Some(h), _) => h.clone(),
+            (None, true) => crate::os::hostname().unwrap_or_else(|_| id[..12].to_string()),
+            (None, false) => id[..12].to_string(),
+        };
         let process = config::merge(&info.config, req, &hostname, &|file: &str| {
             config::read_from_layers(&lowerdirs, file)
         })
@@ -640,6 +670,7 @@ impl Manager {
         let mut cleanup = Cleanup {
             dir: Some(dir.clone()),
             mounted: false,
+            network: None,
         };
         let rootfs = dir.join("rootfs");
         let mut lower: Vec<String> = lowerdirs.iter().map(|p| p.display().to_string()).collect();
@@ -668,10 +699,37 @@ impl Manager {
         )
         .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
+        let prepared = self.shared.networks.prepare(
+            &id,
+            &name,
+            &hostname,
+            req.network_name(),
+            &req.publish,
+            &req.network_aliases,
+            req.ip,
+        )?;
+        cleanup.network = Some((Arc::clone(&self.shared.networks), id.clone()));
+        let netns = match (&prepared.netns, host_network) {
+            (Some(path), _) => NetnsMode::Path(path.clone()),
+            (None, true) => NetnsMode::Host,
+            (None, false) => NetnsMode::Own,
+        };
         let host_resolv_conf = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+        let host_hosts = host_network
+            .then(|| fs::read_to_string(HOST_HOSTS).ok())
+            .flatten();
         // Fresh files in a fresh directory under the state root (RAM on a
         // host), made again with the container: no rename or fsync needed.
-        for (name, text) in config::etc_files(&hostname, &host_resolv_conf) {
+        let mut files = config::etc_files(
+            &hostname,
+            &prepared.hosts_extra,
+            prepared.resolv_conf.as_deref(),
+            &host_resolv_conf,
+        );
+        if let Some(hosts) = host_hosts {
+            files[1].1 = hosts;
+        }
+        for (name, text) in files {
             let path = dir.join(name);
             fs::write(&path, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -692,6 +750,7 @@ impl Manager {
             read_only: req.read_only,
             tmpfs: req.tmpfs.clone(),
             etc_files: true,
+            netns,
         };
         let spec_path = dir.join(SPEC_FILE);
         write_atomic(
@@ -723,6 +782,7 @@ impl Manager {
             error: None,
             labels: req.labels.clone(),
             auto_remove: req.auto_remove,
+            network: Some(prepared.attachment),
         };
         let entry = Arc::new(Entry::new(
             dir,
@@ -732,6 +792,7 @@ impl Manager {
         ));
         entry.save(&record);
         cleanup.dir = None;
+        cleanup.network = None;
         lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
         self.monitor.watch(entry, running);
         log(&format!(
@@ -816,6 +877,11 @@ impl Manager {
         let entry = self.find(name)?;
         entry.wait_while(timeout, |status| status != "exited");
         Ok(entry.record())
+    }
+
+    /// One container's record.
+    pub fn record(&self, name: &str) -> Result<Record, String> {
+        Ok(self.find(name)?.record())
     }
 
     /// Removes a container (a running one only with `force`, which kills it).

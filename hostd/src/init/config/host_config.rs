@@ -16,6 +16,13 @@
 //! [network.interfaces.eth0]
 //! address = "10.0.0.5/24"
 //! gateway = "10.0.0.1"
+//!
+//! [container_networks.bridge]      # the default network's subnet
+//! subnet = "10.200.0.0/16"
+//!
+//! [container_networks.rack]        # containers' own addresses on eth1
+//! driver = "direct"
+//! parent = "eth1"
 //! ```
 //!
 //! [`parse_host_toml`] reports any problem with its line and column; the
@@ -27,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Deserialize;
 
 use mkhost_shared::boot_config::BootConfig;
+use mkhost_shared::network::{NetworkDef, NetworkSpec};
 
 /// The path of host.toml on the ESP.
 pub const HOST_TOML: &str = "mkhost/host.toml";
@@ -104,6 +112,8 @@ pub struct Overrides {
     pub interfaces: Option<BTreeMap<String, StaticAddr>>,
     /// Debug shell on the console.
     pub debug_shell: Option<bool>,
+    /// Container networks (replaced or added by name).
+    pub container_networks: BTreeMap<String, NetworkSpec>,
 }
 
 /// A problem in host.toml, with its position.
@@ -123,6 +133,7 @@ pub struct TomlProblem {
 struct HostToml {
     hostname: Option<toml::Spanned<String>>,
     network: Option<HostNetwork>,
+    container_networks: Option<BTreeMap<String, toml::Spanned<NetworkDef>>>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +220,12 @@ pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
             out.interfaces = Some(map);
         }
     }
+    for (name, def) in doc.container_networks.unwrap_or_default() {
+        let spec = def.get_ref().spec(&name).map_err(|e| {
+            problem(text, def.span(), format!("[container_networks.{name}]: {e}"))
+        })?;
+        out.container_networks.insert(name, spec);
+    }
     Ok(out)
 }
 
@@ -250,6 +267,8 @@ pub struct Settings {
     pub interfaces: BTreeMap<String, StaticAddr>,
     /// Start the debug shell.
     pub debug_shell: bool,
+    /// Container networks by name, with where each came from.
+    pub container_networks: BTreeMap<String, (NetworkSpec, Source)>,
 }
 
 impl Settings {
@@ -273,8 +292,18 @@ impl Settings {
                 Err(why) => warnings.push(format!("boot.json: interface {name}: {why}")),
             }
         }
+        let mut container_networks = BTreeMap::new();
+        for (name, def) in &boot.container_networks {
+            match def.spec(name) {
+                Ok(spec) => {
+                    container_networks.insert(name.clone(), (spec, Source::Image));
+                }
+                Err(e) => warnings.push(format!("boot.json: {e}")),
+            }
+        }
         (
             Self {
+                container_networks,
                 hostname: boot.hostname.clone(),
                 hostname_source: Source::Image,
                 dhcp: boot.network.dhcp,
@@ -309,6 +338,27 @@ impl Settings {
         }
         if let Some(v) = layer.debug_shell {
             self.debug_shell = v;
+        }
+        for (name, spec) in &layer.container_networks {
+            self.container_networks
+                .insert(name.clone(), (spec.clone(), source));
+        }
+    }
+
+    /// The container networks as hostd reads them ([`mkhost_shared::paths::NETWORKS`]).
+    pub fn network_definitions(&self) -> mkhost_shared::network::NetworkDefinitions {
+        mkhost_shared::network::NetworkDefinitions {
+            networks: self
+                .container_networks
+                .values()
+                .map(|(spec, source)| mkhost_shared::network::DefinedNetwork {
+                    spec: spec.clone(),
+                    origin: match source {
+                        Source::Image => "profile".to_string(),
+                        other => other.to_string(),
+                    },
+                })
+                .collect(),
         }
     }
 

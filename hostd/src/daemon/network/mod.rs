@@ -1,0 +1,1000 @@
+//! Container networks: the daemon's side of `--network`, `-p` and
+//! `network create|rm|ls|inspect`.
+//!
+//! [`Networks`] owns every network (the default `bridge`, those from the
+//! profile and host.toml, those created over the socket, kept under
+//! `<state>/networks/`), their address pools ([`ipam`]), their DNS servers
+//! ([`crate::net::dns`]), the published ports and the nftables table
+//! ([`ruleset`]). For each container it [`prepare`](Networks::prepare)s a
+//! network namespace before the runtime creates the container (bind-mounted
+//! at `<state>/netns/<id>`, so it outlives restarts of the container and of
+//! the daemon) and [`release`](Networks::release)s everything exactly once
+//! when the container goes.
+//!
+//! **Bridge networks** are routed, not bridged: each container gets a veth
+//! whose host end (`mkv<id>`) has no address, answers ARP for the subnet
+//! (proxy ARP) and carries a /32 route to the container; the gateway
+//! address sits on the host's `lo`. No Linux bridge means no 1,024-port
+//! limit, and every packet between containers passes the host's nftables
+//! table, which isolates networks and publishes ports without a proxy
+//! process. **Direct networks** give the container a macvlan on a physical
+//! NIC, with an address by DHCP ([`direct`]) or from the network's subnet.
+//!
+//! **Re-adoption.** The containers' records are the truth: a new daemon
+//! [`adopt`](Networks::adopt)s each attachment (address, ports, DNS names),
+//! then [`reconcile`](Networks::reconcile) removes veths, routes and
+//! namespace files no container owns and replaces the nftables table.
+//! docs/networking.md has the whole design.
+
+pub mod direct;
+pub mod ipam;
+pub mod ruleset;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mkhost_shared::control::{NetworkCounts, NetworkInfo, NetworkMember};
+use mkhost_shared::fs::write_atomic;
+use mkhost_shared::network::{
+    Attachment, Driver, NetworkSpec, PortMapping, Protocol, Subnet, DEFAULT_NETWORK,
+    DEFAULT_SUBNET, MODE_HOST, MODE_NONE, POOL_FIRST, POOL_LAST,
+};
+
+use crate::daemon::log::log;
+use crate::net::container_link::{self, VethPlan};
+use crate::net::dns::{self, DnsServer, Records};
+use crate::net::netlink::{Netlink, Route, RouteKind, RTPROT_MKHOST};
+use crate::net::netns::{self, NetNs};
+use crate::net::nftables;
+use ipam::Ipam;
+use ruleset::{Published, RuleNetwork, VETH_PREFIX};
+
+/// How long a direct container waits for its first DHCP lease.
+pub const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A network as configured before the daemon starts (profile, host.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    /// The network.
+    pub spec: NetworkSpec,
+    /// `profile` or `host.toml`.
+    pub origin: String,
+}
+
+/// What [`Networks::start`] needs.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// The daemon's state directory: namespaces go to `netns/`, created
+    /// networks to `networks/`.
+    pub state: PathBuf,
+    /// Networks from the image and host.toml (a `bridge` entry replaces the
+    /// default network's settings).
+    pub definitions: Vec<Definition>,
+    /// The host's resolver configuration.
+    pub resolv_conf: PathBuf,
+    /// How long a direct container waits for its first DHCP lease.
+    pub dhcp_timeout: Duration,
+}
+
+/// What a container gets from [`Networks::prepare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// Its record's network part.
+    pub attachment: Attachment,
+    /// The namespace the runtime joins (None: the host's for `host`, a new
+    /// one with only loopback for `none`).
+    pub netns: Option<PathBuf>,
+    /// `/etc/hosts` lines after Docker's standard ones (`IP\tHOSTNAME`).
+    pub hosts_extra: String,
+    /// `/etc/resolv.conf` when the network serves DNS (None: derived from
+    /// the host's).
+    pub resolv_conf: Option<String>,
+}
+
+/// One network.
+struct Net {
+    spec: NetworkSpec,
+    origin: String,
+    ipam: Option<Ipam>,
+    records: Arc<Records>,
+    dns: Option<DnsServer>,
+}
+
+/// One container on a network.
+struct Member {
+    name: String,
+    /// Its DNS names: name, host name, aliases.
+    names: Vec<String>,
+    attachment: Attachment,
+    _reservations: Vec<OwnedFd>,
+    _keeper: Option<direct::Keeper>,
+}
+
+struct State {
+    nets: BTreeMap<String, Net>,
+    members: BTreeMap<String, Member>,
+    ports: BTreeMap<(Protocol, u16), Vec<(Option<Ipv4Addr>, String)>>,
+}
+
+/// Every network and attachment of the daemon.
+pub struct Networks {
+    options: NetworkOptions,
+    state: Mutex<State>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn netlink() -> Result<Netlink, String> {
+    Netlink::open().map_err(|e| e.to_string())
+}
+
+/// The host end of container `id`'s veth.
+pub fn veth_name(id: &str) -> String {
+    format!("{VETH_PREFIX}{}", &id[..id.len().min(12)])
+}
+
+fn ignore_exists(result: Result<(), crate::net::netlink::NetlinkError>) -> Result<(), String> {
+    match result {
+        Err(crate::net::netlink::NetlinkError::Refused { source, .. })
+            if source.raw_os_error() == Some(libc::EEXIST) =>
+        {
+            Ok(())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+impl Networks {
+    /// Sets up the host side (forwarding, loopback routing for published
+    /// ports, each network's gateway, unreachable route and DNS server) and
+    /// loads the networks created earlier. A network that cannot be set up
+    /// is logged and left out; the daemon runs on.
+    pub fn start(options: NetworkOptions) -> Networks {
+        for dir in ["netns", "networks"] {
+            let _ = fs::create_dir_all(options.state.join(dir));
+        }
+        for (key, value) in [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/all/route_localnet", "1"),
+        ] {
+            if let Err(e) = netns::set_sysctl(key, value) {
+                log(&format!("networks: cannot set {key}={value}: {e}"));
+            }
+        }
+        if let Ok(mut nl) = netlink() {
+            let _ = nl.set_up(1, "lo");
+        }
+        let networks = Networks {
+            options,
+            state: Mutex::new(State {
+                nets: BTreeMap::new(),
+                members: BTreeMap::new(),
+                ports: BTreeMap::new(),
+            }),
+        };
+        let mut wanted = vec![Definition {
+            spec: NetworkSpec {
+                name: DEFAULT_NETWORK.to_string(),
+                subnet: DEFAULT_SUBNET.parse().ok(),
+                ..NetworkSpec::default()
+            },
+            origin: "default".to_string(),
+        }];
+        for def in &networks.options.definitions {
+            wanted.retain(|w| w.spec.name != def.spec.name);
+            wanted.push(def.clone());
+        }
+        for saved in networks.saved() {
+            if wanted.iter().any(|w| w.spec.name == saved.name) {
+                continue;
+            }
+            wanted.push(Definition {
+                spec: saved,
+                origin: "api".to_string(),
+            });
+        }
+        for def in wanted {
+            let name = def.spec.name.clone();
+            if let Err(e) = networks.add(def.spec, &def.origin) {
+                log(&format!("networks: {name} ({}) is not available: {e}", def.origin));
+            }
+        }
+        networks
+    }
+
+    fn saved(&self) -> Vec<NetworkSpec> {
+        let dir = self.options.state.join("networks");
+        let mut list = Vec::new();
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return list;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<NetworkSpec>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(spec) => list.push(spec),
+                Err(e) => log(&format!("networks: ignoring {}: {e}", path.display())),
+            }
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Subnets the host's own links use (not loopback, not container links).
+    fn host_subnets(nl: &mut Netlink) -> Vec<Subnet> {
+        let links = nl.links().unwrap_or_default();
+        let skip: Vec<i32> = links
+            .iter()
+            .filter(|l| l.name == "lo" || l.name.starts_with(VETH_PREFIX))
+            .map(|l| l.index)
+            .collect();
+        nl.addresses()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| !skip.contains(&a.index) && a.prefix < 32)
+            .filter_map(|a| {
+                let mask = u32::MAX << (32 - a.prefix.max(1));
+                Some(Subnet {
+                    address: Ipv4Addr::from(u32::from(a.address) & mask),
+                    prefix: a.prefix,
+                })
+            })
+            .collect()
+    }
+
+    /// Fills in a bridge network's subnet (next free /16 of the pool) and
+    /// gateway, and checks it against the host's links and the other
+    /// networks.
+    fn resolve(&self, state: &State, nl: &mut Netlink, mut spec: NetworkSpec) -> Result<NetworkSpec, String> {
+        spec.validate().map_err(|e| e.to_string())?;
+        let host = Self::host_subnets(nl);
+        let taken: Vec<Subnet> = state
+            .nets
+            .values()
+            .filter(|n| n.spec.driver == Driver::Bridge)
+            .filter_map(|n| n.spec.subnet)
+            .collect();
+        if spec.driver == Driver::Bridge && spec.subnet.is_none() {
+            let mut third = u32::from(POOL_FIRST);
+            while third <= u32::from(POOL_LAST) {
+                let candidate = Subnet {
+                    address: Ipv4Addr::from(third),
+                    prefix: 16,
+                };
+                if !taken.iter().chain(&host).any(|s| s.overlaps(&candidate)) {
+                    spec.subnet = Some(candidate);
+                    break;
+                }
+                third += 1 << 16;
+            }
+            if spec.subnet.is_none() {
+                return Err(format!(
+                    "no free subnet left in {POOL_FIRST}/16 to {POOL_LAST}/16: give one with --subnet"
+                ));
+            }
+        }
+        if spec.driver == Driver::Bridge {
+            let subnet = spec.subnet.expect("set above");
+            if let Some(h) = host.iter().find(|h| h.overlaps(&subnet)) {
+                return Err(format!(
+                    "subnet {subnet} overlaps the host's own network {h}: pick another subnet \
+                     (e.g. --subnet 10.200.0.0/16, or `subnet` in host.toml)"
+                ));
+            }
+            if let Some((other, _)) = state
+                .nets
+                .iter()
+                .find(|(_, n)| n.spec.driver == Driver::Bridge && n.spec.subnet.is_some_and(|s| s.overlaps(&subnet)))
+            {
+                return Err(format!("subnet {subnet} overlaps network {other:?}"));
+            }
+            spec.gateway.get_or_insert(subnet.first_host());
+        } else {
+            let parent = spec.parent.clone().unwrap_or_default();
+            if nl.link_index(&parent).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!(
+                    "NIC {parent:?} for direct network {:?} does not exist on this host \
+                     (`ip link` lists the NICs; set `parent`)",
+                    spec.name
+                ));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Sets a network up on the host and registers it.
+    fn add(&self, spec: NetworkSpec, origin: &str) -> Result<NetworkSpec, String> {
+        let mut state = lock(&self.state);
+        if state.nets.contains_key(&spec.name) {
+            return Err(format!("a network named {:?} already exists", spec.name));
+        }
+        let mut nl = netlink()?;
+        let spec = self.resolve(&state, &mut nl, spec)?;
+        let records = Records::new();
+        let mut net = Net {
+            ipam: None,
+            records: Arc::clone(&records),
+            dns: None,
+            spec: spec.clone(),
+            origin: origin.to_string(),
+        };
+        if let (Some(subnet), Some(gateway)) = (spec.subnet, spec.gateway) {
+            net.ipam = Some(Ipam::new(subnet, gateway));
+        }
+        if spec.driver == Driver::Bridge {
+            let subnet = spec.subnet.expect("resolved");
+            let gateway = spec.gateway.expect("resolved");
+            ignore_exists(nl.add_address(1, "lo", gateway, 32))?;
+            nl.add_route(&unreachable(subnet)).map_err(|e| e.to_string())?;
+            if spec.name != DEFAULT_NETWORK {
+                let upstreams = self.upstreams();
+                match DnsServer::start(SocketAddrV4::new(gateway, 53), records, upstreams) {
+                    Ok(server) => net.dns = Some(server),
+                    Err(e) => {
+                        let _ = nl.del_route(&unreachable(subnet));
+                        let _ = nl.del_address(1, "lo", gateway, 32);
+                        return Err(format!("cannot serve DNS on {gateway}:53: {e}"));
+                    }
+                }
+            }
+        }
+        state.nets.insert(spec.name.clone(), net);
+        drop(state);
+        self.apply_rules()?;
+        Ok(spec)
+    }
+
+    fn upstreams(&self) -> Vec<SocketAddr> {
+        dns::upstreams_from_resolv_conf(
+            &fs::read_to_string(&self.options.resolv_conf).unwrap_or_default(),
+        )
+    }
+
+    /// `network create`: sets the network up and keeps its definition.
+    pub fn create(&self, spec: NetworkSpec) -> Result<NetworkInfo, String> {
+        if [MODE_HOST, MODE_NONE].contains(&spec.name.as_str()) {
+            return Err(format!("{:?} is a network mode, not a network name", spec.name));
+        }
+        let spec = self.add(spec, "api")?;
+        let path = self.options.state.join("networks").join(format!("{}.json", spec.name));
+        if let Err(e) = write_atomic(&path, &serde_json::to_vec(&spec).unwrap_or_default(), 0o600) {
+            let _ = self.remove(&spec.name);
+            return Err(format!("cannot save {}: {e}", path.display()));
+        }
+        log(&format!(
+            "network {} created ({}, {})",
+            spec.name,
+            spec.driver,
+            spec.subnet.map(|s| s.to_string()).unwrap_or_else(|| "DHCP".into())
+        ));
+        self.inspect(&spec.name)
+    }
+
+    /// `network rm`: refuses while containers use it and for the default
+    /// network.
+    pub fn remove(&self, name: &str) -> Result<NetworkInfo, String> {
+        let info = self.inspect(name)?;
+        if name == DEFAULT_NETWORK {
+            return Err(format!("{name:?} is the default network and cannot be removed"));
+        }
+        if !info.containers.is_empty() {
+            let names: Vec<&str> = info.containers.iter().map(|m| m.name.as_str()).collect();
+            return Err(format!(
+                "network {name:?} is in use by {} container(s): {} (remove them first)",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+        let mut state = lock(&self.state);
+        let Some(net) = state.nets.remove(name) else {
+            return Err(unknown(name));
+        };
+        drop(state);
+        drop(net.dns);
+        if let (Driver::Bridge, Some(subnet), Some(gw)) = (net.spec.driver, net.spec.subnet, net.spec.gateway) {
+            let mut nl = netlink()?;
+            let _ = nl.del_route(&unreachable(subnet));
+            let _ = nl.del_address(1, "lo", gw, 32);
+        }
+        let _ = fs::remove_file(self.options.state.join("networks").join(format!("{name}.json")));
+        self.apply_rules()?;
+        log(&format!("network {name} removed"));
+        Ok(info)
+    }
+
+    /// Every network, by name.
+    pub fn list(&self) -> Vec<NetworkInfo> {
+        let state = lock(&self.state);
+        state.nets.keys().map(|n| info(&state, n)).collect()
+    }
+
+    /// One network.
+    pub fn inspect(&self, name: &str) -> Result<NetworkInfo, String> {
+        let state = lock(&self.state);
+        if !state.nets.contains_key(name) {
+            return Err(unknown(name));
+        }
+        Ok(info(&state, name))
+    }
+
+    /// Sets up container `id`'s network as `network` (a mode or a network
+    /// name) asks. On failure nothing is left: no namespace, link, address,
+    /// port, rule or name.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        &self,
+        id: &str,
+        name: &str,
+        hostname: &str,
+        network: &str,
+        ports: &[PortMapping],
+        aliases: &[String],
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Prepared, String> {
+        match network {
+            MODE_HOST => {
+                return Ok(Prepared {
+                    attachment: Attachment {
+                        network: MODE_HOST.into(),
+                        ..Attachment::default()
+                    },
+                    netns: None,
+                    hosts_extra: String::new(),
+                    resolv_conf: None,
+                })
+            }
+            MODE_NONE => {
+                return Ok(Prepared {
+                    attachment: Attachment {
+                        network: MODE_NONE.into(),
+                        ..Attachment::default()
+                    },
+                    netns: None,
+                    hosts_extra: String::new(),
+                    resolv_conf: None,
+                })
+            }
+            _ => {}
+        }
+        let ns_path = self.options.state.join("netns").join(id);
+        let mut state = lock(&self.state);
+        let net = state.nets.get(network).ok_or_else(|| unknown(network))?;
+        let spec = net.spec.clone();
+        if spec.driver == Driver::Direct && !ports.is_empty() {
+            return Err(format!(
+                "-p applies to bridge networks: a container on direct network {network:?} has its \
+                 own address on the NIC's network; reach its ports there"
+            ));
+        }
+        check_ports(&state, ports)?;
+        let reservations = reserve_ports(ports)?;
+        let address = match (&spec.driver, state.nets.get_mut(network).and_then(|n| n.ipam.as_mut())) {
+            (_, Some(ipam)) => Some(ipam.allocate(id, ip)?),
+            (Driver::Direct, None) if ip.is_some() => {
+                return Err(format!(
+                    "--ip needs a subnet on network {network:?} (it hands out addresses by DHCP)"
+                ))
+            }
+            _ => None,
+        };
+        let undo_address = |state: &mut State| {
+            if let (Some(ip), Some(ipam)) = (address, state.nets.get_mut(network).and_then(|n| n.ipam.as_mut())) {
+                ipam.free(id, ip);
+            }
+        };
+        let ns = match NetNs::create(&ns_path) {
+            Ok(ns) => ns,
+            Err(e) => {
+                undo_address(&mut state);
+                return Err(format!("cannot create a network namespace at {}: {e}", ns_path.display()));
+            }
+        };
+        let mut attachment = Attachment {
+            network: network.to_string(),
+            address,
+            prefix: spec.subnet.map(|s| s.prefix).unwrap_or(0),
+            gateway: spec.gateway,
+            aliases: aliases.to_vec(),
+            ports: ports.to_vec(),
+            netns: Some(ns_path.display().to_string()),
+            ..Attachment::default()
+        };
+        let mut keeper = None;
+        let linked: Result<(), String> = (|| {
+            let mut nl = netlink()?;
+            match spec.driver {
+                Driver::Bridge => {
+                    let host_name = veth_name(id);
+                    let plan = VethPlan {
+                        host_name: host_name.clone(),
+                        address: address.expect("bridge networks have a pool"),
+                        prefix: attachment.prefix,
+                        gateway: spec.gateway.expect("resolved"),
+                        mtu: None,
+                    };
+                    container_link::attach_veth(&mut nl, &ns, &plan).map_err(|e| e.to_string())?;
+                    attachment.host_link = Some(host_name);
+                }
+                Driver::Direct => {
+                    let parent = spec.parent.clone().unwrap_or_default();
+                    let mac = container_link::attach_macvlan(&mut nl, &ns, &parent).map_err(|e| e.to_string())?;
+                    attachment.mac = Some(format_mac(mac));
+                    match address {
+                        Some(ip) => container_link::configure_address(&ns, ip, attachment.prefix, spec.gateway)
+                            .map_err(|e| e.to_string())?,
+                        None => {
+                            let lease = direct::first_lease(&ns, mac, hostname, &parent, self.options.dhcp_timeout)?;
+                            attachment.address = Some(lease.address);
+                            attachment.prefix = lease.prefix;
+                            attachment.gateway = lease.gateway;
+                            attachment.dhcp_server = Some(lease.server);
+                            let kept = NetNs::open(&ns_path).map_err(|e| e.to_string())?;
+                            keeper = Some(direct::Keeper::start(id, kept, mac, lease));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = linked {
+            if let Some(link) = &attachment.host_link {
+                if let Ok(mut nl) = netlink() {
+                    let _ = container_link::detach_veth(&mut nl, link, address.unwrap_or(Ipv4Addr::UNSPECIFIED));
+                }
+            }
+            drop(ns);
+            let _ = netns::remove(&ns_path);
+            undo_address(&mut state);
+            return Err(e);
+        }
+        let container_ip = attachment.address.expect("set above");
+        let names = dns_names(name, hostname, aliases);
+        if let Some(net) = state.nets.get(network) {
+            for n in &names {
+                net.records.add(n, container_ip);
+            }
+        }
+        for port in ports {
+            state
+                .ports
+                .entry((port.protocol, port.host_port))
+                .or_default()
+                .push((port.host_ip, id.to_string()));
+        }
+        let dns_server = state.nets.get(network).and_then(|n| n.dns.as_ref().map(|_| spec.gateway));
+        state.members.insert(
+            id.to_string(),
+            Member {
+                name: name.to_string(),
+                names,
+                attachment: attachment.clone(),
+                _reservations: reservations,
+                _keeper: keeper,
+            },
+        );
+        drop(state);
+        if !ports.is_empty() {
+            if let Err(e) = self.apply_rules() {
+                self.release(id);
+                return Err(e);
+            }
+        }
+        let resolv_conf = dns_server.flatten().map(|gw| {
+            let host = fs::read_to_string(&self.options.resolv_conf).unwrap_or_default();
+            embedded_resolv_conf(gw, &host)
+        });
+        Ok(Prepared {
+            hosts_extra: format!("{container_ip}\t{hostname}\n"),
+            attachment,
+            netns: Some(ns_path),
+            resolv_conf,
+        })
+    }
+
+    /// Takes container `id`'s attachment back after a daemon restart.
+    pub fn adopt(&self, id: &str, name: &str, hostname: &str, attachment: &Attachment) {
+        let Some(address) = attachment.address else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        let Some(net) = state.nets.get_mut(&attachment.network) else {
+            log(&format!(
+                "networks: container {name} was on network {:?}, which is gone",
+                attachment.network
+            ));
+            return;
+        };
+        if let Some(ipam) = net.ipam.as_mut() {
+            if !ipam.adopt(id, address) {
+                log(&format!("networks: {address} of container {name} is taken twice"));
+            }
+        }
+        let names = dns_names(name, hostname, &attachment.aliases);
+        for n in &names {
+            if !net.records.lookup(n).contains(&address) {
+                net.records.add(n, address);
+            }
+        }
+        let mut keeper = None;
+        if let (Some(server), Some(mac), Some(path)) = (attachment.dhcp_server, &attachment.mac, &attachment.netns) {
+            match (NetNs::open(Path::new(path)), parse_mac(mac)) {
+                (Ok(ns), Some(mac)) => {
+                    let lease = direct::adopted_lease(address, attachment.prefix, attachment.gateway, server);
+                    keeper = Some(direct::Keeper::start(id, ns, mac, lease));
+                }
+                _ => log(&format!("networks: cannot renew the lease of container {name}")),
+            }
+        }
+        for port in &attachment.ports {
+            state
+                .ports
+                .entry((port.protocol, port.host_port))
+                .or_default()
+                .push((port.host_ip, id.to_string()));
+        }
+        let reservations = reserve_ports(&attachment.ports).unwrap_or_else(|e| {
+            log(&format!("networks: container {name}: {e}"));
+            Vec::new()
+        });
+        state.members.insert(
+            id.to_string(),
+            Member {
+                name: name.to_string(),
+                names,
+                attachment: attachment.clone(),
+                _reservations: reservations,
+                _keeper: keeper,
+            },
+        );
+    }
+
+    /// After adoption: removes what no container owns (veths named
+    /// `mkv*`, hostd's routes, namespace files) and replaces the nftables
+    /// table. Returns what it removed, for the log.
+    pub fn reconcile(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let state = lock(&self.state);
+        let links: Vec<String> = state
+            .members
+            .values()
+            .filter_map(|m| m.attachment.host_link.clone())
+            .collect();
+        let addresses: Vec<Ipv4Addr> = state
+            .members
+            .values()
+            .filter_map(|m| m.attachment.address)
+            .collect();
+        let subnets: Vec<Subnet> = state
+            .nets
+            .values()
+            .filter(|n| n.spec.driver == Driver::Bridge)
+            .filter_map(|n| n.spec.subnet)
+            .collect();
+        let namespaces: Vec<PathBuf> = state
+            .members
+            .values()
+            .filter_map(|m| m.attachment.netns.as_ref().map(PathBuf::from))
+            .collect();
+        drop(state);
+        if let Ok(mut nl) = netlink() {
+            for link in nl.links().unwrap_or_default() {
+                if link.name.starts_with(VETH_PREFIX) && !links.contains(&link.name) {
+                    if nl.delete_link(link.index).is_ok() {
+                        removed.push(format!("link {}", link.name));
+                    }
+                }
+            }
+            for route in nl.routes().unwrap_or_default() {
+                if route.protocol != RTPROT_MKHOST {
+                    continue;
+                }
+                let owned = match route.kind {
+                    RouteKind::Unreachable => subnets.iter().any(|s| s.address == route.dst && s.prefix == route.prefix),
+                    _ => route.prefix == 32 && addresses.contains(&route.dst),
+                };
+                if !owned && nl.del_route(&route).is_ok() {
+                    removed.push(format!("route {}/{}", route.dst, route.prefix));
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(self.options.state.join("netns")) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !namespaces.contains(&path) && netns::remove(&path).is_ok() {
+                    removed.push(format!("namespace {}", path.display()));
+                }
+            }
+        }
+        if let Err(e) = self.apply_rules() {
+            log(&format!("networks: {e}"));
+        }
+        removed
+    }
+
+    /// Frees everything container `id` holds, once: its DNS names, ports,
+    /// address, lease, veth and namespace. Calling it again does nothing.
+    pub fn release(&self, id: &str) {
+        let mut state = lock(&self.state);
+        let Some(member) = state.members.remove(id) else {
+            return;
+        };
+        let a = &member.attachment;
+        if let Some(net) = state.nets.get_mut(&a.network) {
+            if let Some(ip) = a.address {
+                if let Some(ipam) = net.ipam.as_mut() {
+                    ipam.free(id, ip);
+                }
+                for name in &member.names {
+                    net.records.remove(name, ip);
+                }
+            }
+        }
+        let had_ports = !a.ports.is_empty();
+        for users in state.ports.values_mut() {
+            users.retain(|(_, owner)| owner != id);
+        }
+        state.ports.retain(|_, users| !users.is_empty());
+        drop(state);
+        let attachment = member.attachment.clone();
+        drop(member);
+        if let Ok(mut nl) = netlink() {
+            if let Some(link) = &attachment.host_link {
+                if let Err(e) = container_link::detach_veth(&mut nl, link, attachment.address.unwrap_or(Ipv4Addr::UNSPECIFIED)) {
+                    log(&format!("networks: container {id}: {e}"));
+                }
+            }
+        }
+        if let Some(path) = &attachment.netns {
+            if let Err(e) = netns::remove(Path::new(path)) {
+                log(&format!("networks: cannot remove {path}: {e}"));
+            }
+        }
+        if had_ports {
+            if let Err(e) = self.apply_rules() {
+                log(&format!("networks: {e}"));
+            }
+        }
+    }
+
+    /// Replaces the nftables table with the one the current state asks for.
+    fn apply_rules(&self) -> Result<(), String> {
+        let state = lock(&self.state);
+        let networks: Vec<RuleNetwork> = state
+            .nets
+            .values()
+            .filter(|n| n.spec.driver == Driver::Bridge)
+            .filter_map(|n| {
+                Some(RuleNetwork {
+                    subnet: n.spec.subnet?,
+                    internal: n.spec.internal,
+                })
+            })
+            .collect();
+        let published: Vec<Published> = state
+            .members
+            .values()
+            .filter(|m| !m.attachment.ports.is_empty())
+            .filter_map(|m| {
+                Some(Published {
+                    address: m.attachment.address?,
+                    ports: m.attachment.ports.clone(),
+                })
+            })
+            .collect();
+        let table = ruleset::table(&networks, &published);
+        // Held while the kernel takes it: two changes never race each
+        // other's older view into the kernel.
+        nftables::replace_table(&table).map_err(|e| format!("cannot program nftables: {e}"))?;
+        drop(state);
+        Ok(())
+    }
+
+    /// A container's published ports.
+    pub fn ports(&self, id: &str) -> Vec<PortMapping> {
+        lock(&self.state)
+            .members
+            .get(id)
+            .map(|m| m.attachment.ports.clone())
+            .unwrap_or_default()
+    }
+
+    /// What `status` reports: networks, attached containers, addresses in
+    /// use and the rules in the nftables table.
+    pub fn status(&self) -> NetworkCounts {
+        let (attached, leases) = self.counts();
+        let networks = lock(&self.state).nets.len();
+        let nft_rules = nftables::count_rules(ruleset::TABLE)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        NetworkCounts {
+            networks: n(networks),
+            attached: n(attached),
+            leases: n(leases),
+            nft_rules: n(nft_rules),
+        }
+    }
+
+    /// Attached containers and addresses in use across networks.
+    fn counts(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        let leases = state
+            .nets
+            .values()
+            .filter_map(|n| n.ipam.as_ref())
+            .map(Ipam::in_use)
+            .sum::<usize>()
+            + state
+                .members
+                .values()
+                .filter(|m| m.attachment.dhcp_server.is_some())
+                .count();
+        (state.members.len(), leases)
+    }
+}
+
+/// The names a container answers to on its network, each once.
+fn dns_names(name: &str, hostname: &str, aliases: &[String]) -> Vec<String> {
+    let mut names = vec![name.to_string()];
+    for n in std::iter::once(hostname).chain(aliases.iter().map(String::as_str)) {
+        if !names.iter().any(|k| k.eq_ignore_ascii_case(n)) {
+            names.push(n.to_string());
+        }
+    }
+    names
+}
+
+fn unknown(name: &str) -> String {
+    format!("no network named {name:?} (`hostd network ls` lists them; `hostd network create {name}` makes it)")
+}
+
+fn unreachable(subnet: Subnet) -> Route {
+    Route {
+        dst: subnet.address,
+        prefix: subnet.prefix,
+        kind: RouteKind::Unreachable,
+        protocol: RTPROT_MKHOST,
+    }
+}
+
+fn info(state: &State, name: &str) -> NetworkInfo {
+    let net = &state.nets[name];
+    let mut containers: Vec<NetworkMember> = state
+        .members
+        .iter()
+        .filter(|(_, m)| m.attachment.network == name)
+        .map(|(id, m)| NetworkMember {
+            name: m.name.clone(),
+            id: id.clone(),
+            address: m
+                .attachment
+                .address
+                .map(|a| format!("{a}/{}", m.attachment.prefix))
+                .unwrap_or_default(),
+        })
+        .collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    NetworkInfo {
+        spec: net.spec.clone(),
+        origin: net.origin.clone(),
+        containers,
+    }
+}
+
+/// Refuses ports another container has: the same protocol and port, on
+/// the same address or where either side listens on every address.
+fn check_ports(state: &State, ports: &[PortMapping]) -> Result<(), String> {
+    for port in ports {
+        if let Some(users) = state.ports.get(&(port.protocol, port.host_port)) {
+            if let Some((_, owner)) = users
+                .iter()
+                .find(|(ip, _)| ip.is_none() || port.host_ip.is_none() || *ip == port.host_ip)
+            {
+                let who = state.members.get(owner).map(|m| m.name.as_str()).unwrap_or(owner);
+                return Err(format!(
+                    "host port {}/{} is already published by container {who}",
+                    port.host_port, port.protocol
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Binds each published port on the host (without listening), so no host
+/// process can take it and a port a host process already has is refused.
+fn reserve_ports(ports: &[PortMapping]) -> Result<Vec<OwnedFd>, String> {
+    ports
+        .iter()
+        .map(|p| {
+            let addr = SocketAddrV4::new(p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port);
+            crate::os::reserve_port(addr, p.protocol == Protocol::Udp).map_err(|e| {
+                format!(
+                    "host port {}/{} on {} is not free: {e} (a host process uses it, or pick \
+                     another port)",
+                    p.host_port,
+                    p.protocol,
+                    addr.ip()
+                )
+            })
+        })
+        .collect()
+}
+
+/// `/etc/resolv.conf` for a container on a network with hostd's DNS: the
+/// gateway as the only name server, the host's search domains and options.
+pub fn embedded_resolv_conf(gateway: Ipv4Addr, host: &str) -> String {
+    let mut out = format!("nameserver {gateway}\n");
+    for line in host.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first == "search" || first == "options" {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_points_at_the_gateway() {
+        let text = embedded_resolv_conf(
+            "172.18.0.1".parse().unwrap(),
+            "nameserver 10.0.2.3\nsearch lab.example\noptions ndots:2\n",
+        );
+        assert_eq!(
+            text,
+            "nameserver 172.18.0.1\nsearch lab.example\noptions ndots:2\n"
+        );
+    }
+
+    #[test]
+    fn macs_round_trip() {
+        let mac = [0x02, 0xab, 0, 1, 0xff, 9];
+        assert_eq!(format_mac(mac), "02:ab:00:01:ff:09");
+        assert_eq!(parse_mac("02:ab:00:01:ff:09"), Some(mac));
+        assert_eq!(parse_mac("02:ab"), None);
+    }
+
+    #[test]
+    fn port_conflicts_consider_wildcards() {
+        let mut state = State {
+            nets: BTreeMap::new(),
+            members: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        };
+        state
+            .ports
+            .insert((Protocol::Tcp, 8080), vec![(Some(Ipv4Addr::LOCALHOST), "a".into())]);
+        let p = |s: &str| mkhost_shared::network::parse_publish(s).unwrap();
+        assert!(check_ports(&state, &p("8080:80")).unwrap_err().contains("8080/tcp"));
+        assert!(check_ports(&state, &p("127.0.0.1:8080:80")).is_err());
+        assert!(check_ports(&state, &p("10.0.0.1:8080:80")).is_ok());
+        assert!(check_ports(&state, &p("8080:80/udp")).is_ok());
+    }
+}
