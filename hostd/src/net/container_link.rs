@@ -103,6 +103,19 @@ pub fn host_route(address: Ipv4Addr, host_index: i32) -> Route {
     }
 }
 
+/// The host's route for a routed network's whole subnet, `unreachable
+/// SUBNET/PREFIX` (protocol [`RTPROT_MKHOST`]): the containers' `/32` routes
+/// are more specific, so only addresses without a container hit it, and
+/// packets to them are refused instead of leaving by the default route.
+pub fn unreachable_route(subnet: Ipv4Addr, prefix: u8) -> Route {
+    Route {
+        dst: subnet,
+        prefix,
+        kind: RouteKind::Unreachable,
+        protocol: RTPROT_MKHOST,
+    }
+}
+
 /// Deletes the host end `host_name` (the pair goes with it) and the `/32`
 /// route to `address` through it; either being absent is not an error.
 pub fn detach_veth(
@@ -288,13 +301,8 @@ mod tests {
         let lo = nl.link_index("lo").unwrap().unwrap();
         nl.set_up(lo, "lo").unwrap();
         nl.add_address(lo, "lo", GATEWAY, 32).unwrap();
-        nl.add_route(&Route {
-            dst: Ipv4Addr::new(172, 17, 0, 0),
-            prefix: 16,
-            kind: RouteKind::Unreachable,
-            protocol: RTPROT_MKHOST,
-        })
-        .unwrap();
+        nl.add_route(&unreachable_route(Ipv4Addr::new(172, 17, 0, 0), 16))
+            .unwrap();
     }
 
     fn mkv_links(nl: &mut Netlink) -> Vec<Link> {
