@@ -1,5 +1,6 @@
 //! Just enough rtnetlink to configure IPv4 networking: list links, bring them
-//! up, add and remove addresses and default routes.
+//! up, add and remove addresses and routes, create veth pairs and macvlans
+//! (straight into another network namespace) and delete links.
 //!
 //! Messages are built and parsed here byte by byte ([`MessageBuilder`],
 //! [`parse_messages`], [`parse_link`]), which keeps them unit-testable and
@@ -10,46 +11,68 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use crate::os;
 
 /// `RTM_NEWLINK`.
 pub const RTM_NEWLINK: u16 = 16;
+/// `RTM_DELLINK`.
+pub const RTM_DELLINK: u16 = 17;
 /// `RTM_GETLINK`.
 pub const RTM_GETLINK: u16 = 18;
 /// `RTM_NEWADDR`.
 pub const RTM_NEWADDR: u16 = 20;
 /// `RTM_DELADDR`.
 pub const RTM_DELADDR: u16 = 21;
+/// `RTM_GETADDR`.
+pub const RTM_GETADDR: u16 = 22;
 /// `RTM_NEWROUTE`.
 pub const RTM_NEWROUTE: u16 = 24;
 /// `RTM_DELROUTE`.
 pub const RTM_DELROUTE: u16 = 25;
+/// `RTM_GETROUTE`.
+pub const RTM_GETROUTE: u16 = 26;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
+#[cfg(test)]
 const NLM_F_MULTI: u16 = 2;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_CARRIER: u16 = 33;
+const VETH_INFO_PEER: u16 = 1;
+const IFLA_MACVLAN_MODE: u16 = 1;
+const MACVLAN_MODE_BRIDGE: u32 = 4;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PRIORITY: u16 = 6;
 const RTA_PREFSRC: u16 = 7;
+const RTA_TABLE: u16 = 15;
 const AF_INET: u8 = 2;
 const RT_TABLE_MAIN: u8 = 254;
 const RTN_UNICAST: u8 = 1;
+const RTN_UNREACHABLE: u8 = 7;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+/// Matches any scope when deleting a route.
+const RT_SCOPE_NOWHERE: u8 = 255;
 const RTNH_F_ONLINK: u32 = 4;
 /// `IFF_UP`.
 pub const IFF_UP: u32 = 1;
@@ -61,6 +84,12 @@ pub const ARPHRD_ETHER: u16 = 1;
 pub const RTPROT_STATIC: u8 = 4;
 /// Route protocol "dhcp".
 pub const RTPROT_DHCP: u8 = 16;
+/// Route protocol of the routes hostd owns (container /32 routes, network
+/// `unreachable` routes), so reconciliation can tell them from everyone
+/// else's. 200 is free in iproute2's `rt_protos` (which names 0-18, 42, 99
+/// and 186-192) and in the kernel's `RTPROT_*` list; `ip route` shows it as
+/// `proto 200`.
+pub const RTPROT_MKHOST: u8 = 200;
 
 /// Errors talking to the kernel.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +118,33 @@ pub enum NetlinkError {
     /// No answer in time.
     #[error("netlink: no answer to {0}")]
     Timeout(String),
+    /// A link that must exist does not.
+    #[error("{what} does not exist: {hint}")]
+    NoLink {
+        /// The link and its role (`NIC eth7 for a direct network`).
+        what: String,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// A step outside netlink failed (entering a namespace, a sysctl).
+    #[error("{what}: {source}")]
+    System {
+        /// What was done.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NetlinkError {
+    /// The errno of a refused request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Refused { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
 }
 
 /// Builds one netlink message: header, fixed payload, attributes.
@@ -130,12 +186,38 @@ impl MessageBuilder {
         self
     }
 
+    /// Appends a nested attribute whose content is `inner` (built with
+    /// [`attr_bytes`]). Like iproute2, without `NLA_F_NESTED`: the kernel's
+    /// link attributes are parsed leniently, and `VETH_INFO_PEER` is not a
+    /// plain nest (it starts with an `ifinfomsg`).
+    pub fn nested(self, ty: u16, inner: &[u8]) -> Self {
+        self.attr(ty, inner)
+    }
+
     /// The finished message with its length filled in.
     pub fn build(mut self) -> Vec<u8> {
         let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         self.buf
     }
+}
+
+/// One attribute as bytes, padded to 4: the content of a nested attribute is
+/// a concatenation of these.
+pub fn attr_bytes(ty: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(align4(4 + data.len()));
+    let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
+    b.extend_from_slice(&len.to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(data);
+    b.resize(align4(b.len()), 0);
+    b
+}
+
+fn name_bytes(name: &str) -> Vec<u8> {
+    let mut b = name.as_bytes().to_vec();
+    b.push(0);
+    b
 }
 
 /// `struct ifinfomsg`.
@@ -275,6 +357,266 @@ pub fn get_links(seq: u32) -> Vec<u8> {
         .build()
 }
 
+/// Request for the one link named `name` (answered by an `RTM_NEWLINK`,
+/// then the acknowledgement; `ENODEV` if there is none).
+pub fn get_link_by_name(seq: u32, name: &str) -> Vec<u8> {
+    MessageBuilder::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, seq)
+        .payload(&ifinfomsg(0, 0, 0))
+        .attr(IFLA_IFNAME, &name_bytes(name))
+        .build()
+}
+
+/// Request to create a veth pair: `host` in the socket's namespace, `peer`
+/// straight in the namespace `peer_netns` (a descriptor number of the
+/// sending process), both with `mtu` if given. Fails with `EEXIST` instead
+/// of touching an existing link.
+pub fn new_veth(seq: u32, host: &str, peer: &str, peer_netns: i32, mtu: Option<u32>) -> Vec<u8> {
+    // VETH_INFO_PEER holds an ifinfomsg followed by the peer's attributes.
+    let mut peer_info = ifinfomsg(0, 0, 0).to_vec();
+    peer_info.extend(attr_bytes(IFLA_IFNAME, &name_bytes(peer)));
+    peer_info.extend(attr_bytes(IFLA_NET_NS_FD, &peer_netns.to_ne_bytes()));
+    if let Some(mtu) = mtu {
+        peer_info.extend(attr_bytes(IFLA_MTU, &mtu.to_ne_bytes()));
+    }
+    let data = attr_bytes(VETH_INFO_PEER, &peer_info);
+    let mut linkinfo = attr_bytes(IFLA_INFO_KIND, b"veth");
+    linkinfo.extend(attr_bytes(IFLA_INFO_DATA, &data));
+    let mut b = MessageBuilder::new(
+        RTM_NEWLINK,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        seq,
+    )
+    .payload(&ifinfomsg(0, 0, 0))
+    .attr(IFLA_IFNAME, &name_bytes(host));
+    if let Some(mtu) = mtu {
+        b = b.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    }
+    b.nested(IFLA_LINKINFO, &linkinfo).build()
+}
+
+/// Request to create a macvlan in bridge mode on link `parent` (an index in
+/// the socket's namespace), created straight in the namespace `netns`
+/// (a descriptor number of the sending process), with `mac` if given.
+pub fn new_macvlan(seq: u32, name: &str, parent: i32, netns: i32, mac: Option<[u8; 6]>) -> Vec<u8> {
+    let data = attr_bytes(IFLA_MACVLAN_MODE, &MACVLAN_MODE_BRIDGE.to_ne_bytes());
+    let mut linkinfo = attr_bytes(IFLA_INFO_KIND, b"macvlan");
+    linkinfo.extend(attr_bytes(IFLA_INFO_DATA, &data));
+    let mut b = MessageBuilder::new(
+        RTM_NEWLINK,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        seq,
+    )
+    .payload(&ifinfomsg(0, 0, 0))
+    .attr(IFLA_IFNAME, &name_bytes(name))
+    .attr(IFLA_LINK, &parent.to_ne_bytes())
+    .attr(IFLA_NET_NS_FD, &netns.to_ne_bytes());
+    if let Some(mac) = mac {
+        b = b.attr(IFLA_ADDRESS, &mac);
+    }
+    b.nested(IFLA_LINKINFO, &linkinfo).build()
+}
+
+/// Request to delete link `index` (a veth's peer goes with it).
+pub fn del_link(seq: u32, index: i32) -> Vec<u8> {
+    MessageBuilder::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq)
+        .payload(&ifinfomsg(index, 0, 0))
+        .build()
+}
+
+/// Request to delete the link named `name` (`ENODEV` if there is none).
+pub fn del_link_by_name(seq: u32, name: &str) -> Vec<u8> {
+    MessageBuilder::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq)
+        .payload(&ifinfomsg(0, 0, 0))
+        .attr(IFLA_IFNAME, &name_bytes(name))
+        .build()
+}
+
+/// An IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Destination network.
+    pub dst: Ipv4Addr,
+    /// Its prefix length (0 for the default route).
+    pub prefix: u8,
+    /// Where it goes.
+    pub kind: RouteKind,
+    /// `RTPROT_*`: who owns it ([`RTPROT_MKHOST`] for hostd's).
+    pub protocol: u8,
+}
+
+/// Where a [`Route`] sends packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Straight out of link `oif`, no gateway (`dev X scope link`).
+    Link {
+        /// Output interface index.
+        oif: i32,
+    },
+    /// Through `gateway` on link `oif` (scope universe).
+    Via {
+        /// Output interface index.
+        oif: i32,
+        /// The next hop.
+        gateway: Ipv4Addr,
+    },
+    /// Refused with "network unreachable" (`unreachable DST`).
+    Unreachable,
+}
+
+/// `struct rtmsg` with every field chosen.
+pub fn rtmsg_with(dst_len: u8, protocol: u8, scope: u8, ty: u8, flags: u32) -> [u8; 12] {
+    let mut b = rtmsg(dst_len, protocol, flags);
+    b[6] = scope;
+    b[7] = ty;
+    b
+}
+
+fn route_message(ty: u16, flags: u16, seq: u32, route: &Route, scope: Option<u8>) -> Vec<u8> {
+    let (natural_scope, rtn, oif, gateway) = match route.kind {
+        RouteKind::Link { oif } => (RT_SCOPE_LINK, RTN_UNICAST, oif, None),
+        RouteKind::Via { oif, gateway } => (RT_SCOPE_UNIVERSE, RTN_UNICAST, oif, Some(gateway)),
+        RouteKind::Unreachable => (RT_SCOPE_UNIVERSE, RTN_UNREACHABLE, 0, None),
+    };
+    let mut b = MessageBuilder::new(ty, flags, seq).payload(&rtmsg_with(
+        route.prefix,
+        route.protocol,
+        scope.unwrap_or(natural_scope),
+        rtn,
+        0,
+    ));
+    if route.prefix > 0 {
+        b = b.attr(RTA_DST, &route.dst.octets());
+    }
+    if let Some(gw) = gateway {
+        b = b.attr(RTA_GATEWAY, &gw.octets());
+    }
+    if oif != 0 {
+        b = b.attr(RTA_OIF, &oif.to_ne_bytes());
+    }
+    b.build()
+}
+
+/// Request to add a route, replacing one to the same destination (same
+/// prefix, TOS and metric), so adding twice is harmless.
+pub fn new_route(seq: u32, route: &Route) -> Vec<u8> {
+    route_message(
+        RTM_NEWROUTE,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        seq,
+        route,
+        None,
+    )
+}
+
+/// Request to delete a route: matches destination, type, protocol and the
+/// output link (an `oif` of 0 matches any), whatever the scope.
+pub fn del_route(seq: u32, route: &Route) -> Vec<u8> {
+    route_message(
+        RTM_DELROUTE,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        route,
+        Some(RT_SCOPE_NOWHERE),
+    )
+}
+
+/// Request to dump the IPv4 routes.
+pub fn get_routes(seq: u32) -> Vec<u8> {
+    MessageBuilder::new(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq)
+        .payload(&rtmsg_with(0, 0, 0, 0, 0))
+        .build()
+}
+
+/// Request to dump the IPv4 addresses.
+pub fn get_addresses(seq: u32) -> Vec<u8> {
+    MessageBuilder::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq)
+        .payload(&ifaddrmsg(0, 0))
+        .build()
+}
+
+/// An IPv4 address on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// Interface index.
+    pub index: i32,
+    /// The address.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+fn ipv4(data: &[u8]) -> Option<Ipv4Addr> {
+    let octets: [u8; 4] = data.try_into().ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
+fn i32_of(data: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(data.get(0..4)?.try_into().ok()?))
+}
+
+/// Parses an `RTM_NEWROUTE` payload; `None` for what [`Route`] cannot say
+/// (other families and tables, multipath, blackhole, local and broadcast
+/// routes).
+pub fn parse_route(payload: &[u8]) -> Option<Route> {
+    let head = payload.get(0..12)?;
+    if head[0] != AF_INET {
+        return None;
+    }
+    let (prefix, rtm_table, protocol, rtn) = (head[1], head[4], head[5], head[7]);
+    let mut table = u32::from(rtm_table);
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut oif = None;
+    let mut gateway = None;
+    for (ty, data) in parse_attrs(&payload[12..]) {
+        match ty {
+            RTA_DST => dst = ipv4(data)?,
+            RTA_OIF => oif = i32_of(data),
+            RTA_GATEWAY => gateway = ipv4(data),
+            RTA_TABLE => table = u32_at(data, 0)?,
+            _ => {}
+        }
+    }
+    if table != u32::from(RT_TABLE_MAIN) {
+        return None;
+    }
+    let kind = match (rtn, oif, gateway) {
+        (RTN_UNREACHABLE, _, _) => RouteKind::Unreachable,
+        (RTN_UNICAST, Some(oif), Some(gateway)) => RouteKind::Via { oif, gateway },
+        (RTN_UNICAST, Some(oif), None) => RouteKind::Link { oif },
+        _ => return None,
+    };
+    Some(Route {
+        dst,
+        prefix,
+        kind,
+        protocol,
+    })
+}
+
+/// Parses an `RTM_NEWADDR` payload (IPv4 only).
+pub fn parse_address(payload: &[u8]) -> Option<Address> {
+    let head = payload.get(0..8)?;
+    if head[0] != AF_INET {
+        return None;
+    }
+    let prefix = head[1];
+    let index = i32_of(&head[4..8])?;
+    let mut local = None;
+    let mut address = None;
+    for (ty, data) in parse_attrs(&payload[8..]) {
+        match ty {
+            IFA_LOCAL => local = ipv4(data),
+            IFA_ADDRESS => address = ipv4(data),
+            _ => {}
+        }
+    }
+    Some(Address {
+        index,
+        address: local.or(address)?,
+        prefix,
+    })
+}
+
 /// One message of a receive buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received<'a> {
@@ -406,6 +748,16 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
     Some(link)
 }
 
+/// A route as `ip route` would print it, for messages.
+pub fn describe(route: &Route) -> String {
+    let dst = format!("{}/{}", route.dst, route.prefix);
+    match route.kind {
+        RouteKind::Link { oif } => format!("{dst} dev #{oif} scope link"),
+        RouteKind::Via { oif, gateway } => format!("{dst} via {gateway} dev #{oif}"),
+        RouteKind::Unreachable => format!("unreachable {dst}"),
+    }
+}
+
 /// A `NETLINK_ROUTE` connection.
 pub struct Netlink {
     sock: File,
@@ -483,35 +835,152 @@ impl Netlink {
         }
     }
 
-    /// All links.
-    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+    /// Sends a request and collects the answers of type `reply` that
+    /// `parse` accepts, until the dump's `NLMSG_DONE` or the request's
+    /// acknowledgement.
+    fn collect<T>(
+        &mut self,
+        what: &str,
+        build: impl FnOnce(u32) -> Vec<u8>,
+        reply: u16,
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, NetlinkError> {
         let seq = self.next_seq();
-        self.send(&get_links(seq))?;
-        let mut links = Vec::new();
+        let msg = build(seq);
+        self.send(&msg)?;
+        let mut out = Vec::new();
         loop {
-            let n = self.recv("link dump")?;
+            let n = self.recv(what)?;
             for m in parse_messages(&self.buf[..n]) {
                 if m.seq != seq {
                     continue;
                 }
                 match m.ty {
-                    NLMSG_DONE => return Ok(links),
-                    NLMSG_ERROR => {
-                        if let Some(e) = parse_error(m.payload).filter(|e| *e != 0) {
-                            return Err(NetlinkError::Refused {
-                                request: "link dump".into(),
+                    // A dump's end; since Linux 4.x it carries the dump's error.
+                    NLMSG_DONE | NLMSG_ERROR => {
+                        return match parse_error(m.payload) {
+                            Some(e) if e < 0 => Err(NetlinkError::Refused {
+                                request: what.to_string(),
                                 source: io::Error::from_raw_os_error(-e),
-                            });
-                        }
+                            }),
+                            _ => Ok(out),
+                        };
                     }
-                    RTM_NEWLINK => links.extend(parse_link(m.payload)),
+                    ty if ty == reply => out.extend(parse(m.payload)),
                     _ => {}
-                }
-                if m.flags & NLM_F_MULTI == 0 && m.ty == RTM_NEWLINK {
-                    return Ok(links);
                 }
             }
         }
+    }
+
+    /// All links.
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        self.collect("link dump", get_links, RTM_NEWLINK, parse_link)
+    }
+
+    /// The index of the link named `name`, `None` if there is none.
+    pub fn link_index(&mut self, name: &str) -> Result<Option<i32>, NetlinkError> {
+        Ok(self.link_by_name(name)?.map(|l| l.index))
+    }
+
+    /// The link named `name`, `None` if there is none.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        match self.collect(
+            &format!("look up link {name}"),
+            |seq| get_link_by_name(seq, name),
+            RTM_NEWLINK,
+            parse_link,
+        ) {
+            Ok(mut links) => Ok(links.pop()),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a veth pair: `host_name` here, `peer_name` straight in the
+    /// namespace `peer_netns`. `EEXIST` if either name is taken.
+    pub fn add_veth(
+        &mut self,
+        host_name: &str,
+        peer_name: &str,
+        peer_netns: BorrowedFd<'_>,
+    ) -> Result<(), NetlinkError> {
+        self.add_veth_with_mtu(host_name, peer_name, peer_netns, None)
+    }
+
+    /// [`Netlink::add_veth`] with both ends' MTU set (`None`: the default).
+    pub fn add_veth_with_mtu(
+        &mut self,
+        host_name: &str,
+        peer_name: &str,
+        peer_netns: BorrowedFd<'_>,
+        mtu: Option<u32>,
+    ) -> Result<(), NetlinkError> {
+        let fd = peer_netns.as_raw_fd();
+        self.request(&format!("cannot create veth {host_name}"), |seq| {
+            new_veth(seq, host_name, peer_name, fd, mtu)
+        })
+    }
+
+    /// Creates macvlan `name` (bridge mode) on link `parent_index`, straight
+    /// in the namespace `netns`, with MAC `mac` (`None`: a random one).
+    pub fn add_macvlan(
+        &mut self,
+        name: &str,
+        parent_index: i32,
+        netns: BorrowedFd<'_>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), NetlinkError> {
+        let fd = netns.as_raw_fd();
+        self.request(
+            &format!("cannot create macvlan {name} on link {parent_index}"),
+            |seq| new_macvlan(seq, name, parent_index, fd, mac),
+        )
+    }
+
+    /// Deletes link `index`.
+    pub fn delete_link(&mut self, index: i32) -> Result<(), NetlinkError> {
+        self.request(&format!("cannot delete link {index}"), |seq| {
+            del_link(seq, index)
+        })
+    }
+
+    /// Deletes the link named `name`; `false` if there was none.
+    pub fn delete_link_by_name(&mut self, name: &str) -> Result<bool, NetlinkError> {
+        match self.request(&format!("cannot delete link {name}"), |seq| {
+            del_link_by_name(seq, name)
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a route, replacing one to the same destination.
+    pub fn add_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
+        self.request(&format!("cannot add route {}", describe(route)), |seq| {
+            new_route(seq, route)
+        })
+    }
+
+    /// Deletes a route; one that is not there is not an error.
+    pub fn del_route(&mut self, route: &Route) -> Result<(), NetlinkError> {
+        match self.request(&format!("cannot delete route {}", describe(route)), |seq| {
+            del_route(seq, route)
+        }) {
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The IPv4 routes of the main table that [`Route`] can describe.
+    pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
+        self.collect("route dump", get_routes, RTM_NEWROUTE, parse_route)
+    }
+
+    /// The IPv4 addresses of every link.
+    pub fn addresses(&mut self) -> Result<Vec<Address>, NetlinkError> {
+        self.collect("address dump", get_addresses, RTM_NEWADDR, parse_address)
     }
 
     /// Sets link `index` up.
@@ -689,6 +1158,367 @@ mod tests {
             let _ = parse_link(&m[..cut]);
         }
         assert_eq!(parse_error(&(-17i32).to_ne_bytes()), Some(-17));
+    }
+
+    /// Splits a nested attribute's content.
+    fn nest(data: &[u8]) -> Vec<(u16, &[u8])> {
+        parse_attrs(data)
+    }
+
+    #[test]
+    fn veth_message_nests_the_peer_with_its_namespace() {
+        let m = new_veth(3, "mkv0123456789ab", "eth0", 7, Some(1400));
+        let msgs = parse_messages(&m);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(usize::try_from(u32_at(&m, 0).unwrap()).unwrap(), m.len());
+        assert_eq!(msgs[0].ty, RTM_NEWLINK);
+        assert_eq!(
+            msgs[0].flags,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        );
+        assert_eq!(msgs[0].seq, 3);
+        let p = msgs[0].payload;
+        assert_eq!(&p[0..16], &[0; 16]);
+        let attrs = parse_attrs(&p[16..]);
+        assert_eq!(attrs.len(), 3);
+        assert_eq!(attrs[0], (IFLA_IFNAME, &b"mkv0123456789ab\0"[..]));
+        assert_eq!(attrs[1], (IFLA_MTU, &1400u32.to_ne_bytes()[..]));
+        assert_eq!(attrs[2].0, IFLA_LINKINFO);
+        let info = nest(attrs[2].1);
+        assert_eq!(info[0], (IFLA_INFO_KIND, &b"veth"[..]));
+        assert_eq!(info[1].0, IFLA_INFO_DATA);
+        let data = nest(info[1].1);
+        assert_eq!(data.len(), 1);
+        assert_eq!(data[0].0, VETH_INFO_PEER);
+        let peer = data[0].1;
+        // The peer's own ifinfomsg, then its attributes.
+        assert_eq!(&peer[0..16], &[0; 16]);
+        assert_eq!(
+            parse_attrs(&peer[16..]),
+            [
+                (IFLA_IFNAME, &b"eth0\0"[..]),
+                (IFLA_NET_NS_FD, &7i32.to_ne_bytes()[..]),
+                (IFLA_MTU, &1400u32.to_ne_bytes()[..]),
+            ]
+        );
+        // Byte by byte, as iproute2 lays it out: the peer attribute is its
+        // header, an ifinfomsg, IFLA_IFNAME and IFLA_NET_NS_FD (4 + 16 + 12 + 8).
+        let without_mtu = new_veth(3, "mkv1", "eth0", 7, None);
+        let mut expect: Vec<u8> = Vec::new();
+        let ne16 = |v: u16| v.to_ne_bytes();
+        // nlmsghdr
+        expect.extend(100u32.to_ne_bytes());
+        expect.extend(ne16(RTM_NEWLINK));
+        expect.extend(ne16(0x605));
+        expect.extend(3u32.to_ne_bytes());
+        expect.extend(0u32.to_ne_bytes());
+        expect.extend([0; 16]);
+        // IFLA_IFNAME "mkv1"
+        expect.extend(ne16(9));
+        expect.extend(ne16(3));
+        expect.extend(b"mkv1\0\0\0\0");
+        // IFLA_LINKINFO { IFLA_INFO_KIND "veth", IFLA_INFO_DATA { VETH_INFO_PEER { ... } } }
+        expect.extend(ne16(56));
+        expect.extend(ne16(18));
+        expect.extend(ne16(8));
+        expect.extend(ne16(1));
+        expect.extend(b"veth");
+        expect.extend(ne16(44));
+        expect.extend(ne16(2));
+        expect.extend(ne16(40));
+        expect.extend(ne16(1));
+        expect.extend([0; 16]);
+        expect.extend(ne16(9));
+        expect.extend(ne16(3));
+        expect.extend(b"eth0\0\0\0\0");
+        expect.extend(ne16(8));
+        expect.extend(ne16(28));
+        expect.extend(7i32.to_ne_bytes());
+        assert_eq!(without_mtu, expect);
+    }
+
+    #[test]
+    fn macvlan_message() {
+        let mac = [2, 0, 0, 0, 0, 9];
+        let m = new_macvlan(4, "eth0", 3, 9, Some(mac));
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(msg.ty, RTM_NEWLINK);
+        assert_eq!(
+            msg.flags,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        );
+        let attrs = parse_attrs(&msg.payload[16..]);
+        assert_eq!(attrs[0], (IFLA_IFNAME, &b"eth0\0"[..]));
+        assert_eq!(attrs[1], (IFLA_LINK, &3i32.to_ne_bytes()[..]));
+        assert_eq!(attrs[2], (IFLA_NET_NS_FD, &9i32.to_ne_bytes()[..]));
+        assert_eq!(attrs[3], (IFLA_ADDRESS, &mac[..]));
+        assert_eq!(attrs[4].0, IFLA_LINKINFO);
+        let info = nest(attrs[4].1);
+        assert_eq!(info[0], (IFLA_INFO_KIND, &b"macvlan"[..]));
+        assert_eq!(
+            nest(info[1].1),
+            [(IFLA_MACVLAN_MODE, &MACVLAN_MODE_BRIDGE.to_ne_bytes()[..])]
+        );
+        let m = new_macvlan(4, "eth0", 3, 9, None);
+        assert_eq!(parse_attrs(&parse_messages(&m)[0].payload[16..]).len(), 4);
+    }
+
+    #[test]
+    fn delete_link_messages() {
+        let m = del_link(5, 12);
+        let mut expect = Vec::new();
+        expect.extend(32u32.to_ne_bytes());
+        expect.extend(RTM_DELLINK.to_ne_bytes());
+        expect.extend((NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        expect.extend(5u32.to_ne_bytes());
+        expect.extend(0u32.to_ne_bytes());
+        expect.extend(ifinfomsg(12, 0, 0));
+        assert_eq!(m, expect);
+        let m = del_link_by_name(6, "mkv1");
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(msg.ty, RTM_DELLINK);
+        assert_eq!(&msg.payload[..16], &[0; 16]);
+        assert_eq!(
+            parse_attrs(&msg.payload[16..]),
+            [(IFLA_IFNAME, &b"mkv1\0"[..])]
+        );
+        let m = get_link_by_name(7, "lo");
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(
+            (msg.ty, msg.flags),
+            (RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK)
+        );
+        assert_eq!(
+            parse_attrs(&msg.payload[16..]),
+            [(IFLA_IFNAME, &b"lo\0"[..])]
+        );
+    }
+
+    #[test]
+    fn route_messages_by_kind() {
+        let link = Route {
+            dst: Ipv4Addr::new(172, 17, 0, 2),
+            prefix: 32,
+            kind: RouteKind::Link { oif: 7 },
+            protocol: RTPROT_MKHOST,
+        };
+        let m = new_route(1, &link);
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(msg.ty, RTM_NEWROUTE);
+        assert_eq!(
+            msg.flags,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+        );
+        assert_eq!(
+            &msg.payload[0..12],
+            &[
+                AF_INET,
+                32,
+                0,
+                0,
+                RT_TABLE_MAIN,
+                200,
+                RT_SCOPE_LINK,
+                RTN_UNICAST,
+                0,
+                0,
+                0,
+                0
+            ]
+        );
+        assert_eq!(
+            parse_attrs(&msg.payload[12..]),
+            [
+                (RTA_DST, &[172, 17, 0, 2][..]),
+                (RTA_OIF, &7i32.to_ne_bytes()[..])
+            ]
+        );
+        assert_eq!(parse_route(msg.payload), Some(link.clone()));
+
+        let via = Route {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+            kind: RouteKind::Via {
+                oif: 2,
+                gateway: Ipv4Addr::new(10, 0, 0, 1),
+            },
+            protocol: RTPROT_STATIC,
+        };
+        let m = new_route(2, &via);
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(msg.payload[6], RT_SCOPE_UNIVERSE);
+        // The default route has no RTA_DST.
+        assert_eq!(
+            parse_attrs(&msg.payload[12..]),
+            [
+                (RTA_GATEWAY, &[10, 0, 0, 1][..]),
+                (RTA_OIF, &2i32.to_ne_bytes()[..])
+            ]
+        );
+        assert_eq!(parse_route(msg.payload), Some(via));
+
+        let unreachable = Route {
+            dst: Ipv4Addr::new(172, 17, 0, 0),
+            prefix: 16,
+            kind: RouteKind::Unreachable,
+            protocol: RTPROT_MKHOST,
+        };
+        let m = new_route(3, &unreachable);
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(msg.payload[7], RTN_UNREACHABLE);
+        assert_eq!(
+            parse_attrs(&msg.payload[12..]),
+            [(RTA_DST, &[172, 17, 0, 0][..])]
+        );
+        assert_eq!(parse_route(msg.payload), Some(unreachable.clone()));
+
+        // Deleting matches any scope.
+        let m = del_route(4, &link);
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(
+            (msg.ty, msg.flags),
+            (RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
+        );
+        assert_eq!(msg.payload[6], RT_SCOPE_NOWHERE);
+        assert_eq!(msg.payload[5], RTPROT_MKHOST);
+        assert_eq!(describe(&unreachable), "unreachable 172.17.0.0/16");
+        assert_eq!(describe(&link), "172.17.0.2/32 dev #7 scope link");
+    }
+
+    #[test]
+    fn route_parser_keeps_to_the_main_table() {
+        let mut p = rtmsg_with(24, 2, RT_SCOPE_LINK, RTN_UNICAST, 0).to_vec();
+        p.extend(attr_bytes(RTA_DST, &[10, 0, 0, 0]));
+        p.extend(attr_bytes(RTA_OIF, &3i32.to_ne_bytes()));
+        assert_eq!(
+            parse_route(&p).map(|r| r.kind),
+            Some(RouteKind::Link { oif: 3 })
+        );
+        // The same in table 1000 (rtm_table says RT_TABLE_COMPAT).
+        let mut other = p.clone();
+        other[4] = 252;
+        other.extend(attr_bytes(RTA_TABLE, &1000u32.to_ne_bytes()));
+        assert_eq!(parse_route(&other), None);
+        // A local route (RTN_LOCAL) is not described.
+        let mut local = p.clone();
+        local[7] = 2;
+        assert_eq!(parse_route(&local), None);
+        // IPv6 is not.
+        let mut v6 = p.clone();
+        v6[0] = 10;
+        assert_eq!(parse_route(&v6), None);
+        for cut in 0..p.len() {
+            let _ = parse_route(&p[..cut]);
+        }
+    }
+
+    #[test]
+    fn address_parser_reads_its_own_message() {
+        let m = add_address(1, 4, Ipv4Addr::new(172, 17, 0, 2), 16);
+        let got = parse_address(parse_messages(&m)[0].payload).unwrap();
+        assert_eq!(
+            got,
+            Address {
+                index: 4,
+                address: Ipv4Addr::new(172, 17, 0, 2),
+                prefix: 16
+            }
+        );
+        let m = get_addresses(2);
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(
+            (msg.ty, msg.flags),
+            (RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP)
+        );
+        assert_eq!(msg.payload[0], AF_INET);
+        let m = get_routes(3);
+        let msg = &parse_messages(&m)[0];
+        assert_eq!(
+            (msg.ty, msg.flags),
+            (RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP)
+        );
+        assert_eq!(msg.payload.len(), 12);
+    }
+
+    /// Against the kernel, in a private network namespace.
+    #[test]
+    fn live_links_routes_and_addresses() {
+        use crate::net::netns::in_private_host;
+        use std::os::fd::AsFd;
+        in_private_host(|| {
+            let mut nl = Netlink::open().unwrap();
+            assert_eq!(nl.link_index("lo").unwrap(), Some(1));
+            assert_eq!(nl.link_index("nope0").unwrap(), None);
+            assert!(!nl.delete_link_by_name("nope0").unwrap());
+            let me = File::open("/proc/thread-self/ns/net").unwrap();
+            nl.add_veth("va", "vb", me.as_fd()).unwrap();
+            let err = nl.add_veth("va", "vc", me.as_fd()).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::EEXIST));
+            assert_eq!(
+                err.to_string(),
+                "cannot create veth va: File exists (os error 17)"
+            );
+            let links = nl.links().unwrap();
+            let va = links.iter().find(|l| l.name == "va").unwrap();
+            assert_eq!(va.kind.as_deref(), Some("veth"));
+            let va = va.index;
+            nl.set_up(va, "va").unwrap();
+            nl.add_address(va, "va", Ipv4Addr::new(10, 1, 0, 1), 24)
+                .unwrap();
+            assert!(nl.addresses().unwrap().contains(&Address {
+                index: va,
+                address: Ipv4Addr::new(10, 1, 0, 1),
+                prefix: 24
+            }));
+            let routes = [
+                Route {
+                    dst: Ipv4Addr::new(10, 2, 0, 5),
+                    prefix: 32,
+                    kind: RouteKind::Link { oif: va },
+                    protocol: RTPROT_MKHOST,
+                },
+                Route {
+                    dst: Ipv4Addr::new(10, 3, 0, 0),
+                    prefix: 16,
+                    kind: RouteKind::Via {
+                        oif: va,
+                        gateway: Ipv4Addr::new(10, 1, 0, 2),
+                    },
+                    protocol: RTPROT_MKHOST,
+                },
+                Route {
+                    dst: Ipv4Addr::new(10, 4, 0, 0),
+                    prefix: 16,
+                    kind: RouteKind::Unreachable,
+                    protocol: RTPROT_MKHOST,
+                },
+            ];
+            for r in &routes {
+                nl.add_route(r).unwrap();
+                // Adding again replaces.
+                nl.add_route(r).unwrap();
+            }
+            let mine: Vec<Route> = nl
+                .routes()
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.protocol == RTPROT_MKHOST)
+                .collect();
+            assert_eq!(mine, routes);
+            for r in &routes {
+                nl.del_route(r).unwrap();
+                nl.del_route(r).unwrap();
+            }
+            assert!(nl
+                .routes()
+                .unwrap()
+                .iter()
+                .all(|r| r.protocol != RTPROT_MKHOST));
+            // Deleting one end deletes the pair.
+            assert!(nl.delete_link_by_name("vb").unwrap());
+            assert_eq!(nl.link_index("va").unwrap(), None);
+            assert_eq!(nl.links().unwrap().len(), 1);
+        });
     }
 
     #[test]

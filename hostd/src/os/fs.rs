@@ -29,6 +29,13 @@ pub fn mount_move(source: &Path, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `mount(2)` with `MS_BIND`: makes the file or directory `source` also
+/// visible at `target` (which must exist and be of the same kind).
+pub fn bind_mount(source: &Path, target: &Path) -> io::Result<()> {
+    rustix::mount::mount_bind(source, target)?;
+    Ok(())
+}
+
 /// `mount(2)` with `MS_REMOUNT`: changes the flags of the mount at `target`.
 pub fn remount(target: &Path, flags: MountFlags) -> io::Result<()> {
     rustix::mount::mount_remount(target, flags, "")?;

@@ -13,12 +13,15 @@
 //! - the code a child runs between fork and exec ([`unblock_signals_on_exec`],
 //!   [`make_session_leader_with_tty`]), which `Command::pre_exec` makes
 //!   `unsafe` whatever it calls;
-//! - calls rustix lacks: `kill(-1, ...)` and `SO_BINDTODEVICE`;
+//! - calls rustix lacks: `kill(-1, ...)`, `SO_BINDTODEVICE` and
+//!   `ioctl(NS_GET_NSTYPE)`;
+//! - `unshare`, which rustix marks unsafe for `CLONE_FILES` (refused here);
 //! - taking ownership of descriptors inherited across `execve`
 //!   ([`take_inherited_fds`]).
 //!
 //! The areas: [`fs`] (mounts, device nodes), [`fd`] (pipes, descriptor
-//! flags, inherited descriptors), [`event`] (`poll`, `epoll`, `eventfd`),
+//! flags, inherited descriptors), [`namespace`] (the calling thread's
+//! namespaces: `unshare`, `setns`), [`event`] (`poll`, `epoll`, `eventfd`),
 //! [`process`] (fork, exec, wait, kill, limits), [`signal`] (blocked signals
 //! waited for synchronously), [`socket`] (netlink routing and uevents, UDP, unix sockets with
 //! descriptor passing) and [`system`] (modules, reboot, hostname, clocks,
@@ -28,6 +31,7 @@
 pub mod event;
 pub mod fd;
 pub mod fs;
+pub mod namespace;
 pub mod process;
 pub mod signal;
 pub mod socket;
@@ -36,9 +40,10 @@ pub mod system;
 pub use event::{poll_readable, Epoll, EventFd};
 pub use fd::{dup2, pipe, pipe_blocking, set_cloexec, set_nonblocking, take_inherited_fds};
 pub use fs::{
-    mknod, mount, mount_move, remount, set_propagation, statfs_type, unmount, MountFlags,
-    MountPropagationFlags, UnmountFlags,
+    bind_mount, mknod, mount, mount_move, remount, set_propagation, statfs_type, unmount,
+    MountFlags, MountPropagationFlags, UnmountFlags,
 };
+pub use namespace::{enter_net_ns, namespace_type, unshare, UnshareFlags, NSFS_MAGIC};
 pub use process::{
     execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit, raise_nofile,
     reap_child, set_child_subreaper, set_thread_nice, Limit, Reaped,
