@@ -13,6 +13,8 @@
 //! - the code a child runs between fork and exec ([`unblock_signals_on_exec`],
 //!   [`make_session_leader_with_tty`]), which `Command::pre_exec` makes
 //!   `unsafe` whatever it calls;
+//! - `unshare(CLONE_NEWNET)`, which rustix marks unsafe for the sake of
+//!   `CLONE_FILES`;
 //! - calls rustix lacks: `kill(-1, ...)` and `SO_BINDTODEVICE`;
 //! - taking ownership of descriptors inherited across `execve`
 //!   ([`take_inherited_fds`]).
@@ -41,13 +43,13 @@ pub use fs::{
 };
 pub use process::{
     execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit, raise_nofile,
-    reap_child, set_child_subreaper, set_thread_nice, Limit, Reaped,
+    reap_child, set_child_subreaper, set_thread_nice, unshare_network_namespace, Limit, Reaped,
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
 pub use socket::{
-    accept_with_uid, netlink_route_socket, peer_pid, recv_uevent, recv_with_fds, send_with_fds,
-    seqpacket_connect, seqpacket_listen, set_receive_timeout, udp_socket_on_device, uevent_socket,
-    UeventPacket, MAX_FDS,
+    accept_with_uid, netlink_netfilter_socket, netlink_route_socket, peer_pid, recv_uevent,
+    recv_with_fds, send_with_fds, seqpacket_connect, seqpacket_listen, set_receive_timeout,
+    udp_socket_on_device, uevent_socket, UeventPacket, MAX_FDS,
 };
 pub use system::{
     boottime, boottime_ms, finit_module, limit_malloc_arenas, random_bytes_insecure, reboot,

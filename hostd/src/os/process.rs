@@ -207,6 +207,16 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves the calling thread (not the process) into a new, empty network
+/// namespace (`unshare(CLONE_NEWNET)`): only loopback, down, no rules.
+/// Processes it spawns afterwards start there too.
+pub fn unshare_network_namespace() -> io::Result<()> {
+    // SAFETY: only CLONE_NEWNET is passed; the descriptor table, which
+    // `unshare_unsafe` warns about (CLONE_FILES), stays shared.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
