@@ -1,6 +1,8 @@
-//! Networking below init and the daemon: rtnetlink ([`netlink`]) and the
-//! DHCPv4 client ([`dhcp`]). init uses them for the host's own links, the
-//! daemon for its containers' links; neither depends on the other.
+//! Networking below init and the daemon: rtnetlink ([`netlink`]), the
+//! DHCPv4 client ([`dhcp`]) and nf_tables ([`nftables`]). init uses them for
+//! the host's own links, the daemon for its containers' links and their
+//! packet filtering and NAT; neither depends on the other.
 
 pub mod dhcp;
 pub mod netlink;
+pub mod nftables;
