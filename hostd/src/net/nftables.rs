@@ -810,7 +810,9 @@ impl Step {
                     "dnat and masquerade only work in nat chains; {MODULES}"
                 )),
                 (_, libc::ENOENT | libc::EOPNOTSUPP) => Some(MODULES.into()),
-                (_, libc::ELOOP) => Some("the jumps between chains make a loop".into()),
+                (_, libc::ELOOP | libc::EMLINK) => {
+                    Some("the jumps between chains make a loop or nest too deep".into())
+                }
                 _ => None,
             },
             _ if errno == libc::ENOENT || errno == libc::EOPNOTSUPP => Some(MODULES.into()),
@@ -1868,6 +1870,20 @@ mod tests {
             );
             let e = replace_table(&misplaced).unwrap_err();
             assert!(e.to_string().contains("only work in nat chains"), "{e}");
+            // Jumps in a loop; a nat chain below conntrack's priority.
+            let mut looping = representative();
+            looping.chains[5].rules[2].action = Action::Jump("publish".into());
+            looping.chains[2]
+                .rules
+                .push(rule(vec![], Action::Jump("isolate".into())));
+            let e = replace_table(&looping).unwrap_err();
+            assert_eq!(e.errno(), Some(libc::EMLINK), "{e}");
+            assert!(e.to_string().contains("make a loop"), "{e}");
+            let mut early = representative();
+            early.chains[0].base = base(Hook::Prerouting, ChainKind::Nat, -300);
+            let e = replace_table(&early).unwrap_err();
+            assert!(e.to_string().contains("chain prerouting"), "{e}");
+            assert!(e.to_string().contains("priority above -200"), "{e}");
             assert_eq!(nft_list("mkhost").unwrap(), before);
         });
     }
