@@ -272,7 +272,9 @@ fn network_table(list: &[mkhost_shared::control::NetworkInfo]) -> String {
             "{:<20} {:<8} {:<18} {:<15} {:<10} {:<10} {}\n",
             n.spec.name,
             n.spec.driver,
-            n.spec.subnet.map_or_else(|| "dhcp".to_string(), |s| s.to_string()),
+            n.spec
+                .subnet
+                .map_or_else(|| "dhcp".to_string(), |s| s.to_string()),
             n.spec.gateway.map_or_else(dash, |g| g.to_string()),
             n.spec.parent.clone().unwrap_or_else(dash),
             n.origin,

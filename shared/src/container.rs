@@ -662,7 +662,9 @@ pub enum RequestError {
     #[error("invalid label {0:?}: the key is empty (expected KEY=value)")]
     Label(String),
     /// A network name that cannot name one.
-    #[error("invalid network {0:?} (host, none, or a network name: letters, digits, '_', '.', '-')")]
+    #[error(
+        "invalid network {0:?} (host, none, or a network name: letters, digits, '_', '.', '-')"
+    )]
     Network(String),
     /// A bad published port.
     #[error("invalid published port: {0}")]

@@ -275,7 +275,9 @@ pub fn valid_network_name(name: &str) -> bool {
 }
 
 /// A transport protocol of a published port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
@@ -375,11 +377,7 @@ pub fn parse_publish(value: &str) -> Result<Vec<PortMapping>, NetworkError> {
             let ip: Ipv4Addr = ip
                 .parse()
                 .map_err(|_| bad(&format!("{ip:?} is not an IPv4 address")))?;
-            (
-                (!ip.is_unspecified()).then_some(ip),
-                *host,
-                *container,
-            )
+            ((!ip.is_unspecified()).then_some(ip), *host, *container)
         }
         [_] => {
             return Err(bad(
@@ -397,7 +395,9 @@ pub fn parse_publish(value: &str) -> Result<Vec<PortMapping>, NetworkError> {
         return Err(bad("the host and container ranges differ in length"));
     }
     if u32::from(h1 - h0) >= MAX_PORT_RANGE {
-        return Err(bad(&format!("a range publishes at most {MAX_PORT_RANGE} ports")));
+        return Err(bad(&format!(
+            "a range publishes at most {MAX_PORT_RANGE} ports"
+        )));
     }
     Ok((0..=h1 - h0)
         .map(|i| PortMapping {
@@ -525,7 +525,10 @@ mod tests {
         assert_eq!(a.first_host().to_string(), "172.17.0.1");
         assert_eq!(a.broadcast().to_string(), "172.17.255.255");
         for (bad, why) in [
-            ("172.17.0.1/16", "host bits are set (the network is 172.17.0.0/16)"),
+            (
+                "172.17.0.1/16",
+                "host bits are set (the network is 172.17.0.0/16)",
+            ),
             ("172.17.0.0", "no /PREFIX"),
             ("172.17.0.0/33", "the prefix must be 8 to 30"),
             ("1.2.3/24", "not an IPv4 address"),

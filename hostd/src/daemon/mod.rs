@@ -36,10 +36,10 @@ use std::time::{Duration, Instant};
 use crate::os::SignalSet;
 use containers::{Manager, RunError, STOP_TIMEOUT};
 use log::log;
-use network::{Definition, NetworkOptions, Networks};
 use mkhost_shared::control::{check_stop_timeout, Request, Response, Status, MAX_WAIT_MS};
 use mkhost_shared::paths;
 use mkhost_store::{Store, StoreError};
+use network::{Definition, NetworkOptions, Networks};
 use server::{ControlError, ControlSocket, Shutdown};
 use zygote::Zygote;
 
@@ -146,12 +146,12 @@ impl Handler {
             Request::NetworkCreate(spec) => networks
                 .create(spec.clone())
                 .map(|n| Response::Networks(vec![n])),
-            Request::NetworkRm { name } => networks
-                .remove(name)
-                .map(|n| Response::Networks(vec![n])),
-            Request::NetworkInspect { name } => networks
-                .inspect(name)
-                .map(|n| Response::Networks(vec![n])),
+            Request::NetworkRm { name } => {
+                networks.remove(name).map(|n| Response::Networks(vec![n]))
+            }
+            Request::NetworkInspect { name } => {
+                networks.inspect(name).map(|n| Response::Networks(vec![n]))
+            }
             _ => Err("not a network request".into()),
         };
         answer.unwrap_or_else(Response::Error)
@@ -202,9 +202,9 @@ impl Handler {
             Request::Rm { name, force } => manager
                 .rm(name, *force)
                 .map(|r| Response::Container(Box::new(r))),
-            Request::Port { name } => manager.record(name).map(|r| {
-                Response::Ports(r.network.map(|n| n.ports).unwrap_or_default())
-            }),
+            Request::Port { name } => manager
+                .record(name)
+                .map(|r| Response::Ports(r.network.map(|n| n.ports).unwrap_or_default())),
             _ => Err("not a container request".into()),
         };
         answer.unwrap_or_else(Response::Error)
@@ -464,16 +464,18 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         resolv_conf: PathBuf::from("/etc/resolv.conf"),
         dhcp_timeout: network::DHCP_TIMEOUT,
     }));
-    let containers = Manager::new(&options.state, zygote, Arc::clone(&networks), on_lost)
-        .map_err(|source| DaemonError::State {
-            path: options.state.join("containers"),
-            source,
+    let containers =
+        Manager::new(&options.state, zygote, Arc::clone(&networks), on_lost).map_err(|source| {
+            DaemonError::State {
+                path: options.state.join("containers"),
+                source,
+            }
         })?;
     let containers = Arc::new(containers);
 
     let socket = ControlSocket::bind(&options.socket)?;
-    let handler = Handler::new(started, &options.store)
-        .with_containers(Arc::clone(&containers), networks);
+    let handler =
+        Handler::new(started, &options.store).with_containers(Arc::clone(&containers), networks);
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
     }

@@ -1,10 +1,13 @@
-//! Networking below init and the daemon: rtnetlink ([`netlink`]) and the
-//! DHCPv4 client ([`dhcp`]). init uses them for the host's own links, the
-//! daemon for its containers' links; neither depends on the other. The
-//! daemon's containers also get network namespaces ([`netns`]) and links
-//! into them ([`container_link`]: routed veths, macvlans).
+//! Networking below init and the daemon: rtnetlink ([`netlink`]), the
+//! DHCPv4 client ([`dhcp`]) and nf_tables ([`nftables`]). init uses them for
+//! the host's own links, the daemon for its containers' links and their
+//! packet filtering and NAT; neither depends on the other. The daemon's
+//! containers also get network namespaces ([`netns`]), links into them
+//! ([`container_link`]: routed veths, macvlans) and a DNS server per
+//! network ([`dns`]).
 
 pub mod container_link;
 pub mod dhcp;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;

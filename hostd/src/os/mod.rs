@@ -50,12 +50,11 @@ pub use process::{
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
 pub use socket::{
-    accept_with_uid, netlink_route_socket, peer_pid, recv_uevent, recv_with_fds, send_with_fds,
-    reserve_port, seqpacket_connect, seqpacket_listen, set_receive_timeout, udp_socket_on_device,
-    uevent_socket,
-    UeventPacket, MAX_FDS,
+    accept_with_uid, netlink_netfilter_socket, netlink_route_socket, peer_pid, recv_uevent,
+    recv_with_fds, reserve_port, send_with_fds, seqpacket_connect, seqpacket_listen,
+    set_receive_timeout, udp_socket_on_device, uevent_socket, UeventPacket, MAX_FDS,
 };
 pub use system::{
-    boottime, boottime_ms, finit_module, limit_malloc_arenas, random_bytes_insecure, reboot,
-    set_ctrl_alt_del, hostname, sethostname, trim_heap, RebootAction, MODULE_INIT_COMPRESSED_FILE,
+    boottime, boottime_ms, finit_module, hostname, limit_malloc_arenas, random_bytes_insecure,
+    reboot, set_ctrl_alt_del, sethostname, trim_heap, RebootAction, MODULE_INIT_COMPRESSED_FILE,
 };

@@ -1,5 +1,5 @@
-//! Sockets on [`rustix::net`]: the netlink sockets of `init`'s network setup
-//! and of its device hotplug (kernel uevents), the DHCP client's UDP socket,
+//! Sockets on [`rustix::net`]: the netlink sockets of `init`'s network setup,
+//! of packet filtering (nf_tables) and of its device hotplug (kernel uevents), the DHCP client's UDP socket,
 //! and the `SOCK_SEQPACKET` unix sockets
 //! between the daemon and its zygote, which carry descriptors
 //! (`SCM_RIGHTS`).
@@ -35,6 +35,29 @@ pub fn netlink_route_socket() -> io::Result<File> {
         SocketFlags::CLOEXEC,
         None,
     )?;
+    rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0))?;
+    Ok(File::from(fd))
+}
+
+/// A `NETLINK_NETFILTER` socket (nf_tables and the rest of nfnetlink) bound
+/// to a kernel-assigned port, as a `File` like [`netlink_route_socket`]. Its
+/// send and receive buffers are raised to `buffer` bytes (`SO_SNDBUFFORCE`,
+/// `SO_RCVBUFFORCE`, falling back to the unforced options): one nf_tables
+/// batch is one `sendmsg`, and the kernel queues an acknowledgement per
+/// message before we read any.
+pub fn netlink_netfilter_socket(buffer: usize) -> io::Result<File> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(netlink::NETFILTER),
+    )?;
+    if sockopt::set_socket_send_buffer_size_force(&fd, buffer).is_err() {
+        sockopt::set_socket_send_buffer_size(&fd, buffer)?;
+    }
+    if sockopt::set_socket_recv_buffer_size_force(&fd, buffer).is_err() {
+        sockopt::set_socket_recv_buffer_size(&fd, buffer)?;
+    }
     rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0))?;
     Ok(File::from(fd))
 }
@@ -357,6 +380,7 @@ mod tests {
     #[test]
     fn netlink_and_udp_sockets_open() {
         netlink_route_socket().unwrap();
+        netlink_netfilter_socket(1 << 20).unwrap();
         // Binding the uevent group needs no privilege; an empty queue is None.
         let uevents = uevent_socket(1 << 20).unwrap();
         let mut buf = [0u8; 64];

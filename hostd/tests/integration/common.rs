@@ -174,7 +174,9 @@ fn ensure_test_netns(work: &Path) -> std::path::PathBuf {
         .contains(&format!(" {} ", path.display()));
     if !mounted {
         fs::write(&path, b"").unwrap();
-        run(Command::new("unshare").arg(format!("--net={}", path.display())).arg("true"));
+        run(Command::new("unshare")
+            .arg(format!("--net={}", path.display()))
+            .arg("true"));
     }
     path
 }

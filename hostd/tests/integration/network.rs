@@ -109,7 +109,10 @@ fn counts(work: &Path) -> BTreeMap<&'static str, usize> {
     let mut map = BTreeMap::new();
     map.insert("links", lines(in_ns(work, "ip", &["-o", "link"])));
     map.insert("addresses", lines(in_ns(work, "ip", &["-o", "-4", "addr"])));
-    map.insert("routes", lines(in_ns(work, "ip", &["-4", "route", "show", "table", "all"])));
+    map.insert(
+        "routes",
+        lines(in_ns(work, "ip", &["-4", "route", "show", "table", "all"])),
+    );
     let nft = in_ns(work, "nft", &["list", "table", "ip", "mkhost"]);
     let rules = String::from_utf8_lossy(&nft.stdout)
         .lines()
@@ -158,7 +161,10 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     build_image(work);
     let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
     let socket = daemon.socket();
-    ok(&hostd(&socket, &["import", work.join("bb.tar").to_str().unwrap()]));
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
     let empty = counts(work);
 
     // The default network: an address, /etc/hosts naming it, a published
@@ -172,9 +178,15 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     ok(&hostd_run(&socket, &argv));
     let web_ip = address(&socket, "web");
     assert!(web_ip.starts_with("172.17."), "{web_ip}");
-    let hosts = ok(&hostd_run(&socket, &["--rm", "--hostname", "probe", "bb", "cat", "/etc/hosts"]));
+    let hosts = ok(&hostd_run(
+        &socket,
+        &["--rm", "--hostname", "probe", "bb", "cat", "/etc/hosts"],
+    ));
     assert!(
-        hosts.lines().last().is_some_and(|l| l.starts_with("172.17.") && l.ends_with("\tprobe")),
+        hosts
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("172.17.") && l.ends_with("\tprobe")),
         "{hosts}"
     );
     wait_until("web to answer", || {
@@ -182,7 +194,18 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     });
     assert!(fetch_from_host(work, "http://172.17.0.1:8080/").contains("hello-web"));
     assert!(fetch_from_host(work, &format!("http://{web_ip}:80/")).contains("hello-web"));
-    let hairpin = hostd_run(&socket, &["--rm", "bb", "wget", "-T", "5", "-qO-", "http://172.17.0.1:8080/"]);
+    let hairpin = hostd_run(
+        &socket,
+        &[
+            "--rm",
+            "bb",
+            "wget",
+            "-T",
+            "5",
+            "-qO-",
+            "http://172.17.0.1:8080/",
+        ],
+    );
     assert!(text(&hairpin).contains("hello-web"), "{}", text(&hairpin));
     let ports = ok(&hostd(&socket, &["port", "web"]));
     assert_eq!(ports.trim(), "80/tcp -> 0.0.0.0:8080");
@@ -205,78 +228,213 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     // Created networks: names and aliases by DNS, isolation between them,
     // published ports across them.
     ok(&hostd(&socket, &["network", "create", "front"]));
-    ok(&hostd(&socket, &["network", "create", "--subnet", "10.99.0.0/24", "back"]));
+    ok(&hostd(
+        &socket,
+        &["network", "create", "--subnet", "10.99.0.0/24", "back"],
+    ));
     let ls = ok(&hostd(&socket, &["network", "ls"]));
-    assert!(ls.contains("front") && ls.contains("172.18.0.0/16") && ls.contains("10.99.0.0/24"), "{ls}");
-    let mut args: Vec<String> = ["-d", "--name", "a", "--network", "front", "--network-alias", "api", "bb"]
-        .map(String::from)
-        .to_vec();
+    assert!(
+        ls.contains("front") && ls.contains("172.18.0.0/16") && ls.contains("10.99.0.0/24"),
+        "{ls}"
+    );
+    let mut args: Vec<String> = [
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "front",
+        "--network-alias",
+        "api",
+        "bb",
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(web("hello-a"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&hostd_run(&socket, &argv));
     let a_ip = address(&socket, "a");
     assert!(a_ip.starts_with("172.18."), "{a_ip}");
     for name in ["a", "api"] {
-        let looked = hostd_run(&socket, &["--rm", "--network", "front", "bb", "nslookup", name]);
+        let looked = hostd_run(
+            &socket,
+            &["--rm", "--network", "front", "bb", "nslookup", name],
+        );
         assert!(text(&looked).contains(&a_ip), "{name}: {}", text(&looked));
     }
-    let resolv = ok(&hostd_run(&socket, &["--rm", "--network", "front", "bb", "cat", "/etc/resolv.conf"]));
+    let resolv = ok(&hostd_run(
+        &socket,
+        &[
+            "--rm",
+            "--network",
+            "front",
+            "bb",
+            "cat",
+            "/etc/resolv.conf",
+        ],
+    ));
     assert!(resolv.starts_with("nameserver 172.18.0.1\n"), "{resolv}");
     wait_until("a to answer", || {
-        text(&hostd_run(&socket, &["--rm", "--network", "front", "bb", "wget", "-T", "3", "-qO-", &format!("http://{a_ip}/")]))
-            .contains("hello-a")
+        text(&hostd_run(
+            &socket,
+            &[
+                "--rm",
+                "--network",
+                "front",
+                "bb",
+                "wget",
+                "-T",
+                "3",
+                "-qO-",
+                &format!("http://{a_ip}/"),
+            ],
+        ))
+        .contains("hello-a")
     });
-    let blocked = hostd_run(&socket, &["--rm", "--network", "back", "bb", "wget", "-T", "2", "-qO-", &format!("http://{a_ip}/")]);
-    assert!(!blocked.status.success() && !text(&blocked).contains("hello-a"), "{}", text(&blocked));
-    let published = hostd_run(&socket, &["--rm", "--network", "back", "bb", "wget", "-T", "5", "-qO-", "http://172.17.0.1:8080/"]);
-    assert!(text(&published).contains("hello-web"), "{}", text(&published));
+    let blocked = hostd_run(
+        &socket,
+        &[
+            "--rm",
+            "--network",
+            "back",
+            "bb",
+            "wget",
+            "-T",
+            "2",
+            "-qO-",
+            &format!("http://{a_ip}/"),
+        ],
+    );
+    assert!(
+        !blocked.status.success() && !text(&blocked).contains("hello-a"),
+        "{}",
+        text(&blocked)
+    );
+    let published = hostd_run(
+        &socket,
+        &[
+            "--rm",
+            "--network",
+            "back",
+            "bb",
+            "wget",
+            "-T",
+            "5",
+            "-qO-",
+            "http://172.17.0.1:8080/",
+        ],
+    );
+    assert!(
+        text(&published).contains("hello-web"),
+        "{}",
+        text(&published)
+    );
     let in_use = hostd(&socket, &["network", "rm", "front"]);
-    assert!(text(&in_use).contains("in use by 1 container(s): a"), "{}", text(&in_use));
+    assert!(
+        text(&in_use).contains("in use by 1 container(s): a"),
+        "{}",
+        text(&in_use)
+    );
 
     // host and none.
-    let none = ok(&hostd_run(&socket, &["--rm", "--network", "none", "bb", "ip", "-o", "link"]));
+    let none = ok(&hostd_run(
+        &socket,
+        &["--rm", "--network", "none", "bb", "ip", "-o", "link"],
+    ));
     assert_eq!(none.lines().count(), 1, "{none}");
-    let host = ok(&hostd_run(&socket, &["--rm", "--network", "host", "bb", "ip", "-o", "link"]));
+    let host = ok(&hostd_run(
+        &socket,
+        &["--rm", "--network", "host", "bb", "ip", "-o", "link"],
+    ));
     assert!(host.contains("mkv"), "{host}");
 
     // Bad input: clear errors, nothing half-made.
     let before = counts(work);
     for (args, want) in [
-        (vec!["--network", "nope", "bb", "true"], "no network named \"nope\""),
+        (
+            vec!["--network", "nope", "bb", "true"],
+            "no network named \"nope\"",
+        ),
         (vec!["-p", "70000:80", "bb", "true"], "outside 1-65535"),
         (vec!["-p", "8080", "bb", "true"], "no host port"),
-        (vec!["--network", "front", "--ip", "10.0.0.9", "bb", "true"], "not a usable host address"),
-        (vec!["--network", "none", "-p", "1:1", "bb", "true"], "need a network"),
+        (
+            vec!["--network", "front", "--ip", "10.0.0.9", "bb", "true"],
+            "not a usable host address",
+        ),
+        (
+            vec!["--network", "none", "-p", "1:1", "bb", "true"],
+            "need a network",
+        ),
     ] {
         let out = hostd_run(&socket, &args);
         assert_eq!(out.status.code(), Some(125), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(want), "{args:?}: {}", text(&out));
     }
     for (args, want) in [
-        (vec!["network", "create", "--subnet", "172.18.5.0/24", "x"], "overlaps network \"front\""),
-        (vec!["network", "create", "--subnet", "10.99.0.1/24", "x"], "host bits are set"),
-        (vec!["network", "create", "--driver", "direct", "--parent", "eth9", "x"], "does not exist"),
+        (
+            vec!["network", "create", "--subnet", "172.18.5.0/24", "x"],
+            "overlaps network \"front\"",
+        ),
+        (
+            vec!["network", "create", "--subnet", "10.99.0.1/24", "x"],
+            "host bits are set",
+        ),
+        (
+            vec![
+                "network", "create", "--driver", "direct", "--parent", "eth9", "x",
+            ],
+            "does not exist",
+        ),
         (vec!["network", "create", "front"], "already exists"),
         (vec!["network", "rm", "bridge"], "default network"),
     ] {
         let out = hostd(&socket, &args);
-        assert!(!out.status.success() && text(&out).contains(want), "{args:?}: {}", text(&out));
+        assert!(
+            !out.status.success() && text(&out).contains(want),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
     assert_eq!(counts(work), before);
 
     // Churn: runs with a published port come and go; nothing accumulates.
     for _ in 0..20 {
-        ok(&hostd_run(&socket, &["--rm", "-p", "9000:80", "--network", "front", "bb", "true"]));
+        ok(&hostd_run(
+            &socket,
+            &["--rm", "-p", "9000:80", "--network", "front", "bb", "true"],
+        ));
     }
     assert_eq!(counts(work), before);
 
     // kill -9 with containers on every network; the new daemon re-adopts
     // addresses, ports and names, and removes a stale veth and namespace.
-    ok(&hostd_run(&socket, &["-d", "--name", "b", "--network", "back", "-p", "9001:80", "bb", "sleep", "1000"]));
+    ok(&hostd_run(
+        &socket,
+        &[
+            "-d",
+            "--name",
+            "b",
+            "--network",
+            "back",
+            "-p",
+            "9001:80",
+            "bb",
+            "sleep",
+            "1000",
+        ],
+    ));
     let b_ip = address(&socket, "b");
     let with_all = counts(work);
     daemon.kill9();
-    run(in_test_netns(work, "ip").args(["link", "add", "mkvdeadbeef0000", "type", "veth", "peer", "name", "stale0"]));
+    run(in_test_netns(work, "ip").args([
+        "link",
+        "add",
+        "mkvdeadbeef0000",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "stale0",
+    ]));
     fs::write(work.join("state/netns/stale"), b"").unwrap();
     let second = Daemon::start(work, Path::new(HOSTD), &[]);
     let log = second.output();
@@ -287,7 +445,10 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     assert_eq!(address(&socket, "b"), b_ip);
     assert_eq!(counts(work), with_all);
     assert!(fetch_from_host(work, "http://127.0.0.1:8080/").contains("hello-web"));
-    let looked = hostd_run(&socket, &["--rm", "--network", "front", "bb", "nslookup", "api"]);
+    let looked = hostd_run(
+        &socket,
+        &["--rm", "--network", "front", "bb", "nslookup", "api"],
+    );
     assert!(text(&looked).contains(&a_ip), "{}", text(&looked));
 
     // An upgrade (another binary): the same again.

@@ -425,7 +425,8 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("ip") => {
                 run.ip = Some(read(&mut p, &flag, |v| {
-                    v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))
+                    v.parse()
+                        .map_err(|_| format!("{v:?} is not an IPv4 address"))
                 })?);
                 &["run"]
             }
@@ -438,12 +439,15 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 &["network"]
             }
             Long("subnet") => {
-                net.subnet = Some(read(&mut p, &flag, |v| v.parse().map_err(|e: NetworkError| e.to_string()))?);
+                net.subnet = Some(read(&mut p, &flag, |v| {
+                    v.parse().map_err(|e: NetworkError| e.to_string())
+                })?);
                 &["network"]
             }
             Long("gateway") => {
                 net.gateway = Some(read(&mut p, &flag, |v| {
-                    v.parse().map_err(|_| format!("{v:?} is not an IPv4 address"))
+                    v.parse()
+                        .map_err(|_| format!("{v:?} is not an IPv4 address"))
                 })?);
                 &["network"]
             }

@@ -522,9 +522,7 @@ fn namespaces(netns: &NetnsMode) -> serde_json::Value {
     let mut list = vec![serde_json::json!({ "type": "pid" })];
     match netns {
         NetnsMode::Own => list.push(serde_json::json!({ "type": "network" })),
-        NetnsMode::Path(path) => {
-            list.push(serde_json::json!({ "type": "network", "path": path }))
-        }
+        NetnsMode::Path(path) => list.push(serde_json::json!({ "type": "network", "path": path })),
         NetnsMode::Host => {}
     }
     for kind in ["ipc", "uts", "mount", "cgroup"] {

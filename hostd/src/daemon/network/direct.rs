@@ -13,8 +13,7 @@ use crate::net::container_link::configure_address;
 use crate::net::dhcp::{Client, Lease};
 use crate::net::netns::NetNs;
 
-/// The interface name of a container's link, inside its namespace.
-pub const CONTAINER_LINK: &str = "eth0";
+use crate::net::container_link::CONTAINER_IFNAME as CONTAINER_LINK;
 
 /// Gets a first lease for the container whose namespace is `ns` and whose
 /// `eth0` has `mac`; configures it. Fails after `timeout` with a message
@@ -43,8 +42,7 @@ pub fn first_lease(
             timeout.as_secs()
         )
     })?;
-    configure_address(ns, lease.address, lease.prefix, lease.gateway)
-        .map_err(|e| e.to_string())?;
+    configure_address(ns, lease.address, lease.prefix, lease.gateway).map_err(|e| e.to_string())?;
     Ok(lease)
 }
 
@@ -63,10 +61,11 @@ impl Keeper {
         let thread = std::thread::Builder::new()
             .name("dhcp-keeper".into())
             .spawn(move || {
-                let ns_for_thread = &ns;
-                let result = ns_for_thread.run(|| keep(&id, ns_for_thread, mac, lease, &stopped));
+                let ns_ref = &ns;
+                let who = id.clone();
+                let result = ns.run(move || keep(&id, ns_ref, mac, lease, &stopped));
                 if let Err(e) = result {
-                    log(&format!("container {id}: DHCP keeper cannot run: {e}"));
+                    log(&format!("container {who}: DHCP keeper cannot run: {e}"));
                 }
             })
             .ok();
@@ -117,7 +116,8 @@ fn keep(id: &str, ns: &NetNs, mac: [u8; 6], mut lease: Lease, stopped: &mpsc::Re
                 Ok(Some(None)) => break None,
                 Ok(None) | Err(_) => {}
             }
-            let retry = Instant::now() + Duration::from_secs(60).min(end.saturating_duration_since(Instant::now()) / 2);
+            let retry = Instant::now()
+                + Duration::from_secs(60).min(end.saturating_duration_since(Instant::now()) / 2);
             if Instant::now() >= end || wait(stopped, retry) {
                 if Instant::now() < end {
                     let _ = client.release(&lease);
@@ -135,7 +135,9 @@ fn keep(id: &str, ns: &NetNs, mac: [u8; 6], mut lease: Lease, stopped: &mpsc::Re
                     ));
                 }
                 if let Err(e) = configure_address(ns, new.address, new.prefix, new.gateway) {
-                    log(&format!("container {id}: cannot apply its renewed lease: {e}"));
+                    log(&format!(
+                        "container {id}: cannot apply its renewed lease: {e}"
+                    ));
                 }
                 lease = new;
                 bound_at = Instant::now();
@@ -153,7 +155,12 @@ fn keep(id: &str, ns: &NetNs, mac: [u8; 6], mut lease: Lease, stopped: &mpsc::Re
 }
 
 /// A lease rebuilt from a record after a daemon restart: renewed at once.
-pub fn adopted_lease(address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, server: Ipv4Addr) -> Lease {
+pub fn adopted_lease(
+    address: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    server: Ipv4Addr,
+) -> Lease {
     Lease {
         address,
         prefix,

@@ -135,7 +135,10 @@ mod tests {
         let mut ipam = pool("10.1.0.0/24");
         let ip = "10.1.0.9".parse().unwrap();
         assert_eq!(ipam.allocate("a", Some(ip)).unwrap(), ip);
-        assert!(ipam.allocate("b", Some(ip)).unwrap_err().contains("already used by container a"));
+        assert!(ipam
+            .allocate("b", Some(ip))
+            .unwrap_err()
+            .contains("already used by container a"));
         for bad in ["10.1.0.1", "10.1.0.0", "10.1.0.255", "10.2.0.5"] {
             let err = ipam.allocate("b", Some(bad.parse().unwrap())).unwrap_err();
             assert!(err.contains("not a usable host address"), "{err}");

@@ -203,7 +203,10 @@ impl Networks {
         for def in wanted {
             let name = def.spec.name.clone();
             if let Err(e) = networks.add(def.spec, &def.origin) {
-                log(&format!("networks: {name} ({}) is not available: {e}", def.origin));
+                log(&format!(
+                    "networks: {name} ({}) is not available: {e}",
+                    def.origin
+                ));
             }
         }
         networks
@@ -254,7 +257,12 @@ impl Networks {
     /// Fills in a bridge network's subnet (next free /16 of the pool) and
     /// gateway, and checks it against the host's links and the other
     /// networks.
-    fn resolve(&self, state: &State, nl: &mut Netlink, mut spec: NetworkSpec) -> Result<NetworkSpec, String> {
+    fn resolve(
+        &self,
+        state: &State,
+        nl: &mut Netlink,
+        mut spec: NetworkSpec,
+    ) -> Result<NetworkSpec, String> {
         spec.validate().map_err(|e| e.to_string())?;
         let host = Self::host_subnets(nl);
         let taken: Vec<Subnet> = state
@@ -290,11 +298,10 @@ impl Networks {
                      (e.g. --subnet 10.200.0.0/16, or `subnet` in host.toml)"
                 ));
             }
-            if let Some((other, _)) = state
-                .nets
-                .iter()
-                .find(|(_, n)| n.spec.driver == Driver::Bridge && n.spec.subnet.is_some_and(|s| s.overlaps(&subnet)))
-            {
+            if let Some((other, _)) = state.nets.iter().find(|(_, n)| {
+                n.spec.driver == Driver::Bridge
+                    && n.spec.subnet.is_some_and(|s| s.overlaps(&subnet))
+            }) {
                 return Err(format!("subnet {subnet} overlaps network {other:?}"));
             }
             spec.gateway.get_or_insert(subnet.first_host());
@@ -334,7 +341,8 @@ impl Networks {
             let subnet = spec.subnet.expect("resolved");
             let gateway = spec.gateway.expect("resolved");
             ignore_exists(nl.add_address(1, "lo", gateway, 32))?;
-            nl.add_route(&unreachable(subnet)).map_err(|e| e.to_string())?;
+            nl.add_route(&unreachable(subnet))
+                .map_err(|e| e.to_string())?;
             if spec.name != DEFAULT_NETWORK {
                 let upstreams = self.upstreams();
                 match DnsServer::start(SocketAddrV4::new(gateway, 53), records, upstreams) {
@@ -362,10 +370,17 @@ impl Networks {
     /// `network create`: sets the network up and keeps its definition.
     pub fn create(&self, spec: NetworkSpec) -> Result<NetworkInfo, String> {
         if [MODE_HOST, MODE_NONE].contains(&spec.name.as_str()) {
-            return Err(format!("{:?} is a network mode, not a network name", spec.name));
+            return Err(format!(
+                "{:?} is a network mode, not a network name",
+                spec.name
+            ));
         }
         let spec = self.add(spec, "api")?;
-        let path = self.options.state.join("networks").join(format!("{}.json", spec.name));
+        let path = self
+            .options
+            .state
+            .join("networks")
+            .join(format!("{}.json", spec.name));
         if let Err(e) = write_atomic(&path, &serde_json::to_vec(&spec).unwrap_or_default(), 0o600) {
             let _ = self.remove(&spec.name);
             return Err(format!("cannot save {}: {e}", path.display()));
@@ -374,7 +389,9 @@ impl Networks {
             "network {} created ({}, {})",
             spec.name,
             spec.driver,
-            spec.subnet.map(|s| s.to_string()).unwrap_or_else(|| "DHCP".into())
+            spec.subnet
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "DHCP".into())
         ));
         self.inspect(&spec.name)
     }
@@ -384,7 +401,9 @@ impl Networks {
     pub fn remove(&self, name: &str) -> Result<NetworkInfo, String> {
         let info = self.inspect(name)?;
         if name == DEFAULT_NETWORK {
-            return Err(format!("{name:?} is the default network and cannot be removed"));
+            return Err(format!(
+                "{name:?} is the default network and cannot be removed"
+            ));
         }
         if !info.containers.is_empty() {
             let names: Vec<&str> = info.containers.iter().map(|m| m.name.as_str()).collect();
@@ -400,12 +419,19 @@ impl Networks {
         };
         drop(state);
         drop(net.dns);
-        if let (Driver::Bridge, Some(subnet), Some(gw)) = (net.spec.driver, net.spec.subnet, net.spec.gateway) {
+        if let (Driver::Bridge, Some(subnet), Some(gw)) =
+            (net.spec.driver, net.spec.subnet, net.spec.gateway)
+        {
             let mut nl = netlink()?;
             let _ = nl.del_route(&unreachable(subnet));
             let _ = nl.del_address(1, "lo", gw, 32);
         }
-        let _ = fs::remove_file(self.options.state.join("networks").join(format!("{name}.json")));
+        let _ = fs::remove_file(
+            self.options
+                .state
+                .join("networks")
+                .join(format!("{name}.json")),
+        );
         self.apply_rules()?;
         log(&format!("network {name} removed"));
         Ok(info)
@@ -477,7 +503,10 @@ impl Networks {
         }
         check_ports(&state, ports)?;
         let reservations = reserve_ports(ports)?;
-        let address = match (&spec.driver, state.nets.get_mut(network).and_then(|n| n.ipam.as_mut())) {
+        let address = match (
+            &spec.driver,
+            state.nets.get_mut(network).and_then(|n| n.ipam.as_mut()),
+        ) {
             (_, Some(ipam)) => Some(ipam.allocate(id, ip)?),
             (Driver::Direct, None) if ip.is_some() => {
                 return Err(format!(
@@ -487,7 +516,10 @@ impl Networks {
             _ => None,
         };
         let undo_address = |state: &mut State| {
-            if let (Some(ip), Some(ipam)) = (address, state.nets.get_mut(network).and_then(|n| n.ipam.as_mut())) {
+            if let (Some(ip), Some(ipam)) = (
+                address,
+                state.nets.get_mut(network).and_then(|n| n.ipam.as_mut()),
+            ) {
                 ipam.free(id, ip);
             }
         };
@@ -495,7 +527,10 @@ impl Networks {
             Ok(ns) => ns,
             Err(e) => {
                 undo_address(&mut state);
-                return Err(format!("cannot create a network namespace at {}: {e}", ns_path.display()));
+                return Err(format!(
+                    "cannot create a network namespace at {}: {e}",
+                    ns_path.display()
+                ));
             }
         };
         let mut attachment = Attachment {
@@ -526,13 +561,25 @@ impl Networks {
                 }
                 Driver::Direct => {
                     let parent = spec.parent.clone().unwrap_or_default();
-                    let mac = container_link::attach_macvlan(&mut nl, &ns, &parent).map_err(|e| e.to_string())?;
+                    let mac = container_link::attach_macvlan(&mut nl, &ns, &parent)
+                        .map_err(|e| e.to_string())?;
                     attachment.mac = Some(format_mac(mac));
                     match address {
-                        Some(ip) => container_link::configure_address(&ns, ip, attachment.prefix, spec.gateway)
-                            .map_err(|e| e.to_string())?,
+                        Some(ip) => container_link::configure_address(
+                            &ns,
+                            ip,
+                            attachment.prefix,
+                            spec.gateway,
+                        )
+                        .map_err(|e| e.to_string())?,
                         None => {
-                            let lease = direct::first_lease(&ns, mac, hostname, &parent, self.options.dhcp_timeout)?;
+                            let lease = direct::first_lease(
+                                &ns,
+                                mac,
+                                hostname,
+                                &parent,
+                                self.options.dhcp_timeout,
+                            )?;
                             attachment.address = Some(lease.address);
                             attachment.prefix = lease.prefix;
                             attachment.gateway = lease.gateway;
@@ -548,7 +595,11 @@ impl Networks {
         if let Err(e) = linked {
             if let Some(link) = &attachment.host_link {
                 if let Ok(mut nl) = netlink() {
-                    let _ = container_link::detach_veth(&mut nl, link, address.unwrap_or(Ipv4Addr::UNSPECIFIED));
+                    let _ = container_link::detach_veth(
+                        &mut nl,
+                        link,
+                        address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    );
                 }
             }
             drop(ns);
@@ -570,7 +621,10 @@ impl Networks {
                 .or_default()
                 .push((port.host_ip, id.to_string()));
         }
-        let dns_server = state.nets.get(network).and_then(|n| n.dns.as_ref().map(|_| spec.gateway));
+        let dns_server = state
+            .nets
+            .get(network)
+            .and_then(|n| n.dns.as_ref().map(|_| spec.gateway));
         state.members.insert(
             id.to_string(),
             Member {
@@ -615,7 +669,9 @@ impl Networks {
         };
         if let Some(ipam) = net.ipam.as_mut() {
             if !ipam.adopt(id, address) {
-                log(&format!("networks: {address} of container {name} is taken twice"));
+                log(&format!(
+                    "networks: {address} of container {name} is taken twice"
+                ));
             }
         }
         let names = dns_names(name, hostname, &attachment.aliases);
@@ -625,13 +681,22 @@ impl Networks {
             }
         }
         let mut keeper = None;
-        if let (Some(server), Some(mac), Some(path)) = (attachment.dhcp_server, &attachment.mac, &attachment.netns) {
+        if let (Some(server), Some(mac), Some(path)) =
+            (attachment.dhcp_server, &attachment.mac, &attachment.netns)
+        {
             match (NetNs::open(Path::new(path)), parse_mac(mac)) {
                 (Ok(ns), Some(mac)) => {
-                    let lease = direct::adopted_lease(address, attachment.prefix, attachment.gateway, server);
+                    let lease = direct::adopted_lease(
+                        address,
+                        attachment.prefix,
+                        attachment.gateway,
+                        server,
+                    );
                     keeper = Some(direct::Keeper::start(id, ns, mac, lease));
                 }
-                _ => log(&format!("networks: cannot renew the lease of container {name}")),
+                _ => log(&format!(
+                    "networks: cannot renew the lease of container {name}"
+                )),
             }
         }
         for port in &attachment.ports {
@@ -698,7 +763,9 @@ impl Networks {
                     continue;
                 }
                 let owned = match route.kind {
-                    RouteKind::Unreachable => subnets.iter().any(|s| s.address == route.dst && s.prefix == route.prefix),
+                    RouteKind::Unreachable => subnets
+                        .iter()
+                        .any(|s| s.address == route.dst && s.prefix == route.prefix),
                     _ => route.prefix == 32 && addresses.contains(&route.dst),
                 };
                 if !owned && nl.del_route(&route).is_ok() {
@@ -748,7 +815,11 @@ impl Networks {
         drop(member);
         if let Ok(mut nl) = netlink() {
             if let Some(link) = &attachment.host_link {
-                if let Err(e) = container_link::detach_veth(&mut nl, link, attachment.address.unwrap_or(Ipv4Addr::UNSPECIFIED)) {
+                if let Err(e) = container_link::detach_veth(
+                    &mut nl,
+                    link,
+                    attachment.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                ) {
                     log(&format!("networks: container {id}: {e}"));
                 }
             }
@@ -859,12 +930,7 @@ fn unknown(name: &str) -> String {
 }
 
 fn unreachable(subnet: Subnet) -> Route {
-    Route {
-        dst: subnet.address,
-        prefix: subnet.prefix,
-        kind: RouteKind::Unreachable,
-        protocol: RTPROT_MKHOST,
-    }
+    container_link::unreachable_route(subnet.address, subnet.prefix)
 }
 
 fn info(state: &State, name: &str) -> NetworkInfo {
@@ -900,7 +966,11 @@ fn check_ports(state: &State, ports: &[PortMapping]) -> Result<(), String> {
                 .iter()
                 .find(|(ip, _)| ip.is_none() || port.host_ip.is_none() || *ip == port.host_ip)
             {
-                let who = state.members.get(owner).map(|m| m.name.as_str()).unwrap_or(owner);
+                let who = state
+                    .members
+                    .get(owner)
+                    .map(|m| m.name.as_str())
+                    .unwrap_or(owner);
                 return Err(format!(
                     "host port {}/{} is already published by container {who}",
                     port.host_port, port.protocol
@@ -946,7 +1016,10 @@ pub fn embedded_resolv_conf(gateway: Ipv4Addr, host: &str) -> String {
 }
 
 fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
@@ -988,11 +1061,14 @@ mod tests {
             members: BTreeMap::new(),
             ports: BTreeMap::new(),
         };
-        state
-            .ports
-            .insert((Protocol::Tcp, 8080), vec![(Some(Ipv4Addr::LOCALHOST), "a".into())]);
+        state.ports.insert(
+            (Protocol::Tcp, 8080),
+            vec![(Some(Ipv4Addr::LOCALHOST), "a".into())],
+        );
         let p = |s: &str| mkhost_shared::network::parse_publish(s).unwrap();
-        assert!(check_ports(&state, &p("8080:80")).unwrap_err().contains("8080/tcp"));
+        assert!(check_ports(&state, &p("8080:80"))
+            .unwrap_err()
+            .contains("8080/tcp"));
         assert!(check_ports(&state, &p("127.0.0.1:8080:80")).is_err());
         assert!(check_ports(&state, &p("10.0.0.1:8080:80")).is_ok());
         assert!(check_ports(&state, &p("8080:80/udp")).is_ok());

@@ -222,7 +222,11 @@ pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
     }
     for (name, def) in doc.container_networks.unwrap_or_default() {
         let spec = def.get_ref().spec(&name).map_err(|e| {
-            problem(text, def.span(), format!("[container_networks.{name}]: {e}"))
+            problem(
+                text,
+                def.span(),
+                format!("[container_networks.{name}]: {e}"),
+            )
         })?;
         out.container_networks.insert(name, spec);
     }
