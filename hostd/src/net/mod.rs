@@ -3,4 +3,5 @@
 //! daemon for its containers' links; neither depends on the other.
 
 pub mod dhcp;
+pub mod dns;
 pub mod netlink;
