@@ -8,6 +8,7 @@
 
 pub mod container_link;
 pub mod dhcp;
+pub mod dns;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
