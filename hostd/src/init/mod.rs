@@ -1619,6 +1619,7 @@ mod tests {
             modules: vec!["kernel/missing.ko".into(), "kernel/also-missing.ko".into()],
             sysctl: Default::default(),
             network: Default::default(),
+            container_networks: Default::default(),
         };
         let report = load_modules(dir.path(), &config, None, 1);
         assert_eq!(report.total, 2);
@@ -1667,6 +1668,7 @@ mod tests {
             ],
             sysctl: Default::default(),
             network: Default::default(),
+            container_networks: Default::default(),
         };
         let db = ModuleDb::parse(
             "kernel/a.ko:\nkernel/b.ko:\nkernel/c-x.ko: kernel/a.ko\n",

@@ -750,9 +750,20 @@ mod tests {
             "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
         assert_eq!(resolv_conf(""), "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-        let files = etc_files("web", "nameserver 10.0.0.1\n");
+        let files = etc_files("web", "", None, "nameserver 10.0.0.1\n");
         assert_eq!(files[0], ("hostname", "web\n".to_string()));
         assert!(files[1].1.starts_with("127.0.0.1\tlocalhost\n"));
+        assert_eq!(files[2].1, "nameserver 10.0.0.1\n");
+        let files = etc_files(
+            "web",
+            "172.17.0.2\tweb\n",
+            Some("nameserver 172.18.0.1\n"),
+            "nameserver 10.0.0.1\n",
+        );
+        assert!(files[1]
+            .1
+            .ends_with("ff02::2\tip6-allrouters\n172.17.0.2\tweb\n"));
+        assert_eq!(files[2].1, "nameserver 172.18.0.1\n");
     }
 
     #[test]
@@ -775,8 +786,13 @@ mod tests {
                 .map(|(p, o)| (p.to_string(), o.to_string()))
                 .into(),
             etc_files: true,
+            netns: NetnsMode::Path("/run/hostd/netns/x".into()),
         };
         let config = oci_config(&spec);
+        assert_eq!(
+            config["linux"]["namespaces"][1],
+            serde_json::json!({ "type": "network", "path": "/run/hostd/netns/x" })
+        );
         assert_eq!(config["root"]["readonly"], true);
         assert_eq!(config["process"]["user"]["additionalGids"][0], 4);
         assert_eq!(

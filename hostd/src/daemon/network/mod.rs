@@ -115,10 +115,13 @@ struct Member {
     _keeper: Option<direct::Keeper>,
 }
 
+/// Who publishes a host port: (host address or every one, container id).
+type PortUsers = Vec<(Option<Ipv4Addr>, String)>;
+
 struct State {
     nets: BTreeMap<String, Net>,
     members: BTreeMap<String, Member>,
-    ports: BTreeMap<(Protocol, u16), Vec<(Option<Ipv4Addr>, String)>>,
+    ports: BTreeMap<(Protocol, u16), PortUsers>,
 }
 
 /// Every network and attachment of the daemon.
@@ -244,12 +247,12 @@ impl Networks {
             .unwrap_or_default()
             .into_iter()
             .filter(|a| !skip.contains(&a.index) && a.prefix < 32)
-            .filter_map(|a| {
+            .map(|a| {
                 let mask = u32::MAX << (32 - a.prefix.max(1));
-                Some(Subnet {
+                Subnet {
                     address: Ipv4Addr::from(u32::from(a.address) & mask),
                     prefix: a.prefix,
-                })
+                }
             })
             .collect()
     }
@@ -752,10 +755,11 @@ impl Networks {
         drop(state);
         if let Ok(mut nl) = netlink() {
             for link in nl.links().unwrap_or_default() {
-                if link.name.starts_with(VETH_PREFIX) && !links.contains(&link.name) {
-                    if nl.delete_link(link.index).is_ok() {
-                        removed.push(format!("link {}", link.name));
-                    }
+                if link.name.starts_with(VETH_PREFIX)
+                    && !links.contains(&link.name)
+                    && nl.delete_link(link.index).is_ok()
+                {
+                    removed.push(format!("link {}", link.name));
                 }
             }
             for route in nl.routes().unwrap_or_default() {

@@ -428,6 +428,7 @@ gateway = "10.0.0.1"
                 dns: vec!["8.8.8.8".into()],
                 interfaces,
             },
+            container_networks: Default::default(),
         }
     }
 
