@@ -1903,9 +1903,19 @@ machines_file = "rack-a.toml"
 [machines."52-54-00-00-00-0A"]
 hostname = "node-a"
 cmdline = "mkhost.ip=eth0:10.0.0.10/24:10.0.0.1"
+[container_networks.bridge]
+subnet = "10.200.0.0/16"
+[container_networks.rack]
+driver = "direct"
+parent = "eth1"
 "#,
         );
         let p = load_path(&path, &[]).unwrap();
+        assert_eq!(
+            p.container_networks["bridge"].subnet.unwrap().to_string(),
+            "10.200.0.0/16"
+        );
+        assert_eq!(p.container_networks["rack"].parent.as_deref(), Some("eth1"));
         assert_eq!(p.sysctl["net.ipv4.ip_forward"], "1");
         assert_eq!(p.sysctl["kernel.pid_max"], "4194304");
         assert_eq!(p.sysctl["net.ipv6.conf.all.disable_ipv6"], "0");
@@ -1947,6 +1957,19 @@ cmdline = "mkhost.ip=eth0:10.0.0.10/24:10.0.0.1"
                 "machines_file",
             ),
             ("[sysctl]\n\"../../etc\" = 1\n", "sysctl key"),
+            (
+                "[container_networks.x]\nsubnet = \"10.0.0.1/8\"\n",
+                "host bits are set",
+            ),
+            (
+                "[container_networks.x]\ndriver = \"direct\"\n",
+                "needs `parent`",
+            ),
+            (
+                "[container_networks.x]\ndriver = \"vxlan\"\n",
+                "unknown variant `vxlan`",
+            ),
+            ("[container_networks.x]\nmtu = 9000\n", "unknown field `mtu`"),
         ];
         for (i, (body, want)) in cases.iter().enumerate() {
             let path = write(
@@ -1996,6 +2019,10 @@ tmpfs = { "/run" = "size=1m" }
 cap_add = ["NET_ADMIN"]
 cap_drop = ["MKNOD"]
 labels = { tier = "front" }
+network = "front"
+publish = ["8080:80", "127.0.0.1:5353:53/udp"]
+network_aliases = ["www"]
+ip = "172.18.0.9"
 
 [[container]]
 name = "batch"
@@ -2049,6 +2076,14 @@ cpus = 2
                 cap_drop: vec!["MKNOD".into()],
                 labels: [("tier".to_string(), "front".to_string())].into(),
                 auto_remove: false,
+                network: Some("front".into()),
+                publish: [
+                    mkhost_shared::network::parse_publish("8080:80").unwrap(),
+                    mkhost_shared::network::parse_publish("127.0.0.1:5353:53/udp").unwrap(),
+                ]
+                .concat(),
+                network_aliases: vec!["www".into()],
+                ip: Some("172.18.0.9".parse().unwrap()),
             }
         );
         assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));
@@ -2146,6 +2181,11 @@ cpus = 2
             ),
             ("read_only = \"yes\"", "6:13", "invalid type"),
             ("labels = [\"a\"]", "6:10", "invalid type"),
+            ("publish = [\"8080:80:x\"]", "6:12", "not an IPv4 address"),
+            ("publish = [\"70000:80\"]", "6:12", "outside 1-65535"),
+            ("publish = \"8080:80\"", "6:11", "invalid type"),
+            ("network = \"bad net\"", "6:11", "invalid network \"bad net\""),
+            ("ip = \"10.0.0\"", "6:6", "ip \"10.0.0\" is not an IPv4 address"),
         ];
         for (i, (line, at, want)) in cases.iter().enumerate() {
             let path = write(

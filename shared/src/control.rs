@@ -610,6 +610,7 @@ mod tests {
             uptime_ms: 7,
             containers: 0,
             late_modules: Vec::new(),
+            network: None,
         }
     }
 
@@ -642,7 +643,48 @@ mod tests {
             error: None,
             labels: Default::default(),
             auto_remove: false,
+            network: None,
         }
+    }
+
+    #[test]
+    fn network_answers_round_trip() {
+        let spec = crate::network::NetworkSpec {
+            name: "front".into(),
+            subnet: Some("172.18.0.0/16".parse().unwrap()),
+            gateway: Some("172.18.0.1".parse().unwrap()),
+            ..Default::default()
+        };
+        round_trip(
+            Response::Networks(vec![NetworkInfo {
+                spec: spec.clone(),
+                origin: "api".into(),
+                containers: vec![NetworkMember {
+                    name: "a".into(),
+                    id: "ab".into(),
+                    address: "172.18.0.2/16".into(),
+                }],
+            }]),
+            json!({"ok": true, "networks": [{
+                "spec": {"name": "front", "driver": "bridge", "subnet": "172.18.0.0/16",
+                         "gateway": "172.18.0.1"},
+                "origin": "api",
+                "containers": [{"name": "a", "id": "ab", "address": "172.18.0.2/16"}]
+            }]}),
+        );
+        round_trip(
+            Response::Ports(crate::network::parse_publish("127.0.0.1:8080:80").unwrap()),
+            json!({"ok": true, "ports": [{"host_ip": "127.0.0.1", "host_port": 8080,
+                   "container_port": 80, "protocol": "tcp"}]}),
+        );
+        let line = serde_json::to_string(&Request::NetworkCreate(spec)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"op":"network_create","name":"front","driver":"bridge","subnet":"172.18.0.0/16","gateway":"172.18.0.1"}"#
+        );
+        assert!(parse_request(br#"{"op":"network_create","name":"x","subnet":"1.2.3.4/8"}"#)
+            .unwrap_err()
+            .contains("host bits are set"));
     }
 
     #[test]
