@@ -1969,7 +1969,10 @@ parent = "eth1"
                 "[container_networks.x]\ndriver = \"vxlan\"\n",
                 "unknown variant `vxlan`",
             ),
-            ("[container_networks.x]\nmtu = 9000\n", "unknown field `mtu`"),
+            (
+                "[container_networks.x]\nmtu = 9000\n",
+                "unknown field `mtu`",
+            ),
         ];
         for (i, (body, want)) in cases.iter().enumerate() {
             let path = write(
@@ -2184,8 +2187,16 @@ cpus = 2
             ("publish = [\"8080:80:x\"]", "6:12", "not an IPv4 address"),
             ("publish = [\"70000:80\"]", "6:12", "outside 1-65535"),
             ("publish = \"8080:80\"", "6:11", "invalid type"),
-            ("network = \"bad net\"", "6:11", "invalid network \"bad net\""),
-            ("ip = \"10.0.0\"", "6:6", "ip \"10.0.0\" is not an IPv4 address"),
+            (
+                "network = \"bad net\"",
+                "6:11",
+                "invalid network \"bad net\"",
+            ),
+            (
+                "ip = \"10.0.0\"",
+                "6:6",
+                "ip \"10.0.0\" is not an IPv4 address",
+            ),
         ];
         for (i, (line, at, want)) in cases.iter().enumerate() {
             let path = write(

@@ -271,7 +271,7 @@ fn network_table(list: &[mkhost_shared::control::NetworkInfo]) -> String {
         out.push_str(&format!(
             "{:<20} {:<8} {:<18} {:<15} {:<10} {:<10} {}\n",
             n.spec.name,
-            n.spec.driver,
+            n.spec.driver.to_string(),
             n.spec
                 .subnet
                 .map_or_else(|| "dhcp".to_string(), |s| s.to_string()),

@@ -682,9 +682,11 @@ mod tests {
             line,
             r#"{"op":"network_create","name":"front","driver":"bridge","subnet":"172.18.0.0/16","gateway":"172.18.0.1"}"#
         );
-        assert!(parse_request(br#"{"op":"network_create","name":"x","subnet":"1.2.3.4/8"}"#)
-            .unwrap_err()
-            .contains("host bits are set"));
+        assert!(
+            parse_request(br#"{"op":"network_create","name":"x","subnet":"1.2.3.4/8"}"#)
+                .unwrap_err()
+                .contains("host bits are set")
+        );
     }
 
     #[test]

@@ -142,10 +142,21 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// `wget` from inside the test's namespace (the host's side).
+/// An HTTP GET from inside the test's namespace (the host's side), with
+/// curl (Debian's static busybox `wget` crashes in glibc's resolver).
 fn fetch_from_host(work: &Path, url: &str) -> String {
-    let out = in_ns(work, "busybox", &["wget", "-T", "5", "-qO-", url]);
+    let out = in_ns(work, "curl", &["-s", "-m", "5", url]);
     text(&out)
+}
+
+/// `hostd run --rm` of an HTTP GET of `host:port` with busybox `nc` on
+/// `network`: the response, or the error.
+fn fetch_in_container(socket: &Path, network: &str, host: &str, port: u16) -> Output {
+    let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}");
+    hostd_run(
+        socket,
+        &["--rm", "--network", network, "bb", "sh", "-c", &get],
+    )
 }
 
 #[test]
@@ -194,18 +205,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     });
     assert!(fetch_from_host(work, "http://172.17.0.1:8080/").contains("hello-web"));
     assert!(fetch_from_host(work, &format!("http://{web_ip}:80/")).contains("hello-web"));
-    let hairpin = hostd_run(
-        &socket,
-        &[
-            "--rm",
-            "bb",
-            "wget",
-            "-T",
-            "5",
-            "-qO-",
-            "http://172.17.0.1:8080/",
-        ],
-    );
+    let hairpin = fetch_in_container(&socket, "bridge", "172.17.0.1", 8080);
     assert!(text(&hairpin).contains("hello-web"), "{}", text(&hairpin));
     let ports = ok(&hostd(&socket, &["port", "web"]));
     assert_eq!(ports.trim(), "80/tcp -> 0.0.0.0:8080");
@@ -273,56 +273,16 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         ],
     ));
     assert!(resolv.starts_with("nameserver 172.18.0.1\n"), "{resolv}");
-    wait_until("a to answer", || {
-        text(&hostd_run(
-            &socket,
-            &[
-                "--rm",
-                "--network",
-                "front",
-                "bb",
-                "wget",
-                "-T",
-                "3",
-                "-qO-",
-                &format!("http://{a_ip}/"),
-            ],
-        ))
-        .contains("hello-a")
+    wait_until("a to answer by name", || {
+        text(&fetch_in_container(&socket, "front", "api", 80)).contains("hello-a")
     });
-    let blocked = hostd_run(
-        &socket,
-        &[
-            "--rm",
-            "--network",
-            "back",
-            "bb",
-            "wget",
-            "-T",
-            "2",
-            "-qO-",
-            &format!("http://{a_ip}/"),
-        ],
-    );
+    let blocked = fetch_in_container(&socket, "back", &a_ip, 80);
     assert!(
         !blocked.status.success() && !text(&blocked).contains("hello-a"),
         "{}",
         text(&blocked)
     );
-    let published = hostd_run(
-        &socket,
-        &[
-            "--rm",
-            "--network",
-            "back",
-            "bb",
-            "wget",
-            "-T",
-            "5",
-            "-qO-",
-            "http://172.17.0.1:8080/",
-        ],
-    );
+    let published = fetch_in_container(&socket, "back", "172.17.0.1", 8080);
     assert!(
         text(&published).contains("hello-web"),
         "{}",
