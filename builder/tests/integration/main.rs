@@ -12,5 +12,6 @@ mod hostile;
 mod hotplug;
 mod inspect;
 mod netboot;
+mod network_guest;
 mod support;
 mod tools;

@@ -1,0 +1,217 @@
+//! Container networking in a QEMU guest booted from our own image, over
+//! QEMU's user networking: a container fetches a page from an HTTP server
+//! on the build machine (10.0.2.2) through NAT; a boot-time container's
+//! published port answers the build machine through `hostfwd`, the guest's
+//! localhost and another container (hairpin); a container on a `direct`
+//! network gets its own DHCP lease on a second NIC and answers there; and
+//! after 200 runs with a published port and a `kill -9` of hostd in the
+//! middle of starting containers, the guest's links, addresses, routes,
+//! namespaces, nftables rules and leases are back where they started.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::containers::image_archive;
+use crate::support::{self, build_custom, scratch, Guest};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A port on the build machine's loopback nobody listens on (yet).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP server on the build machine's loopback answering `body` to
+/// every request, for as long as the test runs.
+fn serve(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// GET / from `127.0.0.1:port` on the build machine (a `hostfwd`), retried
+/// until `want` appears or a minute passes.
+fn fetch_until(port: u16, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            last.clear();
+            let _ = s.read_to_string(&mut last);
+            if last.contains(want) {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("no {want:?} from 127.0.0.1:{port}; last answer: {last:?}");
+}
+
+/// A shell command that GETs `/` from `host:port` with busybox `nc`.
+fn get(host: &str, port: u16) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 {host} {port}")
+}
+
+fn one_line(guest: &mut Guest, command: &str) -> String {
+    guest
+        .run(command, COMMAND_TIMEOUT)
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+/// What must come back after containers go: links, addresses, routes,
+/// namespace files, and hostd's own counts (rules, leases, attachments).
+fn counts(guest: &mut Guest) -> Vec<String> {
+    let kernel = one_line(
+        guest,
+        "echo links $(ls /sys/class/net | wc -l) addrs $(busybox ip -o addr | wc -l) \
+         routes $(busybox ip route show table all | wc -l) \
+         netns $(ls /run/hostd/netns | wc -l)",
+    );
+    let status = one_line(guest, "hostd status");
+    let network = status
+        .find("\"network\":")
+        .map(|i| status[i..].to_string())
+        .unwrap_or_else(|| panic!("no network counts in {status}"));
+    vec![kernel, network]
+}
+
+#[test]
+fn nat_published_ports_direct_leases_and_no_leaks_in_a_guest() {
+    let work = scratch("network-guest");
+    let archive = image_archive(&work, "bb", "bb", "sh");
+    let body = format!(
+        r#"hostname = "mkhost-net"
+
+[container_networks.rack]
+driver = "direct"
+parent = "eth1"
+
+[[container]]
+name = "web"
+archive = "{}"
+image = "bb"
+command = ["sh", "-c", "mkdir -p /www; echo hello-web > /www/index.html; exec busybox httpd -f -p 80 -h /www"]
+publish = ["8080:80"]
+restart = "always"
+"#,
+        archive.display()
+    );
+    let dir = build_custom(&work, "net", "qemu.toml", &body);
+    let outside = serve("hello-from-the-build-machine");
+    let (web_fwd, direct_fwd) = (free_port(), free_port());
+    let mut args = support::pxe_args(&dir, "512", "");
+    args.extend([
+        "-netdev".into(),
+        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{web_fwd}-:8080"),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+        "-netdev".into(),
+        "user,id=n1,net=10.0.3.0/24".into(),
+        "-device".into(),
+        "virtio-net-pci,netdev=n1".into(),
+    ]);
+    let mut guest = Guest::start_interactive(&args, &work);
+    guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
+    let started = guest.wait_for("boot-time containers:", BOOT_TIMEOUT);
+    assert!(started.contains("started [web]"), "{started}");
+    if !guest.log.iter().any(|l| l.contains("debug shell on")) {
+        guest.wait_for("debug shell on", BOOT_TIMEOUT);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    // NAT: a container reaches the build machine.
+    let fetched = one_line(
+        &mut guest,
+        &format!("hostd run --rm bb sh -c \"{}\"", get("10.0.2.2", outside)),
+    );
+    assert!(fetched.contains("hello-from-the-build-machine"), "{fetched}");
+
+    // The published port: from the build machine, the guest's localhost,
+    // and another container through the guest's own address (hairpin).
+    fetch_until(web_fwd, "hello-web");
+    let local = one_line(&mut guest, &get("127.0.0.1", 8080));
+    assert!(local.contains("hello-web"), "{local}");
+    let hairpin = one_line(
+        &mut guest,
+        &format!("hostd run --rm bb sh -c \"{}\"", get("10.0.2.15", 8080)),
+    );
+    assert!(hairpin.contains("hello-web"), "{hairpin}");
+    let ports = one_line(&mut guest, "hostd port web");
+    assert_eq!(ports, "80/tcp -> 0.0.0.0:8080");
+
+    // direct: its own lease from the second NIC's DHCP server, reachable
+    // at that address.
+    guest.run(
+        "hostd run -d --name d1 --network rack bb sh -c 'mkdir -p /www; echo hello-direct > /www/index.html; exec busybox httpd -f -p 80 -h /www'",
+        COMMAND_TIMEOUT,
+    );
+    let ps = guest.run("hostd ps", COMMAND_TIMEOUT).join("\n");
+    let address = ps
+        .lines()
+        .find(|l| l.starts_with("d1 "))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("rack:")))
+        .and_then(|w| w.strip_prefix("rack:"))
+        .unwrap_or_else(|| panic!("no address for d1 in\n{ps}"))
+        .to_string();
+    assert!(address.starts_with("10.0.3."), "{address}");
+    let added = guest.monitor(&format!(
+        "hostfwd_add n1 tcp:127.0.0.1:{direct_fwd}-{address}:80"
+    ));
+    assert!(!added.contains("rror"), "{added}");
+    fetch_until(direct_fwd, "hello-direct");
+
+    // No leaks: 200 runs with a published port, then containers started
+    // while hostd is killed; everything removed again.
+    let baseline = counts(&mut guest);
+    let churn = guest.run(
+        "i=0; while [ $i -lt 200 ]; do hostd run --rm -p 9000:80 bb true || echo FAILED; i=$((i+1)); done",
+        Duration::from_secs(900),
+    );
+    assert!(!churn.iter().any(|l| l.contains("FAILED")), "{churn:?}");
+    assert_eq!(counts(&mut guest), baseline);
+    let status = one_line(&mut guest, "hostd status");
+    let daemon = status
+        .split("\"pid\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no pid in {status}"))
+        .to_string();
+    guest.send_line(
+        "(i=0; while [ $i -lt 30 ]; do hostd run -d --name k$i -p $((9100+i)):80 bb sleep 600 >/dev/null 2>&1; i=$((i+1)); done; echo LOOP-DONE) &",
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    guest.send_line(&format!("kill -9 {daemon}"));
+    guest.wait_for("took over zygote", BOOT_TIMEOUT);
+    guest.wait_for("LOOP-DONE", Duration::from_secs(600));
+    let survivors = guest.run(
+        "for n in $(hostd ps | busybox awk '/^k[0-9]/{print $1}'); do hostd rm -f $n >/dev/null && echo removed $n; done",
+        Duration::from_secs(300),
+    );
+    assert!(!survivors.is_empty(), "no container started around the kill");
+    assert_eq!(counts(&mut guest), baseline);
+    // The web container and the direct one kept working across it all.
+    fetch_until(web_fwd, "hello-web");
+    fetch_until(direct_fwd, "hello-direct");
+}
