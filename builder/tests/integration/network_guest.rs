@@ -146,7 +146,10 @@ restart = "always"
         &mut guest,
         &format!("hostd run --rm bb sh -c \"{}\"", get("10.0.2.2", outside)),
     );
-    assert!(fetched.contains("hello-from-the-build-machine"), "{fetched}");
+    assert!(
+        fetched.contains("hello-from-the-build-machine"),
+        "{fetched}"
+    );
 
     // The published port: from the build machine, the guest's localhost,
     // and another container through the guest's own address (hairpin).
@@ -209,7 +212,10 @@ restart = "always"
         "for n in $(hostd ps | busybox awk '/^k[0-9]/{print $1}'); do hostd rm -f $n >/dev/null && echo removed $n; done",
         Duration::from_secs(300),
     );
-    assert!(!survivors.is_empty(), "no container started around the kill");
+    assert!(
+        !survivors.is_empty(),
+        "no container started around the kill"
+    );
     assert_eq!(counts(&mut guest), baseline);
     // The web container and the direct one kept working across it all.
     fetch_until(web_fwd, "hello-web");

@@ -429,3 +429,142 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     assert_eq!(counts(work), empty);
     third.terminate();
 }
+
+/// `direct` networks, natively: a veth pair stands for the rack's cable
+/// (`lan0` is the host's NIC, `lan1` the rest of the network, in the
+/// test's namespace). A container gets a static address from the network's
+/// subnet, or a DHCP lease from busybox's `udhcpd` on the other end, and
+/// answers there; with no DHCP server the run fails after the timeout with
+/// the NIC named, and nothing is left.
+#[test]
+fn direct_networks_static_and_by_dhcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = daemon.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    let ip = |args: &[&str]| run(in_test_netns(work, "ip").args(args));
+    ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    ip(&["link", "set", "lan0", "up"]);
+    ip(&["link", "set", "lan1", "up"]);
+    ip(&["addr", "add", "192.168.77.1/24", "dev", "lan1"]);
+    ip(&["addr", "add", "192.168.78.1/24", "dev", "lan1"]);
+    let empty = counts(work);
+
+    // Static: an address of the network's subnet.
+    ok(&hostd(
+        &socket,
+        &[
+            "network",
+            "create",
+            "--driver",
+            "direct",
+            "--parent",
+            "lan0",
+            "--subnet",
+            "192.168.77.0/24",
+            "--gateway",
+            "192.168.77.1",
+            "rack",
+        ],
+    ));
+    let mut args: Vec<String> = [
+        "-d",
+        "--name",
+        "s1",
+        "--network",
+        "rack",
+        "--ip",
+        "192.168.77.50",
+        "bb",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(web("hello-static"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&hostd_run(&socket, &argv));
+    assert_eq!(address(&socket, "s1"), "192.168.77.50");
+    wait_until("s1 to answer on the rack network", || {
+        fetch_from_host(work, "http://192.168.77.50/").contains("hello-static")
+    });
+    let refused = hostd_run(
+        &socket,
+        &["-d", "--network", "rack", "-p", "80:80", "bb", "true"],
+    );
+    assert!(
+        text(&refused).contains("-p applies to bridge networks"),
+        "{}",
+        text(&refused)
+    );
+
+    // DHCP: a lease from the network's server.
+    let config = work.join("udhcpd.conf");
+    fs::write(
+        &config,
+        format!(
+            "start 192.168.78.100\nend 192.168.78.110\ninterface lan1\nlease_file {}\n\
+             option subnet 255.255.255.0\noption router 192.168.78.1\noption lease 600\n",
+            work.join("leases").display()
+        ),
+    )
+    .unwrap();
+    let mut server = in_test_netns(work, "busybox")
+        .args(["udhcpd", "-f"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ok(&hostd(
+        &socket,
+        &[
+            "network", "create", "--driver", "direct", "--parent", "lan0", "lab",
+        ],
+    ));
+    let mut args: Vec<String> = ["-d", "--name", "d1", "--network", "lab", "bb"]
+        .map(String::from)
+        .to_vec();
+    args.extend(web("hello-dhcp"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&hostd_run(&socket, &argv));
+    let leased = address(&socket, "d1");
+    assert!(leased.starts_with("192.168.78.1"), "{leased}");
+    wait_until("d1 to answer at its lease", || {
+        fetch_from_host(work, &format!("http://{leased}/")).contains("hello-dhcp")
+    });
+    let inspect = ok(&hostd(&socket, &["network", "inspect", "lab"]));
+    assert!(
+        inspect.contains(&leased) && inspect.contains("\"d1\""),
+        "{inspect}"
+    );
+
+    // No server: a clear error after the timeout, nothing left behind.
+    let _ = server.kill();
+    let _ = server.wait();
+    let before = counts(work);
+    let started = Instant::now();
+    let silent = hostd_run(&socket, &["-d", "--network", "lab", "bb", "true"]);
+    assert_eq!(silent.status.code(), Some(125), "{}", text(&silent));
+    assert!(
+        text(&silent).contains("no DHCP server answered on lan0 within 10 s"),
+        "{}",
+        text(&silent)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(counts(work), before);
+
+    for name in ["s1", "d1"] {
+        ok(&hostd(&socket, &["rm", "-f", name]));
+    }
+    for name in ["rack", "lab"] {
+        ok(&hostd(&socket, &["network", "rm", name]));
+    }
+    assert_eq!(counts(work), empty);
+    daemon.terminate();
+}
