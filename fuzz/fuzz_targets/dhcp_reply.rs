@@ -2,7 +2,7 @@
 //! error, and a lease is taken only from a sane ACK.
 #![no_main]
 
-use hostd::init::net::dhcp::{Lease, Packet};
+use hostd::net::dhcp::{Lease, Packet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

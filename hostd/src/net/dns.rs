@@ -1467,6 +1467,13 @@ mod tests {
     }
 
     #[test]
+    fn server_and_records_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<DnsServer>();
+        shared::<Records>();
+    }
+
+    #[test]
     fn server_answers_local_names_over_udp_and_tcp() {
         let records = records();
         let server = DnsServer::start(local(), Arc::clone(&records), Vec::new()).unwrap();
