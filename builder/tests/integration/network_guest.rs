@@ -166,9 +166,18 @@ restart = "always"
 
     // direct: its own lease from the second NIC's DHCP server, reachable
     // at that address.
-    guest.run(
-        "hostd run -d --name d1 --network rack bb sh -c 'mkdir -p /www; echo hello-direct > /www/index.html; exec busybox httpd -f -p 80 -h /www'",
+    let ran = guest.run(
+        "hostd run -d --name d1 --network rack bb sh -c 'mkdir -p /www; echo hello-direct > /www/index.html; exec busybox httpd -f -p 80 -h /www'; echo rc=$?",
         COMMAND_TIMEOUT,
+    );
+    let networks = guest.run(
+        "hostd network ls; cat /run/mkhost/networks.json",
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        ran.iter().any(|l| l == "rc=0"),
+        "{ran:?}\n{}",
+        networks.join("\n")
     );
     let ps = guest.run("hostd ps", COMMAND_TIMEOUT).join("\n");
     let address = ps

@@ -142,34 +142,49 @@ pub fn attach_macvlan(nl: &mut Netlink, ns: &NetNs, parent: &str) -> Result<[u8;
         what: format!("NIC {parent} for a direct network"),
         hint: "check `ip link` on the host and the network's `parent`",
     })?;
-    nl.add_macvlan(CONTAINER_IFNAME, parent_index, ns.fd(), None)
+    // Created under a name of its own, then renamed inside: kernels before
+    // 6.2 look a new link's name up in the caller's namespace, where the
+    // host's own `eth0` would make `eth0` "exist".
+    let id = ns
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = format!("mkm{}", &id[..id.len().min(12)]);
+    nl.add_macvlan(&temporary, parent_index, ns.fd(), None)
         .map_err(|e| {
             reword(
                 e,
                 format!(
-                    "cannot create macvlan {CONTAINER_IFNAME} on {parent} in {}",
+                    "cannot create macvlan {temporary} on {parent} in {}",
                     ns.path().display()
                 ),
             )
         })?;
-    let configured = in_ns(ns, |nl| {
-        let link = nl
-            .link_by_name(CONTAINER_IFNAME)?
+    in_ns(ns, |nl| {
+        let created = nl
+            .link_by_name(&temporary)?
             .ok_or_else(|| missing_eth0(ns))?;
-        let mac: [u8; 6] = link
-            .mac
-            .as_slice()
-            .try_into()
-            .map_err(|_| NetlinkError::System {
-                what: format!("macvlan {CONTAINER_IFNAME} on {parent} has no 6-byte MAC"),
-                source: std::io::Error::from_raw_os_error(libc::EINVAL),
-            })?;
-        lo_up(nl)?;
-        nl.set_up(link.index, CONTAINER_IFNAME)?;
-        Ok(mac)
-    });
-    configured.inspect_err(|_| {
-        let _ = in_ns(ns, |nl| nl.delete_link_by_name(CONTAINER_IFNAME));
+        // Whatever fails from here removes the link this call made (by its
+        // index: an `eth0` already there is not this call's).
+        let finish = |nl: &mut Netlink| -> Result<[u8; 6], NetlinkError> {
+            nl.rename(created.index, CONTAINER_IFNAME)?;
+            let mac: [u8; 6] =
+                created
+                    .mac
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| NetlinkError::System {
+                        what: format!("macvlan {CONTAINER_IFNAME} on {parent} has no 6-byte MAC"),
+                        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                    })?;
+            lo_up(nl)?;
+            nl.set_up(created.index, CONTAINER_IFNAME)?;
+            Ok(mac)
+        };
+        finish(nl).inspect_err(|_| {
+            let _ = nl.delete_link(created.index);
+        })
     })
 }
 

@@ -280,6 +280,16 @@ pub fn set_link_up(seq: u32, index: i32) -> Vec<u8> {
         .build()
 }
 
+/// Request to rename link `index` (which must be down).
+pub fn rename_link(seq: u32, index: i32, name: &str) -> Vec<u8> {
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    MessageBuilder::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq)
+        .payload(&ifinfomsg(index, 0, 0))
+        .attr(IFLA_IFNAME, &ifname)
+        .build()
+}
+
 /// Request to add (or replace) an IPv4 address.
 pub fn add_address(seq: u32, index: i32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
     let mut b = MessageBuilder::new(
@@ -936,6 +946,13 @@ impl Netlink {
             &format!("cannot create macvlan {name} on link {parent_index}"),
             |seq| new_macvlan(seq, name, parent_index, fd, mac),
         )
+    }
+
+    /// Renames link `index` (down) to `name`.
+    pub fn rename(&mut self, index: i32, name: &str) -> Result<(), NetlinkError> {
+        self.request(&format!("cannot rename link {index} to {name}"), |seq| {
+            rename_link(seq, index, name)
+        })
     }
 
     /// Deletes link `index`.
