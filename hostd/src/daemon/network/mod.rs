@@ -518,18 +518,34 @@ impl Networks {
             }
             _ => None,
         };
-        let undo_address = |state: &mut State| {
+        // The address and ports are claimed; the links are made without
+        // the lock (a DHCP lease may take seconds), and the claims given
+        // back if that fails.
+        for port in ports {
+            state
+                .ports
+                .entry((port.protocol, port.host_port))
+                .or_default()
+                .push((port.host_ip, id.to_string()));
+        }
+        drop(state);
+        let undo_claims = || {
+            let mut state = lock(&self.state);
             if let (Some(ip), Some(ipam)) = (
                 address,
                 state.nets.get_mut(network).and_then(|n| n.ipam.as_mut()),
             ) {
                 ipam.free(id, ip);
             }
+            for users in state.ports.values_mut() {
+                users.retain(|(_, owner)| owner != id);
+            }
+            state.ports.retain(|_, users| !users.is_empty());
         };
         let ns = match NetNs::create(&ns_path) {
             Ok(ns) => ns,
             Err(e) => {
-                undo_address(&mut state);
+                undo_claims();
                 return Err(format!(
                     "cannot create a network namespace at {}: {e}",
                     ns_path.display()
@@ -605,24 +621,32 @@ impl Networks {
                     );
                 }
             }
+            drop(keeper);
             drop(ns);
             let _ = netns::remove(&ns_path);
-            undo_address(&mut state);
+            undo_claims();
             return Err(e);
         }
         let container_ip = attachment.address.expect("set above");
         let names = dns_names(name, hostname, aliases);
-        if let Some(net) = state.nets.get(network) {
-            for n in &names {
-                net.records.add(n, container_ip);
+        let mut state = lock(&self.state);
+        match state.nets.get(network) {
+            Some(net) => {
+                for n in &names {
+                    net.records.add(n, container_ip);
+                }
             }
-        }
-        for port in ports {
-            state
-                .ports
-                .entry((port.protocol, port.host_port))
-                .or_default()
-                .push((port.host_ip, id.to_string()));
+            None => {
+                drop(state);
+                drop(keeper);
+                if let (Some(link), Ok(mut nl)) = (&attachment.host_link, netlink()) {
+                    let _ = container_link::detach_veth(&mut nl, link, container_ip);
+                }
+                drop(ns);
+                let _ = netns::remove(&ns_path);
+                undo_claims();
+                return Err(format!("network {network:?} was removed meanwhile"));
+            }
         }
         let dns_server = state
             .nets
