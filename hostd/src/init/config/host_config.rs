@@ -472,6 +472,57 @@ gateway = "10.0.0.1"
         assert_eq!((e.line, e.column), (3, 11), "{e}");
         let e = parse_host_toml("[network]\ndns = [\"1.1.1.1\", \"dns.example\"]\n").unwrap_err();
         assert_eq!((e.line, e.column), (2, 19), "{e}");
+        let e = parse_host_toml("[container_networks.bridge]\nsubnet = \"10.200.0.1/16\"\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.column), (2, 10), "{e}");
+        assert!(e.message.contains("host bits are set"), "{e}");
+        let e = parse_host_toml("\n[container_networks.rack]\ndriver = \"direct\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message.contains(
+                "[container_networks.rack]: network \"rack\": a direct network needs `parent`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn container_networks_replace_the_images_by_name() {
+        let mut boot = boot();
+        boot.container_networks.insert(
+            "bridge".into(),
+            mkhost_shared::network::NetworkDef {
+                subnet: Some("10.1.0.0/16".parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        boot.container_networks
+            .insert("back".into(), mkhost_shared::network::NetworkDef::default());
+        let host = parse_host_toml(
+            "[container_networks.bridge]\nsubnet = \"10.200.0.0/16\"\n\
+             [container_networks.rack]\ndriver = \"direct\"\nparent = \"eth1\"\n",
+        )
+        .unwrap();
+        let (s, _) = Settings::resolve(&boot, Some(&host), &Overrides::default());
+        let defs = s.network_definitions().networks;
+        let summary: Vec<(String, String, String)> = defs
+            .iter()
+            .map(|d| {
+                (
+                    d.spec.name.clone(),
+                    d.spec.subnet.map(|s| s.to_string()).unwrap_or_default(),
+                    d.origin.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("back".into(), String::new(), "profile".into()),
+                ("bridge".into(), "10.200.0.0/16".into(), "host.toml".into()),
+                ("rack".into(), String::new(), "host.toml".into()),
+            ]
+        );
     }
 
     #[test]
