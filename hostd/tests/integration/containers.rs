@@ -748,11 +748,14 @@ fn run_in_the_foreground_like_docker_run() {
     ));
     assert_eq!(id.trim().len(), 16, "{id}");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while ps(&socket).iter().any(|r| r.name == "gone") {
+    // It leaves the table first, then its files and network go.
+    while ps(&socket).iter().any(|r| r.name == "gone")
+        || fs::read_dir(&containers).unwrap().count() != before
+        || !daemon.output().contains("removed container")
+    {
         assert!(Instant::now() < deadline, "the --rm container stayed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(fs::read_dir(&containers).unwrap().count(), before);
     assert!(
         daemon.output().contains("removed container"),
         "{}",
