@@ -189,7 +189,7 @@ pub struct Profile {
     pub sysctl: BTreeMap<String, String>,
     pub network: Network,
     /// `[container_networks.NAME]`: hostd's container networks.
-    pub container_networks: BTreeMap<String, mkhost_shared::network::NetworkDef>,
+    pub container_networks: BTreeMap<String, mkhost_shared::network::NetworkSpec>,
     /// Per-machine identities for netboot, keyed by MAC address.
     pub machines: Vec<Machine>,
     pub unknown_machines: UnknownMachines,
@@ -263,7 +263,7 @@ struct RawProfile {
     sysctl: BTreeMap<String, Spanned<SysctlValue>>,
     network: Option<RawNetwork>,
     #[serde(default)]
-    container_networks: BTreeMap<String, Spanned<mkhost_shared::network::NetworkDef>>,
+    container_networks: BTreeMap<String, Spanned<mkhost_shared::network::NetworkSpec>>,
     #[serde(default)]
     machines: BTreeMap<Spanned<String>, Spanned<RawMachine>>,
     netboot: Option<RawNetboot>,
@@ -660,7 +660,7 @@ struct Merged {
     ram_headroom_mib: Option<u64>,
     compression_level: Option<(i32, Origin)>,
     sysctl: BTreeMap<String, String>,
-    container_networks: BTreeMap<String, mkhost_shared::network::NetworkDef>,
+    container_networks: BTreeMap<String, mkhost_shared::network::NetworkSpec>,
     dhcp: Option<bool>,
     dhcp_timeout_ms: Option<u64>,
     dns: Option<Vec<String>>,
@@ -1033,7 +1033,7 @@ fn merge_host_settings(merged: &mut Merged, file: &LoadedFile) -> Result<(), Pro
     }
     for (name, def) in &raw.container_networks {
         def.get_ref()
-            .spec(name)
+            .named(name)
             .map_err(|e| ProfileError::Invalid {
                 origin: file.origin(def.span()),
                 message: format!("[container_networks.{name}]: {e}"),

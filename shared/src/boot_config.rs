@@ -66,7 +66,7 @@ pub struct BootConfig {
     /// Container networks by name (`[container_networks.NAME]`; host.toml
     /// replaces or adds entries by name).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub container_networks: std::collections::BTreeMap<String, crate::network::NetworkDef>,
+    pub container_networks: std::collections::BTreeMap<String, crate::network::NetworkSpec>,
 }
 
 /// Network settings of the image.

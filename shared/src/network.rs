@@ -192,7 +192,9 @@ impl fmt::Display for Driver {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
-    /// Its name.
+    /// Its name (in a `[container_networks.NAME]` table: the key, which
+    /// [`NetworkSpec::named`] fills in).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// How containers connect.
     #[serde(default)]
@@ -221,6 +223,23 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl NetworkSpec {
+    /// The network of a `[container_networks.NAME]` table, named by its
+    /// key (a `name` inside must agree), checked.
+    pub fn named(&self, key: &str) -> Result<NetworkSpec, NetworkError> {
+        if !self.name.is_empty() && self.name != key {
+            return Err(NetworkError::Definition {
+                name: key.to_string(),
+                why: format!("`name` {:?} differs from the table's key", self.name),
+            });
+        }
+        let spec = NetworkSpec {
+            name: key.to_string(),
+            ..self.clone()
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
     /// Checks what can be checked without the host: the name, that a
     /// direct network names its NIC, that a gateway lies in the subnet and
     /// is not its network or broadcast address.
@@ -407,45 +426,6 @@ pub fn parse_publish(value: &str) -> Result<Vec<PortMapping>, NetworkError> {
             protocol,
         })
         .collect())
-}
-
-/// A network as a profile's or host.toml's `[container_networks.NAME]`
-/// table writes it (the name is the key).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkDef {
-    /// `bridge` (default) or `direct`.
-    #[serde(default)]
-    pub driver: Driver,
-    /// See [`NetworkSpec::subnet`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet: Option<Subnet>,
-    /// See [`NetworkSpec::gateway`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<Ipv4Addr>,
-    /// See [`NetworkSpec::parent`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
-    /// See [`NetworkSpec::internal`].
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub internal: bool,
-}
-
-impl NetworkDef {
-    /// The network named `name`, checked.
-    pub fn spec(&self, name: &str) -> Result<NetworkSpec, NetworkError> {
-        let spec = NetworkSpec {
-            name: name.to_string(),
-            driver: self.driver,
-            subnet: self.subnet,
-            gateway: self.gateway,
-            parent: self.parent.clone(),
-            internal: self.internal,
-            labels: Default::default(),
-        };
-        spec.validate()?;
-        Ok(spec)
-    }
 }
 
 /// The networks a host defines before hostd starts: init merges the

@@ -102,6 +102,27 @@ fn web(body: &str) -> Vec<String> {
     ]
 }
 
+/// Builds the image in `work`, starts a daemon there and imports it.
+fn daemon_with_image(work: &Path) -> Daemon<'_> {
+    build_image(work);
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    ok(&hostd(
+        &daemon.socket(),
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    daemon
+}
+
+/// `hostd run -d OPTIONS bb` of a web server answering `body` on port 80.
+fn run_web(socket: &Path, options: &[&str], body: &str) {
+    let mut args: Vec<String> = vec!["-d".into()];
+    args.extend(options.iter().map(|o| o.to_string()));
+    args.push("bb".into());
+    args.extend(web(body));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&hostd_run(socket, &argv));
+}
+
 /// What the kernel holds in the test's namespace, and hostd's namespace
 /// files: the numbers that must come back after containers go.
 fn counts(work: &Path) -> BTreeMap<&'static str, usize> {
@@ -169,24 +190,14 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     }
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
     let empty = counts(work);
 
     // The default network: an address, /etc/hosts naming it, a published
     // port reachable from the host's localhost, its own addresses and
     // another container (hairpin through the host's address).
-    let mut args: Vec<String> = ["-d", "--name", "web", "-p", "8080:80", "bb"]
-        .map(String::from)
-        .to_vec();
-    args.extend(web("hello-web"));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&hostd_run(&socket, &argv));
+    run_web(&socket, &["--name", "web", "-p", "8080:80"], "hello-web");
     let web_ip = address(&socket, "web");
     assert!(web_ip.starts_with("172.17."), "{web_ip}");
     let hosts = ok(&hostd_run(
@@ -237,21 +248,18 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         ls.contains("front") && ls.contains("172.18.0.0/16") && ls.contains("10.99.0.0/24"),
         "{ls}"
     );
-    let mut args: Vec<String> = [
-        "-d",
-        "--name",
-        "a",
-        "--network",
-        "front",
-        "--network-alias",
-        "api",
-        "bb",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(web("hello-a"));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&hostd_run(&socket, &argv));
+    run_web(
+        &socket,
+        &[
+            "--name",
+            "a",
+            "--network",
+            "front",
+            "--network-alias",
+            "api",
+        ],
+        "hello-a",
+    );
     let a_ip = address(&socket, "a");
     assert!(a_ip.starts_with("172.18."), "{a_ip}");
     for name in ["a", "api"] {
@@ -440,13 +448,8 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
 fn direct_networks_static_and_by_dhcp() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
     let ip = |args: &[&str]| run(in_test_netns(work, "ip").args(args));
     ip(&[
         "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
@@ -474,21 +477,11 @@ fn direct_networks_static_and_by_dhcp() {
             "rack",
         ],
     ));
-    let mut args: Vec<String> = [
-        "-d",
-        "--name",
-        "s1",
-        "--network",
-        "rack",
-        "--ip",
-        "192.168.77.50",
-        "bb",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(web("hello-static"));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&hostd_run(&socket, &argv));
+    run_web(
+        &socket,
+        &["--name", "s1", "--network", "rack", "--ip", "192.168.77.50"],
+        "hello-static",
+    );
     assert_eq!(address(&socket, "s1"), "192.168.77.50");
     wait_until("s1 to answer on the rack network", || {
         fetch_from_host(work, "http://192.168.77.50/").contains("hello-static")
@@ -527,12 +520,7 @@ fn direct_networks_static_and_by_dhcp() {
             "network", "create", "--driver", "direct", "--parent", "lan0", "lab",
         ],
     ));
-    let mut args: Vec<String> = ["-d", "--name", "d1", "--network", "lab", "bb"]
-        .map(String::from)
-        .to_vec();
-    args.extend(web("hello-dhcp"));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&hostd_run(&socket, &argv));
+    run_web(&socket, &["--name", "d1", "--network", "lab"], "hello-dhcp");
     let leased = address(&socket, "d1");
     assert!(leased.starts_with("192.168.78.1"), "{leased}");
     wait_until("d1 to answer at its lease", || {

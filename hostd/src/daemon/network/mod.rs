@@ -469,30 +469,16 @@ impl Networks {
         aliases: &[String],
         ip: Option<Ipv4Addr>,
     ) -> Result<Prepared, String> {
-        match network {
-            MODE_HOST => {
-                return Ok(Prepared {
-                    attachment: Attachment {
-                        network: MODE_HOST.into(),
-                        ..Attachment::default()
-                    },
-                    netns: None,
-                    hosts_extra: String::new(),
-                    resolv_conf: None,
-                })
-            }
-            MODE_NONE => {
-                return Ok(Prepared {
-                    attachment: Attachment {
-                        network: MODE_NONE.into(),
-                        ..Attachment::default()
-                    },
-                    netns: None,
-                    hosts_extra: String::new(),
-                    resolv_conf: None,
-                })
-            }
-            _ => {}
+        if network == MODE_HOST || network == MODE_NONE {
+            return Ok(Prepared {
+                attachment: Attachment {
+                    network: network.to_string(),
+                    ..Attachment::default()
+                },
+                netns: None,
+                hosts_extra: String::new(),
+                resolv_conf: None,
+            });
         }
         let ns_path = self.options.state.join("netns").join(id);
         let mut state = lock(&self.state);

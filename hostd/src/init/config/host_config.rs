@@ -34,7 +34,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Deserialize;
 
 use mkhost_shared::boot_config::BootConfig;
-use mkhost_shared::network::{NetworkDef, NetworkSpec};
+use mkhost_shared::network::NetworkSpec;
 
 /// The path of host.toml on the ESP.
 pub const HOST_TOML: &str = "mkhost/host.toml";
@@ -133,7 +133,7 @@ pub struct TomlProblem {
 struct HostToml {
     hostname: Option<toml::Spanned<String>>,
     network: Option<HostNetwork>,
-    container_networks: Option<BTreeMap<String, toml::Spanned<NetworkDef>>>,
+    container_networks: Option<BTreeMap<String, toml::Spanned<NetworkSpec>>>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +221,7 @@ pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
         }
     }
     for (name, def) in doc.container_networks.unwrap_or_default() {
-        let spec = def.get_ref().spec(&name).map_err(|e| {
+        let spec = def.get_ref().named(&name).map_err(|e| {
             problem(
                 text,
                 def.span(),
@@ -298,7 +298,7 @@ impl Settings {
         }
         let mut container_networks = BTreeMap::new();
         for (name, def) in &boot.container_networks {
-            match def.spec(name) {
+            match def.named(name) {
                 Ok(spec) => {
                     container_networks.insert(name.clone(), (spec, Source::Image));
                 }
@@ -491,13 +491,15 @@ gateway = "10.0.0.1"
         let mut boot = boot();
         boot.container_networks.insert(
             "bridge".into(),
-            mkhost_shared::network::NetworkDef {
+            mkhost_shared::network::NetworkSpec {
                 subnet: Some("10.1.0.0/16".parse().unwrap()),
                 ..Default::default()
             },
         );
-        boot.container_networks
-            .insert("back".into(), mkhost_shared::network::NetworkDef::default());
+        boot.container_networks.insert(
+            "back".into(),
+            mkhost_shared::network::NetworkSpec::default(),
+        );
         let host = parse_host_toml(
             "[container_networks.bridge]\nsubnet = \"10.200.0.0/16\"\n\
              [container_networks.rack]\ndriver = \"direct\"\nparent = \"eth1\"\n",
