@@ -220,6 +220,7 @@ const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELRULE: u16 = 8;
 const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 const NFPROTO_UNSPEC: u8 = 0;
@@ -889,11 +890,27 @@ impl Batch {
     }
 }
 
+/// How a batch treats what the kernel has of the table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Delete the table and make it again: chains and hooks included.
+    Table,
+    /// Keep the table and its chains (creating what is missing) and flush
+    /// each chain's rules before adding the new ones.
+    Rules,
+}
+
 /// The batch that replaces `table` (already validated).
 fn replace_batch(table: &Table) -> Result<Batch, NftError> {
+    table_batch(table, Replace::Table)
+}
+
+fn table_batch(table: &Table, how: Replace) -> Result<Batch, NftError> {
     let name = &table.name;
     let mut batch = Batch::new(name);
-    batch.drop_table(name);
+    if how == Replace::Table {
+        batch.drop_table(name);
+    }
     batch.push(
         NFT_MSG_NEWTABLE,
         NLM_F_CREATE,
@@ -912,6 +929,23 @@ fn replace_batch(table: &Table) -> Result<Batch, NftError> {
                 nat: chain.base.is_some_and(|b| b.kind == ChainKind::Nat),
             },
         );
+    }
+    if how == Replace::Rules {
+        for chain in &table.chains {
+            // A DELRULE naming only the chain flushes it (`nft flush chain`).
+            batch.push(
+                NFT_MSG_DELRULE,
+                0,
+                &Attrs::default()
+                    .string(NFTA_RULE_TABLE, name)
+                    .string(NFTA_RULE_CHAIN, &chain.name),
+                Step::Chain {
+                    table: name.clone(),
+                    chain: chain.name.clone(),
+                    nat: chain.base.is_some_and(|b| b.kind == ChainKind::Nat),
+                },
+            );
+        }
     }
     for chain in &table.chains {
         for (index, rule) in chain.rules.iter().enumerate() {
@@ -1152,6 +1186,19 @@ fn refused(request: String, errno: i32) -> NftError {
 pub fn replace_table(table: &Table) -> Result<(), NftError> {
     validate(table)?;
     let batch = replace_batch(table)?;
+    Connection::open()?.run(&batch)
+}
+
+/// Swaps the rules of every chain of `table` in one transaction, keeping
+/// the table and its chains (and creating what is missing): base chains
+/// stay on their hooks, which spares the RCU grace periods that detaching
+/// and attaching them cost ([`replace_table`] takes several milliseconds
+/// for that). Chains the kernel has that `table` lacks, and a base chain
+/// whose hook or priority changed, are not handled: the caller uses
+/// [`replace_table`] once (at start), then this for each change.
+pub fn replace_rules(table: &Table) -> Result<(), NftError> {
+    validate(table)?;
+    let batch = table_batch(table, Replace::Rules)?;
     Connection::open()?.run(&batch)
 }
 
@@ -1832,6 +1879,41 @@ mod tests {
             assert_eq!(nft_list("mkhost"), None);
             delete_table("mkhost").unwrap();
             assert_eq!(count_rules("other").unwrap(), Some(1));
+        });
+    }
+
+    /// Swapping only the rules: the same listing as a whole replacement,
+    /// from an absent table too, and an emptied chain stays (empty).
+    #[test]
+    fn replace_rules_swaps_rules_and_keeps_chains() {
+        in_private_netns(|| {
+            let mut table = representative();
+            replace_rules(&table).unwrap();
+            assert_eq!(
+                normalize(&nft_list("mkhost").unwrap()),
+                normalize(&render(&table))
+            );
+            let total = |t: &Table| t.chains.iter().map(|c| c.rules.len()).sum::<usize>();
+            assert_eq!(count_rules("mkhost").unwrap(), Some(total(&table)));
+            for chain in &mut table.chains {
+                chain.rules.reverse();
+                chain.rules.truncate(1);
+            }
+            table.chains[0].rules.clear();
+            replace_rules(&table).unwrap();
+            assert_eq!(
+                normalize(&nft_list("mkhost").unwrap()),
+                normalize(&render(&table))
+            );
+            assert_eq!(count_rules("mkhost").unwrap(), Some(total(&table)));
+            // A refused rule leaves the rules as they were.
+            let before = nft_list("mkhost").unwrap();
+            let mut bad = table.clone();
+            bad.chains[1]
+                .rules
+                .push(rule(vec![], Action::Jump("nowhere".into())));
+            assert!(replace_rules(&bad).is_err());
+            assert_eq!(nft_list("mkhost").unwrap(), before);
         });
     }
 

@@ -155,6 +155,21 @@ fn counts(work: &Path) -> BTreeMap<&'static str, usize> {
     map
 }
 
+/// The counts become `want` within a few seconds: a removed container's
+/// veth and route go when the kernel destroys its namespace, in its own
+/// cleanup work, a moment after `rm` has answered.
+fn assert_counts(work: &Path, want: &BTreeMap<&'static str, usize>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = counts(work);
+        if &now == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "counts {now:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !check() {
@@ -234,7 +249,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         "{}",
         text(&clash)
     );
-    assert_eq!(counts(work), with_web);
+    assert_counts(work, &with_web);
 
     // Created networks: names and aliases by DNS, isolation between them,
     // published ports across them.
@@ -362,7 +377,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
             text(&out)
         );
     }
-    assert_eq!(counts(work), before);
+    assert_counts(work, &before);
 
     // Churn: runs with a published port come and go; nothing accumulates.
     for _ in 0..20 {
@@ -371,7 +386,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
             &["--rm", "-p", "9000:80", "--network", "front", "bb", "true"],
         ));
     }
-    assert_eq!(counts(work), before);
+    assert_counts(work, &before);
 
     // kill -9 with containers on every network; the new daemon re-adopts
     // addresses, ports and names, and removes a stale veth and namespace.
@@ -411,7 +426,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         "{log}"
     );
     assert_eq!(address(&socket, "b"), b_ip);
-    assert_eq!(counts(work), with_all);
+    assert_counts(work, &with_all);
     assert!(fetch_from_host(work, "http://127.0.0.1:8080/").contains("hello-web"));
     let looked = hostd_run(
         &socket,
@@ -424,7 +439,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     fs::copy(HOSTD, &copy).unwrap();
     second.kill9();
     let third = Daemon::start(work, &copy, &[]);
-    assert_eq!(counts(work), with_all);
+    assert_counts(work, &with_all);
     assert!(fetch_from_host(work, "http://127.0.0.1:8080/").contains("hello-web"));
 
     // Everything removed: back to an empty host.
@@ -434,7 +449,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     for name in ["front", "back"] {
         ok(&hostd(&socket, &["network", "rm", name]));
     }
-    assert_eq!(counts(work), empty);
+    assert_counts(work, &empty);
     third.terminate();
 }
 
@@ -545,7 +560,7 @@ fn direct_networks_static_and_by_dhcp() {
         text(&silent)
     );
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(counts(work), before);
+    assert_counts(work, &before);
 
     for name in ["s1", "d1"] {
         ok(&hostd(&socket, &["rm", "-f", name]));
@@ -553,6 +568,6 @@ fn direct_networks_static_and_by_dhcp() {
     for name in ["rack", "lab"] {
         ok(&hostd(&socket, &["network", "rm", name]));
     }
-    assert_eq!(counts(work), empty);
+    assert_counts(work, &empty);
     daemon.terminate();
 }
