@@ -1017,6 +1017,13 @@ impl Connection {
         Ok(())
     }
 
+    /// Drops whatever an earlier exchange left unread (answers after a
+    /// timeout), so that its sequence numbers cannot be taken for the next.
+    fn drain(&mut self) -> Result<(), NftError> {
+        while self.recv(Duration::ZERO)?.is_some() {}
+        Ok(())
+    }
+
     /// Reads one datagram, waiting at most `wait`; `None` when none came.
     fn recv(&mut self, wait: Duration) -> Result<Option<usize>, NftError> {
         let ready =
@@ -1187,6 +1194,49 @@ pub fn replace_table(table: &Table) -> Result<(), NftError> {
     validate(table)?;
     let batch = replace_batch(table)?;
     Connection::open()?.run(&batch)
+}
+
+/// A connection kept open across changes. Closing a nf_tables socket makes
+/// the kernel finish destroying what earlier transactions replaced (an RCU
+/// grace period: about 15 ms here), so a daemon that changes its rules
+/// often keeps one session instead of calling the one-shot functions.
+pub struct Session {
+    conn: Connection,
+}
+
+impl Session {
+    /// Opens the connection (in the calling thread's network namespace).
+    pub fn open() -> Result<Session, NftError> {
+        Ok(Session {
+            conn: Connection::open()?,
+        })
+    }
+
+    /// [`replace_table`] on this connection.
+    pub fn replace_table(&mut self, table: &Table) -> Result<(), NftError> {
+        validate(table)?;
+        let batch = replace_batch(table)?;
+        self.conn.drain()?;
+        self.conn.run(&batch)
+    }
+
+    /// [`replace_rules`] on this connection.
+    pub fn replace_rules(&mut self, table: &Table) -> Result<(), NftError> {
+        validate(table)?;
+        let batch = table_batch(table, Replace::Rules)?;
+        self.conn.drain()?;
+        self.conn.run(&batch)
+    }
+
+    /// [`count_rules`] on this connection.
+    pub fn count_rules(&mut self, name: &str) -> Result<Option<usize>, NftError> {
+        check_name(&format!("table ip {name}"), "table", name)?;
+        self.conn.drain()?;
+        if !self.conn.table_exists(name)? {
+            return Ok(None);
+        }
+        self.conn.count_rules(name).map(Some)
+    }
 }
 
 /// Swaps the rules of every chain of `table` in one transaction, keeping
@@ -1879,6 +1929,36 @@ mod tests {
             assert_eq!(nft_list("mkhost"), None);
             delete_table("mkhost").unwrap();
             assert_eq!(count_rules("other").unwrap(), Some(1));
+        });
+    }
+
+    /// One session, many changes: each listing as render prints it, and
+    /// stale answers of an earlier refused batch do not confuse the next.
+    #[test]
+    fn a_session_serves_many_changes() {
+        in_private_netns(|| {
+            let mut session = Session::open().unwrap();
+            let mut table = representative();
+            session.replace_table(&table).unwrap();
+            for round in 0..5 {
+                table.chains[3].rules.push(rule(
+                    vec![Match::DestPort(Protocol::Tcp, 9000 + round)],
+                    Action::Accept,
+                ));
+                session.replace_rules(&table).unwrap();
+                assert_eq!(
+                    normalize(&nft_list("mkhost").unwrap()),
+                    normalize(&render(&table))
+                );
+                let mut bad = table.clone();
+                bad.chains[1]
+                    .rules
+                    .push(rule(vec![], Action::Jump("nowhere".into())));
+                assert!(session.replace_rules(&bad).is_err());
+            }
+            let total: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+            assert_eq!(session.count_rules("mkhost").unwrap(), Some(total));
+            assert_eq!(session.count_rules("absent").unwrap(), None);
         });
     }
 

@@ -124,6 +124,9 @@ struct State {
     ports: BTreeMap<(Protocol, u16), PortUsers>,
     /// This daemon wrote the whole table once: later changes swap rules only.
     table_written: bool,
+    /// The nf_tables connection, kept open (closing one costs an RCU grace
+    /// period); opened again after an error.
+    nft: Option<nftables::Session>,
 }
 
 /// Every network and attachment of the daemon.
@@ -183,6 +186,7 @@ impl Networks {
                 members: BTreeMap::new(),
                 ports: BTreeMap::new(),
                 table_written: false,
+                nft: None,
             }),
         };
         let mut wanted = vec![Definition {
@@ -889,11 +893,22 @@ impl Networks {
         // daemon replaces the whole table (whatever an older hostd left);
         // later ones swap the rules only, keeping the base chains on their
         // hooks (milliseconds cheaper), and fall back to a whole replacement.
-        let swapped = state.table_written && nftables::replace_rules(&table).is_ok();
+        let written = state.table_written;
+        let mut session = match state.nft.take() {
+            Some(session) => session,
+            None => {
+                nftables::Session::open().map_err(|e| format!("cannot program nftables: {e}"))?
+            }
+        };
+        let swapped = written && session.replace_rules(&table).is_ok();
         if !swapped {
-            nftables::replace_table(&table).map_err(|e| format!("cannot program nftables: {e}"))?;
+            if let Err(e) = session.replace_table(&table) {
+                // A fresh connection next time.
+                return Err(format!("cannot program nftables: {e}"));
+            }
             state.table_written = true;
         }
+        state.nft = Some(session);
         Ok(())
     }
 
@@ -911,10 +926,19 @@ impl Networks {
     pub fn status(&self) -> NetworkCounts {
         let (attached, leases) = self.counts();
         let networks = lock(&self.state).nets.len();
-        let nft_rules = nftables::count_rules(ruleset::TABLE)
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let nft_rules = {
+            let mut state = lock(&self.state);
+            let session = match state.nft.take() {
+                Some(s) => Some(s),
+                None => nftables::Session::open().ok(),
+            };
+            session.and_then(|mut s| {
+                let count = s.count_rules(ruleset::TABLE);
+                state.nft = Some(s);
+                count.ok().flatten()
+            })
+        }
+        .unwrap_or(0);
         let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
         NetworkCounts {
             networks: n(networks),
@@ -1089,6 +1113,7 @@ mod tests {
             members: BTreeMap::new(),
             ports: BTreeMap::new(),
             table_written: false,
+            nft: None,
         };
         state.ports.insert(
             (Protocol::Tcp, 8080),
