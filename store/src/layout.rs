@@ -36,6 +36,10 @@ impl Store {
         self.root.join("tmp")
     }
 
+    pub(crate) fn incoming_dir(&self) -> PathBuf {
+        self.root.join("incoming")
+    }
+
     pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
     }

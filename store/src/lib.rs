@@ -12,6 +12,8 @@
 //!   blobs/sha256/<hex>         manifests, configs and layer blobs, named by their digest
 //!   layers/<diff_id hex>/      one unpacked layer in overlayfs format, shared by all images
 //!   tmp/                       staging; emptied by open, gc and after every import
+//!   incoming/<n>/              downloads staging an OCI layout ([`Store::incoming`]);
+//!                              emptied by open
 //! ```
 //!
 //! An image's id is the digest of its config (as docker does). An image
@@ -89,11 +91,15 @@ impl Store {
             store.root().join("blobs/sha256"),
             store.root().join("layers"),
             store.tmp_dir(),
+            store.incoming_dir(),
         ] {
             fs::create_dir_all(&dir).map_err(setup(&dir))?;
         }
         let _lock = store.lock()?;
         store.clear_tmp()?;
+        for (_, path) in read_dir(&store.incoming_dir())? {
+            remove_any(&path)?;
+        }
         IndexFile::load(&store.index_path())?;
         Ok(store)
     }
@@ -119,6 +125,36 @@ impl Store {
         name: &str,
     ) -> Result<ImportReport, StoreError> {
         import::import(self, path.as_ref(), Some(name))
+    }
+
+    /// A fresh, empty directory on the store's file system where a download
+    /// stages an OCI layout before [`Store::import_named`] takes it (blobs
+    /// the store has can be hard-linked in: [`Store::blob_file`]). Removed
+    /// when the guard drops; what a crash leaves is removed by `open`.
+    pub fn incoming(&self) -> Result<Incoming, StoreError> {
+        let mut bytes = [0u8; 8];
+        rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).map_err(
+            |e| StoreError::Setup {
+                path: self.incoming_dir(),
+                source: io::Error::from(e),
+            },
+        )?;
+        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.incoming_dir().join(name);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|source| StoreError::Setup {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Incoming { path })
+    }
+
+    /// The file that holds blob `digest` (`sha256:<hex>`), if the store has it.
+    pub fn blob_file(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.blob_path(&Digest::parse(digest)?);
+        path.is_file().then_some(path)
     }
 
     /// All images, sorted by id.
@@ -285,6 +321,25 @@ impl Store {
             remove_any(&path)?;
         }
         Ok(())
+    }
+}
+
+/// A staging directory of [`Store::incoming`], removed on drop.
+#[derive(Debug)]
+pub struct Incoming {
+    path: PathBuf,
+}
+
+impl Incoming {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
     }
 }
 

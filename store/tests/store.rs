@@ -1426,3 +1426,40 @@ fn hostile_or_broken_rootfs_tars_are_refused() {
         assert_eq!(snapshot(store.root()), before, "{what}");
     }
 }
+
+/// A download's staging directory: on the store's file system, empty,
+/// removed with its guard and by the next `open`; the store's blobs are
+/// found by digest for it to link instead of fetching.
+#[test]
+fn incoming_dirs_and_blob_files() {
+    if !can_run() {
+        return;
+    }
+    let f = fixtures();
+    let (_tmp, store) = new_store();
+    store.import(&f.layout_v1).unwrap();
+    let info = store.inspect("v1").unwrap();
+    let layer = &info.layers[0].digest;
+    let blob = store.blob_file(layer).expect("the layer's blob");
+    assert!(blob.starts_with(store.root()));
+    assert_eq!(store.blob_file(&format!("sha256:{}", "0".repeat(64))), None);
+    assert_eq!(store.blob_file("sha256:nothex"), None);
+
+    let staging = store.incoming().unwrap();
+    let dir = staging.path().to_path_buf();
+    assert!(dir.is_dir() && count_entries(&dir) == 0);
+    // A hard link from the store's blob works: same file system.
+    fs::hard_link(&blob, dir.join("blob")).unwrap();
+    drop(staging);
+    assert!(!dir.exists());
+    assert!(blob.is_file(), "the store's blob outlives the staging");
+
+    // What a crashed download left is gone at the next open.
+    let left = store.incoming().unwrap();
+    let left_path = left.path().to_path_buf();
+    std::mem::forget(left);
+    fs::write(left_path.join("partial"), b"x").unwrap();
+    let store = Store::open(store.root()).unwrap();
+    assert!(!left_path.exists());
+    assert!(store.inspect("v1").is_ok());
+}
