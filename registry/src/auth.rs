@@ -191,10 +191,15 @@ pub(crate) fn registry_key(key: &str) -> String {
     }
 }
 
+/// Registry host and repository.
+type CacheKey = (String, String);
+/// An `Authorization` value and when it expires (never, for Basic).
+type CacheEntry = (String, Option<Instant>);
+
 /// `Authorization` values that worked, per registry host and repository.
 #[derive(Debug, Default)]
 pub(crate) struct AuthCache {
-    entries: Mutex<HashMap<(String, String), (String, Option<Instant>)>>,
+    entries: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
 impl AuthCache {

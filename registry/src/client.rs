@@ -199,18 +199,19 @@ impl Client {
     ) -> Result<Answer, Cause> {
         let url = format!("{}/v2/{repository}/{path}", endpoint.base());
         let mut authorization = self.tokens.get(&endpoint.host, repository);
-        let mut fresh = false;
+        // What was sent after a challenge; a 401 to it ends the request.
+        let mut fresh: Option<String> = None;
         loop {
             let answer =
                 self.get_following(&url, &endpoint.host, authorization.as_deref(), accept)?;
             if answer.response.status() != 401 {
                 return check_status(answer);
             }
-            if fresh {
+            if let Some(sent) = fresh {
                 return Err(Cause::Unauthorized {
                     host: endpoint.host.clone(),
                     detail: format!(
-                        "{} (with fresh credentials); check the user, password and the access it grants to {repository}",
+                        "{} {sent}; check the credentials and that they grant pull on {repository}",
                         error_detail(answer.response)
                     ),
                 });
@@ -220,7 +221,7 @@ impl Client {
                 .response
                 .header("www-authenticate")
                 .and_then(auth::parse_challenge);
-            let header = match challenge {
+            let (header, sent) = match challenge {
                 Some(Challenge::Basic) => {
                     let credentials = self.credentials.get(&endpoint.auth_key).ok_or_else(|| {
                         Cause::Unauthorized {
@@ -234,7 +235,11 @@ impl Client {
                     let header = credentials.basic_header();
                     self.tokens
                         .put(&endpoint.host, repository, header.clone(), None);
-                    header
+                    let sent = format!(
+                        "to user {:?} of the docker config's entry for {}",
+                        credentials.user, endpoint.auth_key
+                    );
+                    (header, sent)
                 }
                 Some(Challenge::Bearer {
                     realm,
@@ -247,7 +252,7 @@ impl Client {
                     let header = format!("Bearer {token}");
                     self.tokens
                         .put(&endpoint.host, repository, header.clone(), Some(lifetime));
-                    header
+                    (header, format!("to a fresh token from {realm} for {scope}"))
                 }
                 None => {
                     return Err(Cause::Unauthorized {
@@ -260,7 +265,7 @@ impl Client {
                 }
             };
             authorization = Some(header);
-            fresh = true;
+            fresh = Some(sent);
         }
     }
 

@@ -154,7 +154,15 @@ fn build_images(dir: &Path) {
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     umoci(&["repack", "--image", "L:bb", "B"]);
     umoci(&["config", "--image", "L:bb", "--config.cmd", "sh"]);
-    umoci(&["config", "--image", "L:bb", "--tag", "arm", "--architecture", "arm64"]);
+    umoci(&[
+        "config",
+        "--image",
+        "L:bb",
+        "--tag",
+        "arm",
+        "--architecture",
+        "arm64",
+    ]);
     // Two more layers on top of bb.
     umoci(&["unpack", "--image", "L:bb", "C"]);
     fs::write(dir.join("C/rootfs/etc/two"), "2\n").unwrap();

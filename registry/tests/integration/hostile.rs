@@ -15,7 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::common::*;
 
-const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+const CONFIG: &[u8] =
+    br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
 
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
@@ -34,7 +35,10 @@ fn manifest_for(layer_digest: &str, layer_size: usize) -> String {
 }
 
 fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -78,7 +82,10 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
     let layer = layer();
     let good = digest(&layer);
     let oci = ("Content-Type", mkhost_registry::OCI_MANIFEST.to_owned());
-    let repo = path.strip_prefix("/v2/").and_then(|p| p.split('/').next()).unwrap_or("");
+    let repo = path
+        .strip_prefix("/v2/")
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("");
     if path.ends_with(&format!("/blobs/{}", digest(CONFIG))) {
         return respond(stream, "200 OK", &[], CONFIG);
     }
@@ -86,7 +93,12 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
         let manifest = manifest_for(&good, layer.len());
         return match repo {
             "big" => {
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n", mkhost_registry::OCI_MANIFEST, 100 << 20);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+                    mkhost_registry::OCI_MANIFEST,
+                    100 << 20
+                );
                 let chunk = vec![b' '; 1 << 20];
                 for _ in 0..100 {
                     if stream.write_all(&chunk).is_err() {
@@ -95,7 +107,11 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
                 }
             }
             "bigchunked" => {
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nConnection: close\r\n\r\n", mkhost_registry::OCI_MANIFEST);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nConnection: close\r\n\r\n",
+                    mkhost_registry::OCI_MANIFEST
+                );
                 let chunk = vec![b' '; 1 << 20];
                 for _ in 0..100 {
                     if stream.write_all(&chunk).is_err() {
@@ -103,11 +119,19 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
                     }
                 }
             }
-            "mediatype" => respond(stream, "200 OK", &[("Content-Type", "text/html".into())], br#"{"hello":1}"#),
+            "mediatype" => respond(
+                stream,
+                "200 OK",
+                &[("Content-Type", "text/html".into())],
+                br#"{"hello":1}"#,
+            ),
             "schema1" => respond(
                 stream,
                 "200 OK",
-                &[("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws".into())],
+                &[(
+                    "Content-Type",
+                    "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+                )],
                 br#"{"schemaVersion":1,"name":"x","tag":"1","fsLayers":[]}"#,
             ),
             "headerdigest" => respond(
@@ -116,11 +140,19 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
                 &[oci, ("Docker-Content-Digest", digest(b"other"))],
                 manifest.as_bytes(),
             ),
-            "basic401" => respond(stream, "401 Unauthorized", &[("WWW-Authenticate", r#"Basic realm="x""#.into())], b""),
+            "basic401" => respond(
+                stream,
+                "401 Unauthorized",
+                &[("WWW-Authenticate", r#"Basic realm="x""#.into())],
+                b"",
+            ),
             "bearer401" => respond(
                 stream,
                 "401 Unauthorized",
-                &[("WWW-Authenticate", format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="s""#))],
+                &[(
+                    "WWW-Authenticate",
+                    format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="s""#),
+                )],
                 b"",
             ),
             _ => respond(stream, "200 OK", &[oci], manifest.as_bytes()),
@@ -136,7 +168,11 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
             respond(stream, "200 OK", &[], &bad)
         }
         "truncated" => {
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", layer.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                layer.len()
+            );
             let _ = stream.write_all(&layer[..layer.len() / 2]);
         }
         "long" => {
@@ -145,22 +181,50 @@ fn hostile(path: &str, stream: &mut TcpStream, port: u16, count: &AtomicUsize) {
             respond(stream, "200 OK", &[], &more)
         }
         "stall" => {
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", layer.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                layer.len()
+            );
             let _ = stream.write_all(&layer[..300_000]);
             let _ = stream.flush();
             std::thread::sleep(Duration::from_secs(5));
         }
         "loop" => {
-            let next = if path.ends_with("/a") { "/v2/loop/b" } else { "/v2/loop/a" };
-            respond(stream, "307 Temporary Redirect", &[("Location", next.into())], b"")
+            let next = if path.ends_with("/a") {
+                "/v2/loop/b"
+            } else {
+                "/v2/loop/a"
+            };
+            respond(
+                stream,
+                "307 Temporary Redirect",
+                &[("Location", next.into())],
+                b"",
+            )
         }
         "endless" => {
-            let n: u32 = path.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            respond(stream, "302 Found", &[("Location", format!("/v2/endless/r/{}", n + 1))], b"")
+            let n: u32 = path
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            respond(
+                stream,
+                "302 Found",
+                &[("Location", format!("/v2/endless/r/{}", n + 1))],
+                b"",
+            )
         }
-        "redirected" if !path.contains("/elsewhere") => {
-            respond(stream, "302 Found", &[("Location", format!("http://127.0.0.1:{port}/v2/redirected/elsewhere"))], b"")
-        }
+        "redirected" if !path.contains("/elsewhere") => respond(
+            stream,
+            "302 Found",
+            &[(
+                "Location",
+                format!("http://127.0.0.1:{port}/v2/redirected/elsewhere"),
+            )],
+            b"",
+        ),
         _ => respond(stream, "200 OK", &[], &layer),
     }
 }
@@ -169,18 +233,21 @@ fn client(port: u16) -> Client {
     Client::new(ClientOptions {
         insecure: vec![format!("127.0.0.1:{port}")],
         stall_timeout: Duration::from_secs(1),
-        docker_config: Some(format!(r#"{{"auths":{{"127.0.0.1:{port}":{{"username":"u","password":"p"}}}}}}"#).into_bytes()),
+        docker_config: Some(
+            format!(r#"{{"auths":{{"127.0.0.1:{port}":{{"username":"u","password":"p"}}}}}}"#)
+                .into_bytes(),
+        ),
         ..ClientOptions::default()
     })
     .unwrap()
 }
 
 fn fails(client: &Client, port: u16, repo: &str, layout: &Path) -> RegistryError {
-    let err = pull(client, &format!("127.0.0.1:{port}/{repo}:1"), layout)
-        .expect_err(repo);
+    let err = pull(client, &format!("127.0.0.1:{port}/{repo}:1"), layout).expect_err(repo);
     check_blobs(layout);
     assert!(
-        err.to_string().starts_with(&format!("pull 127.0.0.1:{port}/{repo}:1: ")),
+        err.to_string()
+            .starts_with(&format!("pull 127.0.0.1:{port}/{repo}:1: ")),
         "{err}"
     );
     err
@@ -197,47 +264,118 @@ fn hostile_registry() {
     // The well-behaved route works, including a redirect for the blob.
     let ok = pull(&client, &format!("127.0.0.1:{port}/fine:1"), &dir("fine")).unwrap();
     assert_eq!(check_blobs(&dir("fine")), 3);
-    assert_eq!(ok.bytes_fetched, (manifest_for(&layer_digest, 600_000).len() + CONFIG.len() + 600_000) as u64);
-    pull(&client, &format!("127.0.0.1:{port}/redirected:1"), &dir("redirected")).unwrap();
+    assert_eq!(
+        ok.bytes_fetched,
+        (manifest_for(&layer_digest, 600_000).len() + CONFIG.len() + 600_000) as u64
+    );
+    pull(
+        &client,
+        &format!("127.0.0.1:{port}/redirected:1"),
+        &dir("redirected"),
+    )
+    .unwrap();
 
     let err = fails(&client, port, "corrupt", &dir("corrupt"));
-    assert!(matches!(err.cause(), Some(Cause::DigestMismatch { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(Cause::DigestMismatch { .. })),
+        "{err}"
+    );
     let message = err.to_string();
-    assert!(message.contains(&format!("blob {layer_digest}: digest mismatch (got sha256:")), "{message}");
-    assert!(message.ends_with("the registry sent corrupt data"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "blob {layer_digest}: digest mismatch (got sha256:"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("the registry sent corrupt data"),
+        "{message}"
+    );
     assert_eq!(check_blobs(&dir("corrupt")), 2, "manifest and config only");
 
     let err = fails(&client, port, "truncated", &dir("truncated"));
-    assert!(matches!(err.cause(), Some(Cause::SizeMismatch { expected: 600_000, .. })), "{err}");
+    assert!(
+        matches!(
+            err.cause(),
+            Some(Cause::SizeMismatch {
+                expected: 600_000,
+                ..
+            })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("truncated"), "{err}");
 
     let err = fails(&client, port, "long", &dir("long"));
-    assert!(matches!(err.cause(), Some(Cause::SizeMismatch { expected: 600_000, got: 600_005 })), "{err}");
+    assert!(
+        matches!(
+            err.cause(),
+            Some(Cause::SizeMismatch {
+                expected: 600_000,
+                got: 600_005
+            })
+        ),
+        "{err}"
+    );
 
     let start = Instant::now();
     let err = fails(&client, port, "big", &dir("big"));
-    assert!(matches!(err.cause(), Some(Cause::TooLarge { what: "manifest", .. })), "{err}");
+    assert!(
+        matches!(
+            err.cause(),
+            Some(Cause::TooLarge {
+                what: "manifest",
+                ..
+            })
+        ),
+        "{err}"
+    );
     let err = fails(&client, port, "bigchunked", &dir("bigchunked"));
-    assert!(matches!(err.cause(), Some(Cause::TooLarge { what: "manifest", .. })), "{err}");
+    assert!(
+        matches!(
+            err.cause(),
+            Some(Cause::TooLarge {
+                what: "manifest",
+                ..
+            })
+        ),
+        "{err}"
+    );
     assert!(start.elapsed() < Duration::from_secs(10));
 
     let err = fails(&client, port, "mediatype", &dir("mediatype"));
-    assert!(matches!(err.cause(), Some(Cause::MediaType { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(Cause::MediaType { .. })),
+        "{err}"
+    );
     let err = fails(&client, port, "schema1", &dir("schema1"));
     assert!(matches!(err.cause(), Some(Cause::Schema1 { .. })), "{err}");
     assert!(err.to_string().contains("schema 1"), "{err}");
     let err = fails(&client, port, "headerdigest", &dir("headerdigest"));
-    assert!(matches!(err.cause(), Some(Cause::HeaderDigest { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(Cause::HeaderDigest { .. })),
+        "{err}"
+    );
 
     // Endless 401s: one retry with credentials, then an error.
     let before = count.load(Ordering::SeqCst);
     let err = fails(&client, port, "basic401", &dir("basic401"));
-    assert!(matches!(err.cause(), Some(Cause::Unauthorized { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(Cause::Unauthorized { .. })),
+        "{err}"
+    );
     assert_eq!(count.load(Ordering::SeqCst) - before, 2);
     let before = count.load(Ordering::SeqCst);
     let err = fails(&client, port, "bearer401", &dir("bearer401"));
-    assert!(matches!(err.cause(), Some(Cause::Unauthorized { .. })), "{err}");
-    assert_eq!(count.load(Ordering::SeqCst) - before, 3, "manifest, token, manifest");
+    assert!(
+        matches!(err.cause(), Some(Cause::Unauthorized { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst) - before,
+        3,
+        "manifest, token, manifest"
+    );
 
     let err = fails(&client, port, "loop", &dir("loop"));
     assert!(matches!(err.cause(), Some(Cause::Redirect { .. })), "{err}");
@@ -249,7 +387,11 @@ fn hostile_registry() {
     let start = Instant::now();
     let err = fails(&client, port, "stall", &dir("stall"));
     assert!(matches!(err.cause(), Some(Cause::Stalled { .. })), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -263,12 +405,56 @@ fn bad_references_and_unreachable_hosts() {
     .unwrap();
     let work = tempfile::tempdir().unwrap();
     let err = pull(&client, "no-such-host.invalid/x:1", &work.path().join("a")).unwrap_err();
-    assert!(matches!(err.cause(), Some(Cause::Connect { host, .. }) if host == "no-such-host.invalid"), "{err}");
+    assert!(
+        matches!(err.cause(), Some(Cause::Connect { host, .. }) if host == "no-such-host.invalid"),
+        "{err}"
+    );
     // A port nobody listens on.
     let port = free_port();
     let err = client
         .resolve(&Reference::parse(&format!("127.0.0.1:{port}/x")).unwrap())
         .unwrap_err();
     assert!(matches!(err.cause(), Some(Cause::Connect { .. })), "{err}");
-    assert!(err.to_string().starts_with(&format!("resolve 127.0.0.1:{port}/x:latest: resolve: cannot connect")), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "resolve 127.0.0.1:{port}/x:latest: resolve: cannot connect"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn mirrors_are_tried_first_then_the_registry() {
+    let (port, _) = serve(hostile);
+    let live = format!("127.0.0.1:{port}");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let work = tempfile::tempdir().unwrap();
+    let with_mirrors = |registry: &str, mirror: &str| {
+        let mut options = ClientOptions {
+            insecure: vec![live.clone(), dead.clone()],
+            stall_timeout: Duration::from_secs(1),
+            ..ClientOptions::default()
+        };
+        options
+            .mirrors
+            .insert(registry.to_owned(), vec![mirror.to_owned()]);
+        Client::new(options).unwrap()
+    };
+    // The registry is down, its mirror serves.
+    let pulled = pull(
+        &with_mirrors(&dead, &live),
+        &format!("{dead}/fine:1"),
+        &work.path().join("a"),
+    )
+    .unwrap();
+    assert_eq!(pulled.layers, 1);
+    assert_eq!(check_blobs(&work.path().join("a")), 3);
+    // The mirror is down, the registry serves.
+    pull(
+        &with_mirrors(&live, &dead),
+        &format!("{live}/fine:1"),
+        &work.path().join("b"),
+    )
+    .unwrap();
+    assert_eq!(check_blobs(&work.path().join("b")), 3);
 }

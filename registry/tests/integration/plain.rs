@@ -36,18 +36,21 @@ fn pull_by_tag_and_digest_into_a_layout_others_read() {
     assert_eq!(pulled.blobs_reused, 0);
     assert_eq!(check_blobs(&by_tag), 3, "manifest, config, layer");
     let events = events.into_inner().unwrap();
-    assert!(matches!(&events[0], Progress::Resolved { layers: 1, manifest_digest, .. } if *manifest_digest == pulled.manifest_digest));
+    assert!(
+        matches!(&events[0], Progress::Resolved { layers: 1, manifest_digest, .. } if *manifest_digest == pulled.manifest_digest)
+    );
     assert!(events
         .iter()
         .any(|e| matches!(e, Progress::BlobDone { reused: false, .. })));
     let index = std::fs::read_to_string(by_tag.join("index.json")).unwrap();
-    assert!(index.contains(r#""org.opencontainers.image.ref.name":"1""#), "{index}");
+    assert!(
+        index.contains(r#""org.opencontainers.image.ref.name":"1""#),
+        "{index}"
+    );
 
     // A real reader accepts the layout.
-    let inspect = run(Command::new("skopeo").args([
-        "inspect",
-        &format!("oci:{}:1", by_tag.display()),
-    ]));
+    let inspect =
+        run(Command::new("skopeo").args(["inspect", &format!("oci:{}:1", by_tag.display())]));
     assert!(inspect.contains(&pulled.manifest_digest), "{inspect}");
     run(Command::new("skopeo").args([
         "copy",
@@ -68,7 +71,10 @@ fn pull_by_tag_and_digest_into_a_layout_others_read() {
     assert_eq!(again.manifest_digest, pulled.manifest_digest);
     assert_eq!(again.config_digest, pulled.config_digest);
     let index = std::fs::read_to_string(by_digest.join("index.json")).unwrap();
-    assert!(index.contains(r#""org.opencontainers.image.ref.name":"latest""#), "{index}");
+    assert!(
+        index.contains(r#""org.opencontainers.image.ref.name":"latest""#),
+        "{index}"
+    );
 
     // The store imports it: the image id is the config digest.
     let store = mkhost_store::Store::open(work.path().join("store")).unwrap();
@@ -79,14 +85,21 @@ fn pull_by_tag_and_digest_into_a_layout_others_read() {
     assert_eq!(info.layers.len(), 1);
 
     // A tag that is not there: 404 with the registry's message.
-    let missing = pull(&client, &format!("{host}/test/bb:nope"), &work.path().join("nope"))
-        .unwrap_err();
+    let missing = pull(
+        &client,
+        &format!("{host}/test/bb:nope"),
+        &work.path().join("nope"),
+    )
+    .unwrap_err();
     assert!(
         matches!(missing.cause(), Some(Cause::Status { status: 404, .. })),
         "{missing}"
     );
     let message = missing.to_string();
-    assert!(message.starts_with(&format!("pull {host}/test/bb:nope: resolve: ")), "{message}");
+    assert!(
+        message.starts_with(&format!("pull {host}/test/bb:nope: resolve: ")),
+        "{message}"
+    );
     assert!(message.contains("MANIFEST_UNKNOWN"), "{message}");
 }
 
@@ -113,7 +126,9 @@ fn three_layers_multi_arch_and_reuse() {
     // travel.
     let second = work.path().join("second");
     let have = |digest: &str| -> Option<PathBuf> {
-        let path = first.join("blobs/sha256").join(digest.strip_prefix("sha256:")?);
+        let path = first
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:")?);
         path.exists().then_some(path)
     };
     let reused = client
@@ -169,7 +184,12 @@ fn three_layers_multi_arch_and_reuse() {
     };
     put_index("all", &[entry(&arm64, "arm64"), entry(&amd64, "amd64")]);
     put_index("armonly", &[entry(&arm64, "arm64")]);
-    let multi = pull(&client, &format!("{host}/test/multi:all"), &work.path().join("multi")).unwrap();
+    let multi = pull(
+        &client,
+        &format!("{host}/test/multi:all"),
+        &work.path().join("multi"),
+    )
+    .unwrap();
     assert_eq!(multi.manifest_digest, amd64.manifest_digest);
     assert_eq!(
         client
@@ -177,8 +197,12 @@ fn three_layers_multi_arch_and_reuse() {
             .unwrap(),
         amd64
     );
-    let err = pull(&client, &format!("{host}/test/multi:armonly"), &work.path().join("arm"))
-        .unwrap_err();
+    let err = pull(
+        &client,
+        &format!("{host}/test/multi:armonly"),
+        &work.path().join("arm"),
+    )
+    .unwrap_err();
     assert!(
         matches!(err.cause(), Some(Cause::NoPlatform { available }) if available == &["linux/arm64"]),
         "{err}"

@@ -28,12 +28,31 @@ fn seeded_storage() -> tempfile::TempDir {
 fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mkhost test CA",
-        "-keyout", "ca.key", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mkhost test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
     ]);
     openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-        "-out", "server.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
     ]);
     fs::write(
         dir.join("ext"),
@@ -41,8 +60,21 @@ fn make_certificates(dir: &Path) {
     )
     .unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "server.pem",
     ]);
 }
 
@@ -68,7 +100,10 @@ fn https_with_basic_auth() {
     let registry = Registry::start(
         storage.path(),
         &auth,
-        Some((&dir.path().join("server.pem"), &dir.path().join("server.key"))),
+        Some((
+            &dir.path().join("server.pem"),
+            &dir.path().join("server.key"),
+        )),
     );
     let host = registry.host();
     let ca_pem = fs::read(dir.path().join("ca.pem")).unwrap();
@@ -93,7 +128,10 @@ fn https_with_basic_auth() {
     })
     .unwrap();
     let err = pull(&wrong, &text, &work.path().join("wrong")).unwrap_err();
-    assert!(matches!(err.cause(), Some(Cause::Unauthorized { .. })), "{err}");
+    assert!(
+        matches!(err.cause(), Some(Cause::Unauthorized { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("401"), "{err}");
 
     // No credentials at all.
@@ -121,7 +159,15 @@ fn https_with_basic_auth() {
 fn sign_token(dir: &Path, access: &str) -> String {
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     run(Command::new("openssl")
-        .args(["x509", "-in", "token.pem", "-outform", "DER", "-out", "token.der"])
+        .args([
+            "x509",
+            "-in",
+            "token.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "token.der",
+        ])
         .current_dir(dir));
     let der = fs::read(dir.join("token.der")).unwrap();
     let x5c = base64::engine::general_purpose::STANDARD.encode(der);
@@ -139,7 +185,15 @@ fn sign_token(dir: &Path, access: &str) -> String {
     let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
     fs::write(dir.join("input"), &signing_input).unwrap();
     run(Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign", "token.key", "-out", "sig", "input"])
+        .args([
+            "dgst",
+            "-sha256",
+            "-sign",
+            "token.key",
+            "-out",
+            "sig",
+            "input",
+        ])
         .current_dir(dir));
     let signature = fs::read(dir.join("sig")).unwrap();
     format!("{signing_input}.{}", b64(&signature))
@@ -154,8 +208,19 @@ fn token_auth() {
     let dir = tempfile::tempdir().unwrap();
     run(Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-issuer",
-            "-keyout", "token.key", "-out", "token.pem",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-issuer",
+            "-keyout",
+            "token.key",
+            "-out",
+            "token.pem",
         ])
         .current_dir(dir.path()));
     let token = sign_token(
@@ -202,20 +267,45 @@ fn token_auth() {
     let client = insecure_client(&host);
     let work = tempfile::tempdir().unwrap();
 
-    let pulled = pull(&client, &format!("{host}/test/bb:1"), &work.path().join("a")).unwrap();
+    let pulled = pull(
+        &client,
+        &format!("{host}/test/bb:1"),
+        &work.path().join("a"),
+    )
+    .unwrap();
     assert_eq!(pulled.layers, 1);
-    assert_eq!(issued.load(Ordering::SeqCst), 1, "one token for manifest, config and layer");
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        1,
+        "one token for manifest, config and layer"
+    );
     let query = queries.lock().unwrap()[0].clone();
     assert!(query.contains("service=test-registry"), "{query}");
-    assert!(query.contains("scope=repository%3Atest%2Fbb%3Apull"), "{query}");
+    assert!(
+        query.contains("scope=repository%3Atest%2Fbb%3Apull"),
+        "{query}"
+    );
 
     // The token is kept for the next pull.
-    pull(&client, &format!("{host}/test/bb:1"), &work.path().join("b")).unwrap();
+    pull(
+        &client,
+        &format!("{host}/test/bb:1"),
+        &work.path().join("b"),
+    )
+    .unwrap();
     assert_eq!(issued.load(Ordering::SeqCst), 1);
 
     // A token that does not grant the repository: one fresh token, then a
     // clear 401, no loop.
-    let err = pull(&client, &format!("{host}/test/other:1"), &work.path().join("c")).unwrap_err();
-    assert!(matches!(err.cause(), Some(Cause::Unauthorized { .. })), "{err}");
+    let err = pull(
+        &client,
+        &format!("{host}/test/other:1"),
+        &work.path().join("c"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err.cause(), Some(Cause::Unauthorized { .. })),
+        "{err}"
+    );
     assert_eq!(issued.load(Ordering::SeqCst), 2);
 }
