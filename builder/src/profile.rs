@@ -1516,6 +1516,7 @@ fn container_from_raw(
             })?),
             None => None,
         },
+        pull: Default::default(),
     };
     // Everything above is what validate checks; this keeps the two in step.
     request.validate().map_err(|err| {
@@ -2087,6 +2088,7 @@ cpus = 2
                 .concat(),
                 network_aliases: vec!["www".into()],
                 ip: Some("172.18.0.9".parse().unwrap()),
+                pull: Default::default(),
             }
         );
         assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));

@@ -231,6 +231,28 @@ pub fn ps(socket: &Path, json: bool) -> ExitCode {
     )
 }
 
+/// `pull REF`: what was fetched and what was there already.
+pub fn pull(socket: &Path, reference: &str) -> ExitCode {
+    let request = Request::Pull {
+        reference: reference.to_string(),
+    };
+    client(socket, &request, request.client_timeout(), |response| {
+        let Response::Pulled(report) = response else {
+            return Err(unexpected(&response));
+        };
+        println!(
+            "pulled {} ({}): {} layers, {} bytes fetched, {} blobs already present",
+            report.reference,
+            report.manifest_digest,
+            report.layers,
+            report.bytes_fetched,
+            report.blobs_reused
+        );
+        println!("image {}", report.id);
+        Ok(())
+    })
+}
+
 /// `network ls|create|inspect|rm`: a table for `ls`, JSON for `inspect`
 /// (and `ls --json`), the name for `create` and `rm`.
 pub fn network(socket: &Path, request: &Request, json: bool) -> ExitCode {

@@ -86,6 +86,43 @@ pub struct RunRequest {
     /// A fixed address on its network (`--ip`), instead of the next free one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// When to pull the image from its registry first (`--pull`).
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull: PullPolicy,
+}
+
+/// When `run` pulls its image (`docker run --pull`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Only when the store lacks the image (the default).
+    #[default]
+    Missing,
+    /// Every time, so a moved tag is followed.
+    Always,
+    /// Never: a missing image is an error.
+    Never,
+}
+
+impl PullPolicy {
+    fn is_missing(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
+}
+
+impl FromStr for PullPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(format!(
+                "unknown pull policy {other:?} (missing, always or never)"
+            )),
+        }
+    }
 }
 
 fn is_false(value: &bool) -> bool {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::container::{ExecError, Record, RunRequest};
-use crate::images::{GcReport, ImageInfo, ImageSummary, ImportReport, Removed};
+use crate::images::{GcReport, ImageInfo, ImageSummary, ImportReport, PullReport, Removed};
 use crate::network::{NetworkSpec, PortMapping};
 
 /// Longest request line the server accepts, in bytes (newline excluded).
@@ -166,6 +166,11 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// Pulls an image from its registry into the store.
+    Pull {
+        /// The reference (`nginx:1.27`, `host:5000/a/b@sha256:…`).
+        reference: String,
+    },
     /// Every container network.
     Networks,
     /// Creates a network.
@@ -198,7 +203,9 @@ impl Request {
             Request::Networks | Request::NetworkInspect { .. } | Request::Port { .. } => {
                 READ_TIMEOUT
             }
-            Request::NetworkCreate(_) | Request::NetworkRm { .. } => WRITE_TIMEOUT,
+            Request::NetworkCreate(_) | Request::NetworkRm { .. } | Request::Pull { .. } => {
+                WRITE_TIMEOUT
+            }
             Request::Run(_) | Request::Rm { .. } | Request::Start { .. } => WRITE_TIMEOUT,
             Request::Stop { timeout_secs, .. } => READ_TIMEOUT.saturating_add(Duration::from_secs(
                 timeout_secs.unwrap_or(10).min(MAX_STOP_TIMEOUT_SECS),
@@ -313,6 +320,8 @@ pub enum Response {
     Networks(Vec<NetworkInfo>),
     /// `ports`: a container's published ports.
     Ports(Vec<PortMapping>),
+    /// `pulled`: what a pull did.
+    Pulled(Box<PullReport>),
     /// The request failed; the message says why.
     Error(String),
     /// `run` failed because the container's command could not be started
@@ -364,6 +373,8 @@ struct WireResponse {
     networks: Option<Vec<NetworkInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ports: Option<Vec<PortMapping>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pulled: Option<Box<PullReport>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,6 +432,10 @@ impl From<Response> for WireResponse {
                 ports: Some(v),
                 ..ok
             },
+            Response::Pulled(v) => WireResponse {
+                pulled: Some(v),
+                ..ok
+            },
             Response::Error(error) => WireResponse {
                 ok: false,
                 error: Some(error),
@@ -463,7 +478,8 @@ impl TryFrom<WireResponse> for Response {
             .or(wire.logs.map(Response::Logs))
             .or(wire.container.map(Response::Container))
             .or(wire.networks.map(Response::Networks))
-            .or(wire.ports.map(Response::Ports));
+            .or(wire.ports.map(Response::Ports))
+            .or(wire.pulled.map(Response::Pulled));
         if let Some(answer) = answer {
             return Ok(answer);
         }

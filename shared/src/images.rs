@@ -106,6 +106,25 @@ pub struct ImportReport {
     pub xattrs_dropped: u64,
 }
 
+/// What a pull from a registry did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullReport {
+    /// The reference as the store names the image (`docker.io/library/nginx:1.27`).
+    pub reference: String,
+    /// The digest of the image manifest pulled (pin it with `REF@DIGEST`).
+    pub manifest_digest: String,
+    /// The image id (config digest).
+    pub id: String,
+    /// Layers of the image.
+    pub layers: usize,
+    /// Bytes downloaded.
+    pub bytes_fetched: u64,
+    /// Blobs the store had already (not downloaded).
+    pub blobs_reused: usize,
+    /// What importing into the store did.
+    pub import: ImportReport,
+}
+
 /// One image of an import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportedImage {

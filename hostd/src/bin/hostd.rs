@@ -55,6 +55,7 @@ fn run(command: Cli) -> ExitCode {
             detach,
         } => client::run(&socket, &request, detach),
         Cli::Ps { socket, json } => client::ps(&socket, json),
+        Cli::Pull { socket, reference } => client::pull(&socket, &reference),
         Cli::Network {
             socket,
             request,

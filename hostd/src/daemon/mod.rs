@@ -26,6 +26,7 @@
 pub mod containers;
 pub mod log;
 pub mod network;
+pub mod pull;
 pub mod server;
 pub mod zygote;
 
@@ -40,6 +41,7 @@ use mkhost_shared::control::{check_stop_timeout, Request, Response, Status, MAX_
 use mkhost_shared::paths;
 use mkhost_store::{Store, StoreError};
 use network::{Definition, NetworkOptions, Networks};
+use pull::{Puller, RegistryOptions};
 use server::{ControlError, ControlSocket, Shutdown};
 use zygote::Zygote;
 
@@ -72,6 +74,9 @@ pub enum DaemonError {
     },
 }
 
+/// Registry credentials, where the docker CLI keeps them for root.
+pub const DOCKER_AUTH_FILE: &str = "/root/.docker/config.json";
+
 /// How to run the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonOptions {
@@ -85,6 +90,8 @@ pub struct DaemonOptions {
     pub boot_manifest: Option<PathBuf>,
     /// The container networks init defined ([`paths::NETWORKS`]), if any.
     pub networks: Option<PathBuf>,
+    /// How to reach registries.
+    pub registries: RegistryOptions,
 }
 
 impl Default for DaemonOptions {
@@ -95,6 +102,10 @@ impl Default for DaemonOptions {
             state: PathBuf::from(paths::STATE),
             boot_manifest: Some(PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
             networks: Some(PathBuf::from(paths::NETWORKS)),
+            registries: RegistryOptions {
+                auth_file: Some(PathBuf::from(DOCKER_AUTH_FILE)),
+                ..RegistryOptions::default()
+            },
         }
     }
 }
@@ -109,6 +120,8 @@ pub struct Handler {
     containers: Option<Arc<Manager>>,
     /// The container networks; `None` without a zygote.
     networks: Option<Arc<Networks>>,
+    /// The registry client, or why there is none.
+    puller: Result<Puller, String>,
 }
 
 impl Handler {
@@ -122,12 +135,44 @@ impl Handler {
             store: Mutex::new(None),
             containers: None,
             networks: None,
+            puller: Err("no registry client".into()),
         };
         match handler.store() {
             Ok(store) => log(&format!("image store at {}", store.root().display())),
             Err(e) => log(&format!("image store unavailable: {e}")),
         }
         handler
+    }
+
+    /// Adds a registry client made with `options` (a bad option is logged
+    /// and answered to every pull).
+    pub fn with_registries(mut self, options: &RegistryOptions) -> Self {
+        self.puller = Puller::new(options);
+        if let Err(e) = &self.puller {
+            log(&format!("registries unavailable: {e}"));
+        }
+        self
+    }
+
+    fn pull(&self, store: &Store, reference: &str) -> Result<mkhost_shared::images::PullReport, String> {
+        self.puller.as_ref().map_err(Clone::clone)?.pull(store, reference)
+    }
+
+    /// Pulls `run`'s image if its policy says so: always, or when the store
+    /// lacks it (the store's own error comes first when that pull fails).
+    fn pull_for_run(&self, store: &Store, run: &mkhost_shared::container::RunRequest) -> Result<(), String> {
+        use mkhost_shared::container::PullPolicy;
+        match run.pull {
+            PullPolicy::Never => Ok(()),
+            PullPolicy::Always => self.pull(store, &run.image).map(drop),
+            PullPolicy::Missing => match store.inspect(&run.image) {
+                Ok(_) => Ok(()),
+                Err(missing) => self
+                    .pull(store, &run.image)
+                    .map(drop)
+                    .map_err(|e| format!("{missing}; pulling it failed: {e}")),
+            },
+        }
     }
 
     /// Adds container support.
@@ -170,7 +215,11 @@ impl Handler {
         };
         let answer = match request {
             Request::Run(run) => match self.store() {
-                Ok(store) => match manager.run(&store, run) {
+                Ok(store) => match self
+                    .pull_for_run(&store, run)
+                    .map_err(RunError::from)
+                    .and_then(|()| manager.run(&store, run))
+                {
                     Ok(id) => Ok(Response::Started(id)),
                     Err(RunError {
                         message,
@@ -295,6 +344,13 @@ impl Handler {
                 response
             }
             Request::Gc => self.with_store(|s| s.gc().map(Response::Gc)),
+            Request::Pull { reference } => match self.store() {
+                Ok(store) => self
+                    .pull(&store, reference)
+                    .map(|r| Response::Pulled(Box::new(r)))
+                    .unwrap_or_else(Response::Error),
+                Err(e) => Response::Error(e.to_string()),
+            },
         }
     }
 
@@ -475,7 +531,9 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
 
     let socket = ControlSocket::bind(&options.socket)?;
     let handler =
-        Handler::new(started, &options.store).with_containers(Arc::clone(&containers), networks);
+        Handler::new(started, &options.store)
+            .with_containers(Arc::clone(&containers), networks)
+            .with_registries(&options.registries);
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
     }

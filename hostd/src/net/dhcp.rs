@@ -531,9 +531,24 @@ impl Client {
         wanted: &[MessageType],
         deadline: Instant,
     ) -> Result<Option<Packet>, DhcpError> {
-        self.socket
+        match self
+            .socket
             .send_to(&packet.encode(), SocketAddrV4::new(to, SERVER_PORT))
-            .map_err(|e| self.sock_err(e))?;
+        {
+            Ok(_) => {}
+            // A packet filter dropped it (netfilter answers EPERM), or the
+            // link is not ready yet: like a lost packet, tried again later.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM | libc::ENETDOWN | libc::ENETUNREACH | libc::ENOBUFS)
+                ) =>
+            {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Ok(None);
+            }
+            Err(e) => return Err(self.sock_err(e)),
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -150,6 +150,9 @@ pub enum Action {
     Dnat(Ipv4Addr, u16),
     /// `masquerade`: source NAT to the outgoing interface's address.
     Masquerade,
+    /// `notrack`: the packet skips connection tracking (in a chain that runs
+    /// before conntrack: priority `raw`, -300).
+    NoTrack,
 }
 
 /// The longest table or chain name the kernel takes (`NFT_NAME_MAXLEN` - 1).
@@ -491,6 +494,8 @@ enum Expr {
     Dnat,
     /// Masquerade.
     Masq,
+    /// Skip conntrack.
+    Notrack,
 }
 
 fn value(data: &[u8]) -> Attrs {
@@ -576,6 +581,7 @@ impl Expr {
                     .be32(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
             ),
             Expr::Masq => ("masq", Attrs::default()),
+            Expr::Notrack => ("notrack", Attrs::default()),
         };
         Attrs::default()
             .string(NFTA_EXPR_NAME, name)
@@ -689,6 +695,7 @@ fn expressions(rule: &Rule) -> Vec<Expr> {
             out.push(Expr::Dnat);
         }
         Action::Masquerade => out.push(Expr::Masq),
+        Action::NoTrack => out.push(Expr::Notrack),
     }
     out
 }
@@ -1366,6 +1373,7 @@ fn action_text(action: &Action) -> String {
         Action::Jump(chain) => format!("jump {chain}"),
         Action::Dnat(addr, port) => format!("dnat to {addr}:{port}"),
         Action::Masquerade => "masquerade".into(),
+        Action::NoTrack => "notrack".into(),
     }
 }
 
@@ -1561,10 +1569,13 @@ mod tests {
                 chain(
                     "guard",
                     base(Hook::Prerouting, ChainKind::Filter, -300),
-                    vec![rule(
-                        vec![NotInInterface("lo".into()), DestNet(ip(127, 0, 0, 0), 8)],
-                        Action::Drop,
-                    )],
+                    vec![
+                        rule(
+                            vec![NotInInterface("lo".into()), DestNet(ip(127, 0, 0, 0), 8)],
+                            Action::Drop,
+                        ),
+                        rule(vec![DestPort(Protocol::Udp, 67)], Action::NoTrack),
+                    ],
                 ),
                 chain(
                     "input",

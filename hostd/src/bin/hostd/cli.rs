@@ -28,11 +28,15 @@ use mkhost_shared::paths;
 /// `hostd --help`; the only list of the commands and their options.
 pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
-             [--networks FILE]          run the daemon (store: /var/lib/hostd, state: /run/hostd,
+             [--networks FILE] [--insecure-registry HOST[:PORT]]... [--registry-ca PEM]
+             [--registry-auth CONFIG.JSON]
+                                        run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         boot manifest: /etc/hostd/containers.json, networks:
                                         /run/mkhost/networks.json)
        hostd status                     print the daemon's status as JSON
        hostd images [--json]            list images
+       hostd pull REF                   pull an image from its registry (nginx:1.27,
+                                        host:5000/a/b@sha256:...), verified, into the store
        hostd import FILE [REF]          import an OCI layout (dir or tar), docker save archive,
                                         skopeo dir: copy, or a root file system tar (docker
                                         export) as one layer; REF names the (one) image
@@ -87,6 +91,8 @@ its id and returns. As docker run, it exits 125 when hostd refuses the run,
                             publish a port (ranges: 8000-8010:80-90); bridge only
       --network-alias NAME  another name the container answers to on its network
       --ip ADDRESS          a fixed address on its network
+      --pull POLICY         missing (default: pull when the store lacks the image),
+                            always or never
       --cap-add CAP         add a capability to Docker's default set (or ALL)
       --cap-drop CAP        drop one (or ALL)
       --restart POLICY      no, always, on-failure or on-failure:N
@@ -101,7 +107,7 @@ Everything after IMAGE is the container's command, verbatim. -i and -t need
 an attached terminal, which hostd run does not offer yet (see README).";
 
 /// Per-command usage for `hostd COMMAND --help`.
-const COMMAND_USAGE: [(&str, &str); 14] = [
+const COMMAND_USAGE: [(&str, &str); 15] = [
     ("status", "usage: hostd status [--socket PATH]\nPrints the daemon's version, pid, uptime and container count as JSON."),
     ("images", "usage: hostd images [--json] [--socket PATH]\nLists the store's images (one row per name)."),
     ("import", "usage: hostd import FILE [--socket PATH]\nImports every image of an OCI layout (directory or tar) or docker save archive."),
@@ -113,6 +119,7 @@ const COMMAND_USAGE: [(&str, &str); 14] = [
     ("stop", "usage: hostd stop [-t|--time SECS] NAME [--socket PATH]\nSends SIGTERM, then SIGKILL after SECS (default 10); no more restarts."),
     ("start", "usage: hostd start NAME [--socket PATH]\nStarts an exited container again (same id, root and log)."),
     ("rm", "usage: hostd rm [-f|--force] NAME [--socket PATH]\nRemoves a container; -f kills it first if it runs."),
+    ("pull", "usage: hostd pull REF [--socket PATH]\nPulls an image from its registry into the store (docs/registries.md)."),
     ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
     ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
     ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]\nRuns the daemon."),
@@ -184,6 +191,11 @@ pub enum Cli {
     Ps {
         socket: PathBuf,
         json: bool,
+    },
+    /// `pull REF`.
+    Pull {
+        socket: PathBuf,
+        reference: String,
     },
     /// `network ...`.
     Network {
@@ -286,9 +298,9 @@ where
 }
 
 /// The daemon's and the clients' commands; `daemon` when none is given.
-const COMMANDS: [&str; 15] = [
+const COMMANDS: [&str; 16] = [
     "daemon", "status", "images", "import", "inspect", "rmi", "gc", "run", "ps", "logs", "stop",
-    "start", "rm", "port", "network",
+    "start", "rm", "port", "network", "pull",
 ];
 
 /// The commands an option belongs to: every one.
@@ -348,6 +360,22 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             Long("networks") => {
                 daemon.networks = Some(p.value()?.into());
                 &["daemon"]
+            }
+            Long("insecure-registry") => {
+                daemon.registries.insecure.push(p.value()?.string()?);
+                &["daemon"]
+            }
+            Long("registry-ca") => {
+                daemon.registries.ca_file = Some(p.value()?.into());
+                &["daemon"]
+            }
+            Long("registry-auth") => {
+                daemon.registries.auth_file = Some(p.value()?.into());
+                &["daemon"]
+            }
+            Long("pull") => {
+                run.pull = read(&mut p, &flag, |v| v.parse())?;
+                &["run"]
             }
             Long("json") => {
                 json = true;
@@ -615,6 +643,10 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
         "port" => container(Request::Port {
             name: operand("NAME")?,
         }),
+        "pull" => Cli::Pull {
+            socket: socket.clone(),
+            reference: operand("REF")?,
+        },
         "network" => {
             let verb = operand("ls, create, inspect or rm")?;
             let request = match verb.as_str() {
@@ -910,6 +942,10 @@ mod tests {
             state: paths::STATE.into(),
             boot_manifest: Some(mkhost_shared::paths::BOOT_MANIFEST.into()),
             networks: Some(paths::NETWORKS.into()),
+            registries: hostd::daemon::pull::RegistryOptions {
+                auth_file: Some(hostd::daemon::DOCKER_AUTH_FILE.into()),
+                ..Default::default()
+            },
         })
     }
 

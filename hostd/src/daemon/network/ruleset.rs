@@ -132,21 +132,33 @@ pub fn table(networks: &[RuleNetwork], published: &[Published]) -> Table {
             Action::Jump("publish".to_string()),
         )]
     };
+    // DHCP from 0.0.0.0:68 to 255.255.255.255:67 is the same connection to
+    // conntrack whichever NIC sends it: with NAT loaded, a second NIC's
+    // DHCP would clash with the first's entry and be dropped (EPERM). The
+    // host's DHCP is never NATed, so it is not tracked at all.
+    let dhcp_untracked = || {
+        [67, 68]
+            .map(|port| rule(vec![Match::DestPort(Protocol::Udp, port)], Action::NoTrack))
+            .to_vec()
+    };
+    let mut guard = vec![rule(
+        vec![
+            Match::NotInInterface("lo".to_string()),
+            Match::DestNet(Ipv4Addr::new(127, 0, 0, 0), 8),
+        ],
+        Action::Drop,
+    )];
+    guard.extend(dhcp_untracked());
     Table {
         name: TABLE.to_string(),
         chains: vec![
+            base("guard", Hook::Prerouting, ChainKind::Filter, -300, guard),
             base(
-                "guard",
-                Hook::Prerouting,
+                "untracked",
+                Hook::Output,
                 ChainKind::Filter,
                 -300,
-                vec![rule(
-                    vec![
-                        Match::NotInInterface("lo".to_string()),
-                        Match::DestNet(Ipv4Addr::new(127, 0, 0, 0), 8),
-                    ],
-                    Action::Drop,
-                )],
+                dhcp_untracked(),
             ),
             base(
                 "prerouting",
@@ -204,6 +216,8 @@ mod tests {
             "ip saddr 172.18.0.0/16 oifname != \"mkv*\" drop",
             "fib daddr type local jump publish",
             "iifname != \"lo\" ip daddr 127.0.0.0/8 drop",
+            "udp dport 67 notrack",
+            "udp dport 68 notrack",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
