@@ -111,7 +111,10 @@ fn assert_counts(guest: &mut Guest, want: &[String]) {
         }
         if Instant::now() >= deadline {
             let routes = guest.run("busybox ip route show table all", COMMAND_TIMEOUT);
-            panic!("counts {now:?}, want {want:?}; routes:\n{}", routes.join("\n"));
+            panic!(
+                "counts {now:?}, want {want:?}; routes:\n{}",
+                routes.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     }

@@ -154,13 +154,24 @@ impl Handler {
         self
     }
 
-    fn pull(&self, store: &Store, reference: &str) -> Result<mkhost_shared::images::PullReport, String> {
-        self.puller.as_ref().map_err(Clone::clone)?.pull(store, reference)
+    fn pull(
+        &self,
+        store: &Store,
+        reference: &str,
+    ) -> Result<mkhost_shared::images::PullReport, String> {
+        self.puller
+            .as_ref()
+            .map_err(Clone::clone)?
+            .pull(store, reference)
     }
 
     /// Pulls `run`'s image if its policy says so: always, or when the store
     /// lacks it (the store's own error comes first when that pull fails).
-    fn pull_for_run(&self, store: &Store, run: &mkhost_shared::container::RunRequest) -> Result<(), String> {
+    fn pull_for_run(
+        &self,
+        store: &Store,
+        run: &mkhost_shared::container::RunRequest,
+    ) -> Result<(), String> {
         use mkhost_shared::container::PullPolicy;
         match run.pull {
             PullPolicy::Never => Ok(()),
@@ -530,10 +541,9 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let containers = Arc::new(containers);
 
     let socket = ControlSocket::bind(&options.socket)?;
-    let handler =
-        Handler::new(started, &options.store)
-            .with_containers(Arc::clone(&containers), networks)
-            .with_registries(&options.registries);
+    let handler = Handler::new(started, &options.store)
+        .with_containers(Arc::clone(&containers), networks)
+        .with_registries(&options.registries);
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
     }

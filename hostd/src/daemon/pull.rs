@@ -40,7 +40,8 @@ impl Puller {
     /// A client with `options`; unreadable files are errors that name them.
     pub fn new(options: &RegistryOptions) -> Result<Puller, String> {
         let read = |path: &PathBuf, what: &str| {
-            std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
         };
         let ca_pem = match &options.ca_file {
             Some(path) => read(path, "registry CA bundle")?,

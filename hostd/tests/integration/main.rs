@@ -10,3 +10,4 @@ mod hostd_cli;
 mod images;
 mod init_boot;
 mod network;
+mod pull;
