@@ -474,6 +474,16 @@ fn direct_networks_static_and_by_dhcp() {
     ip(&["addr", "add", "192.168.77.1/24", "dev", "lan1"]);
     ip(&["addr", "add", "192.168.78.1/24", "dev", "lan1"]);
     let empty = counts(work);
+    // A bridge subnet over the host's own network is refused.
+    let clash = hostd(
+        &socket,
+        &["network", "create", "--subnet", "192.168.77.0/24", "clash"],
+    );
+    assert!(
+        text(&clash).contains("overlaps the host's own network 192.168.77.0/24"),
+        "{}",
+        text(&clash)
+    );
 
     // Static: an address of the network's subnet.
     ok(&hostd(
