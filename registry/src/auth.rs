@@ -175,7 +175,7 @@ pub(crate) fn parse_docker_config(
     Ok(out)
 }
 
-/// The key a docker config `auths` entry stands for: the host[:port],
+/// The key a docker config `auths` entry stands for: the `host[:port]`,
 /// without scheme or path, with Docker Hub's names folded to `docker.io`.
 pub(crate) fn registry_key(key: &str) -> String {
     let without_scheme = key

@@ -37,7 +37,7 @@ const TOKEN_BODY_MAX: u64 = 1024 * 1024;
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
-    /// Registries (host[:port]) spoken to over plain HTTP.
+    /// Registries (`host[:port]`) spoken to over plain HTTP.
     pub insecure: Vec<String>,
     /// Extra PEM CA certificates trusted besides the system's.
     pub ca_pem: Vec<u8>,
@@ -69,7 +69,7 @@ pub struct Client {
 pub(crate) struct Endpoint {
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// host[:port] to connect to.
+    /// `host[:port]` to connect to.
     pub host: String,
     /// The name credentials are looked up by.
     pub auth_key: String,
@@ -490,7 +490,7 @@ pub(crate) fn transport_cause(url: &str, transport: &ureq::Transport, stall: Dur
     Cause::Connect { host, detail }
 }
 
-/// The host[:port] of an absolute URL.
+/// The `host[:port]` of an absolute URL.
 pub(crate) fn host_of(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

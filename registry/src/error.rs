@@ -82,7 +82,7 @@ pub enum Cause {
     /// No connection could be made (name resolution, refused, unreachable).
     #[error("cannot connect to {host}: {detail}")]
     Connect {
-        /// host[:port].
+        /// `host[:port]`.
         host: String,
         /// The transport's message.
         detail: String,
@@ -90,7 +90,7 @@ pub enum Cause {
     /// The TLS handshake failed (unknown CA, wrong name, protocol).
     #[error("TLS with {host} failed: {detail}; trust the registry's CA (ca_pem) or list it as insecure if it speaks plain HTTP")]
     Tls {
-        /// host[:port].
+        /// `host[:port]`.
         host: String,
         /// rustls' message.
         detail: String,
