@@ -51,6 +51,22 @@ pub struct ClientOptions {
     /// A connection that delivers no byte for this long fails (default 30 s
     /// when zero).
     pub stall_timeout: Duration,
+    /// Turns `host:port` into addresses (default: the C library's, which a
+    /// static binary limits to IP literals and `/etc/hosts`).
+    pub resolver: Option<NameResolver>,
+}
+
+/// Turns `host:port` into socket addresses.
+pub type ResolveFn = dyn Fn(&str) -> std::io::Result<Vec<std::net::SocketAddr>> + Send + Sync;
+
+/// A name resolver for connections: `host:port` to socket addresses.
+#[derive(Clone)]
+pub struct NameResolver(pub Arc<ResolveFn>);
+
+impl std::fmt::Debug for NameResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameResolver")
+    }
 }
 
 /// A registry client: TLS configuration, credentials and tokens, shared by
@@ -136,15 +152,18 @@ impl Client {
         } else {
             options.stall_timeout
         };
-        let agent = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new()
             .tls_config(Arc::new(tls))
             .redirects(0)
             .timeout_connect(stall_timeout)
             .timeout_read(stall_timeout)
             .timeout_write(stall_timeout)
             .user_agent(concat!("mkhost-registry/", env!("CARGO_PKG_VERSION")))
-            .try_proxy_from_env(false)
-            .build();
+            .try_proxy_from_env(false);
+        if let Some(NameResolver(resolve)) = options.resolver.clone() {
+            builder = builder.resolver(move |netloc: &str| resolve(netloc));
+        }
+        let agent = builder.build();
         let credentials = match &options.docker_config {
             Some(bytes) => auth::parse_docker_config(bytes)?,
             None => HashMap::new(),

@@ -42,7 +42,7 @@ mod manifest;
 mod pull;
 mod reference;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, NameResolver, ResolveFn};
 pub use error::{Cause, RegistryError, Step};
 pub use manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 pub use pull::{Progress, Pulled, Resolved, CONFIG_MAX, MANIFEST_MAX};

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use mkhost_registry::{Client, ClientOptions, Progress, Reference};
+use mkhost_registry::{Client, ClientOptions, NameResolver, Progress, Reference};
 use mkhost_shared::images::PullReport;
 use mkhost_store::Store;
 
@@ -27,6 +27,31 @@ pub struct RegistryOptions {
     pub ca_file: Option<PathBuf>,
     /// A Docker `config.json` with credentials (`auths`).
     pub auth_file: Option<PathBuf>,
+    /// Mirrors per registry (`docker.io` -> `mirror.lab:5000`), tried in
+    /// order before the registry.
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// `host:port` to addresses with hostd's own resolver, reading the host's
+/// `/etc/hosts` and `/etc/resolv.conf` at each call (DHCP rewrites them).
+fn resolve_host(netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    let (host, port) = netloc
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{netloc:?} is not host:port"),
+            )
+        })?;
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let servers = crate::net::resolve::name_servers(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    Ok(crate::net::resolve::resolve(host, &hosts, &servers)?
+        .into_iter()
+        .map(|ip| std::net::SocketAddr::from((ip, port)))
+        .collect())
 }
 
 /// The daemon's registry client and the pulls it runs.
@@ -55,6 +80,8 @@ impl Puller {
             insecure: options.insecure.clone(),
             ca_pem,
             docker_config,
+            resolver: Some(NameResolver(std::sync::Arc::new(resolve_host))),
+            mirrors: options.mirrors.clone(),
             ..ClientOptions::default()
         })
         .map_err(|e| e.to_string())?;

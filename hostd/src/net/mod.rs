@@ -4,7 +4,8 @@
 //! packet filtering and NAT; neither depends on the other. The daemon's
 //! containers also get network namespaces ([`netns`]), links into them
 //! ([`container_link`]: routed veths, macvlans) and a DNS server per
-//! network ([`dns`]).
+//! network ([`dns`]). hostd's own connections (registries) resolve names
+//! with [`resolve`]: static glibc has no NSS.
 
 pub mod container_link;
 pub mod dhcp;
@@ -12,3 +13,4 @@ pub mod dns;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod resolve;

@@ -29,7 +29,7 @@ use mkhost_shared::paths;
 pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
              [--networks FILE] [--insecure-registry HOST[:PORT]]... [--registry-ca PEM]
-             [--registry-auth CONFIG.JSON]
+             [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         boot manifest: /etc/hostd/containers.json, networks:
                                         /run/mkhost/networks.json)
@@ -371,6 +371,23 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("registry-auth") => {
                 daemon.registries.auth_file = Some(p.value()?.into());
+                &["daemon"]
+            }
+            Long("registry-mirror") => {
+                let (registry, mirror) = read(&mut p, &flag, |v| {
+                    v.split_once('=')
+                        .filter(|(r, m)| !r.is_empty() && !m.is_empty())
+                        .map(|(r, m)| (r.to_string(), m.to_string()))
+                        .ok_or_else(|| {
+                            format!("{v:?} is not REGISTRY=MIRROR (docker.io=mirror.lab:5000)")
+                        })
+                })?;
+                daemon
+                    .registries
+                    .mirrors
+                    .entry(registry)
+                    .or_default()
+                    .push(mirror);
                 &["daemon"]
             }
             Long("pull") => {
@@ -1350,6 +1367,33 @@ mod tests {
             Ok(Cli::Daemon(DaemonOptions { boot_manifest: Some(p), .. })) if p == Path::new("/b.json")
         ));
         assert!(parse_str(&["--store"]).is_err());
+        let Ok(Cli::Daemon(d)) = parse_str(&[
+            "daemon",
+            "--insecure-registry",
+            "10.0.2.2:5000",
+            "--registry-mirror",
+            "docker.io=mirror.lab:5000",
+            "--registry-mirror=docker.io=10.0.0.9:5000",
+            "--registry-ca=/ca.pem",
+        ]) else {
+            panic!("daemon options");
+        };
+        assert_eq!(d.registries.insecure, ["10.0.2.2:5000"]);
+        assert_eq!(
+            d.registries.mirrors["docker.io"],
+            ["mirror.lab:5000", "10.0.0.9:5000"]
+        );
+        assert_eq!(d.registries.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        let bad = parse_str(&["daemon", "--registry-mirror", "docker.io"]).unwrap_err();
+        assert!(bad.to_string().contains("is not REGISTRY=MIRROR"), "{bad}");
+        assert!(parse_str(&["pull"])
+            .unwrap_err()
+            .to_string()
+            .contains("missing REF"));
+        assert!(matches!(
+            parse_str(&["run", "--pull", "sometimes", "bb"]),
+            Err(e) if e.to_string().contains("unknown pull policy")
+        ));
     }
 
     #[test]
