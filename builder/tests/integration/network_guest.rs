@@ -83,12 +83,12 @@ fn one_line(guest: &mut Guest, command: &str) -> String {
 /// What must come back after containers go: links, addresses, routes,
 /// namespace files, and hostd's own counts (rules, leases, attachments).
 fn counts(guest: &mut Guest) -> Vec<String> {
-    // Routes: hostd's own (`proto 200` and those through container veths);
-    // the host's DHCP may add or renew its routes meanwhile.
+    // Routes: hostd's own (unreachable subnets, those through container
+    // veths), IPv4; the host's DHCP may add or renew its routes meanwhile.
     let kernel = one_line(
         guest,
         "echo links $(ls /sys/class/net | wc -l) addrs $(busybox ip -o addr | wc -l) \
-         routes $(busybox ip route show table all | grep -c -e 'proto 200' -e mkv) \
+         routes $(busybox ip -4 route show table all | grep -c -e unreachable -e mkv) \
          netns $(ls /run/hostd/netns | wc -l)",
     );
     let status = one_line(guest, "hostd status");

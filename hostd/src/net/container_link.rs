@@ -83,6 +83,9 @@ fn configure_veth(nl: &mut Netlink, ns: &NetNs, plan: &VethPlan) -> Result<(), N
             source,
         })?;
     }
+    // The host end carries IPv4 only: no link-local address, no IPv6
+    // routes per container (best effort: a kernel may have no IPv6).
+    let _ = netns::set_sysctl(&format!("net/ipv6/conf/{host}/disable_ipv6"), "1");
     nl.set_up(index, host)?;
     nl.add_route(&host_route(plan.address, index))?;
     in_ns(ns, |nl| {
