@@ -328,7 +328,10 @@ impl Networks {
         Ok(spec)
     }
 
-    /// Sets a network up on the host and registers it.
+    /// Sets a network up on the host and registers it. The caller writes
+    /// the nftables table: at start that waits for [`Networks::reconcile`],
+    /// so the published ports of re-adopted containers never drop out of
+    /// it meanwhile.
     fn add(&self, spec: NetworkSpec, origin: &str) -> Result<NetworkSpec, String> {
         let mut state = lock(&self.state);
         if state.nets.contains_key(&spec.name) {
@@ -366,8 +369,6 @@ impl Networks {
             }
         }
         state.nets.insert(spec.name.clone(), net);
-        drop(state);
-        self.apply_rules()?;
         Ok(spec)
     }
 
@@ -386,6 +387,10 @@ impl Networks {
             ));
         }
         let spec = self.add(spec, "api")?;
+        if let Err(e) = self.apply_rules() {
+            let _ = self.remove(&spec.name);
+            return Err(e);
+        }
         let path = self
             .options
             .state
