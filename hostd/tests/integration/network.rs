@@ -155,6 +155,19 @@ fn counts(work: &Path) -> BTreeMap<&'static str, usize> {
     map
 }
 
+/// The counts once the host has exactly `veths` bridge veths: a `--rm`
+/// container's veth outlives its `rm` by a moment (the kernel destroys it
+/// with the namespace, in its own cleanup work), so a snapshot taken right
+/// after one would count it.
+fn settled_counts(work: &Path, veths: usize) -> BTreeMap<&'static str, usize> {
+    wait_until(&format!("{veths} mkv veths"), || {
+        let links = in_ns(work, "ip", &["-o", "link"]);
+        let names = String::from_utf8_lossy(&links.stdout).to_string();
+        names.lines().filter(|l| l.contains(": mkv")).count() == veths
+    });
+    counts(work)
+}
+
 /// The counts become `want` within a few seconds: a removed container's
 /// veth and route go when the kernel destroys its namespace, in its own
 /// cleanup work, a moment after `rm` has answered.
@@ -207,7 +220,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     let work = dir.path();
     let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    let empty = counts(work);
+    let empty = settled_counts(work, 0);
 
     // The default network: an address, /etc/hosts naming it, a published
     // port reachable from the host's localhost, its own addresses and
@@ -241,7 +254,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         "{ps}"
     );
     // The same host port again: refused, nothing added.
-    let with_web = counts(work);
+    let with_web = settled_counts(work, 1);
     let clash = hostd_run(&socket, &["-d", "-p", "8080:81", "bb", "sleep", "100"]);
     assert_eq!(clash.status.code(), Some(125), "{}", text(&clash));
     assert!(
@@ -331,7 +344,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
     assert!(host.contains("mkv"), "{host}");
 
     // Bad input: clear errors, nothing half-made.
-    let before = counts(work);
+    let before = settled_counts(work, 2);
     for (args, want) in [
         (
             vec!["--network", "nope", "bb", "true"],
@@ -406,7 +419,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         ],
     ));
     let b_ip = address(&socket, "b");
-    let with_all = counts(work);
+    let with_all = settled_counts(work, 3);
     daemon.kill9();
     run(in_test_netns(work, "ip").args([
         "link",
@@ -473,7 +486,7 @@ fn direct_networks_static_and_by_dhcp() {
     ip(&["link", "set", "lan1", "up"]);
     ip(&["addr", "add", "192.168.77.1/24", "dev", "lan1"]);
     ip(&["addr", "add", "192.168.78.1/24", "dev", "lan1"]);
-    let empty = counts(work);
+    let empty = settled_counts(work, 0);
     // A bridge subnet over the host's own network is refused.
     let clash = hostd(
         &socket,
@@ -560,7 +573,7 @@ fn direct_networks_static_and_by_dhcp() {
     // No server: a clear error after the timeout, nothing left behind.
     let _ = server.kill();
     let _ = server.wait();
-    let before = counts(work);
+    let before = settled_counts(work, 0);
     let started = Instant::now();
     let silent = hostd_run(&socket, &["-d", "--network", "lab", "bb", "true"]);
     assert_eq!(silent.status.code(), Some(125), "{}", text(&silent));
