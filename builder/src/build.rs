@@ -1091,6 +1091,7 @@ fn add_boot_config(
         sysctl: profile.sysctl.clone(),
         network: profile.network.clone(),
         container_networks: profile.container_networks.clone(),
+        registries: Default::default(),
     };
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');

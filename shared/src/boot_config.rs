@@ -67,6 +67,14 @@ pub struct BootConfig {
     /// replaces or adds entries by name).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub container_networks: std::collections::BTreeMap<String, crate::network::NetworkSpec>,
+    /// Registry settings for pulls on the host (`[registries]` of the
+    /// profile, never with credentials; host.toml overlays them).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub registries: crate::registries::RegistrySettings,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Network settings of the image.

@@ -14,6 +14,7 @@
 //! - [`init_status`]: what init did with devices that appeared after boot;
 //! - [`control`]: hostd's control protocol (requests, typed responses, line
 //!   framing and the client side);
+//! - [`registries`]: registry settings (profile, host.toml, hostd);
 //! - [`paths`]: the paths inside an image both sides name;
 //! - [`glob`]: the shell-style wildcard matcher module sets and aliases use;
 //! - [`fs`]: writing a file atomically;
@@ -31,4 +32,5 @@ pub mod images;
 pub mod init_status;
 pub mod network;
 pub mod paths;
+pub mod registries;
 pub mod time;

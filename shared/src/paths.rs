@@ -34,6 +34,10 @@ pub const INIT_STATUS: &str = "/run/mkhost/init.json";
 /// The container networks init hands hostd (profile and host.toml merged).
 pub const NETWORKS: &str = "/run/mkhost/networks.json";
 
+/// The registry settings init hands hostd (boot.json's, then host.toml's,
+/// credentials included; mode 0600).
+pub const REGISTRIES: &str = "/run/mkhost/registries.json";
+
 /// init's log of its own and hostd's lines.
 pub const LOG: &str = "/run/log/hostd.log";
 

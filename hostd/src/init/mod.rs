@@ -1620,6 +1620,7 @@ mod tests {
             sysctl: Default::default(),
             network: Default::default(),
             container_networks: Default::default(),
+            registries: Default::default(),
         };
         let report = load_modules(dir.path(), &config, None, 1);
         assert_eq!(report.total, 2);
@@ -1669,6 +1670,7 @@ mod tests {
             sysctl: Default::default(),
             network: Default::default(),
             container_networks: Default::default(),
+            registries: Default::default(),
         };
         let db = ModuleDb::parse(
             "kernel/a.ko:\nkernel/b.ko:\nkernel/c-x.ko: kernel/a.ko\n",

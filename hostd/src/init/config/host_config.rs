@@ -429,6 +429,7 @@ gateway = "10.0.0.1"
                 interfaces,
             },
             container_networks: Default::default(),
+            registries: Default::default(),
         }
     }
 
