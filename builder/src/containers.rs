@@ -389,7 +389,12 @@ pub fn plan(
             .into());
         }
         plan.containers.push(PlannedContainer {
-            request: spec.request.clone(),
+            // The image is embedded: hostd must never go to a registry for
+            // it (a name like `bb` would mean docker.io/library/bb).
+            request: RunRequest {
+                pull: mkhost_shared::container::PullPolicy::Never,
+                ..spec.request.clone()
+            },
             archive: index,
             image_id,
         });

@@ -3,6 +3,9 @@
 //! a person (tables like docker's) or as JSON. Exit codes: 0 on success, 1
 //! when the daemon or the store says no or cannot be reached.
 
+mod pull_view;
+
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -231,12 +234,23 @@ pub fn ps(socket: &Path, json: bool) -> ExitCode {
     )
 }
 
-/// `pull REF`: what was fetched and what was there already.
+/// `pull REF`: progress on stderr while it runs (bars on a terminal, a
+/// line per blob otherwise), then what was fetched and what was there
+/// already.
 pub fn pull(socket: &Path, reference: &str) -> ExitCode {
     let request = Request::Pull {
         reference: reference.to_string(),
     };
-    client(socket, &request, request.client_timeout(), |response| {
+    let watcher = mkhost_registry::Reference::parse(reference)
+        .ok()
+        .and_then(|r| {
+            pull_view::Watcher::start(socket, r.canonical(), std::io::stderr().is_terminal())
+        });
+    let answer = control::request(socket, &request, request.client_timeout());
+    if let Some(watcher) = watcher {
+        watcher.stop();
+    }
+    answered(answer, |response| {
         let Response::Pulled(report) = response else {
             return Err(unexpected(&response));
         };
@@ -367,7 +381,15 @@ fn client(
     timeout: Duration,
     show: impl FnOnce(Response) -> Result<(), String>,
 ) -> ExitCode {
-    match control::request(socket, request, timeout) {
+    answered(control::request(socket, request, timeout), show)
+}
+
+/// Hands a successful `answer` to `show`; see [`client`].
+fn answered(
+    answer: Result<Response, control::ClientError>,
+    show: impl FnOnce(Response) -> Result<(), String>,
+) -> ExitCode {
+    match answer {
         Ok(Response::Error(message)) => {
             eprintln!("hostd: {message}");
             ExitCode::FAILURE

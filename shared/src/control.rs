@@ -28,7 +28,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::container::{ExecError, Record, RunRequest};
-use crate::images::{GcReport, ImageInfo, ImageSummary, ImportReport, PullReport, Removed};
+use crate::images::{
+    GcReport, ImageInfo, ImageSummary, ImportReport, PullProgress, PullReport, Removed,
+};
 use crate::network::{NetworkSpec, PortMapping};
 
 /// Longest request line the server accepts, in bytes (newline excluded).
@@ -171,6 +173,8 @@ pub enum Request {
         /// The reference (`nginx:1.27`, `host:5000/a/b@sha256:…`).
         reference: String,
     },
+    /// The pulls in progress (to draw their progress).
+    PullProgress,
     /// Every container network.
     Networks,
     /// Creates a network.
@@ -200,9 +204,10 @@ impl Request {
             Request::Images | Request::InspectImage { .. } => READ_TIMEOUT,
             Request::Import { .. } | Request::RemoveImage { .. } | Request::Gc => WRITE_TIMEOUT,
             Request::Ps | Request::Logs { .. } => READ_TIMEOUT,
-            Request::Networks | Request::NetworkInspect { .. } | Request::Port { .. } => {
-                READ_TIMEOUT
-            }
+            Request::Networks
+            | Request::NetworkInspect { .. }
+            | Request::Port { .. }
+            | Request::PullProgress => READ_TIMEOUT,
             Request::NetworkCreate(_) | Request::NetworkRm { .. } | Request::Pull { .. } => {
                 WRITE_TIMEOUT
             }
@@ -322,6 +327,8 @@ pub enum Response {
     Ports(Vec<PortMapping>),
     /// `pulled`: what a pull did.
     Pulled(Box<PullReport>),
+    /// The pulls in progress.
+    PullProgress(Vec<PullProgress>),
     /// The request failed; the message says why.
     Error(String),
     /// `run` failed because the container's command could not be started
@@ -375,6 +382,8 @@ struct WireResponse {
     ports: Option<Vec<PortMapping>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pulled: Option<Box<PullReport>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pulls: Option<Vec<PullProgress>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,6 +445,10 @@ impl From<Response> for WireResponse {
                 pulled: Some(v),
                 ..ok
             },
+            Response::PullProgress(v) => WireResponse {
+                pulls: Some(v),
+                ..ok
+            },
             Response::Error(error) => WireResponse {
                 ok: false,
                 error: Some(error),
@@ -479,7 +492,8 @@ impl TryFrom<WireResponse> for Response {
             .or(wire.container.map(Response::Container))
             .or(wire.networks.map(Response::Networks))
             .or(wire.ports.map(Response::Ports))
-            .or(wire.pulled.map(Response::Pulled));
+            .or(wire.pulled.map(Response::Pulled))
+            .or(wire.pulls.map(Response::PullProgress));
         if let Some(answer) = answer {
             return Ok(answer);
         }

@@ -125,6 +125,48 @@ pub struct PullReport {
     pub import: ImportReport,
 }
 
+/// A pull in progress, as `hostd pull` draws it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// The reference being pulled, canonical (`docker.io/library/nginx:1.27`).
+    pub reference: String,
+    /// The image manifest's digest, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// Layers and config together, bytes (0 until resolved).
+    pub total_bytes: u64,
+    /// The blobs begun so far, in the order they began.
+    pub blobs: Vec<BlobProgress>,
+    /// The pull is over (the daemon keeps the last one for a last look).
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// One blob of a pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobProgress {
+    /// Its digest.
+    pub digest: String,
+    /// Its size (0 when already present: not looked at).
+    pub size: u64,
+    /// Bytes downloaded so far.
+    pub done: u64,
+    /// Where it is.
+    pub state: BlobState,
+}
+
+/// Where a blob of a pull is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobState {
+    /// Downloading.
+    Downloading,
+    /// Downloaded and verified.
+    Done,
+    /// The store had it already.
+    Present,
+}
+
 /// One image of an import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportedImage {

@@ -103,6 +103,7 @@ impl Default for DaemonOptions {
             boot_manifest: Some(PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
             networks: Some(PathBuf::from(paths::NETWORKS)),
             registries: RegistryOptions {
+                settings_file: Some(PathBuf::from(paths::REGISTRIES)),
                 auth_file: Some(PathBuf::from(DOCKER_AUTH_FILE)),
                 ..RegistryOptions::default()
             },
@@ -121,7 +122,7 @@ pub struct Handler {
     /// The container networks; `None` without a zygote.
     networks: Option<Arc<Networks>>,
     /// The registry client, or why there is none.
-    puller: Result<Puller, String>,
+    puller: Result<Arc<Puller>, String>,
 }
 
 impl Handler {
@@ -147,43 +148,28 @@ impl Handler {
     /// Adds a registry client made with `options` (a bad option is logged
     /// and answered to every pull).
     pub fn with_registries(mut self, options: &RegistryOptions) -> Self {
-        self.puller = Puller::new(options);
+        self.puller = Puller::new(options).map(Arc::new);
         if let Err(e) = &self.puller {
             log(&format!("registries unavailable: {e}"));
         }
         self
     }
 
-    fn pull(
-        &self,
-        store: &Store,
-        reference: &str,
-    ) -> Result<mkhost_shared::images::PullReport, String> {
-        self.puller
-            .as_ref()
-            .map_err(Clone::clone)?
-            .pull(store, reference)
+    /// The registry client, or why there is none.
+    fn puller(&self) -> Result<&Arc<Puller>, String> {
+        self.puller.as_ref().map_err(Clone::clone)
     }
 
-    /// Pulls `run`'s image if its policy says so: always, or when the store
-    /// lacks it (the store's own error comes first when that pull fails).
+    /// Pulls `run`'s image if its policy says so.
     fn pull_for_run(
         &self,
         store: &Store,
         run: &mkhost_shared::container::RunRequest,
     ) -> Result<(), String> {
-        use mkhost_shared::container::PullPolicy;
-        match run.pull {
-            PullPolicy::Never => Ok(()),
-            PullPolicy::Always => self.pull(store, &run.image).map(drop),
-            PullPolicy::Missing => match store.inspect(&run.image) {
-                Ok(_) => Ok(()),
-                Err(missing) => self
-                    .pull(store, &run.image)
-                    .map(drop)
-                    .map_err(|e| format!("{missing}; pulling it failed: {e}")),
-            },
+        if run.pull == mkhost_shared::container::PullPolicy::Never {
+            return Ok(());
         }
+        self.puller()?.ensure_image(store, run)
     }
 
     /// Adds container support.
@@ -357,11 +343,18 @@ impl Handler {
             Request::Gc => self.with_store(|s| s.gc().map(Response::Gc)),
             Request::Pull { reference } => match self.store() {
                 Ok(store) => self
-                    .pull(&store, reference)
+                    .puller()
+                    .and_then(|p| p.pull(&store, reference))
                     .map(|r| Response::Pulled(Box::new(r)))
                     .unwrap_or_else(Response::Error),
                 Err(e) => Response::Error(e.to_string()),
             },
+            Request::PullProgress => Response::PullProgress(
+                self.puller
+                    .as_ref()
+                    .map(|p| p.progress())
+                    .unwrap_or_default(),
+            ),
         }
     }
 
@@ -470,10 +463,18 @@ fn start_boot_containers(path: &Path, containers: Arc<Manager>, handler: &Handle
         }
     };
     let state = state.to_path_buf();
+    let puller = handler.puller().ok().cloned();
     let spawned = std::thread::Builder::new()
         .name("hostd-boot".into())
         .spawn(move || {
-            let report = crate::daemon::containers::boot::start(&manifest, &containers, &store, &state);
+            let report = crate::daemon::containers::boot::start(
+                &manifest,
+                &containers,
+                &store,
+                &state,
+                puller.as_deref(),
+                &crate::daemon::containers::boot::PULL_RETRIES,
+            );
             for e in &report.errors {
                 log(e);
             }

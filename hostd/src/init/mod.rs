@@ -696,6 +696,7 @@ fn apply_settings(
     let settings = config.map(|config| resolve_settings(config, host_toml, params));
     apply_hostname(options, settings.as_ref(), &mut booted.ready);
     write_network_definitions(options, settings.as_ref());
+    write_registry_settings(options, settings.as_ref());
     if let (Some(settings), true) = (&settings, real) {
         booted.network = net::start(settings);
         if let Some(hotplug) = &booted.hotplug {
@@ -1136,6 +1137,24 @@ fn write_network_definitions(options: &Options, settings: Option<&Settings>) {
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| mkhost_shared::fs::write_atomic(&path, &json, 0o644));
+    if let Err(e) = written {
+        timeline::error(&format!("cannot write {}: {e}", path.display()));
+    }
+}
+
+/// Writes the registry settings (image, then host.toml) for hostd, readable
+/// by root alone: host.toml's credentials are in it.
+fn write_registry_settings(options: &Options, settings: Option<&Settings>) {
+    let Some(settings) = settings else {
+        return;
+    };
+    let path = at(&options.root, mkhost_shared::paths::REGISTRIES);
+    let mut json = serde_json::to_vec_pretty(&settings.registries).unwrap_or_default();
+    json.push(b'\n');
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| mkhost_shared::fs::write_atomic(&path, &json, 0o600));
     if let Err(e) = written {
         timeline::error(&format!("cannot write {}: {e}", path.display()));
     }

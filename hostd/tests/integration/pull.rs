@@ -1,7 +1,9 @@
 //! `hostd pull` and `run --pull` against a real registry (Debian's
 //! `docker-registry`, the CNCF distribution server), natively, inside the
 //! test's network namespace with the daemon: a busybox image pushed with
-//! skopeo is pulled, verified and run; a second pull fetches no layer; a
+//! skopeo is pulled, verified and run, with a progress line per blob on
+//! stderr, the registry named insecure in a `--registries` settings file as
+//! init writes it from host.toml; a second pull fetches no layer; a
 //! run pulls what the store lacks unless told `--pull never`; a missing tag
 //! fails with both reasons, and the store is as it was.
 
@@ -122,14 +124,32 @@ fn pull_and_run_from_a_real_registry() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let host = registry_host();
-    let daemon = Daemon::start(work, Path::new(HOSTD), &["--insecure-registry", &host]);
+    let settings = work.join("registries.json");
+    fs::write(&settings, format!("{{\"insecure\": [\"{host}\"]}}")).unwrap();
+    let daemon = Daemon::start(
+        work,
+        Path::new(HOSTD),
+        &["--registries", settings.to_str().unwrap()],
+    );
     let socket = daemon.socket();
     let _registry = Registry::start(work);
     push(work, "1");
     push(work, "3");
     let reference = format!("{host}/test/bb:1");
 
-    let pulled = ok(&hostd(&socket, &["pull", &reference]));
+    let output = hostd(&socket, &["pull", &reference]);
+    let pulled = ok(&output);
+    // Not a terminal: plain lines, the image's, then one per blob.
+    let progress = String::from_utf8_lossy(&output.stderr).to_string();
+    let lines: Vec<&str> = progress.lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[0].starts_with(&format!("{reference} (sha256:"))
+            && lines[1..]
+                .iter()
+                .all(|l| l.starts_with("sha256:") && l.contains(": done, ")),
+        "{progress}"
+    );
     assert!(
         pulled.starts_with(&format!("pulled {reference} (sha256:"))
             && pulled.contains("1 layers")
@@ -142,8 +162,15 @@ fn pull_and_run_from_a_real_registry() {
     assert_eq!(ran, "hi\n");
 
     // Again: the layer is there, only the manifest and config come.
-    let again = ok(&hostd(&socket, &["pull", &reference]));
+    let output = hostd(&socket, &["pull", &reference]);
+    let again = ok(&output);
     assert!(again.contains("1 blobs already present"), "{again}");
+    let progress = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(
+        progress.matches(": already present").count(),
+        1,
+        "{progress}"
+    );
 
     // run pulls what the store lacks...
     let implicit = ok(&hostd(

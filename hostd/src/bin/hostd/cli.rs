@@ -28,11 +28,12 @@ use mkhost_shared::paths;
 /// `hostd --help`; the only list of the commands and their options.
 pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
-             [--networks FILE] [--insecure-registry HOST[:PORT]]... [--registry-ca PEM]
-             [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
+             [--networks FILE] [--registries FILE] [--insecure-registry HOST[:PORT]]...
+             [--registry-ca PEM] [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         boot manifest: /etc/hostd/containers.json, networks:
-                                        /run/mkhost/networks.json)
+                                        /run/mkhost/networks.json, registries:
+                                        /run/mkhost/registries.json)
        hostd status                     print the daemon's status as JSON
        hostd images [--json]            list images
        hostd pull REF                   pull an image from its registry (nginx:1.27,
@@ -359,6 +360,10 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("networks") => {
                 daemon.networks = Some(p.value()?.into());
+                &["daemon"]
+            }
+            Long("registries") => {
+                daemon.registries.settings_file = Some(p.value()?.into());
                 &["daemon"]
             }
             Long("insecure-registry") => {
@@ -960,6 +965,7 @@ mod tests {
             boot_manifest: Some(mkhost_shared::paths::BOOT_MANIFEST.into()),
             networks: Some(paths::NETWORKS.into()),
             registries: hostd::daemon::pull::RegistryOptions {
+                settings_file: Some(paths::REGISTRIES.into()),
                 auth_file: Some(hostd::daemon::DOCKER_AUTH_FILE.into()),
                 ..Default::default()
             },

@@ -5,14 +5,19 @@
 //! directory remembers it), deletes each archive once imported (the root is
 //! in RAM), and starts every declared container that does
 //! not exist yet — so a restarted daemon, which re-adopted them, starts
-//! nothing twice. Problems are logged per archive and per container; one bad
-//! entry does not keep the others from starting.
+//! nothing twice. A container whose profile said `pull = "boot"` has a pull
+//! policy: its image is pulled from its registry first when the store lacks
+//! it, tried again a few times while the host's network comes up. Problems
+//! are logged per archive and per container; one bad entry does not keep
+//! the others from starting.
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use super::Manager;
-use mkhost_shared::container::BootManifest;
+use crate::daemon::pull::Puller;
+use mkhost_shared::container::{BootManifest, PullPolicy, RunRequest};
 use mkhost_store::{HashingReader, Store};
 
 /// What [`start`] did, for the log and tests.
@@ -45,12 +50,55 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(digest.hex().to_string())
 }
 
-/// Imports the archives and starts the containers of `manifest`.
+/// Waits between boot-time pull attempts: the network may still be coming
+/// up (a DHCP lease, a switch port in STP listening) when hostd starts.
+pub const PULL_RETRIES: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(8),
+    Duration::from_secs(20),
+];
+
+/// Pulls `request`'s image as its policy says, trying again after each of
+/// `waits`; the last error if every attempt failed.
+fn pull_with_retries(
+    puller: Option<&Puller>,
+    store: &Store,
+    request: &RunRequest,
+    waits: &[Duration],
+) -> Result<(), String> {
+    if request.pull == PullPolicy::Never {
+        return Ok(());
+    }
+    let Some(puller) = puller else {
+        return Err(format!(
+            "image {:?} is to be pulled at boot, but there is no registry client",
+            request.image
+        ));
+    };
+    let mut attempt = puller.ensure_image(store, request);
+    for wait in waits {
+        let Err(e) = &attempt else { break };
+        crate::daemon::log::log(&format!(
+            "boot pull of {} failed, trying again in {} s: {e}",
+            request.image,
+            wait.as_secs()
+        ));
+        std::thread::sleep(*wait);
+        attempt = puller.ensure_image(store, request);
+    }
+    attempt
+}
+
+/// Imports the archives and starts the containers of `manifest`, pulling
+/// the images of those with a pull policy (trying again after each of
+/// `pull_waits`).
 pub fn start(
     manifest: &BootManifest,
     manager: &Manager,
     store: &Store,
     state: &Path,
+    puller: Option<&Puller>,
+    pull_waits: &[Duration],
 ) -> BootReport {
     let mut report = BootReport::default();
     let markers = state.join("boot-imported");
@@ -95,6 +143,12 @@ pub fn start(
         let name = request.name.clone().unwrap_or_default();
         if existing.contains(&name) {
             report.existing.push(name);
+            continue;
+        }
+        if let Err(e) = pull_with_retries(puller, store, request, pull_waits) {
+            report
+                .errors
+                .push(format!("boot container {name:?} did not start: {e}"));
             continue;
         }
         match manager.run(store, request) {

@@ -23,6 +23,16 @@
 //! [container_networks.rack]        # containers' own addresses on eth1
 //! driver = "direct"
 //! parent = "eth1"
+//!
+//! [registries]                     # overlays the image's, field by field
+//! insecure = ["10.0.2.2:5000"]
+//! ca = """-----BEGIN CERTIFICATE-----
+//! ...
+//! -----END CERTIFICATE-----"""
+//!
+//! [registries.auths."registry.lab:5000"]
+//! username = "ops"
+//! password = "secret"
 //! ```
 //!
 //! [`parse_host_toml`] reports any problem with its line and column; the
@@ -35,6 +45,7 @@ use serde::Deserialize;
 
 use mkhost_shared::boot_config::BootConfig;
 use mkhost_shared::network::NetworkSpec;
+use mkhost_shared::registries::RegistrySettings;
 
 /// The path of host.toml on the ESP.
 pub const HOST_TOML: &str = "mkhost/host.toml";
@@ -114,6 +125,8 @@ pub struct Overrides {
     pub debug_shell: Option<bool>,
     /// Container networks (replaced or added by name).
     pub container_networks: BTreeMap<String, NetworkSpec>,
+    /// Registry settings (overlaid field by field).
+    pub registries: Option<RegistrySettings>,
 }
 
 /// A problem in host.toml, with its position.
@@ -134,6 +147,7 @@ struct HostToml {
     hostname: Option<toml::Spanned<String>>,
     network: Option<HostNetwork>,
     container_networks: Option<BTreeMap<String, toml::Spanned<NetworkSpec>>>,
+    registries: Option<toml::Spanned<RegistrySettings>>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +244,13 @@ pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
         })?;
         out.container_networks.insert(name, spec);
     }
+    if let Some(registries) = doc.registries {
+        registries
+            .get_ref()
+            .validate()
+            .map_err(|e| problem(text, registries.span(), format!("[registries]: {e}")))?;
+        out.registries = Some(registries.into_inner());
+    }
     Ok(out)
 }
 
@@ -273,6 +294,8 @@ pub struct Settings {
     pub debug_shell: bool,
     /// Container networks by name, with where each came from.
     pub container_networks: BTreeMap<String, (NetworkSpec, Source)>,
+    /// Registry settings: the image's, overlaid by host.toml's.
+    pub registries: RegistrySettings,
 }
 
 impl Settings {
@@ -305,9 +328,17 @@ impl Settings {
                 Err(e) => warnings.push(format!("boot.json: {e}")),
             }
         }
+        let registries = match boot.registries.validate() {
+            Ok(()) => boot.registries.clone(),
+            Err(e) => {
+                warnings.push(format!("boot.json: registries: {e}"));
+                RegistrySettings::default()
+            }
+        };
         (
             Self {
                 container_networks,
+                registries,
                 hostname: boot.hostname.clone(),
                 hostname_source: Source::Image,
                 dhcp: boot.network.dhcp,
@@ -346,6 +377,9 @@ impl Settings {
         for (name, spec) in &layer.container_networks {
             self.container_networks
                 .insert(name.clone(), (spec.clone(), source));
+        }
+        if let Some(registries) = &layer.registries {
+            self.registries = self.registries.overlaid(registries);
         }
     }
 
@@ -485,6 +519,32 @@ gateway = "10.0.0.1"
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn registries_overlay_the_images_and_bad_ones_name_their_line() {
+        let mut boot = boot();
+        boot.registries.insecure = vec!["10.0.2.2:5000".into()];
+        boot.registries.mirrors = BTreeMap::from([("docker.io".into(), vec!["m:5000".into()])]);
+        let (mut settings, warnings) = Settings::from_boot_config(&boot);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let host = parse_host_toml(
+            "[registries]\ninsecure = [\"lab:5000\"]\n[registries.auths.\"lab:5000\"]\nusername = \"ops\"\npassword = \"pw\"\n",
+        )
+        .unwrap();
+        settings.apply(&host, Source::HostToml);
+        assert_eq!(settings.registries.insecure, ["lab:5000"]);
+        assert_eq!(settings.registries.mirrors["docker.io"], ["m:5000"]);
+        assert_eq!(settings.registries.auths["lab:5000"].username, "ops");
+        let e = parse_host_toml("hostname = \"a\"\n[registries]\ninsecure = [\"http://lab\"]\n")
+            .unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message.contains("insecure[0]") && e.message.contains("scheme"),
+            "{e}"
+        );
+        let e = parse_host_toml("[registries]\nca = 5\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]
