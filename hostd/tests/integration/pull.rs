@@ -220,3 +220,166 @@ fn pull_and_run_from_a_real_registry() {
     );
     daemon.terminate();
 }
+
+/// A proxy in the test's namespace, on `listen`, to the registry: it
+/// passes everything, except that a response on a connection that asked
+/// for a blob whose path contains `stall_on` stops after 64 KiB and hangs
+/// (a server stalled mid-blob). Runs on threads that end with the test.
+fn stalling_proxy(work: &Path, listen: u16, stall_on: String) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let netns = fs::File::open(crate::common::test_netns(work)).unwrap();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a valid descriptor.
+        let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+        let listener = TcpListener::bind(("127.0.0.1", listen)).unwrap();
+        bound_tx.send(()).unwrap();
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            // Connecting from a thread that is in the namespace too.
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", PORT)) else {
+                continue;
+            };
+            let stall = Arc::new(AtomicBool::new(false));
+            let (mut from_client, mut to_upstream) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (flag, needle) = (Arc::clone(&stall), stall_on.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..n]).contains(&needle) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    if to_upstream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (mut from_upstream, mut to_client) = (upstream, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let mut after_flag = 0usize;
+                while let Ok(n @ 1..) = from_upstream.read(&mut buf) {
+                    if stall.load(Ordering::SeqCst) {
+                        after_flag += n;
+                        if after_flag > 64 << 10 {
+                            // Hold the connection open, send nothing more.
+                            std::thread::sleep(Duration::from_secs(600));
+                            return;
+                        }
+                    }
+                    if to_client.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    bound_rx.recv().unwrap();
+}
+
+#[test]
+fn a_pull_killed_mid_blob_leaves_the_store_as_it_was() {
+    let have = |p: &str| {
+        Command::new("which")
+            .arg(p)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !require(
+        have("docker-registry") && have("skopeo") && have("umoci"),
+        "docker-registry, skopeo and umoci",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let host = registry_host();
+    let proxied = "127.0.0.1:5001";
+    let settings = work.join("registries.json");
+    fs::write(
+        &settings,
+        format!("{{\"insecure\": [\"{host}\", \"{proxied}\"]}}"),
+    )
+    .unwrap();
+    let flags = ["--registries", settings.to_str().unwrap()];
+    let daemon = Daemon::start(work, Path::new(HOSTD), &flags);
+    let socket = daemon.socket();
+    let _registry = Registry::start(work);
+    push(work, "1");
+    // The layer: the only blob of the pushed image bigger than 64 KiB.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(work.join("L/index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(work.join("L/blobs/sha256").join(&manifest_digest[7..])).unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stalling_proxy(work, 5001, format!("/blobs/{layer}"));
+    let images_before = ok(&hostd(&socket, &["images"]));
+
+    // The pull stalls mid-layer: its partial blob is on disk when the
+    // daemon is killed.
+    let mut pull = Command::new(HOSTD)
+        .args(["pull", "--socket"])
+        .arg(&socket)
+        .arg(format!("{proxied}/test/bb:1"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = |dir: &Path| -> bool {
+        walk(dir).iter().any(|p| {
+            p.extension().is_some_and(|e| e == "tmp") && fs::metadata(p).is_ok_and(|m| m.len() > 0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !partial(&work.join("store/incoming")) {
+        assert!(Instant::now() < deadline, "the pull never began its layer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.kill9();
+    let _ = pull.wait();
+
+    // A new daemon: the staging directory is gone, the store as it was,
+    // and the pull from the registry itself works.
+    let daemon = Daemon::start(work, Path::new(HOSTD), &flags);
+    assert_eq!(
+        fs::read_dir(work.join("store/incoming")).unwrap().count(),
+        0,
+        "a staging directory was left"
+    );
+    assert_eq!(ok(&hostd(&socket, &["images"])), images_before);
+    let pulled = ok(&hostd(&socket, &["pull", &format!("{host}/test/bb:1")]));
+    assert!(pulled.contains("0 blobs already present"), "{pulled}");
+    let ran = ok(&hostd(
+        &socket,
+        &["run", "--rm", &format!("{host}/test/bb:1"), "echo", "whole"],
+    ));
+    assert_eq!(ran, "whole\n");
+    daemon.terminate();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
