@@ -1130,13 +1130,24 @@ fn write_network_definitions(options: &Options, settings: Option<&Settings>) {
     let Some(settings) = settings else {
         return;
     };
-    let path = at(&options.root, mkhost_shared::paths::NETWORKS);
-    let mut json = serde_json::to_vec_pretty(&settings.network_definitions()).unwrap_or_default();
+    write_json_for_hostd(
+        options,
+        mkhost_shared::paths::NETWORKS,
+        &settings.network_definitions(),
+        0o644,
+    );
+}
+
+/// Writes `value` as JSON at `path` (under the root) with `mode`; a failure
+/// is logged: hostd then runs without it.
+fn write_json_for_hostd(options: &Options, path: &str, value: &impl serde::Serialize, mode: u32) {
+    let path = at(&options.root, path);
+    let mut json = serde_json::to_vec_pretty(value).unwrap_or_default();
     json.push(b'\n');
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| mkhost_shared::fs::write_atomic(&path, &json, 0o644));
+        .and_then(|()| mkhost_shared::fs::write_atomic(&path, &json, mode));
     if let Err(e) = written {
         timeline::error(&format!("cannot write {}: {e}", path.display()));
     }
@@ -1148,16 +1159,12 @@ fn write_registry_settings(options: &Options, settings: Option<&Settings>) {
     let Some(settings) = settings else {
         return;
     };
-    let path = at(&options.root, mkhost_shared::paths::REGISTRIES);
-    let mut json = serde_json::to_vec_pretty(&settings.registries).unwrap_or_default();
-    json.push(b'\n');
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| mkhost_shared::fs::write_atomic(&path, &json, 0o600));
-    if let Err(e) = written {
-        timeline::error(&format!("cannot write {}: {e}", path.display()));
-    }
+    write_json_for_hostd(
+        options,
+        mkhost_shared::paths::REGISTRIES,
+        &settings.registries,
+        0o600,
+    );
 }
 
 /// Sets the hostname (and on a real boot writes /etc/hosts); records the

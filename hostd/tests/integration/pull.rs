@@ -88,6 +88,20 @@ fn push(work: &Path, tag: &str) {
         .arg(format!("docker://{}/test/bb:{tag}", registry_host())));
 }
 
+/// Whether the registry and the tools to fill it are here (in CI they must be).
+fn registry_tools() -> bool {
+    let have = |p: &str| {
+        Command::new("which")
+            .arg(p)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    require(
+        have("docker-registry") && have("skopeo") && have("umoci"),
+        "docker-registry, skopeo and umoci",
+    )
+}
+
 fn hostd(socket: &Path, args: &[&str]) -> Output {
     let (command, rest) = args.split_first().unwrap();
     Command::new(HOSTD)
@@ -109,16 +123,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn pull_and_run_from_a_real_registry() {
-    let have = |p: &str| {
-        Command::new("which")
-            .arg(p)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !require(
-        have("docker-registry") && have("skopeo") && have("umoci"),
-        "docker-registry, skopeo and umoci",
-    ) {
+    if !registry_tools() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -286,16 +291,7 @@ fn stalling_proxy(work: &Path, listen: u16, stall_on: String) {
 
 #[test]
 fn a_pull_killed_mid_blob_leaves_the_store_as_it_was() {
-    let have = |p: &str| {
-        Command::new("which")
-            .arg(p)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !require(
-        have("docker-registry") && have("skopeo") && have("umoci"),
-        "docker-registry, skopeo and umoci",
-    ) {
+    if !registry_tools() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
