@@ -85,7 +85,7 @@ pub(crate) fn import(
     }
     let _lock = store.lock()?;
     let staging = Staging::create(&store.tmp_dir(), "import")?;
-    let source = Source::open(path, &staging)?;
+    let source = Source::open(path, &staging, store.owns_incoming(path))?;
     let mut images = source_images(&source, &staging, path)?;
     if let Some(name) = name {
         let [image] = images.as_mut_slice() else {
@@ -220,7 +220,7 @@ pub fn archive_images(
     max_unpacked: u64,
 ) -> Result<Vec<ArchiveImage>, StoreError> {
     let staging = Staging::create(scratch, "list")?;
-    let source = Source::open(path, &staging)?;
+    let source = Source::open(path, &staging, false)?;
     if let Source::Rootfs { .. } = source {
         // Its image would have no name to find it by: build-time checks
         // take image archives only.

@@ -2,7 +2,7 @@
 //! the writer lock live below its root. Every other part of the store finds
 //! its files through here.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,18 @@ impl Store {
 
     pub(crate) fn incoming_dir(&self) -> PathBuf {
         self.root.join("incoming")
+    }
+
+    /// True when `path` is a directory directly under `incoming/` (the
+    /// store's own downloads; symlinks and `..` resolved first).
+    pub(crate) fn owns_incoming(&self, path: &Path) -> bool {
+        match (
+            fs::canonicalize(path),
+            fs::canonicalize(self.incoming_dir()),
+        ) {
+            (Ok(path), Ok(incoming)) => path.parent() == Some(incoming.as_path()),
+            _ => false,
+        }
     }
 
     pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {

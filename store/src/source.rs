@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use super::digest::{Digest, HashingWriter};
+use super::digest::{Digest, HashingReader, HashingWriter};
 use super::error::StoreError;
 use super::tarstream::BlockPadded;
 use super::unpack::{decompressed, names_root};
@@ -162,8 +162,14 @@ pub(crate) enum Item {
 
 /// An import source.
 pub(crate) enum Source {
-    /// A directory, read through `openat2(RESOLVE_IN_ROOT)`.
-    Dir { path: PathBuf, fd: OwnedFd },
+    /// A directory, read through `openat2(RESOLVE_IN_ROOT)`. `own`: one of
+    /// the store's `incoming/` directories, which only the store's process
+    /// writes: its files are hard-linked into staging, not copied.
+    Dir {
+        path: PathBuf,
+        fd: OwnedFd,
+        own: bool,
+    },
     /// An archive, already staged: files by normalised path.
     Archive { files: BTreeMap<String, Item> },
     /// A tar of a root file system (an archive without image layout files),
@@ -173,8 +179,9 @@ pub(crate) enum Source {
 
 impl Source {
     /// Opens `path`: a directory as is, a file as an archive (read entirely
-    /// into `staging`).
-    pub(crate) fn open(path: &Path, staging: &Staging) -> Result<Source, StoreError> {
+    /// into `staging`). `own` says that a directory is the store's own
+    /// (under `incoming/`): see [`Source::Dir`].
+    pub(crate) fn open(path: &Path, staging: &Staging, own: bool) -> Result<Source, StoreError> {
         let source_err = |source| StoreError::Source {
             path: path.to_owned(),
             source,
@@ -185,6 +192,7 @@ impl Source {
             return Ok(Source::Dir {
                 path: path.to_owned(),
                 fd: fd.into(),
+                own,
             });
         }
         // Opened non-blocking so a fifo cannot hang the import, then checked:
@@ -378,7 +386,7 @@ impl Source {
             Source::Archive { .. } => self.archive_file(file).cloned().ok_or_else(missing),
             Source::Rootfs { blob } if file == ROOTFS_LAYER => Ok(blob.clone()),
             Source::Rootfs { .. } => Err(missing()),
-            Source::Dir { path, .. } => {
+            Source::Dir { path, own, .. } => {
                 let key = normalize(file).map_err(|_| missing())?;
                 let mut f = match self.open_in_dir(&key) {
                     Ok(f) => f,
@@ -397,7 +405,24 @@ impl Source {
                         })
                     }
                 };
-                let (staged, read) = stage_stream(&mut f, staging.path("src"))?;
+                let dest = staging.path("src");
+                if *own && link_fd(&f, &dest).is_ok() {
+                    // The same inode, read once more to hash it: the store
+                    // checks every blob itself, whoever wrote it.
+                    let (digest, size) =
+                        HashingReader::new(BufReader::with_capacity(128 * 1024, &mut f))
+                            .finish()
+                            .map_err(|source| StoreError::Source {
+                                path: path.join(&key),
+                                source,
+                            })?;
+                    return Ok(StagedFile {
+                        path: dest,
+                        digest,
+                        size,
+                    });
+                }
+                let (staged, read) = stage_stream(&mut f, dest)?;
                 read.map_err(|source| StoreError::Source {
                     path: path.join(&key),
                     source,
@@ -406,6 +431,22 @@ impl Source {
             }
         }
     }
+}
+
+/// Hard-links the open file `f` to `dest` (through `/proc/self/fd`, so the
+/// inode that was opened, whatever its name now points to). Fails across
+/// file systems or without `/proc`; the caller copies instead.
+fn link_fd(f: &File, dest: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        dest,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
 }
 
 /// `dir` joined with the relative `target`, `..` applied; `None` if it

@@ -665,6 +665,67 @@ fn digest_mismatch_leaves_store_unchanged() {
 }
 
 #[test]
+fn incoming_layouts_are_linked_and_still_verified() {
+    if !can_run() {
+        return;
+    }
+    let (tmp, store) = new_store();
+    let layer = layer_tar(&[(b"a", tar::EntryType::Regular, b"", b"pulled")]);
+    let blob_digest = format!("sha256:{}", sha256_hex(&gzip(&layer)));
+
+    // A layout elsewhere is copied: the store's blob is a file of its own.
+    let outside = tmp.path().join("outside");
+    hand_layout(&outside, "outside", std::slice::from_ref(&layer), None);
+    store.import(&outside).unwrap();
+    let source = layout_blob(&outside, &blob_digest);
+    let kept = store.blob_file(&blob_digest).unwrap();
+    assert_ne!(
+        fs::metadata(&source).unwrap().ino(),
+        fs::metadata(&kept).unwrap().ino()
+    );
+
+    // A download in the store's incoming/ is hard-linked, not copied.
+    let (tmp2, store) = new_store();
+    let incoming = store.incoming().unwrap();
+    hand_layout(
+        incoming.path(),
+        "pulled",
+        std::slice::from_ref(&layer),
+        None,
+    );
+    store.import_named(incoming.path(), "pulled:1").unwrap();
+    let source = layout_blob(incoming.path(), &blob_digest);
+    let kept = store.blob_file(&blob_digest).unwrap();
+    assert_eq!(
+        fs::metadata(&source).unwrap().ino(),
+        fs::metadata(&kept).unwrap().ino()
+    );
+    drop(incoming);
+    assert_eq!(fs::read(&kept).unwrap(), gzip(&layer));
+    assert_eq!(count_entries(&store.root().join("incoming")), 0);
+
+    // ...and still hashed: a blob that does not match its digest is refused.
+    let before = snapshot(store.root());
+    let incoming = store.incoming().unwrap();
+    let other = layer_tar(&[(b"b", tar::EntryType::Regular, b"", b"other")]);
+    hand_layout(incoming.path(), "bad", std::slice::from_ref(&other), None);
+    let other_digest = format!("sha256:{}", sha256_hex(&gzip(&other)));
+    let blob = layout_blob(incoming.path(), &other_digest);
+    let mut bytes = fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff; // the gzip trailer: the tar inside is unchanged
+    fs::write(&blob, bytes).unwrap();
+    match store.import_named(incoming.path(), "bad:1") {
+        Err(StoreError::DigestMismatch { expected, .. }) => assert_eq!(expected, other_digest),
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    drop(incoming);
+    assert_eq!(snapshot(store.root()), before);
+    assert_eq!(count_entries(&store.root().join("tmp")), 0);
+    drop(tmp2);
+}
+
+#[test]
 fn truncated_archive_is_refused() {
     if !can_run() {
         return;
