@@ -6,8 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -131,15 +130,15 @@ fn mib(bytes: u64) -> String {
 /// A thread drawing the daemon's progress of the pull of `reference` (in
 /// canonical form) on stderr until [`Watcher::stop`].
 pub struct Watcher {
-    stop: Arc<AtomicBool>,
+    /// Dropped (or sent on) to stop the thread at once, mid-wait.
+    stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl Watcher {
     /// Starts watching.
     pub fn start(socket: &Path, reference: String, terminal: bool) -> Option<Watcher> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let (stop, stopped) = mpsc::channel::<()>();
         let socket: PathBuf = socket.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("pull-progress".into())
@@ -157,10 +156,10 @@ impl Watcher {
                         }
                     }
                 };
-                while !flag.load(Ordering::SeqCst) {
-                    // A finished pull of the same image is an earlier one.
+                // A finished pull of the same image is an earlier one.
+                show(true);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(POLL) {
                     show(true);
-                    std::thread::sleep(POLL);
                 }
                 // The daemon keeps the last pull: ours, now that it answered.
                 show(false);
@@ -171,7 +170,7 @@ impl Watcher {
 
     /// Stops watching, after showing how the pull ended.
     pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop);
         let _ = self.thread.join();
     }
 }
