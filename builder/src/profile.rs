@@ -2338,6 +2338,133 @@ cpus = 2
     }
 
     #[test]
+    fn images_by_reference_are_pulled_at_build_or_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(
+            dir.path(),
+            "lab-ca.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        write(
+            dir.path(),
+            "parent.toml",
+            "extends = \"base\"\n[registries]\ninsecure = [\"10.0.2.2:5000\"]\nmirrors = { \"docker.io\" = [\"mirror.lab:5000\"] }\n",
+        );
+        let path = write(
+            dir.path(),
+            "pulls.toml",
+            r#"extends = "parent"
+[registries]
+ca_file = "lab-ca.pem"
+
+[[container]]
+name = "web"
+image = "nginx:1.27"
+
+[[container]]
+name = "lazy"
+image = "10.0.2.2:5000/team/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+pull = "boot"
+"#,
+        );
+        let p = load_path(&path, &[]).unwrap();
+        let web = &p.containers[0];
+        assert_eq!(web.request.image, "docker.io/library/nginx:1.27");
+        let pull = web.pull.as_ref().unwrap();
+        assert_eq!(pull.when, PullWhen::Build);
+        assert_eq!(pull.reference.repository, "library/nginx");
+        assert!(web.archive.as_os_str().is_empty());
+        assert!(!web.pulled_at_boot());
+        let lazy = &p.containers[1];
+        assert!(lazy.pulled_at_boot());
+        assert!(lazy
+            .request
+            .image
+            .starts_with("10.0.2.2:5000/team/app@sha256:0000"));
+        // The child's ca_file on top of the parent's insecure and mirrors.
+        assert_eq!(p.registries.insecure, ["10.0.2.2:5000"]);
+        assert_eq!(p.registries.mirrors["docker.io"], ["mirror.lab:5000"]);
+        assert!(p
+            .registries
+            .ca
+            .as_deref()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+        assert_eq!(p.registries_origin.as_ref().unwrap().file, path);
+    }
+
+    #[test]
+    fn bad_pulls_and_registries_point_at_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(dir.path(), "not-pem.txt", "hello\n");
+        let cases = [
+            (
+                "[[container]]\nname = \"web\"\nimage = \"nginx\"\npull = \"sometimes\"\n",
+                "5:8",
+                "pull = \"sometimes\" is not \"build\"",
+            ),
+            (
+                "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\npull = \"boot\"\n",
+                "6:8",
+                "pull = \"boot\" with archive",
+            ),
+            (
+                "[[container]]\nname = \"web\"\nimage = \"nginx@sha256:abc\"\n",
+                "4:9",
+                "invalid image reference \"nginx@sha256:abc\"",
+            ),
+            (
+                "[[container]]\nname = \"web\"\nimage = \"Upper/Case\"\n",
+                "4:9",
+                "without `archive` the image is pulled",
+            ),
+            (
+                "[registries]\nauths = { \"r:5000\" = { username = \"u\", password = \"p\" } }\n",
+                "3:9",
+                "credentials never go into a profile",
+            ),
+            (
+                "[registries]\nca = \"-----BEGIN CERTIFICATE-----\"\n",
+                "3:6",
+                "ca_file = \"lab-ca.pem\"",
+            ),
+            (
+                "[registries]\nca_file = \"missing.pem\"\n",
+                "3:11",
+                "[registries] ca_file: cannot read",
+            ),
+            (
+                "[registries]\nca_file = \"not-pem.txt\"\n",
+                "3:11",
+                "no \"-----BEGIN CERTIFICATE-----\"",
+            ),
+            (
+                "[registries]\ninsecure = [\"http://lab:5000\"]\n",
+                "3:12",
+                "[registries] insecure[0]",
+            ),
+            (
+                "[registries]\nmirrors = { \"docker.io\" = [] }\n",
+                "3:11",
+                "empty list",
+            ),
+            ("[registries]\ninsecur = []\n", "3:1", "unknown field `insecur`"),
+        ];
+        for (i, (body, at, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("r{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("r{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_container_values_point_at_the_value() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "base.toml", BASE);
