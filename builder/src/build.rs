@@ -18,10 +18,11 @@ use crate::guest_binaries::{self, GuestBinaries, GuestBinaryError};
 use crate::hashing::{derived_uuid, derived_volume_id, sha256_file, sha256_hex};
 use crate::input_file::{self, InputError};
 use crate::layout;
-use crate::lock::{self, LockEntry, LockError, LockFile};
+use crate::lock::{self, ImageLock, LockEntry, LockError, LockFile};
 use crate::output::{OutputError, Staging};
 use crate::profile::{self, FileContent, LoadPolicy, Profile, ProfileError};
 use crate::progress::{size, Progress};
+use crate::pull::{self, PullContext, PullError};
 use crate::sources::{self, Cache, InputRecord, ResolvedKernel, ResolvedStub, SourceError};
 
 pub const MIB: u64 = 1024 * 1024;
@@ -79,6 +80,8 @@ pub enum BuildError {
     GuestBinary(#[from] GuestBinaryError),
     #[error(transparent)]
     Containers(#[from] Box<ContainerError>),
+    #[error(transparent)]
+    Pull(#[from] Box<PullError>),
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -224,14 +227,27 @@ pub struct Manifest {
 #[derive(Debug, Serialize)]
 pub struct ContainerSummary {
     pub name: String,
-    /// The reference hostd starts it from, as the profile gives it.
+    /// The reference hostd starts it from, as the profile gives it (the
+    /// canonical reference for an image pulled by reference).
     pub image: String,
-    /// What that reference resolved to at build time.
-    pub image_id: String,
+    /// What that reference resolved to at build time (not for `pull =
+    /// "boot"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     pub restart: String,
-    /// The archive holding the image (`/usr/share/hostd/images/<sha256>.tar`).
-    pub archive_sha256: String,
-    pub archive_bytes: u64,
+    /// For an image named by reference: who pulls it, `build` or `boot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<&'static str>,
+    /// For an image pulled at build time: the image manifest's digest (as
+    /// in `mkhost.lock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// The archive holding the image (`/usr/share/hostd/images/<sha256>.tar`);
+    /// none for `pull = "boot"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -313,7 +329,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
 
     let (kernel, stub) = resolve_kernel_and_stub(&profile, options, pin.as_ref(), progress)?;
     let (kernel_bytes, kernel_info) = read_kernel(&kernel)?;
-    let container_plan = check_containers(&profile, options, progress)?;
+    let (container_plan, image_digests) =
+        check_containers(&profile, options, pin.as_ref(), progress)?;
     let programs = locate_guest_binaries(options, progress)?;
     let module_plan = resolve_modules(&profile, &kernel, options, progress)?;
     let initramfs = write_initramfs(
@@ -381,7 +398,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             window_log: compress::WINDOW_LOG,
         },
         ram,
-        containers: ContainerSummary::all(&container_plan),
+        containers: ContainerSummary::all(&profile, &container_plan, &image_digests),
         artifacts,
     };
     write_manifest(&staging, &manifest)?;
@@ -395,7 +412,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         report_artifacts.push((rel.to_string(), len));
     }
     let out_dir = staging.publish()?;
-    update_lock(lockfile, options, &profile, &kernel, &stub)?;
+    update_lock(lockfile, options, &profile, &kernel, &stub, image_digests)?;
 
     Ok(BuildReport {
         profile: profile.name.clone(),
@@ -505,18 +522,33 @@ fn read_kernel(kernel: &ResolvedKernel) -> Result<(Vec<u8>, bzimage::KernelInfo)
     Ok((kernel_bytes, kernel_info))
 }
 
-/// Stage: the boot-time containers' images, checked; empty without any.
+/// Stages: the images named by reference pulled (those `pull = "build"`),
+/// then the boot-time containers' images checked; empty without any. Also
+/// answers the digest each pulled reference resolved to.
 fn check_containers(
     profile: &Profile,
     options: &BuildOptions,
+    pin: Option<&LockEntry>,
     progress: &Progress,
-) -> Result<ContainerPlan, BuildError> {
+) -> Result<(ContainerPlan, BTreeMap<String, String>), BuildError> {
     if profile.containers.is_empty() {
-        return Ok(ContainerPlan::default());
+        return Ok((ContainerPlan::default(), BTreeMap::new()));
     }
+    let pulls = pull::pull_images(
+        &profile.containers,
+        &PullContext {
+            profile: &profile.name,
+            cache_root: &options.cache.root,
+            registries: &profile.registries,
+            registries_origin: profile.registries_origin.as_ref(),
+            lockfile: &options.lockfile,
+            locked: pin.map(|p| &p.images),
+        },
+        progress,
+    )?;
     let stage = progress.stage("checking container images");
     let plan = containers::plan(
-        &profile.containers,
+        &pulls.specs,
         &options.cache.root,
         profile.min_ram_mib,
         &|done, total| stage.set_position(done, total),
@@ -531,7 +563,7 @@ fn check_containers(
         size(store.blob_bytes),
         size(store.unpacked_bytes)
     ));
-    Ok(plan)
+    Ok((plan, pulls.digests))
 }
 
 /// Stage: the static `init` and `hostd`.
@@ -715,19 +747,25 @@ fn write_manifest(staging: &Staging, manifest: &Manifest) -> Result<(), BuildErr
     Ok(())
 }
 
-/// Records the kernel and stub this profile was built with in the lock file.
+/// Records the kernel, stub and pulled images (canonical reference ->
+/// manifest digest) this profile was built with in the lock file.
 fn update_lock(
     mut lockfile: LockFile,
     options: &BuildOptions,
     profile: &Profile,
     kernel: &ResolvedKernel,
     stub: &ResolvedStub,
+    image_digests: BTreeMap<String, String>,
 ) -> Result<(), BuildError> {
     lockfile.profiles.insert(
         profile.name.clone(),
         LockEntry {
             kernel: kernel.record.clone(),
             stub: stub.record.clone(),
+            images: image_digests
+                .into_iter()
+                .map(|(reference, digest)| (reference, ImageLock { digest }))
+                .collect(),
         },
     );
     lockfile.write(&options.lockfile)?;
@@ -785,20 +823,31 @@ impl FirmwareSummary {
 }
 
 impl ContainerSummary {
-    /// The boot-time containers, in profile order.
-    fn all(container_plan: &ContainerPlan) -> Vec<Self> {
+    /// The boot-time containers, in profile order (the plan keeps the
+    /// profile's), with the digests of the images pulled at build time.
+    fn all(
+        profile: &Profile,
+        container_plan: &ContainerPlan,
+        image_digests: &BTreeMap<String, String>,
+    ) -> Vec<Self> {
         container_plan
             .containers
             .iter()
-            .map(|c| {
-                let archive = &container_plan.archives[c.archive];
+            .zip(&profile.containers)
+            .map(|(c, spec)| {
+                let archive = c.archive.map(|i| &container_plan.archives[i]);
                 ContainerSummary {
                     name: c.request.name.clone().unwrap_or_default(),
                     image: c.request.image.clone(),
                     image_id: c.image_id.clone(),
                     restart: c.request.restart.to_string(),
-                    archive_sha256: archive.sha256.clone(),
-                    archive_bytes: archive.bytes,
+                    pull: spec.pull.as_ref().map(|p| p.when.as_str()),
+                    manifest_digest: spec
+                        .pull
+                        .as_ref()
+                        .and_then(|p| image_digests.get(&p.reference.canonical()).cloned()),
+                    archive_sha256: archive.map(|a| a.sha256.clone()),
+                    archive_bytes: archive.map(|a| a.bytes),
                 }
             })
             .collect()
@@ -1091,7 +1140,7 @@ fn add_boot_config(
         sysctl: profile.sysctl.clone(),
         network: profile.network.clone(),
         container_networks: profile.container_networks.clone(),
-        registries: Default::default(),
+        registries: profile.registries.without_credentials(),
     };
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');

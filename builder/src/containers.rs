@@ -22,6 +22,13 @@
 //!    archive that has it: a tag two archives share cannot silently start
 //!    the wrong image.
 //!
+//! Images pulled at build time arrive here as the OCI layout tars
+//! [`crate::pull`] made, like any archive. A container with `pull = "boot"`
+//! has no archive: its request goes into the manifest as it is (image =
+//! canonical reference, pull policy `missing`) and hostd pulls the image at
+//! boot; its reference must not name an image of the embedded archives,
+//! which hostd would start instead.
+//!
 //! The plan also sizes what hostd's store will hold in RAM once it has
 //! imported the archives at boot ([`ContainerPlan::boot_store`]), for the
 //! build's RAM budget.
@@ -119,6 +126,14 @@ pub enum ContainerError {
         other_path: PathBuf,
         other_origin: Origin,
     },
+    #[error("{origin}: container {name:?}: image {image:?} is pulled at boot (pull = \"boot\"), but it names an image of archive {other_path} ({other_origin}), which hostd imports first and would start instead; embed it or give the images distinct names")]
+    BootShadowed {
+        origin: Origin,
+        name: String,
+        image: String,
+        other_path: PathBuf,
+        other_origin: Origin,
+    },
     #[error("cannot create a scratch directory under {path} for reading image archives")]
     Scratch {
         path: PathBuf,
@@ -196,10 +211,12 @@ impl EmbeddedArchive {
 #[derive(Debug, Clone)]
 pub struct PlannedContainer {
     pub request: RunRequest,
-    /// Index into [`ContainerPlan::archives`].
-    pub archive: usize,
-    /// The image's id (`sha256:...`).
-    pub image_id: String,
+    /// Index into [`ContainerPlan::archives`]; `None` when hostd pulls the
+    /// image at boot.
+    pub archive: Option<usize>,
+    /// The image's id (`sha256:...`); `None` when hostd pulls the image at
+    /// boot.
+    pub image_id: Option<String>,
 }
 
 /// Everything the build embeds for boot-time containers.
@@ -285,8 +302,9 @@ pub fn plan(
     progress: &dyn Fn(u64, u64),
 ) -> Result<ContainerPlan, Box<ContainerError>> {
     // 1. Every path once: a regular file of a size a cpio entry can hold.
+    let embedded = || specs.iter().filter(|s| !s.pulled_at_boot());
     let mut sizes: BTreeMap<&Path, u64> = BTreeMap::new();
-    for spec in specs {
+    for spec in embedded() {
         if !sizes.contains_key(spec.archive.as_path()) {
             sizes.insert(&spec.archive, check_file(spec)?);
         }
@@ -298,7 +316,7 @@ pub fn plan(
     let mut by_path: BTreeMap<&Path, usize> = BTreeMap::new();
     let mut done = 0;
     progress(0, total);
-    for spec in specs {
+    for spec in embedded() {
         if by_path.contains_key(spec.archive.as_path()) {
             continue;
         }
@@ -334,6 +352,30 @@ pub fn plan(
     // 4. Each image in its own archive, then among all of them.
     let at_boot = import_all(&plan.archives);
     for spec in specs {
+        if spec.pulled_at_boot() {
+            let hit = match resolve(&at_boot, &spec.request.image) {
+                Resolved::One(i) => Some(at_boot[i].archive),
+                Resolved::Many(hits) => hits.first().map(|&i| at_boot[i].archive),
+                Resolved::None => None,
+            };
+            if let Some(other) = hit {
+                let other = &plan.archives[other];
+                return Err(ContainerError::BootShadowed {
+                    origin: spec.image_origin.clone(),
+                    name: spec.name().to_owned(),
+                    image: spec.request.image.clone(),
+                    other_path: other.source.clone(),
+                    other_origin: other.origin.clone(),
+                }
+                .into());
+            }
+            plan.containers.push(PlannedContainer {
+                request: spec.request.clone(),
+                archive: None,
+                image_id: None,
+            });
+            continue;
+        }
         let index = by_path[spec.archive.as_path()];
         let archive = &plan.archives[index];
         let own = import_all(std::slice::from_ref(archive));
@@ -395,8 +437,8 @@ pub fn plan(
                 pull: mkhost_shared::container::PullPolicy::Never,
                 ..spec.request.clone()
             },
-            archive: index,
-            image_id,
+            archive: Some(index),
+            image_id: Some(image_id),
         });
     }
     Ok(plan)
@@ -774,8 +816,8 @@ mod tests {
                 name: Some("web".into()),
                 ..RunRequest::default()
             },
-            archive: 0,
-            image_id: format!("sha256:{}", "a".repeat(64)),
+            archive: Some(0),
+            image_id: Some(format!("sha256:{}", "a".repeat(64))),
         });
         let json = String::from_utf8(plan.manifest_json()).unwrap();
         let back: BootManifest = serde_json::from_str(&json).unwrap();

@@ -41,6 +41,7 @@ pub mod lock;
 pub mod output;
 pub mod profile;
 pub mod progress;
+pub mod pull;
 pub mod run;
 pub mod serve;
 pub mod sources;

@@ -1,6 +1,11 @@
 //! `mkhost.lock`: the exact inputs (package versions and sha256) of each profile's
 //! last build. `mkhost build --locked` fetches those versions and refuses to
 //! build when anything differs.
+//!
+//! Container images pulled at build time are recorded by canonical
+//! reference with the image manifest digest they resolved to
+//! (`[profiles.NAME.images."docker.io/library/nginx:1.27"] digest =
+//! "sha256:…"`); `--locked` pulls exactly that digest ([`crate::pull`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +45,17 @@ pub enum LockError {
 pub struct LockEntry {
     pub kernel: InputRecord,
     pub stub: InputRecord,
+    /// Images pulled at build time, by canonical reference.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, ImageLock>,
+}
+
+/// What a pulled image resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageLock {
+    /// The linux/amd64 image manifest's digest (`sha256:…`).
+    pub digest: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -149,9 +165,20 @@ mod tests {
             LockEntry {
                 kernel: record("1"),
                 stub: record("2"),
+                images: BTreeMap::from([(
+                    "docker.io/library/nginx:1.27".to_owned(),
+                    ImageLock {
+                        digest: format!("sha256:{}", "a".repeat(64)),
+                    },
+                )]),
             },
         );
         lock.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("[profiles.qemu.images.\"docker.io/library/nginx:1.27\"]"),
+            "{text}"
+        );
         let back = LockFile::read(&path).unwrap();
         assert_eq!(back.profiles, lock.profiles);
         let entry = back.entry(&path, "qemu").unwrap();

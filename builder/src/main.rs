@@ -209,12 +209,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             ));
             for c in &m.containers {
+                let what = match &c.image_id {
+                    Some(id) => id.get(..19).unwrap_or(id).to_owned(),
+                    None => "pulled by hostd at boot".to_owned(),
+                };
                 progress.line(&format!(
-                    "  boot-time container {}: {} ({}), restart {}",
-                    c.name,
-                    c.image,
-                    &c.image_id[..c.image_id.len().min(19)],
-                    c.restart
+                    "  boot-time container {}: {} ({what}), restart {}",
+                    c.name, c.image, c.restart
                 ));
             }
             if !m.firmware.missing.is_empty() {

@@ -18,7 +18,17 @@
 //! appear only once in the merged profile. Containers are checked here with
 //! hostd's own request rules ([`mkhost_shared::container`]), so the build
 //! refuses what hostd would refuse at boot; their archives are read by the
-//! build ([`crate::containers`]).
+//! build ([`crate::containers`]). A container without `archive` names its
+//! image by reference (`image = "docker.io/library/nginx:1.27"`, checked
+//! with the registry client's parser and recorded canonical): mkhost pulls
+//! it at build time ([`crate::pull`]), or hostd at boot with
+//! `pull = "boot"`.
+//!
+//! `[registries]` (insecure registries, mirrors, `ca_file`) is the
+//! registry settings' shared shape ([`RegistrySettings`]) with the CA read
+//! from a file next to the profile; credentials (`auths`) are refused here,
+//! since whatever a profile says may end up in the image. A child's
+//! `[registries]` overlays the parent's field by field.
 //!
 //! Checked after merging: no two `[[files]]`/`[[binaries]]` entries place the
 //! same path, none places a path that is mkhost's own ([`crate::layout`]),
@@ -29,7 +39,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use mkhost_registry::Reference;
 use mkhost_shared::container::{self as hostd_request, Limits, RequestError, RunRequest};
+use mkhost_shared::registries::RegistrySettings;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -143,14 +155,21 @@ pub struct ExtraBinary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
     /// What hostd is asked to run; `name` is always set. Checked with
-    /// [`RunRequest::validate`].
+    /// [`RunRequest::validate`]. For a pulled image, `image` is the
+    /// reference's canonical form.
     pub request: RunRequest,
     /// The image archive on the build host (relative paths resolved against
-    /// the directory of the profile file that names it).
+    /// the directory of the profile file that names it). For an image
+    /// pulled at build time it is empty here, and the build's pull stage
+    /// sets it to the OCI layout tar it made ([`crate::pull`]); for one
+    /// pulled at boot it stays empty.
     pub archive: PathBuf,
+    /// Set when the table has no `archive`: the image comes from its
+    /// registry.
+    pub pull: Option<PullSpec>,
     /// The `[[container]]` table.
     pub origin: Origin,
-    /// The `archive` value.
+    /// The `archive` value (the `image` value for a pulled image).
     pub archive_origin: Origin,
     /// The `image` value.
     pub image_origin: Origin,
@@ -160,6 +179,38 @@ impl ContainerSpec {
     /// The container's name.
     pub fn name(&self) -> &str {
         self.request.name.as_deref().unwrap_or_default()
+    }
+
+    /// True when hostd pulls the image at boot (nothing is embedded).
+    pub fn pulled_at_boot(&self) -> bool {
+        self.pull.as_ref().is_some_and(|p| p.when == PullWhen::Boot)
+    }
+}
+
+/// An image a container names by reference, without an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSpec {
+    /// The parsed `image`.
+    pub reference: Reference,
+    /// Who pulls it.
+    pub when: PullWhen,
+}
+
+/// `pull = "build"` (the default without `archive`) or `"boot"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullWhen {
+    /// mkhost pulls it and embeds it as an OCI layout tar.
+    Build,
+    /// hostd pulls it at boot when its store lacks it.
+    Boot,
+}
+
+impl PullWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullWhen::Build => "build",
+            PullWhen::Boot => "boot",
+        }
     }
 }
 
@@ -197,6 +248,12 @@ pub struct Profile {
     pub busybox: PathBuf,
     /// Containers hostd imports and starts at boot, in profile order.
     pub containers: Vec<ContainerSpec>,
+    /// `[registries]`: for the build's pulls and, as they are (never with
+    /// credentials), the image's defaults in boot.json. `ca` holds the PEM
+    /// text of `ca_file`.
+    pub registries: RegistrySettings,
+    /// The `[registries]` table that set them last, for messages.
+    pub registries_origin: Option<Origin>,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -270,6 +327,20 @@ struct RawProfile {
     debug: Option<RawDebug>,
     #[serde(default)]
     container: Vec<Spanned<RawContainer>>,
+    registries: Option<Spanned<RawRegistries>>,
+}
+
+/// `[registries]` as written in a profile: [`RegistrySettings`] with
+/// `ca_file` instead of `ca`; `ca` and `auths` are read only to be refused
+/// with the fix.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistries {
+    insecure: Option<Spanned<Vec<String>>>,
+    mirrors: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+    ca_file: Option<Spanned<String>>,
+    ca: Option<Spanned<toml::Value>>,
+    auths: Option<Spanned<toml::Value>>,
 }
 
 /// A `[[container]]` table. `memory` and `cpus` take several TOML types, so
@@ -278,8 +349,9 @@ struct RawProfile {
 #[serde(deny_unknown_fields)]
 struct RawContainer {
     name: Spanned<String>,
-    archive: Spanned<String>,
+    archive: Option<Spanned<String>>,
     image: Spanned<String>,
+    pull: Option<Spanned<String>>,
     #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
@@ -675,6 +747,8 @@ struct Merged {
     files: Vec<ExtraFile>,
     binaries: Vec<ExtraBinary>,
     containers: Vec<ContainerSpec>,
+    registries: RegistrySettings,
+    registries_origin: Option<Origin>,
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
@@ -792,6 +866,8 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
             .busybox
             .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
         containers: merged.containers,
+        registries: merged.registries,
+        registries_origin: merged.registries_origin,
     };
     for machine in &profile.machines {
         check_machine_cmdline(&profile, machine)?;
@@ -979,6 +1055,12 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
         });
     }
     merge_host_settings(merged, file)?;
+    if let Some(registries) = &raw.registries {
+        merged.registries = merged
+            .registries
+            .overlaid(&registries_from_raw(registries, file)?);
+        merged.registries_origin = Some(file.origin(registries.span()));
+    }
     for c in &raw.container {
         let spec = container_from_raw(c, file)?;
         if let Some(first) = merged
@@ -1397,18 +1479,58 @@ fn container_from_raw(
         ));
     }
     let what = format!("container {name:?}");
-    if raw.image.get_ref().trim().is_empty() {
-        return Err(at(
-            raw.image.span(),
-            format!("{what}: image must name an image of the archive, like \"busybox:latest\""),
-        ));
-    }
-    if raw.archive.get_ref().is_empty() {
-        return Err(at(
-            raw.archive.span(),
-            format!("{what}: archive must be the path of an image archive (.tar)"),
-        ));
-    }
+    let pull = match &raw.archive {
+        Some(archive) => {
+            if raw.image.get_ref().trim().is_empty() {
+                return Err(at(
+                    raw.image.span(),
+                    format!(
+                        "{what}: image must name an image of the archive, like \"busybox:latest\""
+                    ),
+                ));
+            }
+            if archive.get_ref().is_empty() {
+                return Err(at(
+                    archive.span(),
+                    format!("{what}: archive must be the path of an image archive (.tar)"),
+                ));
+            }
+            if let Some(pull) = &raw.pull {
+                return Err(at(
+                    pull.span(),
+                    format!(
+                        "{what}: pull = {} with archive: an embedded archive is not pulled; drop `archive` to pull the image by reference, or drop `pull`",
+                        clip::quoted(pull.get_ref())
+                    ),
+                ));
+            }
+            None
+        }
+        None => {
+            let when = match raw.pull.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+                None | Some(("build", _)) => PullWhen::Build,
+                Some(("boot", _)) => PullWhen::Boot,
+                Some((other, span)) => {
+                    return Err(at(
+                        span,
+                        format!(
+                            "{what}: pull = {} is not \"build\" (mkhost pulls the image and embeds it, the default) or \"boot\" (hostd pulls it at boot)",
+                            clip::quoted(other)
+                        ),
+                    ))
+                }
+            };
+            let reference = Reference::parse(raw.image.get_ref()).map_err(|e| {
+                at(
+                    raw.image.span(),
+                    format!(
+                        "{what}: {e}; without `archive` the image is pulled from its registry, so give a reference like \"docker.io/library/nginx:1.27\" (or `archive` for an image archive)"
+                    ),
+                )
+            })?;
+            Some(PullSpec { reference, when })
+        }
+    };
     if let Some(bad) = raw.env.iter().find(|e| !e.get_ref().contains('=')) {
         return Err(at(
             bad.span(),
@@ -1467,7 +1589,10 @@ fn container_from_raw(
         return Err(at(span.unwrap_or(c.span()), format!("{what}: {err}")));
     }
     let request = RunRequest {
-        image: raw.image.get_ref().clone(),
+        image: match &pull {
+            Some(pull) => pull.reference.canonical(),
+            None => raw.image.get_ref().clone(),
+        },
         name: Some(name.clone()),
         command: raw.command.clone(),
         env: raw.env.iter().map(|e| e.get_ref().clone()).collect(),
@@ -1536,13 +1661,101 @@ fn container_from_raw(
         };
         at(span.unwrap_or(c.span()), format!("{what}: {err}"))
     })?;
+    let (archive, archive_origin) = match &raw.archive {
+        Some(archive) => (
+            file.dir().join(archive.get_ref()),
+            file.origin(archive.span()),
+        ),
+        None => (PathBuf::new(), file.origin(raw.image.span())),
+    };
     Ok(ContainerSpec {
         request,
-        archive: file.dir().join(raw.archive.get_ref()),
+        archive,
+        pull,
         origin: file.origin(c.span()),
-        archive_origin: file.origin(raw.archive.span()),
+        archive_origin,
         image_origin: file.origin(raw.image.span()),
     })
+}
+
+/// The largest `ca_file` read.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// `[registries]` of one file, checked with the shared rules; errors point
+/// at the field at fault.
+fn registries_from_raw(
+    table: &Spanned<RawRegistries>,
+    file: &LoadedFile,
+) -> Result<RegistrySettings, ProfileError> {
+    let raw = table.get_ref();
+    let at = |span: std::ops::Range<usize>, message: String| ProfileError::Invalid {
+        origin: file.origin(span),
+        message,
+    };
+    if let Some(auths) = &raw.auths {
+        return Err(at(
+            auths.span(),
+            "[registries] auths: credentials never go into a profile (the profile's registry settings go into the image); mkhost build reads them from $DOCKER_CONFIG/config.json or ~/.docker/config.json (docker login), hosts from host.toml".into(),
+        ));
+    }
+    if let Some(ca) = &raw.ca {
+        return Err(at(
+            ca.span(),
+            "[registries] ca: in a profile the CA comes from a file: ca_file = \"lab-ca.pem\" (PEM, relative to the profile)".into(),
+        ));
+    }
+    let ca = match &raw.ca_file {
+        Some(ca_file) => {
+            let path = file.dir().join(ca_file.get_ref());
+            let bytes = input_file::read(&path, MAX_CA_FILE_BYTES)
+                .map_err(|e| at(ca_file.span(), format!("[registries] ca_file: {e}")))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                at(
+                    ca_file.span(),
+                    format!(
+                        "[registries] ca_file: {} is not text; give the PEM file of the CA certificate(s)",
+                        path.display()
+                    ),
+                )
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    let settings = RegistrySettings {
+        insecure: raw
+            .insecure
+            .as_ref()
+            .map(|i| i.get_ref().clone())
+            .unwrap_or_default(),
+        mirrors: raw
+            .mirrors
+            .as_ref()
+            .map(|m| m.get_ref().clone())
+            .unwrap_or_default(),
+        ca,
+        auths: BTreeMap::new(),
+    };
+    settings.validate().map_err(|message| {
+        let span = if message.starts_with("insecure") {
+            raw.insecure.as_ref().map(Spanned::span)
+        } else if message.starts_with("mirrors") {
+            raw.mirrors.as_ref().map(Spanned::span)
+        } else {
+            raw.ca_file.as_ref().map(Spanned::span)
+        };
+        let message = match (message.strip_prefix("ca:"), &raw.ca_file) {
+            (Some(rest), Some(ca_file)) => {
+                format!(
+                    "[registries] ca_file {}:{rest}",
+                    clip::quoted(ca_file.get_ref())
+                )
+            }
+            _ => format!("[registries] {message}"),
+        };
+        at(span.unwrap_or(table.span()), message)
+    })?;
+    Ok(settings)
 }
 
 /// `memory`: a size with a unit (`"64M"`) or a whole number of bytes.
@@ -2122,6 +2335,133 @@ cpus = 2
             err.contains("same.toml:26:8") && err.contains("same.toml:20:1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn images_by_reference_are_pulled_at_build_or_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(
+            dir.path(),
+            "lab-ca.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        write(
+            dir.path(),
+            "parent.toml",
+            "extends = \"base\"\n[registries]\ninsecure = [\"10.0.2.2:5000\"]\nmirrors = { \"docker.io\" = [\"mirror.lab:5000\"] }\n",
+        );
+        let path = write(
+            dir.path(),
+            "pulls.toml",
+            r#"extends = "parent"
+[registries]
+ca_file = "lab-ca.pem"
+
+[[container]]
+name = "web"
+image = "nginx:1.27"
+
+[[container]]
+name = "lazy"
+image = "10.0.2.2:5000/team/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+pull = "boot"
+"#,
+        );
+        let p = load_path(&path, &[]).unwrap();
+        let web = &p.containers[0];
+        assert_eq!(web.request.image, "docker.io/library/nginx:1.27");
+        let pull = web.pull.as_ref().unwrap();
+        assert_eq!(pull.when, PullWhen::Build);
+        assert_eq!(pull.reference.repository, "library/nginx");
+        assert!(web.archive.as_os_str().is_empty());
+        assert!(!web.pulled_at_boot());
+        let lazy = &p.containers[1];
+        assert!(lazy.pulled_at_boot());
+        assert!(lazy
+            .request
+            .image
+            .starts_with("10.0.2.2:5000/team/app@sha256:0000"));
+        // The child's ca_file on top of the parent's insecure and mirrors.
+        assert_eq!(p.registries.insecure, ["10.0.2.2:5000"]);
+        assert_eq!(p.registries.mirrors["docker.io"], ["mirror.lab:5000"]);
+        assert!(p
+            .registries
+            .ca
+            .as_deref()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+        assert_eq!(p.registries_origin.as_ref().unwrap().file, path);
+    }
+
+    #[test]
+    fn bad_pulls_and_registries_point_at_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(dir.path(), "not-pem.txt", "hello\n");
+        let cases = [
+            (
+                "[[container]]\nname = \"web\"\nimage = \"nginx\"\npull = \"sometimes\"\n",
+                "5:8",
+                "pull = \"sometimes\" is not \"build\"",
+            ),
+            (
+                "[[container]]\nname = \"web\"\narchive = \"a.tar\"\nimage = \"a\"\npull = \"boot\"\n",
+                "6:8",
+                "pull = \"boot\" with archive",
+            ),
+            (
+                "[[container]]\nname = \"web\"\nimage = \"nginx@sha256:abc\"\n",
+                "4:9",
+                "invalid image reference \"nginx@sha256:abc\"",
+            ),
+            (
+                "[[container]]\nname = \"web\"\nimage = \"Upper/Case\"\n",
+                "4:9",
+                "without `archive` the image is pulled",
+            ),
+            (
+                "[registries]\nauths = { \"r:5000\" = { username = \"u\", password = \"p\" } }\n",
+                "3:9",
+                "credentials never go into a profile",
+            ),
+            (
+                "[registries]\nca = \"-----BEGIN CERTIFICATE-----\"\n",
+                "3:6",
+                "ca_file = \"lab-ca.pem\"",
+            ),
+            (
+                "[registries]\nca_file = \"missing.pem\"\n",
+                "3:11",
+                "[registries] ca_file: cannot read",
+            ),
+            (
+                "[registries]\nca_file = \"not-pem.txt\"\n",
+                "3:11",
+                "no \"-----BEGIN CERTIFICATE-----\"",
+            ),
+            (
+                "[registries]\ninsecure = [\"http://lab:5000\"]\n",
+                "3:12",
+                "[registries] insecure[0]",
+            ),
+            (
+                "[registries]\nmirrors = { \"docker.io\" = [] }\n",
+                "3:11",
+                "empty list",
+            ),
+            ("[registries]\ninsecur = []\n", "3:1", "unknown field `insecur`"),
+        ];
+        for (i, (body, at, want)) in cases.iter().enumerate() {
+            let path = write(
+                dir.path(),
+                &format!("r{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("r{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
     }
 
     #[test]

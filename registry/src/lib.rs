@@ -41,9 +41,13 @@ mod error;
 mod manifest;
 mod pull;
 mod reference;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use client::{Client, ClientOptions, NameResolver, ResolveFn};
 pub use error::{Cause, RegistryError, Step};
-pub use manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use manifest::{
+    image_blobs, BlobRef, ImageBlobs, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
 pub use pull::{Progress, Pulled, Resolved, CONFIG_MAX, MANIFEST_MAX};
 pub use reference::{Reference, DOCKER_HUB, DOCKER_HUB_ENDPOINT};

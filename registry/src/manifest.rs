@@ -181,6 +181,51 @@ pub(crate) fn parse_image(bytes: &[u8]) -> Result<ImageManifest, Cause> {
     Ok(manifest)
 }
 
+/// A blob an image manifest names: its digest (`sha256:…`, checked) and
+/// size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// `sha256:` and 64 lowercase hex digits.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What an image manifest names, checked as a pull checks it: for callers
+/// that keep pulled blobs (mkhost's build cache) and read a manifest back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBlobs {
+    /// The manifest's media type (OCI or Docker schema 2; OCI when the
+    /// manifest does not say).
+    pub media_type: String,
+    /// The image config.
+    pub config: BlobRef,
+    /// The layers, bottom first.
+    pub layers: Vec<BlobRef>,
+}
+
+/// Reads an image manifest (not an index): its media type, config and
+/// layers, every digest checked to be sha256 (so it can name a file).
+pub fn image_blobs(bytes: &[u8]) -> Result<ImageBlobs, Cause> {
+    let (media_type, kind) = classify(Some(OCI_MANIFEST), bytes)?;
+    if kind != Kind::Image {
+        return Err(Cause::Invalid {
+            what: "manifest",
+            detail: format!("{media_type} is an index, not an image manifest"),
+        });
+    }
+    let manifest = parse_image(bytes)?;
+    let blob = |d: &Descriptor| BlobRef {
+        digest: d.digest.clone(),
+        size: d.size,
+    };
+    Ok(ImageBlobs {
+        media_type,
+        config: blob(&manifest.config),
+        layers: manifest.layers.iter().map(blob).collect(),
+    })
+}
+
 /// A descriptor's digest must be sha256 (it becomes a file name).
 fn check_descriptor(descriptor: &Descriptor, what: &'static str) -> Result<(), Cause> {
     parse_digest(&descriptor.digest)
@@ -252,6 +297,26 @@ mod tests {
             choose_platform(bad.as_bytes()),
             Err(Cause::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn image_blobs_lists_config_and_layers() {
+        let oci = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{D}","size":3}},"layers":[{{"digest":"{D}","size":5}}]}}"#
+        );
+        let blobs = image_blobs(oci.as_bytes()).unwrap();
+        assert_eq!(blobs.media_type, OCI_MANIFEST);
+        assert_eq!(blobs.config.size, 3);
+        assert_eq!(blobs.layers.len(), 1);
+        let docker = oci.replacen('{', &format!(r#"{{"mediaType":"{DOCKER_MANIFEST}","#), 1);
+        assert_eq!(
+            image_blobs(docker.as_bytes()).unwrap().media_type,
+            DOCKER_MANIFEST
+        );
+        let index = format!(r#"{{"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
+        assert!(image_blobs(index.as_bytes()).is_err());
+        let bad = oci.replace(D, "sha256:../../x");
+        assert!(image_blobs(bad.as_bytes()).is_err());
     }
 
     #[test]

@@ -226,11 +226,12 @@ image = "test/saved:2"
                     "pids": 100,
                     "cpuset_cpus": "0"
                 },
-                "restart": "always"
+                "restart": "always",
+                "pull": "never"
             },
-            {"image": "tools:1", "name": "job", "restart": "on-failure:3"},
-            {"image": "docker.io/library/bb:latest", "name": "shell"},
-            {"image": "test/saved:2", "name": "saved"},
+            {"image": "tools:1", "name": "job", "restart": "on-failure:3", "pull": "never"},
+            {"image": "docker.io/library/bb:latest", "name": "shell", "pull": "never"},
+            {"image": "test/saved:2", "name": "saved", "pull": "never"},
         ]
     });
     assert_eq!(value, expected);

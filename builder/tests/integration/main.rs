@@ -1,6 +1,7 @@
 //! mkhost's integration tests, one module per area. They run the real `mkhost`
 //! binary on the shipped profiles with Debian's kernel and stub (fetched with apt
 //! into the cache), check artifacts with the standard tools, and boot them in QEMU.
+//! The pull tests run a real registry from `mkhost_registry::testkit`.
 
 mod boot;
 mod build;
@@ -13,5 +14,6 @@ mod hotplug;
 mod inspect;
 mod netboot;
 mod network_guest;
+mod pulls;
 mod support;
 mod tools;
