@@ -7,10 +7,19 @@
 //! after 200 runs with a published port and a `kill -9` of hostd in the
 //! middle of starting containers, the guest's links, addresses, routes,
 //! namespaces, nftables rules and leases are back where they started.
+//!
+//! The same boot checks registries: a real registry (Debian's
+//! `docker-registry`) on the build machine's loopback is 10.0.2.2 to the
+//! guest. The profile names one image by reference (pulled by mkhost build
+//! and embedded) and another with `pull = "boot"` (pulled by hostd at boot
+//! through the profile's `[registries]`); both containers run, and
+//! `hostd pull` from the guest's shell fetches and runs a third image.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
+
+use mkhost_registry::testkit::{push, registry_tools, Registry};
 
 use crate::containers::image_archive;
 use crate::support::{self, build_custom, scratch, Guest};
@@ -122,11 +131,23 @@ fn assert_counts(guest: &mut Guest, want: &[String]) {
 }
 
 #[test]
-fn nat_published_ports_direct_leases_and_no_leaks_in_a_guest() {
+fn nat_published_ports_direct_leases_registries_and_no_leaks_in_a_guest() {
+    if !registry_tools() {
+        return;
+    }
     let work = scratch("network-guest");
     let archive = image_archive(&work, "bb", "bb", "sh");
+    let registry = Registry::start(&work.join("registry"), "", None);
+    let built_host = registry.host();
+    let port = built_host.rsplit(':').next().unwrap().to_string();
+    let guest_host = format!("10.0.2.2:{port}");
+    push(&built_host, "bb", "test/bb:1");
+    push(&built_host, "three", "test/three:1");
     let body = format!(
         r#"hostname = "mkhost-net"
+
+[registries]
+insecure = ["{built_host}", "{guest_host}"]
 
 [container_networks.rack]
 driver = "direct"
@@ -139,6 +160,17 @@ image = "bb"
 command = ["sh", "-c", "mkdir -p /www; echo hello-web > /www/index.html; exec busybox httpd -f -p 80 -h /www"]
 publish = ["8080:80"]
 restart = "always"
+
+[[container]]
+name = "built"
+image = "{built_host}/test/bb:1"
+command = ["sh", "-c", "echo built-ran; exec busybox sleep 100000"]
+
+[[container]]
+name = "booted"
+image = "{guest_host}/test/three:1"
+pull = "boot"
+command = ["sh", "-c", "busybox cat /etc/three; exec busybox sleep 100000"]
 "#,
         archive.display()
     );
@@ -159,11 +191,41 @@ restart = "always"
     let mut guest = Guest::start_interactive(&args, &work);
     guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
     let started = guest.wait_for("boot-time containers:", BOOT_TIMEOUT);
-    assert!(started.contains("started [web]"), "{started}");
+    assert!(
+        started.contains("started [web, built, booted]"),
+        "{started}"
+    );
     if !guest.log.iter().any(|l| l.contains("debug shell on")) {
         guest.wait_for("debug shell on", BOOT_TIMEOUT);
     }
     std::thread::sleep(Duration::from_millis(500));
+
+    // Registries: the image mkhost build pulled and embedded, the one hostd
+    // pulled at boot, and one pulled from the shell (its layer is the
+    // embedded image's: only the manifest and config come).
+    let built = one_line(&mut guest, "hostd logs built");
+    assert_eq!(built, "built-ran");
+    let booted = one_line(&mut guest, "hostd logs booted");
+    assert_eq!(booted, "3");
+    let mode = one_line(&mut guest, "busybox stat -c %a /run/mkhost/registries.json");
+    assert_eq!(mode, "600");
+    let pulled = guest
+        .run(
+            &format!("hostd pull {guest_host}/test/bb:1"),
+            COMMAND_TIMEOUT,
+        )
+        .join("\n");
+    assert!(
+        pulled.contains(&format!("pulled {guest_host}/test/bb:1 (sha256:"))
+            && pulled.contains("1 blobs already present"),
+        "{pulled}"
+    );
+    let ran = one_line(
+        &mut guest,
+        &format!("hostd run --rm --network none {guest_host}/test/bb:1 sh -c 'echo pulled-ran'"),
+    );
+    assert_eq!(ran, "pulled-ran");
+    drop(registry);
 
     // NAT: a container reaches the build machine.
     let fetched = one_line(

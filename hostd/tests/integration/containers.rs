@@ -556,9 +556,10 @@ fn boot_manifest_imports_and_starts_containers_once() {
             { "path": work.join("missing.tar"), "sha256": "00" }
         ],
         "containers": [
-            { "image": "bb", "name": "greeter", "command": ["sh", "-c", "echo booted"] },
-            { "image": "bb", "name": "server", "command": ["sleep", "100"], "restart": "always" },
-            { "image": "nope", "name": "broken" }
+            // Embedded images never pull (as mkhost writes them).
+            { "image": "bb", "name": "greeter", "command": ["sh", "-c", "echo booted"], "pull": "never" },
+            { "image": "bb", "name": "server", "command": ["sleep", "100"], "restart": "always", "pull": "never" },
+            { "image": "nope", "name": "broken", "pull": "never" }
         ]
     });
     fs::write(&manifest, json.to_string()).unwrap();
