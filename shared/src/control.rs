@@ -284,7 +284,7 @@ pub struct Status {
     pub network: Option<NetworkCounts>,
     /// The named volumes: how many, where, and whether they survive a
     /// reboot (None from daemons without volumes).
-    pub volumes: Option<VolumeStatus>,
+    pub volumes: Option<Box<VolumeStatus>>,
 }
 
 /// What `status` says about the named volumes.
@@ -422,7 +422,7 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     network: Option<NetworkCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    volumes: Option<VolumeStatus>,
+    volumes: Option<Box<VolumeStatus>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     volume_list: Option<Vec<VolumeInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -770,12 +770,12 @@ mod tests {
                    "containers": ["web"]}]}),
         );
         let mut with_volumes = status();
-        with_volumes.volumes = Some(VolumeStatus {
+        with_volumes.volumes = Some(Box::new(VolumeStatus {
             count: 2,
             root: "/var/lib/hostd-volumes".into(),
             persistent: false,
             filesystem: "tmpfs".into(),
-        });
+        }));
         round_trip(
             Response::Status(with_volumes),
             json!({"ok": true, "version": "0.1.0", "pid": 42, "uptime_ms": 7, "containers": 0,
