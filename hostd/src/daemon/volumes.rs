@@ -97,6 +97,17 @@ pub enum VolumeError {
     },
 }
 
+/// A [`VolumeError::Io`] maker for `map_err`.
+fn io_error(name: &str, what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> VolumeError {
+    let (name, path) = (name.to_string(), path.to_path_buf());
+    move |source| VolumeError::Io {
+        name,
+        what,
+        path,
+        source,
+    }
+}
+
 fn show_roots(roots: &[PathBuf]) -> String {
     if roots.is_empty() {
         return "(none)".to_string();
@@ -269,15 +280,7 @@ impl Volumes {
             return Ok(false);
         }
         self.ensure_root()?;
-        let io = |what, path: &Path| {
-            let (name, path) = (name.to_string(), path.to_path_buf());
-            move |source| VolumeError::Io {
-                name,
-                what,
-                path,
-                source,
-            }
-        };
+        let io = |what, path: &Path| io_error(name, what, path);
         let staging = self
             .root
             .join(format!("{STAGING}{name}-{}", std::process::id()));
@@ -394,15 +397,7 @@ impl Volumes {
         let doomed = self
             .root
             .join(format!("{STAGING}rm-{name}-{}", std::process::id()));
-        let io = |what, path: &Path| {
-            let (name, path) = (name.to_string(), path.to_path_buf());
-            move |source| VolumeError::Io {
-                name,
-                what,
-                path,
-                source,
-            }
-        };
+        let io = |what, path: &Path| io_error(name, what, path);
         fs::rename(&dir, &doomed).map_err(io("rename", &dir))?;
         let _ = sync_dir(&self.root);
         fs::remove_dir_all(&doomed).map_err(io("remove", &doomed))?;
