@@ -1642,6 +1642,7 @@ fn container_from_raw(
             None => None,
         },
         pull: Default::default(),
+        volumes: Vec::new(),
     };
     // Everything above is what validate checks; this keeps the two in step.
     request.validate().map_err(|err| {
@@ -2302,6 +2303,7 @@ cpus = 2
                 network_aliases: vec!["www".into()],
                 ip: Some("172.18.0.9".parse().unwrap()),
                 pull: Default::default(),
+                volumes: Vec::new(),
             }
         );
         assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));

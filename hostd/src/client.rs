@@ -276,17 +276,8 @@ pub fn network(socket: &Path, request: &Request, json: bool) -> ExitCode {
         };
         match request {
             Request::Networks if !json => print!("{}", network_table(&list)),
-            Request::Networks | Request::NetworkInspect { .. } => {
-                let value = if matches!(request, Request::NetworkInspect { .. }) {
-                    serde_json::to_value(list.first())
-                } else {
-                    serde_json::to_value(&list)
-                };
-                let text = value
-                    .and_then(|v| serde_json::to_string_pretty(&v))
-                    .map_err(|e| e.to_string())?;
-                println!("{text}");
-            }
+            Request::Networks => print_json(&list)?,
+            Request::NetworkInspect { .. } => print_json(&list.first())?,
             _ => {
                 for n in list {
                     println!("{}", n.spec.name);
@@ -295,6 +286,47 @@ pub fn network(socket: &Path, request: &Request, json: bool) -> ExitCode {
         }
         Ok(())
     })
+}
+
+/// Prints `value` as indented JSON.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+/// `volume ls|create|inspect|rm`: a table for `ls`, JSON for `inspect`
+/// (and `ls --json`), the name for `create` and `rm`, as docker volume.
+pub fn volume(socket: &Path, request: &Request, json: bool) -> ExitCode {
+    client(socket, request, request.client_timeout(), |response| {
+        let Response::Volumes(list) = response else {
+            return Err(unexpected(&response));
+        };
+        match request {
+            Request::Volumes if !json => print!("{}", volume_table(&list)),
+            Request::Volumes => print_json(&list)?,
+            Request::VolumeInspect { .. } => print_json(&list.first())?,
+            _ => {
+                for v in list {
+                    println!("{}", v.name);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn volume_table(list: &[mkhost_shared::control::VolumeInfo]) -> String {
+    let mut out = format!("{:<30} {:<25} {}\n", "NAME", "CREATED", "CONTAINERS");
+    for v in list {
+        let users = if v.containers.is_empty() {
+            "-".to_string()
+        } else {
+            v.containers.join(",")
+        };
+        out.push_str(&format!("{:<30} {:<25} {users}\n", v.name, v.created));
+    }
+    out
 }
 
 fn network_table(list: &[mkhost_shared::control::NetworkInfo]) -> String {

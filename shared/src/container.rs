@@ -61,6 +61,9 @@ pub struct RunRequest {
     /// or empty), on top of Docker's `nosuid,nodev,noexec`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tmpfs: BTreeMap<String, String>,
+    /// Named volumes and bind mounts of host directories (`-v`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
     /// Capabilities added to Docker's default set (`NET_ADMIN`,
     /// `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -294,6 +297,23 @@ impl RunRequest {
                 });
             }
         }
+        let mut targets: std::collections::BTreeSet<String> = self
+            .tmpfs
+            .keys()
+            .map(|t| clean_path(t).unwrap_or_default())
+            .collect();
+        for volume in &self.volumes {
+            volume.check()?;
+            if !targets.insert(volume.target.clone()) {
+                return Err(RequestError::Volume {
+                    value: volume.to_string(),
+                    why: format!(
+                        "{} is mounted twice (tmpfs or another volume)",
+                        volume.target
+                    ),
+                });
+            }
+        }
         if let Some(key) = self.labels.keys().find(|k| k.is_empty()) {
             return Err(RequestError::Label(key.clone()));
         }
@@ -347,6 +367,136 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// A volume or bind mount of a container (`-v SOURCE:TARGET[:ro|rw]`):
+/// the source is a volume's name, or an absolute host directory for a bind
+/// mount; the target is an absolute path inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// A volume name, or an absolute host path (a bind mount).
+    pub source: String,
+    /// Where it is mounted in the container (absolute, cleaned).
+    pub target: String,
+    /// Mounted read-only (`:ro`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+/// A volume name, as Docker takes it: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at
+/// most 128 long (it names a directory).
+pub fn valid_volume_name(name: &str) -> bool {
+    valid_name(name)
+}
+
+/// `path` absolute, with `.` and empty components dropped and without a
+/// trailing `/`; `None` if it is relative, `/` itself, has a `..`
+/// component or a NUL byte.
+fn clean_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| format!("/{}", parts.join("/")))
+}
+
+impl VolumeMount {
+    /// Parses `docker run -v`'s form: `NAME:/path`, `/host/dir:/path`,
+    /// either with `:ro` or `:rw`. The target is cleaned (`/a//b/` is
+    /// `/a/b`).
+    pub fn parse(text: &str) -> Result<VolumeMount, RequestError> {
+        let bad = |why: &str| RequestError::Volume {
+            value: text.to_string(),
+            why: why.to_string(),
+        };
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [_] => {
+                return Err(bad(
+                    "anonymous volumes are not supported: name it (NAME:/path) or give a host directory (/host/dir:/path)",
+                ))
+            }
+            [source, target] => (*source, *target, None),
+            [source, target, mode] => (*source, *target, Some(*mode)),
+            _ => return Err(bad("expected SOURCE:TARGET[:ro|rw]")),
+        };
+        let read_only = match mode {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(other) => return Err(bad(&format!("unknown mode {other:?} (ro or rw)"))),
+        };
+        let volume = VolumeMount {
+            source: source.to_string(),
+            target: clean_path(target).unwrap_or_else(|| target.to_string()),
+            read_only,
+        };
+        volume.check()?;
+        Ok(volume)
+    }
+
+    /// A bind mount of a host directory (the source is a path), not a
+    /// named volume.
+    pub fn is_bind(&self) -> bool {
+        self.source.starts_with('/')
+    }
+
+    /// Checks source and target: a valid volume name or a clean absolute
+    /// host path, and an absolute container path below `/` without `..`.
+    pub fn check(&self) -> Result<(), RequestError> {
+        let bad = |why: String| RequestError::Volume {
+            value: self.to_string(),
+            why,
+        };
+        if self.source.is_empty() {
+            return Err(bad(
+                "no source: expected NAME:/path or /host/dir:/path".into()
+            ));
+        }
+        if self.is_bind() {
+            if clean_path(&self.source).is_none() {
+                return Err(bad(format!(
+                    "host path {:?} must be absolute, below / and without '..'",
+                    self.source
+                )));
+            }
+        } else if !valid_volume_name(&self.source) {
+            let fix = if self.source.contains('/') || self.source.contains("..") {
+                format!(
+                    "a volume name cannot hold '/' or '..'; for a host directory give its absolute path (/srv/{}:{})",
+                    self.source.trim_start_matches(['.', '/']),
+                    self.target
+                )
+            } else {
+                "a volume name is letters, digits, '_', '.' and '-', starting with a letter or digit, at most 128".to_string()
+            };
+            return Err(bad(format!("invalid volume name {:?}: {fix}", self.source)));
+        }
+        if clean_path(&self.target).as_deref() != Some(self.target.as_str()) {
+            return Err(bad(format!(
+                "container path {:?} must be absolute, below / and without '..'",
+                self.target
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for VolumeMount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.target)?;
+        if self.read_only {
+            f.write_str(":ro")?;
+        }
+        Ok(())
+    }
 }
 
 /// Resource limits, applied through the container's cgroup (v2).
@@ -660,6 +810,9 @@ pub struct Record {
     /// Its network: `host`, `none`, or a network with its address and ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Attachment>,
+    /// Its volumes and bind mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
 }
 
 /// Why a request is refused before anything is created.
@@ -703,6 +856,14 @@ pub enum RequestError {
         "invalid network {0:?} (host, none, or a network name: letters, digits, '_', '.', '-')"
     )]
     Network(String),
+    /// A bad volume or bind mount.
+    #[error("invalid volume {value:?}: {why}")]
+    Volume {
+        /// The volume as given.
+        value: String,
+        /// What is wrong, and the fix.
+        why: String,
+    },
     /// A bad published port.
     #[error("invalid published port: {0}")]
     Port(String),
@@ -876,5 +1037,80 @@ mod tests {
         })
         .unwrap();
         assert_eq!(minimal, r#"{"image":"bb"}"#);
+    }
+
+    #[test]
+    fn volumes_parse_as_docker_takes_them() {
+        let v = VolumeMount::parse("data:/var/lib/db").unwrap();
+        assert_eq!(
+            v,
+            VolumeMount {
+                source: "data".into(),
+                target: "/var/lib/db".into(),
+                read_only: false
+            }
+        );
+        assert!(!v.is_bind());
+        let v = VolumeMount::parse("/srv/www:/usr/share/www/:ro").unwrap();
+        assert!(v.is_bind() && v.read_only);
+        assert_eq!(v.target, "/usr/share/www");
+        assert_eq!(v.to_string(), "/srv/www:/usr/share/www:ro");
+        assert!(!VolumeMount::parse("a.b_c-1:/x//y/.:rw").unwrap().read_only);
+        assert_eq!(VolumeMount::parse("a:/x//y/.").unwrap().target, "/x/y");
+        for (bad, words) in [
+            ("/data", "anonymous volumes"),
+            ("data", "anonymous volumes"),
+            ("a:/b:ro:x", "SOURCE:TARGET"),
+            ("a:/b:z", "unknown mode \"z\""),
+            (":/b", "no source"),
+            ("a:b", "container path \"b\""),
+            ("a:/", "container path \"/\""),
+            ("a:/x/../etc", "without '..'"),
+            ("/srv/../etc:/x", "host path"),
+            ("data/x:/d", "cannot hold '/' or '..'"),
+            ("../x:/d", "(/srv/x:/d)"),
+            ("./x:/d", "for a host directory give its absolute path"),
+            ("..:/d", "cannot hold"),
+            ("-x:/d", "starting with a letter or digit"),
+        ] {
+            let e = VolumeMount::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains(words),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_check_their_volumes() {
+        let mut req = RunRequest {
+            image: "bb".into(),
+            volumes: vec![VolumeMount::parse("a:/data").unwrap()],
+            ..RunRequest::default()
+        };
+        req.validate().unwrap();
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"image":"bb","volumes":[{"source":"a","target":"/data"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<RunRequest>(&json).unwrap(), req);
+        req.volumes
+            .push(VolumeMount::parse("/srv/b:/data/:ro").unwrap());
+        let e = req.validate().unwrap_err().to_string();
+        assert!(e.contains("/data is mounted twice"), "{e}");
+        req.volumes.pop();
+        req.tmpfs.insert("/data/".into(), String::new());
+        assert!(req.validate().is_err());
+        req.tmpfs.clear();
+        // A request from the socket is checked as -v's parser checks.
+        req.volumes[0].source = "../etc".into();
+        assert!(matches!(req.validate(), Err(RequestError::Volume { .. })));
+        req.volumes[0] = VolumeMount {
+            source: "a".into(),
+            target: "/x/../y".into(),
+            read_only: false,
+        };
+        assert!(req.validate().is_err());
     }
 }

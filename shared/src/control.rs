@@ -20,6 +20,7 @@
 //! used by `hostd`'s commands and `init`'s readiness probe); the daemon's
 //! server lives in hostd and depends on this module, never the other way.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -194,6 +195,27 @@ pub enum Request {
         /// Container name or id.
         name: String,
     },
+    /// Every named volume.
+    Volumes,
+    /// Creates a named volume (an existing one is answered as it is, as
+    /// `docker volume create` does).
+    VolumeCreate {
+        /// Its name.
+        name: String,
+        /// Labels kept with it.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
+    },
+    /// One named volume with the containers that use it.
+    VolumeInspect {
+        /// Its name.
+        name: String,
+    },
+    /// Removes a named volume no container uses, with its data.
+    VolumeRm {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Request {
@@ -207,7 +229,11 @@ impl Request {
             Request::Networks
             | Request::NetworkInspect { .. }
             | Request::Port { .. }
+            | Request::Volumes
+            | Request::VolumeInspect { .. }
             | Request::PullProgress => READ_TIMEOUT,
+            // Removing a volume deletes its data, however large.
+            Request::VolumeCreate { .. } | Request::VolumeRm { .. } => WRITE_TIMEOUT,
             Request::NetworkCreate(_) | Request::NetworkRm { .. } | Request::Pull { .. } => {
                 WRITE_TIMEOUT
             }
@@ -256,6 +282,40 @@ pub struct Status {
     /// Containers attached to a network, addresses leased on the networks,
     /// and rules in hostd's nftables table (None without networks).
     pub network: Option<NetworkCounts>,
+    /// The named volumes: how many, where, and whether they survive a
+    /// reboot (None from daemons without volumes).
+    pub volumes: Option<Box<VolumeStatus>>,
+}
+
+/// What `status` says about the named volumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    /// Named volumes.
+    pub count: u64,
+    /// The directory they live in.
+    pub root: String,
+    /// The root's file system is not in RAM (tmpfs, ramfs): a state disk.
+    pub persistent: bool,
+    /// The root's file system type (`tmpfs`, `ext4`, ...), or why it is
+    /// not known.
+    pub filesystem: String,
+}
+
+/// A named volume as `volume ls` and `volume inspect` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Its name.
+    pub name: String,
+    /// The host directory holding its data.
+    pub mountpoint: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Labels given at creation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The containers (any state) whose record names it.
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 /// What the daemon's networks hold, for `status` (and leak checks).
@@ -325,6 +385,9 @@ pub enum Response {
     Networks(Vec<NetworkInfo>),
     /// `ports`: a container's published ports.
     Ports(Vec<PortMapping>),
+    /// `volume_list`: named volumes (`volume ls`, and one for create,
+    /// inspect and rm).
+    Volumes(Vec<VolumeInfo>),
     /// `pulled`: what a pull did.
     Pulled(Box<PullReport>),
     /// The pulls in progress.
@@ -358,6 +421,10 @@ struct WireResponse {
     late_modules: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     network: Option<NetworkCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    volumes: Option<Box<VolumeStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    volume_list: Option<Vec<VolumeInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<Vec<ImageSummary>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -404,6 +471,7 @@ impl From<Response> for WireResponse {
                 containers: Some(s.containers),
                 late_modules: (!s.late_modules.is_empty()).then_some(s.late_modules),
                 network: s.network,
+                volumes: s.volumes,
                 ..ok
             },
             Response::Images(v) => WireResponse {
@@ -439,6 +507,10 @@ impl From<Response> for WireResponse {
             },
             Response::Ports(v) => WireResponse {
                 ports: Some(v),
+                ..ok
+            },
+            Response::Volumes(v) => WireResponse {
+                volume_list: Some(v),
                 ..ok
             },
             Response::Pulled(v) => WireResponse {
@@ -492,6 +564,7 @@ impl TryFrom<WireResponse> for Response {
             .or(wire.container.map(Response::Container))
             .or(wire.networks.map(Response::Networks))
             .or(wire.ports.map(Response::Ports))
+            .or(wire.volume_list.map(Response::Volumes))
             .or(wire.pulled.map(Response::Pulled))
             .or(wire.pulls.map(Response::PullProgress));
         if let Some(answer) = answer {
@@ -504,6 +577,7 @@ impl TryFrom<WireResponse> for Response {
             containers: need(wire.containers, "containers")?,
             late_modules: wire.late_modules.unwrap_or_default(),
             network: wire.network,
+            volumes: wire.volumes,
         }))
     }
 }
@@ -641,6 +715,7 @@ mod tests {
             containers: 0,
             late_modules: Vec::new(),
             network: None,
+            volumes: None,
         }
     }
 
@@ -674,7 +749,64 @@ mod tests {
             labels: Default::default(),
             auto_remove: false,
             network: None,
+            volumes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn volume_requests_and_answers_round_trip() {
+        let info = VolumeInfo {
+            name: "data".into(),
+            mountpoint: "/var/lib/hostd-volumes/data/_data".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            labels: [("k".to_string(), "v".to_string())].into(),
+            containers: vec!["web".into()],
+        };
+        round_trip(
+            Response::Volumes(vec![info]),
+            json!({"ok": true, "volume_list": [{"name": "data",
+                   "mountpoint": "/var/lib/hostd-volumes/data/_data",
+                   "created": "2026-01-01T00:00:00Z", "labels": {"k": "v"},
+                   "containers": ["web"]}]}),
+        );
+        let mut with_volumes = status();
+        with_volumes.volumes = Some(Box::new(VolumeStatus {
+            count: 2,
+            root: "/var/lib/hostd-volumes".into(),
+            persistent: false,
+            filesystem: "tmpfs".into(),
+        }));
+        round_trip(
+            Response::Status(with_volumes),
+            json!({"ok": true, "version": "0.1.0", "pid": 42, "uptime_ms": 7, "containers": 0,
+                   "volumes": {"count": 2, "root": "/var/lib/hostd-volumes",
+                               "persistent": false, "filesystem": "tmpfs"}}),
+        );
+        for (request, line) in [
+            (Request::Volumes, r#"{"op":"volumes"}"#),
+            (
+                Request::VolumeCreate {
+                    name: "a".into(),
+                    labels: BTreeMap::new(),
+                },
+                r#"{"op":"volume_create","name":"a"}"#,
+            ),
+            (
+                Request::VolumeInspect { name: "a".into() },
+                r#"{"op":"volume_inspect","name":"a"}"#,
+            ),
+            (
+                Request::VolumeRm { name: "a".into() },
+                r#"{"op":"volume_rm","name":"a"}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&request).unwrap(), line);
+            assert_eq!(parse_request(line.as_bytes()).unwrap(), request);
+        }
+        assert_eq!(
+            Request::VolumeRm { name: "a".into() }.client_timeout(),
+            WRITE_TIMEOUT
+        );
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub const CONTROL_SOCKET: &str = "/run/hostd/hostd.sock";
 /// hostd's image store on a booted host.
 pub const STORE: &str = "/var/lib/hostd";
 
+/// hostd's named volumes (`<name>/_data`) on a booted host: RAM unless a
+/// state disk is mounted here.
+pub const VOLUMES: &str = "/var/lib/hostd-volumes";
+
+/// The host directory under which bind mounts (`-v /srv/x:/x`) are allowed
+/// by default.
+pub const BIND_ROOT: &str = "/srv";
+
 /// hostd's run-time state (containers, zygote socket) on a booted host.
 pub const STATE: &str = "/run/hostd";
 

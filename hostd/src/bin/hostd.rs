@@ -61,6 +61,11 @@ fn run(command: Cli) -> ExitCode {
             request,
             json,
         } => client::network(&socket, &request, json),
+        Cli::Volume {
+            socket,
+            request,
+            json,
+        } => client::volume(&socket, &request, json),
         Cli::Follow { socket, name } => client::follow_logs(&socket, &name),
         Cli::Oci(oci) => oci_main(oci),
         Cli::Zygote {

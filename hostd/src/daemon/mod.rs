@@ -28,6 +28,7 @@ pub mod log;
 pub mod network;
 pub mod pull;
 pub mod server;
+pub mod volumes;
 pub mod zygote;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ use mkhost_store::{Store, StoreError};
 use network::{Definition, NetworkOptions, Networks};
 use pull::{Puller, RegistryOptions};
 use server::{ControlError, ControlSocket, Shutdown};
+use volumes::Volumes;
 use zygote::Zygote;
 
 /// Errors that stop the daemon.
@@ -92,6 +94,11 @@ pub struct DaemonOptions {
     pub networks: Option<PathBuf>,
     /// How to reach registries.
     pub registries: RegistryOptions,
+    /// Where named volumes live ([`paths::VOLUMES`]).
+    pub volumes: PathBuf,
+    /// The host directories under which bind mounts are allowed
+    /// ([`paths::BIND_ROOT`]).
+    pub bind_roots: Vec<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -107,6 +114,8 @@ impl Default for DaemonOptions {
                 auth_file: Some(PathBuf::from(DOCKER_AUTH_FILE)),
                 ..RegistryOptions::default()
             },
+            volumes: PathBuf::from(paths::VOLUMES),
+            bind_roots: vec![PathBuf::from(paths::BIND_ROOT)],
         }
     }
 }
@@ -123,6 +132,8 @@ pub struct Handler {
     networks: Option<Arc<Networks>>,
     /// The registry client, or why there is none.
     puller: Result<Arc<Puller>, String>,
+    /// The named volumes; `None` until added.
+    volumes: Option<Arc<Volumes>>,
 }
 
 impl Handler {
@@ -137,6 +148,7 @@ impl Handler {
             containers: None,
             networks: None,
             puller: Err("no registry client".into()),
+            volumes: None,
         };
         match handler.store() {
             Ok(store) => log(&format!("image store at {}", store.root().display())),
@@ -177,6 +189,44 @@ impl Handler {
         self.containers = Some(containers);
         self.networks = Some(networks);
         self
+    }
+
+    /// Adds the named volumes.
+    pub fn with_volumes(mut self, volumes: Arc<Volumes>) -> Self {
+        self.volumes = Some(volumes);
+        self
+    }
+
+    fn volume_request(&self, request: &Request) -> Response {
+        let Some(volumes) = self.volumes.as_deref() else {
+            return Response::Error("volumes are not available".into());
+        };
+        let users = |name: &str| {
+            self.containers
+                .as_ref()
+                .map(|m| m.volume_users(name))
+                .unwrap_or_default()
+        };
+        let with_users = |mut info: mkhost_shared::control::VolumeInfo| {
+            info.containers = users(&info.name);
+            info
+        };
+        let answer = match request {
+            Request::Volumes => volumes
+                .list()
+                .map(|list| Response::Volumes(list.into_iter().map(with_users).collect())),
+            Request::VolumeCreate { name, labels } => volumes
+                .create(name, labels)
+                .map(|v| Response::Volumes(vec![with_users(v)])),
+            Request::VolumeInspect { name } => volumes
+                .info(name)
+                .map(|v| Response::Volumes(vec![with_users(v)])),
+            Request::VolumeRm { name } => volumes
+                .remove(name, || users(name))
+                .map(|v| Response::Volumes(vec![v])),
+            _ => return Response::Error("not a volume request".into()),
+        };
+        answer.unwrap_or_else(|e| Response::Error(e.to_string()))
     }
 
     fn network_request(&self, request: &Request) -> Response {
@@ -282,7 +332,12 @@ impl Handler {
                     .map_or(0, |c| u64::try_from(c.running()).unwrap_or(u64::MAX)),
                 late_modules: late_modules(Path::new(mkhost_shared::paths::INIT_STATUS)),
                 network: self.networks.as_ref().map(|n| n.status()),
+                volumes: self.volumes.as_ref().map(|v| Box::new(v.status())),
             }),
+            Request::Volumes
+            | Request::VolumeCreate { .. }
+            | Request::VolumeInspect { .. }
+            | Request::VolumeRm { .. } => self.volume_request(request),
             Request::Run(_)
             | Request::Ps
             | Request::Logs { .. }
@@ -532,18 +587,24 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         resolv_conf: PathBuf::from("/etc/resolv.conf"),
         dhcp_timeout: network::DHCP_TIMEOUT,
     }));
-    let containers =
-        Manager::new(&options.state, zygote, Arc::clone(&networks), on_lost).map_err(|source| {
-            DaemonError::State {
-                path: options.state.join("containers"),
-                source,
-            }
-        })?;
+    let volumes = Arc::new(Volumes::new(&options.volumes, &options.bind_roots));
+    let containers = Manager::new(
+        &options.state,
+        zygote,
+        Arc::clone(&networks),
+        Arc::clone(&volumes),
+        on_lost,
+    )
+    .map_err(|source| DaemonError::State {
+        path: options.state.join("containers"),
+        source,
+    })?;
     let containers = Arc::new(containers);
 
     let socket = ControlSocket::bind(&options.socket)?;
     let handler = Handler::new(started, &options.store)
         .with_containers(Arc::clone(&containers), networks)
+        .with_volumes(volumes)
         .with_registries(&options.registries);
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
@@ -612,6 +673,57 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn volume_requests_go_to_the_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler = Handler::new(Instant::now(), &dir.path().join("store"));
+        assert_eq!(
+            handler.handle(&Request::Volumes),
+            Response::Error("volumes are not available".into())
+        );
+        let root = dir.path().join("volumes");
+        let handler = handler.with_volumes(Arc::new(Volumes::new(&root, &[])));
+        let create = Request::VolumeCreate {
+            name: "data".into(),
+            labels: Default::default(),
+        };
+        let Response::Volumes(made) = handler.handle(&create) else {
+            panic!("no volume made");
+        };
+        assert_eq!(made[0].name, "data");
+        assert_eq!(
+            handler.handle(&Request::Volumes),
+            Response::Volumes(made.clone())
+        );
+        let inspect = Request::VolumeInspect {
+            name: "data".into(),
+        };
+        assert_eq!(handler.handle(&inspect), Response::Volumes(made.clone()));
+        let Response::Status(status) = handler.handle(&Request::Status) else {
+            panic!("no status");
+        };
+        let volumes = status.volumes.unwrap();
+        assert_eq!(
+            (volumes.count, volumes.root),
+            (1, root.display().to_string())
+        );
+        assert_eq!(
+            handler.handle(&Request::VolumeRm {
+                name: "data".into()
+            }),
+            Response::Volumes(made)
+        );
+        assert!(matches!(
+            handler.handle(&inspect),
+            Response::Error(m) if m == "no volume named \"data\""
+        ));
+        let bad = handler.handle(&Request::VolumeCreate {
+            name: "../x".into(),
+            labels: Default::default(),
+        });
+        assert!(matches!(bad, Response::Error(m) if m.contains("\"../x\"")));
     }
 
     #[test]

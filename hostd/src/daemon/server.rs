@@ -666,6 +666,7 @@ mod tests {
             containers: 0,
             late_modules: Vec::new(),
             network: None,
+            volumes: None,
         }
     }
     use std::thread::JoinHandle;

@@ -16,7 +16,7 @@ use crate::common::{
 
 /// Builds `dir/bb.tar` with images `bb` (busybox, Cmd `sh`) and `baduser`
 /// (the same with `User` set to a name the image's passwd lacks).
-fn build_image(dir: &Path) {
+pub(crate) fn build_image(dir: &Path) {
     let umoci = |args: &[&str]| run(Command::new("umoci").args(args).current_dir(dir));
     umoci(&["init", "--layout", "L"]);
     umoci(&["new", "--image", "L:bb"]);
@@ -45,7 +45,7 @@ fn build_image(dir: &Path) {
         .current_dir(dir));
 }
 
-fn hostd(socket: &Path, args: &[&str]) -> Output {
+pub(crate) fn hostd(socket: &Path, args: &[&str]) -> Output {
     Command::new(HOSTD)
         .args(args)
         .arg("--socket")
@@ -288,7 +288,7 @@ fn daemon_with_image(work: &Path) -> Daemon<'_> {
     daemon
 }
 
-fn stderr_of(out: &Output) -> String {
+pub(crate) fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

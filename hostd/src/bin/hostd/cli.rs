@@ -30,10 +30,12 @@ pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
              [--networks FILE] [--registries FILE] [--insecure-registry HOST[:PORT]]...
              [--registry-ca PEM] [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
+             [--volumes DIR] [--bind-root DIR]...
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         boot manifest: /etc/hostd/containers.json, networks:
                                         /run/mkhost/networks.json, registries:
-                                        /run/mkhost/registries.json)
+                                        /run/mkhost/registries.json, volumes:
+                                        /var/lib/hostd-volumes, bind mounts only under /srv)
        hostd status                     print the daemon's status as JSON
        hostd images [--json]            list images
        hostd pull REF                   pull an image from its registry (nginx:1.27,
@@ -59,6 +61,10 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
                                         direct: the container's own address on NIC)
        hostd network inspect NAME       print a network and its containers as JSON
        hostd network rm NAME            remove a network no container uses
+       hostd volume ls [--json]         list named volumes
+       hostd volume create [-l K=V]... NAME  create a named volume
+       hostd volume inspect NAME        print a volume and the containers using it as JSON
+       hostd volume rm NAME             remove a volume no container uses, with its data
        hostd oci [GLOBAL] COMMAND ...   runc-compatible OCI runtime (hostd oci --help)
        hostd --version | --help
 Client commands take --socket PATH (default /run/hostd/hostd.sock). Options take
@@ -86,6 +92,9 @@ its id and returns. As docker run, it exits 125 when hostd refuses the run,
   -h, --hostname NAME       host name (default: the short id)
       --read-only           mount the root file system read-only
       --tmpfs PATH[:OPTS]   mount a tmpfs (nosuid,nodev,noexec plus OPTS like size=64m)
+  -v, --volume NAME:PATH[:ro|rw]  mount named volume NAME (created on first use)
+      --volume /DIR:PATH[:ro|rw]  bind host directory DIR (under the daemon's
+                            --bind-root, /srv by default)
       --network NET         bridge (the default), a created network, host (the
                             host's namespace) or none (only lo)
   -p, --publish [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]
@@ -108,7 +117,7 @@ Everything after IMAGE is the container's command, verbatim. -i and -t need
 an attached terminal, which hostd run does not offer yet (see README).";
 
 /// Per-command usage for `hostd COMMAND --help`.
-const COMMAND_USAGE: [(&str, &str); 15] = [
+const COMMAND_USAGE: [(&str, &str); 16] = [
     ("status", "usage: hostd status [--socket PATH]\nPrints the daemon's version, pid, uptime and container count as JSON."),
     ("images", "usage: hostd images [--json] [--socket PATH]\nLists the store's images (one row per name)."),
     ("import", "usage: hostd import FILE [--socket PATH]\nImports every image of an OCI layout (directory or tar) or docker save archive."),
@@ -123,7 +132,8 @@ const COMMAND_USAGE: [(&str, &str); 15] = [
     ("pull", "usage: hostd pull REF [--socket PATH]\nPulls an image from its registry into the store (docs/registries.md)."),
     ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
     ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
-    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]\nRuns the daemon."),
+    ("volume", "usage: hostd volume ls [--json] | create [-l|--label K=V]... NAME | inspect NAME | rm NAME\nManages named volumes (docs/state.md)."),
+    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]...\nRuns the daemon."),
 ];
 
 /// The usage of `command` (`hostd --help` for none).
@@ -200,6 +210,12 @@ pub enum Cli {
     },
     /// `network ...`.
     Network {
+        socket: PathBuf,
+        request: Request,
+        json: bool,
+    },
+    /// `volume ...`.
+    Volume {
         socket: PathBuf,
         request: Request,
         json: bool,
@@ -299,9 +315,9 @@ where
 }
 
 /// The daemon's and the clients' commands; `daemon` when none is given.
-const COMMANDS: [&str; 16] = [
+const COMMANDS: [&str; 17] = [
     "daemon", "status", "images", "import", "inspect", "rmi", "gc", "run", "ps", "logs", "stop",
-    "start", "rm", "port", "network", "pull",
+    "start", "rm", "port", "network", "pull", "volume",
 ];
 
 /// The commands an option belongs to: every one.
@@ -325,6 +341,8 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
     let mut run = RunRequest::default();
     let mut net = NetworkSpec::default();
     let mut detach = false;
+    // `--bind-root` replaces the default list with the ones given.
+    let mut bind_roots: Vec<PathBuf> = Vec::new();
     let mut operands: Vec<String> = Vec::new();
     // Each option as written, with the commands it belongs to; checked once
     // the command is known (options may come before it).
@@ -370,6 +388,14 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 daemon.registries.insecure.push(p.value()?.string()?);
                 &["daemon"]
             }
+            Long("volumes") => {
+                daemon.volumes = p.value()?.into();
+                &["daemon"]
+            }
+            Long("bind-root") => {
+                bind_roots.push(p.value()?.into());
+                &["daemon"]
+            }
             Long("registry-ca") => {
                 daemon.registries.ca_file = Some(p.value()?.into());
                 &["daemon"]
@@ -401,7 +427,7 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("json") => {
                 json = true;
-                &["images", "ps", "network"]
+                &["images", "ps", "network", "volume"]
             }
             Long("name") => {
                 run.name = Some(p.value()?.string()?);
@@ -418,7 +444,7 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             Short('l') | Long("label") => {
                 let (key, value) = read(&mut p, &flag, label)?;
                 run.labels.insert(key, value);
-                &["run"]
+                &["run", "volume"]
             }
             Short('d') | Long("detach") => {
                 detach = true;
@@ -457,6 +483,12 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 let value = p.value()?.string()?;
                 let (path, options) = value.split_once(':').unwrap_or((&value, ""));
                 run.tmpfs.insert(path.to_string(), options.to_string());
+                &["run"]
+            }
+            Short('v') | Long("volume") => {
+                run.volumes.push(read(&mut p, &flag, |v| {
+                    mkhost_shared::container::VolumeMount::parse(v).map_err(|e| e.to_string())
+                })?);
                 &["run"]
             }
             Long("network" | "net") => {
@@ -614,6 +646,11 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
     let cli = match command {
         "daemon" => Cli::Daemon(DaemonOptions {
             socket: socket.clone(),
+            bind_roots: if bind_roots.is_empty() {
+                daemon.bind_roots
+            } else {
+                bind_roots
+            },
             ..daemon
         }),
         "status" => Cli::Status(socket.clone()),
@@ -692,6 +729,33 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 }
             };
             Cli::Network {
+                socket: socket.clone(),
+                request,
+                json,
+            }
+        }
+        "volume" => {
+            let verb = operand("ls, create, inspect or rm")?;
+            let request = match verb.as_str() {
+                "ls" | "list" => Request::Volumes,
+                "create" => Request::VolumeCreate {
+                    name: operand("NAME")?,
+                    labels: std::mem::take(&mut run.labels),
+                },
+                "inspect" => Request::VolumeInspect {
+                    name: operand("NAME")?,
+                },
+                "rm" | "remove" => Request::VolumeRm {
+                    name: operand("NAME")?,
+                },
+                other => {
+                    return Err(format!(
+                        "volume: unknown command {other:?} (ls, create, inspect or rm)"
+                    )
+                    .into())
+                }
+            };
+            Cli::Volume {
                 socket: socket.clone(),
                 request,
                 json,
@@ -969,7 +1033,92 @@ mod tests {
                 auth_file: Some(hostd::daemon::DOCKER_AUTH_FILE.into()),
                 ..Default::default()
             },
+            volumes: paths::VOLUMES.into(),
+            bind_roots: vec![paths::BIND_ROOT.into()],
         })
+    }
+
+    #[test]
+    fn parses_volumes() {
+        let req = run_request(&["-v", "data:/d", "--volume=/srv/www:/www:ro", "-vx:/x", "bb"]);
+        assert_eq!(
+            req.volumes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["data:/d", "/srv/www:/www:ro", "x:/x"]
+        );
+        let e = container("run", &["-v", "../etc:/x", "bb"]).unwrap_err();
+        assert!(
+            e.contains("-v") && e.contains("\"../etc\"") && e.contains("absolute path"),
+            "{e}"
+        );
+        let e = container("run", &["-v", "a:/x", "-v", "b:/x/", "bb"]).unwrap_err();
+        assert!(e.contains("/x is mounted twice"), "{e}");
+        match parse_str(&[
+            "daemon",
+            "--volumes",
+            "/v",
+            "--bind-root",
+            "/a",
+            "--bind-root=/b",
+        ]) {
+            Ok(Cli::Daemon(o)) => {
+                assert_eq!(o.volumes, Path::new("/v"));
+                assert_eq!(o.bind_roots, [Path::new("/a"), Path::new("/b")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let socket = PathBuf::from(paths::CONTROL_SOCKET);
+        let volume = |request, json| {
+            Ok(Cli::Volume {
+                socket: socket.clone(),
+                request,
+                json,
+            })
+        };
+        assert_eq!(
+            container("volume", &["ls", "--json"]),
+            volume(Request::Volumes, true)
+        );
+        assert_eq!(
+            container("volume", &["create", "-l", "k=v", "data"]),
+            volume(
+                Request::VolumeCreate {
+                    name: "data".into(),
+                    labels: [("k".to_string(), "v".to_string())].into()
+                },
+                false
+            )
+        );
+        assert_eq!(
+            container("volume", &["inspect", "data"]),
+            volume(
+                Request::VolumeInspect {
+                    name: "data".into()
+                },
+                false
+            )
+        );
+        assert_eq!(
+            container("volume", &["rm", "data"]),
+            volume(
+                Request::VolumeRm {
+                    name: "data".into()
+                },
+                false
+            )
+        );
+        assert!(container("volume", &["prune"])
+            .unwrap_err()
+            .contains("unknown command"));
+        assert!(container("volume", &["rm"])
+            .unwrap_err()
+            .contains("missing NAME"));
+        assert!(container("ps", &["-v", "a:/b"])
+            .unwrap_err()
+            .contains("option of run"));
+        assert!(container("run", &["--bind-root", "/x", "bb"]).is_err());
     }
 
     /// The `run` request of a command line that must parse.

@@ -53,6 +53,9 @@ pub struct CreateSpec {
     /// tmpfs mounts: path -> options.
     #[serde(default)]
     pub tmpfs: BTreeMap<String, String>,
+    /// Host directories bound in: named volumes' data and bind mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BindMount>,
     /// The bundle has generated `hosts`, `hostname` and `resolv.conf`
     /// ([`ETC_FILES`]) to mount over the image's.
     #[serde(default)]
@@ -60,6 +63,19 @@ pub struct CreateSpec {
     /// Its network namespace.
     #[serde(default)]
     pub netns: NetnsMode,
+}
+
+/// A host directory bound into a container (`-v`): a named volume's
+/// `_data` or an allowed bind source, its path resolved by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// The host directory (canonical).
+    pub source: PathBuf,
+    /// The path in the container (clean, absolute).
+    pub target: String,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Which network namespace a container gets.
@@ -463,8 +479,9 @@ const TMPFS_OPTIONS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 /// The mounts of `spec`, as Docker sets them up: the standard file
 /// systems, `/sys/fs/cgroup` (the container's own cgroup namespace,
 /// read-only), then the generated `/etc` files (read-only with a read-only
-/// root) and the `--tmpfs` mounts, in that order sorted by depth (stable),
-/// so that a mount never hides a deeper one.
+/// root), the `-v` binds (`rbind`, `ro` when asked) and the `--tmpfs`
+/// mounts, in that order sorted by depth (stable), so that a mount never
+/// hides a deeper one.
 fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
     let mut mounts = vec![
         serde_json::json!({ "destination": "/proc", "type": "proc", "source": "proc",
@@ -493,6 +510,15 @@ fn mounts(spec: &CreateSpec) -> Vec<serde_json::Value> {
                 "options": ["rbind", "rprivate", access]
             }));
         }
+    }
+    for bind in &spec.binds {
+        let access = if bind.read_only { "ro" } else { "rw" };
+        user.push(serde_json::json!({
+            "destination": bind.target,
+            "type": "bind",
+            "source": bind.source,
+            "options": ["rbind", "rprivate", access]
+        }));
     }
     for (path, options) in &spec.tmpfs {
         let mut all: Vec<String> = TMPFS_OPTIONS.iter().map(|o| o.to_string()).collect();
@@ -785,6 +811,18 @@ mod tests {
             tmpfs: [("/run", "size=1m"), ("/etc/x", ""), ("/a/b/c", "")]
                 .map(|(p, o)| (p.to_string(), o.to_string()))
                 .into(),
+            binds: vec![
+                BindMount {
+                    source: "/v/data/_data".into(),
+                    target: "/srv/data".into(),
+                    read_only: true,
+                },
+                BindMount {
+                    source: "/srv/www".into(),
+                    target: "/www".into(),
+                    read_only: false,
+                },
+            ],
             etc_files: true,
             netns: NetnsMode::Path("/run/hostd/netns/x".into()),
         };
@@ -801,7 +839,7 @@ mod tests {
         );
         let mounts = config["mounts"].as_array().unwrap();
         let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap();
-        // Docker's order: the /etc files, then tmpfs mounts, by depth.
+        // Docker's order: the /etc files, binds, then tmpfs mounts, by depth.
         let user: Vec<&str> = mounts[7..]
             .iter()
             .map(|m| m["destination"].as_str().unwrap())
@@ -809,14 +847,22 @@ mod tests {
         assert_eq!(
             user,
             [
+                "/www",
                 "/run",
                 "/etc/resolv.conf",
                 "/etc/hostname",
                 "/etc/hosts",
+                "/srv/data",
                 "/etc/x",
                 "/a/b/c"
             ]
         );
+        assert_eq!(
+            *find("/srv/data"),
+            serde_json::json!({ "destination": "/srv/data", "type": "bind",
+              "source": "/v/data/_data", "options": ["rbind", "rprivate", "ro"] })
+        );
+        assert_eq!(find("/www")["options"][2], "rw");
         assert_eq!(
             find("/proc")["options"],
             serde_json::json!(["nosuid", "noexec", "nodev"])

@@ -44,9 +44,10 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::log::log;
 use crate::daemon::network::Networks;
+use crate::daemon::volumes::{self, Volumes};
 use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
 use crate::runtime::state::rfc3339_now;
-use config::{CreateSpec, NetnsMode};
+use config::{BindMount, CreateSpec, NetnsMode};
 use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::write_atomic;
@@ -238,6 +239,7 @@ pub struct Shared {
 pub struct Manager {
     shared: Arc<Shared>,
     monitor: MonitorHandle<Entry>,
+    volumes: Arc<Volumes>,
 }
 
 /// Undoes a half-made container.
@@ -477,6 +479,7 @@ impl Manager {
         state: &Path,
         zygote: Zygote,
         networks: Arc<Networks>,
+        volumes: Arc<Volumes>,
         on_zygote_lost: OnZygoteLost,
     ) -> std::io::Result<Manager> {
         let root = state.join("containers");
@@ -495,7 +498,11 @@ impl Manager {
             on_zygote_lost,
         });
         let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
-        let manager = Manager { shared, monitor };
+        let manager = Manager {
+            shared,
+            monitor,
+            volumes,
+        };
         manager.adopt();
         let removed = manager.shared.networks.reconcile();
         if !removed.is_empty() {
@@ -634,6 +641,16 @@ impl Manager {
             .map(|r| r.name)
     }
 
+    /// The containers (any state) whose record names volume `name`.
+    pub fn volume_users(&self, name: &str) -> Vec<String> {
+        lock(&self.shared.containers)
+            .values()
+            .map(|e| e.record())
+            .filter(|r| r.volumes.iter().any(|v| !v.is_bind() && v.source == name))
+            .map(|r| r.name)
+            .collect()
+    }
+
     /// Creates and starts a container; answers its id.
     pub fn run(&self, store: &Store, req: &RunRequest) -> Result<String, RunError> {
         // (1) Pure checks.
@@ -664,6 +681,12 @@ impl Manager {
             .map(|c| c.to_string())
             .collect();
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
+        // Bind sources checked, named volumes created on first use (and
+        // removed again if the run fails).
+        let (mounts, mut lease) = self
+            .volumes
+            .prepare(&req.volumes)
+            .map_err(|e| e.to_string())?;
 
         // (2) Root file system.
         let dir = self.shared.root.join(&id);
@@ -699,6 +722,15 @@ impl Manager {
         )
         .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
         cleanup.mounted = true;
+        for volume in mounts.iter().filter(|v| v.fill) {
+            volumes::fill_from_image(&rootfs, &volume.target, &volume.source).map_err(|e| {
+                format!(
+                    "cannot copy the image's {} into volume {}: {e}",
+                    volume.target,
+                    volume.source.display()
+                )
+            })?;
+        }
         let prepared = self.shared.networks.prepare(
             &id,
             &name,
@@ -749,6 +781,14 @@ impl Manager {
             capabilities: Some(capabilities),
             read_only: req.read_only,
             tmpfs: req.tmpfs.clone(),
+            binds: mounts
+                .into_iter()
+                .map(|v| BindMount {
+                    source: v.source,
+                    target: v.target,
+                    read_only: v.read_only,
+                })
+                .collect(),
             etc_files: true,
             netns,
         };
@@ -783,6 +823,7 @@ impl Manager {
             labels: req.labels.clone(),
             auto_remove: req.auto_remove,
             network: Some(prepared.attachment),
+            volumes: req.volumes.clone(),
         };
         let entry = Arc::new(Entry::new(
             dir,
@@ -794,6 +835,9 @@ impl Manager {
         cleanup.dir = None;
         cleanup.network = None;
         lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
+        // The record names its volumes now: `volume rm` sees it.
+        lease.keep();
+        drop(lease);
         self.monitor.watch(entry, running);
         log(&format!(
             "started container {id} ({}) pid {pid}",
