@@ -71,6 +71,10 @@ pub struct BootConfig {
     /// profile, never with credentials; host.toml overlays them).
     #[serde(default, skip_serializing_if = "is_default")]
     pub registries: crate::registries::RegistrySettings,
+    /// The state disk (`[state]` of the profile; host.toml and the command
+    /// line override it). `None`: state in RAM unless host.toml says more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::state_disk::StateConfig>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

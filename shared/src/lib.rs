@@ -15,6 +15,7 @@
 //! - [`control`]: hostd's control protocol (requests, typed responses, line
 //!   framing and the client side);
 //! - [`registries`]: registry settings (profile, host.toml, hostd);
+//! - [`state_disk`]: the state disk's settings and what init did with it;
 //! - [`paths`]: the paths inside an image both sides name;
 //! - [`glob`]: the shell-style wildcard matcher module sets and aliases use;
 //! - [`fs`]: writing a file atomically;
@@ -33,4 +34,5 @@ pub mod init_status;
 pub mod network;
 pub mod paths;
 pub mod registries;
+pub mod state_disk;
 pub mod time;

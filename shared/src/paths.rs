@@ -76,3 +76,12 @@ mod tests {
         }
     }
 }
+
+/// Where init mounts the state disk.
+pub const STATE_DISK: &str = "/var/lib/mkhost-state";
+
+/// What init did about the state disk ([`crate::state_disk::StateReport`]).
+pub const STATE_REPORT: &str = "/run/mkhost/state.json";
+
+/// Container records and writable layers (persistent with a state disk).
+pub const CONTAINERS: &str = "/var/lib/hostd-containers";

@@ -1647,6 +1647,7 @@ mod tests {
             network: Default::default(),
             container_networks: Default::default(),
             registries: Default::default(),
+            state: None,
         };
         let report = load_modules(dir.path(), &config, None, 1);
         assert_eq!(report.total, 2);
@@ -1697,6 +1698,7 @@ mod tests {
             network: Default::default(),
             container_networks: Default::default(),
             registries: Default::default(),
+            state: None,
         };
         let db = ModuleDb::parse(
             "kernel/a.ko:\nkernel/b.ko:\nkernel/c-x.ko: kernel/a.ko\n",

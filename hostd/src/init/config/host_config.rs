@@ -464,6 +464,7 @@ gateway = "10.0.0.1"
             },
             container_networks: Default::default(),
             registries: Default::default(),
+            state: None,
         }
     }
 
