@@ -109,7 +109,7 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
     let status = wait_for_status(&socket, Duration::from_secs(10));
     let import = work.join("bb.tar");
     ok(&hostd(&socket, &["import", import.to_str().unwrap()]));
-    let containers = state.join("containers");
+    let containers = work.join("containers");
 
     // Bad requests create nothing.
     let out = hostd_run(&socket, &["nope"]);
@@ -376,7 +376,7 @@ fn restart_policies_and_limits_without_cgroups() {
     ok(&hostd(&socket, &["stop", "-t", "1", "again"]));
 
     // Limits need cgroup v2, which this machine lacks: refused, nothing left.
-    let before = fs::read_dir(work.join("state/containers")).unwrap().count();
+    let before = fs::read_dir(work.join("containers")).unwrap().count();
     let out = hostd_run(
         &socket,
         &["--name", "capped", "--memory", "64M", "bb", "true"],
@@ -388,7 +388,7 @@ fn restart_policies_and_limits_without_cgroups() {
         stderr_of(&out)
     );
     assert_eq!(
-        fs::read_dir(work.join("state/containers")).unwrap().count(),
+        fs::read_dir(work.join("containers")).unwrap().count(),
         before
     );
     assert!(ps(&socket).iter().all(|r| r.name != "capped"));
@@ -643,7 +643,7 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
     std::mem::forget(first);
 
     // A corrupt record is skipped with a message, not fatal.
-    let junk = work.join("state/containers/0123456789abcdef");
+    let junk = work.join("containers/0123456789abcdef");
     fs::create_dir_all(&junk).unwrap();
     fs::write(junk.join("state.json"), b"{").unwrap();
 
@@ -704,7 +704,7 @@ fn run_in_the_foreground_like_docker_run() {
         &socket,
         &["import", work.join("bb.tar").to_str().unwrap()],
     ));
-    let containers = work.join("state/containers");
+    let containers = work.join("containers");
     let foreground = |args: &[&str]| {
         Command::new(HOSTD)
             .args(["run", "--socket"])
