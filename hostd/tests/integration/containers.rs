@@ -56,7 +56,7 @@ pub(crate) fn hostd(socket: &Path, args: &[&str]) -> Output {
 
 /// `hostd run -d` with the socket before the command's own arguments
 /// (`run`'s trailing arguments are the container's command): prints the id.
-fn hostd_run(socket: &Path, args: &[&str]) -> Output {
+pub(crate) fn hostd_run(socket: &Path, args: &[&str]) -> Output {
     Command::new(HOSTD)
         .args(["run", "-d", "--socket"])
         .arg(socket)
@@ -65,14 +65,14 @@ fn hostd_run(socket: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ps(socket: &Path) -> Vec<Record> {
+pub(crate) fn ps(socket: &Path) -> Vec<Record> {
     match control::request(socket, &Request::Ps, Duration::from_secs(5)).unwrap() {
         Response::Ps(rows) => rows,
         other => panic!("{other:?}"),
     }
 }
 
-fn find(socket: &Path, name: &str) -> Record {
+pub(crate) fn find(socket: &Path, name: &str) -> Record {
     ps(socket)
         .into_iter()
         .find(|r| r.name == name)
@@ -91,7 +91,7 @@ fn wait_exited(socket: &Path, name: &str) -> Record {
     }
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     hostd::os::kill(pid, 0).is_ok()
         && !fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
@@ -265,7 +265,12 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
 }
 
 /// Waits until `check` holds for container `name`'s record.
-fn wait_for(socket: &Path, name: &str, what: &str, check: impl Fn(&Record) -> bool) -> Record {
+pub(crate) fn wait_for(
+    socket: &Path,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Record) -> bool,
+) -> Record {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = ps(socket).into_iter().find(|r| r.name == name);
@@ -278,7 +283,7 @@ fn wait_for(socket: &Path, name: &str, what: &str, check: impl Fn(&Record) -> bo
 }
 
 /// Builds the busybox image in `work`, starts a daemon there and imports it.
-fn daemon_with_image(work: &Path) -> Daemon<'_> {
+pub(crate) fn daemon_with_image(work: &Path) -> Daemon<'_> {
     build_image(work);
     let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
     ok(&hostd(
