@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hostd::daemon::containers::Record;
 
 use crate::common::{ok, overlay_mounts_under, zygote_pid, Daemon, HOSTD};
-use crate::containers::{alive, daemon_with_image, find, hostd, hostd_run, ps, wait_for};
+use crate::containers::{alive, build_image, find, hostd, hostd_run, ps, wait_for};
 
 /// Counts its starts in its writable layer (`/boots`) and logs `boot N`.
 const COUNTER: &str =
@@ -89,8 +89,23 @@ fn id_of(socket: &Path, name: &str) -> String {
 fn containers_come_back_after_a_reboot_by_their_restart_policy() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let first = daemon_with_image(work);
+    build_image(work);
+    // A boot-time container (no restart policy): it runs once per boot.
+    let manifest = work.join("containers.json");
+    let archive = work.join("bb.tar");
+    let json = serde_json::json!({
+        "containers": [{ "image": "bb", "name": "greeter",
+                         "command": ["sh", "-c", "echo booted"], "pull": "never" }]
+    });
+    fs::write(&manifest, json.to_string()).unwrap();
+    let flag = ["--boot-manifest", manifest.to_str().unwrap()];
+    let first = Daemon::start(work, Path::new(HOSTD), &[]);
     let socket = first.socket();
+    ok(&hostd(&socket, &["import", archive.to_str().unwrap()]));
+    // Restarted with the manifest, as init would after the import.
+    first.terminate();
+    let first = Daemon::start(work, Path::new(HOSTD), &flag);
+    wait_for(&socket, "greeter", "ran", |r| r.status == "exited");
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["bb", "sh", "-c", COUNTER]);
@@ -144,7 +159,7 @@ fn containers_come_back_after_a_reboot_by_their_restart_policy() {
     // And a record whose writable layer is gone (a damaged disk).
     fs::remove_dir_all(&layerless).unwrap();
 
-    let second = Daemon::start(work, Path::new(HOSTD), &[]);
+    let second = Daemon::start(work, Path::new(HOSTD), &flag);
     let log = second.output();
     assert!(
         log.contains("0123456789abcdef: a container whose creation was cut off"),
@@ -208,6 +223,20 @@ fn containers_come_back_after_a_reboot_by_their_restart_policy() {
             .contains("writable layer"),
         "{r:?}"
     );
+    // The boot-time container ran once more, in this boot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok(&hostd(&socket, &["logs", "greeter"]))
+        .matches("stdout booted")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "greeter did not run in the new boot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for(&socket, "greeter", "ran again", |r| r.status == "exited");
     // A container left exited comes back by hand: root and network made again.
     ok(&hostd(&socket, &["start", "parked"]));
     assert_eq!(wait_boots(&socket, "parked", 2), ["boot 1", "boot 2"]);
@@ -221,6 +250,7 @@ fn containers_come_back_after_a_reboot_by_their_restart_policy() {
         "once",
         "retry",
         "layerless",
+        "greeter",
     ] {
         ok(&hostd(&socket, &["rm", "-f", name]));
     }
