@@ -81,6 +81,17 @@ fn power_cut(work: &Path, daemon: Daemon<'_>, records: &[Record]) {
     fs::remove_dir_all(&state).unwrap();
 }
 
+/// The containers the test runs itself.
+const NAMES: [&str; 7] = [
+    "web",
+    "kept",
+    "parked",
+    "paused",
+    "once",
+    "retry",
+    "layerless",
+];
+
 fn id_of(socket: &Path, name: &str) -> String {
     find(socket, name).id
 }
@@ -118,15 +129,7 @@ fn containers_come_back_after_a_reboot_by_their_restart_policy() {
     run(&["--name", "once"]);
     run(&["--name", "retry", "--restart", "on-failure"]);
     run(&["--name", "layerless", "--restart", "always"]);
-    for name in [
-        "web",
-        "kept",
-        "parked",
-        "paused",
-        "once",
-        "retry",
-        "layerless",
-    ] {
+    for name in NAMES {
         assert_eq!(wait_boots(&socket, name, 1), ["boot 1"], "{name}");
     }
     for name in ["parked", "paused"] {
@@ -242,16 +245,7 @@ fn containers_come_back_after_a_reboot_by_their_restart_policy() {
     assert_eq!(wait_boots(&socket, "parked", 2), ["boot 1", "boot 2"]);
     assert!(!find(&socket, "parked").stopped_by_user);
 
-    for name in [
-        "web",
-        "kept",
-        "parked",
-        "paused",
-        "once",
-        "retry",
-        "layerless",
-        "greeter",
-    ] {
+    for name in NAMES.iter().chain(&["greeter"]) {
         ok(&hostd(&socket, &["rm", "-f", name]));
     }
     assert!(ps(&socket).is_empty());
