@@ -660,15 +660,21 @@ pub fn format_cpus(nano: i64) -> String {
 }
 
 /// When a container is started again after it exits: `no`, `always`
-/// (whatever the exit code, until stopped), or `on-failure[:N]` (non-zero
-/// exit codes only, at most N restarts when N is given).
+/// (whatever the exit code, until stopped), `unless-stopped` (as `always`,
+/// but a container the user stopped stays stopped across a reboot), or
+/// `on-failure[:N]` (non-zero exit codes only, at most N restarts when N is
+/// given). Docker's names and meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RestartPolicy {
     /// Never.
     #[default]
     No,
-    /// Always, until `stop` or `rm`.
+    /// Always, until `stop` or `rm`; also after a reboot, even when it was
+    /// stopped by the user.
     Always,
+    /// As `Always`, except that a container stopped by the user stays
+    /// stopped after a reboot.
+    UnlessStopped,
     /// After a non-zero exit, at most `max` times if given.
     OnFailure {
         /// Restart limit.
@@ -687,7 +693,7 @@ impl RestartPolicy {
     pub fn restarts(&self, code: i32, restarts: u32) -> bool {
         match self {
             RestartPolicy::No => false,
-            RestartPolicy::Always => true,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
             RestartPolicy::OnFailure { max } => code != 0 && max.is_none_or(|m| restarts < m),
         }
     }
@@ -698,6 +704,7 @@ impl fmt::Display for RestartPolicy {
         match self {
             RestartPolicy::No => f.write_str("no"),
             RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
             RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
             RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
         }
@@ -708,11 +715,13 @@ impl FromStr for RestartPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let err =
-            || format!("unknown restart policy {s:?} (use no, always, on-failure or on-failure:N)");
+        let err = || {
+            format!("unknown restart policy {s:?} (use no, always, unless-stopped, on-failure or on-failure:N)")
+        };
         match s {
             "no" => Ok(RestartPolicy::No),
             "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
             "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
             _ => {
                 let n = s.strip_prefix("on-failure:").ok_or_else(err)?;
@@ -813,6 +822,11 @@ pub struct Record {
     /// Its volumes and bind mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
+    /// The user stopped it (`stop`) and has not started it since: an
+    /// `unless-stopped` container stays stopped after a reboot (Docker's
+    /// "manually stopped").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stopped_by_user: bool,
 }
 
 /// Why a request is refused before anything is created.
@@ -984,7 +998,13 @@ mod tests {
 
     #[test]
     fn restart_policies_round_trip_and_decide() {
-        for text in ["no", "always", "on-failure", "on-failure:3"] {
+        for text in [
+            "no",
+            "always",
+            "unless-stopped",
+            "on-failure",
+            "on-failure:3",
+        ] {
             let p: RestartPolicy = text.parse().unwrap();
             assert_eq!(p.to_string(), text);
             let json = serde_json::to_string(&p).unwrap();
@@ -1002,6 +1022,8 @@ mod tests {
         }
         assert!(!RestartPolicy::No.restarts(1, 0));
         assert!(RestartPolicy::Always.restarts(0, 100));
+        assert!(RestartPolicy::UnlessStopped.restarts(0, 100));
+        assert!(RestartPolicy::UnlessStopped.restarts(137, 0));
         let three = RestartPolicy::OnFailure { max: Some(3) };
         assert!(!three.restarts(0, 0));
         assert!(three.restarts(1, 2));

@@ -750,6 +750,7 @@ mod tests {
             auto_remove: false,
             network: None,
             volumes: Vec::new(),
+            stopped_by_user: false,
         }
     }
 

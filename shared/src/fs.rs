@@ -1,5 +1,7 @@
 //! Writing a file so that readers see the old or the new contents, never half
-//! of them, and a crash leaves no half-written file under the final name.
+//! of them, and a crash (a power cut included) leaves no half-written file
+//! under the final name: write a temporary file, fsync it, rename it over
+//! the final name, fsync the directory so that the rename itself is on disk.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -7,8 +9,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Writes `bytes` to `path` with permissions `mode`: a temporary file in the
-/// same directory, written and fsynced, then renamed over `path`. On error the
-/// temporary file is removed and `path` is untouched.
+/// same directory, written and fsynced, then renamed over `path`, and the
+/// directory fsynced (without that, a power cut can undo the rename). On
+/// error the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
@@ -35,7 +38,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result?;
+    sync_dir(dir)
+}
+
+/// Fsyncs directory `dir`: the entries created, renamed or removed in it
+/// are on disk when this returns. Call it on the parent after making a
+/// directory that a record written later names.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -60,6 +71,17 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn directories_can_be_synced() {
+        let dir = scratch("sync");
+        write_atomic(&dir.join("f"), b"x", 0o600).unwrap();
+        sync_dir(&dir).unwrap();
+        let relative = std::env::current_dir().unwrap();
+        sync_dir(&relative).unwrap();
+        assert!(sync_dir(&dir.join("missing")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -290,6 +290,14 @@ impl Store {
                 layers.insert(l.diff_id.hex().to_owned());
             }
         }
+        // The index stops naming the layers first: a power cut in the middle
+        // of the deletions then leaves unreferenced files (the next gc takes
+        // them), never an index entry for a layer that is gone.
+        let before = index.layers.len();
+        index.layers.retain(|d, _| layers.contains(d.hex()));
+        if index.layers.len() != before {
+            index.save(&self.index_path(), &self.tmp_dir().join("index.json.new"))?;
+        }
         let mut report = GcReport::default();
         let mut seen = BTreeSet::new();
         let blob_dir = self.root().join("blobs/sha256");
@@ -308,11 +316,6 @@ impl Store {
             }
         }
         self.clear_tmp()?;
-        let before = index.layers.len();
-        index.layers.retain(|d, _| layers.contains(d.hex()));
-        if index.layers.len() != before {
-            index.save(&self.index_path(), &self.tmp_dir().join("index.json.new"))?;
-        }
         Ok(report)
     }
 

@@ -17,8 +17,9 @@
 //! Containers ([`crate::daemon::containers`]) are created by a zygote that
 //! [`run`] forks first thing, while the process still has one thread — or
 //! finds already running, left by the daemon before this one, and takes
-//! over (asking it to `exec` this binary when it runs another). Their state
-//! lives under [`DaemonOptions::state`]. Without a zygote (unit tests)
+//! over (asking it to `exec` this binary when it runs another). Their
+//! records and writable layers live under [`DaemonOptions::containers`]
+//! (persistent), what a reboot wipes under [`DaemonOptions::state`]. Without a zygote (unit tests)
 //! container requests are answered with an error. Once serving, a thread
 //! imports and starts the boot-time containers of
 //! [`DaemonOptions::boot_manifest`].
@@ -86,8 +87,14 @@ pub struct DaemonOptions {
     pub socket: PathBuf,
     /// The image store's root directory.
     pub store: PathBuf,
-    /// The state directory (containers, runtime state).
+    /// The run-time state directory: what a reboot wipes (the OCI
+    /// runtime's state, container bundles, network namespace files, the
+    /// zygote's socket).
     pub state: PathBuf,
+    /// What must survive a reboot: each container's record, writable layer
+    /// and log, and the networks created over the socket
+    /// ([`paths::CONTAINERS`]).
+    pub containers: PathBuf,
     /// The boot-time container manifest, if any.
     pub boot_manifest: Option<PathBuf>,
     /// The container networks init defined ([`paths::NETWORKS`]), if any.
@@ -107,6 +114,7 @@ impl Default for DaemonOptions {
             socket: PathBuf::from(paths::CONTROL_SOCKET),
             store: PathBuf::from(paths::STORE),
             state: PathBuf::from(paths::STATE),
+            containers: PathBuf::from(paths::CONTAINERS),
             boot_manifest: Some(PathBuf::from(mkhost_shared::paths::BOOT_MANIFEST)),
             networks: Some(PathBuf::from(paths::NETWORKS)),
             registries: RegistryOptions {
@@ -583,12 +591,14 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     };
     let networks = Arc::new(Networks::start(NetworkOptions {
         state: options.state.clone(),
+        saved: options.containers.join("networks"),
         definitions: load_definitions(options.networks.as_deref()),
         resolv_conf: PathBuf::from("/etc/resolv.conf"),
         dhcp_timeout: network::DHCP_TIMEOUT,
     }));
     let volumes = Arc::new(Volumes::new(&options.volumes, &options.bind_roots));
     let containers = Manager::new(
+        &options.containers,
         &options.state,
         zygote,
         Arc::clone(&networks),
@@ -596,7 +606,7 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         on_lost,
     )
     .map_err(|source| DaemonError::State {
-        path: options.state.join("containers"),
+        path: options.containers.clone(),
         source,
     })?;
     let containers = Arc::new(containers);

@@ -218,6 +218,8 @@ impl<'a> Daemon<'a> {
             .arg(work.join("store"))
             .arg("--state")
             .arg(work.join("state"))
+            .arg("--containers")
+            .arg(work.join("containers"))
             .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -271,7 +273,7 @@ impl Drop for Daemon<'_> {
 /// cut off half-way through its creation), then unmounts the roots.
 fn cleanup(work: &Path) {
     let mut pids: Vec<i32> = zygote_pid(work).into_iter().collect();
-    if let Ok(dirs) = fs::read_dir(work.join("state/containers")) {
+    if let Ok(dirs) = fs::read_dir(work.join("containers")) {
         for dir in dirs.flatten() {
             if let Ok(bytes) = fs::read(dir.path().join("state.json")) {
                 if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {

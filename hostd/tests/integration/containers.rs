@@ -56,7 +56,7 @@ pub(crate) fn hostd(socket: &Path, args: &[&str]) -> Output {
 
 /// `hostd run -d` with the socket before the command's own arguments
 /// (`run`'s trailing arguments are the container's command): prints the id.
-fn hostd_run(socket: &Path, args: &[&str]) -> Output {
+pub(crate) fn hostd_run(socket: &Path, args: &[&str]) -> Output {
     Command::new(HOSTD)
         .args(["run", "-d", "--socket"])
         .arg(socket)
@@ -65,14 +65,14 @@ fn hostd_run(socket: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ps(socket: &Path) -> Vec<Record> {
+pub(crate) fn ps(socket: &Path) -> Vec<Record> {
     match control::request(socket, &Request::Ps, Duration::from_secs(5)).unwrap() {
         Response::Ps(rows) => rows,
         other => panic!("{other:?}"),
     }
 }
 
-fn find(socket: &Path, name: &str) -> Record {
+pub(crate) fn find(socket: &Path, name: &str) -> Record {
     ps(socket)
         .into_iter()
         .find(|r| r.name == name)
@@ -91,7 +91,7 @@ fn wait_exited(socket: &Path, name: &str) -> Record {
     }
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     hostd::os::kill(pid, 0).is_ok()
         && !fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
@@ -109,7 +109,7 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
     let status = wait_for_status(&socket, Duration::from_secs(10));
     let import = work.join("bb.tar");
     ok(&hostd(&socket, &["import", import.to_str().unwrap()]));
-    let containers = state.join("containers");
+    let containers = work.join("containers");
 
     // Bad requests create nothing.
     let out = hostd_run(&socket, &["nope"]);
@@ -265,7 +265,12 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
 }
 
 /// Waits until `check` holds for container `name`'s record.
-fn wait_for(socket: &Path, name: &str, what: &str, check: impl Fn(&Record) -> bool) -> Record {
+pub(crate) fn wait_for(
+    socket: &Path,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Record) -> bool,
+) -> Record {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = ps(socket).into_iter().find(|r| r.name == name);
@@ -278,7 +283,7 @@ fn wait_for(socket: &Path, name: &str, what: &str, check: impl Fn(&Record) -> bo
 }
 
 /// Builds the busybox image in `work`, starts a daemon there and imports it.
-fn daemon_with_image(work: &Path) -> Daemon<'_> {
+pub(crate) fn daemon_with_image(work: &Path) -> Daemon<'_> {
     build_image(work);
     let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
     ok(&hostd(
@@ -376,7 +381,7 @@ fn restart_policies_and_limits_without_cgroups() {
     ok(&hostd(&socket, &["stop", "-t", "1", "again"]));
 
     // Limits need cgroup v2, which this machine lacks: refused, nothing left.
-    let before = fs::read_dir(work.join("state/containers")).unwrap().count();
+    let before = fs::read_dir(work.join("containers")).unwrap().count();
     let out = hostd_run(
         &socket,
         &["--name", "capped", "--memory", "64M", "bb", "true"],
@@ -388,7 +393,7 @@ fn restart_policies_and_limits_without_cgroups() {
         stderr_of(&out)
     );
     assert_eq!(
-        fs::read_dir(work.join("state/containers")).unwrap().count(),
+        fs::read_dir(work.join("containers")).unwrap().count(),
         before
     );
     assert!(ps(&socket).iter().all(|r| r.name != "capped"));
@@ -643,7 +648,7 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
     std::mem::forget(first);
 
     // A corrupt record is skipped with a message, not fatal.
-    let junk = work.join("state/containers/0123456789abcdef");
+    let junk = work.join("containers/0123456789abcdef");
     fs::create_dir_all(&junk).unwrap();
     fs::write(junk.join("state.json"), b"{").unwrap();
 
@@ -704,7 +709,7 @@ fn run_in_the_foreground_like_docker_run() {
         &socket,
         &["import", work.join("bb.tar").to_str().unwrap()],
     ));
-    let containers = work.join("state/containers");
+    let containers = work.join("containers");
     let foreground = |args: &[&str]| {
         Command::new(HOSTD)
             .args(["run", "--socket"])

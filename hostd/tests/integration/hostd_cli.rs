@@ -16,6 +16,8 @@ fn daemon_answers_status_and_exits_cleanly_on_sigterm() {
         .arg(dir.path().join("store"))
         .arg("--state")
         .arg(dir.path().join("state"))
+        .arg("--containers")
+        .arg(dir.path().join("containers"))
         .spawn()
         .unwrap();
     let status = wait_for_status(&socket, Duration::from_secs(10));
@@ -72,6 +74,8 @@ fn second_daemon_on_same_socket_refuses() {
             .arg(dir.path().join("store"))
             .arg("--state")
             .arg(dir.path().join("state"))
+            .arg("--containers")
+            .arg(dir.path().join("containers"))
             .arg("--boot-manifest")
             .arg(dir.path().join("containers.json"));
         c

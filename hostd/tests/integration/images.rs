@@ -74,6 +74,8 @@ fn import_list_inspect_remove_gc_through_the_daemon() {
         .arg(&store)
         .arg("--state")
         .arg(work.join("state"))
+        .arg("--containers")
+        .arg(work.join("containers"))
         .spawn()
         .unwrap();
     wait_for_status(&socket, Duration::from_secs(10));

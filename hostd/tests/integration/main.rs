@@ -1,7 +1,7 @@
 //! Integration tests: the real `hostd` and `init` binaries, run as processes.
 //!
 //! One test binary with a module per area (`containers`, `docker_diff`,
-//! `hostd_cli`, `images`, `init_boot`, `network`, `pull`, `volumes`).
+//! `hostd_cli`, `images`, `init_boot`, `network`, `pull`, `reboot`, `volumes`).
 
 mod common;
 mod containers;
@@ -11,4 +11,5 @@ mod images;
 mod init_boot;
 mod network;
 mod pull;
+mod reboot;
 mod volumes;

@@ -197,7 +197,7 @@ fn volumes_and_bind_mounts_through_the_daemon() {
 
     // Outside the allowed root, directly or through a symlink under it:
     // refused, naming the root and the flag; nothing is created.
-    let before = fs::read_dir(work.join("state/containers")).unwrap().count();
+    let before = fs::read_dir(work.join("containers")).unwrap().count();
     for source in [outside.clone(), srv.join("link")] {
         let arg = format!("{}:/x", source.display());
         let out = run_rm(&socket, &["-v", "fresh:/a", "-v", &arg, "vb", "true"]);
@@ -250,7 +250,7 @@ fn volumes_and_bind_mounts_through_the_daemon() {
         "leftovers in the root"
     );
     assert_eq!(
-        fs::read_dir(work.join("state/containers")).unwrap().count(),
+        fs::read_dir(work.join("containers")).unwrap().count(),
         before
     );
 

@@ -30,9 +30,10 @@ pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
              [--networks FILE] [--registries FILE] [--insecure-registry HOST[:PORT]]...
              [--registry-ca PEM] [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
-             [--volumes DIR] [--bind-root DIR]...
+             [--volumes DIR] [--bind-root DIR]... [--containers DIR]
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
-                                        boot manifest: /etc/hostd/containers.json, networks:
+                                        containers: /var/lib/hostd-containers, boot manifest:
+                                        /etc/hostd/containers.json, networks:
                                         /run/mkhost/networks.json, registries:
                                         /run/mkhost/registries.json, volumes:
                                         /var/lib/hostd-volumes, bind mounts only under /srv)
@@ -105,7 +106,7 @@ its id and returns. As docker run, it exits 125 when hostd refuses the run,
                             always or never
       --cap-add CAP         add a capability to Docker's default set (or ALL)
       --cap-drop CAP        drop one (or ALL)
-      --restart POLICY      no, always, on-failure or on-failure:N
+      --restart POLICY      no, always, unless-stopped, on-failure or on-failure:N
   -m, --memory SIZE         memory limit (e.g. 64M; at least 6M)
       --cpus N              CPU limit (e.g. 0.5)
       --cpu-weight 1-10000  CPU weight (default 100)
@@ -133,7 +134,7 @@ const COMMAND_USAGE: [(&str, &str); 16] = [
     ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
     ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
     ("volume", "usage: hostd volume ls [--json] | create [-l|--label K=V]... NAME | inspect NAME | rm NAME\nManages named volumes (docs/state.md)."),
-    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]...\nRuns the daemon."),
+    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR]\nRuns the daemon."),
 ];
 
 /// The usage of `command` (`hostd --help` for none).
@@ -390,6 +391,10 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("volumes") => {
                 daemon.volumes = p.value()?.into();
+                &["daemon"]
+            }
+            Long("containers") => {
+                daemon.containers = p.value()?.into();
                 &["daemon"]
             }
             Long("bind-root") => {
@@ -1026,6 +1031,7 @@ mod tests {
             socket: socket.into(),
             store: store.into(),
             state: paths::STATE.into(),
+            containers: paths::CONTAINERS.into(),
             boot_manifest: Some(mkhost_shared::paths::BOOT_MANIFEST.into()),
             networks: Some(paths::NETWORKS.into()),
             registries: hostd::daemon::pull::RegistryOptions {
@@ -1062,9 +1068,12 @@ mod tests {
             "--bind-root",
             "/a",
             "--bind-root=/b",
+            "--containers",
+            "/c",
         ]) {
             Ok(Cli::Daemon(o)) => {
                 assert_eq!(o.volumes, Path::new("/v"));
+                assert_eq!(o.containers, Path::new("/c"));
                 assert_eq!(o.bind_roots, [Path::new("/a"), Path::new("/b")]);
             }
             other => panic!("{other:?}"),

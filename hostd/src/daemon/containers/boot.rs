@@ -5,7 +5,11 @@
 //! directory remembers it), deletes each archive once imported (the root is
 //! in RAM), and starts every declared container that does
 //! not exist yet — so a restarted daemon, which re-adopted them, starts
-//! nothing twice. A container whose profile said `pull = "boot"` has a pull
+//! nothing twice. Declared containers run once per boot: the first daemon
+//! of a boot (a marker under the state directory, which a reboot wipes)
+//! also starts again those whose records outlived a reboot exited (a `no`
+//! container the reboot cut off, one that had finished), unless the user
+//! had stopped them. A container whose profile said `pull = "boot"` has a pull
 //! policy: its image is pulled from its registry first when the store lacks
 //! it, tried again a few times while the host's network comes up. Problems
 //! are logged per archive and per container; one bad entry does not keep
@@ -19,6 +23,10 @@ use super::Manager;
 use crate::daemon::pull::Puller;
 use mkhost_shared::container::{BootManifest, PullPolicy, RunRequest};
 use mkhost_store::{HashingReader, Store};
+
+/// The marker, under the state directory, of a boot whose declared
+/// containers were started.
+pub const BOOT_STARTED: &str = "boot-started";
 
 /// What [`start`] did, for the log and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -138,11 +146,27 @@ pub fn start(
             Err(e) => report.errors.push(format!("boot image import failed: {e}")),
         }
     }
-    let existing: Vec<String> = manager.ps().into_iter().map(|r| r.name).collect();
+    let first_of_boot = !state.join(BOOT_STARTED).exists();
+    if let Err(e) = fs::write(state.join(BOOT_STARTED), b"") {
+        report.errors.push(format!(
+            "cannot write {}: {e}",
+            state.join(BOOT_STARTED).display()
+        ));
+    }
+    let existing = manager.ps();
     for request in &manifest.containers {
         let name = request.name.clone().unwrap_or_default();
-        if existing.contains(&name) {
-            report.existing.push(name);
+        if let Some(record) = existing.iter().find(|r| r.name == name) {
+            if first_of_boot && record.status == "exited" && !record.stopped_by_user {
+                match manager.start(&name) {
+                    Ok(_) => report.started.push(name),
+                    Err(e) => report
+                        .errors
+                        .push(format!("boot container {name:?} did not start again: {e}")),
+                }
+            } else {
+                report.existing.push(name);
+            }
             continue;
         }
         if let Err(e) = pull_with_retries(puller, store, request, pull_waits) {

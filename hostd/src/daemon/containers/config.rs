@@ -22,10 +22,15 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 pub struct CreateSpec {
     /// Container id (runtime id too).
     pub id: String,
-    /// Bundle directory (`config.json` is written there).
+    /// Bundle directory (`config.json` is written there): run-time state,
+    /// made again after a reboot.
     pub bundle: PathBuf,
     /// The mounted root file system.
     pub rootfs: PathBuf,
+    /// The image's layer directories, top first (the overlay's `lowerdir`),
+    /// to mount the root again after a reboot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lower: Vec<PathBuf>,
     /// `argv`.
     pub args: Vec<String>,
     /// `NAME=value` environment.
@@ -797,6 +802,7 @@ mod tests {
         let spec = CreateSpec {
             id: "0123456789abcdef".into(),
             bundle: "/b".into(),
+            lower: Vec::new(),
             rootfs: "/b/rootfs".into(),
             args: s(&["sh"]),
             env: vec![],

@@ -7,9 +7,13 @@
 //!    (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`) is merged with it; a
 //!    user name is looked up in the image's `/etc/passwd`. A missing image or
 //!    unknown user fails here, before anything exists.
-//! 2. **Root file system**: `<state>/containers/<id>/` gets `upper/`, `work/`
-//!    and `rootfs/`, where the daemon mounts overlayfs with the image's layers
-//!    (top first) as `lowerdir`; `spec.json` keeps what a restart needs.
+//! 2. **Root file system**: the container's directory `<containers>/<id>/`
+//!    (persistent: [`mkhost_shared::paths::CONTAINERS`], on the state disk
+//!    when there is one) gets the writable layer `upper/` and `work/`; its
+//!    bundle `<state>/bundles/<id>/` (run-time state, RAM) gets `rootfs/`,
+//!    where the daemon mounts overlayfs with the image's layers (top first)
+//!    as `lowerdir`; `spec.json` keeps what a restart needs. Both
+//!    directories are fsynced into place before the record names them.
 //! 3. **Process** ([`crate::daemon::zygote`]): the single-threaded zygote creates and starts
 //!    the container with the runtime, in cgroup `hostd/<id>` with the
 //!    limits, and hands back a pidfd and the read ends of its stdout and
@@ -23,16 +27,21 @@
 //! turns restarts off; `rm` deletes the runtime state and cgroup, unmounts
 //! the overlay and removes the directory.
 //!
-//! **Re-adoption.** Everything lives under the state directory
-//! (`/run/hostd`) and in the zygote, which outlives the daemon. A new daemon
+//! **Re-adoption.** The records live in the containers directory, the
+//! running containers in the zygote, which outlives the daemon. A new daemon
 //! ([`Manager::new`]) reads every `state.json`, gets each running
 //! container's descriptors back from the zygote, and goes on; a container
 //! that exited meanwhile is reaped then, with its real exit code. See
 //! docs/containers.md.
+//!
+//! **Reboots** ([`reboot`]): a record whose bundle is gone outlived its
+//! host; its restart policy decides whether it starts again (root mounted
+//! and network set up again) or is recorded as exited. See docs/state.md.
 
 pub mod boot;
 pub mod config;
 pub mod monitor;
+pub mod reboot;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -50,7 +59,7 @@ use crate::runtime::state::rfc3339_now;
 use config::{BindMount, CreateSpec, NetnsMode};
 use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
-use mkhost_shared::fs::write_atomic;
+use mkhost_shared::fs::{sync_dir, write_atomic};
 use mkhost_store::Store;
 use monitor::{MonitorHandle, Running};
 
@@ -228,7 +237,12 @@ pub type OnZygoteLost = Box<dyn Fn() + Send + Sync>;
 
 /// What the daemon's threads and the monitor share.
 pub struct Shared {
+    /// The containers' directories (persistent).
     root: PathBuf,
+    /// Their bundles (run-time state): `<state>/bundles`.
+    bundles: PathBuf,
+    /// Where earlier daemons kept both: `<state>/containers`.
+    legacy_root: PathBuf,
     networks: Arc<Networks>,
     zygote: Mutex<Zygote>,
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
@@ -244,10 +258,21 @@ pub struct Manager {
 
 /// Undoes a half-made container.
 struct Cleanup {
-    dir: Option<PathBuf>,
-    mounted: bool,
+    /// Its directory and bundle, until the container is made.
+    dirs: Vec<PathBuf>,
+    /// Its mounted root.
+    mounted: Option<PathBuf>,
     /// The container's network, while it has one to give back.
     network: Option<(Arc<Networks>, String)>,
+}
+
+impl Cleanup {
+    /// The container is made: nothing to undo.
+    fn disarm(&mut self) {
+        self.dirs.clear();
+        self.mounted = None;
+        self.network = None;
+    }
 }
 
 impl Drop for Cleanup {
@@ -255,13 +280,62 @@ impl Drop for Cleanup {
         if let Some((networks, id)) = self.network.take() {
             networks.release(&id);
         }
-        if let Some(dir) = self.dir.take() {
-            if self.mounted {
-                let _ = crate::os::unmount(&dir.join("rootfs"), crate::os::UnmountFlags::DETACH);
-            }
+        if let Some(rootfs) = self.mounted.take() {
+            let _ = crate::os::unmount(&rootfs, crate::os::UnmountFlags::DETACH);
+        }
+        for dir in self.dirs.drain(..) {
             let _ = fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Unmounts a container root; not mounted, or gone with its bundle, is fine.
+fn unmount_root(rootfs: &Path) -> Result<(), String> {
+    match crate::os::unmount(rootfs, crate::os::UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => Ok(()),
+        Err(e) => Err(format!("cannot unmount {}: {e}", rootfs.display())),
+    }
+}
+
+/// Removes a directory tree; one already gone is fine.
+fn remove_tree(dir: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+    }
+}
+
+/// Writes the generated `/etc` files (`hosts`, `hostname`, `resolv.conf`)
+/// of a container with `hostname` on `prepared`'s network into `bundle`.
+/// Fresh files in a fresh directory of the run-time state, made again with
+/// the bundle: no rename or fsync needed.
+fn write_etc_files(
+    bundle: &Path,
+    hostname: &str,
+    prepared: &crate::daemon::network::Prepared,
+) -> Result<(), String> {
+    let host_network = prepared.attachment.network == mkhost_shared::network::MODE_HOST;
+    let host_resolv_conf = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+    let host_hosts = host_network
+        .then(|| fs::read_to_string(HOST_HOSTS).ok())
+        .flatten();
+    let mut files = config::etc_files(
+        hostname,
+        &prepared.hosts_extra,
+        prepared.resolv_conf.as_deref(),
+        &host_resolv_conf,
+    );
+    if let Some(hosts) = host_hosts {
+        files[1].1 = hosts;
+    }
+    for (name, text) in files {
+        let path = bundle.join(name);
+        fs::write(&path, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Takes the pidfd and pipe read ends a `created` answer carries.
@@ -402,15 +476,63 @@ impl Shared {
         })? {
             return Err(message);
         }
-        let rootfs = entry.dir.join("rootfs");
-        match crate::os::unmount(&rootfs, crate::os::UnmountFlags::empty()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(format!("cannot unmount {}: {e}", rootfs.display())),
-        }
+        unmount_root(&entry.spec.rootfs)?;
         self.networks.release(&entry.id);
-        fs::remove_dir_all(&entry.dir)
-            .map_err(|e| format!("cannot remove {}: {e}", entry.dir.display()))
+        // The bundle first: a crash in between leaves a record without a
+        // bundle, which the next daemon takes for a container after a reboot.
+        remove_tree(&entry.spec.bundle)?;
+        remove_tree(&entry.dir)?;
+        let _ = sync_dir(&self.root);
+        Ok(())
+    }
+
+    /// Makes the bundle of `entry` again when the host rebooted under it
+    /// (the bundle is gone): mounts its root over its writable layer, sets
+    /// its network up again from the record (same address if free) and
+    /// writes its `/etc` files. Does nothing while the bundle exists.
+    fn rebuild_bundle(&self, entry: &Entry, record: &mut Record) -> Result<(), String> {
+        let spec = &entry.spec;
+        if spec.bundle.exists() {
+            return Ok(());
+        }
+        let mut cleanup = Cleanup {
+            dirs: vec![spec.bundle.clone()],
+            mounted: None,
+            network: None,
+        };
+        reboot::mount_root(&entry.dir, spec)?;
+        cleanup.mounted = Some(spec.rootfs.clone());
+        let last = record.network.clone().unwrap_or_default();
+        let prepared = match last.network.as_str() {
+            // A record from before networks had none.
+            "" => self.networks.prepare(
+                &entry.id,
+                &record.name,
+                &spec.hostname,
+                mkhost_shared::network::MODE_NONE,
+                &[],
+                &[],
+                None,
+            )?,
+            _ => self
+                .networks
+                .reattach(&entry.id, &record.name, &spec.hostname, &last)?,
+        };
+        cleanup.network = Some((Arc::clone(&self.networks), entry.id.clone()));
+        write_etc_files(&spec.bundle, &spec.hostname, &prepared)?;
+        if let (Some(now), Some(was)) = (prepared.attachment.address, last.address) {
+            if now != was {
+                log(&format!(
+                    "container {} ({}) has address {now} now ({was} was taken)",
+                    entry.id, record.name
+                ));
+            }
+        }
+        if record.network.is_some() {
+            record.network = Some(prepared.attachment);
+        }
+        cleanup.disarm();
+        Ok(())
     }
 
     /// Starts `entry` again (a restart it is still due); answers its new
@@ -435,7 +557,8 @@ impl Shared {
         let _ = self.call(&ZygoteRequest::Delete {
             id: entry.id.clone(),
         });
-        match self.spawn(&entry.spec).map_err(|e| e.message) {
+        let rebuilt = self.rebuild_bundle(entry, &mut state.record);
+        match rebuilt.and_then(|()| self.spawn(&entry.spec).map_err(|e| e.message)) {
             Ok((pid, running)) => {
                 state.record.pid = pid;
                 state.record.status = "running".into();
@@ -447,6 +570,7 @@ impl Shared {
                 state.record.finished = None;
                 state.record.started = rfc3339_now();
                 state.record.error = None;
+                state.record.stopped_by_user = false;
                 state.started = Instant::now();
                 state.pidfd = Some(Arc::clone(&running.pidfd));
                 entry.save(&state.record);
@@ -469,29 +593,36 @@ impl Shared {
 }
 
 impl Manager {
-    /// Containers under `state/containers`, created through `zygote`. Takes
-    /// over what an earlier daemon left there: containers the zygote still
-    /// holds are watched again; the others (their zygote died) are killed
-    /// if still alive, since nobody holds their output or exit status any
-    /// more, recorded as lost, and restarted if their policy says so.
-    /// `on_zygote_lost` runs if the zygote dies later.
+    /// Containers with their directories under `containers` and their
+    /// bundles under `state/bundles`, created through `zygote`. Takes over
+    /// what an earlier daemon left: containers the zygote still holds are
+    /// watched again; the others (their zygote died) are killed if still
+    /// alive, since nobody holds their output or exit status any more,
+    /// recorded as lost, and restarted if their policy says so. Containers
+    /// whose bundle is gone outlived a reboot: [`reboot::after_reboot`]
+    /// decides. `on_zygote_lost` runs if the zygote dies later.
     pub fn new(
+        containers: &Path,
         state: &Path,
         zygote: Zygote,
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         on_zygote_lost: OnZygoteLost,
     ) -> std::io::Result<Manager> {
-        let root = state.join("containers");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)?;
+        let bundles = state.join("bundles");
+        for dir in [containers, &bundles] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         crate::os::raise_nofile(1 << 20);
         let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
             .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let shared = Arc::new(Shared {
-            root,
+            root: containers.to_path_buf(),
+            bundles,
+            legacy_root: state.join("containers"),
             networks,
             zygote: Mutex::new(zygote),
             containers: Mutex::new(BTreeMap::new()),
@@ -503,7 +634,7 @@ impl Manager {
             monitor,
             volumes,
         };
-        manager.adopt();
+        let due = manager.adopt();
         let removed = manager.shared.networks.reconcile();
         if !removed.is_empty() {
             log(&format!(
@@ -512,16 +643,59 @@ impl Manager {
                 removed.join(", ")
             ));
         }
+        // After `reconcile`, which would take a new namespace or veth for
+        // a leftover.
+        for entry in due {
+            manager.monitor.restart_at(entry, Instant::now());
+        }
         Ok(manager)
     }
 
-    /// Loads every container directory and re-attaches the running ones.
-    fn adopt(&self) {
-        let Ok(dirs) = fs::read_dir(&self.shared.root) else {
-            return;
-        };
-        let mut adopted = 0;
-        for dir in dirs.flatten().map(|d| d.path()) {
+    /// A container directory with no record: a `run` cut off before it
+    /// answered. Its process (if the zygote made one), root and bundle go.
+    fn remove_unfinished(&self, dir: &Path) {
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = self.shared.call(&ZygoteRequest::Delete { id: id.clone() });
+        let bundle = self.shared.bundles.join(&id);
+        let result = unmount_root(&bundle.join("rootfs"))
+            .and_then(|()| remove_tree(&bundle))
+            .and_then(|()| remove_tree(dir));
+        match result {
+            Ok(()) => log(&format!(
+                "removed {}: a container whose creation was cut off (no {STATE_FILE})",
+                dir.display()
+            )),
+            Err(e) => log(&format!(
+                "cannot remove the unfinished container directory {}: {e}",
+                dir.display()
+            )),
+        }
+    }
+
+    /// Loads every container directory and re-attaches the running ones;
+    /// answers the containers to start again now.
+    fn adopt(&self) -> Vec<Arc<Entry>> {
+        let mut dirs = Vec::new();
+        for root in [&self.shared.root, &self.shared.legacy_root] {
+            let Ok(entries) = fs::read_dir(root) else {
+                continue;
+            };
+            for path in entries.flatten().map(|d| d.path()) {
+                match reboot::classify(&path, STATE_FILE) {
+                    reboot::Found::Container(dir) => dirs.push(dir),
+                    reboot::Found::Unfinished(dir) if root == &self.shared.root => {
+                        self.remove_unfinished(&dir);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (mut adopted, mut rebooted) = (0, 0);
+        let mut due = Vec::new();
+        for dir in dirs {
             let load = |file: &str| -> Result<Vec<u8>, String> {
                 fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
             };
@@ -542,8 +716,10 @@ impl Manager {
                     continue;
                 }
             };
+            // The bundle is run-time state: gone, the host rebooted.
+            let after_reboot = (!spec.bundle.exists()).then(|| reboot::after_reboot(&record));
             let mut running = None;
-            if record.status != "exited" {
+            if after_reboot.is_none() && record.status != "exited" {
                 let attached = self.shared.call(&ZygoteRequest::Attach {
                     id: record.id.clone(),
                 });
@@ -569,14 +745,33 @@ impl Manager {
                     });
                 }
             }
-            let restart_lost = running.is_none()
-                && record.status != "exited"
-                && record.restart != RestartPolicy::No;
-            if running.is_none() && record.status != "exited" {
-                record.status = if restart_lost { "restarting" } else { "exited" }.into();
+            let restart_lost = match after_reboot {
+                Some(decision) => {
+                    rebooted += 1;
+                    match decision {
+                        reboot::AfterReboot::Start => true,
+                        reboot::AfterReboot::Keep => false,
+                        reboot::AfterReboot::MarkExited | reboot::AfterReboot::Remove => {
+                            reboot::mark_lost(&mut record, rfc3339_now());
+                            false
+                        }
+                    }
+                }
+                None => {
+                    running.is_none()
+                        && record.status != "exited"
+                        && record.restart != RestartPolicy::No
+                }
+            };
+            if restart_lost {
+                record.status = "restarting".into();
+                record.pid = 0;
+            } else if running.is_none() && record.status != "exited" {
+                record.status = "exited".into();
                 record.pid = 0;
             }
-            if let Some(attachment) = &record.network {
+            // After a reboot the network is set up again when it starts.
+            if let (Some(attachment), None) = (&record.network, after_reboot) {
                 self.shared
                     .networks
                     .adopt(&record.id, &record.name, &spec.hostname, attachment);
@@ -593,12 +788,23 @@ impl Manager {
                 adopted += 1;
                 self.monitor.watch(Arc::clone(&entry), r);
             } else if restart_lost {
-                self.monitor.restart_at(entry, Instant::now());
+                due.push(entry);
+            } else if after_reboot == Some(reboot::AfterReboot::Remove) {
+                if let Err(e) = self.shared.remove(&entry) {
+                    log(&format!("{}: cannot remove it (--rm): {e}", entry.id));
+                }
             }
         }
         if adopted > 0 {
             log(&format!("re-adopted {adopted} running containers"));
         }
+        if rebooted > 0 {
+            log(&format!(
+                "{rebooted} containers outlived a reboot; starting {} again",
+                due.len()
+            ));
+        }
+        due
     }
 
     /// Containers running now.
@@ -688,88 +894,31 @@ impl Manager {
             .prepare(&req.volumes)
             .map_err(|e| e.to_string())?;
 
-        // (2) Root file system.
+        // (2) Root file system: the writable layer in the container's
+        // directory, fsynced into place before anything names it; the
+        // mounted root in its bundle.
         let dir = self.shared.root.join(&id);
+        let bundle = self.shared.bundles.join(&id);
         let mut cleanup = Cleanup {
-            dir: Some(dir.clone()),
-            mounted: false,
+            dirs: vec![bundle.clone(), dir.clone()],
+            mounted: None,
             network: None,
         };
-        let rootfs = dir.join("rootfs");
-        let mut lower: Vec<String> = lowerdirs.iter().map(|p| p.display().to_string()).collect();
-        for sub in ["upper", "work", "rootfs", "empty"] {
+        for sub in ["upper", "work"] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
                 .create(dir.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
-        if lower.is_empty() {
-            lower.push(dir.join("empty").display().to_string());
+        for synced in [&dir, &self.shared.root] {
+            sync_dir(synced).map_err(|e| format!("cannot sync {}: {e}", synced.display()))?;
         }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
-        crate::os::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            crate::os::MountFlags::empty(),
-            Some(&options),
-        )
-        .map_err(|e| format!("cannot mount the overlay root at {}: {e}", rootfs.display()))?;
-        cleanup.mounted = true;
-        for volume in mounts.iter().filter(|v| v.fill) {
-            volumes::fill_from_image(&rootfs, &volume.target, &volume.source).map_err(|e| {
-                format!(
-                    "cannot copy the image's {} into volume {}: {e}",
-                    volume.target,
-                    volume.source.display()
-                )
-            })?;
-        }
-        let prepared = self.shared.networks.prepare(
-            &id,
-            &name,
-            &hostname,
-            req.network_name(),
-            &req.publish,
-            &req.network_aliases,
-            req.ip,
-        )?;
-        cleanup.network = Some((Arc::clone(&self.shared.networks), id.clone()));
-        let netns = match (&prepared.netns, host_network) {
-            (Some(path), _) => NetnsMode::Path(path.clone()),
-            (None, true) => NetnsMode::Host,
-            (None, false) => NetnsMode::Own,
-        };
-        let host_resolv_conf = fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
-        let host_hosts = host_network
-            .then(|| fs::read_to_string(HOST_HOSTS).ok())
-            .flatten();
-        // Fresh files in a fresh directory under the state root (RAM on a
-        // host), made again with the container: no rename or fsync needed.
-        let mut files = config::etc_files(
-            &hostname,
-            &prepared.hosts_extra,
-            prepared.resolv_conf.as_deref(),
-            &host_resolv_conf,
-        );
-        if let Some(hosts) = host_hosts {
-            files[1].1 = hosts;
-        }
-        for (name, text) in files {
-            let path = dir.join(name);
-            fs::write(&path, text.as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-        let spec = CreateSpec {
+        let mut spec = CreateSpec {
             id: id.clone(),
-            bundle: dir.clone(),
-            rootfs,
+            rootfs: bundle.join("rootfs"),
+            bundle,
+            lower: lowerdirs,
             args: process.args.clone(),
             env: process.env,
             cwd: process.cwd,
@@ -781,17 +930,47 @@ impl Manager {
             capabilities: Some(capabilities),
             read_only: req.read_only,
             tmpfs: req.tmpfs.clone(),
-            binds: mounts
-                .into_iter()
-                .map(|v| BindMount {
-                    source: v.source,
-                    target: v.target,
-                    read_only: v.read_only,
-                })
-                .collect(),
+            binds: Vec::new(),
             etc_files: true,
-            netns,
+            netns: NetnsMode::Own,
         };
+        reboot::mount_root(&dir, &spec)?;
+        cleanup.mounted = Some(spec.rootfs.clone());
+        for volume in mounts.iter().filter(|v| v.fill) {
+            volumes::fill_from_image(&spec.rootfs, &volume.target, &volume.source).map_err(
+                |e| {
+                    format!(
+                        "cannot copy the image's {} into volume {}: {e}",
+                        volume.target,
+                        volume.source.display()
+                    )
+                },
+            )?;
+        }
+        let prepared = self.shared.networks.prepare(
+            &id,
+            &name,
+            &spec.hostname,
+            req.network_name(),
+            &req.publish,
+            &req.network_aliases,
+            req.ip,
+        )?;
+        cleanup.network = Some((Arc::clone(&self.shared.networks), id.clone()));
+        spec.netns = match (&prepared.netns, host_network) {
+            (Some(path), _) => NetnsMode::Path(path.clone()),
+            (None, true) => NetnsMode::Host,
+            (None, false) => NetnsMode::Own,
+        };
+        write_etc_files(&spec.bundle, &spec.hostname, &prepared)?;
+        spec.binds = mounts
+            .into_iter()
+            .map(|v| BindMount {
+                source: v.source,
+                target: v.target,
+                read_only: v.read_only,
+            })
+            .collect();
         let spec_path = dir.join(SPEC_FILE);
         write_atomic(
             &spec_path,
@@ -824,6 +1003,7 @@ impl Manager {
             auto_remove: req.auto_remove,
             network: Some(prepared.attachment),
             volumes: req.volumes.clone(),
+            stopped_by_user: false,
         };
         let entry = Arc::new(Entry::new(
             dir,
@@ -832,8 +1012,7 @@ impl Manager {
             Some(Arc::clone(&running.pidfd)),
         ));
         entry.save(&record);
-        cleanup.dir = None;
-        cleanup.network = None;
+        cleanup.disarm();
         lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
         // The record names its volumes now: `volume rm` sees it.
         lease.keep();
@@ -890,8 +1069,15 @@ impl Manager {
     }
 
     /// SIGTERM, then SIGKILL after `timeout`; answers the final record.
+    /// The record remembers that the user stopped it (an `unless-stopped`
+    /// container then stays stopped after a reboot) until it starts again.
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<Record, String> {
         let entry = self.find(name)?;
+        {
+            let mut state = lock(&entry.state);
+            state.record.stopped_by_user = true;
+            entry.save(&state.record);
+        }
         self.halt(&entry, timeout)
     }
 

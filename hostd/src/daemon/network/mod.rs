@@ -3,7 +3,7 @@
 //!
 //! [`Networks`] owns every network (the default `bridge`, those from the
 //! profile and host.toml, those created over the socket, kept under
-//! `<state>/networks/`), their address pools ([`ipam`]), their DNS servers
+//! [`NetworkOptions::saved`] so that they survive a reboot), their address pools ([`ipam`]), their DNS servers
 //! ([`crate::net::dns`]), the published ports and the nftables table
 //! ([`ruleset`]). For each container it [`prepare`](Networks::prepare)s a
 //! network namespace before the runtime creates the container (bind-mounted
@@ -69,9 +69,13 @@ pub struct Definition {
 /// What [`Networks::start`] needs.
 #[derive(Debug, Clone)]
 pub struct NetworkOptions {
-    /// The daemon's state directory: namespaces go to `netns/`, created
-    /// networks to `networks/`.
+    /// The daemon's run-time state directory: namespaces go to `netns/`
+    /// (gone with a reboot).
     pub state: PathBuf,
+    /// Where created networks are kept (`<name>.json`, persistent); one
+    /// under `<state>/networks/`, where earlier daemons kept them, is read
+    /// too.
+    pub saved: PathBuf,
     /// Networks from the image and host.toml (a `bridge` entry replaces the
     /// default network's settings).
     pub definitions: Vec<Definition>,
@@ -165,9 +169,7 @@ impl Networks {
     /// loads the networks created earlier. A network that cannot be set up
     /// is logged and left out; the daemon runs on.
     pub fn start(options: NetworkOptions) -> Networks {
-        for dir in ["netns", "networks"] {
-            let _ = fs::create_dir_all(options.state.join(dir));
-        }
+        let _ = fs::create_dir_all(options.state.join("netns"));
         for (key, value) in [
             ("net/ipv4/ip_forward", "1"),
             ("net/ipv4/conf/all/route_localnet", "1"),
@@ -222,20 +224,34 @@ impl Networks {
         networks
     }
 
+    /// The directories created networks may be kept in: the persistent
+    /// one, then the run-time one of earlier daemons.
+    fn saved_dirs(&self) -> [PathBuf; 2] {
+        [
+            self.options.saved.clone(),
+            self.options.state.join("networks"),
+        ]
+    }
+
     fn saved(&self) -> Vec<NetworkSpec> {
-        let dir = self.options.state.join("networks");
-        let mut list = Vec::new();
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return list;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            match fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<NetworkSpec>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(spec) => list.push(spec),
-                Err(e) => log(&format!("networks: ignoring {}: {e}", path.display())),
+        let mut list: Vec<NetworkSpec> = Vec::new();
+        for dir in self.saved_dirs() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                // Leftovers of an interrupted atomic write.
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+                    serde_json::from_slice::<NetworkSpec>(&b).map_err(|e| e.to_string())
+                }) {
+                    Ok(spec) if list.iter().any(|s| s.name == spec.name) => {}
+                    Ok(spec) => list.push(spec),
+                    Err(e) => log(&format!("networks: ignoring {}: {e}", path.display())),
+                }
             }
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -391,12 +407,11 @@ impl Networks {
             let _ = self.remove(&spec.name);
             return Err(e);
         }
-        let path = self
-            .options
-            .state
-            .join("networks")
-            .join(format!("{}.json", spec.name));
-        if let Err(e) = write_atomic(&path, &serde_json::to_vec(&spec).unwrap_or_default(), 0o600) {
+        let path = self.options.saved.join(format!("{}.json", spec.name));
+        let saved = fs::create_dir_all(&self.options.saved).and_then(|()| {
+            write_atomic(&path, &serde_json::to_vec(&spec).unwrap_or_default(), 0o600)
+        });
+        if let Err(e) = saved {
             let _ = self.remove(&spec.name);
             return Err(format!("cannot save {}: {e}", path.display()));
         }
@@ -441,12 +456,9 @@ impl Networks {
             let _ = nl.del_route(&unreachable(subnet));
             let _ = nl.del_address(1, "lo", gw, 32);
         }
-        let _ = fs::remove_file(
-            self.options
-                .state
-                .join("networks")
-                .join(format!("{name}.json")),
-        );
+        for dir in self.saved_dirs() {
+            let _ = fs::remove_file(dir.join(format!("{name}.json")));
+        }
         self.apply_rules()?;
         log(&format!("network {name} removed"));
         Ok(info)
@@ -677,6 +689,45 @@ impl Networks {
             netns: Some(ns_path),
             resolv_conf,
         })
+    }
+
+    /// Sets container `id`'s network up again after a reboot, from its
+    /// record's last `attachment`: the same network, ports and aliases, and
+    /// the same address if it is still free (else a new one; a DHCP network
+    /// asks for a new lease).
+    pub fn reattach(
+        &self,
+        id: &str,
+        name: &str,
+        hostname: &str,
+        attachment: &Attachment,
+    ) -> Result<Prepared, String> {
+        let wanted = attachment.address.filter(|_| {
+            lock(&self.state)
+                .nets
+                .get(&attachment.network)
+                .is_some_and(|n| n.ipam.is_some())
+        });
+        let prepare = |ip| {
+            self.prepare(
+                id,
+                name,
+                hostname,
+                &attachment.network,
+                &attachment.ports,
+                &attachment.aliases,
+                ip,
+            )
+        };
+        match (prepare(wanted), wanted) {
+            (Err(e), Some(ip)) => {
+                log(&format!(
+                    "networks: container {name} cannot have {ip} again ({e}); taking another address"
+                ));
+                prepare(None)
+            }
+            (result, _) => result,
+        }
     }
 
     /// Takes container `id`'s attachment back after a daemon restart.

@@ -1,0 +1,273 @@
+//! Containers across a reboot.
+//!
+//! A container lives in two places. Its **directory** under the containers
+//! root (`--containers`, [`mkhost_shared::paths::CONTAINERS`], on the state
+//! disk when there is one) holds what must survive a reboot: the record
+//! (`state.json`), what a start needs (`spec.json`), the writable layer
+//! (`upper/`, `work/`) and the log. Its **bundle** under the run-time state
+//! directory (`<state>/bundles/<id>`, RAM) holds what the running container
+//! uses and a reboot wipes: the overlay mount point `rootfs/`, the runtime's
+//! `config.json`, the generated `/etc` files; its network namespace is
+//! `<state>/netns/<id>`.
+//!
+//! A daemon that finds a record whose bundle is gone knows the host
+//! rebooted under that container (a restarted daemon, or one whose zygote
+//! died, finds the bundle still there). [`after_reboot`] decides, from the
+//! record alone, whether the container is started again or recorded as
+//! exited; [`mount_root`] makes the bundle and mounts the root again before
+//! it starts, and the network is set up again from the record.
+//!
+//! [`classify`] sorts what the containers root holds, so that a directory
+//! that a power cut left half made never stops the daemon.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use mkhost_shared::container::{Record, RestartPolicy};
+
+use super::config::CreateSpec;
+
+/// The exit code recorded for a container that was running when the host
+/// went down (Docker's, for a container its daemon lost).
+pub const LOST_EXIT_CODE: i32 = 255;
+
+/// The error recorded for it.
+pub const LOST_IN_REBOOT: &str = "the host restarted while it ran";
+
+/// What happens to a container whose host rebooted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReboot {
+    /// Started again (`always`; `unless-stopped` unless the user stopped it).
+    Start,
+    /// It had exited before, and stays as it was.
+    Keep,
+    /// It was running: recorded as exited ([`LOST_EXIT_CODE`]) and left so.
+    MarkExited,
+    /// It was running with `--rm`: removed, as when it exits.
+    Remove,
+}
+
+/// Decides what becomes of the container of `record` after a reboot, by
+/// Docker's rules for a daemon start: `always` comes back even if the user
+/// had stopped it, `unless-stopped` unless the user had stopped it; `no`
+/// and `on-failure` are not started: one that was running is recorded as
+/// exited (or removed, with `--rm`), one that had exited stays as it was.
+pub fn after_reboot(record: &Record) -> AfterReboot {
+    let was_running = record.status != "exited";
+    match record.restart {
+        RestartPolicy::Always => AfterReboot::Start,
+        RestartPolicy::UnlessStopped if !record.stopped_by_user => AfterReboot::Start,
+        _ if !was_running => AfterReboot::Keep,
+        _ if record.auto_remove => AfterReboot::Remove,
+        _ => AfterReboot::MarkExited,
+    }
+}
+
+/// Records that the container of `record` died with its host at `now`.
+pub fn mark_lost(record: &mut Record, now: String) {
+    record.status = "exited".into();
+    record.pid = 0;
+    record.exit_code = Some(LOST_EXIT_CODE);
+    record.finished = Some(now);
+    record.error = Some(LOST_IN_REBOOT.into());
+}
+
+/// Whether `name` (an entry of the containers root) names a container:
+/// 16 lowercase hex digits, as `run` makes ids.
+pub fn is_container_id(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What an entry of the containers root is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A container directory with a record.
+    Container(PathBuf),
+    /// A container directory without a record: a `run` cut off before it
+    /// answered (a crash, a power cut). Nothing names it; it is removed.
+    Unfinished(PathBuf),
+    /// Something else (`networks/`, a temporary file): left alone.
+    Other,
+}
+
+/// Sorts the entry `path` of the containers root.
+pub fn classify(path: &Path, record_file: &str) -> Found {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !is_container_id(&name) || !path.is_dir() {
+        return Found::Other;
+    }
+    if path.join(record_file).exists() {
+        Found::Container(path.to_path_buf())
+    } else {
+        Found::Unfinished(path.to_path_buf())
+    }
+}
+
+/// Whether `path` is a mount point: it exists, on another device than its
+/// parent (the overlay root is its own device).
+pub fn is_mounted(path: &Path) -> bool {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    match (fs::metadata(path), fs::metadata(parent)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+/// The overlay's mount options: `spec.lower` (or the bundle's empty
+/// directory for an image without layers) under the writable layer in
+/// `dir`.
+pub fn overlay_options(dir: &Path, spec: &CreateSpec) -> String {
+    let mut lower: Vec<String> = spec.lower.iter().map(|p| p.display().to_string()).collect();
+    if lower.is_empty() {
+        lower.push(spec.bundle.join("empty").display().to_string());
+    }
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    )
+}
+
+/// Makes `spec`'s bundle (`rootfs/`, `empty/`) and mounts the overlay root
+/// with the writable layer of the container directory `dir`, unless it is
+/// mounted already. A missing writable layer is an error, never replaced
+/// by an empty one.
+pub fn mount_root(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
+    for sub in [dir.join("upper"), dir.join("work")] {
+        if !sub.is_dir() {
+            return Err(format!("its writable layer {} is missing", sub.display()));
+        }
+    }
+    for sub in [spec.rootfs.clone(), spec.bundle.join("empty")] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&sub)
+            .map_err(|e| format!("cannot create {}: {e}", sub.display()))?;
+    }
+    if is_mounted(&spec.rootfs) {
+        return Ok(());
+    }
+    crate::os::mount(
+        "overlay",
+        &spec.rootfs,
+        "overlay",
+        crate::os::MountFlags::empty(),
+        Some(&overlay_options(dir, spec)),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot mount the overlay root at {}: {e}",
+            spec.rootfs.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(restart: &str, status: &str, stopped_by_user: bool) -> Record {
+        let mut r: Record = serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef", "name": "c", "image": "bb", "image_id": "sha256:x",
+            "command": ["sh"], "pid": 7, "created": "2026-01-01T00:00:00Z",
+            "status": status, "restart": restart,
+        }))
+        .unwrap();
+        r.stopped_by_user = stopped_by_user;
+        r
+    }
+
+    #[test]
+    fn policies_decide_what_comes_back() {
+        use AfterReboot::*;
+        let cases = [
+            // (policy, status at the reboot, stopped by the user) -> decision
+            ("always", "running", false, Start),
+            ("always", "restarting", false, Start),
+            ("always", "exited", true, Start),
+            ("always", "exited", false, Start),
+            ("unless-stopped", "running", false, Start),
+            ("unless-stopped", "restarting", false, Start),
+            ("unless-stopped", "exited", true, Keep),
+            ("unless-stopped", "exited", false, Start),
+            ("no", "running", false, MarkExited),
+            ("no", "exited", false, Keep),
+            ("no", "exited", true, Keep),
+            ("on-failure", "running", false, MarkExited),
+            ("on-failure:3", "restarting", false, MarkExited),
+            ("on-failure", "exited", false, Keep),
+        ];
+        for (policy, status, stopped, want) in cases {
+            assert_eq!(
+                after_reboot(&record(policy, status, stopped)),
+                want,
+                "{policy} {status} stopped={stopped}"
+            );
+        }
+        let mut rm = record("no", "running", false);
+        rm.auto_remove = true;
+        assert_eq!(after_reboot(&rm), Remove);
+        rm.status = "exited".into();
+        assert_eq!(after_reboot(&rm), Keep);
+    }
+
+    #[test]
+    fn a_lost_container_says_why() {
+        let mut r = record("no", "running", false);
+        mark_lost(&mut r, "2026-01-02T00:00:00Z".into());
+        assert_eq!(
+            (r.status.as_str(), r.pid, r.exit_code),
+            ("exited", 0, Some(LOST_EXIT_CODE))
+        );
+        assert_eq!(r.error.as_deref(), Some(LOST_IN_REBOOT));
+        assert_eq!(r.finished.as_deref(), Some("2026-01-02T00:00:00Z"));
+    }
+
+    #[test]
+    fn the_containers_root_is_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("0123456789abcdef");
+        fs::create_dir(&id).unwrap();
+        assert_eq!(classify(&id, "state.json"), Found::Unfinished(id.clone()));
+        fs::write(id.join("state.json"), b"{").unwrap();
+        assert_eq!(classify(&id, "state.json"), Found::Container(id.clone()));
+        for other in ["networks", "0123456789ABCDEF", "0123", ".x.tmp-1"] {
+            let p = dir.path().join(other);
+            fs::create_dir(&p).unwrap();
+            assert_eq!(classify(&p, "state.json"), Found::Other, "{other}");
+        }
+        let file = dir.path().join("fedcba9876543210");
+        fs::write(&file, b"").unwrap();
+        assert_eq!(classify(&file, "state.json"), Found::Other);
+        assert!(is_container_id("0123456789abcdef"));
+        assert!(!is_container_id("0123456789abcdeg"));
+    }
+
+    #[test]
+    fn overlay_options_use_the_layers_or_an_empty_lower() {
+        let mut spec: CreateSpec = serde_json::from_value(serde_json::json!({
+            "id": "x", "bundle": "/run/hostd/bundles/x", "rootfs": "/run/hostd/bundles/x/rootfs",
+            "args": ["sh"], "env": [], "cwd": "/", "uid": 0, "gid": 0, "hostname": "x",
+            "limits": {},
+        }))
+        .unwrap();
+        let dir = Path::new("/var/lib/hostd-containers/x");
+        assert_eq!(
+            overlay_options(dir, &spec),
+            "lowerdir=/run/hostd/bundles/x/empty,upperdir=/var/lib/hostd-containers/x/upper,\
+             workdir=/var/lib/hostd-containers/x/work"
+        );
+        spec.lower = vec!["/s/l2".into(), "/s/l1".into()];
+        assert!(overlay_options(dir, &spec).starts_with("lowerdir=/s/l2:/s/l1,"));
+        let missing = tempfile::tempdir().unwrap();
+        let e = mount_root(missing.path(), &spec).unwrap_err();
+        assert!(e.contains("writable layer") && e.contains("upper"), "{e}");
+        assert!(!is_mounted(missing.path()));
+    }
+}
