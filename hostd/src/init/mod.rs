@@ -1232,16 +1232,20 @@ fn hostd_spec(options: &Options) -> ServiceSpec {
     if options.test {
         args.push("--socket".to_string());
         args.push(socket.to_string_lossy().into_owned());
-        args.push("--store".to_string());
-        args.push(at(root, "/var/lib/hostd").to_string_lossy().into_owned());
-        args.push("--state".to_string());
-        args.push(at(root, "/run/hostd").to_string_lossy().into_owned());
-        args.push("--boot-manifest".to_string());
-        args.push(
-            at(root, mkhost_shared::paths::BOOT_MANIFEST)
-                .to_string_lossy()
-                .into_owned(),
-        );
+        // Every path hostd would use, below the test root: a test never
+        // touches the machine's /var/lib or /run/mkhost.
+        for (flag, path) in [
+            ("--store", paths::STORE),
+            ("--state", paths::STATE),
+            ("--containers", paths::CONTAINERS),
+            ("--volumes", paths::VOLUMES),
+            ("--networks", paths::NETWORKS),
+            ("--registries", paths::REGISTRIES),
+            ("--boot-manifest", paths::BOOT_MANIFEST),
+        ] {
+            args.push(flag.to_string());
+            args.push(at(root, path).to_string_lossy().into_owned());
+        }
     }
     ServiceSpec::hostd(at(root, paths::HOSTD), args, socket)
 }
