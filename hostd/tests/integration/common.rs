@@ -51,12 +51,17 @@ pub fn ok(out: &std::process::Output) -> String {
 
 /// Asks the daemon at `socket` for its status until it answers or `timeout` passes.
 pub fn wait_for_status(socket: &Path, timeout: Duration) -> Status {
+    try_wait_for_status(socket, timeout).expect("the daemon never answered")
+}
+
+/// [`wait_for_status`], `None` when the time is up.
+pub fn try_wait_for_status(socket: &Path, timeout: Duration) -> Option<Status> {
     let deadline = Instant::now() + timeout;
     loop {
         match control::request(socket, &Request::Status, Duration::from_secs(1)) {
-            Ok(Response::Status(status)) => return status,
+            Ok(Response::Status(status)) => return Some(status),
             Ok(other) => panic!("unexpected answer {other:?}"),
-            Err(e) if Instant::now() >= deadline => panic!("daemon never answered: {e}"),
+            Err(_) if Instant::now() >= deadline => return None,
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
@@ -220,6 +225,13 @@ impl<'a> Daemon<'a> {
             .arg(work.join("state"))
             .arg("--containers")
             .arg(work.join("containers"))
+            // The machine's own files never: a test's flags after these win.
+            .arg("--volumes")
+            .arg(work.join("volumes"))
+            .arg("--networks")
+            .arg(work.join("networks.json"))
+            .arg("--registries")
+            .arg(work.join("registries.json"))
             .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -227,7 +239,12 @@ impl<'a> Daemon<'a> {
             .spawn()
             .unwrap();
         let daemon = Daemon { child, work, log };
-        wait_for_status(&daemon.socket(), Duration::from_secs(10));
+        if try_wait_for_status(&daemon.socket(), Duration::from_secs(20)).is_none() {
+            panic!(
+                "the daemon never answered within 20 s; its log:\n{}",
+                daemon.output()
+            );
+        }
         daemon
     }
 
