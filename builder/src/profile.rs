@@ -1073,10 +1073,13 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
     }
     if let Some(state) = &raw.state {
         // A child's [state] replaces the parent's as a whole table.
-        state.get_ref().validate().map_err(|message| ProfileError::Invalid {
-            origin: file.origin(state.span()),
-            message: format!("[state] {message}"),
-        })?;
+        state
+            .get_ref()
+            .validate()
+            .map_err(|message| ProfileError::Invalid {
+                origin: file.origin(state.span()),
+                message: format!("[state] {message}"),
+            })?;
         merged.state = Some(state.get_ref().clone());
     }
     for c in &raw.container {
@@ -2490,7 +2493,9 @@ pull = "boot"
         write(
             dir.path(),
             "base.toml",
-            &format!("{BASE}[state]\ndisk = \"serial:parent\"\nformat = \"if-blank\"\nwait_ms = 500\n"),
+            &format!(
+                "{BASE}[state]\ndisk = \"serial:parent\"\nformat = \"if-blank\"\nwait_ms = 500\n"
+            ),
         );
         let parent = load_path(&dir.path().join("base.toml"), &[]).unwrap();
         let state = parent.state.unwrap();
@@ -2514,13 +2519,21 @@ pull = "boot"
             .is_none());
         for (i, (body, at, want)) in [
             ("[state]\ndisk = \"vdb\"\n", "2:1", "[state] state.disk"),
-            ("[state]\nformat = \"always\"\n", "3:10", "unknown variant `always`"),
+            (
+                "[state]\nformat = \"always\"\n",
+                "3:10",
+                "unknown variant `always`",
+            ),
             (
                 "[state]\nmirror = [\"label:a\", \"serial:b\"]\n",
                 "2:1",
                 "does not name a whole disk",
             ),
-            ("[state]\ndisks = \"none\"\n", "3:1", "unknown field `disks`"),
+            (
+                "[state]\ndisks = \"none\"\n",
+                "3:1",
+                "unknown field `disks`",
+            ),
         ]
         .iter()
         .enumerate()
