@@ -133,6 +133,21 @@ pub struct GptPartition {
     pub type_guid: String,
     /// Unique partition GUID (PARTUUID), lowercase text.
     pub part_guid: String,
+    /// The partition's name (GPT label, UTF-16LE in the entry), without
+    /// trailing NULs.
+    pub name: String,
+}
+
+/// Decodes a GPT entry's name: UTF-16LE at bytes 56..128, NUL-padded.
+pub fn gpt_name(entry: &[u8]) -> String {
+    let units: Vec<u16> = entry
+        .get(56..128)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 /// Parses the partition entry array; unused (all-zero type) entries are left out.
@@ -151,6 +166,7 @@ pub fn parse_gpt_entries(data: &[u8], header: &GptHeader) -> Vec<GptPartition> {
                 number: u32::try_from(i + 1).ok()?,
                 type_guid: guid_to_string(&type_guid),
                 part_guid: guid_to_string(&part_guid),
+                name: gpt_name(e),
             })
         })
         .collect()
@@ -182,18 +198,20 @@ pub fn read_gpt(dev: &Path, block: u64) -> Result<Vec<GptPartition>, BootDiskErr
 pub struct FoundPartition {
     /// Its device node, e.g. `/dev/vda1`.
     pub device: PathBuf,
+    /// The whole disk's name in `/sys/class/block`, e.g. `vda`.
+    pub disk: String,
     /// The GPT entry.
     pub entry: GptPartition,
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
+/// A sysfs attribute's text, trimmed; `None` if it cannot be read.
+pub fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-/// Every GPT partition of every disk in `/sys/class/block` (below `root`).
-pub fn partitions(root: &Path) -> Vec<FoundPartition> {
-    let class = at(root, "/sys/class/block");
-    let Ok(entries) = fs::read_dir(&class) else {
+/// The names in `/sys/class/block` (below `root`), sorted.
+fn block_names(root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(at(root, "/sys/class/block")) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
@@ -201,17 +219,33 @@ pub fn partitions(root: &Path) -> Vec<FoundPartition> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    names
+}
+
+/// The whole disks in `/sys/class/block` (below `root`) that can hold data:
+/// not partitions, loop, RAM, optical or network block devices, not empty.
+pub fn whole_disks(root: &Path) -> Vec<String> {
+    let class = at(root, "/sys/class/block");
+    block_names(root)
+        .into_iter()
+        .filter(|disk| {
+            let sys = class.join(disk);
+            !sys.join("partition").exists()
+                && !["loop", "ram", "zram", "sr", "nbd"]
+                    .iter()
+                    .any(|p| disk.starts_with(p))
+                && matches!(read_trimmed(&sys.join("size")), Some(s) if s != "0")
+        })
+        .collect()
+}
+
+/// Every GPT partition of every disk in `/sys/class/block` (below `root`).
+pub fn partitions(root: &Path) -> Vec<FoundPartition> {
+    let class = at(root, "/sys/class/block");
+    let names = block_names(root);
     let mut out = Vec::new();
-    for disk in &names {
+    for disk in &whole_disks(root) {
         let sys = class.join(disk);
-        if sys.join("partition").exists()
-            || ["loop", "ram", "zram", "sr", "nbd"]
-                .iter()
-                .any(|p| disk.starts_with(p))
-            || !matches!(read_trimmed(&sys.join("size")), Some(s) if s != "0")
-        {
-            continue;
-        }
         let block = read_trimmed(&sys.join("queue/logical_block_size"))
             .and_then(|s| s.parse().ok())
             .unwrap_or(512);
@@ -231,6 +265,7 @@ pub fn partitions(root: &Path) -> Vec<FoundPartition> {
             if let Some(child) = child {
                 out.push(FoundPartition {
                     device: at(root, &format!("/dev/{child}")),
+                    disk: disk.clone(),
                     entry,
                 });
             }
@@ -376,14 +411,25 @@ pub enum EspStep {
 pub struct EspWait {
     started: Instant,
     looked_at: Option<u64>,
+    max: Duration,
+    quiet: Duration,
 }
 
 impl EspWait {
-    /// A wait that starts at `now`.
+    /// A wait for the boot partition that starts at `now` ([`ESP_WAIT_MAX`],
+    /// [`ESP_QUIET`]).
     pub fn new(now: Instant) -> Self {
+        Self::with_limits(now, ESP_WAIT_MAX, ESP_QUIET)
+    }
+
+    /// A wait for any disk that starts at `now`: it gives up after `max`,
+    /// or once the kernel has been quiet for `quiet`.
+    pub fn with_limits(now: Instant, max: Duration, quiet: Duration) -> Self {
         Self {
             started: now,
             looked_at: None,
+            max,
+            quiet,
         }
     }
 
@@ -406,13 +452,17 @@ impl EspWait {
             return EspStep::Look;
         }
         let waited = now.saturating_duration_since(self.started);
-        if waited >= ESP_WAIT_MAX {
+        if waited >= self.max {
             return EspStep::GiveUp {
                 waited,
-                why: "the kernel is still busy with devices",
+                why: if busy || quiet_for < self.quiet {
+                    "the kernel is still busy with devices"
+                } else {
+                    "the wait is over"
+                },
             };
         }
-        if !busy && quiet_for.min(waited) >= ESP_QUIET {
+        if !busy && quiet_for.min(waited) >= self.quiet {
             return EspStep::GiveUp {
                 waited,
                 why: "no device activity",
