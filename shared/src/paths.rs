@@ -55,6 +55,15 @@ pub fn in_archive(p: &str) -> &str {
     p.trim_start_matches('/')
 }
 
+/// Where init mounts the state disk.
+pub const STATE_DISK: &str = "/var/lib/mkhost-state";
+
+/// What init did about the state disk ([`crate::state_disk::StateReport`]).
+pub const STATE_REPORT: &str = "/run/mkhost/state.json";
+
+/// Container records and writable layers (persistent with a state disk).
+pub const CONTAINERS: &str = "/var/lib/hostd-containers";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,12 +85,3 @@ mod tests {
         }
     }
 }
-
-/// Where init mounts the state disk.
-pub const STATE_DISK: &str = "/var/lib/mkhost-state";
-
-/// What init did about the state disk ([`crate::state_disk::StateReport`]).
-pub const STATE_REPORT: &str = "/run/mkhost/state.json";
-
-/// Container records and writable layers (persistent with a state disk).
-pub const CONTAINERS: &str = "/var/lib/hostd-containers";
