@@ -174,7 +174,7 @@ source = "{}"
     let (a, b) = (disk(&work, "twin-a", 128), disk(&work, "twin-b", 128));
     for d in [&a, &b] {
         run(Command::new("sgdisk")
-            .args(["-q", "-n", "1:0:0", "-c", "1:shared"])
+            .args(["-n", "1:0:0", "-c", "1:shared"])
             .arg(d));
     }
     let (mut guest, ready) = boot(
