@@ -740,8 +740,12 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::config::bootdisk::testing::gpt_image;
 
     const SIZE: u64 = 1 << 30;
+
+    const LINUX: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+    const ESP: &str = bootdisk::ESP_TYPE;
 
     fn blank() -> (Vec<u8>, Vec<u8>) {
         (vec![0u8; PROBE_BYTES], vec![0u8; PROBE_BYTES])
@@ -841,7 +845,7 @@ mod tests {
         }
 
         /// A whole disk with attributes (`serial`, `device/wwid`, ...) and
-        /// GPT partitions (type, name).
+        /// GPT partitions (type GUID, name).
         fn disk(&self, name: &str, attrs: &[(&str, &str)], parts: &[(&str, &str)]) {
             let sys = self.root().join("sys/class/block").join(name);
             fs::create_dir_all(&sys).unwrap();
@@ -851,23 +855,20 @@ mod tests {
                 fs::create_dir_all(p.parent().unwrap()).unwrap();
                 fs::write(p, format!("{v}\n")).unwrap();
             }
-            let mut img = vec![0u8; 512 * 40];
-            if !parts.is_empty() {
-                img[512..520].copy_from_slice(b"EFI PART");
-                img[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
-                img[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
-                img[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
-            }
-            for (i, (ty, label)) in parts.iter().enumerate() {
-                let o = 1024 + i * 128;
-                // Type GUID bytes: any non-zero value; the text is checked
-                // through guid_to_string.
-                let ty: Vec<u8> = (0..16).map(|b| ty.as_bytes()[b % ty.len()]).collect();
-                img[o..o + 16].copy_from_slice(&ty);
-                img[o + 16] = u8::try_from(i + 1).unwrap();
-                for (j, u) in label.encode_utf16().enumerate() {
-                    img[o + 56 + 2 * j..o + 58 + 2 * j].copy_from_slice(&u.to_le_bytes());
-                }
+            let ids: Vec<String> = (1..=parts.len())
+                .map(|i| format!("00000000-0000-0000-0000-{i:012}"))
+                .collect();
+            let table: Vec<(&str, &str, &str)> = parts
+                .iter()
+                .zip(&ids)
+                .map(|((ty, label), id)| (*ty, id.as_str(), *label))
+                .collect();
+            let img = if parts.is_empty() {
+                vec![0u8; 512 * 40]
+            } else {
+                gpt_image(&table)
+            };
+            for i in 0..parts.len() {
                 let pname = format!("{name}{}", i + 1);
                 fs::create_dir_all(sys.join(&pname)).unwrap();
                 let psys = self.root().join("sys/class/block").join(&pname);
@@ -890,11 +891,11 @@ mod tests {
     #[test]
     fn selectors_match_partitions_and_whole_disks() {
         let sys = FakeSys::new();
-        sys.disk("vda", &[("serial", "boot")], &[("esp", "EFI system")]);
+        sys.disk("vda", &[("serial", "boot")], &[(ESP, "EFI system")]);
         sys.disk(
             "vdb",
             &[("serial", "state1")],
-            &[("aaaa", "scratch"), ("bbbb", "mkhost-state")],
+            &[(LINUX, "scratch"), (LINUX, "mkhost-state")],
         );
         sys.disk("sda", &[("device/wwid", "naa.5000c500a1b2c3d4")], &[]);
         sys.disk("nvme0n1", &[("device/serial", "S3YJNX0K  ")], &[]);
@@ -923,14 +924,22 @@ mod tests {
         assert_eq!(found[0].device, root.join("dev/vdb1"));
         assert!(matches(root, &DiskSelector::parse("path:/dev/vdz").unwrap()).is_empty());
         assert!(matches(root, &DiskSelector::parse("label:nothing").unwrap()).is_empty());
+        let linux = DiskSelector::parse(&format!("type:{}", LINUX.to_uppercase())).unwrap();
+        assert_eq!(
+            names(&matches(root, &linux)),
+            [
+                ("vdb1".to_string(), "vdb".to_string()),
+                ("vdb2".to_string(), "vdb".to_string())
+            ]
+        );
     }
 
     #[test]
     fn two_candidates_are_an_error_naming_both_and_the_boot_disk_is_left_out() {
         let sys = FakeSys::new();
-        sys.disk("vda", &[], &[("esp", "mkhost-state")]);
-        sys.disk("vdb", &[], &[("data", "mkhost-state")]);
-        sys.disk("vdc", &[], &[("data", "mkhost-state")]);
+        sys.disk("vda", &[], &[(ESP, "mkhost-state")]);
+        sys.disk("vdb", &[], &[(LINUX, "mkhost-state")]);
+        sys.disk("vdc", &[], &[(LINUX, "mkhost-state")]);
         let root = sys.root();
         let label = DiskSelector::parse("label:mkhost-state").unwrap();
         // vda is the boot disk: left out, but vdb and vdc both match.
@@ -942,7 +951,7 @@ mod tests {
         );
         // Only the boot disk matches: refused, said so.
         let sys = FakeSys::new();
-        sys.disk("vda", &[("serial", "stick")], &[("esp", "mkhost-state")]);
+        sys.disk("vda", &[("serial", "stick")], &[(ESP, "mkhost-state")]);
         let root = sys.root();
         let err = find(root, "label:mkhost-state", &label, &["vda".into()]).unwrap_err();
         assert!(err.to_string().contains("boot disk vda"), "{err}");

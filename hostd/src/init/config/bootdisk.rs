@@ -472,11 +472,11 @@ impl EspWait {
     }
 }
 
+/// GPT images for tests (this module's and the state disk's).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn guid_bytes(text: &str) -> [u8; 16] {
+pub mod testing {
+    /// A GUID's on-disk (mixed-endian) bytes from its text.
+    pub fn guid_bytes(text: &str) -> [u8; 16] {
         let hex: Vec<u8> = text
             .replace('-', "")
             .as_bytes()
@@ -490,6 +490,31 @@ mod tests {
         b[8..16].copy_from_slice(&hex[8..16]);
         b
     }
+
+    /// A disk image with a GPT header at LBA 1 and 128-byte entries at
+    /// LBA 2: one per (type GUID, partition GUID, name).
+    pub fn gpt_image(parts: &[(&str, &str, &str)]) -> Vec<u8> {
+        let mut img = vec![0u8; 512 * 40];
+        img[512..520].copy_from_slice(b"EFI PART");
+        img[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        img[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        img[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        for (i, (ty, id, name)) in parts.iter().enumerate() {
+            let o = 1024 + i * 128;
+            img[o..o + 16].copy_from_slice(&guid_bytes(ty));
+            img[o + 16..o + 32].copy_from_slice(&guid_bytes(id));
+            for (j, u) in name.encode_utf16().enumerate() {
+                img[o + 56 + 2 * j..o + 58 + 2 * j].copy_from_slice(&u.to_le_bytes());
+            }
+        }
+        img
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{gpt_image, guid_bytes};
+    use super::*;
 
     #[test]
     fn guid_text_is_mixed_endian() {
@@ -513,22 +538,6 @@ mod tests {
         );
         assert_eq!(parse_partuuid_var(&[6, 0, 0, 0, b'x', 0]), None);
         assert_eq!(parse_partuuid_var(&[1]), None);
-    }
-
-    /// A disk image with a GPT made by our own builder crate's format rules:
-    /// header at LBA 1, entries at LBA 2.
-    fn disk(parts: &[(&str, &str)]) -> Vec<u8> {
-        let mut img = vec![0u8; 512 * 40];
-        img[512..520].copy_from_slice(b"EFI PART");
-        img[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
-        img[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
-        img[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
-        for (i, (ty, id)) in parts.iter().enumerate() {
-            let o = 1024 + i * 128;
-            img[o..o + 16].copy_from_slice(&guid_bytes(ty));
-            img[o + 16..o + 32].copy_from_slice(&guid_bytes(id));
-        }
-        img
     }
 
     #[test]
@@ -580,7 +589,14 @@ mod tests {
         let id = "0fc63daf-8483-4772-8e79-3d69d8477de4";
         std::fs::write(
             &path,
-            disk(&[(ESP_TYPE, "11111111-2222-3333-4444-555555555555"), (id, id)]),
+            gpt_image(&[
+                (
+                    ESP_TYPE,
+                    "11111111-2222-3333-4444-555555555555",
+                    "EFI system",
+                ),
+                (id, id, "mkhost-state"),
+            ]),
         )
         .unwrap();
         let parts = read_gpt(&path, 512).unwrap();
@@ -589,6 +605,8 @@ mod tests {
         assert_eq!(parts[0].type_guid, ESP_TYPE);
         assert_eq!(parts[0].part_guid, "11111111-2222-3333-4444-555555555555");
         assert_eq!(parts[1].number, 2);
+        assert_eq!(parts[0].name, "EFI system");
+        assert_eq!(parts[1].name, "mkhost-state");
         // Not a GPT: no partitions, no error.
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
         assert!(read_gpt(&path, 512).unwrap().is_empty());
