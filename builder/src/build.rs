@@ -1141,7 +1141,7 @@ fn add_boot_config(
         network: profile.network.clone(),
         container_networks: profile.container_networks.clone(),
         registries: profile.registries.without_credentials(),
-        state: None,
+        state: profile.state.clone(),
     };
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');

@@ -30,6 +30,10 @@
 //! since whatever a profile says may end up in the image. A child's
 //! `[registries]` overlays the parent's field by field.
 //!
+//! `[state]` (the state disk, [`mkhost_shared::state_disk::StateConfig`]) is
+//! checked with the shared rules and goes into boot.json; a child's
+//! `[state]` replaces the parent's as a whole table.
+//!
 //! Checked after merging: no two `[[files]]`/`[[binaries]]` entries place the
 //! same path, none places a path that is mkhost's own ([`crate::layout`]),
 //! and the kernel command line a machine boots with fits the kernel's
@@ -254,6 +258,9 @@ pub struct Profile {
     pub registries: RegistrySettings,
     /// The `[registries]` table that set them last, for messages.
     pub registries_origin: Option<Origin>,
+    /// `[state]`: the state disk (boot.json's; host.toml and the command
+    /// line override it). `None`: state in RAM.
+    pub state: Option<mkhost_shared::state_disk::StateConfig>,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -328,6 +335,7 @@ struct RawProfile {
     #[serde(default)]
     container: Vec<Spanned<RawContainer>>,
     registries: Option<Spanned<RawRegistries>>,
+    state: Option<Spanned<mkhost_shared::state_disk::StateConfig>>,
 }
 
 /// `[registries]` as written in a profile: [`RegistrySettings`] with
@@ -749,6 +757,7 @@ struct Merged {
     containers: Vec<ContainerSpec>,
     registries: RegistrySettings,
     registries_origin: Option<Origin>,
+    state: Option<mkhost_shared::state_disk::StateConfig>,
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
@@ -868,6 +877,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         containers: merged.containers,
         registries: merged.registries,
         registries_origin: merged.registries_origin,
+        state: merged.state,
     };
     for machine in &profile.machines {
         check_machine_cmdline(&profile, machine)?;
@@ -1060,6 +1070,17 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
             .registries
             .overlaid(&registries_from_raw(registries, file)?);
         merged.registries_origin = Some(file.origin(registries.span()));
+    }
+    if let Some(state) = &raw.state {
+        // A child's [state] replaces the parent's as a whole table.
+        state
+            .get_ref()
+            .validate()
+            .map_err(|message| ProfileError::Invalid {
+                origin: file.origin(state.span()),
+                message: format!("[state] {message}"),
+            })?;
+        merged.state = Some(state.get_ref().clone());
     }
     for c in &raw.container {
         let spec = container_from_raw(c, file)?;
@@ -2462,6 +2483,68 @@ pull = "boot"
             );
             let err = load_path(&path, &[]).unwrap_err().to_string();
             assert!(err.contains(&format!("r{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn state_table_replaces_the_parents_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.toml",
+            &format!(
+                "{BASE}[state]\ndisk = \"serial:parent\"\nformat = \"if-blank\"\nwait_ms = 500\n"
+            ),
+        );
+        let parent = load_path(&dir.path().join("base.toml"), &[]).unwrap();
+        let state = parent.state.unwrap();
+        assert_eq!(state.disk, "serial:parent");
+        assert_eq!(state.wait_ms, 500);
+        // The child's table replaces the parent's whole: format and wait_ms
+        // fall back to the defaults.
+        let path = write(
+            dir.path(),
+            "child.toml",
+            "extends = \"base\"\n[state]\ndisk = \"label:data\"\n",
+        );
+        let state = load_path(&path, &[]).unwrap().state.unwrap();
+        assert_eq!(state.disk, "label:data");
+        assert_eq!(state.format, mkhost_shared::state_disk::FormatPolicy::Never);
+        assert_eq!(state.wait_ms, 10_000);
+        write(dir.path(), "plain.toml", BASE);
+        assert!(load_path(&dir.path().join("plain.toml"), &[])
+            .unwrap()
+            .state
+            .is_none());
+        for (i, (body, at, want)) in [
+            ("[state]\ndisk = \"vdb\"\n", "2:1", "[state] state.disk"),
+            (
+                "[state]\nformat = \"always\"\n",
+                "3:10",
+                "unknown variant `always`",
+            ),
+            (
+                "[state]\nmirror = [\"label:a\", \"serial:b\"]\n",
+                "2:1",
+                "does not name a whole disk",
+            ),
+            (
+                "[state]\ndisks = \"none\"\n",
+                "3:1",
+                "unknown field `disks`",
+            ),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = write(
+                dir.path(),
+                &format!("s{i}.toml"),
+                &format!("extends = \"base\"\n{body}"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("s{i}.toml:{at}")), "case {i}: {err}");
             assert!(err.contains(want), "case {i}: {err}");
         }
     }

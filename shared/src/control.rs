@@ -281,10 +281,14 @@ pub struct Status {
     pub late_modules: Vec<String>,
     /// Containers attached to a network, addresses leased on the networks,
     /// and rules in hostd's nftables table (None without networks).
-    pub network: Option<NetworkCounts>,
+    pub network: Option<Box<NetworkCounts>>,
     /// The named volumes: how many, where, and whether they survive a
     /// reboot (None from daemons without volumes).
     pub volumes: Option<Box<VolumeStatus>>,
+    /// Where the host's state lives: init's state disk report
+    /// ([`crate::paths::STATE_REPORT`]); None from daemons that do not
+    /// read it.
+    pub state: Option<Box<crate::state_disk::StateReport>>,
 }
 
 /// What `status` says about the named volumes.
@@ -420,9 +424,11 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     late_modules: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    network: Option<NetworkCounts>,
+    network: Option<Box<NetworkCounts>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     volumes: Option<Box<VolumeStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<Box<crate::state_disk::StateReport>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     volume_list: Option<Vec<VolumeInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -472,6 +478,7 @@ impl From<Response> for WireResponse {
                 late_modules: (!s.late_modules.is_empty()).then_some(s.late_modules),
                 network: s.network,
                 volumes: s.volumes,
+                state: s.state,
                 ..ok
             },
             Response::Images(v) => WireResponse {
@@ -578,6 +585,7 @@ impl TryFrom<WireResponse> for Response {
             late_modules: wire.late_modules.unwrap_or_default(),
             network: wire.network,
             volumes: wire.volumes,
+            state: wire.state,
         }))
     }
 }
@@ -716,6 +724,7 @@ mod tests {
             late_modules: Vec::new(),
             network: None,
             volumes: None,
+            state: None,
         }
     }
 
@@ -778,10 +787,28 @@ mod tests {
             filesystem: "tmpfs".into(),
         }));
         round_trip(
-            Response::Status(with_volumes),
+            Response::Status(with_volumes.clone()),
             json!({"ok": true, "version": "0.1.0", "pid": 42, "uptime_ms": 7, "containers": 0,
                    "volumes": {"count": 2, "root": "/var/lib/hostd-volumes",
                                "persistent": false, "filesystem": "tmpfs"}}),
+        );
+        let mut with_state = with_volumes;
+        with_state.volumes = None;
+        with_state.state = Some(Box::new(crate::state_disk::StateReport {
+            persistent: true,
+            device: Some("/dev/vdb".into()),
+            filesystem: Some("ext4".into()),
+            mountpoint: Some("/var/lib/mkhost-state".into()),
+            size: 1 << 30,
+            formatted: true,
+            note: None,
+        }));
+        round_trip(
+            Response::Status(with_state),
+            json!({"ok": true, "version": "0.1.0", "pid": 42, "uptime_ms": 7, "containers": 0,
+                   "state": {"persistent": true, "device": "/dev/vdb", "filesystem": "ext4",
+                             "mountpoint": "/var/lib/mkhost-state", "size": 1073741824,
+                             "formatted": true}}),
         );
         for (request, line) in [
             (Request::Volumes, r#"{"op":"volumes"}"#),

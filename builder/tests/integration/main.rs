@@ -15,5 +15,6 @@ mod inspect;
 mod netboot;
 mod network_guest;
 mod pulls;
+mod state_guest;
 mod support;
 mod tools;

@@ -339,8 +339,11 @@ impl Handler {
                     .as_ref()
                     .map_or(0, |c| u64::try_from(c.running()).unwrap_or(u64::MAX)),
                 late_modules: late_modules(Path::new(mkhost_shared::paths::INIT_STATUS)),
-                network: self.networks.as_ref().map(|n| n.status()),
+                network: self.networks.as_ref().map(|n| Box::new(n.status())),
                 volumes: self.volumes.as_ref().map(|v| Box::new(v.status())),
+                state: Some(Box::new(state_report(Path::new(
+                    mkhost_shared::paths::STATE_REPORT,
+                )))),
             }),
             Request::Volumes
             | Request::VolumeCreate { .. }
@@ -507,6 +510,23 @@ fn late_modules(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// init's state disk report; without one (hostd started by hand, or an
+/// unreadable file) state is in RAM, and the note says why.
+fn state_report(path: &Path) -> mkhost_shared::state_disk::StateReport {
+    let ram = |note: String| mkhost_shared::state_disk::StateReport {
+        note: Some(note),
+        ..Default::default()
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| ram(format!("{} is not a state report: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ram("no state report from init: state is in RAM".to_string())
+        }
+        Err(e) => ram(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// Imports and starts the boot-time containers in a thread of their own, so
 /// the daemon answers `status` meanwhile.
 fn start_boot_containers(path: &Path, containers: Arc<Manager>, handler: &Handler, state: &Path) {
@@ -669,6 +689,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(late_modules(&path), ["nvme"]);
+    }
+
+    #[test]
+    fn state_comes_from_inits_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let r = state_report(&path);
+        assert!(!r.persistent);
+        assert!(r.note.unwrap().contains("no state report"));
+        std::fs::write(
+            &path,
+            r#"{"persistent":true,"device":"/dev/vdb","filesystem":"ext4","size":5}"#,
+        )
+        .unwrap();
+        let r = state_report(&path);
+        assert!(r.persistent);
+        assert_eq!(r.device.as_deref(), Some("/dev/vdb"));
+        std::fs::write(&path, "nope").unwrap();
+        assert!(state_report(&path)
+            .note
+            .unwrap()
+            .contains("not a state report"));
     }
 
     #[test]

@@ -667,6 +667,7 @@ mod tests {
             late_modules: Vec::new(),
             network: None,
             volumes: None,
+            state: None,
         }
     }
     use std::thread::JoinHandle;

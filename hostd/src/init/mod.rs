@@ -20,7 +20,9 @@
 //!    resolve the settings (command line > host.toml > boot.json,
 //!    [`crate::init::config::host_config`]); set the hostname. When the boot
 //!    partition is not there yet (a USB stick), the main loop waits for it by
-//!    event while hostd already starts
+//!    event, and hostd waits with it; then find, check and mount the state
+//!    disk the settings name ([`crate::init::state_disk`]), or say that state
+//!    stays in RAM
 //! 7. bring up the network: static addresses, DHCP threads, resolv.conf
 //!    ([`crate::init::net`]); NICs that appear later are configured by hotplug
 //! 8. start hostd and keep it running ([`crate::init::supervisor`]); once it answers,
@@ -44,6 +46,7 @@ pub mod net;
 pub mod power;
 pub mod rootfs;
 pub mod shell;
+pub mod state_disk;
 pub mod supervisor;
 pub mod sysctl;
 pub mod timeline;
@@ -540,8 +543,11 @@ struct Booted {
     pump: Option<LogPump>,
     /// The hotplug thread, if the uevent socket could be opened.
     hotplug: Option<Hotplug>,
-    /// Settings still waiting for the boot partition.
+    /// Settings still waiting for the boot partition (hostd waits too:
+    /// the state disk they may name is mounted before it starts).
     unsettled: Option<Unsettled>,
+    /// The ESP host.toml was read from (its disk is never a state disk).
+    host_toml_device: Option<PathBuf>,
     /// When init started (the debug shell's latest start counts from it).
     t0: Instant,
 }
@@ -621,6 +627,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
         modules_total: 0,
         coldplug: 0,
         addresses: Vec::new(),
+        state: String::new(),
     };
     let hotplug = load_drivers(options, config.as_ref(), running, &mut ready);
     if real {
@@ -639,6 +646,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
         pump,
         hotplug,
         unsettled: None,
+        host_toml_device: None,
         t0,
     };
 
@@ -654,7 +662,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
                 }
                 None => {
                     timeline::phase(&format!(
-                        "waiting for the boot partition {partuuid} to appear (the boot stick's ESP); starting hostd meanwhile"
+                        "waiting for the boot partition {partuuid} to appear (the boot stick's ESP); hostd starts once its settings are read"
                     ));
                     booted.unsettled = Some(Unsettled {
                         config,
@@ -667,7 +675,9 @@ fn boot(options: &Options, t0: Instant) -> Booted {
             },
             None => {
                 let t = Instant::now();
-                host_toml = host_toml_layer(Ok(bootdisk::find_host_toml_by_type(root)), t);
+                let found = bootdisk::find_host_toml_by_type(root);
+                booted.host_toml_device = found.as_ref().map(|h| h.device.clone());
+                host_toml = host_toml_layer(Ok(found), t);
             }
         }
     }
@@ -697,6 +707,7 @@ fn apply_settings(
     apply_hostname(options, settings.as_ref(), &mut booted.ready);
     write_network_definitions(options, settings.as_ref());
     write_registry_settings(options, settings.as_ref());
+    prepare_state_disk(options, booted, settings.as_ref());
     if let (Some(settings), true) = (&settings, real) {
         booted.network = net::start(settings);
         if let Some(hotplug) = &booted.hotplug {
@@ -715,6 +726,63 @@ fn apply_settings(
         sh.schedule(booted.t0 + SHELL_LATEST);
         booted.shell = Some(sh);
     }
+}
+
+/// Boot, state disk: finds, checks, formats if allowed and mounts it
+/// before hostd starts ([`state_disk`]); writes the report for hostd and
+/// puts it in the ready line.
+fn prepare_state_disk(options: &Options, booted: &mut Booted, settings: Option<&Settings>) {
+    let root = options.root.as_path();
+    let config = settings.and_then(|s| s.state.as_ref());
+    let report = if options.test {
+        match config {
+            None => state_disk::ram("no state disk configured"),
+            Some(_) => state_disk::ram("state disks are not prepared in test mode"),
+        }
+    } else {
+        if let (Some(config), Some(settings)) = (config, settings) {
+            timeline::phase(&format!(
+                "state: looking for {} (from {}, format = {}, wait {} ms)",
+                config.disk,
+                settings.state_source,
+                match config.format {
+                    mkhost_shared::state_disk::FormatPolicy::Never => "never",
+                    mkhost_shared::state_disk::FormatPolicy::IfBlank => "if-blank",
+                },
+                config.wait_ms
+            ));
+        }
+        let boot_disks = state_disk::boot_disks(root, booted.host_toml_device.as_deref());
+        let hotplug = booted.hotplug.as_ref().map(|h| h.shared());
+        let mut activity = |waited: Duration| match hotplug {
+            Some(shared) => shared.activity(),
+            // No hotplug thread: look every 250 ms, as if the kernel were quiet.
+            None => hotplug::Activity {
+                block_generation: u64::try_from(waited.as_millis() / 250).unwrap_or(0),
+                quiet_for: waited,
+                busy: false,
+            },
+        };
+        state_disk::prepare(root, config, &boot_disks, &mut activity)
+    };
+    match (&report.device, &report.note) {
+        (Some(device), note) => timeline::phase(&format!(
+            "state: {device} mounted on {}{}{}",
+            mkhost_shared::paths::STATE_DISK,
+            if report.formatted {
+                " (formatted now)"
+            } else {
+                ""
+            },
+            note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+        )),
+        (None, Some(note)) if config.is_some() => {
+            timeline::warning(&format!("state: {note}; state stays in RAM"))
+        }
+        (None, _) => timeline::phase("state: in RAM (no state disk configured)"),
+    }
+    booted.ready.state = state_disk::ready_field(&report);
+    write_json_for_hostd(options, mkhost_shared::paths::STATE_REPORT, &report, 0o644);
 }
 
 /// The main loop's part of the wait for the boot partition: looks for it
@@ -1471,13 +1539,18 @@ pub fn run(options: &Options) -> ! {
     let mut said_waiting = false;
     loop {
         let now = Instant::now();
-        service.tick(now, &mut rt);
+        // hostd starts once the settings are applied: the state disk they
+        // name is mounted under its store first.
+        let settled = poll_boot_partition(options, &mut booted, now);
+        let now = Instant::now();
+        if settled {
+            service.tick(now, &mut rt);
+        }
         if let Some(sh) = booted.shell.as_mut() {
             if let Some(msg) = sh.tick(now) {
                 timeline::info(&msg);
             }
         }
-        let settled = poll_boot_partition(options, &mut booted, now);
         if !ready_printed && rt.answered && settled {
             if booted.network.settled(now) {
                 ready_printed = true;
@@ -1506,7 +1579,7 @@ pub fn run(options: &Options) -> ! {
             Duration::from_millis(20)
         };
         let wait = [
-            service.next_deadline(),
+            service.next_deadline().filter(|_| settled),
             booted.shell.as_ref().and_then(|s| s.next_deadline()),
         ]
         .into_iter()

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! mkhost: +<ms>ms <phase>
-//! mkhost: ready hostname=<h> profile=<p> kernel=<release> boot_ms=<ms> modules=<loaded>/<total> coldplug=<n> addresses=<iface>:<addr>/<prefix>,...
+//! mkhost: ready hostname=<h> profile=<p> kernel=<release> boot_ms=<ms> modules=<loaded>/<total> coldplug=<n> addresses=<iface>:<addr>/<prefix>,... state=<device>(<fs>[,formatted])|ram(<why>)
 //! mkhost: error: <message>
 //! mkhost: warning: <message>
 //! ```
@@ -39,6 +39,8 @@ pub struct ReadyInfo {
     pub coldplug: usize,
     /// Configured addresses, `eth0:10.0.2.15/24`.
     pub addresses: Vec<String>,
+    /// Where state lives: `/dev/vdb(ext4,formatted)` or `ram(why)`.
+    pub state: String,
 }
 
 /// `mkhost: +<ms>ms <phase>`.
@@ -47,10 +49,10 @@ pub fn format_phase(ms: u64, phase: &str) -> String {
 }
 
 /// `mkhost: ready hostname=.. profile=.. kernel=.. boot_ms=.. modules=../..
-/// coldplug=.. addresses=..` (`addresses=-` when there are none).
+/// coldplug=.. addresses=.. state=..` (`addresses=-` when there are none).
 pub fn format_ready(info: &ReadyInfo) -> String {
     format!(
-        "{PREFIX} ready hostname={} profile={} kernel={} boot_ms={} modules={}/{} coldplug={} addresses={}",
+        "{PREFIX} ready hostname={} profile={} kernel={} boot_ms={} modules={}/{} coldplug={} addresses={} state={}",
         field(&info.hostname),
         field(&info.profile),
         field(&info.kernel),
@@ -58,7 +60,8 @@ pub fn format_ready(info: &ReadyInfo) -> String {
         info.modules_loaded,
         info.modules_total,
         info.coldplug,
-        field(&info.addresses.join(","))
+        field(&info.addresses.join(",")),
+        field(&info.state)
     )
 }
 
@@ -141,11 +144,13 @@ mod tests {
             modules_total: 12,
             coldplug: 2,
             addresses: vec!["eth0:10.0.2.15/24".into(), "eth1:10.1.0.2/16".into()],
+            state: "/dev/vdb(ext4,formatted)".into(),
         };
         assert_eq!(
             format_ready(&info),
             "mkhost: ready hostname=mkhost-qemu profile=qemu kernel=6.1.0-56-amd64 \
-             boot_ms=2870 modules=11/12 coldplug=2 addresses=eth0:10.0.2.15/24,eth1:10.1.0.2/16"
+             boot_ms=2870 modules=11/12 coldplug=2 addresses=eth0:10.0.2.15/24,eth1:10.1.0.2/16 \
+             state=/dev/vdb(ext4,formatted)"
         );
     }
 
@@ -160,11 +165,12 @@ mod tests {
             modules_total: 0,
             coldplug: 0,
             addresses: vec![],
+            state: "ram(no state disk configured)".into(),
         };
         assert_eq!(
             format_ready(&info),
             "mkhost: ready hostname=- profile=my_profile_ kernel=k boot_ms=1 modules=0/0 \
-             coldplug=0 addresses=-"
+             coldplug=0 addresses=- state=ram(no_state_disk_configured)"
         );
     }
 

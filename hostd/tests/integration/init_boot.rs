@@ -54,7 +54,7 @@ fn init_boots_test_root_and_restarts_hostd() {
     let expected = "mkhost: ready hostname=mkhost-test profile=test kernel=0.0-test boot_ms=";
     assert!(ready.starts_with(expected), "{ready}");
     assert!(
-        ready.ends_with(" modules=0/1 coldplug=0 addresses=-"),
+        ready.ends_with(" modules=0/1 coldplug=0 addresses=- state=ram(no_state_disk_configured)"),
         "{ready}"
     );
     let seen = init.seen.join("\n");

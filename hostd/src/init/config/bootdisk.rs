@@ -133,6 +133,21 @@ pub struct GptPartition {
     pub type_guid: String,
     /// Unique partition GUID (PARTUUID), lowercase text.
     pub part_guid: String,
+    /// The partition's name (GPT label, UTF-16LE in the entry), without
+    /// trailing NULs.
+    pub name: String,
+}
+
+/// Decodes a GPT entry's name: UTF-16LE at bytes 56..128, NUL-padded.
+pub fn gpt_name(entry: &[u8]) -> String {
+    let units: Vec<u16> = entry
+        .get(56..128)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 /// Parses the partition entry array; unused (all-zero type) entries are left out.
@@ -151,6 +166,7 @@ pub fn parse_gpt_entries(data: &[u8], header: &GptHeader) -> Vec<GptPartition> {
                 number: u32::try_from(i + 1).ok()?,
                 type_guid: guid_to_string(&type_guid),
                 part_guid: guid_to_string(&part_guid),
+                name: gpt_name(e),
             })
         })
         .collect()
@@ -182,18 +198,20 @@ pub fn read_gpt(dev: &Path, block: u64) -> Result<Vec<GptPartition>, BootDiskErr
 pub struct FoundPartition {
     /// Its device node, e.g. `/dev/vda1`.
     pub device: PathBuf,
+    /// The whole disk's name in `/sys/class/block`, e.g. `vda`.
+    pub disk: String,
     /// The GPT entry.
     pub entry: GptPartition,
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
+/// A sysfs attribute's text, trimmed; `None` if it cannot be read.
+pub fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-/// Every GPT partition of every disk in `/sys/class/block` (below `root`).
-pub fn partitions(root: &Path) -> Vec<FoundPartition> {
-    let class = at(root, "/sys/class/block");
-    let Ok(entries) = fs::read_dir(&class) else {
+/// The names in `/sys/class/block` (below `root`), sorted.
+fn block_names(root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(at(root, "/sys/class/block")) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
@@ -201,17 +219,33 @@ pub fn partitions(root: &Path) -> Vec<FoundPartition> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    names
+}
+
+/// The whole disks in `/sys/class/block` (below `root`) that can hold data:
+/// not partitions, loop, RAM, optical or network block devices, not empty.
+pub fn whole_disks(root: &Path) -> Vec<String> {
+    let class = at(root, "/sys/class/block");
+    block_names(root)
+        .into_iter()
+        .filter(|disk| {
+            let sys = class.join(disk);
+            !sys.join("partition").exists()
+                && !["loop", "ram", "zram", "sr", "nbd"]
+                    .iter()
+                    .any(|p| disk.starts_with(p))
+                && matches!(read_trimmed(&sys.join("size")), Some(s) if s != "0")
+        })
+        .collect()
+}
+
+/// Every GPT partition of every disk in `/sys/class/block` (below `root`).
+pub fn partitions(root: &Path) -> Vec<FoundPartition> {
+    let class = at(root, "/sys/class/block");
+    let names = block_names(root);
     let mut out = Vec::new();
-    for disk in &names {
+    for disk in &whole_disks(root) {
         let sys = class.join(disk);
-        if sys.join("partition").exists()
-            || ["loop", "ram", "zram", "sr", "nbd"]
-                .iter()
-                .any(|p| disk.starts_with(p))
-            || !matches!(read_trimmed(&sys.join("size")), Some(s) if s != "0")
-        {
-            continue;
-        }
         let block = read_trimmed(&sys.join("queue/logical_block_size"))
             .and_then(|s| s.parse().ok())
             .unwrap_or(512);
@@ -231,6 +265,7 @@ pub fn partitions(root: &Path) -> Vec<FoundPartition> {
             if let Some(child) = child {
                 out.push(FoundPartition {
                     device: at(root, &format!("/dev/{child}")),
+                    disk: disk.clone(),
                     entry,
                 });
             }
@@ -376,14 +411,25 @@ pub enum EspStep {
 pub struct EspWait {
     started: Instant,
     looked_at: Option<u64>,
+    max: Duration,
+    quiet: Duration,
 }
 
 impl EspWait {
-    /// A wait that starts at `now`.
+    /// A wait for the boot partition that starts at `now` ([`ESP_WAIT_MAX`],
+    /// [`ESP_QUIET`]).
     pub fn new(now: Instant) -> Self {
+        Self::with_limits(now, ESP_WAIT_MAX, ESP_QUIET)
+    }
+
+    /// A wait for any disk that starts at `now`: it gives up after `max`,
+    /// or once the kernel has been quiet for `quiet`.
+    pub fn with_limits(now: Instant, max: Duration, quiet: Duration) -> Self {
         Self {
             started: now,
             looked_at: None,
+            max,
+            quiet,
         }
     }
 
@@ -406,13 +452,17 @@ impl EspWait {
             return EspStep::Look;
         }
         let waited = now.saturating_duration_since(self.started);
-        if waited >= ESP_WAIT_MAX {
+        if waited >= self.max {
             return EspStep::GiveUp {
                 waited,
-                why: "the kernel is still busy with devices",
+                why: if busy || quiet_for < self.quiet {
+                    "the kernel is still busy with devices"
+                } else {
+                    "the wait is over"
+                },
             };
         }
-        if !busy && quiet_for.min(waited) >= ESP_QUIET {
+        if !busy && quiet_for.min(waited) >= self.quiet {
             return EspStep::GiveUp {
                 waited,
                 why: "no device activity",
@@ -422,11 +472,11 @@ impl EspWait {
     }
 }
 
+/// GPT images for tests (this module's and the state disk's).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn guid_bytes(text: &str) -> [u8; 16] {
+pub mod testing {
+    /// A GUID's on-disk (mixed-endian) bytes from its text.
+    pub fn guid_bytes(text: &str) -> [u8; 16] {
         let hex: Vec<u8> = text
             .replace('-', "")
             .as_bytes()
@@ -440,6 +490,31 @@ mod tests {
         b[8..16].copy_from_slice(&hex[8..16]);
         b
     }
+
+    /// A disk image with a GPT header at LBA 1 and 128-byte entries at
+    /// LBA 2: one per (type GUID, partition GUID, name).
+    pub fn gpt_image(parts: &[(&str, &str, &str)]) -> Vec<u8> {
+        let mut img = vec![0u8; 512 * 40];
+        img[512..520].copy_from_slice(b"EFI PART");
+        img[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        img[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        img[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        for (i, (ty, id, name)) in parts.iter().enumerate() {
+            let o = 1024 + i * 128;
+            img[o..o + 16].copy_from_slice(&guid_bytes(ty));
+            img[o + 16..o + 32].copy_from_slice(&guid_bytes(id));
+            for (j, u) in name.encode_utf16().enumerate() {
+                img[o + 56 + 2 * j..o + 58 + 2 * j].copy_from_slice(&u.to_le_bytes());
+            }
+        }
+        img
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{gpt_image, guid_bytes};
+    use super::*;
 
     #[test]
     fn guid_text_is_mixed_endian() {
@@ -463,22 +538,6 @@ mod tests {
         );
         assert_eq!(parse_partuuid_var(&[6, 0, 0, 0, b'x', 0]), None);
         assert_eq!(parse_partuuid_var(&[1]), None);
-    }
-
-    /// A disk image with a GPT made by our own builder crate's format rules:
-    /// header at LBA 1, entries at LBA 2.
-    fn disk(parts: &[(&str, &str)]) -> Vec<u8> {
-        let mut img = vec![0u8; 512 * 40];
-        img[512..520].copy_from_slice(b"EFI PART");
-        img[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
-        img[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
-        img[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
-        for (i, (ty, id)) in parts.iter().enumerate() {
-            let o = 1024 + i * 128;
-            img[o..o + 16].copy_from_slice(&guid_bytes(ty));
-            img[o + 16..o + 32].copy_from_slice(&guid_bytes(id));
-        }
-        img
     }
 
     #[test]
@@ -530,7 +589,14 @@ mod tests {
         let id = "0fc63daf-8483-4772-8e79-3d69d8477de4";
         std::fs::write(
             &path,
-            disk(&[(ESP_TYPE, "11111111-2222-3333-4444-555555555555"), (id, id)]),
+            gpt_image(&[
+                (
+                    ESP_TYPE,
+                    "11111111-2222-3333-4444-555555555555",
+                    "EFI system",
+                ),
+                (id, id, "mkhost-state"),
+            ]),
         )
         .unwrap();
         let parts = read_gpt(&path, 512).unwrap();
@@ -539,6 +605,8 @@ mod tests {
         assert_eq!(parts[0].type_guid, ESP_TYPE);
         assert_eq!(parts[0].part_guid, "11111111-2222-3333-4444-555555555555");
         assert_eq!(parts[1].number, 2);
+        assert_eq!(parts[0].name, "EFI system");
+        assert_eq!(parts[1].name, "mkhost-state");
         // Not a GPT: no partitions, no error.
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
         assert!(read_gpt(&path, 512).unwrap().is_empty());

@@ -9,6 +9,8 @@
 //! mkhost.debug_shell=0|1               busybox shell on the console
 //! mkhost.console=DEV                   console device for the shell (e.g. ttyS1)
 //! mkhost.reboot                        reboot instead of powering off at shutdown
+//! mkhost.state=SELECTOR                the state disk (label:NAME, serial:S, ..., none)
+//! mkhost.state.format=if-blank|never   may init format a blank state disk
 //! ```
 //!
 //! These win over `host.toml` and `boot.json` ([`crate::init::config::host_config`]).
@@ -16,6 +18,8 @@
 //! [`KernelParams::problems`] for the console, never errors.
 
 use std::collections::BTreeMap;
+
+use mkhost_shared::state_disk::{DiskSelector, FormatPolicy};
 
 use crate::init::config::host_config::{parse_bool, Overrides, StaticAddr};
 
@@ -137,6 +141,15 @@ pub fn parse(cmdline: &str) -> KernelParams {
                 Some(b) => params.overrides.debug_shell = Some(b),
                 None => bad(format!("{v:?} is not 0 or 1")),
             },
+            ("state", Some(v)) => match DiskSelector::parse(v) {
+                Ok(_) => params.overrides.state_disk = Some(v.to_string()),
+                Err(why) => bad(why),
+            },
+            ("state.format", Some(v)) => match v {
+                "if-blank" => params.overrides.state_format = Some(FormatPolicy::IfBlank),
+                "never" => params.overrides.state_format = Some(FormatPolicy::Never),
+                _ => bad(format!("{v:?} is not if-blank or never")),
+            },
             ("reboot", None) => params.reboot = true,
             ("reboot", Some(v)) => match parse_bool(v) {
                 Some(b) => params.reboot = b,
@@ -208,6 +221,19 @@ mod tests {
         );
         assert_eq!(ifs["eth1"].gateway, None);
         assert_eq!(ifs["eth1"].prefix, 16);
+    }
+
+    #[test]
+    fn state_parameters() {
+        let p = parse("mkhost.state=serial:state1 mkhost.state.format=if-blank");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.overrides.state_disk.as_deref(), Some("serial:state1"));
+        assert_eq!(p.overrides.state_format, Some(FormatPolicy::IfBlank));
+        let p = parse("mkhost.state=vdb mkhost.state.format=always mkhost.state=path:/tmp/x");
+        assert_eq!(p.overrides, Overrides::default());
+        assert_eq!(p.problems.len(), 3, "{:?}", p.problems);
+        assert!(p.problems[0].starts_with("mkhost.state: disk \"vdb\" has no kind"));
+        assert!(p.problems[1].contains("not if-blank or never"));
     }
 
     #[test]

@@ -33,6 +33,10 @@
 //! [registries.auths."registry.lab:5000"]
 //! username = "ops"
 //! password = "secret"
+//!
+//! [state]                          # replaces the image's table whole
+//! disk = "serial:S3YJNX0K"
+//! format = "if-blank"
 //! ```
 //!
 //! [`parse_host_toml`] reports any problem with its line and column; the
@@ -46,6 +50,7 @@ use serde::Deserialize;
 use mkhost_shared::boot_config::BootConfig;
 use mkhost_shared::network::NetworkSpec;
 use mkhost_shared::registries::RegistrySettings;
+use mkhost_shared::state_disk::{FormatPolicy, StateConfig};
 
 /// The path of host.toml on the ESP.
 pub const HOST_TOML: &str = "mkhost/host.toml";
@@ -127,6 +132,13 @@ pub struct Overrides {
     pub container_networks: BTreeMap<String, NetworkSpec>,
     /// Registry settings (overlaid field by field).
     pub registries: Option<RegistrySettings>,
+    /// The state disk's table (replaces the lower layer's whole).
+    pub state: Option<StateConfig>,
+    /// The state disk's selector alone (`mkhost.state=`): replaces the
+    /// lower layer's `disk`, keeps its other fields.
+    pub state_disk: Option<String>,
+    /// The format policy alone (`mkhost.state.format=`).
+    pub state_format: Option<FormatPolicy>,
 }
 
 /// A problem in host.toml, with its position.
@@ -148,6 +160,7 @@ struct HostToml {
     network: Option<HostNetwork>,
     container_networks: Option<BTreeMap<String, toml::Spanned<NetworkSpec>>>,
     registries: Option<toml::Spanned<RegistrySettings>>,
+    state: Option<toml::Spanned<StateConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +264,13 @@ pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
             .map_err(|e| problem(text, registries.span(), format!("[registries]: {e}")))?;
         out.registries = Some(registries.into_inner());
     }
+    if let Some(state) = doc.state {
+        state
+            .get_ref()
+            .validate()
+            .map_err(|e| problem(text, state.span(), format!("[state]: {e}")))?;
+        out.state = Some(state.into_inner());
+    }
     Ok(out)
 }
 
@@ -296,6 +316,11 @@ pub struct Settings {
     pub container_networks: BTreeMap<String, (NetworkSpec, Source)>,
     /// Registry settings: the image's, overlaid by host.toml's.
     pub registries: RegistrySettings,
+    /// The state disk; `None`: state in RAM.
+    pub state: Option<StateConfig>,
+    /// Where the state disk's settings came from (the last layer that
+    /// touched them).
+    pub state_source: Source,
 }
 
 impl Settings {
@@ -328,6 +353,13 @@ impl Settings {
                 Err(e) => warnings.push(format!("boot.json: {e}")),
             }
         }
+        let state = match boot.state.as_ref().map(StateConfig::validate) {
+            Some(Err(e)) => {
+                warnings.push(format!("boot.json: {e}; the image's [state] is ignored"));
+                None
+            }
+            _ => boot.state.clone(),
+        };
         let registries = match boot.registries.validate() {
             Ok(()) => boot.registries.clone(),
             Err(e) => {
@@ -339,6 +371,8 @@ impl Settings {
             Self {
                 container_networks,
                 registries,
+                state,
+                state_source: Source::Image,
                 hostname: boot.hostname.clone(),
                 hostname_source: Source::Image,
                 dhcp: boot.network.dhcp,
@@ -380,6 +414,18 @@ impl Settings {
         }
         if let Some(registries) = &layer.registries {
             self.registries = self.registries.overlaid(registries);
+        }
+        if let Some(state) = &layer.state {
+            self.state = Some(state.clone());
+            self.state_source = source;
+        }
+        if let Some(disk) = &layer.state_disk {
+            self.state.get_or_insert_with(StateConfig::default).disk = disk.clone();
+            self.state_source = source;
+        }
+        if let Some(format) = layer.state_format {
+            self.state.get_or_insert_with(StateConfig::default).format = format;
+            self.state_source = source;
         }
     }
 
@@ -625,6 +671,62 @@ gateway = "10.0.0.1"
         assert_eq!(s.hostname, "mkhost-qemu");
         assert_eq!(s.hostname_source, Source::Image);
         assert_eq!(s.dns, [IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8))]);
+    }
+
+    #[test]
+    fn state_precedence_cmdline_over_host_toml_over_image() {
+        use mkhost_shared::state_disk::FormatPolicy;
+        // Nothing anywhere: RAM.
+        let (s, _) = Settings::resolve(&boot(), None, &Overrides::default());
+        assert_eq!(s.state, None);
+        let mut b = boot();
+        b.state = Some(StateConfig {
+            disk: "serial:image".into(),
+            wait_ms: 500,
+            ..StateConfig::default()
+        });
+        let (s, _) = Settings::resolve(&b, None, &Overrides::default());
+        assert_eq!(s.state.as_ref().unwrap().disk, "serial:image");
+        assert_eq!(s.state_source, Source::Image);
+        // host.toml replaces the table whole (wait_ms back to the default).
+        let host =
+            parse_host_toml("[state]\ndisk = \"label:host\"\nformat = \"if-blank\"\n").unwrap();
+        let (s, _) = Settings::resolve(&b, Some(&host), &Overrides::default());
+        let state = s.state.as_ref().unwrap();
+        assert_eq!(
+            (state.disk.as_str(), state.format, state.wait_ms),
+            ("label:host", FormatPolicy::IfBlank, 10_000)
+        );
+        assert_eq!(s.state_source, Source::HostToml);
+        // The command line replaces the selector and the policy only.
+        let cmdline = Overrides {
+            state_disk: Some("serial:cmd".into()),
+            state_format: Some(FormatPolicy::Never),
+            ..Overrides::default()
+        };
+        let (s, _) = Settings::resolve(&b, Some(&host), &cmdline);
+        let state = s.state.as_ref().unwrap();
+        assert_eq!(
+            (state.disk.as_str(), state.format),
+            ("serial:cmd", FormatPolicy::Never)
+        );
+        assert_eq!(s.state_source, Source::Cmdline);
+        // A selector on the command line alone is enough.
+        let (s, _) = Settings::resolve(&boot(), None, &cmdline);
+        assert_eq!(s.state.unwrap().disk, "serial:cmd");
+        // Bad tables name their line; a bad image table is a warning.
+        let e = parse_host_toml("hostname = \"a\"\n[state]\ndisk = \"sdb\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("[state]: state.disk"), "{e}");
+        let e = parse_host_toml("[state]\nformat = \"yes\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        b.state = Some(StateConfig {
+            disk: "vdb".into(),
+            ..StateConfig::default()
+        });
+        let (s, warnings) = Settings::resolve(&b, None, &Overrides::default());
+        assert_eq!(s.state, None);
+        assert!(warnings[0].contains("state.disk"), "{warnings:?}");
     }
 
     #[test]
