@@ -27,7 +27,7 @@ pub fn image_archive(dir: &Path, name: &str, tag: &str, cmd: &str) -> PathBuf {
 
 /// [`image_archive`], with `extra` adding files to the root file system
 /// (given its path) before the layer is made.
-fn image_archive_with(
+pub fn image_archive_with(
     dir: &Path,
     name: &str,
     tag: &str,

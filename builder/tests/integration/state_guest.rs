@@ -3,24 +3,33 @@
 //!
 //! 1. a blank disk named by serial with `format = "if-blank"`: init formats
 //!    it (ext4), mounts it, says so in the ready line and `hostd status`;
-//!    an image is imported and a named volume written; the guest is powered
+//!    an image is imported, a named volume written, a container with
+//!    `--restart always` and one with `no` started; the guest is powered
 //!    down cleanly (ACPI power button);
 //! 2. the same disk again: not formatted again (e2fsck ran), the image is
-//!    still listed, the volume's file reads back;
-//! 3. a disk holding an ext4 file system made elsewhere, with a file, named
+//!    still listed, the volume's file reads back, the `always` container is
+//!    running again on its own and the `no` one is recorded as exited; then
+//!    QEMU is killed (a power cut) while a 24 MiB image is being imported
+//!    and a container appends to a volume;
+//! 3. the same disk after the cut: e2fsck replays the journal, the store
+//!    lists the first image and runs it, the volume still reads back, the
+//!    `always` container is running again, and importing the big image
+//!    (again, or for the first time if the cut came before its commit)
+//!    gives an image that runs with all its bytes;
+//! 4. a disk holding an ext4 file system made elsewhere, with a file, named
 //!    on the command line (`mkhost.state=`): not formatted, the file is still
 //!    there next to the state directories;
-//! 4. a partition label two disks share: state stays in RAM and the report
+//! 5. a partition label two disks share: state stays in RAM and the report
 //!    names both partitions.
 //!
 //! Not covered here: mirrors (not implemented), a file system with errors
-//! (e2fsck exit >= 4), QEMU killed in the middle of a write.
+//! (e2fsck exit >= 4).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::containers::image_archive;
+use crate::containers::{image_archive, image_archive_with};
 use crate::support::{self, build_custom, ready_fields, run, scratch, Guest};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -47,7 +56,7 @@ fn virtio_disk(file: &Path, serial: &str) -> Vec<String> {
 }
 
 fn boot(dir: &Path, work: &Path, cmdline: &str, disks: &[(&Path, &str)]) -> (Guest, String) {
-    let mut args = support::pxe_args(dir, "256", &format!("mkhost.dhcp=0 {cmdline}"));
+    let mut args = support::pxe_args(dir, "384", &format!("mkhost.dhcp=0 {cmdline}"));
     for (file, serial) in disks {
         args.extend(virtio_disk(file, serial));
     }
@@ -58,6 +67,19 @@ fn boot(dir: &Path, work: &Path, cmdline: &str, disks: &[(&Path, &str)]) -> (Gue
     }
     std::thread::sleep(Duration::from_millis(500));
     (guest, ready)
+}
+
+/// Waits until `command`'s output has a line for which `check` holds.
+fn wait_until(guest: &mut Guest, command: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = joined(guest, command);
+        if out.lines().any(&check) {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "{command}: {out}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn joined(guest: &mut Guest, command: &str) -> String {
@@ -80,8 +102,19 @@ fn power_down(guest: &mut Guest) {
 fn state_disk_is_formatted_once_survives_a_reboot_and_is_never_guessed() {
     let work = scratch("state-guest");
     let archive = image_archive(&work, "bb", "bb", "sh");
+    // An image with 24 MiB of noise: its import takes long enough under TCG
+    // for a power cut to land in it.
+    let big = image_archive_with(&work.join("big"), "big", "big", "sh", &|rootfs| {
+        let noise: Vec<u8> = (0..24u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(rootfs.join("noise"), noise).unwrap();
+    });
     let body = format!(
         r#"hostname = "mkhost-state"
+
+[boot]
+min_ram_mib = 256
 
 [state]
 disk = "serial:state1"
@@ -91,8 +124,13 @@ wait_ms = 5000
 [[files]]
 dest = "/usr/share/state-test/bb.tar"
 source = "{}"
+
+[[files]]
+dest = "/usr/share/state-test/big.tar"
+source = "{}"
 "#,
-        archive.display()
+        archive.display(),
+        big.display()
     );
     let dir = build_custom(&work, "state", "qemu.toml", &body);
     let state1 = disk(&work, "state1", 256);
@@ -132,6 +170,12 @@ source = "{}"
         "hostd run --rm -v data:/d bb sh -c 'echo kept > /d/f'; echo rc=$?",
     );
     assert!(wrote.contains("rc=0"), "{wrote}");
+    let started = joined(
+        &mut guest,
+        "hostd run -d --name keeper --restart always bb sh -c 'echo up; exec sleep 100000' && \
+         hostd run -d --name once bb sleep 100000; echo rc=$?",
+    );
+    assert!(started.contains("rc=0"), "{started}");
     power_down(&mut guest);
     drop(guest);
 
@@ -150,10 +194,68 @@ source = "{}"
     assert!(images.contains("bb"), "{images}");
     let read = joined(&mut guest, "hostd run --rm -v data:/d bb cat /d/f");
     assert!(read.lines().any(|l| l.trim() == "kept"), "{read}");
+    // The `always` container came back by itself; `no` is recorded exited.
+    wait_until(&mut guest, "hostd ps", |l| {
+        l.starts_with("keeper ") && l.contains("running")
+    });
+    let logs = joined(&mut guest, "hostd logs keeper");
+    assert_eq!(
+        logs.lines().filter(|l| l.ends_with(" stdout up")).count(),
+        2,
+        "{logs}"
+    );
+    let once = joined(&mut guest, "hostd ps --json");
+    assert!(once.contains("the host restarted while it ran"), "{once}");
+
+    // A power cut while an image is imported and a volume is written.
+    let writing = joined(
+        &mut guest,
+        "hostd run -d --name writer -v data:/d bb sh -c \
+         'i=0; while true; do echo line$i >> /d/log; i=$((i+1)); done'; echo rc=$?",
+    );
+    assert!(writing.contains("rc=0"), "{writing}");
+    guest.send_line("hostd import /usr/share/state-test/big.tar");
+    guest.wait_for(
+        "hostd import /usr/share/state-test/big.tar",
+        COMMAND_TIMEOUT,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(guest);
+
+    // 3. After the cut: consistent, and the containers start.
+    let (mut guest, ready) = boot(&dir, &work, "", &[(&state1, "state1")]);
+    assert_eq!(ready_fields(&ready)["state"], "/dev/vda(ext4)", "{ready}");
+    let images = joined(&mut guest, "hostd images");
+    assert!(images.contains("bb"), "{images}");
+    eprintln!(
+        "after the cut the big image was {}",
+        if images.contains("big") {
+            "committed"
+        } else {
+            "not committed"
+        }
+    );
+    let ran = joined(&mut guest, "hostd run --rm bb sh -c 'echo still-runs'");
+    assert!(ran.lines().any(|l| l.trim() == "still-runs"), "{ran}");
+    let read = joined(&mut guest, "hostd run --rm -v data:/d bb cat /d/f");
+    assert!(read.lines().any(|l| l.trim() == "kept"), "{read}");
+    wait_until(&mut guest, "hostd ps", |l| {
+        l.starts_with("keeper ") && l.contains("running")
+    });
+    let imported = joined(
+        &mut guest,
+        "hostd import /usr/share/state-test/big.tar; echo rc=$?",
+    );
+    assert!(imported.contains("rc=0"), "{imported}");
+    let noise = joined(
+        &mut guest,
+        "hostd run --rm big sh -c 'busybox wc -c < /noise'",
+    );
+    assert!(noise.lines().any(|l| l.trim() == "25165824"), "{noise}");
     power_down(&mut guest);
     drop(guest);
 
-    // 3. A disk with an ext4 made elsewhere, holding a file: not formatted.
+    // 4. A disk with an ext4 made elsewhere, holding a file: not formatted.
     let content = work.join("old-content");
     std::fs::create_dir_all(&content).unwrap();
     std::fs::write(content.join("hello.txt"), "old data\n").unwrap();
@@ -170,7 +272,7 @@ source = "{}"
     assert!(report.contains("\"formatted\": false"), "{report}");
     drop(guest);
 
-    // 4. One label on two disks: nothing is chosen, state stays in RAM.
+    // 5. One label on two disks: nothing is chosen, state stays in RAM.
     let (a, b) = (disk(&work, "twin-a", 128), disk(&work, "twin-b", 128));
     for d in [&a, &b] {
         run(Command::new("sgdisk")
