@@ -194,6 +194,10 @@ source = "{}"
     assert!(images.contains("bb"), "{images}");
     let read = joined(&mut guest, "hostd run --rm -v data:/d bb cat /d/f");
     assert!(read.lines().any(|l| l.trim() == "kept"), "{read}");
+    // The host log of both boots is on the disk.
+    let log = joined(&mut guest, "cat /var/lib/mkhost-state/log/hostd.log");
+    assert_eq!(log.matches("---- boot").count(), 2, "{log}");
+    assert!(log.contains("formatted now"), "{log}");
     // The `always` container came back by itself; `no` is recorded exited.
     wait_until(&mut guest, "hostd ps", |l| {
         l.starts_with("keeper ") && l.contains("running")

@@ -8,6 +8,13 @@
 //! its cap it becomes `hostd.log.1` (replacing the older one) and a new file
 //! starts, so the log never takes more than twice the cap of RAM. Each file
 //! line is stamped with seconds since boot.
+//!
+//! With a state disk, init hands the pump a second ring on the disk
+//! ([`LogPump::persist_to`], [`PERSISTENT_LOG`] under the disk's `log/`):
+//! it starts with a line marking the boot and this boot's lines so far, and
+//! from then on gets every line too, so the log of earlier boots is there
+//! after a reboot or a crash (at most the lines of the last moments are
+//! lost: they are not fsynced one by one).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -23,6 +30,10 @@ use crate::os;
 pub const LOG_PATH: &str = "/run/log/hostd.log";
 /// Cap of one log generation.
 pub const LOG_CAP: u64 = 512 * 1024;
+/// The persistent log's name in the state disk's `log/` directory.
+pub const PERSISTENT_LOG: &str = "hostd.log";
+/// Cap of one persistent log generation.
+pub const PERSISTENT_LOG_CAP: u64 = 16 << 20;
 /// Longest line kept whole; longer ones are split.
 pub const MAX_LINE: usize = 4096;
 
@@ -49,6 +60,11 @@ impl RingLog {
             size,
             file: Some(file),
         })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The older generation's path (`hostd.log.1`).
@@ -121,6 +137,25 @@ impl LineSplitter {
     }
 }
 
+/// Starts a persistent ring: a line marking a new boot, then the lines of
+/// `so_far` (this boot's RAM log, older generation first).
+fn catch_up(disk: &mut RingLog, so_far: Option<&Path>) {
+    disk.write_line(&format!(
+        "{} ---- boot (the lines before this one's state disk came from RAM) ----",
+        stamp(os::boottime_ms())
+    ));
+    let Some(path) = so_far else { return };
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    for file in [PathBuf::from(rotated), path.to_path_buf()] {
+        if let Ok(text) = fs::read_to_string(&file) {
+            for line in text.lines() {
+                disk.write_line(line);
+            }
+        }
+    }
+}
+
 /// `[   12.345]` for a boot time in milliseconds.
 pub fn stamp(ms: u64) -> String {
     format!("[{:>5}.{:03}]", ms / 1000, ms % 1000)
@@ -128,6 +163,8 @@ pub fn stamp(ms: u64) -> String {
 
 /// The running pump.
 pub struct LogPump {
+    /// Hands the pump thread a persistent ring ([`LogPump::persist_to`]).
+    persist: mpsc::Sender<RingLog>,
     writer: File,
     console: File,
     done: mpsc::Receiver<()>,
@@ -142,12 +179,20 @@ impl LogPump {
         let (mut reader, writer) = os::pipe_blocking()?;
         let mut out = console.try_clone()?;
         let (tx, done) = mpsc::channel();
+        let (persist, persisted) = mpsc::channel::<RingLog>();
         let handle = std::thread::Builder::new()
             .name("log".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 let mut split = LineSplitter::default();
                 let mut buf = [0u8; 4096];
+                let mut disk: Option<RingLog> = None;
+                let write = |ring: &mut Option<RingLog>, disk: &mut Option<RingLog>, line: &str| {
+                    let stamped = format!("{} {line}", stamp(os::boottime_ms()));
+                    for r in [ring.as_mut(), disk.as_mut()].into_iter().flatten() {
+                        r.write_line(&stamped);
+                    }
+                };
                 loop {
                     let n = match reader.read(&mut buf) {
                         Ok(0) => break,
@@ -155,25 +200,34 @@ impl LogPump {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(_) => break,
                     };
+                    if let Ok(mut new) = persisted.try_recv() {
+                        catch_up(&mut new, ring.as_ref().map(RingLog::path));
+                        disk = Some(new);
+                    }
                     let _ = out.write_all(&buf[..n]);
-                    if let Some(ring) = ring.as_mut() {
-                        for line in split.push(&buf[..n]) {
-                            ring.write_line(&format!("{} {line}", stamp(os::boottime_ms())));
-                        }
+                    for line in split.push(&buf[..n]) {
+                        write(&mut ring, &mut disk, &line);
                     }
                 }
-                if let (Some(ring), Some(line)) = (ring.as_mut(), split.finish()) {
-                    ring.write_line(&format!("{} {line}", stamp(os::boottime_ms())));
+                if let Some(line) = split.finish() {
+                    write(&mut ring, &mut disk, &line);
                 }
                 let _ = tx.send(());
             })?;
         Ok(Self {
+            persist,
             writer,
             console,
             done,
             handle: Some(handle),
             captured: false,
         })
+    }
+
+    /// From the next line on, the log goes to `ring` too (a file on the
+    /// state disk); it first gets a boot marker and this boot's lines so far.
+    pub fn persist_to(&self, ring: RingLog) {
+        let _ = self.persist.send(ring);
     }
 
     /// The pipe's write end (give children a `try_clone` of it).
@@ -242,6 +296,39 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].len(), MAX_LINE);
         assert_eq!(s.finish().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_persistent_ring_gets_the_boot_so_far_and_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = File::create(dir.path().join("console")).unwrap();
+        let ram = RingLog::open(&dir.path().join("run/hostd.log"), LOG_CAP).unwrap();
+        let pump = LogPump::start(console, Some(ram)).unwrap();
+        let mut w = pump.writer().try_clone().unwrap();
+        w.write_all(b"before the disk\n").unwrap();
+        // Let the pump write it to the RAM ring before the disk comes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !fs::read_to_string(dir.path().join("run/hostd.log"))
+            .unwrap_or_default()
+            .contains("before the disk")
+        {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let disk_path = dir.path().join("disk/log/hostd.log");
+        std::fs::create_dir_all(disk_path.parent().unwrap()).unwrap();
+        std::fs::write(&disk_path, "an older boot\n").unwrap();
+        pump.persist_to(RingLog::open(&disk_path, PERSISTENT_LOG_CAP).unwrap());
+        w.write_all(b"after the disk\n").unwrap();
+        drop(w);
+        pump.stop(Duration::from_secs(5));
+        let disk = fs::read_to_string(&disk_path).unwrap();
+        let lines: Vec<&str> = disk.lines().collect();
+        assert_eq!(lines[0], "an older boot", "{disk}");
+        assert!(lines[1].contains("---- boot"), "{disk}");
+        assert!(lines[2].ends_with("] before the disk"), "{disk}");
+        assert!(lines[3].ends_with("] after the disk"), "{disk}");
+        assert_eq!(lines.len(), 4, "{disk}");
     }
 
     #[test]

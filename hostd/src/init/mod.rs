@@ -782,7 +782,33 @@ fn prepare_state_disk(options: &Options, booted: &mut Booted, settings: Option<&
         (None, _) => timeline::phase("state: in RAM (no state disk configured)"),
     }
     booted.ready.state = state_disk::ready_field(&report);
+    if report.persistent {
+        persist_log(root, booted);
+    }
     write_json_for_hostd(options, mkhost_shared::paths::STATE_REPORT, &report, 0o644);
+}
+
+/// With a state disk, the host log is kept on it too (`log/hostd.log`).
+fn persist_log(root: &Path, booted: &Booted) {
+    let Some(pump) = booted.pump.as_ref() else {
+        return;
+    };
+    let path = at(root, mkhost_shared::paths::STATE_DISK)
+        .join("log")
+        .join(crate::init::logbuf::PERSISTENT_LOG);
+    match RingLog::open(&path, crate::init::logbuf::PERSISTENT_LOG_CAP) {
+        Ok(ring) => {
+            pump.persist_to(ring);
+            timeline::phase(&format!(
+                "log: kept on the state disk too, {}",
+                path.display()
+            ));
+        }
+        Err(e) => timeline::warning(&format!(
+            "cannot open {}: {e}; log in RAM only",
+            path.display()
+        )),
+    }
 }
 
 /// The main loop's part of the wait for the boot partition: looks for it
