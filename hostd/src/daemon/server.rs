@@ -689,7 +689,7 @@ mod tests {
     fn raw_exchange(path: &Path, bytes: &[u8]) -> String {
         let mut stream = UnixStream::connect(path).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         stream.write_all(bytes).unwrap();
         let mut line = String::new();
