@@ -93,6 +93,21 @@ fn joined(guest: &mut Guest, command: &str) -> String {
     guest.run(command, COMMAND_TIMEOUT).join("\n")
 }
 
+/// Imports the test image `bb` and writes `text` to the file `f` of the
+/// named volume `data`.
+fn import_and_write(guest: &mut Guest, text: &str) {
+    let imported = joined(
+        guest,
+        "hostd import /usr/share/state-test/bb.tar; echo rc=$?",
+    );
+    assert!(imported.contains("rc=0"), "{imported}");
+    let wrote = joined(
+        guest,
+        &format!("hostd run --rm -v data:/d bb sh -c 'echo {text} > /d/f'; echo rc=$?"),
+    );
+    assert!(wrote.contains("rc=0"), "{wrote}");
+}
+
 fn power_down(guest: &mut Guest) {
     let answer = guest.monitor("system_powerdown");
     assert!(!answer.contains("Error"), "{answer}");
@@ -167,16 +182,7 @@ source = "{}"
             "{target}: {mounts}"
         );
     }
-    let imported = joined(
-        &mut guest,
-        "hostd import /usr/share/state-test/bb.tar; echo rc=$?",
-    );
-    assert!(imported.contains("rc=0"), "{imported}");
-    let wrote = joined(
-        &mut guest,
-        "hostd run --rm -v data:/d bb sh -c 'echo kept > /d/f'; echo rc=$?",
-    );
-    assert!(wrote.contains("rc=0"), "{wrote}");
+    import_and_write(&mut guest, "kept");
     let started = joined(
         &mut guest,
         "hostd run -d --name keeper --restart always bb sh -c 'echo up; exec sleep 100000' && \
@@ -333,6 +339,16 @@ source = "{}"
     );
     let dir = build_custom(&work, "mirror", "qemu.toml", &body);
     let (m1, m2) = (disk(&work, "m1", 128), disk(&work, "m2", 128));
+    // What init said about the state disk, for the test's output.
+    let said = |guest: &Guest| {
+        for line in guest
+            .log
+            .iter()
+            .filter(|l| l.contains("state:") || l.contains("modprobe") || l.contains("md"))
+        {
+            eprintln!("guest: {line}");
+        }
+    };
 
     // 1. Two blank disks: the mirror is created, formatted and mounted.
     let (mut guest, ready) = boot(&dir, &work, "", &[(&m1, "m1"), (&m2, "m2")]);
@@ -342,6 +358,7 @@ source = "{}"
         "{ready}\n{}",
         guest.log.join("\n")
     );
+    said(&guest);
     let mdstat = joined(&mut guest, "cat /proc/mdstat");
     assert!(
         mdstat.contains("md127 : active raid1") && mdstat.contains("[2/2]"),
@@ -352,16 +369,7 @@ source = "{}"
         mounts.contains("/dev/md127 /var/lib/mkhost-state ext4"),
         "{mounts}"
     );
-    let imported = joined(
-        &mut guest,
-        "hostd import /usr/share/state-test/bb.tar; echo rc=$?",
-    );
-    assert!(imported.contains("rc=0"), "{imported}");
-    let wrote = joined(
-        &mut guest,
-        "hostd run --rm -v data:/d bb sh -c 'echo mirrored > /d/f'; echo rc=$?",
-    );
-    assert!(wrote.contains("rc=0"), "{wrote}");
+    import_and_write(&mut guest, "mirrored");
     power_down(&mut guest);
     drop(guest);
 
@@ -373,11 +381,13 @@ source = "{}"
         "{ready}\n{}",
         guest.log.join("\n")
     );
+    said(&guest);
     let mdstat = joined(&mut guest, "cat /proc/mdstat");
     assert!(
         mdstat.contains("md127 : active raid1") && mdstat.contains("[2/1]"),
         "{mdstat}"
     );
+    eprintln!("degraded: {mdstat}");
     let report = joined(&mut guest, "cat /run/mkhost/state.json");
     assert!(
         report.contains("\"degraded\": true") && report.contains("serial:m1 is missing"),
