@@ -316,6 +316,43 @@ source = "{}"
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Boots with the mirror's `disks`: the ready line says
+/// `/dev/md127(ext4,{state})`, `/proc/mdstat` shows raid1 with `members`
+/// (`[2/2]`), and the array is mounted. Prints init's state lines.
+fn boot_mirror(
+    dir: &Path,
+    work: &Path,
+    disks: &[(&Path, &str)],
+    state: &str,
+    members: &str,
+) -> Guest {
+    let (mut guest, ready) = boot(dir, work, "", disks);
+    let log = guest.log.join("\n");
+    assert_eq!(
+        ready_fields(&ready)["state"],
+        format!("/dev/md127(ext4,{state})"),
+        "{ready}\n{log}"
+    );
+    for line in log
+        .lines()
+        .filter(|l| l.contains("state:") || l.contains("modprobe"))
+    {
+        eprintln!("guest: {line}");
+    }
+    let mdstat = joined(&mut guest, "cat /proc/mdstat");
+    eprintln!("{mdstat}");
+    assert!(
+        mdstat.contains("md127 : active raid1") && mdstat.contains(members),
+        "{mdstat}"
+    );
+    let mounts = joined(&mut guest, "cat /proc/mounts");
+    assert!(
+        mounts.contains("/dev/md127 /var/lib/mkhost-state ext4"),
+        "{mounts}"
+    );
+    guest
+}
+
 #[test]
 fn a_mirror_is_created_from_two_blank_disks_and_runs_degraded_on_one() {
     let work = scratch("state-mirror");
@@ -339,55 +376,21 @@ source = "{}"
     );
     let dir = build_custom(&work, "mirror", "qemu.toml", &body);
     let (m1, m2) = (disk(&work, "m1", 128), disk(&work, "m2", 128));
-    // What init said about the state disk, for the test's output.
-    let said = |guest: &Guest| {
-        for line in guest
-            .log
-            .iter()
-            .filter(|l| l.contains("state:") || l.contains("modprobe") || l.contains("md"))
-        {
-            eprintln!("guest: {line}");
-        }
-    };
 
     // 1. Two blank disks: the mirror is created, formatted and mounted.
-    let (mut guest, ready) = boot(&dir, &work, "", &[(&m1, "m1"), (&m2, "m2")]);
-    assert_eq!(
-        ready_fields(&ready)["state"],
-        "/dev/md127(ext4,formatted)",
-        "{ready}\n{}",
-        guest.log.join("\n")
-    );
-    said(&guest);
-    let mdstat = joined(&mut guest, "cat /proc/mdstat");
-    assert!(
-        mdstat.contains("md127 : active raid1") && mdstat.contains("[2/2]"),
-        "{mdstat}"
-    );
-    let mounts = joined(&mut guest, "cat /proc/mounts");
-    assert!(
-        mounts.contains("/dev/md127 /var/lib/mkhost-state ext4"),
-        "{mounts}"
+    let mut guest = boot_mirror(
+        &dir,
+        &work,
+        &[(&m1, "m1"), (&m2, "m2")],
+        "formatted",
+        "[2/2]",
     );
     import_and_write(&mut guest, "mirrored");
     power_down(&mut guest);
     drop(guest);
 
     // 2. Only m2: assembled degraded, the file reads back.
-    let (mut guest, ready) = boot(&dir, &work, "", &[(&m2, "m2")]);
-    assert_eq!(
-        ready_fields(&ready)["state"],
-        "/dev/md127(ext4,degraded)",
-        "{ready}\n{}",
-        guest.log.join("\n")
-    );
-    said(&guest);
-    let mdstat = joined(&mut guest, "cat /proc/mdstat");
-    assert!(
-        mdstat.contains("md127 : active raid1") && mdstat.contains("[2/1]"),
-        "{mdstat}"
-    );
-    eprintln!("degraded: {mdstat}");
+    let mut guest = boot_mirror(&dir, &work, &[(&m2, "m2")], "degraded", "[2/1]");
     let report = joined(&mut guest, "cat /run/mkhost/state.json");
     assert!(
         report.contains("\"degraded\": true") && report.contains("serial:m1 is missing"),
