@@ -28,7 +28,9 @@
 //!    `/dev/md127` with mdadm, makes ext4 on it and mounts it; `/proc/mdstat`
 //!    shows raid1 on two disks; an image is imported and a volume written;
 //! 2. only `m2` attached: the array is assembled degraded, mounted, the ready
-//!    line and the report say so, the image and the volume's file are there.
+//!    line and the report say so, the image and the volume's file are there;
+//! 3. both again: `m1` is out of date, mdadm leaves it out (still degraded);
+//!    `mdadm /dev/md127 --add` from the shell makes it a mirror of two again.
 //!
 //! Not covered here: a file system with errors (e2fsck exit >= 4).
 
@@ -397,6 +399,24 @@ source = "{}"
         "{report}"
     );
     let read = joined(&mut guest, "hostd run --rm -v data:/d bb cat /d/f");
+    assert!(read.lines().any(|l| l.trim() == "mirrored"), "{read}");
+    power_down(&mut guest);
+    drop(guest);
+
+    // 3. Both again: m1 is out of date (m2 ran alone), so mdadm leaves it
+    // out and the array stays degraded; the operator adds it back as
+    // docs/state.md says, and the mirror resyncs to two disks.
+    let mut guest = boot_mirror(
+        &dir,
+        &work,
+        &[(&m1, "m1"), (&m2, "m2")],
+        "degraded",
+        "[2/1]",
+    );
+    let added = joined(&mut guest, "mdadm /dev/md127 --add /dev/vda; echo rc=$?");
+    assert!(added.contains("rc=0"), "{added}");
+    wait_until(&mut guest, "cat /proc/mdstat", |l| l.contains("[2/2] [UU]"));
+    let read = joined(&mut guest, "cat /var/lib/mkhost-state/volumes/data/_data/f");
     assert!(read.lines().any(|l| l.trim() == "mirrored"), "{read}");
     power_down(&mut guest);
     drop(guest);
