@@ -801,6 +801,7 @@ mod tests {
             mountpoint: Some("/var/lib/mkhost-state".into()),
             size: 1 << 30,
             formatted: true,
+            degraded: false,
             note: None,
         }));
         round_trip(

@@ -188,7 +188,7 @@ impl StateConfig {
 pub struct StateReport {
     /// True when state is on a disk, false when in RAM.
     pub persistent: bool,
-    /// The device mounted (`/dev/vdb1`, `/dev/md127`).
+    /// The device mounted (`/dev/vdb1`, or `/dev/md127` for a mirror).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     /// The file system mounted.
@@ -203,6 +203,9 @@ pub struct StateReport {
     /// Init created the file system at this boot.
     #[serde(default)]
     pub formatted: bool,
+    /// The state disk is an md mirror running on one of its two disks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
     /// Why state is in RAM, or what went wrong (a problem found by fsck,
     /// a missing disk, two disks with one label), for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -201,6 +201,8 @@ fn rack_build_carries_server_drivers_and_fits_its_budget() {
         "ahci",
         "megaraid_sas",
         "mpt3sas",
+        "md_mod",
+        "raid1",
         "virtio_net",
         "overlay",
         "veth",

@@ -741,9 +741,13 @@ fn prepare_state_disk(options: &Options, booted: &mut Booted, settings: Option<&
         }
     } else {
         if let (Some(config), Some(settings)) = (config, settings) {
+            let what = if config.mirror.is_empty() {
+                config.disk.clone()
+            } else {
+                format!("the mirror of {}", config.mirror.join(" and "))
+            };
             timeline::phase(&format!(
-                "state: looking for {} (from {}, format = {}, wait {} ms)",
-                config.disk,
+                "state: looking for {what} (from {}, format = {}, wait {} ms)",
                 settings.state_source,
                 match config.format {
                     mkhost_shared::state_disk::FormatPolicy::Never => "never",

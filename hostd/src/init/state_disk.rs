@@ -22,8 +22,11 @@
 //! - **Reporting**: every outcome is a [`StateReport`] (written to
 //!   [`paths::STATE_REPORT`] by the caller) with a note for the operator.
 //!
-//! Mirrors (`mirror = [...]`) validate but are not assembled yet: the report
-//! says so and state stays in RAM.
+//! - **Mirrors** (`mirror = ["serial:A", "serial:B"]`, [`mirror`]): both
+//!   whole disks are found as above, then assembled as the md RAID 1
+//!   [`mirror::MD_DEVICE`] (degraded when one is missing), or created from
+//!   two blank disks with `format = "if-blank"`, by the image's [`MDADM`];
+//!   the array is then checked, formatted and mounted as one disk is.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -43,10 +46,16 @@ use crate::init::mounts::at;
 use crate::init::timeline;
 use crate::os::{self, MountFlags, UnmountFlags};
 
+pub mod mirror;
+
+use mirror::{Holds, MirrorDisk, Plan, MD_DEVICE, MD_NAME};
+
 /// mke2fs as the image carries it (`[[binaries]]` of the profile).
 pub const MKFS_EXT4: &str = "/sbin/mkfs.ext4";
 /// e2fsck as the image carries it.
 pub const E2FSCK: &str = "/sbin/e2fsck";
+/// mdadm as the image carries it (for mirrors).
+pub const MDADM: &str = "/sbin/mdadm";
 /// The label init gives a file system it creates.
 pub const FS_LABEL: &str = DEFAULT_LABEL;
 /// The smallest device init formats or mounts as state.
@@ -256,6 +265,19 @@ pub enum StateDiskError {
         #[source]
         error: io::Error,
     },
+    /// The two disks of a mirror hold something init does not touch.
+    #[error(transparent)]
+    Mirror(#[from] mirror::MirrorRefusal),
+    /// mdadm failed to create or assemble the mirror.
+    #[error("{MDADM} --{action} {MD_DEVICE} failed (exit {code}): {output}")]
+    Mdadm {
+        /// `create` or `assemble`.
+        action: &'static str,
+        /// mdadm's exit code.
+        code: i32,
+        /// Its output, shortened.
+        output: String,
+    },
     /// A directory on the state disk could not be made.
     #[error("cannot create {path}: {source}", path = path.display())]
     Mkdir {
@@ -454,8 +476,18 @@ fn probe(device: &Path, size: u64) -> Result<(Vec<u8>, Vec<u8>), StateDiskError>
 /// Runs an image tool by absolute path; returns its exit code and its
 /// output (stdout and stderr, at most 400 characters).
 fn run_tool(tool: &'static str, args: &[&str]) -> Result<(i32, String), StateDiskError> {
+    run_tool_env(tool, args, &[])
+}
+
+/// [`run_tool`] with environment variables besides `PATH`.
+fn run_tool_env(
+    tool: &'static str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(i32, String), StateDiskError> {
     let mut cmd = Command::new(tool);
     cmd.args(args).env_clear().env("PATH", "/sbin:/bin");
+    cmd.envs(env.iter().copied());
     os::unblock_signals_on_exec(&mut cmd);
     let out = cmd
         .output()
@@ -647,13 +679,17 @@ pub fn ram(why: impl Into<String>) -> StateReport {
     }
 }
 
-/// The ready line's `state=` value: `/dev/vdb(ext4,formatted)` or
-/// `ram(no state disk configured)` (the ready line makes it one token).
+/// The ready line's `state=` value: `/dev/vdb(ext4,formatted)`,
+/// `/dev/md127(ext4,degraded)` or `ram(no state disk configured)` (the
+/// ready line makes it one token).
 pub fn ready_field(report: &StateReport) -> String {
     if report.persistent {
         let mut parts = vec![report.filesystem.clone().unwrap_or_default()];
         if report.formatted {
             parts.push("formatted".to_string());
+        }
+        if report.degraded {
+            parts.push("degraded".to_string());
         }
         format!(
             "{}({})",
@@ -684,10 +720,7 @@ pub fn prepare(
         Err(e) => return ram(e),
     };
     if !config.mirror.is_empty() {
-        return ram(format!(
-            "mirror not supported yet ({}); state stays in RAM",
-            config.mirror.join(", ")
-        ));
+        return prepare_mirror(root, config, boot_disks, activity);
     }
     let t = Instant::now();
     let max = Duration::from_millis(config.wait_ms);
@@ -711,30 +744,238 @@ pub fn prepare(
             }
         }
     };
-    let size = size_of(root, &candidate.name);
-    let device_text = candidate.device.to_string_lossy().into_owned();
     timeline::phase(&format!(
-        "state: {} is {device_text} ({} MiB), found in {} ms",
+        "state: {} is {} ({} MiB), found in {} ms",
         config.disk,
-        size >> 20,
+        candidate.device.display(),
+        size_of(root, &candidate.name) >> 20,
         t.elapsed().as_millis()
     ));
-    let prepared = match check_or_format(&candidate.device, size, config) {
-        Ok(p) => p,
-        Err(e) => return ram(e.to_string()),
-    };
-    if let Err(e) = mount_state(root, &candidate.device, prepared.filesystem) {
-        return ram(e.to_string());
-    }
-    StateReport {
+    use_device(root, &candidate.name, &candidate.device, config)
+        .unwrap_or_else(|e| ram(e.to_string()))
+}
+
+/// Checks, formats if allowed and mounts `device` (named `name` in sysfs):
+/// the one path for a disk, a partition and a mirror's array.
+fn use_device(
+    root: &Path,
+    name: &str,
+    device: &Path,
+    config: &StateConfig,
+) -> Result<StateReport, StateDiskError> {
+    let size = size_of(root, name);
+    let prepared = check_or_format(device, size, config)?;
+    mount_state(root, device, prepared.filesystem)?;
+    Ok(StateReport {
         persistent: true,
-        device: Some(device_text),
+        device: Some(device.to_string_lossy().into_owned()),
         filesystem: Some(fs_name(prepared.filesystem).to_string()),
         mountpoint: Some(paths::STATE_DISK.to_string()),
         size,
         formatted: prepared.formatted,
+        degraded: false,
         note: prepared.note,
+    })
+}
+
+/// What a mirror disk `c` holds, from its signature and md superblock.
+fn holds(root: &Path, c: &Candidate) -> Result<Holds, StateDiskError> {
+    let size = size_of(root, &c.name);
+    if size < MIN_SIZE {
+        return Err(StateDiskError::TooSmall {
+            device: c.device.clone(),
+            size,
+        });
     }
+    let (head, tail) = probe(&c.device, size)?;
+    Ok(match signature(&head, &tail, size) {
+        None => Holds::Blank,
+        Some(Signature::Md) => match mirror::md_superblock(&head) {
+            Some(sb) => Holds::Member(sb),
+            None => Holds::Other("an md superblock other than version 1.2".to_string()),
+        },
+        Some(found) => Holds::Other(found.name().to_string()),
+    })
+}
+
+/// The mirror: waits for both disks (as [`prepare`] waits for one), decides
+/// ([`mirror::decide`]), creates or assembles [`MD_DEVICE`] with the image's
+/// [`MDADM`], then uses the array as one disk. Never fails: state stays in
+/// RAM with a note naming the disks.
+fn prepare_mirror(
+    root: &Path,
+    config: &StateConfig,
+    boot_disks: &[String],
+    activity: &mut dyn FnMut(Duration) -> Activity,
+) -> StateReport {
+    let mut selectors = Vec::new();
+    for text in &config.mirror {
+        match DiskSelector::parse(text) {
+            Ok(s) => selectors.push((text.as_str(), s)),
+            Err(e) => return ram(format!("mirror: {e}")),
+        }
+    }
+    let t = Instant::now();
+    let max = Duration::from_millis(config.wait_ms);
+    let mut wait = EspWait::with_limits(t, max, ESP_QUIET.min(max));
+    let mut found: Vec<Option<Candidate>> = vec![None; selectors.len()];
+    loop {
+        let now = Instant::now();
+        let a = activity(now.saturating_duration_since(t));
+        match wait.step(now, a.block_generation, a.quiet_for, a.busy) {
+            EspStep::Look => {
+                for ((text, selector), slot) in selectors.iter().zip(found.iter_mut()) {
+                    match find(root, text, selector, boot_disks) {
+                        Ok(c) => *slot = c,
+                        Err(e) => return ram(format!("mirror: {e}")),
+                    }
+                }
+                if found.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+            EspStep::Wait => std::thread::sleep(Duration::from_millis(20)),
+            EspStep::GiveUp { waited, why } => {
+                timeline::phase(&format!(
+                    "state: mirror: stopped waiting after {} ms ({why})",
+                    waited.as_millis()
+                ));
+                break;
+            }
+        }
+    }
+    let mut disks = Vec::new();
+    for ((text, _), c) in selectors.iter().zip(&found) {
+        let found = match c {
+            Some(c) => match holds(root, c) {
+                Ok(h) => Some((c.device.clone(), h)),
+                Err(e) => return ram(format!("mirror: {e}")),
+            },
+            None => None,
+        };
+        disks.push(MirrorDisk {
+            selector: text.to_string(),
+            found,
+        });
+    }
+    let Ok(disks) = <[MirrorDisk; 2]>::try_from(disks) else {
+        return ram("mirror: a mirror is exactly two disks");
+    };
+    timeline::phase(&format!(
+        "state: mirror {} found in {} ms",
+        disks
+            .iter()
+            .map(|d| match &d.found {
+                Some((dev, _)) => format!("{} is {}", d.selector, dev.display()),
+                None => format!("{} is missing", d.selector),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        t.elapsed().as_millis()
+    ));
+    let plan = match mirror::decide(&disks, config.format) {
+        Ok(plan) => plan,
+        Err(e) => return ram(e.to_string()),
+    };
+    let device = at(root, MD_DEVICE);
+    let degraded_why = match run_mdadm(root, &plan) {
+        Ok(why) => why,
+        Err(e) => return ram(e.to_string()),
+    };
+    match use_device(root, MD_NAME, &device, config) {
+        Ok(mut report) => {
+            report.device = Some(MD_DEVICE.to_string());
+            report.degraded = degraded_why.is_some();
+            report.note = match (degraded_why, report.note) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
+            report
+        }
+        Err(e) => {
+            // Leave the disks as found: stop the array init started.
+            let _ = run_tool_env(MDADM, &["--stop", MD_DEVICE], MDADM_ENV);
+            ram(e.to_string())
+        }
+    }
+}
+
+/// mdadm's environment: no udev in the image, so mdadm makes the device
+/// node itself instead of waiting for udev to.
+const MDADM_ENV: &[(&str, &str)] = &[("MDADM_NO_UDEV", "1")];
+
+/// Loads raid1 (and md_mod) and runs mdadm for `plan`; returns why the
+/// array is degraded, when it is (the plan's reason, or the kernel's count
+/// of missing members after assembly).
+fn run_mdadm(root: &Path, plan: &Plan) -> Result<Option<String>, StateDiskError> {
+    let request = modprobe::Request {
+        names: vec!["raid1".to_string()],
+        quiet: false,
+    };
+    if modprobe::run(root, &request) != 0 {
+        timeline::warning("state: cannot load the raid1 module");
+    }
+    let t = Instant::now();
+    let (action, devices, mut degraded) = match plan {
+        Plan::Create { devices } => ("create", devices.to_vec(), None),
+        Plan::Assemble { devices, degraded } => ("assemble", devices.clone(), degraded.clone()),
+    };
+    let name = format!("--name={}", mirror::ARRAY_NAME);
+    let mut args: Vec<&str> = match plan {
+        Plan::Create { .. } => vec![
+            "--create",
+            MD_DEVICE,
+            "--config=none",
+            "--auto=md",
+            "--run",
+            "--level=1",
+            "--raid-devices=2",
+            "--metadata=1.2",
+            "--homehost=any",
+            &name,
+        ],
+        Plan::Assemble { .. } => vec![
+            "--assemble",
+            MD_DEVICE,
+            "--config=none",
+            "--auto=md",
+            "--run",
+        ],
+    };
+    let texts: Vec<String> = devices
+        .iter()
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect();
+    args.extend(texts.iter().map(String::as_str));
+    let (code, output) = run_tool_env(MDADM, &args, MDADM_ENV)?;
+    if code != 0 {
+        return Err(StateDiskError::Mdadm {
+            action,
+            code,
+            output,
+        });
+    }
+    let missing = read_trimmed(&at(
+        root,
+        &format!("/sys/class/block/{MD_NAME}/md/degraded"),
+    ))
+    .and_then(|s| s.parse::<u32>().ok())
+    .unwrap_or(0);
+    if missing > 0 && degraded.is_none() {
+        degraded = Some(format!(
+            "mirror degraded: {missing} of 2 disks not in the array (see /proc/mdstat)"
+        ));
+    }
+    timeline::phase(&format!(
+        "state: mdadm --{action} {MD_DEVICE} {}: done in {} ms{}",
+        texts.join(" "),
+        t.elapsed().as_millis(),
+        degraded
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    ));
+    Ok(degraded)
 }
 
 #[cfg(test)]
@@ -963,7 +1204,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_configured_or_a_mirror_stays_in_ram() {
+    fn nothing_configured_or_no_mirror_disk_stays_in_ram() {
         let sys = FakeSys::new();
         let mut quiet = |waited: Duration| Activity {
             block_generation: 0,
@@ -974,12 +1215,18 @@ mod tests {
         assert!(!r.persistent);
         assert_eq!(r.note.as_deref(), Some("no state disk configured"));
         assert_eq!(ready_field(&r), "ram(no state disk configured)");
+        // A mirror whose disks never come: nothing touched, both named.
         let mirror = StateConfig {
             mirror: vec!["serial:a".into(), "serial:b".into()],
+            wait_ms: 50,
             ..StateConfig::default()
         };
         let r = prepare(sys.root(), Some(&mirror), &[], &mut quiet);
-        assert!(r.note.unwrap().contains("mirror not supported yet"));
+        assert!(!r.persistent);
+        assert_eq!(
+            r.note.as_deref(),
+            Some("mirror: no disk matches serial:a or serial:b")
+        );
         // A disk that never comes: give up after wait_ms.
         let missing = StateConfig {
             disk: "serial:nope".into(),
@@ -1002,5 +1249,12 @@ mod tests {
             ..StateReport::default()
         };
         assert_eq!(ready_field(&on_disk), "/dev/vdb(ext4,formatted)");
+        let degraded = StateReport {
+            device: Some("/dev/md127".into()),
+            formatted: false,
+            degraded: true,
+            ..on_disk
+        };
+        assert_eq!(ready_field(&degraded), "/dev/md127(ext4,degraded)");
     }
 }
