@@ -17,16 +17,7 @@ pub const INIT: &str = env!("CARGO_BIN_EXE_init");
 /// prints a `SKIPPED` line and returns early, except with `CI` set, where it
 /// fails (CI runs as root after ci/install-deps, so a skip would hide a
 /// broken setup).
-pub fn require(present: bool, what: &str) -> bool {
-    if present {
-        return true;
-    }
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-    assert!(!ci, "{test}: needs {what}, which CI must provide");
-    eprintln!("SKIPPED {test}: needs {what} (with CI set this fails)");
-    false
-}
+pub use mkhost_registry::testkit::require;
 
 /// Runs a setup tool (umoci, tar...) and fails the test with its stderr.
 pub fn run(cmd: &mut Command) {
