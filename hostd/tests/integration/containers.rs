@@ -208,6 +208,18 @@ fn run_ps_logs_stop_rm_through_the_daemon() {
     assert_eq!(rec.status, "running");
     let answer = ok(&hostd(&socket, &["status"]));
     assert!(answer.contains("\"containers\":1"), "{answer}");
+    // A name that begins another container's id is free (an id prefix
+    // finds a container, but names only conflict with names and full ids).
+    let prefix = &sleeper[..5];
+    ok(&hostd_run(&socket, &["--name", prefix, "bb", "true"]));
+    ok(&hostd(&socket, &["rm", "-f", prefix]));
+    for taken in ["sleeper", sleeper.as_str()] {
+        let out = hostd_run(&socket, &["--name", taken, "bb", "true"]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("already exists"),
+            "{out:?}"
+        );
+    }
     let ns = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
     assert_ne!(ns(u32::try_from(rec.pid).unwrap()), ns(status.pid));
     let comm = fs::read_to_string(format!("/proc/{}/comm", rec.pid)).unwrap();
