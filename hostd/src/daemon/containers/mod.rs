@@ -98,6 +98,9 @@ const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 const HOST_HOSTS: &str = "/etc/hosts";
 /// What a restart needs, per container.
 pub const SPEC_FILE: &str = "spec.json";
+/// How long `status` waits for a container's lock before it counts the
+/// container as being changed (not running).
+const COUNT_PATIENCE: Duration = Duration::from_millis(20);
 /// Default time between SIGTERM and SIGKILL in `stop`.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// First delay before a restart; doubles up to [`MAX_BACKOFF`].
@@ -166,6 +169,26 @@ impl Entry {
 
     fn status_is(&self, status: &str) -> bool {
         lock(&self.state).record.status == status
+    }
+
+    /// Whether it runs, unless its lock stays held for [`COUNT_PATIENCE`]
+    /// (a change under way: not running yet, or no longer).
+    fn is_running_now(&self) -> bool {
+        let deadline = Instant::now() + COUNT_PATIENCE;
+        loop {
+            match self.state.try_lock() {
+                Ok(state) => return state.record.status == "running",
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    return p.into_inner().record.status == "running"
+                }
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => {
+                    return false
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+            }
+        }
     }
 
     /// Waits until the container is not running or `timeout` passed; true
@@ -814,12 +837,16 @@ impl Manager {
         due
     }
 
-    /// Containers running now.
+    /// Containers running now, for `status`, without waiting on a
+    /// restart: a restart holds its container's lock through the zygote's
+    /// spawn (some 200 ms under TCG), and `status` is init's readiness
+    /// probe, which waited for the first of 200 restarts after a reboot. A
+    /// container whose lock stays held for [`COUNT_PATIENCE`] (readers like
+    /// `ps` hold it for microseconds) is being restarted, stopped or
+    /// started, and is not counted as running yet.
     pub fn running(&self) -> usize {
-        lock(&self.shared.containers)
-            .values()
-            .filter(|e| e.status_is("running"))
-            .count()
+        let entries: Vec<Arc<Entry>> = lock(&self.shared.containers).values().cloned().collect();
+        entries.iter().filter(|e| e.is_running_now()).count()
     }
 
     /// Whether `name` is a container's name or full id.
