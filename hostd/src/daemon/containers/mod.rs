@@ -100,7 +100,7 @@ const HOST_HOSTS: &str = "/etc/hosts";
 pub const SPEC_FILE: &str = "spec.json";
 /// How long `status` waits for a container's lock before it counts the
 /// container as being changed (not running).
-const COUNT_PATIENCE: Duration = Duration::from_millis(20);
+pub const COUNT_PATIENCE: Duration = Duration::from_millis(20);
 /// Default time between SIGTERM and SIGKILL in `stop`.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// First delay before a restart; doubles up to [`MAX_BACKOFF`].
