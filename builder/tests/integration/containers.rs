@@ -433,7 +433,7 @@ fn hostile_archives_and_values_fail_with_position_and_fix() {
             container("images/bb.tar", "bb", "restart = \"sometimes\"\n"),
             vec![
                 "bad.toml:6:11".into(),
-                "use no, always, on-failure or on-failure:N".into(),
+                "use no, always, unless-stopped, on-failure or on-failure:N".into(),
             ],
         ),
         (

@@ -146,6 +146,9 @@ fn nat_published_ports_direct_leases_registries_and_no_leaks_in_a_guest() {
     let body = format!(
         r#"hostname = "mkhost-net"
 
+[boot]
+min_ram_mib = 256                 # three boot-time images; the guest has 512
+
 [registries]
 insecure = ["{built_host}", "{guest_host}"]
 

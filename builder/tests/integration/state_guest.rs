@@ -165,7 +165,7 @@ source = "{}"
         archive.display(),
         big.display()
     );
-    let dir = build_custom(&work, "state", "qemu.toml", &body);
+    let dir = build_custom(&work, "state", "lab.toml", &body);
     let state1 = disk(&work, "state1", 256);
 
     // 1. First boot: blank disk, formatted, mounted, used.
@@ -429,7 +429,7 @@ source = "{}"
 "#,
         archive.display()
     );
-    let dir = build_custom(&work, "mirror", "qemu.toml", &body);
+    let dir = build_custom(&work, "mirror", "lab.toml", &body);
     let (m1, m2) = (disk(&work, "m1", 128), disk(&work, "m2", 128));
 
     // 1. Two blank disks: the mirror is created, formatted and mounted.
