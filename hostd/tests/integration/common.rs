@@ -40,6 +40,28 @@ pub fn ok(out: &std::process::Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// `hostd COMMAND --socket SOCKET REST...`: a client command against the
+/// daemon at `socket` (`args` starts with the command).
+pub fn hostd(socket: &Path, args: &[&str]) -> std::process::Output {
+    let (command, rest) = args.split_first().expect("a command");
+    Command::new(HOSTD)
+        .arg(command)
+        .arg("--socket")
+        .arg(socket)
+        .args(rest)
+        .output()
+        .expect("run hostd")
+}
+
+/// A command's stdout and stderr, for assertions and their messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Asks the daemon at `socket` for its status until it answers or `timeout` passes.
 pub fn wait_for_status(socket: &Path, timeout: Duration) -> Status {
     try_wait_for_status(socket, timeout).expect("the daemon never answered")

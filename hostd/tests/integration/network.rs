@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use hostd::daemon::containers::Record;
 use mkhost_shared::control::{self, Request, Response};
 
-use crate::common::{in_test_netns, ok, overlay_mounts_under, require, run, Daemon, HOSTD};
+use crate::common::{
+    hostd, in_test_netns, ok, overlay_mounts_under, require, run, text, Daemon, HOSTD,
+};
 
 /// Busybox with the applets these tests use, `Cmd` `sh`.
 fn build_image(dir: &Path) {
@@ -43,15 +45,6 @@ fn build_image(dir: &Path) {
         .current_dir(dir));
 }
 
-fn hostd(socket: &Path, args: &[&str]) -> Output {
-    Command::new(HOSTD)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
-}
-
 /// `hostd run` (foreground unless `args` has `-d`), socket first.
 fn hostd_run(socket: &Path, args: &[&str]) -> Output {
     Command::new(HOSTD)
@@ -60,14 +53,6 @@ fn hostd_run(socket: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn record(socket: &Path, name: &str) -> Record {

@@ -9,10 +9,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::common::{in_test_netns, ok, require, run, Daemon, HOSTD};
+use crate::common::{hostd, in_test_netns, ok, require, run, text, Daemon, HOSTD};
 
 const PORT: u16 = 5000;
 
@@ -99,25 +99,6 @@ fn registry_tools() -> bool {
     require(
         have("docker-registry") && have("skopeo") && have("umoci"),
         "docker-registry, skopeo and umoci",
-    )
-}
-
-fn hostd(socket: &Path, args: &[&str]) -> Output {
-    let (command, rest) = args.split_first().unwrap();
-    Command::new(HOSTD)
-        .arg(command)
-        .arg("--socket")
-        .arg(socket)
-        .args(rest)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 
