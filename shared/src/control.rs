@@ -691,7 +691,17 @@ fn exchange<T: serde::de::DeserializeOwned>(
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    (&stream).write_all(&line).map_err(io_err)?;
+    // A daemon that refuses the connection (all slots busy) answers and
+    // closes at once, maybe before the request is written: the write then
+    // fails with EPIPE, but its answer is still there to read.
+    if let Err(error) = (&stream).write_all(&line) {
+        if !matches!(
+            error.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return Err(io_err(error));
+        }
+    }
     let limit = u64::try_from(MAX_RESPONSE).unwrap_or(u64::MAX) + 1;
     let mut answer = Vec::new();
     BufReader::new(&stream)
@@ -726,6 +736,27 @@ mod tests {
             volumes: None,
             state: None,
         }
+    }
+
+    /// A daemon that refuses a connection answers and closes without
+    /// reading: a request too big for the socket's buffer then fails to
+    /// send (EPIPE), yet the client still returns the daemon's answer.
+    #[test]
+    fn an_answer_before_the_request_is_sent_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let refusal = Response::Error("too many connections".into()).to_line();
+            (&stream).write_all(refusal.as_bytes()).unwrap();
+        });
+        let huge = Request::Logs {
+            name: "x".repeat(4 << 20),
+        };
+        let answer = request(&path, &huge, Duration::from_secs(10)).unwrap();
+        assert_eq!(answer, Response::Error("too many connections".into()));
+        server.join().unwrap();
     }
 
     /// `response` encodes to `wire` (as JSON, key order aside) and back.
