@@ -19,6 +19,21 @@ pub const INIT: &str = "/init";
 /// hostd's control socket on a booted host.
 pub const CONTROL_SOCKET: &str = "/run/hostd/hostd.sock";
 
+/// hostd's Docker Engine API socket on a booted host (root only).
+pub const DOCKER_SOCKET: &str = "/run/hostd/docker.sock";
+
+/// Where the docker CLI looks by default: a link to [`DOCKER_SOCKET`].
+pub const DOCKER_SOCKET_LINK: &str = "/var/run/docker.sock";
+
+/// The TCP port of the Docker Engine API, mutual TLS only.
+pub const DOCKER_TLS_PORT: u16 = 2376;
+
+/// The server side of the Docker API's mutual TLS, as init hands it to
+/// hostd: a directory (0700) with `ca.pem` (the CA clients must be signed
+/// by), `cert.pem` and `key.pem` (0600). Without all three, hostd opens no
+/// TCP listener.
+pub const DOCKER_TLS: &str = "/run/mkhost/docker-tls";
+
 /// hostd's image store on a booted host.
 pub const STORE: &str = "/var/lib/hostd";
 
