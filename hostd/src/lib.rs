@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The library behind mkhost's two on-host programs.
 //!
 //! An mkhost image boots a kernel with an initramfs that holds little more than

@@ -25,6 +25,7 @@
 //! [`DaemonOptions::boot_manifest`].
 
 pub mod containers;
+pub mod docker;
 pub mod log;
 pub mod network;
 pub mod pull;
@@ -106,6 +107,9 @@ pub struct DaemonOptions {
     /// The host directories under which bind mounts are allowed
     /// ([`paths::BIND_ROOT`]).
     pub bind_roots: Vec<PathBuf>,
+    /// The Docker Engine API's socket ([`paths::DOCKER_SOCKET`]); `None`:
+    /// no Docker API.
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -124,6 +128,7 @@ impl Default for DaemonOptions {
             },
             volumes: PathBuf::from(paths::VOLUMES),
             bind_roots: vec![PathBuf::from(paths::BIND_ROOT)],
+            docker_socket: Some(PathBuf::from(paths::DOCKER_SOCKET)),
         }
     }
 }
@@ -299,7 +304,8 @@ impl Handler {
                 .map(|r| Response::Container(Box::new(r))),
             Request::Start { name } => manager
                 .start(name)
-                .map(|r| Response::Container(Box::new(r))),
+                .map(|r| Response::Container(Box::new(r)))
+                .map_err(|e| e.message),
             Request::Wait { name, timeout_ms } => manager
                 .wait(name, Duration::from_millis((*timeout_ms).min(MAX_WAIT_MS)))
                 .map(|r| Response::Container(Box::new(r))),
@@ -639,6 +645,15 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     if let Some(path) = options.boot_manifest.clone() {
         start_boot_containers(&path, containers, &handler, &options.state);
     }
+    let handler = Arc::new(handler);
+    // The Docker API is a second door to the same handler; the control
+    // socket stays the first: a Docker API that cannot start is logged.
+    let _docker_api = match &options.docker_socket {
+        Some(path) => docker::start(path, Arc::clone(&handler))
+            .map_err(|e| log(&format!("docker api: {e}")))
+            .ok(),
+        None => None,
+    };
     let stop = shutdown.clone();
     std::thread::Builder::new()
         .name("hostd-signals".into())

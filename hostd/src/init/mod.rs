@@ -1340,6 +1340,7 @@ fn hostd_spec(options: &Options) -> ServiceSpec {
             ("--networks", paths::NETWORKS),
             ("--registries", paths::REGISTRIES),
             ("--boot-manifest", paths::BOOT_MANIFEST),
+            ("--docker-socket", paths::DOCKER_SOCKET),
         ] {
             args.push(flag.to_string());
             args.push(at(root, path).to_string_lossy().into_owned());

@@ -245,6 +245,8 @@ impl<'a> Daemon<'a> {
             .arg(work.join("networks.json"))
             .arg("--registries")
             .arg(work.join("registries.json"))
+            .arg("--docker-socket")
+            .arg(work.join("run/docker.sock"))
             .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())

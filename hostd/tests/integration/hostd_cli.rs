@@ -18,6 +18,7 @@ fn daemon_answers_status_and_exits_cleanly_on_sigterm() {
         .arg(dir.path().join("state"))
         .arg("--containers")
         .arg(dir.path().join("containers"))
+        .args(["--docker-socket", "none"])
         .spawn()
         .unwrap();
     let status = wait_for_status(&socket, Duration::from_secs(10));
@@ -76,6 +77,7 @@ fn second_daemon_on_same_socket_refuses() {
             .arg(dir.path().join("state"))
             .arg("--containers")
             .arg(dir.path().join("containers"))
+            .args(["--docker-socket", "none"])
             .arg("--boot-manifest")
             .arg(dir.path().join("containers.json"));
         c

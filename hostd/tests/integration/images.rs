@@ -76,6 +76,7 @@ fn import_list_inspect_remove_gc_through_the_daemon() {
         .arg(work.join("state"))
         .arg("--containers")
         .arg(work.join("containers"))
+        .args(["--docker-socket", "none"])
         .spawn()
         .unwrap();
     wait_for_status(&socket, Duration::from_secs(10));

@@ -30,7 +30,7 @@ pub const USAGE: &str = "\
 usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE]
              [--networks FILE] [--registries FILE] [--insecure-registry HOST[:PORT]]...
              [--registry-ca PEM] [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
-             [--volumes DIR] [--bind-root DIR]... [--containers DIR]
+             [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none]
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         containers: /var/lib/hostd-containers, boot manifest:
                                         /etc/hostd/containers.json, networks:
@@ -121,7 +121,7 @@ an attached terminal, which hostd run does not offer yet (see README).";
 const COMMAND_USAGE: [(&str, &str); 16] = [
     ("status", "usage: hostd status [--socket PATH]\nPrints the daemon's version, pid, uptime and container count as JSON."),
     ("images", "usage: hostd images [--json] [--socket PATH]\nLists the store's images (one row per name)."),
-    ("import", "usage: hostd import FILE [--socket PATH]\nImports every image of an OCI layout (directory or tar) or docker save archive."),
+    ("import", "usage: hostd import FILE [REF] [--socket PATH]\nImports every image of an OCI layout (directory or tar), docker save archive or skopeo dir: copy, or a root file system tar (docker export) as a one-layer image; REF names the (one) image (docs/images.md)."),
     ("inspect", "usage: hostd inspect IMAGE [--socket PATH]\nPrints an image's config and layers as JSON."),
     ("rmi", "usage: hostd rmi IMAGE [--socket PATH]\nUntags a name, or removes an image given by id."),
     ("gc", "usage: hostd gc [--socket PATH]\nFrees the blobs and layers no image uses."),
@@ -134,7 +134,7 @@ const COMMAND_USAGE: [(&str, &str); 16] = [
     ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
     ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
     ("volume", "usage: hostd volume ls [--json] | create [-l|--label K=V]... NAME | inspect NAME | rm NAME\nManages named volumes (docs/state.md)."),
-    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR]\nRuns the daemon."),
+    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none]\nRuns the daemon; the Docker Engine API listens on --docker-socket (/run/hostd/docker.sock; none: off)."),
 ];
 
 /// The usage of `command` (`hostd --help` for none).
@@ -399,6 +399,11 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("bind-root") => {
                 bind_roots.push(p.value()?.into());
+                &["daemon"]
+            }
+            Long("docker-socket") => {
+                let path: PathBuf = p.value()?.into();
+                daemon.docker_socket = (path.as_os_str() != "none").then_some(path);
                 &["daemon"]
             }
             Long("registry-ca") => {
@@ -1041,6 +1046,7 @@ mod tests {
             },
             volumes: paths::VOLUMES.into(),
             bind_roots: vec![paths::BIND_ROOT.into()],
+            docker_socket: Some(paths::DOCKER_SOCKET.into()),
         })
     }
 

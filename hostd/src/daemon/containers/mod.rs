@@ -48,6 +48,7 @@ use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,9 @@ use monitor::{MonitorHandle, Running};
 
 /// The per-container state file.
 pub const STATE_FILE: &str = "state.json";
+
+/// The status of a container made but never started (`docker create`).
+pub const STATUS_CREATED: &str = "created";
 
 /// Why [`Manager::run`] failed: the message, and whether it was the
 /// container's command that could not be started (`hostd run` exits 127
@@ -98,6 +102,9 @@ const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 const HOST_HOSTS: &str = "/etc/hosts";
 /// What a restart needs, per container.
 pub const SPEC_FILE: &str = "spec.json";
+/// The request a container was made from (for `docker inspect`'s
+/// `Config`; containers made before it have none).
+pub const REQUEST_FILE: &str = "request.json";
 /// How long `status` waits for a container's lock before it counts the
 /// container as being changed (not running).
 pub const COUNT_PATIENCE: Duration = Duration::from_millis(20);
@@ -121,6 +128,74 @@ struct EntryState {
     started: Instant,
     /// The next restart's delay.
     backoff: Duration,
+    /// How many times it has exited (or failed to start) so far: a
+    /// `wait --condition next-exit` waits for this to grow.
+    exits: u64,
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The container's standard output.
+    Stdout,
+    /// Its standard error.
+    Stderr,
+}
+
+/// A line of a container's output, as followers get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    /// Where it came from.
+    pub stream: Stream,
+    /// When the daemon read it (RFC 3339, UTC).
+    pub time: String,
+    /// The line, without its newline.
+    pub line: Vec<u8>,
+}
+
+/// How many lines a follower may fall behind before it is dropped (its
+/// stream ends): a slow client must not hold the host's memory.
+pub const FOLLOW_BACKLOG: usize = 4096;
+
+/// What a container is doing, for those waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its status (`created`, `running`, `restarting`, `exited`).
+    pub status: String,
+    /// How many times it has exited so far.
+    pub exits: u64,
+    /// Its last exit code.
+    pub exit_code: Option<i32>,
+    /// Why its last start failed, if it did.
+    pub error: Option<String>,
+    /// Whether it has been removed.
+    pub removed: bool,
+}
+
+/// A container watched for changes (`docker wait`).
+pub struct Watch {
+    entry: Arc<Entry>,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Watch {
+    /// What the container is doing now.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = lock(&self.entry.state);
+        Snapshot {
+            status: state.record.status.clone(),
+            exits: state.exits,
+            exit_code: state.record.exit_code,
+            error: state.record.error.clone(),
+            removed: self.entry.removed.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until something changed since the last call.
+    pub async fn changed(&mut self) {
+        // The sender lives in the entry this holds: it never goes away.
+        let _ = self.changes.changed().await;
+    }
 }
 
 /// One container.
@@ -130,7 +205,20 @@ pub struct Entry {
     spec: CreateSpec,
     state: Mutex<EntryState>,
     changed: Condvar,
+    /// Bumped with every `changed` notification, for async waiters.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Set once it is removed.
+    removed: AtomicBool,
     log: Mutex<monitor::Log>,
+    /// Those following its output (`docker attach`, `logs -f`); guarded
+    /// by `log`'s order: lines are appended, then sent, under that lock.
+    followers: Mutex<Vec<tokio::sync::mpsc::Sender<OutputLine>>>,
+}
+
+/// Whether a container with `status` has no process and none is due:
+/// created and never started, or exited.
+fn is_stopped(status: &str) -> bool {
+    matches!(status, STATUS_CREATED | "exited")
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,9 +238,19 @@ impl Entry {
                 stopping: false,
                 started: Instant::now(),
                 backoff: FIRST_BACKOFF,
+                exits: 0,
             }),
             changed: Condvar::new(),
+            changes: tokio::sync::watch::Sender::new(0),
+            removed: AtomicBool::new(false),
+            followers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Wakes those waiting for a change, blocking and async.
+    fn notify(&self) {
+        self.changed.notify_all();
+        self.changes.send_modify(|n| *n += 1);
     }
 
     fn save(&self, record: &Record) {
@@ -231,11 +329,36 @@ impl monitor::Container for Entry {
     }
 
     fn append_log(&self, stream: &str, lines: &[Vec<u8>]) {
-        lock(&self.log).append(stream, lines);
+        let mut log = lock(&self.log);
+        log.append(stream, lines);
+        let mut followers = lock(&self.followers);
+        if followers.is_empty() {
+            return;
+        }
+        let stream = match stream {
+            "stderr" => Stream::Stderr,
+            _ => Stream::Stdout,
+        };
+        let time = rfc3339_now();
+        followers.retain(|follower| {
+            lines.iter().all(|line| {
+                follower
+                    .try_send(OutputLine {
+                        stream,
+                        time: time.clone(),
+                        line: line.clone(),
+                    })
+                    .is_ok()
+            })
+        });
+        drop(log);
     }
 
     fn close_log(&self) {
-        lock(&self.log).close();
+        let mut log = lock(&self.log);
+        log.close();
+        // The run is over: every follower's stream ends.
+        lock(&self.followers).clear();
     }
 }
 
@@ -432,6 +555,8 @@ impl Shared {
         let record = &mut state.record;
         record.exit_code = Some(code);
         record.oom_killed = oom_killed;
+        state.exits += 1;
+        let record = &mut state.record;
         record.finished = Some(rfc3339_now());
         record.pid = 0;
         let restart = !state.stopping
@@ -454,7 +579,7 @@ impl Shared {
         entry.save(&state.record);
         let name = state.record.name.clone();
         drop(state);
-        entry.changed.notify_all();
+        entry.notify();
         log(&format!(
             "container {} ({name}) exited with code {code}{}{}",
             entry.id,
@@ -481,11 +606,15 @@ impl Shared {
         }
         let result = self.remove_files(entry);
         match &result {
-            Ok(()) => log(&format!(
-                "removed container {} ({})",
-                entry.id,
-                entry.record().name
-            )),
+            Ok(()) => {
+                entry.removed.store(true, Ordering::SeqCst);
+                entry.notify();
+                log(&format!(
+                    "removed container {} ({})",
+                    entry.id,
+                    entry.record().name
+                ))
+            }
             Err(_) => {
                 lock(&self.containers).insert(entry.id.clone(), Arc::clone(entry));
             }
@@ -576,12 +705,17 @@ impl Shared {
         entry: &Entry,
         state: &mut MutexGuard<'_, EntryState>,
         by_policy: bool,
-    ) -> Result<(Running, i32), String> {
-        let _ = self.call(&ZygoteRequest::Delete {
-            id: entry.id.clone(),
-        });
-        let rebuilt = self.rebuild_bundle(entry, &mut state.record);
-        match rebuilt.and_then(|()| self.spawn(&entry.spec).map_err(|e| e.message)) {
+    ) -> Result<(Running, i32), RunError> {
+        let first = state.record.status == STATUS_CREATED;
+        if !first {
+            let _ = self.call(&ZygoteRequest::Delete {
+                id: entry.id.clone(),
+            });
+        }
+        let rebuilt = self
+            .rebuild_bundle(entry, &mut state.record)
+            .map_err(RunError::from);
+        match rebuilt.and_then(|()| self.spawn(&entry.spec)) {
             Ok((pid, running)) => {
                 state.record.pid = pid;
                 state.record.status = "running".into();
@@ -597,19 +731,35 @@ impl Shared {
                 state.started = Instant::now();
                 state.pidfd = Some(Arc::clone(&running.pidfd));
                 entry.save(&state.record);
-                log(&format!(
-                    "restarted container {} ({}) pid {pid}, restart {}",
-                    entry.id, state.record.name, state.record.restart_count
-                ));
+                entry.notify();
+                match first {
+                    true => log(&format!(
+                        "started container {} ({}) pid {pid}",
+                        entry.id, state.record.name
+                    )),
+                    false => log(&format!(
+                        "restarted container {} ({}) pid {pid}, restart {}",
+                        entry.id, state.record.name, state.record.restart_count
+                    )),
+                }
                 Ok((running, pid))
             }
-            Err(message) => {
-                state.record.status = "exited".into();
-                state.record.error = Some(format!("restart failed: {message}"));
+            Err(error) => {
+                // A container that never ran stays created, as in Docker,
+                // with the exit code of its command's failure.
+                if !first {
+                    state.record.status = "exited".into();
+                }
+                state.exits += 1;
+                state.record.exit_code = error.exec.map(|e| i32::from(e.exit_code()));
+                state.record.error = Some(match first {
+                    true => error.message.clone(),
+                    false => format!("restart failed: {}", error.message),
+                });
                 entry.save(&state.record);
-                entry.changed.notify_all();
-                log(&format!("{}: restart failed: {message}", entry.id));
-                Err(message)
+                entry.notify();
+                log(&format!("{}: start failed: {}", entry.id, error.message));
+                Err(error)
             }
         }
     }
@@ -742,7 +892,7 @@ impl Manager {
             // The bundle is run-time state: gone, the host rebooted.
             let after_reboot = (!spec.bundle.exists()).then(|| reboot::after_reboot(&record));
             let mut running = None;
-            if after_reboot.is_none() && record.status != "exited" {
+            if after_reboot.is_none() && !is_stopped(&record.status) {
                 let attached = self.shared.call(&ZygoteRequest::Attach {
                     id: record.id.clone(),
                 });
@@ -782,14 +932,14 @@ impl Manager {
                 }
                 None => {
                     running.is_none()
-                        && record.status != "exited"
+                        && !is_stopped(&record.status)
                         && record.restart != RestartPolicy::No
                 }
             };
             if restart_lost {
                 record.status = "restarting".into();
                 record.pid = 0;
-            } else if running.is_none() && record.status != "exited" {
+            } else if running.is_none() && !is_stopped(&record.status) {
                 record.status = "exited".into();
                 record.pid = 0;
             }
@@ -897,8 +1047,45 @@ impl Manager {
             .collect()
     }
 
-    /// Creates and starts a container; answers its id.
+    /// Creates and starts a container; answers its id. A container that
+    /// cannot start is removed again, with the volumes made for it.
     pub fn run(&self, store: &Store, req: &RunRequest) -> Result<String, RunError> {
+        let (entry, mut lease) = self.create_entry(store, req)?;
+        match self.start_entry(&entry) {
+            Ok(_) => {
+                lease.keep();
+                Ok(entry.id.clone())
+            }
+            Err(e) => {
+                if let Err(removal) = self.shared.remove(&entry) {
+                    log(&format!("{}: cannot remove it: {removal}", entry.id));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a container without starting it (`docker create`): its
+    /// root, network and volumes are ready, its status is `created`.
+    pub fn create(&self, store: &Store, req: &RunRequest) -> Result<String, RunError> {
+        let (entry, mut lease) = self.create_entry(store, req)?;
+        lease.keep();
+        log(&format!(
+            "created container {} ({})",
+            entry.id,
+            entry.record().name
+        ));
+        Ok(entry.id.clone())
+    }
+
+    /// Makes a container's directory, root, network and record; answers
+    /// the entry (in the table, `created`) and the lease of the volumes
+    /// made for it, which the caller keeps or drops.
+    fn create_entry<'a>(
+        &'a self,
+        store: &Store,
+        req: &RunRequest,
+    ) -> Result<(Arc<Entry>, volumes::Lease<'a>), RunError> {
         // (1) Pure checks.
         req.validate().map_err(|e| e.to_string())?;
         if let Some(name) = &req.name {
@@ -932,7 +1119,7 @@ impl Manager {
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
         // Bind sources checked, named volumes created on first use (and
         // removed again if the run fails).
-        let (mounts, mut lease) = self
+        let (mounts, lease) = self
             .volumes
             .prepare(&req.volumes)
             .map_err(|e| e.to_string())?;
@@ -1021,9 +1208,15 @@ impl Manager {
             0o600,
         )
         .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
+        let request_path = dir.join(REQUEST_FILE);
+        write_atomic(
+            &request_path,
+            &serde_json::to_vec(req).unwrap_or_default(),
+            0o600,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", request_path.display()))?;
 
-        // (3) Process.
-        let (pid, running) = self.shared.spawn(&spec)?;
+        // (3) Record.
         let now = rfc3339_now();
         let record = Record {
             id: id.clone(),
@@ -1031,15 +1224,15 @@ impl Manager {
             image: req.image.clone(),
             image_id: info.id.to_string(),
             command: process.args,
-            pid,
-            created: now.clone(),
-            status: "running".into(),
+            pid: 0,
+            created: now,
+            status: STATUS_CREATED.into(),
             exit_code: None,
             oom_killed: false,
             restart_count: 0,
             restart: req.restart,
             limits: req.limits.clone(),
-            started: now,
+            started: String::new(),
             finished: None,
             error: None,
             labels: req.labels.clone(),
@@ -1048,24 +1241,12 @@ impl Manager {
             volumes: req.volumes.clone(),
             stopped_by_user: false,
         };
-        let entry = Arc::new(Entry::new(
-            dir,
-            spec,
-            record.clone(),
-            Some(Arc::clone(&running.pidfd)),
-        ));
+        let entry = Arc::new(Entry::new(dir, spec, record.clone(), None));
         entry.save(&record);
         cleanup.disarm();
-        lock(&self.shared.containers).insert(id.clone(), Arc::clone(&entry));
         // The record names its volumes now: `volume rm` sees it.
-        lease.keep();
-        drop(lease);
-        self.monitor.watch(entry, running);
-        log(&format!(
-            "started container {id} ({}) pid {pid}",
-            record.name
-        ));
-        Ok(id)
+        lock(&self.shared.containers).insert(id, Arc::clone(&entry));
+        Ok((entry, lease))
     }
 
     /// All containers, oldest first.
@@ -1124,23 +1305,43 @@ impl Manager {
         self.halt(&entry, timeout)
     }
 
-    /// Starts an exited container again: same id, root (with what its last
-    /// run wrote), log and restart policy (turned back on).
-    pub fn start(&self, name: &str) -> Result<Record, String> {
+    /// Starts a created container, or an exited one again: same id, root
+    /// (with what its last run wrote), log and restart policy (turned back
+    /// on).
+    pub fn start(&self, name: &str) -> Result<Record, RunError> {
         let entry = self.find(name)?;
+        self.start_entry(&entry)
+    }
+
+    fn start_entry(&self, entry: &Arc<Entry>) -> Result<Record, RunError> {
         let mut state = lock(&entry.state);
-        if state.record.status != "exited" {
+        if !matches!(state.record.status.as_str(), STATUS_CREATED | "exited") {
             return Err(format!(
-                "container {name:?} is {}: stop it first",
-                state.record.status
-            ));
+                "container {:?} is {}: stop it first",
+                state.record.name, state.record.status
+            )
+            .into());
         }
         state.stopping = false;
         state.backoff = FIRST_BACKOFF;
-        let (running, _) = self.shared.respawn(&entry, &mut state, false)?;
+        let (running, _) = match self.shared.respawn(entry, &mut state, false) {
+            Ok(started) => started,
+            Err(e) => {
+                // `--rm`: a container that cannot start is removed too, as
+                // dockerd does (the docker CLI waits for that).
+                let auto_remove = state.record.auto_remove;
+                drop(state);
+                if auto_remove {
+                    if let Err(removal) = self.shared.remove(entry) {
+                        log(&format!("{}: cannot remove it (--rm): {removal}", entry.id));
+                    }
+                }
+                return Err(e);
+            }
+        };
         let record = state.record.clone();
         drop(state);
-        self.monitor.watch(Arc::clone(&entry), running);
+        self.monitor.watch(Arc::clone(entry), running);
         Ok(record)
     }
 
@@ -1150,6 +1351,82 @@ impl Manager {
         let entry = self.find(name)?;
         entry.wait_while(timeout, |status| status != "exited");
         Ok(entry.record())
+    }
+
+    /// Watches a container for changes (`docker wait`).
+    pub fn watch(&self, name: &str) -> Result<Watch, String> {
+        let entry = self.find(name)?;
+        let changes = entry.changes.subscribe();
+        Ok(Watch { entry, changes })
+    }
+
+    /// Follows a container's output from now on (`docker attach`): lines
+    /// come until its current (or, if created, its first) run ends. `None`
+    /// for a container that is not running, restarting or created.
+    pub fn attach(
+        &self,
+        name: &str,
+    ) -> Result<(Record, Option<tokio::sync::mpsc::Receiver<OutputLine>>), String> {
+        let entry = self.find(name)?;
+        let _log = lock(&entry.log);
+        Ok((entry.record(), self.follow_locked(&entry)))
+    }
+
+    /// The container's log so far and, while it runs, a follower for the
+    /// lines after it (`docker logs -f`): nothing is lost or repeated in
+    /// between.
+    pub fn follow_logs(
+        &self,
+        name: &str,
+    ) -> Result<(String, Option<tokio::sync::mpsc::Receiver<OutputLine>>), String> {
+        let entry = self.find(name)?;
+        let _log = lock(&entry.log);
+        let text = monitor::Log::read(&entry.dir)
+            .map_err(|e| format!("cannot read the log of {name}: {e}"))?;
+        let follower = match entry.status_is(STATUS_CREATED) {
+            // `logs -f` of a container never started ends at once, as
+            // Docker's does.
+            true => None,
+            false => self.follow_locked(&entry),
+        };
+        Ok((text, follower))
+    }
+
+    /// A new follower of `entry`, whose log lock the caller holds.
+    fn follow_locked(&self, entry: &Entry) -> Option<tokio::sync::mpsc::Receiver<OutputLine>> {
+        let status = entry.record().status;
+        if !matches!(status.as_str(), STATUS_CREATED | "running" | "restarting") {
+            return None;
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(FOLLOW_BACKLOG);
+        lock(&entry.followers).push(sender);
+        Some(receiver)
+    }
+
+    /// Sends `signal` to a running container's init (`docker kill`); its
+    /// restart policy still applies, as in Docker.
+    pub fn kill(&self, name: &str, signal: i32) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        if !entry.status_is("running") {
+            return Err(format!("container {name:?} is not running"));
+        }
+        let state = lock(&entry.state);
+        let Some(fd) = state.pidfd.as_ref() else {
+            return Err(format!("container {name:?} is not running"));
+        };
+        crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal)
+            .map_err(|e| format!("cannot send signal {signal} to {name}: {e}"))?;
+        Ok(state.record.clone())
+    }
+
+    /// One container in full: its record, what it was made from (if known)
+    /// and what it runs.
+    pub fn details(&self, name: &str) -> Result<(Record, Option<RunRequest>, CreateSpec), String> {
+        let entry = self.find(name)?;
+        let request = fs::read(entry.dir.join(REQUEST_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        Ok((entry.record(), request, entry.spec.clone()))
     }
 
     /// One container's record.

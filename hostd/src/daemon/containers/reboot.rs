@@ -55,6 +55,10 @@ pub enum AfterReboot {
 /// exited (or removed, with `--rm`), one that had exited stays as it was.
 pub fn after_reboot(record: &Record) -> AfterReboot {
     let was_running = record.status != "exited";
+    if record.status == super::STATUS_CREATED {
+        // Never started: a restart policy applies once it has run.
+        return AfterReboot::Keep;
+    }
     match record.restart {
         RestartPolicy::Always => AfterReboot::Start,
         RestartPolicy::UnlessStopped if !record.stopped_by_user => AfterReboot::Start,

@@ -1,0 +1,1095 @@
+//! The Docker API's endpoints, each mapped onto the daemon's [`Handler`]:
+//! the same store, containers, networks and registries as the control
+//! socket, so a container started through one door shows in the other.
+//! Blocking work runs on tokio's blocking threads; waits and streams are
+//! async and end when their client goes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{header, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::create;
+use super::error::ApiError;
+use super::route::{self, flag, number, ContainerOp, Query, Route, API_VERSION, MIN_API_VERSION};
+use super::stream::{self, ChannelBody};
+use super::views;
+use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
+use crate::daemon::log::log;
+use crate::daemon::Handler;
+use mkhost_shared::control::{Request as ControlRequest, Response as ControlResponse};
+use mkhost_store::{Store, StoreError};
+
+/// An answer's body.
+pub type ApiBody = BoxBody<Bytes, Infallible>;
+
+/// Largest JSON body (a container config is a few KiB).
+pub const MAX_JSON_BODY: usize = 1 << 20;
+/// Largest image archive `docker load` takes.
+pub const MAX_LOAD_BODY: u64 = 16 << 30;
+/// How long a client may take to send a JSON body.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// How often waits look at their container when nothing woke them.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+
+/// Serves the Docker API for one daemon.
+pub struct Api {
+    handler: Arc<Handler>,
+}
+
+type Answer = Result<Response<ApiBody>, ApiError>;
+
+fn full(bytes: impl Into<Bytes>) -> ApiBody {
+    Full::new(bytes.into()).boxed()
+}
+
+fn empty() -> ApiBody {
+    full(Bytes::new())
+}
+
+fn json_answer(status: StatusCode, value: &Value) -> Answer {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(serde_json::to_vec(value).unwrap_or_default()))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn no_content() -> Answer {
+    status_only(StatusCode::NO_CONTENT)
+}
+
+fn status_only(status: StatusCode) -> Answer {
+    Response::builder()
+        .status(status)
+        .body(empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A streamed answer of content type `kind`.
+fn streamed(kind: &str, body: ChannelBody) -> Answer {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, kind)
+        .body(body.boxed())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The answer for an error.
+pub fn error_response(error: &ApiError) -> Response<ApiBody> {
+    let mut response = Response::new(full(error.body()));
+    *response.status_mut() =
+        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Runs blocking `work` off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
+}
+
+/// Reads a whole JSON body of at most [`MAX_JSON_BODY`] bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, MAX_JSON_BODY);
+    match tokio::time::timeout(BODY_DEADLINE, limited.collect()).await {
+        Err(_) => Err(ApiError::bad_request(format!(
+            "the request body did not arrive within {} s",
+            BODY_DEADLINE.as_secs()
+        ))),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "cannot read the request body (at most {MAX_JSON_BODY} bytes): {e}"
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// A store error as Docker would answer it.
+fn store_error(error: StoreError, reference: &str) -> ApiError {
+    match error {
+        StoreError::NotFound { .. } => ApiError::not_found(format!("No such image: {reference}")),
+        StoreError::Ambiguous { .. } => ApiError::bad_request(error.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+impl Api {
+    /// The API over `handler`.
+    pub fn new(handler: Arc<Handler>) -> Self {
+        Api { handler }
+    }
+
+    fn manager(&self) -> Result<Arc<Manager>, ApiError> {
+        self.handler
+            .containers
+            .clone()
+            .ok_or_else(|| ApiError::internal("containers are not available on this daemon"))
+    }
+
+    fn store(&self) -> Result<Store, ApiError> {
+        self.handler
+            .store()
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// A manager error about container `name`: 404 when it does not exist.
+    fn container_error(&self, name: &str, message: String) -> ApiError {
+        match self.manager().map(|m| m.record(name)) {
+            Ok(Err(_)) if !message.contains("ambiguous") => {
+                ApiError::not_found(format!("No such container: {name}"))
+            }
+            _ => ApiError::bad_request(message),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ApiBody> {
+        let method = request.method().as_str().to_string();
+        let path = request.uri().path().to_string();
+        let answer = self.dispatch(request).await;
+        let mut response = answer.unwrap_or_else(|e| {
+            if e.status >= 500 && e.status != 501 {
+                log(&format!("docker api: {method} {path}: {}", e.message));
+            }
+            error_response(&e)
+        });
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("api-version", API_VERSION),
+            ("docker-experimental", "false"),
+            ("ostype", "linux"),
+            (
+                "server",
+                concat!(
+                    "Docker/mkhost-hostd-",
+                    env!("CARGO_PKG_VERSION"),
+                    " (linux)"
+                ),
+            ),
+        ] {
+            headers.insert(name, header::HeaderValue::from_static(value));
+        }
+        response
+    }
+
+    async fn dispatch(self: &Arc<Self>, request: Request<Incoming>) -> Answer {
+        let (_version, path) = route::split_version(request.uri().path())?;
+        let route = route::route(request.method().as_str(), path)?;
+        let query = route::parse_query(request.uri().query().unwrap_or(""))?;
+        match route {
+            Route::Ping => Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(header::CACHE_CONTROL, "no-cache, no-store, must-revalidate")
+                .header(header::PRAGMA, "no-cache")
+                .body(if request.method() == hyper::Method::HEAD {
+                    empty()
+                } else {
+                    full("OK")
+                })
+                .map_err(|e| ApiError::internal(e.to_string())),
+            Route::Version => json_answer(StatusCode::OK, &self.version()),
+            Route::Info => {
+                let api = Arc::clone(self);
+                let info = blocking(move || Ok(api.info())).await?;
+                json_answer(StatusCode::OK, &info)
+            }
+            Route::Images => self.images().await,
+            Route::ImageInspect(name) => self.image_inspect(name, false).await,
+            Route::ImageHistory(name) => self.image_inspect(name, true).await,
+            Route::ImageRemove(name) => self.image_remove(name).await,
+            Route::ImageCreate => self.image_pull(&request, &query).await,
+            Route::ImageLoad => self.image_load(request, &query).await,
+            Route::ImagePrune => self.image_prune().await,
+            Route::ImageTag(_) => Err(ApiError::unsupported("image tag")),
+            Route::Containers => self.containers(&query).await,
+            Route::ContainerCreate => {
+                let body = read_body(request.into_body()).await?;
+                self.create(body, &query).await
+            }
+            Route::ContainerPrune => self.container_prune().await,
+            Route::Container(id, ContainerOp::Attach) => self.attach(request, id, &query).await,
+            Route::Container(id, op) => self.container_op(id, op, &query).await,
+            Route::Unsupported(what) => Err(ApiError::unsupported(what)),
+        }
+    }
+
+    fn version(&self) -> Value {
+        let kernel = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        let version = crate::VERSION;
+        json!({
+            "Platform": { "Name": "mkhost hostd" },
+            "Components": [{
+                "Name": "Engine",
+                "Version": version,
+                "Details": {
+                    "ApiVersion": API_VERSION,
+                    "MinAPIVersion": MIN_API_VERSION,
+                    "Os": "linux",
+                    "Arch": "amd64",
+                    "KernelVersion": kernel,
+                }
+            }],
+            "Version": version,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "",
+            "GoVersion": "",
+            "Os": "linux",
+            "Arch": "amd64",
+            "KernelVersion": kernel,
+            "BuildTime": "",
+        })
+    }
+
+    fn info(&self) -> Value {
+        let records = self.manager().map(|m| m.ps()).unwrap_or_default();
+        let count = |status: &str| records.iter().filter(|r| r.status == status).count();
+        let images = self
+            .store()
+            .and_then(|s| s.list().map_err(|e| ApiError::internal(e.to_string())));
+        let uname = rustix::system::uname();
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        json!({
+            "ID": format!("mkhost-{}", uname.nodename().to_string_lossy()),
+            "Containers": records.len(),
+            "ContainersRunning": count("running"),
+            "ContainersPaused": 0,
+            "ContainersStopped": records.len() - count("running"),
+            "Images": images.map_or(0, |i| i.len()),
+            "Driver": "overlay",
+            "DriverStatus": [],
+            "Plugins": { "Volume": ["local"], "Network": ["bridge", "host", "none", "direct"], "Authorization": null, "Log": ["json-file"] },
+            "MemoryLimit": true,
+            "SwapLimit": false,
+            "CpuCfsPeriod": true,
+            "CpuCfsQuota": true,
+            "CPUShares": true,
+            "CPUSet": true,
+            "PidsLimit": true,
+            "IPv4Forwarding": true,
+            "Debug": false,
+            "NFd": 0,
+            "NGoroutines": 0,
+            "SystemTime": mkhost_shared::time::rfc3339_now(),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "2",
+            "NEventsListener": 0,
+            "KernelVersion": uname.release().to_string_lossy(),
+            "OperatingSystem": "mkhost",
+            "OSVersion": crate::VERSION,
+            "OSType": "linux",
+            "Architecture": "x86_64",
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": null,
+            "NCPU": cpus,
+            "MemTotal": memory,
+            "DockerRootDir": self.handler.store_root.display().to_string(),
+            "Name": uname.nodename().to_string_lossy(),
+            "Labels": [],
+            "ExperimentalBuild": false,
+            "ServerVersion": crate::VERSION,
+            "Runtimes": { "hostd": { "path": "hostd" } },
+            "DefaultRuntime": "hostd",
+            "Swarm": { "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null },
+            "LiveRestoreEnabled": true,
+            "Isolation": "",
+            "InitBinary": "",
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": [],
+        })
+    }
+
+    async fn images(self: &Arc<Self>) -> Answer {
+        let api = Arc::clone(self);
+        let list = blocking(move || {
+            api.store()?
+                .list()
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+        let rows: Vec<Value> = list.iter().map(views::image_summary).collect();
+        json_answer(StatusCode::OK, &Value::Array(rows))
+    }
+
+    async fn image_inspect(self: &Arc<Self>, name: String, history: bool) -> Answer {
+        let api = Arc::clone(self);
+        let info = blocking(move || {
+            api.store()?
+                .inspect(&name)
+                .map_err(|e| store_error(e, &name))
+        })
+        .await?;
+        let view = match history {
+            true => views::image_history(&info),
+            false => views::image_inspect(&info),
+        };
+        json_answer(StatusCode::OK, &view)
+    }
+
+    async fn image_remove(self: &Arc<Self>, name: String) -> Answer {
+        let api = Arc::clone(self);
+        let answer = blocking(move || {
+            // Docker's 404 before the handler's checks.
+            let info = api
+                .store()?
+                .inspect(&name)
+                .map_err(|e| store_error(e, &name))?;
+            match api.handler.handle(&ControlRequest::RemoveImage {
+                image: name.clone(),
+            }) {
+                ControlResponse::Removed(removed) => Ok((info, removed)),
+                ControlResponse::Error(message) if message.contains("used by container") => {
+                    Err(ApiError::conflict(format!(
+                        "conflict: unable to remove image {name}: {message}"
+                    )))
+                }
+                ControlResponse::Error(message) => Err(ApiError::internal(message)),
+                other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+            }
+        })
+        .await?;
+        let (info, removed) = answer;
+        let mut rows: Vec<Value> = removed
+            .untagged
+            .iter()
+            .map(|n| json!({ "Untagged": n }))
+            .collect();
+        if removed.deleted {
+            rows.push(json!({ "Deleted": views::image_id(&info.id) }));
+        }
+        json_answer(StatusCode::OK, &Value::Array(rows))
+    }
+
+    async fn image_prune(self: &Arc<Self>) -> Answer {
+        let api = Arc::clone(self);
+        let report = blocking(move || {
+            api.store()?
+                .gc()
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+        json_answer(
+            StatusCode::OK,
+            &json!({ "ImagesDeleted": null, "SpaceReclaimed": report.bytes_freed }),
+        )
+    }
+
+    /// `POST /images/create?fromImage=…&tag=…`: a pull, with Docker's
+    /// progress messages streamed as JSON lines.
+    async fn image_pull(self: &Arc<Self>, request: &Request<Incoming>, query: &Query) -> Answer {
+        if query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::unsupported("docker import (fromSrc)"));
+        }
+        let image = query
+            .get("fromImage")
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::bad_request("fromImage: name the image to pull"))?;
+        if let Some(auth) = request.headers().get("x-registry-auth") {
+            check_registry_auth(auth.as_bytes())?;
+        }
+        let reference = match query.get("tag").filter(|t| !t.is_empty()) {
+            Some(tag) if tag.starts_with("sha256:") => format!("{image}@{tag}"),
+            Some(tag) => format!("{image}:{tag}"),
+            None if image.contains(':') || image.contains('@') => image.clone(),
+            None => format!("{image}:latest"),
+        };
+        let (sender, body) = ChannelBody::new(16);
+        let api = Arc::clone(self);
+        tokio::spawn(async move {
+            let message = |value: Value| {
+                let mut line = serde_json::to_vec(&value).unwrap_or_default();
+                line.extend_from_slice(b"\r\n");
+                Bytes::from(line)
+            };
+            let (_, tag) = reference.rsplit_once(':').unwrap_or(("", "latest"));
+            let _ = sender
+                .send(message(
+                    json!({ "status": format!("Pulling from {reference}"), "id": tag }),
+                ))
+                .await;
+            let pulled = {
+                let reference = reference.clone();
+                blocking(move || {
+                    let store = api.store()?;
+                    let puller = api.handler.puller().map_err(ApiError::internal)?;
+                    puller.pull(&store, &reference).map_err(ApiError::not_found)
+                })
+                .await
+            };
+            let last = match pulled {
+                Ok(report) => {
+                    let _ = sender
+                        .send(message(
+                            json!({ "status": format!("Digest: {}", report.manifest_digest) }),
+                        ))
+                        .await;
+                    let done = match report.bytes_fetched {
+                        0 => format!("Status: Image is up to date for {reference}"),
+                        _ => format!("Status: Downloaded newer image for {reference}"),
+                    };
+                    json!({ "status": done })
+                }
+                Err(e) => json!({ "errorDetail": { "message": e.message }, "error": e.message }),
+            };
+            let _ = sender.send(message(last)).await;
+        });
+        streamed("application/json", body)
+    }
+
+    /// `POST /images/load`: a `docker save` or OCI archive, streamed to a
+    /// file next to the store and imported all-or-nothing.
+    async fn image_load(self: &Arc<Self>, request: Request<Incoming>, query: &Query) -> Answer {
+        let quiet = flag(query, "quiet")?;
+        let store = {
+            let api = Arc::clone(self);
+            blocking(move || api.store()).await?
+        };
+        let staging = Staging::create(store.root())?;
+        let mut file = tokio::fs::File::from_std(
+            staging
+                .file
+                .try_clone()
+                .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?,
+        );
+        let mut body = request.into_body();
+        let mut written: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::bad_request(format!("cannot read the archive: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                written += data.len() as u64;
+                if written > MAX_LOAD_BODY {
+                    return Err(ApiError::bad_request(format!(
+                        "the archive is larger than {MAX_LOAD_BODY} bytes"
+                    )));
+                }
+                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
+            }
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
+        drop(file);
+        let report = blocking(move || {
+            let report = store
+                .import(&staging.path)
+                .map_err(|e| ApiError::bad_request(e.to_string()));
+            drop(staging);
+            report
+        })
+        .await?;
+        let mut lines = Vec::new();
+        for image in &report.images {
+            let text = match image.names.first() {
+                Some(name) => format!("Loaded image: {name}\n"),
+                None => format!("Loaded image ID: {}\n", views::image_id(&image.id)),
+            };
+            if !quiet {
+                lines.extend_from_slice(
+                    &serde_json::to_vec(&json!({ "stream": text })).unwrap_or_default(),
+                );
+                lines.extend_from_slice(b"\r\n");
+            }
+        }
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(lines))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    async fn containers(self: &Arc<Self>, query: &Query) -> Answer {
+        let all = flag(query, "all")?;
+        let limit: Option<usize> = number(query, "limit")?;
+        let filters = views::parse_filters(query.get("filters")).map_err(ApiError::bad_request)?;
+        let manager = self.manager()?;
+        let records = blocking(move || Ok(manager.ps())).await?;
+        let now = views::now_seconds();
+        let mut rows = Vec::new();
+        // Newest first, as docker ps lists them.
+        for record in records.iter().rev() {
+            if !all && record.status != "running" && !filters.contains_key("status") {
+                continue;
+            }
+            if views::matches_filters(record, &filters).map_err(ApiError::bad_request)? {
+                rows.push(views::container_summary(record, now));
+            }
+        }
+        if let Some(limit) = limit.filter(|l| *l > 0) {
+            rows.truncate(limit);
+        }
+        json_answer(StatusCode::OK, &Value::Array(rows))
+    }
+
+    async fn create(self: &Arc<Self>, body: Bytes, query: &Query) -> Answer {
+        if let Some(platform) = query.get("platform").filter(|p| !p.is_empty()) {
+            if !matches!(platform.as_str(), "linux" | "linux/amd64") {
+                return Err(ApiError::bad_request(format!(
+                    "platform {platform:?} is not supported by this host: it runs linux/amd64"
+                )));
+            }
+        }
+        let mut run = create::run_request(&body, query.get("name").map(String::as_str))?;
+        // Docker's create never pulls: the client pulls on a 404 and asks again.
+        run.pull = mkhost_shared::container::PullPolicy::Never;
+        let api = Arc::clone(self);
+        let id = blocking(move || {
+            let manager = api.manager()?;
+            let store = api.store()?;
+            store.inspect(&run.image).map_err(|e| store_error(e, &run.image))?;
+            if let Some(name) = &run.name {
+                if let Ok(existing) = manager.record(name) {
+                    if existing.name == *name {
+                        return Err(ApiError::conflict(format!(
+                            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                            existing.id
+                        )));
+                    }
+                }
+            }
+            manager
+                .create(&store, &run)
+                .map_err(|e| ApiError::bad_request(e.message))
+        })
+        .await?;
+        json_answer(StatusCode::CREATED, &json!({ "Id": id, "Warnings": [] }))
+    }
+
+    async fn container_prune(self: &Arc<Self>) -> Answer {
+        let manager = self.manager()?;
+        let deleted = blocking(move || {
+            let mut deleted = Vec::new();
+            for record in manager.ps() {
+                if matches!(record.status.as_str(), "exited" | STATUS_CREATED)
+                    && manager.rm(&record.id, false).is_ok()
+                {
+                    deleted.push(record.id);
+                }
+            }
+            Ok(deleted)
+        })
+        .await?;
+        json_answer(
+            StatusCode::OK,
+            &json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }),
+        )
+    }
+
+    async fn container_op(self: &Arc<Self>, id: String, op: ContainerOp, query: &Query) -> Answer {
+        match op {
+            ContainerOp::Wait => return self.wait(id, query).await,
+            ContainerOp::Logs => return self.logs(id, query).await,
+            _ => {}
+        }
+        let manager = self.manager()?;
+        let api = Arc::clone(self);
+        let query = query.clone();
+        blocking(move || match op {
+            ContainerOp::Inspect => {
+                let (record, request, spec) = manager
+                    .details(&id)
+                    .map_err(|e| api.container_error(&id, e))?;
+                let image = api.store().ok().and_then(|s| s.inspect(&record.image_id).ok());
+                json_answer(
+                    StatusCode::OK,
+                    &views::container_inspect(&record, request.as_ref(), &spec, image.as_ref()),
+                )
+            }
+            ContainerOp::Start => {
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                if record.status == "running" {
+                    return status_only(StatusCode::NOT_MODIFIED);
+                }
+                manager
+                    .start(&id)
+                    .map_err(|e| ApiError::bad_request(start_error(&e.message, e.exec)))?;
+                no_content()
+            }
+            ContainerOp::Stop | ContainerOp::Restart => {
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                let timeout = match number::<i64>(&query, "t")? {
+                    Some(t) if t < 0 => crate::daemon::containers::STOP_TIMEOUT * 1000,
+                    Some(t) => Duration::from_secs(t.unsigned_abs().min(mkhost_shared::control::MAX_STOP_TIMEOUT_SECS)),
+                    None => crate::daemon::containers::STOP_TIMEOUT,
+                };
+                if op == ContainerOp::Stop && record.status != "running" && record.status != "restarting" {
+                    return status_only(StatusCode::NOT_MODIFIED);
+                }
+                manager
+                    .stop(&id, timeout)
+                    .map_err(|e| api.container_error(&id, e))?;
+                if op == ContainerOp::Restart {
+                    manager
+                        .start(&id)
+                        .map_err(|e| ApiError::bad_request(start_error(&e.message, e.exec)))?;
+                }
+                no_content()
+            }
+            ContainerOp::Kill => {
+                let signal = parse_signal(query.get("signal").map(String::as_str).unwrap_or(""))?;
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                if record.status != "running" {
+                    return Err(ApiError::conflict(format!(
+                        "Cannot kill container: {id}: Container {} is not running",
+                        record.id
+                    )));
+                }
+                manager.kill(&id, signal).map_err(|e| api.container_error(&id, e))?;
+                no_content()
+            }
+            ContainerOp::Remove => {
+                let force = flag(&query, "force")?;
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                if record.status == "running" && !force {
+                    return Err(ApiError::conflict(format!(
+                        "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                        record.id
+                    )));
+                }
+                if flag(&query, "link")? {
+                    return Err(ApiError::unsupported("links"));
+                }
+                manager.rm(&id, force).map_err(|e| api.container_error(&id, e))?;
+                no_content()
+            }
+            ContainerOp::Top => {
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                if record.status != "running" {
+                    return Err(ApiError::conflict(format!(
+                        "Container {} is not running",
+                        record.id
+                    )));
+                }
+                json_answer(StatusCode::OK, &top(record.pid))
+            }
+            ContainerOp::Wait | ContainerOp::Logs | ContainerOp::Attach => {
+                Err(ApiError::internal("routed elsewhere"))
+            }
+        })
+        .await
+    }
+
+    /// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`:
+    /// the headers go out at once (the CLI starts the container only then),
+    /// the status code when the condition holds.
+    async fn wait(self: &Arc<Self>, id: String, query: &Query) -> Answer {
+        let condition = query
+            .get("condition")
+            .cloned()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "not-running".into());
+        if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+            return Err(ApiError::bad_request(format!(
+                "invalid condition {condition:?}: want not-running, next-exit or removed"
+            )));
+        }
+        let manager = self.manager()?;
+        let mut watch = manager
+            .watch(&id)
+            .map_err(|e| self.container_error(&id, e))?;
+        let baseline = watch.snapshot();
+        let (sender, body) = ChannelBody::new(1);
+        tokio::spawn(async move {
+            let done = loop {
+                let now = watch.snapshot();
+                let exited = now.exits > baseline.exits;
+                let stopped = matches!(now.status.as_str(), "exited" | STATUS_CREATED);
+                let holds = match condition.as_str() {
+                    "next-exit" => exited || now.removed,
+                    "removed" => now.removed,
+                    _ => stopped || now.removed,
+                };
+                if holds {
+                    break now;
+                }
+                tokio::select! {
+                    () = watch.changed() => {}
+                    () = tokio::time::sleep(WAIT_POLL) => {}
+                    () = sender.closed() => return,
+                }
+            };
+            // dockerd's `Error` is about waiting (a removal that failed),
+            // never the container's own failure, which its exit code tells.
+            let answer = json!({ "StatusCode": done.exit_code.unwrap_or(0), "Error": null });
+            let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
+            bytes.push(b'\n');
+            let _ = sender.send(Bytes::from(bytes)).await;
+        });
+        streamed("application/json", body)
+    }
+
+    /// `GET /containers/{id}/logs`: the log (filtered by `since`, `until`
+    /// and `tail`), then, with `follow`, new lines until the container
+    /// stops.
+    async fn logs(self: &Arc<Self>, id: String, query: &Query) -> Answer {
+        let (stdout, stderr) = (flag(query, "stdout")?, flag(query, "stderr")?);
+        if !stdout && !stderr {
+            return Err(ApiError::bad_request(
+                "Bad parameters: you must choose at least one stream",
+            ));
+        }
+        let follow = flag(query, "follow")?;
+        let timestamps = flag(query, "timestamps")?;
+        let since = time_bound(query, "since")?;
+        let until = time_bound(query, "until")?;
+        let tail: Option<usize> = match query.get("tail").map(String::as_str) {
+            None | Some("" | "all") => None,
+            Some(n) => Some(n.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid tail {n:?}: want a number or all"))
+            })?),
+        };
+        let manager = self.manager()?;
+        let name = id.clone();
+        let (text, follower) =
+            blocking(move || manager.follow_logs(&name).map_err(ApiError::internal))
+                .await
+                .map_err(|e| match self.manager().map(|m| m.record(&id)) {
+                    Ok(Err(_)) => ApiError::not_found(format!("No such container: {id}")),
+                    _ => e,
+                })?;
+        let wanted = move |s: Stream| match s {
+            Stream::Stdout => stdout,
+            Stream::Stderr => stderr,
+        };
+        let in_range = move |time: &str| {
+            let t = mkhost_shared::time::parse_rfc3339(time)
+                .map_or(0.0, |(s, n)| s as f64 + f64::from(n) / 1e9);
+            since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
+        };
+        let mut frames: Vec<Bytes> = text
+            .lines()
+            .filter_map(stream::parse_log_line)
+            .filter(|(time, s, _)| wanted(*s) && in_range(time))
+            .map(|(time, s, line)| stream::line_frame(s, time, line.as_bytes(), timestamps))
+            .collect();
+        if let Some(tail) = tail {
+            let skip = frames.len().saturating_sub(tail);
+            frames.drain(..skip);
+        }
+        let follower = follower.filter(|_| follow && until.is_none());
+        let (sender, body) = ChannelBody::new(64);
+        tokio::spawn(async move {
+            for frame in frames {
+                if sender.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(mut follower) = follower {
+                forward(&mut follower, &sender, wanted, timestamps).await;
+            }
+        });
+        streamed("application/vnd.docker.raw-stream", body)
+    }
+
+    /// `POST /containers/{id}/attach`: hijacks the connection (`Upgrade:
+    /// tcp`) and streams the container's output as multiplexed frames
+    /// until its run ends. Standard input is not offered yet.
+    async fn attach(
+        self: &Arc<Self>,
+        mut request: Request<Incoming>,
+        id: String,
+        query: &Query,
+    ) -> Answer {
+        if flag(query, "stdin")? {
+            return Err(ApiError::unsupported("attaching standard input (-i)"));
+        }
+        let (stdout, stderr) = (flag(query, "stdout")?, flag(query, "stderr")?);
+        let with_logs = flag(query, "logs")?;
+        let streaming = flag(query, "stream")?;
+        let manager = self.manager()?;
+        let (record, follower) = manager
+            .attach(&id)
+            .map_err(|e| self.container_error(&id, e))?;
+        let past = match with_logs {
+            true => manager.logs(&record.id).unwrap_or_default(),
+            false => String::new(),
+        };
+        let wanted = move |s: Stream| match s {
+            Stream::Stdout => stdout,
+            Stream::Stderr => stderr,
+        };
+        let upgrade = request
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
+        let (sender, body) = ChannelBody::new(64);
+        let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        tokio::spawn(async move {
+            for (time, s, line) in past.lines().filter_map(stream::parse_log_line) {
+                if wanted(s)
+                    && sender
+                        .send(stream::line_frame(s, time, line.as_bytes(), false))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if let Some(mut follower) = follower.filter(|_| streaming) {
+                forward(&mut follower, &sender, wanted, false).await;
+            }
+        });
+        match on_upgrade {
+            None => streamed("application/vnd.docker.raw-stream", body),
+            Some(on_upgrade) => {
+                tokio::spawn(pump_upgraded(on_upgrade, body));
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header(header::CONNECTION, "Upgrade")
+                    .header(header::UPGRADE, "tcp")
+                    .header(header::CONTENT_TYPE, "application/vnd.docker.raw-stream")
+                    .body(empty())
+                    .map_err(|e| ApiError::internal(e.to_string()))
+            }
+        }
+    }
+}
+
+/// An uploaded archive's file next to the store, removed when dropped.
+struct Staging {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Staging {
+    fn create(dir: &std::path::Path) -> Result<Staging, ApiError> {
+        let mut random = [0u8; 8];
+        crate::os::random_bytes_insecure(&mut random)
+            .map_err(|e| ApiError::internal(format!("no random name: {e}")))?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!(".load-{name}.tar"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", path.display())))?;
+        Ok(Staging { path, file })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Copies a container's output lines to a stream's sender as frames.
+async fn forward(
+    follower: &mut tokio::sync::mpsc::Receiver<OutputLine>,
+    sender: &tokio::sync::mpsc::Sender<Bytes>,
+    wanted: impl Fn(Stream) -> bool,
+    timestamps: bool,
+) {
+    loop {
+        tokio::select! {
+            line = follower.recv() => {
+                let Some(line) = line else { return };
+                if wanted(line.stream)
+                    && sender
+                        .send(stream::line_frame(line.stream, &line.time, &line.line, timestamps))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            () = sender.closed() => return,
+        }
+    }
+}
+
+/// Writes a hijacked connection's output, then closes its write side.
+async fn pump_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, mut body: ChannelBody) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            if io.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+/// `since`/`until` of a logs query: Unix seconds, with a fraction.
+fn time_bound(query: &Query, key: &str) -> Result<Option<f64>, ApiError> {
+    match query.get(key).map(String::as_str) {
+        None | Some("" | "0") => Ok(None),
+        Some(text) => text.parse::<f64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid {key} {text:?}: want Unix seconds"))
+        }),
+    }
+}
+
+/// A start error as dockerd words it: the docker CLI maps "executable file
+/// not found" to exit code 127 and "permission denied" to 126.
+fn start_error(message: &str, exec: Option<mkhost_shared::container::ExecError>) -> String {
+    use mkhost_shared::container::ExecError;
+    match exec {
+        Some(ExecError::NotFound) => {
+            format!("failed to create task: exec: executable file not found in $PATH: {message}")
+        }
+        Some(ExecError::NotExecutable) => {
+            format!("failed to create task: exec: permission denied: {message}")
+        }
+        None => message.to_string(),
+    }
+}
+
+/// `SIGKILL`, `KILL`, `9` or empty (SIGKILL).
+pub fn parse_signal(text: &str) -> Result<i32, ApiError> {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("TERM", libc::SIGTERM),
+        ("CONT", libc::SIGCONT),
+        ("STOP", libc::SIGSTOP),
+        ("WINCH", libc::SIGWINCH),
+        ("ALRM", libc::SIGALRM),
+    ];
+    if text.is_empty() {
+        return Ok(libc::SIGKILL);
+    }
+    if let Ok(number) = text.parse::<i32>() {
+        if (1..=64).contains(&number) {
+            return Ok(number);
+        }
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {text}")))
+}
+
+/// The processes of the container whose init is `pid`: those in the same
+/// PID namespace, as `docker top` lists them.
+fn top(pid: i32) -> Value {
+    let namespace = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let Some(wanted) = namespace(&pid.to_string()) else {
+        return json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": [] });
+    };
+    let mut rows = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.bytes().all(|b| b.is_ascii_digit())
+                || namespace(&name).as_ref() != Some(&wanted)
+            {
+                continue;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .unwrap_or("0")
+                .to_string();
+            let cmd = std::fs::read(format!("/proc/{name}/cmdline"))
+                .map(|c| {
+                    c.split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            rows.push(json!([name, ppid, cmd]));
+        }
+    }
+    json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": rows })
+}
+
+/// Refuses credentials in `X-Registry-Auth` (base64url JSON): the host's
+/// own registry settings hold them; an empty one (`{}`) is what the CLI
+/// sends without a login.
+fn check_registry_auth(header: &[u8]) -> Result<(), ApiError> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(header);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let decoded = base64::engine::general_purpose::URL_SAFE
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
+        .map_err(|_| ApiError::bad_request("X-Registry-Auth is not base64"))?;
+    let value: Value = serde_json::from_slice(&decoded)
+        .map_err(|_| ApiError::bad_request("X-Registry-Auth is not JSON"))?;
+    let has = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if has("username") || has("password") || has("identitytoken") || has("registrytoken") {
+        return Err(ApiError::unsupported(
+            "registry credentials in X-Registry-Auth (put them in the host's [registries] auths)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("SIGTERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("hup").unwrap(), libc::SIGHUP);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("SIGNOPE").unwrap_err().status, 400);
+        assert_eq!(parse_signal("0").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn registry_auth_headers() {
+        use base64::Engine;
+        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE.encode(s);
+        assert!(check_registry_auth(encode("{}").as_bytes()).is_ok());
+        assert!(check_registry_auth(b"").is_ok());
+        let refused = check_registry_auth(encode(r#"{"username":"u","password":"p"}"#).as_bytes());
+        assert_eq!(refused.unwrap_err().status, 501);
+        assert_eq!(check_registry_auth(b"%%%").unwrap_err().status, 400);
+    }
+}

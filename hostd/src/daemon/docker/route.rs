@@ -1,0 +1,354 @@
+//! Docker Engine API routing: a request's method, path and query become a
+//! [`Route`], with the API version prefix (`/v1.43/…`) checked. Pure: no
+//! I/O, so it is unit-tested and fuzzed on its own.
+
+use std::collections::BTreeMap;
+
+use super::error::ApiError;
+
+/// The API version this daemon speaks (Docker Engine 24).
+pub const API_VERSION: &str = "1.43";
+/// The oldest API version it accepts (as dockerd's minimum).
+pub const MIN_API_VERSION: &str = "1.24";
+
+/// A request's query: the last value of each key, percent-decoded.
+pub type Query = BTreeMap<String, String>;
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET|HEAD /_ping`.
+    Ping,
+    /// `GET /version`.
+    Version,
+    /// `GET /info`.
+    Info,
+    /// `GET /images/json`.
+    Images,
+    /// `POST /images/create?fromImage=…&tag=…`: a pull.
+    ImageCreate,
+    /// `GET /images/{name}/json`.
+    ImageInspect(String),
+    /// `GET /images/{name}/history`.
+    ImageHistory(String),
+    /// `POST /images/{name}/tag?repo=…&tag=…`.
+    ImageTag(String),
+    /// `DELETE /images/{name}`.
+    ImageRemove(String),
+    /// `POST /images/load`.
+    ImageLoad,
+    /// `POST /images/prune`.
+    ImagePrune,
+    /// `GET /containers/json`.
+    Containers,
+    /// `POST /containers/create?name=…`.
+    ContainerCreate,
+    /// `POST /containers/prune`.
+    ContainerPrune,
+    /// `/containers/{id}/…`: one container, and what to do with it.
+    Container(String, ContainerOp),
+    /// `/networks`, `/volumes`, `/exec`, `/build`, … : recognised but not
+    /// served (yet); the message says which.
+    Unsupported(&'static str),
+}
+
+/// What to do with one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerOp {
+    /// `GET /containers/{id}/json`.
+    Inspect,
+    /// `POST …/start`.
+    Start,
+    /// `POST …/stop`.
+    Stop,
+    /// `POST …/restart`.
+    Restart,
+    /// `POST …/kill`.
+    Kill,
+    /// `POST …/wait`.
+    Wait,
+    /// `POST …/attach`.
+    Attach,
+    /// `GET …/logs`.
+    Logs,
+    /// `DELETE /containers/{id}`.
+    Remove,
+    /// `GET …/top`.
+    Top,
+}
+
+/// Splits the version prefix off `path`: `/v1.41/info` gives `("1.41",
+/// "/info")`; a path without one gives the current version.
+pub fn split_version(path: &str) -> Result<(String, &str), ApiError> {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return Ok((API_VERSION.to_string(), path));
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let version = &rest[..end];
+    if parse_version(version).is_none() {
+        // `/version` itself, or another word beginning with v.
+        return Ok((API_VERSION.to_string(), path));
+    }
+    if compare_versions(version, API_VERSION) == std::cmp::Ordering::Greater {
+        return Err(ApiError::bad_request(format!(
+            "client version {version} is too new. Maximum supported API version is {API_VERSION}"
+        )));
+    }
+    if compare_versions(version, MIN_API_VERSION) == std::cmp::Ordering::Less {
+        return Err(ApiError::bad_request(format!(
+            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
+    }
+    Ok((version.to_string(), &rest[end..]))
+}
+
+/// `1.41` as (1, 41).
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(major) || !digits(minor) {
+        return None;
+    }
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Compares two versions (unparsable ones as 0.0).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    parse_version(a)
+        .unwrap_or((0, 0))
+        .cmp(&parse_version(b).unwrap_or((0, 0)))
+}
+
+/// The route of `method` on `path` (without its version prefix).
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let not_found = || ApiError::not_found(format!("page not found: {method} {path}"));
+    let route = match (method, parts.as_slice()) {
+        ("GET" | "HEAD", ["_ping"]) => Route::Ping,
+        ("GET", ["version"]) => Route::Version,
+        ("GET", ["info"]) => Route::Info,
+        ("GET", ["images", "json"]) => Route::Images,
+        ("POST", ["images", "create"]) => Route::ImageCreate,
+        ("POST", ["images", "load"]) => Route::ImageLoad,
+        ("POST", ["images", "prune"]) => Route::ImagePrune,
+        ("GET", ["images", "search"]) => Route::Unsupported("image search"),
+        ("POST", ["images", "push"]) | ("POST", ["images", .., "push"]) => {
+            Route::Unsupported("image push")
+        }
+        ("GET", ["images", "get"]) | ("GET", ["images", .., "get"]) => {
+            Route::Unsupported("image save")
+        }
+        // Image names have slashes: `/images/host:5000/a/b/json`.
+        ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
+            Route::ImageInspect(name.join("/"))
+        }
+        ("GET", ["images", name @ .., "history"]) if !name.is_empty() => {
+            Route::ImageHistory(name.join("/"))
+        }
+        ("POST", ["images", name @ .., "tag"]) if !name.is_empty() => {
+            Route::ImageTag(name.join("/"))
+        }
+        ("DELETE", ["images", name @ ..]) if !name.is_empty() => Route::ImageRemove(name.join("/")),
+        ("GET", ["containers", "json"]) => Route::Containers,
+        ("POST", ["containers", "create"]) => Route::ContainerCreate,
+        ("POST", ["containers", "prune"]) => Route::ContainerPrune,
+        ("DELETE", ["containers", id]) => Route::Container(id.to_string(), ContainerOp::Remove),
+        (_, ["containers", id, op]) => {
+            let op = match (method, *op) {
+                ("GET", "json") => ContainerOp::Inspect,
+                ("POST", "start") => ContainerOp::Start,
+                ("POST", "stop") => ContainerOp::Stop,
+                ("POST", "restart") => ContainerOp::Restart,
+                ("POST", "kill") => ContainerOp::Kill,
+                ("POST", "wait") => ContainerOp::Wait,
+                ("POST", "attach") => ContainerOp::Attach,
+                ("GET", "logs") => ContainerOp::Logs,
+                ("GET", "top") => ContainerOp::Top,
+                ("GET", "stats") => return Ok(Route::Unsupported("container stats")),
+                ("POST", "pause" | "unpause") => {
+                    return Ok(Route::Unsupported("pause and unpause"))
+                }
+                ("POST", "rename") => return Ok(Route::Unsupported("container rename")),
+                ("POST", "update") => return Ok(Route::Unsupported("container update")),
+                ("POST", "resize") => return Ok(Route::Unsupported("terminals (-t)")),
+                ("POST", "exec") => return Ok(Route::Unsupported("exec")),
+                ("GET" | "HEAD" | "PUT", "archive") => {
+                    return Ok(Route::Unsupported("docker cp (archive)"))
+                }
+                ("GET", "export") => return Ok(Route::Unsupported("container export")),
+                ("GET", "changes") => return Ok(Route::Unsupported("container diff")),
+                _ => return Err(not_found()),
+            };
+            Route::Container(id.to_string(), op)
+        }
+        (_, ["exec", ..]) => Route::Unsupported("exec"),
+        (_, ["events"]) => Route::Unsupported("events"),
+        (_, ["system", "df"]) => Route::Unsupported("system df"),
+        (_, ["networks", ..]) => Route::Unsupported("networks over the Docker API"),
+        (_, ["volumes", ..]) => Route::Unsupported("volumes over the Docker API"),
+        (_, ["build", ..]) => Route::Unsupported("build"),
+        (_, ["swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs", ..]) => {
+            Route::Unsupported("swarm")
+        }
+        (_, ["plugins", ..]) => Route::Unsupported("plugins"),
+        (_, ["session"]) => Route::Unsupported("build sessions"),
+        (_, ["distribution", ..]) => Route::Unsupported("distribution inspect"),
+        (_, ["commit"]) => Route::Unsupported("commit"),
+        (_, ["auth"]) => Route::Unsupported("login (pass credentials with X-Registry-Auth)"),
+        _ => return Err(not_found()),
+    };
+    Ok(route)
+}
+
+/// Parses a query string (`a=1&b=x%20y`): the last value of each key wins.
+pub fn parse_query(query: &str) -> Result<Query, ApiError> {
+    let mut map = Query::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(percent_decode_form(key)?, percent_decode_form(value)?);
+    }
+    Ok(map)
+}
+
+/// Decodes `%XX` escapes of a path segment.
+fn percent_decode(text: &str) -> Result<String, ApiError> {
+    decode(text, false)
+}
+
+/// Decodes a query component: `%XX` escapes and `+` for a space.
+fn percent_decode_form(text: &str) -> Result<String, ApiError> {
+    decode(text, true)
+}
+
+fn decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("bad percent-encoding in {text:?}"))
+                    })?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{text:?} is not UTF-8")))
+}
+
+/// A query flag: `1`, `true` or `True` (as Go's `strconv.ParseBool`).
+pub fn flag(query: &Query, key: &str) -> Result<bool, ApiError> {
+    match query.get(key).map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid value {other:?} for {key}: want true or false"
+        ))),
+    }
+}
+
+/// A numeric query value, if given.
+pub fn number<T: std::str::FromStr>(query: &Query, key: &str) -> Result<Option<T>, ApiError> {
+    match query.get(key).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid value {text:?} for {key}: want a number"))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_split_and_checked() {
+        assert_eq!(
+            split_version("/v1.41/info").unwrap(),
+            ("1.41".to_string(), "/info")
+        );
+        assert_eq!(
+            split_version("/version").unwrap(),
+            (API_VERSION.to_string(), "/version")
+        );
+        assert_eq!(
+            split_version("/_ping").unwrap(),
+            (API_VERSION.to_string(), "/_ping")
+        );
+        let new = split_version("/v9.99/info").unwrap_err();
+        assert_eq!(new.status, 400);
+        assert!(new.message.contains("too new"), "{}", new.message);
+        assert!(split_version("/v1.12/info")
+            .unwrap_err()
+            .message
+            .contains("too old"));
+        assert_eq!(compare_versions("1.9", "1.10"), std::cmp::Ordering::Less);
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("HEAD", "/_ping").unwrap(), Route::Ping);
+        assert_eq!(
+            route("GET", "/images/host:5000/a/b:1/json").unwrap(),
+            Route::ImageInspect("host:5000/a/b:1".into())
+        );
+        assert_eq!(
+            route("DELETE", "/images/busybox:latest").unwrap(),
+            Route::ImageRemove("busybox:latest".into())
+        );
+        assert_eq!(
+            route("POST", "/containers/web/start").unwrap(),
+            Route::Container("web".into(), ContainerOp::Start)
+        );
+        assert_eq!(
+            route("DELETE", "/containers/web").unwrap(),
+            Route::Container("web".into(), ContainerOp::Remove)
+        );
+        assert!(matches!(
+            route("POST", "/build").unwrap(),
+            Route::Unsupported("build")
+        ));
+        assert_eq!(route("GET", "/nope").unwrap_err().status, 404);
+        assert_eq!(
+            route("PUT", "/containers/web/start").unwrap_err().status,
+            404
+        );
+        assert_eq!(route("GET", "/images/%zz/json").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn queries() {
+        let q = parse_query("name=a%2Fb&all=1&x=y+z&all=0").unwrap();
+        assert_eq!(q["name"], "a/b");
+        assert_eq!(q["x"], "y z");
+        assert!(!flag(&q, "all").unwrap());
+        assert!(flag(&parse_query("f=True").unwrap(), "f").unwrap());
+        assert!(flag(&parse_query("f=maybe").unwrap(), "f").is_err());
+        assert_eq!(
+            number::<u32>(&parse_query("t=5").unwrap(), "t").unwrap(),
+            Some(5)
+        );
+        assert!(number::<u32>(&parse_query("t=-").unwrap(), "t").is_err());
+        assert!(parse_query("a=%ff").is_err());
+    }
+}
