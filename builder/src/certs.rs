@@ -484,18 +484,15 @@ pub fn server_names(
         sans.push(format!("{hostname}.{domain}").parse::<San>()?);
     }
     for arg in machine.cmdline.split_whitespace() {
-        let value = arg
-            .split_once('=')
-            .filter(|(key, _)| key.starts_with("mkhost.ip") || *key == "ip")
-            .map(|(_, value)| value);
-        let Some(value) = value else { continue };
-        // `mkhost.ip[.IFACE]=10.0.0.5/24[,...]` or the kernel's
-        // `ip=10.0.0.5:server:gw:mask:...`: the first address in it.
-        let first = value
-            .split([',', '/', ':'])
-            .next()
-            .unwrap_or_default();
-        if let Ok(ip) = first.parse::<IpAddr>() {
+        // init's `mkhost.ip=IFACE:ADDR/PREFIX[:GW]` and the kernel's
+        // `ip=ADDR:SERVER:GW:MASK:...`.
+        let address = match arg.split_once('=') {
+            Some(("mkhost.ip", value)) => value.split(':').nth(1),
+            Some(("ip", value)) => value.split(':').next(),
+            _ => None,
+        };
+        let address = address.and_then(|a| a.split('/').next());
+        if let Some(ip) = address.and_then(|a| a.parse::<IpAddr>().ok()) {
             sans.push(San::Ip(ip));
         }
     }
@@ -655,5 +652,223 @@ pub mod der {
             subject: get(4)?.1.to_vec(),
             spki: get(5)?.1.to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn cert_der(path: &Path) -> Vec<u8> {
+        pem_certificate(&fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// The DER of extendedKeyUsage serverAuth (1.3.6.1.5.5.7.3.1) and
+    /// clientAuth (...3.2).
+    const SERVER_AUTH: [u8; 10] = [6, 8, 0x2b, 6, 1, 5, 5, 7, 3, 1];
+    const CLIENT_AUTH: [u8; 10] = [6, 8, 0x2b, 6, 1, 5, 5, 7, 3, 2];
+
+    #[test]
+    fn a_ca_signs_servers_and_clients_with_their_names_and_usages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        let written = create_ca(&ca_dir, CA_DAYS).unwrap();
+        assert!(written.name.starts_with("mkhost CA "), "{}", written.name);
+        assert_eq!(mode(&ca_dir), 0o700);
+        assert_eq!(mode(&ca_dir.join(CA_KEY)), 0o600);
+        let ca = load_ca(&ca_dir).unwrap();
+        assert!(!format!("{ca:?}").contains("PRIVATE"));
+        let ca_fields = der::tbs_fields(&cert_der(&ca_dir.join(CA_CERT))).unwrap();
+
+        let sans: Vec<San> = ["host1.example", "10.0.0.5", "fd00::5", "Host1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let srv = tmp.path().join("srv");
+        let w = issue(&ca, Role::Server, &srv, "host1", &sans, 30).unwrap();
+        assert_eq!(w.sans.len(), 4);
+        assert_eq!(mode(&srv), 0o700);
+        assert_eq!(mode(&srv.join(KEY)), 0o600);
+        assert_eq!(
+            fs::read(srv.join(CA_CERT)).unwrap(),
+            fs::read(ca_dir.join(CA_CERT)).unwrap()
+        );
+        let der = cert_der(&srv.join(CERT));
+        let fields = der::tbs_fields(&der).unwrap();
+        assert_eq!(fields.issuer, ca_fields.subject);
+        assert!(contains(&der, b"host1.example"));
+        assert!(contains(&der, b"host1"));
+        assert!(contains(&der, &[0x87, 4, 10, 0, 0, 5]), "IP SAN 10.0.0.5");
+        assert!(contains(&der, &SERVER_AUTH) && !contains(&der, &CLIENT_AUTH));
+        let key = KeyPair::from_pem(&fs::read_to_string(srv.join(KEY)).unwrap()).unwrap();
+        assert_eq!(key.subject_public_key_info(), fields.spki);
+        let tls = check_server_dir(&srv).unwrap();
+        assert!(!format!("{tls:?}").contains("PRIVATE"), "{tls:?}");
+
+        let cli = tmp.path().join("cli");
+        issue(&ca, Role::Client, &cli, "ops", &[], 30).unwrap();
+        let der = cert_der(&cli.join(CERT));
+        assert!(contains(&der, &CLIENT_AUTH) && !contains(&der, &SERVER_AUTH));
+        assert_eq!(mode(&cli.join(KEY)), 0o600);
+        assert_eq!(der::tbs_fields(&der).unwrap().issuer, ca_fields.subject);
+    }
+
+    #[test]
+    fn a_ca_is_never_replaced_and_must_match_its_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        create_ca(&ca_dir, CA_DAYS).unwrap();
+        let before = fs::read(ca_dir.join(CA_KEY)).unwrap();
+        let e = create_ca(&ca_dir, CA_DAYS).unwrap_err();
+        assert!(matches!(e, CertsError::CaExists { .. }), "{e}");
+        assert!(e.to_string().contains("ca-key.pem already exists"), "{e}");
+        assert_eq!(fs::read(ca_dir.join(CA_KEY)).unwrap(), before);
+        // Another CA's certificate next to this key.
+        let other = tmp.path().join("other");
+        create_ca(&other, CA_DAYS).unwrap();
+        fs::copy(other.join(CA_CERT), ca_dir.join(CA_CERT)).unwrap();
+        let e = load_ca(&ca_dir).unwrap_err();
+        assert!(matches!(e, CertsError::CaMismatch { .. }), "{e}");
+        let e = load_ca(&tmp.path().join("none")).unwrap_err();
+        assert!(matches!(e, CertsError::Missing { .. }), "{e}");
+        // Issuing into the CA's own directory is refused.
+        let ca = load_ca(&other).unwrap();
+        let san = ["a.example".parse().unwrap()];
+        let e = issue(&ca, Role::Server, &other, "a", &san, 1).unwrap_err();
+        assert!(matches!(e, CertsError::OutIsCaDir { .. }), "{e}");
+        let e = issue(&ca, Role::Server, &tmp.path().join("s"), "a", &[], 1).unwrap_err();
+        assert!(matches!(e, CertsError::NoSans), "{e}");
+        let e = issue(&ca, Role::Client, &tmp.path().join("c"), "a", &[], 0).unwrap_err();
+        assert!(matches!(e, CertsError::BadDays(0)), "{e}");
+    }
+
+    #[test]
+    fn sans_are_ip_addresses_or_checked_dns_names() {
+        assert_eq!("10.0.0.5".parse::<San>().unwrap(), San::Ip([10, 0, 0, 5].into()));
+        assert!(matches!("::1".parse::<San>().unwrap(), San::Ip(_)));
+        assert_eq!(
+            "Rack-7.Example.".parse::<San>().unwrap(),
+            San::Dns("rack-7.example".into())
+        );
+        assert_eq!(
+            "*.lab.example".parse::<San>().unwrap(),
+            San::Dns("*.lab.example".into())
+        );
+        for bad in [
+            "", "bad_name", "a..b", "-a.b", "a-.b", "10.0.0.256", "a b", "http://x",
+            "a.*.b",
+        ] {
+            let e = bad.parse::<San>().unwrap_err();
+            assert!(matches!(e, CertsError::BadSan { .. }), "{bad}: {e}");
+        }
+        let long = format!("{}.example", "a".repeat(64));
+        assert!(long.parse::<San>().is_err());
+    }
+
+    #[test]
+    fn server_dirs_for_images_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        create_ca(&ca_dir, CA_DAYS).unwrap();
+        let ca = load_ca(&ca_dir).unwrap();
+        let san = ["h.example".parse().unwrap()];
+        let srv = tmp.path().join("srv");
+        issue(&ca, Role::Server, &srv, "h", &san, 1).unwrap();
+        check_server_dir(&srv).unwrap();
+
+        let copy = |name: &str| {
+            let dir = tmp.path().join(name);
+            fs::create_dir(&dir).unwrap();
+            for f in [CA_CERT, CERT, KEY] {
+                fs::copy(srv.join(f), dir.join(f)).unwrap();
+            }
+            dir
+        };
+        // The CA's key next to the files.
+        let d = copy("with-ca-key");
+        fs::copy(ca_dir.join(CA_KEY), d.join(CA_KEY)).unwrap();
+        let e = check_server_dir(&d).unwrap_err();
+        assert!(matches!(e, CertsError::CaKeyPresent { .. }), "{e}");
+        // The CA's key as key.pem.
+        let d = copy("key-is-ca-key");
+        fs::copy(ca_dir.join(CA_KEY), d.join(KEY)).unwrap();
+        let e = check_server_dir(&d).unwrap_err();
+        assert!(matches!(e, CertsError::KeyIsCaKey { .. }), "{e}");
+        // Another issue's key.
+        let other = tmp.path().join("other-srv");
+        issue(&ca, Role::Server, &other, "h", &san, 1).unwrap();
+        let d = copy("mismatch");
+        fs::copy(other.join(KEY), d.join(KEY)).unwrap();
+        let e = check_server_dir(&d).unwrap_err();
+        assert!(matches!(e, CertsError::KeyMismatch { .. }), "{e}");
+        // Another CA's ca.pem.
+        let ca2 = tmp.path().join("ca2");
+        create_ca(&ca2, CA_DAYS).unwrap();
+        let d = copy("other-ca");
+        fs::copy(ca2.join(CA_CERT), d.join(CA_CERT)).unwrap();
+        let e = check_server_dir(&d).unwrap_err();
+        assert!(matches!(e, CertsError::NotIssuedByCa { .. }), "{e}");
+        // Missing and garbled files.
+        let d = copy("missing");
+        fs::remove_file(d.join(CERT)).unwrap();
+        let e = check_server_dir(&d).unwrap_err();
+        assert!(e.to_string().contains("cert.pem is missing"), "{e}");
+        let d = copy("garbled");
+        fs::write(d.join(KEY), "not a key").unwrap();
+        let e = check_server_dir(&d).unwrap_err();
+        assert!(matches!(e, CertsError::NotPem { .. }), "{e}");
+        assert!(!e.to_string().contains("not a key"), "{e}");
+    }
+
+    #[test]
+    fn machines_give_their_hostname_domains_and_static_addresses() {
+        let origin = crate::profile::Origin {
+            file: "m.toml".into(),
+            line: 1,
+            column: 1,
+        };
+        let machine = Machine {
+            mac: "52:54:00:00:00:01".into(),
+            hostname: Some("node1".into()),
+            cmdline: "quiet mkhost.ip=eth0:10.0.0.5/24:10.0.0.1 ip=10.0.1.5:::255.255.255.0 ip=dhcp"
+                .into(),
+            origin: origin.clone(),
+        };
+        let extra = ["10.9.9.9".parse().unwrap()];
+        let (name, sans) = server_names(&machine, &["rack.example".into()], &extra).unwrap();
+        assert_eq!(name, "node1");
+        let text: Vec<String> = sans.iter().map(San::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "IP:10.0.0.5",
+                "IP:10.0.1.5",
+                "IP:10.9.9.9",
+                "DNS:node1",
+                "DNS:node1.rack.example"
+            ]
+        );
+        let nameless = Machine {
+            hostname: None,
+            ..machine
+        };
+        let e = server_names(&nameless, &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("m.toml:1:1"), "{e}");
+    }
+
+    #[test]
+    fn the_der_walker_refuses_short_input() {
+        assert_eq!(der::tbs_fields(&[]), None);
+        assert_eq!(der::tbs_fields(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(der::tbs_fields(&[0x30, 2, 0x30, 0]), None);
     }
 }

@@ -152,7 +152,7 @@ enum CertsCommand {
         sans: Vec<String>,
         /// A machines file (as for `mkhost serve --machines`): one
         /// certificate per machine, named by its hostname, with its static
-        /// addresses from `mkhost.ip=` in its cmdline.
+        /// addresses from `mkhost.ip=IFACE:ADDR/PREFIX` in its cmdline.
         #[arg(long)]
         machines: Option<PathBuf>,
         /// With --machines: also HOSTNAME.DOMAIN as a name (repeatable).
