@@ -152,9 +152,14 @@ impl std::str::FromStr for San {
         let rest = name.strip_prefix("*.").unwrap_or(&name);
         for label in rest.split('.') {
             if label.is_empty() || label.len() > 63 {
-                return Err(bad("each label of a DNS name (between dots) has 1 to 63 characters"));
+                return Err(bad(
+                    "each label of a DNS name (between dots) has 1 to 63 characters",
+                ));
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
                 return Err(bad(
                     "neither an IP address nor a DNS name (letters, digits, '-' and dots only)",
                 ));
@@ -163,7 +168,11 @@ impl std::str::FromStr for San {
                 return Err(bad("a DNS label may not start or end with '-'"));
             }
         }
-        if rest.rsplit('.').next().is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit())) {
+        if rest
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(bad(
                 "looks like an IP address but is not one; a DNS name's last label is not all digits",
             ));
@@ -190,7 +199,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -407,12 +418,12 @@ pub fn issue(
     for san in &sans {
         params.subject_alt_names.push(match san {
             San::Ip(ip) => SanType::IpAddress(*ip),
-            San::Dns(dns) => SanType::DnsName(dns.clone().try_into().map_err(|_| {
-                CertsError::BadSan {
+            San::Dns(dns) => {
+                SanType::DnsName(dns.clone().try_into().map_err(|_| CertsError::BadSan {
                     san: dns.clone(),
                     why: "not an ASCII DNS name".into(),
-                }
-            })?),
+                })?)
+            }
         });
     }
     validity(&mut params, days);
@@ -518,9 +529,7 @@ fn pem_block(pem: &str, label: &str) -> Option<Vec<u8>> {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// The server side of the Docker API's TLS, checked: the PEM texts of
@@ -538,7 +547,10 @@ impl std::fmt::Debug for ServerTls {
         f.debug_struct("ServerTls")
             .field("ca", &format_args!("{} bytes", self.ca.len()))
             .field("cert", &format_args!("{} bytes", self.cert.len()))
-            .field("key", &format_args!("<{} bytes, not shown>", self.key.len()))
+            .field(
+                "key",
+                &format_args!("<{} bytes, not shown>", self.key.len()),
+            )
             .finish()
     }
 }
@@ -602,8 +614,19 @@ pub mod der {
         pub spki: Vec<u8>,
     }
 
-    /// One TLV at the start of `input`: (tag, whole TLV, contents, rest).
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    /// One tag-length-value element.
+    struct Tlv<'a> {
+        tag: u8,
+        /// Tag, length and value.
+        whole: &'a [u8],
+        /// The value alone.
+        contents: &'a [u8],
+        /// What follows it.
+        rest: &'a [u8],
+    }
+
+    /// The TLV at the start of `input`.
+    fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
         let (&tag, rest) = input.split_first()?;
         let (&first, rest) = rest.split_first()?;
         let (len, rest) = if first < 0x80 {
@@ -622,26 +645,25 @@ pub mod der {
             return None;
         }
         let header = input.len() - rest.len();
-        Some((tag, &input[..header + len], &rest[..len], &rest[len..]))
+        Some(Tlv {
+            tag,
+            whole: &input[..header + len],
+            contents: &rest[..len],
+            rest: &rest[len..],
+        })
     }
 
     /// Issuer, subject and subjectPublicKeyInfo of a DER certificate.
     pub fn tbs_fields(cert: &[u8]) -> Option<TbsFields> {
         const SEQUENCE: u8 = 0x30;
-        let (tag, _, cert, _) = tlv(cert)?;
-        if tag != SEQUENCE {
-            return None;
-        }
-        let (tag, _, tbs, _) = tlv(cert)?;
-        if tag != SEQUENCE {
-            return None;
-        }
-        let mut rest = tbs;
+        let cert = tlv(cert).filter(|t| t.tag == SEQUENCE)?;
+        let tbs = tlv(cert.contents).filter(|t| t.tag == SEQUENCE)?;
+        let mut rest = tbs.contents;
         let mut fields = Vec::new();
         while fields.len() < 7 && !rest.is_empty() {
-            let (tag, whole, _, next) = tlv(rest)?;
-            fields.push((tag, whole));
-            rest = next;
+            let field = tlv(rest)?;
+            fields.push((field.tag, field.whole));
+            rest = field.rest;
         }
         // [0] version is optional; then serial, signature, issuer,
         // validity, subject, subjectPublicKeyInfo.
@@ -753,7 +775,10 @@ mod tests {
 
     #[test]
     fn sans_are_ip_addresses_or_checked_dns_names() {
-        assert_eq!("10.0.0.5".parse::<San>().unwrap(), San::Ip([10, 0, 0, 5].into()));
+        assert_eq!(
+            "10.0.0.5".parse::<San>().unwrap(),
+            San::Ip([10, 0, 0, 5].into())
+        );
         assert!(matches!("::1".parse::<San>().unwrap(), San::Ip(_)));
         assert_eq!(
             "Rack-7.Example.".parse::<San>().unwrap(),
@@ -764,7 +789,14 @@ mod tests {
             San::Dns("*.lab.example".into())
         );
         for bad in [
-            "", "bad_name", "a..b", "-a.b", "a-.b", "10.0.0.256", "a b", "http://x",
+            "",
+            "bad_name",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "10.0.0.256",
+            "a b",
+            "http://x",
             "a.*.b",
         ] {
             let e = bad.parse::<San>().unwrap_err();
@@ -839,8 +871,9 @@ mod tests {
         let machine = Machine {
             mac: "52:54:00:00:00:01".into(),
             hostname: Some("node1".into()),
-            cmdline: "quiet mkhost.ip=eth0:10.0.0.5/24:10.0.0.1 ip=10.0.1.5:::255.255.255.0 ip=dhcp"
-                .into(),
+            cmdline:
+                "quiet mkhost.ip=eth0:10.0.0.5/24:10.0.0.1 ip=10.0.1.5:::255.255.255.0 ip=dhcp"
+                    .into(),
             origin: origin.clone(),
         };
         let extra = ["10.9.9.9".parse().unwrap()];

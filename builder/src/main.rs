@@ -433,7 +433,14 @@ fn run_certs(command: CertsCommand) -> anyhow::Result<()> {
                     }
                     for (hostname, names) in &plans {
                         let dir = out.join(hostname);
-                        said(&certs::issue(&ca, Role::Server, &dir, hostname, names, days)?);
+                        said(&certs::issue(
+                            &ca,
+                            Role::Server,
+                            &dir,
+                            hostname,
+                            names,
+                            days,
+                        )?);
                     }
                     eprintln!(
                         "{WHO}: {} server certificates; each machine's host.toml takes [docker] tls_dir from its directory",

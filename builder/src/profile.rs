@@ -2583,13 +2583,25 @@ pull = "boot"
         let ca_key = copy("ca-key-as-key");
         std::fs::copy(d.join("ca/ca-key.pem"), ca_key.join("key.pem")).unwrap();
         let cases = [
-            ("tls_dir = \"with-ca-key\"", "3:11", "holds ca-key.pem: the CA's private key never enters an image"),
+            (
+                "tls_dir = \"with-ca-key\"",
+                "3:11",
+                "holds ca-key.pem: the CA's private key never enters an image",
+            ),
             ("tls_dir = \"ca\"", "3:11", "holds ca-key.pem"),
             ("tls_dir = \"missing\"", "3:11", "key.pem is missing"),
             ("tls_dir = \"mismatched\"", "3:11", "does not belong to"),
-            ("tls_dir = \"ca-key-as-key\"", "3:11", "is the CA's own private key"),
+            (
+                "tls_dir = \"ca-key-as-key\"",
+                "3:11",
+                "is the CA's own private key",
+            ),
             ("tls_dir = \"nowhere\"", "3:11", "ca.pem is missing"),
-            ("tls_dir = 5", "3:11", "invalid type: integer `5`, expected a string"),
+            (
+                "tls_dir = 5",
+                "3:11",
+                "invalid type: integer `5`, expected a string",
+            ),
             ("tls = \"tls\"", "3:1", "unknown field `tls`"),
             ("", "2:1", "missing field `tls_dir`"),
         ];

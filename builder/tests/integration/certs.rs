@@ -35,10 +35,23 @@ fn mode(path: &Path) -> u32 {
 fn lab(dir: &Path) {
     ok(&["ca", "--dir", "ca"], dir);
     ok(
-        &["server", "--ca", "ca", "--out", "server", "--san", "host1.lab", "--san", "127.0.0.1"],
+        &[
+            "server",
+            "--ca",
+            "ca",
+            "--out",
+            "server",
+            "--san",
+            "host1.lab",
+            "--san",
+            "127.0.0.1",
+        ],
         dir,
     );
-    ok(&["client", "--ca", "ca", "--out", "client", "--name", "ops"], dir);
+    ok(
+        &["client", "--ca", "ca", "--out", "client", "--name", "ops"],
+        dir,
+    );
     ok(&["ca", "--dir", "other-ca"], dir);
     ok(&["client", "--ca", "other-ca", "--out", "stranger"], dir);
 }
@@ -47,7 +60,10 @@ fn lab(dir: &Path) {
 fn certs_verify_with_openssl_and_carry_names_and_usages() {
     let dir = scratch("certs-verify");
     lab(&dir);
-    for (cert, purpose) in [("server/cert.pem", "sslserver"), ("client/cert.pem", "sslclient")] {
+    for (cert, purpose) in [
+        ("server/cert.pem", "sslserver"),
+        ("client/cert.pem", "sslclient"),
+    ] {
         let out = run(Command::new("openssl")
             .args(["verify", "-purpose", purpose, "-CAfile", "ca/ca.pem", cert])
             .current_dir(&dir));
@@ -55,7 +71,14 @@ fn certs_verify_with_openssl_and_carry_names_and_usages() {
     }
     // A certificate's own role is not the other's.
     let wrong = Command::new("openssl")
-        .args(["verify", "-purpose", "sslserver", "-CAfile", "ca/ca.pem", "client/cert.pem"])
+        .args([
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            "ca/ca.pem",
+            "client/cert.pem",
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -96,14 +119,26 @@ fn certs_verify_with_openssl_and_carry_names_and_usages() {
     assert_eq!(mode(&dir.join("ca/ca-key.pem")), 0o600);
 
     // Nothing printed is key material.
-    let said = ok(&["server", "--ca", "ca", "--out", "server2", "--san", "h2.lab"], &dir);
+    let said = ok(
+        &[
+            "server", "--ca", "ca", "--out", "server2", "--san", "h2.lab",
+        ],
+        &dir,
+    );
     assert!(!said.contains("PRIVATE"), "{said}");
 
     // A second `certs ca` on the same dir is refused, naming the file.
     let again = certs(&["ca", "--dir", "ca"], &dir);
     assert!(!again.status.success());
-    assert!(text(&again).contains("ca/ca-key.pem already exists"), "{}", text(&again));
-    let bad = certs(&["server", "--ca", "ca", "--out", "x", "--san", "no_way"], &dir);
+    assert!(
+        text(&again).contains("ca/ca-key.pem already exists"),
+        "{}",
+        text(&again)
+    );
+    let bad = certs(
+        &["server", "--ca", "ca", "--out", "x", "--san", "no_way"],
+        &dir,
+    );
     assert!(!bad.status.success());
     assert!(text(&bad).contains("\"no_way\""), "{}", text(&bad));
     let _ = std::fs::remove_dir_all(&dir);
@@ -120,16 +155,35 @@ fn one_server_certificate_per_machine() {
     .unwrap();
     ok(&["ca", "--dir", "ca"], &dir);
     ok(
-        &["server", "--ca", "ca", "--machines", "machines.toml", "--domain", "rack.example", "--out", "hosts"],
+        &[
+            "server",
+            "--ca",
+            "ca",
+            "--machines",
+            "machines.toml",
+            "--domain",
+            "rack.example",
+            "--out",
+            "hosts",
+        ],
         &dir,
     );
     let node1 = run(Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in", "hosts/node1/cert.pem"])
         .current_dir(&dir));
-    assert!(node1.contains("DNS:node1, DNS:node1.rack.example"), "{node1}");
+    assert!(
+        node1.contains("DNS:node1, DNS:node1.rack.example"),
+        "{node1}"
+    );
     assert!(node1.contains("IP Address:10.0.0.11"), "{node1}");
     run(Command::new("openssl")
-        .args(["verify", "-CAfile", "ca/ca.pem", "hosts/node1/cert.pem", "hosts/node2/cert.pem"])
+        .args([
+            "verify",
+            "-CAfile",
+            "ca/ca.pem",
+            "hosts/node1/cert.pem",
+            "hosts/node2/cert.pem",
+        ])
         .current_dir(&dir));
     assert_eq!(mode(&dir.join("hosts/node2/key.pem")), 0o600);
     let _ = std::fs::remove_dir_all(&dir);
@@ -142,8 +196,18 @@ fn tls_server(dir: &Path, port: u16) -> Child {
         .args(["s_server", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
         .args([
-            "-Verify", "1", "-verify_return_error", "-CAfile", "ca/ca.pem",
-            "-cert", "server/cert.pem", "-key", "server/key.pem", "-www", "-naccept", "1",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-CAfile",
+            "ca/ca.pem",
+            "-cert",
+            "server/cert.pem",
+            "-key",
+            "server/key.pem",
+            "-www",
+            "-naccept",
+            "1",
         ])
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -170,9 +234,20 @@ fn tls_client(dir: &Path, port: u16, cert: Option<&str>) -> String {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["-CAfile", "ca/ca.pem", "-verify_return_error", "-verify_ip", "127.0.0.1"]);
+        .args([
+            "-CAfile",
+            "ca/ca.pem",
+            "-verify_return_error",
+            "-verify_ip",
+            "127.0.0.1",
+        ]);
     if let Some(cert) = cert {
-        cmd.args(["-cert", &format!("{cert}/cert.pem"), "-key", &format!("{cert}/key.pem")]);
+        cmd.args([
+            "-cert",
+            &format!("{cert}/cert.pem"),
+            "-key",
+            &format!("{cert}/key.pem"),
+        ]);
     }
     let mut child = cmd
         .current_dir(dir)
@@ -213,7 +288,10 @@ fn mutual_tls_accepts_the_cas_clients_only() {
         let _ = server.wait();
         assert_eq!(said.contains("HTTP/1.0 200 ok"), accepted, "{who}:\n{said}");
         if accepted {
-            assert!(said.contains("Verify return code: 0 (ok)"), "{who}:\n{said}");
+            assert!(
+                said.contains("Verify return code: 0 (ok)"),
+                "{who}:\n{said}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

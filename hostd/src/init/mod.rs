@@ -1758,7 +1758,10 @@ mod tests {
         for name in paths::DOCKER_TLS_FILES {
             assert_eq!(mode(&out.join(name)), 0o600, "{name}");
         }
-        assert_eq!(fs::read(out.join("key.pem")).unwrap(), pem("PRIVATE KEY", "image-key"));
+        assert_eq!(
+            fs::read(out.join("key.pem")).unwrap(),
+            pem("PRIVATE KEY", "image-key")
+        );
         // host.toml's replaces it.
         let boot: BootConfig = serde_json::from_str(
             r#"{"profile":"t","kernel_release":"6.1","hostname":"h","debug_shell":false,"modules":[]}"#,
@@ -1775,8 +1778,14 @@ mod tests {
         let (settings, _) =
             Settings::resolve(&boot, Some(&layer), &host_config::Overrides::default());
         write_docker_tls(&options, Some(&settings));
-        assert_eq!(fs::read(out.join("cert.pem")).unwrap(), pem("CERTIFICATE", "stick-cert"));
-        assert_eq!(fs::read(out.join("key.pem")).unwrap(), pem("PRIVATE KEY", "stick-key"));
+        assert_eq!(
+            fs::read(out.join("cert.pem")).unwrap(),
+            pem("CERTIFICATE", "stick-cert")
+        );
+        assert_eq!(
+            fs::read(out.join("key.pem")).unwrap(),
+            pem("PRIVATE KEY", "stick-key")
+        );
         assert_eq!(mode(&out.join("key.pem")), 0o600);
     }
 

@@ -717,9 +717,21 @@ gateway = "10.0.0.1"
     fn tls_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("ca.pem"), "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n").unwrap();
-        std::fs::write(d.join("cert.pem"), "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n").unwrap();
-        std::fs::write(d.join("key.pem"), "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            d.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("key.pem"),
+            "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         d
     }
 
@@ -728,7 +740,11 @@ gateway = "10.0.0.1"
         let o = parse_host_toml("hostname = \"a\"\n[docker]\ntls_dir = \"docker-tls\"\n").unwrap();
         assert_eq!(o.docker_tls_dir.as_deref(), Some("docker-tls"));
         for (text, line, want) in [
-            ("[docker]\ntls_dir = \"/etc/x\"\n", 2, "relative to host.toml"),
+            (
+                "[docker]\ntls_dir = \"/etc/x\"\n",
+                2,
+                "relative to host.toml",
+            ),
             ("[docker]\ntls_dir = \"../x\"\n", 2, "no .."),
             ("[docker]\ntls_dir = \"\"\n", 2, "relative"),
             ("[docker]\ntls_dir = 5\n", 2, "invalid type"),
@@ -753,7 +769,10 @@ gateway = "10.0.0.1"
         let with_ca_key = tls_dir(dir.path(), "with-ca-key");
         std::fs::write(with_ca_key.join("ca-key.pem"), "x").unwrap();
         let e = read_docker_tls_dir(&with_ca_key).unwrap_err();
-        assert!(e.contains("ca-key.pem, the CA's private key: refused"), "{e}");
+        assert!(
+            e.contains("ca-key.pem, the CA's private key: refused"),
+            "{e}"
+        );
         let missing = tls_dir(dir.path(), "missing");
         std::fs::remove_file(missing.join("cert.pem")).unwrap();
         let e = read_docker_tls_dir(&missing).unwrap_err();
