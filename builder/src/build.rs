@@ -1143,6 +1143,19 @@ fn add_boot_config(
         registries: profile.registries.without_credentials(),
         state: profile.state.clone(),
     };
+    if let Some((tls, _)) = &profile.docker_tls {
+        // Root's alone: the server's private key is among them.
+        let dir = paths::in_archive(paths::DOCKER_TLS_IMAGE);
+        archive.add_dir(dir, 0o700)?;
+        let [ca, cert, key] = paths::DOCKER_TLS_FILES;
+        for (name, text) in [(ca, &tls.ca), (cert, &tls.cert), (key, &tls.key)] {
+            archive.add_file(
+                &format!("{dir}/{name}"),
+                0o600,
+                cpio::FileData::Bytes(text.clone().into_bytes()),
+            )?;
+        }
+    }
     let mut boot_json = serde_json::to_vec_pretty(&boot_config)?;
     boot_json.push(b'\n');
     archive.add_file(
@@ -1507,6 +1520,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn docker_tls_goes_into_the_image_for_root_alone() {
+        use crate::certs::{self, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        certs::create_ca(&d.join("ca"), certs::CA_DAYS).unwrap();
+        let ca = certs::load_ca(&d.join("ca")).unwrap();
+        let san = ["h.example".parse().unwrap()];
+        certs::issue(&ca, Role::Server, &d.join("tls"), "h", &san, 1).unwrap();
+        // [docker] last: the tests' profile ends inside no table.
+        let profile = profile(d, "\n[docker]\ntls_dir = \"tls\"\n");
+        let archive = assemble_initramfs(
+            &profile,
+            &kernel(d),
+            &programs(),
+            &plan(&[]),
+            &ContainerPlan::default(),
+        )
+        .unwrap();
+        let entries: BTreeMap<&str, &cpio::Node> = archive.entries().collect();
+        let tls_dir = paths::in_archive(paths::DOCKER_TLS_IMAGE);
+        assert!(matches!(entries[tls_dir], cpio::Node::Dir { mode: 0o700 }));
+        for name in paths::DOCKER_TLS_FILES {
+            let path = format!("{tls_dir}/{name}");
+            let cpio::Node::File { mode, data } = entries[path.as_str()] else {
+                panic!("{path}: {:?}", entries[path.as_str()]);
+            };
+            assert_eq!(*mode, 0o600, "{path}");
+            let cpio::FileData::Bytes(bytes) = data else {
+                panic!("{path}")
+            };
+            assert_eq!(bytes, &std::fs::read(d.join("tls").join(name)).unwrap());
+        }
+        assert!(
+            !entries.keys().any(|p| p.ends_with("ca-key.pem")),
+            "the CA's key is in the image"
+        );
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub const OWNED: &[Owned] = &[
         what: "the boot-time container images, from the [[container]] tables",
     },
     Owned {
+        path: paths::DOCKER_TLS_IMAGE,
+        claim: Claim::Tree,
+        what: "the Docker API's server certificate and key, from [docker] tls_dir",
+    },
+    Owned {
         path: OS_RELEASE,
         claim: Claim::File,
         what: "made from the profile",

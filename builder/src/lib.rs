@@ -17,6 +17,8 @@
 //!    `SHA256SUMS`, all staged and published whole by [`output`].
 //! 5. [`lock`] records the exact inputs so `--locked` can refuse drift.
 //!
+//! [`certs`] makes the Docker API's mutual-TLS certificates (`mkhost certs`).
+//!
 //! [`inspect`] reads any artifact back with the same parsers. The writers live in
 //! the `mkhost-initramfs` and `mkhost-image` crates; this crate wires them.
 //!
@@ -27,6 +29,7 @@
 pub mod apt;
 pub mod artifacts;
 pub mod build;
+pub mod certs;
 pub mod clip;
 pub mod containers;
 pub mod deb;

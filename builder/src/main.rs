@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mkhost::artifacts::{self, Artifacts, Freshness};
 use mkhost::build::{self, BuildOptions};
+use mkhost::certs::{self, Role, San};
 use mkhost::clip;
 use mkhost::inspect::{self, InspectOptions};
 use mkhost::ipxe::MachineTable;
@@ -113,6 +114,70 @@ enum Command {
     },
     /// List the profiles found in the profile directories.
     Profiles,
+    /// Make the Docker API's mutual-TLS certificates: a CA, server
+    /// certificates for hosts, client certificates for the docker CLI.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a new CA: DIR/ca.pem and DIR/ca-key.pem (0600). Refuses to
+    /// replace an existing CA.
+    Ca {
+        /// The CA's directory (made 0700 if new). Keep it off every image.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = certs::CA_DAYS)]
+        days: u32,
+    },
+    /// Issue a host's server certificate: OUT/ca.pem, cert.pem, key.pem
+    /// (0600); with --machines, one OUT/<hostname>/ per listed machine.
+    Server {
+        /// The CA's directory (from `mkhost certs ca`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Where the files go (a profile's [docker] tls_dir, or host.toml's).
+        #[arg(long)]
+        out: PathBuf,
+        /// The certificate's name [default: the first --san].
+        #[arg(long, conflicts_with = "machines")]
+        name: Option<String>,
+        /// A DNS name or IP address clients reach the host by (repeatable);
+        /// with --machines, added to every machine's.
+        #[arg(long = "san", value_name = "NAME|IP")]
+        sans: Vec<String>,
+        /// A machines file (as for `mkhost serve --machines`): one
+        /// certificate per machine, named by its hostname, with its static
+        /// addresses from `mkhost.ip=IFACE:ADDR/PREFIX` in its cmdline.
+        #[arg(long)]
+        machines: Option<PathBuf>,
+        /// With --machines: also HOSTNAME.DOMAIN as a name (repeatable).
+        #[arg(long = "domain", requires = "machines")]
+        domains: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = certs::CERT_DAYS)]
+        days: u32,
+    },
+    /// Issue a client certificate for the docker CLI: OUT/ca.pem, cert.pem,
+    /// key.pem (0600), for DOCKER_CERT_PATH=OUT docker --tlsverify.
+    Client {
+        /// The CA's directory (from `mkhost certs ca`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Where the files go (e.g. ~/.docker/mkhost-lab).
+        #[arg(long)]
+        out: PathBuf,
+        /// The certificate's name (who holds it).
+        #[arg(long, default_value = "docker-client")]
+        name: String,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = certs::CERT_DAYS)]
+        days: u32,
+    },
 }
 
 /// How a build is made (shared by build, serve and run).
@@ -291,7 +356,116 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Certs { command } => run_certs(command),
     }
+}
+
+fn run_certs(command: CertsCommand) -> anyhow::Result<()> {
+    const WHO: &str = "mkhost certs";
+    let parse_sans = |sans: &[String]| -> anyhow::Result<Vec<San>> {
+        sans.iter()
+            .map(|s| s.parse::<San>().context("--san"))
+            .collect()
+    };
+    let said = |written: &certs::Written| {
+        let sans: Vec<String> = written.sans.iter().map(San::to_string).collect();
+        eprintln!(
+            "{WHO}: {} ({} days{}) -> {}",
+            written.name,
+            written.days,
+            if sans.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", sans.join(", "))
+            },
+            written.dir.display()
+        );
+    };
+    match command {
+        CertsCommand::Ca { dir, days } => {
+            let written = certs::create_ca(&dir, days)?;
+            said(&written);
+            eprintln!(
+                "{WHO}: {} is the CA's private key: keep it here, off every image and stick",
+                dir.join(certs::CA_KEY).display()
+            );
+        }
+        CertsCommand::Server {
+            ca,
+            out,
+            name,
+            sans,
+            machines,
+            domains,
+            days,
+        } => {
+            let sans = parse_sans(&sans)?;
+            let ca = certs::load_ca(&ca)?;
+            match machines {
+                None => {
+                    let name = match (name, sans.first()) {
+                        (Some(name), _) => name,
+                        (None, Some(San::Dns(dns))) => dns.clone(),
+                        (None, Some(San::Ip(ip))) => ip.to_string(),
+                        (None, None) => bail!(certs::CertsError::NoSans),
+                    };
+                    said(&certs::issue(&ca, Role::Server, &out, &name, &sans, days)?);
+                }
+                Some(file) => {
+                    let machines = profile::load_machines_file(&file)?;
+                    if machines.is_empty() {
+                        bail!("{} lists no [machines.\"MAC\"] tables", file.display());
+                    }
+                    // Every machine's names first: one without a hostname
+                    // stops the run before any file is written.
+                    let mut plans = Vec::new();
+                    let mut seen = std::collections::BTreeMap::new();
+                    for machine in &machines {
+                        let plan = certs::server_names(machine, &domains, &sans)?;
+                        if let Some(first) = seen.insert(plan.0.clone(), &machine.origin) {
+                            bail!(
+                                "{}: hostname {} is also that of the machine at {first}: each machine's certificate goes into OUT/<hostname>/",
+                                machine.origin,
+                                plan.0
+                            );
+                        }
+                        plans.push(plan);
+                    }
+                    for (hostname, names) in &plans {
+                        let dir = out.join(hostname);
+                        said(&certs::issue(
+                            &ca,
+                            Role::Server,
+                            &dir,
+                            hostname,
+                            names,
+                            days,
+                        )?);
+                    }
+                    eprintln!(
+                        "{WHO}: {} server certificates; each machine's host.toml takes [docker] tls_dir from its directory",
+                        plans.len()
+                    );
+                }
+            }
+        }
+        CertsCommand::Client {
+            ca,
+            out,
+            name,
+            days,
+        } => {
+            let ca = certs::load_ca(&ca)?;
+            let written = certs::issue(&ca, Role::Client, &out, &name, &[], days)?;
+            said(&written);
+            eprintln!(
+                "{WHO}: use it with: DOCKER_CERT_PATH={} DOCKER_TLS_VERIFY=1 docker -H tcp://HOST:{}",
+                out.display(),
+                mkhost_shared::paths::DOCKER_TLS_PORT
+            );
+        }
+    }
+    Ok(())
 }
 
 fn build_options(profile: &str, args: &BuildArgs) -> anyhow::Result<BuildOptions> {

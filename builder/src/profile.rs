@@ -30,6 +30,13 @@
 //! since whatever a profile says may end up in the image. A child's
 //! `[registries]` overlays the parent's field by field.
 //!
+//! `[docker] tls_dir` names a directory `mkhost certs server` wrote
+//! (`ca.pem`, `cert.pem`, `key.pem`, relative to the profile); it is
+//! checked here ([`crate::certs::check_server_dir`]: the key matches the
+//! certificate, the CA issued it, no CA private key is there) and the build
+//! puts the three files into the image for init to hand hostd. A child's
+//! `[docker]` replaces the parent's.
+//!
 //! `[state]` (the state disk, [`mkhost_shared::state_disk::StateConfig`]) is
 //! checked with the shared rules and goes into boot.json; a child's
 //! `[state]` replaces the parent's as a whole table.
@@ -261,6 +268,10 @@ pub struct Profile {
     /// `[state]`: the state disk (boot.json's; host.toml and the command
     /// line override it). `None`: state in RAM.
     pub state: Option<mkhost_shared::state_disk::StateConfig>,
+    /// `[docker] tls_dir`: the server side of the Docker API's mutual TLS,
+    /// checked ([`crate::certs::check_server_dir`]), and where it was set.
+    /// `None`: the image has no TCP listener unless host.toml gives one.
+    pub docker_tls: Option<(crate::certs::ServerTls, Origin)>,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -336,6 +347,15 @@ struct RawProfile {
     container: Vec<Spanned<RawContainer>>,
     registries: Option<Spanned<RawRegistries>>,
     state: Option<Spanned<mkhost_shared::state_disk::StateConfig>>,
+    docker: Option<Spanned<RawDocker>>,
+}
+
+/// `[docker]`: the server side of the Docker API's mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    /// A directory from `mkhost certs server`, relative to the profile.
+    tls_dir: Spanned<String>,
 }
 
 /// `[registries]` as written in a profile: [`RegistrySettings`] with
@@ -758,6 +778,7 @@ struct Merged {
     registries: RegistrySettings,
     registries_origin: Option<Origin>,
     state: Option<mkhost_shared::state_disk::StateConfig>,
+    docker_tls: Option<(crate::certs::ServerTls, Origin)>,
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
@@ -878,6 +899,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         registries: merged.registries,
         registries_origin: merged.registries_origin,
         state: merged.state,
+        docker_tls: merged.docker_tls,
     };
     for machine in &profile.machines {
         check_machine_cmdline(&profile, machine)?;
@@ -1081,6 +1103,17 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
                 message: format!("[state] {message}"),
             })?;
         merged.state = Some(state.get_ref().clone());
+    }
+    if let Some(docker) = &raw.docker {
+        // A child's [docker] replaces the parent's.
+        let tls_dir = &docker.get_ref().tls_dir;
+        let origin = file.origin(tls_dir.span());
+        let dir = file.dir().join(tls_dir.get_ref());
+        let tls = crate::certs::check_server_dir(&dir).map_err(|e| ProfileError::Invalid {
+            origin: origin.clone(),
+            message: format!("[docker] tls_dir: {}", error_chain(&e)),
+        })?;
+        merged.docker_tls = Some((tls, origin));
     }
     for c in &raw.container {
         let spec = container_from_raw(c, file)?;
@@ -1698,6 +1731,17 @@ fn container_from_raw(
         archive_origin,
         image_origin: file.origin(raw.image.span()),
     })
+}
+
+/// `error` and its causes, joined by `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// The largest `ca_file` read.
@@ -2484,6 +2528,93 @@ pull = "boot"
             let err = load_path(&path, &[]).unwrap_err().to_string();
             assert!(err.contains(&format!("r{i}.toml:{at}")), "case {i}: {err}");
             assert!(err.contains(want), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn docker_tls_dir_is_checked_and_replaced_by_a_child() {
+        use crate::certs::{self, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "base.toml", BASE);
+        certs::create_ca(&d.join("ca"), certs::CA_DAYS).unwrap();
+        let ca = certs::load_ca(&d.join("ca")).unwrap();
+        let san = ["h.example".parse().unwrap()];
+        certs::issue(&ca, Role::Server, &d.join("tls"), "h", &san, 1).unwrap();
+        certs::issue(&ca, Role::Server, &d.join("tls2"), "h", &san, 1).unwrap();
+        let path = write(
+            d,
+            "good.toml",
+            "extends = \"base\"\n[docker]\ntls_dir = \"tls\"\n",
+        );
+        let p = load_path(&path, &[]).unwrap();
+        let (tls, origin) = p.docker_tls.as_ref().unwrap();
+        assert_eq!(origin.to_string(), format!("{}:3:11", path.display()));
+        assert_eq!(
+            tls.cert,
+            std::fs::read_to_string(d.join("tls/cert.pem")).unwrap()
+        );
+        let child = write(
+            d,
+            "child.toml",
+            "extends = \"good\"\n[docker]\ntls_dir = \"tls2\"\n",
+        );
+        let p = load_path(&child, &[]).unwrap();
+        assert_eq!(
+            p.docker_tls.unwrap().0.cert,
+            std::fs::read_to_string(d.join("tls2/cert.pem")).unwrap()
+        );
+
+        // Bad directories: each error names file:line:col of tls_dir.
+        let copy = |name: &str| {
+            let to = d.join(name);
+            std::fs::create_dir(&to).unwrap();
+            for f in ["ca.pem", "cert.pem", "key.pem"] {
+                std::fs::copy(d.join("tls").join(f), to.join(f)).unwrap();
+            }
+            to
+        };
+        let with_ca_key = copy("with-ca-key");
+        std::fs::copy(d.join("ca/ca-key.pem"), with_ca_key.join("ca-key.pem")).unwrap();
+        let missing = copy("missing");
+        std::fs::remove_file(missing.join("key.pem")).unwrap();
+        let mismatched = copy("mismatched");
+        std::fs::copy(d.join("tls2/key.pem"), mismatched.join("key.pem")).unwrap();
+        let ca_key = copy("ca-key-as-key");
+        std::fs::copy(d.join("ca/ca-key.pem"), ca_key.join("key.pem")).unwrap();
+        let cases = [
+            (
+                "tls_dir = \"with-ca-key\"",
+                "3:11",
+                "holds ca-key.pem: the CA's private key never enters an image",
+            ),
+            ("tls_dir = \"ca\"", "3:11", "holds ca-key.pem"),
+            ("tls_dir = \"missing\"", "3:11", "key.pem is missing"),
+            ("tls_dir = \"mismatched\"", "3:11", "does not belong to"),
+            (
+                "tls_dir = \"ca-key-as-key\"",
+                "3:11",
+                "is the CA's own private key",
+            ),
+            ("tls_dir = \"nowhere\"", "3:11", "ca.pem is missing"),
+            (
+                "tls_dir = 5",
+                "3:11",
+                "invalid type: integer `5`, expected a string",
+            ),
+            ("tls = \"tls\"", "3:1", "unknown field `tls`"),
+            ("", "2:1", "missing field `tls_dir`"),
+        ];
+        for (i, (body, at, want)) in cases.iter().enumerate() {
+            let path = write(
+                d,
+                &format!("d{i}.toml"),
+                &format!("extends = \"base\"\n[docker]\n{body}\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("d{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+            assert!(!err.contains("PRIVATE KEY"), "case {i}: {err}");
         }
     }
 

@@ -34,6 +34,15 @@ pub const DOCKER_TLS_PORT: u16 = 2376;
 /// TCP listener.
 pub const DOCKER_TLS: &str = "/run/mkhost/docker-tls";
 
+/// Where an image carries the profile's `[docker] tls_dir` (dir 0700:
+/// `ca.pem`, `cert.pem`, `key.pem` 0600); init copies it to
+/// [`DOCKER_TLS`] unless host.toml gives its own.
+pub const DOCKER_TLS_IMAGE: &str = "/etc/mkhost/docker-tls";
+
+/// The files of [`DOCKER_TLS`] and [`DOCKER_TLS_IMAGE`]: the CA clients
+/// must be signed by, the server's certificate and its key.
+pub const DOCKER_TLS_FILES: [&str; 3] = ["ca.pem", "cert.pem", "key.pem"];
+
 /// hostd's image store on a booted host.
 pub const STORE: &str = "/var/lib/hostd";
 

@@ -5,6 +5,7 @@
 
 mod boot;
 mod build;
+mod certs;
 mod containers;
 mod containers_guest;
 mod guest_runtime;

@@ -707,6 +707,7 @@ fn apply_settings(
     apply_hostname(options, settings.as_ref(), &mut booted.ready);
     write_network_definitions(options, settings.as_ref());
     write_registry_settings(options, settings.as_ref());
+    write_docker_tls(options, settings.as_ref());
     prepare_state_disk(options, booted, settings.as_ref());
     if let (Some(settings), true) = (&settings, real) {
         booted.network = net::start(settings);
@@ -1183,7 +1184,14 @@ fn host_toml_layer(
         Ok(Some(found)) => {
             let origin = format!("{}:{}", found.device.display(), host_config::HOST_TOML);
             match host_config::parse_host_toml(&found.text) {
-                Ok(layer) => {
+                Ok(mut layer) => {
+                    match found.docker_tls {
+                        Some(Ok(tls)) => layer.docker_tls = Some(tls),
+                        Some(Err(e)) => timeline::error(&format!(
+                            "{origin}: [docker] tls_dir: {e}; the Docker API's TLS comes from the image, if it has one"
+                        )),
+                        None => {}
+                    }
                     timeline::phase(&format!(
                         "host config {origin} read ({}) in {} ms",
                         match found.found {
@@ -1263,6 +1271,63 @@ fn write_registry_settings(options: &Options, settings: Option<&Settings>) {
         &settings.registries,
         0o600,
     );
+}
+
+/// Hands hostd the server side of the Docker API's mutual TLS: host.toml's
+/// `[docker] tls_dir` if it gave one, else the image's
+/// ([`paths::DOCKER_TLS_IMAGE`]), written into [`paths::DOCKER_TLS`]
+/// (0700; files 0600). Without either, nothing is written and hostd opens
+/// no TCP listener. The files' contents are never logged.
+fn write_docker_tls(options: &Options, settings: Option<&Settings>) {
+    let root = options.root.as_path();
+    let (tls, from) = match settings.and_then(|s| s.docker_tls.clone()) {
+        Some(tls) => (tls, "host.toml"),
+        None => {
+            let image = at(root, paths::DOCKER_TLS_IMAGE);
+            if !image.exists() {
+                return;
+            }
+            match host_config::read_docker_tls_dir(&image) {
+                Ok(tls) => (tls, "the image"),
+                Err(e) => {
+                    timeline::error(&format!("Docker API TLS: {e}; no TCP listener"));
+                    return;
+                }
+            }
+        }
+    };
+    match write_tls_dir(&at(root, paths::DOCKER_TLS), &tls) {
+        Ok(()) => timeline::phase(&format!(
+            "Docker API TLS: server certificate from {from} in {} (port {})",
+            paths::DOCKER_TLS,
+            paths::DOCKER_TLS_PORT
+        )),
+        Err(e) => timeline::error(&format!(
+            "cannot write {}: {e}; no TCP listener",
+            paths::DOCKER_TLS
+        )),
+    }
+}
+
+/// Writes `tls` into `dir` (made 0700), each file 0600; on error, what
+/// was written is removed so hostd never finds a partial set.
+fn write_tls_dir(dir: &Path, tls: &host_config::DockerTls) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let [ca, cert, key] = paths::DOCKER_TLS_FILES;
+    let result = (|| {
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        for (name, bytes) in [(ca, &tls.ca), (cert, &tls.cert), (key, &tls.key)] {
+            mkhost_shared::fs::write_atomic(&dir.join(name), bytes, 0o600)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for name in paths::DOCKER_TLS_FILES {
+            let _ = fs::remove_file(dir.join(name));
+        }
+    }
+    result
 }
 
 /// Sets the hostname (and on a real boot writes /etc/hosts); records the
@@ -1664,6 +1729,65 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn docker_tls_comes_from_host_toml_else_the_image() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let options = Options {
+            root: root.path().to_path_buf(),
+            test: true,
+            ..Options::default()
+        };
+        let out = at(root.path(), paths::DOCKER_TLS);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let pem = |kind: &str, body: &str| {
+            format!("-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n").into_bytes()
+        };
+        // Neither: nothing, so hostd opens no TCP listener.
+        write_docker_tls(&options, None);
+        assert!(!out.exists());
+        // The image's.
+        let image = at(root.path(), paths::DOCKER_TLS_IMAGE);
+        fs::create_dir_all(&image).unwrap();
+        fs::write(image.join("ca.pem"), pem("CERTIFICATE", "image-ca")).unwrap();
+        fs::write(image.join("cert.pem"), pem("CERTIFICATE", "image-cert")).unwrap();
+        fs::write(image.join("key.pem"), pem("PRIVATE KEY", "image-key")).unwrap();
+        write_docker_tls(&options, None);
+        assert_eq!(mode(&out), 0o700);
+        for name in paths::DOCKER_TLS_FILES {
+            assert_eq!(mode(&out.join(name)), 0o600, "{name}");
+        }
+        assert_eq!(
+            fs::read(out.join("key.pem")).unwrap(),
+            pem("PRIVATE KEY", "image-key")
+        );
+        // host.toml's replaces it.
+        let boot: BootConfig = serde_json::from_str(
+            r#"{"profile":"t","kernel_release":"6.1","hostname":"h","debug_shell":false,"modules":[]}"#,
+        )
+        .unwrap();
+        let layer = host_config::Overrides {
+            docker_tls: Some(host_config::DockerTls {
+                ca: pem("CERTIFICATE", "stick-ca"),
+                cert: pem("CERTIFICATE", "stick-cert"),
+                key: pem("PRIVATE KEY", "stick-key"),
+            }),
+            ..Default::default()
+        };
+        let (settings, _) =
+            Settings::resolve(&boot, Some(&layer), &host_config::Overrides::default());
+        write_docker_tls(&options, Some(&settings));
+        assert_eq!(
+            fs::read(out.join("cert.pem")).unwrap(),
+            pem("CERTIFICATE", "stick-cert")
+        );
+        assert_eq!(
+            fs::read(out.join("key.pem")).unwrap(),
+            pem("PRIVATE KEY", "stick-key")
+        );
+        assert_eq!(mode(&out.join("key.pem")), 0o600);
     }
 
     #[test]

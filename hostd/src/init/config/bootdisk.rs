@@ -21,6 +21,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::init::config::host_config::{parse_host_toml, read_docker_tls_dir, DockerTls};
 use crate::init::mounts::at;
 use crate::os::{self, MountFlags, UnmountFlags};
 
@@ -292,11 +293,17 @@ pub struct HostToml {
     pub found: Found,
     /// The file's text.
     pub text: String,
+    /// The files of its `[docker] tls_dir`, read while the ESP was
+    /// mounted; `None` when it names none (or does not parse).
+    pub docker_tls: Option<Result<DockerTls, String>>,
 }
 
+/// host.toml's text and the files it names, as read from a mounted ESP.
+type EspFiles = (String, Option<Result<DockerTls, String>>);
+
 /// Mounts `device` read-only (vfat) at [`ESP_MOUNT`], reads host.toml if
-/// present, unmounts.
-pub fn read_host_toml_from(root: &Path, device: &Path) -> Result<Option<String>, BootDiskError> {
+/// present and the `[docker] tls_dir` it names, unmounts.
+pub fn read_host_toml_from(root: &Path, device: &Path) -> Result<Option<EspFiles>, BootDiskError> {
     let target = at(root, ESP_MOUNT);
     fs::create_dir_all(&target).map_err(|source| BootDiskError::Read {
         path: target.clone(),
@@ -333,13 +340,24 @@ pub fn read_host_toml_from(root: &Path, device: &Path) -> Result<Option<String>,
             path: path.clone(),
             source,
         })?;
-        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let docker_tls = read_named_files(&path, &text);
+        Ok(Some((text, docker_tls)))
     })();
     if os::unmount(&target, UnmountFlags::empty()).is_err() {
         let _ = os::unmount(&target, UnmountFlags::DETACH);
     }
     let _ = fs::remove_dir(&target);
     result
+}
+
+/// The `[docker] tls_dir` of host.toml at `path` (text `text`), read
+/// relative to its directory; `None` when it names none or does not parse
+/// (the parse error is reported with the rest of host.toml's).
+fn read_named_files(path: &Path, text: &str) -> Option<Result<DockerTls, String>> {
+    let dir = parse_host_toml(text).ok()?.docker_tls_dir?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Some(read_docker_tls_dir(&base.join(dir)))
 }
 
 /// The partition named `partuuid`, if its disk is there.
@@ -354,11 +372,14 @@ pub fn read_boot_partition(
     root: &Path,
     p: FoundPartition,
 ) -> Result<Option<HostToml>, BootDiskError> {
-    Ok(read_host_toml_from(root, &p.device)?.map(|text| HostToml {
-        device: p.device,
-        found: Found::LoaderPartUuid,
-        text,
-    }))
+    Ok(
+        read_host_toml_from(root, &p.device)?.map(|(text, docker_tls)| HostToml {
+            device: p.device,
+            found: Found::LoaderPartUuid,
+            text,
+            docker_tls,
+        }),
+    )
 }
 
 /// Without `LoaderDevicePartUUID`: host.toml from the first partition of
@@ -368,11 +389,12 @@ pub fn find_host_toml_by_type(root: &Path) -> Option<HostToml> {
         .into_iter()
         .filter(|p| p.entry.type_guid == ESP_TYPE)
     {
-        if let Ok(Some(text)) = read_host_toml_from(root, &p.device) {
+        if let Ok(Some((text, docker_tls))) = read_host_toml_from(root, &p.device) {
             return Some(HostToml {
                 device: p.device,
                 found: Found::EspType,
                 text,
+                docker_tls,
             });
         }
     }

@@ -37,7 +37,15 @@
 //! [state]                          # replaces the image's table whole
 //! disk = "serial:S3YJNX0K"
 //! format = "if-blank"
+//!
+//! [docker]                         # replaces the image's [docker] tls_dir
+//! tls_dir = "docker-tls"           # ca.pem, cert.pem, key.pem; relative to host.toml
 //! ```
+//!
+//! `[docker] tls_dir` is read from the ESP while it is mounted
+//! ([`read_docker_tls_dir`]); init hands the three files to hostd in
+//! [`mkhost_shared::paths::DOCKER_TLS`]. A directory that also holds the
+//! CA's private key (`ca-key.pem`) is refused.
 //!
 //! [`parse_host_toml`] reports any problem with its line and column; the
 //! caller ignores a broken file as a whole and boots with the other layers.
@@ -139,6 +147,99 @@ pub struct Overrides {
     pub state_disk: Option<String>,
     /// The format policy alone (`mkhost.state.format=`).
     pub state_format: Option<FormatPolicy>,
+    /// `[docker] tls_dir`, relative to host.toml's directory.
+    pub docker_tls_dir: Option<String>,
+    /// The files of `docker_tls_dir` as read from the ESP (set by the
+    /// caller that read them; replaces the image's).
+    pub docker_tls: Option<DockerTls>,
+}
+
+/// The server side of the Docker API's mutual TLS: the PEM files init
+/// writes into [`mkhost_shared::paths::DOCKER_TLS`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct DockerTls {
+    /// `ca.pem`: the CA clients must be signed by.
+    pub ca: Vec<u8>,
+    /// `cert.pem`: the server's certificate.
+    pub cert: Vec<u8>,
+    /// `key.pem`: the server's private key (never logged).
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for DockerTls {
+    // Never the key's bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerTls")
+            .field("ca", &self.ca.len())
+            .field("cert", &self.cert.len())
+            .field("key", &"<not shown>")
+            .finish()
+    }
+}
+
+/// Largest file of a TLS directory read.
+pub const MAX_TLS_FILE: u64 = 64 * 1024;
+
+/// Reads `ca.pem`, `cert.pem` and `key.pem` of `dir` (each at most
+/// [`MAX_TLS_FILE`], PEM of the right kind). Refuses a directory holding
+/// `ca-key.pem`: the CA's private key stays with whoever signs. The error
+/// names the file, never its contents.
+pub fn read_docker_tls_dir(dir: &std::path::Path) -> Result<DockerTls, String> {
+    use std::io::Read as _;
+    if std::fs::symlink_metadata(dir.join("ca-key.pem")).is_ok() {
+        return Err(format!(
+            "{} holds ca-key.pem, the CA's private key: refused; copy only ca.pem, cert.pem and key.pem there",
+            dir.display()
+        ));
+    }
+    let read = |name: &str, marker: &str| -> Result<Vec<u8>, String> {
+        let path = dir.join(name);
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() || meta.len() > MAX_TLS_FILE {
+            return Err(format!(
+                "{}: not a regular file of at most {MAX_TLS_FILE} bytes",
+                path.display()
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TLS_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !(text.contains("-----BEGIN ") && text.contains(marker)) {
+            return Err(format!("{}: not a PEM {marker}", path.display()));
+        }
+        Ok(bytes)
+    };
+    let [ca, cert, key] = mkhost_shared::paths::DOCKER_TLS_FILES;
+    Ok(DockerTls {
+        ca: read(ca, "CERTIFICATE-----")?,
+        cert: read(cert, "CERTIFICATE-----")?,
+        key: read(key, "PRIVATE KEY-----")?,
+    })
+}
+
+/// `[docker] tls_dir` of host.toml: relative, inside host.toml's
+/// directory tree (no `..`), not empty.
+fn check_tls_dir(dir: &str) -> Result<(), String> {
+    let path = std::path::Path::new(dir);
+    if dir.is_empty() || path.is_absolute() {
+        return Err(format!(
+            "{dir:?} must be a directory relative to host.toml's, like \"docker-tls\""
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "{dir:?} may not leave host.toml's directory (no ..)"
+        ));
+    }
+    Ok(())
 }
 
 /// A problem in host.toml, with its position.
@@ -161,6 +262,13 @@ struct HostToml {
     container_networks: Option<BTreeMap<String, toml::Spanned<NetworkSpec>>>,
     registries: Option<toml::Spanned<RegistrySettings>>,
     state: Option<toml::Spanned<StateConfig>>,
+    docker: Option<HostDocker>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostDocker {
+    tls_dir: toml::Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +379,11 @@ pub fn parse_host_toml(text: &str) -> Result<Overrides, TomlProblem> {
             .map_err(|e| problem(text, state.span(), format!("[state]: {e}")))?;
         out.state = Some(state.into_inner());
     }
+    if let Some(docker) = doc.docker {
+        check_tls_dir(docker.tls_dir.get_ref())
+            .map_err(|e| problem(text, docker.tls_dir.span(), format!("[docker] tls_dir {e}")))?;
+        out.docker_tls_dir = Some(docker.tls_dir.into_inner());
+    }
     Ok(out)
 }
 
@@ -321,6 +434,9 @@ pub struct Settings {
     /// Where the state disk's settings came from (the last layer that
     /// touched them).
     pub state_source: Source,
+    /// The Docker API's TLS files from host.toml; `None`: the image's
+    /// (if it has any).
+    pub docker_tls: Option<DockerTls>,
 }
 
 impl Settings {
@@ -380,6 +496,7 @@ impl Settings {
                 dns,
                 interfaces,
                 debug_shell: boot.debug_shell,
+                docker_tls: None,
             },
             warnings,
         )
@@ -422,6 +539,9 @@ impl Settings {
         if let Some(disk) = &layer.state_disk {
             self.state.get_or_insert_with(StateConfig::default).disk = disk.clone();
             self.state_source = source;
+        }
+        if let Some(tls) = &layer.docker_tls {
+            self.docker_tls = Some(tls.clone());
         }
         if let Some(format) = layer.state_format {
             self.state.get_or_insert_with(StateConfig::default).format = format;
@@ -592,6 +712,78 @@ gateway = "10.0.0.1"
         );
         let e = parse_host_toml("[registries]\nca = 5\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    fn tls_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("key.pem"),
+            "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn docker_tls_dir_overrides_the_images_and_is_checked() {
+        let o = parse_host_toml("hostname = \"a\"\n[docker]\ntls_dir = \"docker-tls\"\n").unwrap();
+        assert_eq!(o.docker_tls_dir.as_deref(), Some("docker-tls"));
+        for (text, line, want) in [
+            (
+                "[docker]\ntls_dir = \"/etc/x\"\n",
+                2,
+                "relative to host.toml",
+            ),
+            ("[docker]\ntls_dir = \"../x\"\n", 2, "no .."),
+            ("[docker]\ntls_dir = \"\"\n", 2, "relative"),
+            ("[docker]\ntls_dir = 5\n", 2, "invalid type"),
+            ("\n[docker]\ntls = \"x\"\n", 3, "unknown field `tls`"),
+        ] {
+            let e = parse_host_toml(text).unwrap_err();
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let good = tls_dir(dir.path(), "good");
+        let tls = read_docker_tls_dir(&good).unwrap();
+        assert!(!format!("{tls:?}").contains("secret"), "{tls:?}");
+        let mut layer = o;
+        layer.docker_tls = Some(tls.clone());
+        let (s, _) = Settings::resolve(&boot(), None, &Overrides::default());
+        assert_eq!(s.docker_tls, None, "the image's, if any, is init's to find");
+        let (s, _) = Settings::resolve(&boot(), Some(&layer), &Overrides::default());
+        assert_eq!(s.docker_tls.as_ref(), Some(&tls));
+
+        let with_ca_key = tls_dir(dir.path(), "with-ca-key");
+        std::fs::write(with_ca_key.join("ca-key.pem"), "x").unwrap();
+        let e = read_docker_tls_dir(&with_ca_key).unwrap_err();
+        assert!(
+            e.contains("ca-key.pem, the CA's private key: refused"),
+            "{e}"
+        );
+        let missing = tls_dir(dir.path(), "missing");
+        std::fs::remove_file(missing.join("cert.pem")).unwrap();
+        let e = read_docker_tls_dir(&missing).unwrap_err();
+        assert!(e.contains("cert.pem"), "{e}");
+        let wrong = tls_dir(dir.path(), "wrong");
+        std::fs::write(wrong.join("key.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let e = read_docker_tls_dir(&wrong).unwrap_err();
+        assert!(e.contains("key.pem: not a PEM PRIVATE KEY"), "{e}");
+        let big = tls_dir(dir.path(), "big");
+        std::fs::write(big.join("ca.pem"), vec![b'a'; MAX_TLS_FILE as usize + 1]).unwrap();
+        assert!(read_docker_tls_dir(&big).unwrap_err().contains("at most"));
     }
 
     #[test]
