@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::create;
 use super::error::ApiError;
+use super::resources;
 use super::route::{self, flag, number, ContainerOp, Query, Route, API_VERSION, MIN_API_VERSION};
 use super::stream::{self, ChannelBody};
 use super::views;
@@ -222,8 +223,193 @@ impl Api {
             Route::ContainerPrune => self.container_prune().await,
             Route::Container(id, ContainerOp::Attach) => self.attach(request, id, &query).await,
             Route::Container(id, op) => self.container_op(id, op, &query).await,
+            Route::Networks
+            | Route::NetworkInspect(_)
+            | Route::NetworkRemove(_)
+            | Route::NetworkPrune
+            | Route::Volumes
+            | Route::VolumeInspect(_)
+            | Route::VolumeRemove(_)
+            | Route::VolumePrune => self.resource(route, &query, Bytes::new()).await,
+            Route::NetworkCreate | Route::VolumeCreate => {
+                let body = read_body(request.into_body()).await?;
+                self.resource(route, &query, body).await
+            }
             Route::Unsupported(what) => Err(ApiError::unsupported(what)),
         }
+    }
+
+    /// Networks and volumes, through the daemon's control requests.
+    async fn resource(self: &Arc<Self>, route: Route, query: &Query, body: Bytes) -> Answer {
+        let api = Arc::clone(self);
+        let filters = views::parse_filters(query.get("filters")).map_err(ApiError::bad_request)?;
+        blocking(move || {
+            let handle = |request: ControlRequest| api.handler.handle(&request);
+            let networks = |response: ControlResponse| match response {
+                ControlResponse::Networks(list) => Ok(list),
+                other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+            };
+            let volumes = |response: ControlResponse| match response {
+                ControlResponse::Volumes(list) => Ok(list),
+                other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+            };
+            let by_name = |names: Option<&Vec<String>>, name: &str| {
+                names.is_none_or(|n| n.is_empty() || n.iter().any(|w| name.contains(w.as_str())))
+            };
+            match route {
+                Route::Networks => {
+                    let list = networks(handle(ControlRequest::Networks))?;
+                    let mut rows: Vec<Value> = list
+                        .iter()
+                        .filter(|n| by_name(filters.get("name"), &n.spec.name))
+                        .map(resources::network_view)
+                        .collect();
+                    rows.extend(resources::pseudo_networks().into_iter().filter(|n| {
+                        by_name(filters.get("name"), n["Name"].as_str().unwrap_or(""))
+                    }));
+                    json_answer(StatusCode::OK, &Value::Array(rows))
+                }
+                Route::NetworkInspect(name) => {
+                    if let Some(pseudo) = resources::pseudo_networks()
+                        .into_iter()
+                        .find(|n| n["Name"] == name.as_str())
+                    {
+                        return json_answer(StatusCode::OK, &pseudo);
+                    }
+                    let answer = resources::answer(
+                        handle(ControlRequest::NetworkInspect { name: name.clone() }),
+                        "network",
+                        &name,
+                    )?;
+                    let list = networks(answer)?;
+                    let info = list
+                        .first()
+                        .ok_or_else(|| ApiError::not_found(format!("network {name} not found")))?;
+                    json_answer(StatusCode::OK, &resources::network_view(info))
+                }
+                Route::NetworkCreate => {
+                    let spec = resources::network_spec(&body)?;
+                    let name = spec.name.clone();
+                    let existing = networks(handle(ControlRequest::Networks))?;
+                    if existing.iter().any(|n| n.spec.name == name)
+                        || [
+                            mkhost_shared::network::MODE_HOST,
+                            mkhost_shared::network::MODE_NONE,
+                        ]
+                        .contains(&name.as_str())
+                    {
+                        return Err(ApiError::conflict(format!(
+                            "network with name {name} already exists"
+                        )));
+                    }
+                    resources::answer(
+                        handle(ControlRequest::NetworkCreate(spec)),
+                        "network",
+                        &name,
+                    )?;
+                    json_answer(StatusCode::CREATED, &json!({ "Id": name, "Warning": "" }))
+                }
+                Route::NetworkRemove(name) => {
+                    resources::answer(
+                        handle(ControlRequest::NetworkRm { name: name.clone() }),
+                        "network",
+                        &name,
+                    )?;
+                    no_content()
+                }
+                Route::NetworkPrune => {
+                    let mut deleted = Vec::new();
+                    for info in networks(handle(ControlRequest::Networks))? {
+                        if info.containers.is_empty()
+                            && info.origin == "api"
+                            && resources::answer(
+                                handle(ControlRequest::NetworkRm {
+                                    name: info.spec.name.clone(),
+                                }),
+                                "network",
+                                &info.spec.name,
+                            )
+                            .is_ok()
+                        {
+                            deleted.push(info.spec.name);
+                        }
+                    }
+                    json_answer(StatusCode::OK, &json!({ "NetworksDeleted": deleted }))
+                }
+                Route::Volumes => {
+                    let list = volumes(handle(ControlRequest::Volumes))?;
+                    let rows: Vec<Value> = list
+                        .iter()
+                        .filter(|v| by_name(filters.get("name"), &v.name))
+                        .filter(|v| {
+                            match filters
+                                .get("dangling")
+                                .and_then(|d| d.first())
+                                .map(String::as_str)
+                            {
+                                Some("true" | "1") => v.containers.is_empty(),
+                                Some("false" | "0") => !v.containers.is_empty(),
+                                _ => true,
+                            }
+                        })
+                        .map(resources::volume_view)
+                        .collect();
+                    json_answer(StatusCode::OK, &json!({ "Volumes": rows, "Warnings": [] }))
+                }
+                Route::VolumeInspect(name) => {
+                    let answer = resources::answer(
+                        handle(ControlRequest::VolumeInspect { name: name.clone() }),
+                        "volume",
+                        &name,
+                    )?;
+                    let list = volumes(answer)?;
+                    let info = list.first().ok_or_else(|| {
+                        ApiError::not_found(format!("get {name}: no such volume"))
+                    })?;
+                    json_answer(StatusCode::OK, &resources::volume_view(info))
+                }
+                Route::VolumeCreate => {
+                    let request = resources::volume_create(&body)?;
+                    let answer = resources::answer(handle(request), "volume", "")?;
+                    let list = volumes(answer)?;
+                    let info = list
+                        .first()
+                        .ok_or_else(|| ApiError::internal("no volume in the answer"))?;
+                    json_answer(StatusCode::CREATED, &resources::volume_view(info))
+                }
+                Route::VolumeRemove(name) => {
+                    resources::answer(
+                        handle(ControlRequest::VolumeRm { name: name.clone() }),
+                        "volume",
+                        &name,
+                    )?;
+                    no_content()
+                }
+                Route::VolumePrune => {
+                    let mut deleted = Vec::new();
+                    for info in volumes(handle(ControlRequest::Volumes))? {
+                        if info.containers.is_empty()
+                            && resources::answer(
+                                handle(ControlRequest::VolumeRm {
+                                    name: info.name.clone(),
+                                }),
+                                "volume",
+                                &info.name,
+                            )
+                            .is_ok()
+                        {
+                            deleted.push(info.name);
+                        }
+                    }
+                    json_answer(
+                        StatusCode::OK,
+                        &json!({ "VolumesDeleted": deleted, "SpaceReclaimed": 0 }),
+                    )
+                }
+                _ => Err(ApiError::internal("routed elsewhere")),
+            }
+        })
+        .await
     }
 
     fn version(&self) -> Value {

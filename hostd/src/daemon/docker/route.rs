@@ -47,7 +47,27 @@ pub enum Route {
     ContainerPrune,
     /// `/containers/{id}/…`: one container, and what to do with it.
     Container(String, ContainerOp),
-    /// `/networks`, `/volumes`, `/exec`, `/build`, … : recognised but not
+    /// `GET /networks`.
+    Networks,
+    /// `GET /networks/{id}`.
+    NetworkInspect(String),
+    /// `POST /networks/create`.
+    NetworkCreate,
+    /// `DELETE /networks/{id}`.
+    NetworkRemove(String),
+    /// `POST /networks/prune`.
+    NetworkPrune,
+    /// `GET /volumes`.
+    Volumes,
+    /// `GET /volumes/{name}`.
+    VolumeInspect(String),
+    /// `POST /volumes/create`.
+    VolumeCreate,
+    /// `DELETE /volumes/{name}`.
+    VolumeRemove(String),
+    /// `POST /volumes/prune`.
+    VolumePrune,
+    /// `/exec`, `/build`, … : recognised but not
     /// served (yet); the message says which.
     Unsupported(&'static str),
 }
@@ -189,8 +209,19 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         (_, ["exec", ..]) => Route::Unsupported("exec"),
         (_, ["events"]) => Route::Unsupported("events"),
         (_, ["system", "df"]) => Route::Unsupported("system df"),
-        (_, ["networks", ..]) => Route::Unsupported("networks over the Docker API"),
-        (_, ["volumes", ..]) => Route::Unsupported("volumes over the Docker API"),
+        ("GET", ["networks"]) => Route::Networks,
+        ("POST", ["networks", "create"]) => Route::NetworkCreate,
+        ("POST", ["networks", "prune"]) => Route::NetworkPrune,
+        ("GET", ["networks", id]) => Route::NetworkInspect(id.to_string()),
+        ("DELETE", ["networks", id]) => Route::NetworkRemove(id.to_string()),
+        ("POST", ["networks", _, "connect" | "disconnect"]) => Route::Unsupported(
+            "connecting a container to another network (a container joins one network, when it is created)",
+        ),
+        ("GET", ["volumes"]) => Route::Volumes,
+        ("POST", ["volumes", "create"]) => Route::VolumeCreate,
+        ("POST", ["volumes", "prune"]) => Route::VolumePrune,
+        ("GET", ["volumes", name]) => Route::VolumeInspect(name.to_string()),
+        ("DELETE", ["volumes", name]) => Route::VolumeRemove(name.to_string()),
         (_, ["build", ..]) => Route::Unsupported("build"),
         (_, ["swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs", ..]) => {
             Route::Unsupported("swarm")
