@@ -259,12 +259,10 @@ pub fn answer(response: Response, what: &str, name: &str) -> Result<Response, Ap
                     || lower.contains("not found")
                 {
                     ApiError::not_found(format!("{what} {name} not found"))
-                } else if lower.contains("in use")
-                    || lower.contains("used by")
-                    || lower.contains("attached")
+                } else if ["in use", "used by", "attached", "exists"]
+                    .iter()
+                    .any(|w| lower.contains(w))
                 {
-                    ApiError::conflict(message)
-                } else if lower.contains("exists") {
                     ApiError::conflict(message)
                 } else {
                     ApiError::bad_request(message)
