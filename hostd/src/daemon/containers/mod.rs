@@ -1177,13 +1177,25 @@ impl Manager {
                 },
             )?;
         }
+        // On a created network the short id is a name too, as in Docker
+        // (docker-compose looks for it among the aliases).
+        let mut aliases = req.network_aliases.clone();
+        let created_network = !matches!(
+            req.network_name(),
+            mkhost_shared::network::DEFAULT_NETWORK
+                | mkhost_shared::network::MODE_HOST
+                | mkhost_shared::network::MODE_NONE
+        );
+        if created_network && !aliases.iter().any(|a| a == &id[..12]) {
+            aliases.push(id[..12].to_string());
+        }
         let prepared = self.shared.networks.prepare(
             &id,
             &name,
             &spec.hostname,
             req.network_name(),
             &req.publish,
-            &req.network_aliases,
+            &aliases,
             req.ip,
         )?;
         cleanup.network = Some((Arc::clone(&self.shared.networks), id.clone()));

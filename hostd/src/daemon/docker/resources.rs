@@ -119,7 +119,8 @@ pub fn network_spec(body: &[u8]) -> Result<NetworkSpec, ApiError> {
             "Options.{key} is not supported by this host (only parent, for macvlan)"
         )));
     }
-    for refused in ["EnableIPv6", "Attachable", "Ingress", "ConfigOnly"] {
+    // `Attachable` only matters to swarm: every local network is.
+    for refused in ["EnableIPv6", "Ingress", "ConfigOnly"] {
         if object
             .get(refused)
             .and_then(Value::as_bool)
