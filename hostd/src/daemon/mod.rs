@@ -110,6 +110,12 @@ pub struct DaemonOptions {
     /// The Docker Engine API's socket ([`paths::DOCKER_SOCKET`]); `None`:
     /// no Docker API.
     pub docker_socket: Option<PathBuf>,
+    /// The mutual-TLS server files of the Docker API's TCP port
+    /// ([`paths::DOCKER_TLS`]); `None`, or a directory without them: no
+    /// TCP listener.
+    pub docker_tls: Option<PathBuf>,
+    /// Where the TCP port listens (all addresses, [`paths::DOCKER_TLS_PORT`]).
+    pub docker_tls_listen: std::net::SocketAddr,
 }
 
 impl Default for DaemonOptions {
@@ -129,6 +135,8 @@ impl Default for DaemonOptions {
             volumes: PathBuf::from(paths::VOLUMES),
             bind_roots: vec![PathBuf::from(paths::BIND_ROOT)],
             docker_socket: Some(PathBuf::from(paths::DOCKER_SOCKET)),
+            docker_tls: Some(PathBuf::from(paths::DOCKER_TLS)),
+            docker_tls_listen: std::net::SocketAddr::from(([0, 0, 0, 0], paths::DOCKER_TLS_PORT)),
         }
     }
 }
@@ -654,6 +662,11 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             .ok(),
         None => None,
     };
+    if let Some(dir) = &options.docker_tls {
+        if let Err(e) = docker::start_tls(options.docker_tls_listen, dir, Arc::clone(&handler)) {
+            log(&format!("docker api: {e}"));
+        }
+    }
     let stop = shutdown.clone();
     std::thread::Builder::new()
         .name("hostd-signals".into())

@@ -31,6 +31,7 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
              [--networks FILE] [--registries FILE] [--insecure-registry HOST[:PORT]]...
              [--registry-ca PEM] [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
              [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none]
+             [--docker-tls DIR|none] [--docker-tls-listen ADDR:PORT]
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         containers: /var/lib/hostd-containers, boot manifest:
                                         /etc/hostd/containers.json, networks:
@@ -134,7 +135,7 @@ const COMMAND_USAGE: [(&str, &str); 16] = [
     ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
     ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
     ("volume", "usage: hostd volume ls [--json] | create [-l|--label K=V]... NAME | inspect NAME | rm NAME\nManages named volumes (docs/state.md)."),
-    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none]\nRuns the daemon; the Docker Engine API listens on --docker-socket (/run/hostd/docker.sock; none: off)."),
+    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none] [--docker-tls DIR|none] [--docker-tls-listen ADDR:PORT]\nRuns the daemon; the Docker Engine API listens on --docker-socket (/run/hostd/docker.sock; none: off) and, with ca.pem, cert.pem and key.pem in --docker-tls (/run/mkhost/docker-tls), on --docker-tls-listen (0.0.0.0:2376) for clients with a certificate of that CA only."),
 ];
 
 /// The usage of `command` (`hostd --help` for none).
@@ -399,6 +400,18 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("bind-root") => {
                 bind_roots.push(p.value()?.into());
+                &["daemon"]
+            }
+            Long("docker-tls") => {
+                let path: PathBuf = p.value()?.into();
+                daemon.docker_tls = (path.as_os_str() != "none").then_some(path);
+                &["daemon"]
+            }
+            Long("docker-tls-listen") => {
+                daemon.docker_tls_listen = read(&mut p, &flag, |v| {
+                    v.parse::<std::net::SocketAddr>()
+                        .map_err(|_| format!("{v:?} is not ADDRESS:PORT (0.0.0.0:2376)"))
+                })?;
                 &["daemon"]
             }
             Long("docker-socket") => {
@@ -1047,6 +1060,8 @@ mod tests {
             volumes: paths::VOLUMES.into(),
             bind_roots: vec![paths::BIND_ROOT.into()],
             docker_socket: Some(paths::DOCKER_SOCKET.into()),
+            docker_tls: Some(paths::DOCKER_TLS.into()),
+            docker_tls_listen: ([0, 0, 0, 0], paths::DOCKER_TLS_PORT).into(),
         })
     }
 

@@ -137,17 +137,166 @@ async fn serve(listener: tokio::net::UnixListener, api: Arc<Api>) {
         };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let api = Arc::clone(&api);
-                async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_DEADLINE)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            // A client that goes away mid-request is its own business.
-            let _ = connection.await;
+            serve_connection(stream, api).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves HTTP/1 requests (and upgrades) on one connection until it ends.
+async fn serve_connection<S>(stream: S, api: Arc<Api>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let api = Arc::clone(&api);
+        async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_DEADLINE)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    // A client that goes away mid-request is its own business.
+    let _ = connection.await;
+}
+
+/// How long a TLS client may take to finish its handshake.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The server side of the mutual TLS: the server's certificate and key,
+/// and the CA a client's certificate must chain to. There is no other
+/// way onto the TCP port.
+pub fn tls_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let file = |name: &str| dir.join(name);
+    let certs = |name: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+        let list = CertificateDer::pem_file_iter(file(name))
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", file(name).display()))?;
+        match list.is_empty() {
+            true => Err(format!("{}: no certificate in it", file(name).display())),
+            false => Ok(list),
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs("ca.pem")? {
+        roots
+            .add(ca)
+            .map_err(|e| format!("{}: {e}", file("ca.pem").display()))?;
+    }
+    // Key material is never logged: only the file's name and the kind
+    // of problem.
+    let key = PrivateKeyDer::from_pem_file(file("key.pem")).map_err(|e| {
+        format!(
+            "{}: not a usable private key ({e})",
+            file("key.pem").display()
+        )
+    })?;
+    // ring, not aws-lc-rs: it builds static without cmake or nasm (as the
+    // registry client); rustls 0.23.48 deprecates it for lacking
+    // post-quantum key exchange, which the docker CLI does not need.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| format!("{}: {e}", file("ca.pem").display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs("cert.pem")?, key)
+        .map_err(|e| format!("{} and key.pem: {e}", file("cert.pem").display()))?;
+    Ok(Arc::new(config))
+}
+
+/// Listens on `address` for clients with a certificate of the CA in
+/// `tls_dir`, if the directory holds `ca.pem`, `cert.pem` and `key.pem`;
+/// answers why not otherwise (nothing listens then).
+pub fn start_tls(
+    address: std::net::SocketAddr,
+    tls_dir: &Path,
+    handler: Arc<Handler>,
+) -> Result<(), String> {
+    let missing: Vec<&str> = ["ca.pem", "cert.pem", "key.pem"]
+        .into_iter()
+        .filter(|f| !tls_dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "no TCP listener: {} lacks {} (make them with mkhost certs; docs/docker-certs.md)",
+            tls_dir.display(),
+            missing.join(", ")
+        ));
+    }
+    let config = tls_config(tls_dir).map_err(|e| format!("no TCP listener: {e}"))?;
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("no TCP listener: cannot listen on {address}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("no TCP listener: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .thread_name("hostd-docker-tls")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("no TCP listener: {e}"))?;
+    let api = Arc::new(Api::new(handler));
+    std::thread::Builder::new()
+        .name("hostd-docker-tls".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => serve_tls(listener, config, api).await,
+                    Err(e) => log(&format!("docker api: no TCP listener: {e}")),
+                }
+            })
+        })
+        .map_err(|e| format!("no TCP listener: {e}"))?;
+    log(&format!(
+        "docker api: listening on {address} (mutual TLS, CA {})",
+        tls_dir.join("ca.pem").display()
+    ));
+    Ok(())
+}
+
+/// Accepts TLS clients for ever: a failed handshake (no certificate,
+/// another CA's, an expired one) is logged and closed.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    api: Arc<Api>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log(&format!("docker api: accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (api, acceptor) = (Arc::clone(&api), acceptor.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_connection(tls, api).await,
+                Ok(Err(e)) => log(&format!("docker api: refused {peer}: {e}")),
+                Err(_) => log(&format!(
+                    "docker api: refused {peer}: no TLS handshake within {} s",
+                    HANDSHAKE_DEADLINE.as_secs()
+                )),
+            }
             drop(permit);
         });
     }
