@@ -169,7 +169,7 @@ usage: hostd zygote --state DIR --conn FD --listener FD
 /// What a `hostd` command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Cli {
-    Daemon(DaemonOptions),
+    Daemon(Box<DaemonOptions>),
     Status(PathBuf),
     Images {
         socket: PathBuf,
@@ -667,7 +667,7 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
         request,
     };
     let cli = match command {
-        "daemon" => Cli::Daemon(DaemonOptions {
+        "daemon" => Cli::Daemon(Box::new(DaemonOptions {
             socket: socket.clone(),
             bind_roots: if bind_roots.is_empty() {
                 daemon.bind_roots
@@ -675,7 +675,7 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
                 bind_roots
             },
             ..daemon
-        }),
+        })),
         "status" => Cli::Status(socket.clone()),
         "images" => Cli::Images {
             socket: socket.clone(),
@@ -1045,7 +1045,7 @@ mod tests {
     }
 
     fn daemon_at(socket: &str, store: &str) -> Cli {
-        Cli::Daemon(DaemonOptions {
+        Cli::Daemon(Box::new(DaemonOptions {
             socket: socket.into(),
             store: store.into(),
             state: paths::STATE.into(),
@@ -1062,7 +1062,7 @@ mod tests {
             docker_socket: Some(paths::DOCKER_SOCKET.into()),
             docker_tls: Some(paths::DOCKER_TLS.into()),
             docker_tls_listen: ([0, 0, 0, 0], paths::DOCKER_TLS_PORT).into(),
-        })
+        }))
     }
 
     #[test]
@@ -1549,7 +1549,7 @@ mod tests {
         );
         assert!(matches!(
             parse_str(&["daemon", "--boot-manifest=/b.json"]),
-            Ok(Cli::Daemon(DaemonOptions { boot_manifest: Some(p), .. })) if p == Path::new("/b.json")
+            Ok(Cli::Daemon(d)) if d.boot_manifest.as_deref() == Some(Path::new("/b.json"))
         ));
         assert!(parse_str(&["--store"]).is_err());
         let Ok(Cli::Daemon(d)) = parse_str(&[
