@@ -708,6 +708,7 @@ fn apply_settings(
     write_network_definitions(options, settings.as_ref());
     write_registry_settings(options, settings.as_ref());
     write_docker_tls(options, settings.as_ref());
+    link_docker_socket(options);
     prepare_state_disk(options, booted, settings.as_ref());
     if let (Some(settings), true) = (&settings, real) {
         booted.network = net::start(settings);
@@ -1306,6 +1307,22 @@ fn write_docker_tls(options: &Options, settings: Option<&Settings>) {
             "cannot write {}: {e}; no TCP listener",
             paths::DOCKER_TLS
         )),
+    }
+}
+
+/// Points `/var/run/docker.sock`, where the docker CLI and docker-py look
+/// first, at hostd's Docker API socket (root-only, like the socket).
+fn link_docker_socket(options: &Options) {
+    let link = at(&options.root, paths::DOCKER_SOCKET_LINK);
+    let made = link
+        .parent()
+        .map_or(Ok(()), fs::create_dir_all)
+        .and_then(|()| match fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => std::os::unix::fs::symlink(paths::DOCKER_SOCKET, &link),
+        });
+    if let Err(e) = made {
+        timeline::warning(&format!("cannot link {}: {e}", link.display()));
     }
 }
 
