@@ -8,6 +8,7 @@ mod build;
 mod certs;
 mod containers;
 mod containers_guest;
+mod docker_guest;
 mod guest_runtime;
 mod host;
 mod hostile;

@@ -14,6 +14,8 @@
 //! and embedded) and another with `pull = "boot"` (pulled by hostd at boot
 //! through the profile's `[registries]`); both containers run, and
 //! `hostd pull` from the guest's shell fetches and runs a third image.
+//!
+//! And the Docker API over mutual TLS (docker_guest.rs).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -58,7 +60,7 @@ fn serve(body: &'static str) -> u16 {
 
 /// GET / from `127.0.0.1:port` on the build machine (a `hostfwd`), retried
 /// until `want` appears or a minute passes.
-fn fetch_until(port: u16, want: &str) -> String {
+pub(crate) fn fetch_until(port: u16, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -143,8 +145,12 @@ fn nat_published_ports_direct_leases_registries_and_no_leaks_in_a_guest() {
     let guest_host = format!("10.0.2.2:{port}");
     push(&built_host, "bb", "test/bb:1");
     push(&built_host, "three", "test/three:1");
+    let certs = crate::docker_guest::make_certs(&work);
     let body = format!(
         r#"hostname = "mkhost-net"
+
+[docker]
+tls_dir = "{}"
 
 [boot]
 min_ram_mib = 256                 # three boot-time images; the guest has 512
@@ -175,15 +181,20 @@ image = "{guest_host}/test/three:1"
 pull = "boot"
 command = ["sh", "-c", "busybox cat /etc/three; exec busybox sleep 100000"]
 "#,
+        certs.server.display(),
         archive.display()
     );
     let dir = build_custom(&work, "net", "qemu.toml", &body);
     let outside = serve("hello-from-the-build-machine");
     let (web_fwd, direct_fwd) = (free_port(), free_port());
+    let (docker_fwd, docker_web_fwd) = (free_port(), free_port());
     let mut args = support::pxe_args(&dir, "512", "");
     args.extend([
         "-netdev".into(),
-        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{web_fwd}-:8080"),
+        format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{web_fwd}-:8080,\
+             hostfwd=tcp:127.0.0.1:{docker_fwd}-:2376,hostfwd=tcp:127.0.0.1:{docker_web_fwd}-:8081"
+        ),
         "-device".into(),
         "virtio-net-pci,netdev=n0".into(),
         "-netdev".into(),
@@ -256,6 +267,9 @@ command = ["sh", "-c", "busybox cat /etc/three; exec busybox sleep 100000"]
     assert!(hairpin.contains("hello-web"), "{hairpin}");
     let ports = one_line(&mut guest, "hostd port web");
     assert_eq!(ports, "80/tcp -> 0.0.0.0:8080");
+
+    // The Docker API over mutual TLS, from the build machine.
+    crate::docker_guest::check(&mut guest, &certs, docker_fwd, docker_web_fwd, "bb");
 
     // direct: its own lease from the second NIC's DHCP server, reachable
     // at that address.

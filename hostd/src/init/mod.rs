@@ -1314,13 +1314,13 @@ fn write_docker_tls(options: &Options, settings: Option<&Settings>) {
 /// first, at hostd's Docker API socket (root-only, like the socket).
 fn link_docker_socket(options: &Options) {
     let link = at(&options.root, paths::DOCKER_SOCKET_LINK);
-    let made = link
-        .parent()
-        .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|()| match fs::remove_file(&link) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => std::os::unix::fs::symlink(paths::DOCKER_SOCKET, &link),
-        });
+    let made =
+        link.parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| match fs::remove_file(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => std::os::unix::fs::symlink(paths::DOCKER_SOCKET, &link),
+            });
     if let Err(e) = made {
         timeline::warning(&format!("cannot link {}: {e}", link.display()));
     }
