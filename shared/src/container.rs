@@ -827,6 +827,9 @@ pub struct Record {
     /// "manually stopped").
     #[serde(default, skip_serializing_if = "is_false")]
     pub stopped_by_user: bool,
+    /// Running, but frozen by `docker pause` (the cgroup freezer).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
 }
 
 /// Why a request is refused before anything is created.

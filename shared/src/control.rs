@@ -791,6 +791,7 @@ mod tests {
             network: None,
             volumes: Vec::new(),
             stopped_by_user: false,
+            paused: false,
         }
     }
 

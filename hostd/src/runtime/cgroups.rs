@@ -145,6 +145,9 @@ pub trait CgroupManager {
     fn delete(&self, path: &str) -> Result<(), CgroupError>;
     /// Usage numbers.
     fn stats(&self, path: &str) -> Result<CgroupStats, CgroupError>;
+    /// Freezes (or thaws) every process of the cgroup and waits until the
+    /// kernel says it is done (`cgroup.events`), at most five seconds.
+    fn freeze(&self, path: &str, frozen: bool) -> Result<(), CgroupError>;
 }
 
 /// The backend for hosts without cgroup v2.
@@ -171,6 +174,9 @@ impl CgroupManager for NoCgroups {
         Ok(())
     }
     fn stats(&self, _: &str) -> Result<CgroupStats, CgroupError> {
+        Err(CgroupError::Unavailable(self.0.clone()))
+    }
+    fn freeze(&self, _: &str, _: bool) -> Result<(), CgroupError> {
         Err(CgroupError::Unavailable(self.0.clone()))
     }
 }
@@ -628,6 +634,28 @@ impl CgroupManager for Cgroupfs {
             pids_current: read_u64(&dir.join("pids.current")),
             cpu_usage_usec: keyed(&dir.join("cpu.stat"), "usage_usec"),
             oom_kills: keyed(&dir.join("memory.events"), "oom_kill"),
+        })
+    }
+
+    fn freeze(&self, path: &str, frozen: bool) -> Result<(), CgroupError> {
+        let dir = self.dir(path);
+        self.write(&dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        let want = u64::from(frozen);
+        for _ in 0..500 {
+            match keyed(&dir.join("cgroup.events"), "frozen") {
+                Some(now) if now == want => return Ok(()),
+                // A stand-in directory (tests) has no events file.
+                None => return Ok(()),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        Err(CgroupError::Write {
+            path: dir.join("cgroup.freeze"),
+            value: want.to_string(),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the kernel did not finish (un)freezing within 5 s",
+            ),
         })
     }
 }

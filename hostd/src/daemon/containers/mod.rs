@@ -555,6 +555,7 @@ impl Shared {
         let record = &mut state.record;
         record.exit_code = Some(code);
         record.oom_killed = oom_killed;
+        record.paused = false;
         state.exits += 1;
         let record = &mut state.record;
         record.finished = Some(rfc3339_now());
@@ -1252,6 +1253,7 @@ impl Manager {
             network: Some(prepared.attachment),
             volumes: req.volumes.clone(),
             stopped_by_user: false,
+            paused: false,
         };
         let entry = Arc::new(Entry::new(dir, spec, record.clone(), None));
         entry.save(&record);
@@ -1290,6 +1292,10 @@ impl Manager {
         }
         if !entry.status_is("running") {
             return Ok(entry.record());
+        }
+        // A frozen container handles no signal: thawed first, as dockerd does.
+        if entry.record().paused {
+            let _ = self.set_paused(entry, false);
         }
         if !timeout.is_zero() {
             entry.signal(libc::SIGTERM);
@@ -1415,14 +1421,21 @@ impl Manager {
         Some(receiver)
     }
 
-    /// Sends `signal` to a running container's init (`docker kill`); its
-    /// restart policy still applies, as in Docker.
+    /// Sends `signal` to a running container's init (`docker kill`). As
+    /// with dockerd, a kill is a manual stop: the restart policy no longer
+    /// brings the container back (`start` turns it on again).
     pub fn kill(&self, name: &str, signal: i32) -> Result<Record, String> {
         let entry = self.find(name)?;
         if !entry.status_is("running") {
             return Err(format!("container {name:?} is not running"));
         }
-        let state = lock(&entry.state);
+        if entry.record().paused {
+            let _ = self.set_paused(&entry, false);
+        }
+        let mut state = lock(&entry.state);
+        state.stopping = true;
+        state.record.stopped_by_user = true;
+        entry.save(&state.record);
         let Some(fd) = state.pidfd.as_ref() else {
             return Err(format!("container {name:?} is not running"));
         };
@@ -1439,6 +1452,46 @@ impl Manager {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         Ok((entry.record(), request, entry.spec.clone()))
+    }
+
+    /// Freezes a running container's processes (`docker pause`).
+    pub fn pause(&self, name: &str) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        let record = entry.record();
+        if record.status != "running" {
+            return Err(format!("container {name:?} is not running"));
+        }
+        if record.paused {
+            return Err(format!("container {name:?} is already paused"));
+        }
+        self.set_paused(&entry, true)
+    }
+
+    /// Thaws a paused container (`docker unpause`).
+    pub fn unpause(&self, name: &str) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        if !entry.record().paused {
+            return Err(format!("container {name:?} is not paused"));
+        }
+        self.set_paused(&entry, false)
+    }
+
+    fn set_paused(&self, entry: &Entry, paused: bool) -> Result<Record, String> {
+        let cgroups = crate::runtime::cgroups::Cgroupfs::detect();
+        cgroups
+            .freeze(&config::cgroup_path(&entry.id), paused)
+            .map_err(|e| {
+                format!(
+                    "cannot {} {}: {e}",
+                    if paused { "pause" } else { "unpause" },
+                    entry.id
+                )
+            })?;
+        let mut state = lock(&entry.state);
+        state.record.paused = paused;
+        entry.save(&state.record);
+        entry.notify();
+        Ok(state.record.clone())
     }
 
     /// One container's record.

@@ -826,7 +826,8 @@ impl Api {
             ContainerOp::Stop | ContainerOp::Restart => {
                 let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
                 let timeout = match number::<i64>(&query, "t")? {
-                    Some(t) if t < 0 => crate::daemon::containers::STOP_TIMEOUT * 1000,
+                    // -1: wait for ever (a day, the longest hostd waits).
+                    Some(t) if t < 0 => Duration::from_secs(mkhost_shared::control::MAX_STOP_TIMEOUT_SECS),
                     Some(t) => Duration::from_secs(t.unsigned_abs().min(mkhost_shared::control::MAX_STOP_TIMEOUT_SECS)),
                     None => crate::daemon::containers::STOP_TIMEOUT,
                 };
@@ -879,6 +880,25 @@ impl Api {
                     )));
                 }
                 json_answer(StatusCode::OK, &top(record.pid))
+            }
+            ContainerOp::Pause | ContainerOp::Unpause => {
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                let result = match op {
+                    ContainerOp::Pause if record.status != "running" => Err(format!(
+                        "Container {} is not running",
+                        record.id
+                    )),
+                    ContainerOp::Pause if record.paused => {
+                        Err(format!("Container {} is already paused", record.id))
+                    }
+                    ContainerOp::Unpause if !record.paused => {
+                        Err(format!("Container {} is not paused", record.id))
+                    }
+                    ContainerOp::Pause => manager.pause(&id).map_err(|e| format!("Cannot pause container {id}: {e}")),
+                    _ => manager.unpause(&id).map_err(|e| format!("Cannot unpause container {id}: {e}")),
+                };
+                result.map_err(ApiError::conflict)?;
+                no_content()
             }
             ContainerOp::Wait | ContainerOp::Logs | ContainerOp::Attach => {
                 Err(ApiError::internal("routed elsewhere"))

@@ -95,6 +95,10 @@ pub enum ContainerOp {
     Remove,
     /// `GET …/top`.
     Top,
+    /// `POST …/pause`.
+    Pause,
+    /// `POST …/unpause`.
+    Unpause,
 }
 
 /// Splits the version prefix off `path`: `/v1.41/info` gives `("1.41",
@@ -190,9 +194,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 ("GET", "logs") => ContainerOp::Logs,
                 ("GET", "top") => ContainerOp::Top,
                 ("GET", "stats") => return Ok(Route::Unsupported("container stats")),
-                ("POST", "pause" | "unpause") => {
-                    return Ok(Route::Unsupported("pause and unpause"))
-                }
+                ("POST", "pause") => ContainerOp::Pause,
+                ("POST", "unpause") => ContainerOp::Unpause,
                 ("POST", "rename") => return Ok(Route::Unsupported("container rename")),
                 ("POST", "update") => return Ok(Route::Unsupported("container update")),
                 ("POST", "resize") => return Ok(Route::Unsupported("terminals (-t)")),

@@ -26,15 +26,20 @@ pub fn unix_seconds(time: &str) -> i64 {
     parse_rfc3339(time).map_or(0, |(secs, _)| secs)
 }
 
-/// Docker's state names: hostd's `restarting` is Docker's too.
+/// Docker's state names: hostd's `restarting` is Docker's too; a frozen
+/// running container is `paused`.
 fn state(record: &Record) -> &str {
-    record.status.as_str()
+    match record.paused && record.status == "running" {
+        true => "paused",
+        false => record.status.as_str(),
+    }
 }
 
 /// `Up 3 minutes`, `Exited (0) 5 seconds ago`, `Created`.
 fn status_text(record: &Record, now: i64) -> String {
     let ago = |time: &str| human_duration(now - unix_seconds(time));
     match record.status.as_str() {
+        "running" if record.paused => format!("Up {} (Paused)", ago(&record.started)),
         "running" => format!("Up {}", ago(&record.started)),
         "restarting" => format!(
             "Restarting ({}) {} ago",
@@ -245,7 +250,7 @@ pub fn container_inspect(
         "State": {
             "Status": state(record),
             "Running": running,
-            "Paused": false,
+            "Paused": record.paused,
             "Restarting": record.status == "restarting",
             "OOMKilled": record.oom_killed,
             "Dead": false,
@@ -432,7 +437,7 @@ pub fn matches_filters(
         let keep = match key.as_str() {
             "id" => any(&|v| record.id.starts_with(v)),
             "name" => any(&|v| record.name.contains(v.trim_start_matches('/'))),
-            "status" => any(&|v| v == record.status),
+            "status" => any(&|v| v == state(record)),
             "label" => any(&|v| match v.split_once('=') {
                 Some((k, val)) => record.labels.get(k).is_some_and(|x| x == val),
                 None => record.labels.contains_key(v),
