@@ -529,7 +529,8 @@ impl Api {
 
     async fn containers(self: &Arc<Self>, query: &Query) -> Answer {
         let all = flag(query, "all")?;
-        let limit: Option<usize> = number(query, "limit")?;
+        // docker-py sends limit=-1 for "no limit", as dockerd takes it.
+        let limit: Option<i64> = number(query, "limit")?;
         let filters = views::parse_filters(query.get("filters")).map_err(ApiError::bad_request)?;
         let manager = self.manager()?;
         let records = blocking(move || Ok(manager.ps())).await?;
@@ -544,7 +545,10 @@ impl Api {
                 rows.push(views::container_summary(record, now));
             }
         }
-        if let Some(limit) = limit.filter(|l| *l > 0) {
+        if let Some(limit) = limit
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| *l > 0)
+        {
             rows.truncate(limit);
         }
         json_answer(StatusCode::OK, &Value::Array(rows))
