@@ -26,172 +26,20 @@
 //! exit code and some output, so the test cannot pass by comparing nothing.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{ok, require, run, wait_exit, Daemon, HOSTD};
-
-/// Debian's docker CLI (not `/usr/local/bin/docker`, another one).
-const DOCKER: &str = "/usr/bin/docker";
-const DOCKERD: &str = "/usr/sbin/dockerd";
+use crate::common::{
+    capture, mask_ids, ok, require, run, Daemon, Dockerd, Ran, DOCKER, DOCKERD, HOSTD,
+};
 
 /// The busybox applets the cases run, linked in the image's `/bin`.
 const APPLETS: [&str; 14] = [
     "sh", "id", "env", "pwd", "ls", "cat", "echo", "hostname", "touch", "grep", "stat", "seq",
     "printf", "tr",
 ];
-
-/// A private dockerd (and the containerd it starts) under `dir`, with
-/// docker.service's resource limits as far as this machine allows. On
-/// drop it stops them (SIGTERM, then SIGKILL to every process whose
-/// command line names `dir`: containerd, shims) and unmounts what they
-/// left under `dir`, so a failing test leaves nothing behind.
-struct Dockerd {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Dockerd {
-    fn start(dir: &Path) -> Dockerd {
-        fs::create_dir_all(dir.join("cli")).unwrap();
-        // An empty configuration: not the host's /etc/docker/daemon.json.
-        fs::write(dir.join("daemon.json"), "{}\n").unwrap();
-        let log = fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("prlimit")
-            .args(service_limits())
-            .arg("--")
-            .arg(DOCKERD)
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            // containerd's sockets live here: the path must stay short.
-            .arg("--exec-root")
-            .arg(dir.join("e"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.join("d.sock").display()))
-            .arg("--pidfile")
-            .arg(dir.join("d.pid"))
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut dockerd = Dockerd {
-            child,
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let version = dockerd
-                .docker()
-                .args(["version", "--format", "{{.Server.Version}}"])
-                .output()
-                .unwrap();
-            if version.status.success() {
-                break;
-            }
-            let exited = dockerd.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "dockerd did not come up ({exited:?}):\n{}",
-                dockerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        dockerd
-    }
-
-    /// The docker CLI, talking to this dockerd only, with its own config
-    /// directory (not the host's credential helpers).
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new(DOCKER);
-        cmd.arg("-H")
-            .arg(format!("unix://{}", self.dir.join("d.sock").display()))
-            .env("DOCKER_CONFIG", self.dir.join("cli"))
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CONTEXT");
-        cmd
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = hostd::os::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let needle = self.dir.to_string_lossy().into_owned();
-        let me = i32::try_from(std::process::id()).unwrap_or(0);
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if pid > 1 && pid != me && String::from_utf8_lossy(&cmdline).contains(&needle) {
-                let _ = hostd::os::kill(pid, libc::SIGKILL);
-            }
-        }
-        // Deepest first: an overlay inside dockerd's data root before the
-        // root itself.
-        let mut targets: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|t| Path::new(t).starts_with(&self.dir))
-            .collect();
-        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        for target in targets {
-            let _ = hostd::os::unmount(Path::new(&target), hostd::os::UnmountFlags::DETACH);
-        }
-    }
-}
-
-/// prlimit's options for docker.service's `LimitNOFILE=1048576`,
-/// `LimitNPROC=infinity` and `LimitCORE=infinity`: soft and hard limit at
-/// that value where this process may set it (raising a hard limit needs
-/// `CAP_SYS_RESOURCE`), else both at the hard limit, which is also what
-/// hostd's zygote does for its containers.
-fn service_limits() -> Vec<String> {
-    use rustix::process::Resource;
-    let wanted = [
-        ("nofile", Resource::Nofile, "1048576"),
-        ("nproc", Resource::Nproc, "unlimited"),
-        ("core", Resource::Core, "unlimited"),
-    ];
-    wanted
-        .iter()
-        .map(|(name, resource, want)| {
-            let option = format!("--{name}={want}:{want}");
-            let allowed = Command::new("prlimit")
-                .arg(&option)
-                .arg("true")
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if allowed {
-                return option;
-            }
-            let hard = rustix::process::getrlimit(*resource)
-                .maximum
-                .map_or("unlimited".to_string(), |h| h.to_string());
-            format!("--{name}={hard}:{hard}")
-        })
-        .collect()
-}
 
 /// Writes the image's root file system to `dir/rootfs.tar`: busybox with
 /// [`APPLETS`], `/etc/passwd` with root and `www` (uid 33, gid 44, home
@@ -728,34 +576,6 @@ fn lines_without(text: &str, drop: impl Fn(&str) -> bool) -> String {
         .collect()
 }
 
-/// Replaces each word of exactly 12 or 64 lowercase hex digits (a
-/// container id, or the host name made from one) with `<id>`.
-fn mask_ids(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        let hex = word
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if hex && (word.len() == 12 || word.len() == 64) {
-            out.push_str("<id>");
-        } else {
-            out.push_str(word);
-        }
-        word.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut word, &mut out);
-    out
-}
-
 /// `/proc/self/mountinfo` as `MOUNT-POINT OPTIONS FSTYPE SUPER-OPTIONS`
 /// lines, in order, with overlay's `lowerdir`, `upperdir` and `workdir`
 /// left out (each daemon's store has its own paths, and Docker adds an
@@ -789,43 +609,6 @@ fn mount_table(text: &str) -> String {
         ));
     }
     out
-}
-
-/// What one side printed and answered.
-#[derive(Debug, Clone)]
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with stdin on /dev/null, collecting its output; fails the
-/// test if it takes longer than a minute.
-fn capture(cmd: &mut Command) -> Ran {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = out.read_to_end(&mut text);
-        text
-    });
-    let mut stderr = Vec::new();
-    let _ = err.read_to_end(&mut stderr);
-    let status = wait_exit(&mut child, Duration::from_secs(60));
-    let stdout = reader.join().unwrap();
-    Ran {
-        code: status
-            .code()
-            .unwrap_or_else(|| panic!("{cmd:?} was killed: {status:?}")),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
 }
 
 /// `ran`'s stdout and stderr as compared: ids masked, stdout in `view`.

@@ -1,10 +1,11 @@
 //! Integration tests: the real `hostd` and `init` binaries, run as processes.
 //!
-//! One test binary with a module per area (`containers`, `docker_diff`,
+//! One test binary with a module per area (`containers`, `docker_api`, `docker_diff`,
 //! `hostd_cli`, `images`, `init_boot`, `network`, `pull`, `reboot`, `volumes`).
 
 mod common;
 mod containers;
+mod docker_api;
 mod docker_diff;
 mod hostd_cli;
 mod images;

@@ -651,7 +651,10 @@ impl Api {
     /// `POST /images/load`: a `docker save` or OCI archive, streamed to a
     /// file next to the store and imported all-or-nothing.
     async fn image_load(self: &Arc<Self>, request: Request<Incoming>, query: &Query) -> Answer {
-        let quiet = flag(query, "quiet")?;
+        // `quiet` silences dockerd's progress bars only (this daemon sends
+        // none): the "Loaded image" lines go out either way, and the CLI
+        // asks for quiet whenever its stdout is not a terminal.
+        flag(query, "quiet")?;
         let store = {
             let api = Arc::clone(self);
             blocking(move || api.store()).await?
@@ -698,12 +701,10 @@ impl Api {
                 Some(name) => format!("Loaded image: {name}\n"),
                 None => format!("Loaded image ID: {}\n", views::image_id(&image.id)),
             };
-            if !quiet {
-                lines.extend_from_slice(
-                    &serde_json::to_vec(&json!({ "stream": text })).unwrap_or_default(),
-                );
-                lines.extend_from_slice(b"\r\n");
-            }
+            lines.extend_from_slice(
+                &serde_json::to_vec(&json!({ "stream": text })).unwrap_or_default(),
+            );
+            lines.extend_from_slice(b"\r\n");
         }
         Response::builder()
             .status(StatusCode::OK)
@@ -714,7 +715,7 @@ impl Api {
 
     async fn containers(self: &Arc<Self>, query: &Query) -> Answer {
         let all = flag(query, "all")?;
-        // -1 (docker-py's default) and 0: no limit.
+        // -1 (docker-py's default) and 0: no limit, as dockerd takes them.
         let limit: Option<i64> = number(query, "limit")?;
         let filters = views::parse_filters(query.get("filters")).map_err(ApiError::bad_request)?;
         let manager = self.manager()?;

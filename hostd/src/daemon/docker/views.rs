@@ -185,6 +185,22 @@ fn mounts(record: &Record, spec: Option<&CreateSpec>) -> Value {
     Value::Array(list)
 }
 
+/// A command as `docker ps` shows it: dockerd joins the arguments with
+/// spaces, each one that has a space in single quotes.
+fn command_line(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|arg| {
+            if arg.contains(' ') {
+                format!("'{arg}'")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A row of `GET /containers/json`.
 pub fn container_summary(record: &Record, now: i64) -> Value {
     json!({
@@ -192,7 +208,7 @@ pub fn container_summary(record: &Record, now: i64) -> Value {
         "Names": [format!("/{}", record.name)],
         "Image": record.image,
         "ImageID": image_id(&record.image_id),
-        "Command": record.command.join(" "),
+        "Command": command_line(&record.command),
         "Created": unix_seconds(&record.created),
         "Ports": summary_ports(record.network.as_ref()),
         "Labels": record.labels,
@@ -331,9 +347,24 @@ pub fn container_inspect(
 }
 
 /// Splits `name:tag` names and `name@digest` references for `RepoTags`
-/// and `RepoDigests`.
+/// and `RepoDigests`. A name without a tag (an OCI archive's `bb`) is
+/// `bb:latest`, as dockerd lists it: the docker CLI skips a `RepoTags`
+/// entry without a tag, so `docker images` would not show the image.
 fn repo_names(names: &[String]) -> (Vec<String>, Vec<String>) {
-    names.iter().cloned().partition(|n| !n.contains('@'))
+    let (tags, digests): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|n| !n.contains('@'));
+    let tags = tags
+        .into_iter()
+        .map(|n| {
+            let last = n.rsplit('/').next().unwrap_or(&n);
+            if last.contains(':') {
+                n
+            } else {
+                format!("{n}:latest")
+            }
+        })
+        .collect();
+    (tags, digests)
 }
 
 /// A row of `GET /images/json`.
@@ -535,5 +566,24 @@ mod tests {
         assert_eq!(f["status"], ["exited"]);
         assert!(parse_filters(Some(&"[1]".to_string())).is_err());
         assert!(parse_filters(Some(&r#"{"name":[1]}"#.to_string())).is_err());
+    }
+
+    #[test]
+    fn repo_tags_always_have_a_tag() {
+        let names = [
+            "bb".to_string(),
+            "host:5000/a/b".to_string(),
+            "busybox:1.36".to_string(),
+            "busybox@sha256:00".to_string(),
+        ];
+        let (tags, digests) = repo_names(&names);
+        assert_eq!(tags, ["bb:latest", "host:5000/a/b:latest", "busybox:1.36"]);
+        assert_eq!(digests, ["busybox@sha256:00"]);
+    }
+
+    #[test]
+    fn commands_quote_arguments_with_spaces() {
+        let command = ["sh", "-c", "echo a; sleep 1"].map(String::from);
+        assert_eq!(command_line(&command), "sh -c 'echo a; sleep 1'");
     }
 }
