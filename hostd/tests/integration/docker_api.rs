@@ -857,25 +857,6 @@ const KNOWN: &[Known] = &[
         any_code: true,
     },
     Known {
-        name: "BUG: docker kill does not count as a manual stop",
-        reason: "dockerd marks a container it kills as stopped by the user \
-                 (HasBeenManuallyStopped), so its restart policy does not bring it back; hostd's \
-                 Manager::kill leaves the policy on, and an on-failure container killed with \
-                 SIGKILL is restarting. To be fixed in hostd/src/daemon/containers (kill should \
-                 set stopped_by_user and stopping, as stop does)",
-        cases: &["inspect-killed"],
-        rewrite: |text| text.replace("restarting 137", "exited 137"),
-        any_code: false,
-    },
-    Known {
-        name: "Config.WorkingDir without a working directory",
-        reason: "when neither the image nor -w names one, dockerd's inspect shows the configured \
-                 value (\"\") and hostd the directory the process runs in (\"/\"); both run in /",
-        cases: &["inspect-workdir"],
-        rewrite: |text| text.replace("\"/\"", "\"\""),
-        any_code: false,
-    },
-    Known {
         name: "missing image message",
         reason: "dockerd 20.10 wraps the error and names the reference twice (\"no such image: X: \
                  No such image: X\"); hostd says it once. Same status (404) and exit code",
@@ -1104,7 +1085,6 @@ fn docker_cli_against_hostd_and_dockerd() {
                 "web",
             ],
         ),
-        // -f: hostd restarts web after the kill (see KNOWN).
         ("rm", vec!["rm", "-f", "web"]),
         ("rm-f-missing", vec!["rm", "-f", "nope"]),
         (

@@ -1454,6 +1454,29 @@ impl Manager {
         Ok((entry.record(), request, entry.spec.clone()))
     }
 
+    /// Gives a container another name (`docker rename`); its DNS name on
+    /// its network follows.
+    pub fn rename(&self, name: &str, new_name: &str) -> Result<Record, String> {
+        let entry = self.find(name)?;
+        if !mkhost_shared::container::valid_name(new_name) {
+            return Err(format!(
+                "invalid container name {new_name:?}: letters, digits, '_', '.' and '-', beginning with a letter or digit"
+            ));
+        }
+        if self.name_taken(new_name) {
+            return Err(format!("a container named {new_name:?} already exists"));
+        }
+        let mut state = lock(&entry.state);
+        let old = std::mem::replace(&mut state.record.name, new_name.to_string());
+        entry.save(&state.record);
+        self.shared.networks.rename(&entry.id, new_name);
+        log(&format!(
+            "renamed container {} from {old} to {new_name}",
+            entry.id
+        ));
+        Ok(state.record.clone())
+    }
+
     /// Freezes a running container's processes (`docker pause`).
     pub fn pause(&self, name: &str) -> Result<Record, String> {
         let entry = self.find(name)?;

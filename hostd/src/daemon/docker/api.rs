@@ -18,6 +18,7 @@ use super::create;
 use super::error::ApiError;
 use super::resources;
 use super::route::{self, flag, number, ContainerOp, Query, Route, API_VERSION, MIN_API_VERSION};
+use super::stats;
 use super::stream::{self, ChannelBody};
 use super::views;
 use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
@@ -798,6 +799,7 @@ impl Api {
         match op {
             ContainerOp::Wait => return self.wait(id, query).await,
             ContainerOp::Logs => return self.logs(id, query).await,
+            ContainerOp::Stats => return self.stats(id, query).await,
             _ => {}
         }
         let manager = self.manager()?;
@@ -901,11 +903,96 @@ impl Api {
                 result.map_err(ApiError::conflict)?;
                 no_content()
             }
-            ContainerOp::Wait | ContainerOp::Logs | ContainerOp::Attach => {
+            ContainerOp::Rename => {
+                let new_name = query
+                    .get("name")
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| ApiError::bad_request("name: give the new name"))?;
+                let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
+                if let Ok(other) = manager.record(&new_name) {
+                    if other.name == new_name {
+                        return Err(ApiError::conflict(format!(
+                            "Error when allocating new name: Conflict. The container name \"/{new_name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                            other.id
+                        )));
+                    }
+                }
+                manager
+                    .rename(&record.id, &new_name)
+                    .map_err(ApiError::bad_request)?;
+                no_content()
+            }
+            ContainerOp::Wait | ContainerOp::Logs | ContainerOp::Attach | ContainerOp::Stats => {
                 Err(ApiError::internal("routed elsewhere"))
             }
         })
         .await
+    }
+
+    /// `GET /containers/{id}/stats`: a sample a second while the client
+    /// reads (`stream`, the default), or one answer (`stream=false`: two
+    /// samples a second apart, so the CLI can compute CPU use; `one-shot`:
+    /// one sample at once).
+    async fn stats(self: &Arc<Self>, id: String, query: &Query) -> Answer {
+        let streaming = match query.get("stream").map(String::as_str) {
+            None | Some("") => true,
+            Some(_) => flag(query, "stream")?,
+        };
+        let one_shot = flag(query, "one-shot")?;
+        let manager = self.manager()?;
+        let record = manager
+            .record(&id)
+            .map_err(|e| self.container_error(&id, e))?;
+        let sample = move |record: &mkhost_shared::container::Record| {
+            // A stopped container reads as zeros, as dockerd shows it.
+            let mut s = stats::sample(&record.id).unwrap_or_default();
+            if s.read.is_empty() {
+                s.read = mkhost_shared::time::rfc3339_now();
+            }
+            s
+        };
+        let line = |value: &Value| {
+            let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+            bytes.push(b'\n');
+            Bytes::from(bytes)
+        };
+        if !streaming {
+            let first = sample(&record);
+            if one_shot {
+                return json_answer(
+                    StatusCode::OK,
+                    &stats::view(&record, &first, &stats::Sample::default()),
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let second = sample(&record);
+            return json_answer(StatusCode::OK, &stats::view(&record, &second, &first));
+        }
+        let (sender, body) = ChannelBody::new(2);
+        tokio::spawn(async move {
+            let mut previous = stats::Sample::default();
+            loop {
+                let record = match manager.record(&record.id) {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
+                let now = sample(&record);
+                if sender
+                    .send(line(&stats::view(&record, &now, &previous)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                previous = now;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        streamed("application/json", body)
     }
 
     /// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`:

@@ -14,6 +14,7 @@ pub mod create;
 pub mod error;
 pub mod resources;
 pub mod route;
+pub mod stats;
 pub mod stream;
 pub mod views;
 

@@ -99,6 +99,10 @@ pub enum ContainerOp {
     Pause,
     /// `POST …/unpause`.
     Unpause,
+    /// `POST …/rename?name=`.
+    Rename,
+    /// `GET …/stats?stream=&one-shot=`.
+    Stats,
 }
 
 /// Splits the version prefix off `path`: `/v1.41/info` gives `("1.41",
@@ -193,10 +197,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 ("POST", "attach") => ContainerOp::Attach,
                 ("GET", "logs") => ContainerOp::Logs,
                 ("GET", "top") => ContainerOp::Top,
-                ("GET", "stats") => return Ok(Route::Unsupported("container stats")),
+                ("GET", "stats") => ContainerOp::Stats,
                 ("POST", "pause") => ContainerOp::Pause,
                 ("POST", "unpause") => ContainerOp::Unpause,
-                ("POST", "rename") => return Ok(Route::Unsupported("container rename")),
+                ("POST", "rename") => ContainerOp::Rename,
                 ("POST", "update") => return Ok(Route::Unsupported("container update")),
                 ("POST", "resize") => return Ok(Route::Unsupported("terminals (-t)")),
                 ("POST", "exec") => return Ok(Route::Unsupported("exec")),

@@ -325,7 +325,12 @@ pub fn container_inspect(
             "Cmd": cmd,
             "Image": record.image,
             "Volumes": null,
-            "WorkingDir": spec.cwd,
+            // What was asked for (or the image's), as dockerd shows it; the
+            // process runs in / without either.
+            "WorkingDir": request
+                .and_then(|r| r.workdir.clone())
+                .or_else(|| image_config.and_then(|c| c.working_dir.clone()))
+                .unwrap_or_default(),
             "Entrypoint": entrypoint,
             "OnBuild": null,
             "Labels": record.labels,

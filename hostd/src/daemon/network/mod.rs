@@ -866,6 +866,36 @@ impl Networks {
 
     /// Frees everything container `id` holds, once: its DNS names, ports,
     /// address, lease, veth and namespace. Calling it again does nothing.
+    /// The container `id` is called `name` now: its DNS name follows
+    /// (its host name and aliases stay).
+    pub fn rename(&self, id: &str, name: &str) {
+        let mut state = lock(&self.state);
+        let state = &mut *state;
+        let Some(member) = state.members.get_mut(id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut member.name, name.to_string());
+        let a = &member.attachment;
+        let keep_old = a.aliases.iter().any(|n| n.eq_ignore_ascii_case(&old))
+            || member
+                .names
+                .iter()
+                .skip(1)
+                .any(|n| n.eq_ignore_ascii_case(&old));
+        if let (Some(net), Some(ip)) = (state.nets.get_mut(&a.network), a.address) {
+            if !keep_old {
+                net.records.remove(&old, ip);
+            }
+            if !net.records.lookup(name).contains(&ip) {
+                net.records.add(name, ip);
+            }
+        }
+        if !keep_old {
+            member.names.retain(|n| n != &old);
+        }
+        member.names.insert(0, name.to_string());
+    }
+
     pub fn release(&self, id: &str) {
         let mut state = lock(&self.state);
         let Some(member) = state.members.remove(id) else {
