@@ -2,7 +2,8 @@
 //! (a `hostfwd` to the guest's port 2376), with the stock docker CLI: the
 //! image's server certificate (from a profile's `[docker] tls_dir`, made by
 //! `mkhost certs`), a container started with limits that land in its
-//! cgroup and a published port reached from the build machine, the same
+//! cgroup, paused (frozen) and measured there, a published port reached
+//! from the build machine, renamed, the same
 //! containers through both doors, and clients without a certificate, with
 //! another CA's and with an expired one refused. It rides on the network
 //! guest's boot (network_guest.rs): one boot checks both.
@@ -254,6 +255,46 @@ pub fn check(guest: &mut Guest, certs: &Certs, docker_port: u16, web_port: u16, 
         ],
     );
     assert_eq!(inspect, "running 67108864 map[80/tcp:[{0.0.0.0 8081}]]");
+
+    // Pause freezes the cgroup, unpause thaws it; stats read the cgroup.
+    ok(certs, docker_port, &["pause", "dweb"]);
+    let frozen = guest.run(&format!("cat {cg}/cgroup.freeze"), Duration::from_secs(60));
+    assert_eq!(frozen, ["1"], "{frozen:?}");
+    let paused = ok(
+        certs,
+        docker_port,
+        &[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}}",
+            "dweb",
+        ],
+    );
+    assert_eq!(paused, "paused true");
+    ok(certs, docker_port, &["unpause", "dweb"]);
+    crate::network_guest::fetch_until(web_port, "hello-docker");
+    let stats = ok(
+        certs,
+        docker_port,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+            "dweb",
+        ],
+    );
+    assert!(
+        stats.starts_with("dweb ") && stats.contains("/ 64MiB"),
+        "{stats}"
+    );
+    ok(certs, docker_port, &["rename", "dweb", "dweb2"]);
+    let renamed = guest.run("hostd ps", Duration::from_secs(60)).join("\n");
+    assert!(
+        renamed.lines().any(|l| l.starts_with("dweb2 ")),
+        "{renamed}"
+    );
+    ok(certs, docker_port, &["rename", "dweb2", "dweb"]);
 
     // An attached run passes output and the exit code back over TLS.
     let out = docker(
