@@ -26,6 +26,7 @@
 
 pub mod containers;
 pub mod docker;
+pub mod events;
 pub mod log;
 pub mod network;
 pub mod pull;

@@ -393,6 +393,8 @@ pub struct Shared {
     zygote: Mutex<Zygote>,
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
     on_zygote_lost: OnZygoteLost,
+    /// What happened to containers, for `docker events`.
+    events: Arc<crate::daemon::events::Events>,
 }
 
 /// The daemon's containers.
@@ -498,6 +500,19 @@ fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
 }
 
 impl Shared {
+    /// Tells the event stream that `action` happened to the container of
+    /// `record`, with `extra` attributes.
+    fn event(&self, record: &Record, action: &str, extra: &[(&str, String)]) {
+        let mut attributes = record.labels.clone();
+        attributes.insert("name".into(), record.name.clone());
+        attributes.insert("image".into(), record.image.clone());
+        for (key, value) in extra {
+            attributes.insert((*key).to_string(), value.clone());
+        }
+        self.events
+            .emit("container", action, &record.id, attributes);
+    }
+
     /// The zygote exited: nothing can be created, reaped or deleted any
     /// more, and a daemon cannot fork a new one safely once it has threads.
     /// The daemon's answer ([`OnZygoteLost`]) is to exit, so that init starts
@@ -578,6 +593,7 @@ impl Shared {
             None
         };
         entry.save(&state.record);
+        self.event(&state.record, "die", &[("exitCode", code.to_string())]);
         let name = state.record.name.clone();
         drop(state);
         entry.notify();
@@ -610,6 +626,7 @@ impl Shared {
             Ok(()) => {
                 entry.removed.store(true, Ordering::SeqCst);
                 entry.notify();
+                self.event(&entry.record(), "destroy", &[]);
                 log(&format!(
                     "removed container {} ({})",
                     entry.id,
@@ -733,6 +750,7 @@ impl Shared {
                 state.pidfd = Some(Arc::clone(&running.pidfd));
                 entry.save(&state.record);
                 entry.notify();
+                self.event(&state.record, "start", &[]);
                 match first {
                     true => log(&format!(
                         "started container {} ({}) pid {pid}",
@@ -801,6 +819,7 @@ impl Manager {
             zygote: Mutex::new(zygote),
             containers: Mutex::new(BTreeMap::new()),
             on_zygote_lost,
+            events: Arc::new(crate::daemon::events::Events::new()),
         });
         let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
         let manager = Manager {
@@ -1257,6 +1276,7 @@ impl Manager {
         };
         let entry = Arc::new(Entry::new(dir, spec, record.clone(), None));
         entry.save(&record);
+        self.shared.event(&record, "create", &[]);
         cleanup.disarm();
         // The record names its volumes now: `volume rm` sees it.
         lock(&self.shared.containers).insert(id, Arc::clone(&entry));
@@ -1320,7 +1340,9 @@ impl Manager {
             state.record.stopped_by_user = true;
             entry.save(&state.record);
         }
-        self.halt(&entry, timeout)
+        let record = self.halt(&entry, timeout)?;
+        self.shared.event(&record, "stop", &[]);
+        Ok(record)
     }
 
     /// Starts a created container, or an exited one again: same id, root
@@ -1369,6 +1391,11 @@ impl Manager {
         let entry = self.find(name)?;
         entry.wait_while(timeout, |status| status != "exited");
         Ok(entry.record())
+    }
+
+    /// The event stream (`docker events`).
+    pub fn events(&self) -> &Arc<crate::daemon::events::Events> {
+        &self.shared.events
     }
 
     /// Watches a container for changes (`docker wait`).
@@ -1441,6 +1468,8 @@ impl Manager {
         };
         crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal)
             .map_err(|e| format!("cannot send signal {signal} to {name}: {e}"))?;
+        self.shared
+            .event(&state.record, "kill", &[("signal", signal.to_string())]);
         Ok(state.record.clone())
     }
 
@@ -1470,6 +1499,8 @@ impl Manager {
         let old = std::mem::replace(&mut state.record.name, new_name.to_string());
         entry.save(&state.record);
         self.shared.networks.rename(&entry.id, new_name);
+        self.shared
+            .event(&state.record, "rename", &[("oldName", format!("/{old}"))]);
         log(&format!(
             "renamed container {} from {old} to {new_name}",
             entry.id
@@ -1514,6 +1545,8 @@ impl Manager {
         state.record.paused = paused;
         entry.save(&state.record);
         entry.notify();
+        self.shared
+            .event(&state.record, if paused { "pause" } else { "unpause" }, &[]);
         Ok(state.record.clone())
     }
 

@@ -4,6 +4,7 @@
 //! Blocking work runs on tokio's blocking threads; waits and streams are
 //! async and end when their client goes.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,8 +237,104 @@ impl Api {
                 let body = read_body(request.into_body()).await?;
                 self.resource(route, &query, body).await
             }
+            Route::Events => self.events(&query),
             Route::Unsupported(what) => Err(ApiError::unsupported(what)),
         }
+    }
+
+    /// `GET /events`: the kept events from `since`, then live ones until
+    /// `until` (or for ever), filtered by `type`, `event`, `container`,
+    /// `image` and `label`, one JSON object per line.
+    fn events(self: &Arc<Self>, query: &Query) -> Answer {
+        let filters = views::parse_filters(query.get("filters")).map_err(ApiError::bad_request)?;
+        for key in filters.keys() {
+            if !matches!(
+                key.as_str(),
+                "type" | "event" | "container" | "image" | "label"
+            ) {
+                return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+            }
+        }
+        let nanos = |key: &str| -> Result<Option<u128>, ApiError> {
+            Ok(time_bound(query, key)?.map(|s| (s.max(0.0) * 1e9) as u128))
+        };
+        let (since, until) = (nanos("since")?, nanos("until")?);
+        let manager = self.manager()?;
+        let (past, mut live) = manager.events().listen(since.or(until.map(|_| 0)));
+        let (sender, body) = ChannelBody::new(64);
+        let keep = move |e: &crate::daemon::events::Event| {
+            let any = |key: &str, test: &dyn Fn(&str) -> bool| {
+                filters
+                    .get(key)
+                    .is_none_or(|v| v.is_empty() || v.iter().any(|x| test(x)))
+            };
+            let name = e.attributes.get("name").map(String::as_str).unwrap_or("");
+            let image = e.attributes.get("image").map(String::as_str).unwrap_or("");
+            any("type", &|v| v == e.kind)
+                && any("event", &|v| v == e.action)
+                && any("container", &|v| {
+                    e.kind == "container" && (e.id.starts_with(v) || v == name)
+                })
+                && any("image", &|v| v == image || (e.kind == "image" && v == e.id))
+                && any("label", &|v| match v.split_once('=') {
+                    Some((k, val)) => e.attributes.get(k).is_some_and(|x| x == val),
+                    None => e.attributes.contains_key(v),
+                })
+        };
+        let line = |e: &crate::daemon::events::Event| {
+            let secs = (e.time_nano / 1_000_000_000) as u64;
+            let mut value = json!({
+                "Type": e.kind,
+                "Action": e.action,
+                "Actor": { "ID": e.id, "Attributes": e.attributes },
+                "scope": "local",
+                "time": secs,
+                "timeNano": e.time_nano as u64,
+            });
+            if e.kind == "container" {
+                value["status"] = Value::from(e.action.clone());
+                value["id"] = Value::from(e.id.clone());
+                value["from"] = Value::from(e.attributes.get("image").cloned().unwrap_or_default());
+            }
+            let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+            bytes.push(b'\n');
+            Bytes::from(bytes)
+        };
+        tokio::spawn(async move {
+            let past_until =
+                |e: &crate::daemon::events::Event| until.is_none_or(|u| e.time_nano <= u);
+            for event in past.iter().filter(|e| keep(e) && past_until(e)) {
+                if sender.send(line(event)).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = until.map(|u| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                Duration::from_nanos(u64::try_from(u.saturating_sub(now)).unwrap_or(u64::MAX))
+            });
+            let stop = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(86_400 * 365)));
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    received = live.recv() => match received {
+                        Ok(event) if keep(&event) => {
+                            if sender.send(line(&event)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        // A listener that fell RECENT events behind skips them.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = &mut stop => return,
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        streamed("application/json", body)
     }
 
     /// Networks and volumes, through the daemon's control requests.
@@ -562,6 +659,21 @@ impl Api {
         })
         .await?;
         let (info, removed) = answer;
+        if let Ok(manager) = self.manager() {
+            for name in &removed.untagged {
+                manager
+                    .events()
+                    .emit("image", "untag", name, BTreeMap::new());
+            }
+            if removed.deleted {
+                manager.events().emit(
+                    "image",
+                    "delete",
+                    &views::image_id(&info.id),
+                    BTreeMap::new(),
+                );
+            }
+        }
         let mut rows: Vec<Value> = removed
             .untagged
             .iter()
@@ -620,6 +732,7 @@ impl Api {
                     json!({ "status": format!("Pulling from {reference}"), "id": tag }),
                 ))
                 .await;
+            let events = api.manager().ok().map(|m| Arc::clone(m.events()));
             let pulled = {
                 let reference = reference.clone();
                 blocking(move || {
@@ -636,6 +749,9 @@ impl Api {
                             json!({ "status": format!("Digest: {}", report.manifest_digest) }),
                         ))
                         .await;
+                    if let Some(events) = &events {
+                        events.emit("image", "pull", &reference, BTreeMap::new());
+                    }
                     let done = match report.bytes_fetched {
                         0 => format!("Status: Image is up to date for {reference}"),
                         _ => format!("Status: Downloaded newer image for {reference}"),
@@ -698,6 +814,16 @@ impl Api {
         .await?;
         let mut lines = Vec::new();
         for image in &report.images {
+            if let Ok(manager) = self.manager() {
+                let name = image
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| views::image_id(&image.id));
+                manager
+                    .events()
+                    .emit("image", "load", &name, BTreeMap::new());
+            }
             let text = match image.names.first() {
                 Some(name) => format!("Loaded image: {name}\n"),
                 None => format!("Loaded image ID: {}\n", views::image_id(&image.id)),

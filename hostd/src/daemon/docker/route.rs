@@ -47,6 +47,8 @@ pub enum Route {
     ContainerPrune,
     /// `/containers/{id}/…`: one container, and what to do with it.
     Container(String, ContainerOp),
+    /// `GET /events?since=&until=&filters=`.
+    Events,
     /// `GET /networks`.
     Networks,
     /// `GET /networks/{id}`.
@@ -214,7 +216,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             Route::Container(id.to_string(), op)
         }
         (_, ["exec", ..]) => Route::Unsupported("exec"),
-        (_, ["events"]) => Route::Unsupported("events"),
+        ("GET", ["events"]) => Route::Events,
         (_, ["system", "df"]) => Route::Unsupported("system df"),
         ("GET", ["networks"]) => Route::Networks,
         ("POST", ["networks", "create"]) => Route::NetworkCreate,
