@@ -275,6 +275,23 @@ impl Store {
         })
     }
 
+    /// Gives the image `reference` resolves to one more name (`docker
+    /// tag`); the name moves off any other image that had it.
+    pub fn tag(&self, reference: &str, name: &str) -> Result<(), StoreError> {
+        if !index::valid_name(name) {
+            return Err(StoreError::InvalidName {
+                name: name.to_string(),
+            });
+        }
+        let _lock = self.lock()?;
+        let mut index = IndexFile::load(&self.index_path())?;
+        let (i, _) = index.resolve(reference)?;
+        let mut record = index.images[i].clone();
+        record.names = vec![name.to_string()];
+        index.add_image(record);
+        index.save(&self.index_path(), &self.tmp_dir().join("index.json.new"))
+    }
+
     /// Deletes blobs and unpacked layers no image refers to, and any staging
     /// leftovers.
     pub fn gc(&self) -> Result<GcReport, StoreError> {

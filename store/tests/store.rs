@@ -940,6 +940,29 @@ fn names_move_and_untag_keeps_other_names() {
     // Re-importing a layout moves "v1" etc. back; the store re-opens cleanly.
     let reopened = Store::open(store.root()).unwrap();
     assert_eq!(reopened.list().unwrap().len(), 5);
+
+    // A tag adds a name, and moves it off the image that had it.
+    store.tag("test/img:v4", "lab/web:1").unwrap();
+    assert_eq!(
+        store.inspect("lab/web:1").unwrap().id,
+        store.inspect("test/img:v4").unwrap().id
+    );
+    let v1 = store.inspect("v1").unwrap().id;
+    store.tag("v1", "lab/web:1").unwrap();
+    assert_eq!(store.inspect("lab/web:1").unwrap().id, v1);
+    assert!(!store
+        .inspect("test/img:v4")
+        .unwrap()
+        .names
+        .contains(&"lab/web:1".to_string()));
+    assert!(matches!(
+        store.tag("nope", "x:1"),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.tag("v1", "bad name"),
+        Err(StoreError::InvalidName { .. })
+    ));
 }
 
 #[test]

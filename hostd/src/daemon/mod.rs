@@ -409,7 +409,15 @@ impl Handler {
                     self.containers.as_ref(),
                     self.store().and_then(|s| s.inspect(image)),
                 ) {
-                    if let Some(user) = manager.uses_image(&info.id) {
+                    // Taking one of several names off is no removal: the
+                    // image stays for its containers (as `docker rmi TAG`).
+                    let wanted = mkhost_store::normalize_name(image);
+                    let only_untags = info.names.len() > 1
+                        && info
+                            .names
+                            .iter()
+                            .any(|n| mkhost_store::normalize_name(n) == wanted);
+                    if let Some(user) = manager.uses_image(&info.id).filter(|_| !only_untags) {
                         return Response::Error(format!(
                             "image {image:?} is used by container {user:?}: remove the container first"
                         ));

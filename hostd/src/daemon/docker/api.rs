@@ -216,7 +216,7 @@ impl Api {
             Route::ImageCreate => self.image_pull(&request, &query).await,
             Route::ImageLoad => self.image_load(request, &query).await,
             Route::ImagePrune => self.image_prune().await,
-            Route::ImageTag(_) => Err(ApiError::unsupported("image tag")),
+            Route::ImageTag(name) => self.image_tag(name, &query).await,
             Route::Containers => self.containers(&query).await,
             Route::ContainerCreate => {
                 let body = read_body(request.into_body()).await?;
@@ -677,12 +677,44 @@ impl Api {
         let mut rows: Vec<Value> = removed
             .untagged
             .iter()
-            .map(|n| json!({ "Untagged": n }))
+            .map(|n| json!({ "Untagged": views::familiar(n) }))
             .collect();
         if removed.deleted {
             rows.push(json!({ "Deleted": views::image_id(&info.id) }));
         }
         json_answer(StatusCode::OK, &Value::Array(rows))
+    }
+
+    /// `POST /images/{name}/tag?repo=&tag=` (`docker tag`).
+    async fn image_tag(self: &Arc<Self>, name: String, query: &Query) -> Answer {
+        let repo = query
+            .get("repo")
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| ApiError::bad_request("repo: give the new name"))?;
+        let tag = query
+            .get("tag")
+            .filter(|t| !t.is_empty())
+            .map_or("latest", String::as_str);
+        let last = repo.rsplit('/').next().unwrap_or(repo);
+        let new_name = match last.contains(':') || repo.contains('@') {
+            true => repo.clone(),
+            false => format!("{repo}:{tag}"),
+        };
+        let api = Arc::clone(self);
+        let tagged = new_name.clone();
+        blocking(move || {
+            api.store()?.tag(&name, &tagged).map_err(|e| match e {
+                StoreError::InvalidName { .. } => ApiError::bad_request(e.to_string()),
+                other => store_error(other, &name),
+            })
+        })
+        .await?;
+        if let Ok(manager) = self.manager() {
+            manager
+                .events()
+                .emit("image", "tag", &new_name, BTreeMap::new());
+        }
+        status_only(StatusCode::CREATED)
     }
 
     async fn image_prune(self: &Arc<Self>) -> Answer {

@@ -21,6 +21,13 @@ pub fn image_id(id: &str) -> String {
     }
 }
 
+/// A name as the docker CLI shows it: `docker.io/library/busybox:1` is
+/// `busybox:1`, `docker.io/a/b:1` is `a/b:1`.
+pub fn familiar(name: &str) -> String {
+    let short = name.strip_prefix("docker.io/").unwrap_or(name);
+    short.strip_prefix("library/").unwrap_or(short).to_string()
+}
+
 /// Seconds since the epoch of an RFC 3339 time (0 if unset or bad).
 pub fn unix_seconds(time: &str) -> i64 {
     parse_rfc3339(time).map_or(0, |(secs, _)| secs)
