@@ -238,6 +238,7 @@ impl Api {
                 self.resource(route, &query, body).await
             }
             Route::Events => self.events(&query),
+            Route::SystemDf => self.system_df().await,
             Route::Unsupported(what) => Err(ApiError::unsupported(what)),
         }
     }
@@ -683,6 +684,53 @@ impl Api {
             rows.push(json!({ "Deleted": views::image_id(&info.id) }));
         }
         json_answer(StatusCode::OK, &Value::Array(rows))
+    }
+
+    /// `GET /system/df`: images (unpacked sizes; shared layers counted
+    /// once in `LayersSize`), containers and volumes.
+    async fn system_df(self: &Arc<Self>) -> Answer {
+        let api = Arc::clone(self);
+        let view = blocking(move || {
+            let store = api.store()?;
+            let images = store
+                .list()
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let records = api.manager().map(|m| m.ps()).unwrap_or_default();
+            let now = views::now_seconds();
+            let mut layers = BTreeMap::new();
+            let mut rows = Vec::new();
+            for image in &images {
+                let users = records
+                    .iter()
+                    .filter(|r| views::image_id(&r.image_id) == views::image_id(&image.id))
+                    .count();
+                if let Ok(info) = store.inspect(&image.id) {
+                    for layer in &info.layers {
+                        layers.insert(layer.diff_id.clone(), layer.unpacked_size);
+                    }
+                }
+                let mut row = views::image_summary(image);
+                row["Containers"] = Value::from(users);
+                rows.push(row);
+            }
+            let containers: Vec<Value> = records
+                .iter()
+                .map(|r| views::container_summary(r, now))
+                .collect();
+            let volumes = match api.handler.handle(&ControlRequest::Volumes) {
+                ControlResponse::Volumes(list) => list.iter().map(resources::volume_view).collect(),
+                _ => Vec::new(),
+            };
+            Ok(json!({
+                "LayersSize": layers.values().sum::<u64>(),
+                "Images": rows,
+                "Containers": containers,
+                "Volumes": volumes,
+                "BuildCache": [],
+            }))
+        })
+        .await?;
+        json_answer(StatusCode::OK, &view)
     }
 
     /// `POST /images/{name}/tag?repo=&tag=` (`docker tag`).

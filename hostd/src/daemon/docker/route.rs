@@ -49,6 +49,8 @@ pub enum Route {
     Container(String, ContainerOp),
     /// `GET /events?since=&until=&filters=`.
     Events,
+    /// `GET /system/df`.
+    SystemDf,
     /// `GET /networks`.
     Networks,
     /// `GET /networks/{id}`.
@@ -217,7 +219,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         }
         (_, ["exec", ..]) => Route::Unsupported("exec"),
         ("GET", ["events"]) => Route::Events,
-        (_, ["system", "df"]) => Route::Unsupported("system df"),
+        ("GET", ["system", "df"]) => Route::SystemDf,
         ("GET", ["networks"]) => Route::Networks,
         ("POST", ["networks", "create"]) => Route::NetworkCreate,
         ("POST", ["networks", "prune"]) => Route::NetworkPrune,
