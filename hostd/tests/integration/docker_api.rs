@@ -510,6 +510,173 @@ fn docker_cli_everyday_workflow() {
     cli.fails(&["rmi", "baduser"], 1, &["No such image"]);
 }
 
+/// tag, rmi of a tag in use, rename (and its DNS-free record), events
+/// with since/until and filters, system df, stats without cgroups, and
+/// networks and volumes through the CLI.
+#[test]
+fn docker_cli_tags_renames_events_networks_and_volumes() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, cli) = daemon_with_image(dir.path());
+    let since = cli.ok(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(!since.is_empty());
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+
+    // Tags: a second name, shown by docker images; rmi of it while a
+    // container uses the image only untags.
+    cli.ok(&["tag", "bb", "lab/web:2"]);
+    let images = cli.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "lab/web:2"), "{images}");
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "none",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    let untagged = cli.ok(&["rmi", "lab/web:2"]);
+    assert_eq!(untagged.trim(), "Untagged: lab/web:2");
+    cli.fails(&["tag", "nope", "x:1"], 1, &["No such image: nope"]);
+
+    // Rename: the new name everywhere, the old one free, a taken one refused.
+    cli.ok(&["rename", "a", "b"]);
+    assert_eq!(cli.ok(&["ps", "--format", "{{.Names}}"]).trim(), "b");
+    cli.fails(&["inspect", "a"], 1, &["No such"]);
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    cli.fails(&["rename", "b", "c"], 1, &["already in use"]);
+
+    // Stats answer (zeros without cgroup v2 here; the QEMU test reads them).
+    let stats = cli.ok(&["stats", "--no-stream", "--format", "{{.Name}}", "b"]);
+    assert_eq!(stats.trim(), "b");
+
+    // Events: what happened since the start, filtered (by id: the name
+    // filter matches the name at the time, as dockerd's), ending at until.
+    let id = cli
+        .ok(&["inspect", "-f", "{{.Id}}", "b"])
+        .trim()
+        .to_string();
+    cli.ok(&["kill", "b"]);
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = cli.ok(&[
+        "events",
+        "--since",
+        &start,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={id}"),
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let actions: Vec<&str> = events.lines().collect();
+    for wanted in [
+        "container create a",
+        "container start a",
+        "container rename b",
+        "container kill b",
+        "container die b",
+    ] {
+        assert!(actions.contains(&wanted), "{wanted} missing from\n{events}");
+    }
+    let images = cli.ok(&[
+        "events",
+        "--since",
+        &start,
+        "--until",
+        &until,
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(
+        images.lines().any(|l| l == "tag") && images.lines().any(|l| l == "untag"),
+        "{images}"
+    );
+
+    // system df counts what is there.
+    let df = cli.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    let ids: std::collections::BTreeSet<String> = cli
+        .ok(&["images", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want = format!("Images {}", ids.len());
+    assert!(
+        df.lines().any(|l| l == want) && df.lines().any(|l| l == "Containers 2"),
+        "{df}"
+    );
+
+    // Networks and volumes through the CLI are hostd's.
+    cli.ok(&["network", "create", "--subnet", "10.77.0.0/16", "lab"]);
+    let nets = cli.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    for wanted in ["bridge bridge", "host host", "none null", "lab bridge"] {
+        assert!(
+            nets.lines().any(|l| l == wanted),
+            "{wanted} missing from\n{nets}"
+        );
+    }
+    let subnet = cli.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "lab",
+    ]);
+    assert_eq!(subnet.trim(), "10.77.0.0/16");
+    cli.fails(
+        &["network", "create", "--driver", "overlay", "o"],
+        1,
+        &["overlay"],
+    );
+    cli.fails(&["network", "create", "lab"], 1, &["already exists"]);
+    let ran = cli.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "lab",
+        "-v",
+        "data:/data",
+        "bb",
+        "sh",
+        "-c",
+        "echo kept > /data/f; cat /data/f",
+    ]);
+    assert_eq!(ran.trim(), "kept");
+    let volumes = cli.ok(&["volume", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(volumes.trim(), "data");
+    cli.ok(&["network", "rm", "lab"]);
+    cli.fails(&["network", "rm", "lab"], 1, &["not found"]);
+    cli.ok(&["volume", "rm", "data"]);
+    cli.fails(&["volume", "inspect", "data"], 1, &["no such volume"]);
+    cli.ok(&["rm", "-f", "b", "c"]);
+}
+
 #[test]
 fn docker_py_drives_the_api() {
     if !prerequisites()

@@ -259,7 +259,11 @@ pub fn answer(response: Response, what: &str, name: &str) -> Result<Response, Ap
                     || lower.contains("no volume")
                     || lower.contains("not found")
                 {
-                    ApiError::not_found(format!("{what} {name} not found"))
+                    ApiError::not_found(match what {
+                        // dockerd's words for each.
+                        "volume" => format!("get {name}: no such volume"),
+                        _ => format!("{what} {name} not found"),
+                    })
                 } else if ["in use", "used by", "attached", "exists"]
                     .iter()
                     .any(|w| lower.contains(w))
