@@ -677,6 +677,58 @@ fn docker_cli_tags_renames_events_networks_and_volumes() {
     cli.ok(&["rm", "-f", "b", "c"]);
 }
 
+/// A container started through the API outlives its daemon: a new daemon
+/// (after SIGTERM, and after kill -9) takes it over, and the same docker
+/// commands keep working on it, as on any container of hostd's.
+#[test]
+fn api_containers_survive_daemon_restarts() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, cli) = daemon_with_image(dir.path());
+    let id = cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "--network",
+        "none",
+        "--label",
+        "k=v",
+        "bb",
+        "sh",
+        "-c",
+        "echo before; trap 'echo after; exit 0' TERM; while true; do sleep 1; done",
+    ]);
+    let id = id.trim().to_string();
+    wait_status(&cli, "keep", "running");
+    let pid = cli.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]);
+    daemon.terminate();
+    let daemon = Daemon::start(dir.path(), Path::new(HOSTD), &[]);
+    assert_eq!(cli.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]), pid);
+    daemon.kill9();
+    let _daemon = Daemon::start(dir.path(), Path::new(HOSTD), &[]);
+    let listed = cli.ok(&[
+        "ps",
+        "--filter",
+        "label=k=v",
+        "--format",
+        "{{.ID}} {{.Names}} {{.State}}",
+    ]);
+    assert_eq!(listed.trim(), format!("{} keep running", &id[..12]));
+    assert_eq!(cli.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]), pid);
+    cli.ok(&["stop", "-t", "5", "keep"]);
+    let logs = cli.ok(&["logs", "keep"]);
+    assert_eq!(logs, "before\nafter\n");
+    assert_eq!(
+        cli.ok(&["inspect", "-f", "{{.State.ExitCode}}", "keep"])
+            .trim(),
+        "0"
+    );
+    cli.ok(&["rm", "keep"]);
+}
+
 #[test]
 fn docker_py_drives_the_api() {
     if !prerequisites()
