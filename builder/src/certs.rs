@@ -38,7 +38,6 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 
 use crate::clip;
-use crate::profile::Machine;
 
 /// The CA's certificate, in the CA directory and in every issued directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -55,7 +54,7 @@ pub const CA_DAYS: u32 = 3650;
 pub const CERT_DAYS: u32 = 825;
 
 /// The largest PEM file read.
-const MAX_PEM_BYTES: u64 = 1 << 20;
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
@@ -473,12 +472,26 @@ fn check_common_name(name: &str) -> Result<(), CertsError> {
     Ok(())
 }
 
+/// What a server certificate needs of a machine of a `--machines` file
+/// (the caller takes it from the profile's machine table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineNames {
+    /// Its MAC, for messages.
+    pub mac: String,
+    /// Its host name, if the table gives one.
+    pub hostname: Option<String>,
+    /// Its kernel command line.
+    pub cmdline: String,
+    /// Where the table names it (`file:line:col`).
+    pub origin: String,
+}
+
 /// The names a netbooted machine's server certificate carries: its
 /// hostname, the hostname under each of `domains`, and the IPv4
 /// addresses its command line gives statically (`mkhost.ip=ADDR/PREFIX`
 /// or `ip=ADDR:...`), plus `extra` for every machine.
 pub fn server_names(
-    machine: &Machine,
+    machine: &MachineNames,
     domains: &[String],
     extra: &[San],
 ) -> Result<(String, Vec<San>), CertsError> {
@@ -487,7 +500,7 @@ pub fn server_names(
         .clone()
         .ok_or_else(|| CertsError::MachineWithoutName {
             mac: machine.mac.clone(),
-            origin: machine.origin.to_string(),
+            origin: machine.origin.clone(),
         })?;
     let mut sans = vec![hostname.parse::<San>()?];
     for domain in domains {
@@ -863,18 +876,13 @@ mod tests {
 
     #[test]
     fn machines_give_their_hostname_domains_and_static_addresses() {
-        let origin = crate::profile::Origin {
-            file: "m.toml".into(),
-            line: 1,
-            column: 1,
-        };
-        let machine = Machine {
+        let machine = MachineNames {
             mac: "52:54:00:00:00:01".into(),
             hostname: Some("node1".into()),
             cmdline:
                 "quiet mkhost.ip=eth0:10.0.0.5/24:10.0.0.1 ip=10.0.1.5:::255.255.255.0 ip=dhcp"
                     .into(),
-            origin: origin.clone(),
+            origin: "m.toml:1:1".into(),
         };
         let extra = ["10.9.9.9".parse().unwrap()];
         let (name, sans) = server_names(&machine, &["rack.example".into()], &extra).unwrap();
@@ -890,7 +898,7 @@ mod tests {
                 "DNS:node1.rack.example"
             ]
         );
-        let nameless = Machine {
+        let nameless = MachineNames {
             hostname: None,
             ..machine
         };

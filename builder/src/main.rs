@@ -421,7 +421,13 @@ fn run_certs(command: CertsCommand) -> anyhow::Result<()> {
                     let mut plans = Vec::new();
                     let mut seen = std::collections::BTreeMap::new();
                     for machine in &machines {
-                        let plan = certs::server_names(machine, &domains, &sans)?;
+                        let names = certs::MachineNames {
+                            mac: machine.mac.clone(),
+                            hostname: machine.hostname.clone(),
+                            cmdline: machine.cmdline.clone(),
+                            origin: machine.origin.to_string(),
+                        };
+                        let plan = certs::server_names(&names, &domains, &sans)?;
                         if let Some(first) = seen.insert(plan.0.clone(), &machine.origin) {
                             bail!(
                                 "{}: hostname {} is also that of the machine at {first}: each machine's certificate goes into OUT/<hostname>/",

@@ -832,6 +832,9 @@ pub struct Record {
     pub paused: bool,
 }
 
+/// The status of a container made but never started (`docker create`).
+pub const STATUS_CREATED: &str = "created";
+
 /// Why a request is refused before anything is created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {

@@ -729,6 +729,70 @@ fn api_containers_survive_daemon_restarts() {
     cli.ok(&["rm", "keep"]);
 }
 
+/// Debian's docker-compose (1.29, through docker-py) brings up a
+/// two-service project on hostd: a web server and a client that fetches
+/// from it by service name on the project's network; `down` removes the
+/// containers and the network again.
+#[test]
+fn docker_compose_brings_up_two_services() {
+    if !prerequisites()
+        || !require(
+            Path::new("/usr/bin/docker-compose").exists(),
+            "Debian's docker-compose (ci/install-deps)",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, cli) = daemon_with_image(dir.path());
+    let project = dir.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(
+        project.join("docker-compose.yml"),
+        r#"version: "3"
+services:
+  web:
+    image: bb
+    command: ["sh", "-c", "mkdir -p /www && echo hello-compose > /www/index.html && exec busybox httpd -f -p 80 -h /www"]
+  client:
+    image: bb
+    depends_on: [web]
+    command: ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -q -O - http://web/index.html && exit 0; busybox sleep 0.5; done; exit 1"]
+"#,
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        capture(
+            Command::new("/usr/bin/docker-compose")
+                .current_dir(&project)
+                .env(
+                    "DOCKER_HOST",
+                    format!("unix://{}", dir.path().join("run/docker.sock").display()),
+                )
+                .env("DOCKER_CONFIG", dir.path().join("cli"))
+                .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+                .args(["-p", "demo"])
+                .args(args),
+        )
+    };
+    let up = compose(&[
+        "up",
+        "--abort-on-container-exit",
+        "--exit-code-from",
+        "client",
+        "--no-color",
+    ]);
+    assert_eq!(up.code, 0, "{up:?}\n{}", daemon.output());
+    assert!(up.stdout.contains("hello-compose"), "{up:?}");
+    let nets = cli.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(nets.lines().any(|l| l == "demo_default"), "{nets}");
+    let down = compose(&["down"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(cli.ok(&["ps", "-aq"]), "");
+    let nets = cli.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!nets.lines().any(|l| l == "demo_default"), "{nets}");
+}
+
 #[test]
 fn docker_py_drives_the_api() {
     if !prerequisites()

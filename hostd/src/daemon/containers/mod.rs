@@ -67,8 +67,7 @@ use monitor::{MonitorHandle, Running};
 /// The per-container state file.
 pub const STATE_FILE: &str = "state.json";
 
-/// The status of a container made but never started (`docker create`).
-pub const STATUS_CREATED: &str = "created";
+pub use mkhost_shared::container::STATUS_CREATED;
 
 /// Why [`Manager::run`] failed: the message, and whether it was the
 /// container's command that could not be started (`hostd run` exits 127

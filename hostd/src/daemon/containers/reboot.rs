@@ -55,7 +55,7 @@ pub enum AfterReboot {
 /// exited (or removed, with `--rm`), one that had exited stays as it was.
 pub fn after_reboot(record: &Record) -> AfterReboot {
     let was_running = record.status != "exited";
-    if record.status == super::STATUS_CREATED {
+    if record.status == mkhost_shared::container::STATUS_CREATED {
         // Never started: a restart policy applies once it has run.
         return AfterReboot::Keep;
     }

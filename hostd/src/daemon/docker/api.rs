@@ -23,8 +23,8 @@ use super::stats;
 use super::stream::{self, ChannelBody};
 use super::views;
 use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
+use crate::daemon::handler::Handler;
 use crate::daemon::log::log;
-use crate::daemon::Handler;
 use mkhost_shared::control::{Request as ControlRequest, Response as ControlResponse};
 use mkhost_store::{Store, StoreError};
 

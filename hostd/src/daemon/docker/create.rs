@@ -13,7 +13,7 @@ use mkhost_shared::container::{RestartPolicy, RunRequest, VolumeMount};
 use mkhost_shared::network::{PortMapping, Protocol, MODE_HOST, MODE_NONE};
 
 /// Largest JSON nesting accepted (serde_json's own limit is 128).
-const MAX_DEPTH: usize = 32;
+pub const MAX_DEPTH: usize = 32;
 
 /// Fields that only describe the image or the client's attach wishes, or
 /// whose value has no effect here: accepted whatever they say.

@@ -28,8 +28,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::daemon::handler::Handler;
 use crate::daemon::log::log;
-use crate::daemon::Handler;
 use api::Api;
 
 /// How long a client may take to send a request's head.
