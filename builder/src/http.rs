@@ -217,7 +217,7 @@ pub fn parse_target(raw: &str) -> Result<Target, TargetError> {
     }
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let encoding = || TargetError::Encoding(raw.to_string());
-    let path = percent_decode(path, false)
+    let path = mkhost_shared::percent::decode(path, false)
         .and_then(|b| String::from_utf8(b).ok())
         .filter(|p| !p.contains('\0'))
         .ok_or_else(encoding)?;
@@ -225,41 +225,13 @@ pub fn parse_target(raw: &str) -> Result<Target, TargetError> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| {
-            percent_decode(s, true)
+            mkhost_shared::percent::decode(s, true)
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(encoding)
         };
         pairs.push((decode(name)?, decode(value)?));
     }
     Ok(Target { path, query: pairs })
-}
-
-/// Decodes `%XX` escapes (and `+` as a space in query parts); `None` on a bad escape.
-pub fn percent_decode(text: &str, plus_is_space: bool) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 /// What a `Range` header asks of a file of a given length.
@@ -477,16 +449,6 @@ mod tests {
         for bad in ["etc/passwd", "*", "../x", "/a%2", "/a%zz", "/a%00b", "/%ff"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c", false).unwrap(), b"a b+c");
-        assert_eq!(percent_decode("a%20b+c", true).unwrap(), b"a b c");
-        assert_eq!(percent_decode("%2F%2f", false).unwrap(), b"//");
-        assert!(percent_decode("%", false).is_none());
-        assert!(percent_decode("%4", false).is_none());
-        assert!(percent_decode("%+1", false).is_none());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod images;
 pub mod init_status;
 pub mod network;
 pub mod paths;
+pub mod percent;
 pub mod registries;
 pub mod state_disk;
 pub mod time;

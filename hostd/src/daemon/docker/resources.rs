@@ -97,13 +97,7 @@ pub fn network_spec(body: &[u8]) -> Result<NetworkSpec, ApiError> {
     if name.is_empty() {
         return Err(ApiError::bad_request("Name: a network needs a name"));
     }
-    let mut options: BTreeMap<String, String> = object
-        .get("Options")
-        .filter(|o| !o.is_null())
-        .map(|o| serde_json::from_value(o.clone()))
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("Options: {e}")))?
-        .unwrap_or_default();
+    let mut options = string_map(object, "Options")?;
     let driver = match text("Driver") {
         "" | "bridge" => Driver::Bridge,
         "macvlan" | "direct" => Driver::Direct,
@@ -171,13 +165,7 @@ pub fn network_spec(body: &[u8]) -> Result<NetworkSpec, ApiError> {
             }
         }
     }
-    let labels: BTreeMap<String, String> = object
-        .get("Labels")
-        .filter(|l| !l.is_null())
-        .map(|l| serde_json::from_value(l.clone()))
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("Labels: {e}")))?
-        .unwrap_or_default();
+    let labels = string_map(object, "Labels")?;
     Ok(NetworkSpec {
         name: name.to_string(),
         driver,
@@ -190,6 +178,21 @@ pub fn network_spec(body: &[u8]) -> Result<NetworkSpec, ApiError> {
             .unwrap_or(false),
         labels,
     })
+}
+
+/// The string map at `key` of `object` (`Labels`, `Options`); missing or
+/// null is empty.
+fn string_map(
+    object: &Map<String, Value>,
+    key: &str,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    object
+        .get(key)
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("{key}: {e}")))
+        .map(Option::unwrap_or_default)
 }
 
 /// What the Docker API shows for a volume.
@@ -235,13 +238,7 @@ pub fn volume_create(body: &[u8]) -> Result<Request, ApiError> {
             "DriverOpts are not supported by this host",
         ));
     }
-    let labels = object
-        .get("Labels")
-        .filter(|l| !l.is_null())
-        .map(|l| serde_json::from_value(l.clone()))
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("Labels: {e}")))?
-        .unwrap_or_default();
+    let labels = string_map(object, "Labels")?;
     Ok(Request::VolumeCreate {
         name: name.to_string(),
         labels,

@@ -268,33 +268,9 @@ fn percent_decode_form(text: &str) -> Result<String, ApiError> {
 }
 
 fn decode(text: &str, plus_is_space: bool) -> Result<String, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("bad percent-encoding in {text:?}"))
-                    })?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{text:?} is not UTF-8")))
+    let bytes = mkhost_shared::percent::decode(text, plus_is_space)
+        .ok_or_else(|| ApiError::bad_request(format!("bad percent-encoding in {text:?}")))?;
+    String::from_utf8(bytes).map_err(|_| ApiError::bad_request(format!("{text:?} is not UTF-8")))
 }
 
 /// A query flag: `1`, `true` or `True` (as Go's `strconv.ParseBool`).
