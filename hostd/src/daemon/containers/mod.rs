@@ -165,8 +165,6 @@ pub struct Snapshot {
     pub exits: u64,
     /// Its last exit code.
     pub exit_code: Option<i32>,
-    /// Why its last start failed, if it did.
-    pub error: Option<String>,
     /// Whether it has been removed.
     pub removed: bool,
 }
@@ -185,7 +183,6 @@ impl Watch {
             status: state.record.status.clone(),
             exits: state.exits,
             exit_code: state.record.exit_code,
-            error: state.record.error.clone(),
             removed: self.entry.removed.load(Ordering::SeqCst),
         }
     }

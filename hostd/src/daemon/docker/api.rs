@@ -549,15 +549,7 @@ impl Api {
             .store()
             .and_then(|s| s.list().map_err(|e| ApiError::internal(e.to_string())));
         let uname = rustix::system::uname();
-        let memory = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024;
+        let memory = stats::host_memory();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         json!({
             "ID": format!("mkhost-{}", uname.nodename().to_string_lossy()),

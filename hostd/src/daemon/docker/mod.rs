@@ -93,14 +93,7 @@ pub fn start(path: &Path, handler: Arc<Handler>) -> Result<DockerApi, DockerApiE
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(listen_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(64)
-        .thread_name("hostd-docker")
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(DockerApiError::Runtime)?;
+    let runtime = runtime("hostd-docker").map_err(DockerApiError::Runtime)?;
     let api = Arc::new(Api::new(handler));
     let shown = path.display().to_string();
     std::thread::Builder::new()
@@ -119,6 +112,18 @@ pub fn start(path: &Path, handler: Arc<Handler>) -> Result<DockerApi, DockerApiE
     Ok(DockerApi {
         path: path.to_path_buf(),
     })
+}
+
+/// A listener's runtime: two async workers, at most 64 threads for the
+/// blocking work (store, manager) of its requests.
+fn runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .thread_name(name)
+        .enable_io()
+        .enable_time()
+        .build()
 }
 
 /// Accepts connections for ever, at most [`MAX_CONNECTIONS`] at once.
@@ -240,14 +245,7 @@ pub fn start_tls(
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("no TCP listener: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(64)
-        .thread_name("hostd-docker-tls")
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("no TCP listener: {e}"))?;
+    let runtime = runtime("hostd-docker-tls").map_err(|e| format!("no TCP listener: {e}"))?;
     let api = Arc::new(Api::new(handler));
     std::thread::Builder::new()
         .name("hostd-docker-tls".into())

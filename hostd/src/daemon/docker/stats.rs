@@ -56,7 +56,8 @@ fn system_ns(stat: &str) -> u64 {
         * NS_PER_TICK
 }
 
-fn host_memory() -> u64 {
+/// The host's memory in bytes (`MemTotal`).
+pub fn host_memory() -> u64 {
     keyed(
         &read(Path::new("/proc/meminfo")).replace(':', ""),
         "MemTotal",

@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 use crate::daemon::containers::config::CreateSpec;
 use mkhost_shared::container::{Record, RestartPolicy, RunRequest};
 use mkhost_shared::images::{ImageInfo, ImageSummary};
-use mkhost_shared::network::{Attachment, PortMapping, Protocol, MODE_HOST, MODE_NONE};
-use mkhost_shared::time::{parse_rfc3339, rfc3339};
+use mkhost_shared::network::{Attachment, PortMapping, Protocol, MODE_NONE};
+use mkhost_shared::time::parse_rfc3339;
 
 /// What stands for a time that is not set, as Go prints its zero time.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -540,19 +540,9 @@ pub fn parse_filters(
     Ok(filters)
 }
 
-/// The container's network mode, for the create answer's warnings.
-pub fn is_host_network(record: &Record) -> bool {
-    network_mode(record) == MODE_HOST
-}
-
 /// The time now, for status texts.
 pub fn now_seconds() -> i64 {
     unix_seconds(&mkhost_shared::time::rfc3339_now())
-}
-
-/// An RFC 3339 time from seconds (for `since`/`until` checks in tests).
-pub fn time_text(secs: i64) -> String {
-    rfc3339(secs, 0)
 }
 
 #[cfg(test)]
