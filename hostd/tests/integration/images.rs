@@ -267,3 +267,87 @@ fn rootfs_tar_imports_by_name_and_runs() {
     assert!(matches!(answer, Response::Container(_)), "{answer:?}");
     daemon.terminate();
 }
+
+/// What buildah writes: an image committed from `scratch` with a copied
+/// root and a config, pushed as an OCI archive and as a docker archive,
+/// imports as one image (the same id from both) and runs with its own Cmd.
+#[test]
+fn buildah_images_import_and_run() {
+    let have = |tool: &str| Path::new(tool).is_file();
+    if !require(have("/usr/bin/buildah"), "buildah (ci/install-deps)")
+        || !require(have("/bin/busybox"), "/bin/busybox (busybox-static)")
+        || !require(
+            hostd::os::geteuid() == 0,
+            "root (buildah's storage, hostd's daemon)",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let root = work.join("root");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    // buildah's own storage under the test's directory (vfs: no overlay
+    // mounts to clean up).
+    let buildah = |args: &[&str]| -> String {
+        let out = Command::new("buildah")
+            .arg("--root")
+            .arg(work.join("storage"))
+            .arg("--runroot")
+            .arg(work.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .current_dir(work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let container = buildah(&["from", "scratch"]);
+    buildah(&["copy", &container, "root/", "/"]);
+    buildah(&[
+        "config",
+        "--cmd",
+        r#"["sh","-c","echo from-buildah"]"#,
+        &container,
+    ]);
+    buildah(&["commit", "-q", &container, "built:1"]);
+    buildah(&["push", "-q", "built:1", "oci-archive:built-oci.tar:built:1"]);
+    buildah(&[
+        "push",
+        "-q",
+        "built:1",
+        "docker-archive:built-docker.tar:built:2",
+    ]);
+
+    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = daemon.socket();
+    let oci = ok(&hostd(work, &socket, &["import", "built-oci.tar"]));
+    assert!(oci.contains("imported built:1 "), "{oci}");
+    let docker = ok(&hostd(work, &socket, &["import", "built-docker.tar"]));
+    assert!(
+        docker.contains("(already present)"),
+        "the two archives differ: {oci} / {docker}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&hostd(work, &socket, &["inspect", "built:1"]))).unwrap();
+    assert_eq!(info["layers"].as_array().unwrap().len(), 1, "{info}");
+    let ran = Command::new(HOSTD)
+        .args(["run", "--socket"])
+        .arg(&socket)
+        .args(["--rm", "--network", "none", "built:1"])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "from-buildah\n");
+}
