@@ -83,6 +83,13 @@ fn streamed(kind: &str, body: ChannelBody) -> Answer {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// `value` as one JSON line of a streamed answer, ended by `end`.
+fn json_line(value: &Value, end: &[u8]) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.extend_from_slice(end);
+    Bytes::from(bytes)
+}
+
 /// The answer for an error.
 pub fn error_response(error: &ApiError) -> Response<ApiBody> {
     let mut response = Response::new(full(error.body()));
@@ -297,9 +304,7 @@ impl Api {
                 value["id"] = Value::from(e.id.clone());
                 value["from"] = Value::from(e.attributes.get("image").cloned().unwrap_or_default());
             }
-            let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
-            bytes.push(b'\n');
-            Bytes::from(bytes)
+            json_line(&value, b"\n")
         };
         tokio::spawn(async move {
             let past_until =
@@ -793,11 +798,8 @@ impl Api {
         let (sender, body) = ChannelBody::new(16);
         let api = Arc::clone(self);
         tokio::spawn(async move {
-            let message = |value: Value| {
-                let mut line = serde_json::to_vec(&value).unwrap_or_default();
-                line.extend_from_slice(b"\r\n");
-                Bytes::from(line)
-            };
+            // Progress messages end in CRLF, as dockerd's.
+            let message = |value: Value| json_line(&value, b"\r\n");
             let (_, tag) = reference.rsplit_once(':').unwrap_or(("", "latest"));
             let _ = sender
                 .send(message(
@@ -900,10 +902,7 @@ impl Api {
                 Some(name) => format!("Loaded image: {name}\n"),
                 None => format!("Loaded image ID: {}\n", views::image_id(&image.id)),
             };
-            lines.extend_from_slice(
-                &serde_json::to_vec(&json!({ "stream": text })).unwrap_or_default(),
-            );
-            lines.extend_from_slice(b"\r\n");
+            lines.extend_from_slice(&json_line(&json!({ "stream": text }), b"\r\n"));
         }
         Response::builder()
             .status(StatusCode::OK)
@@ -1150,11 +1149,7 @@ impl Api {
             }
             s
         };
-        let line = |value: &Value| {
-            let mut bytes = serde_json::to_vec(value).unwrap_or_default();
-            bytes.push(b'\n');
-            Bytes::from(bytes)
-        };
+        let line = |value: &Value| json_line(value, b"\n");
         if !streaming {
             let first = sample(&record);
             if one_shot {
@@ -1235,9 +1230,7 @@ impl Api {
             // dockerd's `Error` is about waiting (a removal that failed),
             // never the container's own failure, which its exit code tells.
             let answer = json!({ "StatusCode": done.exit_code.unwrap_or(0), "Error": null });
-            let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
-            bytes.push(b'\n');
-            let _ = sender.send(Bytes::from(bytes)).await;
+            let _ = sender.send(json_line(&answer, b"\n")).await;
         });
         streamed("application/json", body)
     }
