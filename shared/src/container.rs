@@ -92,6 +92,19 @@ pub struct RunRequest {
     /// When to pull the image from its registry first (`--pull`).
     #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
     pub pull: PullPolicy,
+    /// A pseudo-terminal for the container's process (`-t`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+    /// Keep its standard input open to write to (`-i`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub open_stdin: bool,
+    /// Close its standard input once the first client that attached it
+    /// detaches (`docker run -i` sets it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stdin_once: bool,
+    /// The terminal's first size, `(rows, columns)` (with `tty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// When `run` pulls its image (`docker run --pull`).

@@ -40,7 +40,7 @@ use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
 use crate::runtime::child::Step;
 use crate::runtime::process::{SpawnError, Spawned};
-use crate::runtime::{CreateOptions, Log, Runtime, RuntimeError};
+use crate::runtime::{Console, CreateOptions, Log, Runtime, RuntimeError};
 use mkhost_shared::container::ExecError;
 
 /// Largest packet either side sends.
@@ -71,6 +71,8 @@ pub enum ZygoteRequest {
     },
     /// Create and start a container.
     Create(Box<CreateSpec>),
+    /// Start another process in a running container (`docker exec`).
+    Exec(Box<ExecSpec>),
     /// The descriptors of a container created before this daemon started.
     Attach {
         /// Container id.
@@ -79,6 +81,12 @@ pub enum ZygoteRequest {
     /// Reap an exited container's init: its exit code, or `None` if running.
     Reap {
         /// Container id.
+        id: String,
+    },
+    /// Close the zygote's copy of a process's input, so that it reads
+    /// end-of-file once the daemon closes its own (`StdinOnce`).
+    CloseInput {
+        /// Container or exec id.
         id: String,
     },
     /// Forget a container and delete its runtime state (and cgroup).
@@ -94,11 +102,19 @@ pub enum ZygoteRequest {
 pub enum ZygoteReply {
     /// Answer to `hello` and `upgrade` (stable).
     Hello(Hello),
-    /// Created and started (or attached); the packet carries the pidfd and
-    /// the stdout and stderr read ends.
+    /// Created and started (or attached); the packet carries the pidfd,
+    /// the stdout and stderr read ends and, with `stdin`, the write end of
+    /// its standard input. With `tty`, stdout and stdin are the primary
+    /// side of its pseudo-terminal and stderr is empty.
     Created {
         /// The init's pid.
         pid: i32,
+        /// A fourth descriptor is attached: the process's input.
+        #[serde(default)]
+        stdin: bool,
+        /// The process has a pseudo-terminal.
+        #[serde(default)]
+        tty: bool,
     },
     /// Reap result.
     Reaped {
@@ -110,6 +126,8 @@ pub enum ZygoteReply {
     },
     /// Deleted.
     Deleted,
+    /// The input is closed.
+    InputClosed,
     /// The request failed.
     Error {
         /// Why.
@@ -131,6 +149,33 @@ pub struct Hello {
     pub exe: String,
     /// Containers it holds.
     pub containers: usize,
+}
+
+/// A process to start in a running container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The container.
+    pub container: String,
+    /// The exec instance's id (the zygote's key for it).
+    pub id: String,
+    /// The container's bundle: the process starts from its `config.json`'s
+    /// (capabilities, seccomp, rlimits, AppArmor), as Docker's do.
+    pub bundle: PathBuf,
+    /// `argv`.
+    pub args: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<String>,
+    /// Working directory; `None`: the container's.
+    pub cwd: Option<String>,
+    /// `(uid, gid, additional gids)`; `None`: the container's user.
+    pub user: Option<(u32, u32, Vec<u32>)>,
+    /// A pseudo-terminal.
+    pub tty: bool,
+    /// Keep a standard input to write to.
+    pub open_stdin: bool,
+    /// The terminal's first size, `(rows, columns)`.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Errors talking to the zygote.
@@ -297,11 +342,14 @@ impl Zygote {
     }
 }
 
-/// One container the zygote holds.
+/// One container init (or exec'd process) the zygote holds.
 struct Live {
     spawned: Spawned,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    /// The write end of its input (with a terminal: the primary side).
+    stdin: Option<OwnedFd>,
+    tty: bool,
 }
 
 /// A container in the hand-over file: descriptor numbers kept across `exec`.
@@ -314,6 +362,10 @@ struct Handed {
     clone3: bool,
     stdout: RawFd,
     stderr: RawFd,
+    #[serde(default)]
+    stdin: Option<RawFd>,
+    #[serde(default)]
+    tty: bool,
 }
 
 /// The zygote process's state.
@@ -323,7 +375,7 @@ struct Server {
     live: HashMap<String, Live>,
     rt: Runtime,
     cgroups: Box<dyn CgroupManager>,
-    stdio: (OwnedFd, OwnedFd),
+    saved: SavedStdio,
 }
 
 impl Server {
@@ -340,10 +392,11 @@ impl Server {
             let _ = os::dup2(null.as_fd(), 0);
         }
         let saved = (
+            std::io::stdin().as_fd().try_clone_to_owned(),
             std::io::stdout().as_fd().try_clone_to_owned(),
             std::io::stderr().as_fd().try_clone_to_owned(),
         );
-        let (Ok(out), Ok(err)) = saved else {
+        let (Ok(stdin), Ok(stdout), Ok(stderr)) = saved else {
             std::process::exit(1)
         };
         let _ = mkhost_shared::fs::write_atomic(
@@ -357,7 +410,11 @@ impl Server {
             live,
             rt,
             cgroups: Cgroupfs::detect(),
-            stdio: (out, err),
+            saved: SavedStdio {
+                stdin,
+                stdout,
+                stderr,
+            },
         }
     }
 
@@ -415,19 +472,22 @@ impl Server {
             ZygoteRequest::Hello => (self.hello(), Vec::new()),
             ZygoteRequest::Upgrade { .. } => (error("upgrade is handled by serve".into()), vec![]),
             ZygoteRequest::Create(spec) => self.create(&spec),
+            ZygoteRequest::Exec(spec) => self.exec(&spec),
             ZygoteRequest::Attach { id } => match self.live.get(&id) {
                 None => (error(format!("no container {id:?}")), Vec::new()),
                 Some(live) => match live.descriptors() {
-                    Ok(fds) => (
-                        ZygoteReply::Created {
-                            pid: live.spawned.pid,
-                        },
-                        fds,
-                    ),
+                    Ok(fds) => (live.created(), fds),
                     Err(e) => (error(format!("cannot share descriptors: {e}")), vec![]),
                 },
             },
             ZygoteRequest::Reap { id } => (self.reap(&id), Vec::new()),
+            ZygoteRequest::CloseInput { id } => match self.live.get_mut(&id) {
+                None => (error(format!("no container {id:?}")), Vec::new()),
+                Some(live) => {
+                    live.stdin = None;
+                    (ZygoteReply::InputClosed, Vec::new())
+                }
+            },
             ZygoteRequest::Delete { id } => {
                 if let Some(live) = self.live.remove(&id) {
                     live.spawned.kill();
@@ -456,7 +516,7 @@ impl Server {
                 );
             }
         }
-        let live = match create(&self.rt, spec, &self.stdio) {
+        let live = match create(&self.rt, spec, &self.saved) {
             Ok(live) => live,
             Err(e) => {
                 let reply = ZygoteReply::Error {
@@ -466,17 +526,52 @@ impl Server {
                 return (reply, Vec::new());
             }
         };
+        self.hold(spec.id.clone(), live, true)
+    }
+
+    /// Keeps `live` under `id` and answers with its descriptors; on failure
+    /// kills it (and, for a container, deletes it).
+    fn hold(&mut self, id: String, live: Live, container: bool) -> (ZygoteReply, Vec<OwnedFd>) {
         match live.descriptors() {
             Ok(fds) => {
-                let pid = live.spawned.pid;
-                self.live.insert(spec.id.clone(), live);
-                (ZygoteReply::Created { pid }, fds)
+                let reply = live.created();
+                self.live.insert(id, live);
+                (reply, fds)
             }
             Err(e) => {
                 live.spawned.kill();
-                let _ = self.rt.delete(&spec.id, true);
+                if container {
+                    let _ = self.rt.delete(&id, true);
+                }
                 (error(format!("cannot open pidfd: {e}")), Vec::new())
             }
+        }
+    }
+
+    fn exec(&mut self, spec: &ExecSpec) -> (ZygoteReply, Vec<OwnedFd>) {
+        if self.live.contains_key(&spec.id) {
+            return (
+                error(format!("exec instance {} exists", spec.id)),
+                Vec::new(),
+            );
+        }
+        match exec(&self.rt, spec, &self.saved) {
+            Ok(live) => {
+                let answer = self.hold(spec.id.clone(), live, false);
+                // An exec's input is the daemon's alone: when its client
+                // goes, the process reads end-of-file.
+                if let Some(live) = self.live.get_mut(&spec.id) {
+                    live.stdin = None;
+                }
+                answer
+            }
+            Err(e) => (
+                ZygoteReply::Error {
+                    message: e.message,
+                    exec: e.exec,
+                },
+                Vec::new(),
+            ),
         }
     }
 
@@ -522,6 +617,8 @@ impl Server {
                 clone3: l.spawned.clone3,
                 stdout: l.stdout.as_raw_fd(),
                 stderr: l.stderr.as_raw_fd(),
+                stdin: l.stdin.as_ref().map(|f| f.as_raw_fd()),
+                tty: l.tty,
             })
             .collect();
         let path = self.state.join(HANDOFF);
@@ -533,6 +630,7 @@ impl Server {
         for l in self.live.values() {
             kept.extend(l.spawned.pidfd.as_ref().map(|f| f.as_fd()));
             kept.extend([l.spawned.sync.as_fd(), l.stdout.as_fd(), l.stderr.as_fd()]);
+            kept.extend(l.stdin.as_ref().map(|f| f.as_fd()));
         }
         let cloexec = |on: bool| kept.iter().try_for_each(|fd| os::set_cloexec(*fd, on));
         let args = vec![
@@ -556,17 +654,27 @@ impl Server {
 }
 
 impl Live {
+    /// The pidfd, stdout, stderr and (if any) stdin, for the daemon.
     fn descriptors(&self) -> std::io::Result<Vec<OwnedFd>> {
         let pidfd = match &self.spawned.pidfd {
             Some(fd) => fd.try_clone()?,
             None => crate::runtime::sys::pidfd_open(self.spawned.pid)
                 .map_err(|e| std::io::Error::from_raw_os_error(e.0))?,
         };
-        Ok(vec![
-            pidfd,
-            self.stdout.try_clone()?,
-            self.stderr.try_clone()?,
-        ])
+        let mut fds = vec![pidfd, self.stdout.try_clone()?, self.stderr.try_clone()?];
+        if let Some(stdin) = &self.stdin {
+            fds.push(stdin.try_clone()?);
+        }
+        Ok(fds)
+    }
+
+    /// The answer that goes with [`Live::descriptors`].
+    fn created(&self) -> ZygoteReply {
+        ZygoteReply::Created {
+            pid: self.spawned.pid,
+            stdin: self.stdin.is_some(),
+            tty: self.tty,
+        }
     }
 }
 
@@ -586,6 +694,7 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
     for h in &handed {
         numbers.extend(h.pidfd);
         numbers.extend([h.sync, h.stdout, h.stderr]);
+        numbers.extend(h.stdin);
     }
     let taken = match os::take_inherited_fds(&numbers) {
         Ok(taken) => taken,
@@ -613,11 +722,19 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
         else {
             std::process::exit(1)
         };
+        let stdin = match h.stdin {
+            Some(_) => match taken.next() {
+                Some(fd) => Some(fd),
+                None => std::process::exit(1),
+            },
+            None => None,
+        };
         let spawned = Spawned {
             pid: h.pid,
             pidfd,
             sync,
             clone3: h.clone3,
+            console: None,
         };
         live.insert(
             h.id,
@@ -625,6 +742,8 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
                 spawned,
                 stdout,
                 stderr,
+                stdin,
+                tty: h.tty,
             },
         );
     }
@@ -699,49 +818,155 @@ fn exec_error(e: &RuntimeError, command: &str) -> Option<ExecError> {
     }
 }
 
-/// Writes `config.json`, creates the container with stdout and stderr on
-/// two new pipes, starts it and checks its `execve`.
-fn create(
-    rt: &Runtime,
-    spec: &CreateSpec,
-    stdio: &(OwnedFd, OwnedFd),
-) -> Result<Live, CreateError> {
+/// The zygote's own standard descriptors, put back after each process
+/// it starts (stdin is `/dev/null`).
+struct SavedStdio {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// The standard descriptors of a process being started: pipes for its
+/// output and, when asked, its input. With a terminal the process replaces
+/// them with the terminal; its stderr pipe then stays empty.
+struct NewStdio {
+    out_read: OwnedFd,
+    err_read: OwnedFd,
+    stdin_write: Option<OwnedFd>,
+    /// What goes on the process's 0, 1 and 2 (`None`: `/dev/null`).
+    child: (Option<OwnedFd>, OwnedFd, OwnedFd),
+}
+
+impl NewStdio {
+    fn new(tty: bool, open_stdin: bool) -> Result<NewStdio, String> {
+        let pipe = || os::pipe_blocking().map_err(|e| format!("cannot create a pipe: {e}"));
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let (stdin_read, stdin_write) = match open_stdin && !tty {
+            true => {
+                let (r, w) = pipe()?;
+                (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)))
+            }
+            false => (None, None),
+        };
+        Ok(NewStdio {
+            out_read: out_read.into(),
+            err_read: err_read.into(),
+            stdin_write,
+            child: (stdin_read, out_write.into(), err_write.into()),
+        })
+    }
+
+    /// Runs `start` with the child's descriptors on 0, 1 and 2, then puts
+    /// `saved` back and closes the child's ends.
+    fn around<T>(
+        &mut self,
+        saved: &SavedStdio,
+        start: impl FnOnce() -> Result<T, CreateError>,
+    ) -> Result<T, CreateError> {
+        let (stdin, stdout, stderr) = &self.child;
+        let redirect = stdin
+            .as_ref()
+            .map_or(Ok(()), |fd| os::dup2(fd.as_fd(), 0))
+            .and_then(|()| os::dup2(stdout.as_fd(), 1))
+            .and_then(|()| os::dup2(stderr.as_fd(), 2));
+        let result = redirect
+            .map_err(|e| CreateError::from(format!("cannot redirect standard descriptors: {e}")))
+            .and_then(|()| start());
+        let _ = os::dup2(saved.stdin.as_fd(), 0);
+        let _ = os::dup2(saved.stdout.as_fd(), 1);
+        let _ = os::dup2(saved.stderr.as_fd(), 2);
+        self.child.0 = None;
+        result
+    }
+
+    /// The process's descriptors as the zygote keeps them; `console` is
+    /// the primary side of its terminal, if it has one.
+    fn into_live(self, spawned: Spawned, console: Option<OwnedFd>) -> std::io::Result<Live> {
+        let (stdout, stdin, tty) = match console {
+            Some(primary) => {
+                let input = primary.try_clone()?;
+                (primary, Some(input), true)
+            }
+            None => (self.out_read, self.stdin_write, false),
+        };
+        Ok(Live {
+            spawned,
+            stdout,
+            stderr: self.err_read,
+            stdin,
+            tty,
+        })
+    }
+}
+
+/// Writes `config.json`, creates the container with its standard
+/// descriptors from [`NewStdio`] (or a terminal), starts it and checks its
+/// `execve`.
+fn create(rt: &Runtime, spec: &CreateSpec, saved: &SavedStdio) -> Result<Live, CreateError> {
     let config = serde_json::to_vec_pretty(&oci_config(spec)).map_err(|e| e.to_string())?;
     let path = spec.bundle.join("config.json");
     fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let (out_read, out_write) =
-        os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
-    let (err_read, err_write) =
-        os::pipe_blocking().map_err(|e| format!("cannot create log pipe: {e}"))?;
-    let redirect = os::dup2(out_write.as_fd(), 1).and_then(|()| os::dup2(err_write.as_fd(), 2));
+    let mut stdio = NewStdio::new(spec.tty, spec.open_stdin)?;
     let command = spec.args.first().map_or("", String::as_str);
-    let created = redirect
-        .map_err(|e| CreateError::from(format!("cannot redirect output: {e}")))
-        .and_then(|()| {
-            rt.create(
-                &spec.id,
-                &CreateOptions {
-                    bundle: spec.bundle.clone(),
-                    pid_file: None,
-                    preserve_fds: 0,
-                },
-            )
+    let options = CreateOptions {
+        bundle: spec.bundle.clone(),
+        pid_file: None,
+        preserve_fds: 0,
+        console: Console::Keep,
+    };
+    let container = stdio.around(saved, || {
+        rt.create(&spec.id, &options)
             .map_err(|e| CreateError::runtime(&e, command))
-        });
-    let _ = os::dup2(stdio.0.as_fd(), 1);
-    let _ = os::dup2(stdio.1.as_fd(), 2);
-    drop((out_write, err_write));
-    let container = created?;
+    })?;
+    let mut process = container.process;
+    let console = process.console.take();
+    // The first size, before the process runs: a shell asks at once.
+    if let (Some(console), Some((rows, cols))) = (&console, spec.console_size) {
+        let _ = crate::runtime::sys::set_window_size(console.as_fd(), rows, cols);
+    }
     // `start` also fails when the init fails before or in `execve`.
     if let Err(e) = rt.start(&spec.id) {
         let e = CreateError::runtime(&e, command);
-        container.process.kill();
+        process.kill();
         let _ = rt.delete(&spec.id, true);
         return Err(e);
     }
-    Ok(Live {
-        spawned: container.process,
-        stdout: out_read.into(),
-        stderr: err_read.into(),
-    })
+    stdio
+        .into_live(process, console)
+        .map_err(|e| CreateError::from(format!("cannot keep the container's terminal: {e}")))
+}
+
+/// Starts the process of `spec` in its running container, as
+/// [`create`] does an init.
+fn exec(rt: &Runtime, spec: &ExecSpec, saved: &SavedStdio) -> Result<Live, CreateError> {
+    let config = crate::runtime::spec::Spec::load(&spec.bundle)
+        .map_err(|e| format!("cannot read the container's config.json: {}", chain(&e)))?;
+    let mut process = config
+        .process
+        .ok_or_else(|| "the container's config.json has no process".to_string())?;
+    process.args = spec.args.clone();
+    process.env = spec.env.clone();
+    process.terminal = spec.tty;
+    if let Some(cwd) = &spec.cwd {
+        process.cwd = cwd.clone();
+    }
+    if let Some((uid, gid, groups)) = &spec.user {
+        process.user.uid = *uid;
+        process.user.gid = *gid;
+        process.user.additional_gids = groups.clone();
+    }
+    let mut stdio = NewStdio::new(spec.tty, spec.open_stdin)?;
+    let command = spec.args.first().map_or("", String::as_str);
+    let mut spawned = stdio.around(saved, || {
+        rt.exec(&spec.container, &process)
+            .map_err(|e| CreateError::runtime(&e, command))
+    })?;
+    let console = spawned.console.take();
+    if let (Some(console), Some((rows, cols))) = (&console, spec.console_size) {
+        let _ = crate::runtime::sys::set_window_size(console.as_fd(), rows, cols);
+    }
+    stdio
+        .into_live(spawned, console)
+        .map_err(|e| CreateError::from(format!("cannot keep the process's terminal: {e}")))
 }

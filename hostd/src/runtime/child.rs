@@ -53,7 +53,7 @@
 
 use std::cell::Cell;
 use std::ffi::CStr;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use super::hooks::{self, Kind};
 use super::mounts::Target;
@@ -110,10 +110,12 @@ pub enum Step {
     Exec,
     CreateContainerHook,
     StartContainerHook,
+    Terminal,
+    JoinCgroup,
 }
 
 impl Step {
-    const ALL: [Step; 45] = [
+    const ALL: [Step; 47] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
@@ -159,6 +161,8 @@ impl Step {
         Step::Exec,
         Step::CreateContainerHook,
         Step::StartContainerHook,
+        Step::Terminal,
+        Step::JoinCgroup,
     ];
 
     /// The step with this wire number.
@@ -214,6 +218,8 @@ impl Step {
             Step::Exec => "execve",
             Step::CreateContainerHook => "running a createContainer hook",
             Step::StartContainerHook => "running a startContainer hook",
+            Step::Terminal => "setting up the pseudo-terminal",
+            Step::JoinCgroup => "joining the container's cgroup",
         }
     }
 }
@@ -237,6 +243,9 @@ pub const MSG_READY: u32 = 2;
 pub const MSG_ERROR: u32 = 3;
 /// The child waits before `pivot_root` for the parent's hooks (3a).
 pub const MSG_HOOKS: u32 = 4;
+/// The primary side of the process's pseudo-terminal is attached
+/// (`SCM_RIGHTS`); sent before READY (init) or `execve` (exec).
+pub const MSG_CONSOLE: u32 = 5;
 
 /// A sync message: 16 bytes, `kind, step, index, errno` in native order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,6 +360,10 @@ pub trait ChildSys {
     fn umask(&self, mask: libc::mode_t);
     fn setns(&self, fd: RawFd, nstype: libc::c_int) -> SysResult<()>;
     fn unshare(&self, flags: libc::c_int) -> SysResult<()>;
+    fn open_pty_pair(&self) -> SysResult<(RawFd, RawFd)>;
+    fn send_fd(&self, sock: RawFd, data: &[u8], fd: RawFd) -> SysResult<()>;
+    fn dup2(&self, from: RawFd, to: RawFd) -> SysResult<()>;
+    fn set_controlling_terminal(&self, fd: RawFd) -> SysResult<()>;
 }
 
 /// The real system calls.
@@ -493,6 +506,21 @@ impl ChildSys for RealSys {
     }
     fn unshare(&self, flags: libc::c_int) -> SysResult<()> {
         sys::unshare(flags)
+    }
+    fn open_pty_pair(&self) -> SysResult<(RawFd, RawFd)> {
+        sys::open_pty_pair()
+    }
+    fn send_fd(&self, sock: RawFd, data: &[u8], fd: RawFd) -> SysResult<()> {
+        // SAFETY: both descriptors are open for the duration of the call.
+        let (sock, fd) = unsafe { (BorrowedFd::borrow_raw(sock), BorrowedFd::borrow_raw(fd)) };
+        crate::os::send_with_fds(sock, data, &[fd])
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+    fn dup2(&self, from: RawFd, to: RawFd) -> SysResult<()> {
+        sys::dup2(from, to)
+    }
+    fn set_controlling_terminal(&self, fd: RawFd) -> SysResult<()> {
+        sys::set_controlling_terminal(fd)
     }
 }
 
@@ -843,6 +871,7 @@ impl<S: ChildSys> Init<'_, S> {
         self.enter_root()?;
         self.names_and_sysctls()?;
         self.protect_paths()?;
+        self.terminal()?;
         self.security_labels()?;
         self.process_attributes()?;
         self.capabilities_and_user()?;
@@ -858,6 +887,61 @@ impl<S: ChildSys> Init<'_, S> {
 
         // (6) The seccomp filter, then exec.
         self.exec(chosen)
+    }
+
+    /// An exec'd process's steps: GO, the container's namespaces and root,
+    /// then the process steps as for an init, and `execve` right away
+    /// (no exec.fifo: success is EOF on the sync socket).
+    fn exec_steps(&self, target: &ExecTarget) -> StepResult<std::convert::Infallible> {
+        let sys = self.sys;
+        self.wait_go()?;
+        at(
+            Step::JoinNamespace,
+            0,
+            sys.setns(target.pidfd, target.namespaces),
+        )?;
+        sys.close(target.pidfd);
+        at(Step::Chroot, 0, sys.fchdir(target.root))?;
+        at(Step::Chroot, 0, sys.chroot(c"."))?;
+        sys.close(target.root);
+        at(Step::Chroot, 1, sys.chdir(c"/"))?;
+        at(Step::Setsid, 0, sys.setsid())?;
+        at(Step::Signals, 0, sys.reset_signals())?;
+        self.terminal()?;
+        self.security_labels()?;
+        self.process_attributes()?;
+        self.capabilities_and_user()?;
+        let chosen = self.find_executable()?;
+        sys.umask(self.plan.umask);
+        self.pass_descriptors()?;
+        self.exec(chosen)
+    }
+
+    /// With `process.terminal`: a new pseudo-terminal from the container's
+    /// own `/dev/ptmx`; its primary side goes to the parent (MSG_CONSOLE),
+    /// the replica becomes stdin, stdout, stderr and the controlling
+    /// terminal of the session `setsid` made.
+    fn terminal(&self) -> StepResult {
+        if !self.plan.terminal {
+            return Ok(());
+        }
+        let sys = self.sys;
+        let (primary, replica) = at(Step::Terminal, 0, sys.open_pty_pair())?;
+        let sent = sys.send_fd(
+            self.fds.sync,
+            &Message::new(MSG_CONSOLE).to_bytes(),
+            primary,
+        );
+        sys.close(primary);
+        let mut r = sent.map_err(|e| fail(Step::Terminal, 1, e));
+        for fd in 0..3 {
+            if r.is_ok() {
+                r = at(Step::Terminal, 2, sys.dup2(replica, fd));
+            }
+        }
+        sys.close(replica);
+        r?;
+        at(Step::Terminal, 3, sys.set_controlling_terminal(0))
     }
 
     /// Step (2): reads GO from the parent.
@@ -1312,12 +1396,49 @@ pub fn init_main(plan: &Plan, fds: ChildFds<'_>) -> ! {
         let _ = sys.write(2, fd_path(&mut buf, b" errno ", failure.errno.0).to_bytes());
         let _ = sys.write(2, b"\n");
     }
-    let code = match (failure.step, failure.errno.0) {
+    sys::exit_now(exit_code(failure))
+}
+
+/// What an exec'd process enters: the running container of its init.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecTarget {
+    /// The init's pidfd, for `setns`.
+    pub pidfd: RawFd,
+    /// The `CLONE_NEW*` namespaces to join through it (those that differ
+    /// from the runtime's; the pid namespace was entered by the parent).
+    pub namespaces: libc::c_int,
+    /// The init's root directory (`/proc/PID/root`), opened `O_PATH`.
+    pub root: RawFd,
+}
+
+/// A process exec'd into a running container (`docker exec`): joins the
+/// init's namespaces and root, applies the process steps of `plan` and
+/// `execve`s; reports a failure on the sync socket and `_exit`s. Never
+/// returns.
+pub fn exec_main(plan: &Plan, fds: ChildFds<'_>, target: ExecTarget) -> ! {
+    let sys = RealSys;
+    let init = Init {
+        sys: &sys,
+        plan,
+        fds,
+        report: Cell::new(fds.sync),
+    };
+    let failure = match init.exec_steps(&target) {
+        Err(f) => f,
+        Ok(never) => match never {},
+    };
+    report(&sys, plan, fds.sync, fds.sync, failure);
+    sys::exit_now(exit_code(failure))
+}
+
+/// The exit status of an init or exec'd process that failed at `failure`:
+/// 127 for a command not found, 126 for one not executable, as shells do.
+fn exit_code(failure: Failure) -> i32 {
+    match (failure.step, failure.errno.0) {
         (Step::Exec, libc::ENOENT) => 127,
         (Step::Exec, _) => 126,
         _ => 1,
-    };
-    sys::exit_now(code)
+    }
 }
 
 /// Sends `f` as an ERROR message on `fd`. On exec.fifo (any `fd` but

@@ -46,4 +46,4 @@ pub mod state;
 pub mod sys;
 mod syscalls_x86_64;
 
-pub use container::{CreateOptions, Log, RunOptions, Runtime, RuntimeError, DEFAULT_ROOT};
+pub use container::{Console, CreateOptions, Log, RunOptions, Runtime, RuntimeError, DEFAULT_ROOT};

@@ -30,8 +30,8 @@ pub enum PlanError {
     /// `root` is missing.
     #[error("config.json has no `root`")]
     NoRoot,
-    /// `process.terminal` is true.
-    #[error("process.terminal: pseudo-terminals are not supported, set it to false")]
+    /// `process.terminal` is true but nobody takes the terminal.
+    #[error("process.terminal is true: pass --console-socket to receive the pseudo-terminal, or set it to false")]
     Terminal,
     /// `process.args` is empty.
     #[error("process.args: must not be empty")]
@@ -404,6 +404,9 @@ pub struct Plan {
     pub exec_candidates: Vec<CString>,
     /// Bring `lo` up (new network namespace).
     pub loopback: bool,
+    /// `process.terminal`: the process gets a new pseudo-terminal from the
+    /// container's `/dev/ptmx`, its primary side sent to the runtime.
+    pub terminal: bool,
     /// AppArmor/SELinux attribute writes before `execve`.
     pub lsm_exec: Vec<AttrWrite>,
     /// cgroup path relative to the cgroup root.
@@ -516,9 +519,6 @@ impl Plan {
     ) -> Result<Plan, PlanError> {
         let process = spec.process.as_ref().ok_or(PlanError::NoProcess)?;
         let root = spec.root.as_ref().ok_or(PlanError::NoRoot)?;
-        if process.terminal {
-            return Err(PlanError::Terminal);
-        }
         if process.args.is_empty() {
             return Err(PlanError::NoArgs);
         }
@@ -611,6 +611,7 @@ impl Plan {
             env: CStringArray::new(command.env),
             exec_candidates: command.exec_candidates,
             loopback,
+            terminal: process.terminal,
             lsm_exec: labels.exec,
             cgroup_path,
             resources: linux.resources.clone().unwrap_or_default(),
@@ -1467,8 +1468,6 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_bad_specs() {
-        let e = plan_err(|s| s.process.as_mut().unwrap().terminal = true);
-        assert!(e.contains("process.terminal"), "{e}");
         let e = plan_err(|s| s.root.as_mut().unwrap().path = "missing".into());
         assert!(e.contains("root.path") && e.contains("missing"), "{e}");
         let e = plan_err(|s| {

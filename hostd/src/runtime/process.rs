@@ -25,7 +25,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::child::{
-    self, ChildFds, Failure, Message, Step, MSG_ERROR, MSG_GO, MSG_HOOKS, MSG_READY,
+    self, ChildFds, ExecTarget, Failure, Message, Step, MSG_CONSOLE, MSG_ERROR, MSG_GO, MSG_HOOKS,
+    MSG_READY,
 };
 use super::hooks::{self, HookError, Hooks};
 use super::plan::Plan;
@@ -111,6 +112,8 @@ pub struct Spawned {
     pub sync: OwnedFd,
     /// Whether `clone3` was used.
     pub clone3: bool,
+    /// The primary side of its pseudo-terminal (`process.terminal`).
+    pub console: Option<OwnedFd>,
 }
 
 impl Spawned {
@@ -256,14 +259,18 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(child_sock);
-    let spawned = Spawned {
+    let mut spawned = Spawned {
         pid,
         pidfd,
         sync: parent_sock,
         clone3: used_clone3,
+        console: None,
     };
     match handshake(plan, opts, &spawned) {
-        Ok(()) => Ok(spawned),
+        Ok(console) => {
+            spawned.console = console;
+            Ok(spawned)
+        }
         Err(e) => {
             spawned.kill();
             Err(e)
@@ -271,7 +278,11 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
     }
 }
 
-fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<(), SpawnError> {
+fn handshake(
+    plan: &Plan,
+    opts: &SpawnOptions<'_>,
+    spawned: &Spawned,
+) -> Result<Option<OwnedFd>, SpawnError> {
     let pid = spawned.pid;
     let write = |path: PathBuf, data: &str| {
         std::fs::write(&path, data).map_err(|source| SpawnError::Write { path, source })
@@ -288,19 +299,147 @@ fn handshake(plan: &Plan, opts: &SpawnOptions<'_>, spawned: &Spawned) -> Result<
     }
     send_go(spawned)?;
 
-    let mut msg = read_message(spawned)?;
+    let (mut msg, mut console_fd) = read_message(spawned)?;
     // (3a) The init waits before pivot_root: prestart and createRuntime.
     if msg.kind == MSG_HOOKS {
         plan.hooks.run_create_runtime(pid)?;
         send_go(spawned)?;
-        msg = read_message(spawned)?;
+        (msg, console_fd) = read_message(spawned)?;
+    }
+    // The terminal, made after the root; it comes with the message.
+    let mut console = None;
+    if msg.kind == MSG_CONSOLE {
+        (msg, _) = read_message(spawned)?;
+        console = console_fd.take();
     }
 
     // (4) READY or ERROR.
     match msg.kind {
-        MSG_READY => Ok(()),
+        MSG_READY => Ok(console),
         MSG_ERROR => Err(init_failed(plan, &msg, Step::Ready)),
         _ => Err(protocol_error()),
+    }
+}
+
+/// Where [`spawn_exec`] puts its process: a running container.
+#[derive(Debug)]
+pub struct ExecInto<'a> {
+    /// The container init's pidfd.
+    pub init: BorrowedFd<'a>,
+    /// `CLONE_NEW*` namespaces of the init that differ from ours (the pid
+    /// namespace included).
+    pub namespaces: libc::c_int,
+    /// The init's root (`/proc/PID/root`), opened `O_PATH`.
+    pub root: BorrowedFd<'a>,
+    /// The container's cgroup directory for `CLONE_INTO_CGROUP`.
+    pub cgroup: Option<BorrowedFd<'a>>,
+    /// Its `cgroup.procs`, for the `clone` fallback.
+    pub cgroup_procs: Option<PathBuf>,
+}
+
+/// Starts the process of `plan` inside the running container `into`
+/// (`docker exec`, `runc exec`): born in the container's pid namespace and
+/// cgroup, it joins the other namespaces and the root itself, then runs the
+/// plan's process steps. Returns once it `execve`d, with the primary side
+/// of its terminal when `plan.terminal`. The caller's stdin, stdout and
+/// stderr are the process's (unless it has a terminal).
+///
+/// The caller must have a single thread: the pid namespace for children is
+/// switched around the `clone`.
+pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnError> {
+    let sys_err = |what: &'static str| move |source: Errno| SpawnError::Sys { what, source };
+    let proc_dir = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open("/proc")
+        .map_err(|source| SpawnError::Write {
+            path: "/proc".into(),
+            source,
+        })?;
+    let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
+    let fds = ChildFds {
+        sync: child_sock.as_raw_fd(),
+        fifo: -1,
+        proc: proc_dir.as_raw_fd(),
+        join: &[],
+        preserve_fds: 0,
+    };
+    let target = ExecTarget {
+        pidfd: into.init.as_raw_fd(),
+        namespaces: into.namespaces & !libc::CLONE_NEWPID,
+        root: into.root.as_raw_fd(),
+    };
+    let forked = {
+        let own_pid_ns = File::open("/proc/self/ns/pid").map_err(|source| SpawnError::Write {
+            path: "/proc/self/ns/pid".into(),
+            source,
+        })?;
+        if into.namespaces & libc::CLONE_NEWPID != 0 {
+            sys::setns(into.init.as_raw_fd(), libc::CLONE_NEWPID)
+                .map_err(sys_err("entering the container's pid namespace"))?;
+        }
+        // SAFETY: the child branch below only calls `child::exec_main`,
+        // which runs async-signal-safe code on the prepared plan and leaves
+        // with execve or _exit.
+        let forked = match unsafe { sys::clone3(0, into.cgroup) } {
+            // SAFETY: as above.
+            Err(Errno(libc::ENOSYS)) => unsafe { sys::clone_legacy(0, true) }.map(|f| (f, false)),
+            other => other.map(|f| (f, true)),
+        };
+        if matches!(forked, Ok((Forked::Parent { .. }, _)) | Err(_)) {
+            // Our own pid namespace is always one we may go back to.
+            let _ = sys::setns(own_pid_ns.as_raw_fd(), libc::CLONE_NEWPID);
+        }
+        forked
+    };
+    let (pid, pidfd, clone3) = match forked.map_err(sys_err("clone"))? {
+        (Forked::Child, _) => {
+            sys::close(parent_sock.as_raw_fd());
+            child::exec_main(plan, fds, target)
+        }
+        (Forked::Parent { pid, pidfd }, clone3) => (pid, pidfd, clone3),
+    };
+    drop(child_sock);
+    let mut spawned = Spawned {
+        pid,
+        pidfd,
+        sync: parent_sock,
+        clone3,
+        console: None,
+    };
+    let result = (|| {
+        if !clone3 || into.cgroup.is_none() {
+            if let Some(procs) = &into.cgroup_procs {
+                std::fs::write(procs, pid.to_string()).map_err(|source| SpawnError::Write {
+                    path: procs.clone(),
+                    source,
+                })?;
+            }
+        }
+        send_go(&spawned)?;
+        // MSG_CONSOLE (with a terminal), then EOF once execve closed the
+        // socket, or ERROR.
+        let mut console = None;
+        loop {
+            match next_message(&spawned)? {
+                None => return Ok(console),
+                Some((msg, fd)) if msg.kind == MSG_CONSOLE && fd.is_some() => console = fd,
+                Some((msg, _)) if msg.kind == MSG_ERROR => {
+                    return Err(init_failed(plan, &msg, Step::Exec))
+                }
+                Some(_) => return Err(protocol_error()),
+            }
+        }
+    })();
+    match result {
+        Ok(console) => {
+            spawned.console = console;
+            Ok(spawned)
+        }
+        Err(e) => {
+            spawned.kill();
+            Err(e)
+        }
     }
 }
 
@@ -313,18 +452,33 @@ fn send_go(spawned: &Spawned) -> Result<(), SpawnError> {
     })
 }
 
-/// The init's next message; its death (EOF) is an error.
-fn read_message(spawned: &Spawned) -> Result<Message, SpawnError> {
-    let mut buf = [0u8; Message::SIZE];
-    let n = sys::read_fd(spawned.sync.as_fd(), &mut buf).map_err(|source| SpawnError::Sys {
-        what: "reading from the container init",
-        source,
-    })?;
-    if n != Message::SIZE {
-        let status = spawned.wait().map(|s| s.code()).unwrap_or(-1);
-        return Err(SpawnError::Died(status));
+/// The init's next message, with the descriptor it carries (MSG_CONSOLE);
+/// its death (EOF) is an error.
+fn read_message(spawned: &Spawned) -> Result<(Message, Option<OwnedFd>), SpawnError> {
+    match next_message(spawned)? {
+        Some(received) => Ok(received),
+        None => {
+            let status = spawned.wait().map(|s| s.code()).unwrap_or(-1);
+            Err(SpawnError::Died(status))
+        }
     }
-    Ok(Message::from_bytes(&buf))
+}
+
+/// The child's next message and descriptor; `None` at EOF.
+fn next_message(spawned: &Spawned) -> Result<Option<(Message, Option<OwnedFd>)>, SpawnError> {
+    let mut buf = [0u8; Message::SIZE];
+    let (n, fds) =
+        crate::os::recv_with_fds(spawned.sync.as_fd(), &mut buf).map_err(|e| SpawnError::Sys {
+            what: "reading from the container init",
+            source: Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n != Message::SIZE {
+        return Err(protocol_error());
+    }
+    Ok(Some((Message::from_bytes(&buf), fds.into_iter().next())))
 }
 
 /// The error an init reported in `msg`; `unknown` stands for a step number

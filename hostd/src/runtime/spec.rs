@@ -75,7 +75,8 @@ pub struct Spec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
-    /// Whether to allocate a pseudo-terminal (only `false` is supported).
+    /// Whether to allocate a pseudo-terminal (its primary side goes to
+    /// `--console-socket`).
     #[serde(default)]
     pub terminal: bool,
     /// The user the process runs as.

@@ -836,8 +836,8 @@ pub fn loopback_up() -> SysResult<()> {
 }
 
 /// Resets the signal state a container must not inherit: an empty signal
-/// mask and default dispositions for signals the runtime ignored (Rust's
-/// runtime ignores `SIGPIPE`).
+/// mask and the default disposition for every signal (Rust's runtime
+/// ignores `SIGPIPE`; a background job of a shell, `SIGINT` and `SIGQUIT`).
 pub fn reset_signals() -> SysResult<()> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -845,11 +845,16 @@ pub fn reset_signals() -> SysResult<()> {
     unsafe { libc::sigemptyset(&mut set) };
     // SAFETY: valid set pointer, null old-set pointer.
     check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
-    for sig in [libc::SIGPIPE, libc::SIGXFSZ] {
-        // SAFETY: installing SIG_DFL involves no handler code.
-        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
-            return Err(Errno::last());
+    // Every disposition, ignored ones included: a runtime started from a
+    // shell's background job ignores SIGINT and SIGQUIT, which would reach
+    // the container's process through `execve` (Ctrl-C would do nothing).
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
         }
+        // SAFETY: installing SIG_DFL involves no handler code. Numbers the
+        // kernel refuses (glibc's reserved ones are fine here) answer EINVAL.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     Ok(())
 }
@@ -949,4 +954,65 @@ mod tests {
         mkfifo(&fifo, 0o600).unwrap();
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Hand-written: pseudo-terminals (async-signal-safe, for the init and exec)
+// ---------------------------------------------------------------------------
+
+/// Opens a new pseudo-terminal through `/dev/ptmx` as the caller's root
+/// sees it (in a container: its own `/dev/pts` instance), so the replica
+/// belongs to that instance. Answers `(primary, replica)`, both
+/// close-on-exec; the replica is opened with `TIOCGPTPEER`, without a path
+/// lookup.
+pub fn open_pty_pair() -> SysResult<(RawFd, RawFd)> {
+    let primary = openat(
+        libc::AT_FDCWD,
+        c"/dev/ptmx",
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        0,
+    )?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid here.
+    let r = unsafe { libc::ioctl(primary, libc::TIOCSPTLCK, &unlock) };
+    if r == -1 {
+        let e = Errno::last();
+        close(primary);
+        return Err(e);
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags by value and returns a new fd.
+    let replica = unsafe { libc::ioctl(primary, libc::TIOCGPTPEER, flags) };
+    if replica == -1 {
+        let e = Errno::last();
+        close(primary);
+        return Err(e);
+    }
+    Ok((primary, replica))
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal `fd` the controlling
+/// terminal of the caller, a session leader.
+pub fn set_controlling_terminal(fd: RawFd) -> SysResult<()> {
+    // SAFETY: TIOCSCTTY takes an int argument by value.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// `dup2(2)`.
+pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
+    // SAFETY: plain descriptor duplication; `to` is replaced.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// `ioctl(fd, TIOCSWINSZ)`: the terminal's size (`docker resize`); the
+/// foreground process group gets `SIGWINCH`.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> SysResult<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, valid here.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
 }

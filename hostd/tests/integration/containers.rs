@@ -25,7 +25,9 @@ pub(crate) fn build_image(dir: &Path) {
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     fs::create_dir_all(rootfs.join("etc")).unwrap();
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "true", "head", "tr"] {
+    for applet in [
+        "sh", "echo", "sleep", "true", "head", "tr", "cat", "wc", "id", "stty", "tty",
+    ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();

@@ -24,18 +24,18 @@ const CLI: &str = "/usr/local/bin/docker";
 
 /// The docker CLI against one socket, with its own empty configuration
 /// directory (not the machine's contexts or credential helpers).
-struct Cli {
+pub(crate) struct Cli {
     host: String,
     config: PathBuf,
 }
 
 impl Cli {
-    fn new(host: String, config: PathBuf) -> Cli {
+    pub(crate) fn new(host: String, config: PathBuf) -> Cli {
         fs::create_dir_all(&config).unwrap();
         Cli { host, config }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(CLI);
         cmd.arg("-H")
             .arg(&self.host)
@@ -48,13 +48,13 @@ impl Cli {
     }
 
     /// Runs `docker ARGS...` (stdin on /dev/null).
-    fn run(&self, args: &[&str]) -> Ran {
+    pub(crate) fn run(&self, args: &[&str]) -> Ran {
         capture(&mut self.command(args))
     }
 
     /// Runs `docker ARGS...`, which must succeed with an empty stderr:
     /// its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let ran = self.run(args);
         assert!(
             ran.code == 0 && ran.stderr.is_empty(),
@@ -65,7 +65,7 @@ impl Cli {
 
     /// Runs `docker ARGS...`, which must fail with `code` and a stderr
     /// naming `words`: the stderr.
-    fn fails(&self, args: &[&str], code: i32, words: &[&str]) -> String {
+    pub(crate) fn fails(&self, args: &[&str], code: i32, words: &[&str]) -> String {
         let ran = self.run(args);
         assert_eq!(ran.code, code, "docker {args:?}: {ran:?}");
         for word in words {
@@ -78,7 +78,7 @@ impl Cli {
     }
 }
 
-fn prerequisites() -> bool {
+pub(crate) fn prerequisites() -> bool {
     require(hostd::os::geteuid() == 0, "root (hostd's daemon)")
         && require(
             Path::new(CLI).exists(),
@@ -111,7 +111,7 @@ fn web(image: &str) -> Vec<&str> {
 }
 
 /// A daemon in `work` with `bb.tar` built and `docker load`ed: the CLI.
-fn daemon_with_image(work: &Path) -> (Daemon<'_>, Cli) {
+pub(crate) fn daemon_with_image(work: &Path) -> (Daemon<'_>, Cli) {
     build_image(work);
     let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
     let cli = Cli::new(
@@ -127,7 +127,7 @@ fn daemon_with_image(work: &Path) -> (Daemon<'_>, Cli) {
 }
 
 /// Waits until `docker inspect` of `name` says `status`.
-fn wait_status(cli: &Cli, name: &str, status: &str) {
+pub(crate) fn wait_status(cli: &Cli, name: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let ran = cli.run(&["inspect", "--format", "{{.State.Status}}", name]);

@@ -18,7 +18,7 @@ use lexopt::prelude::*;
 use lexopt::{Error, Parser};
 
 use hostd::daemon::DaemonOptions;
-use hostd::runtime::{self, CreateOptions, RunOptions};
+use hostd::runtime::{self, Console, CreateOptions, RunOptions};
 use mkhost_shared::container::RunRequest;
 use mkhost_shared::container::{parse_cpus, parse_size};
 use mkhost_shared::control::Request;
@@ -952,8 +952,8 @@ fn parse_oci(args: Vec<OsString>) -> Result<Cli, Error> {
                 create.preserve_fds = read(&mut p, "--preserve-fds", preserve_fds)?
             }
             Long("no-pivot" | "no-new-keyring") if runs => {}
-            Long("console-socket") if runs => {
-                return Err("--console-socket: terminals are not supported".into())
+            Long("console-socket") if is("create") => {
+                create.console = Console::Socket(p.value()?.into())
             }
             Short('d') | Long("detach") if is("run") => detach = true,
             Long("keep") if is("run") => keep = true,

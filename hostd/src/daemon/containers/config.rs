@@ -68,6 +68,15 @@ pub struct CreateSpec {
     /// Its network namespace.
     #[serde(default)]
     pub netns: NetnsMode,
+    /// A pseudo-terminal for the init (`docker run -t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep its standard input open for writing (`docker run -i`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// The terminal's size when it starts, `(rows, columns)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// A host directory bound into a container (`-v`): a named volume's
@@ -576,7 +585,7 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
             "user": {
                 "uid": spec.uid, "gid": spec.gid, "additionalGids": spec.additional_gids
             },

@@ -40,6 +40,7 @@
 
 pub mod boot;
 pub mod config;
+pub mod exec;
 pub mod monitor;
 pub mod reboot;
 
@@ -121,6 +122,9 @@ struct EntryState {
     record: Record,
     /// The init's pidfd while it runs.
     pidfd: Option<Arc<OwnedFd>>,
+    /// Its input while it runs (`-i`; with `-t`, the terminal's primary
+    /// side, also for `resize`).
+    input: Option<Arc<OwnedFd>>,
     /// `stop` or `rm` asked: no more restarts.
     stopping: bool,
     /// When the current run started (for the back-off reset).
@@ -222,7 +226,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Entry {
-    fn new(dir: PathBuf, spec: CreateSpec, record: Record, pidfd: Option<Arc<OwnedFd>>) -> Entry {
+    /// Sends `chunks` of `stream` to the followers (under the log's
+    /// lock), dropping those that fell behind.
+    fn send_to_followers(&self, stream: &str, chunks: &[Vec<u8>]) {
+        let mut followers = lock(&self.followers);
+        if followers.is_empty() {
+            return;
+        }
+        let stream = match stream {
+            "stderr" => Stream::Stderr,
+            _ => Stream::Stdout,
+        };
+        let time = rfc3339_now();
+        followers.retain(|follower| {
+            chunks.iter().all(|line| {
+                follower
+                    .try_send(OutputLine {
+                        stream,
+                        time: time.clone(),
+                        line: line.clone(),
+                    })
+                    .is_ok()
+            })
+        });
+    }
+
+    fn new(dir: PathBuf, spec: CreateSpec, record: Record, running: Option<&Running>) -> Entry {
         Entry {
             id: record.id.clone(),
             log: Mutex::new(monitor::Log::new(&dir)),
@@ -230,7 +259,8 @@ impl Entry {
             spec,
             state: Mutex::new(EntryState {
                 record,
-                pidfd,
+                pidfd: running.map(|r| Arc::clone(&r.pidfd)),
+                input: running.and_then(|r| r.stdin.clone()),
                 stopping: false,
                 started: Instant::now(),
                 backoff: FIRST_BACKOFF,
@@ -324,29 +354,21 @@ impl monitor::Container for Entry {
         &self.id
     }
 
+    fn output(&self, stream: &str, bytes: &[u8]) {
+        // A terminal's followers get what it writes as it comes (a prompt
+        // has no newline); the log still gets lines.
+        if self.spec.tty {
+            let _log = lock(&self.log);
+            self.send_to_followers(stream, &[bytes.to_vec()]);
+        }
+    }
+
     fn append_log(&self, stream: &str, lines: &[Vec<u8>]) {
         let mut log = lock(&self.log);
         log.append(stream, lines);
-        let mut followers = lock(&self.followers);
-        if followers.is_empty() {
-            return;
+        if !self.spec.tty {
+            self.send_to_followers(stream, lines);
         }
-        let stream = match stream {
-            "stderr" => Stream::Stderr,
-            _ => Stream::Stdout,
-        };
-        let time = rfc3339_now();
-        followers.retain(|follower| {
-            lines.iter().all(|line| {
-                follower
-                    .try_send(OutputLine {
-                        stream,
-                        time: time.clone(),
-                        line: line.clone(),
-                    })
-                    .is_ok()
-            })
-        });
         drop(log);
     }
 
@@ -391,6 +413,8 @@ pub struct Shared {
     on_zygote_lost: OnZygoteLost,
     /// What happened to containers, for `docker events`.
     events: Arc<crate::daemon::events::Events>,
+    /// Exec instances.
+    execs: exec::Execs,
 }
 
 /// The daemon's containers.
@@ -482,14 +506,16 @@ fn write_etc_files(
     Ok(())
 }
 
-/// Takes the pidfd and pipe read ends a `created` answer carries.
-fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
+/// Takes the pidfd, the pipe read ends and the input's write end (if
+/// any) a `created` answer carries.
+pub(crate) fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next(), fds.next()) {
         (Some(pidfd), Some(stdout), Some(stderr)) => Ok(Running {
             pidfd: Arc::new(pidfd),
             stdout,
             stderr,
+            stdin: fds.next().map(Arc::new),
         }),
         _ => Err("the zygote sent too few descriptors".into()),
     }
@@ -525,7 +551,7 @@ impl Shared {
     /// Has the zygote create the process of `spec`.
     fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), RunError> {
         match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
-            (ZygoteReply::Created { pid }, fds) => Ok((pid, running_from(fds)?)),
+            (ZygoteReply::Created { pid, .. }, fds) => Ok((pid, running_from(fds)?)),
             (ZygoteReply::Error { message, exec }, _) => Err(RunError { message, exec }),
             (other, _) => Err(format!("unexpected zygote answer {other:?}").into()),
         }
@@ -563,6 +589,7 @@ impl Shared {
         let (code, oom_killed) = self.reap(&entry.id);
         let mut state = lock(&entry.state);
         state.pidfd = None;
+        state.input = None;
         let record = &mut state.record;
         record.exit_code = Some(code);
         record.oom_killed = oom_killed;
@@ -621,6 +648,7 @@ impl Shared {
         match &result {
             Ok(()) => {
                 entry.removed.store(true, Ordering::SeqCst);
+                self.execs.forget(&entry.id);
                 entry.notify();
                 self.event(&entry.record(), "destroy", &[]);
                 log(&format!(
@@ -744,6 +772,7 @@ impl Shared {
                 state.record.stopped_by_user = false;
                 state.started = Instant::now();
                 state.pidfd = Some(Arc::clone(&running.pidfd));
+                state.input = running.stdin.clone();
                 entry.save(&state.record);
                 entry.notify();
                 self.event(&state.record, "start", &[]);
@@ -816,6 +845,7 @@ impl Manager {
             containers: Mutex::new(BTreeMap::new()),
             on_zygote_lost,
             events: Arc::new(crate::daemon::events::Events::new()),
+            execs: exec::Execs::default(),
         });
         let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
         let manager = Manager {
@@ -913,7 +943,7 @@ impl Manager {
                     id: record.id.clone(),
                 });
                 match attached {
-                    Ok((ZygoteReply::Created { pid }, fds)) => match running_from(fds) {
+                    Ok((ZygoteReply::Created { pid, .. }, fds)) => match running_from(fds) {
                         Ok(r) => {
                             record.pid = pid;
                             running = Some(r);
@@ -969,7 +999,7 @@ impl Manager {
                 dir.clone(),
                 spec,
                 record.clone(),
-                running.as_ref().map(|r| Arc::clone(&r.pidfd)),
+                running.as_ref(),
             ));
             // After a reboot, a container to start again keeps its record on
             // the disk as it is: `after_reboot` decides the same from it at
@@ -1179,6 +1209,9 @@ impl Manager {
             binds: Vec::new(),
             etc_files: true,
             netns: NetnsMode::Own,
+            tty: req.tty,
+            open_stdin: req.open_stdin,
+            console_size: req.console_size,
         };
         reboot::mount_root(&dir, &spec)?;
         cleanup.mounted = Some(spec.rootfs.clone());

@@ -49,6 +49,8 @@ const ZYGOTE: u64 = 1;
 pub trait Container: Send + Sync + 'static {
     /// Its id, for log lines.
     fn id(&self) -> &str;
+    /// Output of `stream` as it was read, before it is cut into lines.
+    fn output(&self, stream: &str, bytes: &[u8]);
     /// Appends lines of `stream` output to its log.
     fn append_log(&self, stream: &str, lines: &[Vec<u8>]);
     /// Closes its log: the init exited and its pipes are drained.
@@ -75,6 +77,8 @@ pub struct Running {
     pub stdout: OwnedFd,
     /// Read end of its stderr pipe.
     pub stderr: OwnedFd,
+    /// Its input, when it has one (not watched here).
+    pub stdin: Option<Arc<OwnedFd>>,
 }
 
 enum Command<C> {
@@ -359,6 +363,7 @@ fn pump(pipe: &mut Pipe, entry: &impl Container, buf: &mut [u8], flush: bool) ->
         return true;
     };
     let mut eof = false;
+    let fresh = pipe.partial.len();
     loop {
         match file.read(buf) {
             Ok(0) => {
@@ -376,6 +381,9 @@ fn pump(pipe: &mut Pipe, entry: &impl Container, buf: &mut [u8], flush: bool) ->
         if pipe.partial.len() > 4 * MAX_LINE {
             break;
         }
+    }
+    if pipe.partial.len() > fresh {
+        entry.output(pipe.stream.name(), &pipe.partial[fresh..]);
     }
     let text = take_lines(&mut pipe.partial, flush || eof);
     if !text.is_empty() {

@@ -45,17 +45,17 @@ pub struct Api {
     handler: Arc<Handler>,
 }
 
-type Answer = Result<Response<ApiBody>, ApiError>;
+pub(super) type Answer = Result<Response<ApiBody>, ApiError>;
 
 fn full(bytes: impl Into<Bytes>) -> ApiBody {
     Full::new(bytes.into()).boxed()
 }
 
-fn empty() -> ApiBody {
+pub(super) fn empty() -> ApiBody {
     full(Bytes::new())
 }
 
-fn json_answer(status: StatusCode, value: &Value) -> Answer {
+pub(super) fn json_answer(status: StatusCode, value: &Value) -> Answer {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -67,7 +67,7 @@ fn no_content() -> Answer {
     status_only(StatusCode::NO_CONTENT)
 }
 
-fn status_only(status: StatusCode) -> Answer {
+pub(super) fn status_only(status: StatusCode) -> Answer {
     Response::builder()
         .status(status)
         .body(empty())
@@ -75,7 +75,7 @@ fn status_only(status: StatusCode) -> Answer {
 }
 
 /// A streamed answer of content type `kind`.
-fn streamed(kind: &str, body: ChannelBody) -> Answer {
+pub(super) fn streamed(kind: &str, body: ChannelBody) -> Answer {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, kind)
@@ -103,7 +103,7 @@ pub fn error_response(error: &ApiError) -> Response<ApiBody> {
 }
 
 /// Runs blocking `work` off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -112,7 +112,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Reads a whole JSON body of at most [`MAX_JSON_BODY`] bytes.
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     let limited = Limited::new(body, MAX_JSON_BODY);
     match tokio::time::timeout(BODY_DEADLINE, limited.collect()).await {
         Err(_) => Err(ApiError::bad_request(format!(
@@ -141,7 +141,7 @@ impl Api {
         Api { handler }
     }
 
-    fn manager(&self) -> Result<Arc<Manager>, ApiError> {
+    pub(super) fn manager(&self) -> Result<Arc<Manager>, ApiError> {
         self.handler
             .containers
             .clone()
@@ -155,7 +155,7 @@ impl Api {
     }
 
     /// A manager error about container `name`: 404 when it does not exist.
-    fn container_error(&self, name: &str, message: String) -> ApiError {
+    pub(super) fn container_error(&self, name: &str, message: String) -> ApiError {
         match self.manager().map(|m| m.record(name)) {
             Ok(Err(_)) if !message.contains("ambiguous") => {
                 ApiError::not_found(format!("No such container: {name}"))
@@ -231,6 +231,9 @@ impl Api {
             }
             Route::ContainerPrune => self.container_prune().await,
             Route::Container(id, ContainerOp::Attach) => self.attach(request, id, &query).await,
+            Route::Container(id, ContainerOp::Resize) => self.container_resize(id, &query).await,
+            Route::ExecCreate(id) => self.exec_create(request, id).await,
+            Route::Exec(id, op) => self.exec(request, id, op, &query).await,
             Route::Container(id, op) => self.container_op(id, op, &query).await,
             Route::Networks
             | Route::NetworkInspect(_)
@@ -1120,7 +1123,11 @@ impl Api {
                     .map_err(ApiError::bad_request)?;
                 no_content()
             }
-            ContainerOp::Wait | ContainerOp::Logs | ContainerOp::Attach | ContainerOp::Stats => {
+            ContainerOp::Wait
+            | ContainerOp::Logs
+            | ContainerOp::Attach
+            | ContainerOp::Stats
+            | ContainerOp::Resize => {
                 Err(ApiError::internal("routed elsewhere"))
             }
         })
@@ -1297,69 +1304,6 @@ impl Api {
         });
         streamed("application/vnd.docker.raw-stream", body)
     }
-
-    /// `POST /containers/{id}/attach`: hijacks the connection (`Upgrade:
-    /// tcp`) and streams the container's output as multiplexed frames
-    /// until its run ends. Standard input is not offered yet.
-    async fn attach(
-        self: &Arc<Self>,
-        mut request: Request<Incoming>,
-        id: String,
-        query: &Query,
-    ) -> Answer {
-        if flag(query, "stdin")? {
-            return Err(ApiError::unsupported("attaching standard input (-i)"));
-        }
-        let (stdout, stderr) = (flag(query, "stdout")?, flag(query, "stderr")?);
-        let with_logs = flag(query, "logs")?;
-        let streaming = flag(query, "stream")?;
-        let manager = self.manager()?;
-        let (record, follower) = manager
-            .attach(&id)
-            .map_err(|e| self.container_error(&id, e))?;
-        let past = match with_logs {
-            true => manager.logs(&record.id).unwrap_or_default(),
-            false => String::new(),
-        };
-        let wanted = move |s: Stream| match s {
-            Stream::Stdout => stdout,
-            Stream::Stderr => stderr,
-        };
-        let upgrade = request
-            .headers()
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
-        let (sender, body) = ChannelBody::new(64);
-        let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        tokio::spawn(async move {
-            for (time, s, line) in past.lines().filter_map(stream::parse_log_line) {
-                if wanted(s)
-                    && sender
-                        .send(stream::line_frame(s, time, line.as_bytes(), false))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-            }
-            if let Some(mut follower) = follower.filter(|_| streaming) {
-                forward(&mut follower, &sender, wanted, false).await;
-            }
-        });
-        match on_upgrade {
-            None => streamed("application/vnd.docker.raw-stream", body),
-            Some(on_upgrade) => {
-                tokio::spawn(pump_upgraded(on_upgrade, body));
-                Response::builder()
-                    .status(StatusCode::SWITCHING_PROTOCOLS)
-                    .header(header::CONNECTION, "Upgrade")
-                    .header(header::UPGRADE, "tcp")
-                    .header(header::CONTENT_TYPE, "application/vnd.docker.raw-stream")
-                    .body(empty())
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            }
-        }
-    }
 }
 
 /// An uploaded archive's file next to the store, removed when dropped.
@@ -1391,7 +1335,7 @@ impl Drop for Staging {
 }
 
 /// Copies a container's output lines to a stream's sender as frames.
-async fn forward(
+pub(super) async fn forward(
     follower: &mut tokio::sync::mpsc::Receiver<OutputLine>,
     sender: &tokio::sync::mpsc::Sender<Bytes>,
     wanted: impl Fn(Stream) -> bool,
@@ -1415,23 +1359,6 @@ async fn forward(
     }
 }
 
-/// Writes a hijacked connection's output, then closes its write side.
-async fn pump_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, mut body: ChannelBody) {
-    use tokio::io::AsyncWriteExt;
-    let Ok(upgraded) = on_upgrade.await else {
-        return;
-    };
-    let mut io = hyper_util::rt::TokioIo::new(upgraded);
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            if io.write_all(&data).await.is_err() {
-                return;
-            }
-        }
-    }
-    let _ = io.shutdown().await;
-}
-
 /// `since`/`until` of a logs query: Unix seconds, with a fraction.
 fn time_bound(query: &Query, key: &str) -> Result<Option<f64>, ApiError> {
     match query.get(key).map(String::as_str) {
@@ -1444,7 +1371,10 @@ fn time_bound(query: &Query, key: &str) -> Result<Option<f64>, ApiError> {
 
 /// A start error as dockerd words it: the docker CLI maps "executable file
 /// not found" to exit code 127 and "permission denied" to 126.
-fn start_error(message: &str, exec: Option<mkhost_shared::container::ExecError>) -> String {
+pub(super) fn start_error(
+    message: &str,
+    exec: Option<mkhost_shared::container::ExecError>,
+) -> String {
     use mkhost_shared::container::ExecError;
     match exec {
         Some(ExecError::NotFound) => {

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::daemon::containers::exec::ExecConfig;
 use mkhost_shared::container::{RestartPolicy, RunRequest, VolumeMount};
 use mkhost_shared::network::{PortMapping, Protocol, MODE_HOST, MODE_NONE};
 
@@ -25,7 +26,6 @@ const INFORMATIONAL: &[&str] = &[
     "ArgsEscaped",
     "OnBuild",
     "Shell",
-    "StdinOnce",
 ];
 
 /// A JSON object whose fields are taken one by one; what is left must be
@@ -178,6 +178,57 @@ pub fn run_request(body: &[u8], name: Option<&str>) -> Result<RunRequest, ApiErr
     Ok(run)
 }
 
+/// The exec config of a `POST /containers/{id}/exec` body.
+pub fn exec_config(body: &[u8]) -> Result<ExecConfig, ApiError> {
+    let mut c = Fields::new("", Some(parse_json(body)?))?;
+    let mut config = ExecConfig {
+        cmd: c.take("Cmd")?.unwrap_or_default(),
+        env: c.take("Env")?.unwrap_or_default(),
+        user: c.string("User")?,
+        workdir: c.string("WorkingDir")?,
+        tty: c.take("Tty")?.unwrap_or(false),
+        attach_stdin: c.take("AttachStdin")?.unwrap_or(false),
+        attach_stdout: c.take("AttachStdout")?.unwrap_or(false),
+        attach_stderr: c.take("AttachStderr")?.unwrap_or(false),
+        detach_keys: c.string("DetachKeys")?,
+        console_size: None,
+    };
+    if config.cmd.is_empty() {
+        return Err(ApiError::bad_request("No exec command specified"));
+    }
+    for entry in &config.env {
+        if !entry.contains('=') || entry.starts_with('=') {
+            return Err(ApiError::bad_request(format!(
+                "Env: {entry:?} is not NAME=value"
+            )));
+        }
+    }
+    if let Some(dir) = &config.workdir {
+        if !dir.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "WorkingDir: {dir:?} is not an absolute path"
+            )));
+        }
+    }
+    config.console_size = console_size(&mut c)?;
+    // The start request says it again; that one counts.
+    c.take::<bool>("Detach")?;
+    c.refuse_unless(
+        "Privileged",
+        &[],
+        "exec runs with the container's own privileges",
+    )?;
+    c.finish()?;
+    Ok(config)
+}
+
+/// `ConsoleSize`: `[rows, columns]`, `None` when unset or zero.
+fn console_size(c: &mut Fields) -> Result<Option<(u16, u16)>, ApiError> {
+    Ok(c.take::<[u16; 2]>("ConsoleSize")?
+        .filter(|[rows, cols]| *rows > 0 && *cols > 0)
+        .map(|[rows, cols]| (rows, cols)))
+}
+
 /// `Config` (the body's top level).
 fn config(c: &mut Fields, run: &mut RunRequest) -> Result<(), ApiError> {
     run.image = c
@@ -196,16 +247,9 @@ fn config(c: &mut Fields, run: &mut RunRequest) -> Result<(), ApiError> {
     run.workdir = c.string("WorkingDir")?;
     run.hostname = c.string("Hostname")?;
     run.labels = c.take("Labels")?.unwrap_or_default();
-    if c.take::<bool>("Tty")?.unwrap_or(false) {
-        return Err(ApiError::bad_request(
-            "Tty: terminals (-t) are not supported by this host yet; run without -t",
-        ));
-    }
-    if c.take::<bool>("OpenStdin")?.unwrap_or(false) {
-        return Err(ApiError::bad_request(
-            "OpenStdin: standard input (-i) is not supported by this host yet; run without -i",
-        ));
-    }
+    run.tty = c.take::<bool>("Tty")?.unwrap_or(false);
+    run.open_stdin = c.take::<bool>("OpenStdin")?.unwrap_or(false);
+    run.stdin_once = c.take::<bool>("StdinOnce")?.unwrap_or(false);
     c.refuse_unless("Domainname", &[], "no domain names")?;
     // A set (`{"/data": {}}`): any key is a volume, whatever its value.
     let volumes: Map<String, Value> = c.take("Volumes")?.unwrap_or_default();
@@ -228,6 +272,7 @@ fn config(c: &mut Fields, run: &mut RunRequest) -> Result<(), ApiError> {
 
 /// `HostConfig`.
 fn host_config(mut h: Fields, run: &mut RunRequest) -> Result<(), ApiError> {
+    run.console_size = console_size(&mut h)?;
     for bind in h.take::<Vec<String>>("Binds")?.unwrap_or_default() {
         run.volumes.push(
             VolumeMount::parse(&bind)
@@ -557,7 +602,6 @@ mod tests {
                 r#"{"Image":"a","HostConfig":{"Dns":["1.1.1.1"]}}"#,
                 "HostConfig.Dns",
             ),
-            (r#"{"Image":"a","Tty":true}"#, "Tty"),
             (r#"{"Image":"a","Volumes":{"/data":{}}}"#, "Volumes"),
             (r#"{"Image":"a","Bogus":1}"#, "Bogus"),
             (

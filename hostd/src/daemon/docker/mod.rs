@@ -12,6 +12,7 @@
 pub mod api;
 pub mod create;
 pub mod error;
+pub mod interactive;
 pub mod resources;
 pub mod route;
 pub mod stats;

@@ -71,7 +71,11 @@ pub enum Route {
     VolumeRemove(String),
     /// `POST /volumes/prune`.
     VolumePrune,
-    /// `/exec`, `/build`, … : recognised but not
+    /// `POST /containers/{id}/exec`.
+    ExecCreate(String),
+    /// `/exec/{id}/…`.
+    Exec(String, ExecOp),
+    /// `/build`, `/swarm`, … : recognised but not
     /// served (yet); the message says which.
     Unsupported(&'static str),
 }
@@ -107,6 +111,19 @@ pub enum ContainerOp {
     Rename,
     /// `GET …/stats?stream=&one-shot=`.
     Stats,
+    /// `POST …/resize?h=&w=`.
+    Resize,
+}
+
+/// What to do with one exec instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecOp {
+    /// `POST /exec/{id}/start`.
+    Start,
+    /// `POST /exec/{id}/resize?h=&w=`.
+    Resize,
+    /// `GET /exec/{id}/json`.
+    Inspect,
 }
 
 /// Splits the version prefix off `path`: `/v1.41/info` gives `("1.41",
@@ -206,8 +223,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 ("POST", "unpause") => ContainerOp::Unpause,
                 ("POST", "rename") => ContainerOp::Rename,
                 ("POST", "update") => return Ok(Route::Unsupported("container update")),
-                ("POST", "resize") => return Ok(Route::Unsupported("terminals (-t)")),
-                ("POST", "exec") => return Ok(Route::Unsupported("exec")),
+                ("POST", "resize") => ContainerOp::Resize,
+                ("POST", "exec") => return Ok(Route::ExecCreate(id.to_string())),
                 ("GET" | "HEAD" | "PUT", "archive") => {
                     return Ok(Route::Unsupported("docker cp (archive)"))
                 }
@@ -217,7 +234,15 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             };
             Route::Container(id.to_string(), op)
         }
-        (_, ["exec", ..]) => Route::Unsupported("exec"),
+        (_, ["exec", id, op]) => {
+            let op = match (method, *op) {
+                ("POST", "start") => ExecOp::Start,
+                ("POST", "resize") => ExecOp::Resize,
+                ("GET", "json") => ExecOp::Inspect,
+                _ => return Err(not_found()),
+            };
+            Route::Exec(id.to_string(), op)
+        }
         ("GET", ["events"]) => Route::Events,
         ("GET", ["system", "df"]) => Route::SystemDf,
         ("GET", ["networks"]) => Route::Networks,

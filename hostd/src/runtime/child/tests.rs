@@ -227,6 +227,18 @@ impl ChildSys for Fake {
     fn unshare(&self, flags: libc::c_int) -> SysResult<()> {
         self.record(format!("unshare {flags:#x}"))
     }
+    fn open_pty_pair(&self) -> SysResult<(RawFd, RawFd)> {
+        self.record("open_pty_pair".into()).map(|()| (40, 41))
+    }
+    fn send_fd(&self, sock: RawFd, _data: &[u8], fd: RawFd) -> SysResult<()> {
+        self.record(format!("send_fd {sock} {fd}"))
+    }
+    fn dup2(&self, from: RawFd, to: RawFd) -> SysResult<()> {
+        self.record(format!("dup2 {from} {to}"))
+    }
+    fn set_controlling_terminal(&self, fd: RawFd) -> SysResult<()> {
+        self.record(format!("set_controlling_terminal {fd}"))
+    }
 }
 
 const FDS: ChildFds<'static> = ChildFds {

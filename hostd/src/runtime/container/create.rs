@@ -4,12 +4,12 @@ use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::runtime::{check_id, state_err, Runtime, RuntimeError};
 use crate::runtime::cgroups;
 use crate::runtime::hooks::{self, Hooks, Kind};
-use crate::runtime::plan::Plan;
+use crate::runtime::plan::{Plan, PlanError};
 use crate::runtime::process::{self, SpawnOptions, Spawned};
 use crate::runtime::spec::Spec;
 use crate::runtime::state::{self, Record};
@@ -24,6 +24,23 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// Pass fds 3..3+n into the container (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// Where the primary side of a `process.terminal` goes.
+    pub console: Console,
+}
+
+/// Who receives the pseudo-terminal of a container whose
+/// `process.terminal` is true.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Console {
+    /// Nobody: such a container is refused (runc without
+    /// `--console-socket`).
+    #[default]
+    Refuse,
+    /// Sent with `SCM_RIGHTS` to the unix stream socket at this path
+    /// (`--console-socket`), as runc does.
+    Socket(PathBuf),
+    /// Left in the created container's [`Spawned::console`].
+    Keep,
 }
 
 /// A created container, as seen by the process that created it.
@@ -96,6 +113,9 @@ impl Runtime {
         // Everything that can be checked without side effects comes first.
         let spec = Spec::load(&opts.bundle)?;
         let plan = Plan::new(id, &opts.bundle, &spec)?;
+        if plan.terminal && opts.console == Console::Refuse {
+            return Err(PlanError::Terminal.into());
+        }
         for w in &plan.warnings {
             self.log.warn(w);
         }
@@ -159,7 +179,7 @@ impl Runtime {
             cleanup.host_root = Some((plan.rootfs.clone(), before));
         }
         cleanup.poststop = Some((&plan.hooks, id));
-        let spawned = process::spawn(
+        let mut spawned = process::spawn(
             &plan,
             &SpawnOptions {
                 fifo: fifo.as_fd(),
@@ -198,6 +218,10 @@ impl Runtime {
                 }
                 None => Ok(()),
             });
+        let saved = saved.and_then(|()| match &opts.console {
+            Console::Socket(path) => send_console(path, &mut spawned),
+            Console::Refuse | Console::Keep => Ok(()),
+        });
         if let Err(e) = saved {
             spawned.kill();
             return Err(e);
@@ -211,4 +235,15 @@ impl Runtime {
             record,
         })
     }
+}
+
+/// Sends the terminal's primary side to the `--console-socket` at `path`
+/// (a unix stream socket; the message is the terminal's name, as runc's).
+fn send_console(path: &Path, spawned: &mut Spawned) -> Result<(), RuntimeError> {
+    let Some(console) = spawned.console.take() else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixStream::connect(path).map_err(state_err(path))?;
+    crate::os::send_with_fds(sock.as_fd(), b"/dev/ptmx", &[console.as_fd()])
+        .map_err(state_err(path))
 }
