@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::archive;
 use super::create;
 use super::error::ApiError;
 use super::resources;
@@ -22,6 +25,7 @@ use super::route::{self, flag, number, ContainerOp, Query, Route, API_VERSION, M
 use super::stats;
 use super::stream::{self, ChannelBody};
 use super::views;
+use crate::daemon::containers::config::CreateSpec;
 use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
 use crate::daemon::handler::Handler;
 use crate::daemon::log::log;
@@ -231,6 +235,15 @@ impl Api {
             }
             Route::ContainerPrune => self.container_prune().await,
             Route::Container(id, ContainerOp::Attach) => self.attach(request, id, &query).await,
+            Route::Container(id, ContainerOp::ArchiveStat) => {
+                self.archive_stat(id, &query, false).await
+            }
+            Route::Container(id, ContainerOp::ArchiveGet) => {
+                self.archive_stat(id, &query, true).await
+            }
+            Route::Container(id, ContainerOp::ArchivePut) => {
+                self.archive_put(request, id, &query).await
+            }
             Route::Container(id, op) => self.container_op(id, op, &query).await,
             Route::Networks
             | Route::NetworkInspect(_)
@@ -850,34 +863,8 @@ impl Api {
             let api = Arc::clone(self);
             blocking(move || api.store()).await?
         };
-        let staging = Staging::create(store.root())?;
-        let mut file = tokio::fs::File::from_std(
-            staging
-                .file
-                .try_clone()
-                .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?,
-        );
-        let mut body = request.into_body();
-        let mut written: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| ApiError::bad_request(format!("cannot read the archive: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                written += data.len() as u64;
-                if written > MAX_LOAD_BODY {
-                    return Err(ApiError::bad_request(format!(
-                        "the archive is larger than {MAX_LOAD_BODY} bytes"
-                    )));
-                }
-                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
-            }
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file)
-            .await
-            .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
-        drop(file);
+        let staging = Staging::create(store.root(), "load")?;
+        staging.fill(request.into_body()).await?;
         let report = blocking(move || {
             let report = store
                 .import(&staging.path)
@@ -1120,11 +1107,143 @@ impl Api {
                     .map_err(ApiError::bad_request)?;
                 no_content()
             }
-            ContainerOp::Wait | ContainerOp::Logs | ContainerOp::Attach | ContainerOp::Stats => {
-                Err(ApiError::internal("routed elsewhere"))
-            }
+            ContainerOp::Wait
+            | ContainerOp::Logs
+            | ContainerOp::Attach
+            | ContainerOp::Stats
+            | ContainerOp::ArchiveStat
+            | ContainerOp::ArchiveGet
+            | ContainerOp::ArchivePut => Err(ApiError::internal("routed elsewhere")),
         })
         .await
+    }
+
+    /// The root of container `id` as an open directory, for `docker cp`:
+    /// a running container's init's root (its mounts included), else its
+    /// overlay mount (no volumes); and its create spec.
+    fn container_root(
+        &self,
+        id: &str,
+    ) -> Result<(std::os::fd::OwnedFd, bool, CreateSpec), ApiError> {
+        use rustix::fs::{Mode, OFlags};
+        let manager = self.manager()?;
+        let (record, _, spec) = manager
+            .details(id)
+            .map_err(|e| self.container_error(id, e))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if record.status == "running" && record.pid > 0 {
+            if let Ok(fd) =
+                rustix::fs::open(format!("/proc/{}/root", record.pid), flags, Mode::empty())
+            {
+                return Ok((fd, true, spec));
+            }
+        }
+        if !crate::daemon::containers::reboot::is_mounted(&spec.rootfs) {
+            return Err(ApiError::internal(format!(
+                "the root of container {id} is not mounted ({}): start it once",
+                spec.rootfs.display()
+            )));
+        }
+        let fd = rustix::fs::open(&spec.rootfs, flags, Mode::empty()).map_err(|e| {
+            ApiError::internal(format!("cannot open {}: {e}", spec.rootfs.display()))
+        })?;
+        Ok((fd, false, spec))
+    }
+
+    /// `HEAD /containers/{id}/archive?path=` (the stat of a path, in
+    /// `X-Docker-Container-Path-Stat`) and, with `tar`, `GET` (the same
+    /// header and a tar of the path, streamed).
+    async fn archive_stat(self: &Arc<Self>, id: String, query: &Query, tar: bool) -> Answer {
+        let path = archive_path(query)?;
+        let api = Arc::clone(self);
+        let (found, header) = blocking(move || {
+            let (root, _, _) = api.container_root(&id)?;
+            let found = archive::find(root.as_fd(), &path)
+                .map_err(|e| archive::path_error(e, &path, &id))?;
+            let target = archive::link_target(root.as_fd(), &found);
+            let header = archive::stat_header(&found.path.base(), &found.stat, &target);
+            Ok((found, header))
+        })
+        .await?;
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header(archive::STAT_HEADER, header);
+        if !tar {
+            return response
+                .body(empty())
+                .map_err(|e| ApiError::internal(e.to_string()));
+        }
+        let (sender, body) = ChannelBody::new(4);
+        tokio::task::spawn_blocking(move || {
+            let shown = found.path.absolute();
+            let written = archive::write_tar(&found, archive::ChannelWriter::new(sender))
+                .and_then(|mut w| w.flush());
+            if let Err(e) = written {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    log(&format!(
+                        "docker api: the tar of {shown} was cut short: {e}"
+                    ));
+                }
+            }
+        });
+        response
+            .header(header::CONTENT_TYPE, "application/x-tar")
+            .body(body.boxed())
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// `PUT /containers/{id}/archive?path=DIR`: a tar (or gzip or zstd
+    /// tar) extracted into the directory DIR of the container. The body is
+    /// staged next to the store and checked whole first: a hostile archive
+    /// is refused before anything is written.
+    async fn archive_put(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        id: String,
+        query: &Query,
+    ) -> Answer {
+        let path = archive_path(query)?;
+        let no_overwrite = flag(query, "noOverwriteDirNonDir")?;
+        let copy_owner = flag(query, "copyUIDGID")?;
+        let api = Arc::clone(self);
+        let (name, shown) = (id.clone(), path.clone());
+        let (dest, store_root) = blocking(move || {
+            let (root, running, spec) = api.container_root(&name)?;
+            if spec.read_only && !running {
+                return Err(ApiError::bad_request(
+                    "container rootfs is marked read-only",
+                ));
+            }
+            let dest = archive::open_destination(root.as_fd(), &shown, &name)?;
+            let owner = copy_owner.then_some((spec.uid, spec.gid));
+            Ok(((dest, owner), api.store()?.root().to_path_buf()))
+        })
+        .await?;
+        let staging = Staging::create(&store_root, "cp")?;
+        staging.fill(request.into_body()).await?;
+        let (dest, owner) = dest;
+        blocking(move || {
+            let what = format!("the archive for {path}");
+            let reopen = || {
+                staging
+                    .file
+                    .try_clone()
+                    .and_then(|mut f| std::io::Seek::rewind(&mut f).map(|()| f))
+                    .map_err(|e| ApiError::internal(format!("cannot read the archive back: {e}")))
+            };
+            mkhost_store::check_archive(reopen()?, &what)
+                .map_err(|e| extract_error(e, "nothing was extracted"))?;
+            let options = mkhost_store::ExtractOptions {
+                no_overwrite_dir_non_dir: no_overwrite,
+                owner,
+            };
+            mkhost_store::extract_archive(reopen()?, dest, options, &what)
+                .map_err(|e| extract_error(e, "the entries before it were extracted"))?;
+            drop(staging);
+            Ok(())
+        })
+        .await?;
+        status_only(StatusCode::OK)
     }
 
     /// `GET /containers/{id}/stats`: a sample a second while the client
@@ -1369,18 +1488,47 @@ struct Staging {
 }
 
 impl Staging {
-    fn create(dir: &std::path::Path) -> Result<Staging, ApiError> {
+    /// A new file `.<kind>-<random>.tar` in `dir`.
+    fn create(dir: &std::path::Path, kind: &str) -> Result<Staging, ApiError> {
         let mut random = [0u8; 8];
         crate::os::random_bytes_insecure(&mut random)
             .map_err(|e| ApiError::internal(format!("no random name: {e}")))?;
         let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!(".load-{name}.tar"));
+        let path = dir.join(format!(".{kind}-{name}.tar"));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", path.display())))?;
         Ok(Staging { path, file })
+    }
+
+    /// Writes a request's body (at most [`MAX_LOAD_BODY`] bytes) to the file.
+    async fn fill(&self, mut body: Incoming) -> Result<(), ApiError> {
+        let mut file = tokio::fs::File::from_std(
+            self.file
+                .try_clone()
+                .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?,
+        );
+        let mut written: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::bad_request(format!("cannot read the archive: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                written += data.len() as u64;
+                if written > MAX_LOAD_BODY {
+                    return Err(ApiError::bad_request(format!(
+                        "the archive is larger than {MAX_LOAD_BODY} bytes"
+                    )));
+                }
+                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
+            }
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))
     }
 }
 
@@ -1430,6 +1578,32 @@ async fn pump_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, mut body: ChannelB
         }
     }
     let _ = io.shutdown().await;
+}
+
+/// The `path` of an archive query (dockerd's 400 without it).
+fn archive_path(query: &Query) -> Result<String, ApiError> {
+    query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("path: give a path in the container"))
+}
+
+/// An extraction's error: a refused or broken archive is the client's
+/// (400), anything else the daemon's; `then` says what was written.
+fn extract_error(error: StoreError, then: &str) -> ApiError {
+    match error {
+        StoreError::UnsafeEntry { entry, reason, .. } => ApiError::bad_request(format!(
+            "refusing the archive: its entry {entry:?} {reason}; {then}"
+        )),
+        StoreError::CorruptLayer { detail, .. } => ApiError::bad_request(format!(
+            "the archive is not a readable tar ({detail}); {then}"
+        )),
+        StoreError::Unpack { entry, source, .. } => {
+            ApiError::internal(format!("cannot extract {entry:?}: {source}; {then}"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
 }
 
 /// `since`/`until` of a logs query: Unix seconds, with a fraction.
