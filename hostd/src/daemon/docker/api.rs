@@ -1496,6 +1496,7 @@ impl Staging {
         let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!(".{kind}-{name}.tar"));
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)

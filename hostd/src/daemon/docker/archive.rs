@@ -17,8 +17,6 @@
 use std::ffi::{CStr, CString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use bytes::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
@@ -300,25 +298,19 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Writes a tar of `found` to `out`: entries named from `found`'s base
-/// name (`.` for a directory's contents), directories recursively, in name
+/// Writes a tar of `found` to `out`, named as dockerd names it: from
+/// `found`'s base name (`dir/`, `dir/a`), `./` and `./a` for a directory's
+/// contents, `/` and `/a` for the root; directories recursively in name
 /// order, symlinks as links, nothing followed.
 pub fn write_tar<W: Write>(found: &Found, out: W) -> io::Result<W> {
     let mut builder = tar::Builder::new(out);
-    builder.mode(tar::HeaderMode::Complete);
-    builder.follow_symlinks(false);
     let base = found.path.base();
-    // The root's entries are named from its content (`bin/`, `etc/`).
-    let prefix = match base.as_str() {
-        "/" => String::new(),
-        other => other.to_string(),
-    };
     add(
         &mut builder,
         found.parent.as_fd(),
         &found.name,
         &found.stat,
-        &prefix,
+        base.as_bytes(),
     )?;
     builder.into_inner()
 }
@@ -335,13 +327,58 @@ fn header(stat: &Stat, kind: tar::EntryType, size: u64) -> tar::Header {
     header
 }
 
+/// Appends `header` named `name` (and linking to `link`) as given: the
+/// tar crate's own path setters normalise `./a` and refuse `/a`, which
+/// dockerd's tars have. Longer names go in GNU long-name records.
+fn append_raw<W: Write>(
+    builder: &mut tar::Builder<W>,
+    mut header: tar::Header,
+    name: &[u8],
+    link: &[u8],
+    data: impl Read,
+) -> io::Result<()> {
+    for (value, kind) in [
+        (name, tar::EntryType::GNULongName),
+        (link, tar::EntryType::GNULongLink),
+    ] {
+        if value.len() > 100 {
+            let mut long = tar::Header::new_gnu();
+            long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+            long.set_entry_type(kind);
+            long.set_mode(0o644);
+            long.set_size(value.len() as u64 + 1);
+            long.set_cksum();
+            builder.append(&long, value.chain(&[0u8][..]))?;
+        }
+    }
+    let fields = header.as_old_mut();
+    let n = name.len().min(100);
+    fields.name = [0; 100];
+    fields.name[..n].copy_from_slice(&name[..n]);
+    let l = link.len().min(100);
+    fields.linkname = [0; 100];
+    fields.linkname[..l].copy_from_slice(&link[..l]);
+    header.set_cksum();
+    builder.append(&header, data)
+}
+
+/// `parent/name`, where the root `/` has children `/a`.
+fn child_name(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = parent.to_vec();
+    if out.last() != Some(&b'/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
 /// Adds `name` in `dir` (with `stat`) as `entry`, recursively.
 fn add<W: Write>(
     builder: &mut tar::Builder<W>,
     dir: BorrowedFd<'_>,
     name: &CStr,
     stat: &Stat,
-    entry: &str,
+    entry: &[u8],
 ) -> io::Result<()> {
     match FileType::from_raw_mode(stat.st_mode) {
         FileType::Directory => {
@@ -351,10 +388,9 @@ fn add<W: Write>(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            if !entry.is_empty() {
-                let mut h = header(stat, tar::EntryType::Directory, 0);
-                builder.append_data(&mut h, format!("{entry}/"), io::empty())?;
-            }
+            let h = header(stat, tar::EntryType::Directory, 0);
+            let shown = child_name(entry, b"");
+            append_raw(builder, h, &shown, b"", io::empty())?;
             if pseudo_fs(fd.as_fd()) {
                 return Ok(());
             }
@@ -374,11 +410,7 @@ fn add<W: Write>(
                     Err(Errno::NOENT) => continue,
                     Err(e) => return Err(e.into()),
                 };
-                let shown = child.to_string_lossy();
-                let child_entry = match entry {
-                    "" => shown.into_owned(),
-                    _ => format!("{entry}/{shown}"),
-                };
+                let child_entry = child_name(entry, child.as_bytes());
                 add(builder, fd.as_fd(), &child, &child_stat, &child_entry)?;
             }
         }
@@ -390,20 +422,19 @@ fn add<W: Write>(
                 Mode::empty(),
             )?;
             let size = u64::try_from(stat.st_size).unwrap_or(0);
-            let mut h = header(stat, tar::EntryType::Regular, size);
+            let h = header(stat, tar::EntryType::Regular, size);
             // A file that grows meanwhile is cut at its size; one that
             // shrinks is padded with zeros, so the tar stays whole.
             let data = std::fs::File::from(fd)
                 .take(size)
                 .chain(io::repeat(0))
                 .take(size);
-            builder.append_data(&mut h, entry, data)?;
+            append_raw(builder, h, entry, b"", data)?;
         }
         FileType::Symlink => {
             let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
-            let mut h = header(stat, tar::EntryType::Symlink, 0);
-            let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
-            builder.append_link(&mut h, entry, target)?;
+            let h = header(stat, tar::EntryType::Symlink, 0);
+            append_raw(builder, h, entry, target.as_bytes(), io::empty())?;
         }
         kind @ (FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo) => {
             let kind = match kind {
@@ -415,7 +446,7 @@ fn add<W: Write>(
             let dev = stat.st_rdev;
             h.set_device_major(rustix::fs::major(dev))?;
             h.set_device_minor(rustix::fs::minor(dev))?;
-            builder.append_data(&mut h, entry, io::empty())?;
+            append_raw(builder, h, entry, b"", io::empty())?;
         }
         // Sockets have no place in a tar (Go's archive/tar skips them too).
         _ => {}
@@ -550,6 +581,25 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["etc/", "etc/out", "etc/passwd"]);
+        // Contents as `./`, the root as `/`, long names whole.
+        let long = "n".repeat(150);
+        std::fs::write(root_path.join("etc").join(&long), b"x").unwrap();
+        let names = |path: &str| -> Vec<String> {
+            let found = find(root.as_fd(), path).unwrap();
+            let bytes = write_tar(&found, Vec::new()).unwrap();
+            let mut archive = tar::Archive::new(&bytes[..]);
+            let list = archive
+                .entries()
+                .unwrap()
+                .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+                .collect();
+            list
+        };
+        assert_eq!(
+            names("/etc/."),
+            ["./", &format!("./{long}"), "./out", "./passwd"]
+        );
+        assert_eq!(names("/")[..3], ["/", "/etc/", &format!("/etc/{long}")]);
         assert!(open_destination(root.as_fd(), "/etc/passwd", "c")
             .unwrap_err()
             .message
