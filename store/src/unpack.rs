@@ -988,6 +988,128 @@ mod tests {
 
     use tar::EntryType as T;
 
+    fn archive(entries: &[Spec<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut b, name, *kind, link, data);
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn extract(
+        dest: &Path,
+        entries: &[Spec<'_>],
+        options: ExtractOptions,
+    ) -> Result<ExtractReport, StoreError> {
+        let fd = OwnedFd::from(File::open(dest).unwrap());
+        extract_archive(&archive(entries)[..], fd, options, "the archive")
+    }
+
+    #[test]
+    fn extraction_has_no_whiteouts_and_keeps_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        std::fs::create_dir(dest.join("kept")).unwrap();
+        std::fs::write(dest.join("kept/inside"), b"x").unwrap();
+        std::fs::write(dest.join("file"), b"old").unwrap();
+        let report = extract(
+            dest,
+            &[
+                (b"./", T::Directory, b"", b""),
+                (b".wh.name", T::Regular, b"", b"plain"),
+                (b"dev0", T::Char, b"", b""),
+                (b"file", T::Regular, b"", b"new"),
+                (b"d/", T::Directory, b"", b""),
+            ],
+            ExtractOptions {
+                owner: Some((7, 8)),
+                ..ExtractOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(dest.join(".wh.name")).unwrap(), b"plain");
+        assert_eq!(report.skipped, ["dev0"]);
+        assert!(!dest.join("dev0").exists());
+        let file = std::fs::metadata(dest.join("file")).unwrap();
+        assert_eq!((file.uid(), file.gid()), (7, 8));
+        // The destination's own mode is left alone.
+        assert_ne!(std::fs::metadata(dest).unwrap().mode() & 0o7777, 0o4755);
+        // A directory is never replaced by a file.
+        let e = extract(
+            dest,
+            &[(b"kept", T::Regular, b"", b"x")],
+            ExtractOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::UnsafeEntry { .. }), "{e}");
+        assert!(dest.join("kept/inside").exists());
+        // With noOverwriteDirNonDir, no file is replaced by a directory.
+        let e = extract(
+            dest,
+            &[(b"file/", T::Directory, b"", b"")],
+            ExtractOptions {
+                no_overwrite_dir_non_dir: true,
+                owner: None,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::UnsafeEntry { .. }), "{e}");
+        // An existing symlink out is not followed.
+        std::os::unix::fs::symlink("/", dest.join("ln")).unwrap();
+        let e = extract(
+            dest,
+            &[(b"ln/tmp/escaped", T::Regular, b"", b"x")],
+            ExtractOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn the_dry_run_refuses_what_the_archive_shows() {
+        let refused = |entries: &[Spec<'_>], word: &str| {
+            let e = check_archive(&archive(entries)[..], "the archive").unwrap_err();
+            assert!(e.to_string().contains(word), "{e}");
+        };
+        refused(
+            &[
+                (b"ok", T::Regular, b"", b""),
+                (b"../x", T::Regular, b"", b""),
+            ],
+            "..",
+        );
+        refused(&[(b"/x", T::Regular, b"", b"")], "absolute");
+        refused(
+            &[
+                (b"l", T::Symlink, b"/", b""),
+                (b"l/etc/x", T::Regular, b"", b""),
+            ],
+            "symlink \"l\"",
+        );
+        refused(&[(b"h", T::Link, b"../../etc/passwd", b"")], "hard link");
+        refused(&[(b"h", T::Link, b"etc/passwd", b"")], "earlier file");
+        refused(
+            &[
+                (b"l", T::Symlink, b"/etc", b""),
+                (b"h", T::Link, b"l/passwd", b""),
+            ],
+            "hard link",
+        );
+        check_archive(
+            &archive(&[
+                (b"./", T::Directory, b"", b""),
+                (b"a", T::Regular, b"", b"x"),
+                (b"b", T::Link, b"a", b""),
+                (b"l", T::Symlink, b"/", b""),
+                (b"l", T::Regular, b"", b"now a file"),
+                (b"l/", T::Directory, b"", b""),
+                (b"l/x", T::Regular, b"", b""),
+            ])[..],
+            "the archive",
+        )
+        .unwrap();
+    }
+
     #[test]
     fn preserves_metadata_and_makes_whiteouts() {
         let (tmp, r) = unpack(&[
