@@ -44,7 +44,7 @@ fn pseudo_fs(fd: BorrowedFd<'_>) -> bool {
         0x1cd1,      // devpts
         0x1980_0202, // mqueue
     ];
-    rustix::fs::fstatfs(fd).is_ok_and(|s| TYPES.contains(&(s.f_type as i64)))
+    rustix::fs::fstatfs(fd).is_ok_and(|s| TYPES.contains(&s.f_type))
 }
 
 /// The lexically clean absolute form of a container path, keeping what
