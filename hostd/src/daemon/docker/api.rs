@@ -29,6 +29,7 @@ use crate::daemon::containers::config::CreateSpec;
 use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
 use crate::daemon::handler::Handler;
 use crate::daemon::log::log;
+use mkhost_registry::Credentials;
 use mkhost_shared::control::{Request as ControlRequest, Response as ControlResponse};
 use mkhost_store::{Store, StoreError};
 
@@ -799,9 +800,10 @@ impl Api {
             .get("fromImage")
             .filter(|i| !i.is_empty())
             .ok_or_else(|| ApiError::bad_request("fromImage: name the image to pull"))?;
-        if let Some(auth) = request.headers().get("x-registry-auth") {
-            check_registry_auth(auth.as_bytes())?;
-        }
+        let credentials = match request.headers().get("x-registry-auth") {
+            Some(auth) => registry_auth(auth.as_bytes())?,
+            None => None,
+        };
         let reference = match query.get("tag").filter(|t| !t.is_empty()) {
             Some(tag) if tag.starts_with("sha256:") => format!("{image}@{tag}"),
             Some(tag) => format!("{image}:{tag}"),
@@ -825,7 +827,9 @@ impl Api {
                 blocking(move || {
                     let store = api.store()?;
                     let puller = api.handler.puller().map_err(ApiError::internal)?;
-                    puller.pull(&store, &reference).map_err(ApiError::not_found)
+                    puller
+                        .pull_as(&store, &reference, credentials)
+                        .map_err(ApiError::not_found)
                 })
                 .await
             };
@@ -1701,35 +1705,63 @@ fn top(pid: i32) -> Value {
     json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": rows })
 }
 
-/// Refuses credentials in `X-Registry-Auth` (base64url JSON): the host's
-/// own registry settings hold them; an empty one (`{}`) is what the CLI
-/// sends without a login.
-fn check_registry_auth(header: &[u8]) -> Result<(), ApiError> {
+/// The credentials of an `X-Registry-Auth` header: base64url (or
+/// standard base64) of JSON `{"username", "password"}` or `{"auth":
+/// base64 of "user:password"}`, with `serveraddress` naming the registry
+/// (the pull's own registry is what they are used for). An empty header
+/// or `{}` (what the CLI sends without a login) is none. Identity and
+/// registry tokens are refused (501). The password is never logged nor
+/// echoed in an error.
+fn registry_auth(header: &[u8]) -> Result<Option<Credentials>, ApiError> {
     use base64::Engine;
     let text = String::from_utf8_lossy(header);
     let text = text.trim();
     if text.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let decoded = base64::engine::general_purpose::URL_SAFE
-        .decode(text)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
-        .map_err(|_| ApiError::bad_request("X-Registry-Auth is not base64"))?;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::URL_SAFE
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+    };
+    let decoded =
+        decode(text).map_err(|_| ApiError::bad_request("X-Registry-Auth is not base64"))?;
     let value: Value = serde_json::from_slice(&decoded)
         .map_err(|_| ApiError::bad_request("X-Registry-Auth is not JSON"))?;
-    let has = |key: &str| {
+    let field = |key: &str| {
         value
             .get(key)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .filter(|s| !s.is_empty())
     };
-    if has("username") || has("password") || has("identitytoken") || has("registrytoken") {
+    if field("identitytoken").is_some() || field("registrytoken").is_some() {
         return Err(ApiError::unsupported(
-            "registry credentials in X-Registry-Auth (put them in the host's [registries] auths)",
+            "an identity or registry token in X-Registry-Auth (give a user and password)",
         ));
     }
-    Ok(())
+    if let (Some(user), Some(password)) = (field("username"), field("password")) {
+        return Ok(Some(Credentials::new(user, password)));
+    }
+    if let Some(auth) = field("auth") {
+        let pair = decode(auth.trim())
+            .ok()
+            .and_then(|p| String::from_utf8(p).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("X-Registry-Auth: auth is not base64 of user:password")
+            })?;
+        let (user, password) = pair.split_once(':').ok_or_else(|| {
+            ApiError::bad_request("X-Registry-Auth: auth lacks the ':' between user and password")
+        })?;
+        return Ok(Some(Credentials::new(user, password)));
+    }
+    match field("username").or(field("password")) {
+        Some(_) => Err(ApiError::bad_request(
+            "X-Registry-Auth: give both username and password",
+        )),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -1749,11 +1781,25 @@ mod tests {
     #[test]
     fn registry_auth_headers() {
         use base64::Engine;
-        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE.encode(s);
-        assert!(check_registry_auth(encode("{}").as_bytes()).is_ok());
-        assert!(check_registry_auth(b"").is_ok());
-        let refused = check_registry_auth(encode(r#"{"username":"u","password":"p"}"#).as_bytes());
-        assert_eq!(refused.unwrap_err().status, 501);
-        assert_eq!(check_registry_auth(b"%%%").unwrap_err().status, 400);
+        let url = |s: &str| base64::engine::general_purpose::URL_SAFE.encode(s);
+        let std = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(registry_auth(url("{}").as_bytes()).unwrap(), None);
+        assert_eq!(registry_auth(b"").unwrap(), None);
+        let given = registry_auth(
+            url(r#"{"username":"u","password":"p?>","serveraddress":"lab:5000"}"#).as_bytes(),
+        );
+        assert_eq!(given.unwrap(), Some(Credentials::new("u", "p?>")));
+        let auth = format!(r#"{{"auth":"{}"}}"#, std("u:p:w"));
+        assert_eq!(
+            registry_auth(std(&auth).as_bytes()).unwrap(),
+            Some(Credentials::new("u", "p:w"))
+        );
+        let token = registry_auth(url(r#"{"identitytoken":"t"}"#).as_bytes());
+        assert_eq!(token.unwrap_err().status, 501);
+        let half = registry_auth(url(r#"{"username":"u"}"#).as_bytes());
+        assert_eq!(half.unwrap_err().status, 400);
+        assert_eq!(registry_auth(b"%%%").unwrap_err().status, 400);
+        let bad = registry_auth(url(r#"{"auth":"bm9jb2xvbg=="}"#).as_bytes()).unwrap_err();
+        assert!(!bad.message.contains("nocolon"), "{}", bad.message);
     }
 }
