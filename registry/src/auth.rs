@@ -6,6 +6,9 @@
 //! Only the `auths` map of the docker config is read (`auth` as base64
 //! `user:password`, or `username`/`password`); credential helpers
 //! (`credsStore`, `credHelpers`) and `identitytoken` are not supported.
+//! A caller with credentials of its own for one pull (a Docker API
+//! client's `X-Registry-Auth`) passes [`Credentials`] to
+//! [`crate::Client::with_credentials`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
