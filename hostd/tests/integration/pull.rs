@@ -113,6 +113,21 @@ fn registry_tools() -> bool {
     )
 }
 
+/// A daemon in `work` that speaks plain HTTP to the test's registry.
+fn daemon_trusting_registry(work: &Path) -> Daemon<'_> {
+    let settings = work.join("registries.json");
+    fs::write(
+        &settings,
+        format!("{{\"insecure\": [\"{}\"]}}", registry_host()),
+    )
+    .unwrap();
+    Daemon::start(
+        work,
+        Path::new(HOSTD),
+        &["--registries", settings.to_str().unwrap()],
+    )
+}
+
 #[test]
 fn pull_and_run_from_a_real_registry() {
     if !registry_tools() {
@@ -121,13 +136,7 @@ fn pull_and_run_from_a_real_registry() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let host = registry_host();
-    let settings = work.join("registries.json");
-    fs::write(&settings, format!("{{\"insecure\": [\"{host}\"]}}")).unwrap();
-    let daemon = Daemon::start(
-        work,
-        Path::new(HOSTD),
-        &["--registries", settings.to_str().unwrap()],
-    );
+    let daemon = daemon_trusting_registry(work);
     let socket = daemon.socket();
     let _registry = Registry::start(work);
     push(work, "1");
@@ -243,13 +252,7 @@ fn docker_pull_with_credentials_in_x_registry_auth() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let host = registry_host();
-    let settings = work.join("registries.json");
-    fs::write(&settings, format!("{{\"insecure\": [\"{host}\"]}}")).unwrap();
-    let daemon = Daemon::start(
-        work,
-        Path::new(HOSTD),
-        &["--registries", settings.to_str().unwrap()],
-    );
+    let daemon = daemon_trusting_registry(work);
     let htpasswd = Command::new("htpasswd")
         .args(["-Bbn", "puller", "s3cret:pw"])
         .output()
