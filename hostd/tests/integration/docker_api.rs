@@ -1655,6 +1655,9 @@ fn docker_cp_both_ways_and_hostile_archives() {
     let ran = cli.run(&["cp", "cpweb:/data/.", &s(&out.join("data"))]);
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(listing(&out.join("data")), listing(&src.join("tree")));
+    // Through the running container's own mounts: into the volume itself.
+    let in_volume = find_named(&work.join("volumes"), "run.sh");
+    assert_eq!(in_volume.len(), 1, "{in_volume:?}");
     // The tar on stdout names its entries from the base name.
     let tarred = cli
         .command(&["cp", "cpweb:/tree/sub", "-"])
@@ -1791,6 +1794,12 @@ fn docker_cp_both_ways_and_hostile_archives() {
     assert_eq!(
         fs::read_to_string(out.join("b-stopped.txt")).unwrap(),
         "bee\n"
+    );
+    // Its volumes are not (docs/docker-api.md).
+    cli.fails(
+        &["cp", "cpweb:/data/run.sh", &s(&out.join("x"))],
+        1,
+        &["Could not find the file /data/run.sh in container cpweb"],
     );
     let ran = cli.run(&["cp", &s(&src.join("file.txt")), "cpweb:/etc/"]);
     assert_eq!(ran.code, 0, "{ran:?}");

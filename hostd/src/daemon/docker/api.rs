@@ -1136,9 +1136,7 @@ impl Api {
             .map_err(|e| self.container_error(id, e))?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         if record.status == "running" && record.pid > 0 {
-            if let Ok(fd) =
-                rustix::fs::open(format!("/proc/{}/root", record.pid), flags, Mode::empty())
-            {
+            if let Some(fd) = init_root(record.pid) {
                 return Ok((fd, true, spec));
             }
         }
@@ -1583,6 +1581,27 @@ async fn pump_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, mut body: ChannelB
         }
     }
     let _ = io.shutdown().await;
+}
+
+/// The root of the container whose init is `pid`, opened through its
+/// `/proc` directory (which pins the process: a reused pid cannot slip in
+/// after it is open); `None` when the process is gone or shares hostd's
+/// PID namespace, which a container's init never does (a pid that exited
+/// and was reused by a host process).
+fn init_root(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let process = rustix::fs::open(format!("/proc/{pid}"), flags, Mode::empty()).ok()?;
+    let ns = |dir: &std::os::fd::OwnedFd| {
+        rustix::fs::statat(dir, "ns/pid", AtFlags::empty())
+            .ok()
+            .map(|s| (s.st_dev, s.st_ino))
+    };
+    let own = rustix::fs::open("/proc/self", flags, Mode::empty()).ok()?;
+    if ns(&process)? == ns(&own)? {
+        return None;
+    }
+    rustix::fs::openat(&process, "root", flags, Mode::empty()).ok()
 }
 
 /// The `path` of an archive query (dockerd's 400 without it).
