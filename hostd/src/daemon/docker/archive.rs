@@ -415,12 +415,21 @@ fn add<W: Write>(
             }
         }
         FileType::RegularFile => {
+            // O_NONBLOCK: a fifo swapped in since the stat (a running
+            // container changes its files) must not hang the read; it is
+            // then refused as no longer a regular file.
             let fd = rustix::fs::openat(
                 dir,
                 name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
+            if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+                return Err(io::Error::other(format!(
+                    "{} changed while it was read",
+                    String::from_utf8_lossy(entry)
+                )));
+            }
             let size = u64::try_from(stat.st_size).unwrap_or(0);
             let h = header(stat, tar::EntryType::Regular, size);
             // A file that grows meanwhile is cut at its size; one that
