@@ -1320,6 +1320,10 @@ fn docker_cli_against_hostd_and_dockerd() {
         ("cp-dir-out", vec!["cp", "web:/cp-tree", &cp_out]),
         ("cp-dir-out-contents", vec!["cp", "web:/cp-tree/.", &cp_out]),
         ("cp-dir-out-file", vec!["cp", "web:/etc/run.sh", &cp_out]),
+        (
+            "cp-dir-out-followed",
+            vec!["cp", "-L", "web:/cp-tree/link", &cp_out],
+        ),
         ("cp-missing", vec!["cp", "web:/nope", &cp_nope]),
         ("cp-into-missing", vec!["cp", &payload_s, "web:/nope/dir/"]),
         ("cp-into-file", vec!["cp", &payload_s, "web:/etc/passwd/x"]),
@@ -1488,6 +1492,7 @@ fn docker_cli_against_hostd_and_dockerd() {
         "cp-dir-out",
         "cp-dir-out-contents",
         "cp-dir-out-file",
+        "cp-dir-out-followed",
         "cp-dir-out-restarted",
     ] {
         let tree = |side: &str| {
@@ -1671,6 +1676,17 @@ fn docker_cp_both_ways_and_hostile_archives() {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     assert_eq!(names, ["sub/", "sub/b.txt"]);
+    // -L follows the symlink by the stat's linkTarget (resolved in the
+    // container); without it the link itself comes out.
+    let ran = cli.run(&["cp", "-L", "cpweb:/tree/link", &s(&out.join("followed"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(fs::read_to_string(out.join("followed")).unwrap(), "bee\n");
+    let ran = cli.run(&["cp", "cpweb:/tree/link", &s(&out.join("kept"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        fs::read_link(out.join("kept")).unwrap(),
+        Path::new("sub/b.txt")
+    );
     // The stat the CLI reads first.
     let head = exchange(
         &sock,
