@@ -6,6 +6,9 @@
 //! Only the `auths` map of the docker config is read (`auth` as base64
 //! `user:password`, or `username`/`password`); credential helpers
 //! (`credsStore`, `credHelpers`) and `identitytoken` are not supported.
+//! A caller with credentials of its own for one pull (a Docker API
+//! client's `X-Registry-Auth`) passes [`Credentials`] to
+//! [`crate::Client::with_credentials`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -95,10 +98,13 @@ fn parse_params(text: &str) -> HashMap<String, String> {
     params
 }
 
-/// A user name and password.
+/// A user name and password for a registry's Basic auth or its token
+/// service. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Credentials {
+pub struct Credentials {
+    /// The user name.
     pub user: String,
+    /// The password (or a personal access token).
     pub password: String,
 }
 
@@ -109,6 +115,14 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Credentials of `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
     /// The `Authorization` header value for Basic auth.
     pub fn basic_header(&self) -> String {
         let pair = format!("{}:{}", self.user, self.password);
@@ -177,7 +191,7 @@ pub(crate) fn parse_docker_config(
 
 /// The key a docker config `auths` entry stands for: the `host[:port]`,
 /// without scheme or path, with Docker Hub's names folded to `docker.io`.
-pub(crate) fn registry_key(key: &str) -> String {
+pub fn registry_key(key: &str) -> String {
     let without_scheme = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))

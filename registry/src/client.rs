@@ -77,6 +77,9 @@ pub struct Client {
     pub(crate) stall_timeout: Duration,
     pub(crate) concurrency: usize,
     credentials: HashMap<String, Credentials>,
+    /// Credentials given for one pull ([`Client::with_credentials`]) and
+    /// the registry they are for: they win over `credentials`.
+    given: Option<(String, Credentials)>,
     tokens: AuthCache,
 }
 
@@ -179,8 +182,39 @@ impl Client {
             stall_timeout,
             concurrency,
             credentials,
+            given: None,
             tokens: AuthCache::default(),
         })
+    }
+
+    /// A client for one pull that authenticates to `registry` (not to its
+    /// mirrors) with `credentials` instead of the configured ones, as
+    /// dockerd does with a request's `X-Registry-Auth`. It shares the
+    /// connections and settings of `self` but not its tokens: what one set
+    /// of credentials earned is never sent on behalf of another.
+    pub fn with_credentials(&self, registry: &str, credentials: Credentials) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            options: self.options.clone(),
+            stall_timeout: self.stall_timeout,
+            concurrency: self.concurrency,
+            credentials: self.credentials.clone(),
+            given: Some((auth::registry_key(registry), credentials)),
+            tokens: AuthCache::default(),
+        }
+    }
+
+    /// The credentials for `key` and where they come from.
+    fn credentials_for(&self, key: &str) -> Option<(&Credentials, &'static str)> {
+        match &self.given {
+            Some((given, credentials)) if given == key => {
+                Some((credentials, "the request's credentials (X-Registry-Auth)"))
+            }
+            _ => self
+                .credentials
+                .get(key)
+                .map(|c| (c, "the docker config's entry")),
+        }
     }
 
     /// The hosts to try for `registry`: its mirrors in order, then itself.
@@ -242,20 +276,21 @@ impl Client {
                 .and_then(auth::parse_challenge);
             let (header, sent) = match challenge {
                 Some(Challenge::Basic) => {
-                    let credentials = self.credentials.get(&endpoint.auth_key).ok_or_else(|| {
-                        Cause::Unauthorized {
-                            host: endpoint.host.clone(),
-                            detail: format!(
-                                "it asks for a user and password and the docker config has none for {}",
-                                endpoint.auth_key
-                            ),
-                        }
-                    })?;
+                    let (credentials, source) =
+                        self.credentials_for(&endpoint.auth_key).ok_or_else(|| {
+                            Cause::Unauthorized {
+                                host: endpoint.host.clone(),
+                                detail: format!(
+                                    "it asks for a user and password and the docker config has none for {}",
+                                    endpoint.auth_key
+                                ),
+                            }
+                        })?;
                     let header = credentials.basic_header();
                     self.tokens
                         .put(&endpoint.host, repository, header.clone(), None);
                     let sent = format!(
-                        "to user {:?} of the docker config's entry for {}",
+                        "to user {:?} of {source} for {}",
                         credentials.user, endpoint.auth_key
                     );
                     (header, sent)
@@ -305,7 +340,7 @@ impl Client {
         if let Some(service) = service {
             request = request.query("service", service);
         }
-        let credentials = self.credentials.get(&endpoint.auth_key);
+        let credentials = self.credentials_for(&endpoint.auth_key).map(|(c, _)| c);
         if let Some(credentials) = credentials {
             request = request.set("Authorization", &credentials.basic_header());
         }
@@ -606,5 +641,25 @@ mod tests {
             Client::new(options),
             Err(RegistryError::Setup { .. })
         ));
+    }
+
+    #[test]
+    fn given_credentials_win_for_their_registry_only() {
+        let client = Client::new(ClientOptions {
+            docker_config: Some(
+                br#"{"auths":{"lab:5000":{"username":"host","password":"pw"},
+                    "m:1":{"username":"mirror","password":"pw"}}}"#
+                    .to_vec(),
+            ),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let given = client.with_credentials("https://lab:5000", Credentials::new("me", "secret"));
+        let (c, source) = given.credentials_for("lab:5000").unwrap();
+        assert_eq!(c.user, "me");
+        assert!(source.contains("X-Registry-Auth"), "{source}");
+        assert_eq!(given.credentials_for("m:1").unwrap().0.user, "mirror");
+        assert_eq!(client.credentials_for("lab:5000").unwrap().0.user, "host");
+        assert!(!format!("{c:?}").contains("secret"));
     }
 }

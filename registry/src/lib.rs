@@ -44,6 +44,7 @@ mod reference;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use auth::{registry_key, Credentials};
 pub use client::{Client, ClientOptions, NameResolver, ResolveFn};
 pub use error::{Cause, RegistryError, Step};
 pub use manifest::{

@@ -67,6 +67,7 @@ pub use mkhost_shared::images::{
     GcReport, ImageConfig, ImageInfo, ImageSummary, ImportReport, ImportedImage, LayerInfo,
     Removed, SkippedEntry,
 };
+pub use unpack::{check_archive, extract_archive, ExtractOptions, ExtractReport};
 
 use index::{IndexFile, Matched};
 

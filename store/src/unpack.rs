@@ -25,6 +25,14 @@
 //!
 //! Directory metadata is applied after the last entry, because creating
 //! entries inside a directory changes its modification time.
+//!
+//! [`extract_archive`] uses the same walker for a plain archive copied into
+//! an existing directory (`docker cp` into a container): no whiteouts (a
+//! `.wh.` name is an ordinary file, a 0:0 device is skipped), and a
+//! directory already there is never replaced by a non-directory (that would
+//! need a recursive removal along paths a running container can change).
+//! [`check_archive`] is its dry run: the refusals that need no destination,
+//! so a hostile archive is refused before anything is written.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{File, FileTimes, Permissions};
@@ -101,6 +109,139 @@ pub(crate) struct LayerStats {
     pub end_marker: bool,
 }
 
+/// How [`extract_archive`] treats an archive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Refuse to replace a directory with a non-directory and a
+    /// non-directory with a directory (dockerd's `noOverwriteDirNonDir`).
+    /// The first is refused either way.
+    pub no_overwrite_dir_non_dir: bool,
+    /// Every entry's owner, instead of the one the archive records.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// What [`extract_archive`] wrote.
+#[derive(Debug, Default)]
+pub struct ExtractReport {
+    /// Sum of the sizes of the regular files written.
+    pub bytes: u64,
+    /// Entries left out (device nodes, fifos), as the archive names them.
+    pub skipped: Vec<String>,
+}
+
+/// Extracts the tar stream `reader` below the directory `dest` (an open
+/// directory: nothing is resolved by path), under the same rules as a
+/// layer but without whiteouts; see the module overview. `what` names the
+/// archive in errors. An entry refused midway leaves the entries before it
+/// in place: call [`check_archive`] on the same bytes first. A gzip or
+/// zstd stream is decompressed.
+pub fn extract_archive<R: Read>(
+    reader: R,
+    dest: OwnedFd,
+    options: ExtractOptions,
+    what: &str,
+) -> Result<ExtractReport, StoreError> {
+    let mut u = Unpacker {
+        root: Rc::new(dest),
+        root_path: None,
+        layer: what,
+        cache: None,
+        dirs: Vec::new(),
+        stats: LayerStats::default(),
+        copy: Some(options),
+    };
+    let (_, reader) = decompressed(io::BufReader::new(reader)).map_err(|e| u.corrupt(&e))?;
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| u.corrupt(&e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| u.corrupt(&e))?;
+        u.entry(&mut entry)?;
+    }
+    u.finish_dirs()?;
+    Ok(ExtractReport {
+        bytes: u.stats.unpacked_size,
+        skipped: u.stats.skipped.into_iter().map(|s| s.entry).collect(),
+    })
+}
+
+/// Reads the whole archive `reader` and refuses it as [`extract_archive`]
+/// would for what the archive alone shows: an absolute path or `..`, an
+/// entry below one of its own symlinks, a hard link whose target is
+/// absolute, has `..`, goes through one of its symlinks or is not an
+/// earlier entry, a broken tar. Writes nothing.
+pub fn check_archive<R: Read>(reader: R, what: &str) -> Result<(), StoreError> {
+    let unsafe_entry = |entry: &str, reason: String| StoreError::UnsafeEntry {
+        layer: what.to_owned(),
+        entry: entry.to_owned(),
+        reason,
+    };
+    let corrupt = |e: io::Error| StoreError::CorruptLayer {
+        layer: what.to_owned(),
+        detail: e.to_string(),
+    };
+    let mut symlinks: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    // The first proper prefix of `comps` that is one of the archive's
+    // symlinks.
+    let through = |symlinks: &std::collections::HashSet<Vec<u8>>, comps: &[&[u8]]| {
+        (1..comps.len())
+            .map(|n| comps[..n].join(&b'/'))
+            .find(|prefix| symlinks.contains(prefix))
+    };
+    let (_, reader) = decompressed(io::BufReader::new(reader)).map_err(corrupt)?;
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(corrupt)? {
+        let entry = entry.map_err(corrupt)?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        if kind.is_dir() && names_root(&raw) {
+            continue;
+        }
+        let comps = components(&raw).map_err(|r| unsafe_entry(&shown, r.to_string()))?;
+        if comps.is_empty() {
+            return Err(unsafe_entry(&shown, "would replace the destination".into()));
+        }
+        if let Some(link) = through(&symlinks, &comps) {
+            return Err(unsafe_entry(
+                &shown,
+                format!(
+                    "goes through the symlink {:?}",
+                    String::from_utf8_lossy(&link)
+                ),
+            ));
+        }
+        let rel = comps.join(&b'/');
+        if kind.is_hard_link() {
+            let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            let shown_target = String::from_utf8_lossy(&target).into_owned();
+            let tcomps = components(&target).map_err(|r| {
+                unsafe_entry(
+                    &shown,
+                    format!("is a hard link to {shown_target:?}, which {r}"),
+                )
+            })?;
+            let trel = tcomps.join(&b'/');
+            if through(&symlinks, &tcomps).is_some() || !seen.contains(&trel) || trel == rel {
+                return Err(unsafe_entry(
+                    &shown,
+                    format!("is a hard link to {shown_target:?}, which is not an earlier file of the archive"),
+                ));
+            }
+        }
+        if kind.is_symlink() {
+            symlinks.insert(rel.clone());
+        } else {
+            symlinks.remove(&rel);
+        }
+        seen.insert(rel);
+    }
+    Ok(())
+}
+
 /// Unpacks the tar stream `reader` into the empty directory `dest`.
 ///
 /// `layer` names the layer in errors. Returns the stats and the reader,
@@ -121,11 +262,12 @@ pub(crate) fn unpack_layer<R: Read>(
     })?;
     let mut u = Unpacker {
         root: Rc::new(OwnedFd::from(root)),
-        root_path: dest,
+        root_path: Some(dest),
         layer,
         cache: None,
         dirs: Vec::new(),
         stats: LayerStats::default(),
+        copy: None,
     };
     let (reader, end) = BlockPadded::new(reader);
     let mut archive = tar::Archive::new(reader);
@@ -168,7 +310,9 @@ struct Meta {
 
 struct Unpacker<'a> {
     root: Rc<OwnedFd>,
-    root_path: &'a Path,
+    /// The root's path, for removing a directory a later entry replaces;
+    /// `None` for an extraction, which never does that.
+    root_path: Option<&'a Path>,
     layer: &'a str,
     /// The directory of the previous entry: tars list a directory's entries
     /// together, so this saves most of the walks.
@@ -176,6 +320,8 @@ struct Unpacker<'a> {
     /// Directories whose metadata is applied at the end (path, metadata).
     dirs: Vec<(Vec<u8>, Meta)>,
     stats: LayerStats,
+    /// Set for [`extract_archive`]: no whiteouts, no directory replaced.
+    copy: Option<ExtractOptions>,
 }
 
 /// Splits an entry path into components, dropping empty and `.` ones.
@@ -278,7 +424,11 @@ impl Unpacker<'_> {
 
         let Some((&name, parent)) = comps.split_last() else {
             // The layer root itself ("./", "/"): its metadata is applied to
-            // the layer directory at the end.
+            // the layer directory at the end (an extraction leaves its
+            // destination as it is).
+            if kind.is_dir() && self.copy.is_some() {
+                return Ok(());
+            }
             if kind.is_dir() {
                 self.dirs.push((Vec::new(), meta));
                 return Ok(());
@@ -287,7 +437,10 @@ impl Unpacker<'_> {
         };
         let rel = comps.join(&b'/');
 
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = name
+            .strip_prefix(WHITEOUT_PREFIX)
+            .filter(|_| self.copy.is_none())
+        {
             return self.whiteout(parent, hidden, name, &shown);
         }
 
@@ -313,7 +466,10 @@ impl Unpacker<'_> {
             set_symlink_meta(&dir, &cname, &meta).map_err(|e| self.io_err(&shown, e))?;
         } else if kind.is_hard_link() {
             self.hard_link(entry, &dir, &cname, &rel, &shown)?;
-        } else if kind.is_character_special() && is_whiteout_device(entry.header()) {
+        } else if kind.is_character_special()
+            && is_whiteout_device(entry.header())
+            && self.copy.is_none()
+        {
             self.clear(&dir, &cname, &rel, false, &shown)?;
             make_whiteout(&dir, &cname).map_err(|e| self.io_err(&shown, e))?;
         } else if kind.is_character_special() || kind.is_block_special() {
@@ -525,21 +681,32 @@ impl Unpacker<'_> {
         keep_dir: bool,
         shown: &str,
     ) -> Result<bool, StoreError> {
+        let no_overwrite = self.copy.is_some_and(|c| c.no_overwrite_dir_non_dir);
         match lstat_type(dir, name).map_err(|e| self.io_err(shown, e))? {
             None => Ok(false),
             Some(FileType::Directory) => {
                 if keep_dir {
                     return Ok(true);
                 }
+                let Some(root_path) = self.root_path else {
+                    return Err(self.unsafe_entry(
+                        shown,
+                        "is not a directory, and a directory of that name is already there (it is not replaced)",
+                    ));
+                };
                 // Every component of `rel` up to here was opened without
                 // following symlinks and the last one is a real directory, so
                 // this path names exactly that directory; remove_dir_all does
                 // not follow symlinks inside it.
-                let path = self.root_path.join(Path::new(OsStr::from_bytes(rel)));
+                let path = root_path.join(Path::new(OsStr::from_bytes(rel)));
                 std::fs::remove_dir_all(&path).map_err(|e| self.io_err(shown, e))?;
                 self.cache = None;
                 Ok(false)
             }
+            Some(_) if keep_dir && no_overwrite => Err(self.unsafe_entry(
+                shown,
+                "is a directory, and a non-directory of that name is already there (noOverwriteDirNonDir)",
+            )),
             Some(_) => {
                 rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty())
                     .map_err(|e| self.io_err(shown, e))?;
@@ -597,6 +764,9 @@ impl Unpacker<'_> {
             }
         }
         self.stats.xattrs_dropped += dropped;
+        if let Some((uid, gid)) = self.copy.and_then(|c| c.owner) {
+            (meta.uid, meta.gid) = (uid, gid);
+        }
         Ok(meta)
     }
 
@@ -623,12 +793,10 @@ impl Unpacker<'_> {
         let dirs = std::mem::take(&mut self.dirs);
         for (rel, meta) in &dirs {
             let shown = String::from_utf8_lossy(rel).into_owned();
-            let fd = if rel.is_empty() {
-                rustix::fs::open(
-                    self.root_path,
-                    OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
+            let fd = if let (true, Some(root_path)) = (rel.is_empty(), self.root_path) {
+                rustix::fs::open(root_path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            } else if rel.is_empty() {
+                continue;
             } else {
                 rustix::fs::openat2(
                     self.root.as_fd(),
@@ -819,6 +987,128 @@ mod tests {
     }
 
     use tar::EntryType as T;
+
+    fn archive(entries: &[Spec<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut b, name, *kind, link, data);
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn extract(
+        dest: &Path,
+        entries: &[Spec<'_>],
+        options: ExtractOptions,
+    ) -> Result<ExtractReport, StoreError> {
+        let fd = OwnedFd::from(File::open(dest).unwrap());
+        extract_archive(&archive(entries)[..], fd, options, "the archive")
+    }
+
+    #[test]
+    fn extraction_has_no_whiteouts_and_keeps_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path();
+        std::fs::create_dir(dest.join("kept")).unwrap();
+        std::fs::write(dest.join("kept/inside"), b"x").unwrap();
+        std::fs::write(dest.join("file"), b"old").unwrap();
+        let report = extract(
+            dest,
+            &[
+                (b"./", T::Directory, b"", b""),
+                (b".wh.name", T::Regular, b"", b"plain"),
+                (b"dev0", T::Char, b"", b""),
+                (b"file", T::Regular, b"", b"new"),
+                (b"d/", T::Directory, b"", b""),
+            ],
+            ExtractOptions {
+                owner: Some((7, 8)),
+                ..ExtractOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(dest.join(".wh.name")).unwrap(), b"plain");
+        assert_eq!(report.skipped, ["dev0"]);
+        assert!(!dest.join("dev0").exists());
+        let file = std::fs::metadata(dest.join("file")).unwrap();
+        assert_eq!((file.uid(), file.gid()), (7, 8));
+        // The destination's own mode is left alone.
+        assert_ne!(std::fs::metadata(dest).unwrap().mode() & 0o7777, 0o4755);
+        // A directory is never replaced by a file.
+        let e = extract(
+            dest,
+            &[(b"kept", T::Regular, b"", b"x")],
+            ExtractOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::UnsafeEntry { .. }), "{e}");
+        assert!(dest.join("kept/inside").exists());
+        // With noOverwriteDirNonDir, no file is replaced by a directory.
+        let e = extract(
+            dest,
+            &[(b"file/", T::Directory, b"", b"")],
+            ExtractOptions {
+                no_overwrite_dir_non_dir: true,
+                owner: None,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::UnsafeEntry { .. }), "{e}");
+        // An existing symlink out is not followed.
+        std::os::unix::fs::symlink("/", dest.join("ln")).unwrap();
+        let e = extract(
+            dest,
+            &[(b"ln/tmp/escaped", T::Regular, b"", b"x")],
+            ExtractOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn the_dry_run_refuses_what_the_archive_shows() {
+        let refused = |entries: &[Spec<'_>], word: &str| {
+            let e = check_archive(&archive(entries)[..], "the archive").unwrap_err();
+            assert!(e.to_string().contains(word), "{e}");
+        };
+        refused(
+            &[
+                (b"ok", T::Regular, b"", b""),
+                (b"../x", T::Regular, b"", b""),
+            ],
+            "..",
+        );
+        refused(&[(b"/x", T::Regular, b"", b"")], "absolute");
+        refused(
+            &[
+                (b"l", T::Symlink, b"/", b""),
+                (b"l/etc/x", T::Regular, b"", b""),
+            ],
+            "symlink \"l\"",
+        );
+        refused(&[(b"h", T::Link, b"../../etc/passwd", b"")], "hard link");
+        refused(&[(b"h", T::Link, b"etc/passwd", b"")], "earlier file");
+        refused(
+            &[
+                (b"l", T::Symlink, b"/etc", b""),
+                (b"h", T::Link, b"l/passwd", b""),
+            ],
+            "hard link",
+        );
+        check_archive(
+            &archive(&[
+                (b"./", T::Directory, b"", b""),
+                (b"a", T::Regular, b"", b"x"),
+                (b"b", T::Link, b"a", b""),
+                (b"l", T::Symlink, b"/", b""),
+                (b"l", T::Regular, b"", b"now a file"),
+                (b"l/", T::Directory, b"", b""),
+                (b"l/x", T::Regular, b"", b""),
+            ])[..],
+            "the archive",
+        )
+        .unwrap();
+    }
 
     #[test]
     fn preserves_metadata_and_makes_whiteouts() {

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use mkhost_registry::{Client, ClientOptions, NameResolver, Progress, Reference};
+use mkhost_registry::{Client, ClientOptions, Credentials, NameResolver, Progress, Reference};
 use mkhost_shared::container::{PullPolicy, RunRequest};
 use mkhost_shared::images::{BlobProgress, BlobState, PullProgress, PullReport};
 use mkhost_shared::registries::RegistrySettings;
@@ -233,7 +233,27 @@ impl Puller {
     /// Pulls `reference` into `store`; the image is named by the reference
     /// in its canonical form (which the store matches to `nginx:1.27`).
     pub fn pull(&self, store: &Store, reference: &str) -> Result<PullReport, String> {
+        self.pull_as(store, reference, None)
+    }
+
+    /// [`Puller::pull`] with `credentials` for the reference's registry
+    /// instead of the host's (a Docker API client's `X-Registry-Auth`),
+    /// used for this pull only.
+    pub fn pull_as(
+        &self,
+        store: &Store,
+        reference: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<PullReport, String> {
         let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let given;
+        let client = match credentials {
+            Some(credentials) => {
+                given = self.client.with_credentials(&parsed.registry, credentials);
+                &given
+            }
+            None => &self.client,
+        };
         let name = parsed.canonical();
         let _one = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let staging = store.incoming().map_err(|e| e.to_string())?;
@@ -247,8 +267,7 @@ impl Puller {
             self.track(&event);
             log_event(&name, event)
         };
-        let pulled = self
-            .client
+        let pulled = client
             .pull_to_layout(
                 &parsed,
                 staging.path(),

@@ -1220,6 +1220,19 @@ fn docker_cli_against_hostd_and_dockerd() {
     let loaded = ours.ok(&["load", "-i", saved.to_str().unwrap()]);
     assert_eq!(loaded, "Loaded image: diff:bb\n");
 
+    // What docker cp copies in and out, the same for both daemons.
+    let payload = work.join("cp-payload.txt");
+    fs::write(&payload, "copied in\n").unwrap();
+    let tree = work.join("cp-tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::create_dir_all(tree.join("empty")).unwrap();
+    fs::write(tree.join("sub/b.txt"), "bee\n").unwrap();
+    fs::write(tree.join("run.sh"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("sub/b.txt", tree.join("link")).unwrap();
+    let at = |name: &str| work.join(name).to_str().unwrap().to_string();
+    let (payload_s, tree_s, cp_out) = (at("cp-payload.txt"), at("cp-tree"), at("cp-out"));
+    let (cp_nope, cp_back) = (at("cp-nope"), at("cp-back.txt"));
+    let tree_contents = format!("{tree_s}/.");
     let fields = "{{.State.Status}} {{.State.Running}} {{.State.ExitCode}} {{.Name}} \
                   {{json .Config.Cmd}} {{json .Config.Entrypoint}} {{json .Config.Labels}} \
                   {{.Config.Image}} {{.HostConfig.RestartPolicy.Name}} \
@@ -1301,6 +1314,20 @@ fn docker_cli_against_hostd_and_dockerd() {
         ),
         ("ps-name", vec!["ps", "-q", "--filter", "name=web"]),
         ("logs", vec!["logs", "web"]),
+        ("cp-in-file", vec!["cp", &payload_s, "web:/"]),
+        ("cp-in-dir", vec!["cp", &tree_s, "web:/"]),
+        ("cp-in-contents", vec!["cp", &tree_contents, "web:/etc"]),
+        ("cp-dir-out", vec!["cp", "web:/cp-tree", &cp_out]),
+        ("cp-dir-out-contents", vec!["cp", "web:/cp-tree/.", &cp_out]),
+        ("cp-dir-out-file", vec!["cp", "web:/etc/run.sh", &cp_out]),
+        (
+            "cp-dir-out-followed",
+            vec!["cp", "-L", "web:/cp-tree/link", &cp_out],
+        ),
+        ("cp-missing", vec!["cp", "web:/nope", &cp_nope]),
+        ("cp-into-missing", vec!["cp", &payload_s, "web:/nope/dir/"]),
+        ("cp-into-file", vec!["cp", &payload_s, "web:/etc/passwd/x"]),
+        ("cp-missing-container", vec!["cp", "nope:/etc", &cp_nope]),
         ("inspect-web", vec!["inspect", "--format", fields, "web"]),
         ("inspect-done", vec!["inspect", "--format", fields, "done"]),
         (
@@ -1357,7 +1384,13 @@ fn docker_cli_against_hostd_and_dockerd() {
                 "web",
             ],
         ),
+        ("cp-stopped", vec!["cp", "web:/cp-payload.txt", &cp_back]),
+        (
+            "cp-into-stopped",
+            vec!["cp", &payload_s, "web:/cp-tree/sub"],
+        ),
         ("start", vec!["start", "web"]),
+        ("cp-dir-out-restarted", vec!["cp", "web:/cp-tree", &cp_out]),
         ("kill", vec!["kill", "-s", "KILL", "web"]),
         (
             "inspect-killed",
@@ -1382,11 +1415,21 @@ fn docker_cli_against_hostd_and_dockerd() {
         ("prune", vec!["container", "prune", "-f"]),
         ("ps-after", vec!["ps", "-a", "-q"]),
     ];
+    // The CLI's cp tars its source while it asks the daemon about the
+    // destination, and logs that tar's broken pipe (`Can't add file`,
+    // `Can't close tar writer`) when the answer is an error, or not, as
+    // the race goes: its own noise, dropped.
+    let quiet = |text: &str| -> String {
+        text.lines()
+            .filter(|l| !(l.starts_with("time=") && l.contains("level=error msg=\"Can't")))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
     let normalise = |ran: &Ran| -> Ran {
         Ran {
             code: ran.code,
             stdout: mask_times(&mask_ids(&ran.stdout)),
-            stderr: mask_times(&mask_ids(&ran.stderr)),
+            stderr: mask_times(&mask_ids(&quiet(&ran.stderr))),
         }
     };
     let mut failures = Vec::new();
@@ -1394,7 +1437,14 @@ fn docker_cli_against_hostd_and_dockerd() {
     let mut table = String::new();
     for (name, args) in &cases {
         let d = normalise(&docker.run(args));
+        // What each daemon's cp wrote, kept apart for the comparison below.
+        if name.starts_with("cp-dir-out") {
+            fs::rename(&cp_out, format!("{cp_out}-{name}-d")).unwrap();
+        }
         let h = normalise(&ours.run(args));
+        if name.starts_with("cp-dir-out") {
+            fs::rename(&cp_out, format!("{cp_out}-{name}-h")).unwrap();
+        }
         if *name == "stop" || *name == "start" {
             // The stop's kill lands a moment after the CLI returns.
             std::thread::sleep(Duration::from_millis(300));
@@ -1438,6 +1488,29 @@ fn docker_cli_against_hostd_and_dockerd() {
         }
     }
     eprintln!("{table}");
+    for name in [
+        "cp-dir-out",
+        "cp-dir-out-contents",
+        "cp-dir-out-file",
+        "cp-dir-out-followed",
+        "cp-dir-out-restarted",
+    ] {
+        let tree = |side: &str| {
+            let path = PathBuf::from(format!("{cp_out}-{name}-{side}"));
+            match path.is_dir() {
+                true => listing(&path),
+                false => vec![fs::read_to_string(&path).unwrap_or_default()],
+            }
+        };
+        if tree("d") != tree("h") {
+            failures.push(format!(
+                "== {name}: what docker cp wrote differs\n--- dockerd:\n{:?}\n--- hostd:\n{:?}",
+                tree("d"),
+                tree("h")
+            ));
+        }
+    }
+    assert_eq!(fs::read_to_string(&cp_back).unwrap(), "copied in\n");
     for (known, shown) in KNOWN.iter().zip(&shown) {
         let seen = if *shown { "" } else { " (did not show here)" };
         eprintln!("known difference {:?}{seen}: {}", known.name, known.reason);
@@ -1450,4 +1523,309 @@ fn docker_cli_against_hostd_and_dockerd() {
         failures.join("\n"),
         work.join("d/dockerd.log").display()
     );
+}
+
+/// A tar written by hand, so it can hold what tar writers refuse: each
+/// entry is (name, type flag, link target, data).
+fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data) in entries {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(tar::EntryType::new(*kind));
+        header.set_mode(if *kind == b'5' { 0o755 } else { 0o644 });
+        header.set_size(data.len() as u64);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// `PUT /containers/{name}/archive?path=…` with `body`.
+fn put_archive(sock: &Path, name: &str, path: &str, body: &[u8]) -> Answer {
+    let mut raw = format!(
+        "PUT /v1.41/containers/{name}/archive?path={path} HTTP/1.1\r\nHost: docker\r\n\
+         Content-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    exchange(sock, &raw)
+}
+
+/// Every path below `dir` (symlinks not followed) whose name contains
+/// `word`.
+fn find_named(dir: &Path, word: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().contains(word) {
+            found.push(path.clone());
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(find_named(&path, word));
+        }
+    }
+    found
+}
+
+/// A tree as a sorted listing: path, kind, mode, and the contents of
+/// files or the target of symlinks.
+fn listing(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut rows = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in fs::read_dir(dir.join(&rel)).unwrap().flatten() {
+            let rel = rel.join(entry.file_name());
+            let meta = fs::symlink_metadata(dir.join(&rel)).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(dir.join(&rel)).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(rel.clone());
+                "dir".to_string()
+            } else {
+                String::from_utf8_lossy(&fs::read(dir.join(&rel)).unwrap()).into_owned()
+            };
+            rows.push(format!("{} {mode:o} {what}", rel.display()));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn docker_cp_both_ways_and_hostile_archives() {
+    use std::os::unix::fs::PermissionsExt;
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (daemon, cli) = daemon_with_image(work);
+    let sock = work.join("run/docker.sock");
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cpweb",
+        "--network",
+        "none",
+        "-v",
+        "cpdata:/data",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    // A local tree: a file, a nested directory, a relative symlink, an
+    // empty directory, an executable.
+    let src = work.join("src");
+    fs::create_dir_all(src.join("tree/sub")).unwrap();
+    fs::create_dir_all(src.join("tree/empty")).unwrap();
+    fs::write(src.join("file.txt"), "one file\n").unwrap();
+    fs::write(src.join("tree/sub/b.txt"), "bee\n").unwrap();
+    fs::write(src.join("tree/run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("tree/run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("sub/b.txt", src.join("tree/link")).unwrap();
+    let out = work.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+
+    // Into the running container and back: a file, a directory, a
+    // directory's contents into a volume.
+    let ran = cli.run(&["cp", &s(&src.join("file.txt")), "cpweb:/"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = cli.run(&["cp", &s(&src.join("tree")), "cpweb:/"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = cli.run(&["cp", &format!("{}/.", s(&src.join("tree"))), "cpweb:/data"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = cli.run(&["cp", "cpweb:/file.txt", &s(&out.join("file.txt"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        fs::read_to_string(out.join("file.txt")).unwrap(),
+        "one file\n"
+    );
+    let ran = cli.run(&["cp", "cpweb:/tree", &s(&out.join("tree"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(listing(&out.join("tree")), listing(&src.join("tree")));
+    let ran = cli.run(&["cp", "cpweb:/data/.", &s(&out.join("data"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(listing(&out.join("data")), listing(&src.join("tree")));
+    // Through the running container's own mounts: into the volume itself.
+    let in_volume = find_named(&work.join("volumes"), "run.sh");
+    assert_eq!(in_volume.len(), 1, "{in_volume:?}");
+    // The tar on stdout names its entries from the base name.
+    let tarred = cli
+        .command(&["cp", "cpweb:/tree/sub", "-"])
+        .output()
+        .unwrap();
+    assert!(tarred.status.success(), "{tarred:?}");
+    let mut archive = tar::Archive::new(&tarred.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["sub/", "sub/b.txt"]);
+    // -L follows the symlink by the stat's linkTarget (resolved in the
+    // container); without it the link itself comes out.
+    let ran = cli.run(&["cp", "-L", "cpweb:/tree/link", &s(&out.join("followed"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(fs::read_to_string(out.join("followed")).unwrap(), "bee\n");
+    let ran = cli.run(&["cp", "cpweb:/tree/link", &s(&out.join("kept"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        fs::read_link(out.join("kept")).unwrap(),
+        Path::new("sub/b.txt")
+    );
+    // The stat the CLI reads first.
+    let head = exchange(
+        &sock,
+        b"HEAD /v1.41/containers/cpweb/archive?path=/tree/link HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(head.status, 200, "{head:?}");
+
+    // What does not exist, and what is not a directory.
+    cli.fails(
+        &["cp", "cpweb:/nope", &s(&out.join("nope"))],
+        1,
+        &["Could not find the file /nope in container cpweb"],
+    );
+    cli.fails(
+        &["cp", &s(&src.join("file.txt")), "cpweb:/nope/dir/"],
+        1,
+        &["no such directory"],
+    );
+    cli.fails(
+        &["cp", "nosuch:/etc", &s(&out)],
+        1,
+        &["No such container: nosuch"],
+    );
+    let answer = put_archive(
+        &sock,
+        "cpweb",
+        "/etc/passwd",
+        &raw_tar(&[("x", b'0', "", b"x")]),
+    );
+    assert_refused(&answer, 400, &["not a directory"]);
+    let answer = put_archive(&sock, "cpweb", "/nope", &raw_tar(&[("x", b'0', "", b"x")]));
+    assert_refused(
+        &answer,
+        404,
+        &["Could not find the file /nope in container cpweb"],
+    );
+
+    // Hostile archives: refused with 400, nothing written anywhere.
+    let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "dot-dot",
+            raw_tar(&[
+                ("ok-cpx1", b'0', "", b"fine"),
+                ("../../../../escape-cpx1", b'0', "", b"out"),
+            ]),
+            "..",
+        ),
+        (
+            "absolute",
+            raw_tar(&[("/escape-cpx2", b'0', "", b"out")]),
+            "absolute",
+        ),
+        (
+            "symlink-then-file",
+            raw_tar(&[
+                ("evil-cpx3", b'2', "/", b""),
+                ("evil-cpx3/tmp/escape-cpx3", b'0', "", b"out"),
+            ]),
+            "symlink",
+        ),
+        (
+            "hard-link-out",
+            raw_tar(&[("hl-cpx4", b'1', "../../../../etc/hostname", b"")]),
+            "hard link",
+        ),
+        (
+            "hard-link-absolute",
+            raw_tar(&[("hl-cpx5", b'1', "/etc/passwd", b"")]),
+            "hard link",
+        ),
+        (
+            "not-a-tar",
+            b"this is not a tar archive, not even close".repeat(20),
+            "tar",
+        ),
+    ];
+    for (name, body, word) in &hostile {
+        let answer = put_archive(&sock, "cpweb", "/", body);
+        assert_eq!(answer.status, 400, "{name}: {answer:?}");
+        assert!(answer.body.contains(word), "{name}: {answer:?}");
+    }
+    // A symlink to / is a fine entry on its own; a later archive writing
+    // through it is refused (and the file lands nowhere).
+    let answer = put_archive(
+        &sock,
+        "cpweb",
+        "/",
+        &raw_tar(&[("ln-cpx6", b'2', "/", b"")]),
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let answer = put_archive(
+        &sock,
+        "cpweb",
+        "/",
+        &raw_tar(&[("ln-cpx6/escape-cpx6", b'0', "", b"out")]),
+    );
+    assert_refused(&answer, 400, &["symlink"]);
+    let answer = put_archive(
+        &sock,
+        "cpweb",
+        "/ln-cpx6/tmp",
+        &raw_tar(&[("escape-cpx7", b'0', "", b"out")]),
+    );
+    // Through the symlink as a destination: resolved inside the
+    // container (its /tmp does not exist there).
+    assert_eq!(answer.status, 404, "{answer:?}");
+    for word in ["escape-cpx", "ok-cpx1", "evil-cpx3", "hl-cpx"] {
+        assert_eq!(find_named(work, word), Vec::<PathBuf>::new(), "{word}");
+        assert!(!Path::new("/").join(word).exists());
+    }
+    assert!(!Path::new("/escape-cpx2").exists() && !Path::new("/escape-cpx6").exists());
+
+    // A stopped container: its root (not its volumes) still copies.
+    cli.ok(&["stop", "-t", "1", "cpweb"]);
+    let ran = cli.run(&[
+        "cp",
+        "cpweb:/tree/sub/b.txt",
+        &s(&out.join("b-stopped.txt")),
+    ]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        fs::read_to_string(out.join("b-stopped.txt")).unwrap(),
+        "bee\n"
+    );
+    // Its volumes are not (docs/docker-api.md).
+    cli.fails(
+        &["cp", "cpweb:/data/run.sh", &s(&out.join("x"))],
+        1,
+        &["Could not find the file /data/run.sh in container cpweb"],
+    );
+    let ran = cli.run(&["cp", &s(&src.join("file.txt")), "cpweb:/etc/"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    cli.ok(&["start", "cpweb"]);
+    let ran = cli.run(&["cp", "cpweb:/etc/file.txt", &s(&out.join("again.txt"))]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        fs::read_to_string(out.join("again.txt")).unwrap(),
+        "one file\n"
+    );
+    cli.ok(&["rm", "-f", "cpweb"]);
+    drop(daemon);
 }

@@ -25,12 +25,17 @@ struct Registry(Child);
 
 impl Registry {
     fn start(work: &Path) -> Registry {
+        Registry::start_with(work, "")
+    }
+
+    /// A registry whose config ends with `extra` (an `auth:` section).
+    fn start_with(work: &Path, extra: &str) -> Registry {
         let config = work.join("registry.yml");
         fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n",
+                 storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n{extra}",
                 work.join("registry").display(),
                 registry_host()
             ),
@@ -45,8 +50,9 @@ impl Registry {
             .expect("docker-registry");
         let registry = Registry(child);
         let deadline = Instant::now() + Duration::from_secs(20);
+        // Any answer will do (401 with auth).
         while !in_test_netns(work, "curl")
-            .args(["-sf", &format!("http://{}/v2/", registry_host())])
+            .args(["-s", &format!("http://{}/v2/", registry_host())])
             .output()
             .unwrap()
             .status
@@ -68,6 +74,15 @@ impl Drop for Registry {
 
 /// An OCI layout `work/L` with busybox as `bb`, pushed as `test/bb:TAG`.
 fn push(work: &Path, tag: &str) {
+    layout(work);
+    run(in_test_netns(work, "skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:bb", work.join("L").display()))
+        .arg(format!("docker://{}/test/bb:{tag}", registry_host())));
+}
+
+/// The OCI layout `work/L` with busybox as `bb`, made once.
+fn layout(work: &Path) {
     if !work.join("L").exists() {
         let umoci = |args: &[&str]| run(Command::new("umoci").args(args).current_dir(work));
         umoci(&["init", "--layout", "L"]);
@@ -82,10 +97,6 @@ fn push(work: &Path, tag: &str) {
         umoci(&["repack", "--image", "L:bb", "B"]);
         umoci(&["config", "--image", "L:bb", "--config.cmd", "sh"]);
     }
-    run(in_test_netns(work, "skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:bb", work.join("L").display()))
-        .arg(format!("docker://{}/test/bb:{tag}", registry_host())));
 }
 
 /// Whether the registry and the tools to fill it are here (in CI they must be).
@@ -102,6 +113,21 @@ fn registry_tools() -> bool {
     )
 }
 
+/// A daemon in `work` that speaks plain HTTP to the test's registry.
+fn daemon_trusting_registry(work: &Path) -> Daemon<'_> {
+    let settings = work.join("registries.json");
+    fs::write(
+        &settings,
+        format!("{{\"insecure\": [\"{}\"]}}", registry_host()),
+    )
+    .unwrap();
+    Daemon::start(
+        work,
+        Path::new(HOSTD),
+        &["--registries", settings.to_str().unwrap()],
+    )
+}
+
 #[test]
 fn pull_and_run_from_a_real_registry() {
     if !registry_tools() {
@@ -110,13 +136,7 @@ fn pull_and_run_from_a_real_registry() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let host = registry_host();
-    let settings = work.join("registries.json");
-    fs::write(&settings, format!("{{\"insecure\": [\"{host}\"]}}")).unwrap();
-    let daemon = Daemon::start(
-        work,
-        Path::new(HOSTD),
-        &["--registries", settings.to_str().unwrap()],
-    );
+    let daemon = daemon_trusting_registry(work);
     let socket = daemon.socket();
     let _registry = Registry::start(work);
     push(work, "1");
@@ -204,6 +224,122 @@ fn pull_and_run_from_a_real_registry() {
         0,
         "a staging directory was left"
     );
+    daemon.terminate();
+}
+
+/// `docker pull` through the Docker API from a registry that wants a
+/// password: the CLI sends its config's credentials in `X-Registry-Auth`
+/// (no `docker login`), hostd uses them for that pull only and over the
+/// host's own (none here); a wrong password is the registry's 401, named.
+#[test]
+fn docker_pull_with_credentials_in_x_registry_auth() {
+    use base64::Engine;
+    if !registry_tools()
+        || !require(
+            Path::new("/usr/local/bin/docker").exists(),
+            "the docker CLI at /usr/local/bin/docker",
+        )
+        || !require(
+            Command::new("which")
+                .arg("htpasswd")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "htpasswd",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let host = registry_host();
+    let daemon = daemon_trusting_registry(work);
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "puller", "s3cret:pw"])
+        .output()
+        .unwrap()
+        .stdout;
+    fs::write(work.join("htpasswd"), htpasswd).unwrap();
+    let _registry = Registry::start_with(
+        work,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            work.join("htpasswd").display()
+        ),
+    );
+    // The image, pushed with the password.
+    layout(work);
+    let reference = format!("{host}/test/bb:1");
+    run(in_test_netns(work, "skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "puller:s3cret:pw",
+        ])
+        .arg(format!("oci:{}:bb", work.join("L").display()))
+        .arg(format!("docker://{reference}")));
+
+    let docker = |config: &Path, args: &[&str]| {
+        let out = Command::new("/usr/local/bin/docker")
+            .arg("-H")
+            .arg(format!("unix://{}", work.join("run/docker.sock").display()))
+            .args(args)
+            .env("DOCKER_CONFIG", config)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    let config = |name: &str, password: &str| {
+        let path = work.join(name);
+        fs::create_dir_all(&path).unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("puller:{password}"));
+        fs::write(
+            path.join("config.json"),
+            format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .unwrap();
+        path
+    };
+    let (good, wrong, none) = (
+        config("good", "s3cret:pw"),
+        config("wrong", "nope"),
+        work.join("none"),
+    );
+    fs::create_dir_all(&none).unwrap();
+
+    // Without credentials, and with a wrong password: refused, naming the
+    // registry and the 401, never the password.
+    let (code, said) = docker(&none, &["pull", &reference]);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains(&host) && said.contains("401"), "{said}");
+    let (code, said) = docker(&wrong, &["pull", &reference]);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains(&host) && said.contains("401") && said.contains("X-Registry-Auth"),
+        "{said}"
+    );
+    assert!(!said.contains("nope"), "{said}");
+    // With the right one: pulled, and it runs.
+    let (code, said) = docker(&good, &["pull", &reference]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("Downloaded newer image"), "{said}");
+    let (code, said) = docker(
+        &good,
+        &["run", "--rm", "--network", "none", &reference, "echo", "hi"],
+    );
+    assert_eq!((code, said.as_str()), (Some(0), "hi\n"));
+    // What one request's credentials earned is not another's: the wrong
+    // password still fails after the right one worked.
+    let (code, said) = docker(&wrong, &["pull", &reference]);
+    assert_ne!(code, Some(0), "{said}");
+    for entry in fs::read_dir(work).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("daemon-") {
+            let log = fs::read_to_string(entry.path()).unwrap_or_default();
+            assert!(!log.contains("s3cret"), "the daemon logged the password");
+        }
+    }
     daemon.terminate();
 }
 

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::{header, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::archive;
 use super::create;
 use super::error::ApiError;
 use super::resources;
@@ -22,9 +25,11 @@ use super::route::{self, flag, number, ContainerOp, Query, Route, API_VERSION, M
 use super::stats;
 use super::stream::{self, ChannelBody};
 use super::views;
+use crate::daemon::containers::config::CreateSpec;
 use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
 use crate::daemon::handler::Handler;
 use crate::daemon::log::log;
+use mkhost_registry::Credentials;
 use mkhost_shared::control::{Request as ControlRequest, Response as ControlResponse};
 use mkhost_store::{Store, StoreError};
 
@@ -234,6 +239,15 @@ impl Api {
             Route::Container(id, ContainerOp::Resize) => self.container_resize(id, &query).await,
             Route::ExecCreate(id) => self.exec_create(request, id).await,
             Route::Exec(id, op) => self.exec(request, id, op, &query).await,
+            Route::Container(id, ContainerOp::ArchiveStat) => {
+                self.archive_stat(id, &query, false).await
+            }
+            Route::Container(id, ContainerOp::ArchiveGet) => {
+                self.archive_stat(id, &query, true).await
+            }
+            Route::Container(id, ContainerOp::ArchivePut) => {
+                self.archive_put(request, id, &query).await
+            }
             Route::Container(id, op) => self.container_op(id, op, &query).await,
             Route::Networks
             | Route::NetworkInspect(_)
@@ -789,9 +803,10 @@ impl Api {
             .get("fromImage")
             .filter(|i| !i.is_empty())
             .ok_or_else(|| ApiError::bad_request("fromImage: name the image to pull"))?;
-        if let Some(auth) = request.headers().get("x-registry-auth") {
-            check_registry_auth(auth.as_bytes())?;
-        }
+        let credentials = match request.headers().get("x-registry-auth") {
+            Some(auth) => registry_auth(auth.as_bytes())?,
+            None => None,
+        };
         let reference = match query.get("tag").filter(|t| !t.is_empty()) {
             Some(tag) if tag.starts_with("sha256:") => format!("{image}@{tag}"),
             Some(tag) => format!("{image}:{tag}"),
@@ -815,7 +830,9 @@ impl Api {
                 blocking(move || {
                     let store = api.store()?;
                     let puller = api.handler.puller().map_err(ApiError::internal)?;
-                    puller.pull(&store, &reference).map_err(ApiError::not_found)
+                    puller
+                        .pull_as(&store, &reference, credentials)
+                        .map_err(ApiError::not_found)
                 })
                 .await
             };
@@ -853,34 +870,8 @@ impl Api {
             let api = Arc::clone(self);
             blocking(move || api.store()).await?
         };
-        let staging = Staging::create(store.root())?;
-        let mut file = tokio::fs::File::from_std(
-            staging
-                .file
-                .try_clone()
-                .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?,
-        );
-        let mut body = request.into_body();
-        let mut written: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| ApiError::bad_request(format!("cannot read the archive: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                written += data.len() as u64;
-                if written > MAX_LOAD_BODY {
-                    return Err(ApiError::bad_request(format!(
-                        "the archive is larger than {MAX_LOAD_BODY} bytes"
-                    )));
-                }
-                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
-            }
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file)
-            .await
-            .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
-        drop(file);
+        let staging = Staging::create(store.root(), "load")?;
+        staging.fill(request.into_body()).await?;
         let report = blocking(move || {
             let report = store
                 .import(&staging.path)
@@ -1127,11 +1118,138 @@ impl Api {
             | ContainerOp::Logs
             | ContainerOp::Attach
             | ContainerOp::Stats
-            | ContainerOp::Resize => {
-                Err(ApiError::internal("routed elsewhere"))
-            }
+            | ContainerOp::Resize
+            | ContainerOp::ArchiveStat
+            | ContainerOp::ArchiveGet
+            | ContainerOp::ArchivePut => Err(ApiError::internal("routed elsewhere")),
         })
         .await
+    }
+
+    /// The root of container `id` as an open directory, for `docker cp`:
+    /// a running container's init's root (its mounts included), else its
+    /// overlay mount (no volumes); and its create spec.
+    fn container_root(
+        &self,
+        id: &str,
+    ) -> Result<(std::os::fd::OwnedFd, bool, CreateSpec), ApiError> {
+        use rustix::fs::{Mode, OFlags};
+        let manager = self.manager()?;
+        let (record, _, spec) = manager
+            .details(id)
+            .map_err(|e| self.container_error(id, e))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if record.status == "running" && record.pid > 0 {
+            if let Some(fd) = init_root(record.pid) {
+                return Ok((fd, true, spec));
+            }
+        }
+        if !crate::daemon::containers::reboot::is_mounted(&spec.rootfs) {
+            return Err(ApiError::internal(format!(
+                "the root of container {id} is not mounted ({}): start it once",
+                spec.rootfs.display()
+            )));
+        }
+        let fd = rustix::fs::open(&spec.rootfs, flags, Mode::empty()).map_err(|e| {
+            ApiError::internal(format!("cannot open {}: {e}", spec.rootfs.display()))
+        })?;
+        Ok((fd, false, spec))
+    }
+
+    /// `HEAD /containers/{id}/archive?path=` (the stat of a path, in
+    /// `X-Docker-Container-Path-Stat`) and, with `tar`, `GET` (the same
+    /// header and a tar of the path, streamed).
+    async fn archive_stat(self: &Arc<Self>, id: String, query: &Query, tar: bool) -> Answer {
+        let path = archive_path(query)?;
+        let api = Arc::clone(self);
+        let (found, header) = blocking(move || {
+            let (root, _, _) = api.container_root(&id)?;
+            let found = archive::find(root.as_fd(), &path)
+                .map_err(|e| archive::path_error(e, &path, &id))?;
+            let target = archive::link_target(root.as_fd(), &found);
+            let header = archive::stat_header(&found.path.base(), &found.stat, &target);
+            Ok((found, header))
+        })
+        .await?;
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header(archive::STAT_HEADER, header);
+        if !tar {
+            return response
+                .body(empty())
+                .map_err(|e| ApiError::internal(e.to_string()));
+        }
+        let (sender, body) = ChannelBody::new(4);
+        tokio::task::spawn_blocking(move || {
+            let shown = found.path.absolute();
+            let written = archive::write_tar(&found, archive::ChannelWriter::new(sender))
+                .and_then(|mut w| w.flush());
+            if let Err(e) = written {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    log(&format!(
+                        "docker api: the tar of {shown} was cut short: {e}"
+                    ));
+                }
+            }
+        });
+        response
+            .header(header::CONTENT_TYPE, "application/x-tar")
+            .body(body.boxed())
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// `PUT /containers/{id}/archive?path=DIR`: a tar (or gzip or zstd
+    /// tar) extracted into the directory DIR of the container. The body is
+    /// staged next to the store and checked whole first: a hostile archive
+    /// is refused before anything is written.
+    async fn archive_put(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        id: String,
+        query: &Query,
+    ) -> Answer {
+        let path = archive_path(query)?;
+        let no_overwrite = flag(query, "noOverwriteDirNonDir")?;
+        let copy_owner = flag(query, "copyUIDGID")?;
+        let api = Arc::clone(self);
+        let (name, shown) = (id.clone(), path.clone());
+        let (dest, store_root) = blocking(move || {
+            let (root, running, spec) = api.container_root(&name)?;
+            if spec.read_only && !running {
+                return Err(ApiError::bad_request(
+                    "container rootfs is marked read-only",
+                ));
+            }
+            let dest = archive::open_destination(root.as_fd(), &shown, &name)?;
+            let owner = copy_owner.then_some((spec.uid, spec.gid));
+            Ok(((dest, owner), api.store()?.root().to_path_buf()))
+        })
+        .await?;
+        let staging = Staging::create(&store_root, "cp")?;
+        staging.fill(request.into_body()).await?;
+        let (dest, owner) = dest;
+        blocking(move || {
+            let what = format!("the archive for {path}");
+            let reopen = || {
+                staging
+                    .file
+                    .try_clone()
+                    .and_then(|mut f| std::io::Seek::rewind(&mut f).map(|()| f))
+                    .map_err(|e| ApiError::internal(format!("cannot read the archive back: {e}")))
+            };
+            mkhost_store::check_archive(reopen()?, &what)
+                .map_err(|e| extract_error(e, "nothing was extracted"))?;
+            let options = mkhost_store::ExtractOptions {
+                no_overwrite_dir_non_dir: no_overwrite,
+                owner,
+            };
+            mkhost_store::extract_archive(reopen()?, dest, options, &what)
+                .map_err(|e| extract_error(e, "the entries before it were extracted"))?;
+            drop(staging);
+            Ok(())
+        })
+        .await?;
+        status_only(StatusCode::OK)
     }
 
     /// `GET /containers/{id}/stats`: a sample a second while the client
@@ -1313,18 +1431,48 @@ struct Staging {
 }
 
 impl Staging {
-    fn create(dir: &std::path::Path) -> Result<Staging, ApiError> {
+    /// A new file `.<kind>-<random>.tar` in `dir`.
+    fn create(dir: &std::path::Path, kind: &str) -> Result<Staging, ApiError> {
         let mut random = [0u8; 8];
         crate::os::random_bytes_insecure(&mut random)
             .map_err(|e| ApiError::internal(format!("no random name: {e}")))?;
         let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!(".load-{name}.tar"));
+        let path = dir.join(format!(".{kind}-{name}.tar"));
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", path.display())))?;
         Ok(Staging { path, file })
+    }
+
+    /// Writes a request's body (at most [`MAX_LOAD_BODY`] bytes) to the file.
+    async fn fill(&self, mut body: Incoming) -> Result<(), ApiError> {
+        let mut file = tokio::fs::File::from_std(
+            self.file
+                .try_clone()
+                .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?,
+        );
+        let mut written: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::bad_request(format!("cannot read the archive: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                written += data.len() as u64;
+                if written > MAX_LOAD_BODY {
+                    return Err(ApiError::bad_request(format!(
+                        "the archive is larger than {MAX_LOAD_BODY} bytes"
+                    )));
+                }
+                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))?;
+            }
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot store the archive: {e}")))
     }
 }
 
@@ -1356,6 +1504,53 @@ pub(super) async fn forward(
             }
             () = sender.closed() => return,
         }
+    }
+}
+
+/// The root of the container whose init is `pid`, opened through its
+/// `/proc` directory (which pins the process: a reused pid cannot slip in
+/// after it is open); `None` when the process is gone or shares hostd's
+/// PID namespace, which a container's init never does (a pid that exited
+/// and was reused by a host process).
+fn init_root(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let process = rustix::fs::open(format!("/proc/{pid}"), flags, Mode::empty()).ok()?;
+    let ns = |dir: &std::os::fd::OwnedFd| {
+        rustix::fs::statat(dir, "ns/pid", AtFlags::empty())
+            .ok()
+            .map(|s| (s.st_dev, s.st_ino))
+    };
+    let own = rustix::fs::open("/proc/self", flags, Mode::empty()).ok()?;
+    if ns(&process)? == ns(&own)? {
+        return None;
+    }
+    rustix::fs::openat(&process, "root", flags, Mode::empty()).ok()
+}
+
+/// The `path` of an archive query (dockerd's 400 without it).
+fn archive_path(query: &Query) -> Result<String, ApiError> {
+    query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("path: give a path in the container"))
+}
+
+/// An extraction's error: a refused or broken archive is the client's
+/// (400), anything else the daemon's; `then` says what was written.
+fn extract_error(error: StoreError, then: &str) -> ApiError {
+    match error {
+        StoreError::UnsafeEntry { entry, reason, .. } => ApiError::bad_request(format!(
+            "refusing the archive: its entry {entry:?} {reason}; {then}"
+        )),
+        StoreError::CorruptLayer { detail, .. } => ApiError::bad_request(format!(
+            "the archive is not a readable tar ({detail}); {then}"
+        )),
+        StoreError::Unpack { entry, source, .. } => {
+            ApiError::internal(format!("cannot extract {entry:?}: {source}; {then}"))
+        }
+        other => ApiError::internal(other.to_string()),
     }
 }
 
@@ -1456,35 +1651,63 @@ fn top(pid: i32) -> Value {
     json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": rows })
 }
 
-/// Refuses credentials in `X-Registry-Auth` (base64url JSON): the host's
-/// own registry settings hold them; an empty one (`{}`) is what the CLI
-/// sends without a login.
-fn check_registry_auth(header: &[u8]) -> Result<(), ApiError> {
+/// The credentials of an `X-Registry-Auth` header: base64url (or
+/// standard base64) of JSON `{"username", "password"}` or `{"auth":
+/// base64 of "user:password"}`, with `serveraddress` naming the registry
+/// (the pull's own registry is what they are used for). An empty header
+/// or `{}` (what the CLI sends without a login) is none. Identity and
+/// registry tokens are refused (501). The password is never logged nor
+/// echoed in an error.
+fn registry_auth(header: &[u8]) -> Result<Option<Credentials>, ApiError> {
     use base64::Engine;
     let text = String::from_utf8_lossy(header);
     let text = text.trim();
     if text.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let decoded = base64::engine::general_purpose::URL_SAFE
-        .decode(text)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
-        .map_err(|_| ApiError::bad_request("X-Registry-Auth is not base64"))?;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::URL_SAFE
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+    };
+    let decoded =
+        decode(text).map_err(|_| ApiError::bad_request("X-Registry-Auth is not base64"))?;
     let value: Value = serde_json::from_slice(&decoded)
         .map_err(|_| ApiError::bad_request("X-Registry-Auth is not JSON"))?;
-    let has = |key: &str| {
+    let field = |key: &str| {
         value
             .get(key)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .filter(|s| !s.is_empty())
     };
-    if has("username") || has("password") || has("identitytoken") || has("registrytoken") {
+    if field("identitytoken").is_some() || field("registrytoken").is_some() {
         return Err(ApiError::unsupported(
-            "registry credentials in X-Registry-Auth (put them in the host's [registries] auths)",
+            "an identity or registry token in X-Registry-Auth (give a user and password)",
         ));
     }
-    Ok(())
+    if let (Some(user), Some(password)) = (field("username"), field("password")) {
+        return Ok(Some(Credentials::new(user, password)));
+    }
+    if let Some(auth) = field("auth") {
+        let pair = decode(auth.trim())
+            .ok()
+            .and_then(|p| String::from_utf8(p).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("X-Registry-Auth: auth is not base64 of user:password")
+            })?;
+        let (user, password) = pair.split_once(':').ok_or_else(|| {
+            ApiError::bad_request("X-Registry-Auth: auth lacks the ':' between user and password")
+        })?;
+        return Ok(Some(Credentials::new(user, password)));
+    }
+    match field("username").or(field("password")) {
+        Some(_) => Err(ApiError::bad_request(
+            "X-Registry-Auth: give both username and password",
+        )),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -1504,11 +1727,25 @@ mod tests {
     #[test]
     fn registry_auth_headers() {
         use base64::Engine;
-        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE.encode(s);
-        assert!(check_registry_auth(encode("{}").as_bytes()).is_ok());
-        assert!(check_registry_auth(b"").is_ok());
-        let refused = check_registry_auth(encode(r#"{"username":"u","password":"p"}"#).as_bytes());
-        assert_eq!(refused.unwrap_err().status, 501);
-        assert_eq!(check_registry_auth(b"%%%").unwrap_err().status, 400);
+        let url = |s: &str| base64::engine::general_purpose::URL_SAFE.encode(s);
+        let std = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(registry_auth(url("{}").as_bytes()).unwrap(), None);
+        assert_eq!(registry_auth(b"").unwrap(), None);
+        let given = registry_auth(
+            url(r#"{"username":"u","password":"p?>","serveraddress":"lab:5000"}"#).as_bytes(),
+        );
+        assert_eq!(given.unwrap(), Some(Credentials::new("u", "p?>")));
+        let auth = format!(r#"{{"auth":"{}"}}"#, std("u:p:w"));
+        assert_eq!(
+            registry_auth(std(&auth).as_bytes()).unwrap(),
+            Some(Credentials::new("u", "p:w"))
+        );
+        let token = registry_auth(url(r#"{"identitytoken":"t"}"#).as_bytes());
+        assert_eq!(token.unwrap_err().status, 501);
+        let half = registry_auth(url(r#"{"username":"u"}"#).as_bytes());
+        assert_eq!(half.unwrap_err().status, 400);
+        assert_eq!(registry_auth(b"%%%").unwrap_err().status, 400);
+        let bad = registry_auth(url(r#"{"auth":"bm9jb2xvbg=="}"#).as_bytes()).unwrap_err();
+        assert!(!bad.message.contains("nocolon"), "{}", bad.message);
     }
 }

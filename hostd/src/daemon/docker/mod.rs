@@ -7,9 +7,11 @@
 //! - [`create`]: `POST /containers/create` bodies into run requests (pure);
 //! - [`views`]: records as Docker's JSON (pure);
 //! - [`stream`]: streamed bodies and the multiplexed frame format;
+//! - [`archive`]: `docker cp`: container paths, their tars and extractions;
 //! - [`api`]: the endpoints.
 
 pub mod api;
+pub mod archive;
 pub mod create;
 pub mod error;
 pub mod interactive;

@@ -113,6 +113,12 @@ pub enum ContainerOp {
     Stats,
     /// `POST …/resize?h=&w=`.
     Resize,
+    /// `HEAD …/archive?path=`: a path's stat (`docker cp`).
+    ArchiveStat,
+    /// `GET …/archive?path=`: a tar of a path.
+    ArchiveGet,
+    /// `PUT …/archive?path=`: a tar extracted into a directory.
+    ArchivePut,
 }
 
 /// What to do with one exec instance.
@@ -225,9 +231,9 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
                 ("POST", "update") => return Ok(Route::Unsupported("container update")),
                 ("POST", "resize") => ContainerOp::Resize,
                 ("POST", "exec") => return Ok(Route::ExecCreate(id.to_string())),
-                ("GET" | "HEAD" | "PUT", "archive") => {
-                    return Ok(Route::Unsupported("docker cp (archive)"))
-                }
+                ("HEAD", "archive") => ContainerOp::ArchiveStat,
+                ("GET", "archive") => ContainerOp::ArchiveGet,
+                ("PUT", "archive") => ContainerOp::ArchivePut,
                 ("GET", "export") => return Ok(Route::Unsupported("container export")),
                 ("GET", "changes") => return Ok(Route::Unsupported("container diff")),
                 _ => return Err(not_found()),
@@ -371,6 +377,14 @@ mod tests {
             route("POST", "/build").unwrap(),
             Route::Unsupported("build")
         ));
+        assert_eq!(
+            route("HEAD", "/containers/web/archive").unwrap(),
+            Route::Container("web".into(), ContainerOp::ArchiveStat)
+        );
+        assert_eq!(
+            route("PUT", "/containers/web/archive").unwrap(),
+            Route::Container("web".into(), ContainerOp::ArchivePut)
+        );
         assert_eq!(route("GET", "/nope").unwrap_err().status, 404);
         assert_eq!(
             route("PUT", "/containers/web/start").unwrap_err().status,
