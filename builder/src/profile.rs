@@ -1697,6 +1697,8 @@ fn container_from_raw(
         },
         pull: Default::default(),
         volumes: Vec::new(),
+        // A boot-time container has nobody at a terminal.
+        ..RunRequest::default()
     };
     // Everything above is what validate checks; this keeps the two in step.
     request.validate().map_err(|err| {
@@ -2369,6 +2371,7 @@ cpus = 2
                 ip: Some("172.18.0.9".parse().unwrap()),
                 pull: Default::default(),
                 volumes: Vec::new(),
+                ..RunRequest::default()
             }
         );
         assert_eq!(p.containers[2].request.limits.memory, Some(64 << 20));

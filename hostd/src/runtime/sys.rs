@@ -859,6 +859,67 @@ pub fn reset_signals() -> SysResult<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Hand-written: pseudo-terminals (async-signal-safe, for the init and exec)
+// ---------------------------------------------------------------------------
+
+/// Opens a new pseudo-terminal through `/dev/ptmx` as the caller's root
+/// sees it (in a container: its own `/dev/pts` instance), so the replica
+/// belongs to that instance. Answers `(primary, replica)`, both
+/// close-on-exec; the replica is opened with `TIOCGPTPEER`, without a path
+/// lookup.
+pub fn open_pty_pair() -> SysResult<(RawFd, RawFd)> {
+    let primary = openat(
+        libc::AT_FDCWD,
+        c"/dev/ptmx",
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        0,
+    )?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid here.
+    let r = unsafe { libc::ioctl(primary, libc::TIOCSPTLCK, &unlock) };
+    if r == -1 {
+        let e = Errno::last();
+        close(primary);
+        return Err(e);
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags by value and returns a new fd.
+    let replica = unsafe { libc::ioctl(primary, libc::TIOCGPTPEER, flags) };
+    if replica == -1 {
+        let e = Errno::last();
+        close(primary);
+        return Err(e);
+    }
+    Ok((primary, replica))
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal `fd` the controlling
+/// terminal of the caller, a session leader.
+pub fn set_controlling_terminal(fd: RawFd) -> SysResult<()> {
+    // SAFETY: TIOCSCTTY takes an int argument by value.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// `dup2(2)`.
+pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
+    // SAFETY: plain descriptor duplication; `to` is replaced.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// `ioctl(fd, TIOCSWINSZ)`: the terminal's size (`docker resize`); the
+/// foreground process group gets `SIGWINCH`.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> SysResult<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, valid here.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
@@ -954,65 +1015,29 @@ mod tests {
         mkfifo(&fifo, 0o600).unwrap();
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
-}
 
-// ---------------------------------------------------------------------------
-// Hand-written: pseudo-terminals (async-signal-safe, for the init and exec)
-// ---------------------------------------------------------------------------
-
-/// Opens a new pseudo-terminal through `/dev/ptmx` as the caller's root
-/// sees it (in a container: its own `/dev/pts` instance), so the replica
-/// belongs to that instance. Answers `(primary, replica)`, both
-/// close-on-exec; the replica is opened with `TIOCGPTPEER`, without a path
-/// lookup.
-pub fn open_pty_pair() -> SysResult<(RawFd, RawFd)> {
-    let primary = openat(
-        libc::AT_FDCWD,
-        c"/dev/ptmx",
-        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        0,
-    )?;
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid here.
-    let r = unsafe { libc::ioctl(primary, libc::TIOCSPTLCK, &unlock) };
-    if r == -1 {
-        let e = Errno::last();
-        close(primary);
-        return Err(e);
+    #[test]
+    fn pty_pairs_carry_bytes_and_a_window_size() {
+        let Ok((primary, replica)) = open_pty_pair() else {
+            return; // No /dev/ptmx in this sandbox.
+        };
+        // SAFETY: both were just opened and are owned here.
+        let (primary, replica) =
+            unsafe { (OwnedFd::from_raw_fd(primary), OwnedFd::from_raw_fd(replica)) };
+        set_window_size(primary.as_fd(), 31, 101).unwrap();
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one winsize to the valid pointer.
+        let got = unsafe { libc::ioctl(replica.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        assert_eq!(got, 0);
+        assert_eq!((size.ws_row, size.ws_col), (31, 101));
+        write_all(primary.as_fd(), b"hi\n").unwrap();
+        let mut buf = [0u8; 8];
+        let n = read_fd(replica.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi\n");
     }
-    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-    // SAFETY: TIOCGPTPEER takes the open flags by value and returns a new fd.
-    let replica = unsafe { libc::ioctl(primary, libc::TIOCGPTPEER, flags) };
-    if replica == -1 {
-        let e = Errno::last();
-        close(primary);
-        return Err(e);
-    }
-    Ok((primary, replica))
-}
-
-/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal `fd` the controlling
-/// terminal of the caller, a session leader.
-pub fn set_controlling_terminal(fd: RawFd) -> SysResult<()> {
-    // SAFETY: TIOCSCTTY takes an int argument by value.
-    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
-}
-
-/// `dup2(2)`.
-pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
-    // SAFETY: plain descriptor duplication; `to` is replaced.
-    check(unsafe { libc::dup2(from, to) }).map(drop)
-}
-
-/// `ioctl(fd, TIOCSWINSZ)`: the terminal's size (`docker resize`); the
-/// foreground process group gets `SIGWINCH`.
-pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> SysResult<()> {
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, valid here.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
 }

@@ -840,8 +840,12 @@ mod tests {
             ],
             etc_files: true,
             netns: NetnsMode::Path("/run/hostd/netns/x".into()),
+            tty: true,
+            open_stdin: true,
+            console_size: Some((24, 80)),
         };
         let config = oci_config(&spec);
+        assert_eq!(config["process"]["terminal"], true);
         assert_eq!(
             config["linux"]["namespaces"][1],
             serde_json::json!({ "type": "network", "path": "/run/hostd/netns/x" })
