@@ -2165,3 +2165,109 @@ fn hooks_run_before_the_filter_and_poststart_only_after_execve() {
     assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
     assert!(bundle.hostd_state_entries().is_empty());
 }
+
+/// Creates container `id` with `--console-socket` (through `create`, a
+/// `Command` of either runtime), takes the terminal's primary side it
+/// sends, gives the terminal 30x90, starts it with `start` and reads the
+/// terminal until the container is done: what it showed.
+fn through_console_socket(dir: &Path, create: Command, start: Command) -> String {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let path = dir.join(format!("{}.sock", unique("console")));
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut create = create;
+    create.arg("--console-socket").arg(&path);
+    let err_file = dir.join(format!("{}.err", unique("create")));
+    let mut child = create
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let (n, fds) = hostd::os::recv_with_fds(conn.as_fd(), &mut buf).unwrap();
+    assert!(n > 0, "nothing on the console socket");
+    let primary = fds
+        .into_iter()
+        .next()
+        .expect("a descriptor on the console socket");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        fs::read_to_string(&err_file).unwrap()
+    );
+    hostd::runtime::sys::set_window_size(primary.as_fd(), 30, 90).unwrap();
+    let mut start = start;
+    assert!(start.status().unwrap().success());
+    let mut terminal = fs::File::from(primary);
+    let mut shown = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // EIO once the container's side is closed: the container is done.
+    while let Ok(n) = terminal.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        shown.extend_from_slice(&chunk[..n]);
+    }
+    text(&shown)
+}
+
+/// `process.terminal` with `--console-socket`: both runtimes send the
+/// primary side of a terminal from the container's own devpts, which is
+/// the container's controlling terminal and takes the size set on it.
+#[test]
+fn terminal_through_a_console_socket_like_runc() {
+    if !require_prereqs() {
+        return;
+    }
+    let bundle = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "tty; stty size; [ -t 0 ] && echo stdin-is-a-tty; echo done",
+        ],
+        |c| c["process"]["terminal"] = json!(true),
+    );
+    let b = bundle.path().to_str().unwrap().to_string();
+    let (hid, rid) = (unique("th"), unique("tr"));
+    let hostd_shown = through_console_socket(
+        bundle.path(),
+        bundle.hostd(&["create", "--bundle", &b, &hid]),
+        bundle.hostd(&["start", &hid]),
+    );
+    let runc_shown = through_console_socket(
+        bundle.path(),
+        bundle.runc(&["create", "--bundle", &b, &rid]),
+        bundle.runc(&["start", &rid]),
+    );
+    assert_eq!(hostd_shown, runc_shown);
+    assert_eq!(
+        hostd_shown,
+        "/dev/pts/0\r\n30 90\r\nstdin-is-a-tty\r\ndone\r\n"
+    );
+    for (cmd, id) in [
+        (bundle.hostd(&["delete", "-f", &hid]), &hid),
+        (bundle.runc(&["delete", "-f", &rid]), &rid),
+    ] {
+        let mut cmd = cmd;
+        assert!(cmd.status().unwrap().success(), "delete {id}");
+    }
+    // Without a console socket, a terminal is refused before anything is made.
+    let out = bundle
+        .hostd(&["create", "--bundle", &b, &unique("tn")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--console-socket"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        bundle.hostd_state_entries().is_empty(),
+        "{:?}",
+        bundle.hostd_state_entries()
+    );
+}

@@ -151,6 +151,60 @@ fn docker(certs: &Certs, port: u16, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `docker ARGS` against the guest on a new 24x80 pseudo-terminal,
+/// driven by hostd's `pty_drive.py` through `steps`: the exit code and
+/// what the terminal showed.
+fn on_terminal(certs: &Certs, port: u16, args: &[&str], steps: &str) -> (i32, String) {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../hostd/tests/integration/pty_drive.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(steps)
+        .args(["--", "docker", "-H"])
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .args(args)
+        .env("DOCKER_CONFIG", &certs.config)
+        .env("DOCKER_CERT_PATH", &certs.client)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env_remove("DOCKER_HOST")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "pty_drive.py said {stdout:?} ({e}): {}",
+            support::text(&out)
+        )
+    });
+    let shown = result["output"].as_str().unwrap_or_default().to_string();
+    if let Some(error) = result.get("error") {
+        panic!("docker {args:?} on a terminal: {error}; it showed:\n{shown}");
+    }
+    (result["code"].as_i64().unwrap_or(-1) as i32, shown)
+}
+
+/// A shell session on a terminal (under TCG, so with time to spare): the
+/// prompt, `stty size` before and after a resize, Ctrl-C ending a long
+/// command, `exit CODE`.
+fn shell_session(code: i32) -> String {
+    serde_json::json!([
+        ["expect", "/ # ", 60],
+        ["send", "busybox stty size\r"],
+        ["expect", "\r\n24 80\r\n", 30],
+        ["resize", 40, 120],
+        ["sleep", 2],
+        ["send", "busybox stty size\r"],
+        ["expect", "\r\n40 120\r\n", 30],
+        ["send", "sleep 300\r"],
+        ["sleep", 2],
+        ["send", "\u{3}"],
+        ["expect", "/ # ", 30],
+        ["within", 30],
+        ["send", format!("exit {code}\r")],
+    ])
+    .to_string()
+}
+
 fn ok(certs: &Certs, port: u16, args: &[&str]) -> String {
     let out = docker(certs, port, args);
     assert!(
@@ -313,6 +367,42 @@ pub fn check(guest: &mut Guest, certs: &Certs, docker_port: u16, web_port: u16, 
     );
     assert_eq!(out.status.code(), Some(7), "{}", support::text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over-tls");
+
+    // Interactive, over TLS: docker run -it and docker exec -it get a real
+    // terminal (resize, Ctrl-C, exit codes); an exec'd process is in the
+    // container's cgroup, under its limits.
+    let (code, shown) = on_terminal(
+        certs,
+        docker_port,
+        &["run", "-it", "--rm", "--network", "none", image, "sh"],
+        &shell_session(3),
+    );
+    assert_eq!(code, 3, "{shown}");
+    let (code, shown) = on_terminal(
+        certs,
+        docker_port,
+        &["exec", "-it", "dweb", "sh"],
+        &shell_session(5),
+    );
+    assert_eq!(code, 5, "{shown}");
+    ok(certs, docker_port, &["exec", "-d", "dweb", "sleep", "301"]);
+    let members = guest.run(
+        &format!(
+            "for p in $(cat {cg}/cgroup.procs); do cat /proc/$p/cmdline | tr '\\0' ' '; echo; done"
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(
+        members.iter().any(|m| m.trim() == "sleep 301"),
+        "the exec'd process is not in the container's cgroup: {members:?}"
+    );
+    let exec = docker(
+        certs,
+        docker_port,
+        &["exec", "dweb", "sh", "-c", "echo in-exec; exit 9"],
+    );
+    assert_eq!(exec.status.code(), Some(9), "{}", support::text(&exec));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), "in-exec");
 
     ok(certs, docker_port, &["rm", "-f", "dweb"]);
     let gone = guest.run("hostd ps -a", Duration::from_secs(60)).join("\n");

@@ -1473,6 +1473,26 @@ pub(crate) fn run_with<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> 
     .run()
 }
 
+/// The steps of an exec'd process against a fake [`ChildSys`].
+#[cfg(test)]
+pub(crate) fn run_exec_with<S: ChildSys>(
+    sys: &S,
+    plan: &Plan,
+    fds: ChildFds<'_>,
+    target: ExecTarget,
+) -> Failure {
+    let init = Init {
+        sys,
+        plan,
+        fds,
+        report: Cell::new(fds.sync),
+    };
+    match init.exec_steps(&target) {
+        Err(f) => f,
+        Ok(never) => match never {},
+    }
+}
+
 /// [`run_with`], then the report the init would send (recorded by the
 /// fake).
 #[cfg(test)]

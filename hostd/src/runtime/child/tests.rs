@@ -719,3 +719,100 @@ fn start_container_hooks_run_before_the_filter_and_report_on_the_fifo() {
     assert!(!calls.iter().any(|c| c.starts_with("seccomp")));
     assert!(!calls.iter().any(|c| c.starts_with("execve")));
 }
+
+#[test]
+fn a_terminal_is_made_in_the_container_and_its_primary_sent_to_the_parent() {
+    let (_dir, mut plan) = plan();
+    plan.terminal = true;
+    let fake = Fake::default();
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(failure.step, Step::Exec);
+    let calls = fake.calls();
+    // After the root (its own devpts) is built, before the user changes.
+    in_order(
+        &calls,
+        &[
+            "pivot_root . .".into(),
+            "mount - / - 0x1023".into(),
+            "open_pty_pair".into(),
+            "send_fd 3 40".into(),
+            "dup2 41 0".into(),
+            "dup2 41 1".into(),
+            "dup2 41 2".into(),
+            "set_controlling_terminal 0".into(),
+            format!("prctl {} 1 0", libc::PR_SET_KEEPCAPS),
+            "execve /bin/sh".into(),
+        ],
+    );
+    // Without a terminal there is none of it.
+    let (_dir, plan) = self::plan();
+    let fake = Fake::default();
+    run_with(&fake, &plan, FDS);
+    assert!(!fake.calls().iter().any(|c| c.starts_with("open_pty_pair")));
+    // A failure is the terminal step's.
+    let (_dir, mut plan) = self::plan();
+    plan.terminal = true;
+    let fake = Fake {
+        fail: Some(("send_fd", libc::EPIPE)),
+        ..Fake::default()
+    };
+    let failure = run_with(&fake, &plan, FDS);
+    assert_eq!(
+        (failure.step, failure.errno.0),
+        (Step::Terminal, libc::EPIPE)
+    );
+}
+
+#[test]
+fn an_exec_joins_the_init_and_skips_building_a_root() {
+    let (_dir, mut plan) = plan();
+    plan.terminal = true;
+    let fake = Fake::default();
+    fake.fds.borrow_mut().insert(9, "/proc/42/root".into());
+    let target = ExecTarget {
+        pidfd: 8,
+        namespaces: libc::CLONE_NEWNS | libc::CLONE_NEWNET,
+        root: 9,
+    };
+    let fds = ChildFds {
+        sync: 3,
+        fifo: -1,
+        proc: 5,
+        join: &[],
+        preserve_fds: 0,
+    };
+    let failure = run_exec_with(&fake, &plan, fds, target);
+    assert_eq!(failure.step, Step::Exec);
+    let calls = fake.calls();
+    in_order(
+        &calls,
+        &[
+            format!("setns 8 {:#x}", libc::CLONE_NEWNS | libc::CLONE_NEWNET),
+            "fchdir /proc/42/root".into(),
+            "chroot .".into(),
+            "chdir /".into(),
+            "setsid".into(),
+            "reset_signals".into(),
+            "open_pty_pair".into(),
+            "set_controlling_terminal 0".into(),
+            "setresuid 0".into(),
+            "access /bin/sh".into(),
+            "cloexec_from 3".into(),
+            "seccomp".into(),
+            "execve /bin/sh".into(),
+        ],
+    );
+    // No root is built, nothing mounted, no exec.fifo.
+    for absent in [
+        "mount",
+        "pivot_root",
+        "mknod",
+        "open self/fd/4",
+        "sethostname",
+    ] {
+        assert!(
+            !calls.iter().any(|c| c.starts_with(absent)),
+            "{absent} in {calls:#?}"
+        );
+    }
+}
