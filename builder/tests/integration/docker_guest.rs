@@ -309,6 +309,8 @@ pub fn check(guest: &mut Guest, certs: &Certs, docker_port: u16, web_port: u16, 
         ],
     );
     assert_eq!(inspect, "running 67108864 map[80/tcp:[{0.0.0.0 8081}]]");
+    let port = ok(certs, docker_port, &["port", "dweb"]);
+    assert_eq!(port, "80/tcp -> 0.0.0.0:8081");
 
     // Pause freezes the cgroup, unpause thaws it; stats read the cgroup.
     ok(certs, docker_port, &["pause", "dweb"]);

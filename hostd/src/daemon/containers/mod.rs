@@ -41,6 +41,7 @@
 pub mod boot;
 pub mod config;
 pub mod exec;
+pub mod execs;
 pub mod monitor;
 pub mod reboot;
 
@@ -414,7 +415,7 @@ pub struct Shared {
     /// What happened to containers, for `docker events`.
     events: Arc<crate::daemon::events::Events>,
     /// Exec instances.
-    execs: exec::Execs,
+    execs: execs::Execs,
 }
 
 /// The daemon's containers.
@@ -845,7 +846,7 @@ impl Manager {
             containers: Mutex::new(BTreeMap::new()),
             on_zygote_lost,
             events: Arc::new(crate::daemon::events::Events::new()),
-            execs: exec::Execs::default(),
+            execs: execs::Execs::default(),
         });
         let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
         let manager = Manager {

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::daemon::containers::exec::ExecConfig;
+use crate::daemon::containers::execs::ExecConfig;
 use mkhost_shared::container::{RestartPolicy, RunRequest, VolumeMount};
 use mkhost_shared::network::{PortMapping, Protocol, MODE_HOST, MODE_NONE};
 

@@ -30,7 +30,8 @@ use super::create;
 use super::error::ApiError;
 use super::route::{flag, number, ExecOp, Query};
 use super::stream::{self, ChannelBody};
-use crate::daemon::containers::exec::{ExecIo, ExecView};
+use crate::daemon::containers::exec::ExecIo;
+use crate::daemon::containers::execs::ExecView;
 use crate::daemon::containers::{Manager, Stream};
 
 /// Docker's default detach keys.
