@@ -615,7 +615,17 @@ fn fail(step: Step, index: usize, errno: Errno) -> Failure {
     }
 }
 
-impl<S: ChildSys> Init<'_, S> {
+impl<'a, S: ChildSys> Init<'a, S> {
+    /// Reporting failures on the sync socket.
+    fn new(sys: &'a S, plan: &'a Plan, fds: ChildFds<'a>) -> Self {
+        Init {
+            sys,
+            plan,
+            fds,
+            report: Cell::new(fds.sync),
+        }
+    }
+
     fn open_in_root(&self, root: RawFd, path: &CStr, flags: i32) -> SysResult<RawFd> {
         self.sys
             .openat2(root, path, flags | libc::O_CLOEXEC, RESOLVE)
@@ -1381,12 +1391,7 @@ impl<S: ChildSys> Init<'_, S> {
 /// from step (5), to `start`) and `_exit`s. Never returns.
 pub fn init_main(plan: &Plan, fds: ChildFds<'_>) -> ! {
     let sys = RealSys;
-    let init = Init {
-        sys: &sys,
-        plan,
-        fds,
-        report: Cell::new(fds.sync),
-    };
+    let init = Init::new(&sys, plan, fds);
     let failure = init.run();
     if !report(&sys, plan, init.report.get(), fds.sync, failure) {
         // Nobody is listening (`create` has exited, `start` died): stderr.
@@ -1417,12 +1422,7 @@ pub struct ExecTarget {
 /// returns.
 pub fn exec_main(plan: &Plan, fds: ChildFds<'_>, target: ExecTarget) -> ! {
     let sys = RealSys;
-    let init = Init {
-        sys: &sys,
-        plan,
-        fds,
-        report: Cell::new(fds.sync),
-    };
+    let init = Init::new(&sys, plan, fds);
     let failure = match init.exec_steps(&target) {
         Err(f) => f,
         Ok(never) => match never {},
@@ -1464,13 +1464,7 @@ fn report<S: ChildSys>(sys: &S, plan: &Plan, fd: RawFd, sync: RawFd, f: Failure)
 /// that ended them (a fake's `execve` returns).
 #[cfg(test)]
 pub(crate) fn run_with<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
-    Init {
-        sys,
-        plan,
-        fds,
-        report: Cell::new(fds.sync),
-    }
-    .run()
+    Init::new(sys, plan, fds).run()
 }
 
 /// The steps of an exec'd process against a fake [`ChildSys`].
@@ -1481,12 +1475,7 @@ pub(crate) fn run_exec_with<S: ChildSys>(
     fds: ChildFds<'_>,
     target: ExecTarget,
 ) -> Failure {
-    let init = Init {
-        sys,
-        plan,
-        fds,
-        report: Cell::new(fds.sync),
-    };
+    let init = Init::new(sys, plan, fds);
     match init.exec_steps(&target) {
         Err(f) => f,
         Ok(never) => match never {},
@@ -1497,12 +1486,7 @@ pub(crate) fn run_exec_with<S: ChildSys>(
 /// fake).
 #[cfg(test)]
 pub(crate) fn run_and_report<S: ChildSys>(sys: &S, plan: &Plan, fds: ChildFds<'_>) -> Failure {
-    let init = Init {
-        sys,
-        plan,
-        fds,
-        report: Cell::new(fds.sync),
-    };
+    let init = Init::new(sys, plan, fds);
     let failure = init.run();
     report(sys, plan, init.report.get(), fds.sync, failure);
     failure

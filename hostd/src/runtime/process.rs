@@ -194,15 +194,7 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
             return Err(SpawnError::PreserveFds(fd));
         }
     }
-    // Descriptors the child inherits (all close-on-exec).
-    let proc_dir = File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open("/proc")
-        .map_err(|source| SpawnError::Write {
-            path: "/proc".into(),
-            source,
-        })?;
+    let proc_dir = open_proc()?;
     if let Some(ns) = &plan.join_pid {
         // Enter the pid namespace for our children: the init is born in it.
         use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
@@ -348,14 +340,7 @@ pub struct ExecInto<'a> {
 /// switched around the `clone`.
 pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnError> {
     let sys_err = |what: &'static str| move |source: Errno| SpawnError::Sys { what, source };
-    let proc_dir = File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open("/proc")
-        .map_err(|source| SpawnError::Write {
-            path: "/proc".into(),
-            source,
-        })?;
+    let proc_dir = open_proc()?;
     let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
     let fds = ChildFds {
         sync: child_sock.as_raw_fd(),
@@ -441,6 +426,18 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
             Err(e)
         }
     }
+}
+
+/// The host's `/proc`, opened `O_PATH` for the child (all close-on-exec).
+fn open_proc() -> Result<File, SpawnError> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open("/proc")
+        .map_err(|source| SpawnError::Write {
+            path: "/proc".into(),
+            source,
+        })
 }
 
 fn send_go(spawned: &Spawned) -> Result<(), SpawnError> {
