@@ -448,24 +448,9 @@ fn docker_cli_everyday_workflow() {
         125,
         &["HostConfig.Privileged"],
     );
-    let tty = cli.fails(
-        &["run", "--rm", "-t", "--network", "none", "bb", "true"],
-        125,
-        &[],
-    );
-    assert!(
-        tty.contains("Tty") || tty.contains("TTY") || tty.contains("tty"),
-        "{tty}"
-    );
-    let stdin = cli.fails(
-        &["run", "--rm", "-i", "--network", "none", "bb", "true"],
-        125,
-        &[],
-    );
-    assert!(
-        stdin.contains("stdin") || stdin.contains("OpenStdin"),
-        "{stdin}"
-    );
+    // A terminal and an input without anyone at them are fine.
+    cli.ok(&["run", "--rm", "-t", "--network", "none", "bb", "true"]);
+    cli.ok(&["run", "--rm", "-i", "--network", "none", "bb", "true"]);
     cli.fails(&["kill", "done"], 1, &["is not running"]);
 
     // Same state, any door: hostd run -d, seen and stopped by docker.

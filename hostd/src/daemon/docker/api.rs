@@ -131,6 +131,26 @@ pub(super) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
+/// Most of a refused upload read away before the answer (what is left
+/// after it, or after [`BODY_DEADLINE`], is dropped with the connection).
+const MAX_DRAIN: usize = 64 << 20;
+
+/// Reads and drops a request body, at most [`MAX_DRAIN`] bytes for at
+/// most [`BODY_DEADLINE`].
+async fn drain_body(body: Incoming) {
+    let drain = async {
+        let mut body = body;
+        let mut read = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > MAX_DRAIN {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BODY_DEADLINE, drain).await;
+}
+
 /// A store error as Docker would answer it.
 fn store_error(error: StoreError, reference: &str) -> ApiError {
     match error {
@@ -1213,7 +1233,7 @@ impl Api {
         let copy_owner = flag(query, "copyUIDGID")?;
         let api = Arc::clone(self);
         let (name, shown) = (id.clone(), path.clone());
-        let (dest, store_root) = blocking(move || {
+        let checked = blocking(move || {
             let (root, running, spec) = api.container_root(&name)?;
             if spec.read_only && !running {
                 return Err(ApiError::bad_request(
@@ -1224,9 +1244,19 @@ impl Api {
             let owner = copy_owner.then_some((spec.uid, spec.gid));
             Ok(((dest, owner), api.store()?.root().to_path_buf()))
         })
-        .await?;
+        .await;
+        let body = request.into_body();
+        let (dest, store_root) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                // The client is still sending the tar: read it away, so it
+                // gets the answer rather than a broken pipe.
+                drain_body(body).await;
+                return Err(e);
+            }
+        };
         let staging = Staging::create(&store_root, "cp")?;
-        staging.fill(request.into_body()).await?;
+        staging.fill(body).await?;
         let (dest, owner) = dest;
         blocking(move || {
             let what = format!("the archive for {path}");
