@@ -323,6 +323,13 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         start_boot_containers(&path, containers, &handler, &options.state);
     }
     let handler = Arc::new(handler);
+    // Uploads a killed daemon was staging (`docker load`, `docker cp`).
+    for path in docker::api::remove_stale_uploads(&options.store) {
+        log(&format!(
+            "docker api: removed the unfinished upload {}",
+            path.display()
+        ));
+    }
     // The Docker API is a second door to the same handler; the control
     // socket stays the first: a Docker API that cannot start is logged.
     let _docker_api = match &options.docker_socket {

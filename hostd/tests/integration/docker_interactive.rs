@@ -287,6 +287,36 @@ fn docker_exec_and_stdin_without_a_terminal() {
     let ran = cli.run(&["exec", "-u", "nobody-here", "box", "true"]);
     assert_eq!(ran.code, 126, "{ran:?}");
     assert!(ran.stdout.contains("nobody-here"), "{ran:?}");
+    // docker events has the execs, as dockerd tells them.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let (since, until) = ((now() - 120).to_string(), (now() + 1).to_string());
+    let events = |filter: &str, format: &str| {
+        cli.ok(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=box",
+            "--filter",
+            filter,
+            "--format",
+            format,
+        ])
+    };
+    let died = events(
+        "event=exec_die",
+        "{{.Action}} {{.Actor.Attributes.exitCode}}",
+    );
+    assert!(died.lines().any(|l| l == "exec_die 7"), "{died}");
+    let started = events("event=exec_start", "{{.Action}}");
+    assert!(started.lines().any(|l| l == "exec_start: cat"), "{started}");
     // Not into a stopped container.
     cli.ok(&["stop", "-t", "1", "box"]);
     let ran = cli.run(&["exec", "box", "true"]);

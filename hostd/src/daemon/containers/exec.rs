@@ -62,17 +62,20 @@ impl Manager {
         crate::os::random_bytes_insecure(&mut bytes).map_err(|e| format!("no random id: {e}"))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         self.shared.execs.prune(&record.id);
+        let action = format!("exec_create: {}", config.cmd.join(" "));
         lock(&self.shared.execs.by_id).insert(
             id.clone(),
             ExecView {
                 id: id.clone(),
-                container: record.id,
+                container: record.id.clone(),
                 config,
                 running: false,
                 exit_code: None,
                 pid: 0,
             },
         );
+        self.shared
+            .event(&record, &action, &[("execID", id.clone())]);
         Ok(id)
     }
 
@@ -121,7 +124,13 @@ impl Manager {
                 }
             }
         }
+        drop(execs);
         let (_, io) = result?;
+        self.exec_event(
+            &view,
+            &format!("exec_start: {}", view.config.cmd.join(" ")),
+            &[],
+        );
         if view.config.tty {
             if let Some(terminal) = io.stdin.as_ref().and_then(|t| t.try_clone().ok()) {
                 lock(&self.shared.execs.terminals).insert(id.to_string(), Arc::new(terminal));
@@ -218,9 +227,24 @@ impl Manager {
                 137
             }
         };
-        if let Some(view) = lock(&self.shared.execs.by_id).get_mut(id) {
+        let finished = lock(&self.shared.execs.by_id).get_mut(id).map(|view| {
             view.running = false;
             view.exit_code = Some(code);
+            view.clone()
+        });
+        if let Some(view) = finished {
+            self.exec_event(&view, "exec_die", &[("exitCode", code.to_string())]);
+        }
+    }
+
+    /// Tells `docker events` about exec instance `view` of a container that
+    /// is still there (dockerd's `exec_create`, `exec_start`, `exec_die`,
+    /// with the `execID`).
+    fn exec_event(&self, view: &ExecView, action: &str, extra: &[(&str, String)]) {
+        if let Ok(entry) = self.find(&view.container) {
+            let mut attributes = vec![("execID", view.id.clone())];
+            attributes.extend(extra.iter().cloned());
+            self.shared.event(&entry.record(), action, &attributes);
         }
     }
 

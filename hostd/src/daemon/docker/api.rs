@@ -316,7 +316,10 @@ impl Api {
             let name = e.attributes.get("name").map(String::as_str).unwrap_or("");
             let image = e.attributes.get("image").map(String::as_str).unwrap_or("");
             any("type", &|v| v == e.kind)
-                && any("event", &|v| v == e.action)
+                // `exec_start` matches `exec_start: sh -c …`, as with dockerd.
+                && any("event", &|v| {
+                    v == e.action || e.action.split_once(": ").is_some_and(|(a, _)| a == v)
+                })
                 && any("container", &|v| {
                     e.kind == "container" && (e.id.starts_with(v) || v == name)
                 })
@@ -1460,6 +1463,31 @@ struct Staging {
     file: std::fs::File,
 }
 
+/// The kinds of upload [`Staging`] files are made for.
+const UPLOAD_KINDS: [&str; 2] = ["load", "cp"];
+
+/// Removes the staging files (`.load-*.tar`, `.cp-*.tar`) a daemon left in
+/// the store directory `dir` when it was killed mid-upload; call it before
+/// the API serves. Answers what it removed.
+pub fn remove_stale_uploads(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let stale = |name: &str| {
+        UPLOAD_KINDS.iter().any(|kind| {
+            name.strip_prefix(&format!(".{kind}-"))
+                .and_then(|rest| rest.strip_suffix(".tar"))
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(stale))
+        .map(|e| e.path())
+        .filter(|path| std::fs::remove_file(path).is_ok())
+        .collect()
+}
+
 impl Staging {
     /// A new file `.<kind>-<random>.tar` in `dir`.
     fn create(dir: &std::path::Path, kind: &str) -> Result<Staging, ApiError> {
@@ -1743,6 +1771,33 @@ fn registry_auth(header: &[u8]) -> Result<Option<Credentials>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_uploads_and_only_they_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            ".load-00aa11.tar",
+            ".cp-ff.tar",
+            ".cp-zz.tar",
+            ".cp-.tar",
+            "x.tar",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        let mut removed: Vec<String> = remove_stale_uploads(dir.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        removed.sort();
+        assert_eq!(removed, [".cp-ff.tar", ".load-00aa11.tar"]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".cp-.tar", ".cp-zz.tar", "blobs", "x.tar"]);
+    }
 
     #[test]
     fn signals_by_name_and_number() {
