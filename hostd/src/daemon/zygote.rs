@@ -6,11 +6,16 @@
 //! `SCM_RIGHTS`.
 //!
 //! For `create` the zygote writes the bundle's `config.json`, points its own
-//! stdout and stderr at two new pipes, runs the runtime's `create` and
-//! `start`, restores its stdio and sends back the pid with the init's pidfd
-//! and the pipes' read ends. The inits are the zygote's children, so it also
-//! reaps them (`reap`, with the OOM-kill count of the cgroup) once the
-//! daemon has seen their pidfd become readable.
+//! stdout and stderr at two new pipes (and stdin at a third with `-i`),
+//! runs the runtime's `create` and `start`, restores its stdio and sends
+//! back the pid with the init's pidfd, the pipes' read ends and the input's
+//! write end. With a terminal (`-t`) the runtime hands back the primary side
+//! of the init's pseudo-terminal, which stands for stdout and stdin. `exec`
+//! starts another process in a running container the same way (the
+//! runtime's exec), keyed by the exec instance's id. The inits and exec'd
+//! processes are the zygote's children, so it also reaps them (`reap`, with
+//! the OOM-kill count of the cgroup) once the daemon has seen their pidfd
+//! become readable.
 //!
 //! **The zygote outlives the daemon.** It keeps a copy of every container's
 //! pidfd and pipe read ends, so when the daemon is killed or upgraded the

@@ -117,6 +117,24 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// The end of a spawn: the process with the terminal it sent, or, when
+    /// its handshake failed, the error after the process is killed.
+    fn finish(
+        mut self,
+        handshake: Result<Option<OwnedFd>, SpawnError>,
+    ) -> Result<Spawned, SpawnError> {
+        match handshake {
+            Ok(console) => {
+                self.console = console;
+                Ok(self)
+            }
+            Err(e) => {
+                self.kill();
+                Err(e)
+            }
+        }
+    }
+
     /// Kills and reaps the init (cleanup after a failure).
     pub fn kill(&self) {
         match &self.pidfd {
@@ -251,23 +269,15 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(child_sock);
-    let mut spawned = Spawned {
+    let spawned = Spawned {
         pid,
         pidfd,
         sync: parent_sock,
         clone3: used_clone3,
         console: None,
     };
-    match handshake(plan, opts, &spawned) {
-        Ok(console) => {
-            spawned.console = console;
-            Ok(spawned)
-        }
-        Err(e) => {
-            spawned.kill();
-            Err(e)
-        }
-    }
+    let console = handshake(plan, opts, &spawned);
+    spawned.finish(console)
 }
 
 fn handshake(
@@ -385,7 +395,7 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
         (Forked::Parent { pid, pidfd }, clone3) => (pid, pidfd, clone3),
     };
     drop(child_sock);
-    let mut spawned = Spawned {
+    let spawned = Spawned {
         pid,
         pidfd,
         sync: parent_sock,
@@ -416,16 +426,7 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
             }
         }
     })();
-    match result {
-        Ok(console) => {
-            spawned.console = console;
-            Ok(spawned)
-        }
-        Err(e) => {
-            spawned.kill();
-            Err(e)
-        }
-    }
+    spawned.finish(result)
 }
 
 /// The host's `/proc`, opened `O_PATH` for the child (all close-on-exec).
