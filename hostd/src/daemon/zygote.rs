@@ -108,18 +108,13 @@ pub enum ZygoteReply {
     /// Answer to `hello` and `upgrade` (stable).
     Hello(Hello),
     /// Created and started (or attached); the packet carries the pidfd,
-    /// the stdout and stderr read ends and, with `stdin`, the write end of
-    /// its standard input. With `tty`, stdout and stdin are the primary
-    /// side of its pseudo-terminal and stderr is empty.
+    /// the stdout and stderr read ends and, when it has one, the write end
+    /// of its standard input (a fourth descriptor). With a terminal, stdout
+    /// and stdin are the primary side of its pseudo-terminal and stderr is
+    /// empty.
     Created {
         /// The init's pid.
         pid: i32,
-        /// A fourth descriptor is attached: the process's input.
-        #[serde(default)]
-        stdin: bool,
-        /// The process has a pseudo-terminal.
-        #[serde(default)]
-        tty: bool,
     },
     /// Reap result.
     Reaped {
@@ -354,7 +349,6 @@ struct Live {
     stderr: OwnedFd,
     /// The write end of its input (with a terminal: the primary side).
     stdin: Option<OwnedFd>,
-    tty: bool,
 }
 
 /// A container in the hand-over file: descriptor numbers kept across `exec`.
@@ -369,8 +363,6 @@ struct Handed {
     stderr: RawFd,
     #[serde(default)]
     stdin: Option<RawFd>,
-    #[serde(default)]
-    tty: bool,
 }
 
 /// The zygote process's state.
@@ -623,7 +615,6 @@ impl Server {
                 stdout: l.stdout.as_raw_fd(),
                 stderr: l.stderr.as_raw_fd(),
                 stdin: l.stdin.as_ref().map(|f| f.as_raw_fd()),
-                tty: l.tty,
             })
             .collect();
         let path = self.state.join(HANDOFF);
@@ -677,8 +668,6 @@ impl Live {
     fn created(&self) -> ZygoteReply {
         ZygoteReply::Created {
             pid: self.spawned.pid,
-            stdin: self.stdin.is_some(),
-            tty: self.tty,
         }
     }
 }
@@ -748,7 +737,6 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
                 stdout,
                 stderr,
                 stdin,
-                tty: h.tty,
             },
         );
     }
@@ -888,19 +876,18 @@ impl NewStdio {
     /// The process's descriptors as the zygote keeps them; `console` is
     /// the primary side of its terminal, if it has one.
     fn into_live(self, spawned: Spawned, console: Option<OwnedFd>) -> std::io::Result<Live> {
-        let (stdout, stdin, tty) = match console {
+        let (stdout, stdin) = match console {
             Some(primary) => {
                 let input = primary.try_clone()?;
-                (primary, Some(input), true)
+                (primary, Some(input))
             }
-            None => (self.out_read, self.stdin_write, false),
+            None => (self.out_read, self.stdin_write),
         };
         Ok(Live {
             spawned,
             stdout,
             stderr: self.err_read,
             stdin,
-            tty,
         })
     }
 }
