@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mkhost_shared::paths::CONTROL_SOCKET as SOCKET_PATH;
 
@@ -83,10 +83,21 @@ fn init_boots_test_root_and_restarts_hostd() {
     // Kill hostd: init reports it and starts a new one.
     let first = wait_for_status(&socket, Duration::from_secs(5));
     // hostd starts with init's blocked signals cleared: it blocks only the
-    // two it waits for itself (SIGINT, SIGTERM).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", first.pid)).unwrap();
-    let blocked = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
-    assert_eq!(blocked.split_whitespace().nth(1), Some("0000000000004002"));
+    // two it waits for itself (SIGINT, SIGTERM). glibc's posix_spawn (behind
+    // std's Command) blocks every signal while it clones a child, so a
+    // read can land in that instant: the mask is read until it settles.
+    let blocked_of_hostd = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", first.pid)).unwrap();
+        let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    let settle_deadline = Instant::now() + Duration::from_secs(5);
+    let mut blocked = blocked_of_hostd();
+    while blocked != "0000000000004002" && Instant::now() < settle_deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        blocked = blocked_of_hostd();
+    }
+    assert_eq!(blocked, "0000000000004002");
     hostd::os::kill(i32::try_from(first.pid).unwrap(), libc::SIGKILL).unwrap();
     let exited = init.wait_for(|l| l.contains("hostd exited"), BOOT_TIMEOUT);
     assert_eq!(
