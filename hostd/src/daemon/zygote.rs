@@ -36,6 +36,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ pub const PID_FILE: &str = "zygote.pid";
 const HANDOFF: &str = "zygote.handoff.json";
 
 /// Version of the requests below `hello` and `upgrade`.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// A request to the zygote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,11 +193,30 @@ pub enum ZygoteError {
     Protocol(String),
 }
 
-/// The daemon's handle on the zygote.
+/// The daemon's handle on the zygote: a pool of connections, one request
+/// in flight on each, so that requests from several threads are served at
+/// once (the zygote forks a creator per create or exec).
 #[derive(Debug)]
 pub struct Zygote {
-    sock: OwnedFd,
+    socket: PathBuf,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+    max_connections: usize,
     hello: Hello,
+}
+
+/// The connections not in use, and how many are open in all.
+#[derive(Debug)]
+struct Pool {
+    idle: Vec<OwnedFd>,
+    open: usize,
+}
+
+/// Connections a daemon opens at most: creates are mostly CPU work, so a
+/// few per core keep every core busy without a crowd of creators.
+fn max_connections() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 2).clamp(4, 64)
 }
 
 /// Identity of a binary: device, inode, size and mtime of what
@@ -228,17 +248,27 @@ impl Zygote {
         // A zygote still serving another daemon would never answer.
         os::set_receive_timeout(sock.as_fd(), Some(Duration::from_secs(10)))
             .map_err(ZygoteError::Io)?;
-        let mut zygote = Zygote {
+        let mut zygote = Zygote::with_connection(
+            &path,
             sock,
-            hello: Hello {
+            Hello {
                 protocol: 0,
                 pid: 0,
                 exe: String::new(),
                 containers: 0,
             },
-        };
+        );
+        // A zygote serving another daemon hangs up (an older one never answers).
         zygote.hello = match zygote.say_hello(&ZygoteRequest::Hello) {
-            Err(ZygoteError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(ZygoteError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
                 return Err(ZygoteError::Protocol(format!(
                     "the zygote at {} did not answer: it serves another daemon \
                      (is another hostd running with the same --state?)",
@@ -247,7 +277,9 @@ impl Zygote {
             }
             other => other?,
         };
-        os::set_receive_timeout(zygote.sock.as_fd(), None).map_err(ZygoteError::Io)?;
+        for conn in &lock(&zygote.pool).idle {
+            os::set_receive_timeout(conn.as_fd(), None).map_err(ZygoteError::Io)?;
+        }
         Ok(Some(zygote))
     }
 
@@ -273,17 +305,19 @@ impl Zygote {
         match unsafe { os::fork() }.map_err(ZygoteError::Start)? {
             None => {
                 drop(parent);
-                Server::new(state, listener, HashMap::new()).serve(child)
+                let daemon = i32::try_from(std::os::unix::process::parent_id()).unwrap_or(0);
+                Server::new(state, listener, HashMap::new()).serve(child, daemon)
             }
-            Some(pid) => Ok(Zygote {
-                sock: parent,
-                hello: Hello {
+            Some(pid) => Ok(Zygote::with_connection(
+                &path,
+                parent,
+                Hello {
                     protocol: PROTOCOL,
                     pid,
                     exe: exe_identity("self"),
                     containers: 0,
                 },
-            }),
+            )),
         }
     }
 
@@ -323,28 +357,88 @@ impl Zygote {
         }
     }
 
-    /// Sends `request` and waits for the answer and its descriptors.
+    fn with_connection(socket: &Path, conn: OwnedFd, hello: Hello) -> Zygote {
+        Zygote {
+            socket: socket.to_path_buf(),
+            pool: Mutex::new(Pool {
+                idle: vec![conn],
+                open: 1,
+            }),
+            freed: Condvar::new(),
+            max_connections: max_connections(),
+            hello,
+        }
+    }
+
+    /// Sends `request` on a free connection and waits for the answer and
+    /// its descriptors. Other threads' requests go on meanwhile on other
+    /// connections.
     pub fn call(
         &self,
         request: &ZygoteRequest,
     ) -> Result<(ZygoteReply, Vec<OwnedFd>), ZygoteError> {
-        let bytes =
-            serde_json::to_vec(request).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
-        os::send_with_fds(self.sock.as_fd(), &bytes, &[]).map_err(ZygoteError::Io)?;
-        let mut buf = vec![0u8; MAX_PACKET];
-        let (n, fds) = os::recv_with_fds(self.sock.as_fd(), &mut buf).map_err(ZygoteError::Io)?;
-        if n == 0 {
-            return Err(ZygoteError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        let conn = self.take_connection()?;
+        let answer = exchange(conn.as_fd(), request);
+        let mut pool = lock(&self.pool);
+        match answer {
+            Ok(_) => pool.idle.push(conn),
+            // Out of step, or the zygote is gone: this one is not reused.
+            Err(_) => pool.open -= 1,
         }
-        let reply =
-            serde_json::from_slice(&buf[..n]).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
-        Ok((reply, fds))
+        drop(pool);
+        self.freed.notify_one();
+        answer
+    }
+
+    /// An idle connection, a new one while fewer than the most are open,
+    /// or the next one freed.
+    fn take_connection(&self) -> Result<OwnedFd, ZygoteError> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(conn);
+            }
+            if pool.open < self.max_connections {
+                pool.open += 1;
+                drop(pool);
+                return os::seqpacket_connect(&self.socket).map_err(|e| {
+                    lock(&self.pool).open -= 1;
+                    self.freed.notify_one();
+                    ZygoteError::Io(e)
+                });
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
-/// One container init (or exec'd process) the zygote holds.
+/// One request and its answer on `conn`.
+fn exchange(
+    conn: BorrowedFd<'_>,
+    request: &ZygoteRequest,
+) -> Result<(ZygoteReply, Vec<OwnedFd>), ZygoteError> {
+    let bytes = serde_json::to_vec(request).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
+    os::send_with_fds(conn, &bytes, &[]).map_err(ZygoteError::Io)?;
+    let mut buf = vec![0u8; MAX_PACKET];
+    let (n, fds) = os::recv_with_fds(conn, &mut buf).map_err(ZygoteError::Io)?;
+    if n == 0 {
+        return Err(ZygoteError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    let reply =
+        serde_json::from_slice(&buf[..n]).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
+    Ok((reply, fds))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One container init (or exec'd process) the zygote holds: its pid (the
+/// zygote is its parent, so the pid stays its own until the zygote reaps
+/// it) and the read ends of its output (and the write end of its input),
+/// which keep its pipes open while no daemon reads them.
 struct Live {
-    spawned: Spawned,
+    pid: libc::pid_t,
     stdout: OwnedFd,
     stderr: OwnedFd,
     /// The write end of its input (with a terminal: the primary side).
@@ -352,17 +446,41 @@ struct Live {
 }
 
 /// A container in the hand-over file: descriptor numbers kept across `exec`.
+/// `pidfd` and `sync` are what zygotes before 0.2 kept; a new image takes
+/// and closes them.
 #[derive(Debug, Serialize, Deserialize)]
 struct Handed {
     id: String,
     pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pidfd: Option<RawFd>,
-    sync: RawFd,
-    clone3: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sync: Option<RawFd>,
     stdout: RawFd,
     stderr: RawFd,
     #[serde(default)]
     stdin: Option<RawFd>,
+}
+
+/// One connection of the daemon being served. The daemon sends one
+/// request at a time on each; it opens more to have several served at once.
+struct Conn {
+    serial: u64,
+    fd: OwnedFd,
+}
+
+/// A create or exec in progress in a forked creator.
+struct Creating {
+    /// The connection that asked, by serial.
+    conn: u64,
+    /// Container or exec id.
+    id: String,
+    /// A container (deleted if its answer cannot be delivered).
+    container: bool,
+    /// The creator's pid (the zygote's child).
+    creator: libc::pid_t,
+    /// Where the creator sends its answer and descriptors.
+    answer: OwnedFd,
 }
 
 /// The zygote process's state.
@@ -373,6 +491,19 @@ struct Server {
     rt: Runtime,
     cgroups: Box<dyn CgroupManager>,
     saved: SavedStdio,
+    /// The pid of the daemon served, while it has a connection.
+    daemon: Option<i32>,
+    conns: Vec<Conn>,
+    next_conn: u64,
+    creating: Vec<Creating>,
+}
+
+/// What woke the zygote, gathered before any of it is handled (handling
+/// changes the lists polled).
+enum Ready {
+    Answer(usize),
+    Conn(u64),
+    Listener,
 }
 
 impl Server {
@@ -384,6 +515,9 @@ impl Server {
         for (limit, value) in CONTAINER_LIMITS {
             os::raise_limit(limit, value);
         }
+        // Creators fork the inits and exit: the inits become the zygote's
+        // children, so that it alone reaps them.
+        let _ = os::set_child_subreaper();
         // The inits get /dev/null as stdin; stdout and stderr are set per create.
         if let Ok(null) = fs::File::open("/dev/null") {
             let _ = os::dup2(null.as_fd(), 0);
@@ -412,6 +546,10 @@ impl Server {
                 stdout,
                 stderr,
             },
+            daemon: None,
+            conns: Vec::new(),
+            next_conn: 1,
+            creating: Vec::new(),
         }
     }
 
@@ -424,52 +562,142 @@ impl Server {
         })
     }
 
-    /// Serves `conn`, then each daemon that connects after it; exits when
-    /// a daemon leaves and no container is left.
-    fn serve(mut self, mut conn: OwnedFd) -> ! {
+    /// Takes `conn` as a connection of daemon `pid`.
+    fn add_conn(&mut self, fd: OwnedFd, pid: i32) {
+        self.daemon = Some(pid);
+        self.conns.push(Conn {
+            serial: self.next_conn,
+            fd,
+        });
+        self.next_conn += 1;
+    }
+
+    /// Serves `first` (from daemon `daemon`), the connections that daemon
+    /// opens after it, and each daemon that connects after it leaves; exits
+    /// when a daemon leaves and no container is left.
+    fn serve(mut self, first: OwnedFd, daemon: i32) -> ! {
+        self.add_conn(first, daemon);
         let mut buf = vec![0u8; MAX_PACKET];
         loop {
-            loop {
-                let n = match os::recv_with_fds(conn.as_fd(), &mut buf) {
-                    Ok((0, _)) | Err(_) => break,
-                    Ok((n, _)) => n,
-                };
-                let (reply, fds) = match serde_json::from_slice::<ZygoteRequest>(&buf[..n]) {
-                    Err(e) => (error(format!("invalid request: {e}")), Vec::new()),
-                    Ok(ZygoteRequest::Upgrade { exe }) => {
-                        (error(self.upgrade(&exe, conn.as_fd())), Vec::new())
-                    }
-                    Ok(request) => self.handle(request),
-                };
-                let bytes = serde_json::to_vec(&reply).unwrap_or_default();
-                let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                if os::send_with_fds(conn.as_fd(), &bytes, &borrowed).is_err() {
-                    break;
+            for ready in self.wait() {
+                match ready {
+                    Ready::Answer(index) => self.finish_creation(index),
+                    Ready::Conn(serial) => self.serve_request(serial, &mut buf),
+                    Ready::Listener => self.accept(),
                 }
             }
-            // The daemon is gone.
-            if self.live.is_empty() {
-                let _ = fs::remove_file(self.state.join(SOCKET));
-                let _ = fs::remove_file(self.state.join(PID_FILE));
-                std::process::exit(0);
-            }
-            let euid = os::geteuid();
-            conn = loop {
-                match os::accept_with_uid(self.listener.as_fd()) {
-                    Ok((c, uid)) if uid == 0 || uid == euid => break c,
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            if self.conns.is_empty() {
+                self.daemon = None;
+                if self.live.is_empty() && self.creating.is_empty() {
+                    let _ = fs::remove_file(self.state.join(SOCKET));
+                    let _ = fs::remove_file(self.state.join(PID_FILE));
+                    std::process::exit(0);
                 }
-            };
+            }
+        }
+    }
+
+    /// Polls the creators' answers, the connections and the listener. The
+    /// answers come first (indices from the end, so removing one keeps the
+    /// others valid), then the connections, whose hang-ups are seen before
+    /// a new daemon is accepted.
+    fn wait(&self) -> Vec<Ready> {
+        use rustix::event::{PollFd, PollFlags};
+        let mut polled: Vec<PollFd<'_>> = Vec::new();
+        for c in &self.creating {
+            polled.push(PollFd::new(&c.answer, PollFlags::IN));
+        }
+        for c in &self.conns {
+            polled.push(PollFd::new(&c.fd, PollFlags::IN));
+        }
+        polled.push(PollFd::new(&self.listener, PollFlags::IN));
+        loop {
+            match rustix::event::poll(&mut polled, None) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Vec::new();
+                }
+                Ok(_) => break,
+            }
+        }
+        let ready: Vec<bool> = polled.iter().map(|p| !p.revents().is_empty()).collect();
+        let (answers, rest) = ready.split_at(self.creating.len());
+        let (conns, listener) = rest.split_at(self.conns.len());
+        let mut woke: Vec<Ready> = (0..answers.len())
+            .rev()
+            .filter(|&i| answers[i])
+            .map(Ready::Answer)
+            .collect();
+        woke.extend(
+            self.conns
+                .iter()
+                .zip(conns)
+                .filter(|(_, &r)| r)
+                .map(|(c, _)| Ready::Conn(c.serial)),
+        );
+        if listener[0] {
+            woke.push(Ready::Listener);
+        }
+        woke
+    }
+
+    /// Accepts a connection: from the daemon served (another of its
+    /// connections), or, when none is, from a root daemon that becomes
+    /// the one served. Anyone else is hung up on at once.
+    fn accept(&mut self) {
+        let Ok((fd, uid)) = os::accept_with_uid(self.listener.as_fd()) else {
+            return;
+        };
+        if uid != 0 && uid != os::geteuid() {
+            return;
+        }
+        let Some(pid) = os::peer_pid(fd.as_fd()) else {
+            return;
+        };
+        match self.daemon {
+            Some(daemon) if daemon != pid => {}
+            _ => self.add_conn(fd, pid),
+        }
+    }
+
+    /// Reads one request from connection `serial` and answers it, or, for
+    /// a create or an exec, starts a creator that answers later.
+    fn serve_request(&mut self, serial: u64, buf: &mut [u8]) {
+        let Some(index) = self.conns.iter().position(|c| c.serial == serial) else {
+            return;
+        };
+        let n = match os::recv_with_fds(self.conns[index].fd.as_fd(), buf) {
+            Ok((0, _)) | Err(_) => {
+                self.conns.remove(index);
+                return;
+            }
+            Ok((n, _)) => n,
+        };
+        let (reply, fds) = match serde_json::from_slice::<ZygoteRequest>(&buf[..n]) {
+            Err(e) => (error(format!("invalid request: {e}")), Vec::new()),
+            Ok(ZygoteRequest::Upgrade { exe }) => (self.upgrade(&exe, index), Vec::new()),
+            Ok(ZygoteRequest::Create(spec)) => match self.start_create(serial, *spec) {
+                None => return,
+                Some(refused) => (refused, Vec::new()),
+            },
+            Ok(ZygoteRequest::Exec(spec)) => match self.start_exec(serial, *spec) {
+                None => return,
+                Some(refused) => (refused, Vec::new()),
+            },
+            Ok(request) => self.handle(request),
+        };
+        if send_reply(self.conns[index].fd.as_fd(), &reply, &fds).is_err() {
+            self.conns.remove(index);
         }
     }
 
     fn handle(&mut self, request: ZygoteRequest) -> (ZygoteReply, Vec<OwnedFd>) {
         match request {
             ZygoteRequest::Hello => (self.hello(), Vec::new()),
-            ZygoteRequest::Upgrade { .. } => (error("upgrade is handled by serve".into()), vec![]),
-            ZygoteRequest::Create(spec) => self.create(&spec),
-            ZygoteRequest::Exec(spec) => self.exec(&spec),
+            ZygoteRequest::Upgrade { .. } | ZygoteRequest::Create(_) | ZygoteRequest::Exec(_) => {
+                (error("handled by serve".into()), vec![])
+            }
             ZygoteRequest::Attach { id } => match self.live.get(&id) {
                 None => (error(format!("no container {id:?}")), Vec::new()),
                 Some(live) => match live.descriptors() {
@@ -486,8 +714,11 @@ impl Server {
                 }
             },
             ZygoteRequest::Delete { id } => {
+                if self.is_creating(&id) {
+                    return (error(format!("{id} is being created")), Vec::new());
+                }
                 if let Some(live) = self.live.remove(&id) {
-                    live.spawned.kill();
+                    live.kill();
                 }
                 match self.rt.delete(&id, true) {
                     Ok(()) | Err(crate::runtime::RuntimeError::NotFound(_)) => {
@@ -499,88 +730,167 @@ impl Server {
         }
     }
 
-    fn create(&mut self, spec: &CreateSpec) -> (ZygoteReply, Vec<OwnedFd>) {
-        if self.live.contains_key(&spec.id) {
-            return (error(format!("container {} exists", spec.id)), Vec::new());
+    fn is_creating(&self, id: &str) -> bool {
+        self.creating.iter().any(|c| c.id == id)
+    }
+
+    /// Checks a create and forks its creator; `Some`: refused at once.
+    fn start_create(&mut self, conn: u64, spec: CreateSpec) -> Option<ZygoteReply> {
+        if self.live.contains_key(&spec.id) || self.is_creating(&spec.id) {
+            return Some(error(format!("container {} exists", spec.id)));
         }
         if !spec.limits.is_empty() {
             if let Err(reason) = self.cgroups.available() {
-                return (
-                    error(format!(
-                        "resource limits need cgroup v2, which this host lacks: {reason}"
-                    )),
-                    Vec::new(),
-                );
+                return Some(error(format!(
+                    "resource limits need cgroup v2, which this host lacks: {reason}"
+                )));
             }
         }
-        let live = match create(&self.rt, spec, &self.saved) {
-            Ok(live) => live,
-            Err(e) => {
-                let reply = ZygoteReply::Error {
-                    message: e.message,
-                    exec: e.exec,
-                };
-                return (reply, Vec::new());
-            }
+        let id = spec.id.clone();
+        self.fork_creator(conn, id, true, |server| {
+            create(&server.rt, &spec, &server.saved)
+        })
+    }
+
+    /// Checks an exec and forks its creator; `Some`: refused at once.
+    fn start_exec(&mut self, conn: u64, spec: ExecSpec) -> Option<ZygoteReply> {
+        if self.live.contains_key(&spec.id) || self.is_creating(&spec.id) {
+            return Some(error(format!("exec instance {} exists", spec.id)));
+        }
+        let id = spec.id.clone();
+        self.fork_creator(conn, id, false, |server| {
+            exec(&server.rt, &spec, &server.saved)
+        })
+    }
+
+    /// Forks a creator that runs `work` and sends its answer back: the
+    /// zygote goes on serving meanwhile, so creates run in parallel, one
+    /// process each. The creator's own children (the inits) become the
+    /// zygote's when it exits (the zygote is their subreaper).
+    fn fork_creator(
+        &mut self,
+        conn: u64,
+        id: String,
+        container: bool,
+        work: impl FnOnce(&Server) -> Result<Live, CreateError>,
+    ) -> Option<ZygoteReply> {
+        let (answer, creator_end) = match crate::runtime::sys::seqpacket_pair() {
+            Ok(pair) => pair,
+            Err(e) => return Some(error(format!("cannot create a socket pair: {e}"))),
         };
-        self.hold(spec.id.clone(), live, true)
-    }
-
-    /// Keeps `live` under `id` and answers with its descriptors; on failure
-    /// kills it (and, for a container, deletes it).
-    fn hold(&mut self, id: String, live: Live, container: bool) -> (ZygoteReply, Vec<OwnedFd>) {
-        match live.descriptors() {
-            Ok(fds) => {
-                let reply = live.created();
-                self.live.insert(id, live);
-                (reply, fds)
+        // SAFETY: the zygote has a single thread.
+        match unsafe { os::fork() } {
+            Err(e) => Some(error(format!("cannot fork a creator: {e}"))),
+            Ok(None) => {
+                drop(answer);
+                let (reply, fds) = match work(self) {
+                    Ok(live) => match live.descriptors() {
+                        Ok(fds) => (live.created(), fds),
+                        Err(e) => {
+                            live.kill();
+                            if container {
+                                let _ = self.rt.delete(&id, true);
+                            }
+                            (error(format!("cannot open a pidfd: {e}")), Vec::new())
+                        }
+                    },
+                    Err(e) => (
+                        ZygoteReply::Error {
+                            message: e.message,
+                            exec: e.exec,
+                        },
+                        Vec::new(),
+                    ),
+                };
+                let code = i32::from(send_reply(creator_end.as_fd(), &reply, &fds).is_err());
+                // SAFETY: _exit(2) ends this forked copy at once, running
+                // none of the zygote's destructors or exit handlers.
+                unsafe { libc::_exit(code) }
             }
-            Err(e) => {
-                live.spawned.kill();
-                if container {
-                    let _ = self.rt.delete(&id, true);
-                }
-                (error(format!("cannot open pidfd: {e}")), Vec::new())
+            Ok(Some(creator)) => {
+                drop(creator_end);
+                self.creating.push(Creating {
+                    conn,
+                    id,
+                    container,
+                    creator,
+                    answer,
+                });
+                None
             }
         }
     }
 
-    fn exec(&mut self, spec: &ExecSpec) -> (ZygoteReply, Vec<OwnedFd>) {
-        if self.live.contains_key(&spec.id) {
-            return (
-                error(format!("exec instance {} exists", spec.id)),
-                Vec::new(),
-            );
-        }
-        match exec(&self.rt, spec, &self.saved) {
-            Ok(live) => {
-                let answer = self.hold(spec.id.clone(), live, false);
-                // An exec's input is the daemon's alone: when its client
-                // goes, the process reads end-of-file.
-                if let Some(live) = self.live.get_mut(&spec.id) {
-                    live.stdin = None;
-                }
-                answer
+    /// Takes the answer of creator `index`: keeps the new process's
+    /// descriptors and forwards the answer to the connection that asked.
+    /// When that connection is gone, nobody will ever watch the process:
+    /// it is killed (and its container deleted).
+    fn finish_creation(&mut self, index: usize) {
+        let creating = self.creating.swap_remove(index);
+        let (reply, fds) = self.creator_answer(&creating);
+        let conn = self
+            .conns
+            .iter()
+            .find(|c| c.serial == creating.conn)
+            .map(|c| c.fd.as_fd());
+        let ZygoteReply::Created { pid } = reply else {
+            if let Some(conn) = conn {
+                let _ = send_reply(conn, &reply, &fds);
             }
-            Err(e) => (
-                ZygoteReply::Error {
-                    message: e.message,
-                    exec: e.exec,
-                },
-                Vec::new(),
-            ),
+            return;
+        };
+        let kept = keep(pid, &fds, creating.container);
+        let delivered = match (&kept, conn) {
+            (Ok(_), Some(conn)) => send_reply(conn, &reply, &fds).is_ok(),
+            (Err(e), Some(conn)) => {
+                let refused = error(format!("cannot keep its descriptors: {e}"));
+                let _ = send_reply(conn, &refused, &[]);
+                false
+            }
+            (_, None) => false,
+        };
+        match kept {
+            Ok(live) if delivered => {
+                self.live.insert(creating.id, live);
+            }
+            // Refused, or asked by a daemon that is gone.
+            _ => {
+                kill_child(pid);
+                if creating.container {
+                    let _ = self.rt.delete(&creating.id, true);
+                }
+            }
         }
+    }
+
+    /// Receives a creator's answer and reaps the creator (it exits right
+    /// after answering; once it is reaped, its children are the zygote's).
+    fn creator_answer(&self, creating: &Creating) -> (ZygoteReply, Vec<OwnedFd>) {
+        let mut buf = vec![0u8; MAX_PACKET];
+        let received = os::recv_with_fds(creating.answer.as_fd(), &mut buf);
+        let status = crate::runtime::sys::waitid_pid(creating.creator, true);
+        let parsed = match received {
+            Ok((n, fds)) if n > 0 => serde_json::from_slice::<ZygoteReply>(&buf[..n])
+                .map(|reply| (reply, fds))
+                .map_err(|e| format!("the creator of {} answered badly: {e}", creating.id)),
+            _ => Err(format!(
+                "the creator of {} died without answering ({status:?})",
+                creating.id
+            )),
+        };
+        parsed.unwrap_or_else(|message| {
+            if creating.container {
+                let _ = self.rt.delete(&creating.id, true);
+            }
+            (error(message), Vec::new())
+        })
     }
 
     fn reap(&mut self, id: &str) -> ZygoteReply {
         let Some(live) = self.live.get(id) else {
             return error(format!("no container {id:?}"));
         };
-        let status = match &live.spawned.pidfd {
-            Some(fd) => crate::runtime::sys::waitid_pidfd(fd.as_fd(), false),
-            None => crate::runtime::sys::waitid_pid(live.spawned.pid, false),
-        };
-        match status {
+        match crate::runtime::sys::waitid_pid(live.pid, false) {
             Ok(Some(s)) => {
                 self.live.remove(id);
                 let oom_kills = self
@@ -602,16 +912,20 @@ impl Server {
     }
 
     /// `exec`s `exe` as `hostd zygote --resume`; answers only on failure.
-    fn upgrade(&mut self, exe: &Path, conn: BorrowedFd<'_>) -> String {
+    /// Only with nothing in flight: one connection, no creator.
+    fn upgrade(&mut self, exe: &Path, index: usize) -> ZygoteReply {
+        if self.conns.len() != 1 || !self.creating.is_empty() {
+            return error("cannot upgrade while serving several requests".into());
+        }
+        let conn = self.conns[index].fd.as_fd();
         let handed: Vec<Handed> = self
             .live
             .iter()
             .map(|(id, l)| Handed {
                 id: id.clone(),
-                pid: l.spawned.pid,
-                pidfd: l.spawned.pidfd.as_ref().map(|f| f.as_raw_fd()),
-                sync: l.spawned.sync.as_raw_fd(),
-                clone3: l.spawned.clone3,
+                pid: l.pid,
+                pidfd: None,
+                sync: None,
                 stdout: l.stdout.as_raw_fd(),
                 stderr: l.stderr.as_raw_fd(),
                 stdin: l.stdin.as_ref().map(|f| f.as_raw_fd()),
@@ -620,12 +934,11 @@ impl Server {
         let path = self.state.join(HANDOFF);
         let json = serde_json::to_vec(&handed).unwrap_or_default();
         if let Err(e) = mkhost_shared::fs::write_atomic(&path, &json, 0o600) {
-            return format!("cannot write {}: {e}", path.display());
+            return error(format!("cannot write {}: {e}", path.display()));
         }
         let mut kept: Vec<BorrowedFd<'_>> = vec![conn, self.listener.as_fd()];
         for l in self.live.values() {
-            kept.extend(l.spawned.pidfd.as_ref().map(|f| f.as_fd()));
-            kept.extend([l.spawned.sync.as_fd(), l.stdout.as_fd(), l.stderr.as_fd()]);
+            kept.extend([l.stdout.as_fd(), l.stderr.as_fd()]);
             kept.extend(l.stdin.as_ref().map(|f| f.as_fd()));
         }
         let cloexec = |on: bool| kept.iter().try_for_each(|fd| os::set_cloexec(*fd, on));
@@ -645,18 +958,23 @@ impl Server {
         };
         let _ = cloexec(true);
         let _ = fs::remove_file(&path);
-        format!("cannot run {}: {failure}", exe.display())
+        error(format!("cannot run {}: {failure}", exe.display()))
     }
 }
 
+/// Sends `reply` with `fds` attached as one packet.
+fn send_reply(conn: BorrowedFd<'_>, reply: &ZygoteReply, fds: &[OwnedFd]) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(reply).unwrap_or_default();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    os::send_with_fds(conn, &bytes, &borrowed)
+}
+
 impl Live {
-    /// The pidfd, stdout, stderr and (if any) stdin, for the daemon.
+    /// A new pidfd, the stdout, the stderr and (if any) the stdin, for the
+    /// daemon.
     fn descriptors(&self) -> std::io::Result<Vec<OwnedFd>> {
-        let pidfd = match &self.spawned.pidfd {
-            Some(fd) => fd.try_clone()?,
-            None => crate::runtime::sys::pidfd_open(self.spawned.pid)
-                .map_err(|e| std::io::Error::from_raw_os_error(e.0))?,
-        };
+        let pidfd = crate::runtime::sys::pidfd_open(self.pid)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let mut fds = vec![pidfd, self.stdout.try_clone()?, self.stderr.try_clone()?];
         if let Some(stdin) = &self.stdin {
             fds.push(stdin.try_clone()?);
@@ -666,10 +984,41 @@ impl Live {
 
     /// The answer that goes with [`Live::descriptors`].
     fn created(&self) -> ZygoteReply {
-        ZygoteReply::Created {
-            pid: self.spawned.pid,
-        }
+        ZygoteReply::Created { pid: self.pid }
     }
+
+    /// Kills the process and reaps it.
+    fn kill(&self) {
+        kill_child(self.pid);
+    }
+}
+
+/// Kills child `pid` and reaps it.
+fn kill_child(pid: libc::pid_t) {
+    let _ = crate::runtime::sys::kill(pid, libc::SIGKILL);
+    let _ = crate::runtime::sys::waitid_pid(pid, true);
+}
+
+/// The zygote's copies of a new process's descriptors (`fds`: pidfd,
+/// stdout, stderr and maybe stdin, as a creator sends them). An exec's
+/// input is the daemon's alone: when its client goes, the process reads
+/// end-of-file.
+fn keep(pid: libc::pid_t, fds: &[OwnedFd], container: bool) -> std::io::Result<Live> {
+    let [_pidfd, stdout, stderr, rest @ ..] = fds else {
+        return Err(std::io::Error::other(
+            "the creator sent too few descriptors",
+        ));
+    };
+    let stdin = match (container, rest.first()) {
+        (true, Some(fd)) => Some(fd.try_clone()?),
+        _ => None,
+    };
+    Ok(Live {
+        pid,
+        stdout: stdout.try_clone()?,
+        stderr: stderr.try_clone()?,
+        stdin,
+    })
 }
 
 /// `hostd zygote --state S --conn N --listener M`: the new image of an
@@ -687,7 +1036,8 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
     let mut numbers = vec![conn, listener];
     for h in &handed {
         numbers.extend(h.pidfd);
-        numbers.extend([h.sync, h.stdout, h.stderr]);
+        numbers.extend(h.sync);
+        numbers.extend([h.stdout, h.stderr]);
         numbers.extend(h.stdin);
     }
     let taken = match os::take_inherited_fds(&numbers) {
@@ -707,13 +1057,11 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
     };
     let mut live = HashMap::new();
     for h in handed {
-        let pidfd = match h.pidfd {
-            Some(_) => taken.next().map(Some),
-            None => Some(None),
-        };
-        let (Some(pidfd), Some(sync), Some(stdout), Some(stderr)) =
-            (pidfd, taken.next(), taken.next(), taken.next())
-        else {
+        // An older image's pidfd and sync socket: no longer kept.
+        for _ in h.pidfd.iter().chain(h.sync.iter()) {
+            drop(taken.next());
+        }
+        let (Some(stdout), Some(stderr)) = (taken.next(), taken.next()) else {
             std::process::exit(1)
         };
         let stdin = match h.stdin {
@@ -723,17 +1071,10 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
             },
             None => None,
         };
-        let spawned = Spawned {
-            pid: h.pid,
-            pidfd,
-            sync,
-            clone3: h.clone3,
-            console: None,
-        };
         live.insert(
             h.id,
             Live {
-                spawned,
+                pid: h.pid,
                 stdout,
                 stderr,
                 stdin,
@@ -741,11 +1082,11 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
         );
     }
     let server = Server::new(state, listener, live);
-    let bytes = serde_json::to_vec(&server.hello()).unwrap_or_default();
-    if os::send_with_fds(conn.as_fd(), &bytes, &[]).is_err() {
+    if send_reply(conn.as_fd(), &server.hello(), &[]).is_err() {
         std::process::exit(1);
     }
-    server.serve(conn)
+    let daemon = os::peer_pid(conn.as_fd()).unwrap_or(0);
+    server.serve(conn, daemon)
 }
 
 fn error(message: String) -> ZygoteReply {
@@ -884,7 +1225,7 @@ impl NewStdio {
             None => (self.out_read, self.stdin_write),
         };
         Ok(Live {
-            spawned,
+            pid: spawned.pid,
             stdout,
             stderr: self.err_read,
             stdin,

@@ -409,7 +409,7 @@ pub struct Shared {
     /// Where earlier daemons kept both: `<state>/containers`.
     legacy_root: PathBuf,
     networks: Arc<Networks>,
-    zygote: Mutex<Zygote>,
+    zygote: Zygote,
     containers: Mutex<BTreeMap<String, Arc<Entry>>>,
     on_zygote_lost: OnZygoteLost,
     /// What happened to containers, for `docker events`.
@@ -546,7 +546,7 @@ impl Shared {
     }
 
     fn call(&self, request: &ZygoteRequest) -> Result<(ZygoteReply, Vec<OwnedFd>), String> {
-        lock(&self.zygote).call(request).map_err(|e| e.to_string())
+        self.zygote.call(request).map_err(|e| e.to_string())
     }
 
     /// Has the zygote create the process of `spec`.
@@ -842,7 +842,7 @@ impl Manager {
             bundles,
             legacy_root: state.join("containers"),
             networks,
-            zygote: Mutex::new(zygote),
+            zygote,
             containers: Mutex::new(BTreeMap::new()),
             on_zygote_lost,
             events: Arc::new(crate::daemon::events::Events::new()),
