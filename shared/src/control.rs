@@ -289,6 +289,48 @@ pub struct Status {
     /// ([`crate::paths::STATE_REPORT`]); None from daemons that do not
     /// read it.
     pub state: Option<Box<crate::state_disk::StateReport>>,
+    /// What bounds the number of containers on this host (None from
+    /// daemons that do not say).
+    pub limits: Option<Box<HostLimits>>,
+}
+
+/// A count and the limit it runs into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// In use now.
+    pub used: u64,
+    /// The most allowed.
+    pub limit: u64,
+}
+
+/// What bounds the number of containers on a host, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLimits {
+    /// The daemon's open descriptors and its `RLIMIT_NOFILE`.
+    pub daemon_files: Usage,
+    /// The zygote's open descriptors and its `RLIMIT_NOFILE`.
+    pub zygote_files: Usage,
+    /// Descriptors a running container holds in the daemon (pidfd, stdout,
+    /// stderr; one more with an open stdin).
+    pub daemon_files_per_container: u64,
+    /// Descriptors a running container holds in the zygote (stdout,
+    /// stderr; one more with an open stdin).
+    pub zygote_files_per_container: u64,
+    /// Tasks on the host and the smaller of `kernel.pid_max` and
+    /// `kernel.threads-max`.
+    pub tasks: Usage,
+    /// The smallest `user.max_*_namespaces` of the kinds a container makes.
+    pub namespaces_limit: u64,
+    /// `fs.inotify.max_user_instances`.
+    pub inotify_instances: u64,
+    /// `fs.inotify.max_user_watches`.
+    pub inotify_watches: u64,
+    /// `MemAvailable`, KiB.
+    pub memory_available_kib: u64,
+    /// About how many more containers fit before the first limit.
+    pub room: u64,
+    /// That first limit.
+    pub bound_by: String,
 }
 
 /// What `status` says about the named volumes.
@@ -430,6 +472,8 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<Box<crate::state_disk::StateReport>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    limits: Option<Box<HostLimits>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     volume_list: Option<Vec<VolumeInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<Vec<ImageSummary>>,
@@ -479,6 +523,7 @@ impl From<Response> for WireResponse {
                 network: s.network,
                 volumes: s.volumes,
                 state: s.state,
+                limits: s.limits,
                 ..ok
             },
             Response::Images(v) => WireResponse {
@@ -586,6 +631,7 @@ impl TryFrom<WireResponse> for Response {
             network: wire.network,
             volumes: wire.volumes,
             state: wire.state,
+            limits: wire.limits,
         }))
     }
 }
@@ -659,12 +705,51 @@ impl TryFrom<StatusAnswer> for Status {
     }
 }
 
-/// Sends one request line and decodes the one answer line as `T`.
+/// The error a daemon answers when every connection slot runs a request:
+/// the request did not run, and may be sent again.
+pub const BUSY: &str = "too many connections";
+
+/// How long a client keeps asking a busy daemon again.
+const BUSY_RETRY: Duration = Duration::from_secs(30);
+
+/// Sends one request line and decodes the one answer line as `T`. A daemon
+/// too busy to take the connection ([`BUSY`]) is asked again, with a
+/// growing pause, for up to [`BUSY_RETRY`]: a hundred clients started at
+/// once are all served, one slot after another.
 fn exchange<T: serde::de::DeserializeOwned>(
     path: &Path,
     request: &Request,
     timeout: Duration,
 ) -> Result<T, ClientError> {
+    /// Just enough of an answer to tell a busy daemon.
+    #[derive(Deserialize)]
+    struct Refusal {
+        ok: bool,
+        error: Option<String>,
+    }
+    let give_up = std::time::Instant::now() + BUSY_RETRY;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let answer = exchange_once(path, request, timeout)?;
+        let busy = serde_json::from_slice::<Refusal>(&answer)
+            .is_ok_and(|r| !r.ok && r.error.as_deref() == Some(BUSY));
+        if !busy || std::time::Instant::now() + pause > give_up {
+            return serde_json::from_slice(&answer).map_err(|source| ClientError::BadResponse {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Sends one request line and answers the one answer line.
+fn exchange_once(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
     let timeout = timeout.max(Duration::from_millis(1));
     let io_err = |source: io::Error| {
         if matches!(
@@ -713,10 +798,7 @@ fn exchange<T: serde::de::DeserializeOwned>(
             path: path.to_path_buf(),
         });
     }
-    serde_json::from_slice(&answer).map_err(|source| ClientError::BadResponse {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -735,27 +817,39 @@ mod tests {
             network: None,
             volumes: None,
             state: None,
+            limits: None,
         }
     }
 
     /// A daemon that refuses a connection answers and closes without
     /// reading: a request too big for the socket's buffer then fails to
-    /// send (EPIPE), yet the client still returns the daemon's answer.
+    /// send (EPIPE), yet the client still reads the daemon's answer; that
+    /// answer is [`BUSY`], so the client asks again until served.
     #[test]
-    fn an_answer_before_the_request_is_sent_is_still_read() {
+    fn a_busy_answer_before_the_request_is_sent_is_read_and_asked_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let refusal = Response::Error(BUSY.into()).to_line();
+                (&stream).write_all(refusal.as_bytes()).unwrap();
+            }
             let (stream, _) = listener.accept().unwrap();
-            let refusal = Response::Error("too many connections".into()).to_line();
-            (&stream).write_all(refusal.as_bytes()).unwrap();
+            let mut line = Vec::new();
+            BufReader::new(&stream)
+                .read_until(b'\n', &mut line)
+                .unwrap();
+            assert!(line.len() > 4 << 20);
+            let answer = Response::Error("no container named x".into()).to_line();
+            (&stream).write_all(answer.as_bytes()).unwrap();
         });
         let huge = Request::Logs {
             name: "x".repeat(4 << 20),
         };
         let answer = request(&path, &huge, Duration::from_secs(10)).unwrap();
-        assert_eq!(answer, Response::Error("too many connections".into()));
+        assert_eq!(answer, Response::Error("no container named x".into()));
         server.join().unwrap();
     }
 

@@ -232,6 +232,7 @@ impl Handler {
                 state: Some(Box::new(state_report(Path::new(
                     mkhost_shared::paths::STATE_REPORT,
                 )))),
+                limits: self.containers.as_ref().map(|c| Box::new(c.limits())),
             }),
             Request::Volumes
             | Request::VolumeCreate { .. }

@@ -28,6 +28,7 @@ pub mod containers;
 pub mod docker;
 pub mod events;
 pub mod handler;
+pub mod limits;
 pub mod log;
 pub mod network;
 pub mod pull;

@@ -9,7 +9,9 @@
 //! under the same deadline), and when every slot is taken a new connection
 //! evicts the one that has waited longest for its request, so slow or idle
 //! clients cannot lock others out; only connections whose requests are
-//! running count against a newcomer. Refused, evicted, timed-out and
+//! running count against a newcomer. An evicted or refused connection is
+//! answered [`BUSY`] (its request did not run), and the client
+//! ([`mkhost_shared::control`]) asks again after a pause. Refused, evicted, timed-out and
 //! malformed requests are logged with the peer's pid, at most
 //! [`LOG_BURST`] lines a minute. A [`Shutdown`] handle stops the accept
 //! loop from another thread (e.g. the one that received SIGTERM).
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mkhost_shared::control::{parse_request, Request, Response, MAX_LINE};
+use mkhost_shared::control::{parse_request, Request, Response, BUSY, MAX_LINE};
 
 use super::log::log;
 use crate::os;
@@ -44,6 +46,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Client timeout for requests that write the store (import, remove_image, gc):
 /// they unpack or delete whole images and may wait for another writer.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// How long an evicted connection's refusal may take to write: the
+/// accept loop writes it.
+const EVICTION_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Connections served at once (see [`ServerLimits`]).
 const MAX_CONNECTIONS: usize = 64;
@@ -413,6 +419,9 @@ impl<H> Server<H> {
                 .filter_map(|(id, slot)| slot.waiting_since.map(|since| (since, *id)))
                 .min()?;
             let evicted = table.slots.remove(&oldest.1)?;
+            // It sent no request (or half of one): told it was turned away,
+            // a client knows it may ask again.
+            reject(&evicted.stream, BUSY, EVICTION_WRITE_TIMEOUT);
             let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
             self.events.note(&format!(
                 "control socket full: closed the connection of {} idle for {:.1} s",
@@ -433,10 +442,16 @@ impl<H> Server<H> {
         Some(id)
     }
 
-    /// Marks connection `id` as waiting for a request (or not).
-    fn set_waiting(&self, id: u64, waiting: bool) {
-        if let Some(slot) = lock(&self.table).slots.get_mut(&id) {
-            slot.waiting_since = waiting.then(Instant::now);
+    /// Marks connection `id` as waiting for a request (or not); `false`
+    /// if it was evicted meanwhile (it was told [`BUSY`], so its request
+    /// must not run).
+    fn set_waiting(&self, id: u64, waiting: bool) -> bool {
+        match lock(&self.table).slots.get_mut(&id) {
+            Some(slot) => {
+                slot.waiting_since = waiting.then(Instant::now);
+                true
+            }
+            None => false,
         }
     }
 
@@ -504,7 +519,7 @@ where
             peer(pid),
             server.limits.max_connections
         ));
-        reject(&stream, "too many connections", server.limits.write_timeout);
+        reject(&stream, BUSY, server.limits.write_timeout);
         return;
     };
     let conn = Arc::clone(server);
@@ -605,7 +620,9 @@ where
     let mut writer = stream;
     let mut served = 0u64;
     loop {
-        server.set_waiting(id, true);
+        if !server.set_waiting(id, true) {
+            return;
+        }
         let deadline = Instant::now() + limits.request_deadline;
         let line = match read_line_by(&mut reader, stream, deadline) {
             Ok(line) => line,
@@ -632,7 +649,9 @@ where
                 return;
             }
         };
-        server.set_waiting(id, false);
+        if !server.set_waiting(id, false) {
+            return;
+        }
         let complete = line.ends_with(b"\n");
         let response = match parse_request(&line) {
             Ok(request) => (server.handler)(&request),
@@ -668,6 +687,7 @@ mod tests {
             network: None,
             volumes: None,
             state: None,
+            limits: None,
         }
     }
     use std::thread::JoinHandle;

@@ -42,6 +42,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::containers::config::{cgroup_path, oci_config, CreateSpec, CONTAINER_LIMITS};
+use super::limits;
 use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
 use crate::runtime::child::Step;
@@ -496,6 +497,8 @@ struct Server {
     conns: Vec<Conn>,
     next_conn: u64,
     creating: Vec<Creating>,
+    /// Its open-file limit.
+    files_limit: u64,
 }
 
 /// What woke the zygote, gathered before any of it is handled (handling
@@ -515,6 +518,7 @@ impl Server {
         for (limit, value) in CONTAINER_LIMITS {
             os::raise_limit(limit, value);
         }
+        let files_limit = os::raise_limit(os::Limit::OpenFiles, 0);
         // Creators fork the inits and exit: the inits become the zygote's
         // children, so that it alone reaps them.
         let _ = os::set_child_subreaper();
@@ -550,6 +554,7 @@ impl Server {
             conns: Vec::new(),
             next_conn: 1,
             creating: Vec::new(),
+            files_limit,
         }
     }
 
@@ -774,6 +779,20 @@ impl Server {
         container: bool,
         work: impl FnOnce(&Server) -> Result<Live, CreateError>,
     ) -> Option<ZygoteReply> {
+        let processes = (self.live.len() + self.creating.len()) as u64;
+        let held = processes * limits::ZYGOTE_FILES_PER_CONTAINER
+            + self.conns.len() as u64
+            + limits::ZYGOTE_FILES_RESERVE;
+        if held + limits::ZYGOTE_FILES_PER_CONTAINER + 1 > self.files_limit {
+            return Some(error(format!(
+                "no room for another process: the zygote's open-file limit (RLIMIT_NOFILE) \
+                 is {} and {processes} processes hold {} descriptors each in it; raise the \
+                 hard limit (LimitNOFILE=, ulimit -Hn; hostd raises it to fs.nr_open when it \
+                 has CAP_SYS_RESOURCE) or remove containers",
+                self.files_limit,
+                limits::ZYGOTE_FILES_PER_CONTAINER
+            )));
+        }
         let (answer, creator_end) = match crate::runtime::sys::seqpacket_pair() {
             Ok(pair) => pair,
             Err(e) => return Some(error(format!("cannot create a socket pair: {e}"))),

@@ -223,11 +223,30 @@ static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::
 
 impl<'a> Daemon<'a> {
     pub fn start(work: &'a Path, binary: &Path, extra: &[&str]) -> Daemon<'a> {
+        Daemon::start_wrapped(work, binary, extra, &[])
+    }
+
+    /// [`Daemon::start`] through `wrapper` (a command that execs its
+    /// arguments, as `prlimit` and `setpriv` do: the daemon keeps the pid).
+    pub fn start_wrapped(
+        work: &'a Path,
+        binary: &Path,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Daemon<'a> {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = work.join(format!("daemon-{n}.log"));
         let out = fs::File::create(&log).unwrap();
         let netns = ensure_test_netns(work);
-        let child = Command::new("nsenter")
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("nsenter");
+                c
+            }
+            None => Command::new("nsenter"),
+        };
+        let child = command
             .arg(format!("--net={}", netns.display()))
             .arg("--")
             .arg(binary)

@@ -5,6 +5,7 @@
 
 mod common;
 mod containers;
+mod density;
 mod docker_api;
 mod docker_diff;
 mod docker_interactive;

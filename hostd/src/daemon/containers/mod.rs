@@ -45,12 +45,12 @@ pub mod execs;
 pub mod monitor;
 pub mod reboot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -220,6 +220,99 @@ pub struct Entry {
 /// created and never started, or exited.
 fn is_stopped(status: &str) -> bool {
     matches!(status, STATUS_CREATED | "exited")
+}
+
+/// One more in a counter while it lives.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicU64) -> Counted<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The containers by id, with an index of their names: finding one by
+/// name, id or id prefix costs no scan.
+#[derive(Default)]
+struct Table {
+    /// id -> (name, container).
+    by_id: BTreeMap<String, (String, Arc<Entry>)>,
+    /// name -> id.
+    names: HashMap<String, String>,
+}
+
+impl Table {
+    /// Adds (or puts back) `entry` under `name`.
+    fn insert(&mut self, name: String, entry: Arc<Entry>) {
+        self.names.insert(name.clone(), entry.id.clone());
+        self.by_id.insert(entry.id.clone(), (name, entry));
+    }
+
+    /// Adds `entry` unless `name` is taken.
+    fn insert_new(&mut self, name: String, entry: Arc<Entry>) -> bool {
+        if self.taken(&name) {
+            return false;
+        }
+        self.insert(name, entry);
+        true
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
+        let (name, entry) = self.by_id.remove(id)?;
+        if self.names.get(&name).is_some_and(|owner| owner == id) {
+            self.names.remove(&name);
+        }
+        Some(entry)
+    }
+
+    /// Gives container `id` the name `new`, unless another has it.
+    fn rename(&mut self, id: &str, new: &str) -> bool {
+        if self.names.get(new).is_some_and(|owner| owner != id) || self.by_id.contains_key(new) {
+            return false;
+        }
+        let Some((name, _)) = self.by_id.get_mut(id) else {
+            return false;
+        };
+        let old = std::mem::replace(name, new.to_string());
+        self.names.remove(&old);
+        self.names.insert(new.to_string(), id.to_string());
+        true
+    }
+
+    fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.by_id.get(id).map(|(_, e)| e)
+    }
+
+    fn named(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.names.get(name).and_then(|id| self.get(id))
+    }
+
+    /// A container's name or full id.
+    fn taken(&self, name: &str) -> bool {
+        self.names.contains_key(name) || self.by_id.contains_key(name)
+    }
+
+    /// The containers whose id starts with `prefix`, in id order.
+    fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        self.by_id
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(id, _)| id.starts_with(prefix))
+            .map(|(_, (_, e))| e)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.by_id.values().map(|(_, e)| e)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -410,12 +503,18 @@ pub struct Shared {
     legacy_root: PathBuf,
     networks: Arc<Networks>,
     zygote: Zygote,
-    containers: Mutex<BTreeMap<String, Arc<Entry>>>,
+    containers: Mutex<Table>,
     on_zygote_lost: OnZygoteLost,
     /// What happened to containers, for `docker events`.
     events: Arc<crate::daemon::events::Events>,
     /// Exec instances.
     execs: execs::Execs,
+    /// Running containers the monitor holds descriptors for.
+    watched: Arc<AtomicU64>,
+    /// Containers being started (not yet watched).
+    starting: AtomicU64,
+    /// The daemon's open-file limit.
+    files_limit: u64,
 }
 
 /// The daemon's containers.
@@ -551,6 +650,12 @@ impl Shared {
 
     /// Has the zygote create the process of `spec`.
     fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), RunError> {
+        // Counted from before the check until the zygote answers (then the
+        // monitor holds it), so that starts in parallel, waiting for a
+        // zygote connection, all count against the limit.
+        let _starting = Counted::new(&self.starting);
+        let others = self.watched.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst) - 1;
+        crate::daemon::limits::check_room(others, self.files_limit)?;
         match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
             (ZygoteReply::Created { pid, .. }, fds) => Ok((pid, running_from(fds)?)),
             (ZygoteReply::Error { message, exec }, _) => Err(RunError { message, exec }),
@@ -659,7 +764,8 @@ impl Shared {
                 ))
             }
             Err(_) => {
-                lock(&self.containers).insert(entry.id.clone(), Arc::clone(entry));
+                let name = entry.record().name;
+                lock(&self.containers).insert(name, Arc::clone(entry));
             }
         }
         result
@@ -834,7 +940,7 @@ impl Manager {
                 .mode(0o700)
                 .create(dir)?;
         }
-        crate::os::raise_nofile(1 << 20);
+        let files_limit = crate::os::raise_nofile(1 << 20);
         let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
             .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
         let shared = Arc::new(Shared {
@@ -843,12 +949,19 @@ impl Manager {
             legacy_root: state.join("containers"),
             networks,
             zygote,
-            containers: Mutex::new(BTreeMap::new()),
+            containers: Mutex::new(Table::default()),
             on_zygote_lost,
             events: Arc::new(crate::daemon::events::Events::new()),
             execs: execs::Execs::default(),
+            watched: Arc::new(AtomicU64::new(0)),
+            starting: AtomicU64::new(0),
+            files_limit,
         });
-        let monitor = monitor::start(Arc::clone(&shared), zygote_pidfd)?;
+        let monitor = monitor::start(
+            Arc::clone(&shared),
+            zygote_pidfd,
+            Arc::clone(&shared.watched),
+        )?;
         let manager = Manager {
             shared,
             monitor,
@@ -1010,7 +1123,7 @@ impl Manager {
             if after_reboot != Some(reboot::AfterReboot::Start) {
                 entry.save(&record);
             }
-            lock(&self.shared.containers).insert(record.id.clone(), Arc::clone(&entry));
+            lock(&self.shared.containers).insert(record.name.clone(), Arc::clone(&entry));
             if let Some(r) = running {
                 adopted += 1;
                 self.monitor.watch(Arc::clone(&entry), r);
@@ -1041,30 +1154,34 @@ impl Manager {
     /// container whose lock stays held for [`COUNT_PATIENCE`] (readers like
     /// `ps` hold it for microseconds) is being restarted, stopped or
     /// started, and is not counted as running yet.
+    /// What bounds the number of containers here ([`crate::daemon::limits`]).
+    pub fn limits(&self) -> mkhost_shared::control::HostLimits {
+        crate::daemon::limits::host_limits(
+            self.shared.zygote.pid(),
+            self.shared.watched.load(Ordering::SeqCst),
+            self.shared.files_limit,
+        )
+    }
+
     pub fn running(&self) -> usize {
-        let entries: Vec<Arc<Entry>> = lock(&self.shared.containers).values().cloned().collect();
+        let entries: Vec<Arc<Entry>> = lock(&self.shared.containers).entries().cloned().collect();
         entries.iter().filter(|e| e.is_running_now()).count()
     }
 
     /// Whether `name` is a container's name or full id.
     fn name_taken(&self, name: &str) -> bool {
-        let map = lock(&self.shared.containers);
-        map.contains_key(name) || map.values().any(|e| lock(&e.state).record.name == name)
+        lock(&self.shared.containers).taken(name)
     }
 
     fn find(&self, name: &str) -> Result<Arc<Entry>, String> {
         let map = lock(&self.shared.containers);
-        if let Some(entry) = map.get(name) {
+        if let Some(entry) = map.get(name).or_else(|| map.named(name)) {
             return Ok(Arc::clone(entry));
         }
-        if let Some(entry) = map.values().find(|e| lock(&e.state).record.name == name) {
-            return Ok(Arc::clone(entry));
-        }
-        let prefixed: Vec<_> = map
-            .values()
-            .filter(|e| name.len() >= 4 && e.id.starts_with(name))
-            .cloned()
-            .collect();
+        let prefixed: Vec<_> = match name.len() >= 4 {
+            true => map.with_prefix(name).take(2).cloned().collect(),
+            false => Vec::new(),
+        };
         match prefixed.len() {
             1 => Ok(prefixed
                 .into_iter()
@@ -1078,7 +1195,7 @@ impl Manager {
     /// Whether a container (in any state) uses the image with id `image_id`.
     pub fn uses_image(&self, image_id: &str) -> Option<String> {
         lock(&self.shared.containers)
-            .values()
+            .entries()
             .map(|e| e.record())
             .find(|r| r.image_id == image_id)
             .map(|r| r.name)
@@ -1087,7 +1204,7 @@ impl Manager {
     /// The containers (any state) whose record names volume `name`.
     pub fn volume_users(&self, name: &str) -> Vec<String> {
         lock(&self.shared.containers)
-            .values()
+            .entries()
             .map(|e| e.record())
             .filter(|r| r.volumes.iter().any(|v| !v.is_bind() && v.source == name))
             .map(|r| r.name)
@@ -1306,17 +1423,21 @@ impl Manager {
         };
         let entry = Arc::new(Entry::new(dir, spec, record.clone(), None));
         entry.save(&record);
+        // The name was free when checked above; a run for the same name
+        // in parallel may have taken it since (the cleanup undoes this one).
+        // The record names its volumes now: `volume rm` sees it.
+        if !lock(&self.shared.containers).insert_new(record.name.clone(), Arc::clone(&entry)) {
+            return Err(format!("a container named {:?} already exists", record.name).into());
+        }
         self.shared.event(&record, "create", &[]);
         cleanup.disarm();
-        // The record names its volumes now: `volume rm` sees it.
-        lock(&self.shared.containers).insert(id, Arc::clone(&entry));
         Ok((entry, lease))
     }
 
     /// All containers, oldest first.
     pub fn ps(&self) -> Vec<Record> {
         let mut list: Vec<Record> = lock(&self.shared.containers)
-            .values()
+            .entries()
             .map(|e| e.record())
             .collect();
         list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
@@ -1522,7 +1643,7 @@ impl Manager {
                 "invalid container name {new_name:?}: letters, digits, '_', '.' and '-', beginning with a letter or digit"
             ));
         }
-        if self.name_taken(new_name) {
+        if !lock(&self.shared.containers).rename(&entry.id, new_name) {
             return Err(format!("a container named {new_name:?} already exists"));
         }
         let mut state = lock(&entry.state);

@@ -23,6 +23,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,6 +91,8 @@ enum Command<C> {
 pub struct MonitorHandle<C> {
     tx: Sender<Command<C>>,
     wake: Arc<EventFd>,
+    /// Containers watched (whose descriptors the monitor holds).
+    watched: Arc<AtomicU64>,
 }
 
 impl<C> Clone for MonitorHandle<C> {
@@ -97,6 +100,7 @@ impl<C> Clone for MonitorHandle<C> {
         MonitorHandle {
             tx: self.tx.clone(),
             wake: Arc::clone(&self.wake),
+            watched: Arc::clone(&self.watched),
         }
     }
 }
@@ -104,6 +108,7 @@ impl<C> Clone for MonitorHandle<C> {
 impl<C> MonitorHandle<C> {
     /// Starts watching a container.
     pub fn watch(&self, entry: Arc<C>, running: Running) {
+        self.watched.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(Command::Watch(entry, running));
         self.wake.notify();
     }
@@ -172,17 +177,19 @@ fn token(serial: u64, slot: u64) -> u64 {
 }
 
 /// Starts the monitor thread; `zygote` is the zygote's pidfd: when it
-/// becomes readable the zygote is gone and [`Supervisor::zygote_lost`] is called.
+/// becomes readable the zygote is gone and [`Supervisor::zygote_lost`] is
+/// called. `watched` counts the containers it holds descriptors for.
 pub fn start<S: Supervisor>(
     shared: Arc<S>,
     zygote: OwnedFd,
+    watched: Arc<AtomicU64>,
 ) -> io::Result<MonitorHandle<S::Container>> {
     let epoll = Epoll::new()?;
     let wake = Arc::new(EventFd::new()?);
     epoll.add(wake.fd(), WAKE)?;
     epoll.add(zygote.as_fd(), ZYGOTE)?;
     let (tx, rx) = mpsc::channel();
-    let handle = MonitorHandle { tx, wake };
+    let handle = MonitorHandle { tx, wake, watched };
     let mut monitor = Monitor {
         zygote: Some(zygote),
         shared,
@@ -336,6 +343,7 @@ impl<S: Supervisor> Monitor<S> {
             .is_some_and(|w| w.exited && w.pipes.iter().all(|p| p.file.is_none()));
         if done {
             if let Some(w) = self.watched.remove(&serial) {
+                self.handle.watched.fetch_sub(1, Ordering::SeqCst);
                 w.entry.close_log();
             }
         }

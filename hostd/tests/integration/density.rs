@@ -1,0 +1,234 @@
+//! Many containers on one daemon: a limit reached is named and creates
+//! nothing half-way, a hundred clients starting at once are all answered,
+//! clients that leave mid-create leave nothing behind, and once every
+//! container is removed the daemon and the zygote hold the descriptors they
+//! held before.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::{ok, wait_for_status, zygote_pid, Daemon, HOSTD};
+use crate::containers::{build_image, hostd, hostd_run, ps};
+
+/// Open descriptors of process `pid`: (sockets, all others). Sockets
+/// vary with how many connections the daemon keeps to its zygote (more
+/// after parallel starts); pipes and pidfds are what containers hold.
+fn open_files(pid: i32) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = fs::read_link(fd.path()).unwrap_or_default();
+        match target.to_string_lossy().starts_with("socket:") {
+            true => counts.0 += 1,
+            false => counts.1 += 1,
+        }
+    }
+    counts
+}
+
+/// The processes whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let mut children = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// `count` runs of `sleep` at once, one client each: their outputs.
+fn run_at_once(socket: &Path, prefix: &str, count: usize) -> Vec<std::process::Output> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .map(|i| {
+                scope.spawn(move || {
+                    let name = format!("{prefix}{i}");
+                    hostd_run(
+                        socket,
+                        &["--network", "none", "--name", &name, "bb", "sleep", "1000"],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Removes every container, several clients at once.
+fn remove_all(socket: &Path) {
+    let names: Vec<String> = ps(socket).into_iter().map(|r| r.name).collect();
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(8) {
+            scope.spawn(move || {
+                for name in chunk {
+                    ok(&hostd(socket, &["rm", "-f", name]));
+                }
+            });
+        }
+    });
+    assert!(ps(socket).is_empty());
+}
+
+/// The containers the daemon lists, its container directories and the
+/// zygote's children (the inits) agree: nothing was created half-way.
+fn assert_consistent(socket: &Path, work: &Path, zygote: i32) -> usize {
+    let rows = ps(socket);
+    assert!(
+        rows.iter().all(|r| r.status == "running"),
+        "{:?}",
+        rows.iter()
+            .map(|r| (&r.name, &r.status))
+            .collect::<Vec<_>>()
+    );
+    let dirs = fs::read_dir(work.join("containers")).unwrap().count();
+    assert_eq!(dirs, rows.len(), "container directories vs ps");
+    let inits = children_of(zygote);
+    assert_eq!(
+        inits.len(),
+        rows.len(),
+        "the zygote's children vs ps: {inits:?}"
+    );
+    rows.len()
+}
+
+#[test]
+fn limits_parallel_starts_and_no_leaked_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    // 400 descriptors, and no CAP_SYS_RESOURCE to raise them again.
+    let daemon = Daemon::start_wrapped(
+        work,
+        Path::new(HOSTD),
+        &[],
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-sys_resource",
+            "prlimit",
+            "--nofile=400:400",
+        ],
+    );
+    let socket = daemon.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    let status = wait_for_status(&socket, Duration::from_secs(5));
+    let daemon_pid = i32::try_from(status.pid).unwrap();
+    let zygote = zygote_pid(work).unwrap();
+    let limits = status.limits.expect("status reports the limits");
+    assert_eq!(limits.daemon_files.limit, 400, "{limits:?}");
+    assert_eq!(limits.zygote_files.limit, 400, "{limits:?}");
+    assert_eq!(
+        (
+            limits.daemon_files_per_container,
+            limits.zygote_files_per_container
+        ),
+        (3, 2)
+    );
+    assert_eq!(
+        limits.bound_by, "the daemon's open-file limit",
+        "{limits:?}"
+    );
+    assert!(limits.room > 20 && limits.room < 48, "{limits:?}");
+    assert!(limits.tasks.limit > limits.tasks.used, "{limits:?}");
+
+    // A first container opens what the daemon opens lazily; then the
+    // descriptors held with no container are the baseline.
+    ok(&hostd_run(
+        &socket,
+        &["--network", "none", "--name", "warm", "bb", "true"],
+    ));
+    ok(&hostd(&socket, &["rm", "-f", "warm"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = (open_files(daemon_pid), open_files(zygote));
+
+    // A hundred clients at once: more than the limit allows. Each is
+    // answered; a refusal names the limit; nothing is half-created.
+    let outputs = run_at_once(&socket, "c", 100);
+    let mut refusals = 0;
+    for out in outputs.iter().filter(|o| !o.status.success()) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("RLIMIT_NOFILE") || stderr.contains("too many connections"),
+            "{stderr}\ndaemon:\n{}",
+            daemon.output()
+        );
+        refusals += usize::from(stderr.contains("RLIMIT_NOFILE"));
+    }
+    let started = outputs.iter().filter(|o| o.status.success()).count();
+    assert!(
+        refusals > 0,
+        "no start was refused: {started} started; {:?}; daemon fds {:?}",
+        wait_for_status(&socket, Duration::from_secs(5)).limits,
+        open_files(daemon_pid)
+    );
+    // The limit allows (400 - 256 reserved - 4) / 3 = 46 and starts racing
+    // past the check add at most one per zygote connection.
+    assert!(
+        (limits.room as usize..=46 + 8).contains(&started),
+        "{started} started, room was {}",
+        limits.room
+    );
+    assert_eq!(assert_consistent(&socket, work, zygote), started);
+    let full = wait_for_status(&socket, Duration::from_secs(5))
+        .limits
+        .unwrap();
+    assert!(full.room < 4, "{full:?}");
+    remove_all(&socket);
+
+    // Clients killed while their container is being created: each
+    // container is either created whole (as with dockerd, the daemon
+    // finishes what it started) or not at all.
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80] {
+        let mut client = std::process::Command::new(HOSTD)
+            .args(["run", "-d", "--socket"])
+            .arg(&socket)
+            .args(["--network", "none", "--name"])
+            .arg(format!("gone{delay_ms}"))
+            .args(["bb", "sleep", "1000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_consistent(&socket, work, zygote);
+    remove_all(&socket);
+
+    // Every descriptor a container took is given back, in both processes.
+    let others = |(_, others): (usize, usize)| others;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = (open_files(daemon_pid), open_files(zygote));
+    while (others(now.0), others(now.1)) != (others(baseline.0), others(baseline.1))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        now = (open_files(daemon_pid), open_files(zygote));
+    }
+    assert_eq!(
+        (others(now.0), others(now.1)),
+        (others(baseline.0), others(baseline.1)),
+        "(daemon, zygote) descriptors other than sockets after all are removed"
+    );
+    // The zygote connections the daemon keeps: at most 64 more.
+    assert!(
+        now.0 .0 <= baseline.0 .0 + 64 && now.1 .0 <= baseline.1 .0 + 64,
+        "{now:?}"
+    );
+    daemon.terminate();
+}
