@@ -108,7 +108,6 @@ impl<C> Clone for MonitorHandle<C> {
 impl<C> MonitorHandle<C> {
     /// Starts watching a container.
     pub fn watch(&self, entry: Arc<C>, running: Running) {
-        self.watched.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(Command::Watch(entry, running));
         self.wake.notify();
     }
@@ -256,6 +255,7 @@ impl<S: Supervisor> Monitor<S> {
     }
 
     fn watch(&mut self, entry: Arc<S::Container>, running: Running) {
+        self.handle.watched.fetch_add(1, Ordering::SeqCst);
         let serial = self.next;
         self.next += 1;
         let mut pipes = Vec::new();
@@ -343,7 +343,10 @@ impl<S: Supervisor> Monitor<S> {
             .is_some_and(|w| w.exited && w.pipes.iter().all(|p| p.file.is_none()));
         if done {
             if let Some(w) = self.watched.remove(&serial) {
-                self.handle.watched.fetch_sub(1, Ordering::SeqCst);
+                let _ = self
+                    .handle
+                    .watched
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
                 w.entry.close_log();
             }
         }
