@@ -1,34 +1,52 @@
 //! The zygote: a single-threaded helper forked by the daemon before it starts
 //! any thread. Cloning a container's init from a multi-threaded process is
 //! unsafe (another thread may hold the allocator's lock at clone time), so
-//! the daemon asks the zygote instead, over a `SOCK_SEQPACKET` socket: one
-//! JSON packet per request, one per answer, descriptors attached with
+//! the daemon asks the zygote instead, over `SOCK_SEQPACKET` connections:
+//! one JSON packet per request, one per answer, descriptors attached with
 //! `SCM_RIGHTS`.
 //!
-//! For `create` the zygote writes the bundle's `config.json`, points its own
-//! stdout and stderr at two new pipes (and stdin at a third with `-i`),
-//! runs the runtime's `create` and `start`, restores its stdio and sends
-//! back the pid with the init's pidfd, the pipes' read ends and the input's
-//! write end. With a terminal (`-t`) the runtime hands back the primary side
-//! of the init's pseudo-terminal, which stands for stdout and stdin. `exec`
-//! starts another process in a running container the same way (the
-//! runtime's exec), keyed by the exec instance's id. The inits and exec'd
-//! processes are the zygote's children, so it also reaps them (`reap`, with
-//! the OOM-kill count of the cgroup) once the daemon has seen their pidfd
-//! become readable.
+//! **Creates run in parallel.** The daemon keeps a pool of connections
+//! (a few per core) with one request in flight on each, and the zygote
+//! polls them all. For `create` and `exec` it forks a short-lived
+//! *creator* and goes on serving: the creator writes the bundle's
+//! `config.json`, points its stdout and stderr at two new pipes (and stdin
+//! at a third with `-i`), runs the runtime's `create` and `start` (or
+//! `exec`), sends back the pid, a pidfd, the pipes' read ends and the
+//! input's write end, and exits. With a terminal (`-t`) the runtime hands
+//! back the primary side of the process's pseudo-terminal, which stands
+//! for stdout and stdin. The zygote is the creators' subreaper, so once a
+//! creator exits its init (or exec'd process) is the zygote's child; the
+//! zygote keeps its own copies of the pipe ends and forwards the answer to
+//! the connection that asked. One process per create is what the kernel
+//! needs anyway (the init is cloned from it), so parallel creates cost no
+//! extra process that lives, and nothing is shared between them but the
+//! runtime's state directory, one subdirectory per container. Several
+//! long-lived workers would have needed the same subreaper hand-over, and
+//! a fixed count.
 //!
-//! **The zygote outlives the daemon.** It keeps a copy of every container's
-//! pidfd and pipe read ends, so when the daemon is killed or upgraded the
-//! containers keep running (their writes block once a pipe is full; nothing
-//! is lost) and their exit statuses wait, as zombies, for the zygote. It
-//! listens on `<state>/zygote.sock` (root only); a new daemon connects,
-//! says `hello`, and `attach`es each running container to get its
-//! descriptors back. A zygote whose daemon left while it had no container
-//! exits. When the new daemon's binary differs from the zygote's, the daemon
-//! asks for an `upgrade`: the zygote `exec`s the new binary
-//! (`hostd zygote --resume ...`), keeping its children, its sockets and its
-//! table of containers (handed over in a file), and the new code answers.
-//! `hello` and `upgrade` are the stable part of the protocol.
+//! **Descriptors.** The zygote holds two per container (the read ends of
+//! stdout and stderr; three with an open stdin) and no pidfd: it is the
+//! inits' parent and reaps them by pid (`reap`, with the OOM-kill count of
+//! the cgroup) once the daemon has seen the pidfd it was given become
+//! readable. Before forking a creator it checks that its open-file limit
+//! leaves room, and refuses with the limit named otherwise.
+//!
+//! **The zygote outlives the daemon.** Its copies of the pipe read ends
+//! keep the containers' output open when the daemon is killed or upgraded:
+//! the containers keep running (their writes block once a pipe is full;
+//! nothing is lost) and their exit statuses wait, as zombies, for the
+//! zygote. It listens on `<state>/zygote.sock` (root only); a new daemon
+//! connects, says `hello`, and `attach`es each running container to get its
+//! descriptors back (a new pidfd). Only the daemon being served may open
+//! more connections (checked by pid); another is hung up on. A creator
+//! whose daemon left before it answered has its process killed and its
+//! container deleted: nobody would ever watch it. A zygote whose daemon
+//! left while it had no container exits. When the new daemon's binary
+//! differs from the zygote's, the daemon asks for an `upgrade`: the zygote
+//! `exec`s the new binary (`hostd zygote --resume ...`), keeping its
+//! children, its sockets and its table of containers (handed over in a
+//! file), and the new code answers. `hello` and `upgrade` are the stable
+//! part of the protocol.
 
 use std::collections::HashMap;
 use std::fs;
