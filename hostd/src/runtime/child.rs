@@ -112,10 +112,11 @@ pub enum Step {
     StartContainerHook,
     Terminal,
     JoinCgroup,
+    MountRootOverlay,
 }
 
 impl Step {
-    const ALL: [Step; 47] = [
+    const ALL: [Step; 48] = [
         Step::WaitGo,
         Step::SetUserIds,
         Step::JoinNamespace,
@@ -163,6 +164,7 @@ impl Step {
         Step::StartContainerHook,
         Step::Terminal,
         Step::JoinCgroup,
+        Step::MountRootOverlay,
     ];
 
     /// The step with this wire number.
@@ -220,6 +222,7 @@ impl Step {
             Step::StartContainerHook => "running a startContainer hook",
             Step::Terminal => "setting up the pseudo-terminal",
             Step::JoinCgroup => "joining the container's cgroup",
+            Step::MountRootOverlay => "mounting the root's overlay",
         }
     }
 }
@@ -1035,6 +1038,23 @@ impl<'a, S: ChildSys> Init<'a, S> {
         let sys = self.sys;
         let plan = self.plan;
         self.prepare_propagation()?;
+        if let Some(options) = &plan.root_overlay {
+            // Mounted here, in the container's own mount namespace, the
+            // overlay never joins the host's mount table: a host with
+            // thousands of containers keeps a short one, which every new
+            // mount namespace copies.
+            at(
+                Step::MountRootOverlay,
+                0,
+                sys.mount(
+                    Some(c"overlay"),
+                    &plan.rootfs_c,
+                    Some(c"overlay"),
+                    0,
+                    Some(options),
+                ),
+            )?;
+        }
         at(
             Step::BindRoot,
             0,

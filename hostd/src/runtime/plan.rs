@@ -315,6 +315,12 @@ pub struct RootPropagation {
     pub after: libc::c_ulong,
 }
 
+/// An annotation of hostd's: overlayfs mount options (`lowerdir=...,
+/// upperdir=...,workdir=...`) that the init mounts on `root.path` inside
+/// the container's mount namespace, before anything else is mounted
+/// there. The caller then leaves `root.path` an empty directory.
+pub const ROOT_OVERLAY_ANNOTATION: &str = "org.mkhost.rootfs.overlay";
+
 /// Everything needed to create the container.
 #[derive(Debug)]
 pub struct Plan {
@@ -326,6 +332,9 @@ pub struct Plan {
     pub rootfs: PathBuf,
     /// The same, for the init.
     pub rootfs_c: CString,
+    /// Overlay mount options the init mounts on the root file system in
+    /// its own mount namespace ([`ROOT_OVERLAY_ANNOTATION`]), if given.
+    pub root_overlay: Option<CString>,
     /// `CLONE_NEW*` flags of the namespaces `clone` creates (all new ones
     /// but those in `unshare_flags`).
     pub clone_flags: u64,
@@ -528,6 +537,15 @@ impl Plan {
 
         let ns = Namespaces::new(linux)?;
         let shared_mount_ns = !ns.has(NamespaceKind::Mount);
+        let root_overlay = match spec.annotations.get(ROOT_OVERLAY_ANNOTATION) {
+            Some(_) if shared_mount_ns => {
+                return Err(PlanError::SharedMountNamespace {
+                    field: ROOT_OVERLAY_ANNOTATION,
+                })
+            }
+            Some(options) => Some(cstring(ROOT_OVERLAY_ANNOTATION, options.as_bytes())?),
+            None => None,
+        };
         if shared_mount_ns {
             // runc: "unable to restrict sys entries without a private MNT
             // namespace"; a propagation would be the host's.
@@ -571,6 +589,7 @@ impl Plan {
         Ok(Plan {
             id: id.to_string(),
             rootfs_c: cstring("root.path", rootfs.as_os_str().as_bytes())?,
+            root_overlay,
             bundle,
             rootfs,
             clone_flags: ns.clone_flags & !ns.unshare_flags,

@@ -25,8 +25,15 @@ pub struct CreateSpec {
     /// Bundle directory (`config.json` is written there): run-time state,
     /// made again after a reboot.
     pub bundle: PathBuf,
-    /// The mounted root file system.
+    /// The root file system's directory in the bundle.
     pub rootfs: PathBuf,
+    /// The overlay's mount options, set for each start: the container's
+    /// init mounts its root itself, in its own mount namespace
+    /// ([`crate::runtime::plan::ROOT_OVERLAY_ANNOTATION`]), so the host's
+    /// mount table does not grow with the containers. `None` (records of
+    /// older daemons): the root is mounted at `rootfs` on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_overlay: Option<String>,
     /// The image's layer directories, top first (the overlay's `lowerdir`),
     /// to mount the root again after a reboot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -598,6 +605,9 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
             "noNewPrivileges": false
         },
         "root": { "path": spec.rootfs, "readonly": spec.read_only },
+        "annotations": spec.root_overlay.iter()
+            .map(|options| (crate::runtime::plan::ROOT_OVERLAY_ANNOTATION, options))
+            .collect::<BTreeMap<_, _>>(),
         "hostname": spec.hostname,
         "mounts": mounts(spec),
         "linux": {
@@ -813,6 +823,7 @@ mod tests {
             bundle: "/b".into(),
             lower: Vec::new(),
             rootfs: "/b/rootfs".into(),
+            root_overlay: Some("lowerdir=/l,upperdir=/c/upper,workdir=/c/work".into()),
             args: s(&["sh"]),
             env: vec![],
             cwd: "/".into(),
@@ -845,6 +856,10 @@ mod tests {
             console_size: Some((24, 80)),
         };
         let config = oci_config(&spec);
+        assert_eq!(
+            config["annotations"]["org.mkhost.rootfs.overlay"],
+            "lowerdir=/l,upperdir=/c/upper,workdir=/c/work"
+        );
         assert_eq!(config["process"]["terminal"], true);
         assert_eq!(
             config["linux"]["namespaces"][1],

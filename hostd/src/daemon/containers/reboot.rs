@@ -137,11 +137,11 @@ pub fn overlay_options(dir: &Path, spec: &CreateSpec) -> String {
     )
 }
 
-/// Makes `spec`'s bundle (`rootfs/`, `empty/`) and mounts the overlay root
-/// with the writable layer of the container directory `dir`, unless it is
-/// mounted already. A missing writable layer is an error, never replaced
-/// by an empty one.
-pub fn mount_root(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
+/// Makes `spec`'s bundle (`rootfs/`, `empty/`), after checking the
+/// writable layer of the container directory `dir`: a missing one is an
+/// error, never replaced by an empty one. The container's init mounts the
+/// root there in its own mount namespace (`CreateSpec::root_overlay`).
+pub fn make_bundle(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
     for sub in [dir.join("upper"), dir.join("work")] {
         if !sub.is_dir() {
             return Err(format!("its writable layer {} is missing", sub.display()));
@@ -154,6 +154,15 @@ pub fn mount_root(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
             .create(&sub)
             .map_err(|e| format!("cannot create {}: {e}", sub.display()))?;
     }
+    Ok(())
+}
+
+/// [`make_bundle`], then mounts the overlay root on the host at
+/// `spec.rootfs` (for the daemon's own work on a container that does not
+/// run: its volumes' first fill, `docker cp`), unless it is mounted
+/// already. Whoever mounts it unmounts it again.
+pub fn mount_root(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
+    make_bundle(dir, spec)?;
     if is_mounted(&spec.rootfs) {
         return Ok(());
     }

@@ -1167,13 +1167,17 @@ impl Api {
                 return Ok((fd, true, spec));
             }
         }
-        if !crate::daemon::containers::reboot::is_mounted(&spec.rootfs) {
-            return Err(ApiError::internal(format!(
-                "the root of container {id} is not mounted ({}): start it once",
-                spec.rootfs.display()
-            )));
-        }
-        let fd = rustix::fs::open(&spec.rootfs, flags, Mode::empty()).map_err(|e| {
+        // Mounted for this copy only and detached at once: the open
+        // directory keeps the mount alive until the copy is done, and the
+        // host's mount table does not keep it.
+        let dir = manager
+            .dir_of(id)
+            .map_err(|e| self.container_error(id, e))?;
+        crate::daemon::containers::reboot::mount_root(&dir, &spec)
+            .map_err(|e| ApiError::internal(format!("container {id}: {e}")))?;
+        let opened = rustix::fs::open(&spec.rootfs, flags, Mode::empty());
+        let _ = crate::os::unmount(&spec.rootfs, crate::os::UnmountFlags::DETACH);
+        let fd = opened.map_err(|e| {
             ApiError::internal(format!("cannot open {}: {e}", spec.rootfs.display()))
         })?;
         Ok((fd, false, spec))

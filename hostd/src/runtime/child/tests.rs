@@ -816,3 +816,39 @@ fn an_exec_joins_the_init_and_skips_building_a_root() {
         );
     }
 }
+
+/// hostd's annotation: the init mounts the overlay on its root in its own
+/// mount namespace, after `/` is made a slave and before the root's bind;
+/// with the runtime's mount namespace shared it is refused.
+#[test]
+fn root_overlay_is_mounted_first_in_the_containers_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = "lowerdir=/l1:/l2,upperdir=/c/upper,workdir=/c/work";
+    let mut spec = sample_spec();
+    spec.annotations.insert(
+        crate::runtime::plan::ROOT_OVERLAY_ANNOTATION.into(),
+        options.into(),
+    );
+    let plan = Plan::new("c1", dir.path(), &spec).unwrap();
+    let fake = Fake::default();
+    run_with(&fake, &plan, FDS);
+    let calls = fake.calls();
+    let root = plan.rootfs.to_string_lossy().into_owned();
+    let slave = position(&calls, "mount - / - 0x44000");
+    let overlay = position(
+        &calls,
+        &format!("mount overlay {root} overlay 0x0 {options}"),
+    );
+    let bind = position(&calls, &format!("mount {root} {root} - 0x5000"));
+    assert!(slave < overlay && overlay < bind, "{calls:#?}");
+
+    spec.linux
+        .as_mut()
+        .unwrap()
+        .namespaces
+        .retain(|n| n.kind != crate::runtime::spec::NamespaceKind::Mount);
+    spec.linux.as_mut().unwrap().masked_paths.clear();
+    spec.linux.as_mut().unwrap().readonly_paths.clear();
+    let err = Plan::new("c1", dir.path(), &spec).unwrap_err().to_string();
+    assert!(err.contains("org.mkhost.rootfs.overlay"), "{err}");
+}
