@@ -38,6 +38,11 @@ const NAMESPACE_KINDS: [&str; 5] = ["mnt", "pid", "net", "ipc", "uts"];
 /// the daemon holds descriptors for and its open-file limit: an error names
 /// the limit and how to raise it.
 pub fn check_room(watched: u64, files_limit: u64) -> Result<(), String> {
+    check_room_in(Path::new("/proc"), watched, files_limit)
+}
+
+/// [`check_room`] with the kernel's files under `proc`.
+fn check_room_in(proc: &Path, watched: u64, files_limit: u64) -> Result<(), String> {
     let daemon_files = watched * DAEMON_FILES_PER_CONTAINER + DAEMON_FILES_RESERVE;
     if daemon_files + DAEMON_FILES_PER_CONTAINER + 1 > files_limit {
         return Err(format!(
@@ -48,7 +53,6 @@ pub fn check_room(watched: u64, files_limit: u64) -> Result<(), String> {
              CAP_SYS_RESOURCE, as on a host booted from mkhost) or remove containers"
         ));
     }
-    let proc = Path::new("/proc");
     if let (Some(tasks), limit) = (tasks_running(proc), tasks_limit(proc)) {
         if tasks + TASKS_RESERVE >= limit {
             return Err(format!(
@@ -210,6 +214,44 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("6600 running containers"), "{err}");
+    }
+
+    /// A fake `/proc` with `tasks` tasks against `pid_max` and
+    /// `available` KiB of memory.
+    fn fake_proc(tasks: u64, pid_max: u64, available: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path();
+        fs::create_dir_all(proc.join("sys/kernel")).unwrap();
+        fs::write(
+            proc.join("loadavg"),
+            format!("0.00 0.01 0.05 1/{tasks} 99\n"),
+        )
+        .unwrap();
+        fs::write(proc.join("sys/kernel/pid_max"), format!("{pid_max}\n")).unwrap();
+        fs::write(proc.join("sys/kernel/threads-max"), "1000000\n").unwrap();
+        fs::write(
+            proc.join("meminfo"),
+            format!("MemTotal: 8000000 kB\nMemAvailable: {available} kB\n"),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn tasks_and_memory_are_checked_with_the_limit_named() {
+        let fine = fake_proc(500, 32_768, 4_000_000);
+        assert!(check_room_in(fine.path(), 10, 20_000).is_ok());
+        let full = fake_proc(32_710, 32_768, 4_000_000);
+        let err = check_room_in(full.path(), 10, 20_000).unwrap_err();
+        assert!(
+            err.contains("32710 tasks")
+                && err.contains("kernel.pid_max")
+                && err.contains("[sysctl]"),
+            "{err}"
+        );
+        let low = fake_proc(500, 32_768, 8 * 1024);
+        let err = check_room_in(low.path(), 10, 20_000).unwrap_err();
+        assert!(err.contains("8 MiB of memory"), "{err}");
     }
 
     #[test]

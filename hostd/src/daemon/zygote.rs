@@ -509,7 +509,8 @@ struct Server {
     live: HashMap<String, Live>,
     rt: Runtime,
     cgroups: Box<dyn CgroupManager>,
-    saved: SavedStdio,
+    /// Forks the creators; `None` until started again after it died.
+    spawner: Option<Spawner>,
     /// The pid of the daemon served, while it has a connection.
     daemon: Option<i32>,
     conns: Vec<Conn>,
@@ -529,8 +530,6 @@ enum Ready {
 
 impl Server {
     fn new(state: &Path, listener: OwnedFd, live: HashMap<String, Live>) -> Server {
-        let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
-        let rt = Runtime::detect(state.join("oci"), log);
         // The containers inherit the zygote's limits, as Docker's inherit
         // dockerd's: raise them to what Debian's docker.service gives it.
         for (limit, value) in CONTAINER_LIMITS {
@@ -544,14 +543,9 @@ impl Server {
         if let Ok(null) = fs::File::open("/dev/null") {
             let _ = os::dup2(null.as_fd(), 0);
         }
-        let saved = (
-            std::io::stdin().as_fd().try_clone_to_owned(),
-            std::io::stdout().as_fd().try_clone_to_owned(),
-            std::io::stderr().as_fd().try_clone_to_owned(),
-        );
-        let (Ok(stdin), Ok(stdout), Ok(stderr)) = saved else {
-            std::process::exit(1)
-        };
+        let spawner = Spawner::start(state).ok();
+        let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
+        let rt = Runtime::detect(state.join("oci"), log);
         let _ = mkhost_shared::fs::write_atomic(
             &state.join(PID_FILE),
             std::process::id().to_string().as_bytes(),
@@ -563,11 +557,7 @@ impl Server {
             live,
             rt,
             cgroups: Cgroupfs::detect(),
-            saved: SavedStdio {
-                stdin,
-                stdout,
-                stderr,
-            },
+            spawner,
             daemon: None,
             conns: Vec::new(),
             next_conn: 1,
@@ -770,9 +760,7 @@ impl Server {
             }
         }
         let id = spec.id.clone();
-        self.fork_creator(conn, id, true, |server| {
-            create(&server.rt, &spec, &server.saved)
-        })
+        self.fork_creator(conn, id, true, ZygoteRequest::Create(Box::new(spec)))
     }
 
     /// Checks an exec and forks its creator; `Some`: refused at once.
@@ -781,21 +769,21 @@ impl Server {
             return Some(error(format!("exec instance {} exists", spec.id)));
         }
         let id = spec.id.clone();
-        self.fork_creator(conn, id, false, |server| {
-            exec(&server.rt, &spec, &server.saved)
-        })
+        self.fork_creator(conn, id, false, ZygoteRequest::Exec(Box::new(spec)))
     }
 
-    /// Forks a creator that runs `work` and sends its answer back: the
-    /// zygote goes on serving meanwhile, so creates run in parallel, one
-    /// process each. The creator's own children (the inits) become the
-    /// zygote's when it exits (the zygote is their subreaper).
+    /// Has a creator run `request` and send its answer back: the zygote
+    /// goes on serving meanwhile, so creates run in parallel, one process
+    /// each. The creator is forked by the spawner (whose descriptor table
+    /// is small, unlike the zygote's) as the zygote's child; its own
+    /// children (the inits) become the zygote's when it exits (the zygote
+    /// is their subreaper).
     fn fork_creator(
         &mut self,
         conn: u64,
         id: String,
         container: bool,
-        work: impl FnOnce(&Server) -> Result<Live, CreateError>,
+        request: ZygoteRequest,
     ) -> Option<ZygoteReply> {
         let processes = (self.live.len() + self.creating.len()) as u64;
         let held = processes * limits::ZYGOTE_FILES_PER_CONTAINER
@@ -815,37 +803,9 @@ impl Server {
             Ok(pair) => pair,
             Err(e) => return Some(error(format!("cannot create a socket pair: {e}"))),
         };
-        // SAFETY: the zygote has a single thread.
-        match unsafe { os::fork() } {
-            Err(e) => Some(error(format!("cannot fork a creator: {e}"))),
-            Ok(None) => {
-                drop(answer);
-                let (reply, fds) = match work(self) {
-                    Ok(live) => match live.descriptors() {
-                        Ok(fds) => (live.created(), fds),
-                        Err(e) => {
-                            live.kill();
-                            if container {
-                                let _ = self.rt.delete(&id, true);
-                            }
-                            (error(format!("cannot open a pidfd: {e}")), Vec::new())
-                        }
-                    },
-                    Err(e) => (
-                        ZygoteReply::Error {
-                            message: e.message,
-                            exec: e.exec,
-                        },
-                        Vec::new(),
-                    ),
-                };
-                let code = i32::from(send_reply(creator_end.as_fd(), &reply, &fds).is_err());
-                // SAFETY: _exit(2) ends this forked copy at once, running
-                // none of the zygote's destructors or exit handlers.
-                unsafe { libc::_exit(code) }
-            }
-            Ok(Some(creator)) => {
-                drop(creator_end);
+        match self.spawn_creator(&request, creator_end) {
+            Err(message) => Some(error(message)),
+            Ok(creator) => {
                 self.creating.push(Creating {
                     conn,
                     id,
@@ -856,6 +816,35 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// Has the spawner fork a creator for `request` that answers on
+    /// `answer`; a spawner that is gone is started again once.
+    fn spawn_creator(
+        &mut self,
+        request: &ZygoteRequest,
+        answer: OwnedFd,
+    ) -> Result<libc::pid_t, String> {
+        let mut last = String::new();
+        for _ in 0..2 {
+            if self.spawner.is_none() {
+                self.spawner = Some(Spawner::start(&self.state)?);
+            }
+            let Some(spawner) = &self.spawner else {
+                continue;
+            };
+            match spawner.fork_creator(request, &answer) {
+                Ok(pid) => return Ok(pid),
+                Err(SpawnFailure::Refused(message)) => return Err(message),
+                Err(SpawnFailure::Gone(e)) => {
+                    last = format!("the zygote's spawner is gone: {e}");
+                    if let Some(gone) = self.spawner.take() {
+                        kill_child(gone.pid);
+                    }
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Takes the answer of creator `index`: keeps the new process's
@@ -997,6 +986,179 @@ impl Server {
         let _ = fs::remove_file(&path);
         error(format!("cannot run {}: {failure}", exe.display()))
     }
+}
+
+/// The zygote's spawner: a child forked when the zygote starts, holding
+/// no container's descriptors, that forks the creators. A process forked
+/// from the zygote itself would copy (and then close) the zygote's two
+/// descriptors per container, a cost that grows with every container; the
+/// spawner's table stays a handful. It forks with `CLONE_PARENT`, so each
+/// creator is the zygote's child, as are, through the subreaper, the inits.
+struct Spawner {
+    sock: OwnedFd,
+    pid: libc::pid_t,
+}
+
+/// The spawner's answer to a request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+enum SpawnerReply {
+    /// A creator runs as the zygote's child.
+    Forked { pid: libc::pid_t },
+    /// It could not fork one.
+    Failed { message: String },
+}
+
+/// Why no creator was forked.
+enum SpawnFailure {
+    /// The spawner answered with this error.
+    Refused(String),
+    /// The spawner did not answer (it died).
+    Gone(std::io::Error),
+}
+
+impl Spawner {
+    /// Forks the spawner: it closes every descriptor but its socket and
+    /// the standard ones, and serves [`spawner_main`].
+    fn start(state: &Path) -> Result<Spawner, String> {
+        let (sock, theirs) = crate::runtime::sys::seqpacket_pair()
+            .map_err(|e| format!("cannot create the spawner's socket: {e}"))?;
+        // SAFETY: the zygote has a single thread.
+        match unsafe { os::fork() } {
+            Err(e) => Err(format!("cannot fork the spawner: {e}")),
+            Ok(None) => spawner_main(theirs, state),
+            Ok(Some(pid)) => Ok(Spawner { sock, pid }),
+        }
+    }
+
+    /// Sends `request` with the creator's end of its answer socket and
+    /// reads the creator's pid.
+    fn fork_creator(
+        &self,
+        request: &ZygoteRequest,
+        answer: &OwnedFd,
+    ) -> Result<libc::pid_t, SpawnFailure> {
+        let bytes = serde_json::to_vec(request).unwrap_or_default();
+        os::send_with_fds(self.sock.as_fd(), &bytes, &[answer.as_fd()])
+            .map_err(SpawnFailure::Gone)?;
+        let mut buf = vec![0u8; MAX_PACKET];
+        let n = match os::recv_with_fds(self.sock.as_fd(), &mut buf) {
+            Ok((0, _)) => return Err(SpawnFailure::Gone(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok((n, _)) => n,
+            Err(e) => return Err(SpawnFailure::Gone(e)),
+        };
+        match serde_json::from_slice(&buf[..n]) {
+            Ok(SpawnerReply::Forked { pid }) => Ok(pid),
+            Ok(SpawnerReply::Failed { message }) => Err(SpawnFailure::Refused(message)),
+            Err(e) => Err(SpawnFailure::Refused(format!(
+                "the spawner answered badly: {e}"
+            ))),
+        }
+    }
+}
+
+/// The spawner's life: for each request on `sock` (a create or an exec,
+/// with the socket its creator answers on), forks a creator as the
+/// zygote's child and answers its pid. Exits when the zygote closes
+/// `sock`.
+fn spawner_main(sock: OwnedFd, state: &Path) -> ! {
+    // Only the standard descriptors and the socket, as fd 3, stay open.
+    // What the zygote's objects own is closed under them; they are never
+    // used (nor dropped) here.
+    if sock.as_raw_fd() != 3 {
+        // SAFETY: dup2(2) onto fd 3, which nothing in this process uses
+        // afterwards but the socket itself.
+        if unsafe { libc::dup2(sock.as_raw_fd(), 3) } != 3 {
+            std::process::exit(1);
+        }
+    }
+    std::mem::forget(sock);
+    let _ = crate::runtime::sys::close_range(4, u32::MAX);
+    // SAFETY: fd 3 is the socket, open and owned by nothing else now.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
+    let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
+    let rt = Runtime::detect(state.join("oci"), log);
+    let saved = (
+        std::io::stdin().as_fd().try_clone_to_owned(),
+        std::io::stdout().as_fd().try_clone_to_owned(),
+        std::io::stderr().as_fd().try_clone_to_owned(),
+    );
+    let (Ok(stdin), Ok(stdout), Ok(stderr)) = saved else {
+        std::process::exit(1)
+    };
+    let saved = SavedStdio {
+        stdin,
+        stdout,
+        stderr,
+    };
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        let (n, mut fds) = match os::recv_with_fds(sock.as_fd(), &mut buf) {
+            Ok((0, _)) | Err(_) => std::process::exit(0),
+            Ok(got) => got,
+        };
+        let reply = match (
+            serde_json::from_slice::<ZygoteRequest>(&buf[..n]),
+            fds.pop(),
+        ) {
+            (Ok(request), Some(answer)) => {
+                // SAFETY: the spawner has a single thread.
+                match unsafe { os::fork_sibling() } {
+                    Err(e) => SpawnerReply::Failed {
+                        message: format!("cannot fork a creator: {e}"),
+                    },
+                    Ok(None) => {
+                        drop(sock);
+                        creator_main(&rt, &saved, &request, &answer)
+                    }
+                    Ok(Some(pid)) => SpawnerReply::Forked { pid },
+                }
+            }
+            (Err(e), _) => SpawnerReply::Failed {
+                message: format!("invalid request: {e}"),
+            },
+            (Ok(_), None) => SpawnerReply::Failed {
+                message: "a request without its answer socket".into(),
+            },
+        };
+        let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+        if os::send_with_fds(sock.as_fd(), &bytes, &[]).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// A creator: runs a create or an exec, sends the answer and the new
+/// process's descriptors on `answer`, and exits.
+fn creator_main(rt: &Runtime, saved: &SavedStdio, request: &ZygoteRequest, answer: &OwnedFd) -> ! {
+    let (made, container) = match request {
+        ZygoteRequest::Create(spec) => (create(rt, spec, saved), Some(spec.id.as_str())),
+        ZygoteRequest::Exec(spec) => (exec(rt, spec, saved), None),
+        _ => (Err(CreateError::from("not a create".to_string())), None),
+    };
+    let (reply, fds) = match made {
+        Ok(live) => match live.descriptors() {
+            Ok(fds) => (live.created(), fds),
+            Err(e) => {
+                live.kill();
+                if let Some(id) = container {
+                    let _ = rt.delete(id, true);
+                }
+                (error(format!("cannot open a pidfd: {e}")), Vec::new())
+            }
+        },
+        Err(e) => (
+            ZygoteReply::Error {
+                message: e.message,
+                exec: e.exec,
+            },
+            Vec::new(),
+        ),
+    };
+    let code = i32::from(send_reply(answer.as_fd(), &reply, &fds).is_err());
+    // SAFETY: _exit(2) ends this forked copy at once, running none of the
+    // spawner's destructors or exit handlers.
+    unsafe { libc::_exit(code) }
 }
 
 /// Sends `reply` with `fds` attached as one packet.

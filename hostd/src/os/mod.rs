@@ -45,8 +45,8 @@ pub use fs::{
 };
 pub use namespace::{enter_net_ns, namespace_type, unshare, UnshareFlags, NSFS_MAGIC};
 pub use process::{
-    execv, fork, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit, raise_nofile,
-    reap_child, set_child_subreaper, set_thread_nice, Limit, Reaped,
+    execv, fork, fork_sibling, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit,
+    raise_nofile, reap_child, set_child_subreaper, set_thread_nice, Limit, Reaped,
 };
 pub use signal::{unblock_signals_on_exec, SignalSet};
 pub use socket::{

@@ -27,6 +27,28 @@ pub unsafe fn fork() -> io::Result<Option<libc::pid_t>> {
     }
 }
 
+/// `clone(CLONE_PARENT)` used as `fork`: the child is a copy of this
+/// process, but its parent is this process's parent. `Ok(None)` in the
+/// child, `Ok(Some(pid))` in the caller.
+///
+/// # Safety
+///
+/// As [`fork`]: the process must have a single thread. glibc's fork
+/// bookkeeping (atfork handlers) does not run, which a single-threaded
+/// caller holding no lock does not need.
+pub unsafe fn fork_sibling() -> io::Result<Option<libc::pid_t>> {
+    let flags = libc::CLONE_PARENT as libc::c_ulong;
+    // SAFETY: the raw clone(2) with a null stack continues the child on a
+    // copy-on-write copy of the caller's stack, as fork(2) does; the caller
+    // guarantees no other thread exists. The remaining arguments (parent and
+    // child tid pointers, tls) are unused without their flags.
+    match unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid as libc::pid_t)),
+    }
+}
+
 /// Replaces the process image (`execv`); returns only on failure.
 pub fn execv(program: &Path, args: &[String]) -> io::Error {
     let Ok(path) = CString::new(program.as_os_str().as_bytes()) else {
