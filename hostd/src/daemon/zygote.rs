@@ -7,8 +7,12 @@
 //!
 //! **Creates run in parallel.** The daemon keeps a pool of connections
 //! (a few per core) with one request in flight on each, and the zygote
-//! polls them all. For `create` and `exec` it forks a short-lived
-//! *creator* and goes on serving: the creator writes the bundle's
+//! polls them all. For `create` and `exec` it has a short-lived *creator*
+//! forked and goes on serving. Creators come from the zygote's *spawner*,
+//! a child holding a handful of descriptors (forking from the zygote would
+//! copy its two per container every time), which forks with
+//! `CLONE_PARENT` so that each creator is the zygote's child. The creator
+//! writes the bundle's
 //! `config.json`, points its stdout and stderr at two new pipes (and stdin
 //! at a third with `-i`), runs the runtime's `create` and `start` (or
 //! `exec`), sends back the pid, a pidfd, the pipes' read ends and the
