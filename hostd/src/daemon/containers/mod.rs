@@ -222,6 +222,20 @@ fn is_stopped(status: &str) -> bool {
     matches!(status, STATUS_CREATED | "exited")
 }
 
+/// What re-adoption made of one container directory.
+enum Adopted {
+    /// Running, watched again.
+    Running,
+    /// To start again now (its policy says so).
+    Due(Arc<Entry>),
+    /// Recorded as it is (stopped, exited, lost, removed).
+    Other,
+    /// Unreadable; logged and left alone.
+    Skipped,
+    /// It outlived a reboot; what became of it.
+    AfterReboot(Box<Adopted>),
+}
+
 /// One more in a counter while it lives.
 struct Counted<'a>(&'a AtomicU64);
 
@@ -1032,116 +1046,38 @@ impl Manager {
                 }
             }
         }
+        // Several at once: each is a few file reads and a zygote round
+        // trip, and a daemon re-adopting ten thousand must answer init
+        // well within its 30 s.
         let (mut adopted, mut rebooted) = (0, 0);
         let mut due = Vec::new();
-        for dir in dirs {
-            let load = |file: &str| -> Result<Vec<u8>, String> {
-                fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
-            };
-            let loaded = load(STATE_FILE).and_then(|state| {
-                let record: Record = serde_json::from_slice(&state)
-                    .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))?;
-                let spec: CreateSpec = serde_json::from_slice(&load(SPEC_FILE)?)
-                    .map_err(|e| format!("{}: {e}", dir.join(SPEC_FILE).display()))?;
-                Ok((record, spec))
-            });
-            let (mut record, spec) = match loaded {
-                Ok(pair) => pair,
-                Err(e) => {
-                    log(&format!(
-                        "skipping container directory {}: {e} (remove it by hand)",
-                        dir.display()
-                    ));
-                    continue;
-                }
-            };
-            let as_loaded = record.clone();
-            // The bundle is run-time state: gone, the host rebooted.
-            let after_reboot = (!spec.bundle.exists()).then(|| reboot::after_reboot(&record));
-            let mut running = None;
-            if after_reboot.is_none() && !is_stopped(&record.status) {
-                let attached = self.shared.call(&ZygoteRequest::Attach {
-                    id: record.id.clone(),
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let outcomes = Mutex::new(Vec::with_capacity(dirs.len()));
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(dir) = dirs.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        let outcome = self.adopt_one(dir);
+                        lock(&outcomes).push(outcome);
+                    }
                 });
-                match attached {
-                    Ok((ZygoteReply::Created { pid, .. }, fds)) => match running_from(fds) {
-                        Ok(r) => {
-                            record.pid = pid;
-                            running = Some(r);
-                        }
-                        Err(e) => record.error = Some(e),
-                    },
-                    Ok((ZygoteReply::Error { message, .. }, _)) => {
-                        record.error = Some(format!("lost with its zygote: {message}"));
-                    }
-                    other => record.error = Some(format!("cannot attach: {other:?}")),
-                }
-                if running.is_none() {
-                    // Still alive, it is an orphan nobody can read or reap:
-                    // the runtime kills it (checking it is the same process)
-                    // and drops its cgroup.
-                    let _ = self.shared.call(&ZygoteRequest::Delete {
-                        id: record.id.clone(),
-                    });
-                }
             }
-            let restart_lost = match after_reboot {
-                Some(decision) => {
+        });
+        for outcome in outcomes.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let outcome = match outcome {
+                Adopted::AfterReboot(kind) => {
                     rebooted += 1;
-                    match decision {
-                        reboot::AfterReboot::Start => true,
-                        reboot::AfterReboot::Keep => false,
-                        reboot::AfterReboot::MarkExited | reboot::AfterReboot::Remove => {
-                            reboot::mark_lost(&mut record, rfc3339_now());
-                            false
-                        }
-                    }
+                    *kind
                 }
-                None => {
-                    running.is_none()
-                        && !is_stopped(&record.status)
-                        && record.restart != RestartPolicy::No
-                }
+                other => other,
             };
-            if restart_lost {
-                record.status = "restarting".into();
-                record.pid = 0;
-            } else if running.is_none() && !is_stopped(&record.status) {
-                record.status = "exited".into();
-                record.pid = 0;
-            }
-            // After a reboot the network is set up again when it starts.
-            if let (Some(attachment), None) = (&record.network, after_reboot) {
-                self.shared
-                    .networks
-                    .adopt(&record.id, &record.name, &spec.hostname, attachment);
-            }
-            let entry = Arc::new(Entry::new(
-                dir.clone(),
-                spec,
-                record.clone(),
-                running.as_ref(),
-            ));
-            // After a reboot, a container to start again keeps its record on
-            // the disk as it is: `after_reboot` decides the same from it at
-            // the next boot, and the restart writes the new one. Saving
-            // "restarting" here would cost two fsyncs per container before
-            // the daemon answers (1.1 s for 200 under QEMU TCG). A record
-            // that did not change (a container re-adopted as it was) is not
-            // written again either: ten thousand fsyncs on a state disk.
-            if after_reboot != Some(reboot::AfterReboot::Start) && record != as_loaded {
-                entry.save(&record);
-            }
-            lock(&self.shared.containers).insert(record.name.clone(), Arc::clone(&entry));
-            if let Some(r) = running {
-                adopted += 1;
-                self.monitor.watch(Arc::clone(&entry), r);
-            } else if restart_lost {
-                due.push(entry);
-            } else if after_reboot == Some(reboot::AfterReboot::Remove) {
-                if let Err(e) = self.shared.remove(&entry) {
-                    log(&format!("{}: cannot remove it (--rm): {e}", entry.id));
-                }
+            match outcome {
+                Adopted::Running => adopted += 1,
+                Adopted::Due(entry) => due.push(entry),
+                _ => {}
             }
         }
         if adopted > 0 {
@@ -1156,13 +1092,127 @@ impl Manager {
         due
     }
 
-    /// Containers running now, for `status`, without waiting on a
-    /// restart: a restart holds its container's lock through the zygote's
-    /// spawn (some 200 ms under TCG), and `status` is init's readiness
-    /// probe, which waited for the first of 200 restarts after a reboot. A
-    /// container whose lock stays held for [`COUNT_PATIENCE`] (readers like
-    /// `ps` hold it for microseconds) is being restarted, stopped or
-    /// started, and is not counted as running yet.
+    /// Loads one container directory and re-attaches its container if it
+    /// runs.
+    fn adopt_one(&self, dir: &Path) -> Adopted {
+        let mut outlived_reboot = false;
+        let load = |file: &str| -> Result<Vec<u8>, String> {
+            fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+        };
+        let loaded = load(STATE_FILE).and_then(|state| {
+            let record: Record = serde_json::from_slice(&state)
+                .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))?;
+            let spec: CreateSpec = serde_json::from_slice(&load(SPEC_FILE)?)
+                .map_err(|e| format!("{}: {e}", dir.join(SPEC_FILE).display()))?;
+            Ok((record, spec))
+        });
+        let (mut record, spec) = match loaded {
+            Ok(pair) => pair,
+            Err(e) => {
+                log(&format!(
+                    "skipping container directory {}: {e} (remove it by hand)",
+                    dir.display()
+                ));
+                return Adopted::Skipped;
+            }
+        };
+        let as_loaded = record.clone();
+        // The bundle is run-time state: gone, the host rebooted.
+        let after_reboot = (!spec.bundle.exists()).then(|| reboot::after_reboot(&record));
+        let mut running = None;
+        if after_reboot.is_none() && !is_stopped(&record.status) {
+            let attached = self.shared.call(&ZygoteRequest::Attach {
+                id: record.id.clone(),
+            });
+            match attached {
+                Ok((ZygoteReply::Created { pid, .. }, fds)) => match running_from(fds) {
+                    Ok(r) => {
+                        record.pid = pid;
+                        running = Some(r);
+                    }
+                    Err(e) => record.error = Some(e),
+                },
+                Ok((ZygoteReply::Error { message, .. }, _)) => {
+                    record.error = Some(format!("lost with its zygote: {message}"));
+                }
+                other => record.error = Some(format!("cannot attach: {other:?}")),
+            }
+            if running.is_none() {
+                // Still alive, it is an orphan nobody can read or reap:
+                // the runtime kills it (checking it is the same process)
+                // and drops its cgroup.
+                let _ = self.shared.call(&ZygoteRequest::Delete {
+                    id: record.id.clone(),
+                });
+            }
+        }
+        let restart_lost = match after_reboot {
+            Some(decision) => {
+                outlived_reboot = true;
+                match decision {
+                    reboot::AfterReboot::Start => true,
+                    reboot::AfterReboot::Keep => false,
+                    reboot::AfterReboot::MarkExited | reboot::AfterReboot::Remove => {
+                        reboot::mark_lost(&mut record, rfc3339_now());
+                        false
+                    }
+                }
+            }
+            None => {
+                running.is_none()
+                    && !is_stopped(&record.status)
+                    && record.restart != RestartPolicy::No
+            }
+        };
+        if restart_lost {
+            record.status = "restarting".into();
+            record.pid = 0;
+        } else if running.is_none() && !is_stopped(&record.status) {
+            record.status = "exited".into();
+            record.pid = 0;
+        }
+        // After a reboot the network is set up again when it starts.
+        if let (Some(attachment), None) = (&record.network, after_reboot) {
+            self.shared
+                .networks
+                .adopt(&record.id, &record.name, &spec.hostname, attachment);
+        }
+        let entry = Arc::new(Entry::new(
+            dir.to_path_buf(),
+            spec,
+            record.clone(),
+            running.as_ref(),
+        ));
+        // After a reboot, a container to start again keeps its record on
+        // the disk as it is: `after_reboot` decides the same from it at
+        // the next boot, and the restart writes the new one. Saving
+        // "restarting" here would cost two fsyncs per container before
+        // the daemon answers (1.1 s for 200 under QEMU TCG). A record
+        // that did not change (a container re-adopted as it was) is not
+        // written again either: ten thousand fsyncs on a state disk.
+        if after_reboot != Some(reboot::AfterReboot::Start) && record != as_loaded {
+            entry.save(&record);
+        }
+        lock(&self.shared.containers).insert(record.name.clone(), Arc::clone(&entry));
+        let kind = if let Some(r) = running {
+            self.monitor.watch(Arc::clone(&entry), r);
+            Adopted::Running
+        } else if restart_lost {
+            Adopted::Due(entry)
+        } else {
+            if after_reboot == Some(reboot::AfterReboot::Remove) {
+                if let Err(e) = self.shared.remove(&entry) {
+                    log(&format!("{}: cannot remove it (--rm): {e}", entry.id));
+                }
+            }
+            Adopted::Other
+        };
+        match outlived_reboot {
+            true => Adopted::AfterReboot(Box::new(kind)),
+            false => kind,
+        }
+    }
+
     /// What bounds the number of containers here ([`crate::daemon::limits`]).
     pub fn limits(&self) -> mkhost_shared::control::HostLimits {
         crate::daemon::limits::host_limits(
@@ -1172,6 +1222,13 @@ impl Manager {
         )
     }
 
+    /// Containers running now, for `status`, without waiting on a
+    /// restart: a restart holds its container's lock through the zygote's
+    /// spawn (some 200 ms under TCG), and `status` is init's readiness
+    /// probe, which waited for the first of 200 restarts after a reboot. A
+    /// container whose lock stays held for [`COUNT_PATIENCE`] (readers like
+    /// `ps` hold it for microseconds) is being restarted, stopped or
+    /// started, and is not counted as running yet.
     pub fn running(&self) -> usize {
         let entries: Vec<Arc<Entry>> = lock(&self.shared.containers).entries().cloned().collect();
         entries.iter().filter(|e| e.is_running_now()).count()
