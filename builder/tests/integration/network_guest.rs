@@ -103,9 +103,13 @@ fn counts(guest: &mut Guest) -> Vec<String> {
          netns $(ls /run/hostd/netns | wc -l)",
     );
     let status = one_line(guest, "hostd status");
+    // From the network counts up to the limits, which move (tasks, memory).
     let network = status
         .find("\"network\":")
-        .map(|i| status[i..].to_string())
+        .map(|i| {
+            let rest = &status[i..];
+            rest[..rest.find(",\"limits\":").unwrap_or(rest.len())].to_string()
+        })
         .unwrap_or_else(|| panic!("no network counts in {status}"));
     vec![kernel, network]
 }
@@ -322,6 +326,17 @@ command = ["sh", "-c", "busybox cat /etc/three; exec busybox sleep 100000"]
     assert!(!churn.iter().any(|l| l.contains("FAILED")), "{churn:?}");
     assert_counts(&mut guest, &baseline);
     let status = one_line(&mut guest, "hostd status");
+    // On a host booted from the image, hostd holds CAP_SYS_RESOURCE: the
+    // daemon and the zygote raise their descriptor limits to fs.nr_open.
+    for process in ["daemon", "zygote"] {
+        let files = status
+            .split(&format!("\"{process}_files\":{{"))
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_else(|| panic!("no {process}_files in {status}"));
+        assert!(files.ends_with("\"limit\":1048576"), "{process}: {status}");
+    }
+    assert!(status.contains("\"bound_by\":"), "{status}");
     let daemon = status
         .split("\"pid\":")
         .nth(1)
