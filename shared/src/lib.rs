@@ -36,4 +36,5 @@ pub mod paths;
 pub mod percent;
 pub mod registries;
 pub mod state_disk;
+pub mod sync;
 pub mod time;

@@ -16,6 +16,7 @@
 //! [`LOG_BURST`] lines a minute. A [`Shutdown`] handle stops the accept
 //! loop from another thread (e.g. the one that received SIGTERM).
 
+use mkhost_shared::sync::lock;
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -24,7 +25,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mkhost_shared::control::{parse_request, Request, Response, BUSY, MAX_LINE};
@@ -399,10 +400,6 @@ struct Slot {
     stream: UnixStream,
     /// The peer's pid, for the log.
     pid: Option<i32>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<H> Server<H> {

@@ -52,13 +52,14 @@
 //! file), and the new code answers. `hello` and `upgrade` are the stable
 //! part of the protocol.
 
+use mkhost_shared::sync::lock;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -450,10 +451,6 @@ fn exchange(
     let reply =
         serde_json::from_slice(&buf[..n]).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
     Ok((reply, fds))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One container init (or exec'd process) the zygote holds: its pid (the

@@ -2,9 +2,10 @@
 //! run, whether it runs, its exit code; kept in memory until its container
 //! is removed. [`super::exec`] starts and reaps them.
 
+use mkhost_shared::sync::lock;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Finished exec instances kept per container beyond this many are dropped
 /// (oldest first), so that a health check run every second does not grow
@@ -83,8 +84,4 @@ impl Execs {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

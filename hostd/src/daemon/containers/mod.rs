@@ -45,6 +45,7 @@ pub mod execs;
 pub mod monitor;
 pub mod reboot;
 
+use mkhost_shared::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
@@ -327,10 +328,6 @@ impl Table {
     fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
         self.by_id.values().map(|(_, e)| e)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Entry {
