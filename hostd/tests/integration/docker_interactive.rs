@@ -51,10 +51,10 @@ pub(crate) fn shell_session(code: i32) -> Value {
         ["expect", "/ # ", 20],
         ["send", "stty size\r"],
         ["expect", "\r\n24 80\r\n", 10],
-        ["resize", 31, 101],
-        ["sleep", 0.5],
-        ["send", "stty size\r"],
-        ["expect", "\r\n31 101\r\n", 10],
+        // The resize reaches the container through its own API request,
+        // so ask until it has landed (on a loaded machine one ask 0.5 s
+        // after the resize was too early).
+        ["until", "stty size\r", "\r\n31 101\r\n", 10, [31, 101]],
         ["send", "echo $((6*7))\r"],
         ["expect", "\r\n42\r\n", 10],
         ["send", "tty\r"],

@@ -10,6 +10,16 @@ JSON list of steps, run in order:
   ["send", TEXT]               type TEXT
   ["resize", ROWS, COLS]       resize the terminal (the command gets SIGWINCH)
   ["sleep", SECONDS]
+  ["until", TEXT, REGEX, SECONDS, [ROWS, COLS]]
+                               type TEXT, and again each second, until the
+                               output since the last match matches REGEX;
+                               fail after SECONDS. With a size, resize the
+                               terminal to it first and, before each retry,
+                               again by way of one column more, since a
+                               command that was not yet listening for
+                               SIGWINCH (docker's CLI sets its handler up
+                               only after the start request returns) never
+                               hears of a resize to the size it already has
   ["within", SECONDS]          the previous expect came this soon after the
                                send before it, else fail
 
@@ -99,6 +109,33 @@ def main():
         elif kind == "send":
             os.write(fd, step[1].encode())
             last_send = time.monotonic()
+        elif kind == "until":
+            pattern = re.compile(step[2].encode())
+            deadline = time.monotonic() + step[3]
+            size = step[4] if len(step) > 4 else None
+            if size:
+                set_size(fd, size[0], size[1])
+            while True:
+                os.write(fd, step[1].encode())
+                last_send = time.monotonic()
+                attempt_end = min(deadline, last_send + 1.0)
+                m = None
+                while time.monotonic() < attempt_end:
+                    if not read_some(attempt_end):
+                        fail(f"the command ended before {step[2]!r}")
+                    m = pattern.search(output, seen)
+                    if m:
+                        break
+                if m:
+                    seen = m.end()
+                    last_match = time.monotonic()
+                    break
+                if time.monotonic() >= deadline:
+                    fail(f"no {step[2]!r} within {step[3]} s of typing {step[1]!r}")
+                if size:
+                    set_size(fd, size[0], size[1] + 1)
+                    time.sleep(0.05)
+                    set_size(fd, size[0], size[1])
         elif kind == "resize":
             set_size(fd, step[1], step[2])
         elif kind == "sleep":
