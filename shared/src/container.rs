@@ -57,6 +57,11 @@ pub struct RunRequest {
     /// Mount the root file system read-only.
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
+    /// The container's `oom_score_adj`, -1000 to 1000
+    /// (`--oom-score-adj`); 0, Docker's default, is always set, since the
+    /// daemon's own is lower.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_score_adj: i32,
     /// tmpfs mounts: absolute path -> mount options (`size=64m,mode=1777`,
     /// or empty), on top of Docker's `nosuid,nodev,noexec`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -139,6 +144,10 @@ impl FromStr for PullPolicy {
             )),
         }
     }
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }
 
 fn is_false(value: &bool) -> bool {
@@ -293,6 +302,9 @@ impl RunRequest {
             if !valid_hostname(host) {
                 return Err(RequestError::Hostname(host.clone()));
             }
+        }
+        if !(-1000..=1000).contains(&self.oom_score_adj) {
+            return Err(RequestError::OomScoreAdj(self.oom_score_adj));
         }
         if let Some(dir) = &self.workdir {
             if !dir.starts_with('/') {
@@ -865,6 +877,9 @@ pub enum RequestError {
         "invalid hostname {0:?} (letters, digits and '-' in dot-separated labels of at most 63)"
     )]
     Hostname(String),
+    /// An `oom_score_adj` the kernel does not take (Docker's words).
+    #[error("Invalid value {0}, range for oom score adj is [-1000, 1000]")]
+    OomScoreAdj(i32),
     /// A path that must be absolute (and not `/`) is not.
     #[error("{field} {value:?}: expected an absolute path below /")]
     Path {
@@ -970,6 +985,25 @@ mod tests {
         }
         assert_eq!(format_cpus(500_000_000), "0.5");
         assert_eq!(format_cpus(2_000_000_000), "2");
+    }
+
+    #[test]
+    fn oom_score_adj_is_checked_as_docker_does() {
+        let mut run = RunRequest {
+            image: "img".into(),
+            ..RunRequest::default()
+        };
+        for fine in [-1000, 0, 1000] {
+            run.oom_score_adj = fine;
+            run.validate().unwrap();
+        }
+        run.oom_score_adj = 1001;
+        assert_eq!(
+            run.validate().unwrap_err().to_string(),
+            "Invalid value 1001, range for oom score adj is [-1000, 1000]"
+        );
+        run.oom_score_adj = -1001;
+        assert!(run.validate().is_err());
     }
 
     #[test]

@@ -331,7 +331,16 @@ pub struct HostLimits {
     pub room: u64,
     /// That first limit.
     pub bound_by: String,
+    /// The daemon's `oom_score_adj`: [`DAEMON_OOM_SCORE_ADJ`] once it has
+    /// protected itself, so that the kernel's OOM killer picks a container
+    /// before the daemon that manages them all.
+    #[serde(default)]
+    pub oom_score_adj: i32,
 }
+
+/// The `oom_score_adj` the daemon (and the zygote it forks) gives itself,
+/// dockerd's: containers set their own (0 unless `--oom-score-adj`).
+pub const DAEMON_OOM_SCORE_ADJ: i32 = -500;
 
 /// What `status` says about the named volumes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

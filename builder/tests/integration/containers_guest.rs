@@ -137,6 +137,19 @@ pids = 50
     // Inside, the cgroup namespace shows the container its own cgroup as /.
     let inside = one_line(&mut guest, &format!("cat /proc/{pid}/cgroup"));
     assert_eq!(inside, format!("0::/hostd/{id}"));
+    // The OOM killer takes a container before the daemon and the zygote
+    // (dockerd's -500; init holds the capability this needs), and the
+    // container's process has its own 0, not the daemon's value.
+    let status = one_line(&mut guest, "hostd status");
+    assert!(status.contains(r#""oom_score_adj":-500"#), "{status}");
+    let adjs = guest.run(
+        &format!(
+            "cat /proc/{}/oom_score_adj /proc/$(cat /run/hostd/zygote.pid)/oom_score_adj /proc/{pid}/oom_score_adj",
+            json_field(&status, "pid")
+        ),
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(adjs, ["-500", "-500", "0"], "{adjs:?}");
     let logs = guest.run("hostd logs ticker", COMMAND_TIMEOUT);
     assert!(
         logs.iter().any(|l| l.ends_with(" stdout tick 0")),

@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use mkhost_shared::control::{HostLimits, Usage};
+use mkhost_shared::control::{HostLimits, Usage, DAEMON_OOM_SCORE_ADJ};
 
 /// Descriptors a running container holds in the daemon: its init's pidfd
 /// and the read ends of its stdout and stderr (one more with `-i`).
@@ -141,7 +141,24 @@ pub fn host_limits(zygote: i32, watched: u64, files_limit: u64) -> HostLimits {
         memory_available_kib,
         room,
         bound_by: bound_by.to_string(),
+        oom_score_adj: fs::read_to_string(proc.join("self/oom_score_adj"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0),
     }
+}
+
+/// Lowers the daemon's own `oom_score_adj` to
+/// [`DAEMON_OOM_SCORE_ADJ`] (dockerd's), before it forks the zygote, which
+/// inherits it: when memory runs out, the kernel kills a container, not
+/// the process that holds ten thousand of them. Containers set theirs
+/// (`process.oomScoreAdj`, 0 by default). Lowering needs
+/// `CAP_SYS_RESOURCE`; without it the daemon says so and runs on.
+pub fn protect_from_oom_killer() -> Result<(), String> {
+    let path = "/proc/self/oom_score_adj";
+    fs::write(path, DAEMON_OOM_SCORE_ADJ.to_string()).map_err(|e| {
+        format!("cannot lower {path} to {DAEMON_OOM_SCORE_ADJ} ({e}): the OOM killer may pick the daemon before a container")
+    })
 }
 
 /// Open descriptors of the process whose `/proc` directory is `dir`.

@@ -279,6 +279,9 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         })?;
     // Another daemon on the socket owns the zygote too: stop before touching it.
     server::refuse_if_served(&options.socket)?;
+    if let Err(e) = limits::protect_from_oom_killer() {
+        log(&e);
+    }
     // SAFETY: no thread has been started yet: the caller promises `run` runs
     // before any other thread exists (its safety contract), and this function
     // starts the signal, monitor, boot-container and connection threads only

@@ -15,7 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    capture, hostd, mask_hex_words, mask_ids, require, run, Daemon, Dockerd, Ran, HOSTD,
+    capture, hostd, mask_hex_words, mask_ids, require, run, wait_for_status, zygote_pid, Daemon,
+    Dockerd, Ran, HOSTD,
 };
 use crate::containers::{build_image, hostd_run};
 
@@ -76,6 +77,20 @@ impl Cli {
         }
         ran.stderr
     }
+}
+
+/// `CAP_SYS_RESOURCE`, the capability that lowers `oom_score_adj`.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process holds capability `number` (in `CapEff`).
+fn has_capability(number: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    effective & (1 << number) != 0
 }
 
 pub(crate) fn prerequisites() -> bool {
@@ -210,6 +225,61 @@ fn docker_cli_everyday_workflow() {
         &["run", "--rm", "--network", "none", "bb", "/etc/passwd"],
         126,
         &["/etc/passwd"],
+    );
+
+    // The OOM killer takes a container before the daemon or its zygote
+    // (dockerd's -500), and containers get 0 or --oom-score-adj, in execs
+    // too. Lowering it takes CAP_SYS_RESOURCE, which init has in a booted
+    // host (containers_guest checks it there) but a sandbox may lack: then
+    // the daemon says so and runs on.
+    let limits = wait_for_status(&socket, Duration::from_secs(5))
+        .limits
+        .expect("status reports limits");
+    let zygote = zygote_pid(work).expect("zygote.pid");
+    let zygote_adj = fs::read_to_string(format!("/proc/{zygote}/oom_score_adj")).unwrap();
+    if has_capability(CAP_SYS_RESOURCE) {
+        assert_eq!(
+            (limits.oom_score_adj, zygote_adj.as_str()),
+            (-500, "-500\n")
+        );
+    } else {
+        let own = fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        assert_eq!(limits.oom_score_adj.to_string(), own.trim());
+        assert_eq!(zygote_adj, own);
+        assert!(
+            daemon
+                .output()
+                .contains("cannot lower /proc/self/oom_score_adj to -500"),
+            "{}",
+            daemon.output()
+        );
+    }
+    let adj = ["cat", "/proc/self/oom_score_adj"];
+    let default = cli.ok(&[&["run", "--rm", "--network", "none", "bb"][..], &adj].concat());
+    assert_eq!(default, "0\n");
+    cli.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fat",
+        "--network",
+        "none",
+        "--oom-score-adj",
+        "300",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(cli.ok(&[&["exec", "fat"][..], &adj].concat()), "300\n");
+    assert_eq!(
+        cli.ok(&["inspect", "--format", "{{.HostConfig.OomScoreAdj}}", "fat"]),
+        "300\n"
+    );
+    cli.ok(&["rm", "-f", "fat"]);
+    cli.fails(
+        &["run", "--rm", "--oom-score-adj", "1001", "bb", "true"],
+        125,
+        &["range for oom score adj is [-1000, 1000]"],
     );
 
     // A long-running one and an exited one.

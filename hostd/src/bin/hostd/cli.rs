@@ -93,6 +93,8 @@ its id and returns. As docker run, it exits 125 when hostd refuses the run,
                             \"\" clears both, leaving CMD...
   -h, --hostname NAME       host name (default: the short id)
       --read-only           mount the root file system read-only
+      --oom-score-adj N     the container's OOM killer bias, -1000 to 1000 (0;
+                            the daemon's own is -500)
       --tmpfs PATH[:OPTS]   mount a tmpfs (nosuid,nodev,noexec plus OPTS like size=64m)
   -v, --volume NAME:PATH[:ro|rw]  mount named volume NAME (created on first use)
       --volume /DIR:PATH[:ro|rw]  bind host directory DIR (under the daemon's
@@ -500,6 +502,10 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("read-only") => {
                 run.read_only = true;
+                &["run"]
+            }
+            Long("oom-score-adj") => {
+                run.oom_score_adj = read(&mut p, &flag, number)?;
                 &["run"]
             }
             Long("tmpfs") => {
@@ -1327,6 +1333,8 @@ mod tests {
                 "-h",
                 "web1",
                 "--read-only",
+                "--oom-score-adj",
+                "-17",
                 "--tmpfs",
                 "/run",
                 "--tmpfs",
@@ -1353,6 +1361,7 @@ mod tests {
             panic!("{run:?}")
         };
         assert!(detach && request.auto_remove && request.read_only);
+        assert_eq!(request.oom_score_adj, -17);
         assert_eq!(request.user.as_deref(), Some("www:staff"));
         assert_eq!(request.workdir.as_deref(), Some("/srv"));
         assert_eq!(request.entrypoint, Some(v(&["/bin/sh"])));

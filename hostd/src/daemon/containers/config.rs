@@ -84,6 +84,10 @@ pub struct CreateSpec {
     /// The terminal's size when it starts, `(rows, columns)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_size: Option<(u16, u16)>,
+    /// The init's `oom_score_adj`, set even when 0: it would inherit the
+    /// daemon's ([`mkhost_shared::control::DAEMON_OOM_SCORE_ADJ`]).
+    #[serde(default)]
+    pub oom_score_adj: i32,
 }
 
 /// A host directory bound into a container (`-v`): a named volume's
@@ -602,7 +606,8 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "noNewPrivileges": false
+            "noNewPrivileges": false,
+            "oomScoreAdj": spec.oom_score_adj
         },
         "root": { "path": spec.rootfs, "readonly": spec.read_only },
         "annotations": spec.root_overlay.iter()
@@ -854,6 +859,7 @@ mod tests {
             tty: true,
             open_stdin: true,
             console_size: Some((24, 80)),
+            oom_score_adj: -5,
         };
         let config = oci_config(&spec);
         assert_eq!(
@@ -861,6 +867,7 @@ mod tests {
             "lowerdir=/l,upperdir=/c/upper,workdir=/c/work"
         );
         assert_eq!(config["process"]["terminal"], true);
+        assert_eq!(config["process"]["oomScoreAdj"], -5);
         assert_eq!(
             config["linux"]["namespaces"][1],
             serde_json::json!({ "type": "network", "path": "/run/hostd/netns/x" })

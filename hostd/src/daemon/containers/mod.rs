@@ -1394,6 +1394,7 @@ impl Manager {
             tty: req.tty,
             open_stdin: req.open_stdin,
             console_size: req.console_size,
+            oom_score_adj: req.oom_score_adj,
         };
         reboot::make_bundle(&dir, &spec)?;
         let fills: Vec<_> = mounts.iter().filter(|v| v.fill).collect();

@@ -308,6 +308,7 @@ fn host_config(mut h: Fields, run: &mut RunRequest) -> Result<(), ApiError> {
     run.cap_add = h.take("CapAdd")?.unwrap_or_default();
     run.cap_drop = h.take("CapDrop")?.unwrap_or_default();
     run.read_only = h.take("ReadonlyRootfs")?.unwrap_or(false);
+    run.oom_score_adj = h.take("OomScoreAdj")?.unwrap_or(0);
     run.limits.memory = h.limit("Memory")?;
     run.limits.nano_cpus = h.limit("NanoCpus")?;
     run.limits.pids = h.limit("PidsLimit")?;

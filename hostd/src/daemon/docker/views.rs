@@ -306,6 +306,7 @@ pub fn container_inspect(
             "CapDrop": request.map(|r| r.cap_drop.clone()).unwrap_or_default(),
             "Privileged": false,
             "ReadonlyRootfs": spec.read_only,
+            "OomScoreAdj": spec.oom_score_adj,
             "Tmpfs": spec.tmpfs,
             "Memory": limits.memory.unwrap_or(0),
             "NanoCpus": limits.nano_cpus.unwrap_or(0),
