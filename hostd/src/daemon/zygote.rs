@@ -944,6 +944,14 @@ impl Server {
         if self.conns.len() != 1 || !self.creating.is_empty() {
             return error("cannot upgrade while serving several requests".into());
         }
+        // The spawner is this image's: the new one starts its own. Ended
+        // and reaped here, since the new image would never reap it (a
+        // zombie child for good). Should the exec fail, the next create
+        // starts another.
+        if let Some(spawner) = self.spawner.take() {
+            drop(spawner.sock);
+            kill_child(spawner.pid);
+        }
         let conn = self.conns[index].fd.as_fd();
         let handed: Vec<Handed> = self
             .live

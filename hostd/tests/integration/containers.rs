@@ -548,6 +548,8 @@ fn containers_survive_a_killed_and_an_upgraded_daemon() {
         "the zygote was replaced, not upgraded"
     );
     assert_eq!(fs::read_link(format!("/proc/{zygote}/exe")).unwrap(), copy);
+    // The old image's spawner was reaped, not left a zombie child.
+    assert_eq!(zombie_children(zygote, "hostd"), Vec::<i32>::new());
     let r = find(&socket, "ticker");
     assert_eq!((r.status.as_str(), r.pid), ("running", ticker.pid), "{r:?}");
     let n = ticks(&socket, "ticker").len();
@@ -571,6 +573,26 @@ fn containers_survive_a_killed_and_an_upgraded_daemon() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(zygote), "zygote {zygote} outlived an empty daemon");
+}
+
+/// The children of `parent` named `comm` that are zombies.
+fn zombie_children(parent: i32, comm: &str) -> Vec<i32> {
+    let mut zombies = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut rest = stat[close + 1..].split_whitespace();
+        let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
+        if &stat[open + 1..close] == comm && state == Some("Z") && ppid == Some(parent) {
+            zombies.push(stat[..open].trim().parse().unwrap_or(0));
+        }
+    }
+    zombies
 }
 
 #[test]
