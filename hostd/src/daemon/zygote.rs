@@ -40,9 +40,10 @@
 //! the containers keep running (their writes block once a pipe is full;
 //! nothing is lost) and their exit statuses wait, as zombies, for the
 //! zygote. It listens on `<state>/zygote.sock` (root only); a new daemon
-//! connects, says `hello`, and `attach`es each running container to get its
-//! descriptors back (a new pidfd). Only the daemon being served may open
-//! more connections (checked by pid); another is hung up on. A creator
+//! connects, says `hello`, and `attach_many`s the running containers, in
+//! batches of [`ATTACH_BATCH`], to get their descriptors back (new
+//! pidfds). Only the daemon being served may open more connections
+//! (checked by pid); another is hung up on. A creator
 //! whose daemon left before it answered has its process killed and its
 //! container deleted: nobody would ever watch it. A zygote whose daemon
 //! left while it had no container exits. When the new daemon's binary
@@ -86,7 +87,11 @@ pub const PID_FILE: &str = "zygote.pid";
 const HANDOFF: &str = "zygote.handoff.json";
 
 /// Version of the requests below `hello` and `upgrade`.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
+
+/// Most containers one `attach_many` names: each brings up to 4
+/// descriptors, and one packet carries at most [`os::MAX_FDS`].
+pub const ATTACH_BATCH: usize = os::MAX_FDS / 4;
 
 /// A request to the zygote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,10 +108,12 @@ pub enum ZygoteRequest {
     Create(Box<CreateSpec>),
     /// Start another process in a running container (`docker exec`).
     Exec(Box<ExecSpec>),
-    /// The descriptors of a container created before this daemon started.
-    Attach {
-        /// Container id.
-        id: String,
+    /// The descriptors of containers created before this daemon started,
+    /// at most [`ATTACH_BATCH`] in one round trip (a daemon re-adopts ten
+    /// thousand).
+    AttachMany {
+        /// Container ids.
+        ids: Vec<String>,
     },
     /// Reap an exited container's init: its exit code, or `None` if running.
     Reap {
@@ -132,7 +139,7 @@ pub enum ZygoteRequest {
 pub enum ZygoteReply {
     /// Answer to `hello` and `upgrade` (stable).
     Hello(Hello),
-    /// Created and started (or attached); the packet carries the pidfd,
+    /// Created and started; the packet carries the pidfd,
     /// the stdout and stderr read ends and, when it has one, the write end
     /// of its standard input (a fourth descriptor). With a terminal, stdout
     /// and stdin are the primary side of its pseudo-terminal and stderr is
@@ -140,6 +147,13 @@ pub enum ZygoteReply {
     Created {
         /// The init's pid.
         pid: i32,
+    },
+    /// Answer to `attach_many`, in the order asked; the packet carries
+    /// each attached container's descriptors (as for `created`), one after
+    /// the other.
+    AttachedMany {
+        /// One per id.
+        containers: Vec<Attached>,
     },
     /// Reap result.
     Reaped {
@@ -161,6 +175,24 @@ pub enum ZygoteReply {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exec: Option<ExecError>,
     },
+}
+
+/// A container's init's pid and descriptors, or why it was not attached.
+pub type AttachResult = Result<(i32, Vec<OwnedFd>), String>;
+
+/// One container of an `attach_many`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    /// Its id.
+    pub id: String,
+    /// Its init's pid; 0 with an error.
+    pub pid: i32,
+    /// How many of the packet's descriptors are its (3 or 4; 0 with an
+    /// error).
+    pub descriptors: usize,
+    /// Why it was not attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What a zygote says about itself.
@@ -414,6 +446,22 @@ impl Zygote {
         answer
     }
 
+    /// Attaches `ids` (at most [`ATTACH_BATCH`]) in one round trip: for
+    /// each, its init's pid and descriptors, or why not.
+    pub fn attach_many(&self, ids: &[String]) -> Result<Vec<(String, AttachResult)>, ZygoteError> {
+        let request = ZygoteRequest::AttachMany { ids: ids.to_vec() };
+        let (containers, fds) = match self.call(&request)? {
+            (ZygoteReply::AttachedMany { containers }, fds) => (containers, fds),
+            (ZygoteReply::Error { message, .. }, _) => return Err(ZygoteError::Protocol(message)),
+            (other, _) => {
+                return Err(ZygoteError::Protocol(format!(
+                    "unexpected answer to attach_many: {other:?}"
+                )))
+            }
+        };
+        split_attached(ids, containers, fds)
+    }
+
     /// An idle connection, a new one while fewer than the most are open,
     /// or the next one freed.
     fn take_connection(&self) -> Result<OwnedFd, ZygoteError> {
@@ -451,6 +499,37 @@ fn exchange(
     let reply =
         serde_json::from_slice(&buf[..n]).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
     Ok((reply, fds))
+}
+
+/// Deals the descriptors of an `attached_many` answer out to its
+/// containers, checking that the answer matches the ids asked.
+fn split_attached(
+    ids: &[String],
+    containers: Vec<Attached>,
+    fds: Vec<OwnedFd>,
+) -> Result<Vec<(String, AttachResult)>, ZygoteError> {
+    let wanted: usize = containers.iter().map(|c| c.descriptors).sum();
+    let same_ids =
+        containers.len() == ids.len() && containers.iter().zip(ids).all(|(c, id)| &c.id == id);
+    if !same_ids || wanted != fds.len() {
+        return Err(ZygoteError::Protocol(format!(
+            "attach_many of {} containers answered for {} with {} descriptors (expected {wanted})",
+            ids.len(),
+            containers.len(),
+            fds.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    Ok(containers
+        .into_iter()
+        .map(|c| {
+            let result = match c.error {
+                Some(message) => Err(message),
+                None => Ok((c.pid, fds.by_ref().take(c.descriptors).collect())),
+            };
+            (c.id, result)
+        })
+        .collect())
 }
 
 /// One container init (or exec'd process) the zygote holds: its pid (the
@@ -712,13 +791,7 @@ impl Server {
             ZygoteRequest::Upgrade { .. } | ZygoteRequest::Create(_) | ZygoteRequest::Exec(_) => {
                 (error("handled by serve".into()), vec![])
             }
-            ZygoteRequest::Attach { id } => match self.live.get(&id) {
-                None => (error(format!("no container {id:?}")), Vec::new()),
-                Some(live) => match live.descriptors() {
-                    Ok(fds) => (live.created(), fds),
-                    Err(e) => (error(format!("cannot share descriptors: {e}")), vec![]),
-                },
-            },
+            ZygoteRequest::AttachMany { ids } => self.attach_many(&ids),
             ZygoteRequest::Reap { id } => (self.reap(&id), Vec::new()),
             ZygoteRequest::CloseInput { id } => match self.live.get_mut(&id) {
                 None => (error(format!("no container {id:?}")), Vec::new()),
@@ -742,6 +815,51 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The descriptors of each of `ids`, in one packet.
+    fn attach_many(&self, ids: &[String]) -> (ZygoteReply, Vec<OwnedFd>) {
+        if ids.len() > ATTACH_BATCH {
+            return (
+                error(format!(
+                    "attach_many of {} containers: at most {ATTACH_BATCH} at a time",
+                    ids.len()
+                )),
+                Vec::new(),
+            );
+        }
+        let mut fds = Vec::new();
+        let containers = ids
+            .iter()
+            .map(|id| {
+                let shared = match self.live.get(id) {
+                    None => Err(format!("no container {id:?}")),
+                    Some(live) => live
+                        .descriptors()
+                        .map(|descriptors| (live.pid, descriptors))
+                        .map_err(|e| format!("cannot share descriptors: {e}")),
+                };
+                match shared {
+                    Ok((pid, descriptors)) => {
+                        let attached = Attached {
+                            id: id.clone(),
+                            pid,
+                            descriptors: descriptors.len(),
+                            error: None,
+                        };
+                        fds.extend(descriptors);
+                        attached
+                    }
+                    Err(message) => Attached {
+                        id: id.clone(),
+                        pid: 0,
+                        descriptors: 0,
+                        error: Some(message),
+                    },
+                }
+            })
+            .collect();
+        (ZygoteReply::AttachedMany { containers }, fds)
     }
 
     fn is_creating(&self, id: &str) -> bool {
@@ -1510,4 +1628,70 @@ fn exec(rt: &Runtime, spec: &ExecSpec, saved: &SavedStdio) -> Result<Live, Creat
     stdio
         .into_live(spawned, console)
         .map_err(|e| CreateError::from(format!("cannot keep the process's terminal: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached(id: &str, descriptors: usize, error: Option<&str>) -> Attached {
+        Attached {
+            id: id.into(),
+            pid: if error.is_some() { 0 } else { 100 },
+            descriptors,
+            error: error.map(str::to_string),
+        }
+    }
+
+    fn descriptors(n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| fs::File::open("/dev/null").unwrap().into())
+            .collect()
+    }
+
+    #[test]
+    fn attach_many_deals_descriptors_out_in_order() {
+        let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let answer = vec![
+            attached("a", 3, None),
+            attached("b", 0, Some("no container \"b\"")),
+            attached("c", 4, None),
+        ];
+        let fds = descriptors(7);
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let split = split_attached(&ids, answer, fds).unwrap();
+        let (a, b, c) = (&split[0], &split[1], &split[2]);
+        let got = |r: &AttachResult| -> Vec<RawFd> {
+            r.as_ref()
+                .unwrap()
+                .1
+                .iter()
+                .map(|f| f.as_raw_fd())
+                .collect()
+        };
+        assert_eq!((a.0.as_str(), got(&a.1)), ("a", raw[..3].to_vec()));
+        assert_eq!(b.1.as_ref().unwrap_err(), "no container \"b\"");
+        assert_eq!((c.0.as_str(), got(&c.1)), ("c", raw[3..].to_vec()));
+    }
+
+    #[test]
+    fn attach_many_answers_that_do_not_match_are_refused() {
+        let ids: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        // Too few descriptors for what the answer claims.
+        let short = split_attached(
+            &ids,
+            vec![attached("a", 3, None), attached("b", 3, None)],
+            descriptors(5),
+        );
+        assert!(short.unwrap_err().to_string().contains("expected 6"));
+        // Another container than asked.
+        let other = split_attached(
+            &ids,
+            vec![attached("a", 3, None), attached("x", 3, None)],
+            descriptors(6),
+        );
+        assert!(other.is_err());
+        // Fewer containers than asked.
+        assert!(split_attached(&ids, vec![attached("a", 3, None)], descriptors(3)).is_err());
+    }
 }

@@ -19,8 +19,10 @@ use rustix::net::{
     SocketAddrV4, SocketFlags, SocketType,
 };
 
-/// Most descriptors one packet carries.
-pub const MAX_FDS: usize = 4;
+/// Most descriptors one packet carries: the zygote's answer to a batch of
+/// attaches (48 containers of at most 4); the kernel's own bound
+/// (`SCM_MAX_FD`) is 253.
+pub const MAX_FDS: usize = 192;
 
 /// Room for the control message of a packet with [`MAX_FDS`] descriptors.
 const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));

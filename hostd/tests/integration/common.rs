@@ -584,3 +584,41 @@ pub fn capture(cmd: &mut Command) -> Ran {
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
+
+/// One process as `/proc/PID/stat` tells it.
+pub struct ProcStat {
+    pub pid: i32,
+    pub comm: String,
+    /// `R`, `S`, `Z`, ...
+    pub state: String,
+    pub ppid: i32,
+}
+
+/// Every process on the machine.
+pub fn processes() -> Vec<ProcStat> {
+    let mut all = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut rest = stat[close + 1..].split_whitespace();
+        let (Some(state), Some(Ok(ppid)), Ok(pid)) = (
+            rest.next(),
+            rest.next().map(str::parse),
+            stat[..open].trim().parse(),
+        ) else {
+            continue;
+        };
+        all.push(ProcStat {
+            pid,
+            comm: stat[open + 1..close].to_string(),
+            state: state.to_string(),
+            ppid,
+        });
+    }
+    all
+}

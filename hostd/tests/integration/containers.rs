@@ -11,7 +11,7 @@ use hostd::daemon::containers::Record;
 use mkhost_shared::control::{self, Request, Response};
 
 use crate::common::{
-    ok, overlay_mounts_under, run, wait_exit, wait_for_status, zygote_pid, Daemon, HOSTD,
+    ok, overlay_mounts_under, processes, run, wait_exit, wait_for_status, zygote_pid, Daemon, HOSTD,
 };
 
 /// Builds `dir/bb.tar` with images `bb` (busybox, Cmd `sh`) and `baduser`
@@ -577,22 +577,11 @@ fn containers_survive_a_killed_and_an_upgraded_daemon() {
 
 /// The children of `parent` named `comm` that are zombies.
 fn zombie_children(parent: i32, comm: &str) -> Vec<i32> {
-    let mut zombies = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let mut rest = stat[close + 1..].split_whitespace();
-        let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
-        if &stat[open + 1..close] == comm && state == Some("Z") && ppid == Some(parent) {
-            zombies.push(stat[..open].trim().parse().unwrap_or(0));
-        }
-    }
-    zombies
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent && p.comm == comm && p.state == "Z")
+        .map(|p| p.pid)
+        .collect()
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! Many containers on one daemon: a limit reached is named and creates
 //! nothing half-way, a hundred clients starting at once are all answered,
-//! clients that leave mid-create leave nothing behind, and once every
+//! clients that leave mid-create leave nothing behind, once every
 //! container is removed the daemon and the zygote hold the descriptors they
-//! held before.
+//! held before, and a new daemon re-adopts more containers than one batch
+//! of the zygote's `attach_many` holds.
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{ok, wait_for_status, zygote_pid, Daemon, HOSTD};
+use crate::common::{ok, processes, wait_for_status, zygote_pid, Daemon, HOSTD};
 use crate::containers::{build_image, hostd, hostd_run, ps};
 
 /// Open descriptors of process `pid`: (sockets, all others). Sockets
@@ -28,22 +29,11 @@ fn open_files(pid: i32) -> (usize, usize) {
 
 /// The processes whose parent is `parent`.
 fn children_of(parent: i32) -> Vec<i32> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
-        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        if ppid == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent)
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// `count` runs of `sleep` at once, one client each: their outputs.
@@ -237,4 +227,78 @@ fn limits_parallel_starts_and_no_leaked_descriptors() {
         "{now:?}"
     );
     daemon.terminate();
+}
+
+#[test]
+fn a_new_daemon_readopts_more_than_one_batch() {
+    use mkhost_shared::container::RunRequest;
+    use mkhost_shared::control::{self, Request, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let first = Daemon::start(work, Path::new(HOSTD), &[]);
+    let socket = first.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    // More than two batches of the zygote's attach_many (48 each); some
+    // with an open standard input, a fourth descriptor each.
+    for i in 0..6 {
+        let request = RunRequest {
+            image: "bb".into(),
+            name: Some(format!("in{i}")),
+            network: Some("none".into()),
+            command: vec!["cat".into()],
+            open_stdin: true,
+            ..RunRequest::default()
+        };
+        let answer = control::request(
+            &socket,
+            &Request::Run(Box::new(request)),
+            Duration::from_secs(30),
+        );
+        assert!(matches!(answer, Ok(Response::Started(_))), "{answer:?}");
+    }
+    let outputs = run_at_once(&socket, "c", 100);
+    assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
+    let before: Vec<(String, i32)> = ps(&socket).into_iter().map(|r| (r.name, r.pid)).collect();
+    assert_eq!(before.len(), 106);
+    first.kill9();
+
+    let second = Daemon::start(work, Path::new(HOSTD), &[]);
+    assert!(
+        second
+            .output()
+            .contains("re-adopted 106 running containers"),
+        "{}",
+        second.output()
+    );
+    let mut after: Vec<(String, i32, String)> = ps(&socket)
+        .into_iter()
+        .map(|r| (r.name, r.pid, r.status))
+        .collect();
+    after.sort();
+    let mut expected: Vec<(String, i32, String)> = before
+        .into_iter()
+        .map(|(name, pid)| (name, pid, "running".to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(after, expected, "the same containers, the same processes");
+    // Each holds its descriptors in the new daemon: 3, or 4 with stdin.
+    let daemon_pid = i32::try_from(wait_for_status(&socket, Duration::from_secs(5)).pid).unwrap();
+    assert!(
+        open_files(daemon_pid).1 >= 100 * 3 + 6 * 4,
+        "{:?}",
+        open_files(daemon_pid)
+    );
+    // Watched again: a stop is seen through the new pidfd and reaped.
+    for name in ["in0", "in5", "c0", "c99"] {
+        ok(&hostd(&socket, &["stop", "-t", "1", name]));
+        let record = crate::containers::find(&socket, name);
+        assert_eq!(record.status, "exited", "{record:?}");
+        assert!(record.exit_code.is_some(), "{record:?}");
+    }
+    remove_all(&socket);
+    second.terminate();
 }

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::log::log;
 use crate::daemon::network::Networks;
 use crate::daemon::volumes::{self, Volumes};
-use crate::daemon::zygote::{Zygote, ZygoteReply, ZygoteRequest};
+use crate::daemon::zygote::{AttachResult, Zygote, ZygoteReply, ZygoteRequest, ATTACH_BATCH};
 use crate::runtime::state::rfc3339_now;
 use config::{BindMount, CreateSpec, NetnsMode};
 use mkhost_shared::container::{capability_set, ExecError};
@@ -235,6 +235,56 @@ enum Adopted {
     Skipped,
     /// It outlived a reboot; what became of it.
     AfterReboot(Box<Adopted>),
+}
+
+/// A container directory read for re-adoption.
+struct Loaded {
+    dir: PathBuf,
+    record: Record,
+    spec: CreateSpec,
+    /// What its record says to do, when the host rebooted since (its
+    /// bundle, run-time state, is gone).
+    after_reboot: Option<reboot::AfterReboot>,
+}
+
+impl Loaded {
+    /// Reads `dir`'s record and spec; `None` (logged) when it cannot.
+    fn read(dir: &Path) -> Option<Loaded> {
+        let load = |file: &str| -> Result<Vec<u8>, String> {
+            fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+        };
+        let loaded = load(STATE_FILE).and_then(|state| {
+            let record: Record = serde_json::from_slice(&state)
+                .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))?;
+            let spec: CreateSpec = serde_json::from_slice(&load(SPEC_FILE)?)
+                .map_err(|e| format!("{}: {e}", dir.join(SPEC_FILE).display()))?;
+            Ok((record, spec))
+        });
+        match loaded {
+            Ok((record, spec)) => {
+                let after_reboot = (!spec.bundle.exists()).then(|| reboot::after_reboot(&record));
+                Some(Loaded {
+                    dir: dir.to_path_buf(),
+                    record,
+                    spec,
+                    after_reboot,
+                })
+            }
+            Err(e) => {
+                log(&format!(
+                    "skipping container directory {}: {e} (remove it by hand)",
+                    dir.display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Its process ran in this boot when the last daemon left: the zygote
+    /// holds it (or knows it is gone).
+    fn had_process(&self) -> bool {
+        self.after_reboot.is_none() && !is_stopped(&self.record.status)
+    }
 }
 
 /// One more in a counter while it lives.
@@ -1043,11 +1093,12 @@ impl Manager {
                 }
             }
         }
-        // Several at once: each is a few file reads and a zygote round
-        // trip, and a daemon re-adopting ten thousand must answer init
-        // well within its 30 s.
+        // Batches of [`ATTACH_BATCH`], several at once: each container is
+        // a few file reads, and a batch one zygote round trip; a daemon
+        // re-adopting ten thousand must answer init well within its 30 s.
         let (mut adopted, mut rebooted) = (0, 0);
         let mut due = Vec::new();
+        let batches: Vec<&[PathBuf]> = dirs.chunks(ATTACH_BATCH).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let outcomes = Mutex::new(Vec::with_capacity(dirs.len()));
         let workers = std::thread::available_parallelism()
@@ -1056,9 +1107,9 @@ impl Manager {
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
-                    while let Some(dir) = dirs.get(next.fetch_add(1, Ordering::SeqCst)) {
-                        let outcome = self.adopt_one(dir);
-                        lock(&outcomes).push(outcome);
+                    while let Some(batch) = batches.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        let batch_outcomes = self.adopt_batch(batch);
+                        lock(&outcomes).extend(batch_outcomes);
                     }
                 });
             }
@@ -1089,50 +1140,66 @@ impl Manager {
         due
     }
 
-    /// Loads one container directory and re-attaches its container if it
-    /// runs.
-    fn adopt_one(&self, dir: &Path) -> Adopted {
-        let mut outlived_reboot = false;
-        let load = |file: &str| -> Result<Vec<u8>, String> {
-            fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
-        };
-        let loaded = load(STATE_FILE).and_then(|state| {
-            let record: Record = serde_json::from_slice(&state)
-                .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))?;
-            let spec: CreateSpec = serde_json::from_slice(&load(SPEC_FILE)?)
-                .map_err(|e| format!("{}: {e}", dir.join(SPEC_FILE).display()))?;
-            Ok((record, spec))
-        });
-        let (mut record, spec) = match loaded {
-            Ok(pair) => pair,
-            Err(e) => {
-                log(&format!(
-                    "skipping container directory {}: {e} (remove it by hand)",
-                    dir.display()
-                ));
-                return Adopted::Skipped;
+    /// Loads a batch of container directories, attaches the running ones
+    /// in one zygote round trip, and re-adopts each.
+    fn adopt_batch(&self, dirs: &[PathBuf]) -> Vec<Adopted> {
+        let loaded: Vec<Option<Loaded>> = dirs.iter().map(|dir| Loaded::read(dir)).collect();
+        let ids: Vec<String> = loaded
+            .iter()
+            .flatten()
+            .filter(|l| l.had_process())
+            .map(|l| l.record.id.clone())
+            .collect();
+        let mut attached: HashMap<String, AttachResult> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            match self.shared.zygote.attach_many(&ids) {
+                Ok(list) => list.into_iter().collect(),
+                Err(e) => ids
+                    .iter()
+                    .map(|id| (id.clone(), Err(format!("cannot attach: {e}"))))
+                    .collect(),
             }
         };
+        loaded
+            .into_iter()
+            .map(|loaded| match loaded {
+                None => Adopted::Skipped,
+                Some(loaded) => {
+                    let attached = loaded.had_process().then(|| {
+                        attached
+                            .remove(&loaded.record.id)
+                            .unwrap_or_else(|| Err("the zygote did not answer for it".into()))
+                    });
+                    self.adopt_loaded(loaded, attached)
+                }
+            })
+            .collect()
+    }
+
+    /// Re-adopts one loaded container; `attached` is what the zygote
+    /// answered for it, if it had a process.
+    fn adopt_loaded(&self, loaded: Loaded, attached: Option<AttachResult>) -> Adopted {
+        let Loaded {
+            dir,
+            mut record,
+            spec,
+            after_reboot,
+        } = loaded;
+        let dir = dir.as_path();
+        let mut outlived_reboot = false;
         let as_loaded = record.clone();
-        // The bundle is run-time state: gone, the host rebooted.
-        let after_reboot = (!spec.bundle.exists()).then(|| reboot::after_reboot(&record));
         let mut running = None;
-        if after_reboot.is_none() && !is_stopped(&record.status) {
-            let attached = self.shared.call(&ZygoteRequest::Attach {
-                id: record.id.clone(),
-            });
+        if let Some(attached) = attached {
             match attached {
-                Ok((ZygoteReply::Created { pid, .. }, fds)) => match running_from(fds) {
+                Ok((pid, fds)) => match running_from(fds) {
                     Ok(r) => {
                         record.pid = pid;
                         running = Some(r);
                     }
                     Err(e) => record.error = Some(e),
                 },
-                Ok((ZygoteReply::Error { message, .. }, _)) => {
-                    record.error = Some(format!("lost with its zygote: {message}"));
-                }
-                other => record.error = Some(format!("cannot attach: {other:?}")),
+                Err(message) => record.error = Some(format!("lost with its zygote: {message}")),
             }
             if running.is_none() {
                 // Still alive, it is an orphan nobody can read or reap:
