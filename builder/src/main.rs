@@ -120,6 +120,52 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Secure Boot: make a key set (PK, KEK, db) and the files that enroll
+    /// it, and sign EFI applications. Encrypted keys take their password
+    /// from MKHOST_KEY_PASSWORD.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// A new key set in DIR: PK, KEK and db as .key (0600), .crt, .cer,
+    /// .esl and .auth, and the owner GUID. Refuses to replace keys.
+    Create {
+        /// Where the keys go. Keep it off every image.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificates' organisation; their names add PK, KEK, db.
+        #[arg(long, default_value = "mkhost")]
+        name: String,
+        /// RSA key size: 2048 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Write .cer, .esl and .auth again from the keys in DIR (PK.key,
+    /// PK.crt, KEK.key, KEK.crt, db.key, db.crt made elsewhere or
+    /// renewed); a missing GUID file gets a new GUID.
+    Enroll {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Sign an EFI application (PE32+) with a key and its certificate.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        certificate: PathBuf,
+        /// The unsigned EFI application.
+        input: PathBuf,
+        /// The signed one.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -357,7 +403,84 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certs { command } => run_certs(command),
+        Command::Keys { command } => run_keys(command),
     }
+}
+
+/// The password of encrypted keys, from MKHOST_KEY_PASSWORD.
+fn key_password() -> Option<Vec<u8>> {
+    std::env::var_os("MKHOST_KEY_PASSWORD").map(|p| p.into_encoded_bytes())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
+    use mkhost_signing::keys;
+    const WHO: &str = "mkhost keys";
+    let listed = |files: &[PathBuf]| {
+        for file in files {
+            eprintln!("{WHO}: wrote {}", file.display());
+        }
+    };
+    match command {
+        KeysCommand::Create {
+            dir,
+            name,
+            bits,
+            days,
+        } => {
+            let options = keys::KeySetOptions {
+                name,
+                bits,
+                days,
+                now: unix_now(),
+            };
+            listed(&keys::create(&dir, &options)?);
+            eprintln!(
+                "{WHO}: enroll db.auth, KEK.auth, then PK.auth (or the .cer files in the firmware's \
+                 setup screen); name {} and {} in the profile's [secure_boot]",
+                keys::key_path(&dir, mkhost_signing::efivars::Variable::Db).display(),
+                keys::certificate_path(&dir, mkhost_signing::efivars::Variable::Db).display()
+            );
+        }
+        KeysCommand::Enroll { dir } => {
+            listed(&keys::enroll_files(
+                &dir,
+                key_password().as_deref(),
+                unix_now(),
+            )?);
+        }
+        KeysCommand::Sign {
+            key,
+            certificate,
+            input,
+            output,
+        } => {
+            let signer = mkhost_signing::Signer::from_files(
+                &key,
+                &certificate,
+                key_password().as_deref(),
+                unix_now(),
+            )?;
+            let pe =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let signed = mkhost_signing::sign_pe(&pe, &signer)
+                .with_context(|| format!("signing {}", input.display()))?;
+            mkhost_shared::fs::write_atomic(&output, &signed, 0o644)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "{WHO}: {} signed by {} -> {}",
+                input.display(),
+                signer.subject(),
+                output.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run_certs(command: CertsCommand) -> anyhow::Result<()> {

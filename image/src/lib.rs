@@ -23,6 +23,7 @@
 //! Each module has its own error enum; variants carry the offset, section or path
 //! needed to act on them, and malformed input gives an error, never a panic.
 
+pub mod authenticode;
 pub mod bzimage;
 pub mod disk;
 pub mod esp;
