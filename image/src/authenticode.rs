@@ -282,10 +282,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{STUB}: {e}: install systemd-boot-efi (CI installs it)"))
     }
 
-    /// `pesign`-free check: `sbverify --list` prints the digest it
-    /// computes? It does not; `osslsigncode` is not packaged everywhere.
-    /// So the digest is checked against a signature made by `sbsign` (in
-    /// the signing crate's tests) and here against its definition.
+    /// The digest against its definition; `sbverify` checks it for real
+    /// in the signing crate's tests.
     #[test]
     fn digest_skips_checksum_and_table_entry_and_covers_sections() {
         let pe = stub();

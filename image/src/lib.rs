@@ -27,6 +27,7 @@ pub mod authenticode;
 pub mod bzimage;
 pub mod disk;
 pub mod esp;
+pub mod pcr;
 pub mod uki;
 
 /// Helpers shared by the unit tests that check our output with standard tools.
