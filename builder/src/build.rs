@@ -88,6 +88,12 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{origin}: [secure_boot]: signing the UKI")]
+    Sign {
+        origin: String,
+        #[source]
+        source: mkhost_signing::SigningError,
+    },
     #[error("kernel {path}")]
     Kernel {
         path: PathBuf,
@@ -220,6 +226,11 @@ pub struct Manifest {
     pub ram: RamSummary,
     /// Boot-time containers, in profile order.
     pub containers: Vec<ContainerSummary>,
+    /// The PCR 11 value the UKI leaves in a TPM.
+    pub measured_boot: crate::secure_boot::MeasuredBoot,
+    /// Who signed the UKI (`None`: not signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<crate::secure_boot::SecureBootSummary>,
     pub artifacts: BTreeMap<String, FileSummary>,
 }
 
@@ -351,6 +362,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         container_plan.boot_store().bytes(),
     )?;
     let efi = assemble_efi(&profile, &kernel, &stub, &kernel_bytes, &initrd, progress)?;
+    let measured_boot = crate::secure_boot::measured_boot(&efi)?;
+    let (efi, secure_boot) = sign_efi(&profile, efi, progress)?;
 
     let staging = Staging::create(&options.out_dir, &profile.name)?;
     let img_name = format!("mkhost-{}.img", profile.name);
@@ -399,6 +412,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         },
         ram,
         containers: ContainerSummary::all(&profile, &container_plan, &image_digests),
+        measured_boot,
+        secure_boot,
         artifacts,
     };
     write_manifest(&staging, &manifest)?;
@@ -682,6 +697,26 @@ fn assemble_efi(
     )?;
     stage.finish(&size(efi.len() as u64));
     Ok(efi)
+}
+
+/// Stage: with `[secure_boot]`, the UKI signed by the db key (it is also
+/// the disk image's `BOOTX64.EFI`).
+fn sign_efi(
+    profile: &Profile,
+    efi: Vec<u8>,
+    progress: &Progress,
+) -> Result<(Vec<u8>, Option<crate::secure_boot::SecureBootSummary>), BuildError> {
+    let Some((settings, origin)) = &profile.secure_boot else {
+        return Ok((efi, None));
+    };
+    let stage = progress.stage("signing UKI (Authenticode, sha256)");
+    let (signed, summary) =
+        crate::secure_boot::sign(&efi, settings).map_err(|source| BuildError::Sign {
+            origin: origin.to_string(),
+            source,
+        })?;
+    stage.finish(&summary.signer);
+    Ok((signed, Some(summary)))
 }
 
 /// Stage: the ESP holding the UKI, in a GPT disk image written to

@@ -225,6 +225,18 @@ fn inspect_pe(
                 .to_string()
         }))
     };
+    describe_signatures(data, out, indent);
+    if is_uki {
+        if let Ok(pcr) = mkhost_image::pcr::predict_pcr11(data) {
+            let _ = writeln!(
+                out,
+                "{indent}  PCR 11 (sha256) after systemd-stub {}: {} ({})",
+                pcr.stub_version.as_deref().unwrap_or("(version unknown)"),
+                mkhost_signing::hex(&pcr.sha256),
+                pcr.sections.join(" ")
+            );
+        }
+    }
     if let Some(cmdline) = text(".cmdline")? {
         let _ = writeln!(out, "{indent}  cmdline: {cmdline}");
     }
@@ -254,6 +266,37 @@ fn inspect_pe(
         )?;
     }
     Ok(())
+}
+
+/// The Authenticode signatures of a PE: signer, validity, and whether
+/// each still holds for these bytes.
+fn describe_signatures(data: &[u8], out: &mut String, indent: &str) {
+    match mkhost_signing::verify_pe(data) {
+        Ok(signatures) if signatures.is_empty() => {
+            let _ = writeln!(out, "{indent}  signature: none (not signed)");
+        }
+        Ok(signatures) => {
+            for s in signatures {
+                let state = match (s.digest_matches, s.signature_valid) {
+                    (true, true) => "valid",
+                    (false, _) => "INVALID: the image changed after signing",
+                    (true, false) => "INVALID: the signature does not verify",
+                };
+                let _ = writeln!(
+                    out,
+                    "{indent}  signature: {state}; signed by {} (issuer {}), certificate valid {} to {}, sha256 {}",
+                    s.certificate.subject,
+                    s.certificate.issuer,
+                    mkhost_signing::rfc3339(s.certificate.not_before),
+                    mkhost_signing::rfc3339(s.certificate.not_after),
+                    s.certificate.fingerprint
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{indent}  signature: unreadable ({e})");
+        }
+    }
 }
 
 fn inspect_initramfs(

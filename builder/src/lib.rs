@@ -46,5 +46,6 @@ pub mod profile;
 pub mod progress;
 pub mod pull;
 pub mod run;
+pub mod secure_boot;
 pub mod serve;
 pub mod sources;

@@ -407,17 +407,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The password of encrypted keys, from MKHOST_KEY_PASSWORD.
-fn key_password() -> Option<Vec<u8>> {
-    std::env::var_os("MKHOST_KEY_PASSWORD").map(|p| p.into_encoded_bytes())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
     use mkhost_signing::keys;
     const WHO: &str = "mkhost keys";
@@ -437,7 +426,7 @@ fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
                 name,
                 bits,
                 days,
-                now: unix_now(),
+                now: mkhost::secure_boot::now(),
             };
             listed(&keys::create(&dir, &options)?);
             eprintln!(
@@ -450,8 +439,8 @@ fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Enroll { dir } => {
             listed(&keys::enroll_files(
                 &dir,
-                key_password().as_deref(),
-                unix_now(),
+                mkhost::secure_boot::key_password().as_deref(),
+                mkhost::secure_boot::now(),
             )?);
         }
         KeysCommand::Sign {
@@ -463,8 +452,8 @@ fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
             let signer = mkhost_signing::Signer::from_files(
                 &key,
                 &certificate,
-                key_password().as_deref(),
-                unix_now(),
+                mkhost::secure_boot::key_password().as_deref(),
+                mkhost::secure_boot::now(),
             )?;
             let pe =
                 std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;

@@ -272,6 +272,20 @@ pub struct Profile {
     /// checked ([`crate::certs::check_server_dir`]), and where it was set.
     /// `None`: the image has no TCP listener unless host.toml gives one.
     pub docker_tls: Option<(crate::certs::ServerTls, Origin)>,
+    /// `[secure_boot]`: the db key and certificate that sign the UKI,
+    /// checked when the profile is read, and where they were set. `None`:
+    /// the image is not signed.
+    pub secure_boot: Option<(SecureBoot, Origin)>,
+}
+
+/// `[secure_boot]`: the key and certificate (PEM, paths resolved against
+/// the profile's directory) that sign the UKI and `BOOTX64.EFI`. The key
+/// never enters the image or the manifest; an encrypted key takes its
+/// password from `MKHOST_KEY_PASSWORD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBoot {
+    pub key: PathBuf,
+    pub certificate: PathBuf,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -348,6 +362,17 @@ struct RawProfile {
     registries: Option<Spanned<RawRegistries>>,
     state: Option<Spanned<mkhost_shared::state_disk::StateConfig>>,
     docker: Option<Spanned<RawDocker>>,
+    secure_boot: Option<Spanned<RawSecureBoot>>,
+}
+
+/// `[secure_boot]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecureBoot {
+    /// The db key (PEM), relative to the profile.
+    key: Spanned<String>,
+    /// Its certificate (PEM), relative to the profile.
+    certificate: Spanned<String>,
 }
 
 /// `[docker]`: the server side of the Docker API's mutual TLS.
@@ -779,6 +804,37 @@ struct Merged {
     registries_origin: Option<Origin>,
     state: Option<mkhost_shared::state_disk::StateConfig>,
     docker_tls: Option<(crate::certs::ServerTls, Origin)>,
+    secure_boot: Option<(SecureBoot, Origin)>,
+}
+
+/// `[secure_boot]`, with the key and certificate read and checked now
+/// (they match, the certificate is RSA and valid, an encrypted key has its
+/// password), each error naming the line that gave the file.
+fn secure_boot_from_raw(
+    raw: &RawSecureBoot,
+    file: &LoadedFile,
+) -> Result<(SecureBoot, Origin), ProfileError> {
+    let key = file.dir().join(raw.key.get_ref());
+    let certificate = file.dir().join(raw.certificate.get_ref());
+    let origin = file.origin(raw.key.span());
+    let checked = mkhost_signing::Signer::from_files(
+        &key,
+        &certificate,
+        crate::secure_boot::key_password().as_deref(),
+        crate::secure_boot::now(),
+    );
+    if let Err(e) = checked {
+        let at = match e {
+            mkhost_signing::SigningError::Certificate { .. }
+            | mkhost_signing::SigningError::Validity { .. } => file.origin(raw.certificate.span()),
+            _ => origin.clone(),
+        };
+        return Err(ProfileError::Invalid {
+            origin: at,
+            message: format!("[secure_boot] {}", error_chain(&e)),
+        });
+    }
+    Ok((SecureBoot { key, certificate }, origin))
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
@@ -900,6 +956,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         registries_origin: merged.registries_origin,
         state: merged.state,
         docker_tls: merged.docker_tls,
+        secure_boot: merged.secure_boot,
     };
     for machine in &profile.machines {
         check_machine_cmdline(&profile, machine)?;
@@ -1114,6 +1171,10 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
             message: format!("[docker] tls_dir: {}", error_chain(&e)),
         })?;
         merged.docker_tls = Some((tls, origin));
+    }
+    if let Some(secure_boot) = &raw.secure_boot {
+        // A child's [secure_boot] replaces the parent's.
+        merged.secure_boot = Some(secure_boot_from_raw(secure_boot.get_ref(), file)?);
     }
     for c in &raw.container {
         let spec = container_from_raw(c, file)?;

@@ -61,14 +61,27 @@ pub fn create(dir: &Path, options: &KeySetOptions) -> Result<Vec<PathBuf>, Signi
             }
         }
     }
-    std::fs::create_dir_all(dir).map_err(|source| SigningError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut written = Vec::new();
+    // Everything that can fail but I/O first, so that a refused key size
+    // or a failed generation leaves nothing behind.
+    let mut made = Vec::new();
     for variable in VARIABLES {
         let key_pem = generate_key(options.bits)?;
         let cert_pem = self_signed(&key_pem, variable, options)?;
+        made.push((variable, key_pem, cert_pem));
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| SigningError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    let mut written = Vec::new();
+    for (variable, key_pem, cert_pem) in made {
         let key = key_path(dir, variable);
         write(&key, key_pem.as_bytes(), 0o600)?;
         let cert = certificate_path(dir, variable);

@@ -106,7 +106,7 @@ pub(crate) fn civil(unix: u64) -> (i64, u32, u32, u32, u32, u32) {
 }
 
 /// `unix` seconds as RFC 3339, UTC.
-pub(crate) fn rfc3339(unix: u64) -> String {
+pub fn rfc3339(unix: u64) -> String {
     let (y, mo, d, h, mi, s) = civil(unix);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }

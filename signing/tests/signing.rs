@@ -21,7 +21,12 @@ fn have(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("skipped: {tool} is missing (ci/install-deps installs it)");
+        // Under CI, ci/install-deps must have provided it.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is missing: ci/install-deps installs it"
+        );
+        eprintln!("SKIPPED: {tool} is missing (ci/install-deps installs it)");
     }
     found
 }
@@ -286,6 +291,20 @@ fn bad_keys_and_certificates_are_refused_by_name() {
     assert!(load(&db_key, &cut, None, NOW).is_err());
     let err = load(&dir.join("nope.key"), &db_crt, None, NOW).unwrap_err();
     assert!(err.to_string().contains("nope.key"), "{err}");
+
+    // A key size firmware does not take: refused, nothing written.
+    let odd = dir.join("odd");
+    let options = KeySetOptions {
+        name: "odd".into(),
+        bits: 1024,
+        days: 30,
+        now: NOW,
+    };
+    assert!(matches!(
+        keys::create(&odd, &options),
+        Err(SigningError::KeySize(1024))
+    ));
+    assert!(!odd.exists());
 
     // Keys are never replaced.
     let options = KeySetOptions {

@@ -17,6 +17,7 @@ mod inspect;
 mod netboot;
 mod network_guest;
 mod pulls;
+mod secure_boot;
 mod state_guest;
 mod support;
 mod tools;

@@ -1,0 +1,82 @@
+//! The build's Secure Boot and measured-boot stage: the PCR 11 value
+//! systemd-stub will measure for the UKI, and, with a profile's
+//! `[secure_boot]`, the Authenticode signature of the UKI (which is also
+//! the USB image's `BOOTX64.EFI`) by the db key (mkhost-signing). The key
+//! is read here and nowhere else; neither it nor its path goes into the
+//! image or the manifest.
+
+use serde::Serialize;
+
+use crate::profile::SecureBoot;
+
+/// The password of encrypted keys, from `MKHOST_KEY_PASSWORD`.
+pub fn key_password() -> Option<Vec<u8>> {
+    std::env::var_os("MKHOST_KEY_PASSWORD").map(|p| p.into_encoded_bytes())
+}
+
+/// Seconds since the epoch: certificates are checked against the clock.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What `manifest.json` says of the measured boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasuredBoot {
+    /// PCR 11 (sha256 bank) once systemd-stub has measured the UKI, as
+    /// `systemd-measure calculate --phase=` computes it.
+    pub pcr11_sha256: String,
+    /// The sections measured, in order.
+    pub pcr11_sections: Vec<String>,
+    /// The stub's version, which decides the sections.
+    pub stub_version: Option<String>,
+}
+
+/// What `manifest.json` says of the signature.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecureBootSummary {
+    /// The certificate's subject.
+    pub signer: String,
+    pub issuer: String,
+    /// SHA-256 of the DER certificate: the one to enroll in db.
+    pub certificate_sha256: String,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
+/// The PCR 11 prediction of `uki`.
+pub fn measured_boot(uki: &[u8]) -> Result<MeasuredBoot, mkhost_image::uki::UkiError> {
+    let pcr = mkhost_image::pcr::predict_pcr11(uki)?;
+    Ok(MeasuredBoot {
+        pcr11_sha256: mkhost_signing::hex(&pcr.sha256),
+        pcr11_sections: pcr.sections,
+        stub_version: pcr.stub_version,
+    })
+}
+
+/// `uki` signed with the profile's key: the signed image and what the
+/// manifest says of it.
+pub fn sign(
+    uki: &[u8],
+    settings: &SecureBoot,
+) -> Result<(Vec<u8>, SecureBootSummary), mkhost_signing::SigningError> {
+    let signer = mkhost_signing::Signer::from_files(
+        &settings.key,
+        &settings.certificate,
+        key_password().as_deref(),
+        now(),
+    )?;
+    let signed = mkhost_signing::sign_pe(uki, &signer)?;
+    let info = mkhost_signing::certificate_info(signer.certificate_der())
+        .map_err(|e| mkhost_signing::SigningError::Encode(e.to_string()))?;
+    Ok((
+        signed,
+        SecureBootSummary {
+            signer: info.subject,
+            issuer: info.issuer,
+            certificate_sha256: info.fingerprint,
+            not_after: mkhost_signing::rfc3339(info.not_after),
+        },
+    ))
+}
