@@ -92,7 +92,7 @@ fn signed_build_verifies_measures_and_keeps_the_key_out() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(
-        manifest["secure_boot"]["signer"], "O=mkhost lab,CN=mkhost lab db",
+        manifest["secure_boot"]["signer"], "CN=mkhost lab db,O=mkhost lab",
         "{manifest}"
     );
     let pcr = manifest["measured_boot"]["pcr11_sha256"].as_str().unwrap();
@@ -104,7 +104,7 @@ fn signed_build_verifies_measures_and_keeps_the_key_out() {
     );
     let inspected = run_ok(mkhost().arg("inspect").arg(&efi));
     assert!(
-        inspected.contains("signature: valid; signed by O=mkhost lab,CN=mkhost lab db"),
+        inspected.contains("signature: valid; signed by CN=mkhost lab db,O=mkhost lab"),
         "{inspected}"
     );
     assert!(inspected.contains(pcr), "{inspected}");
