@@ -275,17 +275,7 @@ pub struct Profile {
     /// `[secure_boot]`: the db key and certificate that sign the UKI,
     /// checked when the profile is read, and where they were set. `None`:
     /// the image is not signed.
-    pub secure_boot: Option<(SecureBoot, Origin)>,
-}
-
-/// `[secure_boot]`: the key and certificate (PEM, paths resolved against
-/// the profile's directory) that sign the UKI and `BOOTX64.EFI`. The key
-/// never enters the image or the manifest; an encrypted key takes its
-/// password from `MKHOST_KEY_PASSWORD`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecureBoot {
-    pub key: PathBuf,
-    pub certificate: PathBuf,
+    pub secure_boot: Option<(crate::secure_boot::SecureBoot, Origin)>,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -804,7 +794,7 @@ struct Merged {
     registries_origin: Option<Origin>,
     state: Option<mkhost_shared::state_disk::StateConfig>,
     docker_tls: Option<(crate::certs::ServerTls, Origin)>,
-    secure_boot: Option<(SecureBoot, Origin)>,
+    secure_boot: Option<(crate::secure_boot::SecureBoot, Origin)>,
 }
 
 /// `[secure_boot]`, with the key and certificate read and checked now
@@ -813,7 +803,7 @@ struct Merged {
 fn secure_boot_from_raw(
     raw: &RawSecureBoot,
     file: &LoadedFile,
-) -> Result<(SecureBoot, Origin), ProfileError> {
+) -> Result<(crate::secure_boot::SecureBoot, Origin), ProfileError> {
     let key = file.dir().join(raw.key.get_ref());
     let certificate = file.dir().join(raw.certificate.get_ref());
     let origin = file.origin(raw.key.span());
@@ -834,7 +824,7 @@ fn secure_boot_from_raw(
             message: format!("[secure_boot] {}", error_chain(&e)),
         });
     }
-    Ok((SecureBoot { key, certificate }, origin))
+    Ok((crate::secure_boot::SecureBoot { key, certificate }, origin))
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {

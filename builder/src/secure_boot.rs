@@ -5,9 +5,19 @@
 //! is read here and nowhere else; neither it nor its path goes into the
 //! image or the manifest.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
-use crate::profile::SecureBoot;
+/// `[secure_boot]`: the key and certificate (PEM, paths resolved against
+/// the profile's directory) that sign the UKI and `BOOTX64.EFI`. The key
+/// never enters the image or the manifest; an encrypted key takes its
+/// password from `MKHOST_KEY_PASSWORD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBoot {
+    pub key: PathBuf,
+    pub certificate: PathBuf,
+}
 
 /// The password of encrypted keys, from `MKHOST_KEY_PASSWORD`.
 pub fn key_password() -> Option<Vec<u8>> {

@@ -25,7 +25,8 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
 use x509_cert::Certificate;
 
-use crate::{Signer, SigningError};
+use crate::error::SigningError;
+use crate::signer::Signer;
 
 /// `SPC_INDIRECT_DATA_OBJID`.
 const SPC_INDIRECT_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.2.1.4");
@@ -265,7 +266,7 @@ fn content_info(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeSignature {
     /// The signer's certificate.
-    pub certificate: crate::CertificateInfo,
+    pub certificate: crate::signer::CertificateInfo,
     /// The digest it signs equals the image's.
     pub digest_matches: bool,
     /// The RSA signature over the signed attributes verifies with the
@@ -351,7 +352,7 @@ fn verify_one(der_bytes: &[u8], digest: &[u8; 32]) -> Result<PeSignature, Signin
             )
             .is_ok();
     Ok(PeSignature {
-        certificate: crate::certificate_info(&certificate_der).map_err(der_error)?,
+        certificate: crate::signer::certificate_info(&certificate_der).map_err(der_error)?,
         digest_matches,
         signature_valid,
     })

@@ -11,7 +11,8 @@ use cms::signed_data::EncapsulatedContentInfo;
 use der::Encode;
 
 use crate::authenticode::{build_signed_data, plain_signer_info, DATA};
-use crate::{Signer, SigningError};
+use crate::error::SigningError;
+use crate::signer::Signer;
 
 /// `EFI_CERT_X509_GUID`.
 const CERT_X509: uuid::Uuid = uuid::uuid!("a5c059a1-94e4-4aa7-87b5-ab155c2bf072");
@@ -78,7 +79,7 @@ pub fn signature_list(certificate_der: &[u8], owner: uuid::Uuid) -> Result<Vec<u
 
 /// `EFI_TIME` of `unix` seconds, UTC.
 fn efi_time(unix: u64) -> [u8; 16] {
-    let (year, month, day, hour, minute, second) = crate::civil(unix);
+    let (year, month, day, hour, minute, second) = crate::text::civil(unix);
     let mut time = [0u8; 16];
     time[..2].copy_from_slice(&(year as u16).to_le_bytes());
     time[2] = month as u8;

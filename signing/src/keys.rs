@@ -14,8 +14,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::efivars::{authenticated_write, signature_list, Variable};
+use crate::error::SigningError;
+use crate::signer::Signer;
 use crate::signer::{generate_key, read_pem_file};
-use crate::{Signer, SigningError};
 
 /// The variables of a key set, in enrollment order (db, KEK, then PK:
 /// enrolling PK leaves setup mode).

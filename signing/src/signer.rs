@@ -11,7 +11,7 @@ use der::{Decode, Encode};
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use x509_cert::Certificate;
 
-use crate::SigningError;
+use crate::error::SigningError;
 
 /// The largest key or certificate file read.
 const MAX_PEM_BYTES: u64 = 1 << 20;
@@ -153,7 +153,7 @@ pub fn certificate_info(der_bytes: &[u8]) -> Result<CertificateInfo, der::Error>
         issuer: tbs.issuer.to_string(),
         not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
         not_after: tbs.validity.not_after.to_unix_duration().as_secs(),
-        fingerprint: crate::hex(&<sha2::Sha256 as sha2::Digest>::digest(der_bytes)),
+        fingerprint: crate::text::hex(&<sha2::Sha256 as sha2::Digest>::digest(der_bytes)),
     })
 }
 
@@ -261,8 +261,8 @@ fn check_certificate(certificate: &Certificate, path: &Path, now: u64) -> Result
     if now < from || now > until {
         return Err(SigningError::Validity {
             path: path.to_path_buf(),
-            not_before: crate::rfc3339(from),
-            not_after: crate::rfc3339(until),
+            not_before: crate::text::rfc3339(from),
+            not_after: crate::text::rfc3339(until),
         });
     }
     Ok(())
