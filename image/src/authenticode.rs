@@ -272,15 +272,8 @@ pub fn signatures(pe: &[u8]) -> Result<Vec<&[u8]>, AuthenticodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_tools::run;
+    use crate::test_tools::{run, stub};
     use std::process::Command;
-
-    const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-
-    fn stub() -> Vec<u8> {
-        std::fs::read(STUB)
-            .unwrap_or_else(|e| panic!("{STUB}: {e}: install systemd-boot-efi (CI installs it)"))
-    }
 
     /// The digest against its definition; `sbverify` checks it for real
     /// in the signing crate's tests.

@@ -47,4 +47,13 @@ mod test_tools {
         );
         (out.status.success(), text)
     }
+
+    /// Debian's systemd-stub, which the tests turn into UKIs and sign.
+    pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+    /// The stub's bytes.
+    pub fn stub() -> Vec<u8> {
+        std::fs::read(STUB)
+            .unwrap_or_else(|e| panic!("{STUB}: {e}: install systemd-boot-efi (CI installs it)"))
+    }
 }

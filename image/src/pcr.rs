@@ -108,7 +108,6 @@ mod tests {
     use crate::uki::{assemble_uki, UkiSections};
     use std::process::Command;
 
-    const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
     const MEASURE: &str = "/usr/lib/systemd/systemd-measure";
 
     fn hex(bytes: &[u8]) -> String {
@@ -117,7 +116,7 @@ mod tests {
 
     #[test]
     fn prediction_equals_systemd_measure() {
-        let stub = std::fs::read(STUB).unwrap();
+        let stub = crate::test_tools::stub();
         let (linux, initrd) = (vec![0x4du8; 5000], vec![7u8; 12345]);
         let (osrel, cmdline) = (b"ID=mkhost\n".to_vec(), b"console=ttyS0 quiet".to_vec());
         let uki = assemble_uki(

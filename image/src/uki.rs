@@ -588,14 +588,8 @@ fn to_usize(v: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_tools::stub;
     use std::process::Command;
-
-    const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-
-    fn stub() -> Vec<u8> {
-        std::fs::read(STUB)
-            .unwrap_or_else(|e| panic!("{STUB}: {e}: install systemd-boot-efi (CI installs it)"))
-    }
 
     /// File offset of the PE32+ optional header.
     fn optional_header_offset(pe: &[u8]) -> usize {

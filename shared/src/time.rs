@@ -12,12 +12,11 @@ pub fn rfc3339_now() -> String {
     rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
-/// Formats seconds and nanoseconds since the epoch.
-pub fn rfc3339(secs: i64, nanos: u32) -> String {
+/// The UTC calendar date and time of `secs` since the epoch: `(year,
+/// month, day, hour, minute, second)` (Howard Hinnant's days-to-civil).
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Howard Hinnant's days-to-civil.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -27,6 +26,12 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// Formats seconds and nanoseconds since the epoch.
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let (year, month, day, h, m, s) = civil(secs);
     let mut out = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
     if nanos > 0 {
         let frac = format!("{nanos:09}");
