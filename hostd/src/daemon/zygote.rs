@@ -946,20 +946,22 @@ impl Server {
     ) -> Result<libc::pid_t, String> {
         let mut last = String::new();
         for _ in 0..2 {
-            if self.spawner.is_none() {
-                self.spawner = Some(Spawner::start(&self.state)?);
-            }
-            let Some(spawner) = &self.spawner else {
-                continue;
+            let spawner = match self.spawner.take() {
+                Some(spawner) => spawner,
+                None => Spawner::start(&self.state)?,
             };
             match spawner.fork_creator(request, &answer) {
-                Ok(pid) => return Ok(pid),
-                Err(SpawnFailure::Refused(message)) => return Err(message),
+                Ok(pid) => {
+                    self.spawner = Some(spawner);
+                    return Ok(pid);
+                }
+                Err(SpawnFailure::Refused(message)) => {
+                    self.spawner = Some(spawner);
+                    return Err(message);
+                }
                 Err(SpawnFailure::Gone(e)) => {
                     last = format!("the zygote's spawner is gone: {e}");
-                    if let Some(gone) = self.spawner.take() {
-                        kill_child(gone.pid);
-                    }
+                    kill_child(spawner.pid);
                 }
             }
         }

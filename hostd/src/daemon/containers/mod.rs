@@ -1186,8 +1186,6 @@ impl Manager {
             spec,
             after_reboot,
         } = loaded;
-        let dir = dir.as_path();
-        let mut outlived_reboot = false;
         let as_loaded = record.clone();
         let mut running = None;
         if let Some(attached) = attached {
@@ -1211,16 +1209,11 @@ impl Manager {
             }
         }
         let restart_lost = match after_reboot {
-            Some(decision) => {
-                outlived_reboot = true;
-                match decision {
-                    reboot::AfterReboot::Start => true,
-                    reboot::AfterReboot::Keep => false,
-                    reboot::AfterReboot::MarkExited | reboot::AfterReboot::Remove => {
-                        reboot::mark_lost(&mut record, rfc3339_now());
-                        false
-                    }
-                }
+            Some(reboot::AfterReboot::Start) => true,
+            Some(reboot::AfterReboot::Keep) => false,
+            Some(reboot::AfterReboot::MarkExited | reboot::AfterReboot::Remove) => {
+                reboot::mark_lost(&mut record, rfc3339_now());
+                false
             }
             None => {
                 running.is_none()
@@ -1241,12 +1234,7 @@ impl Manager {
                 .networks
                 .adopt(&record.id, &record.name, &spec.hostname, attachment);
         }
-        let entry = Arc::new(Entry::new(
-            dir.to_path_buf(),
-            spec,
-            record.clone(),
-            running.as_ref(),
-        ));
+        let entry = Arc::new(Entry::new(dir, spec, record.clone(), running.as_ref()));
         // After a reboot, a container to start again keeps its record on
         // the disk as it is: `after_reboot` decides the same from it at
         // the next boot, and the restart writes the new one. Saving
@@ -1271,9 +1259,9 @@ impl Manager {
             }
             Adopted::Other
         };
-        match outlived_reboot {
-            true => Adopted::AfterReboot(Box::new(kind)),
-            false => kind,
+        match after_reboot {
+            Some(_) => Adopted::AfterReboot(Box::new(kind)),
+            None => kind,
         }
     }
 
