@@ -2,8 +2,8 @@
 //! systemd-stub will measure for the UKI, and, with a profile's
 //! `[secure_boot]`, the Authenticode signature of the UKI (which is also
 //! the USB image's `BOOTX64.EFI`) by the db key (mkhost-signing). The key
-//! is read here and nowhere else; neither it nor its path goes into the
-//! image or the manifest.
+//! is read when the profile is checked and when the UKI is signed; neither
+//! it nor its path goes into the image or the manifest.
 
 use std::path::PathBuf;
 
@@ -78,8 +78,7 @@ pub fn sign(
         now(),
     )?;
     let signed = mkhost_signing::sign_pe(uki, &signer)?;
-    let info = mkhost_signing::certificate_info(signer.certificate_der())
-        .map_err(|e| mkhost_signing::SigningError::Encode(e.to_string()))?;
+    let info = signer.info();
     Ok((
         signed,
         SecureBootSummary {

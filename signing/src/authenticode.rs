@@ -352,7 +352,7 @@ fn verify_one(der_bytes: &[u8], digest: &[u8; 32]) -> Result<PeSignature, Signin
             )
             .is_ok();
     Ok(PeSignature {
-        certificate: crate::signer::certificate_info(&certificate_der).map_err(der_error)?,
+        certificate: crate::signer::info_of(&certificate, &certificate_der),
         digest_matches,
         signature_valid,
     })

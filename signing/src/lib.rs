@@ -23,5 +23,5 @@ pub mod text;
 
 pub use authenticode::{sign_pe, verify_pe, PeSignature};
 pub use error::SigningError;
-pub use signer::{certificate_info, CertificateInfo, Signer};
+pub use signer::{CertificateInfo, Signer};
 pub use text::{hex, rfc3339};

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use der::{Decode, Encode};
+use der::Encode;
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use x509_cert::Certificate;
 
@@ -142,19 +142,23 @@ impl Signer {
     pub fn subject(&self) -> String {
         self.certificate.tbs_certificate.subject.to_string()
     }
+
+    /// What the certificate says of itself.
+    pub fn info(&self) -> CertificateInfo {
+        info_of(&self.certificate, &self.certificate_der)
+    }
 }
 
-/// What `certificate` (DER) says of itself.
-pub fn certificate_info(der_bytes: &[u8]) -> Result<CertificateInfo, der::Error> {
-    let certificate = Certificate::from_der(der_bytes)?;
+/// What a parsed `certificate`, whose DER is `der_bytes`, says of itself.
+pub(crate) fn info_of(certificate: &Certificate, der_bytes: &[u8]) -> CertificateInfo {
     let tbs = &certificate.tbs_certificate;
-    Ok(CertificateInfo {
+    CertificateInfo {
         subject: tbs.subject.to_string(),
         issuer: tbs.issuer.to_string(),
         not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
         not_after: tbs.validity.not_after.to_unix_duration().as_secs(),
         fingerprint: crate::text::hex(&<sha2::Sha256 as sha2::Digest>::digest(der_bytes)),
-    })
+    }
 }
 
 /// Reads a PEM file of at most [`MAX_PEM_BYTES`].
@@ -171,10 +175,9 @@ pub(crate) fn read_pem_file(path: &Path) -> Result<String, SigningError> {
         .read_to_string(&mut text)
         .map_err(io)?;
     if text.len() as u64 > MAX_PEM_BYTES {
-        return Err(SigningError::Key {
-            path: path.to_path_buf(),
-            why: format!("larger than {MAX_PEM_BYTES} bytes; not a key or certificate"),
-        });
+        return Err(io(std::io::Error::other(format!(
+            "larger than {MAX_PEM_BYTES} bytes; not a PEM key or certificate"
+        ))));
     }
     Ok(text)
 }
