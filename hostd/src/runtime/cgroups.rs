@@ -126,13 +126,32 @@ pub struct CgroupStats {
     pub oom_kills: Option<u64>,
 }
 
+/// Whether a new cgroup gets a memory cgroup of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryCgroup {
+    /// The memory controller is enabled for it (runc's way).
+    #[default]
+    Own,
+    /// Its parent does not enable the memory controller for its children:
+    /// its memory is counted in the parent's memory cgroup, shared with
+    /// its siblings (for hosts of many containers: Linux keeps a slot per
+    /// superblock of the host in every memory cgroup). The limits must
+    /// not need the memory controller.
+    Parent,
+}
+
 /// A cgroup backend. Paths are relative to the backend's root.
 pub trait CgroupManager {
     /// `Ok` when the backend can be used, else why not.
     fn available(&self) -> Result<(), String>;
     /// Creates the cgroup with its limits; returns an fd of its directory for
     /// `CLONE_INTO_CGROUP`. Nothing is left behind on failure.
-    fn create(&self, path: &str, resources: &Resources) -> Result<OwnedFd, CgroupError>;
+    fn create(
+        &self,
+        path: &str,
+        resources: &Resources,
+        memory: MemoryCgroup,
+    ) -> Result<OwnedFd, CgroupError>;
     /// The `cgroup.procs` file, for joining by pid when `clone3` is missing.
     fn procs_file(&self, path: &str) -> PathBuf;
     /// Processes in the cgroup.
@@ -158,7 +177,7 @@ impl CgroupManager for NoCgroups {
     fn available(&self) -> Result<(), String> {
         Err(self.0.clone())
     }
-    fn create(&self, _: &str, _: &Resources) -> Result<OwnedFd, CgroupError> {
+    fn create(&self, _: &str, _: &Resources, _: MemoryCgroup) -> Result<OwnedFd, CgroupError> {
         Err(CgroupError::Unavailable(self.0.clone()))
     }
     fn procs_file(&self, _: &str) -> PathBuf {
@@ -250,10 +269,16 @@ impl Cgroupfs {
         })
     }
 
-    /// Enables [`CONTROLLERS`] (those `dir` offers) in its
-    /// `cgroup.subtree_control`, one at a time. A controller the kernel
-    /// refuses is skipped unless the limits need it (`needed`).
-    fn enable_controllers(&self, dir: &Path, needed: &[&str]) -> Result<(), CgroupError> {
+    /// Enables [`CONTROLLERS`] (those `dir` offers, but not those in
+    /// `left_off`) in its `cgroup.subtree_control`, one at a time. A
+    /// controller the kernel refuses is skipped unless the limits need it
+    /// (`needed`).
+    fn enable_controllers(
+        &self,
+        dir: &Path,
+        needed: &[&str],
+        left_off: &[&str],
+    ) -> Result<(), CgroupError> {
         let Ok(offered) = fs::read_to_string(dir.join("cgroup.controllers")) else {
             return Ok(());
         };
@@ -261,7 +286,8 @@ impl Cgroupfs {
         let wanted = CONTROLLERS
             .iter()
             .filter(|c| offered.split_whitespace().any(|o| o == **c))
-            .filter(|c| !enabled.split_whitespace().any(|e| e == **c));
+            .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
+            .filter(|c| !left_off.contains(c));
         for controller in wanted {
             let file = dir.join("cgroup.subtree_control");
             // O_APPEND changes nothing for the kernel; a stand-in file in the
@@ -295,18 +321,26 @@ impl Cgroupfs {
     }
 
     /// Creates the ancestors and the leaf of `path` top-down, enabling the
-    /// controllers on the way, then writes the limits; records every
-    /// directory it made in `created`.
+    /// controllers on the way (in the leaf's parent not the memory
+    /// controller, with [`MemoryCgroup::Parent`]), then writes the limits;
+    /// records every directory it made in `created`.
     fn create_path(
         &self,
         path: &str,
         leaf: &Path,
         needed: &[&str],
+        memory: MemoryCgroup,
         settings: &[Setting],
         created: &mut Vec<PathBuf>,
     ) -> Result<OwnedFd, CgroupError> {
+        let left_off = |dir: &Path| -> &'static [&'static str] {
+            match memory {
+                MemoryCgroup::Parent if Some(dir) == leaf.parent() => &["memory"],
+                _ => &[],
+            }
+        };
         let mut dir = self.root.clone();
-        self.enable_controllers(&dir, needed)?;
+        self.enable_controllers(&dir, needed, left_off(&dir))?;
         let rel = leaf.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let components: Vec<_> = rel.components().collect();
         for (i, c) in components.iter().enumerate() {
@@ -322,7 +356,7 @@ impl Cgroupfs {
                 Err(source) => return Err(CgroupError::Create { path: dir, source }),
             }
             if !is_leaf {
-                self.enable_controllers(&dir, needed)?;
+                self.enable_controllers(&dir, needed, left_off(&dir))?;
             }
         }
         self.create_inner(leaf, settings)
@@ -551,7 +585,12 @@ impl CgroupManager for Cgroupfs {
         Ok(())
     }
 
-    fn create(&self, path: &str, resources: &Resources) -> Result<OwnedFd, CgroupError> {
+    fn create(
+        &self,
+        path: &str,
+        resources: &Resources,
+        memory: MemoryCgroup,
+    ) -> Result<OwnedFd, CgroupError> {
         let settings = settings(resources)?;
         let needed: Vec<&str> = CONTROLLERS
             .iter()
@@ -565,7 +604,15 @@ impl CgroupManager for Cgroupfs {
         let leaf = self.dir(path);
         // Directories made here, removed again (deepest first) on failure.
         let mut created: Vec<PathBuf> = Vec::new();
-        let result = self.create_path(path, &leaf, &needed, &settings, &mut created);
+        if memory == MemoryCgroup::Parent && needed.contains(&"memory") {
+            return Err(CgroupError::Invalid {
+                field: "memory",
+                message: "a container that shares its parent's memory cgroup cannot have \
+                          memory limits of its own"
+                    .into(),
+            });
+        }
+        let result = self.create_path(path, &leaf, &needed, memory, &settings, &mut created);
         if result.is_err() {
             for dir in created.iter().rev() {
                 let _ = remove_cgroup_dir(dir);
@@ -730,7 +777,9 @@ mod tests {
             pids: Some(Pids { limit: 100 }),
             unified: Some([("cpu.idle".to_string(), "1".to_string())].into()),
         };
-        let fd = cg.create("hostd/c1", &resources).unwrap();
+        let fd = cg
+            .create("hostd/c1", &resources, MemoryCgroup::Own)
+            .unwrap();
         drop(fd);
         // Only controllers not yet enabled are added, one write each, in
         // hostd's order.
@@ -764,7 +813,7 @@ mod tests {
         // In use: a second create of the same path is refused.
         fs::write(leaf.join("cgroup.procs"), "1234\n").unwrap();
         assert!(matches!(
-            cg.create("hostd/c1", &Resources::default()),
+            cg.create("hostd/c1", &Resources::default(), MemoryCgroup::Own),
             Err(CgroupError::InUse { .. })
         ));
         assert_eq!(cg.pids("hostd/c1").unwrap(), vec![1234]);
@@ -773,6 +822,59 @@ mod tests {
         cg.delete("hostd/c1").unwrap();
         assert!(!leaf.exists());
         cg.delete("hostd/c1").unwrap();
+    }
+
+    #[test]
+    fn a_leaf_can_share_its_parents_memory_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(root.join("cgroup.controllers"), "cpuset cpu memory pids\n").unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        for dir in ["hostd", "hostd/shared"] {
+            fs::create_dir(root.join(dir)).unwrap();
+            fs::write(
+                root.join(dir).join("cgroup.controllers"),
+                "cpuset cpu memory pids\n",
+            )
+            .unwrap();
+            fs::write(root.join(dir).join("cgroup.subtree_control"), "").unwrap();
+        }
+        let cg = Cgroupfs::at(root);
+        let pids = Resources {
+            pids: Some(Pids { limit: 10 }),
+            ..Resources::default()
+        };
+        drop(
+            cg.create("hostd/shared/c1", &pids, MemoryCgroup::Parent)
+                .unwrap(),
+        );
+        // The parent's own memory cgroup is there (its parent enables it);
+        // its children get every controller but memory.
+        assert_eq!(
+            read(&root.join("hostd"), "cgroup.subtree_control"),
+            "+cpu+cpuset+memory+pids"
+        );
+        assert_eq!(
+            read(&root.join("hostd/shared"), "cgroup.subtree_control"),
+            "+cpu+cpuset+pids"
+        );
+        assert_eq!(read(&root.join("hostd/shared/c1"), "pids.max"), "10");
+
+        // Memory limits need a memory cgroup of the container's own.
+        let memory = Resources {
+            memory: Some(Memory {
+                limit: Some(64 << 20),
+                swap: None,
+                reservation: None,
+            }),
+            ..Resources::default()
+        };
+        let err = cg
+            .create("hostd/shared/c2", &memory, MemoryCgroup::Parent)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot have memory limits"), "{err}");
+        assert!(!root.join("hostd/shared/c2").exists());
     }
 
     #[test]
@@ -786,7 +888,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let err = cg.create("c2", &tiny).unwrap_err();
+        let err = cg.create("c2", &tiny, MemoryCgroup::Own).unwrap_err();
         assert!(err.to_string().contains("memory.limit"), "{err}");
         assert!(!tmp.path().join("c2").exists());
         let shares = Resources {
@@ -796,7 +898,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(cg.create("c2", &shares).is_err());
+        assert!(cg.create("c2", &shares, MemoryCgroup::Own).is_err());
         let cpus = Resources {
             cpu: Some(Cpu {
                 cpus: Some("0;rm".into()),
@@ -804,7 +906,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(cg.create("c2", &cpus).is_err());
+        assert!(cg.create("c2", &cpus, MemoryCgroup::Own).is_err());
         assert!(!tmp.path().join("c2").exists());
     }
 
@@ -875,7 +977,9 @@ mod tests {
         };
         // busy/ refuses every controller (its subtree_control cannot be
         // written): a memory limit cannot be had, and nothing is made.
-        let err = cg.create("busy/a/c1", &memory).unwrap_err();
+        let err = cg
+            .create("busy/a/c1", &memory, MemoryCgroup::Own)
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -890,7 +994,10 @@ mod tests {
         assert!(!root.join("busy/a").exists());
         // With processes in busy/, the message says why.
         fs::write(root.join("busy/cgroup.procs"), "77\n").unwrap();
-        let err = cg.create("busy/a/c1", &memory).unwrap_err().to_string();
+        let err = cg
+            .create("busy/a/c1", &memory, MemoryCgroup::Own)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("busy/cgroup.subtree_control (it holds processes"),
             "{err}"
@@ -898,7 +1005,10 @@ mod tests {
         fs::write(root.join("busy/cgroup.procs"), "").unwrap();
         assert!(root.join("busy").exists());
         // Without limits nothing is needed: the refusals are skipped.
-        drop(cg.create("busy/a/c1", &Resources::default()).unwrap());
+        drop(
+            cg.create("busy/a/c1", &Resources::default(), MemoryCgroup::Own)
+                .unwrap(),
+        );
         assert!(root.join("busy/a/c1").is_dir());
     }
 
@@ -993,7 +1103,9 @@ mod tests {
     fn no_cgroups_backend() {
         let cg = NoCgroups("v1 host".into());
         assert_eq!(cg.available(), Err("v1 host".into()));
-        assert!(cg.create("x", &Resources::default()).is_err());
+        assert!(cg
+            .create("x", &Resources::default(), MemoryCgroup::Own)
+            .is_err());
         assert!(cg.kill_all("x").is_ok());
         assert!(cg.delete("x").is_ok());
     }

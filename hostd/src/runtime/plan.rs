@@ -155,6 +155,14 @@ pub enum PlanError {
         /// What is wrong.
         message: String,
     },
+    /// A bad value of one of our annotations.
+    #[error("annotations.{name:?}: {message}")]
+    Annotation {
+        /// The annotation.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The seccomp policy does not compile.
     #[error("linux.seccomp")]
     Seccomp(#[from] SeccompError),
@@ -321,6 +329,12 @@ pub struct RootPropagation {
 /// there. The caller then leaves `root.path` an empty directory.
 pub const ROOT_OVERLAY_ANNOTATION: &str = "org.mkhost.rootfs.overlay";
 
+/// Annotation `"true"`: the container's cgroup gets no memory cgroup of
+/// its own; its memory is counted in its parent's
+/// ([`super::cgroups::MemoryCgroup::Parent`]). hostd sets it with
+/// `--memory-cgroups limited` on containers without a memory limit.
+pub const SHARED_MEMORY_ANNOTATION: &str = "org.mkhost.cgroup.shared-memory";
+
 /// Everything needed to create the container.
 #[derive(Debug)]
 pub struct Plan {
@@ -422,6 +436,9 @@ pub struct Plan {
     pub cgroup_path: String,
     /// cgroup limits.
     pub resources: Resources,
+    /// Whether the cgroup gets a memory cgroup of its own
+    /// ([`SHARED_MEMORY_ANNOTATION`]).
+    pub memory_cgroup: super::cgroups::MemoryCgroup,
     /// Annotations for `state`.
     pub annotations: BTreeMap<String, String>,
     /// Things that are accepted but not applied, for the log.
@@ -580,6 +597,7 @@ impl Plan {
         let (rlimits, rlimit_names) = rlimits(process)?;
         let (seccomp, seccomp_is_default) = seccomp_program(linux, caps.bounding)?;
         let cgroup_path = cgroup_path(id, linux)?;
+        let memory_cgroup = memory_cgroup(spec, linux)?;
         let warnings = warnings(spec);
         let hooks = Hooks::new(spec.hooks.as_ref(), id, &bundle, &spec.annotations)?;
         let root_propagation = root_propagation(linux, &rootfs, shared_mount_ns)?;
@@ -634,6 +652,7 @@ impl Plan {
             lsm_exec: labels.exec,
             cgroup_path,
             resources: linux.resources.clone().unwrap_or_default(),
+            memory_cgroup,
             annotations: spec.annotations.clone(),
             warnings,
             hooks,
@@ -1241,6 +1260,35 @@ fn seccomp_program(linux: &Linux, bounding: u64) -> Result<(Option<Program>, boo
     Ok((seccomp, seccomp_is_default))
 }
 
+/// [`SHARED_MEMORY_ANNOTATION`]: `"true"` or `"false"`, and not with
+/// memory limits.
+fn memory_cgroup(spec: &Spec, linux: &Linux) -> Result<super::cgroups::MemoryCgroup, PlanError> {
+    use super::cgroups::MemoryCgroup;
+    let err = |message: &str| PlanError::Annotation {
+        name: SHARED_MEMORY_ANNOTATION,
+        message: message.to_string(),
+    };
+    match spec
+        .annotations
+        .get(SHARED_MEMORY_ANNOTATION)
+        .map(String::as_str)
+    {
+        None | Some("false") => Ok(MemoryCgroup::Own),
+        Some("true") => {
+            let memory = linux.resources.as_ref().and_then(|r| r.memory.as_ref());
+            if memory
+                .is_some_and(|m| m.limit.is_some() || m.swap.is_some() || m.reservation.is_some())
+            {
+                return Err(err(
+                    "a container with linux.resources.memory limits needs a memory cgroup of its own; remove the annotation or the limits",
+                ));
+            }
+            Ok(MemoryCgroup::Parent)
+        }
+        Some(other) => Err(err(&format!("{other:?} is not \"true\" or \"false\""))),
+    }
+}
+
 /// The cgroup path relative to the cgroup root.
 fn cgroup_path(id: &str, linux: &Linux) -> Result<String, PlanError> {
     Ok(match linux.cgroups_path.as_deref() {
@@ -1483,6 +1531,45 @@ pub(crate) mod tests {
         let mut spec = sample_spec();
         edit(&mut spec);
         Plan::new("c1", dir.path(), &spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shared_memory_annotation_is_checked() {
+        use crate::runtime::cgroups::MemoryCgroup;
+        use crate::runtime::spec::Memory;
+        let dir = tempfile::tempdir().unwrap();
+        let plan_with = |value: &str, memory: Option<Memory>| {
+            let mut spec = sample_spec();
+            spec.annotations
+                .insert(SHARED_MEMORY_ANNOTATION.into(), value.into());
+            spec.linux.as_mut().unwrap().resources = Some(Resources {
+                memory,
+                ..Resources::default()
+            });
+            Plan::new("c1", dir.path(), &spec)
+        };
+        let plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
+        assert_eq!(plan.memory_cgroup, MemoryCgroup::Own);
+        assert_eq!(
+            plan_with("false", None).unwrap().memory_cgroup,
+            MemoryCgroup::Own
+        );
+        assert_eq!(
+            plan_with("true", None).unwrap().memory_cgroup,
+            MemoryCgroup::Parent
+        );
+        let e = plan_with("yes", None).unwrap_err().to_string();
+        assert!(
+            e.contains(SHARED_MEMORY_ANNOTATION) && e.contains("\"yes\" is not"),
+            "{e}"
+        );
+        let limit = Memory {
+            limit: Some(64 << 20),
+            reservation: None,
+            swap: None,
+        };
+        let e = plan_with("true", Some(limit)).unwrap_err().to_string();
+        assert!(e.contains("remove the annotation or the limits"), "{e}");
     }
 
     #[test]

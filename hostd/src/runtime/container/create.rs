@@ -163,7 +163,11 @@ impl Runtime {
         let mut cgroup_fd: Option<OwnedFd> = None;
         match backend {
             Ok(()) => {
-                cgroup_fd = Some(self.cgroups.create(&plan.cgroup_path, &plan.resources)?);
+                cgroup_fd = Some(self.cgroups.create(
+                    &plan.cgroup_path,
+                    &plan.resources,
+                    plan.memory_cgroup,
+                )?);
                 cleanup.cgroup = Some(plan.cgroup_path.clone());
             }
             Err(reason) => self
