@@ -327,6 +327,16 @@ pub struct HostLimits {
     pub inotify_watches: u64,
     /// `MemAvailable`, KiB.
     pub memory_available_kib: u64,
+    /// Which containers get a memory cgroup of their own: `each` or
+    /// `limited` (only those with a memory limit).
+    #[serde(default)]
+    pub memory_cgroups: String,
+    /// Memory cgroups on the host now (`/proc/cgroups`).
+    #[serde(default)]
+    pub memory_cgroups_now: u64,
+    /// About what the next container takes of the host's memory, KiB.
+    #[serde(default)]
+    pub next_container_kib: u64,
     /// About how many more containers fit before the first limit.
     pub room: u64,
     /// That first limit.

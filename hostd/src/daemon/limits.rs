@@ -1,12 +1,22 @@
 //! What bounds the number of containers on a host: the descriptors each
 //! running container holds in the daemon and in the zygote, the kernel's
-//! task limits, the namespace and inotify limits, and free memory. Reports
+//! task limits, the namespace and inotify limits, and memory. Reports
 //! them for `status` and refuses a start that would run into one, with the
 //! limit named, before anything of the container is made.
+//!
+//! Memory per container is not a constant: Linux keeps, in every memory
+//! cgroup, a slot for each superblock of the host (the shrinker arrays of
+//! Linux 6.1, some 20 bytes per slot as measured in a guest), and every
+//! container brings superblocks (its root, proc, sysfs, mqueue, devpts,
+//! two tmpfs) and, unless it shares one, a memory cgroup. So the next
+//! container costs [`CONTAINER_KIB`] plus slots for the memory cgroups and
+//! superblocks already there ([`next_container_kib`]), and `room` adds
+//! these costs up until the available memory is spent.
 
 use std::fs;
 use std::path::Path;
 
+use mkhost_shared::boot_config::MemoryCgroups;
 use mkhost_shared::control::{HostLimits, Usage, DAEMON_OOM_SCORE_ADJ};
 
 /// Descriptors a running container holds in the daemon: its init's pidfd
@@ -31,18 +41,102 @@ const TASKS_RESERVE: u64 = 64;
 /// Memory below which no container is started, KiB.
 const MIN_MEMORY_KIB: u64 = 16 * 1024;
 
+/// Memory a sleeping container takes besides the shrinker slots, KiB: its
+/// process, page tables, kernel stack, namespaces, mounts and cgroup
+/// (measured with ci/bench-density-guest).
+pub const CONTAINER_KIB: u64 = 256;
+
+/// Superblocks a container makes: the overlay root, proc, sysfs, mqueue,
+/// devpts, and the tmpfs of `/dev` and `/dev/shm`.
+pub const SUPERBLOCKS_PER_CONTAINER: u64 = 7;
+
+/// Bytes Linux keeps per memory cgroup per superblock, fitted to the
+/// guest's unreclaimable slab with containers that each had a memory
+/// cgroup (0.75 MiB per container at 4,000, 1.35 MiB at 8,142: 21.7
+/// bytes). Bare tmpfs mounts measured 12 (2,000 memory cgroups made each
+/// new mount cost 24 KiB more); the arrays are rounded up to powers of two.
+pub const SHRINKER_SLOT_BYTES: u64 = 20;
+
+/// The host's memory cgroups and superblocks now: what the next container's
+/// shrinker slots depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCounts {
+    /// Memory cgroups (`/proc/cgroups`).
+    pub memory_cgroups: u64,
+    /// Superblocks: the host's mounts plus [`SUPERBLOCKS_PER_CONTAINER`]
+    /// for each running container (their mounts are in their own
+    /// namespaces).
+    pub superblocks: u64,
+}
+
+/// What one more container costs, KiB: [`CONTAINER_KIB`], a slot in every
+/// memory cgroup for each of its superblocks, and with a memory cgroup of
+/// its own (`own_memory_cgroup`), a slot there for every superblock.
+pub fn next_container_kib(counts: KernelCounts, own_memory_cgroup: bool) -> u64 {
+    let mut slots = SUPERBLOCKS_PER_CONTAINER * counts.memory_cgroups;
+    if own_memory_cgroup {
+        slots += counts.superblocks + SUPERBLOCKS_PER_CONTAINER;
+    }
+    CONTAINER_KIB + (slots * SHRINKER_SLOT_BYTES).div_ceil(1024)
+}
+
+/// How many more containers fit in `available_kib` (less [`MIN_MEMORY_KIB`]),
+/// each costing [`next_container_kib`] as the counts grow.
+pub fn memory_room(available_kib: u64, mut counts: KernelCounts, own_memory_cgroup: bool) -> u64 {
+    let mut left = available_kib.saturating_sub(MIN_MEMORY_KIB);
+    let mut room = 0;
+    loop {
+        let cost = next_container_kib(counts, own_memory_cgroup);
+        if cost > left {
+            return room;
+        }
+        left -= cost;
+        room += 1;
+        counts.memory_cgroups += u64::from(own_memory_cgroup);
+        counts.superblocks += SUPERBLOCKS_PER_CONTAINER;
+    }
+}
+
+/// [`KernelCounts`] from the kernel's files under `proc`, with `watched`
+/// containers running.
+fn kernel_counts(proc: &Path, watched: u64) -> KernelCounts {
+    let memory_cgroups = fs::read_to_string(proc.join("cgroups"))
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.first() == Some(&"memory"))
+                    .then(|| fields.get(2)?.parse().ok())
+                    .flatten()
+            })
+        })
+        .unwrap_or(0);
+    let host_mounts = fs::read_to_string(proc.join("self/mountinfo"))
+        .map_or(0, |text| text.lines().count() as u64);
+    KernelCounts {
+        memory_cgroups,
+        superblocks: host_mounts + SUPERBLOCKS_PER_CONTAINER * watched,
+    }
+}
+
 /// The namespaces a container makes (`user.max_<kind>_namespaces`).
 const NAMESPACE_KINDS: [&str; 5] = ["mnt", "pid", "net", "ipc", "uts"];
 
 /// Checks that one more container fits, given the `watched` containers
-/// the daemon holds descriptors for and its open-file limit: an error names
-/// the limit and how to raise it.
-pub fn check_room(watched: u64, files_limit: u64) -> Result<(), String> {
-    check_room_in(Path::new("/proc"), watched, files_limit)
+/// the daemon holds descriptors for, its open-file limit, and whether the
+/// container gets a memory cgroup of its own: an error names the limit
+/// and how to raise it.
+pub fn check_room(watched: u64, files_limit: u64, own_memory_cgroup: bool) -> Result<(), String> {
+    check_room_in(Path::new("/proc"), watched, files_limit, own_memory_cgroup)
 }
 
 /// [`check_room`] with the kernel's files under `proc`.
-fn check_room_in(proc: &Path, watched: u64, files_limit: u64) -> Result<(), String> {
+fn check_room_in(
+    proc: &Path,
+    watched: u64,
+    files_limit: u64,
+    own_memory_cgroup: bool,
+) -> Result<(), String> {
     let daemon_files = watched * DAEMON_FILES_PER_CONTAINER + DAEMON_FILES_RESERVE;
     if daemon_files + DAEMON_FILES_PER_CONTAINER + 1 > files_limit {
         return Err(format!(
@@ -63,12 +157,19 @@ fn check_room_in(proc: &Path, watched: u64, files_limit: u64) -> Result<(), Stri
         }
     }
     if let Some(available) = memory_available_kib(proc) {
-        if available < MIN_MEMORY_KIB {
+        let counts = kernel_counts(proc, watched);
+        let cost = next_container_kib(counts, own_memory_cgroup);
+        if available < MIN_MEMORY_KIB + cost {
             return Err(format!(
                 "no room for another container: the host has {} MiB of memory \
-                 available, below the {} MiB kept free; remove containers or give \
-                 the host more memory",
+                 available, and the next container would take about {cost} KiB \
+                 ({} memory cgroups and {} superblocks on the host) with {} MiB kept \
+                 free; remove containers, give the host more memory, or, for many \
+                 containers, give a memory cgroup only to those with a memory limit \
+                 (profile [hostd] memory_cgroups = \"limited\")",
                 available / 1024,
+                counts.memory_cgroups,
+                counts.superblocks,
                 MIN_MEMORY_KIB / 1024
             ));
         }
@@ -78,8 +179,14 @@ fn check_room_in(proc: &Path, watched: u64, files_limit: u64) -> Result<(), Stri
 
 /// Gathers the limits for `status`: the daemon's and the zygote's
 /// descriptors (`zygote` is its pid), tasks, namespaces, inotify and memory,
-/// and how many more containers fit.
-pub fn host_limits(zygote: i32, watched: u64, files_limit: u64) -> HostLimits {
+/// and how many more containers fit (each with a memory cgroup of its own
+/// when `memory_cgroups` is [`MemoryCgroups::Each`]).
+pub fn host_limits(
+    zygote: i32,
+    watched: u64,
+    files_limit: u64,
+    memory_cgroups: MemoryCgroups,
+) -> HostLimits {
     let proc = Path::new("/proc");
     let daemon_files = Usage {
         used: open_files(&proc.join("self")),
@@ -100,6 +207,8 @@ pub fn host_limits(zygote: i32, watched: u64, files_limit: u64) -> HostLimits {
         .min()
         .unwrap_or(u64::MAX);
     let memory_available_kib = memory_available_kib(proc).unwrap_or(0);
+    let own_memory_cgroup = memory_cgroups == MemoryCgroups::Each;
+    let counts = kernel_counts(proc, watched);
     // Each bound: (room left, its name).
     let room = |usage: Usage, reserve: u64, per: u64| {
         usage.limit.saturating_sub(usage.used + reserve) / per
@@ -126,6 +235,10 @@ pub fn host_limits(zygote: i32, watched: u64, files_limit: u64) -> HostLimits {
             namespaces_limit.saturating_sub(watched),
             "user.max_*_namespaces",
         ),
+        (
+            memory_room(memory_available_kib, counts, own_memory_cgroup),
+            "memory",
+        ),
     ];
     bounds.sort();
     let (room, bound_by) = bounds[0];
@@ -139,6 +252,9 @@ pub fn host_limits(zygote: i32, watched: u64, files_limit: u64) -> HostLimits {
         inotify_instances: sysctl(proc, "fs/inotify/max_user_instances").unwrap_or(0),
         inotify_watches: sysctl(proc, "fs/inotify/max_user_watches").unwrap_or(0),
         memory_available_kib,
+        memory_cgroups: memory_cgroups.as_str().to_string(),
+        memory_cgroups_now: counts.memory_cgroups,
+        next_container_kib: next_container_kib(counts, own_memory_cgroup),
         room,
         bound_by: bound_by.to_string(),
         oom_score_adj: fs::read_to_string(proc.join("self/oom_score_adj"))
@@ -222,10 +338,12 @@ mod tests {
 
     #[test]
     fn a_full_descriptor_table_is_refused_with_the_limit_named() {
-        assert!(check_room(0, 20_000).is_ok());
+        let proc = fake_proc(500, 4_194_304, 64 << 20);
+        let check = |watched| check_room_in(proc.path(), watched, 20_000, true);
+        assert!(check(0).is_ok());
         // 20,000 descriptors: about 6,580 containers at 3 each plus the reserve.
-        assert!(check_room(6_500, 20_000).is_ok());
-        let err = check_room(6_600, 20_000).unwrap_err();
+        assert!(check(6_500).is_ok());
+        let err = check(6_600).unwrap_err();
         assert!(
             err.contains("RLIMIT_NOFILE") && err.contains("20000"),
             "{err}"
@@ -257,9 +375,9 @@ mod tests {
     #[test]
     fn tasks_and_memory_are_checked_with_the_limit_named() {
         let fine = fake_proc(500, 32_768, 4_000_000);
-        assert!(check_room_in(fine.path(), 10, 20_000).is_ok());
+        assert!(check_room_in(fine.path(), 10, 20_000, true).is_ok());
         let full = fake_proc(32_710, 32_768, 4_000_000);
-        let err = check_room_in(full.path(), 10, 20_000).unwrap_err();
+        let err = check_room_in(full.path(), 10, 20_000, true).unwrap_err();
         assert!(
             err.contains("32710 tasks")
                 && err.contains("kernel.pid_max")
@@ -267,8 +385,79 @@ mod tests {
             "{err}"
         );
         let low = fake_proc(500, 32_768, 8 * 1024);
-        let err = check_room_in(low.path(), 10, 20_000).unwrap_err();
+        let err = check_room_in(low.path(), 10, 20_000, true).unwrap_err();
         assert!(err.contains("8 MiB of memory"), "{err}");
+    }
+
+    #[test]
+    fn memory_per_container_grows_with_memory_cgroups_and_superblocks() {
+        let empty = KernelCounts {
+            memory_cgroups: 10,
+            superblocks: 40,
+        };
+        // Few containers: about the constant.
+        assert_eq!(next_container_kib(empty, false), CONTAINER_KIB + 2);
+        assert_eq!(next_container_kib(empty, true), CONTAINER_KIB + 3);
+        // 8,000 containers, each with a memory cgroup: its 7 superblocks
+        // take a slot in 8,000 memory cgroups, its memory cgroup one for
+        // 56,000 superblocks: some 2.4 MiB (the guest's average at 8,142,
+        // over containers that each cost less than the next, was 1.35 MiB).
+        let full = KernelCounts {
+            memory_cgroups: 8_010,
+            superblocks: 56_040,
+        };
+        let each = next_container_kib(full, true);
+        assert!((2_300..2_500).contains(&each), "{each}");
+        // Sharing a memory cgroup, the next one costs only its own slots
+        // in the memory cgroups there are.
+        let shared = KernelCounts {
+            memory_cgroups: 10,
+            superblocks: 56_040,
+        };
+        assert_eq!(next_container_kib(shared, false), CONTAINER_KIB + 2);
+
+        // Room: the sum of growing costs, not available / first cost.
+        let available = 14 << 20; // 14 GiB, in KiB
+        let room_each = memory_room(available, empty, true);
+        let room_shared = memory_room(available, empty, false);
+        assert!(room_each < room_shared / 4, "{room_each} vs {room_shared}");
+        assert!((8_000..11_000).contains(&room_each), "{room_each}");
+        assert_eq!(memory_room(MIN_MEMORY_KIB, empty, false), 0);
+        assert_eq!(
+            memory_room(MIN_MEMORY_KIB + CONTAINER_KIB + 2, empty, false),
+            1
+        );
+    }
+
+    #[test]
+    fn a_start_that_memory_cannot_hold_is_refused_naming_the_fix() {
+        let proc = fake_proc(500, 4_194_304, MIN_MEMORY_KIB + CONTAINER_KIB + 100);
+        fs::create_dir_all(proc.path().join("self")).unwrap();
+        fs::write(
+            proc.path().join("cgroups"),
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
+             cpu\t0\t9000\t1\nmemory\t0\t9000\t1\npids\t0\t9000\t1\n",
+        )
+        .unwrap();
+        fs::write(
+            proc.path().join("self/mountinfo"),
+            "1 0 0:1 / / rw - x x rw\n",
+        )
+        .unwrap();
+        let counts = kernel_counts(proc.path(), 100);
+        assert_eq!(
+            counts,
+            KernelCounts {
+                memory_cgroups: 9_000,
+                superblocks: 701,
+            }
+        );
+        // 9,000 memory cgroups: each new superblock costs a slot in each.
+        let err = check_room_in(proc.path(), 100, 1 << 20, false).unwrap_err();
+        assert!(err.contains("9000 memory cgroups"), "{err}");
+        assert!(err.contains("memory_cgroups = \"limited\""), "{err}");
+        let roomy = fake_proc(500, 4_194_304, MIN_MEMORY_KIB + 2 * CONTAINER_KIB);
+        assert!(check_room_in(roomy.path(), 100, 1 << 20, false).is_ok());
     }
 
     #[test]
@@ -302,7 +491,12 @@ mod tests {
 
     #[test]
     fn this_process_is_counted() {
-        let limits = host_limits(i32::try_from(std::process::id()).unwrap(), 0, 20_000);
+        let limits = host_limits(
+            i32::try_from(std::process::id()).unwrap(),
+            0,
+            20_000,
+            MemoryCgroups::Each,
+        );
         assert!(limits.daemon_files.used > 2, "{limits:?}");
         assert!(limits.tasks.used > 0 && limits.tasks.limit > limits.tasks.used);
         assert!(limits.room > 0 && !limits.bound_by.is_empty(), "{limits:?}");
