@@ -1177,6 +1177,7 @@ fn add_boot_config(
         container_networks: profile.container_networks.clone(),
         registries: profile.registries.without_credentials(),
         state: profile.state.clone(),
+        hostd: profile.hostd.clone(),
     };
     if let Some((tls, _)) = &profile.docker_tls {
         // Root's alone: the server's private key is among them.

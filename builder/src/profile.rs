@@ -41,6 +41,10 @@
 //! checked with the shared rules and goes into boot.json; a child's
 //! `[state]` replaces the parent's as a whole table.
 //!
+//! `[hostd] memory_cgroups` (`"each"`, the default, or `"limited"`,
+//! [`mkhost_shared::boot_config::MemoryCgroups`]) goes into boot.json for
+//! init to hand hostd; a child's `[hostd]` replaces the parent's.
+//!
 //! Checked after merging: no two `[[files]]`/`[[binaries]]` entries place the
 //! same path, none places a path that is mkhost's own ([`crate::layout`]),
 //! and the kernel command line a machine boots with fits the kernel's
@@ -276,6 +280,8 @@ pub struct Profile {
     /// checked when the profile is read, and where they were set. `None`:
     /// the image is not signed.
     pub secure_boot: Option<(crate::secure_boot::SecureBoot, Origin)>,
+    /// `[hostd]`: how hostd runs containers (boot.json's).
+    pub hostd: mkhost_shared::boot_config::HostdConfig,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -353,6 +359,7 @@ struct RawProfile {
     state: Option<Spanned<mkhost_shared::state_disk::StateConfig>>,
     docker: Option<Spanned<RawDocker>>,
     secure_boot: Option<Spanned<RawSecureBoot>>,
+    hostd: Option<mkhost_shared::boot_config::HostdConfig>,
 }
 
 /// `[secure_boot]` as written.
@@ -795,6 +802,7 @@ struct Merged {
     state: Option<mkhost_shared::state_disk::StateConfig>,
     docker_tls: Option<(crate::certs::ServerTls, Origin)>,
     secure_boot: Option<(crate::secure_boot::SecureBoot, Origin)>,
+    hostd: Option<mkhost_shared::boot_config::HostdConfig>,
 }
 
 /// `[secure_boot]`, with the key and certificate read and checked now
@@ -947,6 +955,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         state: merged.state,
         docker_tls: merged.docker_tls,
         secure_boot: merged.secure_boot,
+        hostd: merged.hostd.unwrap_or_default(),
     };
     for machine in &profile.machines {
         check_machine_cmdline(&profile, machine)?;
@@ -1161,6 +1170,10 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
             message: format!("[docker] tls_dir: {}", error_chain(&e)),
         })?;
         merged.docker_tls = Some((tls, origin));
+    }
+    if let Some(hostd) = &raw.hostd {
+        // A child's [hostd] replaces the parent's.
+        merged.hostd = Some(hostd.clone());
     }
     if let Some(secure_boot) = &raw.secure_boot {
         // A child's [secure_boot] replaces the parent's.
@@ -2669,6 +2682,46 @@ pull = "boot"
             assert!(err.contains(&format!("d{i}.toml:{at}")), "case {i}: {err}");
             assert!(err.contains(want), "case {i}: {err}");
             assert!(!err.contains("PRIVATE KEY"), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn hostd_memory_cgroups_default_replaced_and_checked() {
+        use mkhost_shared::boot_config::MemoryCgroups;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "base.toml", BASE);
+        let p = load_path(&d.join("base.toml"), &[]).unwrap();
+        assert_eq!(p.hostd.memory_cgroups, MemoryCgroups::Each);
+        let path = write(
+            d,
+            "dense.toml",
+            "extends = \"base\"\n[hostd]\nmemory_cgroups = \"limited\"\n",
+        );
+        let p = load_path(&path, &[]).unwrap();
+        assert_eq!(p.hostd.memory_cgroups, MemoryCgroups::Limited);
+        let child = write(d, "child.toml", "extends = \"dense\"\n[hostd]\n");
+        let p = load_path(&child, &[]).unwrap();
+        assert_eq!(p.hostd.memory_cgroups, MemoryCgroups::Each);
+
+        let cases = [
+            (
+                "memory_cgroups = \"some\"",
+                "3:18",
+                "unknown variant `some`, expected `each` or `limited`",
+            ),
+            ("memory_cgroups = 1", "3:18", "wanted string"),
+            ("memory = \"each\"", "3:1", "unknown field `memory`"),
+        ];
+        for (i, (body, at, want)) in cases.iter().enumerate() {
+            let path = write(
+                d,
+                &format!("h{i}.toml"),
+                &format!("extends = \"base\"\n[hostd]\n{body}\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("h{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
         }
     }
 

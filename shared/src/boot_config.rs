@@ -75,6 +75,53 @@ pub struct BootConfig {
     /// line override it). `None`: state in RAM unless host.toml says more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<crate::state_disk::StateConfig>,
+    /// How hostd runs containers (`[hostd]` of the profile).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub hostd: HostdConfig,
+}
+
+/// `[hostd]`: how the host daemon runs containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostdConfig {
+    /// Which containers get a memory cgroup of their own.
+    #[serde(default)]
+    pub memory_cgroups: MemoryCgroups,
+}
+
+/// Which containers get a memory cgroup of their own. Linux keeps, for
+/// every memory cgroup, a slot per superblock of the host (the shrinker
+/// arrays), so per-container memory cgroups cost memory that grows with
+/// containers x containers: `limited` is for hosts of many thousands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryCgroups {
+    /// Every container (Docker's way): each has its `memory.current`
+    /// (`docker stats`) and its own OOM kill count.
+    #[default]
+    Each,
+    /// Only containers with a memory limit; the others share one memory
+    /// cgroup (`hostd/shared`), keeping their own cpu and pids cgroups.
+    Limited,
+}
+
+impl MemoryCgroups {
+    /// The word of the profile and of `hostd --memory-cgroups`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryCgroups::Each => "each",
+            MemoryCgroups::Limited => "limited",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s words.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "each" => Some(MemoryCgroups::Each),
+            "limited" => Some(MemoryCgroups::Limited),
+            _ => None,
+        }
+    }
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

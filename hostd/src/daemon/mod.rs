@@ -121,6 +121,8 @@ pub struct DaemonOptions {
     pub docker_tls: Option<PathBuf>,
     /// Where the TCP port listens (all addresses, [`paths::DOCKER_TLS_PORT`]).
     pub docker_tls_listen: std::net::SocketAddr,
+    /// Which containers get a memory cgroup of their own.
+    pub memory_cgroups: mkhost_shared::boot_config::MemoryCgroups,
 }
 
 impl Default for DaemonOptions {
@@ -142,6 +144,7 @@ impl Default for DaemonOptions {
             docker_socket: Some(PathBuf::from(paths::DOCKER_SOCKET)),
             docker_tls: Some(PathBuf::from(paths::DOCKER_TLS)),
             docker_tls_listen: std::net::SocketAddr::from(([0, 0, 0, 0], paths::DOCKER_TLS_PORT)),
+            memory_cgroups: Default::default(),
         }
     }
 }
@@ -311,6 +314,7 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         Arc::clone(&networks),
         Arc::clone(&volumes),
         on_lost,
+        options.memory_cgroups,
     )
     .map_err(|source| DaemonError::State {
         path: options.containers.clone(),

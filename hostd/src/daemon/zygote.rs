@@ -1040,9 +1040,11 @@ impl Server {
         match crate::runtime::sys::waitid_pid(live.pid, false) {
             Ok(Some(s)) => {
                 self.live.remove(id);
+                // A container without a memory cgroup of its own has no
+                // OOM kill count: its cgroup is not there.
                 let oom_kills = self
                     .cgroups
-                    .stats(&cgroup_path(id))
+                    .stats(&cgroup_path(id, false))
                     .ok()
                     .and_then(|s| s.oom_kills);
                 ZygoteReply::Reaped {

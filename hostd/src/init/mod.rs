@@ -638,7 +638,7 @@ fn boot(options: &Options, t0: Instant) -> Booted {
     }
 
     let mut booted = Booted {
-        spec: hostd_spec(options),
+        spec: hostd_spec(options, config.as_ref()),
         ready,
         network: Network::none(),
         shell: None,
@@ -1404,11 +1404,19 @@ fn watch_power_button(root: &Path) {
     }
 }
 
-/// How to start hostd; in test mode its paths are below the test root.
-fn hostd_spec(options: &Options) -> ServiceSpec {
+/// How to start hostd, with boot.json's `[hostd]` settings; in test mode
+/// its paths are below the test root.
+fn hostd_spec(options: &Options, config: Option<&BootConfig>) -> ServiceSpec {
     let root = options.root.as_path();
     let socket = at(root, paths::CONTROL_SOCKET);
     let mut args = vec!["daemon".to_string()];
+    if let Some(config) = config {
+        let memory_cgroups = config.hostd.memory_cgroups;
+        if memory_cgroups != Default::default() {
+            args.push("--memory-cgroups".to_string());
+            args.push(memory_cgroups.as_str().to_string());
+        }
+    }
     if options.test {
         args.push("--socket".to_string());
         args.push(socket.to_string_lossy().into_owned());
@@ -1897,6 +1905,7 @@ mod tests {
             container_networks: Default::default(),
             registries: Default::default(),
             state: None,
+            hostd: Default::default(),
         };
         let report = load_modules(dir.path(), &config, None, 1);
         assert_eq!(report.total, 2);
@@ -1948,6 +1957,7 @@ mod tests {
             container_networks: Default::default(),
             registries: Default::default(),
             state: None,
+            hostd: Default::default(),
         };
         let db = ModuleDb::parse(
             "kernel/a.ko:\nkernel/b.ko:\nkernel/c-x.ko: kernel/a.ko\n",

@@ -31,7 +31,7 @@ usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manife
              [--networks FILE] [--registries FILE] [--insecure-registry HOST[:PORT]]...
              [--registry-ca PEM] [--registry-auth CONFIG.JSON] [--registry-mirror REGISTRY=MIRROR]...
              [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none]
-             [--docker-tls DIR|none] [--docker-tls-listen ADDR:PORT]
+             [--docker-tls DIR|none] [--docker-tls-listen ADDR:PORT] [--memory-cgroups each|limited]
                                         run the daemon (store: /var/lib/hostd, state: /run/hostd,
                                         containers: /var/lib/hostd-containers, boot manifest:
                                         /etc/hostd/containers.json, networks:
@@ -137,7 +137,7 @@ const COMMAND_USAGE: [(&str, &str); 16] = [
     ("port", "usage: hostd port NAME [--socket PATH]\nLists a container's published ports, as docker port."),
     ("network", "usage: hostd network ls [--json] | create [--driver bridge|direct] [--subnet CIDR] [--gateway IP] [--parent NIC] [--internal] NAME | inspect NAME | rm NAME\nManages container networks (docs/networking.md)."),
     ("volume", "usage: hostd volume ls [--json] | create [-l|--label K=V]... NAME | inspect NAME | rm NAME\nManages named volumes (docs/state.md)."),
-    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--docker-socket PATH|none] [--docker-tls DIR|none] [--docker-tls-listen ADDR:PORT]\nRuns the daemon; the Docker Engine API listens on --docker-socket (/run/hostd/docker.sock; none: off) and, with ca.pem, cert.pem and key.pem in --docker-tls (/run/mkhost/docker-tls), on --docker-tls-listen (0.0.0.0:2376) for clients with a certificate of that CA only."),
+    ("daemon", "usage: hostd [daemon] [--socket PATH] [--store DIR] [--state DIR] [--boot-manifest FILE] [--volumes DIR] [--bind-root DIR]... [--containers DIR] [--memory-cgroups each|limited] [--docker-socket PATH|none] [--docker-tls DIR|none] [--docker-tls-listen ADDR:PORT]\nRuns the daemon; the Docker Engine API listens on --docker-socket (/run/hostd/docker.sock; none: off) and, with ca.pem, cert.pem and key.pem in --docker-tls (/run/mkhost/docker-tls), on --docker-tls-listen (0.0.0.0:2376) for clients with a certificate of that CA only. --memory-cgroups limited gives a memory cgroup of its own only to a container with a memory limit (the others share hostd/shared): for hosts of many thousands of containers."),
 ];
 
 /// The usage of `command` (`hostd --help` for none).
@@ -398,6 +398,13 @@ fn parse_host_into(args: Vec<OsString>, command: &mut Option<String>) -> Result<
             }
             Long("containers") => {
                 daemon.containers = p.value()?.into();
+                &["daemon"]
+            }
+            Long("memory-cgroups") => {
+                daemon.memory_cgroups = read(&mut p, &flag, |v| {
+                    mkhost_shared::boot_config::MemoryCgroups::parse(v)
+                        .ok_or_else(|| format!("{v:?} is not each or limited"))
+                })?;
                 &["daemon"]
             }
             Long("bind-root") => {
@@ -1068,6 +1075,7 @@ mod tests {
             docker_socket: Some(paths::DOCKER_SOCKET.into()),
             docker_tls: Some(paths::DOCKER_TLS.into()),
             docker_tls_listen: ([0, 0, 0, 0], paths::DOCKER_TLS_PORT).into(),
+            memory_cgroups: Default::default(),
         }))
     }
 
@@ -1580,6 +1588,15 @@ mod tests {
         assert_eq!(d.registries.ca_file.as_deref(), Some(Path::new("/ca.pem")));
         let bad = parse_str(&["daemon", "--registry-mirror", "docker.io"]).unwrap_err();
         assert!(bad.to_string().contains("is not REGISTRY=MIRROR"), "{bad}");
+        assert!(matches!(
+            parse_str(&["daemon", "--memory-cgroups", "limited"]),
+            Ok(Cli::Daemon(d)) if d.memory_cgroups == mkhost_shared::boot_config::MemoryCgroups::Limited
+        ));
+        let bad = parse_str(&["daemon", "--memory-cgroups=some"]).unwrap_err();
+        assert!(
+            bad.to_string().contains("\"some\" is not each or limited"),
+            "{bad}"
+        );
         assert!(parse_str(&["pull"])
             .unwrap_err()
             .to_string()

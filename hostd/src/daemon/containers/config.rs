@@ -88,6 +88,12 @@ pub struct CreateSpec {
     /// daemon's ([`mkhost_shared::control::DAEMON_OOM_SCORE_ADJ`]).
     #[serde(default)]
     pub oom_score_adj: i32,
+    /// No memory cgroup of its own: its memory is counted in
+    /// [`SHARED_MEMORY_CGROUP`]'s, with the other containers without a
+    /// memory limit (`hostd --memory-cgroups limited`). Fixed when the
+    /// container is created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_memory_cgroup: bool,
 }
 
 /// A host directory bound into a container (`-v`): a named volume's
@@ -375,9 +381,27 @@ pub fn read_from_layers(lowerdirs: &[PathBuf], file: &str) -> Option<String> {
     None
 }
 
-/// The cgroup of container `id`, relative to the cgroup2 root.
-pub fn cgroup_path(id: &str) -> String {
-    format!("hostd/{id}")
+/// The memory cgroup the containers without one of their own share,
+/// relative to the cgroup2 root; their cgroups are its children.
+pub const SHARED_MEMORY_CGROUP: &str = "hostd/shared";
+
+/// The cgroup of container `id`, relative to the cgroup2 root: under
+/// [`SHARED_MEMORY_CGROUP`] when it shares that memory cgroup.
+pub fn cgroup_path(id: &str, shared_memory: bool) -> String {
+    match shared_memory {
+        false => format!("hostd/{id}"),
+        true => format!("{SHARED_MEMORY_CGROUP}/{id}"),
+    }
+}
+
+/// The cgroup of running container `id` under the cgroup2 root `root`:
+/// [`cgroup_path`]'s own if that exists, else the shared one's.
+pub fn running_cgroup_path(root: &Path, id: &str) -> String {
+    let own = cgroup_path(id, false);
+    match root.join(&own).is_dir() {
+        true => own,
+        false => cgroup_path(id, true),
+    }
 }
 
 /// `linux.resources` for `limits`.
@@ -582,6 +606,20 @@ fn namespaces(netns: &NetnsMode) -> serde_json::Value {
     serde_json::Value::Array(list)
 }
 
+/// Our annotations for the runtime: the root's overlay, and whether the
+/// container shares a memory cgroup.
+fn annotations(spec: &CreateSpec) -> BTreeMap<&'static str, String> {
+    use crate::runtime::plan::{ROOT_OVERLAY_ANNOTATION, SHARED_MEMORY_ANNOTATION};
+    let mut annotations = BTreeMap::new();
+    if let Some(options) = &spec.root_overlay {
+        annotations.insert(ROOT_OVERLAY_ANNOTATION, options.clone());
+    }
+    if spec.shared_memory_cgroup {
+        annotations.insert(SHARED_MEMORY_ANNOTATION, "true".to_string());
+    }
+    annotations
+}
+
 /// The OCI `config.json` for `spec`: new pid, mount, uts, ipc, network and
 /// cgroup namespaces, and what Docker sets up by default (mounts, masked
 /// and read-only paths, capabilities, [`SYSCTLS`]; no rlimits: the
@@ -610,14 +648,12 @@ pub fn oci_config(spec: &CreateSpec) -> serde_json::Value {
             "oomScoreAdj": spec.oom_score_adj
         },
         "root": { "path": spec.rootfs, "readonly": spec.read_only },
-        "annotations": spec.root_overlay.iter()
-            .map(|options| (crate::runtime::plan::ROOT_OVERLAY_ANNOTATION, options))
-            .collect::<BTreeMap<_, _>>(),
+        "annotations": annotations(spec),
         "hostname": spec.hostname,
         "mounts": mounts(spec),
         "linux": {
             "namespaces": namespaces(&spec.netns),
-            "cgroupsPath": cgroup_path(&spec.id),
+            "cgroupsPath": cgroup_path(&spec.id, spec.shared_memory_cgroup),
             "resources": resources,
             "sysctl": if spec.netns == NetnsMode::Host {
                 BTreeMap::new()
@@ -860,11 +896,28 @@ mod tests {
             open_stdin: true,
             console_size: Some((24, 80)),
             oom_score_adj: -5,
+            shared_memory_cgroup: false,
         };
         let config = oci_config(&spec);
         assert_eq!(
             config["annotations"]["org.mkhost.rootfs.overlay"],
             "lowerdir=/l,upperdir=/c/upper,workdir=/c/work"
+        );
+        assert_eq!(config["linux"]["cgroupsPath"], "hostd/0123456789abcdef");
+        assert!(config["annotations"]
+            .get("org.mkhost.cgroup.shared-memory")
+            .is_none());
+        let shared = oci_config(&CreateSpec {
+            shared_memory_cgroup: true,
+            ..spec.clone()
+        });
+        assert_eq!(
+            shared["linux"]["cgroupsPath"],
+            "hostd/shared/0123456789abcdef"
+        );
+        assert_eq!(
+            shared["annotations"]["org.mkhost.cgroup.shared-memory"],
+            "true"
         );
         assert_eq!(config["process"]["terminal"], true);
         assert_eq!(config["process"]["oomScoreAdj"], -5);

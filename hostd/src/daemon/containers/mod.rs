@@ -45,6 +45,7 @@ pub mod execs;
 pub mod monitor;
 pub mod reboot;
 
+use mkhost_shared::boot_config::MemoryCgroups;
 use mkhost_shared::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -576,6 +577,8 @@ pub struct Shared {
     starting: AtomicU64,
     /// The daemon's open-file limit.
     files_limit: u64,
+    /// Which containers get a memory cgroup of their own.
+    memory_cgroups: MemoryCgroups,
 }
 
 /// The daemon's containers.
@@ -716,7 +719,7 @@ impl Shared {
         // zygote connection, all count against the limit.
         let _starting = Counted::new(&self.starting);
         let others = self.watched.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst) - 1;
-        crate::daemon::limits::check_room(others, self.files_limit)?;
+        crate::daemon::limits::check_room(others, self.files_limit, !spec.shared_memory_cgroup)?;
         match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
             (ZygoteReply::Created { pid, .. }, fds) => Ok((pid, running_from(fds)?)),
             (ZygoteReply::Error { message, exec }, _) => Err(RunError { message, exec }),
@@ -999,6 +1002,7 @@ impl Manager {
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         on_zygote_lost: OnZygoteLost,
+        memory_cgroups: MemoryCgroups,
     ) -> std::io::Result<Manager> {
         let bundles = state.join("bundles");
         for dir in [containers, &bundles] {
@@ -1023,6 +1027,7 @@ impl Manager {
             watched: Arc::new(AtomicU64::new(0)),
             starting: AtomicU64::new(0),
             files_limit,
+            memory_cgroups,
         });
         let monitor = monitor::start(
             Arc::clone(&shared),
@@ -1271,6 +1276,7 @@ impl Manager {
             self.shared.zygote.pid(),
             self.shared.watched.load(Ordering::SeqCst),
             self.shared.files_limit,
+            self.shared.memory_cgroups,
         )
     }
 
@@ -1450,6 +1456,8 @@ impl Manager {
             open_stdin: req.open_stdin,
             console_size: req.console_size,
             oom_score_adj: req.oom_score_adj,
+            shared_memory_cgroup: self.shared.memory_cgroups == MemoryCgroups::Limited
+                && req.limits.memory.is_none(),
         };
         reboot::make_bundle(&dir, &spec)?;
         let fills: Vec<_> = mounts.iter().filter(|v| v.fill).collect();
@@ -1816,7 +1824,10 @@ impl Manager {
     fn set_paused(&self, entry: &Entry, paused: bool) -> Result<Record, String> {
         let cgroups = crate::runtime::cgroups::Cgroupfs::detect();
         cgroups
-            .freeze(&config::cgroup_path(&entry.id), paused)
+            .freeze(
+                &config::cgroup_path(&entry.id, entry.spec.shared_memory_cgroup),
+                paused,
+            )
             .map_err(|e| {
                 format!(
                     "cannot {} {}: {e}",

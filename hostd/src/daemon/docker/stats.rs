@@ -1,12 +1,14 @@
 //! `docker stats`: a container's usage from its cgroup v2 files (CPU time,
 //! memory, pids) and the host's CPU time from `/proc/stat`, in the shape
-//! the docker CLI computes its percentages from.
+//! the docker CLI computes its percentages from. A container without a
+//! memory cgroup of its own (`hostd --memory-cgroups limited`) has no
+//! `memory.current`: its memory is the resident memory of its processes.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::daemon::containers::config::cgroup_path;
+use crate::daemon::containers::config::running_cgroup_path;
 use crate::runtime::cgroups::DEFAULT_ROOT;
 use mkhost_shared::container::Record;
 
@@ -56,6 +58,19 @@ fn system_ns(stat: &str) -> u64 {
         * NS_PER_TICK
 }
 
+/// The resident memory (`VmRSS`) of the processes in cgroup `dir`, bytes.
+fn resident_bytes(dir: &Path) -> u64 {
+    let kib: u64 = read(&dir.join("cgroup.procs"))
+        .lines()
+        .filter_map(|pid| {
+            let status = read(&Path::new("/proc").join(pid.trim()).join("status"));
+            let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+            number(line.trim().trim_end_matches("kB"))
+        })
+        .sum();
+    kib * 1024
+}
+
 /// The host's memory in bytes (`MemTotal`).
 pub fn host_memory() -> u64 {
     keyed(
@@ -67,7 +82,8 @@ pub fn host_memory() -> u64 {
 
 /// The cgroup directory of container `id`.
 pub fn cgroup_dir(id: &str) -> PathBuf {
-    Path::new(DEFAULT_ROOT).join(cgroup_path(id))
+    let root = Path::new(DEFAULT_ROOT);
+    root.join(running_cgroup_path(root, id))
 }
 
 /// Samples container `id` now; `None` when it has no cgroup (not running,
@@ -84,7 +100,7 @@ pub fn sample(id: &str) -> Option<Sample> {
         read: mkhost_shared::time::rfc3339_now(),
         cpu_ns: keyed(&cpu, "usage_usec").unwrap_or(0) * 1000,
         system_ns: system_ns(&read(Path::new("/proc/stat"))),
-        memory: limit("memory.current").unwrap_or(0),
+        memory: limit("memory.current").unwrap_or_else(|| resident_bytes(&dir)),
         inactive_file: keyed(&memory_stat, "inactive_file").unwrap_or(0),
         memory_limit: limit("memory.max").unwrap_or_else(host_memory),
         pids: (
@@ -137,6 +153,30 @@ mod tests {
         assert_eq!(
             keyed("usage_usec 42\nuser_usec 1\n", "usage_usec"),
             Some(42)
+        );
+    }
+
+    #[test]
+    fn memory_without_a_memory_cgroup_is_the_processes_resident_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        std::fs::write(
+            dir.path().join("cgroup.procs"),
+            format!("{me}\n999999999\n"),
+        )
+        .unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let rss: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let got = resident_bytes(dir.path());
+        // This process's RSS moves a little between the two reads; a
+        // pid that is gone counts nothing.
+        assert!(
+            got > 0 && got.abs_diff(rss * 1024) < 4 << 20,
+            "{got} vs {rss} KiB"
         );
     }
 }

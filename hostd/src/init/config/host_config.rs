@@ -631,6 +631,7 @@ gateway = "10.0.0.1"
             container_networks: Default::default(),
             registries: Default::default(),
             state: None,
+            hostd: Default::default(),
         }
     }
 
