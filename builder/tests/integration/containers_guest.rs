@@ -3,6 +3,8 @@
 //! its cgroup, an OOM kill recorded, a pids limit biting, a limit below the
 //! kernel's floor refused with no stray cgroup, and the containers surviving
 //! a `kill -9` of hostd (init restarts it; the new daemon re-adopts them).
+//! The image sets `[hostd] memory_cgroups = "limited"`: containers with a
+//! memory limit get a memory cgroup of their own, the others share one.
 
 use std::time::Duration;
 
@@ -71,6 +73,9 @@ fn boot_time_containers_limits_oom_and_readoption() {
     let archive = image_archive(&work, "bb", "bb", "sh");
     let body = format!(
         r#"hostname = "mkhost-ctr"
+
+[hostd]
+memory_cgroups = "limited"
 
 [[container]]
 name = "ticker"
@@ -150,6 +155,8 @@ pids = 50
         COMMAND_TIMEOUT,
     );
     assert_eq!(adjs, ["-500", "-500", "0"], "{adjs:?}");
+    // init handed boot.json's [hostd] setting to the daemon.
+    assert!(status.contains(r#""memory_cgroups":"limited""#), "{status}");
     let logs = guest.run("hostd logs ticker", COMMAND_TIMEOUT);
     assert!(
         logs.iter().any(|l| l.ends_with(" stdout tick 0")),
@@ -177,6 +184,29 @@ pids = 50
         forky.contains("stderr") && forky.contains("can't fork"),
         "{forky}"
     );
+
+    // Without a memory limit a container shares the memory cgroup
+    // hostd/shared, with the cpu, cpuset and pids controllers of its own.
+    guest.run("hostd run -d --name idle bb sleep 1000", COMMAND_TIMEOUT);
+    let idle = wait_status(&mut guest, "idle", |s| s == "running");
+    let shared = "/sys/fs/cgroup/hostd/shared";
+    let layout = guest.run(
+        &format!(
+            "cat {shared}/cgroup.subtree_control; grep -c memory {shared}/cgroup.controllers; \
+             ls {shared}/{id}/ | grep -c '^memory\\.'; cat {shared}/{id}/cgroup.procs; \
+             test -e /sys/fs/cgroup/hostd/{id} && echo own; \
+             grep -o memory /sys/fs/cgroup/hostd/{ticker}/cgroup.controllers",
+            id = idle[1],
+            ticker = id
+        ),
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(
+        layout,
+        ["cpuset cpu pids", "1", "0", idle[4].as_str(), "memory"],
+        "{layout:?}"
+    );
+    guest.run("hostd rm -f idle", COMMAND_TIMEOUT);
 
     // A memory limit below the floor is refused; no cgroup is left.
     let before = one_line(&mut guest, "ls /sys/fs/cgroup/hostd | wc -l");
