@@ -186,14 +186,15 @@ pids = 50
     );
 
     // Without a memory limit a container shares the memory cgroup
-    // hostd/shared, with the cpu, cpuset and pids controllers of its own.
+    // hostd/shared, with the cpu, cpuset and pids controllers of its own:
+    // no memory.current (memory.pressure is PSI's, in every cgroup).
     guest.run("hostd run -d --name idle bb sleep 1000", COMMAND_TIMEOUT);
     let idle = wait_status(&mut guest, "idle", |s| s == "running");
     let shared = "/sys/fs/cgroup/hostd/shared";
     let layout = guest.run(
         &format!(
             "cat {shared}/cgroup.subtree_control; grep -c memory {shared}/cgroup.controllers; \
-             ls {shared}/{id}/ | grep -c '^memory\\.'; cat {shared}/{id}/cgroup.procs; \
+             ls {shared}/{id}/ | grep -c '^memory\\.current$'; cat {shared}/{id}/cgroup.procs; \
              test -e /sys/fs/cgroup/hostd/{id} && echo own; \
              grep -o memory /sys/fs/cgroup/hostd/{ticker}/cgroup.controllers",
             id = idle[1],
