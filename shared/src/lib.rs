@@ -25,6 +25,7 @@
 //! depends on no other crate of the workspace.
 
 pub mod boot_config;
+pub mod boot_security;
 pub mod container;
 pub mod control;
 pub mod fs;

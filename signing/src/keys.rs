@@ -49,15 +49,31 @@ pub fn certificate_path(dir: &Path, variable: Variable) -> PathBuf {
     dir.join(format!("{}.crt", variable.name()))
 }
 
-/// Makes a new key set in `dir` (created if missing); refuses a directory
-/// that already holds any of its keys. The files written.
+/// The key that signs PCR policies (`[secure_boot] pcr_key`), in `dir`.
+pub fn pcr_key_path(dir: &Path) -> PathBuf {
+    dir.join("pcr.key")
+}
+
+/// Its public half (PEM), what the UKI's `.pcrpkey` holds and
+/// `systemd-cryptenroll --tpm2-public-key` takes.
+pub fn pcr_public_key_path(dir: &Path) -> PathBuf {
+    dir.join("pcr.pem")
+}
+
+/// Makes a new key set in `dir` (created if missing): PK, KEK and db with
+/// their certificates, and the PCR policy key; refuses a directory that
+/// already holds any of its keys. The files written.
 pub fn create(dir: &Path, options: &KeySetOptions) -> Result<Vec<PathBuf>, SigningError> {
+    let pcr_paths = [pcr_key_path(dir), pcr_public_key_path(dir)];
     for variable in VARIABLES {
-        for path in [key_path(dir, variable), certificate_path(dir, variable)] {
+        for path in [key_path(dir, variable), certificate_path(dir, variable)]
+            .iter()
+            .chain(&pcr_paths)
+        {
             if path.exists() {
                 return Err(SigningError::Exists {
                     dir: dir.to_path_buf(),
-                    file: path,
+                    file: path.clone(),
                 });
             }
         }
@@ -70,6 +86,10 @@ pub fn create(dir: &Path, options: &KeySetOptions) -> Result<Vec<PathBuf>, Signi
         let cert_pem = self_signed(&key_pem, variable, options)?;
         made.push((variable, key_pem, cert_pem));
     }
+    let pcr_key_pem = generate_key(options.bits)?;
+    let pcr_public_pem = crate::pcr_policy::PcrSigner::from_pem(&pcr_key_pem, &pcr_paths[0], None)?
+        .public_key_pem()
+        .to_string();
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -89,6 +109,9 @@ pub fn create(dir: &Path, options: &KeySetOptions) -> Result<Vec<PathBuf>, Signi
         write(&cert, cert_pem.as_bytes(), 0o644)?;
         written.extend([key, cert]);
     }
+    write(&pcr_paths[0], pcr_key_pem.as_bytes(), 0o600)?;
+    write(&pcr_paths[1], pcr_public_pem.as_bytes(), 0o644)?;
+    written.extend(pcr_paths);
     written.extend(enroll_files(dir, None, options.now)?);
     Ok(written)
 }

@@ -18,6 +18,7 @@ pub mod authenticode;
 pub mod efivars;
 pub mod error;
 pub mod keys;
+pub mod pcr_policy;
 pub mod signer;
 pub mod text;
 

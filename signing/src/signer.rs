@@ -185,7 +185,7 @@ pub(crate) fn read_pem_file(path: &Path) -> Result<String, SigningError> {
 /// An RSA private key from PEM: PKCS #8 (`PRIVATE KEY`), encrypted PKCS #8
 /// (`ENCRYPTED PRIVATE KEY`, with `password`) or PKCS #1 (`RSA PRIVATE
 /// KEY`).
-fn parse_private_key(
+pub(crate) fn parse_private_key(
     pem: &str,
     path: &Path,
     password: Option<&[u8]>,
