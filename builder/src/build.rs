@@ -94,6 +94,12 @@ pub enum BuildError {
         #[source]
         source: mkhost_signing::SigningError,
     },
+    #[error("{origin}: [secure_boot] pcr_key: signing the PCR policy")]
+    PcrPolicy {
+        origin: String,
+        #[source]
+        source: crate::secure_boot::PcrPolicyError,
+    },
     #[error("kernel {path}")]
     Kernel {
         path: PathBuf,
@@ -685,16 +691,38 @@ fn assemble_efi(
     let stage = progress.stage("assembling UKI");
     let stub_bytes = read(&stub.path)?;
     let osrel = os_release(profile, &kernel.release);
-    let efi = uki::assemble_uki(
-        &stub_bytes,
-        &uki::UkiSections {
-            osrel: osrel.as_bytes(),
-            cmdline: profile.cmdline.as_bytes(),
-            uname: Some(kernel.release.as_bytes()),
-            linux: kernel_bytes,
-            initrd,
-        },
-    )?;
+    let origin = profile.secure_boot.as_ref().map(|(_, o)| o.to_string());
+    let pcr_error = |source| BuildError::PcrPolicy {
+        origin: origin.clone().unwrap_or_default(),
+        source,
+    };
+    let pcr_signer = match &profile.secure_boot {
+        Some((settings, _)) => crate::secure_boot::pcr_signer(settings)
+            .map_err(|e| pcr_error(crate::secure_boot::PcrPolicyError::Signing(e)))?,
+        None => None,
+    };
+    let sections = uki::UkiSections {
+        osrel: osrel.as_bytes(),
+        cmdline: profile.cmdline.as_bytes(),
+        uname: Some(kernel.release.as_bytes()),
+        pcrpkey: pcr_signer.as_ref().map(|s| s.public_key_pem().as_bytes()),
+        pcrsig: None,
+        linux: kernel_bytes,
+        initrd,
+    };
+    let mut efi = uki::assemble_uki(&stub_bytes, &sections)?;
+    if let Some(signer) = &pcr_signer {
+        // .pcrpkey is measured, .pcrsig is not: sign the PCR 11 of the UKI
+        // with the key, then add the signature.
+        let pcrsig = crate::secure_boot::sign_pcr_policy(&efi, signer).map_err(pcr_error)?;
+        efi = uki::assemble_uki(
+            &stub_bytes,
+            &uki::UkiSections {
+                pcrsig: Some(pcrsig.as_bytes()),
+                ..sections
+            },
+        )?;
+    }
     stage.finish(&size(efi.len() as u64));
     Ok(efi)
 }

@@ -370,6 +370,9 @@ struct RawSecureBoot {
     key: Spanned<String>,
     /// Its certificate (PEM), relative to the profile.
     certificate: Spanned<String>,
+    /// The key that signs the PCR policy (`.pcrsig`, `.pcrpkey`), PEM,
+    /// relative to the profile; optional.
+    pcr_key: Option<Spanned<String>>,
 }
 
 /// `[docker]`: the server side of the Docker API's mutual TLS.
@@ -832,7 +835,29 @@ fn secure_boot_from_raw(
             message: format!("[secure_boot] {}", error_chain(&e)),
         });
     }
-    Ok((crate::secure_boot::SecureBoot { key, certificate }, origin))
+    let pcr_key = match &raw.pcr_key {
+        None => None,
+        Some(pcr_key) => {
+            let path = file.dir().join(pcr_key.get_ref());
+            mkhost_signing::pcr_policy::PcrSigner::from_file(
+                &path,
+                crate::secure_boot::key_password().as_deref(),
+            )
+            .map_err(|e| ProfileError::Invalid {
+                origin: file.origin(pcr_key.span()),
+                message: format!("[secure_boot] pcr_key: {}", error_chain(&e)),
+            })?;
+            Some(path)
+        }
+    };
+    Ok((
+        crate::secure_boot::SecureBoot {
+            key,
+            certificate,
+            pcr_key,
+        },
+        origin,
+    ))
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {

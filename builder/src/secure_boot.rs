@@ -17,6 +17,8 @@ use serde::Serialize;
 pub struct SecureBoot {
     pub key: PathBuf,
     pub certificate: PathBuf,
+    /// The key of the signed PCR policy (`.pcrsig`), if any.
+    pub pcr_key: Option<PathBuf>,
 }
 
 /// The password of encrypted keys, from `MKHOST_KEY_PASSWORD`.
@@ -41,6 +43,51 @@ pub struct MeasuredBoot {
     pub pcr11_sections: Vec<String>,
     /// The stub's version, which decides the sections.
     pub stub_version: Option<String>,
+    /// The signed PCR policy the UKI carries (`.pcrsig`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcr_signature: Option<PcrSignature>,
+}
+
+/// What `manifest.json` says of the signed PCR policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PcrSignature {
+    /// SHA-256 of the public key (DER) in `.pcrpkey`: systemd's `pkfp`.
+    pub public_key_sha256: String,
+    /// The `PolicyPCR` digest signed for PCR 11.
+    pub policy_sha256: String,
+}
+
+/// The `.pcrpkey` and `.pcrsig` sections: the PCR key's public half, and
+/// its signature of the policy for `uki`'s PCR 11 (`uki` has `.pcrpkey`
+/// already: it is measured).
+pub fn sign_pcr_policy(
+    uki: &[u8],
+    signer: &mkhost_signing::pcr_policy::PcrSigner,
+) -> Result<String, PcrPolicyError> {
+    let pcr = mkhost_image::pcr::predict_pcr11(uki)?;
+    Ok(signer.sign_pcr11(&pcr.sha256)?)
+}
+
+/// Why the PCR policy could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum PcrPolicyError {
+    #[error(transparent)]
+    Uki(#[from] mkhost_image::uki::UkiError),
+    #[error(transparent)]
+    Signing(#[from] mkhost_signing::SigningError),
+}
+
+/// The PCR key of `settings`, read (a password from `MKHOST_KEY_PASSWORD`).
+pub fn pcr_signer(
+    settings: &SecureBoot,
+) -> Result<Option<mkhost_signing::pcr_policy::PcrSigner>, mkhost_signing::SigningError> {
+    settings
+        .pcr_key
+        .as_deref()
+        .map(|path| {
+            mkhost_signing::pcr_policy::PcrSigner::from_file(path, key_password().as_deref())
+        })
+        .transpose()
 }
 
 /// What `manifest.json` says of the signature.
@@ -58,10 +105,20 @@ pub struct SecureBootSummary {
 /// The PCR 11 prediction of `uki`.
 pub fn measured_boot(uki: &[u8]) -> Result<MeasuredBoot, mkhost_image::uki::UkiError> {
     let pcr = mkhost_image::pcr::predict_pcr11(uki)?;
+    let pcr_signature = mkhost_image::uki::pe_section_data(uki, ".pcrsig")?
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(json).ok())
+        .and_then(|json| {
+            let entry = json["sha256"].get(0)?;
+            Some(PcrSignature {
+                public_key_sha256: entry["pkfp"].as_str()?.to_string(),
+                policy_sha256: entry["pol"].as_str()?.to_string(),
+            })
+        });
     Ok(MeasuredBoot {
         pcr11_sha256: mkhost_signing::hex(&pcr.sha256),
         pcr11_sections: pcr.sections,
         stub_version: pcr.stub_version,
+        pcr_signature,
     })
 }
 

@@ -125,6 +125,8 @@ mod tests {
                 osrel: &osrel,
                 cmdline: &cmdline,
                 uname: Some(b"6.1.0-test"),
+                pcrpkey: None,
+                pcrsig: None,
                 linux: &linux,
                 initrd: &initrd,
             },
@@ -188,11 +190,44 @@ mod tests {
                 osrel: &osrel,
                 cmdline: &other,
                 uname: Some(b"6.1.0-test"),
+                pcrpkey: None,
+                pcrsig: None,
                 linux: &linux,
                 initrd: &initrd,
             },
         )
         .unwrap();
         assert_ne!(predict_pcr11(&changed).unwrap().sha256, predicted.sha256);
+
+        // A signed PCR policy: `.pcrpkey` is measured, `.pcrsig` is not.
+        let pcrpkey = b"-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n";
+        let with_key = |pcrsig: Option<&[u8]>| {
+            assemble_uki(
+                &stub,
+                &UkiSections {
+                    osrel: &osrel,
+                    cmdline: &cmdline,
+                    uname: Some(b"6.1.0-test"),
+                    pcrpkey: Some(pcrpkey),
+                    pcrsig,
+                    linux: &linux,
+                    initrd: &initrd,
+                },
+            )
+            .unwrap()
+        };
+        let keyed = predict_pcr11(&with_key(None)).unwrap();
+        assert_eq!(keyed.sections.last().map(String::as_str), Some(".pcrpkey"));
+        assert_eq!(
+            predict_pcr11(&with_key(Some(b"{\"sha256\":[]}"))).unwrap(),
+            keyed
+        );
+        let (ok, out) = run(cmd.arg(format!("--pcrpkey={}", file("pcrpkey", pcrpkey).display())));
+        assert!(ok, "{out}");
+        let expected = out
+            .lines()
+            .find_map(|l| l.strip_prefix("11:sha256="))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(hex(&keyed.sha256), expected, "{keyed:?}");
     }
 }

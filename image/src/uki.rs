@@ -43,6 +43,11 @@ pub struct UkiSections<'a> {
     pub cmdline: &'a [u8],
     /// `.uname`: the kernel release (`uname -r`), optional.
     pub uname: Option<&'a [u8]>,
+    /// `.pcrpkey`: the public key (PEM) of signed PCR policies, optional
+    /// (measured into PCR 11).
+    pub pcrpkey: Option<&'a [u8]>,
+    /// `.pcrsig`: the signed PCR policies (JSON), optional (not measured).
+    pub pcrsig: Option<&'a [u8]>,
     /// `.linux`: the bzImage.
     pub linux: &'a [u8],
     /// `.initrd`: the (compressed) initramfs.
@@ -53,8 +58,14 @@ impl<'a> UkiSections<'a> {
     /// The sections in the order they are appended.
     fn ordered(&self) -> Vec<(&'static str, &'a [u8])> {
         let mut out = vec![(".osrel", self.osrel), (".cmdline", self.cmdline)];
-        if let Some(uname) = self.uname {
-            out.push((".uname", uname));
+        for (name, data) in [
+            (".uname", self.uname),
+            (".pcrpkey", self.pcrpkey),
+            (".pcrsig", self.pcrsig),
+        ] {
+            if let Some(data) = data {
+                out.push((name, data));
+            }
         }
         out.push((".linux", self.linux));
         out.push((".initrd", self.initrd));
@@ -636,6 +647,8 @@ mod tests {
                 osrel: &self.osrel,
                 cmdline: &self.cmdline,
                 uname: Some(&self.uname),
+                pcrpkey: None,
+                pcrsig: None,
                 linux: &self.linux,
                 initrd: &self.initrd,
             }

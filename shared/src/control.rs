@@ -292,6 +292,10 @@ pub struct Status {
     /// What bounds the number of containers on this host (None from
     /// daemons that do not say).
     pub limits: Option<Box<HostLimits>>,
+    /// Secure Boot and PCR 11 as init found them
+    /// ([`crate::paths::BOOT_SECURITY`]); None when init did not say (a
+    /// daemon started by hand).
+    pub boot_security: Option<Box<crate::boot_security::BootSecurity>>,
 }
 
 /// A count and the limit it runs into.
@@ -493,6 +497,8 @@ struct WireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     limits: Option<Box<HostLimits>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_security: Option<Box<crate::boot_security::BootSecurity>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     volume_list: Option<Vec<VolumeInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     images: Option<Vec<ImageSummary>>,
@@ -543,6 +549,7 @@ impl From<Response> for WireResponse {
                 volumes: s.volumes,
                 state: s.state,
                 limits: s.limits,
+                boot_security: s.boot_security,
                 ..ok
             },
             Response::Images(v) => WireResponse {
@@ -651,6 +658,7 @@ impl TryFrom<WireResponse> for Response {
             volumes: wire.volumes,
             state: wire.state,
             limits: wire.limits,
+            boot_security: wire.boot_security,
         }))
     }
 }
@@ -837,6 +845,7 @@ mod tests {
             volumes: None,
             state: None,
             limits: None,
+            boot_security: None,
         }
     }
 

@@ -82,6 +82,10 @@ pub fn in_archive(p: &str) -> &str {
 /// Where init mounts the state disk.
 pub const STATE_DISK: &str = "/var/lib/mkhost-state";
 
+/// What init found about Secure Boot and PCR 11
+/// ([`crate::boot_security::BootSecurity`]).
+pub const BOOT_SECURITY: &str = "/run/mkhost/boot-security.json";
+
 /// What init did about the state disk ([`crate::state_disk::StateReport`]).
 pub const STATE_REPORT: &str = "/run/mkhost/state.json";
 

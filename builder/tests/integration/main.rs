@@ -18,6 +18,7 @@ mod netboot;
 mod network_guest;
 mod pulls;
 mod secure_boot;
+mod secure_boot_guest;
 mod state_guest;
 mod support;
 mod tools;

@@ -233,6 +233,10 @@ impl Handler {
                     mkhost_shared::paths::STATE_REPORT,
                 )))),
                 limits: self.containers.as_ref().map(|c| Box::new(c.limits())),
+                boot_security: std::fs::read(mkhost_shared::paths::BOOT_SECURITY)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .map(Box::new),
             }),
             Request::Volumes
             | Request::VolumeCreate { .. }

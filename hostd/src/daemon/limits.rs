@@ -482,8 +482,15 @@ mod tests {
         // Containers under the shared memory cgroup have none of their own.
         let shared = proc.path().join("hostd/shared");
         fs::create_dir_all(&shared).unwrap();
-        fs::write(shared.join("cgroup.stat"), "nr_descendants 8990\nnr_dying_descendants 0\n").unwrap();
-        assert_eq!(kernel_counts(proc.path(), proc.path(), 100).memory_cgroups, 10);
+        fs::write(
+            shared.join("cgroup.stat"),
+            "nr_descendants 8990\nnr_dying_descendants 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            kernel_counts(proc.path(), proc.path(), 100).memory_cgroups,
+            10
+        );
         let roomy = fake_proc(500, 4_194_304, MIN_MEMORY_KIB + 2 * CONTAINER_KIB);
         assert!(check_room_in(roomy.path(), roomy.path(), 100, 1 << 20, false).is_ok());
     }

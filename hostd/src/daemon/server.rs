@@ -685,6 +685,7 @@ mod tests {
             volumes: None,
             state: None,
             limits: None,
+            boot_security: None,
         }
     }
     use std::thread::JoinHandle;

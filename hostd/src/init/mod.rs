@@ -41,6 +41,7 @@
 pub mod config;
 pub mod drivers;
 pub mod logbuf;
+pub mod measured_boot;
 pub mod mounts;
 pub mod net;
 pub mod power;
@@ -1076,6 +1077,9 @@ fn load_drivers(
             Ok(false) => {}
             Err(e) => timeline::warning(&e.to_string()),
         }
+        let security = measured_boot::read(root);
+        timeline::info(&measured_boot::format(&security));
+        write_json_for_hostd(options, paths::BOOT_SECURITY, &security, 0o644);
         let report = match &db {
             Some(db) => Some(coldplug_devices(root, &module_dir, db, workers, ready)),
             None => {
