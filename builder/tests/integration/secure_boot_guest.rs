@@ -9,6 +9,9 @@
 //!   systemd-stub hands to the initramfs); `hostd status` reports the same;
 //! - an image whose command line differs by one byte measures another PCR
 //!   11, again the one its build predicted;
+//! - UEFI HTTP boot of the signed UKI from `mkhost serve` (no iPXE: the
+//!   firmware fetches and verifies it) runs with Secure Boot on, and
+//!   measures the same PCR 11 as the disk boot;
 //! - the firmware refuses, each with "Access Denied" and no line of ours:
 //!   the unsigned image, the UKI signed with another key set, and the
 //!   signed UKI with one byte changed.
@@ -46,12 +49,13 @@ fn profile(work: &Path, name: &str, body: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// A variable store with `keys`' PK, KEK and db enrolled, Secure Boot on
-/// (`virt-fw-vars`, run as the module pip installed: ci/install-deps).
-fn enrolled_vars(keys: &Path, out: &Path) -> PathBuf {
+/// A variable store `name` with `keys`' PK, KEK and db enrolled, Secure
+/// Boot on, and more `virt-fw-vars` arguments (run as the module pip
+/// installed: ci/install-deps).
+fn enrolled_vars(keys: &Path, out: &Path, name: &str, more: &[&str]) -> PathBuf {
     let guid = std::fs::read_to_string(keys.join("GUID")).unwrap();
     let guid = guid.trim();
-    let vars = out.join("vars.fd");
+    let vars = out.join(name);
     run_ok(
         Command::new("python3")
             .args(["-m", "virt.firmware.vars", "--input", OVMF_VARS, "--output"])
@@ -62,9 +66,59 @@ fn enrolled_vars(keys: &Path, out: &Path) -> PathBuf {
             .arg(keys.join("KEK.crt"))
             .args(["--add-db", guid])
             .arg(keys.join("db.crt"))
-            .arg("--secure-boot"),
+            .arg("--secure-boot")
+            .args(more),
     );
     vars
+}
+
+/// `mkhost serve --no-build` of profile `profile` built in `out`, on a
+/// free port of 127.0.0.1; killed on drop.
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start(profile: &str, out: &Path) -> Serve {
+        use std::io::BufRead;
+        let mut child = mkhost()
+            .args([
+                "serve",
+                "--no-build",
+                "--listen",
+                "127.0.0.1:0",
+                "--profile",
+                profile,
+            ])
+            .arg("--out")
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mkhost serve");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(addr) = line.strip_prefix("mkhost serve: listening on http://127.0.0.1:") {
+                let port = addr.trim().parse().unwrap();
+                // Keep reading what it prints, so that it never blocks.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Serve { child, port };
+            }
+            said.push(line);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mkhost serve did not start:\n{}", said.join("\n"));
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// swtpm, a TPM 2.0 on a socket in `dir`; killed on drop.
@@ -247,7 +301,7 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
     let predicted_signed = predicted(&signed);
     let predicted_cmdline = predicted(&out.join("sbcmdline"));
     assert_ne!(predicted_signed, predicted_cmdline);
-    let vars = enrolled_vars(&keys, &work);
+    let vars = enrolled_vars(&keys, &work, "vars.fd", &[]);
 
     // The image whose command line differs by one byte boots to another
     // PCR 11: the one its build predicted.
@@ -297,6 +351,41 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
     );
     drop(guest);
     drop(tpm);
+
+    // UEFI HTTP boot of the signed UKI from mkhost serve, Secure Boot on:
+    // the firmware fetches it (a NIC without iPXE's option ROM) and checks
+    // it against db; the TPM measures what the disk boot measured.
+    let serve = Serve::start(&profile(&work, "sbsigned", &body), &out);
+    let uri = format!("http://10.0.2.2:{}/mkhost-sbsigned.efi", serve.port);
+    let http_vars = enrolled_vars(&keys, &work, "vars-http.fd", &["--set-boot-uri", &uri]);
+    let tpm = Swtpm::start(&work.join("tpm-http"));
+    let mut args = secure_boot_args(&signed_img, &http_vars, &work, Some(&tpm));
+    // No disk: the boot comes from the network.
+    let disk = args
+        .iter()
+        .position(|a| a.starts_with("if=none,id=disk"))
+        .unwrap();
+    args.drain(disk - 1..disk + 3);
+    args.extend([
+        "-netdev".into(),
+        "user,id=n".into(),
+        "-device".into(),
+        "virtio-net-pci,netdev=n,romfile=".into(),
+    ]);
+    let mut guest = Guest::start(&args);
+    guest.wait_for(&uri, BOOT_TIMEOUT);
+    let security = guest.wait_for("mkhost: boot security:", BOOT_TIMEOUT);
+    assert_eq!(
+        security.trim_end(),
+        format!(
+            "mkhost: boot security: secure_boot=on pcr11_sha256={predicted} \
+             tpm=tpm0_(TPM_2.0) signed_policy=match"
+        ),
+        "HTTP boot"
+    );
+    drop(guest);
+    drop(tpm);
+    drop(serve);
 
     // Refused: the unsigned image, another key set's signature, one byte
     // changed in the signed UKI.
