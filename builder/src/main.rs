@@ -431,9 +431,11 @@ fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
             listed(&keys::create(&dir, &options)?);
             eprintln!(
                 "{WHO}: enroll db.auth, KEK.auth, then PK.auth (or the .cer files in the firmware's \
-                 setup screen); name {} and {} in the profile's [secure_boot]",
+                 setup screen); name {} and {} in the profile's [secure_boot] as key and \
+                 certificate, and {} as pcr_key for a signed PCR policy",
                 keys::key_path(&dir, mkhost_signing::efivars::Variable::Db).display(),
-                keys::certificate_path(&dir, mkhost_signing::efivars::Variable::Db).display()
+                keys::certificate_path(&dir, mkhost_signing::efivars::Variable::Db).display(),
+                keys::pcr_key_path(&dir).display()
             );
         }
         KeysCommand::Enroll { dir } => {

@@ -237,6 +237,35 @@ fn bad_keys_in_a_profile_are_refused_with_their_line() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
+    // A bad PCR key: named with its own line (5), nothing written.
+    for (i, (pcr_key, words)) in [
+        (keys.join("db.crt"), "pcr_key"),
+        (encrypted.clone(), "MKHOST_KEY_PASSWORD"),
+        (work.join("nowhere.key"), "nowhere.key"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = format!(
+            "[secure_boot]\nkey = \"{}\"\ncertificate = \"{}\"\npcr_key = \"{}\"\n",
+            keys.join("db.key").display(),
+            keys.join("db.crt").display(),
+            pcr_key.display()
+        );
+        let path = profile(&work, &format!("badpcr{i}"), &body);
+        let out = work.join(format!("out-pcr{i}"));
+        let output = build(&path, &out, &["--quiet"]);
+        let said = text(&output);
+        assert!(!output.status.success(), "{said}");
+        assert!(
+            said.contains(&format!("badpcr{i}.toml:5:")) && said.contains(words),
+            "case {i}: {said}"
+        );
+        assert!(
+            !out.join(format!("badpcr{i}")).exists(),
+            "case {i} left an output"
+        );
+    }
     // A wrong type in the table.
     let path = profile(
         &work,
