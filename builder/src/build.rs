@@ -98,7 +98,7 @@ pub enum BuildError {
     PcrPolicy {
         origin: String,
         #[source]
-        source: crate::secure_boot::PcrPolicyError,
+        source: mkhost_signing::SigningError,
     },
     #[error("kernel {path}")]
     Kernel {
@@ -367,8 +367,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         initrd.len() as u64,
         container_plan.boot_store().bytes(),
     )?;
-    let efi = assemble_efi(&profile, &kernel, &stub, &kernel_bytes, &initrd, progress)?;
-    let measured_boot = crate::secure_boot::measured_boot(&efi)?;
+    let (efi, pcr11) = assemble_efi(&profile, &kernel, &stub, &kernel_bytes, &initrd, progress)?;
+    let measured_boot = crate::secure_boot::measured_boot(&efi, pcr11)?;
     let (efi, secure_boot) = sign_efi(&profile, efi, progress)?;
 
     let staging = Staging::create(&options.out_dir, &profile.name)?;
@@ -687,7 +687,7 @@ fn assemble_efi(
     kernel_bytes: &[u8],
     initrd: &[u8],
     progress: &Progress,
-) -> Result<Vec<u8>, BuildError> {
+) -> Result<(Vec<u8>, mkhost_image::pcr::Pcr11), BuildError> {
     let stage = progress.stage("assembling UKI");
     let stub_bytes = read(&stub.path)?;
     let osrel = os_release(profile, &kernel.release);
@@ -697,8 +697,7 @@ fn assemble_efi(
         source,
     };
     let pcr_signer = match &profile.secure_boot {
-        Some((settings, _)) => crate::secure_boot::pcr_signer(settings)
-            .map_err(|e| pcr_error(crate::secure_boot::PcrPolicyError::Signing(e)))?,
+        Some((settings, _)) => crate::secure_boot::pcr_signer(settings).map_err(pcr_error)?,
         None => None,
     };
     let sections = uki::UkiSections {
@@ -711,10 +710,13 @@ fn assemble_efi(
         initrd,
     };
     let mut efi = uki::assemble_uki(&stub_bytes, &sections)?;
+    // What systemd-stub will measure; adding .pcrsig (never measured) and
+    // the Authenticode signature (not a section) changes nothing of it.
+    let pcr11 = mkhost_image::pcr::predict_pcr11(&efi)?;
     if let Some(signer) = &pcr_signer {
         // .pcrpkey is measured, .pcrsig is not: sign the PCR 11 of the UKI
         // with the key, then add the signature.
-        let pcrsig = crate::secure_boot::sign_pcr_policy(&efi, signer).map_err(pcr_error)?;
+        let pcrsig = signer.sign_pcr11(&pcr11.sha256).map_err(pcr_error)?;
         efi = uki::assemble_uki(
             &stub_bytes,
             &uki::UkiSections {
@@ -724,7 +726,7 @@ fn assemble_efi(
         )?;
     }
     stage.finish(&size(efi.len() as u64));
-    Ok(efi)
+    Ok((efi, pcr11))
 }
 
 /// Stage: with `[secure_boot]`, the UKI signed by the db key (it is also

@@ -57,26 +57,6 @@ pub struct PcrSignature {
     pub policy_sha256: String,
 }
 
-/// The `.pcrpkey` and `.pcrsig` sections: the PCR key's public half, and
-/// its signature of the policy for `uki`'s PCR 11 (`uki` has `.pcrpkey`
-/// already: it is measured).
-pub fn sign_pcr_policy(
-    uki: &[u8],
-    signer: &mkhost_signing::pcr_policy::PcrSigner,
-) -> Result<String, PcrPolicyError> {
-    let pcr = mkhost_image::pcr::predict_pcr11(uki)?;
-    Ok(signer.sign_pcr11(&pcr.sha256)?)
-}
-
-/// Why the PCR policy could not be signed.
-#[derive(Debug, thiserror::Error)]
-pub enum PcrPolicyError {
-    #[error(transparent)]
-    Uki(#[from] mkhost_image::uki::UkiError),
-    #[error(transparent)]
-    Signing(#[from] mkhost_signing::SigningError),
-}
-
 /// The PCR key of `settings`, read (a password from `MKHOST_KEY_PASSWORD`).
 pub fn pcr_signer(
     settings: &SecureBoot,
@@ -102,9 +82,11 @@ pub struct SecureBootSummary {
     pub not_after: String,
 }
 
-/// The PCR 11 prediction of `uki`.
-pub fn measured_boot(uki: &[u8]) -> Result<MeasuredBoot, mkhost_image::uki::UkiError> {
-    let pcr = mkhost_image::pcr::predict_pcr11(uki)?;
+/// What the manifest says of `uki`, whose PCR 11 prediction is `pcr`.
+pub fn measured_boot(
+    uki: &[u8],
+    pcr: mkhost_image::pcr::Pcr11,
+) -> Result<MeasuredBoot, mkhost_image::uki::UkiError> {
     let pcr_signature = mkhost_image::uki::pe_section_data(uki, ".pcrsig")?
         .and_then(|json| serde_json::from_slice::<serde_json::Value>(json).ok())
         .and_then(|json| {
