@@ -83,7 +83,7 @@ pub fn next_container_kib(counts: KernelCounts, own_memory_cgroup: bool) -> u64 
     CONTAINER_KIB + (slots * SHRINKER_SLOT_BYTES).div_ceil(1024)
 }
 
-/// How many more containers fit in `available_kib` (less [`MIN_MEMORY_KIB`]),
+/// How many more containers fit in `available_kib` (less 16 MiB kept free),
 /// each costing [`next_container_kib`] as the counts grow.
 pub fn memory_room(available_kib: u64, mut counts: KernelCounts, own_memory_cgroup: bool) -> u64 {
     let mut left = available_kib.saturating_sub(MIN_MEMORY_KIB);
