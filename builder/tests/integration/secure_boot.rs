@@ -11,13 +11,15 @@ use std::process::Command;
 
 use crate::support::{build, mkhost, scratch, text};
 
-fn run_ok(cmd: &mut Command) -> String {
+/// Runs `cmd`, failing the test unless it succeeds; its output.
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?}: {}", text(&out));
     text(&out)
 }
 
-fn profile(work: &Path, name: &str, body: &str) -> String {
+/// A profile `name` in `work` extending the qemu profile, with `body`.
+pub(crate) fn profile(work: &Path, name: &str, body: &str) -> String {
     let path = work.join(format!("{name}.toml"));
     std::fs::write(
         &path,

@@ -20,34 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use crate::secure_boot::{profile, run_ok};
 use crate::support::{build, mkhost, scratch, text, Guest};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(180);
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
-    text(&out)
-}
-
-/// A profile extending the qemu profile, with `body`.
-fn profile(work: &Path, name: &str, body: &str) -> String {
-    let path = work.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "extends = \"{}\"\n{body}",
-            crate::support::workspace()
-                .join("profiles/qemu.toml")
-                .display()
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 /// A variable store `name` with `keys`' PK, KEK and db enrolled, Secure
 /// Boot on, and more `virt-fw-vars` arguments (run as the module pip
@@ -233,6 +212,20 @@ fn pe_section(pe: &[u8], name: &str) -> (usize, usize) {
         .unwrap_or_else(|| panic!("no {name} section"))
 }
 
+/// Waits for init's boot security line and checks it: Secure Boot on,
+/// PCR 11 as `predicted`, the signed policy matched.
+fn assert_measured_as_signed(guest: &mut Guest, predicted: &str, what: &str) {
+    let security = guest.wait_for("mkhost: boot security:", BOOT_TIMEOUT);
+    assert_eq!(
+        security.trim_end(),
+        format!(
+            "mkhost: boot security: secure_boot=on pcr11_sha256={predicted} \
+             tpm=tpm0_(TPM_2.0) signed_policy=match"
+        ),
+        "{what}: PCR 11 is not the predicted {predicted}, or Secure Boot was off"
+    );
+}
+
 /// Boots `img` and expects the firmware to refuse it.
 fn assert_refused(img: &Path, vars: &Path, work: &Path, what: &str) {
     let mut guest = Guest::start(&secure_boot_args(img, vars, work, None));
@@ -328,16 +321,8 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
         &secure_boot_args(&signed_img, &vars, &work, Some(&tpm)),
         &work,
     );
-    let security = guest.wait_for("mkhost: boot security:", BOOT_TIMEOUT);
     let predicted = predicted_signed;
-    assert_eq!(
-        security.trim_end(),
-        format!(
-            "mkhost: boot security: secure_boot=on pcr11_sha256={predicted} \
-             tpm=tpm0_(TPM_2.0) signed_policy=match"
-        ),
-        "PCR 11 is not the predicted {predicted}"
-    );
+    assert_measured_as_signed(&mut guest, &predicted, "disk boot");
     guest.wait_for("mkhost: ready", BOOT_TIMEOUT);
     if !guest.log.iter().any(|l| l.contains("debug shell on")) {
         guest.wait_for("debug shell on", BOOT_TIMEOUT);
@@ -374,15 +359,7 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
     ]);
     let mut guest = Guest::start(&args);
     guest.wait_for(&uri, BOOT_TIMEOUT);
-    let security = guest.wait_for("mkhost: boot security:", BOOT_TIMEOUT);
-    assert_eq!(
-        security.trim_end(),
-        format!(
-            "mkhost: boot security: secure_boot=on pcr11_sha256={predicted} \
-             tpm=tpm0_(TPM_2.0) signed_policy=match"
-        ),
-        "HTTP boot"
-    );
+    assert_measured_as_signed(&mut guest, &predicted, "HTTP boot");
     drop(guest);
     drop(tpm);
     drop(serve);
