@@ -6,6 +6,7 @@
 //! ```text
 //! mkhost: +<ms>ms <phase>
 //! mkhost: ready hostname=<h> profile=<p> kernel=<release> boot_ms=<ms> modules=<loaded>/<total> coldplug=<n> addresses=<iface>:<addr>/<prefix>,... state=<device>(<fs>[,formatted])|ram(<why>)
+//! mkhost: boot security: secure_boot=<state> pcr11_sha256=<hex>|none tpm=<tpm> signed_policy=<match|mismatch|none>
 //! mkhost: error: <message>
 //! mkhost: warning: <message>
 //! ```
