@@ -35,9 +35,9 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::build::{self, BuildError, BuildOptions, BuildReport};
-use crate::hashing::hex;
 use crate::profile;
 use crate::progress::Progress;
+use mkhost_shared::hex::encode as hex;
 
 pub const SUMS: &str = "SHA256SUMS";
 pub const MANIFEST: &str = "manifest.json";

@@ -48,8 +48,8 @@ use mkhost_store::{archive_images, normalize_name, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::hashing::hex;
 use crate::profile::{ContainerSpec, Origin};
+use mkhost_shared::hex::encode as hex;
 
 /// The largest file a newc cpio entry holds.
 const MAX_ARCHIVE: u64 = u32::MAX as u64;

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use mkhost_shared::hex::encode as hex;
 use sha2::{Digest, Sha256};
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -30,10 +31,6 @@ pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A version-4-shaped GUID derived from `label` and the content hash `seed`.

@@ -232,7 +232,7 @@ fn inspect_pe(
                 out,
                 "{indent}  PCR 11 (sha256) after systemd-stub {}: {} ({})",
                 pcr.stub_version.as_deref().unwrap_or("(version unknown)"),
-                mkhost_signing::hex(&pcr.sha256),
+                mkhost_shared::hex::encode(&pcr.sha256),
                 pcr.sections.join(" ")
             );
         }

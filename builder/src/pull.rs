@@ -45,10 +45,10 @@ use mkhost_registry::{
 use mkhost_shared::registries::RegistrySettings;
 use sha2::{Digest as _, Sha256};
 
-use crate::hashing::hex;
 use crate::lock::ImageLock;
 use crate::profile::{ContainerSpec, Origin, PullWhen};
 use crate::progress::{size, Progress};
+use mkhost_shared::hex::encode as hex;
 
 /// Version of the tar layout: part of each cached tar's key.
 const TAR_FORMAT: u32 = 1;

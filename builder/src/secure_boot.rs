@@ -97,7 +97,7 @@ pub fn measured_boot(
             })
         });
     Ok(MeasuredBoot {
-        pcr11_sha256: mkhost_signing::hex(&pcr.sha256),
+        pcr11_sha256: mkhost_shared::hex::encode(&pcr.sha256),
         pcr11_sections: pcr.sections,
         stub_version: pcr.stub_version,
         pcr_signature,

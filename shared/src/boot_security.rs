@@ -111,6 +111,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn policy_digest_selects_the_pcr_and_hashes_its_value() {
+        // TPM 2.0 Part 3's PolicyPCR formula, written out byte by byte
+        // for PCR 11 of the SHA-256 bank holding zeros.
+        let zeros = [0u8; 32];
+        let mut expected = Sha256::new();
+        expected.update([0u8; 32]);
+        expected.update([0x00, 0x00, 0x01, 0x7F]);
+        expected.update([0, 0, 0, 1, 0x00, 0x0B, 3, 0x00, 0x08, 0x00]);
+        expected.update(Sha256::digest(zeros));
+        assert_eq!(
+            policy_pcr_digest(11, &zeros),
+            <[u8; 32]>::from(expected.finalize())
+        );
+        // PCR 0 sets the first bit of the first byte instead.
+        assert_ne!(policy_pcr_digest(0, &zeros), policy_pcr_digest(11, &zeros));
+        assert_ne!(
+            policy_pcr_digest(11, &[1u8; 32]),
+            policy_pcr_digest(11, &zeros)
+        );
+    }
+
+    #[test]
     fn serializes_in_kebab_case() {
         let report = BootSecurity {
             secure_boot: SecureBoot::SetupMode,

@@ -30,6 +30,7 @@ pub mod container;
 pub mod control;
 pub mod fs;
 pub mod glob;
+pub mod hex;
 pub mod images;
 pub mod init_status;
 pub mod network;

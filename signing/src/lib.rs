@@ -25,4 +25,4 @@ pub mod text;
 pub use authenticode::{sign_pe, verify_pe, PeSignature};
 pub use error::SigningError;
 pub use signer::{CertificateInfo, Signer};
-pub use text::{hex, rfc3339};
+pub use text::rfc3339;

@@ -157,7 +157,7 @@ pub(crate) fn info_of(certificate: &Certificate, der_bytes: &[u8]) -> Certificat
         issuer: tbs.issuer.to_string(),
         not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
         not_after: tbs.validity.not_after.to_unix_duration().as_secs(),
-        fingerprint: crate::text::hex(&<sha2::Sha256 as sha2::Digest>::digest(der_bytes)),
+        fingerprint: mkhost_shared::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(der_bytes)),
     }
 }
 

@@ -1,14 +1,4 @@
-//! Bytes and times as text: hex digests, RFC 3339 dates, EFI time fields.
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+//! Times as text: RFC 3339 dates, EFI time fields.
 
 /// `(year, month, day, hour, minute, second)` of `unix` seconds, UTC.
 pub(crate) fn civil(unix: u64) -> (i64, i64, i64, i64, i64, i64) {

@@ -4,6 +4,7 @@
 //! very signature lists and `.auth` files we write. Bad keys and
 //! certificates are refused by name.
 
+use mkhost_shared::hex::encode as hex;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -181,10 +182,6 @@ fn signature_lists_and_auth_files_match_efitools() {
             "{name}.auth"
         );
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    mkhost_signing::hex(bytes)
 }
 
 fn openssl(args: &[&str]) {

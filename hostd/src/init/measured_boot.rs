@@ -14,6 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use mkhost_shared::boot_security::{policy_pcr_digest, BootSecurity, SecureBoot, SignedPolicy};
+use mkhost_shared::hex;
 
 use super::mounts::at;
 
@@ -87,7 +88,7 @@ const MAX_PCR_SIGNATURE: u64 = 64 * 1024;
 /// digest of that value.
 fn signed_policy(root: &Path, pcr11: Option<&str>) -> SignedPolicy {
     let path = at(root, PCR_SIGNATURE);
-    let Some(value) = pcr11.and_then(decode_hex32) else {
+    let Some(value) = pcr11.and_then(hex::decode32) else {
         return SignedPolicy::None;
     };
     let json: Option<serde_json::Value> = fs::metadata(&path)
@@ -98,7 +99,7 @@ fn signed_policy(root: &Path, pcr11: Option<&str>) -> SignedPolicy {
     let Some(json) = json else {
         return SignedPolicy::None;
     };
-    let want = hex(&policy_pcr_digest(11, &value));
+    let want = hex::encode(&policy_pcr_digest(11, &value));
     let entries = json["sha256"].as_array().cloned().unwrap_or_default();
     let for_pcr11: Vec<&serde_json::Value> = entries
         .iter()
@@ -115,21 +116,6 @@ fn signed_policy(root: &Path, pcr11: Option<&str>) -> SignedPolicy {
     } else {
         SignedPolicy::Mismatch
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_hex32(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// What this boot's firmware and TPM say, below `root`.
@@ -223,7 +209,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         let pcr = "cd".repeat(32);
-        let value = decode_hex32(&pcr).unwrap();
+        let value = hex::decode32(&pcr).unwrap();
         assert_eq!(signed_policy(r, Some(&pcr)), SignedPolicy::None);
         let write = |json: String| {
             let path = at(r, PCR_SIGNATURE);
@@ -233,7 +219,7 @@ mod tests {
         let entry = |pcrs: &str, policy: &[u8; 32]| {
             format!(
                 r#"{{"pcrs":{pcrs},"pkfp":"00","pol":"{}","sig":"AA=="}}"#,
-                hex(policy)
+                hex::encode(policy)
             )
         };
         let good = policy_pcr_digest(11, &value);
@@ -255,6 +241,6 @@ mod tests {
         write("not json".into());
         assert_eq!(signed_policy(r, Some(&pcr)), SignedPolicy::None);
         assert_eq!(signed_policy(r, None), SignedPolicy::None);
-        assert_eq!(decode_hex32("zz"), None);
+        assert_eq!(hex::decode32("zz"), None);
     }
 }
