@@ -116,14 +116,9 @@ fn kernel_counts(proc: &Path, cgroups: &Path, watched: u64) -> KernelCounts {
         })
         .unwrap_or(0);
     let shared = crate::daemon::containers::config::SHARED_MEMORY_CGROUP;
-    let without_memory = fs::read_to_string(cgroups.join(shared).join("cgroup.stat"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("nr_descendants "))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let without_memory =
+        crate::runtime::cgroups::keyed(&cgroups.join(shared).join("cgroup.stat"), "nr_descendants")
+            .unwrap_or(0);
     let memory_cgroups = all_cgroups.saturating_sub(without_memory);
     let host_mounts = fs::read_to_string(proc.join("self/mountinfo"))
         .map_or(0, |text| text.lines().count() as u64);

@@ -382,7 +382,9 @@ fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn keyed(path: &Path, key: &str) -> Option<u64> {
+/// The number after `key ` in a flat keyed file (`memory.events`,
+/// `cgroup.stat`, `cpu.stat`).
+pub(crate) fn keyed(path: &Path, key: &str) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;

@@ -394,16 +394,6 @@ pub fn cgroup_path(id: &str, shared_memory: bool) -> String {
     }
 }
 
-/// The cgroup of running container `id` under the cgroup2 root `root`:
-/// [`cgroup_path`]'s own if that exists, else the shared one's.
-pub fn running_cgroup_path(root: &Path, id: &str) -> String {
-    let own = cgroup_path(id, false);
-    match root.join(&own).is_dir() {
-        true => own,
-        false => cgroup_path(id, true),
-    }
-}
-
 /// `linux.resources` for `limits`.
 pub fn oci_resources(limits: &Limits) -> serde_json::Value {
     let mut resources = serde_json::Map::new();

@@ -447,6 +447,12 @@ impl Entry {
         lock(&self.state).record.clone()
     }
 
+    /// Its cgroup, relative to the cgroup2 root: the layout its spec was
+    /// created with.
+    fn cgroup_path(&self) -> String {
+        config::cgroup_path(&self.id, self.spec.shared_memory_cgroup)
+    }
+
     fn status_is(&self, status: &str) -> bool {
         lock(&self.state).record.status == status
     }
@@ -1823,18 +1829,13 @@ impl Manager {
 
     fn set_paused(&self, entry: &Entry, paused: bool) -> Result<Record, String> {
         let cgroups = crate::runtime::cgroups::Cgroupfs::detect();
-        cgroups
-            .freeze(
-                &config::cgroup_path(&entry.id, entry.spec.shared_memory_cgroup),
-                paused,
+        cgroups.freeze(&entry.cgroup_path(), paused).map_err(|e| {
+            format!(
+                "cannot {} {}: {e}",
+                if paused { "pause" } else { "unpause" },
+                entry.id
             )
-            .map_err(|e| {
-                format!(
-                    "cannot {} {}: {e}",
-                    if paused { "pause" } else { "unpause" },
-                    entry.id
-                )
-            })?;
+        })?;
         let mut state = lock(&entry.state);
         state.record.paused = paused;
         entry.save(&state.record);
@@ -1847,6 +1848,11 @@ impl Manager {
     /// One container's record.
     pub fn record(&self, name: &str) -> Result<Record, String> {
         Ok(self.find(name)?.record())
+    }
+
+    /// The cgroup of container `name`, relative to the cgroup2 root.
+    pub fn cgroup_path(&self, name: &str) -> Result<String, String> {
+        Ok(self.find(name)?.cgroup_path())
     }
 
     /// Removes a container (a running one only with `force`, which kills it).

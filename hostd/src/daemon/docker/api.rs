@@ -1303,9 +1303,12 @@ impl Api {
         let record = manager
             .record(&id)
             .map_err(|e| self.container_error(&id, e))?;
-        let sample = move |record: &mkhost_shared::container::Record| {
+        let cgroup = manager
+            .cgroup_path(&id)
+            .map_err(|e| self.container_error(&id, e))?;
+        let sample = move || {
             // A stopped container reads as zeros, as dockerd shows it.
-            let mut s = stats::sample(&record.id).unwrap_or_default();
+            let mut s = stats::sample(&cgroup).unwrap_or_default();
             if s.read.is_empty() {
                 s.read = mkhost_shared::time::rfc3339_now();
             }
@@ -1313,7 +1316,7 @@ impl Api {
         };
         let line = |value: &Value| json_line(value, b"\n");
         if !streaming {
-            let first = sample(&record);
+            let first = sample();
             if one_shot {
                 return json_answer(
                     StatusCode::OK,
@@ -1321,7 +1324,7 @@ impl Api {
                 );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let second = sample(&record);
+            let second = sample();
             return json_answer(StatusCode::OK, &stats::view(&record, &second, &first));
         }
         let (sender, body) = ChannelBody::new(2);
@@ -1332,7 +1335,7 @@ impl Api {
                     Ok(r) => r,
                     Err(_) => return,
                 };
-                let now = sample(&record);
+                let now = sample();
                 if sender
                     .send(line(&stats::view(&record, &now, &previous)))
                     .await

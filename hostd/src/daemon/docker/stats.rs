@@ -4,11 +4,10 @@
 //! memory cgroup of its own (`hostd --memory-cgroups limited`) has no
 //! `memory.current`: its memory is the resident memory of its processes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::daemon::containers::config::running_cgroup_path;
 use crate::runtime::cgroups::DEFAULT_ROOT;
 use mkhost_shared::container::Record;
 
@@ -80,16 +79,11 @@ pub fn host_memory() -> u64 {
     .map_or(0, |kb| kb * 1024)
 }
 
-/// The cgroup directory of container `id`.
-pub fn cgroup_dir(id: &str) -> PathBuf {
-    let root = Path::new(DEFAULT_ROOT);
-    root.join(running_cgroup_path(root, id))
-}
-
-/// Samples container `id` now; `None` when it has no cgroup (not running,
-/// or a host without cgroup v2).
-pub fn sample(id: &str) -> Option<Sample> {
-    let dir = cgroup_dir(id);
+/// Samples the container whose cgroup is `cgroup` (relative to the cgroup2
+/// root) now; `None` when the cgroup is not there (not running, or a host
+/// without cgroup v2).
+pub fn sample(cgroup: &str) -> Option<Sample> {
+    let dir = Path::new(DEFAULT_ROOT).join(cgroup);
     let cpu = read(&dir.join("cpu.stat"));
     if cpu.is_empty() {
         return None;
