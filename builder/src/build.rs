@@ -367,8 +367,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         initrd.len() as u64,
         container_plan.boot_store().bytes(),
     )?;
-    let (efi, pcr11) = assemble_efi(&profile, &kernel, &stub, &kernel_bytes, &initrd, progress)?;
-    let measured_boot = crate::secure_boot::measured_boot(&efi, pcr11)?;
+    let (efi, measured_boot) =
+        assemble_efi(&profile, &kernel, &stub, &kernel_bytes, &initrd, progress)?;
     let (efi, secure_boot) = sign_efi(&profile, efi, progress)?;
 
     let staging = Staging::create(&options.out_dir, &profile.name)?;
@@ -679,7 +679,9 @@ fn compress_initramfs(
     Ok(initrd)
 }
 
-/// Stage: the UKI (stub + os-release + command line + kernel + initramfs).
+/// Stage: the UKI (stub + os-release + command line + kernel + initramfs;
+/// with `[secure_boot] pcr_key`, the signed PCR policy), and what the
+/// manifest says of its measured boot.
 fn assemble_efi(
     profile: &Profile,
     kernel: &ResolvedKernel,
@@ -687,7 +689,7 @@ fn assemble_efi(
     kernel_bytes: &[u8],
     initrd: &[u8],
     progress: &Progress,
-) -> Result<(Vec<u8>, mkhost_image::pcr::Pcr11), BuildError> {
+) -> Result<(Vec<u8>, crate::secure_boot::MeasuredBoot), BuildError> {
     let stage = progress.stage("assembling UKI");
     let stub_bytes = read(&stub.path)?;
     let osrel = os_release(profile, &kernel.release);
@@ -726,7 +728,8 @@ fn assemble_efi(
         )?;
     }
     stage.finish(&size(efi.len() as u64));
-    Ok((efi, pcr11))
+    let measured_boot = crate::secure_boot::measured_boot(pcr11, pcr_signer.as_ref());
+    Ok((efi, measured_boot))
 }
 
 /// Stage: with `[secure_boot]`, the UKI signed by the db key (it is also

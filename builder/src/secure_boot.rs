@@ -82,26 +82,23 @@ pub struct SecureBootSummary {
     pub not_after: String,
 }
 
-/// What the manifest says of `uki`, whose PCR 11 prediction is `pcr`.
+/// What the manifest says of a UKI whose PCR 11 prediction is `pcr`, and
+/// whose `.pcrsig` (if any) `signer` signed.
 pub fn measured_boot(
-    uki: &[u8],
     pcr: mkhost_image::pcr::Pcr11,
-) -> Result<MeasuredBoot, mkhost_image::uki::UkiError> {
-    let pcr_signature = mkhost_image::uki::pe_section_data(uki, ".pcrsig")?
-        .and_then(|json| serde_json::from_slice::<serde_json::Value>(json).ok())
-        .and_then(|json| {
-            let entry = json["sha256"].get(0)?;
-            Some(PcrSignature {
-                public_key_sha256: entry["pkfp"].as_str()?.to_string(),
-                policy_sha256: entry["pol"].as_str()?.to_string(),
-            })
-        });
-    Ok(MeasuredBoot {
+    signer: Option<&mkhost_signing::pcr_policy::PcrSigner>,
+) -> MeasuredBoot {
+    use mkhost_signing::pcr_policy::{policy_pcr_digest, PCR_UKI};
+    let pcr_signature = signer.map(|signer| PcrSignature {
+        public_key_sha256: mkhost_shared::hex::encode(&signer.fingerprint()),
+        policy_sha256: mkhost_shared::hex::encode(&policy_pcr_digest(PCR_UKI, &pcr.sha256)),
+    });
+    MeasuredBoot {
         pcr11_sha256: mkhost_shared::hex::encode(&pcr.sha256),
         pcr11_sections: pcr.sections,
         stub_version: pcr.stub_version,
         pcr_signature,
-    })
+    }
 }
 
 /// `uki` signed with the profile's key: the signed image and what the

@@ -65,18 +65,16 @@ pub fn pcr_public_key_path(dir: &Path) -> PathBuf {
 /// already holds any of its keys. The files written.
 pub fn create(dir: &Path, options: &KeySetOptions) -> Result<Vec<PathBuf>, SigningError> {
     let pcr_paths = [pcr_key_path(dir), pcr_public_key_path(dir)];
-    for variable in VARIABLES {
-        for path in [key_path(dir, variable), certificate_path(dir, variable)]
-            .iter()
-            .chain(&pcr_paths)
-        {
-            if path.exists() {
-                return Err(SigningError::Exists {
-                    dir: dir.to_path_buf(),
-                    file: path.clone(),
-                });
-            }
-        }
+    let existing = VARIABLES
+        .iter()
+        .flat_map(|&variable| [key_path(dir, variable), certificate_path(dir, variable)])
+        .chain(pcr_paths.iter().cloned())
+        .find(|path| path.exists());
+    if let Some(file) = existing {
+        return Err(SigningError::Exists {
+            dir: dir.to_path_buf(),
+            file,
+        });
     }
     // Everything that can fail but I/O first, so that a refused key size
     // or a failed generation leaves nothing behind.
