@@ -24,10 +24,11 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Starting `mkhost serve` may include a build (and `cargo build` of init/hostd).
 const START_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A running `mkhost serve`, its stderr read line by line.
-struct Serve {
+/// A running `mkhost serve`, its stderr read line by line (the Secure Boot
+/// guest test serves with it too); killed on drop.
+pub(crate) struct Serve {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
@@ -35,7 +36,7 @@ struct Serve {
 impl Serve {
     /// Starts `mkhost serve --listen 127.0.0.1:0 ARGS` and waits for its
     /// "listening on" line; `Err` with everything it printed if it exits first.
-    fn start(args: &[&str]) -> Result<Serve, String> {
+    pub(crate) fn start(args: &[&str]) -> Result<Serve, String> {
         let mut child = mkhost()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)

@@ -202,26 +202,28 @@ fn bad_keys_in_a_profile_are_refused_with_their_line() {
         (work.join("missing.key"), keys.join("db.crt"), "missing.key"),
         (keys.join("db.key"), keys.join("GUID"), "no PEM block"),
     ];
+    // Each refused with the profile line that names the file; nothing
+    // written.
+    let refused = |name: &str, body: &str, words: &str, at: &str| {
+        let path = profile(&work, name, body);
+        let out = work.join(format!("out-{name}"));
+        let output = build(&path, &out, &["--quiet"]);
+        let said = text(&output);
+        assert!(!output.status.success(), "{said}");
+        assert!(said.contains(words), "{name}: {said}");
+        assert!(
+            said.contains(&format!("{name}.toml:{at}")),
+            "{name} names no line: {said}"
+        );
+        assert!(!out.join(name).exists(), "{name} left an output");
+    };
     for (i, (key, certificate, words)) in cases.iter().enumerate() {
         let body = format!(
             "[secure_boot]\nkey = \"{}\"\ncertificate = \"{}\"\n",
             key.display(),
             certificate.display()
         );
-        let path = profile(&work, &format!("bad{i}"), &body);
-        let out = work.join(format!("out{i}"));
-        let output = build(&path, &out, &["--quiet"]);
-        let said = text(&output);
-        assert!(!output.status.success(), "{said}");
-        assert!(said.contains(words), "case {i}: {said}");
-        assert!(
-            said.contains(&format!("bad{i}.toml:")),
-            "case {i} names no line: {said}"
-        );
-        assert!(
-            !out.join(format!("bad{i}")).exists(),
-            "case {i} left an output"
-        );
+        refused(&format!("bad{i}"), &body, words, "");
     }
     // With its password the encrypted key signs.
     let body = format!(
@@ -254,19 +256,7 @@ fn bad_keys_in_a_profile_are_refused_with_their_line() {
             keys.join("db.crt").display(),
             pcr_key.display()
         );
-        let path = profile(&work, &format!("badpcr{i}"), &body);
-        let out = work.join(format!("out-pcr{i}"));
-        let output = build(&path, &out, &["--quiet"]);
-        let said = text(&output);
-        assert!(!output.status.success(), "{said}");
-        assert!(
-            said.contains(&format!("badpcr{i}.toml:5:")) && said.contains(words),
-            "case {i}: {said}"
-        );
-        assert!(
-            !out.join(format!("badpcr{i}")).exists(),
-            "case {i} left an output"
-        );
+        refused(&format!("badpcr{i}"), &body, words, "5:");
     }
     // A wrong type in the table.
     let path = profile(

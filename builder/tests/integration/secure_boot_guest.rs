@@ -51,55 +51,6 @@ fn enrolled_vars(keys: &Path, out: &Path, name: &str, more: &[&str]) -> PathBuf 
     vars
 }
 
-/// `mkhost serve --no-build` of profile `profile` built in `out`, on a
-/// free port of 127.0.0.1; killed on drop.
-struct Serve {
-    child: Child,
-    port: u16,
-}
-
-impl Serve {
-    fn start(profile: &str, out: &Path) -> Serve {
-        use std::io::BufRead;
-        let mut child = mkhost()
-            .args([
-                "serve",
-                "--no-build",
-                "--listen",
-                "127.0.0.1:0",
-                "--profile",
-                profile,
-            ])
-            .arg("--out")
-            .arg(out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run mkhost serve");
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut said = Vec::new();
-        while let Some(Ok(line)) = lines.next() {
-            if let Some(addr) = line.strip_prefix("mkhost serve: listening on http://127.0.0.1:") {
-                let port = addr.trim().parse().unwrap();
-                // Keep reading what it prints, so that it never blocks.
-                std::thread::spawn(move || lines.for_each(drop));
-                return Serve { child, port };
-            }
-            said.push(line);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("mkhost serve did not start:\n{}", said.join("\n"));
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// swtpm, a TPM 2.0 on a socket in `dir`; killed on drop.
 struct Swtpm {
     child: Child,
@@ -137,12 +88,19 @@ impl Drop for Swtpm {
 }
 
 /// QEMU arguments: q35 with SMM, the Secure Boot firmware with a copy of
-/// `vars` (a boot writes to its store), `img` on virtio (snapshot=on), and
-/// the TPM when given.
-fn secure_boot_args(img: &Path, vars: &Path, work: &Path, tpm: Option<&Swtpm>) -> Vec<String> {
+/// `vars` (a boot writes to its store), `disk` on virtio (snapshot=on) if
+/// the boot is from a disk, and the TPM when given.
+fn secure_boot_args(
+    vars: &Path,
+    disk: Option<&Path>,
+    work: &Path,
+    tpm: Option<&Swtpm>,
+) -> Vec<String> {
+    let stem = |p: &Path| p.file_stem().unwrap().to_string_lossy().into_owned();
     let copy = work.join(format!(
-        "vars-{}.fd",
-        img.file_stem().unwrap().to_string_lossy()
+        "{}-{}.fd",
+        stem(vars),
+        disk.map_or("net".into(), stem)
     ));
     std::fs::copy(vars, &copy).unwrap();
     let mut args: Vec<String> = [
@@ -164,13 +122,15 @@ fn secure_boot_args(img: &Path, vars: &Path, work: &Path, tpm: Option<&Swtpm>) -
         "if=pflash,format=raw,unit=1,file={}",
         copy.display()
     ));
-    args.push("-drive".into());
-    args.push(format!(
-        "if=none,id=disk,format=raw,snapshot=on,file={}",
-        img.display()
-    ));
-    args.push("-device".into());
-    args.push("virtio-blk-pci,drive=disk".into());
+    if let Some(disk) = disk {
+        args.push("-drive".into());
+        args.push(format!(
+            "if=none,id=disk,format=raw,snapshot=on,file={}",
+            disk.display()
+        ));
+        args.push("-device".into());
+        args.push("virtio-blk-pci,drive=disk".into());
+    }
     if let Some(tpm) = tpm {
         args.extend([
             "-chardev".into(),
@@ -228,7 +188,7 @@ fn assert_measured_as_signed(guest: &mut Guest, predicted: &str, what: &str) {
 
 /// Boots `img` and expects the firmware to refuse it.
 fn assert_refused(img: &Path, vars: &Path, work: &Path, what: &str) {
-    let mut guest = Guest::start(&secure_boot_args(img, vars, work, None));
+    let mut guest = Guest::start(&secure_boot_args(vars, Some(img), work, None));
     let line = guest.wait_for("Access Denied", REFUSAL_TIMEOUT);
     assert!(line.contains("failed to load"), "{what}: {line}");
     assert!(
@@ -300,8 +260,8 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
     // PCR 11: the one its build predicted.
     let tpm = Swtpm::start(&work.join("tpm-cmdline"));
     let mut guest = Guest::start(&secure_boot_args(
-        &out.join("sbcmdline/mkhost-sbcmdline.img"),
         &vars,
+        Some(&out.join("sbcmdline/mkhost-sbcmdline.img")),
         &work,
         Some(&tpm),
     ));
@@ -318,7 +278,7 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
     // what the build predicted and what its signed policy names.
     let tpm = Swtpm::start(&work);
     let mut guest = Guest::start_interactive(
-        &secure_boot_args(&signed_img, &vars, &work, Some(&tpm)),
+        &secure_boot_args(&vars, Some(&signed_img), &work, Some(&tpm)),
         &work,
     );
     let predicted = predicted_signed;
@@ -340,17 +300,21 @@ fn secure_boot_firmware_boots_the_signed_image_and_refuses_others() {
     // UEFI HTTP boot of the signed UKI from mkhost serve, Secure Boot on:
     // the firmware fetches it (a NIC without iPXE's option ROM) and checks
     // it against db; the TPM measures what the disk boot measured.
-    let serve = Serve::start(&profile(&work, "sbsigned", &body), &out);
-    let uri = format!("http://10.0.2.2:{}/mkhost-sbsigned.efi", serve.port);
+    let signed_profile = profile(&work, "sbsigned", &body);
+    let out_arg = out.display().to_string();
+    let serve = crate::netboot::Serve::start(&[
+        "--no-build",
+        "--profile",
+        &signed_profile,
+        "--out",
+        &out_arg,
+    ])
+    .unwrap();
+    let uri = format!("http://10.0.2.2:{}/mkhost-sbsigned.efi", serve.addr.port());
     let http_vars = enrolled_vars(&keys, &work, "vars-http.fd", &["--set-boot-uri", &uri]);
     let tpm = Swtpm::start(&work.join("tpm-http"));
-    let mut args = secure_boot_args(&signed_img, &http_vars, &work, Some(&tpm));
     // No disk: the boot comes from the network.
-    let disk = args
-        .iter()
-        .position(|a| a.starts_with("if=none,id=disk"))
-        .unwrap();
-    args.drain(disk - 1..disk + 3);
+    let mut args = secure_boot_args(&http_vars, None, &work, Some(&tpm));
     args.extend([
         "-netdev".into(),
         "user,id=n".into(),
