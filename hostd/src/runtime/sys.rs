@@ -319,6 +319,12 @@ pub fn statfs_flags(path: &CStr) -> SysResult<u64> {
     Ok(rustix::fs::statfs(path)?.f_flags as u64)
 }
 
+/// Whether `path` (symlinks followed) is a directory: `stat(2)`.
+pub fn is_directory(path: &CStr) -> SysResult<bool> {
+    let mode = rustix::fs::stat(path)?.st_mode;
+    Ok(rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Directory)
+}
+
 /// `sethostname(2)`.
 pub fn sethostname(name: &[u8]) -> SysResult<()> {
     Ok(rustix::system::sethostname(name)?)

@@ -209,6 +209,15 @@ impl ChildSys for Fake {
         self.record(format!("statfs {}", self.name(path)))
             .map(|()| libc::ST_NOSUID)
     }
+    fn is_directory(&self, path: &CStr) -> SysResult<bool> {
+        let name = self.name(path);
+        self.record(format!("stat {name}"))?;
+        match name.as_str() {
+            "/proc/acpi" | "/sys/firmware" => Ok(true),
+            "/proc/missing" => Err(Errno(libc::ENOENT)),
+            _ => Ok(false),
+        }
+    }
     fn loopback_up(&self) -> SysResult<()> {
         self.record("loopback_up".into())
     }
@@ -298,6 +307,7 @@ fn builds_the_container_in_order() {
         "mount /proc/sys /proc/sys - 0x5000".into(),
         "statfs /proc/sys".into(),
         "mount - /proc/sys - 0x1023".into(),
+        "stat /proc/kcore".into(),
         "mount /dev/null /proc/kcore - 0x1000".into(),
         "statfs /".into(),
         "mount - / - 0x1023".into(),
@@ -851,4 +861,36 @@ fn root_overlay_is_mounted_first_in_the_containers_namespace() {
     spec.linux.as_mut().unwrap().readonly_paths.clear();
     let err = Plan::new("c1", dir.path(), &spec).unwrap_err().to_string();
     assert!(err.contains("org.mkhost.rootfs.overlay"), "{err}");
+}
+
+#[test]
+fn masked_directories_get_a_read_only_tmpfs_and_files_dev_null() {
+    let (_dir, plan) = plan_with(|s| {
+        s.linux.as_mut().unwrap().masked_paths = vec![
+            "/proc/acpi".into(),
+            "/proc/kcore".into(),
+            "/proc/missing".into(),
+            "/sys/firmware".into(),
+        ];
+    });
+    let fake = Fake::default();
+    assert_eq!(run_with(&fake, &plan, FDS).step, Step::Exec);
+    let calls = fake.calls();
+    let ro = libc::MS_RDONLY;
+    in_order(
+        &calls,
+        &[
+            "stat /proc/acpi".into(),
+            format!("mount tmpfs /proc/acpi tmpfs {ro:#x}"),
+            "stat /proc/kcore".into(),
+            "mount /dev/null /proc/kcore - 0x1000".into(),
+            "stat /proc/missing".into(),
+            "stat /sys/firmware".into(),
+            format!("mount tmpfs /sys/firmware tmpfs {ro:#x}"),
+        ],
+    );
+    // Each is asked once, and nothing is bound onto the missing path or
+    // tried as /dev/null onto a directory.
+    assert!(!calls.iter().any(|c| c.contains("/proc/missing") && c.starts_with("mount")));
+    assert!(!calls.iter().any(|c| c.starts_with("mount /dev/null /proc/acpi")));
 }
