@@ -21,25 +21,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed `mode`.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+    write_atomic_in(dir, &[(name.as_str(), bytes)], mode)
+}
+
+/// [`write_atomic`] for several files of one directory, each `(name,
+/// bytes)`, with one fsync of the directory for all of their renames: each
+/// file is whole under its final name, and all are on disk when this
+/// returns. A failure before the renames leaves every old file; one
+/// during them (a file renamed, the next not) leaves some new and some
+/// old, each whole.
+pub fn write_atomic_in(dir: &Path, files: &[(&str, &[u8])], mode: u32) -> io::Result<()> {
+    let temporary = |name: &str| dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        for (name, bytes) in files {
+            write_synced(&temporary(name), bytes, mode)?;
+        }
+        for (name, _) in files {
+            fs::rename(temporary(name), dir.join(name))?;
+        }
+        Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        for (name, _) in files {
+            let _ = fs::remove_file(temporary(name));
+        }
     }
     result?;
     sync_dir(dir)
+}
+
+/// Creates or truncates `path` with permissions `mode` and writes and
+/// fsyncs `bytes`.
+fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have narrowed `mode`.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Fsyncs directory `dir`: the entries created, renamed or removed in it
@@ -82,6 +105,28 @@ mod tests {
         let relative = std::env::current_dir().unwrap();
         sync_dir(&relative).unwrap();
         assert!(sync_dir(&dir.join("missing")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn several_files_of_a_directory_are_written_together() {
+        let dir = scratch("several");
+        write_atomic(&dir.join("a"), b"old", 0o644).unwrap();
+        write_atomic_in(&dir, &[("a", b"one"), ("b", b"two")], 0o600).unwrap();
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"one");
+        assert_eq!(fs::read(dir.join("b")).unwrap(), b"two");
+        assert_eq!(fs::metadata(dir.join("b")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        // A directory in the way of one file's rename: the files before it
+        // are new and whole, the one in the way untouched, no temporary left.
+        let blocked = dir.join("c");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"").unwrap();
+        let failed = write_atomic_in(&dir, &[("a", b"three"), ("c", b"four")], 0o600);
+        assert!(failed.is_err());
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"three");
+        assert!(blocked.join("x").exists());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
         fs::remove_dir_all(&dir).unwrap();
     }
 

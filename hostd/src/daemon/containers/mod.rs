@@ -12,8 +12,10 @@
 //!    when there is one) gets the writable layer `upper/` and `work/`; its
 //!    bundle `<state>/bundles/<id>/` (run-time state, RAM) gets `rootfs/`,
 //!    where the daemon mounts overlayfs with the image's layers (top first)
-//!    as `lowerdir`; `spec.json` keeps what a restart needs. Both
-//!    directories are fsynced into place before the record names them.
+//!    as `lowerdir`; `spec.json` keeps what a restart needs. The directory,
+//!    its layer and its records (spec, request, state) are fsynced into
+//!    place together, one fsync per file and one per directory, before the
+//!    process starts.
 //! 3. **Process** ([`crate::daemon::zygote`]): the single-threaded zygote creates and starts
 //!    the container with the runtime, in cgroup `hostd/<id>` with the
 //!    limits, and hands back a pidfd and the read ends of its stdout and
@@ -64,7 +66,7 @@ use crate::runtime::state::rfc3339_now;
 use config::{BindMount, CreateSpec, NetnsMode};
 use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
-use mkhost_shared::fs::{sync_dir, write_atomic};
+use mkhost_shared::fs::{sync_dir, write_atomic, write_atomic_in};
 use mkhost_store::Store;
 use monitor::{MonitorHandle, Running};
 
@@ -1419,8 +1421,8 @@ impl Manager {
             .map_err(|e| e.to_string())?;
 
         // (2) Root file system: the writable layer in the container's
-        // directory, fsynced into place before anything names it; the
-        // mounted root in its bundle.
+        // directory (fsynced with the records below, before the process
+        // starts); the mounted root in its bundle.
         let dir = self.shared.root.join(&id);
         let bundle = self.shared.bundles.join(&id);
         let mut cleanup = Cleanup {
@@ -1434,9 +1436,6 @@ impl Manager {
                 .mode(0o755)
                 .create(dir.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
-        }
-        for synced in [&dir, &self.shared.root] {
-            sync_dir(synced).map_err(|e| format!("cannot sync {}: {e}", synced.display()))?;
         }
         let mut spec = CreateSpec {
             id: id.clone(),
@@ -1521,21 +1520,6 @@ impl Manager {
                 read_only: v.read_only,
             })
             .collect();
-        let spec_path = dir.join(SPEC_FILE);
-        write_atomic(
-            &spec_path,
-            &serde_json::to_vec(&spec).unwrap_or_default(),
-            0o600,
-        )
-        .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
-        let request_path = dir.join(REQUEST_FILE);
-        write_atomic(
-            &request_path,
-            &serde_json::to_vec(req).unwrap_or_default(),
-            0o600,
-        )
-        .map_err(|e| format!("cannot write {}: {e}", request_path.display()))?;
-
         // (3) Record.
         let now = rfc3339_now();
         let record = Record {
@@ -1562,8 +1546,22 @@ impl Manager {
             stopped_by_user: false,
             paused: false,
         };
+        // The spec, the request and the record, with one fsync of the
+        // directory for the three and its upper/ and work/; then the
+        // directory's own entry.
+        let spec_json = serde_json::to_vec(&spec).unwrap_or_default();
+        let request_json = serde_json::to_vec(req).unwrap_or_default();
+        let record_json = serde_json::to_vec(&record).unwrap_or_default();
+        let files: [(&str, &[u8]); 3] = [
+            (SPEC_FILE, &spec_json),
+            (REQUEST_FILE, &request_json),
+            (STATE_FILE, &record_json),
+        ];
+        write_atomic_in(&dir, &files, 0o600)
+            .map_err(|e| format!("cannot write the records in {}: {e}", dir.display()))?;
+        sync_dir(&self.shared.root)
+            .map_err(|e| format!("cannot sync {}: {e}", self.shared.root.display()))?;
         let entry = Arc::new(Entry::new(dir, spec, record.clone(), None));
-        entry.save(&record);
         // The name was free when checked above; a run for the same name
         // in parallel may have taken it since (the cleanup undoes this one).
         // The record names its volumes now: `volume rm` sees it.
