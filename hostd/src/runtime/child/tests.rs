@@ -891,6 +891,10 @@ fn masked_directories_get_a_read_only_tmpfs_and_files_dev_null() {
     );
     // Each is asked once, and nothing is bound onto the missing path or
     // tried as /dev/null onto a directory.
-    assert!(!calls.iter().any(|c| c.contains("/proc/missing") && c.starts_with("mount")));
-    assert!(!calls.iter().any(|c| c.starts_with("mount /dev/null /proc/acpi")));
+    assert!(!calls
+        .iter()
+        .any(|c| c.contains("/proc/missing") && c.starts_with("mount")));
+    assert!(!calls
+        .iter()
+        .any(|c| c.starts_with("mount /dev/null /proc/acpi")));
 }
