@@ -45,6 +45,11 @@
 //! [`mkhost_shared::boot_config::MemoryCgroups`]) goes into boot.json for
 //! init to hand hostd; a child's `[hostd]` replaces the parent's.
 //!
+//! `[target] kernel` ([`TargetKernel`]) says which kernel the image is for;
+//! the build picks its writer from it ([`crate::target`]). Only `"linux"`,
+//! the default, is implemented; any other value is refused here, pointing at
+//! `docs/backends.md`. A child's `kernel` replaces the parent's.
+//!
 //! Checked after merging: no two `[[files]]`/`[[binaries]]` entries place the
 //! same path, none places a path that is mkhost's own ([`crate::layout`]),
 //! and the kernel command line a machine boots with fits the kernel's
@@ -124,6 +129,31 @@ pub enum Source {
     DebPackage { name: String },
     /// A `.deb` file on disk.
     DebFile { path: PathBuf },
+}
+
+/// `[target] kernel`: the kernel a host image is made for, which decides
+/// the build's target writer ([`crate::target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetKernel {
+    /// Linux: an initramfs (cpio, zstd) in a UKI, a GPT disk and a PXE set.
+    #[default]
+    Linux,
+}
+
+impl TargetKernel {
+    /// The value a profile gives for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKernel::Linux => "linux",
+        }
+    }
+
+    /// The kernel a `[target] kernel` value names, if mkhost can build for it.
+    fn parse(value: &str) -> Option<TargetKernel> {
+        [TargetKernel::Linux]
+            .into_iter()
+            .find(|kernel| kernel.as_str() == value)
+    }
 }
 
 /// When init loads a module.
@@ -282,6 +312,8 @@ pub struct Profile {
     pub secure_boot: Option<(crate::secure_boot::SecureBoot, Origin)>,
     /// `[hostd]`: how hostd runs containers (boot.json's).
     pub hostd: mkhost_shared::boot_config::HostdConfig,
+    /// `[target] kernel`: the kernel the image is for (Linux when absent).
+    pub target: TargetKernel,
 }
 
 /// Network settings init applies (overridable by host.toml and `mkhost.*`):
@@ -360,6 +392,15 @@ struct RawProfile {
     docker: Option<Spanned<RawDocker>>,
     secure_boot: Option<Spanned<RawSecureBoot>>,
     hostd: Option<mkhost_shared::boot_config::HostdConfig>,
+    target: Option<RawTarget>,
+}
+
+/// `[target]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    /// `"linux"` (the default); checked with [`TargetKernel::parse`].
+    kernel: Option<Spanned<String>>,
 }
 
 /// `[secure_boot]` as written.
@@ -806,6 +847,7 @@ struct Merged {
     docker_tls: Option<(crate::certs::ServerTls, Origin)>,
     secure_boot: Option<(crate::secure_boot::SecureBoot, Origin)>,
     hostd: Option<mkhost_shared::boot_config::HostdConfig>,
+    target: Option<TargetKernel>,
 }
 
 /// `[secure_boot]`, with the key and certificate read and checked now
@@ -858,6 +900,19 @@ fn secure_boot_from_raw(
         },
         origin,
     ))
+}
+
+/// `[target] kernel`: a kernel mkhost can build for, else an error at the
+/// value saying which one it can.
+fn target_kernel(value: &Spanned<String>, file: &LoadedFile) -> Result<TargetKernel, ProfileError> {
+    TargetKernel::parse(value.get_ref()).ok_or_else(|| ProfileError::Invalid {
+        origin: file.origin(value.span()),
+        message: format!(
+            "[target] kernel = {}: only {:?} is implemented; other kernels (FreeBSD, illumos) are designs, not code: see docs/backends.md",
+            clip::quoted(value.get_ref()),
+            TargetKernel::Linux.as_str()
+        ),
+    })
 }
 
 fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> {
@@ -981,6 +1036,7 @@ fn resolve(top: &Path, chain: Vec<LoadedFile>) -> Result<Profile, ProfileError> 
         docker_tls: merged.docker_tls,
         secure_boot: merged.secure_boot,
         hostd: merged.hostd.unwrap_or_default(),
+        target: merged.target.unwrap_or_default(),
     };
     for machine in &profile.machines {
         check_machine_cmdline(&profile, machine)?;
@@ -1203,6 +1259,10 @@ fn merge_file(merged: &mut Merged, file: &LoadedFile) -> Result<(), ProfileError
     if let Some(secure_boot) = &raw.secure_boot {
         // A child's [secure_boot] replaces the parent's.
         merged.secure_boot = Some(secure_boot_from_raw(secure_boot.get_ref(), file)?);
+    }
+    if let Some(kernel) = raw.target.as_ref().and_then(|t| t.kernel.as_ref()) {
+        // A child's kernel replaces the parent's.
+        merged.target = Some(target_kernel(kernel, file)?);
     }
     for c in &raw.container {
         let spec = container_from_raw(c, file)?;
@@ -2746,6 +2806,101 @@ pull = "boot"
             );
             let err = load_path(&path, &[]).unwrap_err().to_string();
             assert!(err.contains(&format!("h{i}.toml:{at}")), "case {i}: {err}");
+            assert!(err.contains(want), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn target_kernel_is_linux_by_default_and_when_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "base.toml", BASE);
+        let p = load_path(&d.join("base.toml"), &[]).unwrap();
+        assert_eq!(p.target, TargetKernel::Linux);
+        let named = write(
+            d,
+            "named.toml",
+            "extends = \"base\"\n[target]\nkernel = \"linux\"\n",
+        );
+        assert_eq!(load_path(&named, &[]).unwrap().target, TargetKernel::Linux);
+        // An empty [target] keeps the default.
+        let empty = write(d, "empty.toml", "extends = \"base\"\n[target]\n");
+        assert_eq!(load_path(&empty, &[]).unwrap().target, TargetKernel::Linux);
+    }
+
+    #[test]
+    fn other_target_kernels_are_refused_at_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "base.toml", BASE);
+        for kernel in ["freebsd", "illumos", "Linux"] {
+            let path = write(
+                d,
+                "bsd.toml",
+                &format!("extends = \"base\"\n[target]\nkernel = \"{kernel}\"\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{}:3:10: [target] kernel = \"{kernel}\": only \"linux\" is implemented; other kernels (FreeBSD, illumos) are designs, not code: see docs/backends.md",
+                    path.display()
+                )
+            );
+        }
+        // A parent's refused kernel is refused even when a child names linux:
+        // every file of the chain is checked.
+        let parent = write(
+            d,
+            "bsd.toml",
+            "extends = \"base\"\n[target]\nkernel = \"freebsd\"\n",
+        );
+        let child = write(
+            d,
+            "child.toml",
+            "extends = \"bsd\"\n[target]\nkernel = \"linux\"\n",
+        );
+        let err = load_path(&child, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:3:10: ", parent.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn target_of_the_wrong_type_is_refused_at_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "base.toml", BASE);
+        let cases = [
+            (
+                "[target]\nkernel = 1",
+                "3:10",
+                "invalid type: integer `1`, expected a string",
+            ),
+            (
+                "[target]\nkernel = [\"linux\"]",
+                "3:10",
+                "invalid type: sequence, expected a string",
+            ),
+            ("[target]\nos = \"linux\"", "3:1", "unknown field `os`"),
+            (
+                "target = \"linux\"",
+                "2:10",
+                "invalid type: string \"linux\"",
+            ),
+        ];
+        for (i, (body, at, want)) in cases.iter().enumerate() {
+            let path = write(
+                d,
+                &format!("t{i}.toml"),
+                &format!("extends = \"base\"\n{body}\n"),
+            );
+            let err = load_path(&path, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("t{i}.toml:{at}: ")),
+                "case {i}: {err}"
+            );
             assert!(err.contains(want), "case {i}: {err}");
         }
     }
