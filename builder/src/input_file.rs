@@ -48,6 +48,68 @@ impl InputError {
     }
 }
 
+/// The largest `[[files]]` or `[[binaries]]` source read; never more than
+/// the host's RAM either ([`source_limit`]), since the image could not hold
+/// it.
+pub const MAX_SOURCE_BYTES: u64 = 1 << 30;
+
+/// The most bytes a `[[files]]` or `[[binaries]]` source of an image for a
+/// host of `min_ram_mib` MiB may have.
+pub fn source_limit(min_ram_mib: u64) -> u64 {
+    MAX_SOURCE_BYTES.min(min_ram_mib.saturating_mul(1 << 20))
+}
+
+/// A file a profile entry names to copy into the image (a `[[files]]` or
+/// `[[binaries]]` source) that is refused or cannot be read; the message
+/// starts at the entry and ends with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceFileError {
+    #[error("{origin}: {entry} source {error}; {}", source_hint(.error))]
+    Refused {
+        /// `file:line:column` of the entry.
+        origin: String,
+        /// `[[files]]`, `[[binaries]]`.
+        entry: &'static str,
+        error: InputError,
+    },
+    #[error("{origin}: cannot read {path}")]
+    Unreadable {
+        origin: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SourceFileError {
+    /// `error` about the source of the `entry` at `origin`.
+    pub fn new(origin: &impl std::fmt::Display, entry: &'static str, error: InputError) -> Self {
+        match error {
+            InputError::Io { path, source } => SourceFileError::Unreadable {
+                origin: origin.to_string(),
+                path,
+                source,
+            },
+            error => SourceFileError::Refused {
+                origin: origin.to_string(),
+                entry,
+                error,
+            },
+        }
+    }
+}
+
+/// The fix for a [`SourceFileError::Refused`].
+fn source_hint(error: &InputError) -> String {
+    match error {
+        InputError::TooLarge { .. } => format!(
+            "sources are limited to {} and to the host's RAM (min_ram_mib)",
+            amount(MAX_SOURCE_BYTES)
+        ),
+        _ => "give a regular file (or a symlink to one)".into(),
+    }
+}
+
 /// `16 MiB`, `1 GiB`, or bytes.
 pub fn amount(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;

@@ -12,9 +12,12 @@
 //! 3. [`containers`]: the profile's boot-time containers: their image archives
 //!    checked and read with hostd's own store code, each `image` resolved, the
 //!    manifest hostd reads at boot.
-//! 4. [`build`]: module closure and firmware, the initramfs tree (cpio newc, zstd),
-//!    the UKI, the FAT32 ESP and GPT disk image, the PXE set, the manifest and
-//!    `SHA256SUMS`, all staged and published whole by [`output`].
+//! 4. [`build`]: the pipeline; its kernel-specific stages run through the
+//!    [`target::TargetWriter`] the profile's `[target] kernel` picks. For
+//!    Linux ([`target::linux`]): module closure and firmware, the initramfs
+//!    tree (cpio newc, zstd), the UKI, the FAT32 ESP and GPT disk image, the
+//!    PXE set. Then the manifest and `SHA256SUMS`, all staged and published
+//!    whole by [`output`].
 //! 5. [`lock`] records the exact inputs so `--locked` can refuse drift.
 //!
 //! [`certs`] makes the Docker API's mutual-TLS certificates (`mkhost certs`).
@@ -49,3 +52,4 @@ pub mod run;
 pub mod secure_boot;
 pub mod serve;
 pub mod sources;
+pub mod target;
