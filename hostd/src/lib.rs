@@ -33,9 +33,11 @@
 //! of exiting, because a PID 1 exit panics the kernel. docs/architecture.md
 //! draws the whole picture.
 
+pub mod backend;
 pub mod client;
 pub mod daemon;
 pub mod init;
+pub mod log;
 pub mod net;
 pub mod os;
 pub mod runtime;

@@ -34,7 +34,7 @@ fn run(command: Cli) -> ExitCode {
         Cli::Daemon(options) => match unsafe { daemon::run(&options) } {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                daemon::log::log(&e.to_string());
+                hostd::log::log(&e.to_string());
                 ExitCode::FAILURE
             }
         },
@@ -72,7 +72,7 @@ fn run(command: Cli) -> ExitCode {
             state,
             conn,
             listener,
-        } => hostd::daemon::zygote::resume(&state, conn, listener),
+        } => hostd::backend::linux::zygote::resume(&state, conn, listener),
         Cli::Version => {
             println!("hostd {}", hostd::VERSION);
             ExitCode::SUCCESS

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::containers::{Manager, RunError, STOP_TIMEOUT};
-use super::log::log;
 use super::network::Networks;
 use super::pull::{Puller, RegistryOptions};
 use super::volumes::Volumes;
+use crate::log::log;
 use mkhost_shared::control::{check_stop_timeout, Request, Response, Status, MAX_WAIT_MS};
 use mkhost_store::{Store, StoreError};
 

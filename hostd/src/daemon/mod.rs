@@ -28,27 +28,25 @@ pub mod containers;
 pub mod docker;
 pub mod events;
 pub mod handler;
-pub mod limits;
-pub mod log;
+
 pub mod network;
 pub mod pull;
 pub mod server;
 pub mod volumes;
-pub mod zygote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::linux::Linux;
+use crate::log::log;
 use crate::os::SignalSet;
 use containers::Manager;
-use log::log;
 use mkhost_shared::paths;
 use network::{Definition, NetworkOptions, Networks};
 use pull::RegistryOptions;
 use server::{ControlError, ControlSocket, Shutdown};
 use volumes::Volumes;
-use zygote::Zygote;
 
 pub use handler::Handler;
 #[cfg(test)]
@@ -68,7 +66,7 @@ pub enum DaemonError {
     Control(#[from] ControlError),
     /// The zygote could not be started.
     #[error(transparent)]
-    Zygote(#[from] crate::daemon::zygote::ZygoteError),
+    Zygote(#[from] crate::backend::linux::zygote::ZygoteError),
     /// The zygote died; init restarts the daemon, which starts a new one.
     #[error("the zygote died; exiting so that a new daemon takes the containers over")]
     ZygoteLost,
@@ -147,41 +145,6 @@ impl Default for DaemonOptions {
             memory_cgroups: Default::default(),
         }
     }
-}
-
-/// The zygote a previous daemon left (upgraded to this binary if it runs
-/// another), or a new one.
-///
-/// # Safety
-///
-/// The process must have a single thread: this may fork ([`Zygote::start`]).
-unsafe fn take_over_or_start_zygote(state: &Path) -> Result<Zygote, DaemonError> {
-    let mut zygote = match Zygote::connect(state)? {
-        None => {
-            // SAFETY: the caller guarantees the process has a single thread.
-            let zygote = unsafe { Zygote::start(state) }?;
-            log(&format!("zygote running as pid {}", zygote.pid()));
-            return Ok(zygote);
-        }
-        Some(z) => z,
-    };
-    let hello = zygote.hello().clone();
-    log(&format!(
-        "took over zygote pid {} holding {} containers",
-        hello.pid, hello.containers
-    ));
-    let mine = crate::daemon::zygote::exe_identity("self");
-    if hello.exe != mine || hello.protocol != crate::daemon::zygote::PROTOCOL {
-        let exe = std::env::current_exe()
-            .map_err(|e| DaemonError::Zygote(crate::daemon::zygote::ZygoteError::Start(e)))?;
-        zygote.upgrade(&exe)?;
-        log(&format!(
-            "zygote pid {} now runs {} (upgraded)",
-            hello.pid,
-            exe.display()
-        ));
-    }
-    Ok(zygote)
 }
 
 /// The networks init defined (none when the file is missing: hostd runs
@@ -282,14 +245,11 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         })?;
     // Another daemon on the socket owns the zygote too: stop before touching it.
     server::refuse_if_served(&options.socket)?;
-    if let Err(e) = limits::protect_from_oom_killer() {
-        log(&e);
-    }
     // SAFETY: no thread has been started yet: the caller promises `run` runs
     // before any other thread exists (its safety contract), and this function
     // starts the signal, monitor, boot-container and connection threads only
     // below.
-    let zygote = unsafe { take_over_or_start_zygote(&options.state) }?;
+    let backend = unsafe { Linux::start(&options.state, options.memory_cgroups) }?;
     let shutdown = Shutdown::new()?;
     let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_lost = {
@@ -310,11 +270,10 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let containers = Manager::new(
         &options.containers,
         &options.state,
-        zygote,
+        Arc::new(backend),
         Arc::clone(&networks),
         Arc::clone(&volumes),
         on_lost,
-        options.memory_cgroups,
     )
     .map_err(|source| DaemonError::State {
         path: options.containers.clone(),

@@ -18,7 +18,7 @@ use mkhost_shared::images::{BlobProgress, BlobState, PullProgress, PullReport};
 use mkhost_shared::registries::RegistrySettings;
 use mkhost_store::Store;
 
-use crate::daemon::log::log;
+use crate::log::log;
 
 /// Where registries' settings come from: the file init writes from the
 /// image's and host.toml's `[registries]` ([`mkhost_shared::paths::REGISTRIES`]),

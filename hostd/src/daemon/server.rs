@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use mkhost_shared::control::{parse_request, Request, Response, BUSY, MAX_LINE};
 
-use super::log::log;
+use crate::log::log;
 use crate::os;
 
 /// How long the server waits for a client to send a line or take an answer.

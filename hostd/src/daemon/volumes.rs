@@ -22,13 +22,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::log::log;
+use crate::log::log;
 use mkhost_shared::container::{valid_volume_name, VolumeMount};
 use mkhost_shared::control::{VolumeInfo, VolumeStatus};
 use mkhost_shared::fs::write_atomic;
@@ -526,55 +526,6 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
 }
 
-/// Copies what the image has at `target` (resolved inside `rootfs`, so a
-/// symlink in the image cannot point the copy outside it) into the empty
-/// volume directory `data`, as Docker fills a new volume: contents, and the
-/// directory's own mode and owner. Nothing to copy when the image has no
-/// directory there.
-pub fn fill_from_image(rootfs: &Path, target: &str, data: &Path) -> io::Result<()> {
-    let dir = match crate::runtime::sys::open_in_root(rootfs, target) {
-        Ok(d) => d,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let meta = dir.metadata()?;
-    if !meta.is_dir() {
-        return Ok(());
-    }
-    use std::os::fd::AsRawFd;
-    let source = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    copy_contents(&source, data)?;
-    fs::set_permissions(data, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    std::os::unix::fs::lchown(data, Some(meta.uid()), Some(meta.gid()))
-}
-
-/// Copies the entries of directory `src` into `dst`: directories
-/// (recursively), regular files and symlinks (as links, never followed),
-/// with mode and owner; other kinds (devices, sockets) are skipped.
-fn copy_contents(src: &Path, dst: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        let meta = fs::symlink_metadata(&from)?;
-        let kind = meta.file_type();
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if kind.is_dir() {
-            fs::create_dir(&to)?;
-            copy_contents(&from, &to)?;
-        } else if kind.is_file() {
-            fs::copy(&from, &to)?;
-        } else {
-            continue;
-        }
-        if !kind.is_symlink() {
-            fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        }
-        std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,32 +641,9 @@ mod tests {
     }
 
     #[test]
-    fn a_new_volume_gets_the_images_files_without_leaving_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        fs::create_dir_all(rootfs.join("srv/app/sub")).unwrap();
-        fs::write(rootfs.join("srv/app/sub/f"), b"hello").unwrap();
-        fs::set_permissions(rootfs.join("srv/app"), fs::Permissions::from_mode(0o750)).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", rootfs.join("srv/app/link")).unwrap();
-        // An absolute link resolves inside the root, not on the host.
-        fs::create_dir_all(dir.path().join("host-secret")).unwrap();
-        fs::write(dir.path().join("host-secret/key"), b"k").unwrap();
-        let escape = format!("{}/host-secret", dir.path().display());
-        std::os::unix::fs::symlink(&escape, rootfs.join("escape")).unwrap();
-        let data = dir.path().join("data");
-        fs::create_dir(&data).unwrap();
-        fill_from_image(&rootfs, "/srv/app", &data).unwrap();
-        assert_eq!(fs::read(data.join("sub/f")).unwrap(), b"hello");
-        assert_eq!(
-            fs::read_link(data.join("link")).unwrap(),
-            Path::new("/etc/passwd")
-        );
-        assert_eq!(fs::metadata(&data).unwrap().mode() & 0o777, 0o750);
-        let other = dir.path().join("other");
-        fs::create_dir(&other).unwrap();
-        fill_from_image(&rootfs, "/escape", &other).unwrap();
-        assert_eq!(fs::read_dir(&other).unwrap().count(), 0);
-        fill_from_image(&rootfs, "/missing", &other).unwrap();
+    fn file_systems_are_named_from_their_magic() {
         assert_eq!(filesystem_name(TMPFS_MAGIC), "tmpfs");
+        assert_eq!(filesystem_name(0xEF53), "ext4");
+        assert_eq!(filesystem_name(0x1234), "0x1234");
     }
 }

@@ -86,7 +86,7 @@ fn pull_with_retries(
     let mut attempt = puller.ensure_image(store, request);
     for wait in waits {
         let Err(e) = &attempt else { break };
-        crate::daemon::log::log(&format!(
+        crate::log::log(&format!(
             "boot pull of {} failed, trying again in {} s: {e}",
             request.image,
             wait.as_secs()

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use super::config::{resolve_user, ConfigError};
 use super::execs::{ExecConfig, ExecView};
-use super::{lock, running_from, Manager, RunError, STATUS_CREATED};
-use crate::daemon::zygote::{ExecSpec, ZygoteReply, ZygoteRequest};
+use super::{lock, Manager, RunError, STATUS_CREATED};
+use crate::backend::{ExecSpec, StartError, Started};
 use mkhost_shared::container::ExecError;
 
 /// A started exec's descriptors.
@@ -172,9 +172,8 @@ impl Manager {
             open_stdin: view.config.attach_stdin,
             console_size: view.config.console_size,
         };
-        match self.shared.call(&ZygoteRequest::Exec(Box::new(request)))? {
-            (ZygoteReply::Created { pid, .. }, fds) => {
-                let running = running_from(fds)?;
+        match self.shared.backend.exec(&request) {
+            Ok(Started { pid, running }) => {
                 let pidfd = Arc::try_unwrap(running.pidfd)
                     .map_err(|_| "the exec's pidfd is shared".to_string())?;
                 let stdin = match running.stdin {
@@ -194,14 +193,13 @@ impl Manager {
                     },
                 ))
             }
-            (ZygoteReply::Error { message, exec }, _) => {
+            Err(StartError { message, exec }) => {
                 let command = view.config.cmd.first().map_or("", String::as_str);
                 Err(RunError {
                     message: runtime_exec_error(&message, exec, command),
                     exec,
                 })
             }
-            (other, _) => Err(format!("unexpected zygote answer {other:?}").into()),
         }
     }
 
@@ -209,21 +207,11 @@ impl Manager {
     /// it and keeps its exit code.
     pub fn exec_exited(&self, id: &str) {
         lock(&self.shared.execs.terminals).remove(id);
-        let code = match self
-            .shared
-            .call(&ZygoteRequest::Reap { id: id.to_string() })
-        {
-            Ok((
-                ZygoteReply::Reaped {
-                    code: Some(code), ..
-                },
-                _,
-            )) => code,
-            // Not exited after all, or the zygote lost it: take it down.
+        let code = match self.shared.backend.reap(id) {
+            Ok(Some(exit)) => exit.code,
+            // Not exited after all, or the backend lost it: take it down.
             _ => {
-                let _ = self
-                    .shared
-                    .call(&ZygoteRequest::Delete { id: id.to_string() });
+                let _ = self.shared.backend.delete(id);
                 137
             }
         };
@@ -279,9 +267,7 @@ impl Manager {
         }
         let mut state = lock(&entry.state);
         if state.input.take().is_some() {
-            self.shared.call(&ZygoteRequest::CloseInput {
-                id: entry.id.clone(),
-            })?;
+            self.shared.backend.close_input(&entry.id)?;
         }
         Ok(())
     }

@@ -47,7 +47,6 @@ pub mod execs;
 pub mod monitor;
 pub mod reboot;
 
-use mkhost_shared::boot_config::MemoryCgroups;
 use mkhost_shared::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -58,12 +57,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::daemon::log::log;
+use crate::backend::{
+    Attached, Backend, BindMount, CreateSpec, Exit, NetnsMode, StartError, Started,
+};
 use crate::daemon::network::Networks;
 use crate::daemon::volumes::{self, Volumes};
-use crate::daemon::zygote::{AttachResult, Zygote, ZygoteReply, ZygoteRequest, ATTACH_BATCH};
+use crate::log::log;
 use crate::runtime::state::rfc3339_now;
-use config::{BindMount, CreateSpec, NetnsMode};
 use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::{sync_dir, write_atomic, write_atomic_in};
@@ -91,6 +91,15 @@ impl From<String> for RunError {
         RunError {
             message,
             exec: None,
+        }
+    }
+}
+
+impl From<StartError> for RunError {
+    fn from(e: StartError) -> Self {
+        RunError {
+            message: e.message,
+            exec: e.exec,
         }
     }
 }
@@ -449,12 +458,6 @@ impl Entry {
         lock(&self.state).record.clone()
     }
 
-    /// Its cgroup, relative to the cgroup2 root: the layout its spec was
-    /// created with.
-    fn cgroup_path(&self) -> String {
-        config::cgroup_path(&self.id, self.spec.shared_memory_cgroup)
-    }
-
     fn status_is(&self, status: &str) -> bool {
         lock(&self.state).record.status == status
     }
@@ -506,9 +509,9 @@ impl Entry {
         true
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    fn signal(&self, backend: &dyn Backend, signal: libc::c_int) {
         if let Some(fd) = lock(&self.state).pidfd.as_ref() {
-            let _ = crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal);
+            let _ = backend.signal(fd.as_fd(), signal);
         }
     }
 }
@@ -572,7 +575,8 @@ pub struct Shared {
     /// Where earlier daemons kept both: `<state>/containers`.
     legacy_root: PathBuf,
     networks: Arc<Networks>,
-    zygote: Zygote,
+    /// What makes the containers out of kernel objects.
+    backend: Arc<dyn Backend>,
     containers: Mutex<Table>,
     on_zygote_lost: OnZygoteLost,
     /// What happened to containers, for `docker events`.
@@ -583,10 +587,6 @@ pub struct Shared {
     watched: Arc<AtomicU64>,
     /// Containers being started (not yet watched).
     starting: AtomicU64,
-    /// The daemon's open-file limit.
-    files_limit: u64,
-    /// Which containers get a memory cgroup of their own.
-    memory_cgroups: MemoryCgroups,
 }
 
 /// The daemon's containers.
@@ -600,8 +600,8 @@ pub struct Manager {
 struct Cleanup {
     /// Its directory and bundle, until the container is made.
     dirs: Vec<PathBuf>,
-    /// Its mounted root.
-    mounted: Option<PathBuf>,
+    /// Its root, mounted on the host by the backend.
+    mounted: Option<(Arc<dyn Backend>, PathBuf)>,
     /// The container's network, while it has one to give back.
     network: Option<(Arc<Networks>, String)>,
 }
@@ -620,21 +620,12 @@ impl Drop for Cleanup {
         if let Some((networks, id)) = self.network.take() {
             networks.release(&id);
         }
-        if let Some(rootfs) = self.mounted.take() {
-            let _ = crate::os::unmount(&rootfs, crate::os::UnmountFlags::DETACH);
+        if let Some((backend, rootfs)) = self.mounted.take() {
+            let _ = backend.unmount_root(&rootfs);
         }
         for dir in self.dirs.drain(..) {
             let _ = fs::remove_dir_all(dir);
         }
-    }
-}
-
-/// Unmounts a container root; not mounted, or gone with its bundle, is fine.
-fn unmount_root(rootfs: &Path) -> Result<(), String> {
-    match crate::os::unmount(rootfs, crate::os::UnmountFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => Ok(()),
-        Err(e) => Err(format!("cannot unmount {}: {e}", rootfs.display())),
     }
 }
 
@@ -678,21 +669,6 @@ fn write_etc_files(
     Ok(())
 }
 
-/// Takes the pidfd, the pipe read ends and the input's write end (if
-/// any) a `created` answer carries.
-pub(crate) fn running_from(fds: Vec<OwnedFd>) -> Result<Running, String> {
-    let mut fds = fds.into_iter();
-    match (fds.next(), fds.next(), fds.next()) {
-        (Some(pidfd), Some(stdout), Some(stderr)) => Ok(Running {
-            pidfd: Arc::new(pidfd),
-            stdout,
-            stderr,
-            stdin: fds.next().map(Arc::new),
-        }),
-        _ => Err("the zygote sent too few descriptors".into()),
-    }
-}
-
 impl Shared {
     /// Tells the event stream that `action` happened to the container of
     /// `record`, with `extra` attributes.
@@ -716,41 +692,26 @@ impl Shared {
         (self.on_zygote_lost)();
     }
 
-    fn call(&self, request: &ZygoteRequest) -> Result<(ZygoteReply, Vec<OwnedFd>), String> {
-        self.zygote.call(request).map_err(|e| e.to_string())
-    }
-
-    /// Has the zygote create the process of `spec`.
+    /// Has the backend create the process of `spec`.
     fn spawn(&self, spec: &CreateSpec) -> Result<(i32, Running), RunError> {
-        // Counted from before the check until the zygote answers (then the
-        // monitor holds it), so that starts in parallel, waiting for a
-        // zygote connection, all count against the limit.
+        // Counted from before the check until the backend answers (then the
+        // monitor holds it), so that starts in parallel all count against
+        // the limit.
         let _starting = Counted::new(&self.starting);
         let others = self.watched.load(Ordering::SeqCst) + self.starting.load(Ordering::SeqCst) - 1;
-        crate::daemon::limits::check_room(others, self.files_limit, !spec.shared_memory_cgroup)?;
-        match self.call(&ZygoteRequest::Create(Box::new(spec.clone())))? {
-            (ZygoteReply::Created { pid, .. }, fds) => Ok((pid, running_from(fds)?)),
-            (ZygoteReply::Error { message, exec }, _) => Err(RunError { message, exec }),
-            (other, _) => Err(format!("unexpected zygote answer {other:?}").into()),
-        }
+        self.backend.check_room(others, spec)?;
+        let Started { pid, running } = self.backend.create(spec)?;
+        Ok((pid, running))
     }
 
-    /// Reaps an exited init through the zygote: (exit code, OOM-killed).
+    /// Reaps an exited init through the backend: (exit code, OOM-killed).
     fn reap(&self, id: &str) -> (i32, bool) {
         for _ in 0..250 {
-            match self.call(&ZygoteRequest::Reap { id: id.to_string() }) {
-                Ok((
-                    ZygoteReply::Reaped {
-                        code: Some(code),
-                        oom_killed,
-                    },
-                    _,
-                )) => return (code, oom_killed),
-                Ok((ZygoteReply::Reaped { code: None, .. }, _)) => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                other => {
-                    log(&format!("{id}: cannot reap: {other:?}"));
+            match self.backend.reap(id) {
+                Ok(Some(Exit { code, oom_killed })) => return (code, oom_killed),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    log(&format!("{id}: cannot reap: {e}"));
                     return (-1, false);
                 }
             }
@@ -844,12 +805,8 @@ impl Shared {
     }
 
     fn remove_files(&self, entry: &Entry) -> Result<(), String> {
-        if let (ZygoteReply::Error { message, .. }, _) = self.call(&ZygoteRequest::Delete {
-            id: entry.id.clone(),
-        })? {
-            return Err(message);
-        }
-        unmount_root(&entry.spec.rootfs)?;
+        self.backend.delete(&entry.id)?;
+        self.backend.unmount_root(&entry.spec.rootfs)?;
         self.networks.release(&entry.id);
         // The bundle first: a crash in between leaves a record without a
         // bundle, which the next daemon takes for a container after a reboot.
@@ -873,7 +830,7 @@ impl Shared {
             mounted: None,
             network: None,
         };
-        reboot::make_bundle(&entry.dir, spec)?;
+        self.backend.make_bundle(&entry.dir, spec)?;
         let last = record.network.clone().unwrap_or_default();
         let prepared = match last.network.as_str() {
             // A record from before networks had none.
@@ -928,9 +885,7 @@ impl Shared {
     ) -> Result<(Running, i32), RunError> {
         let first = state.record.status == STATUS_CREATED;
         if !first {
-            let _ = self.call(&ZygoteRequest::Delete {
-                id: entry.id.clone(),
-            });
+            let _ = self.backend.delete(&entry.id);
         }
         let rebuilt = self
             .rebuild_bundle(entry, &mut state.record)
@@ -938,10 +893,14 @@ impl Shared {
         // The init mounts its root itself; a root an older daemon mounted
         // on the host goes first (two mounts must not share an upper layer).
         let spec = CreateSpec {
-            root_overlay: Some(reboot::overlay_options(&entry.dir, &entry.spec)),
+            root_overlay: self.backend.root_options(&entry.dir, &entry.spec),
             ..entry.spec.clone()
         };
-        let rebuilt = rebuilt.and_then(|()| unmount_root(&spec.rootfs).map_err(RunError::from));
+        let rebuilt = rebuilt.and_then(|()| {
+            self.backend
+                .unmount_root(&spec.rootfs)
+                .map_err(RunError::from)
+        });
         match rebuilt.and_then(|()| self.spawn(&spec)) {
             Ok((pid, running)) => {
                 state.record.pid = pid;
@@ -996,7 +955,7 @@ impl Shared {
 
 impl Manager {
     /// Containers with their directories under `containers` and their
-    /// bundles under `state/bundles`, created through `zygote`. Takes over
+    /// bundles under `state/bundles`, created through `backend`. Takes over
     /// what an earlier daemon left: containers the zygote still holds are
     /// watched again; the others (their zygote died) are killed if still
     /// alive, since nobody holds their output or exit status any more,
@@ -1006,11 +965,10 @@ impl Manager {
     pub fn new(
         containers: &Path,
         state: &Path,
-        zygote: Zygote,
+        backend: Arc<dyn Backend>,
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         on_zygote_lost: OnZygoteLost,
-        memory_cgroups: MemoryCgroups,
     ) -> std::io::Result<Manager> {
         let bundles = state.join("bundles");
         for dir in [containers, &bundles] {
@@ -1019,27 +977,23 @@ impl Manager {
                 .mode(0o700)
                 .create(dir)?;
         }
-        let files_limit = crate::os::raise_nofile(1 << 20);
-        let zygote_pidfd = crate::runtime::sys::pidfd_open(zygote.pid())
-            .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+        let helper_gone = backend.helper_gone()?;
         let shared = Arc::new(Shared {
             root: containers.to_path_buf(),
             bundles,
             legacy_root: state.join("containers"),
             networks,
-            zygote,
+            backend,
             containers: Mutex::new(Table::default()),
             on_zygote_lost,
             events: Arc::new(crate::daemon::events::Events::new()),
             execs: execs::Execs::default(),
             watched: Arc::new(AtomicU64::new(0)),
             starting: AtomicU64::new(0),
-            files_limit,
-            memory_cgroups,
         });
         let monitor = monitor::start(
             Arc::clone(&shared),
-            zygote_pidfd,
+            helper_gone,
             Arc::clone(&shared.watched),
         )?;
         let manager = Manager {
@@ -1071,9 +1025,12 @@ impl Manager {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let _ = self.shared.call(&ZygoteRequest::Delete { id: id.clone() });
+        let _ = self.shared.backend.delete(&id);
         let bundle = self.shared.bundles.join(&id);
-        let result = unmount_root(&bundle.join("rootfs"))
+        let result = self
+            .shared
+            .backend
+            .unmount_root(&bundle.join("rootfs"))
             .and_then(|()| remove_tree(&bundle))
             .and_then(|()| remove_tree(dir));
         match result {
@@ -1106,12 +1063,13 @@ impl Manager {
                 }
             }
         }
-        // Batches of [`ATTACH_BATCH`], several at once: each container is
-        // a few file reads, and a batch one zygote round trip; a daemon
+        // Batches of [`Backend::attach_batch`], several at once: each
+        // container is a few file reads, and a batch one round trip to the
+        // backend (the zygote); a daemon
         // re-adopting ten thousand must answer init well within its 30 s.
         let (mut adopted, mut rebooted) = (0, 0);
         let mut due = Vec::new();
-        let batches: Vec<&[PathBuf]> = dirs.chunks(ATTACH_BATCH).collect();
+        let batches: Vec<&[PathBuf]> = dirs.chunks(self.shared.backend.attach_batch()).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let outcomes = Mutex::new(Vec::with_capacity(dirs.len()));
         let workers = std::thread::available_parallelism()
@@ -1163,10 +1121,10 @@ impl Manager {
             .filter(|l| l.had_process())
             .map(|l| l.record.id.clone())
             .collect();
-        let mut attached: HashMap<String, AttachResult> = if ids.is_empty() {
+        let mut attached: HashMap<String, Attached> = if ids.is_empty() {
             HashMap::new()
         } else {
-            match self.shared.zygote.attach_many(&ids) {
+            match self.shared.backend.attach_many(&ids) {
                 Ok(list) => list.into_iter().collect(),
                 Err(e) => ids
                     .iter()
@@ -1192,7 +1150,7 @@ impl Manager {
 
     /// Re-adopts one loaded container; `attached` is what the zygote
     /// answered for it, if it had a process.
-    fn adopt_loaded(&self, loaded: Loaded, attached: Option<AttachResult>) -> Adopted {
+    fn adopt_loaded(&self, loaded: Loaded, attached: Option<Attached>) -> Adopted {
         let Loaded {
             dir,
             mut record,
@@ -1203,22 +1161,17 @@ impl Manager {
         let mut running = None;
         if let Some(attached) = attached {
             match attached {
-                Ok((pid, fds)) => match running_from(fds) {
-                    Ok(r) => {
-                        record.pid = pid;
-                        running = Some(r);
-                    }
-                    Err(e) => record.error = Some(e),
-                },
+                Ok(started) => {
+                    record.pid = started.pid;
+                    running = Some(started.running);
+                }
                 Err(message) => record.error = Some(format!("lost with its zygote: {message}")),
             }
             if running.is_none() {
                 // Still alive, it is an orphan nobody can read or reap:
                 // the runtime kills it (checking it is the same process)
                 // and drops its cgroup.
-                let _ = self.shared.call(&ZygoteRequest::Delete {
-                    id: record.id.clone(),
-                });
+                let _ = self.shared.backend.delete(&record.id);
             }
         }
         let restart_lost = match after_reboot {
@@ -1280,12 +1233,9 @@ impl Manager {
 
     /// What bounds the number of containers here ([`crate::daemon::limits`]).
     pub fn limits(&self) -> mkhost_shared::control::HostLimits {
-        crate::daemon::limits::host_limits(
-            self.shared.zygote.pid(),
-            self.shared.watched.load(Ordering::SeqCst),
-            self.shared.files_limit,
-            self.shared.memory_cgroups,
-        )
+        self.shared
+            .backend
+            .limits(self.shared.watched.load(Ordering::SeqCst))
     }
 
     /// Containers running now, for `status`, without waiting on a
@@ -1461,28 +1411,28 @@ impl Manager {
             open_stdin: req.open_stdin,
             console_size: req.console_size,
             oom_score_adj: req.oom_score_adj,
-            shared_memory_cgroup: self.shared.memory_cgroups == MemoryCgroups::Limited
-                && req.limits.memory.is_none(),
+            shared_memory_cgroup: self.shared.backend.shares_memory_accounting(&req.limits),
         };
-        reboot::make_bundle(&dir, &spec)?;
+        self.shared.backend.make_bundle(&dir, &spec)?;
         let fills: Vec<_> = mounts.iter().filter(|v| v.fill).collect();
         if !fills.is_empty() {
-            reboot::mount_root(&dir, &spec)?;
-            cleanup.mounted = Some(spec.rootfs.clone());
+            self.shared.backend.mount_root(&dir, &spec)?;
+            cleanup.mounted = Some((Arc::clone(&self.shared.backend), spec.rootfs.clone()));
         }
         for volume in fills {
-            volumes::fill_from_image(&spec.rootfs, &volume.target, &volume.source).map_err(
-                |e| {
+            self.shared
+                .backend
+                .fill_volume(&spec.rootfs, &volume.target, &volume.source)
+                .map_err(|e| {
                     format!(
                         "cannot copy the image's {} into volume {}: {e}",
                         volume.target,
                         volume.source.display()
                     )
-                },
-            )?;
+                })?;
         }
-        if let Some(rootfs) = cleanup.mounted.take() {
-            unmount_root(&rootfs)?;
+        if let Some((backend, rootfs)) = cleanup.mounted.take() {
+            backend.unmount_root(&rootfs)?;
         }
         // On a created network the short id is a name too, as in Docker
         // (docker-compose looks for it among the aliases).
@@ -1608,12 +1558,12 @@ impl Manager {
             let _ = self.set_paused(entry, false);
         }
         if !timeout.is_zero() {
-            entry.signal(libc::SIGTERM);
+            entry.signal(self.shared.backend.as_ref(), libc::SIGTERM);
             if entry.wait(timeout) {
                 return Ok(entry.record());
             }
         }
-        entry.signal(libc::SIGKILL);
+        entry.signal(self.shared.backend.as_ref(), libc::SIGKILL);
         if !entry.wait(Duration::from_secs(10)) {
             return Err(format!("container {} did not die after SIGKILL", entry.id));
         }
@@ -1756,7 +1706,9 @@ impl Manager {
         let Some(fd) = state.pidfd.as_ref() else {
             return Err(format!("container {name:?} is not running"));
         };
-        crate::runtime::sys::pidfd_send_signal(fd.as_fd(), signal)
+        self.shared
+            .backend
+            .signal(fd.as_fd(), signal)
             .map_err(|e| format!("cannot send signal {signal} to {name}: {e}"))?;
         self.shared
             .event(&state.record, "kill", &[("signal", signal.to_string())]);
@@ -1826,14 +1778,16 @@ impl Manager {
     }
 
     fn set_paused(&self, entry: &Entry, paused: bool) -> Result<Record, String> {
-        let cgroups = crate::runtime::cgroups::Cgroupfs::detect();
-        cgroups.freeze(&entry.cgroup_path(), paused).map_err(|e| {
-            format!(
-                "cannot {} {}: {e}",
-                if paused { "pause" } else { "unpause" },
-                entry.id
-            )
-        })?;
+        self.shared
+            .backend
+            .freeze(&entry.spec, paused)
+            .map_err(|e| {
+                format!(
+                    "cannot {} {}: {e}",
+                    if paused { "pause" } else { "unpause" },
+                    entry.id
+                )
+            })?;
         let mut state = lock(&entry.state);
         state.record.paused = paused;
         entry.save(&state.record);
@@ -1848,9 +1802,33 @@ impl Manager {
         Ok(self.find(name)?.record())
     }
 
-    /// The cgroup of container `name`, relative to the cgroup2 root.
-    pub fn cgroup_path(&self, name: &str) -> Result<String, String> {
-        Ok(self.find(name)?.cgroup_path())
+    /// A sample of what container `name` uses now (`docker stats`);
+    /// `None` when it does not run.
+    pub fn sample(&self, name: &str) -> Result<Option<crate::backend::Sample>, String> {
+        let entry = self.find(name)?;
+        Ok(self.shared.backend.sample(&entry.spec))
+    }
+
+    /// The host's memory, bytes.
+    pub fn host_memory(&self) -> u64 {
+        self.shared.backend.host_memory()
+    }
+
+    /// The root of container `name` as an open directory, for `docker cp`
+    /// ([`Backend::open_root`]), and its create spec.
+    pub fn open_root(&self, name: &str) -> Result<(OwnedFd, bool, CreateSpec), String> {
+        let entry = self.find(name)?;
+        let record = entry.record();
+        let pid = if record.status == "running" {
+            record.pid
+        } else {
+            0
+        };
+        let (fd, live) = self
+            .shared
+            .backend
+            .open_root(&entry.dir, &entry.spec, pid)?;
+        Ok((fd, live, entry.spec.clone()))
     }
 
     /// Removes a container (a running one only with `force`, which kills it).

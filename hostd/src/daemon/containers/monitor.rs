@@ -28,7 +28,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::daemon::log::log;
+use crate::log::log;
 use crate::os::{self, Epoll, EventFd};
 use crate::runtime::state::rfc3339_now;
 
@@ -70,17 +70,7 @@ pub trait Supervisor: Send + Sync + 'static {
     fn zygote_lost(&self);
 }
 
-/// The descriptors of one running container.
-pub struct Running {
-    /// Its init's pidfd.
-    pub pidfd: Arc<OwnedFd>,
-    /// Read end of its stdout pipe.
-    pub stdout: OwnedFd,
-    /// Read end of its stderr pipe.
-    pub stderr: OwnedFd,
-    /// Its input, when it has one (not watched here).
-    pub stdin: Option<Arc<OwnedFd>>,
-}
+pub use crate::backend::Running;
 
 enum Command<C> {
     Watch(Arc<C>, Running),

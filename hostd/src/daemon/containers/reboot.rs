@@ -20,13 +20,9 @@
 //! [`classify`] sorts what the containers root holds, so that a directory
 //! that a power cut left half made never stops the daemon.
 
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use mkhost_shared::container::{Record, RestartPolicy};
-
-use super::config::CreateSpec;
 
 /// The exit code recorded for a container that was running when the host
 /// went down (Docker's, for a container its daemon lost).
@@ -111,79 +107,10 @@ pub fn classify(path: &Path, record_file: &str) -> Found {
     }
 }
 
-/// Whether `path` is a mount point: it exists, on another device than its
-/// parent (the overlay root is its own device).
-pub fn is_mounted(path: &Path) -> bool {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    match (fs::metadata(path), fs::metadata(parent)) {
-        (Ok(a), Ok(b)) => a.dev() != b.dev(),
-        _ => false,
-    }
-}
-
-/// The overlay's mount options: `spec.lower` (or the bundle's empty
-/// directory for an image without layers) under the writable layer in
-/// `dir`.
-pub fn overlay_options(dir: &Path, spec: &CreateSpec) -> String {
-    let mut lower: Vec<String> = spec.lower.iter().map(|p| p.display().to_string()).collect();
-    if lower.is_empty() {
-        lower.push(spec.bundle.join("empty").display().to_string());
-    }
-    format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        dir.join("upper").display(),
-        dir.join("work").display()
-    )
-}
-
-/// Makes `spec`'s bundle (`rootfs/`, `empty/`), after checking the
-/// writable layer of the container directory `dir`: a missing one is an
-/// error, never replaced by an empty one. The container's init mounts the
-/// root there in its own mount namespace (`CreateSpec::root_overlay`).
-pub fn make_bundle(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
-    for sub in [dir.join("upper"), dir.join("work")] {
-        if !sub.is_dir() {
-            return Err(format!("its writable layer {} is missing", sub.display()));
-        }
-    }
-    for sub in [spec.rootfs.clone(), spec.bundle.join("empty")] {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&sub)
-            .map_err(|e| format!("cannot create {}: {e}", sub.display()))?;
-    }
-    Ok(())
-}
-
-/// [`make_bundle`], then mounts the overlay root on the host at
-/// `spec.rootfs` (for the daemon's own work on a container that does not
-/// run: its volumes' first fill, `docker cp`), unless it is mounted
-/// already. Whoever mounts it unmounts it again.
-pub fn mount_root(dir: &Path, spec: &CreateSpec) -> Result<(), String> {
-    make_bundle(dir, spec)?;
-    if is_mounted(&spec.rootfs) {
-        return Ok(());
-    }
-    crate::os::mount(
-        "overlay",
-        &spec.rootfs,
-        "overlay",
-        crate::os::MountFlags::empty(),
-        Some(&overlay_options(dir, spec)),
-    )
-    .map_err(|e| {
-        format!(
-            "cannot mount the overlay root at {}: {e}",
-            spec.rootfs.display()
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn record(restart: &str, status: &str, stopped_by_user: bool) -> Record {
         let mut r: Record = serde_json::from_value(serde_json::json!({
@@ -260,27 +187,5 @@ mod tests {
         assert_eq!(classify(&file, "state.json"), Found::Other);
         assert!(is_container_id("0123456789abcdef"));
         assert!(!is_container_id("0123456789abcdeg"));
-    }
-
-    #[test]
-    fn overlay_options_use_the_layers_or_an_empty_lower() {
-        let mut spec: CreateSpec = serde_json::from_value(serde_json::json!({
-            "id": "x", "bundle": "/run/hostd/bundles/x", "rootfs": "/run/hostd/bundles/x/rootfs",
-            "args": ["sh"], "env": [], "cwd": "/", "uid": 0, "gid": 0, "hostname": "x",
-            "limits": {},
-        }))
-        .unwrap();
-        let dir = Path::new("/var/lib/hostd-containers/x");
-        assert_eq!(
-            overlay_options(dir, &spec),
-            "lowerdir=/run/hostd/bundles/x/empty,upperdir=/var/lib/hostd-containers/x/upper,\
-             workdir=/var/lib/hostd-containers/x/work"
-        );
-        spec.lower = vec!["/s/l2".into(), "/s/l1".into()];
-        assert!(overlay_options(dir, &spec).starts_with("lowerdir=/s/l2:/s/l1,"));
-        let missing = tempfile::tempdir().unwrap();
-        let e = mount_root(missing.path(), &spec).unwrap_err();
-        assert!(e.contains("writable layer") && e.contains("upper"), "{e}");
-        assert!(!is_mounted(missing.path()));
     }
 }

@@ -25,10 +25,10 @@ use super::route::{self, flag, number, ContainerOp, Query, Route, API_VERSION, M
 use super::stats;
 use super::stream::{self, ChannelBody};
 use super::views;
-use crate::daemon::containers::config::CreateSpec;
+use crate::backend::{CreateSpec, Sample};
 use crate::daemon::containers::{Manager, OutputLine, Stream, STATUS_CREATED};
 use crate::daemon::handler::Handler;
-use crate::daemon::log::log;
+use crate::log::log;
 use mkhost_registry::Credentials;
 use mkhost_shared::control::{Request as ControlRequest, Response as ControlResponse};
 use mkhost_store::{Store, StoreError};
@@ -594,7 +594,7 @@ impl Api {
             .store()
             .and_then(|s| s.list().map_err(|e| ApiError::internal(e.to_string())));
         let uname = rustix::system::uname();
-        let memory = stats::host_memory();
+        let memory = self.manager().map_or(0, |m| m.host_memory());
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         json!({
             "ID": format!("mkhost-{}", uname.nodename().to_string_lossy()),
@@ -1151,36 +1151,14 @@ impl Api {
 
     /// The root of container `id` as an open directory, for `docker cp`:
     /// a running container's init's root (its mounts included), else its
-    /// overlay mount (no volumes); and its create spec.
+    /// root mounted for this copy alone (no volumes); and its create spec.
     fn container_root(
         &self,
         id: &str,
     ) -> Result<(std::os::fd::OwnedFd, bool, CreateSpec), ApiError> {
-        use rustix::fs::{Mode, OFlags};
-        let manager = self.manager()?;
-        let (record, _, spec) = manager
-            .details(id)
-            .map_err(|e| self.container_error(id, e))?;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if record.status == "running" && record.pid > 0 {
-            if let Some(fd) = init_root(record.pid) {
-                return Ok((fd, true, spec));
-            }
-        }
-        // Mounted for this copy only and detached at once: the open
-        // directory keeps the mount alive until the copy is done, and the
-        // host's mount table does not keep it.
-        let dir = manager
-            .dir_of(id)
-            .map_err(|e| self.container_error(id, e))?;
-        crate::daemon::containers::reboot::mount_root(&dir, &spec)
-            .map_err(|e| ApiError::internal(format!("container {id}: {e}")))?;
-        let opened = rustix::fs::open(&spec.rootfs, flags, Mode::empty());
-        let _ = crate::os::unmount(&spec.rootfs, crate::os::UnmountFlags::DETACH);
-        let fd = opened.map_err(|e| {
-            ApiError::internal(format!("cannot open {}: {e}", spec.rootfs.display()))
-        })?;
-        Ok((fd, false, spec))
+        self.manager()?
+            .open_root(id)
+            .map_err(|e| self.container_error(id, e))
     }
 
     /// `HEAD /containers/{id}/archive?path=` (the stat of a path, in
@@ -1303,16 +1281,16 @@ impl Api {
         let record = manager
             .record(&id)
             .map_err(|e| self.container_error(&id, e))?;
-        let cgroup = manager
-            .cgroup_path(&id)
-            .map_err(|e| self.container_error(&id, e))?;
-        let sample = move || {
-            // A stopped container reads as zeros, as dockerd shows it.
-            let mut s = stats::sample(&cgroup).unwrap_or_default();
-            if s.read.is_empty() {
-                s.read = mkhost_shared::time::rfc3339_now();
+        let sample = {
+            let (manager, id) = (Arc::clone(&manager), record.id.clone());
+            move || {
+                // A stopped container reads as zeros, as dockerd shows it.
+                let mut s = manager.sample(&id).ok().flatten().unwrap_or_default();
+                if s.read.is_empty() {
+                    s.read = mkhost_shared::time::rfc3339_now();
+                }
+                s
             }
-            s
         };
         let line = |value: &Value| json_line(value, b"\n");
         if !streaming {
@@ -1320,7 +1298,7 @@ impl Api {
             if one_shot {
                 return json_answer(
                     StatusCode::OK,
-                    &stats::view(&record, &first, &stats::Sample::default()),
+                    &stats::view(&record, &first, &Sample::default()),
                 );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1329,7 +1307,7 @@ impl Api {
         }
         let (sender, body) = ChannelBody::new(2);
         tokio::spawn(async move {
-            let mut previous = stats::Sample::default();
+            let mut previous = Sample::default();
             loop {
                 let record = match manager.record(&record.id) {
                     Ok(r) => r,
@@ -1570,27 +1548,6 @@ pub(super) async fn forward(
             () = sender.closed() => return,
         }
     }
-}
-
-/// The root of the container whose init is `pid`, opened through its
-/// `/proc` directory (which pins the process: a reused pid cannot slip in
-/// after it is open); `None` when the process is gone or shares hostd's
-/// PID namespace, which a container's init never does (a pid that exited
-/// and was reused by a host process).
-fn init_root(pid: i32) -> Option<std::os::fd::OwnedFd> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let process = rustix::fs::open(format!("/proc/{pid}"), flags, Mode::empty()).ok()?;
-    let ns = |dir: &std::os::fd::OwnedFd| {
-        rustix::fs::statat(dir, "ns/pid", AtFlags::empty())
-            .ok()
-            .map(|s| (s.st_dev, s.st_ino))
-    };
-    let own = rustix::fs::open("/proc/self", flags, Mode::empty()).ok()?;
-    if ns(&process)? == ns(&own)? {
-        return None;
-    }
-    rustix::fs::openat(&process, "root", flags, Mode::empty()).ok()
 }
 
 /// The `path` of an archive query (dockerd's 400 without it).

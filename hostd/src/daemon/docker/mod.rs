@@ -32,7 +32,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::daemon::handler::Handler;
-use crate::daemon::log::log;
+use crate::log::log;
 use api::Api;
 
 /// How long a client may take to send a request's head.

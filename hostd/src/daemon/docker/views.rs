@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::daemon::containers::config::CreateSpec;
+use crate::backend::CreateSpec;
 use mkhost_shared::container::{Record, RestartPolicy, RunRequest};
 use mkhost_shared::images::{ImageInfo, ImageSummary};
 use mkhost_shared::network::{Attachment, PortMapping, Protocol, MODE_NONE};

@@ -8,7 +8,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::daemon::log::log;
+use crate::log::log;
 use crate::net::container_link::configure_address;
 use crate::net::dhcp::{Client, Lease};
 use crate::net::netns::NetNs;

@@ -45,7 +45,7 @@ use mkhost_shared::network::{
     DEFAULT_SUBNET, MODE_HOST, MODE_NONE, POOL_FIRST, POOL_LAST,
 };
 
-use crate::daemon::log::log;
+use crate::log::log;
 use crate::net::container_link::{self, VethPlan};
 use crate::net::dns::{self, DnsServer, Records};
 use crate::net::netlink::{Netlink, Route, RouteKind, RTPROT_MKHOST};

@@ -115,7 +115,7 @@ fn kernel_counts(proc: &Path, cgroups: &Path, watched: u64) -> KernelCounts {
             })
         })
         .unwrap_or(0);
-    let shared = crate::daemon::containers::config::SHARED_MEMORY_CGROUP;
+    let shared = super::oci::SHARED_MEMORY_CGROUP;
     let without_memory =
         crate::runtime::cgroups::keyed(&cgroups.join(shared).join("cgroup.stat"), "nr_descendants")
             .unwrap_or(0);

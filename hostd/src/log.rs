@@ -1,7 +1,7 @@
 //! The daemon's own lines: `hostd: <message>` on stderr, which init's log
 //! pump timestamps, shows on the console and keeps in `/run/log/hostd.log`.
-//! Every part of the daemon logs through here, so nothing below the daemon's
-//! entry point needs to know how it is run.
+//! Every part of the daemon and its backend logs through here, so nothing
+//! below the daemon's entry point needs to know how it is run.
 
 use std::io::Write;
 

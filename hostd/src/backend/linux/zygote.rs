@@ -65,8 +65,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::containers::config::{cgroup_path, oci_config, CreateSpec, CONTAINER_LIMITS};
 use super::limits;
+use super::oci::{cgroup_path, oci_config, CONTAINER_LIMITS};
+use crate::backend::{CreateSpec, ExecSpec};
 use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
 use crate::runtime::child::Step;
@@ -206,33 +207,6 @@ pub struct Hello {
     pub exe: String,
     /// Containers it holds.
     pub containers: usize,
-}
-
-/// A process to start in a running container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecSpec {
-    /// The container.
-    pub container: String,
-    /// The exec instance's id (the zygote's key for it).
-    pub id: String,
-    /// The container's bundle: the process starts from its `config.json`'s
-    /// (capabilities, seccomp, rlimits, AppArmor), as Docker's do.
-    pub bundle: PathBuf,
-    /// `argv`.
-    pub args: Vec<String>,
-    /// The whole environment.
-    pub env: Vec<String>,
-    /// Working directory; `None`: the container's.
-    pub cwd: Option<String>,
-    /// `(uid, gid, additional gids)`; `None`: the container's user.
-    pub user: Option<(u32, u32, Vec<u32>)>,
-    /// A pseudo-terminal.
-    pub tty: bool,
-    /// Keep a standard input to write to.
-    pub open_stdin: bool,
-    /// The terminal's first size, `(rows, columns)`.
-    #[serde(default)]
-    pub console_size: Option<(u16, u16)>,
 }
 
 /// Errors talking to the zygote.
