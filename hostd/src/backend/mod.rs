@@ -64,6 +64,17 @@ pub struct Exit {
     pub oom_killed: bool,
 }
 
+/// One process of a container, as `docker top` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRow {
+    /// Its pid, as the host sees it.
+    pub pid: String,
+    /// Its parent's.
+    pub ppid: String,
+    /// Its command line, arguments joined by spaces.
+    pub command: String,
+}
+
 /// Why a process was not started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartError {
@@ -139,6 +150,19 @@ pub trait Backend: Send + Sync {
 
     /// Sends `signal` to the process `process` stands for.
     fn signal(&self, process: BorrowedFd<'_>, signal: i32) -> io::Result<()>;
+
+    /// Sets the size of a terminal this backend handed back (`docker
+    /// resize`).
+    fn resize_terminal(&self, terminal: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()>;
+
+    /// The processes of the container whose first process is `pid`
+    /// (`docker top`).
+    fn processes(&self, pid: i32) -> Vec<ProcessRow>;
+
+    /// Reads `path` in the root of the running container whose first
+    /// process is `pid`, never following a link out of it (`/etc/passwd`
+    /// for `docker exec --user`); `None` when it cannot.
+    fn read_in_container(&self, pid: i32, path: &str) -> Option<String>;
 
     /// A descriptor that becomes readable if the backend's own helper (the
     /// zygote on Linux) dies: the daemon then exits, and its successor

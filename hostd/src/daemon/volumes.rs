@@ -299,7 +299,7 @@ impl Volumes {
             fs::set_permissions(&data, fs::Permissions::from_mode(0o755))
                 .map_err(io("chmod", &data))?;
             let meta = Meta {
-                created: crate::runtime::state::rfc3339_now(),
+                created: mkhost_shared::time::rfc3339_now(),
                 labels: labels.clone(),
             };
             let meta_path = staging.join(META_FILE);

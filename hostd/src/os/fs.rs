@@ -1,9 +1,13 @@
-//! Mounts, device nodes and file-system types, on [`rustix::mount`] and
-//! [`rustix::fs`].
+//! Mounts, device nodes, file-system types and opening a path confined to
+//! a directory, on [`rustix::mount`] and [`rustix::fs`].
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 pub use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
@@ -79,6 +83,29 @@ pub fn statfs_type(path: &Path) -> io::Result<i64> {
 
 fn nul_error() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
+}
+
+/// Opens `path` under the directory `root` as if `root` were `/`: no `..`,
+/// absolute symlink or magic link (`/proc/*/fd`) leads out of it
+/// (`openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`).
+pub fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+    rustix::fs::openat2(root, path, flags, Mode::empty(), IN_ROOT)
+}
+
+/// Whether `fd` is on a kernel pseudo file system whose directories a
+/// copy does not descend into (a running container's `/proc`, `/sys`,
+/// cgroups, `/dev/pts`, mqueue).
+pub fn is_pseudo_fs(fd: BorrowedFd<'_>) -> bool {
+    const TYPES: [i64; 6] = [
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x6367_7270, // cgroup2
+        0x0027_e0eb, // cgroup
+        0x1cd1,      // devpts
+        0x1980_0202, // mqueue
+    ];
+    rustix::fs::fstatfs(fd).is_ok_and(|st| TYPES.contains(&st.f_type))
 }
 
 #[cfg(test)]

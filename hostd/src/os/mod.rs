@@ -40,8 +40,8 @@ pub mod system;
 pub use event::{poll_readable, Epoll, EventFd};
 pub use fd::{dup2, pipe, pipe_blocking, set_cloexec, set_nonblocking, take_inherited_fds};
 pub use fs::{
-    bind_mount, mknod, mount, mount_move, remount, set_propagation, statfs_type, unmount,
-    MountFlags, MountPropagationFlags, UnmountFlags,
+    bind_mount, is_pseudo_fs, mknod, mount, mount_move, open_in_root, remount, set_propagation,
+    statfs_type, unmount, MountFlags, MountPropagationFlags, UnmountFlags,
 };
 pub use namespace::{enter_net_ns, namespace_type, unshare, UnshareFlags, NSFS_MAGIC};
 pub use process::{

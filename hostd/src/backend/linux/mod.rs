@@ -4,6 +4,7 @@
 //! bounds the host ([`limits`]) and what a container uses ([`stats`]) read
 //! from `/proc` and the cgroup files.
 
+pub mod inspect;
 pub mod limits;
 pub mod oci;
 pub mod root;
@@ -19,7 +20,8 @@ use mkhost_shared::boot_config::MemoryCgroups;
 use mkhost_shared::container::Limits;
 
 use crate::backend::{
-    Attached, Backend, CreateSpec, ExecSpec, Exit, HostLimits, Running, Sample, StartError, Started,
+    Attached, Backend, CreateSpec, ExecSpec, Exit, HostLimits, ProcessRow, Running, Sample,
+    StartError, Started,
 };
 use crate::log::log;
 use crate::runtime::cgroups::Cgroupfs;
@@ -186,6 +188,18 @@ impl Backend for Linux {
 
     fn signal(&self, process: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
         crate::runtime::sys::pidfd_send_signal(process, signal).map_err(io::Error::from)
+    }
+
+    fn resize_terminal(&self, terminal: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+        inspect::resize_terminal(terminal, rows, cols)
+    }
+
+    fn processes(&self, pid: i32) -> Vec<ProcessRow> {
+        inspect::processes(pid)
+    }
+
+    fn read_in_container(&self, pid: i32, path: &str) -> Option<String> {
+        inspect::read_in_container(pid, path)
     }
 
     fn helper_gone(&self) -> io::Result<OwnedFd> {

@@ -11,7 +11,6 @@
 //! reaps the process and keeps its exit code for `docker exec inspect`.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::sync::Arc;
 
 use super::config::{resolve_user, ConfigError};
@@ -145,8 +144,8 @@ impl Manager {
             return Err(format!("container {} is not running", view.container).into());
         }
         let spec = &entry.spec;
-        let root = format!("/proc/{}/root", entry.record().pid);
-        let lookup = |path: &str| read_in_root(Path::new(&root), path);
+        let pid = entry.record().pid;
+        let lookup = |path: &str| self.shared.backend.read_in_container(pid, path);
         let user = match &view.config.user {
             Some(user) if !user.is_empty() => {
                 let user = resolve_user(user, &lookup).map_err(|e: ConfigError| e.to_string())?;
@@ -245,7 +244,7 @@ impl Manager {
         let Some(terminal) = lock(&self.shared.execs.terminals).get(id).cloned() else {
             return Err(format!("exec instance {id} is not running"));
         };
-        set_size(&terminal, rows, cols)
+        set_size(self.shared.backend.as_ref(), &terminal, rows, cols)
     }
 
     /// The input of container `name` for an attaching client.
@@ -281,7 +280,7 @@ impl Manager {
         let record = entry.record();
         let terminal = lock(&entry.state).input.clone();
         match terminal {
-            Some(terminal) => set_size(&terminal, rows, cols),
+            Some(terminal) => set_size(self.shared.backend.as_ref(), &terminal, rows, cols),
             None if record.status == STATUS_CREATED => Ok(()),
             None => Err(format!("container {name} is not running")),
         }
@@ -301,20 +300,13 @@ fn runtime_exec_error(message: &str, exec: Option<ExecError>, command: &str) -> 
     format!("OCI runtime exec failed: exec failed: unable to start container process: {detail}: unknown")
 }
 
-fn set_size(terminal: &OwnedFd, rows: u16, cols: u16) -> Result<(), String> {
-    crate::runtime::sys::set_window_size(terminal.as_fd(), rows, cols)
+fn set_size(
+    backend: &dyn crate::backend::Backend,
+    terminal: &OwnedFd,
+    rows: u16,
+    cols: u16,
+) -> Result<(), String> {
+    backend
+        .resize_terminal(terminal.as_fd(), rows, cols)
         .map_err(|e| format!("cannot resize the terminal: {e}"))
-}
-
-/// Reads `path` inside the directory tree at `root` without following a
-/// link out of it (for `/etc/passwd` of a running container).
-fn read_in_root(root: &Path, path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut file = crate::runtime::sys::open_in_root(root, path).ok()?;
-    let mut text = String::new();
-    file.by_ref()
-        .take(4 * 1024 * 1024)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
 }

@@ -63,10 +63,10 @@ use crate::backend::{
 use crate::daemon::network::Networks;
 use crate::daemon::volumes::{self, Volumes};
 use crate::log::log;
-use crate::runtime::state::rfc3339_now;
 use mkhost_shared::container::{capability_set, ExecError};
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::{sync_dir, write_atomic, write_atomic_in};
+use mkhost_shared::time::rfc3339_now;
 use mkhost_store::Store;
 use monitor::{MonitorHandle, Running};
 
@@ -1807,6 +1807,12 @@ impl Manager {
     pub fn sample(&self, name: &str) -> Result<Option<crate::backend::Sample>, String> {
         let entry = self.find(name)?;
         Ok(self.shared.backend.sample(&entry.spec))
+    }
+
+    /// The processes of running container `name` (`docker top`).
+    pub fn processes(&self, name: &str) -> Result<Vec<crate::backend::ProcessRow>, String> {
+        let record = self.find(name)?.record();
+        Ok(self.shared.backend.processes(record.pid))
     }
 
     /// The host's memory, bytes.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::log::log;
 use crate::os::{self, Epoll, EventFd};
-use crate::runtime::state::rfc3339_now;
+use mkhost_shared::time::rfc3339_now;
 
 /// A container's log file, in its directory.
 pub const LOG_FILE: &str = "container.log";

@@ -1096,7 +1096,16 @@ impl Api {
                         record.id
                     )));
                 }
-                json_answer(StatusCode::OK, &top(record.pid))
+                let rows: Vec<Value> = manager
+                    .processes(&id)
+                    .map_err(|e| api.container_error(&id, e))?
+                    .into_iter()
+                    .map(|p| json!([p.pid, p.ppid, p.command]))
+                    .collect();
+                json_answer(
+                    StatusCode::OK,
+                    &json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": rows }),
+                )
             }
             ContainerOp::Pause | ContainerOp::Unpause => {
                 let record = manager.record(&id).map_err(|e| api.container_error(&id, e))?;
@@ -1634,43 +1643,6 @@ pub fn parse_signal(text: &str) -> Result<i32, ApiError> {
         .find(|(n, _)| *n == name)
         .map(|(_, s)| *s)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {text}")))
-}
-
-/// The processes of the container whose init is `pid`: those in the same
-/// PID namespace, as `docker top` lists them.
-fn top(pid: i32) -> Value {
-    let namespace = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    let Some(wanted) = namespace(&pid.to_string()) else {
-        return json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": [] });
-    };
-    let mut rows = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.bytes().all(|b| b.is_ascii_digit())
-                || namespace(&name).as_ref() != Some(&wanted)
-            {
-                continue;
-            }
-            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .unwrap_or("0")
-                .to_string();
-            let cmd = std::fs::read(format!("/proc/{name}/cmdline"))
-                .map(|c| {
-                    c.split(|b| *b == 0)
-                        .filter(|a| !a.is_empty())
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default();
-            rows.push(json!([name, ppid, cmd]));
-        }
-    }
-    json!({ "Titles": ["PID", "PPID", "CMD"], "Processes": rows })
 }
 
 /// The credentials of an `X-Registry-Auth` header: base64url (or

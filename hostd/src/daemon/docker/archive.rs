@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use bytes::Bytes;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use super::error::ApiError;
@@ -29,23 +29,6 @@ pub const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
 
 /// How many symlinks a `linkTarget` follows (as the kernel's limit).
 const MAX_LINKS: usize = 40;
-
-/// Flags to open a container path: never leave the root, no magic links.
-const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
-
-/// A file system type whose directories a tar does not descend into (a
-/// running container's `/proc`, `/sys`, cgroups, `/dev/pts`, mqueue).
-fn pseudo_fs(fd: BorrowedFd<'_>) -> bool {
-    const TYPES: [i64; 6] = [
-        0x9fa0,      // proc
-        0x6265_6572, // sysfs
-        0x6367_7270, // cgroup2
-        0x0027_e0eb, // cgroup
-        0x1cd1,      // devpts
-        0x1980_0202, // mqueue
-    ];
-    rustix::fs::fstatfs(fd).is_ok_and(|s| TYPES.contains(&s.f_type))
-}
 
 /// The lexically clean absolute form of a container path, keeping what
 /// Docker keeps: a trailing `/.` (copy a directory's contents).
@@ -140,13 +123,7 @@ fn cstring(text: &str) -> Result<CString, PathError> {
 
 /// Opens `path` (absolute, clean) in `root` as a directory to walk from.
 fn open_dir_in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat2(
-        root,
-        path,
-        flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        IN_ROOT,
-    )
+    crate::os::open_in_root(root, path, flags | OFlags::DIRECTORY | OFlags::CLOEXEC)
 }
 
 /// Finds `path` in the container whose root is `root`.
@@ -391,7 +368,7 @@ fn add<W: Write>(
             let h = header(stat, tar::EntryType::Directory, 0);
             let shown = child_name(entry, b"");
             append_raw(builder, h, &shown, b"", io::empty())?;
-            if pseudo_fs(fd.as_fd()) {
+            if crate::os::is_pseudo_fs(fd.as_fd()) {
                 return Ok(());
             }
             let mut names: Vec<CString> = Vec::new();
@@ -477,12 +454,10 @@ pub fn open_destination(
         // path exists only in the second case.
         Err(Errno::NOTDIR) => match open_dir_in_root(root, &parsed.absolute(), OFlags::PATH) {
             Err(Errno::NOTDIR)
-                if rustix::fs::openat2(
+                if crate::os::open_in_root(
                     root,
-                    parsed.absolute(),
+                    &parsed.absolute(),
                     OFlags::PATH | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    IN_ROOT,
                 )
                 .is_ok() =>
             {
