@@ -17,6 +17,7 @@
 //! descriptor from `pdfork(2)` on FreeBSD) with the read ends of its output.
 
 pub mod linux;
+pub mod network;
 pub mod spec;
 
 use std::io;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use mkhost_shared::container::{ExecError, Limits};
 
+pub use network::Networking;
 pub use spec::{BindMount, CreateSpec, ExecSpec, NetnsMode, ETC_FILES};
 
 /// The descriptors of one running process: a container's first process or
@@ -118,7 +120,7 @@ pub use mkhost_shared::control::HostLimits;
 
 /// One kernel's way of running containers. Every method is safe to call
 /// from any of the daemon's threads at once.
-pub trait Backend: Send + Sync {
+pub trait Backend: Networking + Send + Sync {
     // ---- processes ----
 
     /// Creates the container `spec` describes and starts its first process.

@@ -249,7 +249,7 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     // before any other thread exists (its safety contract), and this function
     // starts the signal, monitor, boot-container and connection threads only
     // below.
-    let backend = unsafe { Linux::start(&options.state, options.memory_cgroups) }?;
+    let backend = Arc::new(unsafe { Linux::start(&options.state, options.memory_cgroups) }?);
     let shutdown = Shutdown::new()?;
     let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_lost = {
@@ -259,18 +259,21 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             shutdown.trigger();
         })
     };
-    let networks = Arc::new(Networks::start(NetworkOptions {
-        state: options.state.clone(),
-        saved: options.containers.join("networks"),
-        definitions: load_definitions(options.networks.as_deref()),
-        resolv_conf: PathBuf::from("/etc/resolv.conf"),
-        dhcp_timeout: network::DHCP_TIMEOUT,
-    }));
+    let networks = Arc::new(Networks::start(
+        NetworkOptions {
+            state: options.state.clone(),
+            saved: options.containers.join("networks"),
+            definitions: load_definitions(options.networks.as_deref()),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            dhcp_timeout: network::DHCP_TIMEOUT,
+        },
+        backend.clone(),
+    ));
     let volumes = Arc::new(Volumes::new(&options.volumes, &options.bind_roots));
     let containers = Manager::new(
         &options.containers,
         &options.state,
-        Arc::new(backend),
+        backend,
         Arc::clone(&networks),
         Arc::clone(&volumes),
         on_lost,

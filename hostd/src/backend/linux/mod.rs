@@ -6,6 +6,7 @@
 
 pub mod inspect;
 pub mod limits;
+pub mod network;
 pub mod oci;
 pub mod root;
 pub mod stats;

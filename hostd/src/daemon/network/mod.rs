@@ -3,13 +3,18 @@
 //!
 //! [`Networks`] owns every network (the default `bridge`, those from the
 //! profile and host.toml, those created over the socket, kept under
-//! [`NetworkOptions::saved`] so that they survive a reboot), their address pools ([`ipam`]), their DNS servers
-//! ([`crate::net::dns`]), the published ports and the nftables table
-//! ([`ruleset`]). For each container it [`prepare`](Networks::prepare)s a
-//! network namespace before the runtime creates the container (bind-mounted
-//! at `<state>/netns/<id>`, so it outlives restarts of the container and of
-//! the daemon) and [`release`](Networks::release)s everything exactly once
-//! when the container goes.
+//! [`NetworkOptions::saved`] so that they survive a reboot), their address
+//! pools ([`ipam`]), their DNS names ([`crate::net::dns::Records`]), the
+//! published ports and the packet filter's rules ([`ruleset`]). For each
+//! container it [`prepare`](Networks::prepare)s a network namespace before
+//! the runtime creates the container (at `<state>/netns/<id>`, so it
+//! outlives restarts of the container and of the daemon) and
+//! [`release`](Networks::release)s everything exactly once when the
+//! container goes.
+//!
+//! It decides; the backend ([`Networking`]) makes the kernel objects: the
+//! host's forwarding, gateways, namespaces, links, DHCP leases, rules, port
+//! reservations and DNS servers (on Linux `backend::linux::network`).
 //!
 //! **Bridge networks** are routed, not bridged: each container gets a veth
 //! whose host end (`mkv<id>`) has no address, answers ARP for the subnet
@@ -18,7 +23,7 @@
 //! limit, and every packet between containers passes the host's nftables
 //! table, which isolates networks and publishes ports without a proxy
 //! process. **Direct networks** give the container a macvlan on a physical
-//! NIC, with an address by DHCP ([`direct`]) or from the network's subnet.
+//! NIC, with an address by DHCP or from the network's subnet.
 //!
 //! **Re-adoption.** The containers' records are the truth: a new daemon
 //! [`adopt`](Networks::adopt)s each attachment (address, ports, DNS names),
@@ -26,14 +31,12 @@
 //! namespace files no container owns and replaces the nftables table.
 //! docs/networking.md has the whole design.
 
-pub mod direct;
 pub mod ipam;
 pub mod ruleset;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,14 +48,10 @@ use mkhost_shared::network::{
     DEFAULT_SUBNET, MODE_HOST, MODE_NONE, POOL_FIRST, POOL_LAST,
 };
 
+use crate::backend::network::{DirectAddress, Held, Lease, LinkPlan, Networking, Owned};
 use crate::log::log;
-use crate::net::container_link::{self, VethPlan};
-use crate::net::dns::{self, DnsServer, Records};
-use crate::net::netlink::{Netlink, Route, RouteKind, RTPROT_MKHOST};
-use crate::net::netns::{self, NetNs};
-use crate::net::nftables;
+use crate::net::dns::{self, Records};
 use ipam::Ipam;
-use ruleset::{Published, RuleNetwork, VETH_PREFIX};
 
 /// How long a direct container waits for its first DHCP lease.
 pub const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,7 +105,8 @@ struct Net {
     origin: String,
     ipam: Option<Ipam>,
     records: Arc<Records>,
-    dns: Option<DnsServer>,
+    /// Its DNS server (created bridge networks).
+    dns: Option<Held>,
 }
 
 /// One container on a network.
@@ -115,8 +115,10 @@ struct Member {
     /// Its DNS names: name, host name, aliases.
     names: Vec<String>,
     attachment: Attachment,
-    _reservations: Vec<OwnedFd>,
-    _keeper: Option<direct::Keeper>,
+    /// Its published ports' reservations.
+    _reservations: Option<Held>,
+    /// What renews its DHCP lease.
+    _keeper: Option<Held>,
 }
 
 /// Who publishes a host port: (host address or every one, container id).
@@ -126,16 +128,13 @@ struct State {
     nets: BTreeMap<String, Net>,
     members: BTreeMap<String, Member>,
     ports: BTreeMap<(Protocol, u16), PortUsers>,
-    /// This daemon wrote the whole table once: later changes swap rules only.
-    table_written: bool,
-    /// The nf_tables connection, kept open (closing one costs an RCU grace
-    /// period); opened again after an error.
-    nft: Option<nftables::Session>,
 }
 
 /// Every network and attachment of the daemon.
 pub struct Networks {
     options: NetworkOptions,
+    /// Makes the kernel objects.
+    backend: Arc<dyn Networking>,
     state: Mutex<State>,
 }
 
@@ -143,52 +142,24 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn netlink() -> Result<Netlink, String> {
-    Netlink::open().map_err(|e| e.to_string())
-}
-
-/// The host end of container `id`'s veth.
-pub fn veth_name(id: &str) -> String {
-    format!("{VETH_PREFIX}{}", &id[..id.len().min(12)])
-}
-
-fn ignore_exists(result: Result<(), crate::net::netlink::NetlinkError>) -> Result<(), String> {
-    match result {
-        Err(crate::net::netlink::NetlinkError::Refused { source, .. })
-            if source.raw_os_error() == Some(libc::EEXIST) =>
-        {
-            Ok(())
-        }
-        other => other.map_err(|e| e.to_string()),
-    }
-}
-
 impl Networks {
     /// Sets up the host side (forwarding, loopback routing for published
     /// ports, each network's gateway, unreachable route and DNS server) and
     /// loads the networks created earlier. A network that cannot be set up
-    /// is logged and left out; the daemon runs on.
-    pub fn start(options: NetworkOptions) -> Networks {
+    /// is logged and left out; the daemon runs on. `backend` makes the
+    /// kernel objects.
+    pub fn start(options: NetworkOptions, backend: Arc<dyn Networking>) -> Networks {
         let _ = fs::create_dir_all(options.state.join("netns"));
-        for (key, value) in [
-            ("net/ipv4/ip_forward", "1"),
-            ("net/ipv4/conf/all/route_localnet", "1"),
-        ] {
-            if let Err(e) = netns::set_sysctl(key, value) {
-                log(&format!("networks: cannot set {key}={value}: {e}"));
-            }
-        }
-        if let Ok(mut nl) = netlink() {
-            let _ = nl.set_up(1, "lo");
+        for failed in backend.prepare_host() {
+            log(&format!("networks: {failed}"));
         }
         let networks = Networks {
             options,
+            backend,
             state: Mutex::new(State {
                 nets: BTreeMap::new(),
                 members: BTreeMap::new(),
                 ports: BTreeMap::new(),
-                table_written: false,
-                nft: None,
             }),
         };
         let mut wanted = vec![Definition {
@@ -258,39 +229,17 @@ impl Networks {
         list
     }
 
-    /// Subnets the host's own links use (not loopback, not container links).
-    fn host_subnets(nl: &mut Netlink) -> Vec<Subnet> {
-        let links = nl.links().unwrap_or_default();
-        let skip: Vec<i32> = links
-            .iter()
-            .filter(|l| l.name == "lo" || l.name.starts_with(VETH_PREFIX))
-            .map(|l| l.index)
-            .collect();
-        nl.addresses()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|a| !skip.contains(&a.index) && a.prefix < 32)
-            .map(|a| {
-                let mask = u32::MAX << (32 - a.prefix.max(1));
-                Subnet {
-                    address: Ipv4Addr::from(u32::from(a.address) & mask),
-                    prefix: a.prefix,
-                }
-            })
-            .collect()
+    /// Where containers' namespace files go (gone with a reboot).
+    fn netns_dir(&self) -> PathBuf {
+        self.options.state.join("netns")
     }
 
     /// Fills in a bridge network's subnet (next free /16 of the pool) and
     /// gateway, and checks it against the host's links and the other
     /// networks.
-    fn resolve(
-        &self,
-        state: &State,
-        nl: &mut Netlink,
-        mut spec: NetworkSpec,
-    ) -> Result<NetworkSpec, String> {
+    fn resolve(&self, state: &State, mut spec: NetworkSpec) -> Result<NetworkSpec, String> {
         spec.validate().map_err(|e| e.to_string())?;
-        let host = Self::host_subnets(nl);
+        let host = self.backend.host_subnets()?;
         let taken: Vec<Subnet> = state
             .nets
             .values()
@@ -333,7 +282,7 @@ impl Networks {
             spec.gateway.get_or_insert(subnet.first_host());
         } else {
             let parent = spec.parent.clone().unwrap_or_default();
-            if nl.link_index(&parent).map_err(|e| e.to_string())?.is_none() {
+            if !self.backend.has_link(&parent)? {
                 return Err(format!(
                     "NIC {parent:?} for direct network {:?} does not exist on this host \
                      (`ip link` lists the NICs; set `parent`)",
@@ -353,8 +302,7 @@ impl Networks {
         if state.nets.contains_key(&spec.name) {
             return Err(format!("a network named {:?} already exists", spec.name));
         }
-        let mut nl = netlink()?;
-        let spec = self.resolve(&state, &mut nl, spec)?;
+        let spec = self.resolve(&state, spec)?;
         let records = Records::new();
         let mut net = Net {
             ipam: None,
@@ -369,16 +317,14 @@ impl Networks {
         if spec.driver == Driver::Bridge {
             let subnet = spec.subnet.expect("resolved");
             let gateway = spec.gateway.expect("resolved");
-            ignore_exists(nl.add_address(1, "lo", gateway, 32))?;
-            nl.add_route(&unreachable(subnet))
-                .map_err(|e| e.to_string())?;
+            self.backend.add_gateway(subnet, gateway)?;
             if spec.name != DEFAULT_NETWORK {
                 let upstreams = self.upstreams();
-                match DnsServer::start(SocketAddrV4::new(gateway, 53), records, upstreams) {
+                let at = SocketAddrV4::new(gateway, 53);
+                match self.backend.serve_dns(at, records, upstreams) {
                     Ok(server) => net.dns = Some(server),
                     Err(e) => {
-                        let _ = nl.del_route(&unreachable(subnet));
-                        let _ = nl.del_address(1, "lo", gateway, 32);
+                        let _ = self.backend.remove_gateway(subnet, gateway);
                         return Err(format!("cannot serve DNS on {gateway}:53: {e}"));
                     }
                 }
@@ -452,9 +398,7 @@ impl Networks {
         if let (Driver::Bridge, Some(subnet), Some(gw)) =
             (net.spec.driver, net.spec.subnet, net.spec.gateway)
         {
-            let mut nl = netlink()?;
-            let _ = nl.del_route(&unreachable(subnet));
-            let _ = nl.del_address(1, "lo", gw, 32);
+            self.backend.remove_gateway(subnet, gw)?;
         }
         for dir in self.saved_dirs() {
             let _ = fs::remove_file(dir.join(format!("{name}.json")));
@@ -504,7 +448,7 @@ impl Networks {
                 resolv_conf: None,
             });
         }
-        let ns_path = self.options.state.join("netns").join(id);
+        let ns_path = self.netns_dir().join(id);
         let mut state = lock(&self.state);
         let net = state.nets.get(network).ok_or_else(|| unknown(network))?;
         let spec = net.spec.clone();
@@ -515,7 +459,7 @@ impl Networks {
             ));
         }
         check_ports(&state, ports)?;
-        let reservations = reserve_ports(ports)?;
+        let reservations = self.backend.reserve_ports(ports)?;
         let address = match (
             &spec.driver,
             state.nets.get_mut(network).and_then(|n| n.ipam.as_mut()),
@@ -552,90 +496,54 @@ impl Networks {
             }
             state.ports.retain(|_, users| !users.is_empty());
         };
-        let ns = match NetNs::create(&ns_path) {
-            Ok(ns) => ns,
+        let prefix = spec.subnet.map(|s| s.prefix).unwrap_or(0);
+        let link = match spec.driver {
+            Driver::Bridge => LinkPlan::Routed {
+                address: address.expect("bridge networks have a pool"),
+                prefix,
+                gateway: spec.gateway.expect("resolved"),
+            },
+            Driver::Direct => LinkPlan::Direct {
+                parent: spec.parent.clone().unwrap_or_default(),
+                address: match address {
+                    Some(address) => DirectAddress::Static {
+                        address,
+                        prefix,
+                        gateway: spec.gateway,
+                    },
+                    None => DirectAddress::Dhcp {
+                        hostname: hostname.to_string(),
+                        timeout: self.options.dhcp_timeout,
+                    },
+                },
+            },
+        };
+        let linked = match self.backend.attach(id, &ns_path, &link) {
+            Ok(linked) => linked,
             Err(e) => {
                 undo_claims();
-                return Err(format!(
-                    "cannot create a network namespace at {}: {e}",
-                    ns_path.display()
-                ));
+                return Err(e);
             }
         };
         let mut attachment = Attachment {
             network: network.to_string(),
             address,
-            prefix: spec.subnet.map(|s| s.prefix).unwrap_or(0),
+            prefix,
             gateway: spec.gateway,
             aliases: aliases.to_vec(),
             ports: ports.to_vec(),
             netns: Some(ns_path.display().to_string()),
+            host_link: linked.host_link,
+            mac: linked.mac.map(format_mac),
             ..Attachment::default()
         };
         let mut keeper = None;
-        let linked: Result<(), String> = (|| {
-            let mut nl = netlink()?;
-            match spec.driver {
-                Driver::Bridge => {
-                    let host_name = veth_name(id);
-                    let plan = VethPlan {
-                        host_name: host_name.clone(),
-                        address: address.expect("bridge networks have a pool"),
-                        prefix: attachment.prefix,
-                        gateway: spec.gateway.expect("resolved"),
-                        mtu: None,
-                    };
-                    container_link::attach_veth(&mut nl, &ns, &plan).map_err(|e| e.to_string())?;
-                    attachment.host_link = Some(host_name);
-                }
-                Driver::Direct => {
-                    let parent = spec.parent.clone().unwrap_or_default();
-                    let mac = container_link::attach_macvlan(&mut nl, &ns, &parent)
-                        .map_err(|e| e.to_string())?;
-                    attachment.mac = Some(format_mac(mac));
-                    match address {
-                        Some(ip) => container_link::configure_address(
-                            &ns,
-                            ip,
-                            attachment.prefix,
-                            spec.gateway,
-                        )
-                        .map_err(|e| e.to_string())?,
-                        None => {
-                            let lease = direct::first_lease(
-                                &ns,
-                                mac,
-                                hostname,
-                                &parent,
-                                self.options.dhcp_timeout,
-                            )?;
-                            attachment.address = Some(lease.address);
-                            attachment.prefix = lease.prefix;
-                            attachment.gateway = lease.gateway;
-                            attachment.dhcp_server = Some(lease.server);
-                            let kept = NetNs::open(&ns_path).map_err(|e| e.to_string())?;
-                            keeper = Some(direct::Keeper::start(id, kept, mac, lease));
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = linked {
-            if let Some(link) = &attachment.host_link {
-                if let Ok(mut nl) = netlink() {
-                    let _ = container_link::detach_veth(
-                        &mut nl,
-                        link,
-                        address.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    );
-                }
-            }
-            drop(keeper);
-            drop(ns);
-            let _ = netns::remove(&ns_path);
-            undo_claims();
-            return Err(e);
+        if let Some((lease, kept)) = linked.lease {
+            attachment.address = Some(lease.address);
+            attachment.prefix = lease.prefix;
+            attachment.gateway = lease.gateway;
+            attachment.dhcp_server = Some(lease.server);
+            keeper = Some(kept);
         }
         let container_ip = attachment.address.expect("set above");
         let names = dns_names(name, hostname, aliases);
@@ -649,11 +557,10 @@ impl Networks {
             None => {
                 drop(state);
                 drop(keeper);
-                if let (Some(link), Ok(mut nl)) = (&attachment.host_link, netlink()) {
-                    let _ = container_link::detach_veth(&mut nl, link, container_ip);
+                if let Some(link) = &attachment.host_link {
+                    let _ = self.backend.detach(link, container_ip);
                 }
-                drop(ns);
-                let _ = netns::remove(&ns_path);
+                let _ = self.backend.remove_namespace(&ns_path);
                 undo_claims();
                 return Err(format!("network {network:?} was removed meanwhile"));
             }
@@ -668,7 +575,7 @@ impl Networks {
                 name: name.to_string(),
                 names,
                 attachment: attachment.clone(),
-                _reservations: reservations,
+                _reservations: Some(reservations),
                 _keeper: keeper,
             },
         );
@@ -760,17 +667,20 @@ impl Networks {
         if let (Some(server), Some(mac), Some(path)) =
             (attachment.dhcp_server, &attachment.mac, &attachment.netns)
         {
-            match (NetNs::open(Path::new(path)), parse_mac(mac)) {
-                (Ok(ns), Some(mac)) => {
-                    let lease = direct::adopted_lease(
-                        address,
-                        attachment.prefix,
-                        attachment.gateway,
-                        server,
-                    );
-                    keeper = Some(direct::Keeper::start(id, ns, mac, lease));
-                }
-                _ => log(&format!(
+            let lease = Lease {
+                address,
+                prefix: attachment.prefix,
+                gateway: attachment.gateway,
+                server,
+            };
+            let kept = parse_mac(mac).and_then(|mac| {
+                self.backend
+                    .keep_lease(id, Path::new(path), mac, &lease)
+                    .ok()
+            });
+            match kept {
+                Some(kept) => keeper = Some(kept),
+                None => log(&format!(
                     "networks: cannot renew the lease of container {name}"
                 )),
             }
@@ -782,10 +692,11 @@ impl Networks {
                 .or_default()
                 .push((port.host_ip, id.to_string()));
         }
-        let reservations = reserve_ports(&attachment.ports).unwrap_or_else(|e| {
-            log(&format!("networks: container {name}: {e}"));
-            Vec::new()
-        });
+        let reservations = self
+            .backend
+            .reserve_ports(&attachment.ports)
+            .inspect_err(|e| log(&format!("networks: container {name}: {e}")))
+            .ok();
         state.members.insert(
             id.to_string(),
             Member {
@@ -802,62 +713,33 @@ impl Networks {
     /// `mkv*`, hostd's routes, namespace files) and replaces the nftables
     /// table. Returns what it removed, for the log.
     pub fn reconcile(&self) -> Vec<String> {
-        let mut removed = Vec::new();
         let state = lock(&self.state);
-        let links: Vec<String> = state
-            .members
-            .values()
-            .filter_map(|m| m.attachment.host_link.clone())
-            .collect();
-        let addresses: Vec<Ipv4Addr> = state
-            .members
-            .values()
-            .filter_map(|m| m.attachment.address)
-            .collect();
-        let subnets: Vec<Subnet> = state
-            .nets
-            .values()
-            .filter(|n| n.spec.driver == Driver::Bridge)
-            .filter_map(|n| n.spec.subnet)
-            .collect();
-        let namespaces: Vec<PathBuf> = state
-            .members
-            .values()
-            .filter_map(|m| m.attachment.netns.as_ref().map(PathBuf::from))
-            .collect();
+        let owned = Owned {
+            links: state
+                .members
+                .values()
+                .filter_map(|m| m.attachment.host_link.clone())
+                .collect(),
+            addresses: state
+                .members
+                .values()
+                .filter_map(|m| m.attachment.address)
+                .collect(),
+            subnets: state
+                .nets
+                .values()
+                .filter(|n| n.spec.driver == Driver::Bridge)
+                .filter_map(|n| n.spec.subnet)
+                .collect(),
+            namespaces: state
+                .members
+                .values()
+                .filter_map(|m| m.attachment.netns.as_ref().map(PathBuf::from))
+                .collect(),
+            namespace_dir: self.netns_dir(),
+        };
         drop(state);
-        if let Ok(mut nl) = netlink() {
-            for link in nl.links().unwrap_or_default() {
-                if link.name.starts_with(VETH_PREFIX)
-                    && !links.contains(&link.name)
-                    && nl.delete_link(link.index).is_ok()
-                {
-                    removed.push(format!("link {}", link.name));
-                }
-            }
-            for route in nl.routes().unwrap_or_default() {
-                if route.protocol != RTPROT_MKHOST {
-                    continue;
-                }
-                let owned = match route.kind {
-                    RouteKind::Unreachable => subnets
-                        .iter()
-                        .any(|s| s.address == route.dst && s.prefix == route.prefix),
-                    _ => route.prefix == 32 && addresses.contains(&route.dst),
-                };
-                if !owned && nl.del_route(&route).is_ok() {
-                    removed.push(format!("route {}/{}", route.dst, route.prefix));
-                }
-            }
-        }
-        if let Ok(entries) = fs::read_dir(self.options.state.join("netns")) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if !namespaces.contains(&path) && netns::remove(&path).is_ok() {
-                    removed.push(format!("namespace {}", path.display()));
-                }
-            }
-        }
+        let removed = self.backend.reconcile(&owned);
         if let Err(e) = self.apply_rules() {
             log(&format!("networks: {e}"));
         }
@@ -928,16 +810,14 @@ impl Networks {
         // container on the path of `rm`. If the file cannot be removed, the
         // veth is deleted here instead.
         let removed = attachment.netns.as_ref().is_none_or(|path| {
-            netns::remove(Path::new(path))
+            self.backend
+                .remove_namespace(Path::new(path))
                 .inspect_err(|e| log(&format!("networks: cannot remove {path}: {e}")))
                 .is_ok()
         });
-        if let (false, Some(link), Ok(mut nl)) = (removed, &attachment.host_link, netlink()) {
-            if let Err(e) = container_link::detach_veth(
-                &mut nl,
-                link,
-                attachment.address.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            ) {
+        if let (false, Some(link)) = (removed, &attachment.host_link) {
+            let address = attachment.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if let Err(e) = self.backend.detach(link, address) {
                 log(&format!("networks: container {id}: {e}"));
             }
         }
@@ -948,54 +828,19 @@ impl Networks {
         }
     }
 
-    /// Replaces the nftables table with the one the current state asks for.
+    /// Replaces the packet filter's rules with those the current state asks
+    /// for.
     fn apply_rules(&self) -> Result<(), String> {
-        let mut state = lock(&self.state);
-        let networks: Vec<RuleNetwork> = state
-            .nets
-            .values()
-            .filter(|n| n.spec.driver == Driver::Bridge)
-            .filter_map(|n| {
-                Some(RuleNetwork {
-                    subnet: n.spec.subnet?,
-                    internal: n.spec.internal,
-                })
-            })
-            .collect();
-        let published: Vec<Published> = state
-            .members
-            .values()
-            .filter(|m| !m.attachment.ports.is_empty())
-            .filter_map(|m| {
-                Some(Published {
-                    address: m.attachment.address?,
-                    ports: m.attachment.ports.clone(),
-                })
-            })
-            .collect();
-        let table = ruleset::table(&networks, &published);
+        let state = lock(&self.state);
+        let (networks, published) = ruleset::describe(
+            state.nets.values().map(|n| &n.spec),
+            state.members.values().map(|m| &m.attachment),
+        );
         // The lock is held while the kernel takes it: two changes never race
-        // each other's older view into the kernel. The first write of this
-        // daemon replaces the whole table (whatever an older hostd left);
-        // later ones swap the rules only, keeping the base chains on their
-        // hooks (milliseconds cheaper), and fall back to a whole replacement.
-        let written = state.table_written;
-        let mut session = match state.nft.take() {
-            Some(session) => session,
-            None => {
-                nftables::Session::open().map_err(|e| format!("cannot program nftables: {e}"))?
-            }
-        };
-        let swapped = written && session.replace_rules(&table).is_ok();
-        if !swapped {
-            if let Err(e) = session.replace_table(&table) {
-                // A fresh connection next time.
-                return Err(format!("cannot program nftables: {e}"));
-            }
-            state.table_written = true;
-        }
-        state.nft = Some(session);
-        Ok(())
+        // each other's older view into the kernel.
+        let applied = self.backend.apply_rules(&networks, &published);
+        drop(state);
+        applied
     }
 
     /// A container's published ports.
@@ -1008,23 +853,11 @@ impl Networks {
     }
 
     /// What `status` reports: networks, attached containers, addresses in
-    /// use and the rules in the nftables table.
+    /// use and the rules in the packet filter (hostd's nftables table).
     pub fn status(&self) -> NetworkCounts {
         let (attached, leases) = self.counts();
         let networks = lock(&self.state).nets.len();
-        let nft_rules = {
-            let mut state = lock(&self.state);
-            let session = match state.nft.take() {
-                Some(s) => Some(s),
-                None => nftables::Session::open().ok(),
-            };
-            session.and_then(|mut s| {
-                let count = s.count_rules(ruleset::TABLE);
-                state.nft = Some(s);
-                count.ok().flatten()
-            })
-        }
-        .unwrap_or(0);
+        let nft_rules = self.backend.rule_count().unwrap_or(0);
         let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
         NetworkCounts {
             networks: n(networks),
@@ -1065,10 +898,6 @@ fn dns_names(name: &str, hostname: &str, aliases: &[String]) -> Vec<String> {
 
 fn unknown(name: &str) -> String {
     format!("no network named {name:?} (`hostd network ls` lists them; `hostd network create {name}` makes it)")
-}
-
-fn unreachable(subnet: Subnet) -> Route {
-    container_link::unreachable_route(subnet.address, subnet.prefix)
 }
 
 fn info(state: &State, name: &str) -> NetworkInfo {
@@ -1117,26 +946,6 @@ fn check_ports(state: &State, ports: &[PortMapping]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Binds each published port on the host (without listening), so no host
-/// process can take it and a port a host process already has is refused.
-fn reserve_ports(ports: &[PortMapping]) -> Result<Vec<OwnedFd>, String> {
-    ports
-        .iter()
-        .map(|p| {
-            let addr = SocketAddrV4::new(p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port);
-            crate::os::reserve_port(addr, p.protocol == Protocol::Udp).map_err(|e| {
-                format!(
-                    "host port {}/{} on {} is not free: {e} (a host process uses it, or pick \
-                     another port)",
-                    p.host_port,
-                    p.protocol,
-                    addr.ip()
-                )
-            })
-        })
-        .collect()
 }
 
 /// `/etc/resolv.conf` for a container on a network with hostd's DNS: the
@@ -1198,8 +1007,6 @@ mod tests {
             nets: BTreeMap::new(),
             members: BTreeMap::new(),
             ports: BTreeMap::new(),
-            table_written: false,
-            nft: None,
         };
         state.ports.insert(
             (Protocol::Tcp, 8080),
