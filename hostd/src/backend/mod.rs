@@ -16,6 +16,7 @@
 //! descriptor that becomes readable when it exits (a pidfd here; a process
 //! descriptor from `pdfork(2)` on FreeBSD) with the read ends of its output.
 
+pub mod host;
 pub mod linux;
 pub mod network;
 pub mod spec;
@@ -120,7 +121,7 @@ pub use mkhost_shared::control::HostLimits;
 
 /// One kernel's way of running containers. Every method is safe to call
 /// from any of the daemon's threads at once.
-pub trait Backend: Networking + Send + Sync {
+pub trait Backend: Send + Sync {
     // ---- processes ----
 
     /// Creates the container `spec` describes and starts its first process.
@@ -165,6 +166,9 @@ pub trait Backend: Networking + Send + Sync {
     /// process is `pid`, never following a link out of it (`/etc/passwd`
     /// for `docker exec --user`); `None` when it cannot.
     fn read_in_container(&self, pid: i32, path: &str) -> Option<String>;
+
+    /// Its networking side, which the daemon's networks keep.
+    fn networking(&self) -> Arc<dyn Networking>;
 
     /// A descriptor that becomes readable if the backend's own helper (the
     /// zygote on Linux) dies: the daemon then exits, and its successor

@@ -38,7 +38,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::linux::Linux;
 use crate::log::log;
 use crate::os::SignalSet;
 use containers::Manager;
@@ -64,9 +63,9 @@ pub enum DaemonError {
     /// The control socket failed.
     #[error(transparent)]
     Control(#[from] ControlError),
-    /// The zygote could not be started.
+    /// The backend (on Linux: the zygote) could not be started.
     #[error(transparent)]
-    Zygote(#[from] crate::backend::linux::zygote::ZygoteError),
+    Backend(#[from] crate::backend::host::StartFailed),
     /// The zygote died; init restarts the daemon, which starts a new one.
     #[error("the zygote died; exiting so that a new daemon takes the containers over")]
     ZygoteLost,
@@ -249,7 +248,7 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     // before any other thread exists (its safety contract), and this function
     // starts the signal, monitor, boot-container and connection threads only
     // below.
-    let backend = Arc::new(unsafe { Linux::start(&options.state, options.memory_cgroups) }?);
+    let backend = unsafe { crate::backend::host::start(&options.state, options.memory_cgroups) }?;
     let shutdown = Shutdown::new()?;
     let zygote_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_lost = {
@@ -267,7 +266,7 @@ pub unsafe fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             dhcp_timeout: network::DHCP_TIMEOUT,
         },
-        backend.clone(),
+        backend.networking(),
     ));
     let volumes = Arc::new(Volumes::new(&options.volumes, &options.bind_roots));
     let containers = Manager::new(

@@ -21,8 +21,8 @@ use mkhost_shared::boot_config::MemoryCgroups;
 use mkhost_shared::container::Limits;
 
 use crate::backend::{
-    Attached, Backend, CreateSpec, ExecSpec, Exit, HostLimits, ProcessRow, Running, Sample,
-    StartError, Started,
+    Attached, Backend, CreateSpec, ExecSpec, Exit, HostLimits, Networking, ProcessRow, Running,
+    Sample, StartError, Started,
 };
 use crate::log::log;
 use crate::runtime::cgroups::Cgroupfs;
@@ -35,6 +35,8 @@ pub struct Linux {
     files_limit: u64,
     /// Which containers get a memory cgroup of their own.
     memory_cgroups: MemoryCgroups,
+    /// Its networking side.
+    networking: Arc<network::LinuxNetworking>,
 }
 
 impl Linux {
@@ -58,6 +60,7 @@ impl Linux {
             zygote,
             files_limit: crate::os::raise_nofile(1 << 20),
             memory_cgroups,
+            networking: Arc::default(),
         })
     }
 
@@ -201,6 +204,10 @@ impl Backend for Linux {
 
     fn read_in_container(&self, pid: i32, path: &str) -> Option<String> {
         inspect::read_in_container(pid, path)
+    }
+
+    fn networking(&self) -> Arc<dyn Networking> {
+        self.networking.clone()
     }
 
     fn helper_gone(&self) -> io::Result<OwnedFd> {

@@ -1,4 +1,5 @@
-//! Container networking on Linux: [`Networking`] for [`Linux`].
+//! Container networking on Linux: [`Networking`] for [`LinuxNetworking`],
+//! which [`Linux`](super::Linux) hands the daemon's networks.
 //!
 //! It owns the kernel objects the daemon's network decisions stand for:
 //! the host's sysctls, each bridge network's gateway (an address on `lo`
@@ -16,13 +17,12 @@ use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mkhost_shared::network::{PortMapping, Protocol as PortProtocol, Subnet};
 
-use super::Linux;
 use crate::backend::network::Lease as RecordedLease;
 use crate::backend::network::{
     DirectAddress, Held, LinkPlan, Linked, Networking, Owned, Published, RuleNetwork,
@@ -36,6 +36,7 @@ use crate::net::netns::{self, NetNs};
 use crate::net::nftables::{
     self, Action, BaseChain, Chain, ChainKind, Hook, Match, Protocol, Rule, Table,
 };
+use mkhost_shared::sync::lock;
 
 use crate::net::container_link::CONTAINER_IFNAME as CONTAINER_LINK;
 
@@ -50,23 +51,21 @@ pub fn veth_name(id: &str) -> String {
     format!("{VETH_PREFIX}{}", &id[..id.len().min(12)])
 }
 
-/// The nf_tables side of the daemon: one per process, as the table is one
-/// per host.
+/// Container networking on Linux: network namespaces, veth and macvlan
+/// links, routes, nf_tables; the one packet filter table of the host.
+#[derive(Default)]
+pub struct LinuxNetworking {
+    filter: Mutex<Filter>,
+}
+
+/// The nf_tables side (one table per host).
+#[derive(Default)]
 struct Filter {
     /// This daemon wrote the whole table once: later changes swap rules only.
     table_written: bool,
     /// The nf_tables connection, kept open (closing one costs an RCU grace
     /// period); opened again after an error.
     nft: Option<nftables::Session>,
-}
-
-static FILTER: Mutex<Filter> = Mutex::new(Filter {
-    table_written: false,
-    nft: None,
-});
-
-fn filter() -> MutexGuard<'static, Filter> {
-    FILTER.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn netlink() -> Result<Netlink, String> {
@@ -88,7 +87,7 @@ fn unreachable(subnet: Subnet) -> Route {
     container_link::unreachable_route(subnet.address, subnet.prefix)
 }
 
-impl Networking for Linux {
+impl Networking for LinuxNetworking {
     fn prepare_host(&self) -> Vec<String> {
         let mut failed = Vec::new();
         for (key, value) in [
@@ -167,7 +166,7 @@ impl Networking for Linux {
         // an older hostd left); later ones swap the rules only, keeping the
         // base chains on their hooks (milliseconds cheaper), and fall back
         // to a whole replacement.
-        let mut filter = filter();
+        let mut filter = lock(&self.filter);
         let written = filter.table_written;
         let mut session = match filter.nft.take() {
             Some(session) => session,
@@ -188,7 +187,7 @@ impl Networking for Linux {
     }
 
     fn rule_count(&self) -> Option<usize> {
-        let mut filter = filter();
+        let mut filter = lock(&self.filter);
         let session = match filter.nft.take() {
             Some(s) => Some(s),
             None => nftables::Session::open().ok(),

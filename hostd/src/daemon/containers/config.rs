@@ -1,7 +1,7 @@
 //! Pure first pass of `run`: the image config merged with the request, the
-//! user resolved against the image's `/etc/passwd`, and the OCI
-//! `config.json` the runtime gets. Nothing here touches the system except
-//! reading `/etc/passwd` and `/etc/group` from the image's layers.
+//! user resolved against the image's `/etc/passwd`, and the generated
+//! `/etc` files. Nothing here touches the system except reading
+//! `/etc/passwd` and `/etc/group` from the image's layers.
 
 use std::path::{Path, PathBuf};
 
@@ -304,7 +304,7 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// The contents of each of [`ETC_FILES`] for a container named `hostname`:
+/// The contents of each of [`ETC_FILES`](crate::backend::ETC_FILES) for a container named `hostname`:
 /// `hosts` is Docker's standard lines then `hosts_extra` (the container's
 /// own address line); `resolv_conf` is the network's (its DNS server), or
 /// else derived from the host's `/etc/resolv.conf` (empty if it has none).

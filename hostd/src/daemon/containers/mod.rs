@@ -16,10 +16,11 @@
 //!    its layer and its records (spec, request, state) are fsynced into
 //!    place together, one fsync per file and one per directory, before the
 //!    process starts.
-//! 3. **Process** ([`crate::daemon::zygote`]): the single-threaded zygote creates and starts
-//!    the container with the runtime, in cgroup `hostd/<id>` with the
-//!    limits, and hands back a pidfd and the read ends of its stdout and
-//!    stderr pipes.
+//! 3. **Process** ([`Backend::create`]): the backend creates and starts
+//!    the container (on Linux the single-threaded zygote, with the OCI
+//!    runtime, in cgroup `hostd/<id>` with the limits) and hands back a
+//!    descriptor that stands for its process (a pidfd) and the read ends
+//!    of its stdout and stderr pipes.
 //!
 //! From then on the [`monitor`] thread writes its output to `container.log`
 //! and sees it exit; `Shared::exited` reaps it through the zygote, records
@@ -1231,7 +1232,7 @@ impl Manager {
         }
     }
 
-    /// What bounds the number of containers here ([`crate::daemon::limits`]).
+    /// What bounds the number of containers here ([`Backend::limits`]).
     pub fn limits(&self) -> mkhost_shared::control::HostLimits {
         self.shared
             .backend

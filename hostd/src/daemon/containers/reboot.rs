@@ -14,8 +14,10 @@
 //! rebooted under that container (a restarted daemon, or one whose zygote
 //! died, finds the bundle still there). [`after_reboot`] decides, from the
 //! record alone, whether the container is started again or recorded as
-//! exited; [`mount_root`] makes the bundle and mounts the root again before
-//! it starts, and the network is set up again from the record.
+//! exited; the backend
+//! ([`Backend::make_bundle`](crate::backend::Backend::make_bundle)) makes
+//! the bundle again before it starts, and the network is set up again from
+//! the record.
 //!
 //! [`classify`] sorts what the containers root holds, so that a directory
 //! that a power cut left half made never stops the daemon.
