@@ -15,16 +15,19 @@
 //!   docs/init.md.
 //! - `hostd` ([`daemon`]) is the host daemon. It answers on a root-only unix
 //!   socket ([`daemon::server`], speaking [`mkhost_shared::control`]), keeps
-//!   OCI images ([`mkhost_store`]), runs containers ([`daemon::containers`]: a
-//!   zygote, one epoll monitor, restart policies, re-adoption after its own
-//!   restart, boot-time containers) with its OCI runtime ([`runtime`], also
-//!   `hostd oci`, runc-compatible). [`client`] is the command-line side of
-//!   the same socket.
+//!   OCI images ([`mkhost_store`]), runs containers ([`daemon::containers`]
+//!   through [`backend`]: a zygote, one epoll monitor, restart policies,
+//!   re-adoption after its own restart, boot-time containers) with its OCI
+//!   runtime ([`runtime`], also `hostd oci`, runc-compatible). [`client`] is
+//!   the command-line side of the same socket.
 //!
 //! The layers, from the bottom: [`os`] is the system-call layer (wrappers on
 //! rustix; the few hand-written `unsafe` calls left sit there and in the OCI
 //! runtime's `runtime::sys`); [`runtime`] and [`net`] (rtnetlink,
-//! nf_tables, network namespaces, DHCP) build on it;
+//! nf_tables, network namespaces, DHCP) build on it; [`backend`] makes
+//! containers out of them behind one trait (the Linux backend: the zygote,
+//! the OCI config, roots, limits, stats, networking's kernel side), which is
+//! all of the kernel the [`daemon`] sees;
 //! [`init`] and [`daemon`] wire everything together and never use each other
 //! (init talks to hostd over the socket like any client). The formats that
 //! cross the build/host boundary live in the `mkhost-shared` crate. The
