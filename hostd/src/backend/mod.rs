@@ -97,6 +97,12 @@ impl From<String> for StartError {
     }
 }
 
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// One sample of a container's use and of the host's CPU time
 /// (`docker stats` computes its percentages from two).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -58,13 +58,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::backend::{
-    Attached, Backend, BindMount, CreateSpec, Exit, NetnsMode, StartError, Started,
-};
+use crate::backend::{Attached, Backend, BindMount, CreateSpec, Exit, NetnsMode, Started};
 use crate::daemon::network::Networks;
 use crate::daemon::volumes::{self, Volumes};
 use crate::log::log;
-use mkhost_shared::container::{capability_set, ExecError};
+use mkhost_shared::container::capability_set;
 pub use mkhost_shared::container::{Limits, Record, RestartPolicy, RunRequest};
 use mkhost_shared::fs::{sync_dir, write_atomic, write_atomic_in};
 use mkhost_shared::time::rfc3339_now;
@@ -76,40 +74,12 @@ pub const STATE_FILE: &str = "state.json";
 
 pub use mkhost_shared::container::STATUS_CREATED;
 
-/// Why [`Manager::run`] failed: the message, and whether it was the
-/// container's command that could not be started (`hostd run` exits 127
-/// or 126 for that, as `docker run`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunError {
-    /// Why, for a person.
-    pub message: String,
-    /// Set when the command was not found or not executable.
-    pub exec: Option<ExecError>,
-}
+/// Why [`Manager::run`] failed: the backend's
+/// [`StartError`](crate::backend::StartError) or the daemon's own message
+/// (`hostd run` exits 127 or 126 when the command could not be started, as
+/// `docker run`).
+pub use crate::backend::StartError as RunError;
 
-impl From<String> for RunError {
-    fn from(message: String) -> Self {
-        RunError {
-            message,
-            exec: None,
-        }
-    }
-}
-
-impl From<StartError> for RunError {
-    fn from(e: StartError) -> Self {
-        RunError {
-            message: e.message,
-            exec: e.exec,
-        }
-    }
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 /// The host's resolver configuration, the source of each container's
 /// `/etc/resolv.conf`.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
