@@ -91,7 +91,7 @@ pub fn measured_boot(
     use mkhost_signing::pcr_policy::{policy_pcr_digest, PCR_UKI};
     let pcr_signature = signer.map(|signer| PcrSignature {
         public_key_sha256: mkhost_shared::hex::encode(&signer.fingerprint()),
-        policy_sha256: mkhost_shared::hex::encode(&policy_pcr_digest(PCR_UKI, &pcr.sha256)),
+        policy_sha256: mkhost_shared::hex::encode(&policy_pcr_digest::<PCR_UKI>(&pcr.sha256)),
     });
     MeasuredBoot {
         pcr11_sha256: mkhost_shared::hex::encode(&pcr.sha256),

@@ -17,15 +17,23 @@ const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 const TPM_ALG_SHA256: u16 = 0x000B;
 
 /// The `PolicyPCR` digest (TPM 2.0 Part 3, 23.7) of a fresh policy
-/// session for SHA-256 PCR `index` (0 to 23) holding `value`:
+/// session for SHA-256 PCR `INDEX` (0 to 23, checked when compiled) holding
+/// `value`:
 /// `SHA-256(zeros || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || SHA-256(value))`.
-pub fn policy_pcr_digest(index: u8, value: &[u8; 32]) -> [u8; 32] {
+///
+/// A PCR that does not exist does not compile:
+///
+/// ```compile_fail
+/// mkhost_shared::boot_security::policy_pcr_digest::<24>(&[0; 32]);
+/// ```
+pub fn policy_pcr_digest<const INDEX: u8>(value: &[u8; 32]) -> [u8; 32] {
+    const { assert!(INDEX < 24, "a PCR index is 0 to 23") };
     let mut selection = Vec::with_capacity(10);
     selection.extend_from_slice(&1u32.to_be_bytes()); // one selection
     selection.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
     selection.push(3); // sizeofSelect: PCRs 0-23
     let mut bitmap = [0u8; 3];
-    bitmap[usize::from(index / 8) % 3] |= 1 << (index % 8);
+    bitmap[usize::from(INDEX / 8)] |= 1 << (INDEX % 8);
     selection.extend_from_slice(&bitmap);
     let mut hash = Sha256::new();
     hash.update([0u8; 32]);
@@ -121,14 +129,17 @@ mod tests {
         expected.update([0, 0, 0, 1, 0x00, 0x0B, 3, 0x00, 0x08, 0x00]);
         expected.update(Sha256::digest(zeros));
         assert_eq!(
-            policy_pcr_digest(11, &zeros),
+            policy_pcr_digest::<11>(&zeros),
             <[u8; 32]>::from(expected.finalize())
         );
         // PCR 0 sets the first bit of the first byte instead.
-        assert_ne!(policy_pcr_digest(0, &zeros), policy_pcr_digest(11, &zeros));
         assert_ne!(
-            policy_pcr_digest(11, &[1u8; 32]),
-            policy_pcr_digest(11, &zeros)
+            policy_pcr_digest::<0>(&zeros),
+            policy_pcr_digest::<11>(&zeros)
+        );
+        assert_ne!(
+            policy_pcr_digest::<11>(&[1u8; 32]),
+            policy_pcr_digest::<11>(&zeros)
         );
     }
 

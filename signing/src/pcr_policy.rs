@@ -90,7 +90,7 @@ impl PcrSigner {
     /// The `.pcrsig` section for a UKI whose PCR 11 (SHA-256) will be
     /// `pcr11`: its policy digest signed with RSA PKCS #1 v1.5 (SHA-256).
     pub fn sign_pcr11(&self, pcr11: &[u8; 32]) -> Result<String, SigningError> {
-        let policy = policy_pcr_digest(PCR_UKI, pcr11);
+        let policy = policy_pcr_digest::<PCR_UKI>(pcr11);
         let signature = self
             .key
             .sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &policy)
@@ -119,7 +119,7 @@ mod tests {
             serde_json::from_str(&signer.sign_pcr11(&pcr11).unwrap()).unwrap();
         let entry = &json["sha256"][0];
         assert_eq!(entry["pcrs"], serde_json::json!([11]));
-        let policy = policy_pcr_digest(11, &pcr11);
+        let policy = policy_pcr_digest::<11>(&pcr11);
         assert_eq!(entry["pol"], mkhost_shared::hex::encode(&policy));
         let public = rsa::RsaPublicKey::from_public_key_pem(signer.public_key_pem()).unwrap();
         assert_eq!(

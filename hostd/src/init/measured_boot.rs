@@ -99,7 +99,7 @@ fn signed_policy(root: &Path, pcr11: Option<&str>) -> SignedPolicy {
     let Some(json) = json else {
         return SignedPolicy::None;
     };
-    let want = hex::encode(&policy_pcr_digest(11, &value));
+    let want = hex::encode(&policy_pcr_digest::<11>(&value));
     let entries = json["sha256"].as_array().cloned().unwrap_or_default();
     let for_pcr11: Vec<&serde_json::Value> = entries
         .iter()
@@ -222,8 +222,8 @@ mod tests {
                 hex::encode(policy)
             )
         };
-        let good = policy_pcr_digest(11, &value);
-        let other = policy_pcr_digest(11, &[0u8; 32]);
+        let good = policy_pcr_digest::<11>(&value);
+        let other = policy_pcr_digest::<11>(&[0u8; 32]);
         write(format!(r#"{{"sha256":[{}]}}"#, entry("[11]", &good)));
         assert_eq!(signed_policy(r, Some(&pcr)), SignedPolicy::Match);
         // systemd-measure signs one entry per boot phase: any may match.
