@@ -7,7 +7,7 @@
 //! keep it away from the OCI runtime, cgroups, namespaces, mounts,
 //! netlink and nftables. [`linux::Linux`] is the one backend: a zygote
 //! forking containers with the OCI runtime ([`crate::runtime`]) into
-//! namespaces and cgroup v2, overlayfs roots, veth pairs on bridges with
+//! namespaces and cgroup v2, overlayfs roots, routed veth pairs with
 //! nftables NAT. docs/backends.md designs the FreeBSD (jails) and illumos
 //! (`lx` zones) ones against this trait.
 //!
@@ -224,6 +224,10 @@ pub trait Backend: Send + Sync {
     /// Unmounts a root [`Backend::mount_root`] mounted; one not mounted, or
     /// gone, is fine.
     fn unmount_root(&self, rootfs: &Path) -> Result<(), String>;
+
+    /// Takes such a root away at once, best effort, even while something
+    /// still uses it (cleaning up after a failed create).
+    fn detach_root(&self, rootfs: &Path);
 
     /// The container's root as an open directory, for `docker cp`: a
     /// running container's (`pid`, its mounts and volumes included) when

@@ -28,7 +28,6 @@ pub mod containers;
 pub mod docker;
 pub mod events;
 pub mod handler;
-
 pub mod network;
 pub mod pull;
 pub mod server;

@@ -91,6 +91,12 @@ pub fn unmount_root(rootfs: &Path) -> Result<(), String> {
     }
 }
 
+/// Detaches the root mounted at `rootfs` at once, best effort: the kernel
+/// unmounts it when nothing uses it any more (`MNT_DETACH`).
+pub fn detach_root(rootfs: &Path) {
+    let _ = crate::os::unmount(rootfs, crate::os::UnmountFlags::DETACH);
+}
+
 /// The root of container `spec` (directory `dir`) as an open directory:
 /// its running init's (`pid`) when it can be reached, else its overlay
 /// mounted for this caller alone and detached at once (the open directory
@@ -106,7 +112,7 @@ pub fn open_root(dir: &Path, spec: &CreateSpec, pid: i32) -> Result<(OwnedFd, bo
     mount_root(dir, spec)?;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let opened = rustix::fs::open(&spec.rootfs, flags, Mode::empty());
-    let _ = crate::os::unmount(&spec.rootfs, crate::os::UnmountFlags::DETACH);
+    detach_root(&spec.rootfs);
     let fd = opened.map_err(|e| format!("cannot open {}: {e}", spec.rootfs.display()))?;
     Ok((fd, false))
 }

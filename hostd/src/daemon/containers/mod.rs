@@ -592,7 +592,7 @@ impl Drop for Cleanup {
             networks.release(&id);
         }
         if let Some((backend, rootfs)) = self.mounted.take() {
-            let _ = backend.unmount_root(&rootfs);
+            backend.detach_root(&rootfs);
         }
         for dir in self.dirs.drain(..) {
             let _ = fs::remove_dir_all(dir);
@@ -1694,11 +1694,6 @@ impl Manager {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         Ok((entry.record(), request, entry.spec.clone()))
-    }
-
-    /// The directory of a container (its record and writable layer).
-    pub fn dir_of(&self, name: &str) -> Result<PathBuf, String> {
-        Ok(self.find(name)?.dir.clone())
     }
 
     /// Gives a container another name (`docker rename`); its DNS name on
