@@ -30,7 +30,7 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use rustix::process::{Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions};
@@ -554,7 +554,6 @@ impl SignalFd {
 
     /// The fd to poll.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
         self.fd.as_fd()
     }
 
@@ -665,23 +664,17 @@ pub fn fchdir(fd: RawFd) -> SysResult<()> {
     Ok(())
 }
 
-/// `openat2(2)` with `how.resolve = resolve`. Returns a raw fd the caller
-/// must [`close`].
 /// Opens `path` for reading as if `root` were `/`: symlinks and `..` cannot
-/// leave it (`openat2` with `RESOLVE_IN_ROOT`), magic links are refused.
+/// leave it, magic links are refused ([`crate::os::open_in_root`]).
 pub fn open_in_root(root: &std::path::Path, path: &str) -> std::io::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::fs::OFlags;
     let dir = std::fs::File::open(root)?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )?;
+    let fd = crate::os::open_in_root(dir.as_fd(), path, OFlags::RDONLY | OFlags::CLOEXEC)?;
     Ok(std::fs::File::from(fd))
 }
 
+/// `openat2(2)` with `how.resolve = resolve`. Returns a raw fd the caller
+/// must [`close`].
 pub fn openat2(dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> SysResult<RawFd> {
     // SAFETY: open_how is plain data; all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
