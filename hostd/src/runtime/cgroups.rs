@@ -385,7 +385,11 @@ fn read_u64(path: &Path) -> Option<u64> {
 /// The number after `key ` in a flat keyed file (`memory.events`,
 /// `cgroup.stat`, `cpu.stat`).
 pub(crate) fn keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    keyed_in(&fs::read_to_string(path).ok()?, key)
+}
+
+/// The number after `key ` in the text of a flat keyed file.
+pub(crate) fn keyed_in(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()

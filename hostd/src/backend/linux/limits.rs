@@ -343,9 +343,16 @@ fn tasks_limit(proc: &Path) -> u64 {
 
 /// `MemAvailable` of `/proc/meminfo`, KiB.
 fn memory_available_kib(proc: &Path) -> Option<u64> {
+    meminfo_kib(proc, "MemAvailable")
+}
+
+/// `key`'s KiB in `/proc/meminfo` (under `proc`).
+pub fn meminfo_kib(proc: &Path, key: &str) -> Option<u64> {
     let text = fs::read_to_string(proc.join("meminfo")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -512,6 +519,8 @@ mod tests {
         assert_eq!(tasks_running(proc), Some(345));
         assert_eq!(tasks_limit(proc), 95_000);
         assert_eq!(memory_available_kib(proc), Some(123_456));
+        assert_eq!(meminfo_kib(proc, "MemTotal"), Some(8_000_000));
+        assert_eq!(meminfo_kib(proc, "Mem"), None);
         assert_eq!(files_limit_of(proc), Some(20_000));
         // Missing or garbled files give nothing rather than a wrong number.
         fs::write(proc.join("loadavg"), "garbage").unwrap();

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::backend::Sample;
-use crate::runtime::cgroups::DEFAULT_ROOT;
+use crate::runtime::cgroups::{keyed_in, DEFAULT_ROOT};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -14,13 +14,6 @@ fn read(path: &Path) -> String {
 
 fn number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
-}
-
-fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| number(v)).flatten()
-    })
 }
 
 /// The host's CPU time from `/proc/stat`'s first line, in ns.
@@ -50,11 +43,7 @@ fn resident_bytes(dir: &Path) -> u64 {
 
 /// The host's memory in bytes (`MemTotal`).
 pub fn host_memory() -> u64 {
-    keyed(
-        &read(Path::new("/proc/meminfo")).replace(':', ""),
-        "MemTotal",
-    )
-    .map_or(0, |kb| kb * 1024)
+    super::limits::meminfo_kib(Path::new("/proc"), "MemTotal").map_or(0, |kib| kib * 1024)
 }
 
 /// Samples the container whose cgroup is `cgroup` (relative to the cgroup2
@@ -70,10 +59,10 @@ pub fn sample(cgroup: &str) -> Option<Sample> {
     let limit = |file: &str| number(&read(&dir.join(file)));
     Some(Sample {
         read: mkhost_shared::time::rfc3339_now(),
-        cpu_ns: keyed(&cpu, "usage_usec").unwrap_or(0) * 1000,
+        cpu_ns: keyed_in(&cpu, "usage_usec").unwrap_or(0) * 1000,
         system_ns: system_ns(&read(Path::new("/proc/stat"))),
         memory: limit("memory.current").unwrap_or_else(|| resident_bytes(&dir)),
-        inactive_file: keyed(&memory_stat, "inactive_file").unwrap_or(0),
+        inactive_file: keyed_in(&memory_stat, "inactive_file").unwrap_or(0),
         memory_limit: limit("memory.max").unwrap_or_else(host_memory),
         pids: (
             limit("pids.current").unwrap_or(0),
@@ -94,9 +83,16 @@ mod tests {
         );
         assert_eq!(system_ns("garbage"), 0);
         assert_eq!(
-            keyed("usage_usec 42\nuser_usec 1\n", "usage_usec"),
+            keyed_in("usage_usec 42\nuser_usec 1\n", "usage_usec"),
             Some(42)
         );
+    }
+
+    #[test]
+    fn the_hosts_memory_is_read_from_meminfo() {
+        // The limit `docker stats` shows for a container without one, and
+        // `docker info`'s MemTotal.
+        assert!(host_memory() > 64 << 20, "{}", host_memory());
     }
 
     #[test]
