@@ -576,7 +576,7 @@ fn containers_survive_a_killed_and_an_upgraded_daemon() {
 }
 
 /// The children of `parent` named `comm` that are zombies.
-fn zombie_children(parent: i32, comm: &str) -> Vec<i32> {
+pub(crate) fn zombie_children(parent: i32, comm: &str) -> Vec<i32> {
     processes()
         .into_iter()
         .filter(|p| p.ppid == parent && p.comm == comm && p.state == "Z")

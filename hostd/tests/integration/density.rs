@@ -1,6 +1,8 @@
 //! Many containers on one daemon: a limit reached is named and creates
 //! nothing half-way, a hundred clients starting at once are all answered,
-//! clients that leave mid-create leave nothing behind, once every
+//! every creator is reaped (no zombie left) and containers that exit at
+//! once keep their exit codes, clients that leave mid-create leave nothing
+//! behind, once every
 //! container is removed the daemon and the zygote hold the descriptors they
 //! held before, and a new daemon re-adopts more containers than one batch
 //! of the zygote's `attach_many` holds.
@@ -10,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{ok, processes, wait_for_status, zygote_pid, Daemon, HOSTD};
-use crate::containers::{build_image, hostd, hostd_run, ps};
+use crate::containers::{build_image, hostd, hostd_run, ps, wait_for, zombie_children};
 
 /// Open descriptors of process `pid`: (sockets, all others). Sockets
 /// vary with how many connections the daemon keeps to its zygote (more
@@ -182,6 +184,61 @@ fn limits_parallel_starts_and_no_leaked_descriptors() {
         .limits
         .unwrap();
     assert!(full.room < 4, "{full:?}");
+    remove_all(&socket);
+
+    // One start at a time: the creator that forked its init, which exits
+    // right after it has answered, is reaped, not left a zombie child of
+    // the zygote.
+    for i in 0..5 {
+        let name = format!("z{i}");
+        ok(&hostd_run(
+            &socket,
+            &["--network", "none", "--name", &name, "bb", "sleep", "1000"],
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            zombie_children(zygote, "hostd"),
+            Vec::<i32>::new(),
+            "after start {i}"
+        );
+    }
+
+    // Containers that exit at once, many at a time: each init is reaped
+    // with its own exit code (it is the zygote's child once its creator
+    // has exited); no creator is left a zombie.
+    let quick: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let socket = &socket;
+                scope.spawn(move || {
+                    let name = format!("q{i}");
+                    let code = format!("exit {}", i + 1);
+                    hostd_run(
+                        socket,
+                        &[
+                            "--network",
+                            "none",
+                            "--name",
+                            &name,
+                            "bb",
+                            "sh",
+                            "-c",
+                            &code,
+                        ],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, out) in quick.iter().enumerate() {
+        ok(out);
+        let name = format!("q{i}");
+        let r = wait_for(&socket, &name, "exited", |r| r.status == "exited");
+        assert_eq!(r.exit_code, Some(i as i32 + 1), "{r:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(zombie_children(zygote, "hostd"), Vec::<i32>::new());
     remove_all(&socket);
 
     // Clients killed while their container is being created: each
