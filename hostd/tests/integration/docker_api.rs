@@ -18,7 +18,7 @@ use crate::common::{
     capture, hostd, mask_hex_words, mask_ids, require, run, wait_for_status, zygote_pid, Daemon,
     Dockerd, Ran, HOSTD,
 };
-use crate::containers::{build_image, hostd_run};
+use crate::containers::{build_image, hostd_run, zombie_children};
 
 /// The stock docker CLI (28.x, client only).
 const CLI: &str = "/usr/local/bin/docker";
@@ -733,8 +733,12 @@ fn docker_cli_tags_renames_events_networks_and_volumes() {
 }
 
 /// A container started through the API outlives its daemon: a new daemon
-/// (after SIGTERM, and after kill -9) takes it over, and the same docker
-/// commands keep working on it, as on any container of hostd's.
+/// (after SIGTERM, after kill -9, and one running another binary, which
+/// upgrades the zygote) takes it over, and the same docker commands keep
+/// working on it, as on any container of hostd's. Processes `docker exec`
+/// started in it outlive the daemon too; no later daemon knows them (exec
+/// instances are the daemon's memory, as in dockerd), so the zygote reaps
+/// them: none is left a zombie, and the container still stops.
 #[test]
 fn api_containers_survive_daemon_restarts() {
     if !prerequisites() {
@@ -759,11 +763,24 @@ fn api_containers_survive_daemon_restarts() {
     let id = id.trim().to_string();
     wait_status(&cli, "keep", "running");
     let pid = cli.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]);
+    cli.ok(&["exec", "-d", "keep", "sleep", "1"]);
+    cli.ok(&["exec", "-d", "keep", "sleep", "1000"]);
+    let zygote = zygote_pid(dir.path()).unwrap();
     daemon.terminate();
     let daemon = Daemon::start(dir.path(), Path::new(HOSTD), &[]);
     assert_eq!(cli.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]), pid);
+    cli.ok(&["exec", "-d", "keep", "sleep", "1000"]);
     daemon.kill9();
-    let _daemon = Daemon::start(dir.path(), Path::new(HOSTD), &[]);
+    let daemon = Daemon::start(dir.path(), Path::new(HOSTD), &[]);
+    // The exec that ended meanwhile was reaped, and the two still running
+    // are carried across the zygote's upgrade.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(zombie_children(zygote, "sleep"), Vec::<i32>::new());
+    let copy = dir.path().join("hostd-new");
+    fs::copy(HOSTD, &copy).unwrap();
+    daemon.kill9();
+    let _daemon = Daemon::start(dir.path(), &copy, &[]);
+    assert_eq!(zygote_pid(dir.path()), Some(zygote));
     let listed = cli.ok(&[
         "ps",
         "--filter",
@@ -774,6 +791,7 @@ fn api_containers_survive_daemon_restarts() {
     assert_eq!(listed.trim(), format!("{} keep running", &id[..12]));
     assert_eq!(cli.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]), pid);
     cli.ok(&["stop", "-t", "5", "keep"]);
+    assert_eq!(zombie_children(zygote, "sleep"), Vec::<i32>::new());
     let logs = cli.ok(&["logs", "keep"]);
     assert_eq!(logs, "before\nafter\n");
     assert_eq!(

@@ -45,7 +45,10 @@
 //! pidfds). Only the daemon being served may open more connections
 //! (checked by pid); another is hung up on. A creator
 //! whose daemon left before it answered has its process killed and its
-//! container deleted: nobody would ever watch it. A zygote whose daemon
+//! container deleted: nobody would ever watch it. The exec'd processes of
+//! a daemon that left become orphans: no later daemon knows them, so
+//! the zygote reaps them itself (a PID namespace's init cannot finish
+//! exiting while one of them is unreaped). A zygote whose daemon
 //! left while it had no container exits. When the new daemon's binary
 //! differs from the zygote's, the daemon asks for an `upgrade`: the zygote
 //! `exec`s the new binary (`hostd zygote --resume ...`), keeping its
@@ -516,7 +519,26 @@ struct Live {
     stderr: OwnedFd,
     /// The write end of its input (with a terminal: the primary side).
     stdin: Option<OwnedFd>,
+    /// For an exec'd process, its container's id.
+    exec_of: Option<String>,
 }
+
+/// An exec'd process whose daemon is gone: no later daemon knows it (exec
+/// instances live in the daemon's memory, as in dockerd), so the zygote
+/// reaps it itself when it exits. Left unreaped, it would also hold its
+/// container's init back from exiting (a PID namespace's init waits for
+/// every process in it to be reaped), and the container could never be
+/// stopped again.
+#[derive(Debug, Serialize, Deserialize)]
+struct Orphan {
+    pid: libc::pid_t,
+    /// Its container's id.
+    container: String,
+}
+
+/// The orphans handed across an upgrade's `exec`, by pid: they stay the
+/// zygote's children.
+const ORPHANS_HANDOFF: &str = "zygote.orphans.json";
 
 /// A container in the hand-over file: descriptor numbers kept across `exec`.
 /// `pidfd` and `sync` are what zygotes before 0.2 kept; a new image takes
@@ -550,6 +572,8 @@ struct Creating {
     id: String,
     /// A container (deleted if its answer cannot be delivered).
     container: bool,
+    /// For an exec, its container's id.
+    exec_of: Option<String>,
     /// The creator's pid (the zygote's child).
     creator: libc::pid_t,
     /// Where the creator sends its answer and descriptors.
@@ -570,6 +594,8 @@ struct Server {
     conns: Vec<Conn>,
     next_conn: u64,
     creating: Vec<Creating>,
+    /// Exec'd processes no daemon knows any more.
+    orphans: Vec<Watched>,
     /// Its open-file limit.
     files_limit: u64,
 }
@@ -580,6 +606,14 @@ enum Ready {
     Answer(usize),
     Conn(u64),
     Listener,
+    /// An orphan exited (by pid).
+    Orphan(libc::pid_t),
+}
+
+/// An [`Orphan`] and the pidfd the zygote polls for its exit.
+struct Watched {
+    orphan: Orphan,
+    pidfd: OwnedFd,
 }
 
 impl Server {
@@ -616,6 +650,7 @@ impl Server {
             conns: Vec::new(),
             next_conn: 1,
             creating: Vec::new(),
+            orphans: Vec::new(),
             files_limit,
         }
     }
@@ -651,10 +686,13 @@ impl Server {
                     Ready::Answer(index) => self.finish_creation(index),
                     Ready::Conn(serial) => self.serve_request(serial, &mut buf),
                     Ready::Listener => self.accept(),
+                    Ready::Orphan(pid) => self.reap_orphan(pid),
                 }
             }
             if self.conns.is_empty() {
-                self.daemon = None;
+                if self.daemon.take().is_some() {
+                    self.orphan_execs();
+                }
                 if self.live.is_empty() && self.creating.is_empty() {
                     let _ = fs::remove_file(self.state.join(SOCKET));
                     let _ = fs::remove_file(self.state.join(PID_FILE));
@@ -678,6 +716,9 @@ impl Server {
             polled.push(PollFd::new(&c.fd, PollFlags::IN));
         }
         polled.push(PollFd::new(&self.listener, PollFlags::IN));
+        for watched in &self.orphans {
+            polled.push(PollFd::new(&watched.pidfd, PollFlags::IN));
+        }
         loop {
             match rustix::event::poll(&mut polled, None) {
                 Err(rustix::io::Errno::INTR) => continue,
@@ -690,7 +731,8 @@ impl Server {
         }
         let ready: Vec<bool> = polled.iter().map(|p| !p.revents().is_empty()).collect();
         let (answers, rest) = ready.split_at(self.creating.len());
-        let (conns, listener) = rest.split_at(self.conns.len());
+        let (conns, rest) = rest.split_at(self.conns.len());
+        let (listener, orphans) = rest.split_at(1);
         let mut woke: Vec<Ready> = (0..answers.len())
             .rev()
             .filter(|&i| answers[i])
@@ -706,7 +748,67 @@ impl Server {
         if listener[0] {
             woke.push(Ready::Listener);
         }
+        woke.extend(
+            self.orphans
+                .iter()
+                .zip(orphans)
+                .filter(|(_, &r)| r)
+                .map(|(w, _)| Ready::Orphan(w.orphan.pid)),
+        );
         woke
+    }
+
+    /// The daemon is gone, and with it its exec instances: their processes
+    /// become [`Orphan`]s, reaped by the zygote when they exit. Its copies
+    /// of their pipes are closed: nobody will read them again.
+    fn orphan_execs(&mut self) {
+        let execs: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, live)| live.exec_of.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in execs {
+            if let Some(Live {
+                pid,
+                exec_of: Some(container),
+                ..
+            }) = self.live.remove(&id)
+            {
+                self.watch(Orphan { pid, container });
+            }
+        }
+    }
+
+    /// Polls `orphan` until it exits; one that cannot be opened is gone
+    /// (reaped) already.
+    fn watch(&mut self, orphan: Orphan) {
+        if let Ok(pidfd) = crate::runtime::sys::pidfd_open(orphan.pid) {
+            self.orphans.push(Watched { orphan, pidfd });
+        }
+    }
+
+    /// Reaps orphan `pid`, which exited.
+    fn reap_orphan(&mut self, pid: libc::pid_t) {
+        let Some(index) = self.orphans.iter().position(|w| w.orphan.pid == pid) else {
+            return;
+        };
+        if !matches!(crate::runtime::sys::waitid_pid(pid, false), Ok(None)) {
+            self.orphans.swap_remove(index);
+        }
+    }
+
+    /// Kills and reaps the orphans in `container`, which is being deleted:
+    /// its init cannot finish exiting before they are reaped.
+    fn end_orphans_in(&mut self, container: &str) {
+        self.orphans.retain(|watched| {
+            if watched.orphan.container != container {
+                return true;
+            }
+            let _ = crate::runtime::sys::pidfd_send_signal(watched.pidfd.as_fd(), libc::SIGKILL);
+            let _ = crate::runtime::sys::waitid_pid(watched.orphan.pid, true);
+            false
+        });
     }
 
     /// Accepts a connection: from the daemon served (another of its
@@ -779,6 +881,8 @@ impl Server {
                     return (error(format!("{id} is being created")), Vec::new());
                 }
                 if let Some(live) = self.live.remove(&id) {
+                    let _ = crate::runtime::sys::kill(live.pid, libc::SIGKILL);
+                    self.end_orphans_in(&id);
                     live.kill();
                 }
                 match self.rt.delete(&id, true) {
@@ -896,6 +1000,10 @@ impl Server {
             Ok(pair) => pair,
             Err(e) => return Some(error(format!("cannot create a socket pair: {e}"))),
         };
+        let exec_of = match &request {
+            ZygoteRequest::Exec(spec) => Some(spec.container.clone()),
+            _ => None,
+        };
         match self.spawn_creator(&request, creator_end) {
             Err(message) => Some(error(message)),
             Ok(creator) => {
@@ -903,6 +1011,7 @@ impl Server {
                     conn,
                     id,
                     container,
+                    exec_of,
                     creator,
                     answer,
                 });
@@ -960,7 +1069,7 @@ impl Server {
             }
             return;
         };
-        let kept = keep(pid, &fds, creating.container);
+        let kept = keep(pid, &fds, creating.exec_of.clone());
         let delivered = match (&kept, conn) {
             (Ok(_), Some(conn)) => send_reply(conn, &reply, &fds).is_ok(),
             (Err(e), Some(conn)) => {
@@ -1067,6 +1176,13 @@ impl Server {
         if let Err(e) = mkhost_shared::fs::write_atomic(&path, &json, 0o600) {
             return error(format!("cannot write {}: {e}", path.display()));
         }
+        let orphans_path = self.state.join(ORPHANS_HANDOFF);
+        let orphans: Vec<&Orphan> = self.orphans.iter().map(|w| &w.orphan).collect();
+        let json = serde_json::to_vec(&orphans).unwrap_or_default();
+        if let Err(e) = mkhost_shared::fs::write_atomic(&orphans_path, &json, 0o600) {
+            let _ = fs::remove_file(&path);
+            return error(format!("cannot write {}: {e}", orphans_path.display()));
+        }
         let mut kept: Vec<BorrowedFd<'_>> = vec![conn, self.listener.as_fd()];
         for l in self.live.values() {
             kept.extend([l.stdout.as_fd(), l.stderr.as_fd()]);
@@ -1089,6 +1205,7 @@ impl Server {
         };
         let _ = cloexec(true);
         let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(&orphans_path);
         error(format!("cannot run {}: {failure}", exe.display()))
     }
 }
@@ -1304,17 +1421,17 @@ fn kill_child(pid: libc::pid_t) {
 }
 
 /// The zygote's copies of a new process's descriptors (`fds`: pidfd,
-/// stdout, stderr and maybe stdin, as a creator sends them). An exec's
-/// input is the daemon's alone: when its client goes, the process reads
-/// end-of-file.
-fn keep(pid: libc::pid_t, fds: &[OwnedFd], container: bool) -> std::io::Result<Live> {
+/// stdout, stderr and maybe stdin, as a creator sends them); `exec_of`:
+/// the container of an exec'd process. An exec's input is the daemon's
+/// alone: when its client goes, the process reads end-of-file.
+fn keep(pid: libc::pid_t, fds: &[OwnedFd], exec_of: Option<String>) -> std::io::Result<Live> {
     let [_pidfd, stdout, stderr, rest @ ..] = fds else {
         return Err(std::io::Error::other(
             "the creator sent too few descriptors",
         ));
     };
-    let stdin = match (container, rest.first()) {
-        (true, Some(fd)) => Some(fd.try_clone()?),
+    let stdin = match (&exec_of, rest.first()) {
+        (None, Some(fd)) => Some(fd.try_clone()?),
         _ => None,
     };
     Ok(Live {
@@ -1322,6 +1439,7 @@ fn keep(pid: libc::pid_t, fds: &[OwnedFd], container: bool) -> std::io::Result<L
         stdout: stdout.try_clone()?,
         stderr: stderr.try_clone()?,
         stdin,
+        exec_of,
     })
 }
 
@@ -1382,10 +1500,22 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
                 stdout,
                 stderr,
                 stdin,
+                exec_of: None,
             },
         );
     }
-    let server = Server::new(state, listener, live);
+    let mut server = Server::new(state, listener, live);
+    // The old image's orphans, by pid: still this process's children. An
+    // image from before orphans were kept wrote no such file.
+    let orphans_path = state.join(ORPHANS_HANDOFF);
+    let orphans: Vec<Orphan> = fs::read(&orphans_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let _ = fs::remove_file(&orphans_path);
+    for orphan in orphans {
+        server.watch(orphan);
+    }
     if send_reply(conn.as_fd(), &server.hello(), &[]).is_err() {
         std::process::exit(1);
     }
@@ -1533,6 +1663,9 @@ impl NewStdio {
             stdout,
             stderr: self.err_read,
             stdin,
+            // The creator's own record, for its answer: the zygote keeps its
+            // copies with [`keep`].
+            exec_of: None,
         })
     }
 }
