@@ -1443,16 +1443,22 @@ fn keep(pid: libc::pid_t, fds: &[OwnedFd], exec_of: Option<String>) -> std::io::
     })
 }
 
+/// Reads and removes a hand-over file an old image wrote before its
+/// `exec`; none, or one that does not parse, hands nothing over.
+fn take_handed<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    let handed = fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let _ = fs::remove_file(path);
+    handed
+}
+
 /// `hostd zygote --state S --conn N --listener M`: the new image of an
 /// upgraded zygote. Takes over the descriptors named in the hand-over file,
 /// answers the pending `upgrade` with `hello`, and serves on.
 pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
-    let path = state.join(HANDOFF);
-    let handed: Vec<Handed> = fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let _ = fs::remove_file(&path);
+    let handed: Vec<Handed> = take_handed(&state.join(HANDOFF));
     // The old image cleared close-on-exec on exactly these descriptors for
     // this one to own.
     let mut numbers = vec![conn, listener];
@@ -1507,13 +1513,7 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
     let mut server = Server::new(state, listener, live);
     // The old image's orphans, by pid: still this process's children. An
     // image from before orphans were kept wrote no such file.
-    let orphans_path = state.join(ORPHANS_HANDOFF);
-    let orphans: Vec<Orphan> = fs::read(&orphans_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let _ = fs::remove_file(&orphans_path);
-    for orphan in orphans {
+    for orphan in take_handed::<Orphan>(&state.join(ORPHANS_HANDOFF)) {
         server.watch(orphan);
     }
     if send_reply(conn.as_fd(), &server.hello(), &[]).is_err() {
