@@ -555,6 +555,9 @@ struct Handed {
     stderr: RawFd,
     #[serde(default)]
     stdin: Option<RawFd>,
+    /// For an exec'd process, its container's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec_of: Option<String>,
 }
 
 /// One connection of the daemon being served. The daemon sends one
@@ -1169,6 +1172,7 @@ impl Server {
                 stdout: l.stdout.as_raw_fd(),
                 stderr: l.stderr.as_raw_fd(),
                 stdin: l.stdin.as_ref().map(|f| f.as_raw_fd()),
+                exec_of: l.exec_of.clone(),
             })
             .collect();
         let path = self.state.join(HANDOFF);
@@ -1506,7 +1510,7 @@ pub fn resume(state: &Path, conn: RawFd, listener: RawFd) -> ! {
                 stdout,
                 stderr,
                 stdin,
-                exec_of: None,
+                exec_of: h.exec_of,
             },
         );
     }
