@@ -1157,18 +1157,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn everything_the_build_writes_on_its_own_is_listed_as_mkhosts() {
-        let dir = tempfile::tempdir().unwrap();
-        let profile = profile(dir.path(), "");
-        let archive = assemble_initramfs(
-            &profile,
-            &kernel(dir.path()),
+    /// The initramfs of `profile` alone: no module, firmware or container.
+    fn assemble_plain(profile: &Profile, dir: &Path) -> Result<cpio::Archive, LinuxError> {
+        assemble_initramfs(
+            profile,
+            &kernel(dir),
             &programs(),
             &plan(&[]),
             &ContainerPlan::default(),
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn everything_the_build_writes_on_its_own_is_listed_as_mkhosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = profile(dir.path(), "");
+        let archive = assemble_plain(&profile, dir.path()).unwrap();
         for (path, node) in archive.entries() {
             // Directories only hold things; what they hold must be listed.
             if !matches!(node, cpio::Node::Dir { .. }) {
@@ -1194,14 +1198,7 @@ mod tests {
         certs::issue(&ca, Role::Server, &d.join("tls"), "h", &san, 1).unwrap();
         // [docker] last: the tests' profile ends inside no table.
         let profile = profile(d, "\n[docker]\ntls_dir = \"tls\"\n");
-        let archive = assemble_initramfs(
-            &profile,
-            &kernel(d),
-            &programs(),
-            &plan(&[]),
-            &ContainerPlan::default(),
-        )
-        .unwrap();
+        let archive = assemble_plain(&profile, d).unwrap();
         let entries: BTreeMap<&str, &cpio::Node> = archive.entries().collect();
         let tls_dir = paths::in_archive(paths::DOCKER_TLS_IMAGE);
         assert!(matches!(entries[tls_dir], cpio::Node::Dir { mode: 0o700 }));
@@ -1243,28 +1240,15 @@ mod tests {
             "{err}"
         );
         // Firmware nothing names is the profile's to add.
-        assert!(assemble_initramfs(
-            &profile,
-            &kernel(dir.path()),
-            &programs(),
-            &plan(&[]),
-            &ContainerPlan::default(),
-        )
-        .is_ok());
+        assert!(assemble_plain(&profile, dir.path()).is_ok());
 
         // A library a [[binaries]] entry brings.
         let closure = elf::library_closure(Path::new("/bin/true")).unwrap();
         let lib = closure.libraries.first().expect("/bin/true is dynamic");
         let profile = profile_with_binary(dir.path(), &lib.display().to_string());
-        let err = assemble_initramfs(
-            &profile,
-            &kernel(dir.path()),
-            &programs(),
-            &plan(&[]),
-            &ContainerPlan::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = assemble_plain(&profile, dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!(
                 "p.toml:12:1: {} is already in the image: a shared library of the [[binaries]] entry at",
@@ -1314,27 +1298,14 @@ mod tests {
             assert!(err.contains("small.toml:7:1: ") && err.contains(want), "{err}");
             // Assembling reads it with the same checks (a file swapped after
             // the first check cannot block or overflow it).
-            let err = assemble_initramfs(
-                &profile,
-                &kernel(d),
-                &programs(),
-                &plan(&[]),
-                &ContainerPlan::default(),
-            )
+            let err = assemble_plain(&profile, d)
             .unwrap_err()
             .to_string();
             assert!(err.contains(want), "{err}");
         }
         let profile = small("fits");
         check_sources(&profile).unwrap();
-        let archive = assemble_initramfs(
-            &profile,
-            &kernel(d),
-            &programs(),
-            &plan(&[]),
-            &ContainerPlan::default(),
-        )
-        .unwrap();
+        let archive = assemble_plain(&profile, d).unwrap();
         assert!(archive.contains("etc/x"));
     }
 
@@ -1353,14 +1324,7 @@ mod tests {
             top,
             &format!("{shell}[[binaries]]\nsource = \"/bin/true\"\ndest = \"/bin/ls\"\n"),
         );
-        let archive = assemble_initramfs(
-            &with_ls,
-            &kernel(dir.path()),
-            &programs(),
-            &plan(&[]),
-            &ContainerPlan::default(),
-        )
-        .unwrap();
+        let archive = assemble_plain(&with_ls, dir.path()).unwrap();
         let ls = archive.entries().find(|(p, _)| *p == "bin/ls").unwrap().1;
         assert!(matches!(ls, cpio::Node::File { .. }), "{ls:?}");
         let with_busybox = profile_with_top(
@@ -1368,15 +1332,9 @@ mod tests {
             top,
             &format!("{shell}[[files]]\ndest = \"/bin/busybox\"\ncontents = \"x\"\n"),
         );
-        let err = assemble_initramfs(
-            &with_busybox,
-            &kernel(dir.path()),
-            &programs(),
-            &plan(&[]),
-            &ContainerPlan::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = assemble_plain(&with_busybox, dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("/bin/busybox is already in the image: the debug shell's busybox"),
             "{err}"
