@@ -884,7 +884,7 @@ impl Server {
                     return (error(format!("{id} is being created")), Vec::new());
                 }
                 if let Some(live) = self.live.remove(&id) {
-                    let _ = crate::runtime::sys::kill(live.pid, libc::SIGKILL);
+                    // Its orphans first: the init's exit waits for them.
                     self.end_orphans_in(&id);
                     live.kill();
                 }
