@@ -2,10 +2,12 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hostd::daemon::containers::Record;
@@ -166,38 +168,52 @@ impl Console {
 }
 
 /// The mounts under `dir` a daemon made (overlay roots, network namespace
-/// files), without the test's own network namespace (`dir/netns`).
+/// files).
 pub fn overlay_mounts_under(dir: &Path) -> Vec<String> {
     let text = dir.to_string_lossy().into_owned();
-    let own = format!(" {} ", test_netns(dir).display());
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| l.contains(&text) && !l.contains(&own))
+        .filter(|l| l.contains(&text))
         .map(str::to_string)
         .collect()
 }
 
-/// The network namespace every daemon of the test in `work` runs in: made
-/// once (bind-mounted at `work/netns`), so the daemons of one test (a
-/// restart, an upgrade) share it, and this machine's own network is never
-/// touched.
-pub fn test_netns(work: &Path) -> std::path::PathBuf {
-    work.join("netns")
+/// The network namespaces of the tests' daemons, by work directory. Each
+/// is held open by this process, not bind-mounted: it ends with the test
+/// process, and no test leaves a mount (or its directory) behind however
+/// it ends, a daemon killed or stopped on purpose included.
+static NETNS: Mutex<Vec<(PathBuf, fs::File)>> = Mutex::new(Vec::new());
+
+/// The network namespace every daemon of the test in `work` runs in
+/// (`/proc/<this process>/fd/<n>`): made on first use, so the daemons of
+/// one test (a restart, an upgrade) share it, and this machine's own
+/// network is never touched.
+pub fn test_netns(work: &Path) -> PathBuf {
+    let mut held = NETNS.lock().unwrap_or_else(|p| p.into_inner());
+    let index = match held.iter().position(|(dir, _)| dir == work) {
+        Some(index) => index,
+        None => {
+            held.push((work.to_path_buf(), new_netns()));
+            held.len() - 1
+        }
+    };
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        held[index].1.as_raw_fd()
+    ))
 }
 
-fn ensure_test_netns(work: &Path) -> std::path::PathBuf {
-    let path = test_netns(work);
-    let mounted = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .contains(&format!(" {} ", path.display()));
-    if !mounted {
-        fs::write(&path, b"").unwrap();
-        run(Command::new("unshare")
-            .arg(format!("--net={}", path.display()))
-            .arg("true"));
-    }
-    path
+/// A new network namespace (as `unshare --net` makes it), made by a thread
+/// of its own: unshare moves only the calling thread.
+fn new_netns() -> fs::File {
+    std::thread::spawn(|| {
+        hostd::os::unshare(hostd::os::UnshareFlags::NEWNET).unwrap();
+        fs::File::open("/proc/thread-self/ns/net").unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 /// A command run inside the test's network namespace.
@@ -237,7 +253,7 @@ impl<'a> Daemon<'a> {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = work.join(format!("daemon-{n}.log"));
         let out = fs::File::create(&log).unwrap();
-        let netns = ensure_test_netns(work);
+        let netns = test_netns(work);
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -353,7 +369,6 @@ fn cleanup(work: &Path) {
             let _ = hostd::os::unmount(Path::new(target), hostd::os::UnmountFlags::DETACH);
         }
     }
-    let _ = hostd::os::unmount(&test_netns(work), hostd::os::UnmountFlags::DETACH);
 }
 
 /// Debian's docker CLI (not `/usr/local/bin/docker`, another one).
