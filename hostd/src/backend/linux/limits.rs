@@ -100,9 +100,52 @@ pub fn memory_room(available_kib: u64, mut counts: KernelCounts, own_memory_cgro
     }
 }
 
+/// The superblocks of the host's own mount table under `proc`: its
+/// distinct devices, since bind mounts, and the network namespace file
+/// each networked container has there, share theirs. Reading it takes
+/// time in proportion to the table, which grows with those files: a caller
+/// that asks at every start keeps the answer a while ([`HostSuperblocks`]).
+pub fn host_superblocks(proc: &Path) -> u64 {
+    let table = fs::read_to_string(proc.join("self/mountinfo")).unwrap_or_default();
+    let devices: std::collections::BTreeSet<&str> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(2))
+        .collect();
+    devices.len() as u64
+}
+
+/// [`host_superblocks`], read again only when the last count is older than
+/// [`HostSuperblocks::MAX_AGE`]: container roots are mounted in their own
+/// namespaces, so the host's superblocks change rarely (a disk mounted),
+/// and a count a few seconds old misjudges the next container's cost by a
+/// few slots at most.
+#[derive(Debug, Default)]
+pub struct HostSuperblocks {
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl HostSuperblocks {
+    /// How long a count is used.
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The host's superblocks, counted at most [`Self::MAX_AGE`] ago.
+    pub fn recent(&self) -> u64 {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some((at, count)) if at.elapsed() < Self::MAX_AGE => count,
+            _ => {
+                let count = host_superblocks(Path::new("/proc"));
+                *last = Some((std::time::Instant::now(), count));
+                count
+            }
+        }
+    }
+}
+
 /// [`KernelCounts`] from the kernel's files under `proc` and the cgroup2
-/// mount `cgroups`, with `watched` containers running.
-fn kernel_counts(proc: &Path, cgroups: &Path, watched: u64) -> KernelCounts {
+/// mount `cgroups`, with `watched` containers running and `host_superblocks`
+/// in the host's mount table.
+fn kernel_counts(proc: &Path, cgroups: &Path, watched: u64, host_superblocks: u64) -> KernelCounts {
     // cgroup v2 counts every cgroup of the hierarchy for each controller.
     let all_cgroups: u64 = fs::read_to_string(proc.join("cgroups"))
         .ok()
@@ -120,11 +163,9 @@ fn kernel_counts(proc: &Path, cgroups: &Path, watched: u64) -> KernelCounts {
         crate::runtime::cgroups::keyed(&cgroups.join(shared).join("cgroup.stat"), "nr_descendants")
             .unwrap_or(0);
     let memory_cgroups = all_cgroups.saturating_sub(without_memory);
-    let host_mounts = fs::read_to_string(proc.join("self/mountinfo"))
-        .map_or(0, |text| text.lines().count() as u64);
     KernelCounts {
         memory_cgroups,
-        superblocks: host_mounts + SUPERBLOCKS_PER_CONTAINER * watched,
+        superblocks: host_superblocks + SUPERBLOCKS_PER_CONTAINER * watched,
     }
 }
 
@@ -135,23 +176,31 @@ const NAMESPACE_KINDS: [&str; 5] = ["mnt", "pid", "net", "ipc", "uts"];
 /// the daemon holds descriptors for, its open-file limit, and whether the
 /// container gets a memory cgroup of its own: an error names the limit
 /// and how to raise it.
-pub fn check_room(watched: u64, files_limit: u64, own_memory_cgroup: bool) -> Result<(), String> {
+pub fn check_room(
+    watched: u64,
+    files_limit: u64,
+    own_memory_cgroup: bool,
+    host_superblocks: &HostSuperblocks,
+) -> Result<(), String> {
     check_room_in(
         Path::new("/proc"),
         Path::new(CGROUP_ROOT),
         watched,
         files_limit,
         own_memory_cgroup,
+        host_superblocks.recent(),
     )
 }
 
-/// [`check_room`] with the kernel's files under `proc` and `cgroups`.
+/// [`check_room`] with the kernel's files under `proc` and `cgroups`, and
+/// `host_superblocks` in the host's mount table.
 fn check_room_in(
     proc: &Path,
     cgroups: &Path,
     watched: u64,
     files_limit: u64,
     own_memory_cgroup: bool,
+    host_superblocks: u64,
 ) -> Result<(), String> {
     let daemon_files = watched * DAEMON_FILES_PER_CONTAINER + DAEMON_FILES_RESERVE;
     if daemon_files + DAEMON_FILES_PER_CONTAINER + 1 > files_limit {
@@ -173,7 +222,7 @@ fn check_room_in(
         }
     }
     if let Some(available) = memory_available_kib(proc) {
-        let counts = kernel_counts(proc, cgroups, watched);
+        let counts = kernel_counts(proc, cgroups, watched, host_superblocks);
         let cost = next_container_kib(counts, own_memory_cgroup);
         if available < MIN_MEMORY_KIB + cost {
             return Err(format!(
@@ -224,7 +273,12 @@ pub fn host_limits(
         .unwrap_or(u64::MAX);
     let memory_available_kib = memory_available_kib(proc).unwrap_or(0);
     let own_memory_cgroup = memory_cgroups == MemoryCgroups::Each;
-    let counts = kernel_counts(proc, Path::new(CGROUP_ROOT), watched);
+    let counts = kernel_counts(
+        proc,
+        Path::new(CGROUP_ROOT),
+        watched,
+        host_superblocks(proc),
+    );
     // Each bound: (room left, its name).
     let room = |usage: Usage, reserve: u64, per: u64| {
         usage.limit.saturating_sub(usage.used + reserve) / per
@@ -362,7 +416,7 @@ mod tests {
     #[test]
     fn a_full_descriptor_table_is_refused_with_the_limit_named() {
         let proc = fake_proc(500, 4_194_304, 64 << 20);
-        let check = |watched| check_room_in(proc.path(), proc.path(), watched, 20_000, true);
+        let check = |watched| check_room_in(proc.path(), proc.path(), watched, 20_000, true, 1);
         assert!(check(0).is_ok());
         // 20,000 descriptors: about 6,580 containers at 3 each plus the reserve.
         assert!(check(6_500).is_ok());
@@ -398,9 +452,9 @@ mod tests {
     #[test]
     fn tasks_and_memory_are_checked_with_the_limit_named() {
         let fine = fake_proc(500, 32_768, 4_000_000);
-        assert!(check_room_in(fine.path(), fine.path(), 10, 20_000, true).is_ok());
+        assert!(check_room_in(fine.path(), fine.path(), 10, 20_000, true, 1).is_ok());
         let full = fake_proc(32_710, 32_768, 4_000_000);
-        let err = check_room_in(full.path(), full.path(), 10, 20_000, true).unwrap_err();
+        let err = check_room_in(full.path(), full.path(), 10, 20_000, true, 1).unwrap_err();
         assert!(
             err.contains("32710 tasks")
                 && err.contains("kernel.pid_max")
@@ -408,7 +462,7 @@ mod tests {
             "{err}"
         );
         let low = fake_proc(500, 32_768, 8 * 1024);
-        let err = check_room_in(low.path(), low.path(), 10, 20_000, true).unwrap_err();
+        let err = check_room_in(low.path(), low.path(), 10, 20_000, true, 1).unwrap_err();
         assert!(err.contains("8 MiB of memory"), "{err}");
     }
 
@@ -455,6 +509,27 @@ mod tests {
     }
 
     #[test]
+    fn host_superblocks_are_the_mount_tables_distinct_devices() {
+        let proc = tempfile::tempdir().unwrap();
+        fs::create_dir_all(proc.path().join("self")).unwrap();
+        // The root, a bind mount of a directory of it, /proc, and three
+        // network namespace files (one nsfs superblock for all).
+        fs::write(
+            proc.path().join("self/mountinfo"),
+            "21 1 253:0 / / rw,relatime - ext4 /dev/vda rw\n\
+             22 21 253:0 /srv/data /data rw,relatime - ext4 /dev/vda rw\n\
+             23 21 0:22 / /proc rw,nosuid - proc proc rw\n\
+             30 21 0:4 net:[4026532301] /run/hostd/netns/a rw - nsfs nsfs rw\n\
+             31 21 0:4 net:[4026532302] /run/hostd/netns/b rw - nsfs nsfs rw\n\
+             32 21 0:4 net:[4026532303] /run/hostd/netns/c rw - nsfs nsfs rw\n",
+        )
+        .unwrap();
+        assert_eq!(host_superblocks(proc.path()), 3);
+        // Unreadable: none counted (the memory check still runs).
+        assert_eq!(host_superblocks(&proc.path().join("missing")), 0);
+    }
+
+    #[test]
     fn a_start_that_memory_cannot_hold_is_refused_naming_the_fix() {
         let proc = fake_proc(500, 4_194_304, MIN_MEMORY_KIB + CONTAINER_KIB + 100);
         fs::create_dir_all(proc.path().join("self")).unwrap();
@@ -469,7 +544,7 @@ mod tests {
             "1 0 0:1 / / rw - x x rw\n",
         )
         .unwrap();
-        let counts = kernel_counts(proc.path(), proc.path(), 100);
+        let counts = kernel_counts(proc.path(), proc.path(), 100, host_superblocks(proc.path()));
         assert_eq!(
             counts,
             KernelCounts {
@@ -478,7 +553,7 @@ mod tests {
             }
         );
         // 9,000 memory cgroups: each new superblock costs a slot in each.
-        let err = check_room_in(proc.path(), proc.path(), 100, 1 << 20, false).unwrap_err();
+        let err = check_room_in(proc.path(), proc.path(), 100, 1 << 20, false, 1).unwrap_err();
         assert!(err.contains("9000 memory cgroups"), "{err}");
         assert!(err.contains("memory_cgroups = \"limited\""), "{err}");
         // Containers under the shared memory cgroup have none of their own.
@@ -490,11 +565,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            kernel_counts(proc.path(), proc.path(), 100).memory_cgroups,
+            kernel_counts(proc.path(), proc.path(), 100, 1).memory_cgroups,
             10
         );
         let roomy = fake_proc(500, 4_194_304, MIN_MEMORY_KIB + 2 * CONTAINER_KIB);
-        assert!(check_room_in(roomy.path(), roomy.path(), 100, 1 << 20, false).is_ok());
+        assert!(check_room_in(roomy.path(), roomy.path(), 100, 1 << 20, false, 1).is_ok());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Linux {
     memory_cgroups: MemoryCgroups,
     /// Its networking side.
     networking: Arc<network::LinuxNetworking>,
+    /// The host's superblocks, for the cost of the next container.
+    host_superblocks: limits::HostSuperblocks,
 }
 
 impl Linux {
@@ -61,6 +63,7 @@ impl Linux {
             files_limit: crate::os::raise_nofile(1 << 20),
             memory_cgroups,
             networking: Arc::default(),
+            host_superblocks: limits::HostSuperblocks::default(),
         })
     }
 
@@ -233,7 +236,12 @@ impl Backend for Linux {
     }
 
     fn check_room(&self, others: u64, spec: &CreateSpec) -> Result<(), String> {
-        limits::check_room(others, self.files_limit, !spec.shared_memory_cgroup)
+        limits::check_room(
+            others,
+            self.files_limit,
+            !spec.shared_memory_cgroup,
+            &self.host_superblocks,
+        )
     }
 
     fn shares_memory_accounting(&self, limits: &Limits) -> bool {
