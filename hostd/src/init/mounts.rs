@@ -242,53 +242,7 @@ pub fn enable_cgroup_controllers(cgroup_root: &Path) -> (Vec<String>, Vec<MountE
     (enabled, failed)
 }
 
-/// One line of `/proc/self/mountinfo`, the parts shutdown needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    /// The mount point (octal escapes decoded).
-    pub target: String,
-    /// The file system type.
-    pub fstype: String,
-}
-
-/// Decodes mountinfo's `\040`-style octal escapes.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            let value = bytes
-                .get(i + 1..i + 4)
-                .and_then(|oct| std::str::from_utf8(oct).ok())
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok());
-            if let Some(v) = value {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses `/proc/self/mountinfo` into mount order.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let target = fields.get(4)?;
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let fstype = fields.get(sep + 1)?;
-            Some(MountEntry {
-                target: unescape(target),
-                fstype: (*fstype).to_string(),
-            })
-        })
-        .collect()
-}
+pub use crate::os::{parse_mountinfo, MountEntry};
 
 /// Mount points that stay mounted to the end: the root and the kernel API
 /// file systems shutdown itself uses.
@@ -352,16 +306,6 @@ mod tests {
 28 24 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate
 29 27 8:1 / /run/my\\040disk ro - vfat /dev/vda1 ro
 ";
-
-    #[test]
-    fn mountinfo_parses_and_unescapes() {
-        let entries = parse_mountinfo(MOUNTINFO);
-        assert_eq!(entries.len(), 8);
-        assert_eq!(entries[0].target, "/");
-        assert_eq!(entries[6].fstype, "cgroup2");
-        assert_eq!(entries[7].target, "/run/my disk");
-        assert_eq!(entries[7].fstype, "vfat");
-    }
 
     #[test]
     fn unmounts_in_reverse_and_keeps_api_mounts() {

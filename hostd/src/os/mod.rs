@@ -19,7 +19,8 @@
 //! - taking ownership of descriptors inherited across `execve`
 //!   ([`take_inherited_fds`]).
 //!
-//! The areas: [`fs`] (mounts, device nodes), [`fd`] (pipes, descriptor
+//! The areas: [`fs`] (mounts, device nodes), [`mountinfo`] (reading a mount
+//! table), [`fd`] (pipes, descriptor
 //! flags, inherited descriptors), [`namespace`] (the calling thread's
 //! namespaces: `unshare`, `setns`), [`event`] (`poll`, `epoll`, `eventfd`),
 //! [`process`] (fork, exec, wait, kill, limits), [`signal`] (blocked signals
@@ -31,6 +32,7 @@
 pub mod event;
 pub mod fd;
 pub mod fs;
+pub mod mountinfo;
 pub mod namespace;
 pub mod process;
 pub mod signal;
@@ -43,6 +45,7 @@ pub use fs::{
     bind_mount, is_pseudo_fs, mknod, mount, mount_move, open_in_root, remount, set_propagation,
     statfs_type, unmount, MountFlags, MountPropagationFlags, UnmountFlags,
 };
+pub use mountinfo::{parse_mountinfo, MountEntry};
 pub use namespace::{enter_net_ns, namespace_type, unshare, UnshareFlags, NSFS_MAGIC};
 pub use process::{
     execv, fork, fork_sibling, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit,

@@ -107,9 +107,9 @@ pub fn memory_room(available_kib: u64, mut counts: KernelCounts, own_memory_cgro
 /// that asks at every start keeps the answer a while ([`HostSuperblocks`]).
 pub fn host_superblocks(proc: &Path) -> u64 {
     let table = fs::read_to_string(proc.join("self/mountinfo")).unwrap_or_default();
-    let devices: std::collections::BTreeSet<&str> = table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(2))
+    let devices: std::collections::BTreeSet<String> = crate::os::parse_mountinfo(&table)
+        .into_iter()
+        .map(|mount| mount.device)
         .collect();
     devices.len() as u64
 }
