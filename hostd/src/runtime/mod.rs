@@ -37,6 +37,7 @@ pub mod child;
 pub mod container;
 pub mod hooks;
 pub mod lsm;
+pub mod mount_source;
 pub mod mounts;
 pub mod plan;
 pub mod process;

@@ -29,6 +29,7 @@ use super::child::{
     MSG_READY,
 };
 use super::hooks::{self, HookError, Hooks};
+use super::mount_source::{MountSource, MountSourceError};
 use super::plan::Plan;
 use super::sys::{self, Errno, Forked};
 
@@ -46,6 +47,9 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// The mount source could not be entered, pruned or left.
+    #[error("the containers' mount namespace")]
+    MountSource(#[source] MountSourceError),
     /// `--preserve-fds` names a closed descriptor.
     #[error("--preserve-fds: fd {0} is not open")]
     PreserveFds(RawFd),
@@ -99,6 +103,9 @@ pub struct SpawnOptions<'a> {
     pub preserve_fds: u32,
     /// Skip `clone3` (tests of the fallback).
     pub legacy_clone: bool,
+    /// The mount namespace a new one is copied from, instead of the
+    /// caller's ([`MountSource`]).
+    pub mount_source: Option<&'a MountSource>,
 }
 
 /// A created init process, blocked before `execve`.
@@ -239,7 +246,15 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         preserve_fds: opts.preserve_fds,
     };
 
-    // (1) clone.
+    // (1) clone, from the mount source when the init gets a new mount
+    // namespace: the caller is in it only for the clone.
+    let source = opts
+        .mount_source
+        .filter(|_| plan.clone_flags & libc::CLONE_NEWNS as u64 != 0);
+    if let Some(source) = source {
+        source.prune().map_err(SpawnError::MountSource)?;
+        source.enter().map_err(SpawnError::MountSource)?;
+    }
     let mut used_clone3 = !opts.legacy_clone;
     let forked = if used_clone3 {
         // SAFETY: the child branch below only calls `child::init_main`, which
@@ -259,15 +274,23 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         Some(r) => r,
         // SAFETY: as above.
         None => unsafe { sys::clone_legacy(plan.clone_flags, true) },
-    }
-    .map_err(sys_err("clone"))?;
-    let (pid, pidfd) = match forked {
-        Forked::Child => {
+    };
+    let parent = match forked {
+        Ok(Forked::Child) => {
             sys::close(parent_sock.as_raw_fd());
             child::init_main(plan, fds)
         }
-        Forked::Parent { pid, pidfd } => (pid, pidfd),
+        Ok(Forked::Parent { pid, pidfd }) => Ok((pid, pidfd)),
+        Err(e) => Err(e),
     };
+    let returned = source.map_or(Ok(()), |source| source.leave());
+    let (pid, pidfd) = parent.map_err(sys_err("clone"))?;
+    if let Err(e) = returned {
+        // Not home: nothing after this could be trusted to find its paths.
+        let _ = sys::kill(pid, libc::SIGKILL);
+        let _ = sys::waitid_pid(pid, true);
+        return Err(SpawnError::MountSource(e));
+    }
     drop(child_sock);
     let spawned = Spawned {
         pid,

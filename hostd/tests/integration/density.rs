@@ -5,7 +5,10 @@
 //! behind, once every
 //! container is removed the daemon and the zygote hold the descriptors they
 //! held before, and a new daemon re-adopts more containers than one batch
-//! of the zygote's `attach_many` holds.
+//! of the zygote's `attach_many` holds. A networked container's start
+//! copies none of the host's network namespace files (the spawner's mount
+//! namespace, a slave of the host's, lacks them), yet sees what the host
+//! mounts later; on a host whose mounts are private, the host's table.
 
 use std::fs;
 use std::path::Path;
@@ -358,4 +361,178 @@ fn a_new_daemon_readopts_more_than_one_batch() {
     }
     remove_all(&socket);
     second.terminate();
+}
+
+/// Whether this machine's root mount propagates (`shared:N`).
+fn root_is_shared() -> bool {
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    hostd::os::parse_mountinfo(&table)
+        .iter()
+        .rev()
+        .find(|mount| mount.target == "/")
+        .is_some_and(|root| root.shared)
+}
+
+/// The mount namespace the spawner holds open for containers to copy
+/// theirs from: `/proc/<spawner>/fd/<n>`, the one of its descriptors that
+/// is a mount namespace other than its own.
+fn containers_mount_namespace(zygote: i32) -> std::path::PathBuf {
+    let pid_ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let spawners: Vec<i32> = children_of(zygote)
+        .into_iter()
+        .filter(|&child| pid_ns(child) == pid_ns(zygote))
+        .collect();
+    let [spawner] = spawners[..] else {
+        panic!("the zygote's spawner: {spawners:?}");
+    };
+    let own = fs::read_link(format!("/proc/{spawner}/ns/mnt")).unwrap();
+    fs::read_dir(format!("/proc/{spawner}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|fd| fd.path())
+        .find(|fd| {
+            fs::read_link(fd)
+                .is_ok_and(|target| target.to_string_lossy().starts_with("mnt:[") && target != own)
+        })
+        .expect("the spawner holds a mount namespace of its own making")
+}
+
+/// `hostd run` without `-d`: the container's output.
+fn run_in_foreground(socket: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(HOSTD)
+        .args(["run", "--socket"])
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The mount table of the namespace at `namespace`.
+fn mount_table_of(namespace: &Path) -> String {
+    ok(&std::process::Command::new("nsenter")
+        .arg(format!("--mount={}", namespace.display()))
+        .args(["cat", "/proc/self/mountinfo"])
+        .output()
+        .unwrap())
+}
+
+#[test]
+fn networked_starts_copy_no_network_namespace_files() {
+    if !crate::common::require(
+        root_is_shared(),
+        "a shared root mount (mount --make-rshared /, as systemd leaves it)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    let srv = work.join("srv");
+    fs::create_dir_all(&srv).unwrap();
+    let daemon = Daemon::start(
+        work,
+        Path::new(HOSTD),
+        &["--bind-root", srv.to_str().unwrap()],
+    );
+    let socket = daemon.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    let netns_dir = work.join("state/netns").display().to_string();
+    let netns_files = |table: &str| {
+        table
+            .lines()
+            .filter(|l| l.contains(" nsfs ") && l.contains(&netns_dir))
+            .count()
+    };
+    // Three containers on the default network: three namespace files in
+    // the host's mount table, none in the one containers copy.
+    for i in 0..3 {
+        let name = format!("n{i}");
+        ok(&hostd_run(
+            &socket,
+            &["--name", &name, "bb", "sleep", "1000"],
+        ));
+    }
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(netns_files(&host), 3, "{host}");
+    let zygote = zygote_pid(work).unwrap();
+    let namespace = containers_mount_namespace(zygote);
+    let copied = mount_table_of(&namespace);
+    assert_eq!(netns_files(&copied), 0, "{copied}");
+
+    // A mount the host makes now reaches the next container (the
+    // namespace is the host's slave): a tmpfs under the bind root.
+    let late = srv.join("late");
+    fs::create_dir_all(&late).unwrap();
+    hostd::os::mount("late", &late, "tmpfs", hostd::os::MountFlags::empty(), None).unwrap();
+    fs::write(late.join("f"), "mounted after the daemon started\n").unwrap();
+    let bind = format!("{}:/late:ro", late.display());
+    let out = ok(&run_in_foreground(
+        &socket,
+        &[
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &bind,
+            "bb",
+            "cat",
+            "/late/f",
+        ],
+    ));
+    assert!(out.contains("mounted after the daemon started"), "{out}");
+
+    // A fourth networked container: its file reached the namespace and
+    // was detached before its own clone.
+    ok(&hostd_run(
+        &socket,
+        &["--name", "n3", "bb", "sleep", "1000"],
+    ));
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(netns_files(&host), 4);
+    let copied = mount_table_of(&namespace);
+    assert_eq!(netns_files(&copied), 0, "{copied}");
+    // Inside a networked container, the table is its own few mounts.
+    let inside = ok(&run_in_foreground(
+        &socket,
+        &["--rm", "bb", "cat", "/proc/self/mountinfo"],
+    ));
+    assert!(!inside.contains(" nsfs "), "{inside}");
+    for name in ["n0", "n1", "n2", "n3"] {
+        ok(&hostd(&socket, &["rm", "-f", name]));
+    }
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(netns_files(&host), 0, "{host}");
+    assert!(ps(&socket).is_empty());
+}
+
+#[test]
+fn a_host_with_private_mounts_copies_its_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    build_image(work);
+    // The daemon in a mount namespace of its own whose mounts propagate
+    // nowhere, as on a host booted without systemd.
+    let daemon = Daemon::start_wrapped(
+        work,
+        Path::new(HOSTD),
+        &[],
+        &["unshare", "--mount", "--propagation", "private"],
+    );
+    let socket = daemon.socket();
+    ok(&hostd(
+        &socket,
+        &["import", work.join("bb.tar").to_str().unwrap()],
+    ));
+    let out = ok(&run_in_foreground(&socket, &["bb", "echo", "networked"]));
+    assert!(out.contains("networked"), "{out}");
+    let log = fs::read_to_string(work.join("state/zygote.log")).unwrap();
+    assert!(
+        log.contains(
+            "the host's root mount is private (not shared): containers copy the host's mount table"
+        ),
+        "{log}"
+    );
 }

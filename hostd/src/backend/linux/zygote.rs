@@ -74,6 +74,7 @@ use crate::backend::{CreateSpec, ExecSpec};
 use crate::os;
 use crate::runtime::cgroups::{CgroupManager, Cgroupfs};
 use crate::runtime::child::Step;
+use crate::runtime::mount_source::{MountSource, MountSourceError};
 use crate::runtime::process::{SpawnError, Spawned};
 use crate::runtime::{Console, CreateOptions, Log, Runtime, RuntimeError};
 use mkhost_shared::container::ExecError;
@@ -1303,7 +1304,16 @@ fn spawner_main(sock: OwnedFd, state: &Path) -> ! {
     // SAFETY: fd 3 is the socket, open and owned by nothing else now.
     let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
     let log = Log::new(Some(&state.join("zygote.log")), false).unwrap_or_default();
-    let rt = Runtime::detect(state.join("oci"), log);
+    let mut rt = Runtime::detect(state.join("oci"), log);
+    // The spawner has a single thread, as MountSource::new needs.
+    match MountSource::new() {
+        Ok(source) => rt.set_mount_source(Some(source)),
+        Err(e @ MountSourceError::NotShared) => rt.log().info(&e.to_string()),
+        Err(e) => rt.log().warn(&format!(
+            "containers copy the host's mount table: no mount namespace without its \
+             network namespace files: {e}"
+        )),
+    }
     let saved = (
         std::io::stdin().as_fd().try_clone_to_owned(),
         std::io::stdout().as_fd().try_clone_to_owned(),

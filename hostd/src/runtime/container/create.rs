@@ -191,6 +191,7 @@ impl Runtime {
                 cgroup_procs: cleanup.cgroup.as_ref().map(|c| self.cgroups.procs_file(c)),
                 preserve_fds: opts.preserve_fds,
                 legacy_clone: self.legacy_clone,
+                mount_source: self.mount_source.as_ref(),
             },
         )?;
         if !spawned.clone3 {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::cgroups::{CgroupError, CgroupManager, Cgroupfs};
 use crate::runtime::hooks::{self, HookError, Hooks, Kind};
+use crate::runtime::mount_source::MountSource;
 use crate::runtime::plan::PlanError;
 use crate::runtime::process::SpawnError;
 use crate::runtime::spec::SpecError;
@@ -141,6 +142,7 @@ pub struct Runtime {
     pub(super) cgroups: Box<dyn CgroupManager>,
     pub(super) log: Log,
     pub(super) legacy_clone: bool,
+    pub(super) mount_source: Option<MountSource>,
 }
 
 impl Runtime {
@@ -151,6 +153,7 @@ impl Runtime {
             cgroups,
             log,
             legacy_clone: std::env::var_os("HOSTD_OCI_LEGACY_CLONE").is_some(),
+            mount_source: None,
         }
     }
 
@@ -163,6 +166,17 @@ impl Runtime {
     /// environment variable `HOSTD_OCI_LEGACY_CLONE`).
     pub fn set_legacy_clone(&mut self, on: bool) {
         self.legacy_clone = on;
+    }
+
+    /// Has containers copy their mount namespace from `source` instead of
+    /// the caller's ([`MountSource`]).
+    pub fn set_mount_source(&mut self, source: Option<MountSource>) {
+        self.mount_source = source;
+    }
+
+    /// The namespace containers copy theirs from, if not the caller's.
+    pub fn mount_source(&self) -> Option<&MountSource> {
+        self.mount_source.as_ref()
     }
 
     /// The state root.
