@@ -1296,6 +1296,11 @@ fn shared_root_sends_container_mounts_to_the_host_like_runc() {
     }
 }
 
+/// Whether this machine's `/` propagates (`shared:N` in mountinfo).
+fn root_is_shared() -> bool {
+    hostd::os::root_is_shared(&fs::read_to_string("/proc/self/mountinfo").unwrap())
+}
+
 #[test]
 fn unlisted_mount_namespace_is_the_runtimes_like_runc() {
     if !require_prereqs() {
@@ -1325,10 +1330,18 @@ fn unlisted_mount_namespace_is_the_runtimes_like_runc() {
         .unwrap();
     // hostd takes its mounts down again; runc leaves them on the host.
     assert_eq!(mountinfo_mentioning(bundle.path()), before, "stray mount");
+    // runc, with no mount namespace of the container's own, makes the
+    // host's `/` a slave (`MS_SLAVE|MS_REC`), which leaves a shared root
+    // private: put back what this machine had (hostd's containers copy a
+    // namespace that needs it shared, docs/containers.md).
+    let root_was_shared = root_is_shared();
     let r = bundle
         .runc(&["run", "--bundle", &b, &unique("r")])
         .output()
         .unwrap();
+    if root_was_shared && !root_is_shared() {
+        sh(Command::new("mount").args(["--make-rshared", "/"]));
+    }
     while mountinfo_mentioning(bundle.path()) > before {
         sh(Command::new("umount").arg("-R").arg("-l").arg(&rootfs));
     }

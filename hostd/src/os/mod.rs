@@ -45,7 +45,7 @@ pub use fs::{
     bind_mount, is_pseudo_fs, mknod, mount, mount_move, open_in_root, remount, set_propagation,
     statfs_type, unmount, MountFlags, MountPropagationFlags, UnmountFlags,
 };
-pub use mountinfo::{parse_mountinfo, MountEntry};
+pub use mountinfo::{parse_mountinfo, root_is_shared, MountEntry};
 pub use namespace::{enter_net_ns, namespace_type, unshare, UnshareFlags, NSFS_MAGIC};
 pub use process::{
     execv, fork, fork_sibling, geteuid, kill, kill_all, make_session_leader_with_tty, raise_limit,

@@ -34,6 +34,16 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
+/// Whether the root mount of a table (its last mount on `/`) is shared:
+/// mounts made later propagate to copies of it made as slaves.
+pub fn root_is_shared(table: &str) -> bool {
+    parse_mountinfo(table)
+        .iter()
+        .rev()
+        .find(|mount| mount.target == "/")
+        .is_some_and(|root| root.shared)
+}
+
 /// Decodes mountinfo's `\040`-style octal escapes.
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -86,5 +96,18 @@ mod tests {
         assert_eq!(entries[2].fstype, "vfat");
         assert!(!entries[3].shared, "a slave only is not shared");
         assert_eq!(entries[3].fstype, "nsfs");
+    }
+
+    #[test]
+    fn the_root_is_the_last_mount_on_slash() {
+        let shared = "1 0 8:1 / / rw shared:1 - ext4 /dev/sda rw\n";
+        assert!(root_is_shared(shared));
+        // A private mount stacked over it decides.
+        let over = format!("{shared}2 1 0:30 / / rw - tmpfs tmpfs rw\n");
+        assert!(!root_is_shared(&over));
+        assert!(!root_is_shared(
+            "1 0 8:1 / / rw master:3 - ext4 /dev/sda rw\n"
+        ));
+        assert!(!root_is_shared(""));
     }
 }

@@ -30,7 +30,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::sys;
-use crate::os::parse_mountinfo;
+use crate::os::{parse_mountinfo, root_is_shared};
 
 /// Why no mount source was made.
 #[derive(Debug, thiserror::Error)]
@@ -85,12 +85,7 @@ impl MountSource {
     pub fn new() -> Result<MountSource, MountSourceError> {
         let home_table = std::fs::read_to_string("/proc/thread-self/mountinfo")
             .map_err(io_error("reading the host's mount table"))?;
-        let root_shared = parse_mountinfo(&home_table)
-            .iter()
-            .rev()
-            .find(|mount| mount.target == "/")
-            .is_some_and(|root| root.shared);
-        if !root_shared {
+        if !root_is_shared(&home_table) {
             return Err(MountSourceError::NotShared);
         }
         let home = open_namespace().map_err(io_error("opening the host's mount namespace"))?;

@@ -363,14 +363,9 @@ fn a_new_daemon_readopts_more_than_one_batch() {
     second.terminate();
 }
 
-/// Whether this machine's root mount propagates (`shared:N`).
+/// Whether this machine's `/` propagates (`shared:N` in mountinfo).
 fn root_is_shared() -> bool {
-    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    hostd::os::parse_mountinfo(&table)
-        .iter()
-        .rev()
-        .find(|mount| mount.target == "/")
-        .is_some_and(|root| root.shared)
+    hostd::os::root_is_shared(&fs::read_to_string("/proc/self/mountinfo").unwrap())
 }
 
 /// The mount namespace the spawner holds open for containers to copy
