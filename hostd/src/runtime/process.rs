@@ -252,7 +252,9 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         .mount_source
         .filter(|_| plan.clone_flags & libc::CLONE_NEWNS as u64 != 0);
     if let Some(source) = source {
-        source.prune().map_err(SpawnError::MountSource)?;
+        // A namespace file left there is only copied along (and dropped
+        // with the old root): no reason to refuse the container.
+        let _ = source.prune();
         source.enter().map_err(SpawnError::MountSource)?;
     }
     let mut used_clone3 = !opts.legacy_clone;
