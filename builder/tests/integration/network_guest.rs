@@ -272,6 +272,24 @@ command = ["sh", "-c", "busybox cat /etc/three; exec busybox sleep 100000"]
     let ports = one_line(&mut guest, "hostd port web");
     assert_eq!(ports, "80/tcp -> 0.0.0.0:8080");
 
+    // The image's init leaves `/` shared, so containers copy the spawner's
+    // mount namespace, which holds none of the host's network namespace
+    // files (the host has one per networked container, web's among them).
+    let copied = one_line(
+        &mut guest,
+        "z=$(cat /run/hostd/zygote.pid); for d in /proc/[0-9]*; do \
+           [ \"$(cut -d' ' -f4 $d/stat 2>/dev/null)\" = \"$z\" ] || continue; \
+           for f in $d/fd/*; do l=$(readlink $f); case $l in mnt:*) \
+             [ \"$l\" != \"$(readlink $d/ns/mnt)\" ] && echo \"copied \
+               $(busybox nsenter --mount=$f cat /proc/self/mountinfo | grep -c nsfs) \
+               host $(grep -c nsfs /proc/self/mountinfo)\";; esac; done; done",
+    );
+    let fields: Vec<&str> = copied.split_whitespace().collect();
+    assert!(
+        matches!(fields[..], ["copied", "0", "host", n] if n.parse::<u32>().is_ok_and(|n| n >= 1)),
+        "{copied}"
+    );
+
     // The Docker API over mutual TLS, from the build machine.
     crate::docker_guest::check(&mut guest, &certs, docker_fwd, docker_web_fwd, "bb");
 
