@@ -25,7 +25,7 @@
 //! and containers copy the host's table, as runc's do.
 
 use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -68,8 +68,9 @@ fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> MountSourceError {
 pub struct MountSource {
     /// The namespace.
     clean: OwnedFd,
-    /// Its mount table: read for the `nsfs` mounts to detach, and polled
-    /// (`POLLPRI`) for changes.
+    /// Its mount table, polled (`POLLPRI`) for changes. The creators share
+    /// it (forked from one spawner): one of them sees a change, and the
+    /// others copy a file or two until the next.
     table: File,
     /// The caller's own mount namespace.
     home: OwnedFd,
@@ -134,28 +135,8 @@ impl MountSource {
 
     /// Detaches every `nsfs` mount of the namespace.
     fn detach_netns_files(&self) -> Result<(), MountSourceError> {
-        let mut text = String::new();
-        (&self.table)
-            .rewind()
-            .and_then(|_| (&self.table).read_to_string(&mut text))
-            .map_err(io_error("reading the containers' mount table"))?;
-        let netns_files: Vec<std::ffi::CString> = parse_mountinfo(&text)
-            .into_iter()
-            .filter(|mount| mount.fstype == "nsfs")
-            .filter_map(|mount| std::ffi::CString::new(mount.target).ok())
-            .collect();
-        if netns_files.is_empty() {
-            return Ok(());
-        }
         self.enter()?;
-        let detached: Result<(), MountSourceError> = netns_files.iter().try_for_each(|target| {
-            match sys::umount2(target, libc::MNT_DETACH) {
-                // Gone meanwhile (the host unmounted it, and that
-                // propagated), or under another detached one.
-                Err(sys::Errno(libc::EINVAL | libc::ENOENT)) | Ok(()) => Ok(()),
-                Err(e) => Err(sys_error("detaching a network namespace file")(e)),
-            }
-        });
+        let detached = detach_netns_files_here();
         self.leave()?;
         detached
     }
@@ -193,6 +174,24 @@ impl MountSource {
     pub fn namespace(&self) -> std::os::fd::BorrowedFd<'_> {
         self.clean.as_fd()
     }
+}
+
+/// Detaches every `nsfs` mount of the calling thread's mount namespace,
+/// read from a table opened here: the creators forked from one spawner
+/// share [`MountSource`]'s own descriptor, and with it its file offset.
+fn detach_netns_files_here() -> Result<(), MountSourceError> {
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo")
+        .map_err(io_error("reading the containers' mount table"))?;
+    parse_mountinfo(&text)
+        .into_iter()
+        .filter(|mount| mount.fstype == "nsfs")
+        .filter_map(|mount| std::ffi::CString::new(mount.target).ok())
+        .try_for_each(|target| match sys::umount2(&target, libc::MNT_DETACH) {
+            // Gone meanwhile (the host unmounted it, and that propagated),
+            // or under another detached one.
+            Err(sys::Errno(libc::EINVAL | libc::ENOENT)) | Ok(()) => Ok(()),
+            Err(e) => Err(sys_error("detaching a network namespace file")(e)),
+        })
 }
 
 /// The calling thread's mount namespace.
