@@ -1095,13 +1095,7 @@ impl Manager {
         let mut attached: HashMap<String, Attached> = if ids.is_empty() {
             HashMap::new()
         } else {
-            match self.shared.backend.attach_many(&ids) {
-                Ok(list) => list.into_iter().collect(),
-                Err(e) => ids
-                    .iter()
-                    .map(|id| (id.clone(), Err(format!("cannot attach: {e}"))))
-                    .collect(),
-            }
+            attach_each_if_needed(&ids, |ids| self.shared.backend.attach_many(ids))
         };
         loaded
             .into_iter()
@@ -1814,5 +1808,77 @@ impl Manager {
         let record = self.halt(&entry, Duration::ZERO)?;
         self.shared.remove(&entry)?;
         Ok(record)
+    }
+}
+
+/// A batch attach's answer: per id its process or why not, or why the
+/// whole call failed.
+type BatchAnswer<T> = Result<Vec<(String, Result<T, String>)>, String>;
+
+/// What `attach` answers for `ids`: one call for all of them, or, when that
+/// call fails as a whole (the round trip, not a container), one call each,
+/// so that a failed round trip does not cost a batch of running
+/// containers, each then taken for lost and killed.
+fn attach_each_if_needed<T>(
+    ids: &[String],
+    attach: impl Fn(&[String]) -> BatchAnswer<T>,
+) -> HashMap<String, Result<T, String>> {
+    match attach(ids) {
+        Ok(list) => list.into_iter().collect(),
+        Err(e) => {
+            log(&format!(
+                "attaching {} containers in one round trip failed ({e}); one at a time",
+                ids.len()
+            ));
+            ids.iter()
+                .map(|id| {
+                    let alone = attach(std::slice::from_ref(id)).and_then(|mut list| {
+                        list.pop()
+                            .map(|(_, result)| result)
+                            .ok_or_else(|| "the zygote did not answer for it".to_string())
+                    });
+                    let result = alone.unwrap_or_else(|e| Err(format!("cannot attach: {e}")));
+                    (id.clone(), result)
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_is_attached_one_at_a_time() {
+        let ids: Vec<String> = ["a", "b", "gone"].map(String::from).to_vec();
+        let calls = std::cell::Cell::new(0);
+        // A batch of more than one fails as a whole; "gone" fails alone.
+        let attach = |ids: &[String]| -> BatchAnswer<u32> {
+            calls.set(calls.get() + 1);
+            match ids {
+                [one] if one == "gone" => Err("connection reset".into()),
+                [one] => Ok(vec![(one.clone(), Ok(7))]),
+                _ => Err("reply too long".into()),
+            }
+        };
+        let got = attach_each_if_needed(&ids, attach);
+        assert_eq!(calls.get(), 4);
+        assert_eq!(got["a"], Ok(7));
+        assert_eq!(got["b"], Ok(7));
+        assert_eq!(got["gone"], Err("cannot attach: connection reset".into()));
+
+        // A batch that works is one call, its answers as they are.
+        calls.set(0);
+        let whole = |ids: &[String]| -> BatchAnswer<u32> {
+            calls.set(calls.get() + 1);
+            Ok(ids
+                .iter()
+                .map(|id| (id.clone(), Err("exited".into())))
+                .collect())
+        };
+        let got = attach_each_if_needed(&ids, whole);
+        assert_eq!(calls.get(), 1);
+        assert_eq!(got["b"], Err("exited".into()));
     }
 }
