@@ -26,7 +26,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::sys;
@@ -168,11 +168,6 @@ impl MountSource {
         sys::setns(self.home.as_raw_fd(), libc::CLONE_NEWNS)
             .and_then(|()| sys::fchdir(self.cwd.as_raw_fd()))
             .map_err(sys_error("returning to the host's mount namespace"))
-    }
-
-    /// The namespace, for tests and inspection (`/proc/<pid>/fd/<n>`).
-    pub fn namespace(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.clean.as_fd()
     }
 }
 
