@@ -506,6 +506,8 @@ mod tests {
             assert_eq!(mkv_links(&mut nl).len(), 1);
             assert_eq!(host_routes(&mut nl).len(), 1);
             assert_eq!(links_in(&ns), ["lo", "eth0"]);
+            // Unmounted, the file goes with the test's directory.
+            crate::net::netns::remove(ns.path()).unwrap();
         });
     }
 
@@ -561,6 +563,7 @@ mod tests {
             configure_address(&ns, Ipv4Addr::new(10, 9, 0, 2), 24, None).unwrap();
             let routes = in_ns(&ns, |nl| nl.routes()).unwrap();
             assert!(routes.iter().all(|r| r.prefix != 0), "{routes:?}");
+            crate::net::netns::remove(ns.path()).unwrap();
         });
     }
 
