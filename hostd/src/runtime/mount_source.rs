@@ -102,21 +102,21 @@ impl MountSource {
             .map_err(sys_error("returning to the host's mount namespace"));
         let (clean, table) = made?;
         back?;
-        let source = MountSource {
+        Ok(MountSource {
             clean,
             table,
             home,
             cwd: cwd.into(),
-        };
-        source.detach_netns_files()?;
-        Ok(source)
+        })
     }
 
-    /// In the new namespace: makes it a slave of the host's and opens it
-    /// and its mount table.
+    /// In the new namespace: makes it a slave of the host's, detaches the
+    /// host's network namespace files from it, and opens it and its mount
+    /// table.
     fn set_up_here() -> Result<(OwnedFd, File), MountSourceError> {
         sys::mount(None, c"/", None, libc::MS_REC | libc::MS_SLAVE, None)
             .map_err(sys_error("making the mounts slaves of the host's"))?;
+        detach_netns_files_here()?;
         let clean = open_namespace().map_err(io_error("opening the new mount namespace"))?;
         let table = File::open("/proc/thread-self/mountinfo")
             .map_err(io_error("opening the new namespace's mount table"))?;
@@ -127,14 +127,9 @@ impl MountSource {
     /// nothing but a `poll` when its table did not change. Single thread,
     /// as for [`MountSource::new`].
     pub fn prune(&self) -> Result<(), MountSourceError> {
-        if self.changed() {
-            self.detach_netns_files()?;
+        if !self.changed() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Detaches every `nsfs` mount of the namespace.
-    fn detach_netns_files(&self) -> Result<(), MountSourceError> {
         self.enter()?;
         let detached = detach_netns_files_here();
         self.leave()?;

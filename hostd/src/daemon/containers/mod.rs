@@ -1830,17 +1830,16 @@ fn attach_each_if_needed<T>(
                 "attaching {} containers in one round trip failed ({e}); one at a time",
                 ids.len()
             ));
-            ids.iter()
-                .map(|id| {
-                    let alone = attach(std::slice::from_ref(id)).and_then(|mut list| {
-                        list.pop()
-                            .map(|(_, result)| result)
-                            .ok_or_else(|| "the zygote did not answer for it".to_string())
-                    });
-                    let result = alone.unwrap_or_else(|e| Err(format!("cannot attach: {e}")));
-                    (id.clone(), result)
-                })
-                .collect()
+            let mut answers = HashMap::new();
+            for id in ids {
+                match attach(std::slice::from_ref(id)) {
+                    Ok(list) => answers.extend(list),
+                    Err(e) => {
+                        answers.insert(id.clone(), Err(format!("cannot attach: {e}")));
+                    }
+                }
+            }
+            answers
         }
     }
 }

@@ -174,11 +174,6 @@ impl Runtime {
         self.mount_source = source;
     }
 
-    /// The namespace containers copy theirs from, if not the caller's.
-    pub fn mount_source(&self) -> Option<&MountSource> {
-        self.mount_source.as_ref()
-    }
-
     /// The state root.
     pub fn root(&self) -> &Path {
         &self.root
