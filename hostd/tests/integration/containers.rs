@@ -316,11 +316,16 @@ pub(crate) fn wait_for(
 pub(crate) fn daemon_with_image(work: &Path) -> Daemon<'_> {
     build_image(work);
     let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    import_image(&daemon.socket(), work);
+    daemon
+}
+
+/// Imports `work/bb.tar` ([`build_image`]) through the daemon at `socket`.
+pub(crate) fn import_image(socket: &Path, work: &Path) {
     ok(&hostd(
-        &daemon.socket(),
+        socket,
         &["import", work.join("bb.tar").to_str().unwrap()],
     ));
-    daemon
 }
 
 pub(crate) fn stderr_of(out: &Output) -> String {
@@ -743,13 +748,8 @@ fn a_dead_zygote_ends_the_daemon_and_the_next_one_recovers() {
 fn run_in_the_foreground_like_docker_run() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let daemon = Daemon::start(work, Path::new(HOSTD), &[]);
+    let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
     let containers = work.join("containers");
     let foreground = |args: &[&str]| {
         Command::new(HOSTD)

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{ok, processes, wait_for_status, zygote_pid, Daemon, HOSTD};
-use crate::containers::{build_image, hostd, hostd_run, ps, wait_for, zombie_children};
+use crate::containers::{
+    build_image, daemon_with_image, hostd, hostd_run, import_image, ps, wait_for, zombie_children,
+};
 
 /// Open descriptors of process `pid`: (sockets, all others). Sockets
 /// vary with how many connections the daemon keeps to its zygote (more
@@ -32,13 +34,16 @@ fn open_files(pid: i32) -> (usize, usize) {
     counts
 }
 
-/// The processes whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
+/// The zygote's children: (its helpers, in its own pid namespace: the
+/// spawner, creators; the containers' inits, in pid namespaces of their
+/// own).
+fn zygote_children(zygote: i32) -> (Vec<i32>, Vec<i32>) {
+    let pid_ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     processes()
         .into_iter()
-        .filter(|p| p.ppid == parent)
+        .filter(|p| p.ppid == zygote)
         .map(|p| p.pid)
-        .collect()
+        .partition(|&child| pid_ns(child) == pid_ns(zygote))
 }
 
 /// `count` runs of `sleep` at once, one client each: their outputs.
@@ -87,13 +92,7 @@ fn assert_consistent(socket: &Path, work: &Path, zygote: i32) -> usize {
     );
     let dirs = fs::read_dir(work.join("containers")).unwrap().count();
     assert_eq!(dirs, rows.len(), "container directories vs ps");
-    // The inits are the zygote's children in pid namespaces of their own
-    // (its other child, the spawner, is in the zygote's).
-    let pid_ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let inits: Vec<i32> = children_of(zygote)
-        .into_iter()
-        .filter(|&child| pid_ns(child) != pid_ns(zygote))
-        .collect();
+    let (_, inits) = zygote_children(zygote);
     assert_eq!(
         inits.len(),
         rows.len(),
@@ -121,10 +120,7 @@ fn limits_parallel_starts_and_no_leaked_descriptors() {
         ],
     );
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
+    import_image(&socket, work);
     let status = wait_for_status(&socket, Duration::from_secs(5));
     let daemon_pid = i32::try_from(status.pid).unwrap();
     let zygote = zygote_pid(work).unwrap();
@@ -295,13 +291,8 @@ fn a_new_daemon_readopts_more_than_one_batch() {
     use mkhost_shared::control::{self, Request, Response};
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    build_image(work);
-    let first = Daemon::start(work, Path::new(HOSTD), &[]);
+    let first = daemon_with_image(work);
     let socket = first.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
     // More than two batches of the zygote's attach_many (48 each); some
     // with an open standard input, a fourth descriptor each.
     for i in 0..6 {
@@ -372,11 +363,7 @@ fn root_is_shared() -> bool {
 /// theirs from: `/proc/<spawner>/fd/<n>`, the one of its descriptors that
 /// is a mount namespace other than its own.
 fn containers_mount_namespace(zygote: i32) -> std::path::PathBuf {
-    let pid_ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let spawners: Vec<i32> = children_of(zygote)
-        .into_iter()
-        .filter(|&child| pid_ns(child) == pid_ns(zygote))
-        .collect();
+    let (spawners, _) = zygote_children(zygote);
     let [spawner] = spawners[..] else {
         panic!("the zygote's spawner: {spawners:?}");
     };
@@ -430,10 +417,7 @@ fn networked_starts_copy_no_network_namespace_files() {
         &["--bind-root", srv.to_str().unwrap()],
     );
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
+    import_image(&socket, work);
     let netns_dir = work.join("state/netns").display().to_string();
     let netns_files = |table: &str| {
         table
@@ -517,10 +501,7 @@ fn a_host_with_private_mounts_copies_its_own_table() {
         &["unshare", "--mount", "--propagation", "private"],
     );
     let socket = daemon.socket();
-    ok(&hostd(
-        &socket,
-        &["import", work.join("bb.tar").to_str().unwrap()],
-    ));
+    import_image(&socket, work);
     let out = ok(&run_in_foreground(&socket, &["bb", "echo", "networked"]));
     assert!(out.contains("networked"), "{out}");
     let log = fs::read_to_string(work.join("state/zygote.log")).unwrap();
