@@ -8,7 +8,9 @@
 //! of the zygote's `attach_many` holds. A networked container's start
 //! copies none of the host's network namespace files (the spawner's mount
 //! namespace, a slave of the host's, lacks them), yet sees what the host
-//! mounts later; on a host whose mounts are private, the host's table.
+//! mounts later; on a host whose mounts are private, the host's table. A
+//! spawner killed, idle or with creates in flight, is replaced, and each
+//! of those creates is made whole or refused with the reason.
 
 use std::fs;
 use std::path::Path;
@@ -34,16 +36,24 @@ fn open_files(pid: i32) -> (usize, usize) {
     counts
 }
 
-/// The zygote's children: (its helpers, in its own pid namespace: the
-/// spawner, creators; the containers' inits, in pid namespaces of their
-/// own).
+/// The zygote's living children: (its helpers, in its own pid namespace:
+/// the spawner, creators; the containers' inits, in pid namespaces of
+/// their own). A creator that has answered may still be exiting, or be a
+/// zombie for an instant (the zygote reaps it once it has exited): one
+/// that has left its namespaces is neither.
 fn zygote_children(zygote: i32) -> (Vec<i32>, Vec<i32>) {
     let pid_ns = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    processes()
-        .into_iter()
-        .filter(|p| p.ppid == zygote)
-        .map(|p| p.pid)
-        .partition(|&child| pid_ns(child) == pid_ns(zygote))
+    let own = pid_ns(zygote);
+    let (mut helpers, mut inits) = (Vec::new(), Vec::new());
+    for child in processes().into_iter().filter(|p| p.ppid == zygote) {
+        // An exiting process has left its namespaces.
+        match pid_ns(child.pid) {
+            None => {}
+            ns if ns == own => helpers.push(child.pid),
+            Some(_) => inits.push(child.pid),
+        }
+    }
+    (helpers, inits)
 }
 
 /// `count` runs of `sleep` at once, one client each: their outputs.
@@ -363,9 +373,15 @@ fn root_is_shared() -> bool {
 /// theirs from: `/proc/<spawner>/fd/<n>`, the one of its descriptors that
 /// is a mount namespace other than its own.
 fn containers_mount_namespace(zygote: i32) -> std::path::PathBuf {
-    let (spawners, _) = zygote_children(zygote);
-    let [spawner] = spawners[..] else {
-        panic!("the zygote's spawner: {spawners:?}");
+    // The creators of the last starts may not have finished exiting.
+    let mut helpers = zygote_children(zygote).0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while helpers.len() > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        helpers = zygote_children(zygote).0;
+    }
+    let [spawner] = helpers[..] else {
+        panic!("the zygote's spawner: {helpers:?}");
     };
     let own = fs::read_link(format!("/proc/{spawner}/ns/mnt")).unwrap();
     fs::read_dir(format!("/proc/{spawner}/fd"))
@@ -511,4 +527,76 @@ fn a_host_with_private_mounts_copies_its_own_table() {
         ),
         "{log}"
     );
+}
+
+#[test]
+fn a_killed_spawner_is_replaced_and_nothing_is_left_half_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let daemon = daemon_with_image(work);
+    let socket = daemon.socket();
+    ok(&hostd_run(
+        &socket,
+        &[
+            "--network",
+            "none",
+            "--name",
+            "first",
+            "bb",
+            "sleep",
+            "1000",
+        ],
+    ));
+    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    let spawner_of = |zygote: i32| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let helpers = zygote_children(zygote).0;
+            if let [spawner] = helpers[..] {
+                return spawner;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the zygote's helpers: {helpers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Killed while idle: the next creates start another.
+    let spawner = spawner_of(zygote);
+    hostd::os::kill(spawner, libc::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let outputs = run_at_once(&socket, "idle", 8);
+    assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
+    let second = spawner_of(zygote);
+    assert_ne!(second, spawner, "a new spawner");
+
+    // Killed while creates are in flight: each is made whole or refused
+    // with the reason, and every creator is reaped.
+    let outputs = std::thread::scope(|scope| {
+        let starts = scope.spawn(|| run_at_once(&socket, "busy", 24));
+        std::thread::sleep(Duration::from_millis(30));
+        hostd::os::kill(second, libc::SIGKILL).unwrap();
+        starts.join().unwrap()
+    });
+    for out in outputs.iter().filter(|o| !o.status.success()) {
+        let stderr = crate::containers::stderr_of(out);
+        assert!(
+            stderr.contains("spawner") || stderr.contains("creator"),
+            "a refusal names what failed: {stderr}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(zombie_children(zygote, "hostd"), Vec::<i32>::new());
+    let running = assert_consistent(&socket, work, zygote);
+    let started = 1 + 8 + outputs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(running, started);
+    // And creates go on.
+    ok(&hostd_run(
+        &socket,
+        &["--network", "none", "--name", "last", "bb", "sleep", "1000"],
+    ));
+    remove_all(&socket);
+    daemon.terminate();
 }
