@@ -238,12 +238,14 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         .map(|ns| (ns.fd.as_raw_fd(), ns.kind.clone_flag() as libc::c_int))
         .collect();
     let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
-    let fds = ChildFds {
+    let id_maps = plan.uid_map.is_some() && plan.gid_map.is_some();
+    let mut fds = ChildFds {
         sync: child_sock.as_raw_fd(),
         fifo: opts.fifo.as_raw_fd(),
         proc: proc_dir.as_raw_fd(),
         join: &join,
         preserve_fds: opts.preserve_fds,
+        wait_for_go: false,
     };
 
     // (1) clone, from the mount source when the init gets a new mount
@@ -258,6 +260,7 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         source.enter().map_err(SpawnError::MountSource)?;
     }
     let mut used_clone3 = !opts.legacy_clone;
+    fds.wait_for_go = id_maps || joins_cgroup_by_pid(used_clone3, opts.cgroup, &opts.cgroup_procs);
     let forked = if used_clone3 {
         // SAFETY: the child branch below only calls `child::init_main`, which
         // runs async-signal-safe code on the prepared plan and leaves with
@@ -274,8 +277,11 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
     };
     let forked = match forked {
         Some(r) => r,
-        // SAFETY: as above.
-        None => unsafe { sys::clone_legacy(plan.clone_flags, true) },
+        None => {
+            fds.wait_for_go = id_maps || joins_cgroup_by_pid(false, opts.cgroup, &opts.cgroup_procs);
+            // SAFETY: as above.
+            unsafe { sys::clone_legacy(plan.clone_flags, true) }
+        }
     };
     let parent = match forked {
         Ok(Forked::Child) => {
@@ -314,17 +320,22 @@ fn handshake(
     let write = |path: PathBuf, data: &str| {
         std::fs::write(&path, data).map_err(|source| SpawnError::Write { path, source })
     };
-    // (2) id maps, cgroup by pid, GO.
+    // (2) id maps, cgroup by pid, GO (only then: see ChildFds::wait_for_go).
+    let mut go = false;
     if let (Some(uid_map), Some(gid_map)) = (&plan.uid_map, &plan.gid_map) {
         write(PathBuf::from(format!("/proc/{pid}/uid_map")), uid_map)?;
         write(PathBuf::from(format!("/proc/{pid}/gid_map")), gid_map)?;
+        go = true;
     }
-    if !spawned.clone3 || opts.cgroup.is_none() {
+    if joins_cgroup_by_pid(spawned.clone3, opts.cgroup, &opts.cgroup_procs) {
         if let Some(procs) = &opts.cgroup_procs {
             write(procs.clone(), &pid.to_string())?;
         }
+        go = true;
     }
-    send_go(spawned)?;
+    if go {
+        send_go(spawned)?;
+    }
 
     let (mut msg, mut console_fd) = read_message(spawned)?;
     // (3a) The init waits before pivot_root: prestart and createRuntime.
@@ -377,12 +388,13 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
     let sys_err = |what: &'static str| move |source: Errno| SpawnError::Sys { what, source };
     let proc_dir = open_proc()?;
     let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
-    let fds = ChildFds {
+    let mut fds = ChildFds {
         sync: child_sock.as_raw_fd(),
         fifo: -1,
         proc: proc_dir.as_raw_fd(),
         join: &[],
         preserve_fds: 0,
+        wait_for_go: joins_cgroup_by_pid(true, into.cgroup, &into.cgroup_procs),
     };
     let target = ExecTarget {
         pidfd: into.init.as_raw_fd(),
@@ -402,8 +414,11 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
         // which runs async-signal-safe code on the prepared plan and leaves
         // with execve or _exit.
         let forked = match unsafe { sys::clone3(0, into.cgroup) } {
-            // SAFETY: as above.
-            Err(Errno(libc::ENOSYS)) => unsafe { sys::clone_legacy(0, true) }.map(|f| (f, false)),
+            Err(Errno(libc::ENOSYS)) => {
+                fds.wait_for_go = joins_cgroup_by_pid(false, into.cgroup, &into.cgroup_procs);
+                // SAFETY: as above.
+                unsafe { sys::clone_legacy(0, true) }.map(|f| (f, false))
+            }
             other => other.map(|f| (f, true)),
         };
         if matches!(forked, Ok((Forked::Parent { .. }, _)) | Err(_)) {
@@ -428,15 +443,15 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
         console: None,
     };
     let result = (|| {
-        if !clone3 || into.cgroup.is_none() {
+        if joins_cgroup_by_pid(clone3, into.cgroup, &into.cgroup_procs) {
             if let Some(procs) = &into.cgroup_procs {
                 std::fs::write(procs, pid.to_string()).map_err(|source| SpawnError::Write {
                     path: procs.clone(),
                     source,
                 })?;
             }
+            send_go(&spawned)?;
         }
-        send_go(&spawned)?;
         // MSG_CONSOLE (with a terminal), then EOF once execve closed the
         // socket, or ERROR.
         let mut console = None;
@@ -452,6 +467,17 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
         }
     })();
     spawned.finish(result)
+}
+
+/// Whether the parent puts the child into its cgroup by pid: there is one
+/// (`cgroup.procs`) and the child was not born in it (`CLONE_INTO_CGROUP`
+/// needs `clone3` and the cgroup's directory).
+fn joins_cgroup_by_pid(
+    clone3: bool,
+    cgroup: Option<BorrowedFd<'_>>,
+    cgroup_procs: &Option<PathBuf>,
+) -> bool {
+    (!clone3 || cgroup.is_none()) && cgroup_procs.is_some()
 }
 
 /// The host's `/proc`, opened `O_PATH` for the child (all close-on-exec).

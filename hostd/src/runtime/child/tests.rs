@@ -17,6 +17,8 @@ struct Fake {
     fds: RefCell<HashMap<RawFd, String>>,
     next_fd: RefCell<RawFd>,
     fail: Option<(&'static str, i32)>,
+    /// Messages read from the sync socket (GO).
+    reads: std::cell::Cell<usize>,
 }
 
 impl Fake {
@@ -126,6 +128,7 @@ impl ChildSys for Fake {
     }
     fn close(&self, _: RawFd) {}
     fn read(&self, _: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+        self.reads.set(self.reads.get() + 1);
         buf.copy_from_slice(&Message::new(MSG_GO).to_bytes());
         Ok(buf.len())
     }
@@ -256,6 +259,7 @@ const FDS: ChildFds<'static> = ChildFds {
     proc: 5,
     join: &[],
     preserve_fds: 0,
+    wait_for_go: true,
 };
 
 fn plan() -> (tempfile::TempDir, Plan) {
@@ -347,6 +351,22 @@ fn builds_the_container_in_order() {
 }
 
 #[test]
+fn waits_for_go_only_when_the_parent_has_work_before_it() {
+    let (_dir, plan) = plan();
+    let waiting = Fake::default();
+    run_with(&waiting, &plan, FDS);
+    let going = Fake::default();
+    let fds = ChildFds {
+        wait_for_go: false,
+        ..FDS
+    };
+    run_with(&going, &plan, fds);
+    assert_eq!(waiting.reads.get(), going.reads.get() + 1);
+    // The container is built all the same.
+    assert_eq!(waiting.calls(), going.calls());
+}
+
+#[test]
 fn cgroup_namespace_is_made_after_go() {
     let dir = tempfile::tempdir().unwrap();
     let mut plan = Plan::new("c1", dir.path(), &sample_spec()).unwrap();
@@ -434,6 +454,7 @@ fn inherited_descriptors_are_closed_around_the_kept_ones() {
         proc: 8,
         join: &join,
         preserve_fds: 2,
+        wait_for_go: true,
     };
     run_with(&fake, &plan, fds);
     let closes: Vec<String> = fake
@@ -790,6 +811,7 @@ fn an_exec_joins_the_init_and_skips_building_a_root() {
         proc: 5,
         join: &[],
         preserve_fds: 0,
+        wait_for_go: true,
     };
     let failure = run_exec_with(&fake, &plan, fds, target);
     assert_eq!(failure.step, Step::Exec);
