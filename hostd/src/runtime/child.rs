@@ -20,10 +20,12 @@
 //!
 //! ```text
 //! parent                                   child
-//!  (1) clone3 ------------------------------> starts, blocks reading
+//!  (1) clone3 ------------------------------> starts; blocks reading when
+//!                                               (2) has work (wait_for_go)
 //!  (2) writes uid/gid maps, joins the
 //!      cgroup when CLONE_INTO_CGROUP could
-//!      not be used, sends GO ---------------> (2) GO received
+//!      not be used; if it did either,
+//!      sends GO ----------------------------> (2) GO received
 //!                                           (3) namespaces joined, the cgroup
 //!                                               namespace made (now that we
 //!                                               are in our cgroup), signals reset,

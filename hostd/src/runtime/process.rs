@@ -5,9 +5,10 @@
 //! kernel or a seccomp filter refuses `clone3`. It then drives the numbered
 //! sync protocol described in [`super::child`]:
 //!
-//! 1. clone; the child blocks reading the sync socket;
+//! 1. clone; when step 2 has work, the child blocks reading the sync
+//!    socket ([`ChildFds::wait_for_go`]);
 //! 2. write the uid/gid maps (user namespace), join the cgroup by pid when
-//!    `CLONE_INTO_CGROUP` was not used, send GO;
+//!    `CLONE_INTO_CGROUP` was not used, and then send GO;
 //! 3. (child builds the container); with `prestart` or `createRuntime`
 //!    hooks the child sends HOOKS before `pivot_root`: run them, send GO
 //!    (3a, see [`super::hooks`]);
@@ -278,7 +279,8 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
     let forked = match forked {
         Some(r) => r,
         None => {
-            fds.wait_for_go = id_maps || joins_cgroup_by_pid(false, opts.cgroup, &opts.cgroup_procs);
+            fds.wait_for_go =
+                id_maps || joins_cgroup_by_pid(false, opts.cgroup, &opts.cgroup_procs);
             // SAFETY: as above.
             unsafe { sys::clone_legacy(plan.clone_flags, true) }
         }
