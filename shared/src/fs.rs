@@ -2,17 +2,25 @@
 //! of them, and a crash (a power cut included) leaves no half-written file
 //! under the final name: write a temporary file, fsync it, rename it over
 //! the final name, fsync the directory so that the rename itself is on disk.
+//! State that a power cut makes meaningless anyway (what describes live
+//! processes) skips the fsyncs: [`replace_atomic`].
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` with permissions `mode`: a temporary file in the
 /// same directory, written and fsynced, then renamed over `path`, and the
 /// directory fsynced (without that, a power cut can undo the rename). On
 /// error the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, name) = dir_and_name(path);
+    write_atomic_in(dir, &[(name.as_str(), bytes)], mode)
+}
+
+/// The directory of `path` (`.` for a bare name) and its file name.
+fn dir_and_name(path: &Path) -> (&Path, String) {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -21,7 +29,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    write_atomic_in(dir, &[(name.as_str(), bytes)], mode)
+    (dir, name)
+}
+
+/// The temporary file that becomes `dir/name`.
+fn temporary(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// [`write_atomic`] for several files of one directory, each `(name,
@@ -31,28 +44,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// during them (a file renamed, the next not) leaves some new and some
 /// old, each whole.
 pub fn write_atomic_in(dir: &Path, files: &[(&str, &[u8])], mode: u32) -> io::Result<()> {
-    let temporary = |name: &str| dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> io::Result<()> {
         for (name, bytes) in files {
-            write_synced(&temporary(name), bytes, mode)?;
+            write_file(&temporary(dir, name), bytes, mode, true)?;
         }
         for (name, _) in files {
-            fs::rename(temporary(name), dir.join(name))?;
+            fs::rename(temporary(dir, name), dir.join(name))?;
         }
         Ok(())
     })();
     if result.is_err() {
         for (name, _) in files {
-            let _ = fs::remove_file(temporary(name));
+            let _ = fs::remove_file(temporary(dir, name));
         }
     }
     result?;
     sync_dir(dir)
 }
 
-/// Creates or truncates `path` with permissions `mode` and writes and
-/// fsyncs `bytes`.
-fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// Writes `bytes` to `path` with permissions `mode` through a temporary
+/// file renamed over it, as [`write_atomic`] does but with no fsync:
+/// readers, and a process that crashes, see the old or the new contents,
+/// whole, but a power cut may leave either. For state that describes
+/// running processes, which a power cut ends anyway (runc writes its
+/// `state.json` so too): the fsyncs cost a disk round trip or two per
+/// write.
+pub fn replace_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, name) = dir_and_name(path);
+    let temporary = temporary(dir, &name);
+    let written =
+        write_file(&temporary, bytes, mode, false).and_then(|()| fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// Creates or truncates `path` with permissions `mode` and writes `bytes`,
+/// fsynced when `sync`.
+fn write_file(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -62,7 +92,10 @@ fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     // The umask may have narrowed `mode`.
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)?;
-    file.sync_all()
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Fsyncs directory `dir`: the entries created, renamed or removed in it
@@ -94,6 +127,25 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn replaces_without_sync_and_leaves_no_temporary() {
+        let dir = scratch("replace-unsynced");
+        let path = dir.join("state.json");
+        replace_atomic(&path, b"one", 0o644).unwrap();
+        replace_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        // A directory in the way: the rename fails, the old file stays
+        // and no temporary is left.
+        let blocked = dir.join("blocked");
+        fs::create_dir_all(blocked.join("inside")).unwrap();
+        assert!(replace_atomic(&blocked, b"x", 0o600).is_err());
+        assert!(blocked.join("inside").is_dir());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
         fs::remove_dir_all(&dir).unwrap();
     }
 

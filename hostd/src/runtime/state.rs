@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use mkhost_shared::fs::write_atomic;
+use mkhost_shared::fs::replace_atomic;
 
 /// The OCI spec version hostd reports.
 pub const OCI_VERSION: &str = "1.0.2";
@@ -123,10 +123,12 @@ impl Record {
     }
 }
 
-/// Saves the record in `dir`.
+/// Saves the record in `dir`, whole but not fsynced: it describes a live
+/// process, which a power cut ends with it (runc's `state.json` is written
+/// so too), and the fsyncs were two disk round trips per container start.
 pub fn save(dir: &Path, record: &Record) -> io::Result<()> {
     let json = serde_json::to_vec(record).map_err(io::Error::other)?;
-    write_atomic(&dir.join(STATE_FILE), &json, 0o600)
+    replace_atomic(&dir.join(STATE_FILE), &json, 0o600)
 }
 
 /// Loads the record from `dir`.

@@ -638,6 +638,19 @@ struct Exiting {
     pidfd: OwnedFd,
 }
 
+/// What woke for each of `items` whose flag in `ready` is set.
+fn those_ready<'a, T>(
+    items: &'a [T],
+    ready: &'a [bool],
+    woke: impl Fn(&T) -> Ready + 'a,
+) -> impl Iterator<Item = Ready> + 'a {
+    items
+        .iter()
+        .zip(ready)
+        .filter(|(_, &r)| r)
+        .map(move |(item, _)| woke(item))
+}
+
 /// An [`Orphan`] and the pidfd the zygote polls for its exit.
 struct Watched {
     orphan: Orphan,
@@ -779,37 +792,19 @@ impl Server {
         if spawner_ready.first() == Some(&true) {
             woke.push(Ready::Spawner);
         }
-        woke.extend(
-            self.creating
-                .iter()
-                .zip(answers)
-                .filter(|(_, &r)| r)
-                .map(|(c, _)| Ready::Answer(c.serial)),
-        );
-        woke.extend(
-            self.conns
-                .iter()
-                .zip(conns)
-                .filter(|(_, &r)| r)
-                .map(|(c, _)| Ready::Conn(c.serial)),
-        );
+        woke.extend(those_ready(&self.creating, answers, |c| {
+            Ready::Answer(c.serial)
+        }));
+        woke.extend(those_ready(&self.conns, conns, |c| Ready::Conn(c.serial)));
         if listener[0] {
             woke.push(Ready::Listener);
         }
-        woke.extend(
-            self.orphans
-                .iter()
-                .zip(orphans)
-                .filter(|(_, &r)| r)
-                .map(|(w, _)| Ready::Orphan(w.orphan.pid)),
-        );
-        woke.extend(
-            self.exiting
-                .iter()
-                .zip(exited)
-                .filter(|(_, &r)| r)
-                .map(|(e, _)| Ready::CreatorExited(e.pid)),
-        );
+        woke.extend(those_ready(&self.orphans, orphans, |w| {
+            Ready::Orphan(w.orphan.pid)
+        }));
+        woke.extend(those_ready(&self.exiting, exited, |e| {
+            Ready::CreatorExited(e.pid)
+        }));
         woke
     }
 
