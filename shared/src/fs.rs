@@ -118,35 +118,31 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn replaces_with_mode_and_leaves_no_temporary() {
-        let dir = scratch("replace");
-        let path = dir.join("f");
-        write_atomic(&path, b"one", 0o644).unwrap();
-        write_atomic(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
-        fs::remove_dir_all(&dir).unwrap();
-    }
+    /// A way of replacing a file.
+    type Replace = fn(&Path, &[u8], u32) -> io::Result<()>;
+
+    /// Both ways: synced and not.
+    const REPLACES: [(&str, Replace); 2] = [("synced", write_atomic), ("unsynced", replace_atomic)];
 
     #[test]
-    fn replaces_without_sync_and_leaves_no_temporary() {
-        let dir = scratch("replace-unsynced");
-        let path = dir.join("state.json");
-        replace_atomic(&path, b"one", 0o644).unwrap();
-        replace_atomic(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
-        // A directory in the way: the rename fails, the old file stays
-        // and no temporary is left.
-        let blocked = dir.join("blocked");
-        fs::create_dir_all(blocked.join("inside")).unwrap();
-        assert!(replace_atomic(&blocked, b"x", 0o600).is_err());
-        assert!(blocked.join("inside").is_dir());
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
-        fs::remove_dir_all(&dir).unwrap();
+    fn replaces_with_mode_and_leaves_no_temporary() {
+        for (name, replace) in REPLACES {
+            let dir = scratch(name);
+            let path = dir.join("state.json");
+            replace(&path, b"one", 0o644).unwrap();
+            replace(&path, b"two", 0o600).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"two", "{name}");
+            assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+            assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "{name}");
+            // A directory in the way: the rename fails, the old entry
+            // stays and no temporary is left.
+            let blocked = dir.join("blocked");
+            fs::create_dir_all(blocked.join("inside")).unwrap();
+            assert!(replace(&blocked, b"x", 0o600).is_err(), "{name}");
+            assert!(blocked.join("inside").is_dir());
+            assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "{name}");
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
