@@ -369,20 +369,28 @@ fn root_is_shared() -> bool {
     hostd::os::root_is_shared(&fs::read_to_string("/proc/self/mountinfo").unwrap())
 }
 
+/// The zygote's spawner: its one helper once the creators of the last
+/// starts have finished exiting (waited for up to 5 s).
+fn spawner_of(zygote: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let helpers = zygote_children(zygote).0;
+        if let [spawner] = helpers[..] {
+            return spawner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the zygote's helpers: {helpers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The mount namespace the spawner holds open for containers to copy
 /// theirs from: `/proc/<spawner>/fd/<n>`, the one of its descriptors that
 /// is a mount namespace other than its own.
 fn containers_mount_namespace(zygote: i32) -> std::path::PathBuf {
-    // The creators of the last starts may not have finished exiting.
-    let mut helpers = zygote_children(zygote).0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while helpers.len() > 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        helpers = zygote_children(zygote).0;
-    }
-    let [spawner] = helpers[..] else {
-        panic!("the zygote's spawner: {helpers:?}");
-    };
+    let spawner = spawner_of(zygote);
     let own = fs::read_link(format!("/proc/{spawner}/ns/mnt")).unwrap();
     fs::read_dir(format!("/proc/{spawner}/fd"))
         .unwrap()
@@ -548,20 +556,6 @@ fn a_killed_spawner_is_replaced_and_nothing_is_left_half_made() {
         ],
     ));
     let zygote = zygote_pid(work).expect("the zygote's pid file");
-    let spawner_of = |zygote: i32| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let helpers = zygote_children(zygote).0;
-            if let [spawner] = helpers[..] {
-                return spawner;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the zygote's helpers: {helpers:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
 
     // Killed while idle: the next creates start another.
     let spawner = spawner_of(zygote);
