@@ -239,7 +239,6 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         .map(|ns| (ns.fd.as_raw_fd(), ns.kind.clone_flag() as libc::c_int))
         .collect();
     let (parent_sock, child_sock) = sys::seqpacket_pair().map_err(sys_err("socketpair"))?;
-    let id_maps = plan.uid_map.is_some() && plan.gid_map.is_some();
     let mut fds = ChildFds {
         sync: child_sock.as_raw_fd(),
         fifo: opts.fifo.as_raw_fd(),
@@ -261,7 +260,7 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
         source.enter().map_err(SpawnError::MountSource)?;
     }
     let mut used_clone3 = !opts.legacy_clone;
-    fds.wait_for_go = id_maps || joins_cgroup_by_pid(used_clone3, opts.cgroup, &opts.cgroup_procs);
+    fds.wait_for_go = parent_goes_first(plan, opts, used_clone3);
     let forked = if used_clone3 {
         // SAFETY: the child branch below only calls `child::init_main`, which
         // runs async-signal-safe code on the prepared plan and leaves with
@@ -279,8 +278,7 @@ pub fn spawn(plan: &Plan, opts: &SpawnOptions<'_>) -> Result<Spawned, SpawnError
     let forked = match forked {
         Some(r) => r,
         None => {
-            fds.wait_for_go =
-                id_maps || joins_cgroup_by_pid(false, opts.cgroup, &opts.cgroup_procs);
+            fds.wait_for_go = parent_goes_first(plan, opts, false);
             // SAFETY: as above.
             unsafe { sys::clone_legacy(plan.clone_flags, true) }
         }
@@ -323,19 +321,16 @@ fn handshake(
         std::fs::write(&path, data).map_err(|source| SpawnError::Write { path, source })
     };
     // (2) id maps, cgroup by pid, GO (only then: see ChildFds::wait_for_go).
-    let mut go = false;
     if let (Some(uid_map), Some(gid_map)) = (&plan.uid_map, &plan.gid_map) {
         write(PathBuf::from(format!("/proc/{pid}/uid_map")), uid_map)?;
         write(PathBuf::from(format!("/proc/{pid}/gid_map")), gid_map)?;
-        go = true;
     }
     if joins_cgroup_by_pid(spawned.clone3, opts.cgroup, &opts.cgroup_procs) {
         if let Some(procs) = &opts.cgroup_procs {
             write(procs.clone(), &pid.to_string())?;
         }
-        go = true;
     }
-    if go {
+    if parent_goes_first(plan, opts, spawned.clone3) {
         send_go(spawned)?;
     }
 
@@ -469,6 +464,14 @@ pub fn spawn_exec(plan: &Plan, into: &ExecInto<'_>) -> Result<Spawned, SpawnErro
         }
     })();
     spawned.finish(result)
+}
+
+/// Whether the parent of an init has work between the clone and the
+/// init's going on (id maps to write, the cgroup to join by pid): the init
+/// then waits for its GO. One answer for both sides, so that they agree.
+fn parent_goes_first(plan: &Plan, opts: &SpawnOptions<'_>, clone3: bool) -> bool {
+    (plan.uid_map.is_some() && plan.gid_map.is_some())
+        || joins_cgroup_by_pid(clone3, opts.cgroup, &opts.cgroup_procs)
 }
 
 /// Whether the parent puts the child into its cgroup by pid: there is one
