@@ -26,7 +26,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::sys;
@@ -97,9 +97,7 @@ impl MountSource {
             .map_err(io_error("opening the working directory"))?;
         sys::unshare(libc::CLONE_NEWNS).map_err(sys_error("unshare(CLONE_NEWNS)"))?;
         let made = Self::set_up_here();
-        let back = sys::setns(home.as_raw_fd(), libc::CLONE_NEWNS)
-            .and_then(|()| sys::fchdir(cwd.as_raw_fd()))
-            .map_err(sys_error("returning to the host's mount namespace"));
+        let back = return_home(home.as_raw_fd(), cwd.as_raw_fd());
         let (clean, table) = made?;
         back?;
         Ok(MountSource {
@@ -160,10 +158,16 @@ impl MountSource {
     /// Moves the calling thread back to its own namespace and working
     /// directory.
     pub fn leave(&self) -> Result<(), MountSourceError> {
-        sys::setns(self.home.as_raw_fd(), libc::CLONE_NEWNS)
-            .and_then(|()| sys::fchdir(self.cwd.as_raw_fd()))
-            .map_err(sys_error("returning to the host's mount namespace"))
+        return_home(self.home.as_raw_fd(), self.cwd.as_raw_fd())
     }
+}
+
+/// Moves the calling thread into mount namespace `home` and working
+/// directory `cwd`.
+fn return_home(home: RawFd, cwd: RawFd) -> Result<(), MountSourceError> {
+    sys::setns(home, libc::CLONE_NEWNS)
+        .and_then(|()| sys::fchdir(cwd))
+        .map_err(sys_error("returning to the host's mount namespace"))
 }
 
 /// Detaches every `nsfs` mount of the calling thread's mount namespace,
