@@ -1096,7 +1096,7 @@ impl Server {
                 }
                 Err(e) => {
                     last = format!("the zygote's spawner is gone: {e}");
-                    kill_child(spawner.pid);
+                    spawner.end();
                 }
             }
         }
@@ -1128,7 +1128,7 @@ impl Server {
             }
             Err(_) => {
                 if let Some(spawner) = self.spawner.take() {
-                    kill_child(spawner.pid);
+                    spawner.end();
                 }
             }
         }
@@ -1313,8 +1313,7 @@ impl Server {
         // zombie child for good). Should the exec fail, the next create
         // starts another.
         if let Some(spawner) = self.spawner.take() {
-            drop(spawner.sock);
-            kill_child(spawner.pid);
+            spawner.end();
         }
         let conn = self.conns[index].fd.as_fd();
         let handed: Vec<Handed> = self
@@ -1410,6 +1409,12 @@ impl Spawner {
                 awaiting: Default::default(),
             }),
         }
+    }
+
+    /// Closes its socket, kills it and reaps it.
+    fn end(self) {
+        drop(self.sock);
+        kill_child(self.pid);
     }
 
     /// Sends `request` (creation `serial`) with the creator's end of its
