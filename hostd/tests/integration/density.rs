@@ -594,3 +594,122 @@ fn a_killed_spawner_is_replaced_and_nothing_is_left_half_made() {
     remove_all(&socket);
     daemon.terminate();
 }
+
+/// Stops `spawner` (ptrace) at its next fork, the creator of a start, and
+/// kills it there, before it can tell the zygote that creator's pid; the
+/// creator goes on. Returns the creator's pid.
+fn kill_at_next_fork(spawner: i32) -> i32 {
+    let wait = |pid: i32| {
+        let mut status = 0;
+        // SAFETY: waitpid(2) with a valid pointer; __WALL for a tracee.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        assert_eq!(waited, pid, "waitpid: {}", std::io::Error::last_os_error());
+        status
+    };
+    let options = libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEVFORK;
+    // SAFETY: ptrace(2) attaching to a process of this test's; no pointer.
+    let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, spawner, 0, options) };
+    assert_eq!(seized, 0, "ptrace: {}", std::io::Error::last_os_error());
+    loop {
+        let status = wait(spawner);
+        assert!(libc::WIFSTOPPED(status), "the spawner ended: {status:#x}");
+        let event = status >> 16;
+        let forked = [
+            libc::PTRACE_EVENT_FORK,
+            libc::PTRACE_EVENT_CLONE,
+            libc::PTRACE_EVENT_VFORK,
+        ]
+        .contains(&event);
+        if !forked {
+            // A signal to pass on (or, for an event stop, none).
+            let signal = if event == 0 {
+                libc::WSTOPSIG(status)
+            } else {
+                0
+            };
+            // SAFETY: ptrace(2) on the stopped tracee; no pointer.
+            unsafe { libc::ptrace(libc::PTRACE_CONT, spawner, 0, signal) };
+            continue;
+        }
+        let mut creator: libc::c_ulong = 0;
+        // SAFETY: ptrace(2) writes the new child's pid to `creator`.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETEVENTMSG,
+                spawner,
+                0,
+                &mut creator as *mut libc::c_ulong,
+            )
+        };
+        let creator = creator as i32;
+        hostd::os::kill(spawner, libc::SIGKILL).unwrap();
+        // Its death comes to the tracer first; then to the zygote.
+        while !libc::WIFSIGNALED(wait(spawner)) {}
+        // The creator starts stopped, traced too: it goes on untraced.
+        wait(creator);
+        // SAFETY: ptrace(2) on the stopped tracee; no pointer.
+        let detached = unsafe { libc::ptrace(libc::PTRACE_DETACH, creator, 0, 0) };
+        assert_eq!(detached, 0, "ptrace: {}", std::io::Error::last_os_error());
+        return creator;
+    }
+}
+
+#[test]
+fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let daemon = daemon_with_image(work);
+    let socket = daemon.socket();
+    ok(&hostd_run(
+        &socket,
+        &[
+            "--network",
+            "none",
+            "--name",
+            "first",
+            "bb",
+            "sleep",
+            "1000",
+        ],
+    ));
+    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    let spawner = spawner_of(zygote);
+    let (out, creator) = std::thread::scope(|scope| {
+        let start = scope.spawn(|| {
+            hostd_run(
+                &socket,
+                &[
+                    "--network",
+                    "none",
+                    "--name",
+                    "caught",
+                    "bb",
+                    "sleep",
+                    "1000",
+                ],
+            )
+        });
+        let creator = kill_at_next_fork(spawner);
+        (start.join().unwrap(), creator)
+    });
+    // The creator made the container and said so, with its own pid.
+    ok(&out);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::metadata(format!("/proc/{creator}")).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "creator {creator} is still there: {:?}",
+            fs::read_to_string(format!("/proc/{creator}/stat"))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(zombie_children(zygote, "hostd"), Vec::<i32>::new());
+    assert_eq!(assert_consistent(&socket, work, zygote), 2);
+    ok(&hostd_run(
+        &socket,
+        &["--network", "none", "--name", "last", "bb", "sleep", "1000"],
+    ));
+    assert_ne!(spawner_of(zygote), spawner, "a new spawner");
+    remove_all(&socket);
+    daemon.terminate();
+}

@@ -591,6 +591,15 @@ struct Creating {
     answer: OwnedFd,
 }
 
+/// What a creator sends the zygote on its answer socket: the answer to
+/// forward, and its own pid, so that it is reaped even when the spawner
+/// that forked it died before saying that pid.
+#[derive(Debug, Serialize, Deserialize)]
+struct CreatorAnswer {
+    creator: libc::pid_t,
+    reply: ZygoteReply,
+}
+
 /// The zygote process's state.
 struct Server {
     state: PathBuf,
@@ -1106,8 +1115,9 @@ impl Server {
     /// Reads one answer of the spawner: the pid of a creator it forked,
     /// or why it could not (said to the connection that asked). A spawner
     /// that is gone is replaced at the next create; the creators it owed a
-    /// pid for answer (or hang up) all the same, and are left unreaped if
-    /// they exit: their pid is unknown.
+    /// pid for answer all the same, with their own pid, and are reaped;
+    /// one that dies without answering is left unreaped: its pid is
+    /// unknown.
     fn take_spawner_reply(&mut self) {
         let Some(spawner) = self.spawner.as_mut() else {
             return;
@@ -1194,12 +1204,19 @@ impl Server {
     fn creator_answer(&mut self, creating: &Creating) -> (ZygoteReply, Vec<OwnedFd>) {
         let mut buf = vec![0u8; MAX_PACKET];
         let parsed = match os::recv_with_fds(creating.answer.as_fd(), &mut buf) {
-            Ok((n, fds)) if n > 0 => {
-                self.watch_exiting(creating.creator);
-                serde_json::from_slice::<ZygoteReply>(&buf[..n])
-                    .map(|reply| (reply, fds))
-                    .map_err(|e| format!("the creator of {} answered badly: {e}", creating.id))
-            }
+            Ok((n, fds)) if n > 0 => match serde_json::from_slice::<CreatorAnswer>(&buf[..n]) {
+                Ok(answer) => {
+                    self.watch_exiting(creating.creator.or(Some(answer.creator)));
+                    Ok((answer.reply, fds))
+                }
+                Err(e) => {
+                    self.watch_exiting(creating.creator);
+                    Err(format!(
+                        "the creator of {} answered badly: {e}",
+                        creating.id
+                    ))
+                }
+            },
             _ => Err(match creating.creator {
                 Some(pid) => format!(
                     "the creator of {} died without answering ({:?})",
@@ -1557,14 +1574,23 @@ fn creator_main(rt: &Runtime, saved: &SavedStdio, request: &ZygoteRequest, answe
             Vec::new(),
         ),
     };
-    let code = i32::from(send_reply(answer.as_fd(), &reply, &fds).is_err());
+    let answer_packet = CreatorAnswer {
+        creator: std::process::id() as libc::pid_t,
+        reply,
+    };
+    let code = i32::from(send_reply(answer.as_fd(), &answer_packet, &fds).is_err());
     // SAFETY: _exit(2) ends this forked copy at once, running none of the
     // spawner's destructors or exit handlers.
     unsafe { libc::_exit(code) }
 }
 
-/// Sends `reply` with `fds` attached as one packet.
-fn send_reply(conn: BorrowedFd<'_>, reply: &ZygoteReply, fds: &[OwnedFd]) -> std::io::Result<()> {
+/// Sends `reply` (a [`ZygoteReply`], or a creator's [`CreatorAnswer`])
+/// with `fds` attached as one packet.
+fn send_reply<T: Serialize>(
+    conn: BorrowedFd<'_>,
+    reply: &T,
+    fds: &[OwnedFd],
+) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(reply).unwrap_or_default();
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     os::send_with_fds(conn, &bytes, &borrowed)
