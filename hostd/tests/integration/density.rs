@@ -56,19 +56,19 @@ fn zygote_children(zygote: i32) -> (Vec<i32>, Vec<i32>) {
     (helpers, inits)
 }
 
+/// `hostd run -d` of a container `name` that sleeps, with no network.
+fn run_sleeping(socket: &Path, name: &str) -> std::process::Output {
+    hostd_run(
+        socket,
+        &["--network", "none", "--name", name, "bb", "sleep", "1000"],
+    )
+}
+
 /// `count` runs of `sleep` at once, one client each: their outputs.
 fn run_at_once(socket: &Path, prefix: &str, count: usize) -> Vec<std::process::Output> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..count)
-            .map(|i| {
-                scope.spawn(move || {
-                    let name = format!("{prefix}{i}");
-                    hostd_run(
-                        socket,
-                        &["--network", "none", "--name", &name, "bb", "sleep", "1000"],
-                    )
-                })
-            })
+            .map(|i| scope.spawn(move || run_sleeping(socket, &format!("{prefix}{i}"))))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
@@ -199,11 +199,7 @@ fn limits_parallel_starts_and_no_leaked_descriptors() {
     // right after it has answered, is reaped, not left a zombie child of
     // the zygote.
     for i in 0..5 {
-        let name = format!("z{i}");
-        ok(&hostd_run(
-            &socket,
-            &["--network", "none", "--name", &name, "bb", "sleep", "1000"],
-        ));
+        ok(&run_sleeping(&socket, &format!("z{i}")));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
             zombie_children(zygote, "hostd"),
@@ -543,18 +539,7 @@ fn a_killed_spawner_is_replaced_and_nothing_is_left_half_made() {
     let work = dir.path();
     let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    ok(&hostd_run(
-        &socket,
-        &[
-            "--network",
-            "none",
-            "--name",
-            "first",
-            "bb",
-            "sleep",
-            "1000",
-        ],
-    ));
+    ok(&run_sleeping(&socket, "first"));
     let zygote = zygote_pid(work).expect("the zygote's pid file");
 
     // Killed while idle: the next creates start another.
@@ -587,10 +572,7 @@ fn a_killed_spawner_is_replaced_and_nothing_is_left_half_made() {
     let started = 1 + 8 + outputs.iter().filter(|o| o.status.success()).count();
     assert_eq!(running, started);
     // And creates go on.
-    ok(&hostd_run(
-        &socket,
-        &["--network", "none", "--name", "last", "bb", "sleep", "1000"],
-    ));
+    ok(&run_sleeping(&socket, "last"));
     remove_all(&socket);
     daemon.terminate();
 }
@@ -660,35 +642,11 @@ fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
     let work = dir.path();
     let daemon = daemon_with_image(work);
     let socket = daemon.socket();
-    ok(&hostd_run(
-        &socket,
-        &[
-            "--network",
-            "none",
-            "--name",
-            "first",
-            "bb",
-            "sleep",
-            "1000",
-        ],
-    ));
+    ok(&run_sleeping(&socket, "first"));
     let zygote = zygote_pid(work).expect("the zygote's pid file");
     let spawner = spawner_of(zygote);
     let (out, creator) = std::thread::scope(|scope| {
-        let start = scope.spawn(|| {
-            hostd_run(
-                &socket,
-                &[
-                    "--network",
-                    "none",
-                    "--name",
-                    "caught",
-                    "bb",
-                    "sleep",
-                    "1000",
-                ],
-            )
-        });
+        let start = scope.spawn(|| run_sleeping(&socket, "caught"));
         let creator = kill_at_next_fork(spawner);
         (start.join().unwrap(), creator)
     });
@@ -705,10 +663,7 @@ fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
     }
     assert_eq!(zombie_children(zygote, "hostd"), Vec::<i32>::new());
     assert_eq!(assert_consistent(&socket, work, zygote), 2);
-    ok(&hostd_run(
-        &socket,
-        &["--network", "none", "--name", "last", "bb", "sleep", "1000"],
-    ));
+    ok(&run_sleeping(&socket, "last"));
     assert_ne!(spawner_of(zygote), spawner, "a new spawner");
     remove_all(&socket);
     daemon.terminate();
