@@ -83,6 +83,16 @@ pub fn try_wait_for_status(socket: &Path, timeout: Duration) -> Option<Status> {
     }
 }
 
+/// Waits until `check` holds, asking every 100 ms; panics naming `what`
+/// after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits for `child` to exit within `timeout`; kills it and panics otherwise.
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;

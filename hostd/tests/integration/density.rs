@@ -16,7 +16,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{ok, processes, wait_for_status, zygote_pid, Daemon, HOSTD};
+use crate::common::{ok, processes, wait_for_status, wait_until, zygote_pid, Daemon, HOSTD};
 use crate::containers::{
     build_image, daemon_with_image, hostd, hostd_run, import_image, ps, wait_for, zombie_children,
 };
@@ -652,15 +652,11 @@ fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
     });
     // The creator made the container and said so, with its own pid.
     ok(&out);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fs::metadata(format!("/proc/{creator}")).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "creator {creator} is still there: {:?}",
-            fs::read_to_string(format!("/proc/{creator}/stat"))
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("creator {creator} to be reaped, not left a zombie"),
+        Duration::from_secs(5),
+        || fs::metadata(format!("/proc/{creator}")).is_err(),
+    );
     assert_eq!(zombie_children(zygote, "hostd"), Vec::<i32>::new());
     assert_eq!(assert_consistent(&socket, work, zygote), 2);
     ok(&run_sleeping(&socket, "last"));

@@ -18,8 +18,11 @@ use hostd::daemon::containers::Record;
 use mkhost_shared::control::{self, Request, Response};
 
 use crate::common::{
-    hostd, in_test_netns, ok, overlay_mounts_under, require, run, text, Daemon, HOSTD,
+    hostd, in_test_netns, ok, overlay_mounts_under, require, run, text, wait_until, Daemon, HOSTD,
 };
+
+/// How long a wait for the network to settle may take.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// Busybox with the applets these tests use, `Cmd` `sh`.
 fn build_image(dir: &Path) {
@@ -145,7 +148,7 @@ fn counts(work: &Path) -> BTreeMap<&'static str, usize> {
 /// with the namespace, in its own cleanup work), so a snapshot taken right
 /// after one would count it.
 fn settled_counts(work: &Path, veths: usize) -> BTreeMap<&'static str, usize> {
-    wait_until(&format!("{veths} mkv veths"), || {
+    wait_until(&format!("{veths} mkv veths"), WAIT, || {
         let links = in_ns(work, "ip", &["-o", "link"]);
         let names = String::from_utf8_lossy(&links.stdout).to_string();
         names.lines().filter(|l| l.contains(": mkv")).count() == veths
@@ -164,14 +167,6 @@ fn assert_counts(work: &Path, want: &BTreeMap<&'static str, usize>) {
             return;
         }
         assert!(Instant::now() < deadline, "counts {now:?}, want {want:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -224,7 +219,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
             .is_some_and(|l| l.starts_with("172.17.") && l.ends_with("\tprobe")),
         "{hosts}"
     );
-    wait_until("web to answer", || {
+    wait_until("web to answer", WAIT, || {
         fetch_from_host(work, "http://127.0.0.1:8080/").contains("hello-web")
     });
     assert!(fetch_from_host(work, "http://172.17.0.1:8080/").contains("hello-web"));
@@ -294,7 +289,7 @@ fn bridge_networks_ports_names_isolation_and_no_leaks() {
         ],
     ));
     assert!(resolv.starts_with("nameserver 172.18.0.1\n"), "{resolv}");
-    wait_until("a to answer by name", || {
+    wait_until("a to answer by name", WAIT, || {
         text(&fetch_in_container(&socket, "front", "api", 80)).contains("hello-a")
     });
     let blocked = fetch_in_container(&socket, "back", &a_ip, 80);
@@ -506,7 +501,7 @@ fn direct_networks_static_and_by_dhcp() {
         "hello-static",
     );
     assert_eq!(address(&socket, "s1"), "192.168.77.50");
-    wait_until("s1 to answer on the rack network", || {
+    wait_until("s1 to answer on the rack network", WAIT, || {
         fetch_from_host(work, "http://192.168.77.50/").contains("hello-static")
     });
     let refused = hostd_run(
@@ -546,7 +541,7 @@ fn direct_networks_static_and_by_dhcp() {
     run_web(&socket, &["--name", "d1", "--network", "lab"], "hello-dhcp");
     let leased = address(&socket, "d1");
     assert!(leased.starts_with("192.168.78.1"), "{leased}");
-    wait_until("d1 to answer at its lease", || {
+    wait_until("d1 to answer at its lease", WAIT, || {
         fetch_from_host(work, &format!("http://{leased}/")).contains("hello-dhcp")
     });
     let inspect = ok(&hostd(&socket, &["network", "inspect", "lab"]));
