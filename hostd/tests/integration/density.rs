@@ -664,3 +664,37 @@ fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
     remove_all(&socket);
     daemon.terminate();
 }
+
+#[test]
+fn a_daemon_that_connects_as_the_last_one_hangs_up_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let first = daemon_with_image(work);
+    let socket = first.socket();
+    ok(&run_sleeping(&socket, "kept"));
+    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    // The zygote, stopped, sees the old daemon's hang-ups and the new
+    // daemon's connection in one poll when it goes on.
+    hostd::os::kill(zygote, libc::SIGSTOP).unwrap();
+    first.kill9();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        hostd::os::kill(zygote, libc::SIGCONT).unwrap();
+    });
+    let second = Daemon::start(work, Path::new(HOSTD), &[]);
+    resume.join().unwrap();
+    assert!(
+        second.output().contains("re-adopted 1 running containers"),
+        "{}",
+        second.output()
+    );
+    let rows = ps(&socket);
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.name.as_str(), r.status.as_str()))
+            .collect::<Vec<_>>(),
+        [("kept", "running")]
+    );
+    remove_all(&socket);
+    second.terminate();
+}

@@ -744,9 +744,7 @@ impl Server {
                 }
             }
             if self.conns.is_empty() {
-                if self.daemon.take().is_some() {
-                    self.orphan_execs();
-                }
+                self.forget_daemon();
                 if self.live.is_empty() && self.creating.is_empty() {
                     let _ = fs::remove_file(self.state.join(SOCKET));
                     let _ = fs::remove_file(self.state.join(PID_FILE));
@@ -883,9 +881,22 @@ impl Server {
         let Some(pid) = os::peer_pid(fd.as_fd()) else {
             return;
         };
+        // The daemon served may have hung up its last connection in the
+        // same poll that brought this one: it is gone, not another daemon.
+        if self.conns.is_empty() {
+            self.forget_daemon();
+        }
         match self.daemon {
             Some(daemon) if daemon != pid => {}
             _ => self.add_conn(fd, pid),
+        }
+    }
+
+    /// The daemon served has hung up every connection: its exec'd
+    /// processes become orphans, and the next daemon to connect is served.
+    fn forget_daemon(&mut self) {
+        if self.daemon.take().is_some() {
+            self.orphan_execs();
         }
     }
 
