@@ -13,7 +13,7 @@
 //! of those creates is made whole or refused with the reason.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::{ok, processes, wait_for_status, wait_until, zygote_pid, Daemon, HOSTD};
@@ -62,6 +62,16 @@ fn run_sleeping(socket: &Path, name: &str) -> std::process::Output {
         socket,
         &["--network", "none", "--name", name, "bb", "sleep", "1000"],
     )
+}
+
+/// A daemon with the test image and one sleeping container `name`: the
+/// daemon, its control socket and its zygote's pid.
+fn daemon_with_a_container<'a>(work: &'a Path, name: &str) -> (Daemon<'a>, PathBuf, i32) {
+    let daemon = daemon_with_image(work);
+    let socket = daemon.socket();
+    ok(&run_sleeping(&socket, name));
+    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    (daemon, socket, zygote)
 }
 
 /// `count` runs of `sleep` at once, one client each: their outputs.
@@ -537,10 +547,7 @@ fn a_host_with_private_mounts_copies_its_own_table() {
 fn a_killed_spawner_is_replaced_and_nothing_is_left_half_made() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let daemon = daemon_with_image(work);
-    let socket = daemon.socket();
-    ok(&run_sleeping(&socket, "first"));
-    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    let (daemon, socket, zygote) = daemon_with_a_container(work, "first");
 
     // Killed while idle: the next creates start another.
     let spawner = spawner_of(zygote);
@@ -640,10 +647,7 @@ fn kill_at_next_fork(spawner: i32) -> i32 {
 fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let daemon = daemon_with_image(work);
-    let socket = daemon.socket();
-    ok(&run_sleeping(&socket, "first"));
-    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    let (daemon, socket, zygote) = daemon_with_a_container(work, "first");
     let spawner = spawner_of(zygote);
     let (out, creator) = std::thread::scope(|scope| {
         let start = scope.spawn(|| run_sleeping(&socket, "caught"));
@@ -669,10 +673,7 @@ fn a_creator_whose_spawner_died_before_saying_its_pid_is_reaped() {
 fn a_daemon_that_connects_as_the_last_one_hangs_up_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let first = daemon_with_image(work);
-    let socket = first.socket();
-    ok(&run_sleeping(&socket, "kept"));
-    let zygote = zygote_pid(work).expect("the zygote's pid file");
+    let (first, socket, zygote) = daemon_with_a_container(work, "kept");
     // The zygote, stopped, sees the old daemon's hang-ups and the new
     // daemon's connection in one poll when it goes on.
     hostd::os::kill(zygote, libc::SIGSTOP).unwrap();
